@@ -1,0 +1,132 @@
+//! Settings of the cache and of its Redis connection.
+
+use std::time::Duration;
+
+use crate::CacheError;
+
+/// What the cache does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Serve from the local view, keep every delta, reconnect and flush when Redis is back
+    /// (default).
+    #[default]
+    FailOpen,
+    /// Refuse operations that need the shared view ([`crate::CacheError::Unavailable`]).
+    FailClosed,
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]` or `rediss://...`; cluster and sentinel URLs as fred
+    /// accepts them (`redis-cluster://`, `redis-sentinel://`).
+    pub url: String,
+    /// Prepended to every key, e.g. `ferrolite:`; must not contain `{` or `}` (hash tags belong
+    /// to the keys).
+    pub key_prefix: String,
+    /// Timeout of every command; a Redis that stops answering fails a command after this long
+    /// instead of hanging it. Default 250 ms.
+    pub command_timeout: Duration,
+    /// Timeout of a TCP connect (and TLS handshake). Default 1 s.
+    pub connect_timeout: Duration,
+    /// How long startup waits for the first connection before carrying on (fail-open) or
+    /// failing (fail-closed). Default 2 s.
+    pub initial_connect_wait: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for `url` with the defaults above and the prefix `ferrolite:`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            key_prefix: "ferrolite:".to_string(),
+            command_timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(1),
+            initial_connect_wait: Duration::from_secs(2),
+        }
+    }
+
+    /// The same settings with another key prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+}
+
+/// Settings of a [`crate::DualCache`].
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The shared tier; `None` runs everything in this process.
+    pub redis: Option<RedisConfig>,
+    /// How often queued deltas are pushed and tracked counters read back. Default 100 ms.
+    pub sync_interval: Duration,
+    /// Bound on counter keys this instance tracks (and so on the keys with queued deltas).
+    /// Default 100,000.
+    pub max_tracked_keys: usize,
+    /// Bound on plain values kept in the local tier. Default 100,000.
+    pub max_local_values: u64,
+    /// How long a value read from Redis is trusted locally before it is read again.
+    /// Default 100 ms.
+    pub remote_read_ttl: Duration,
+    /// Fail-open or fail-closed while Redis is down.
+    pub failure_mode: FailureMode,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            redis: None,
+            sync_interval: Duration::from_millis(100),
+            max_tracked_keys: 100_000,
+            max_local_values: 100_000,
+            remote_read_ttl: Duration::from_millis(100),
+            failure_mode: FailureMode::FailOpen,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Default settings with Redis at `url`.
+    pub fn with_redis(url: impl Into<String>) -> Self {
+        CacheConfig {
+            redis: Some(RedisConfig::new(url)),
+            ..CacheConfig::default()
+        }
+    }
+
+    /// Checks every setting, naming the first one out of range.
+    pub fn validate(&self) -> Result<(), CacheError> {
+        let positive = |field: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err(CacheError::InvalidConfig {
+                    field,
+                    value: format!("{d:?}"),
+                    reason: "must be greater than zero",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("sync_interval", self.sync_interval)?;
+        positive("remote_read_ttl", self.remote_read_ttl)?;
+        if self.max_tracked_keys == 0 {
+            return Err(CacheError::InvalidConfig {
+                field: "max_tracked_keys",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if let Some(redis) = &self.redis {
+            positive("redis.command_timeout", redis.command_timeout)?;
+            positive("redis.connect_timeout", redis.connect_timeout)?;
+            if redis.key_prefix.contains(['{', '}']) {
+                return Err(CacheError::InvalidConfig {
+                    field: "redis.key_prefix",
+                    value: redis.key_prefix.clone(),
+                    reason: "must not contain `{` or `}`; put hash tags in the keys",
+                });
+            }
+        }
+        Ok(())
+    }
+}

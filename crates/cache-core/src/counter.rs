@@ -1,0 +1,427 @@
+//! Counters: atomics in this process, summed across instances through Redis.
+//!
+//! A counter cell holds three numbers:
+//! - `base`: the global value last read from Redis (excluding the two below);
+//! - `pending`: deltas added here and not yet pushed;
+//! - `inflight`: deltas pushed and not yet acknowledged by Redis.
+//!
+//! The local view is `base + inflight + pending`. An increment is one atomic add on `pending`,
+//! so the hot path never waits on Redis and concurrent increments sum exactly. The sync task
+//! moves `pending` to `inflight`, pushes it with a sequence number, and on the reply sets `base`
+//! to the global value and clears `inflight` (see `pipeline.rs`). While it does, a reader may
+//! see a delta twice for an instant (never zero times): the local view errs on the side of
+//! "more used", which is the safe side for limits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::CacheError;
+
+/// When a counter's TTL starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiryMode {
+    /// The TTL starts at the first write and is not extended (`PEXPIRE … NX`): a fixed window
+    /// such as LiteLLM's allowed-fails counter.
+    FromFirstWrite,
+    /// Every write extends the TTL (default): the counter lives while it is used.
+    #[default]
+    FromLastWrite,
+}
+
+/// How a counter is kept: its TTL (required, so that state is bounded) and when the TTL starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterOptions {
+    /// How long the counter lives.
+    pub ttl: Duration,
+    /// When the TTL starts.
+    pub expiry: ExpiryMode,
+}
+
+impl CounterOptions {
+    /// A counter living `ttl` after its last write.
+    pub fn ttl(ttl: Duration) -> Self {
+        CounterOptions {
+            ttl,
+            expiry: ExpiryMode::FromLastWrite,
+        }
+    }
+
+    /// A counter living `ttl` after its first write.
+    pub fn fixed_ttl(ttl: Duration) -> Self {
+        CounterOptions {
+            ttl,
+            expiry: ExpiryMode::FromFirstWrite,
+        }
+    }
+
+    pub(crate) fn ttl_ms(&self, key: &str) -> Result<u64, CacheError> {
+        let ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 {
+            return Err(CacheError::InvalidArgument {
+                field: "ttl",
+                value: format!("{:?} (key `{key}`)", self.ttl),
+                reason: "a counter needs a TTL of at least 1 ms",
+            });
+        }
+        Ok(ms)
+    }
+}
+
+/// A number of either kind, as pushed to and read from Redis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    pub(crate) fn is_zero(self) -> bool {
+        match self {
+            Num::Int(v) => v == 0,
+            Num::Float(v) => v == 0.0,
+        }
+    }
+
+    fn neg(self) -> Num {
+        match self {
+            Num::Int(v) => Num::Int(v.wrapping_neg()),
+            Num::Float(v) => Num::Float(-v),
+        }
+    }
+
+    /// The delta as a Redis argument (shortest text that reads back as the same number).
+    pub(crate) fn to_arg(self) -> String {
+        match self {
+            Num::Int(v) => v.to_string(),
+            Num::Float(v) => v.to_string(),
+        }
+    }
+
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(v) => v as f64,
+            Num::Float(v) => v,
+        }
+    }
+}
+
+/// Counter kind, fixed when the key is first used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Int,
+    Float,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Int => "integer",
+            Kind::Float => "float",
+        }
+    }
+}
+
+/// One counter's state. Shared by the registry, the handles and the sync task.
+#[derive(Debug)]
+pub(crate) struct CounterCell {
+    pub(crate) key: Arc<str>,
+    pub(crate) kind: Kind,
+    pub(crate) ttl_ms: u64,
+    pub(crate) expiry: ExpiryMode,
+    base: AtomicU64,
+    pending: AtomicU64,
+    inflight: AtomicU64,
+    /// Clock time (ms) at which the counter expires; 0 before the first write.
+    expires_at: AtomicU64,
+    /// Sequence number of the unacknowledged push in `inflight`; 0 when none. Only the sync
+    /// task takes this lock.
+    unacked: Mutex<u64>,
+}
+
+impl CounterCell {
+    pub(crate) fn new(key: Arc<str>, kind: Kind, ttl_ms: u64, expiry: ExpiryMode) -> Self {
+        let zero = Self::zero_bits(kind);
+        CounterCell {
+            key,
+            kind,
+            ttl_ms,
+            expiry,
+            base: AtomicU64::new(zero),
+            pending: AtomicU64::new(zero),
+            inflight: AtomicU64::new(zero),
+            expires_at: AtomicU64::new(0),
+            unacked: Mutex::new(0),
+        }
+    }
+
+    fn zero_bits(kind: Kind) -> u64 {
+        match kind {
+            Kind::Int => 0,
+            Kind::Float => 0f64.to_bits(),
+        }
+    }
+
+    fn load(&self, cell: &AtomicU64) -> Num {
+        let bits = cell.load(Ordering::Acquire);
+        match self.kind {
+            Kind::Int => Num::Int(bits as i64),
+            Kind::Float => Num::Float(f64::from_bits(bits)),
+        }
+    }
+
+    fn store(&self, cell: &AtomicU64, value: Num) {
+        let bits = match value {
+            Num::Int(v) => v as u64,
+            Num::Float(v) => v.to_bits(),
+        };
+        cell.store(bits, Ordering::Release);
+    }
+
+    fn add(cell: &AtomicU64, delta: Num) {
+        match delta {
+            // Two's complement: a wrapping add of the bit pattern is an i64 add.
+            Num::Int(d) => {
+                cell.fetch_add(d as u64, Ordering::AcqRel);
+            }
+            Num::Float(d) => {
+                let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                    Some((f64::from_bits(bits) + d).to_bits())
+                });
+            }
+        }
+    }
+
+    fn sum(a: Num, b: Num) -> Num {
+        match (a, b) {
+            (Num::Int(a), Num::Int(b)) => Num::Int(a.wrapping_add(b)),
+            (a, b) => Num::Float(a.as_f64() + b.as_f64()),
+        }
+    }
+
+    /// Applies the TTL rules at `now_ms` before a write: an expired counter restarts from zero
+    /// (keeping deltas still owed to Redis when `remote`), and the expiry is set or extended.
+    fn touch(&self, now_ms: u64, remote: bool) {
+        let expires = self.expires_at.load(Ordering::Acquire);
+        let next = now_ms.saturating_add(self.ttl_ms);
+        if expires == 0 || now_ms >= expires {
+            // One caller wins the reset; an increment racing with the instant of expiry may land
+            // in either period.
+            if self
+                .expires_at
+                .compare_exchange(expires, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                && expires != 0
+            {
+                self.store(&self.base, Self::zero_num(self.kind));
+                if !remote {
+                    self.store(&self.pending, Self::zero_num(self.kind));
+                }
+            }
+        } else if self.expiry == ExpiryMode::FromLastWrite && next > expires {
+            self.expires_at.store(next, Ordering::Release);
+        }
+    }
+
+    fn zero_num(kind: Kind) -> Num {
+        match kind {
+            Kind::Int => Num::Int(0),
+            Kind::Float => Num::Float(0.0),
+        }
+    }
+
+    /// Adds `delta` locally and queues it for Redis; returns the new local view.
+    pub(crate) fn increment(&self, delta: Num, now_ms: u64, remote: bool) -> Num {
+        self.touch(now_ms, remote);
+        Self::add(&self.pending, delta);
+        self.value(now_ms, remote)
+    }
+
+    /// The local view at `now_ms`.
+    pub(crate) fn value(&self, now_ms: u64, remote: bool) -> Num {
+        let expires = self.expires_at.load(Ordering::Acquire);
+        let owed = Self::sum(self.load(&self.inflight), self.load(&self.pending));
+        if expires != 0 && now_ms >= expires {
+            return if remote {
+                owed
+            } else {
+                Self::zero_num(self.kind)
+            };
+        }
+        Self::sum(self.load(&self.base), owed)
+    }
+
+    // ---- sync task side -------------------------------------------------------------------
+
+    /// The delta to push now, with its sequence number: the unacknowledged one again if the last
+    /// push failed (same sequence, so Redis applies it at most once), otherwise everything
+    /// pending under a new sequence number. `None` when there is nothing to push.
+    pub(crate) fn take_for_flush(&self, next_seq: impl FnOnce() -> u64) -> Option<(u64, Num)> {
+        let mut unacked = self.unacked.lock();
+        if *unacked != 0 {
+            return Some((*unacked, self.load(&self.inflight)));
+        }
+        let pending = self.load(&self.pending);
+        if pending.is_zero() {
+            return None;
+        }
+        // inflight first, then pending: a concurrent reader sees the delta twice, never zero times.
+        Self::add(&self.inflight, pending);
+        Self::add(&self.pending, pending.neg());
+        *unacked = next_seq();
+        Some((*unacked, pending))
+    }
+
+    /// Redis applied (or had already applied) the push of `delta`; `global` is the counter's
+    /// value after it.
+    pub(crate) fn ack(&self, global: Num, delta: Num) {
+        let mut unacked = self.unacked.lock();
+        self.store(&self.base, global);
+        Self::add(&self.inflight, delta.neg());
+        *unacked = 0;
+    }
+
+    /// A read-back of the global value for a counter with nothing in flight.
+    pub(crate) fn refresh(&self, global: Num) {
+        let unacked = self.unacked.lock();
+        if *unacked == 0 {
+            self.store(&self.base, global);
+        }
+    }
+
+    /// Whether nothing is owed to Redis.
+    pub(crate) fn is_settled(&self) -> bool {
+        *self.unacked.lock() == 0 && self.load(&self.pending).is_zero()
+    }
+
+    /// Whether the counter has expired at `now_ms` and owes nothing.
+    pub(crate) fn is_expired_and_settled(&self, now_ms: u64) -> bool {
+        let expires = self.expires_at.load(Ordering::Acquire);
+        expires != 0 && now_ms >= expires && self.is_settled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cell(kind: Kind) -> CounterCell {
+        CounterCell::new("k".into(), kind, 60_000, ExpiryMode::FromLastWrite)
+    }
+
+    #[test]
+    fn float_counters_add() {
+        let c = cell(Kind::Float);
+        c.increment(Num::Float(0.5), 1, false);
+        c.increment(Num::Float(0.25), 1, false);
+        assert_eq!(c.value(2, false), Num::Float(0.75));
+    }
+
+    #[test]
+    fn local_only_counters_reset_after_their_ttl() {
+        let c = CounterCell::new("k".into(), Kind::Int, 1_000, ExpiryMode::FromFirstWrite);
+        c.increment(Num::Int(3), 10, false);
+        c.increment(Num::Int(3), 900, false); // does not extend a first-write TTL
+        assert_eq!(c.value(1_009, false), Num::Int(6));
+        assert_eq!(c.value(1_010, false), Num::Int(0));
+        assert_eq!(c.increment(Num::Int(1), 1_500, false), Num::Int(1));
+    }
+
+    #[test]
+    fn last_write_ttl_is_extended_by_writes() {
+        let c = cell(Kind::Int);
+        c.increment(Num::Int(1), 0, false);
+        c.increment(Num::Int(1), 50_000, false);
+        assert_eq!(c.value(100_000, false), Num::Int(2));
+        assert_eq!(c.value(110_000, false), Num::Int(0));
+    }
+
+    #[test]
+    fn a_failed_push_is_resent_with_the_same_sequence() {
+        let c = cell(Kind::Int);
+        c.increment(Num::Int(5), 0, true);
+        let first = c.take_for_flush(|| 7);
+        assert_eq!(first, Some((7, Num::Int(5))));
+        c.increment(Num::Int(2), 1, true);
+        // No ack: the same push again, the new delta waits.
+        assert_eq!(c.take_for_flush(|| 8), Some((7, Num::Int(5))));
+        assert_eq!(c.value(2, true), Num::Int(7));
+        c.ack(Num::Int(5), Num::Int(5));
+        assert_eq!(c.value(2, true), Num::Int(7));
+        assert_eq!(c.take_for_flush(|| 9), Some((9, Num::Int(2))));
+        c.ack(Num::Int(107), Num::Int(2)); // another instance added 100 meanwhile
+        assert_eq!(c.value(3, true), Num::Int(107));
+        assert!(c.is_settled());
+    }
+
+    /// One step of a simulated run: an increment, or a flush that Redis applies, loses, or
+    /// applies without the reply arriving.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Increment(i64),
+        Flush(Outcome),
+        Remote(i64),
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        Applied,
+        Lost,
+        AppliedReplyLost,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (-5i64..50).prop_map(Step::Increment),
+            prop_oneof![
+                Just(Outcome::Applied),
+                Just(Outcome::Lost),
+                Just(Outcome::AppliedReplyLost)
+            ]
+            .prop_map(Step::Flush),
+            (0i64..20).prop_map(Step::Remote),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Coalescing and retries preserve sums: after a final successful flush, the simulated
+        /// Redis (which dedups by sequence like `incr_v1.lua`) holds exactly the increments of
+        /// this instance plus those of others, and the local view equals it.
+        #[test]
+        fn coalescing_and_retries_preserve_sums(steps in proptest::collection::vec(step(), 0..80)) {
+            let c = cell(Kind::Int);
+            let (mut redis, mut last_seq, mut next_seq, mut local_sum, mut remote_sum) = (0i64, 0u64, 0u64, 0i64, 0i64);
+            let mut apply = |seq: u64, delta: Num, redis: &mut i64| {
+                if seq > last_seq {
+                    last_seq = seq;
+                    if let Num::Int(d) = delta { *redis += d; }
+                }
+            };
+            for s in steps.iter().cloned().chain([Step::Flush(Outcome::Applied), Step::Flush(Outcome::Applied)]) {
+                match s {
+                    Step::Increment(d) => { c.increment(Num::Int(d), 0, true); local_sum += d; }
+                    Step::Remote(d) => { redis += d; remote_sum += d; }
+                    Step::Flush(outcome) => {
+                        if let Some((seq, delta)) = c.take_for_flush(|| { next_seq += 1; next_seq }) {
+                            match outcome {
+                                Outcome::Applied => { apply(seq, delta, &mut redis); c.ack(Num::Int(redis), delta); }
+                                Outcome::Lost => {}
+                                Outcome::AppliedReplyLost => apply(seq, delta, &mut redis),
+                            }
+                        } else {
+                            c.refresh(Num::Int(redis));
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(redis, local_sum + remote_sum);
+            prop_assert_eq!(c.value(0, true), Num::Int(redis));
+            prop_assert!(c.is_settled());
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The Redis tier: a fred client set up so that an outage never hangs a caller, the key
+//! namespace, Lua scripts run by SHA, and typed decoding of replies.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, KeysInterface,
+    LuaInterface, Options, ReconnectPolicy,
+};
+use fred::types::Value;
+
+use crate::CacheError;
+use crate::config::RedisConfig;
+use crate::counter::{Kind, Num};
+use crate::error::truncate;
+
+/// A Lua script shipped with ferrolite: its versioned name, its text and its SHA-1. Scripts are
+/// run with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart or a
+/// `SCRIPT FLUSH`). The `_vN` suffix changes whenever the script's contract does, so old and new
+/// instances can run side by side during a rolling deploy.
+#[derive(Debug, Clone)]
+pub(crate) struct LuaScript {
+    pub(crate) name: &'static str,
+    body: &'static str,
+    pub(crate) sha: String,
+}
+
+impl LuaScript {
+    fn new(name: &'static str, body: &'static str) -> Self {
+        LuaScript {
+            name,
+            body,
+            sha: fred::util::sha1_hash(body),
+        }
+    }
+}
+
+/// Tracks whether Redis is reachable, so that an outage is logged once (and counted once in the
+/// `ferrolite_cache_redis_outages_total` metric) rather than on every failed command.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    down: AtomicBool,
+    outages: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Health {
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_ok(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis reachable again; queued deltas are being flushed");
+        }
+    }
+
+    pub(crate) fn record_unavailable(&self, operation: &'static str, reason: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ferrolite_cache_redis_errors_total").increment(1);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ferrolite_cache_redis_outages_total").increment(1);
+            tracing::warn!(
+                operation,
+                reason,
+                "Redis unreachable; serving from the local view and keeping deltas until it is back"
+            );
+        }
+    }
+}
+
+/// Whether a fred error means "Redis could not be reached / did not answer" (as opposed to
+/// Redis answering with an error).
+fn is_unavailable(error: &FredError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::IO
+            | ErrorKind::Timeout
+            | ErrorKind::Canceled
+            | ErrorKind::Backpressure
+            | ErrorKind::Routing
+    )
+}
+
+/// The URL with its password replaced by `***`, for error messages and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `key` ends in a `{hash tag}` section Redis Cluster hashes on.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|close| close > 0)
+}
+
+/// Builds `{tag}rest`, a key that Redis Cluster places by `tag` alone, so that every key of one
+/// multi-key script can share a slot.
+pub fn hash_tagged(tag: &str, rest: &str) -> String {
+    let mut key = String::with_capacity(tag.len() + rest.len() + 2);
+    key.push('{');
+    key.push_str(tag);
+    key.push('}');
+    key.push_str(rest);
+    key
+}
+
+pub(crate) struct RedisStore {
+    client: Client,
+    prefix: String,
+    fast: Options,
+    pub(crate) incr: LuaScript,
+    pub(crate) admit: LuaScript,
+    pub(crate) health: Health,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Parses the URL and builds the client (no I/O yet).
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self, CacheError> {
+        let invalid = |reason: String| CacheError::InvalidRedisUrl {
+            url: redact_url(&config.url),
+            reason,
+        };
+        let scheme = config.url.split("://").next().unwrap_or("");
+        if !config.url.contains("://")
+            || !matches!(
+                scheme,
+                "redis"
+                    | "rediss"
+                    | "redis-cluster"
+                    | "rediss-cluster"
+                    | "redis-sentinel"
+                    | "rediss-sentinel"
+            )
+        {
+            return Err(invalid(format!(
+                "the scheme must be redis://, rediss://, redis-cluster:// or redis-sentinel://, got `{scheme}`"
+            )));
+        }
+        let mut fred_config =
+            Config::from_url(&config.url).map_err(|e| invalid(e.details().to_string()))?;
+        // Reconnect in the background on the first connection too: a Redis that is down at
+        // startup must not stop a fail-open router from serving.
+        fred_config.fail_fast = false;
+        let client = Builder::from_config(fred_config)
+            .with_performance_config(|perf| {
+                perf.default_command_timeout = config.command_timeout;
+            })
+            .with_connection_config(|conn| {
+                conn.connection_timeout = config.connect_timeout;
+                conn.internal_command_timeout =
+                    config.command_timeout.max(Duration::from_millis(500));
+                conn.max_command_attempts = 1;
+                conn.unresponsive.max_timeout =
+                    Some(config.command_timeout.max(Duration::from_millis(500)) * 4);
+                conn.unresponsive.interval = Duration::from_millis(250);
+            })
+            // Retry forever: with a finite policy a dropped connection leaves fred dead while
+            // `is_connected()` still says true, and every later command hangs.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()
+            .map_err(|e| invalid(e.details().to_string()))?;
+        Ok(RedisStore {
+            client,
+            prefix: config.key_prefix.clone(),
+            fast: Options {
+                fail_fast: true,
+                timeout: Some(config.command_timeout),
+                max_attempts: Some(1),
+                ..Options::default()
+            },
+            incr: LuaScript::new("ferrolite_incr_v1", include_str!("lua/incr_v1.lua")),
+            admit: LuaScript::new("ferrolite_admit_v1", include_str!("lua/admit_v1.lua")),
+            health: Health::default(),
+        })
+    }
+
+    /// Starts connecting and waits up to `wait` for the first connection. Returns whether it
+    /// connected; the client keeps reconnecting in the background either way.
+    pub(crate) async fn connect(&self, wait: Duration) -> bool {
+        let _handle = self.client.connect();
+        let connected = tokio::time::timeout(wait, self.client.wait_for_connect())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if connected {
+            self.health.record_ok();
+        } else {
+            self.health
+                .record_unavailable("connect", "no connection within initial_connect_wait");
+        }
+        connected
+    }
+
+    pub(crate) async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+
+    /// The namespaced key.
+    pub(crate) fn key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// The key of the per-counter hash of applied sequence numbers, in the counter's hash slot.
+    pub(crate) fn seq_key(full_key: &str) -> String {
+        if has_hash_tag(full_key) {
+            format!("{full_key}:seq")
+        } else {
+            format!("{{{full_key}}}:seq")
+        }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Maps a fred error to a typed error and updates the health state.
+    pub(crate) fn error(
+        &self,
+        operation: &'static str,
+        key: &str,
+        error: &FredError,
+    ) -> CacheError {
+        if is_unavailable(error) {
+            self.health.record_unavailable(operation, error.details());
+            CacheError::Unavailable {
+                operation,
+                reason: error.details().to_string(),
+            }
+        } else {
+            CacheError::Redis {
+                operation,
+                key: key.to_string(),
+                reason: error.details().to_string(),
+            }
+        }
+    }
+
+    /// `GET` with fail-fast options.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let reply: Result<Value, _> = self
+            .client
+            .with_options(&self.fast)
+            .get(self.key(key))
+            .await;
+        match reply {
+            Ok(value) => {
+                self.health.record_ok();
+                decode_string(key, value)
+            }
+            Err(e) => Err(self.error("get", key, &e)),
+        }
+    }
+
+    /// `SET key value PX ttl` with fail-fast options.
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let reply: Result<Value, _> = self
+            .client
+            .with_options(&self.fast)
+            .set(
+                self.key(key),
+                value,
+                Some(fred::types::Expiration::PX(ttl_ms)),
+                None,
+                false,
+            )
+            .await;
+        match reply {
+            Ok(_) => {
+                self.health.record_ok();
+                Ok(())
+            }
+            Err(e) => Err(self.error("set", key, &e)),
+        }
+    }
+
+    /// `MGET` with fail-fast options; one entry per key, `None` where Redis has nothing.
+    pub(crate) async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let reply: Result<Value, _> = self.client.with_options(&self.fast).mget(full).await;
+        let value = match reply {
+            Ok(v) => {
+                self.health.record_ok();
+                v
+            }
+            Err(e) => return Err(self.error("mget", keys.first().copied().unwrap_or(""), &e)),
+        };
+        let items = match value {
+            Value::Array(items) if items.len() == keys.len() => items,
+            // A single key comes back unwrapped from some servers.
+            other if keys.len() == 1 => vec![other],
+            other => {
+                return Err(CacheError::UnexpectedReply {
+                    key: "MGET".into(),
+                    expected: "an array with one entry per key",
+                    got: truncate(&format!("{other:?}")),
+                });
+            }
+        };
+        keys.iter()
+            .zip(items)
+            .map(|(k, v)| decode_string(k, v))
+            .collect()
+    }
+
+    /// Runs a script by SHA with fail-fast options, loading it on `NOSCRIPT`.
+    pub(crate) async fn eval(
+        &self,
+        script: &LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, CacheError> {
+        let client = self.client.with_options(&self.fast);
+        let first: Result<Value, _> = client
+            .evalsha(&script.sha, keys.clone(), args.clone())
+            .await;
+        let result = match first {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.load(script).await?;
+                client.evalsha(&script.sha, keys, args).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(value) => {
+                self.health.record_ok();
+                Ok(value)
+            }
+            Err(e) => Err(self.error("script", script.name, &e)),
+        }
+    }
+
+    /// `SCRIPT LOAD`s a script.
+    pub(crate) async fn load(&self, script: &LuaScript) -> Result<(), CacheError> {
+        let loaded: Result<String, _> = self
+            .client
+            .with_options(&self.fast)
+            .script_load(script.body)
+            .await;
+        match loaded {
+            Ok(sha) if sha == script.sha => Ok(()),
+            Ok(sha) => Err(CacheError::UnexpectedReply {
+                key: script.name.to_string(),
+                expected: "the script's SHA-1",
+                got: sha,
+            }),
+            Err(e) => Err(self.error("script load", script.name, &e)),
+        }
+    }
+}
+
+/// A reply that should be a string value or nil.
+pub(crate) fn decode_string(key: &str, value: Value) -> Result<Option<String>, CacheError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.to_string())),
+        Value::Bytes(b) => {
+            String::from_utf8(b.to_vec())
+                .map(Some)
+                .map_err(|_| CacheError::UnexpectedReply {
+                    key: key.to_string(),
+                    expected: "UTF-8 text",
+                    got: "binary data".into(),
+                })
+        }
+        Value::Integer(i) => Ok(Some(i.to_string())),
+        Value::Double(d) => Ok(Some(d.to_string())),
+        other => Err(CacheError::UnexpectedReply {
+            key: key.to_string(),
+            expected: "a string or nil",
+            got: truncate(&format!("{other:?}")),
+        }),
+    }
+}
+
+/// A reply that should be a counter of `kind`; nil is 0.
+pub(crate) fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, CacheError> {
+    let expected = match kind {
+        Kind::Int => "an integer",
+        Kind::Float => "a number",
+    };
+    let text = match (value, kind) {
+        (Value::Null, Kind::Int) => return Ok(Num::Int(0)),
+        (Value::Null, Kind::Float) => return Ok(Num::Float(0.0)),
+        (Value::Integer(i), Kind::Int) => return Ok(Num::Int(i)),
+        (Value::Integer(i), Kind::Float) => return Ok(Num::Float(i as f64)),
+        (Value::Double(d), Kind::Float) if d.is_finite() => return Ok(Num::Float(d)),
+        (Value::String(s), _) => s.to_string(),
+        (Value::Bytes(b), _) => String::from_utf8_lossy(&b).into_owned(),
+        (other, _) => {
+            return Err(CacheError::UnexpectedReply {
+                key: key.to_string(),
+                expected,
+                got: truncate(&format!("{other:?}")),
+            });
+        }
+    };
+    let parsed = match kind {
+        Kind::Int => text.trim().parse::<i64>().ok().map(Num::Int),
+        Kind::Float => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Num::Float),
+    };
+    parsed.ok_or_else(|| CacheError::UnexpectedReply {
+        key: key.to_string(),
+        expected,
+        got: truncate(&format!("{text:?}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://user:pw@host"), "redis://user:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn seq_keys_share_the_counter_slot() {
+        assert_eq!(RedisStore::seq_key("p:{d1}:rpm"), "p:{d1}:rpm:seq");
+        assert_eq!(RedisStore::seq_key("p:d1:rpm"), "{p:d1:rpm}:seq");
+        assert_eq!(RedisStore::seq_key("p:{}:x"), "{p:{}:x}:seq");
+        assert_eq!(hash_tagged("d1", ":rpm"), "{d1}:rpm");
+    }
+
+    #[test]
+    fn counter_replies_decode_or_name_the_key() {
+        assert_eq!(decode_number("k", Value::Null, Kind::Int), Ok(Num::Int(0)));
+        assert_eq!(
+            decode_number("k", Value::String("42".into()), Kind::Int),
+            Ok(Num::Int(42))
+        );
+        assert_eq!(
+            decode_number("k", Value::String("0.25".into()), Kind::Float),
+            Ok(Num::Float(0.25))
+        );
+        assert_eq!(
+            decode_number("k", Value::String("abc".into()), Kind::Int),
+            Err(CacheError::UnexpectedReply {
+                key: "k".into(),
+                expected: "an integer",
+                got: "\"abc\"".into()
+            })
+        );
+        assert!(matches!(
+            decode_number("k", Value::Array(vec![]), Kind::Float),
+            Err(CacheError::UnexpectedReply { .. })
+        ));
+    }
+}

@@ -1,0 +1,175 @@
+//! Test support for ferrolite's own tests (feature `test-support`): which Redis to use, unique
+//! key prefixes, and private `redis-server` processes that fault tests kill and restart.
+//!
+//! Rules (see the README): tests use `REDIS_URL` when it is set, otherwise the conventional
+//! `redis://127.0.0.1:6379` if something answers there. A test that needs Redis and finds none
+//! is skipped with a message, unless `FERROLITE_REQUIRE_REDIS=1` (set by `cargo xtask ci`),
+//! where it fails.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{CacheConfig, RedisConfig};
+
+/// Whether tests must fail rather than skip without Redis.
+pub fn redis_required() -> bool {
+    std::env::var("FERROLITE_REQUIRE_REDIS").is_ok_and(|v| v == "1")
+}
+
+/// The Redis URL tests should use, or `None` to skip (never `None` when Redis is required:
+/// that panics with the reason).
+pub fn redis_url() -> Option<String> {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        if !url.is_empty() {
+            return Some(url);
+        }
+    }
+    if ping(6379) {
+        return Some("redis://127.0.0.1:6379".to_string());
+    }
+    if redis_required() {
+        panic!(
+            "FERROLITE_REQUIRE_REDIS=1 but REDIS_URL is unset and nothing answers on 127.0.0.1:6379"
+        );
+    }
+    eprintln!("skipping: no Redis (set REDIS_URL, or run `cargo xtask ci`)");
+    None
+}
+
+/// A key prefix no other test (or test run) uses, so tests can share one Redis in parallel.
+pub fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "ferrolite-test:{test}:{}-{nanos}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A cache configuration for tests on `url` with a unique prefix and a short sync interval.
+pub fn config(url: &str, prefix: &str) -> CacheConfig {
+    CacheConfig {
+        redis: Some(RedisConfig::new(url).with_prefix(prefix)),
+        sync_interval: Duration::from_millis(20),
+        ..CacheConfig::default()
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let listener =
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Whether a Redis answers PING on the loopback port.
+pub fn ping(port: u16) -> bool {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A private `redis-server` on a free loopback port, killed on drop. With `durable`, every write
+/// is appended and fsynced before Redis answers (`appendfsync always`), so a `kill -9` loses
+/// nothing Redis acknowledged — the fault tests need that to count exactly.
+pub struct RedisProcess {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    durable: bool,
+}
+
+impl RedisProcess {
+    /// Starts one (panics if `redis-server` is not installed).
+    pub fn start(durable: bool) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("ferrolite-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the redis dir");
+        let mut process = RedisProcess {
+            child: None,
+            port,
+            dir,
+            durable,
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.durable {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}); install it: apt-get install redis-server")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (and, when durable, with the same data).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,491 @@
+//! A deployment: one endpoint serving a model group, with its limits, prices and overrides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{ErrorClass, Provider, Secret, TypesError};
+
+/// The identity of a deployment, used in every state key (usage counters, cooldowns, budgets).
+///
+/// It is the explicit `id` when the configuration gives one; otherwise a hash of the canonical
+/// JSON of the deployment's non-secret fields (see [`Deployment::id`]). Unlike LiteLLM's id it
+/// never includes the API key, so rotating a key keeps the deployment's state, and it does not
+/// depend on the order in which the configuration lists the fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeploymentId(String);
+
+impl DeploymentId {
+    /// An explicit id.
+    pub fn new(id: impl Into<String>) -> Self {
+        DeploymentId(id.into())
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How many failures of each kind a deployment tolerates before it is cooled down
+/// (LiteLLM's `allowed_fails_policy`, with LiteLLM's field names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedFailsPolicy {
+    /// For 400 errors (including context-window errors, as in LiteLLM).
+    #[serde(
+        rename = "BadRequestErrorAllowedFails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bad_request: Option<u32>,
+    /// For 401 errors.
+    #[serde(
+        rename = "AuthenticationErrorAllowedFails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub authentication: Option<u32>,
+    /// For timeouts.
+    #[serde(
+        rename = "TimeoutErrorAllowedFails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<u32>,
+    /// For 429 errors.
+    #[serde(
+        rename = "RateLimitErrorAllowedFails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rate_limit: Option<u32>,
+    /// For content-policy refusals.
+    #[serde(
+        rename = "ContentPolicyViolationErrorAllowedFails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub content_policy: Option<u32>,
+    /// For 5xx errors.
+    #[serde(
+        rename = "InternalServerErrorAllowedFails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub internal_server: Option<u32>,
+}
+
+impl AllowedFailsPolicy {
+    /// The allowance this policy sets for an error class, if any.
+    pub fn for_class(&self, class: &ErrorClass) -> Option<u32> {
+        match class {
+            ErrorClass::ContentPolicy => self.content_policy,
+            ErrorClass::BadRequest { .. } | ErrorClass::ContextWindowExceeded => self.bad_request,
+            ErrorClass::Authentication => self.authentication,
+            ErrorClass::Timeout => self.timeout,
+            ErrorClass::RateLimited { .. } => self.rate_limit,
+            ErrorClass::ServerError { .. } => self.internal_server,
+            _ => None,
+        }
+    }
+}
+
+/// One deployment of a model group: where calls go and the limits that hold there.
+///
+/// Field names follow LiteLLM's `litellm_params` / `model_info`, so a deployment deserializes from
+/// the flattened form of a LiteLLM `model_list` entry. Construct it in code with
+/// [`Deployment::new`] and struct update syntax, then call [`Deployment::validate`].
+///
+/// ```
+/// use ferrolite_types::{Deployment, Secret};
+/// let d = Deployment {
+///     rpm: Some(600),
+///     api_key: Some(Secret::new("sk-...")),
+///     ..Deployment::new("gpt-4o", "azure/gpt-4o-eu")
+/// };
+/// d.validate().unwrap();
+/// assert_eq!(d.provider().unwrap().as_str(), "azure");
+/// assert_eq!(d.id(), d.clone().with_api_key("sk-rotated").id()); // the key is not part of the id
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Explicit id (`model_info.id`); when absent the id is derived, see [`Deployment::id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The model group this deployment serves (`model_name`).
+    pub model_name: String,
+    /// The provider/model string (`azure/gpt-4o-eu`, `openai/gpt-4o`, `gpt-4o`).
+    pub model: String,
+    /// Overrides the provider derived from `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_llm_provider: Option<String>,
+    /// Endpoint base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// API key; never printed, serialized as `***`, not part of the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// API version (Azure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Requests per minute this deployment accepts. `0` means blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// Tokens per minute this deployment accepts. `0` means blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Concurrent calls allowed on this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<u32>,
+    /// simple-shuffle weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Priority tier; lower is tried first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<u32>,
+    /// Tags for tag routing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Context window, for the pre-call context check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_tokens: Option<u64>,
+    /// USD per input token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_cost_per_token: Option<f64>,
+    /// USD per output token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_cost_per_token: Option<f64>,
+    /// Per-attempt timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// Per-attempt timeout for streaming calls, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_timeout: Option<f64>,
+    /// Retries for calls routed here (overrides the router's default, not the request's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_retries: Option<u32>,
+    /// Cooldown in seconds after a failure that cools this deployment; `0` disables cooldowns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_time: Option<f64>,
+    /// Failures tolerated before a cooldown (overrides the router's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_fails: Option<u32>,
+    /// Failures tolerated per error kind (overrides the router's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_fails_policy: Option<AllowedFailsPolicy>,
+    /// Spend limit in USD per `budget_duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
+    /// Budget window, e.g. `1d`, `30d`, `1mo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_duration: Option<String>,
+}
+
+impl Deployment {
+    /// A deployment of `model` serving `model_name`, with every other field unset.
+    pub fn new(model_name: impl Into<String>, model: impl Into<String>) -> Self {
+        Deployment {
+            model_name: model_name.into(),
+            model: model.into(),
+            ..Deployment::default()
+        }
+    }
+
+    /// The same deployment with another API key.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Secret::new(key));
+        self
+    }
+
+    /// The deployment's id: the explicit `id` if set, otherwise the first 32 hex digits of the
+    /// SHA-256 of the canonical JSON (keys sorted) of every field except `id` and `api_key`.
+    pub fn id(&self) -> DeploymentId {
+        if let Some(id) = &self.id {
+            return DeploymentId(id.clone());
+        }
+        let canonical = Deployment {
+            id: None,
+            api_key: None,
+            ..self.clone()
+        };
+        // Serializing through `Value` sorts the keys, whatever order the input listed them in.
+        let json = serde_json::to_value(&canonical)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let digest = Sha256::digest(json.as_bytes());
+        let mut hex = String::with_capacity(32);
+        for byte in &digest[..16] {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        DeploymentId(hex)
+    }
+
+    /// The provider: `custom_llm_provider` when set, otherwise derived from `model`.
+    pub fn provider(&self) -> Result<Provider, TypesError> {
+        match &self.custom_llm_provider {
+            Some(p) if !p.trim().is_empty() => Ok(Provider::new(p.trim())),
+            _ => Provider::from_model(&self.model),
+        }
+    }
+
+    /// The per-attempt timeout, if set.
+    pub fn timeout_duration(&self) -> Option<Duration> {
+        self.timeout.map(Duration::from_secs_f64)
+    }
+
+    /// The per-attempt streaming timeout, if set.
+    pub fn stream_timeout_duration(&self) -> Option<Duration> {
+        self.stream_timeout.map(Duration::from_secs_f64)
+    }
+
+    /// The cooldown override, if set (`Some(ZERO)` disables cooldowns for this deployment).
+    pub fn cooldown_duration(&self) -> Option<Duration> {
+        self.cooldown_time.map(Duration::from_secs_f64)
+    }
+
+    /// Checks every field; the first problem found is returned, naming the field and value.
+    pub fn validate(&self) -> Result<(), TypesError> {
+        if self.model_name.trim().is_empty() {
+            return Err(TypesError::Empty {
+                field: "model_name",
+            });
+        }
+        if self.model.trim().is_empty() {
+            return Err(TypesError::Empty { field: "model" });
+        }
+        if let Some(id) = &self.id {
+            if id.trim().is_empty() {
+                return Err(TypesError::Empty { field: "id" });
+            }
+        }
+        self.provider()?;
+        let non_negative = [
+            ("weight", self.weight),
+            ("input_cost_per_token", self.input_cost_per_token),
+            ("output_cost_per_token", self.output_cost_per_token),
+            ("cooldown_time", self.cooldown_time),
+            ("max_budget", self.max_budget),
+            ("timeout", self.timeout),
+            ("stream_timeout", self.stream_timeout),
+        ];
+        for (field, value) in non_negative {
+            if let Some(value) = value {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(TypesError::InvalidNumber { field, value });
+                }
+            }
+        }
+        // Durations must also fit a `Duration` and, for timeouts, be positive: LiteLLM skips a
+        // configured 0 silently; ferrolite rejects it.
+        for (field, value) in [
+            ("timeout", self.timeout),
+            ("stream_timeout", self.stream_timeout),
+        ] {
+            if let Some(value) = value {
+                if value == 0.0 || Duration::try_from_secs_f64(value).is_err() {
+                    return Err(TypesError::OutOfRange {
+                        field,
+                        value: value.to_string(),
+                        reason: "a timeout must be > 0 seconds and fit a duration",
+                    });
+                }
+            }
+        }
+        if let Some(value) = self.cooldown_time {
+            if Duration::try_from_secs_f64(value).is_err() {
+                return Err(TypesError::OutOfRange {
+                    field: "cooldown_time",
+                    value: value.to_string(),
+                    reason: "must fit a duration",
+                });
+            }
+        }
+        if self.max_parallel_requests == Some(0) {
+            return Err(TypesError::OutOfRange {
+                field: "max_parallel_requests",
+                value: "0".into(),
+                reason: "must be >= 1; remove the field for no limit",
+            });
+        }
+        if self.max_budget.is_some() != self.budget_duration.is_some() {
+            let (field, value) = match (&self.max_budget, &self.budget_duration) {
+                (Some(b), None) => ("budget_duration", format!("missing (max_budget = {b})")),
+                (_, d) => ("max_budget", format!("missing (budget_duration = {d:?})")),
+            };
+            return Err(TypesError::OutOfRange {
+                field,
+                value,
+                reason: "max_budget and budget_duration are set together",
+            });
+        }
+        if let Some(tag) = self.tags.iter().find(|t| t.trim().is_empty()) {
+            return Err(TypesError::OutOfRange {
+                field: "tags",
+                value: format!("{tag:?}"),
+                reason: "tags must not be empty",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Deployment {
+        Deployment {
+            api_base: Some("https://eu.example.openai.azure.com".into()),
+            rpm: Some(100),
+            ..Deployment::new("gpt-4o", "azure/gpt-4o-eu")
+        }
+    }
+
+    #[test]
+    fn explicit_id_wins() {
+        let d = Deployment {
+            id: Some("eu-1".into()),
+            ..base()
+        };
+        assert_eq!(d.id(), DeploymentId::new("eu-1"));
+    }
+
+    #[test]
+    fn derived_id_ignores_the_api_key() {
+        assert_eq!(base().with_api_key("a").id(), base().with_api_key("b").id());
+        assert_eq!(base().id(), base().with_api_key("a").id());
+    }
+
+    #[test]
+    fn derived_id_does_not_depend_on_field_order_in_the_config() {
+        let a: Deployment = serde_json::from_str(
+            r#"{"model_name":"g","model":"openai/gpt-4o","rpm":5,"api_base":"http://x","tags":["a"]}"#,
+        )
+        .unwrap();
+        let b: Deployment = serde_json::from_str(
+            r#"{"tags":["a"],"api_base":"http://x","rpm":5,"model":"openai/gpt-4o","model_name":"g"}"#,
+        )
+        .unwrap();
+        assert_eq!(a.id(), b.id());
+        assert_eq!(a.id().as_str().len(), 32);
+    }
+
+    #[test]
+    fn derived_id_changes_with_non_secret_fields() {
+        let other = Deployment {
+            api_base: Some("https://us.example.openai.azure.com".into()),
+            ..base()
+        };
+        assert_ne!(base().id(), other.id());
+    }
+
+    #[test]
+    fn api_key_is_never_printed_or_serialized() {
+        let d = base().with_api_key("sk-very-secret");
+        assert!(!format!("{d:?}").contains("sk-very-secret"));
+        assert!(
+            !serde_json::to_string(&d)
+                .unwrap()
+                .contains("sk-very-secret")
+        );
+    }
+
+    #[test]
+    fn nan_or_negative_numbers_are_rejected_with_field_and_value() {
+        let nan = Deployment {
+            weight: Some(f64::NAN),
+            ..base()
+        };
+        assert!(
+            matches!(nan.validate(), Err(TypesError::InvalidNumber { field: "weight", value }) if value.is_nan())
+        );
+        let neg = Deployment {
+            input_cost_per_token: Some(-1.0),
+            ..base()
+        };
+        assert_eq!(
+            neg.validate(),
+            Err(TypesError::InvalidNumber {
+                field: "input_cost_per_token",
+                value: -1.0
+            })
+        );
+        let zero_timeout = Deployment {
+            timeout: Some(0.0),
+            ..base()
+        };
+        assert!(matches!(
+            zero_timeout.validate(),
+            Err(TypesError::OutOfRange {
+                field: "timeout",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn negative_limits_do_not_parse() {
+        let err =
+            serde_json::from_str::<Deployment>(r#"{"model_name":"g","model":"gpt-4o","rpm":-5}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("-5"), "{err}");
+    }
+
+    #[test]
+    fn empty_model_and_group_are_rejected() {
+        assert_eq!(
+            Deployment::new("g", "").validate(),
+            Err(TypesError::Empty { field: "model" })
+        );
+        assert_eq!(
+            Deployment::new(" ", "gpt-4o").validate(),
+            Err(TypesError::Empty {
+                field: "model_name"
+            })
+        );
+    }
+
+    #[test]
+    fn budget_needs_both_fields() {
+        let d = Deployment {
+            max_budget: Some(10.0),
+            ..base()
+        };
+        assert!(matches!(
+            d.validate(),
+            Err(TypesError::OutOfRange {
+                field: "budget_duration",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn zero_limits_are_valid_and_mean_blocked() {
+        let d = Deployment {
+            rpm: Some(0),
+            tpm: Some(0),
+            ..base()
+        };
+        assert_eq!(d.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(
+            serde_json::from_str::<Deployment>(r#"{"model_name":"g","model":"gpt-4o","rmp":5}"#)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! ferrolite's developer tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
+//!
+//! - `cargo xtask ci`: format check, clippy with warnings denied, the whole workspace's tests
+//!   against a real Redis, and the docs with warnings denied. It stops at the first failure.
+//! - `cargo xtask redis`: starts a private `redis-server` on a free loopback port for a developer,
+//!   prints its URL and runs until interrupted.
+//! - `cargo xtask bench [ARGS]`: runs the criterion benches (`cargo bench -p ferrolite-benches`).
+//!
+//! Redis for the tests: `REDIS_URL` when it is set; otherwise a private `redis-server` (no
+//! persistence) that is stopped afterwards, even when the tests fail. `FERROLITE_REQUIRE_REDIS=1`
+//! is set so that a test needing Redis fails instead of skipping.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("redis") => redis_foreground(),
+        Some("bench") => cargo(
+            &[
+                &["bench", "-p", "ferrolite-benches", "--"],
+                &as_strs(&args[1..])[..],
+            ]
+            .concat(),
+            &[],
+        ),
+        _ => Err("usage: cargo xtask <ci | redis | bench [criterion args]>".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// The CI job: each step must pass before the next runs.
+fn ci() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+
+    // The server guard lives until the end of this block, so the server stops whether the
+    // tests passed or not.
+    {
+        let (url, _server) = match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => {
+                println!("xtask: using REDIS_URL from the environment");
+                (url, None)
+            }
+            _ => {
+                let server = RedisServer::start()?;
+                (server.url(), Some(server))
+            }
+        };
+        cargo(
+            &["test", "--workspace", "--all-targets"],
+            &[
+                ("REDIS_URL", url.as_str()),
+                ("FERROLITE_REQUIRE_REDIS", "1"),
+            ],
+        )?;
+        // Doc tests run separately: `--all-targets` does not include them.
+        cargo(
+            &["test", "--workspace", "--doc"],
+            &[
+                ("REDIS_URL", url.as_str()),
+                ("FERROLITE_REQUIRE_REDIS", "1"),
+            ],
+        )?;
+    }
+
+    cargo(
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    println!("xtask: ci passed");
+    Ok(())
+}
+
+fn redis_foreground() -> Result<(), String> {
+    let mut server = RedisServer::start()?;
+    println!("{}", server.url());
+    println!("xtask: redis-server is running; press Ctrl-C to stop it");
+    server
+        .child
+        .wait()
+        .map_err(|e| format!("waiting for redis-server: {e}"))?;
+    Ok(())
+}
+
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    println!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// A private `redis-server` on a free loopback port, with no persistence; killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Result<Self, String> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "could not start redis-server ({e}). Install it (Debian/Ubuntu: \
+                     `apt-get install redis-server`, macOS: `brew install redis`) or set REDIS_URL \
+                     to a running server"
+                )
+            })?;
+        let server = RedisServer { child, port };
+        server.wait_ready(Duration::from_secs(10))?;
+        println!("xtask: started redis-server on {}", server.url());
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if ping(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "redis-server on port {} did not answer PING within {limit:?}",
+            self.port
+        ))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("no free loopback port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+fn ping(port: u16) -> bool {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
