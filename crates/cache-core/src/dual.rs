@@ -108,6 +108,20 @@ impl Inner {
         self.config.failure_mode == FailureMode::FailOpen
     }
 
+    /// Drops counters that expired, owe Redis nothing and have no handle outside the registry;
+    /// returns how many.
+    pub(crate) fn prune_counters(
+        &self,
+        counters: &mut HashMap<Arc<str>, Arc<CounterCell>>,
+    ) -> usize {
+        let (now, remote) = (self.clock.now_ms(), self.is_remote());
+        let before = counters.len();
+        counters.retain(|_, cell| {
+            !(Arc::strong_count(cell) == 1 && cell.is_expired_and_settled(now, remote))
+        });
+        before - counters.len()
+    }
+
     fn cell(
         &self,
         key: &str,
@@ -130,10 +144,7 @@ impl Inner {
             return check_kind(cell, kind).map(|()| Arc::clone(cell));
         }
         if counters.len() >= self.config.max_tracked_keys {
-            let now = self.clock.now_ms();
-            counters.retain(|_, cell| {
-                !(Arc::strong_count(cell) == 1 && cell.is_expired_and_settled(now))
-            });
+            self.prune_counters(&mut counters);
         }
         if counters.len() >= self.config.max_tracked_keys {
             let n = self.overflows.fetch_add(1, Ordering::Relaxed);
@@ -529,7 +540,7 @@ impl DualCache {
 
     /// A weak reference to the shared state, for tests that check nothing outlives the cache.
     #[doc(hidden)]
-    pub fn downgrade(&self) -> Weak<impl Sized + Send + Sync> {
+    pub fn downgrade(&self) -> Weak<impl Sized + Send + Sync + use<>> {
         Arc::downgrade(&self.inner)
     }
 }

@@ -181,18 +181,15 @@ impl Inner {
         }
     }
 
-    /// Drops counters that expired, owe Redis nothing and have no handle outside the registry.
+    /// Drops expired counters (see `Inner::prune_counters`) and idle local windows.
     fn prune(&self) -> usize {
+        let pruned = self.prune_counters(&mut self.counters.write());
         let now = self.clock.now_ms();
-        let mut counters = self.counters.write();
-        let before = counters.len();
-        counters
-            .retain(|_, cell| !(Arc::strong_count(cell) == 1 && cell.is_expired_and_settled(now)));
         let mut windows = self.windows.lock();
         if windows.len() > self.config.max_tracked_keys / 2 {
             windows.retain(|_, w| Arc::strong_count(w) > 1 || !w.is_idle(now));
         }
-        before - counters.len()
+        pruned
     }
 
     /// Logs a sync error when it differs from the last one logged, so that a persistent problem

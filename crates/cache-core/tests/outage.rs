@@ -1,0 +1,253 @@
+//! Redis outages: nothing lost, nothing doubled, nobody hangs; fail-open and fail-closed.
+//!
+//! Each test runs its own `redis-server` (durable: `appendfsync always`, so a `kill -9` loses
+//! nothing Redis acknowledged) and kills and restarts it on the same port.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrolite_cache::testing::{RedisProcess, redis_required, unique_prefix};
+use ferrolite_cache::{
+    AdmissionSource, CacheConfig, CacheError, CounterOptions, DualCache, FailureMode, LimitCheck,
+    RedisConfig, Window,
+};
+use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+
+const OPTIONS: CounterOptions = CounterOptions {
+    ttl: Duration::from_secs(600),
+    expiry: ferrolite_cache::ExpiryMode::FromLastWrite,
+};
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(200);
+
+fn redis_server_installed() -> bool {
+    let installed = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed && redis_required() {
+        panic!(
+            "FERROLITE_REQUIRE_REDIS=1 but redis-server is not installed (fault tests start their own)"
+        );
+    }
+    if !installed {
+        eprintln!("skipping: redis-server is not installed");
+    }
+    installed
+}
+
+fn cache_config(url: &str, prefix: &str, failure_mode: FailureMode) -> CacheConfig {
+    CacheConfig {
+        redis: Some(RedisConfig {
+            command_timeout: COMMAND_TIMEOUT,
+            connect_timeout: Duration::from_millis(200),
+            ..RedisConfig::new(url).with_prefix(prefix)
+        }),
+        sync_interval: Duration::from_millis(20),
+        failure_mode,
+        ..CacheConfig::default()
+    }
+}
+
+/// Records the longest time any call took.
+#[derive(Default)]
+struct MaxWait(AtomicU64);
+
+impl MaxWait {
+    async fn time<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let start = Instant::now();
+        let out = call.await;
+        self.0
+            .fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        out
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+}
+
+async fn global(url: &str, key: &str) -> i64 {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let value: Option<i64> = client.get(key).await.unwrap();
+    let _ = client.quit().await;
+    value.unwrap_or(0)
+}
+
+async fn wait_settled(cache: &DualCache) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = cache.sync_now().await.unwrap();
+        if report.unsettled == 0 && report.errors.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still unsettled after recovery: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_redis_mid_run_loses_nothing_doubles_nothing_and_blocks_no_caller() {
+    if !redis_server_installed() {
+        return;
+    }
+    let mut server = RedisProcess::start(true);
+    let url = server.url();
+    let prefix = unique_prefix("outage");
+    let a = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailOpen))
+        .await
+        .unwrap();
+    let b = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailOpen))
+        .await
+        .unwrap();
+    let waits = Arc::new(MaxWait::default());
+    let total = Arc::new(AtomicU64::new(0));
+
+    // Four writers (two per instance) add 1..=3 every millisecond or so for about 2 s, and also
+    // read a value and run a strict admission, timing every call.
+    let mut writers = Vec::new();
+    for (i, cache) in [a.clone(), a.clone(), b.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let (waits, total) = (Arc::clone(&waits), Arc::clone(&total));
+        writers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_millis(2_000);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let delta = (n % 3 + 1) as i64;
+                waits
+                    .time(async { cache.increment("requests", delta, OPTIONS).unwrap() })
+                    .await;
+                total.fetch_add(delta as u64, Ordering::Relaxed);
+                if n % 20 == 0 {
+                    let _ = waits.time(cache.get("some-cooldown")).await.unwrap();
+                    let check = LimitCheck {
+                        key: format!("w{i}"),
+                        delta: 1.0,
+                        limit: 1e9,
+                        window: Window::MINUTE_SLIDING,
+                    };
+                    let _ = waits.time(cache.admit(&[check])).await.unwrap();
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.restart();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    wait_settled(&a).await;
+    wait_settled(&b).await;
+    a.sync_now().await.unwrap(); // read back b's last push
+    let expected = total.load(Ordering::Relaxed) as i64;
+    assert!(expected > 1_000, "the writers ran: {expected}");
+    assert_eq!(global(&url, &format!("{prefix}requests")).await, expected);
+    assert_eq!(a.counter_value("requests"), Some(expected as f64));
+
+    assert!(
+        a.stats().redis_outages >= 1 && b.stats().redis_outages >= 1,
+        "{:?}",
+        a.stats()
+    );
+    assert!(!a.stats().redis_down);
+    // Fail-fast commands fail in microseconds; allow scheduling noise on a loaded 2-core box,
+    // but nothing near a hang.
+    assert!(
+        waits.get() <= COMMAND_TIMEOUT * 2,
+        "a caller waited {:?}",
+        waits.get()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
+    if !redis_server_installed() {
+        return;
+    }
+    let mut server = RedisProcess::start(true);
+    let url = server.url();
+    let prefix = unique_prefix("fail-closed");
+    let cache = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailClosed))
+        .await
+        .unwrap();
+    cache.increment("k", 1, OPTIONS).unwrap();
+    wait_settled(&cache).await;
+
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cache.stats().redis_down {
+        assert!(Instant::now() < deadline, "the outage was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        cache.increment("k", 1, OPTIONS),
+        Err(CacheError::Unavailable { .. })
+    ));
+    let check = LimitCheck {
+        key: "x".into(),
+        delta: 1.0,
+        limit: 5.0,
+        window: Window::MINUTE_SLIDING,
+    };
+    let started = Instant::now();
+    assert!(matches!(
+        cache.admit(&[check.clone()]).await,
+        Err(CacheError::Unavailable { .. })
+    ));
+    assert!(
+        started.elapsed() <= COMMAND_TIMEOUT * 2,
+        "admission waited {:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    wait_settled(&cache).await;
+    assert_eq!(cache.increment("k", 1, OPTIONS), Ok(2));
+    let admission = cache.admit(&[check]).await.unwrap();
+    assert_eq!(admission.source, AdmissionSource::Redis);
+}
+
+#[tokio::test]
+async fn fail_open_starts_without_redis_and_fail_closed_does_not() {
+    if !redis_server_installed() {
+        return;
+    }
+    // A port nothing listens on.
+    let url = format!(
+        "redis://127.0.0.1:{}",
+        ferrolite_cache::testing::free_port()
+    );
+    let mut open = cache_config(&url, "p:", FailureMode::FailOpen);
+    if let Some(redis) = open.redis.as_mut() {
+        redis.initial_connect_wait = Duration::from_millis(200);
+    }
+    let cache = DualCache::connect(open.clone()).await.unwrap();
+    assert!(cache.stats().redis_down);
+    assert_eq!(cache.increment("k", 2, OPTIONS), Ok(2));
+    assert_eq!(cache.get("k2").await, Ok(None));
+    let closed = CacheConfig {
+        failure_mode: FailureMode::FailClosed,
+        ..open
+    };
+    assert!(matches!(
+        DualCache::connect(closed).await,
+        Err(CacheError::Unavailable {
+            operation: "connect",
+            ..
+        })
+    ));
+}
