@@ -2,6 +2,8 @@
 //!
 //! Each test runs its own `redis-server` (durable: `appendfsync always`, so a `kill -9` loses
 //! nothing Redis acknowledged) and kills and restarts it on the same port.
+// Tests may unwrap and panic: a failure is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,7 +207,7 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
     };
     let started = Instant::now();
     assert!(matches!(
-        cache.admit(&[check.clone()]).await,
+        cache.admit(std::slice::from_ref(&check)).await,
         Err(CacheError::Unavailable { .. })
     ));
     assert!(

@@ -1,4 +1,6 @@
 //! Strict admission: exact limits across instances, all-or-nothing over several limits.
+// Tests may unwrap and panic: a failure is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::Duration;
