@@ -88,7 +88,11 @@ fn dual_cache_batched(c: &mut Criterion) {
 }
 
 fn strict_admission(c: &mut Criterion) {
-    let rt = runtime();
+    // One thread drives the client and the benchmark: no cross-thread wake-up per round trip.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let config = CacheConfig {
         redis: Some(RedisConfig::new(redis_url()).with_prefix("ferrolite-bench:")),
         ..CacheConfig::default()
@@ -116,6 +120,23 @@ fn strict_admission(c: &mut Criterion) {
     let two = [rpm, tpm];
     let cache = Arc::new(cache);
     let mut group = c.benchmark_group("strict_admission");
+    // The floor: one GET round trip on loopback with fred, the same client the cache uses.
+    let raw = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&redis_url()).expect("the URL the cache accepted"),
+    )
+    .build()
+    .expect("client");
+    rt.block_on(fred::prelude::ClientLike::init(&raw))
+        .expect("connect");
+    group.bench_function("baseline_get_round_trip", |b| {
+        b.to_async(&rt).iter(|| async {
+            let value: Option<String> =
+                fred::prelude::KeysInterface::get(&raw, "ferrolite-bench:none")
+                    .await
+                    .expect("GET");
+            value
+        })
+    });
     group.bench_function("one_limit", |b| b.to_async(&rt).iter(|| cache.admit(&one)));
     group.bench_function("rpm_and_tpm", |b| {
         b.to_async(&rt).iter(|| cache.admit(&two))

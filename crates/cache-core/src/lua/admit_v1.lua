@@ -27,11 +27,13 @@ for i = 1, n do
   local window = tonumber(ARGV[a + 3])
   local bucket = math.floor(now / window)
   buckets[i] = bucket
-  local count = tonumber(redis.call('HGET', KEYS[i], tostring(bucket)) or '0')
+  local count
   if ARGV[a + 4] == 'sliding' then
-    local previous = tonumber(redis.call('HGET', KEYS[i], tostring(bucket - 1)) or '0')
+    local both = redis.call('HMGET', KEYS[i], tostring(bucket), tostring(bucket - 1))
     local elapsed = (now - bucket * window) / window
-    count = previous * (1 - elapsed) + count
+    count = tonumber(both[2] or '0') * (1 - elapsed) + tonumber(both[1] or '0')
+  else
+    count = tonumber(redis.call('HGET', KEYS[i], tostring(bucket)) or '0')
   end
   counts[i] = count
   if count + delta > limit then
@@ -43,9 +45,13 @@ if admitted == 1 then
     local a = (i - 1) * 4
     local window = tonumber(ARGV[a + 3])
     redis.call('HINCRBYFLOAT', KEYS[i], tostring(buckets[i]), ARGV[a + 1])
-    for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
-      if tonumber(field) == nil or tonumber(field) < buckets[i] - 1 then
-        redis.call('HDEL', KEYS[i], field)
+    -- At most the current and the previous bucket are needed; drop older ones when a new
+    -- bucket has started (HLEN is O(1), so the common case costs no scan).
+    if redis.call('HLEN', KEYS[i]) > 2 then
+      for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
+        if tonumber(field) == nil or tonumber(field) < buckets[i] - 1 then
+          redis.call('HDEL', KEYS[i], field)
+        end
       end
     end
     redis.call('PEXPIRE', KEYS[i], window * 2)

@@ -1,0 +1,76 @@
+//! A tour of ferrolite-cache: counters, values and strict admission.
+//!
+//! Runs in memory by default; set `REDIS_URL` (e.g. `redis://127.0.0.1:6379`) to share the
+//! state through Redis, and run it twice at once to watch two instances split one limit.
+//!
+//! `cargo run -p ferrolite-cache --example cache_demo`
+
+use std::time::Duration;
+
+use ferrolite_cache::{CacheConfig, CounterOptions, DualCache, LimitCheck, RedisConfig, Window};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let config = match std::env::var("REDIS_URL") {
+        Ok(url) => CacheConfig {
+            redis: Some(RedisConfig::new(url).with_prefix("ferrolite-demo:")),
+            ..CacheConfig::default()
+        },
+        Err(_) => CacheConfig::default(),
+    };
+    let cache = DualCache::connect(config).await?;
+    println!(
+        "cache instance {} ({})",
+        cache.instance_id(),
+        if cache.has_redis() {
+            "shared through Redis"
+        } else {
+            "in memory"
+        }
+    );
+
+    // A usage counter: increments are local and instant; the sync task pushes them.
+    let tokens = cache.counter("demo:d1:tpm", CounterOptions::ttl(Duration::from_secs(60)))?;
+    for prompt_tokens in [120, 80, 300] {
+        tokens.increment(prompt_tokens)?;
+    }
+    println!("tokens used this minute (local view): {}", tokens.value());
+
+    // A value with a TTL, such as a cooldown record.
+    cache
+        .set(
+            "demo:d1:cooldown",
+            r#"{"status":429}"#,
+            Duration::from_secs(5),
+        )
+        .await?;
+    println!(
+        "cooldown record: {:?}",
+        cache.get("demo:d1:cooldown").await?
+    );
+
+    // Strict admission: rpm = 3 over a sliding minute; five requests, exactly three admitted.
+    let rpm = LimitCheck {
+        key: "demo:{d1}:rpm".into(),
+        delta: 1.0,
+        limit: 3.0,
+        window: Window::MINUTE_SLIDING,
+    };
+    for request in 1..=5 {
+        let admission = cache.admit(std::slice::from_ref(&rpm)).await?;
+        println!(
+            "request {request}: {} (count in window {:.0}, decided {:?})",
+            if admission.admitted {
+                "admitted"
+            } else {
+                "rejected"
+            },
+            admission.counts[0],
+            admission.source
+        );
+    }
+
+    cache.shutdown().await?;
+    Ok(())
+}
