@@ -174,6 +174,19 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// The last handle is gone: close the Redis connection, which fred would otherwise keep
+    /// open (its connection task holds its own reference). Without a runtime there is nothing
+    /// left running to close.
+    fn drop(&mut self) {
+        if let Some(redis) = self.redis.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { redis.quit().await });
+            }
+        }
+    }
+}
+
 fn check_kind(cell: &CounterCell, kind: Kind) -> Result<(), CacheError> {
     if cell.kind == kind {
         Ok(())
@@ -520,7 +533,8 @@ impl DualCache {
     }
 
     /// Stops the sync task after a last flush, and closes the Redis connection. Deltas that
-    /// cannot be flushed (Redis down) are reported in the returned error.
+    /// cannot be flushed (Redis down) are reported in the returned error. The cache still
+    /// answers afterwards, from its local tier only.
     pub async fn shutdown(&self) -> Result<(), CacheError> {
         self.inner.stop.notify_one();
         let task = self.inner.task.lock().take();

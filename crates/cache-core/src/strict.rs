@@ -117,9 +117,13 @@ impl DualCache {
         let mut windows = self.inner.windows.lock();
         let mut counters = Vec::with_capacity(checks.len());
         for check in checks {
-            let counter = windows
-                .entry(check.key.clone())
-                .or_insert_with(|| Arc::new(WindowedCounter::new(check.window)));
+            // Look up before inserting: no key is allocated for a counter that exists.
+            let counter = match windows.get(&check.key) {
+                Some(counter) => counter,
+                None => windows
+                    .entry(check.key.clone())
+                    .or_insert_with(|| Arc::new(WindowedCounter::new(check.window))),
+            };
             if counter.window() != check.window {
                 return Err(CacheError::InvalidArgument {
                     field: "window",

@@ -209,6 +209,10 @@ impl Deployment {
 
     /// The deployment's id: the explicit `id` if set, otherwise the first 32 hex digits of the
     /// SHA-256 of the canonical JSON (keys sorted) of every field except `id` and `api_key`.
+    ///
+    /// Deriving it serializes and hashes the deployment: compute it once when a deployment list
+    /// is loaded, not per request. Two deployments that differ only in their API key derive the
+    /// same id; give them explicit ids.
     pub fn id(&self) -> DeploymentId {
         if let Some(id) = &self.id {
             return DeploymentId(id.clone());
