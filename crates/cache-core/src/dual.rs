@@ -626,10 +626,13 @@ impl IntCounter {
 
     /// The local view: the last global value read plus deltas not yet acknowledged.
     pub fn value(&self) -> i64 {
-        as_i64(
-            self.cell
-                .value(self.cache.clock.now_ms(), self.cache.is_remote()),
-        )
+        self.value_at(self.cache.clock.now_ms())
+    }
+
+    /// The local view at `now_ms`, a time the caller read from the cache's [`Clock`] once for
+    /// many counters (a routing decision over hundreds of deployments reads the clock once).
+    pub fn value_at(&self, now_ms: u64) -> i64 {
+        as_i64(self.cell.value(now_ms, self.cache.is_remote()))
     }
 
     /// The counter's key (without the Redis namespace prefix).

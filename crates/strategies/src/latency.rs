@@ -1,0 +1,195 @@
+//! `latency-based-routing`: the deployment that answered fastest lately (`lowest_latency.py`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferrolite_types::ErrorClass;
+use parking_lot::Mutex;
+
+use crate::pick::fits;
+use crate::strategy::record_end;
+use crate::{
+    CallOutcome, NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target,
+    UsageStore,
+};
+
+/// LiteLLM's penalty sample for a timed-out call: 1000 s.
+pub const TIMEOUT_PENALTY_SECS: f64 = 1000.0;
+
+/// Last `size` samples with the time they were taken; their mean is published in an atomic so
+/// that picks read one number per candidate.
+#[derive(Debug, Default)]
+struct Samples {
+    window: Mutex<VecDeque<(f64, u64)>>,
+    /// Mean as f64 bits; `NaN` bits when there is no sample.
+    mean: AtomicU64,
+    /// Clock time of the newest sample.
+    newest_ms: AtomicU64,
+}
+
+impl Samples {
+    fn new() -> Self {
+        Samples {
+            window: Mutex::new(VecDeque::new()),
+            mean: AtomicU64::new(f64::NAN.to_bits()),
+            newest_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, value: f64, now_ms: u64, size: usize, ttl_ms: u64) {
+        if !value.is_finite() || value < 0.0 {
+            return; // LiteLLM discards negative / NaN samples
+        }
+        let mut window = self.window.lock();
+        window.push_back((value, now_ms));
+        while window.len() > size
+            || window
+                .front()
+                .is_some_and(|(_, at)| at.saturating_add(ttl_ms) <= now_ms)
+        {
+            window.pop_front();
+        }
+        let mean = window.iter().map(|(v, _)| v).sum::<f64>() / window.len() as f64;
+        self.mean.store(mean.to_bits(), Ordering::Release);
+        self.newest_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// The mean of the samples still within `ttl_ms`; `None` when there are none.
+    fn mean(&self, now_ms: u64, ttl_ms: u64) -> Option<f64> {
+        let newest = self.newest_ms.load(Ordering::Acquire);
+        if newest == 0 || newest.saturating_add(ttl_ms) <= now_ms {
+            return None;
+        }
+        Some(f64::from_bits(self.mean.load(Ordering::Acquire))).filter(|m| !m.is_nan())
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    latency: Samples,
+    ttft: Samples,
+}
+
+/// Lowest mean latency over the last `max_latency_list_size` samples younger than `ttl`:
+/// seconds per output token for completions that report usage (raw seconds otherwise), time to
+/// first token for streaming requests when known; a timeout records a 1000 s penalty.
+/// Deployments without samples count as 0 and are tried first; the pick is random among the
+/// deployments within `lowest_latency_buffer` of the lowest. Deployments at a limit are skipped.
+#[derive(Debug)]
+pub struct LatencyBased {
+    usage: Arc<UsageStore>,
+    rng: Rng,
+    slots: Vec<Slot>,
+    ttl_ms: u64,
+    buffer: f64,
+    size: usize,
+}
+
+impl LatencyBased {
+    /// A latency-based strategy over `usage` with LiteLLM's `routing_strategy_args`.
+    pub fn new(
+        usage: Arc<UsageStore>,
+        rng: Rng,
+        ttl: Duration,
+        buffer: f64,
+        max_samples: usize,
+    ) -> Self {
+        let slots = (0..usage.len())
+            .map(|_| Slot {
+                latency: Samples::new(),
+                ttft: Samples::new(),
+            })
+            .collect();
+        LatencyBased {
+            usage,
+            rng,
+            slots,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            buffer,
+            size: max_samples,
+        }
+    }
+
+    fn score(&self, target: &Target, stream: bool, now_ms: u64) -> f64 {
+        let Some(slot) = self.slots.get(target.slot) else {
+            return 0.0;
+        };
+        let ttft = if stream {
+            slot.ttft.mean(now_ms, self.ttl_ms)
+        } else {
+            None
+        };
+        ttft.or_else(|| slot.latency.mean(now_ms, self.ttl_ms))
+            .unwrap_or(0.0)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.usage.cache().clock().now_ms()
+    }
+}
+
+impl Strategy for LatencyBased {
+    fn name(&self) -> StrategyName {
+        StrategyName::LatencyBased
+    }
+
+    fn usage(&self) -> &UsageStore {
+        &self.usage
+    }
+
+    fn pick<'t>(
+        &self,
+        ctx: &RouteContext<'_>,
+        eligible: &[&'t Target],
+    ) -> Result<&'t Target, StrategyError> {
+        let view = self.usage.view()?;
+        let now = view.now_ms();
+        let keep = fits(&view, ctx.input_tokens);
+        let lowest = eligible
+            .iter()
+            .filter(|t| keep(t))
+            .map(|t| self.score(t, ctx.stream, now))
+            .fold(f64::INFINITY, f64::min);
+        if lowest.is_infinite() {
+            return Err(StrategyError::NoCapacity(NoCapacity::of(
+                ctx, eligible, &view,
+            )));
+        }
+        let ceiling = lowest * (1.0 + self.buffer);
+        crate::pick::uniform(eligible, &self.rng, |t| {
+            keep(t) && self.score(t, ctx.stream, now) <= ceiling
+        })
+        .ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+    }
+
+    fn on_success(&self, target: &Target, ctx: &RouteContext<'_>, outcome: &CallOutcome) {
+        if let Some(slot) = self.slots.get(target.slot) {
+            let now = self.now_ms();
+            let seconds = outcome.latency.as_secs_f64();
+            let sample = match outcome.usage {
+                Some(u) if u.completion_tokens > 0 => seconds / u.completion_tokens as f64,
+                _ => seconds,
+            };
+            slot.latency.record(sample, now, self.size, self.ttl_ms);
+            if ctx.stream {
+                if let Some(ttft) = outcome.time_to_first_token {
+                    slot.ttft
+                        .record(ttft.as_secs_f64(), now, self.size, self.ttl_ms);
+                }
+            }
+        }
+        record_end(&self.usage, target, outcome.usage.as_ref());
+    }
+
+    fn on_failure(&self, target: &Target, _ctx: &RouteContext<'_>, error: &ErrorClass) {
+        if *error == ErrorClass::Timeout {
+            if let Some(slot) = self.slots.get(target.slot) {
+                slot.latency
+                    .record(TIMEOUT_PENALTY_SECS, self.now_ms(), self.size, self.ttl_ms);
+            }
+        }
+        record_end(&self.usage, target, None);
+    }
+}

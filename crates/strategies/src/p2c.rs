@@ -1,0 +1,137 @@
+//! `p2c-ewma`: power of two random choices over peak-EWMA latency (new in ferrolite).
+//!
+//! Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing" (2001), with the load
+//! measure of Finagle's and tower's `PeakEwma` balancer (`tower/src/balance/p2c`, `tower/src/load/
+//! peak_ewma.rs`): a latency average that jumps up to a slower sample at once and decays toward
+//! faster ones with time constant `tau`, multiplied by the calls in flight + 1. Two candidates are
+//! drawn at random and the less loaded one wins, which costs O(1) per pick however large the
+//! group and avoids the herding of "always the single best".
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferrolite_types::ErrorClass;
+
+use crate::latency::TIMEOUT_PENALTY_SECS;
+use crate::pick::{fits, lowest};
+use crate::strategy::record_end;
+use crate::{
+    CallOutcome, NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target,
+    UsageStore, UsageView,
+};
+
+/// Decay time constant of the EWMA (tower's default is 10 s as well).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct PeakEwma {
+    /// Seconds, as f64 bits (0 = no sample yet).
+    value: AtomicU64,
+    updated_ms: AtomicU64,
+}
+
+impl PeakEwma {
+    fn observe(&self, sample: f64, now_ms: u64, tau_ms: f64) {
+        let previous = f64::from_bits(self.value.load(Ordering::Acquire));
+        let elapsed = now_ms.saturating_sub(self.updated_ms.load(Ordering::Acquire)) as f64;
+        let next = if previous == 0.0 || sample > previous {
+            sample // peak: a slower sample counts at once
+        } else {
+            let decay = (-elapsed / tau_ms).exp();
+            previous * decay + sample * (1.0 - decay)
+        };
+        self.value.store(next.to_bits(), Ordering::Release);
+        self.updated_ms.store(now_ms, Ordering::Release);
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.value.load(Ordering::Acquire))
+    }
+}
+
+/// Power of two choices on `peak EWMA latency x (in flight + 1)`, among deployments within
+/// their limits. Deployments without a latency sample cost 0 and so are tried first.
+#[derive(Debug)]
+pub struct P2cEwma {
+    usage: Arc<UsageStore>,
+    rng: Rng,
+    ewma: Vec<PeakEwma>,
+    tau_ms: f64,
+}
+
+impl P2cEwma {
+    /// A p2c-ewma strategy over `usage` with decay time constant `decay`.
+    pub fn new(usage: Arc<UsageStore>, rng: Rng, decay: Duration) -> Self {
+        let ewma = (0..usage.len()).map(|_| PeakEwma::default()).collect();
+        P2cEwma {
+            usage,
+            rng,
+            ewma,
+            tau_ms: decay.as_millis().max(1) as f64,
+        }
+    }
+
+    fn load(&self, view: &UsageView<'_>, target: &Target) -> f64 {
+        let latency = self.ewma.get(target.slot).map_or(0.0, PeakEwma::get);
+        latency * (view.in_flight(target.slot) + 1) as f64
+    }
+
+    fn observe(&self, target: &Target, seconds: f64) {
+        if let Some(ewma) = self.ewma.get(target.slot) {
+            ewma.observe(seconds, self.usage.cache().clock().now_ms(), self.tau_ms);
+        }
+    }
+}
+
+impl Strategy for P2cEwma {
+    fn name(&self) -> StrategyName {
+        StrategyName::P2cEwma
+    }
+
+    fn usage(&self) -> &UsageStore {
+        &self.usage
+    }
+
+    fn pick<'t>(
+        &self,
+        ctx: &RouteContext<'_>,
+        eligible: &[&'t Target],
+    ) -> Result<&'t Target, StrategyError> {
+        let view = self.usage.view()?;
+        let keep = fits(&view, ctx.input_tokens);
+        let n = eligible.len();
+        if n > 2 {
+            let a = self.rng.below(n);
+            let b = (a + 1 + self.rng.below(n - 1)) % n;
+            let (ta, tb) = (eligible[a], eligible[b]);
+            match (keep(ta), keep(tb)) {
+                (true, true) => {
+                    return Ok(if self.load(&view, tb) < self.load(&view, ta) {
+                        tb
+                    } else {
+                        ta
+                    });
+                }
+                (true, false) => return Ok(ta),
+                (false, true) => return Ok(tb),
+                (false, false) => {} // both full: look at everyone
+            }
+        }
+        lowest(eligible, &self.rng, keep, |t| self.load(&view, t))
+            .ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+    }
+
+    fn on_success(&self, target: &Target, _ctx: &RouteContext<'_>, outcome: &CallOutcome) {
+        let latency = outcome.time_to_first_token.unwrap_or(outcome.latency);
+        self.observe(target, latency.as_secs_f64());
+        record_end(&self.usage, target, outcome.usage.as_ref());
+    }
+
+    fn on_failure(&self, target: &Target, _ctx: &RouteContext<'_>, error: &ErrorClass) {
+        if *error == ErrorClass::Timeout {
+            self.observe(target, TIMEOUT_PENALTY_SECS);
+        }
+        record_end(&self.usage, target, None);
+    }
+}

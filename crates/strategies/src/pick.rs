@@ -1,0 +1,90 @@
+//! Selection helpers shared by the strategies: one pass, no allocation per candidate.
+
+use crate::{Rng, Target, UsageView};
+
+/// The candidate with the lowest `score` among those `keep` accepts; ties broken uniformly at
+/// random by reservoir sampling (LiteLLM's least-busy picked the first of equals, #39322).
+pub(crate) fn lowest<'t>(
+    eligible: &[&'t Target],
+    rng: &Rng,
+    mut keep: impl FnMut(&Target) -> bool,
+    mut score: impl FnMut(&Target) -> f64,
+) -> Option<&'t Target> {
+    let mut best: Option<(&'t Target, f64)> = None;
+    let mut ties = 0usize;
+    for &target in eligible {
+        if !keep(target) {
+            continue;
+        }
+        let value = score(target);
+        match best {
+            Some((_, b)) if value > b => {}
+            Some((_, b)) if value == b => {
+                ties += 1;
+                if rng.below(ties) == 0 {
+                    best = Some((target, value));
+                }
+            }
+            _ => {
+                best = Some((target, value));
+                ties = 1;
+            }
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+/// A uniformly random candidate among those `keep` accepts (reservoir sampling).
+pub(crate) fn uniform<'t>(
+    eligible: &[&'t Target],
+    rng: &Rng,
+    mut keep: impl FnMut(&Target) -> bool,
+) -> Option<&'t Target> {
+    let mut chosen = None;
+    let mut seen = 0usize;
+    for &target in eligible {
+        if keep(target) {
+            seen += 1;
+            if rng.below(seen) == 0 {
+                chosen = Some(target);
+            }
+        }
+    }
+    chosen
+}
+
+/// A candidate drawn with probability proportional to `weight` among those `keep` accepts;
+/// `None` when no accepted candidate has a positive weight.
+pub(crate) fn weighted<'t>(
+    eligible: &[&'t Target],
+    rng: &Rng,
+    keep: impl Fn(&Target) -> bool,
+    weight: impl Fn(&Target) -> f64,
+) -> Option<&'t Target> {
+    let w = |t: &Target| if keep(t) { weight(t).max(0.0) } else { 0.0 };
+    let total: f64 = eligible.iter().map(|t| w(t)).sum();
+    if total.is_nan() || total <= 0.0 {
+        return None;
+    }
+    let mut draw = rng.unit() * total;
+    let mut last = None;
+    for &target in eligible {
+        let weight = w(target);
+        if weight > 0.0 {
+            if draw < weight {
+                return Some(target);
+            }
+            draw -= weight;
+            last = Some(target);
+        }
+    }
+    last // rounding left the draw past the end
+}
+
+/// Whether the target fits in the view (shorthand for the closures above).
+pub(crate) fn fits<'v>(
+    view: &'v UsageView<'_>,
+    input_tokens: u64,
+) -> impl Fn(&Target) -> bool + 'v {
+    move |t| view.fits(t, input_tokens)
+}

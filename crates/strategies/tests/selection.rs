@@ -1,0 +1,625 @@
+//! Selection scenarios of shared/scenarios.md §4.1 and §4.5-4.7, one behaviour per test.
+//! Where ferrolite deliberately differs from LiteLLM the test name says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use ferrolite_strategies::{
+    CallOutcome, RouteContext, RoutingStrategyArgs, StrategyConfig, StrategyError, StrategyName,
+};
+use ferrolite_types::{DeploymentId, ErrorClass, Usage};
+
+// ---- simple-shuffle (§4.1) ------------------------------------------------------------------
+
+#[tokio::test]
+async fn s01_shuffle_never_picks_a_deployment_without_the_declared_weight() {
+    let s = setup(
+        vec![
+            deployment("A"),
+            ferrolite_types::Deployment {
+                weight: Some(1.0),
+                ..deployment("B")
+            },
+            ferrolite_types::Deployment {
+                weight: Some(99.0),
+                ..deployment("C")
+            },
+        ],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    let h = s.histogram(&RouteContext::new(GROUP), 2000);
+    assert_eq!(h.get("A"), None);
+    assert!(h["C"] > 2 * h.get("B").copied().unwrap_or(0), "{h:?}");
+}
+
+#[tokio::test]
+async fn s02_shuffle_is_uniform_without_weights() {
+    let s = setup(
+        vec![deployment("A"), deployment("B"), deployment("C")],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    let h = s.histogram(&RouteContext::new(GROUP), 3000);
+    // 1000 expected each; 3 standard deviations is about 78.
+    for id in ["A", "B", "C"] {
+        assert!((900..=1100).contains(&h[id]), "{h:?}");
+    }
+}
+
+#[tokio::test]
+async fn s03_shuffle_weighs_by_rpm_when_no_weight_is_declared() {
+    let s = setup(
+        vec![
+            ferrolite_types::Deployment {
+                rpm: Some(900),
+                ..deployment("A")
+            },
+            ferrolite_types::Deployment {
+                rpm: Some(10),
+                ..deployment("B")
+            },
+        ],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    let h = s.histogram(&RouteContext::new(GROUP), 9100);
+    // P(B) = 10/910: 100 expected, sd ~10.
+    let b = h.get("B").copied().unwrap_or(0);
+    assert!((65..=135).contains(&b), "{h:?}");
+}
+
+#[tokio::test]
+async fn s07_request_scoped_weights_override_config_weights_and_missing_ids_weigh_zero() {
+    let s = setup(
+        vec![
+            ferrolite_types::Deployment {
+                weight: Some(1.0),
+                ..deployment("A")
+            },
+            ferrolite_types::Deployment {
+                weight: Some(1.0),
+                ..deployment("B")
+            },
+        ],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    let weights: HashMap<DeploymentId, f64> = [(DeploymentId::new("B"), 5.0)].into();
+    let ctx = RouteContext {
+        weights: Some(&weights),
+        ..RouteContext::new(GROUP)
+    };
+    let h = s.histogram(&ctx, 500);
+    assert_eq!(h.get("B"), Some(&500));
+}
+
+#[tokio::test]
+async fn invalid_request_weights_are_a_typed_error() {
+    let s = setup(vec![deployment("A")], StrategyName::SimpleShuffle).await;
+    let weights: HashMap<DeploymentId, f64> = [(DeploymentId::new("A"), f64::NAN)].into();
+    let ctx = RouteContext {
+        weights: Some(&weights),
+        ..RouteContext::new(GROUP)
+    };
+    let eligible = s.eligible();
+    assert!(matches!(
+        s.strategy.pick(&ctx, &eligible),
+        Err(StrategyError::InvalidRequest {
+            field: "weights",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn ferrolite_difference_shuffle_skips_a_deployment_at_its_rpm_limit() {
+    let s = setup(
+        vec![
+            ferrolite_types::Deployment {
+                rpm: Some(2),
+                ..deployment("A")
+            },
+            ferrolite_types::Deployment {
+                rpm: Some(1000),
+                ..deployment("B")
+            },
+        ],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    s.usage.count_request(s.target("A").slot).unwrap();
+    s.usage.count_request(s.target("A").slot).unwrap();
+    let h = s.histogram(&RouteContext::new(GROUP), 200);
+    assert_eq!(
+        h.get("A"),
+        None,
+        "LiteLLM would still pick A ~0.2% of the time"
+    );
+}
+
+// ---- latency-based (§4.5) -------------------------------------------------------------------
+
+fn done(latency: f64, completion_tokens: Option<u64>, ttft: Option<f64>) -> CallOutcome {
+    CallOutcome {
+        latency: secs(latency),
+        time_to_first_token: ttft.map(secs),
+        usage: completion_tokens.map(|c| Usage::new(10, c)),
+    }
+}
+
+#[tokio::test]
+async fn s81_latency_picks_the_faster_deployment() {
+    let s = setup(
+        vec![deployment("1234"), deployment("5678")],
+        StrategyName::LatencyBased,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    s.strategy
+        .on_success(s.target("1234"), &ctx, &done(3.0, None, None));
+    s.strategy
+        .on_success(s.target("5678"), &ctx, &done(2.0, None, None));
+    assert_eq!(s.histogram(&ctx, 50).get("5678"), Some(&50));
+}
+
+#[tokio::test]
+async fn s83_latency_ranks_streams_by_time_to_first_token_and_calls_by_time_per_token() {
+    let s = setup(
+        vec![deployment("dep1"), deployment("dep2")],
+        StrategyName::LatencyBased,
+    )
+    .await;
+    let stream = RouteContext {
+        stream: true,
+        ..RouteContext::new(GROUP)
+    };
+    s.strategy
+        .on_success(s.target("dep1"), &stream, &done(4.0, Some(50), Some(1.0))); // 0.08 s/token
+    s.strategy
+        .on_success(s.target("dep2"), &stream, &done(3.0, Some(50), Some(3.0))); // 0.06 s/token
+    assert_eq!(s.pick_id(&RouteContext::new(GROUP)), "dep2");
+    assert_eq!(s.pick_id(&stream), "dep1");
+}
+
+#[tokio::test]
+async fn s84_latency_skips_deployments_at_their_rpm_limit() {
+    for (rpm_1234, expected) in [(1u64, None), (5, Some("1234"))] {
+        let s = setup(
+            vec![
+                ferrolite_types::Deployment {
+                    rpm: Some(rpm_1234),
+                    ..deployment("1234")
+                },
+                ferrolite_types::Deployment {
+                    rpm: Some(3),
+                    ..deployment("5678")
+                },
+            ],
+            StrategyName::LatencyBased,
+        )
+        .await;
+        for id in ["1234", "5678"] {
+            for _ in 0..3 {
+                s.usage.count_request(s.target(id).slot).unwrap();
+            }
+        }
+        let eligible = s.eligible();
+        let picked = s
+            .strategy
+            .pick(&RouteContext::new(GROUP), &eligible)
+            .ok()
+            .map(|t| t.id.to_string());
+        assert_eq!(picked.as_deref(), expected, "rpm limit {rpm_1234}");
+    }
+}
+
+#[tokio::test]
+async fn s85_latency_samples_expire_after_the_configured_ttl() {
+    let config = StrategyConfig {
+        args: RoutingStrategyArgs {
+            ttl: Some(3.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = setup_with(
+        vec![deployment("slow"), deployment("fast")],
+        StrategyName::LatencyBased,
+        config,
+        ferrolite_cache::Window::MINUTE_SLIDING,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    s.strategy
+        .on_success(s.target("slow"), &ctx, &done(5.0, None, None));
+    s.strategy
+        .on_success(s.target("fast"), &ctx, &done(1.0, None, None));
+    assert_eq!(s.histogram(&ctx, 20).get("fast"), Some(&20));
+    s.clock.advance_ms(3_000);
+    // Both forgotten: both count as unexplored (0 s) and share the traffic again.
+    let h = s.histogram(&ctx, 200);
+    assert!(h.get("slow").copied().unwrap_or(0) > 50, "{h:?}");
+}
+
+#[tokio::test]
+async fn s87_timeouts_are_penalised_so_traffic_moves_to_the_fast_deployment() {
+    let s = setup(
+        vec![deployment("slow"), deployment("fast")],
+        StrategyName::LatencyBased,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    s.strategy
+        .on_success(s.target("slow"), &ctx, &done(0.5, None, None));
+    s.strategy
+        .on_success(s.target("fast"), &ctx, &done(0.9, None, None));
+    for _ in 0..3 {
+        s.strategy
+            .on_failure(s.target("slow"), &ctx, &ErrorClass::Timeout);
+    }
+    assert_eq!(s.histogram(&ctx, 10).get("fast"), Some(&10));
+}
+
+#[tokio::test]
+async fn s88_unexplored_deployments_share_the_first_picks() {
+    let s = setup(
+        vec![
+            deployment("a"),
+            deployment("b"),
+            deployment("c"),
+            deployment("d"),
+        ],
+        StrategyName::LatencyBased,
+    )
+    .await;
+    assert!(s.histogram(&RouteContext::new(GROUP), 10).len() > 1);
+}
+
+#[tokio::test]
+async fn latency_buffer_spreads_traffic_over_near_equal_deployments() {
+    let config = StrategyConfig {
+        args: RoutingStrategyArgs {
+            lowest_latency_buffer: Some(0.5),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = setup_with(
+        vec![deployment("a"), deployment("b"), deployment("c")],
+        StrategyName::LatencyBased,
+        config,
+        ferrolite_cache::Window::MINUTE_SLIDING,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    for (id, latency) in [("a", 1.0), ("b", 1.4), ("c", 1.6)] {
+        s.strategy
+            .on_success(s.target(id), &ctx, &done(latency, None, None));
+    }
+    let h = s.histogram(&ctx, 400);
+    assert!(h["a"] > 100 && h["b"] > 100, "{h:?}");
+    assert_eq!(h.get("c"), None, "1.6 > 1.0 * 1.5");
+}
+
+#[tokio::test]
+async fn s89_ferrolite_zero_limits_block_and_large_or_unset_limits_do_not() {
+    for name in StrategyName::all() {
+        let s = setup(
+            vec![
+                ferrolite_types::Deployment {
+                    tpm: Some(0),
+                    ..deployment("zero-tpm")
+                },
+                ferrolite_types::Deployment {
+                    rpm: Some(0),
+                    ..deployment("zero-rpm")
+                },
+            ],
+            name,
+        )
+        .await;
+        let eligible = s.eligible();
+        assert!(
+            matches!(
+                s.strategy.pick(&RouteContext::new(GROUP), &eligible),
+                Err(StrategyError::NoCapacity(_))
+            ),
+            "{name}"
+        );
+        let s = setup(
+            vec![
+                ferrolite_types::Deployment {
+                    rpm: Some(1_000_000),
+                    ..deployment("big")
+                },
+                deployment("unset"),
+            ],
+            name,
+        )
+        .await;
+        assert_eq!(
+            s.histogram(&RouteContext::new(GROUP), 200)
+                .values()
+                .sum::<usize>(),
+            200,
+            "{name}"
+        );
+    }
+}
+
+// ---- usage-based (§4.6) ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn s91_usage_based_picks_the_deployment_with_fewer_tokens() {
+    for name in [StrategyName::UsageBased, StrategyName::UsageBasedV2] {
+        let s = setup(vec![deployment("1234"), deployment("5678")], name).await;
+        s.usage.record_tokens(s.target("1234").slot, 50).unwrap();
+        s.usage.record_tokens(s.target("5678").slot, 20).unwrap();
+        assert_eq!(
+            s.histogram(&RouteContext::new(GROUP), 20).get("5678"),
+            Some(&20),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn s92_a_request_that_would_pass_the_tpm_limit_gets_no_capacity_listing_usage() {
+    let s = setup(
+        vec![ferrolite_types::Deployment {
+            tpm: Some(1440),
+            ..deployment("only")
+        }],
+        StrategyName::UsageBasedV2,
+    )
+    .await;
+    s.usage.record_tokens(0, 1439).unwrap();
+    let eligible = s.eligible();
+    let ctx = RouteContext {
+        input_tokens: 2,
+        ..RouteContext::new(GROUP)
+    };
+    let err = s.strategy.pick(&ctx, &eligible).unwrap_err();
+    let StrategyError::NoCapacity(no) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(no.deployments[0].current_tpm, 1439.0);
+    assert_eq!(no.deployments[0].tpm_limit, Some(1440));
+    assert!(
+        err.to_string()
+            .starts_with("No deployments available for selected model. Passed model=gpt-4o"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("only: {current_tpm: 1439, tpm_limit: 1440"),
+        "{err}"
+    );
+    // One token fits exactly.
+    let fits = RouteContext {
+        input_tokens: 1,
+        ..RouteContext::new(GROUP)
+    };
+    assert_eq!(
+        s.strategy.pick(&fits, &eligible).unwrap().id.as_str(),
+        "only"
+    );
+}
+
+#[tokio::test]
+async fn s94_tpm_zero_is_always_no_capacity() {
+    let s = setup(
+        vec![ferrolite_types::Deployment {
+            tpm: Some(0),
+            ..deployment("only")
+        }],
+        StrategyName::UsageBasedV2,
+    )
+    .await;
+    let eligible = s.eligible();
+    assert!(matches!(
+        s.strategy.pick(&RouteContext::new(GROUP), &eligible),
+        Err(StrategyError::NoCapacity(_))
+    ));
+}
+
+#[tokio::test]
+async fn ferrolite_difference_a_deployment_takes_exactly_rpm_requests_not_rpm_minus_one() {
+    let s = setup(
+        vec![ferrolite_types::Deployment {
+            rpm: Some(50),
+            ..deployment("only")
+        }],
+        StrategyName::UsageBased,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    let eligible = s.eligible();
+    let mut admitted = 0;
+    while let Ok(t) = s.strategy.pick(&ctx, &eligible) {
+        s.strategy.admit(t, &ctx).await.unwrap();
+        admitted += 1;
+        assert!(admitted <= 50);
+    }
+    assert_eq!(admitted, 50, "LiteLLM admits 49");
+}
+
+#[tokio::test]
+async fn ferrolite_difference_sliding_windows_allow_no_burst_at_the_minute_boundary() {
+    let s = setup(
+        vec![ferrolite_types::Deployment {
+            rpm: Some(10),
+            ..deployment("only")
+        }],
+        StrategyName::UsageBased,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    let eligible = s.eligible();
+    s.clock.set_ms(T0 - 30_000 + 59_000); // 12:00:59 of the minute
+    for _ in 0..10 {
+        let t = s.strategy.pick(&ctx, &eligible).unwrap();
+        s.strategy.admit(t, &ctx).await.unwrap();
+    }
+    s.clock.advance_ms(1_001); // just past the boundary
+    assert!(
+        s.strategy.pick(&ctx, &eligible).is_err(),
+        "a fixed window would admit 10 more now"
+    );
+    s.clock.advance_ms(30_000); // half the previous minute has aged out
+    assert!(s.strategy.pick(&ctx, &eligible).is_ok());
+}
+
+// ---- least-busy and cost (§4.7) -------------------------------------------------------------
+
+#[tokio::test]
+async fn s101_least_busy_picks_the_fewest_in_flight() {
+    let s = setup(
+        vec![deployment("0"), deployment("1"), deployment("2")],
+        StrategyName::LeastBusy,
+    )
+    .await;
+    for (id, n) in [("0", 10), ("1", 1), ("2", 50)] {
+        s.usage.add_in_flight(s.target(id).slot, n).unwrap();
+    }
+    assert_eq!(
+        s.histogram(&RouteContext::new(GROUP), 20).get("1"),
+        Some(&20)
+    );
+    // "0" is busy-free but not eligible (the router filtered it): never chosen.
+    s.usage.add_in_flight(s.target("0").slot, -10).unwrap();
+    let eligible = vec![s.target("1"), s.target("2")];
+    assert_eq!(
+        s.strategy
+            .pick(&RouteContext::new(GROUP), &eligible)
+            .unwrap()
+            .id
+            .as_str(),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn s102_least_busy_breaks_ties_at_random() {
+    let s = setup(
+        vec![deployment("a"), deployment("b"), deployment("c")],
+        StrategyName::LeastBusy,
+    )
+    .await;
+    let h = s.histogram(&RouteContext::new(GROUP), 600);
+    for id in ["a", "b", "c"] {
+        assert!(h[id] > 60, "{h:?}"); // each > 10%
+    }
+}
+
+#[tokio::test]
+async fn s103_in_flight_returns_to_zero_and_never_goes_negative() {
+    let s = setup(vec![deployment("a")], StrategyName::LeastBusy).await;
+    let ctx = RouteContext::new(GROUP);
+    let a = s.target("a");
+    s.strategy.on_start(a, &ctx);
+    assert_eq!(s.usage.view().unwrap().in_flight(a.slot), 1);
+    s.strategy.on_success(a, &ctx, &CallOutcome::default());
+    assert_eq!(s.usage.view().unwrap().in_flight(a.slot), 0);
+    s.strategy.on_failure(a, &ctx, &ErrorClass::Connection); // an end without a start
+    assert_eq!(s.usage.view().unwrap().in_flight(a.slot), 0);
+    s.strategy.on_start(a, &ctx);
+    assert_eq!(
+        s.usage.view().unwrap().in_flight(a.slot),
+        1,
+        "the stray end did not hide this call"
+    );
+}
+
+#[tokio::test]
+async fn s104_cost_routing_picks_the_cheapest() {
+    let priced = |id: &str, input: f64, output: f64| ferrolite_types::Deployment {
+        input_cost_per_token: Some(input),
+        output_cost_per_token: Some(output),
+        ..deployment(id)
+    };
+    let s = setup(
+        vec![
+            priced("chatgpt-v-experimental", 3e-5, 3e-5),
+            priced("chatgpt-v-1", 1e-9, 1e-8),
+            priced("chatgpt-v-5", 10.0, 12.0),
+            deployment("unpriced"),
+        ],
+        StrategyName::CostBased,
+    )
+    .await;
+    assert_eq!(
+        s.histogram(&RouteContext::new(GROUP), 50)
+            .get("chatgpt-v-1"),
+        Some(&50)
+    );
+}
+
+#[tokio::test]
+async fn cost_routing_moves_on_when_the_cheapest_is_full() {
+    let s = setup(
+        vec![
+            ferrolite_types::Deployment {
+                input_cost_per_token: Some(1e-9),
+                rpm: Some(1),
+                ..deployment("cheap")
+            },
+            ferrolite_types::Deployment {
+                input_cost_per_token: Some(1e-6),
+                ..deployment("dear")
+            },
+        ],
+        StrategyName::CostBased,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    let first = s.pick(&ctx);
+    assert_eq!(first.id.as_str(), "cheap");
+    s.strategy.admit(first, &ctx).await.unwrap();
+    assert_eq!(s.pick_id(&ctx), "dear");
+}
+
+// ---- p2c-ewma -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn p2c_prefers_the_less_loaded_of_two() {
+    let s = setup(
+        vec![deployment("fast"), deployment("slow")],
+        StrategyName::P2cEwma,
+    )
+    .await;
+    let ctx = RouteContext::new(GROUP);
+    s.strategy
+        .on_success(s.target("fast"), &ctx, &done(0.1, None, None));
+    s.strategy
+        .on_success(s.target("slow"), &ctx, &done(2.0, None, None));
+    assert_eq!(s.histogram(&ctx, 20).get("fast"), Some(&20));
+    // Enough calls in flight on the fast one make it the more loaded.
+    s.usage.add_in_flight(s.target("fast").slot, 30).unwrap();
+    assert_eq!(s.pick_id(&ctx), "slow");
+}
+
+#[tokio::test]
+async fn p2c_spreads_load_over_a_large_group_of_equals() {
+    let deployments = (0..100).map(|i| deployment(&format!("d{i}"))).collect();
+    let s = setup(deployments, StrategyName::P2cEwma).await;
+    let h = s.histogram(&RouteContext::new(GROUP), 2000);
+    assert!(h.len() > 90, "only {} of 100 used", h.len());
+}
+
+#[tokio::test]
+async fn every_strategy_reports_no_capacity_on_an_empty_list() {
+    for name in StrategyName::all() {
+        let s = setup(vec![deployment("a")], name).await;
+        let err = s.strategy.pick(&RouteContext::new(GROUP), &[]).unwrap_err();
+        assert!(
+            matches!(&err, StrategyError::NoCapacity(n) if n.deployments.is_empty()),
+            "{name}: {err:?}"
+        );
+        assert_eq!(s.strategy.name(), name);
+    }
+}
