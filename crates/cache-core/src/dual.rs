@@ -175,15 +175,36 @@ impl Inner {
 }
 
 impl Drop for Inner {
-    /// The last handle is gone: close the Redis connection, which fred would otherwise keep
-    /// open (its connection task holds its own reference). Without a runtime there is nothing
-    /// left running to close.
+    /// The last handle is gone. What the counters still owe Redis is flushed one last time
+    /// (best effort, in a task on the current runtime, so dropping a cache without
+    /// [`DualCache::shutdown`] loses nothing while Redis answers), then the connection is closed:
+    /// fred would otherwise keep it open. Without a runtime nothing can run, and nothing is.
     fn drop(&mut self) {
-        if let Some(redis) = self.redis.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { redis.quit().await });
+        let Some(redis) = self.redis.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cells: Vec<Arc<CounterCell>> = std::mem::take(self.counters.get_mut())
+            .into_values()
+            .collect();
+        let instance = std::mem::take(&mut self.instance);
+        let seq = AtomicU64::new(self.seq.load(Ordering::Relaxed));
+        runtime.spawn(async move {
+            if cells.iter().any(|c| !c.is_settled()) {
+                let mut report = crate::SyncReport::default();
+                crate::pipeline::flush(&redis, &instance, &seq, &cells, &mut report).await;
+                let unsettled = cells.iter().filter(|c| !c.is_settled()).count();
+                if unsettled > 0 {
+                    tracing::warn!(
+                        unsettled,
+                        "cache dropped while Redis was unreachable; deltas lost"
+                    );
+                }
             }
-        }
+            redis.quit().await;
+        });
     }
 }
 

@@ -16,6 +16,7 @@
 //! so only a new key can overflow it, and that is refused with a typed error, counted and logged.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fred::prelude::{ClientLike, KeysInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -63,7 +64,7 @@ impl Inner {
                     }
                 }
             } else {
-                self.flush(redis, &cells, &mut report).await;
+                flush(redis, &self.instance, &self.seq, &cells, &mut report).await;
             }
             report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
         }
@@ -71,116 +72,122 @@ impl Inner {
         self.note_errors(&report);
         Ok(report)
     }
+}
 
-    async fn flush(&self, redis: &RedisStore, cells: &[Arc<CounterCell>], report: &mut SyncReport) {
-        let pipe = redis.client().pipeline();
-        let mut plan = Vec::with_capacity(cells.len());
-        for cell in cells {
-            let full = redis.key(&cell.key);
-            let taken = cell
-                .take_for_flush(|| self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
-            // Queuing into a pipeline only fails for invalid arguments, which these are not; a
-            // failure here surfaces as a missing reply below.
-            let queued: Result<(), _> = match taken {
-                Some((seq, delta)) => {
-                    let seq_key = RedisStore::seq_key(&full);
-                    let args = vec![
-                        self.instance.clone(),
-                        seq.to_string(),
-                        delta.to_arg(),
-                        cell.ttl_ms.to_string(),
-                        match cell.expiry {
-                            ExpiryMode::FromFirstWrite => "nx".to_string(),
-                            ExpiryMode::FromLastWrite => "always".to_string(),
-                        },
-                        match cell.kind {
-                            Kind::Int => "int".to_string(),
-                            Kind::Float => "float".to_string(),
-                        },
-                    ];
-                    plan.push(Planned::Push(delta));
-                    // fred's pipelines have no EVALSHA method; the raw command is hashed on its
-                    // first key (argument 2) for Redis Cluster.
-                    let mut command = Vec::with_capacity(4 + args.len());
-                    command.extend([redis.incr.sha.clone(), "2".to_string(), full, seq_key]);
-                    command.extend(args);
-                    pipe.custom(
-                        CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false),
-                        command,
-                    )
-                    .await
-                }
-                None => {
-                    plan.push(Planned::Read);
-                    pipe.get(full).await
-                }
-            };
-            if let Err(e) = queued {
-                tracing::debug!(error = %e, "could not queue a pipeline command");
+/// Pushes what `cells` owe and reads the others back, in one pipeline (see the module docs).
+pub(crate) async fn flush(
+    redis: &RedisStore,
+    instance: &str,
+    seq: &AtomicU64,
+    cells: &[Arc<CounterCell>],
+    report: &mut SyncReport,
+) {
+    let pipe = redis.client().pipeline();
+    let mut plan = Vec::with_capacity(cells.len());
+    for cell in cells {
+        let full = redis.key(&cell.key);
+        let taken = cell.take_for_flush(|| seq.fetch_add(1, Ordering::Relaxed) + 1);
+        // Queuing into a pipeline only fails for invalid arguments, which these are not; a
+        // failure here surfaces as a missing reply below.
+        let queued: Result<(), _> = match taken {
+            Some((seq, delta)) => {
+                let seq_key = RedisStore::seq_key(&full);
+                let args = vec![
+                    instance.to_string(),
+                    seq.to_string(),
+                    delta.to_arg(),
+                    cell.ttl_ms.to_string(),
+                    match cell.expiry {
+                        ExpiryMode::FromFirstWrite => "nx".to_string(),
+                        ExpiryMode::FromLastWrite => "always".to_string(),
+                    },
+                    match cell.kind {
+                        Kind::Int => "int".to_string(),
+                        Kind::Float => "float".to_string(),
+                    },
+                ];
+                plan.push(Planned::Push(delta));
+                // fred's pipelines have no EVALSHA method; the raw command is hashed on its
+                // first key (argument 2) for Redis Cluster.
+                let mut command = Vec::with_capacity(4 + args.len());
+                command.extend([redis.incr.sha.clone(), "2".to_string(), full, seq_key]);
+                command.extend(args);
+                pipe.custom(
+                    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false),
+                    command,
+                )
+                .await
             }
-        }
-
-        let replies: Vec<Result<Value, fred::error::Error>> = pipe.try_all().await;
-        if replies.len() != plan.len() {
-            let reason = replies
-                .iter()
-                .find_map(|r| r.as_ref().err().map(|e| e.details().to_string()))
-                .unwrap_or_else(|| {
-                    format!("{} replies for {} commands", replies.len(), plan.len())
-                });
-            redis.health.record_unavailable("sync", &reason);
-            report.errors.push(CacheError::Unavailable {
-                operation: "sync",
-                reason,
-            });
-            return;
-        }
-
-        let mut reload_script = false;
-        let mut unavailable = None;
-        let mut any_ok = false;
-        for ((cell, planned), reply) in cells.iter().zip(plan).zip(replies) {
-            match reply {
-                Ok(value) => {
-                    any_ok = true;
-                    match decode_number(&cell.key, value, cell.kind) {
-                        Ok(global) => match planned {
-                            Planned::Push(delta) => {
-                                cell.ack(global, delta);
-                                report.pushed += 1;
-                            }
-                            Planned::Read => {
-                                cell.refresh(global);
-                                report.refreshed += 1;
-                            }
-                        },
-                        Err(e) => report.errors.push(e),
-                    }
-                }
-                Err(e) if e.details().starts_with("NOSCRIPT") => reload_script = true,
-                Err(e) => match redis.error("sync", &cell.key, &e) {
-                    CacheError::Unavailable { .. } => unavailable = Some(e.details().to_string()),
-                    typed => report.errors.push(typed),
-                },
+            None => {
+                plan.push(Planned::Read);
+                pipe.get(full).await
             }
-        }
-        if let Some(reason) = unavailable {
-            report.errors.push(CacheError::Unavailable {
-                operation: "sync",
-                reason,
-            });
-        } else if any_ok {
-            redis.health.record_ok();
-        }
-        if reload_script {
-            // Redis restarted or flushed its scripts: load it; the unacknowledged pushes go again
-            // next time with the same sequence numbers.
-            if let Err(e) = redis.load(&redis.incr).await {
-                report.errors.push(e);
-            }
+        };
+        if let Err(e) = queued {
+            tracing::debug!(error = %e, "could not queue a pipeline command");
         }
     }
 
+    let replies: Vec<Result<Value, fred::error::Error>> = pipe.try_all().await;
+    if replies.len() != plan.len() {
+        let reason = replies
+            .iter()
+            .find_map(|r| r.as_ref().err().map(|e| e.details().to_string()))
+            .unwrap_or_else(|| format!("{} replies for {} commands", replies.len(), plan.len()));
+        redis.health.record_unavailable("sync", &reason);
+        report.errors.push(CacheError::Unavailable {
+            operation: "sync",
+            reason,
+        });
+        return;
+    }
+
+    let mut reload_script = false;
+    let mut unavailable = None;
+    let mut any_ok = false;
+    for ((cell, planned), reply) in cells.iter().zip(plan).zip(replies) {
+        match reply {
+            Ok(value) => {
+                any_ok = true;
+                match decode_number(&cell.key, value, cell.kind) {
+                    Ok(global) => match planned {
+                        Planned::Push(delta) => {
+                            cell.ack(global, delta);
+                            report.pushed += 1;
+                        }
+                        Planned::Read => {
+                            cell.refresh(global);
+                            report.refreshed += 1;
+                        }
+                    },
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            Err(e) if e.details().starts_with("NOSCRIPT") => reload_script = true,
+            Err(e) => match redis.error("sync", &cell.key, &e) {
+                CacheError::Unavailable { .. } => unavailable = Some(e.details().to_string()),
+                typed => report.errors.push(typed),
+            },
+        }
+    }
+    if let Some(reason) = unavailable {
+        report.errors.push(CacheError::Unavailable {
+            operation: "sync",
+            reason,
+        });
+    } else if any_ok {
+        redis.health.record_ok();
+    }
+    if reload_script {
+        // Redis restarted or flushed its scripts: load it; the unacknowledged pushes go again
+        // next time with the same sequence numbers.
+        if let Err(e) = redis.load(&redis.incr).await {
+            report.errors.push(e);
+        }
+    }
+}
+
+impl Inner {
     /// Drops expired counters (see `Inner::prune_counters`) and idle local windows.
     fn prune(&self) -> usize {
         let pruned = self.prune_counters(&mut self.counters.write());

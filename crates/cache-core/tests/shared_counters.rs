@@ -374,3 +374,29 @@ async fn shutdown_flushes_what_is_queued() {
     let global: i64 = raw.get(format!("{prefix}k")).await.unwrap();
     assert_eq!(global, 42);
 }
+
+#[tokio::test]
+async fn dropping_a_cache_without_shutdown_still_flushes_what_it_owes() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("drop-flush");
+    let cfg = CacheConfig {
+        sync_interval: Duration::from_secs(3600),
+        ..config(&url, &prefix)
+    };
+    let cache = DualCache::connect(cfg).await.unwrap();
+    cache.increment("k", 17, MINUTE).unwrap();
+    drop(cache);
+    let raw = raw_client(&url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let global: Option<i64> = raw.get(format!("{prefix}k")).await.unwrap();
+        if global == Some(17) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped cache's delta never arrived: {global:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
