@@ -43,36 +43,25 @@ impl Strategy for SimpleShuffle {
         ctx.validate()?;
         let view = self.usage.view()?;
         let keep = fits(&view, ctx.input_tokens);
-        let declares =
-            |metric: fn(&Target) -> Option<f64>| eligible.iter().any(|t| metric(t).is_some());
-        let chosen = if let Some(weights) = ctx.weights {
-            // Request-scoped weights decide alone: an id missing from them weighs 0.
+        // The first weight set that gives a positive weight to a deployment with room decides
+        // (an undeclared weight counts 0); when none does, a uniform pick among those with room.
+        let request = ctx.weights.and_then(|weights| {
             weighted(eligible, &self.rng, &keep, |t| {
                 weights.get(&t.id).copied().unwrap_or(0.0)
             })
-        } else {
-            let metrics: [fn(&Target) -> Option<f64>; 3] = [
-                |t| t.weight,
-                |t| t.rpm.map(|v| v as f64),
-                |t| t.tpm.map(|v| v as f64),
-            ];
-            let mut chosen = None;
-            let mut declared = false;
-            for metric in metrics {
-                if declares(metric) {
-                    declared = true;
-                    chosen = weighted(eligible, &self.rng, &keep, |t| metric(t).unwrap_or(0.0));
-                    if chosen.is_some() {
-                        break;
-                    }
-                }
-            }
-            if declared {
-                chosen
-            } else {
-                uniform(eligible, &self.rng, &keep)
-            }
-        };
+        });
+        let metrics: [fn(&Target) -> Option<f64>; 3] = [
+            |t| t.weight,
+            |t| t.rpm.map(|v| v as f64),
+            |t| t.tpm.map(|v| v as f64),
+        ];
+        let chosen = request
+            .or_else(|| {
+                metrics.into_iter().find_map(|metric| {
+                    weighted(eligible, &self.rng, &keep, |t| metric(t).unwrap_or(0.0))
+                })
+            })
+            .or_else(|| uniform(eligible, &self.rng, &keep));
         chosen.ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
     }
 }

@@ -623,3 +623,22 @@ async fn every_strategy_reports_no_capacity_on_an_empty_list() {
         assert_eq!(s.strategy.name(), name);
     }
 }
+
+#[tokio::test]
+async fn shuffle_falls_back_to_a_uniform_pick_when_every_weighted_deployment_is_full() {
+    // LiteLLM: "no weight set qualifies -> random.choice(healthy)"; here the weighted one is full.
+    let s = setup(
+        vec![
+            ferrolite_types::Deployment {
+                weight: Some(5.0),
+                rpm: Some(1),
+                ..deployment("weighted")
+            },
+            deployment("plain"),
+        ],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    s.usage.count_request(s.target("weighted").slot).unwrap();
+    assert_eq!(s.pick_id(&RouteContext::new(GROUP)), "plain");
+}
