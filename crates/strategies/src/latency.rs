@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferrolite_types::ErrorClass;
 use parking_lot::Mutex;
 
-use crate::pick::fits;
+use crate::pick::{fits, lowest, uniform};
 use crate::strategy::record_end;
 use crate::{
     CallOutcome, NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target,
@@ -147,21 +147,22 @@ impl Strategy for LatencyBased {
         let view = self.usage.view()?;
         let now = view.now_ms();
         let keep = fits(&view, ctx.input_tokens);
-        let lowest = eligible
+        let score = |t: &Target| self.score(t, ctx.stream, now);
+        let no_capacity = || StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view));
+        if self.buffer == 0.0 {
+            // Without a buffer the candidates are the ties at the lowest: one pass.
+            return lowest(eligible, &self.rng, &keep, score).ok_or_else(no_capacity);
+        }
+        let floor = eligible
             .iter()
             .filter(|t| keep(t))
-            .map(|t| self.score(t, ctx.stream, now))
+            .map(|t| score(t))
             .fold(f64::INFINITY, f64::min);
-        if lowest.is_infinite() {
-            return Err(StrategyError::NoCapacity(NoCapacity::of(
-                ctx, eligible, &view,
-            )));
+        if floor.is_infinite() {
+            return Err(no_capacity());
         }
-        let ceiling = lowest * (1.0 + self.buffer);
-        crate::pick::uniform(eligible, &self.rng, |t| {
-            keep(t) && self.score(t, ctx.stream, now) <= ceiling
-        })
-        .ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+        let ceiling = floor * (1.0 + self.buffer);
+        uniform(eligible, &self.rng, |t| keep(t) && score(t) <= ceiling).ok_or_else(no_capacity)
     }
 
     fn on_success(&self, target: &Target, ctx: &RouteContext<'_>, outcome: &CallOutcome) {

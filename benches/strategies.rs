@@ -1,0 +1,100 @@
+//! `Strategy::pick` for every strategy at 2, 10, 100 and 1,000 deployments, with usage state
+//! populated (requests, tokens, calls in flight, latency samples) and every deployment within
+//! its limits, so the whole candidate list is scanned.
+//!
+//! Run: `cargo bench -p ferrolite-benches --bench strategies`. The cache is in memory: in batched
+//! mode a pick never touches Redis, so the numbers are the same with Redis configured.
+
+// A benchmark that cannot set up has nothing to measure: failing loudly is right here.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use ferrolite_cache::{CacheConfig, DualCache, ManualClock, Window};
+use ferrolite_strategies::{
+    CallOutcome, RouteContext, StrategyConfig, StrategyName, Target, UsageStore, build,
+};
+use ferrolite_types::{Deployment, Usage};
+
+const SIZES: [usize; 4] = [2, 10, 100, 1_000];
+
+fn group_of(n: usize) -> Vec<Deployment> {
+    (0..n)
+        .map(|i| Deployment {
+            id: Some(format!("deployment-{i}")),
+            rpm: Some(1_000_000),
+            tpm: Some(100_000_000),
+            weight: Some(1.0 + (i % 7) as f64),
+            input_cost_per_token: Some(1e-6 * (1 + i % 5) as f64),
+            output_cost_per_token: Some(2e-6),
+            ..Deployment::new("gpt-4o", format!("azure/gpt-4o-{i}"))
+        })
+        .collect()
+}
+
+fn picks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let clock = ManualClock::new(1_767_225_630_000);
+    let mut group = c.benchmark_group("pick");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for name in StrategyName::all() {
+        for n in SIZES {
+            let deployments = group_of(n);
+            let targets = Target::for_group(&deployments);
+            let cache = rt
+                .block_on(DualCache::connect_with_clock(
+                    CacheConfig::default(),
+                    Arc::new(clock.clone()),
+                ))
+                .expect("cache");
+            let usage = Arc::new(
+                UsageStore::new(cache, "gpt-4o", &targets, Window::MINUTE_SLIDING).expect("usage"),
+            );
+            let strategy = build(
+                name,
+                &StrategyConfig {
+                    seed: Some(7),
+                    ..Default::default()
+                },
+                Arc::clone(&usage),
+            )
+            .expect("strategy");
+            let ctx = RouteContext {
+                input_tokens: 300,
+                ..RouteContext::new("gpt-4o")
+            };
+            for (i, target) in targets.iter().enumerate() {
+                for _ in 0..(i % 5) {
+                    usage.count_request(target.slot).expect("count");
+                    strategy.on_start(target, &ctx);
+                }
+                let outcome = CallOutcome {
+                    latency: Duration::from_millis(200 + (i as u64 * 37) % 900),
+                    time_to_first_token: Some(Duration::from_millis(50 + (i as u64 * 13) % 300)),
+                    usage: Some(Usage::new(500, 100 + (i as u64 % 50))),
+                };
+                strategy.on_success(target, &ctx, &outcome);
+                strategy.on_start(target, &ctx);
+            }
+            let eligible: Vec<&Target> = targets.iter().collect();
+            group.bench_with_input(
+                BenchmarkId::new(name.as_str(), n),
+                &eligible,
+                |b, eligible| {
+                    b.iter(|| black_box(strategy.pick(black_box(&ctx), eligible).map(|t| t.slot)))
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, picks);
+criterion_main!(benches);
