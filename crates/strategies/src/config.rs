@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    AdmissionMode, CostBased, LatencyBased, LeastBusy, P2cEwma, Rng, SimpleShuffle, Strategy,
-    StrategyError, UsageBased, UsageStore,
+    AdmissionMode, LatencyBased, LowestScore, P2cEwma, Rng, SimpleShuffle, Strategy, StrategyError,
+    UsageBased, UsageStore,
 };
 
 /// A routing strategy, by LiteLLM's names plus `p2c-ewma`.
@@ -160,7 +160,7 @@ pub fn build(
     let rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
     Ok(match name {
         StrategyName::SimpleShuffle => Arc::new(SimpleShuffle::new(usage, rng)),
-        StrategyName::LeastBusy => Arc::new(LeastBusy::new(usage, rng)),
+        StrategyName::LeastBusy => Arc::new(LowestScore::least_busy(usage, rng)),
         StrategyName::UsageBased => Arc::new(UsageBased::v1(usage, rng)),
         StrategyName::UsageBasedV2 => Arc::new(UsageBased::v2(usage, rng, config.admission)),
         StrategyName::LatencyBased => Arc::new(LatencyBased::new(
@@ -170,7 +170,7 @@ pub fn build(
             args.lowest_latency_buffer,
             args.max_latency_list_size,
         )),
-        StrategyName::CostBased => Arc::new(CostBased::new(usage, rng)),
+        StrategyName::CostBased => Arc::new(LowestScore::cost_based(usage, rng)),
         StrategyName::P2cEwma => Arc::new(P2cEwma::new(usage, rng, crate::p2c::DEFAULT_DECAY)),
     })
 }

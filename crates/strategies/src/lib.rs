@@ -21,9 +21,8 @@
 
 mod config;
 mod context;
-mod cost;
 mod latency;
-mod least_busy;
+mod lowest_score;
 mod p2c;
 mod pick;
 mod rng;
@@ -35,9 +34,8 @@ mod usage_based;
 
 pub use config::{RoutingStrategyArgs, StrategyConfig, StrategyName, ValidatedArgs, build};
 pub use context::RouteContext;
-pub use cost::CostBased;
 pub use latency::{LatencyBased, TIMEOUT_PENALTY_SECS};
-pub use least_busy::LeastBusy;
+pub use lowest_score::LowestScore;
 pub use p2c::{DEFAULT_DECAY, P2cEwma};
 pub use rng::Rng;
 pub use shuffle::SimpleShuffle;
