@@ -1,10 +1,16 @@
 //! # ferrolite
 //!
-//! The facade of ferrolite, a Rust LLM deployment router: re-exports the layered crates, and will hold the builder, the LiteLLM-compatible YAML config and the HTTP backends.
+//! The facade of ferrolite, a Rust LLM deployment router. Applications depend on this crate
+//! alone and reach every layer through it:
+//!
+//! - [`types`]: deployments, ids, secrets, usage, error classes, token counting;
+//! - [`cache`]: the two-tier state cache shared through Redis;
+//! - [`strategies`]: the routing strategies.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
-//! This crate is reserved for the builder, config and backends; it is filled by a later issue and exposes nothing yet, so that
-//! the workspace, its lints and its CI are in place for it.
+//! The budgets and router layers, the builder, the LiteLLM-compatible YAML configuration and the
+//! HTTP backends land here as later issues fill them.
 
 pub use ferrolite_cache as cache;
+pub use ferrolite_strategies as strategies;
 pub use ferrolite_types as types;
