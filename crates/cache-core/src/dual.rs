@@ -475,6 +475,78 @@ impl DualCache {
         Ok(out)
     }
 
+    /// Stores `value` under `key` for `ttl` unless the key holds a value already; returns the
+    /// value now stored, so that concurrent callers on every instance agree on one (the first
+    /// writer's). With Redis this is one atomic `SET … NX PX … GET`; while Redis is down a
+    /// fail-open cache agrees locally only.
+    pub async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Arc<str>, CacheError> {
+        self.inner.refuse("set_if_absent")?;
+        if let Some(redis) = &self.inner.redis {
+            match redis.set_if_absent(key, value, ttl).await {
+                Ok(stored) => {
+                    let stored: Arc<str> = Arc::from(stored);
+                    self.set_local(key, Arc::clone(&stored), ttl).await;
+                    return Ok(stored);
+                }
+                Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // One writer at a time in this process: moka's entry API inserts only when absent.
+        let now = self.inner.clock.now_ms();
+        let candidate = LocalValue {
+            value: Arc::from(value),
+            ttl,
+            expires_at_ms: now.saturating_add(ttl.as_millis() as u64),
+        };
+        let entry = self
+            .inner
+            .local
+            .entry(key.to_string())
+            .and_upsert_with(|existing| async move {
+                match existing.map(|e| e.into_value()) {
+                    Some(current) if now < current.expires_at_ms => current,
+                    _ => candidate,
+                }
+            })
+            .await;
+        Ok(entry.into_value().value)
+    }
+
+    /// Runs `script` in Redis (by SHA, loading it on `NOSCRIPT`) with `keys` (namespaced like
+    /// every other key) and `args`. `Ok(None)` when no Redis is configured; while Redis is down,
+    /// [`CacheError::Unavailable`], and the caller decides how to degrade.
+    pub async fn eval(
+        &self,
+        script: &crate::LuaScript,
+        keys: &[&str],
+        args: Vec<String>,
+    ) -> Result<Option<crate::RedisValue>, CacheError> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok(None);
+        };
+        let keys = keys.iter().map(|k| redis.key(k)).collect();
+        redis.eval(script, keys, args).await.map(Some)
+    }
+
+    /// Whether Redis is configured and currently reachable (as far as the last command knew).
+    pub fn redis_up(&self) -> bool {
+        self.inner
+            .redis
+            .as_ref()
+            .is_some_and(|r| !r.health.is_down())
+    }
+
+    /// Whether the cache serves its local view while Redis is down.
+    pub fn is_fail_open(&self) -> bool {
+        self.inner.fail_open()
+    }
+
     // ---- counters -------------------------------------------------------------------------
 
     /// A handle on the integer counter `key`, tracked (and synced) while it or the key is live.
@@ -678,6 +750,15 @@ impl std::fmt::Debug for FloatCounter {
 }
 
 impl FloatCounter {
+    /// Tells the counter its global value, as a script that changed the key in Redis returned
+    /// it, so the local view does not wait for the next read-back. Ignored while a push of this
+    /// counter awaits its acknowledgement (the read-back after it is exact).
+    pub fn observe_global(&self, value: f64) {
+        if value.is_finite() {
+            self.cell.refresh(Num::Float(value));
+        }
+    }
+
     /// Adds `delta` (finite); returns the new local view.
     pub fn increment(&self, delta: f64) -> Result<f64, CacheError> {
         check_finite(&self.cell.key, delta)?;
@@ -694,9 +775,12 @@ impl FloatCounter {
 
     /// The local view.
     pub fn value(&self) -> f64 {
-        self.cell
-            .value(self.cache.clock.now_ms(), self.cache.is_remote())
-            .as_f64()
+        self.value_at(self.cache.clock.now_ms())
+    }
+
+    /// The local view at `now_ms`, read once from the cache's [`Clock`] for many counters.
+    pub fn value_at(&self, now_ms: u64) -> f64 {
+        self.cell.value(now_ms, self.cache.is_remote()).as_f64()
     }
 
     /// The counter's key (without the Redis namespace prefix).

@@ -50,7 +50,9 @@ pub use config::{CacheConfig, FailureMode, RedisConfig};
 pub use counter::{CounterOptions, ExpiryMode};
 pub use dual::{CacheStats, DualCache, FloatCounter, IntCounter};
 pub use error::CacheError;
+/// Redis reply values, as scripts run with [`DualCache::eval`] return them.
+pub use fred::types::Value as RedisValue;
 pub use pipeline::SyncReport;
-pub use redis::hash_tagged;
+pub use redis::{LuaScript, hash_tagged};
 pub use strict::{Admission, AdmissionSource, LimitCheck};
 pub use window::{Window, WindowKind, WindowedCounter};

@@ -19,20 +19,29 @@ use crate::error::truncate;
 /// run with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart or a
 /// `SCRIPT FLUSH`). The `_vN` suffix changes whenever the script's contract does, so old and new
 /// instances can run side by side during a rolling deploy.
+///
+/// Crates above ferrolite-cache ship their own scripts this way (`include_str!` of a `.lua`
+/// file) and run them with [`crate::DualCache::eval`].
 #[derive(Debug, Clone)]
-pub(crate) struct LuaScript {
+pub struct LuaScript {
     pub(crate) name: &'static str,
     body: &'static str,
     pub(crate) sha: String,
 }
 
 impl LuaScript {
-    fn new(name: &'static str, body: &'static str) -> Self {
+    /// A script with a versioned name (`ferrolite_budget_reserve_v1`) and its text.
+    pub fn new(name: &'static str, body: &'static str) -> Self {
         LuaScript {
             name,
             body,
             sha: fred::util::sha1_hash(body),
         }
+    }
+
+    /// The script's versioned name.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 }
 
@@ -308,6 +317,35 @@ impl RedisStore {
                 Ok(())
             }
             Err(e) => Err(self.error("set", key, &e)),
+        }
+    }
+
+    /// `SET key value NX PX ttl GET` with fail-fast options: the value now stored (the one given
+    /// if the key was absent, else the one that was there).
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<String, CacheError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let reply: Result<Value, _> = self
+            .client
+            .with_options(&self.fast)
+            .set(
+                self.key(key),
+                value,
+                Some(fred::types::Expiration::PX(ttl_ms)),
+                Some(fred::types::SetOptions::NX),
+                true,
+            )
+            .await;
+        match reply {
+            Ok(previous) => {
+                self.health.record_ok();
+                Ok(decode_string(key, previous)?.unwrap_or_else(|| value.to_string()))
+            }
+            Err(e) => Err(self.error("set_if_absent", key, &e)),
         }
     }
 

@@ -1,0 +1,596 @@
+//! The budget ledger: windows per scope, the per-request check, reserve-then-settle accounting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolite_cache::{CacheError, CounterOptions, DualCache, FloatCounter, LuaScript, RedisValue};
+use ferrolite_types::Deployment;
+use parking_lot::{Mutex, RwLock};
+
+use crate::{
+    BudgetConfig, BudgetDuration, BudgetError, BudgetsConfig, Exceeded, ReservationPolicy, Scope,
+    WindowAlignment,
+};
+
+/// Spend counters outlive their window by this much, so a late settlement still finds them.
+const GRACE_MS: u64 = 60_000;
+
+/// One scope's current window.
+#[derive(Clone)]
+struct Window {
+    start_ms: u64,
+    end_ms: u64,
+    spend: FloatCounter,
+}
+
+struct ScopeState {
+    scope: Scope,
+    limit: f64,
+    duration: BudgetDuration,
+    /// `{budgets}provider_spend:openai:1d`, completed by `:{window start}`.
+    spend_base: String,
+    /// `{budgets}provider_budget_start_time:openai`: the rolling window's anchor.
+    anchor_key: String,
+    window: RwLock<Option<Window>>,
+}
+
+impl ScopeState {
+    fn new(scope: Scope, config: &BudgetConfig) -> Result<Self, BudgetError> {
+        let limit = config.max_budget.ok_or_else(|| BudgetError::MissingLimit {
+            scope: scope.clone(),
+        })?;
+        if !limit.is_finite() || limit < 0.0 {
+            return Err(BudgetError::InvalidLimit {
+                scope,
+                value: limit,
+            });
+        }
+        let duration = config
+            .budget_duration
+            .as_deref()
+            .ok_or_else(|| BudgetError::MissingDuration {
+                scope: scope.clone(),
+            })?
+            .parse::<BudgetDuration>()?;
+        // The {budgets} hash tag keeps every budget key in one Redis Cluster slot, so one script
+        // can reserve across scopes.
+        let spend_base = format!(
+            "{{budgets}}{}_spend:{}:{duration}",
+            scope.kind(),
+            scope.name()
+        );
+        let anchor_key = format!(
+            "{{budgets}}{}_budget_start_time:{}",
+            scope.kind(),
+            scope.name()
+        );
+        Ok(ScopeState {
+            scope,
+            limit,
+            duration,
+            spend_base,
+            anchor_key,
+            window: RwLock::new(None),
+        })
+    }
+
+    fn current(&self, now_ms: u64) -> Option<Window> {
+        self.window
+            .read()
+            .as_ref()
+            .filter(|w| now_ms < w.end_ms)
+            .cloned()
+    }
+
+    /// The current window's spend, read under the lock (no clone on the hot path).
+    fn current_spend(&self, now_ms: u64) -> Option<f64> {
+        self.window
+            .read()
+            .as_ref()
+            .filter(|w| now_ms < w.end_ms)
+            .map(|w| w.spend.value_at(now_ms))
+    }
+}
+
+/// The budgets a call is checked against, computed once per request: which scopes are
+/// exceeded. Checking a deployment against it is a few index lookups.
+#[derive(Debug, Clone)]
+pub struct BudgetCheck {
+    /// Spend of every scope that is at or over its limit, by scope index.
+    exceeded: Vec<Option<(f64, f64)>>,
+    /// Scope indices of the request's tags that have budgets.
+    tags: Vec<usize>,
+}
+
+/// What an admission reserved, to be settled with the actual cost or released.
+#[derive(Debug, Clone)]
+#[must_use = "a reservation is settled with the actual cost, or released if the call failed"]
+pub struct Reservation {
+    amount: f64,
+    entries: Vec<(usize, FloatCounter)>,
+}
+
+impl Reservation {
+    /// The amount held on each scope.
+    pub fn amount(&self) -> f64 {
+        self.amount
+    }
+}
+
+/// One scope as an operator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeStatus {
+    /// The scope.
+    pub scope: Scope,
+    /// Spend in the current window (reservations included).
+    pub spend: f64,
+    /// The limit.
+    pub limit: f64,
+    /// `limit - spend`, never below 0.
+    pub remaining: f64,
+    /// Start of the current window (Unix ms), if one has started.
+    pub window_start_ms: Option<u64>,
+    /// When it resets (Unix ms), if a window has started.
+    pub resets_at_ms: Option<u64>,
+}
+
+/// Spend budgets of a router: provider, deployment and tag budgets, their windows, the
+/// per-request check, and reserve-then-settle accounting shared through the [`DualCache`].
+///
+/// Windows are identified by their start, and spend is kept per window (`…_spend:{scope}:
+/// {duration}:{window start}`), so a window rollover writes nothing and can lose nothing:
+/// spend recorded as a window ends lands in the window it belongs to. Rolling windows agree on
+/// their start across instances with one atomic `SET … NX` when a window begins (the anchor
+/// expires with the window, and the next use anchors the next window); calendar windows compute
+/// their start.
+pub struct BudgetLedger {
+    cache: DualCache,
+    alignment: WindowAlignment,
+    reservation: ReservationPolicy,
+    scopes: Vec<ScopeState>,
+    /// Per deployment (by its index in the list given): its scope indices.
+    deployments: Vec<Vec<usize>>,
+    /// Per deployment: input and output price per token, for estimates.
+    prices: Vec<(f64, f64)>,
+    tags: HashMap<String, usize>,
+    reserve_script: LuaScript,
+    /// Serialises local check-and-reserve (no Redis, or Redis down and fail-open).
+    local: Mutex<()>,
+}
+
+impl std::fmt::Debug for BudgetLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetLedger")
+            .field(
+                "scopes",
+                &self.scopes.iter().map(|s| &s.scope).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl BudgetLedger {
+    /// The ledger for `config` and the deployments' own budgets (`max_budget` /
+    /// `budget_duration`), in the order the router indexes its deployments.
+    pub fn new(
+        cache: DualCache,
+        config: &BudgetsConfig,
+        deployments: &[Deployment],
+    ) -> Result<Self, BudgetError> {
+        let mut scopes = Vec::new();
+        let mut providers = HashMap::new();
+        for (name, budget) in &config.providers {
+            providers.insert(name.as_str(), scopes.len());
+            scopes.push(ScopeState::new(Scope::Provider(name.clone()), budget)?);
+        }
+        let mut tags = HashMap::new();
+        for (name, budget) in &config.tags {
+            tags.insert(name.clone(), scopes.len());
+            scopes.push(ScopeState::new(Scope::Tag(name.clone()), budget)?);
+        }
+        let mut per_deployment = Vec::with_capacity(deployments.len());
+        let mut prices = Vec::with_capacity(deployments.len());
+        for (index, deployment) in deployments.iter().enumerate() {
+            let mut own = Vec::new();
+            let provider = deployment
+                .provider()
+                .map_err(|e| BudgetError::InvalidDeployment {
+                    deployment: index,
+                    reason: e.to_string(),
+                })?;
+            if let Some(scope) = providers.get(provider.as_str()) {
+                own.push(*scope);
+            }
+            if deployment.max_budget.is_some() || deployment.budget_duration.is_some() {
+                let budget = BudgetConfig {
+                    max_budget: deployment.max_budget,
+                    budget_duration: deployment.budget_duration.clone(),
+                };
+                own.push(scopes.len());
+                scopes.push(ScopeState::new(
+                    Scope::Deployment(deployment.id().to_string()),
+                    &budget,
+                )?);
+            }
+            per_deployment.push(own);
+            prices.push((
+                deployment.input_cost_per_token.unwrap_or(0.0),
+                deployment.output_cost_per_token.unwrap_or(0.0),
+            ));
+        }
+        Ok(BudgetLedger {
+            cache,
+            alignment: config.alignment,
+            reservation: config.reservation,
+            scopes,
+            deployments: per_deployment,
+            prices,
+            tags,
+            reserve_script: LuaScript::new(
+                "ferrolite_budget_reserve_v1",
+                include_str!("lua/reserve_v1.lua"),
+            ),
+            local: Mutex::new(()),
+        })
+    }
+
+    /// Whether any budget is configured (the router skips the filter otherwise).
+    pub fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+    }
+
+    /// The scope's current window, starting one if none is running.
+    async fn window(&self, index: usize) -> Result<Window, BudgetError> {
+        let state = &self.scopes[index];
+        let now = self.cache.clock().now_ms();
+        if let Some(window) = state.current(now) {
+            return Ok(window);
+        }
+        let start = match self.alignment {
+            WindowAlignment::Calendar => state.duration.aligned_start(now),
+            WindowAlignment::Rolling => {
+                let ttl = Duration::from_millis(state.duration.end_of_window(now) - now);
+                let agreed = self
+                    .cache
+                    .set_if_absent(&state.anchor_key, &now.to_string(), ttl)
+                    .await?;
+                agreed.parse::<u64>().map_err(|_| {
+                    BudgetError::Cache(CacheError::UnexpectedReply {
+                        key: state.anchor_key.clone(),
+                        expected: "a window start in Unix milliseconds",
+                        got: agreed.to_string(),
+                    })
+                })?
+            }
+        };
+        let end = state.duration.end_of_window(start);
+        let ttl = Duration::from_millis(end.saturating_sub(now).saturating_add(GRACE_MS));
+        let spend = self.cache.float_counter(
+            &format!("{}:{start}", state.spend_base),
+            CounterOptions::fixed_ttl(ttl),
+        )?;
+        let window = Window {
+            start_ms: start,
+            end_ms: end,
+            spend,
+        };
+        *state.window.write() = Some(window.clone());
+        Ok(window)
+    }
+
+    /// Evaluates every budget that can apply to a request with `tags`, once: the per-request
+    /// half of the filter. Then [`BudgetCheck`] answers per deployment.
+    pub async fn check(&self, tags: &[String]) -> Result<BudgetCheck, BudgetError> {
+        let mut exceeded = vec![None; self.scopes.len()];
+        let now = self.cache.clock().now_ms();
+        for (index, state) in self.scopes.iter().enumerate() {
+            let spend = match state.current_spend(now) {
+                Some(spend) => spend,
+                None => self.window(index).await?.spend.value(),
+            };
+            if spend >= state.limit {
+                exceeded[index] = Some((spend, state.limit));
+            }
+        }
+        let tags = tags
+            .iter()
+            .filter_map(|t| self.tags.get(t).copied())
+            .collect();
+        Ok(BudgetCheck { exceeded, tags })
+    }
+
+    /// Whether `deployment` (its index) is within every budget of `check`.
+    pub fn allows(&self, check: &BudgetCheck, deployment: usize) -> bool {
+        let own = self
+            .deployments
+            .get(deployment)
+            .map_or(&[][..], Vec::as_slice);
+        own.iter()
+            .chain(&check.tags)
+            .all(|s| check.exceeded[*s].is_none())
+    }
+
+    /// The error for a request none of whose `candidates` is within budget: every exceeded scope
+    /// that blocks one of them, with its spend and limit.
+    pub fn exceeded_error(&self, check: &BudgetCheck, candidates: &[usize]) -> BudgetError {
+        let mut scopes: Vec<usize> = candidates
+            .iter()
+            .flat_map(|d| {
+                self.deployments
+                    .get(*d)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .copied()
+            })
+            .chain(check.tags.iter().copied())
+            .filter(|s| check.exceeded[*s].is_some())
+            .collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        BudgetError::Exceeded {
+            exceeded: scopes
+                .into_iter()
+                .filter_map(|s| {
+                    check.exceeded[s].map(|(spend, limit)| Exceeded {
+                        scope: self.scopes[s].scope.clone(),
+                        spend,
+                        limit,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The estimate the reservation policy holds for a call on `deployment`.
+    pub fn estimate(&self, deployment: usize, input_tokens: u64, max_tokens: u64) -> f64 {
+        match self.reservation {
+            ReservationPolicy::None => 0.0,
+            ReservationPolicy::Estimate => {
+                self.prices.get(deployment).map_or(0.0, |(input, output)| {
+                    input_tokens as f64 * input + max_tokens as f64 * output
+                })
+            }
+        }
+    }
+
+    /// Reserves `amount` on every budget of a call on `deployment` with `tags`, or on none of
+    /// them: in Redis with one atomic script (all instances together cannot reserve past a
+    /// limit), in this process without Redis or while it is down (fail-open).
+    pub async fn reserve(
+        &self,
+        deployment: usize,
+        tags: &[String],
+        amount: f64,
+    ) -> Result<Reservation, BudgetError> {
+        if !amount.is_finite() || amount < 0.0 {
+            return Err(BudgetError::InvalidCost {
+                field: "reservation",
+                value: amount,
+            });
+        }
+        let mut indices: Vec<usize> = self
+            .deployments
+            .get(deployment)
+            .cloned()
+            .unwrap_or_default();
+        indices.extend(tags.iter().filter_map(|t| self.tags.get(t).copied()));
+        indices.sort_unstable();
+        indices.dedup();
+        let mut entries = Vec::with_capacity(indices.len());
+        for index in indices {
+            entries.push((index, self.window(index).await?));
+        }
+        if entries.is_empty() {
+            return Ok(Reservation {
+                amount,
+                entries: Vec::new(),
+            });
+        }
+        let remote = if self.cache.redis_up() || !self.cache.is_fail_open() {
+            self.reserve_in_redis(&entries, amount).await
+        } else {
+            Ok(None)
+        };
+        let admitted = match remote {
+            Ok(Some(admitted)) => admitted,
+            Ok(None) => self.reserve_locally(&entries, amount)?,
+            Err(BudgetError::Cache(CacheError::Unavailable { .. }))
+                if self.cache.is_fail_open() =>
+            {
+                self.reserve_locally(&entries, amount)?
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(exceeded) = admitted {
+            return Err(BudgetError::Exceeded { exceeded });
+        }
+        Ok(Reservation {
+            amount,
+            entries: entries.into_iter().map(|(i, w)| (i, w.spend)).collect(),
+        })
+    }
+
+    /// `Ok(None)` when no Redis is configured.
+    async fn reserve_in_redis(
+        &self,
+        entries: &[(usize, Window)],
+        amount: f64,
+    ) -> Result<Option<Result<(), Vec<Exceeded>>>, BudgetError> {
+        let now = self.cache.clock().now_ms();
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|(i, w)| format!("{}:{}", self.scopes[*i].spend_base, w.start_ms))
+            .collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut args = vec![amount.to_string()];
+        for (index, window) in entries {
+            args.push(self.scopes[*index].limit.to_string());
+            args.push((window.end_ms.saturating_sub(now) + GRACE_MS).to_string());
+        }
+        let Some(reply) = self
+            .cache
+            .eval(&self.reserve_script, &key_refs, args)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let unexpected = |got: &dyn std::fmt::Debug| {
+            BudgetError::Cache(CacheError::UnexpectedReply {
+                key: self.reserve_script.name().to_string(),
+                expected: "[admitted, one spend per scope]",
+                got: format!("{got:?}"),
+            })
+        };
+        let items = match reply {
+            RedisValue::Array(items) if items.len() == entries.len() + 1 => items,
+            other => return Err(unexpected(&other)),
+        };
+        let admitted = items[0].as_i64() == Some(1);
+        let mut exceeded = Vec::new();
+        for ((index, window), value) in entries.iter().zip(&items[1..]) {
+            let spend = value
+                .as_f64()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| unexpected(value))?;
+            window.spend.observe_global(spend);
+            let state = &self.scopes[*index];
+            if !admitted && spend + amount > state.limit {
+                exceeded.push(Exceeded {
+                    scope: state.scope.clone(),
+                    spend,
+                    limit: state.limit,
+                });
+            }
+        }
+        Ok(Some(if admitted { Ok(()) } else { Err(exceeded) }))
+    }
+
+    fn reserve_locally(
+        &self,
+        entries: &[(usize, Window)],
+        amount: f64,
+    ) -> Result<Result<(), Vec<Exceeded>>, BudgetError> {
+        let _serial = self.local.lock();
+        let exceeded: Vec<Exceeded> = entries
+            .iter()
+            .filter_map(|(index, window)| {
+                let state = &self.scopes[*index];
+                let spend = window.spend.value();
+                (spend + amount > state.limit).then(|| Exceeded {
+                    scope: state.scope.clone(),
+                    spend,
+                    limit: state.limit,
+                })
+            })
+            .collect();
+        if !exceeded.is_empty() {
+            return Ok(Err(exceeded));
+        }
+        if amount > 0.0 {
+            for (_, window) in entries {
+                window.spend.increment(amount)?;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Settles a reservation with the call's actual cost: charges the difference (or refunds
+    /// it) on every scope the reservation held, in the window it was made in.
+    pub fn settle(&self, reservation: Reservation, cost: f64) -> Result<(), BudgetError> {
+        if !cost.is_finite() || cost < 0.0 {
+            return Err(BudgetError::InvalidCost {
+                field: "cost",
+                value: cost,
+            });
+        }
+        let delta = cost - reservation.amount;
+        if delta != 0.0 {
+            for (_, spend) in &reservation.entries {
+                spend.increment(delta)?;
+            }
+        }
+        for (index, spend) in &reservation.entries {
+            let state = &self.scopes[*index];
+            metrics::gauge!(
+                "ferrolite_budget_remaining_usd",
+                "scope" => state.scope.kind(),
+                "name" => state.scope.name().to_string()
+            )
+            .set((state.limit - spend.value()).max(0.0));
+        }
+        Ok(())
+    }
+
+    /// Releases a reservation whose call failed: nothing is charged.
+    pub fn release(&self, reservation: Reservation) -> Result<(), BudgetError> {
+        self.settle(reservation, 0.0)
+    }
+
+    /// Charges `cost` for a call that was not reserved (reservation policy `None`).
+    pub async fn record(
+        &self,
+        deployment: usize,
+        tags: &[String],
+        cost: f64,
+    ) -> Result<(), BudgetError> {
+        let reservation = self.reserve_unchecked(deployment, tags).await?;
+        self.settle(reservation, cost)
+    }
+
+    async fn reserve_unchecked(
+        &self,
+        deployment: usize,
+        tags: &[String],
+    ) -> Result<Reservation, BudgetError> {
+        let mut indices: Vec<usize> = self
+            .deployments
+            .get(deployment)
+            .cloned()
+            .unwrap_or_default();
+        indices.extend(tags.iter().filter_map(|t| self.tags.get(t).copied()));
+        indices.sort_unstable();
+        indices.dedup();
+        let mut entries = Vec::with_capacity(indices.len());
+        for index in indices {
+            entries.push((index, self.window(index).await?.spend));
+        }
+        Ok(Reservation {
+            amount: 0.0,
+            entries,
+        })
+    }
+
+    /// Every scope's spend, limit and window, for operators; also sets the
+    /// `ferrolite_budget_remaining_usd` gauge per scope.
+    pub async fn status(&self) -> Result<Vec<ScopeStatus>, BudgetError> {
+        let mut out = Vec::with_capacity(self.scopes.len());
+        for (index, state) in self.scopes.iter().enumerate() {
+            let window = self.window(index).await?;
+            let spend = window.spend.value();
+            let remaining = (state.limit - spend).max(0.0);
+            metrics::gauge!(
+                "ferrolite_budget_remaining_usd",
+                "scope" => state.scope.kind(),
+                "name" => state.scope.name().to_string()
+            )
+            .set(remaining);
+            out.push(ScopeStatus {
+                scope: state.scope.clone(),
+                spend,
+                limit: state.limit,
+                remaining,
+                window_start_ms: Some(window.start_ms),
+                resets_at_ms: Some(window.end_ms),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A ledger is shared by the router's tasks.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<BudgetLedger>();
+    shared::<Arc<BudgetLedger>>();
+};
