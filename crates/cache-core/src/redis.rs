@@ -88,9 +88,19 @@ impl Health {
     }
 }
 
-/// Whether a fred error means "Redis could not be reached / did not answer" (as opposed to
-/// Redis answering with an error).
+/// Whether a fred error means "Redis could not be reached / cannot serve right now" (as opposed
+/// to Redis answering with an error about the command). fred reports some of these with
+/// `ErrorKind::Unknown` (no connection to route to) and passes Redis' transient refusals through
+/// as text (`LOADING` while it replays its AOF after a restart, `BUSY`, `TRYAGAIN`...).
 fn is_unavailable(error: &FredError) -> bool {
+    const TRANSIENT: [&str; 6] = [
+        "Failed to route command",
+        "LOADING",
+        "BUSY",
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "CLUSTERDOWN",
+    ];
     matches!(
         error.kind(),
         ErrorKind::IO
@@ -98,7 +108,9 @@ fn is_unavailable(error: &FredError) -> bool {
             | ErrorKind::Canceled
             | ErrorKind::Backpressure
             | ErrorKind::Routing
-    )
+    ) || TRANSIENT
+        .iter()
+        .any(|prefix| error.details().starts_with(prefix))
 }
 
 /// The URL with its password replaced by `***`, for error messages and logs.
@@ -492,6 +504,33 @@ pub(crate) fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transient_refusals_count_as_unavailable_and_command_errors_do_not() {
+        for (kind, text) in [
+            (ErrorKind::Unknown, "Failed to route command."),
+            (
+                ErrorKind::Unknown,
+                "LOADING Redis is loading the dataset in memory",
+            ),
+            (ErrorKind::IO, "Connection reset by peer"),
+            (ErrorKind::Timeout, "Request timed out."),
+        ] {
+            assert!(is_unavailable(&FredError::new(kind, text)), "{text}");
+        }
+        for (kind, text) in [
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (
+                ErrorKind::Unknown,
+                "ERR value is not an integer or out of range",
+            ),
+        ] {
+            assert!(!is_unavailable(&FredError::new(kind, text)), "{text}");
+        }
+    }
 
     #[test]
     fn passwords_are_redacted() {

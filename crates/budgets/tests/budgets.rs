@@ -1,0 +1,337 @@
+//! Budget scenarios (shared/scenarios.md §4.8), windows on a hand-moved clock, reservations.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use ferrolite_budgets::{
+    BudgetConfig, BudgetError, BudgetLedger, BudgetsConfig, ReservationPolicy, Scope,
+    WindowAlignment,
+};
+use ferrolite_cache::{CacheConfig, DualCache, ManualClock};
+use ferrolite_types::Deployment;
+
+const DAY: u64 = 86_400_000;
+/// 2024-01-31T10:00:00Z
+const JAN_31_2024: u64 = 1_706_695_200_000;
+
+fn dep(id: &str, model: &str) -> Deployment {
+    Deployment {
+        id: Some(id.into()),
+        ..Deployment::new("group", model)
+    }
+}
+
+async fn ledger(
+    config: BudgetsConfig,
+    deployments: &[Deployment],
+    start_ms: u64,
+) -> (BudgetLedger, ManualClock) {
+    let clock = ManualClock::new(start_ms);
+    let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    (
+        BudgetLedger::new(cache, &config, deployments).unwrap(),
+        clock,
+    )
+}
+
+fn providers(entries: &[(&str, f64, &str)]) -> BudgetsConfig {
+    BudgetsConfig {
+        providers: entries
+            .iter()
+            .map(|(p, l, d)| (p.to_string(), BudgetConfig::new(*l, d)))
+            .collect(),
+        ..BudgetsConfig::default()
+    }
+}
+
+async fn allowed(ledger: &BudgetLedger, tags: &[String], n: usize) -> Vec<usize> {
+    let check = ledger.check(tags).await.unwrap();
+    (0..n).filter(|d| ledger.allows(&check, *d)).collect()
+}
+
+#[tokio::test]
+async fn s106_an_exhausted_provider_budget_moves_traffic_to_the_other_provider() {
+    let deployments = [dep("oa", "openai/gpt-4o"), dep("az", "azure/gpt-4o")];
+    let (ledger, _) = ledger(
+        providers(&[("openai", 1e-12, "1d"), ("azure", 100.0, "1d")]),
+        &deployments,
+        JAN_31_2024,
+    )
+    .await;
+    assert_eq!(allowed(&ledger, &[], 2).await, vec![0, 1]);
+    ledger.record(0, &[], 0.002).await.unwrap();
+    assert_eq!(allowed(&ledger, &[], 2).await, vec![1]);
+}
+
+#[tokio::test]
+async fn s107_every_candidate_over_budget_is_one_error_listing_the_scopes() {
+    let deployments = [
+        dep("a1", "anthropic/claude-3-5-sonnet"),
+        dep("a2", "anthropic/claude-3-haiku"),
+    ];
+    let (ledger, _) = ledger(
+        providers(&[("anthropic", 1e-12, "1d")]),
+        &deployments,
+        JAN_31_2024,
+    )
+    .await;
+    ledger.record(1, &[], 0.01).await.unwrap();
+    let check = ledger.check(&[]).await.unwrap();
+    assert!(!ledger.allows(&check, 0) && !ledger.allows(&check, 1));
+    let err = ledger.exceeded_error(&check, &[0, 1]);
+    let text = err.to_string();
+    assert!(text.starts_with("No deployments available - crossed budget: Exceeded budget for provider anthropic: 0.01 >= 0.000000000001"), "{text}");
+    let BudgetError::Exceeded { exceeded } = err else {
+        panic!()
+    };
+    assert_eq!(
+        exceeded.len(),
+        1,
+        "listed once though two deployments share it"
+    );
+}
+
+#[tokio::test]
+async fn s113_a_deployment_budget_blocks_that_deployment_only() {
+    let deployments = [
+        Deployment {
+            max_budget: Some(1e-12),
+            budget_duration: Some("1d".into()),
+            ..dep("tiny", "openai/gpt-4o")
+        },
+        dep("free", "openai/gpt-4o-mini"),
+    ];
+    let (ledger, _) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
+    ledger.record(0, &[], 0.5).await.unwrap();
+    let check = ledger.check(&[]).await.unwrap();
+    assert!(!ledger.allows(&check, 0));
+    assert!(ledger.allows(&check, 1));
+    assert!(
+        ledger
+            .exceeded_error(&check, &[0])
+            .to_string()
+            .contains("Exceeded budget for deployment tiny: 0.5 >= ")
+    );
+}
+
+#[tokio::test]
+async fn tag_budgets_apply_to_requests_carrying_the_tag() {
+    let config = BudgetsConfig {
+        tags: [("team-a".to_string(), BudgetConfig::new(1.0, "1d"))].into(),
+        ..BudgetsConfig::default()
+    };
+    let (ledger, _) = ledger(config, &[dep("d", "openai/gpt-4o")], JAN_31_2024).await;
+    let team_a = vec!["team-a".to_string()];
+    ledger.record(0, &team_a, 1.0).await.unwrap();
+    assert_eq!(allowed(&ledger, &team_a, 1).await, Vec::<usize>::new());
+    assert_eq!(allowed(&ledger, &["team-b".to_string()], 1).await, vec![0]);
+    assert_eq!(allowed(&ledger, &[], 1).await, vec![0]);
+}
+
+#[tokio::test]
+async fn a_budget_without_a_limit_or_window_is_a_config_error() {
+    let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
+    let deployments = [dep("d", "openai/gpt-4o")];
+    let no_limit = BudgetsConfig {
+        providers: [(
+            "openai".to_string(),
+            BudgetConfig {
+                max_budget: None,
+                budget_duration: Some("1d".into()),
+            },
+        )]
+        .into(),
+        ..BudgetsConfig::default()
+    };
+    assert_eq!(
+        BudgetLedger::new(cache.clone(), &no_limit, &deployments).unwrap_err(),
+        BudgetError::MissingLimit {
+            scope: Scope::Provider("openai".into())
+        }
+    );
+    let no_window = providers(&[("openai", 5.0, "")]);
+    assert!(matches!(
+        BudgetLedger::new(cache.clone(), &no_window, &deployments),
+        Err(BudgetError::InvalidDuration { .. })
+    ));
+    let negative = providers(&[("openai", -1.0, "1d")]);
+    assert!(matches!(
+        BudgetLedger::new(cache.clone(), &negative, &deployments),
+        Err(BudgetError::InvalidLimit { .. })
+    ));
+    let half = [Deployment {
+        max_budget: Some(3.0),
+        ..dep("d", "openai/gpt-4o")
+    }];
+    assert!(matches!(
+        BudgetLedger::new(cache, &BudgetsConfig::default(), &half),
+        Err(BudgetError::MissingDuration {
+            scope: Scope::Deployment(_)
+        })
+    ));
+}
+
+#[test]
+fn litellm_spellings_of_a_budget_parse() {
+    let config: BudgetConfig =
+        serde_json::from_str(r#"{"budget_limit": 100, "time_period": "1d"}"#).unwrap();
+    assert_eq!(config, BudgetConfig::new(100.0, "1d"));
+    let config: BudgetConfig =
+        serde_json::from_str(r#"{"max_budget": 5, "budget_duration": "1mo"}"#).unwrap();
+    assert_eq!(config, BudgetConfig::new(5.0, "1mo"));
+}
+
+#[tokio::test]
+async fn a_rolling_window_starts_at_first_use_and_the_next_one_at_the_next_use() {
+    let (ledger, clock) = ledger(
+        providers(&[("openai", 10.0, "1d")]),
+        &[dep("d", "openai/gpt-4o")],
+        JAN_31_2024,
+    )
+    .await;
+    ledger.record(0, &[], 4.0).await.unwrap();
+    let status = ledger.status().await.unwrap();
+    assert_eq!(
+        (
+            status[0].spend,
+            status[0].window_start_ms,
+            status[0].resets_at_ms
+        ),
+        (4.0, Some(JAN_31_2024), Some(JAN_31_2024 + DAY))
+    );
+    clock.advance_ms(DAY - 1);
+    ledger.record(0, &[], 1.0).await.unwrap();
+    assert_eq!(ledger.status().await.unwrap()[0].spend, 5.0);
+    // Three days of silence, then a call: its window starts then (LiteLLM's rolling windows).
+    clock.advance_ms(3 * DAY);
+    ledger.record(0, &[], 2.0).await.unwrap();
+    let status = ledger.status().await.unwrap();
+    assert_eq!(
+        (status[0].spend, status[0].window_start_ms),
+        (2.0, Some(JAN_31_2024 + 4 * DAY - 1))
+    );
+}
+
+#[tokio::test]
+async fn a_monthly_window_from_january_31_of_a_leap_year_ends_on_february_29() {
+    let deployments = [Deployment {
+        max_budget: Some(10.0),
+        budget_duration: Some("1mo".into()),
+        ..dep("d", "openai/gpt-4o")
+    }];
+    let (ledger, clock) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
+    ledger.record(0, &[], 7.0).await.unwrap();
+    let feb_29 = JAN_31_2024 + 29 * DAY;
+    assert_eq!(ledger.status().await.unwrap()[0].resets_at_ms, Some(feb_29));
+    clock.set_ms(feb_29 - 1);
+    assert_eq!(ledger.status().await.unwrap()[0].spend, 7.0);
+    clock.set_ms(feb_29);
+    ledger.record(0, &[], 1.0).await.unwrap();
+    let status = ledger.status().await.unwrap();
+    assert_eq!(
+        (status[0].spend, status[0].window_start_ms),
+        (1.0, Some(feb_29))
+    );
+    // Feb 29 + 1mo = Mar 29.
+    assert_eq!(status[0].resets_at_ms, Some(feb_29 + 29 * DAY));
+}
+
+#[tokio::test]
+async fn calendar_windows_reset_at_utc_midnight_and_on_the_first_of_the_month() {
+    let config = BudgetsConfig {
+        alignment: WindowAlignment::Calendar,
+        ..providers(&[("openai", 10.0, "1d"), ("azure", 10.0, "1mo")])
+    };
+    let deployments = [dep("o", "openai/gpt-4o"), dep("a", "azure/gpt-4o")];
+    let (ledger, clock) = ledger(config, &deployments, JAN_31_2024).await;
+    ledger.record(0, &[], 3.0).await.unwrap();
+    ledger.record(1, &[], 3.0).await.unwrap();
+    let midnight = JAN_31_2024 - 10 * 3_600_000 + DAY; // 2024-02-01T00:00Z
+    let status = ledger.status().await.unwrap();
+    let openai = status
+        .iter()
+        .find(|s| s.scope == Scope::Provider("openai".into()))
+        .unwrap();
+    assert_eq!(
+        (openai.window_start_ms, openai.resets_at_ms),
+        (Some(midnight - DAY), Some(midnight))
+    );
+    clock.set_ms(midnight);
+    for s in ledger.status().await.unwrap() {
+        assert_eq!(
+            (s.spend, s.window_start_ms),
+            (0.0, Some(midnight)),
+            "{:?}",
+            s.scope
+        );
+    }
+}
+
+#[tokio::test]
+async fn reservations_hold_an_estimate_and_settle_to_the_actual_cost() {
+    let deployments = [Deployment {
+        input_cost_per_token: Some(1e-3),
+        output_cost_per_token: Some(2e-3),
+        max_budget: Some(1.0),
+        budget_duration: Some("1d".into()),
+        ..dep("d", "openai/gpt-4o")
+    }];
+    let (ledger, _) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
+    let estimate = ledger.estimate(0, 100, 200); // 0.1 + 0.4
+    assert!((estimate - 0.5).abs() < 1e-12);
+    let first = ledger.reserve(0, &[], estimate).await.unwrap();
+    let second = ledger.reserve(0, &[], estimate).await.unwrap();
+    // Both estimates are held: a third does not fit.
+    assert!(matches!(
+        ledger.reserve(0, &[], estimate).await,
+        Err(BudgetError::Exceeded { .. })
+    ));
+    ledger.settle(first, 0.2).unwrap(); // refunds 0.3
+    ledger.release(second).unwrap(); // refunds 0.5
+    let spend = ledger.status().await.unwrap()[0].spend;
+    assert!((spend - 0.2).abs() < 1e-9, "{spend}");
+    assert!(matches!(
+        ledger.settle(ledger.reserve(0, &[], 0.0).await.unwrap(), f64::NAN),
+        Err(BudgetError::InvalidCost { .. })
+    ));
+}
+
+#[tokio::test]
+async fn without_reservations_admission_holds_nothing() {
+    let config = BudgetsConfig {
+        reservation: ReservationPolicy::None,
+        ..providers(&[("openai", 1.0, "1d")])
+    };
+    let deployments = [Deployment {
+        input_cost_per_token: Some(1.0),
+        ..dep("d", "openai/gpt-4o")
+    }];
+    let (ledger, _) = ledger(config, &deployments, JAN_31_2024).await;
+    assert_eq!(ledger.estimate(0, 1_000, 1_000), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_in_one_process_never_pass_the_limit() {
+    let (ledger, _) = ledger(
+        providers(&[("openai", 10.0, "1d")]),
+        &[dep("d", "openai/gpt-4o")],
+        JAN_31_2024,
+    )
+    .await;
+    let ledger = Arc::new(ledger);
+    let mut handles = Vec::new();
+    for _ in 0..500 {
+        let ledger = Arc::clone(&ledger);
+        handles.push(tokio::spawn(async move {
+            ledger.reserve(0, &[], 0.3).await.is_ok()
+        }));
+    }
+    let mut admitted = 0;
+    for h in handles {
+        admitted += usize::from(h.await.unwrap());
+    }
+    assert_eq!(admitted, 33); // floor(10 / 0.3)
+    assert!(ledger.status().await.unwrap()[0].spend <= 10.0);
+}
