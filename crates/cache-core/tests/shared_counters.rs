@@ -26,6 +26,8 @@ async fn raw_client(url: &str) -> fred::prelude::Client {
 async fn pair(url: &str, prefix: &str) -> (DualCache, DualCache) {
     let cfg = CacheConfig {
         sync_interval: Duration::from_secs(3600),
+        // Long enough that a scheduling stall cannot expire a back-filled value mid-test.
+        remote_read_ttl: Duration::from_secs(30),
         ..config(url, prefix)
     };
     (
