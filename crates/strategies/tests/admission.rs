@@ -66,7 +66,6 @@ async fn s97_rpm_one_and_five_concurrent_requests_admit_one_and_name_the_limit()
         StrategyName::UsageBasedV2,
     )
     .await;
-    let ctx = RouteContext::new(GROUP);
     let mut results = Vec::new();
     for _ in 0..5 {
         let (strategy, target) = (Arc::clone(&s.strategy), s.targets[0].clone());
@@ -86,7 +85,6 @@ async fn s97_rpm_one_and_five_concurrent_requests_admit_one_and_name_the_limit()
         "{}",
         errors[0]
     );
-    let _ = ctx;
 }
 
 async fn redis_setup(
