@@ -279,6 +279,27 @@ impl BudgetLedger {
         Ok(window)
     }
 
+    /// The scopes a call on `deployment` with `tags` is charged to, each with its current window.
+    async fn windows_of(
+        &self,
+        deployment: usize,
+        tags: &[String],
+    ) -> Result<Vec<(usize, Window)>, BudgetError> {
+        let mut indices: Vec<usize> = self
+            .deployments
+            .get(deployment)
+            .cloned()
+            .unwrap_or_default();
+        indices.extend(tags.iter().filter_map(|t| self.tags.get(t).copied()));
+        indices.sort_unstable();
+        indices.dedup();
+        let mut entries = Vec::with_capacity(indices.len());
+        for index in indices {
+            entries.push((index, self.window(index).await?));
+        }
+        Ok(entries)
+    }
+
     /// Evaluates every budget that can apply to a request with `tags`, once: the per-request
     /// half of the filter. Then [`BudgetCheck`] answers per deployment.
     pub async fn check(&self, tags: &[String]) -> Result<BudgetCheck, BudgetError> {
@@ -369,18 +390,7 @@ impl BudgetLedger {
                 value: amount,
             });
         }
-        let mut indices: Vec<usize> = self
-            .deployments
-            .get(deployment)
-            .cloned()
-            .unwrap_or_default();
-        indices.extend(tags.iter().filter_map(|t| self.tags.get(t).copied()));
-        indices.sort_unstable();
-        indices.dedup();
-        let mut entries = Vec::with_capacity(indices.len());
-        for index in indices {
-            entries.push((index, self.window(index).await?));
-        }
+        let entries = self.windows_of(deployment, tags).await?;
         if entries.is_empty() {
             return Ok(Reservation {
                 amount,
@@ -543,21 +553,10 @@ impl BudgetLedger {
         deployment: usize,
         tags: &[String],
     ) -> Result<Reservation, BudgetError> {
-        let mut indices: Vec<usize> = self
-            .deployments
-            .get(deployment)
-            .cloned()
-            .unwrap_or_default();
-        indices.extend(tags.iter().filter_map(|t| self.tags.get(t).copied()));
-        indices.sort_unstable();
-        indices.dedup();
-        let mut entries = Vec::with_capacity(indices.len());
-        for index in indices {
-            entries.push((index, self.window(index).await?.spend));
-        }
+        let entries = self.windows_of(deployment, tags).await?;
         Ok(Reservation {
             amount: 0.0,
-            entries,
+            entries: entries.into_iter().map(|(i, w)| (i, w.spend)).collect(),
         })
     }
 

@@ -81,6 +81,9 @@ pub(crate) struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     /// The last sync error reported, to log a persistent one once rather than every interval.
     pub(crate) last_sync_error: Mutex<Option<String>>,
+    /// One sync at a time: a manual `sync_now` racing the sync task would otherwise apply an
+    /// older read-back after a newer one, or acknowledge one push twice.
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -326,6 +329,7 @@ impl DualCache {
             stop: Arc::new(Notify::new()),
             task: Mutex::new(None),
             last_sync_error: Mutex::new(None),
+            sync_lock: tokio::sync::Mutex::new(()),
             clock,
             config,
         });

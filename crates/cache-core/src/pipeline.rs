@@ -49,6 +49,7 @@ enum Planned {
 impl Inner {
     /// One sync: push, read back, prune. See the module documentation.
     pub(crate) async fn sync_once(&self) -> Result<SyncReport, CacheError> {
+        let _one_at_a_time = self.sync_lock.lock().await;
         let mut report = SyncReport::default();
         if let Some(redis) = &self.redis {
             let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();

@@ -311,25 +311,7 @@ impl RedisStore {
         value: &str,
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let reply: Result<Value, _> = self
-            .client
-            .with_options(&self.fast)
-            .set(
-                self.key(key),
-                value,
-                Some(fred::types::Expiration::PX(ttl_ms)),
-                None,
-                false,
-            )
-            .await;
-        match reply {
-            Ok(_) => {
-                self.health.record_ok();
-                Ok(())
-            }
-            Err(e) => Err(self.error("set", key, &e)),
-        }
+        self.set_px("set", key, value, ttl, false).await.map(|_| ())
     }
 
     /// `SET key value NX PX ttl GET` with fail-fast options: the value now stored (the one given
@@ -340,6 +322,19 @@ impl RedisStore {
         value: &str,
         ttl: Duration,
     ) -> Result<String, CacheError> {
+        let previous = self.set_px("set_if_absent", key, value, ttl, true).await?;
+        Ok(decode_string(key, previous)?.unwrap_or_else(|| value.to_string()))
+    }
+
+    /// `SET key value PX ttl`, with `NX GET` when `only_if_absent`; the raw reply.
+    async fn set_px(
+        &self,
+        operation: &'static str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        only_if_absent: bool,
+    ) -> Result<Value, CacheError> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let reply: Result<Value, _> = self
             .client
@@ -348,16 +343,16 @@ impl RedisStore {
                 self.key(key),
                 value,
                 Some(fred::types::Expiration::PX(ttl_ms)),
-                Some(fred::types::SetOptions::NX),
-                true,
+                only_if_absent.then_some(fred::types::SetOptions::NX),
+                only_if_absent,
             )
             .await;
         match reply {
-            Ok(previous) => {
+            Ok(value) => {
                 self.health.record_ok();
-                Ok(decode_string(key, previous)?.unwrap_or_else(|| value.to_string()))
+                Ok(value)
             }
-            Err(e) => Err(self.error("set_if_absent", key, &e)),
+            Err(e) => Err(self.error(operation, key, &e)),
         }
     }
 

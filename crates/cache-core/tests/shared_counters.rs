@@ -402,3 +402,29 @@ async fn dropping_a_cache_without_shutdown_still_flushes_what_it_owes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_syncs_neither_double_acknowledge_nor_go_back_in_time() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("concurrent-syncs");
+    let (a, _) = pair(&url, &prefix).await;
+    for round in 1..=20 {
+        a.increment("k", 1, MINUTE).unwrap();
+        let syncs: Vec<_> = (0..8)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.sync_now().await.unwrap() })
+            })
+            .collect();
+        for sync in syncs {
+            sync.await.unwrap();
+        }
+        assert_eq!(
+            a.counter_value("k"),
+            Some(f64::from(round)),
+            "round {round}"
+        );
+    }
+    let raw = raw_client(&url).await;
+    assert_eq!(raw.get::<i64, _>(format!("{prefix}k")).await.unwrap(), 20);
+}
