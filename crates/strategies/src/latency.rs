@@ -11,8 +11,7 @@ use parking_lot::Mutex;
 use crate::pick::{fits, lowest, uniform};
 use crate::strategy::record_end;
 use crate::{
-    CallOutcome, NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target,
-    UsageStore,
+    CallOutcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
 };
 
 /// LiteLLM's penalty sample for a timed-out call: 1000 s.
@@ -148,7 +147,7 @@ impl Strategy for LatencyBased {
         let now = view.now_ms();
         let keep = fits(&view, ctx.input_tokens);
         let score = |t: &Target| self.score(t, ctx.stream, now);
-        let no_capacity = || StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view));
+        let no_capacity = || StrategyError::no_capacity(ctx, eligible, &view);
         if self.buffer == 0.0 {
             // Without a buffer the candidates are the ties at the lowest: one pass.
             return lowest(eligible, &self.rng, &keep, score).ok_or_else(no_capacity);

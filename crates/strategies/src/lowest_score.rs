@@ -1,12 +1,12 @@
 //! `least-busy` (`least_busy.py`) and `cost-based-routing` (`lowest_cost.py`): the deployment
-//! with the lowest score among those within their limits, random among ties.
+//! with the lowest score among those within their limits, random among ties. The usage-based
+//! strategies pick the same way, by tokens in the window (`crate::UsageBased`).
 
 use std::sync::Arc;
 
 use crate::pick::{fits, lowest};
 use crate::{
-    NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
-    UsageView,
+    Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore, UsageView,
 };
 
 /// The lowest-score strategies:
@@ -33,6 +33,16 @@ impl LowestScore {
             rng,
             name: StrategyName::LeastBusy,
             score: |view, t| view.in_flight(t.slot) as f64,
+        }
+    }
+
+    /// Lowest tokens in the window: the pick of usage-based-routing v1 and v2 (`name`).
+    pub(crate) fn lowest_tokens(usage: Arc<UsageStore>, rng: Rng, name: StrategyName) -> Self {
+        LowestScore {
+            usage,
+            rng,
+            name,
+            score: |view, t| view.tpm(t.slot),
         }
     }
 
@@ -65,6 +75,6 @@ impl Strategy for LowestScore {
         lowest(eligible, &self.rng, fits(&view, ctx.input_tokens), |t| {
             (self.score)(&view, t)
         })
-        .ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+        .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, &view))
     }
 }

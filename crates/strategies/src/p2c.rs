@@ -17,8 +17,8 @@ use crate::latency::TIMEOUT_PENALTY_SECS;
 use crate::pick::{fits, lowest};
 use crate::strategy::record_end;
 use crate::{
-    CallOutcome, NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target,
-    UsageStore, UsageView,
+    CallOutcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
+    UsageView,
 };
 
 /// Decay time constant of the EWMA (tower's default is 10 s as well).
@@ -119,7 +119,7 @@ impl Strategy for P2cEwma {
             }
         }
         lowest(eligible, &self.rng, keep, |t| self.load(&view, t))
-            .ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+            .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, &view))
     }
 
     fn on_success(&self, target: &Target, _ctx: &RouteContext<'_>, outcome: &CallOutcome) {

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use crate::pick::{fits, uniform, weighted};
-use crate::{
-    NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
-};
+use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore};
 
 /// Picks at random, weighted by the first of these that any eligible deployment declares:
 /// request-scoped weights, `weight`, `rpm`, `tpm`; uniformly when none does. As in LiteLLM, a
@@ -62,6 +60,6 @@ impl Strategy for SimpleShuffle {
                 })
             })
             .or_else(|| uniform(eligible, &self.rng, &keep));
-        chosen.ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+        chosen.ok_or_else(|| StrategyError::no_capacity(ctx, eligible, &view))
     }
 }

@@ -145,6 +145,13 @@ pub enum StrategyError {
     Cache(#[from] CacheError),
 }
 
+impl StrategyError {
+    /// The error of a pick that found no room: every eligible deployment with its usage.
+    pub fn no_capacity(ctx: &RouteContext<'_>, eligible: &[&Target], view: &UsageView<'_>) -> Self {
+        StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, view))
+    }
+}
+
 /// A boxed future of an admission.
 pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StrategyError>> + Send + 'a>>;
 

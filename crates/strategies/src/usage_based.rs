@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use ferrolite_cache::{LimitCheck, hash_tagged};
 
-use crate::pick::{fits, lowest};
 use crate::strategy::AdmitFuture;
 use crate::{
-    NoCapacity, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
+    LowestScore, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
 };
 
 /// How v2 admits a call against the rpm limit.
@@ -29,8 +28,8 @@ pub enum AdmissionMode {
 /// call atomically against the rpm limit ([`AdmissionMode`]); v1 only counts it.
 #[derive(Debug)]
 pub struct UsageBased {
-    usage: Arc<UsageStore>,
-    rng: Rng,
+    /// The pick: lowest tokens among deployments with room.
+    lowest: LowestScore,
     v2: bool,
     admission: AdmissionMode,
 }
@@ -39,8 +38,7 @@ impl UsageBased {
     /// usage-based-routing (v1).
     pub fn v1(usage: Arc<UsageStore>, rng: Rng) -> Self {
         UsageBased {
-            usage,
-            rng,
+            lowest: LowestScore::lowest_tokens(usage, rng, StrategyName::UsageBased),
             v2: false,
             admission: AdmissionMode::Batched,
         }
@@ -49,8 +47,7 @@ impl UsageBased {
     /// usage-based-routing-v2 with the given admission.
     pub fn v2(usage: Arc<UsageStore>, rng: Rng, admission: AdmissionMode) -> Self {
         UsageBased {
-            usage,
-            rng,
+            lowest: LowestScore::lowest_tokens(usage, rng, StrategyName::UsageBasedV2),
             v2: true,
             admission,
         }
@@ -58,7 +55,7 @@ impl UsageBased {
 
     async fn admit_v2(&self, target: &Target) -> Result<(), StrategyError> {
         let Some(limit) = target.rpm else {
-            return self.usage.count_request(target.slot);
+            return self.usage().count_request(target.slot);
         };
         let rejected = |current: f64| StrategyError::RateLimited {
             id: target.id.clone(),
@@ -67,7 +64,7 @@ impl UsageBased {
         };
         match self.admission {
             AdmissionMode::Batched => self
-                .usage
+                .usage()
                 .try_count_request(target.slot, limit)?
                 .map(|_| ())
                 .map_err(rejected),
@@ -76,10 +73,10 @@ impl UsageBased {
                     key: hash_tagged(target.id.as_str(), ":rpm"),
                     delta: 1.0,
                     limit: limit as f64,
-                    window: self.usage.window(),
+                    window: self.usage().window(),
                 };
                 let admission = self
-                    .usage
+                    .usage()
                     .cache()
                     .admit(std::slice::from_ref(&check))
                     .await?;
@@ -89,7 +86,7 @@ impl UsageBased {
                     ));
                 }
                 // Keep the shared view the selection reads in step with the admissions.
-                self.usage.count_request(target.slot)
+                self.usage().count_request(target.slot)
             }
         }
     }
@@ -97,15 +94,11 @@ impl UsageBased {
 
 impl Strategy for UsageBased {
     fn name(&self) -> StrategyName {
-        if self.v2 {
-            StrategyName::UsageBasedV2
-        } else {
-            StrategyName::UsageBased
-        }
+        self.lowest.name()
     }
 
     fn usage(&self) -> &UsageStore {
-        &self.usage
+        self.lowest.usage()
     }
 
     fn pick<'t>(
@@ -113,18 +106,14 @@ impl Strategy for UsageBased {
         ctx: &RouteContext<'_>,
         eligible: &[&'t Target],
     ) -> Result<&'t Target, StrategyError> {
-        let view = self.usage.view()?;
-        lowest(eligible, &self.rng, fits(&view, ctx.input_tokens), |t| {
-            view.tpm(t.slot)
-        })
-        .ok_or_else(|| StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, &view)))
+        self.lowest.pick(ctx, eligible)
     }
 
     fn admit<'a>(&'a self, target: &'a Target, _ctx: &'a RouteContext<'_>) -> AdmitFuture<'a> {
         if self.v2 {
             Box::pin(self.admit_v2(target))
         } else {
-            Box::pin(async move { self.usage.count_request(target.slot) })
+            Box::pin(async move { self.usage().count_request(target.slot) })
         }
     }
 }
