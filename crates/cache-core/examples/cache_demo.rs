@@ -53,8 +53,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Strict admission: rpm = 3 over a sliding minute; five requests, exactly three admitted.
     let rpm = LimitCheck {
         key: "demo:{d1}:rpm".into(),
-        delta: 1.0,
-        limit: 3.0,
+        delta: 1,
+        limit: 3,
         window: Window::MINUTE_SLIDING,
     };
     for request in 1..=5 {

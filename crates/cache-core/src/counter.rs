@@ -136,6 +136,13 @@ pub(crate) struct CounterCell {
     inflight: AtomicU64,
     /// Clock time (ms) at which the counter expires; 0 before the first write.
     expires_at: AtomicU64,
+    /// Clock time (ms) of the last global value read from Redis (0: never). A remote counter
+    /// whose local expiry passed still serves `base` when it was read back after that expiry:
+    /// the key lives on in Redis (other instances write it) and the sync keeps `base` fresh.
+    refreshed_at: AtomicU64,
+    /// Whether the last reply for this key could not be decoded (a string where a number is
+    /// expected): the local view is then not the shared one, and readers that must know ask.
+    bad_reply: std::sync::atomic::AtomicBool,
     /// Sequence number of the unacknowledged push in `inflight`; 0 when none. Only the sync
     /// task takes this lock.
     unacked: Mutex<u64>,
@@ -153,6 +160,8 @@ impl CounterCell {
             pending: AtomicU64::new(zero),
             inflight: AtomicU64::new(zero),
             expires_at: AtomicU64::new(0),
+            refreshed_at: AtomicU64::new(0),
+            bad_reply: std::sync::atomic::AtomicBool::new(false),
             unacked: Mutex::new(0),
         }
     }
@@ -204,20 +213,33 @@ impl CounterCell {
     /// Applies the TTL rules at `now_ms` before a write: an expired counter restarts from zero
     /// (keeping deltas still owed to Redis when `remote`), and the expiry is set or extended.
     fn touch(&self, now_ms: u64, remote: bool) {
+        self.touch_with(now_ms, remote, || {});
+    }
+
+    /// [`touch`](Self::touch), with `between` run after the expiry is claimed and before the
+    /// reset: tests use it to land an increment exactly there.
+    pub(crate) fn touch_with(&self, now_ms: u64, remote: bool, between: impl FnOnce()) {
         let expires = self.expires_at.load(Ordering::Acquire);
         let next = now_ms.saturating_add(self.ttl_ms);
         if expires == 0 || now_ms >= expires {
-            // One caller wins the reset; an increment racing with the instant of expiry may land
-            // in either period.
+            // What the expired period holds, read before the expiry is claimed: the reset takes
+            // exactly this away, so an increment landing after the claim (the next period's)
+            // survives it. One racing the instant of expiry may land in either period.
+            let old_pending = self.load(&self.pending);
             if self
                 .expires_at
                 .compare_exchange(expires, next, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
                 && expires != 0
             {
-                self.store(&self.base, Self::zero_num(self.kind));
+                between();
+                // A remote base read back after the expiry is the live global value; an older
+                // one belonged to the expired key.
+                if !remote || self.refreshed_at.load(Ordering::Acquire) < expires {
+                    self.store(&self.base, Self::zero_num(self.kind));
+                }
                 if !remote {
-                    self.store(&self.pending, Self::zero_num(self.kind));
+                    Self::add(&self.pending, old_pending.neg());
                 }
             }
         } else if self.expiry == ExpiryMode::FromLastWrite && next > expires {
@@ -244,13 +266,25 @@ impl CounterCell {
         let expires = self.expires_at.load(Ordering::Acquire);
         let owed = Self::sum(self.load(&self.inflight), self.load(&self.pending));
         if expires != 0 && now_ms >= expires {
-            return if remote {
-                owed
-            } else {
-                Self::zero_num(self.kind)
-            };
+            if !remote {
+                return Self::zero_num(self.kind);
+            }
+            // This instance's TTL ran out, but the global value read back since is current.
+            if self.refreshed_at.load(Ordering::Acquire) < expires {
+                return owed;
+            }
         }
         Self::sum(self.load(&self.base), owed)
+    }
+
+    /// Whether the last reply for this key could not be decoded.
+    pub(crate) fn has_bad_reply(&self) -> bool {
+        self.bad_reply.load(Ordering::Acquire)
+    }
+
+    /// Records whether the last reply for this key decoded.
+    pub(crate) fn set_bad_reply(&self, bad: bool) {
+        self.bad_reply.store(bad, Ordering::Release);
     }
 
     // ---- sync task side -------------------------------------------------------------------
@@ -274,20 +308,31 @@ impl CounterCell {
         Some((*unacked, pending))
     }
 
-    /// Redis applied (or had already applied) the push of `delta`; `global` is the counter's
-    /// value after it.
-    pub(crate) fn ack(&self, global: Num, delta: Num) {
+    /// Redis applied (or had already applied) the push of `delta` at `now_ms`; `global` is the
+    /// counter's value after it and `ttl_ms` the key's remaining lifetime in Redis, when known.
+    /// A fixed-TTL counter takes Redis' expiry (set by the first instance that wrote the key),
+    /// so increments are not counted locally in a key that Redis is about to drop.
+    pub(crate) fn ack(&self, global: Num, delta: Num, now_ms: u64, ttl_ms: Option<u64>) {
         let mut unacked = self.unacked.lock();
         self.store(&self.base, global);
         Self::add(&self.inflight, delta.neg());
+        self.refreshed_at.store(now_ms, Ordering::Release);
+        if let Some(ttl) = ttl_ms {
+            if self.expiry == ExpiryMode::FromFirstWrite {
+                self.expires_at
+                    .store(now_ms.saturating_add(ttl).max(1), Ordering::Release);
+            }
+        }
         *unacked = 0;
     }
 
-    /// A read-back of the global value for a counter with nothing in flight.
-    pub(crate) fn refresh(&self, global: Num) {
+    /// A read-back of the global value at `now_ms`; ignored while a push is unacknowledged (the
+    /// reply to that push is exact).
+    pub(crate) fn refresh(&self, global: Num, now_ms: u64) {
         let unacked = self.unacked.lock();
         if *unacked == 0 {
             self.store(&self.base, global);
+            self.refreshed_at.store(now_ms, Ordering::Release);
         }
     }
 
@@ -350,12 +395,60 @@ mod tests {
         // No ack: the same push again, the new delta waits.
         assert_eq!(c.take_for_flush(|| 8), Some((7, Num::Int(5))));
         assert_eq!(c.value(2, true), Num::Int(7));
-        c.ack(Num::Int(5), Num::Int(5));
+        c.ack(Num::Int(5), Num::Int(5), 2, None);
         assert_eq!(c.value(2, true), Num::Int(7));
         assert_eq!(c.take_for_flush(|| 9), Some((9, Num::Int(2))));
-        c.ack(Num::Int(107), Num::Int(2)); // another instance added 100 meanwhile
+        c.ack(Num::Int(107), Num::Int(2), 3, None); // another instance added 100 meanwhile
         assert_eq!(c.value(3, true), Num::Int(107));
         assert!(c.is_settled());
+    }
+
+    /// Regression (review of 79b0912): an increment landing between the thread that claims a
+    /// local counter's expiry and its reset was erased with the expired period.
+    #[test]
+    fn an_increment_racing_the_expiry_reset_is_kept() {
+        let c = CounterCell::new("k".into(), Kind::Int, 1_000, ExpiryMode::FromFirstWrite);
+        c.increment(Num::Int(5), 0, false);
+        // At 1_000 the counter has expired; another caller's increment lands mid-reset.
+        c.touch_with(1_000, false, || CounterCell::add(&c.pending, Num::Int(1)));
+        assert_eq!(c.value(1_001, false), Num::Int(1));
+    }
+
+    /// Regression: a remote counter whose local TTL ran out served only what it owed, ignoring
+    /// the global value the sync kept reading back (an instance that had not written a
+    /// deployment's in-flight counter for an hour read the shared count as 0).
+    #[test]
+    fn a_remote_counter_past_its_local_ttl_serves_the_global_value_read_back() {
+        let c = CounterCell::new("k".into(), Kind::Int, 1_000, ExpiryMode::FromLastWrite);
+        c.increment(Num::Int(1), 0, true);
+        let (seq, delta) = c.take_for_flush(|| 1).unwrap();
+        assert_eq!(seq, 1);
+        c.ack(Num::Int(1), delta, 10, None);
+        // Other instances keep the key alive; the sync reads 40 back after our TTL ran out.
+        c.refresh(Num::Int(40), 5_000);
+        assert_eq!(c.value(5_001, true), Num::Int(40));
+        // An increment after the local expiry keeps the live base.
+        assert_eq!(c.increment(Num::Int(2), 5_002, true), Num::Int(42));
+        // Without a read-back since the expiry, the old base is not served.
+        let d = CounterCell::new("d".into(), Kind::Int, 1_000, ExpiryMode::FromLastWrite);
+        d.refresh(Num::Int(9), 1);
+        d.increment(Num::Int(1), 2, true);
+        let (_, delta) = d.take_for_flush(|| 2).unwrap();
+        d.ack(Num::Int(10), delta, 3, None);
+        assert_eq!(d.value(2_000, true), Num::Int(0));
+    }
+
+    /// A fixed-TTL counter adopts the expiry Redis reports (set by the first writer anywhere).
+    #[test]
+    fn a_fixed_ttl_counter_takes_the_expiry_redis_reports() {
+        let c = CounterCell::new("k".into(), Kind::Int, 60_000, ExpiryMode::FromFirstWrite);
+        c.increment(Num::Int(1), 50_000, true);
+        let (_, delta) = c.take_for_flush(|| 1).unwrap();
+        // Another instance created the key at 0: Redis drops it at 60_000, not 110_000.
+        c.ack(Num::Int(7), delta, 50_100, Some(9_900));
+        assert_eq!(c.value(59_999, true), Num::Int(7));
+        c.increment(Num::Int(1), 60_000, true);
+        assert_eq!(c.value(60_001, true), Num::Int(1), "a new window");
     }
 
     /// One step of a simulated run: an increment, or a flush that Redis applies, loses, or
@@ -410,12 +503,12 @@ mod tests {
                     Step::Flush(outcome) => {
                         if let Some((seq, delta)) = c.take_for_flush(|| { next_seq += 1; next_seq }) {
                             match outcome {
-                                Outcome::Applied => { apply(seq, delta, &mut redis); c.ack(Num::Int(redis), delta); }
+                                Outcome::Applied => { apply(seq, delta, &mut redis); c.ack(Num::Int(redis), delta, 0, None); }
                                 Outcome::Lost => {}
                                 Outcome::AppliedReplyLost => apply(seq, delta, &mut redis),
                             }
                         } else {
-                            c.refresh(Num::Int(redis));
+                            c.refresh(Num::Int(redis), 0);
                         }
                     }
                 }

@@ -1,8 +1,8 @@
 //! `DualCache`: the local tier (moka values, atomic counters) in front of the Redis tier.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -13,14 +13,17 @@ use tokio::task::JoinHandle;
 use crate::CacheError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, FailureMode};
-use crate::counter::{CounterCell, CounterOptions, Kind, Num};
+use crate::counter::{CounterCell, CounterOptions, Kind};
+use crate::pipeline::SyncState;
 use crate::redis::RedisStore;
-use crate::window::WindowedCounter;
+use crate::strict::PendingCancel;
+use crate::watched::{Deadline, WatchedCell};
 
 /// A value in the local tier, with the clock time at which it stops being served.
 #[derive(Debug, Clone)]
 struct LocalValue {
-    value: Arc<str>,
+    /// `None`: Redis had nothing (negative caching for `remote_read_ttl`).
+    value: Option<Arc<str>>,
     ttl: Duration,
     expires_at_ms: u64,
 }
@@ -63,6 +66,11 @@ pub struct CacheStats {
     pub redis_errors: u64,
     /// Whether Redis is considered down right now.
     pub redis_down: bool,
+    /// Full scans of the counter registry for expired keys (at most one per sync interval on
+    /// the callers' path, however many new keys are refused).
+    pub prune_scans: u64,
+    /// Watched deadlines tracked now.
+    pub watched_keys: usize,
 }
 
 pub(crate) struct Inner {
@@ -70,20 +78,26 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     local: moka::future::Cache<String, LocalValue>,
     pub(crate) counters: RwLock<HashMap<Arc<str>, Arc<CounterCell>>>,
-    pub(crate) windows: Mutex<HashMap<String, Arc<WindowedCounter>>>,
+    pub(crate) watched: RwLock<HashMap<Arc<str>, Arc<WatchedCell>>>,
     pub(crate) redis: Option<RedisStore>,
-    /// This instance's id in the exactly-once flush protocol.
-    pub(crate) instance: String,
-    /// Last flush sequence number used (they only grow).
-    pub(crate) seq: AtomicU64,
+    /// The exactly-once flush protocol's state (instance id, sequence, one sync at a time).
+    pub(crate) sync: SyncState,
+    /// Serialises local strict admissions (a multi-counter check-and-increment).
+    pub(crate) admit_lock: Mutex<()>,
+    /// Strict admissions whose reply was lost, to withdraw in Redis.
+    pub(crate) cancels: Mutex<VecDeque<PendingCancel>>,
+    /// The outage count when a local strict admission was last logged.
+    pub(crate) local_admission_logged: AtomicU64,
+    /// The newest clock time windows were evaluated at (see `DualCache::window_now_ms`).
+    window_clock: AtomicU64,
     overflows: AtomicU64,
+    /// Clock time of the last registry scan on a caller's path, and how many there were.
+    last_prune_ms: AtomicU64,
+    prune_scans: AtomicU64,
+    /// `shutdown()` ran: the last flush is done and the connection closed.
+    shut_down: AtomicBool,
     stop: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
-    /// The last sync error reported, to log a persistent one once rather than every interval.
-    pub(crate) last_sync_error: Mutex<Option<String>>,
-    /// One sync at a time: a manual `sync_now` racing the sync task would otherwise apply an
-    /// older read-back after a newer one, or acknowledge one push twice.
-    pub(crate) sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -111,8 +125,8 @@ impl Inner {
         self.config.failure_mode == FailureMode::FailOpen
     }
 
-    /// Drops counters that expired, owe Redis nothing and have no handle outside the registry;
-    /// returns how many.
+    /// Drops counters that expired, owe Redis nothing and have no handle outside the registry,
+    /// and watched deadlines that passed with no handle left; returns how many.
     pub(crate) fn prune_counters(
         &self,
         counters: &mut HashMap<Arc<str>, Arc<CounterCell>>,
@@ -122,7 +136,49 @@ impl Inner {
         counters.retain(|_, cell| {
             !(Arc::strong_count(cell) == 1 && cell.is_expired_and_settled(now, remote))
         });
-        before - counters.len()
+        let pruned = before - counters.len();
+        let mut watched = self.watched.write();
+        let before = watched.len();
+        watched.retain(|_, cell| !(Arc::strong_count(cell) == 1 && cell.is_idle(now)));
+        pruned + (before - watched.len())
+    }
+
+    /// Whether the registries are full: counters and watched keys share `max_tracked_keys`.
+    fn tracked(&self, counters: usize) -> usize {
+        counters + self.watched.read().len()
+    }
+
+    /// A caller's path found the registry full: scan it for expired keys at most once per sync
+    /// interval (the sync task prunes every interval anyway). During an outage nothing can be
+    /// pruned, and an O(n) scan under the write lock on every refused call would stall callers.
+    fn prune_if_due(&self, counters: &mut HashMap<Arc<str>, Arc<CounterCell>>) {
+        let now = self.clock.now_ms();
+        let last = self.last_prune_ms.load(Ordering::Acquire);
+        let interval = self.config.sync_interval.as_millis() as u64;
+        if last != 0 && now < last.saturating_add(interval) {
+            return;
+        }
+        self.last_prune_ms.store(now.max(1), Ordering::Release);
+        self.prune_scans.fetch_add(1, Ordering::Relaxed);
+        self.prune_counters(counters);
+    }
+
+    /// Counts and logs a key refused because the registries are full.
+    fn refuse_key(&self, key: &str) -> CacheError {
+        let n = self.overflows.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ferrolite_cache_tracked_key_overflows_total").increment(1);
+        if n.is_power_of_two() || n == 0 {
+            tracing::warn!(
+                key,
+                limit = self.config.max_tracked_keys,
+                refused_so_far = n + 1,
+                "key refused: max_tracked_keys reached"
+            );
+        }
+        CacheError::TrackedKeysFull {
+            key: key.to_string(),
+            limit: self.config.max_tracked_keys,
+        }
     }
 
     fn cell(
@@ -146,24 +202,11 @@ impl Inner {
         if let Some(cell) = counters.get(key) {
             return check_kind(cell, kind).map(|()| Arc::clone(cell));
         }
-        if counters.len() >= self.config.max_tracked_keys {
-            self.prune_counters(&mut counters);
+        if self.tracked(counters.len()) >= self.config.max_tracked_keys {
+            self.prune_if_due(&mut counters);
         }
-        if counters.len() >= self.config.max_tracked_keys {
-            let n = self.overflows.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ferrolite_cache_tracked_key_overflows_total").increment(1);
-            if n.is_power_of_two() || n == 0 {
-                tracing::warn!(
-                    key,
-                    limit = self.config.max_tracked_keys,
-                    refused_so_far = n + 1,
-                    "counter key refused: max_tracked_keys reached"
-                );
-            }
-            return Err(CacheError::TrackedKeysFull {
-                key: key.to_string(),
-                limit: self.config.max_tracked_keys,
-            });
+        if self.tracked(counters.len()) >= self.config.max_tracked_keys {
+            return Err(self.refuse_key(key));
         }
         let key: Arc<str> = Arc::from(key);
         let cell = Arc::new(CounterCell::new(
@@ -175,29 +218,67 @@ impl Inner {
         counters.insert(key, Arc::clone(&cell));
         Ok(cell)
     }
+
+    fn watched_cell(&self, key: &str) -> Result<Arc<WatchedCell>, CacheError> {
+        if key.is_empty() {
+            return Err(CacheError::InvalidArgument {
+                field: "key",
+                value: "\"\"".into(),
+                reason: "keys must not be empty",
+            });
+        }
+        if let Some(cell) = self.watched.read().get(key) {
+            return Ok(Arc::clone(cell));
+        }
+        let mut counters = self.counters.write();
+        if self.tracked(counters.len()) >= self.config.max_tracked_keys {
+            self.prune_if_due(&mut counters);
+        }
+        let mut watched = self.watched.write();
+        if let Some(cell) = watched.get(key) {
+            return Ok(Arc::clone(cell));
+        }
+        if counters.len() + watched.len() >= self.config.max_tracked_keys {
+            return Err(self.refuse_key(key));
+        }
+        let key: Arc<str> = Arc::from(key);
+        let cell = Arc::new(WatchedCell::new(Arc::clone(&key)));
+        watched.insert(key, Arc::clone(&cell));
+        Ok(cell)
+    }
 }
 
 impl Drop for Inner {
-    /// The last handle is gone. What the counters still owe Redis is flushed one last time
-    /// (best effort, in a task on the current runtime, so dropping a cache without
-    /// [`DualCache::shutdown`] loses nothing while Redis answers), then the connection is closed:
-    /// fred would otherwise keep it open. Without a runtime nothing can run, and nothing is.
+    /// The last handle is gone. [`DualCache::shutdown`] is the way to stop without loss; a cache
+    /// dropped without it that still owes Redis deltas warns (once) and flushes them one last
+    /// time in a task on the current runtime — best effort: a runtime that shuts down cancels
+    /// the task. Then the connection is closed (fred would otherwise keep it open).
     fn drop(&mut self) {
         let Some(redis) = self.redis.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
+        if redis.is_closed() {
+            return; // shutdown() flushed and closed already: nothing to say
+        }
         let cells: Vec<Arc<CounterCell>> = std::mem::take(self.counters.get_mut())
             .into_values()
             .collect();
-        let instance = std::mem::take(&mut self.instance);
-        let seq = AtomicU64::new(self.seq.load(Ordering::Relaxed));
-        runtime.spawn(async move {
+        let owed = cells.iter().filter(|c| !c.is_settled()).count();
+        if owed > 0 {
+            tracing::warn!(
+                owed,
+                "cache dropped without shutdown() while it owes Redis deltas; flushing them in the background, best effort (call DualCache::shutdown to stop without loss)"
+            );
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let sync = std::mem::take(&mut self.sync);
+        let now_ms = self.clock.now_ms();
+        spawn_on(&runtime, async move {
             if cells.iter().any(|c| !c.is_settled()) {
                 let mut report = crate::SyncReport::default();
-                crate::pipeline::flush(&redis, &instance, &seq, &cells, &mut report).await;
+                crate::pipeline::flush(&redis, &sync, &cells, &[], now_ms, &mut report).await;
                 let unsettled = cells.iter().filter(|c| !c.is_settled()).count();
                 if unsettled > 0 {
                     tracing::warn!(
@@ -211,6 +292,15 @@ impl Drop for Inner {
     }
 }
 
+/// The one place this crate starts tasks (the sync loop, the last flush of a dropped cache).
+#[allow(clippy::disallowed_methods)]
+fn spawn_on<F>(runtime: &tokio::runtime::Handle, task: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    runtime.spawn(task)
+}
+
 fn check_kind(cell: &CounterCell, kind: Kind) -> Result<(), CacheError> {
     if cell.kind == kind {
         Ok(())
@@ -221,17 +311,6 @@ fn check_kind(cell: &CounterCell, kind: Kind) -> Result<(), CacheError> {
             requested: kind.name(),
         })
     }
-}
-
-/// A random-enough instance id without another dependency: std's per-process random hash keys
-/// mixed with the time and a process-wide counter.
-fn instance_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(SystemClock.now_ms());
-    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
 }
 
 /// The two-tier cache of ferrolite.
@@ -270,7 +349,7 @@ pub struct DualCache {
 impl std::fmt::Debug for DualCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DualCache")
-            .field("instance", &self.inner.instance)
+            .field("instance", &self.inner.sync.instance)
             .field("redis", &self.inner.redis)
             .finish_non_exhaustive()
     }
@@ -293,7 +372,8 @@ impl DualCache {
         config.validate()?;
         let redis = match &config.redis {
             Some(redis_config) => {
-                let store = RedisStore::new(redis_config)?;
+                let store =
+                    RedisStore::new(redis_config, config.failure_mode == FailureMode::FailOpen)?;
                 let connected = store.connect(redis_config.initial_connect_wait).await;
                 if !connected && config.failure_mode == FailureMode::FailClosed {
                     store.quit().await;
@@ -307,8 +387,14 @@ impl DualCache {
                 }
                 if connected {
                     // Load the scripts up front; a failure here is retried on first use.
-                    let _ = store.load(&store.incr).await;
-                    let _ = store.load(&store.admit).await;
+                    for script in [
+                        &store.incr,
+                        &store.admit,
+                        &store.admit_cancel,
+                        &store.set_later,
+                    ] {
+                        let _ = store.load(script).await;
+                    }
                 }
                 Some(store)
             }
@@ -321,30 +407,47 @@ impl DualCache {
         let inner = Arc::new(Inner {
             local,
             counters: RwLock::new(HashMap::new()),
-            windows: Mutex::new(HashMap::new()),
+            watched: RwLock::new(HashMap::new()),
             redis,
-            instance: instance_id(),
-            seq: AtomicU64::new(0),
+            sync: SyncState::new(),
+            admit_lock: Mutex::new(()),
+            cancels: Mutex::new(VecDeque::new()),
+            local_admission_logged: AtomicU64::new(0),
+            window_clock: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
+            last_prune_ms: AtomicU64::new(0),
+            prune_scans: AtomicU64::new(0),
+            shut_down: AtomicBool::new(false),
             stop: Arc::new(Notify::new()),
             task: Mutex::new(None),
-            last_sync_error: Mutex::new(None),
-            sync_lock: tokio::sync::Mutex::new(()),
             clock,
             config,
         });
-        let task = tokio::spawn(sync_loop(
-            Arc::downgrade(&inner),
-            inner.config.sync_interval,
-            Arc::clone(&inner.stop),
-        ));
+        let task = spawn_on(
+            &tokio::runtime::Handle::current(),
+            sync_loop(
+                Arc::downgrade(&inner),
+                inner.config.sync_interval,
+                Arc::clone(&inner.stop),
+            ),
+        );
         *inner.task.lock() = Some(task);
         Ok(DualCache { inner })
     }
 
     /// This instance's id in the flush protocol (unique per `DualCache`).
     pub fn instance_id(&self) -> &str {
-        &self.inner.instance
+        &self.inner.sync.instance
+    }
+
+    /// The cache clock's time for window arithmetic: it never moves backwards, so a wall clock
+    /// stepped back (NTP, a resumed VM) cannot reopen a rate window that was full.
+    pub fn window_now_ms(&self) -> u64 {
+        let now = self.inner.clock.now_ms();
+        self.inner
+            .window_clock
+            .fetch_max(now, Ordering::AcqRel)
+            .max(now)
     }
 
     /// The cache's clock.
@@ -366,6 +469,8 @@ impl DualCache {
             redis_outages: redis.map_or(0, |r| r.health.outages()),
             redis_errors: redis.map_or(0, |r| r.health.errors()),
             redis_down: redis.is_some_and(|r| r.health.is_down()),
+            prune_scans: self.inner.prune_scans.load(Ordering::Relaxed),
+            watched_keys: self.inner.watched.read().len(),
         }
     }
 
@@ -382,7 +487,7 @@ impl DualCache {
                 reason: "a value needs a TTL of at least 1 ms",
             });
         }
-        self.set_local(key, Arc::from(value), ttl).await;
+        self.set_local(key, Some(Arc::from(value)), ttl).await;
         match &self.inner.redis {
             Some(redis) => match redis.set(key, value, ttl).await {
                 Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => Ok(()),
@@ -392,7 +497,7 @@ impl DualCache {
         }
     }
 
-    async fn set_local(&self, key: &str, value: Arc<str>, ttl: Duration) {
+    async fn set_local(&self, key: &str, value: Option<Arc<str>>, ttl: Duration) {
         let expires_at_ms = self
             .inner
             .clock
@@ -413,51 +518,74 @@ impl DualCache {
 
     /// The local tier's value, if present and not expired.
     pub async fn get_local(&self, key: &str) -> Option<Arc<str>> {
+        self.lookup_local(key).await.flatten()
+    }
+
+    /// The local tier's entry: `Some(None)` is a cached "Redis has nothing".
+    async fn lookup_local(&self, key: &str) -> Option<Option<Arc<str>>> {
         let entry = self.inner.local.get(key).await?;
         (self.inner.clock.now_ms() < entry.expires_at_ms).then_some(entry.value)
     }
 
-    /// The value of `key`: local first, then Redis on a miss (then kept locally for
-    /// `remote_read_ttl`). While Redis is down a fail-open cache answers from the local tier.
-    pub async fn get(&self, key: &str) -> Result<Option<Arc<str>>, CacheError> {
-        if let Some(value) = self.get_local(key).await {
-            return Ok(Some(value));
+    /// Whether a read must skip Redis: it is known to be down. Fail-open answers from the local
+    /// tier; fail-closed refuses at once (no caller waits for a command timeout).
+    fn skip_redis(&self, operation: &'static str) -> Result<bool, CacheError> {
+        match &self.inner.redis {
+            None => Ok(true),
+            Some(redis) if redis.health.is_down() => {
+                self.inner.refuse(operation)?;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
         }
-        self.inner.refuse("get")?;
+    }
+
+    /// The value of `key`: local first, then Redis on a miss. What Redis answers — a value or
+    /// "nothing" — is kept locally for `remote_read_ttl`, so a key that is normally absent costs
+    /// one round trip per `remote_read_ttl`, not one per call. While Redis is known to be down
+    /// a fail-open cache answers from the local tier at once and a fail-closed one refuses.
+    pub async fn get(&self, key: &str) -> Result<Option<Arc<str>>, CacheError> {
+        if let Some(value) = self.lookup_local(key).await {
+            return Ok(value);
+        }
+        if self.skip_redis("get")? {
+            return Ok(None);
+        }
         let Some(redis) = &self.inner.redis else {
             return Ok(None);
         };
         match redis.get(key).await {
-            Ok(Some(value)) => {
-                let value: Arc<str> = Arc::from(value);
-                self.set_local(key, Arc::clone(&value), self.inner.config.remote_read_ttl)
+            Ok(value) => {
+                let value: Option<Arc<str>> = value.map(Arc::from);
+                self.set_local(key, value.clone(), self.inner.config.remote_read_ttl)
                     .await;
-                Ok(Some(value))
+                Ok(value)
             }
-            Ok(None) => Ok(None),
             Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// The values of several keys, in order: local hits, then one `MGET` for the misses.
+    /// The values of several keys, in order: local hits (and cached misses), then one `MGET`
+    /// for the rest, whose answers are kept locally like [`get`](Self::get)'s.
     pub async fn batch_get(&self, keys: &[&str]) -> Result<Vec<Option<Arc<str>>>, CacheError> {
         let mut out = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let value = self.get_local(key).await;
-            if value.is_none() {
-                missing.push(i);
+            match self.lookup_local(key).await {
+                Some(value) => out.push(value),
+                None => {
+                    missing.push(i);
+                    out.push(None);
+                }
             }
-            out.push(value);
+        }
+        if missing.is_empty() || self.skip_redis("batch_get")? {
+            return Ok(out);
         }
         let Some(redis) = &self.inner.redis else {
             return Ok(out);
         };
-        if missing.is_empty() {
-            return Ok(out);
-        }
-        self.inner.refuse("batch_get")?;
         let miss_keys: Vec<&str> = missing.iter().map(|i| keys[*i]).collect();
         let values = match redis.mget(&miss_keys).await {
             Ok(values) => values,
@@ -465,16 +593,10 @@ impl DualCache {
             Err(e) => return Err(e),
         };
         for (i, value) in missing.into_iter().zip(values) {
-            if let Some(value) = value {
-                let value: Arc<str> = Arc::from(value);
-                self.set_local(
-                    keys[i],
-                    Arc::clone(&value),
-                    self.inner.config.remote_read_ttl,
-                )
+            let value: Option<Arc<str>> = value.map(Arc::from);
+            self.set_local(keys[i], value.clone(), self.inner.config.remote_read_ttl)
                 .await;
-                out[i] = Some(value);
-            }
+            out[i] = value;
         }
         Ok(out)
     }
@@ -494,7 +616,7 @@ impl DualCache {
             match redis.set_if_absent(key, value, ttl).await {
                 Ok(stored) => {
                     let stored: Arc<str> = Arc::from(stored);
-                    self.set_local(key, Arc::clone(&stored), ttl).await;
+                    self.set_local(key, Some(Arc::clone(&stored)), ttl).await;
                     return Ok(stored);
                 }
                 Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => {}
@@ -504,7 +626,7 @@ impl DualCache {
         // One writer at a time in this process: moka's entry API inserts only when absent.
         let now = self.inner.clock.now_ms();
         let candidate = LocalValue {
-            value: Arc::from(value),
+            value: Some(Arc::from(value)),
             ttl,
             expires_at_ms: now.saturating_add(ttl.as_millis() as u64),
         };
@@ -514,28 +636,40 @@ impl DualCache {
             .entry(key.to_string())
             .and_upsert_with(|existing| async move {
                 match existing.map(|e| e.into_value()) {
-                    Some(current) if now < current.expires_at_ms => current,
+                    Some(current) if now < current.expires_at_ms && current.value.is_some() => {
+                        current
+                    }
                     _ => candidate,
                 }
             })
             .await;
-        Ok(entry.into_value().value)
+        Ok(entry.into_value().value.unwrap_or_else(|| Arc::from(value)))
     }
 
     /// Runs `script` in Redis (by SHA, loading it on `NOSCRIPT`) with `keys` (namespaced like
-    /// every other key) and `args`. `Ok(None)` when no Redis is configured; while Redis is down,
-    /// [`CacheError::Unavailable`], and the caller decides how to degrade.
+    /// every other key) and `args`; the reply as a [`ScriptReply`] for the script's own typed
+    /// decoder. `Ok(None)` when no Redis is configured. While Redis is down,
+    /// [`CacheError::Unavailable`] at once, and the caller decides how to degrade.
     pub async fn eval(
         &self,
         script: &crate::LuaScript,
         keys: &[&str],
         args: Vec<String>,
-    ) -> Result<Option<crate::RedisValue>, CacheError> {
+    ) -> Result<Option<ScriptReply>, CacheError> {
         let Some(redis) = &self.inner.redis else {
             return Ok(None);
         };
+        if redis.health.is_down() {
+            return Err(CacheError::Unavailable {
+                operation: "script",
+                reason: "Redis is down".into(),
+            });
+        }
         let keys = keys.iter().map(|k| redis.key(k)).collect();
-        redis.eval(script, keys, args).await.map(Some)
+        redis
+            .eval(script, keys, args)
+            .await
+            .map(|v| Some(ScriptReply::from(v)))
     }
 
     /// Whether Redis is configured and currently reachable (as far as the last command knew).
@@ -556,11 +690,7 @@ impl DualCache {
     /// A handle on the integer counter `key`, tracked (and synced) while it or the key is live.
     /// Keep the handle on hot paths: its `increment` is one atomic add.
     pub fn counter(&self, key: &str, options: CounterOptions) -> Result<IntCounter, CacheError> {
-        let cell = self.inner.cell(key, Kind::Int, options)?;
-        Ok(IntCounter {
-            cell,
-            cache: Arc::clone(&self.inner),
-        })
+        self.typed_counter(key, options)
     }
 
     /// A handle on the float counter `key` (spend in USD, for instance).
@@ -569,10 +699,19 @@ impl DualCache {
         key: &str,
         options: CounterOptions,
     ) -> Result<FloatCounter, CacheError> {
-        let cell = self.inner.cell(key, Kind::Float, options)?;
-        Ok(FloatCounter {
+        self.typed_counter(key, options)
+    }
+
+    fn typed_counter<V: CounterValue>(
+        &self,
+        key: &str,
+        options: CounterOptions,
+    ) -> Result<Counter<V>, CacheError> {
+        let cell = self.inner.cell(key, V::KIND, options)?;
+        Ok(Counter {
             cell,
             cache: Arc::clone(&self.inner),
+            _value: PhantomData,
         })
     }
 
@@ -584,13 +723,7 @@ impl DualCache {
         delta: i64,
         options: CounterOptions,
     ) -> Result<i64, CacheError> {
-        self.inner.refuse("increment")?;
-        let cell = self.inner.cell(key, Kind::Int, options)?;
-        Ok(as_i64(cell.increment(
-            Num::Int(delta),
-            self.inner.clock.now_ms(),
-            self.inner.is_remote(),
-        )))
+        self.counter(key, options)?.increment(delta)
     }
 
     /// Adds `delta` to the float counter `key`; returns the local view at once.
@@ -601,15 +734,7 @@ impl DualCache {
         options: CounterOptions,
     ) -> Result<f64, CacheError> {
         check_finite(key, delta)?;
-        self.inner.refuse("increment")?;
-        let cell = self.inner.cell(key, Kind::Float, options)?;
-        Ok(cell
-            .increment(
-                Num::Float(delta),
-                self.inner.clock.now_ms(),
-                self.inner.is_remote(),
-            )
-            .as_f64())
+        self.float_counter(key, options)?.increment(delta)
     }
 
     /// The local view of a tracked counter (`None` if the key is not tracked).
@@ -621,17 +746,31 @@ impl DualCache {
         )
     }
 
+    // ---- watched deadlines ------------------------------------------------------------------
+
+    /// A handle on the watched deadline `key` (a cooldown, a failed health check, a half-open
+    /// probe): registered once, read back by the sync task every interval, read by callers
+    /// from memory. See [`Deadline`].
+    pub fn deadline(&self, key: &str) -> Result<Deadline, CacheError> {
+        let cell = self.inner.watched_cell(key)?;
+        Ok(Deadline {
+            cell,
+            cache: Arc::clone(&self.inner),
+        })
+    }
+
     // ---- lifecycle ------------------------------------------------------------------------
 
     /// Runs one sync now (push queued deltas, read tracked counters back, prune expired keys)
     /// and reports what happened. The sync task does the same every `sync_interval`.
     pub async fn sync_now(&self) -> Result<crate::SyncReport, CacheError> {
-        self.inner.sync_once().await
+        Ok(self.inner.sync_once().await)
     }
 
-    /// Stops the sync task after a last flush, and closes the Redis connection. Deltas that
-    /// cannot be flushed (Redis down) are reported in the returned error. The cache still
-    /// answers afterwards, from its local tier only.
+    /// Stops the sync task after a last flush, and closes the Redis connection: the way to stop
+    /// without loss (dropping the last handle instead flushes in a background task that a
+    /// runtime shutting down cancels, and warns). Deltas that cannot be flushed (Redis down) are
+    /// reported in the returned error. The cache still answers afterwards, from its local tier.
     pub async fn shutdown(&self) -> Result<(), CacheError> {
         self.inner.stop.notify_one();
         let task = self.inner.task.lock().take();
@@ -639,10 +778,10 @@ impl DualCache {
             let _ = task.await;
         }
         let report = self.inner.sync_once().await;
+        self.inner.shut_down.store(true, Ordering::Release);
         if let Some(redis) = &self.inner.redis {
             redis.quit().await;
         }
-        let report = report?;
         match report.errors.into_iter().next() {
             Some(error) if report.unsettled > 0 => Err(error),
             _ => Ok(()),
@@ -668,13 +807,6 @@ pub(crate) fn check_finite(key: &str, delta: f64) -> Result<(), CacheError> {
     }
 }
 
-fn as_i64(n: Num) -> i64 {
-    match n {
-        Num::Int(v) => v,
-        Num::Float(v) => v as i64,
-    }
-}
-
 /// The sync task: one sync per interval until stopped or until the cache is gone.
 async fn sync_loop(inner: Weak<Inner>, interval: Duration, stop: Arc<Notify>) {
     let mut ticker = tokio::time::interval(interval);
@@ -686,109 +818,208 @@ async fn sync_loop(inner: Weak<Inner>, interval: Duration, stop: Arc<Notify>) {
             _ = stop.notified() => break,
         }
         let Some(inner) = inner.upgrade() else { break };
-        if let Err(error) = inner.sync_once().await {
-            tracing::debug!(%error, "cache sync failed; deltas kept for the next one");
+        let report = inner.sync_once().await;
+        if report.unsettled > 0 {
+            tracing::debug!(
+                unsettled = report.unsettled,
+                "cache sync incomplete; deltas kept for the next one"
+            );
         }
     }
     tracing::debug!("cache sync task stopped");
 }
 
-/// A handle on an integer counter. Cloning is cheap; `increment` is one atomic add and never
-/// waits on Redis.
-#[derive(Clone)]
-pub struct IntCounter {
-    cell: Arc<CounterCell>,
-    cache: Arc<Inner>,
+/// A number a counter holds: `i64` ([`IntCounter`]) or `f64` ([`FloatCounter`]).
+pub trait CounterValue: Copy + Send + Sync + std::fmt::Debug + private::Sealed + 'static {}
+
+impl CounterValue for i64 {}
+impl CounterValue for f64 {}
+
+#[allow(private_interfaces)]
+mod private {
+    use crate::CacheError;
+    use crate::counter::{Kind, Num};
+
+    /// What the cache needs of a counter's number; sealed, so only `i64` and `f64` qualify.
+    pub trait Sealed {
+        const KIND: Kind;
+        fn to_num(self) -> Num;
+        fn from_num(n: Num) -> Self;
+        fn check(self, key: &str) -> Result<(), CacheError>;
+    }
+
+    impl Sealed for i64 {
+        const KIND: Kind = Kind::Int;
+        fn to_num(self) -> Num {
+            Num::Int(self)
+        }
+        fn from_num(n: Num) -> Self {
+            match n {
+                Num::Int(v) => v,
+                Num::Float(v) => v as i64,
+            }
+        }
+        fn check(self, _key: &str) -> Result<(), CacheError> {
+            Ok(())
+        }
+    }
+
+    impl Sealed for f64 {
+        const KIND: Kind = Kind::Float;
+        fn to_num(self) -> Num {
+            Num::Float(self)
+        }
+        fn from_num(n: Num) -> Self {
+            n.as_f64()
+        }
+        fn check(self, key: &str) -> Result<(), CacheError> {
+            super::check_finite(key, self)
+        }
+    }
 }
 
-impl std::fmt::Debug for IntCounter {
+/// A handle on a counter. Cloning is cheap; `increment` is one atomic add and never waits on
+/// Redis. [`IntCounter`] for counts, [`FloatCounter`] for spend.
+pub struct Counter<V> {
+    cell: Arc<CounterCell>,
+    cache: Arc<Inner>,
+    _value: PhantomData<fn() -> V>,
+}
+
+/// A counter of integers (requests, tokens, calls in flight).
+pub type IntCounter = Counter<i64>;
+
+/// A counter of floats (spend in USD).
+pub type FloatCounter = Counter<f64>;
+
+impl<V> Clone for Counter<V> {
+    fn clone(&self) -> Self {
+        Counter {
+            cell: Arc::clone(&self.cell),
+            cache: Arc::clone(&self.cache),
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<V> std::fmt::Debug for Counter<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntCounter")
+        f.debug_struct("Counter")
             .field("key", &self.cell.key)
             .finish()
     }
 }
 
-impl IntCounter {
-    /// Adds `delta`; returns the new local view. Fails only in fail-closed mode while Redis is
-    /// down, and then adds nothing.
-    pub fn increment(&self, delta: i64) -> Result<i64, CacheError> {
+impl<V: CounterValue> Counter<V> {
+    /// Adds `delta` (finite, for floats); returns the new local view. Fails only in fail-closed
+    /// mode while Redis is down, and then adds nothing.
+    pub fn increment(&self, delta: V) -> Result<V, CacheError> {
+        delta.check(&self.cell.key)?;
         self.cache.refuse("increment")?;
-        Ok(as_i64(self.cell.increment(
-            Num::Int(delta),
+        Ok(V::from_num(self.cell.increment(
+            delta.to_num(),
             self.cache.clock.now_ms(),
             self.cache.is_remote(),
         )))
     }
 
     /// The local view: the last global value read plus deltas not yet acknowledged.
-    pub fn value(&self) -> i64 {
+    pub fn value(&self) -> V {
         self.value_at(self.cache.clock.now_ms())
     }
 
     /// The local view at `now_ms`, a time the caller read from the cache's [`Clock`] once for
     /// many counters (a routing decision over hundreds of deployments reads the clock once).
-    pub fn value_at(&self, now_ms: u64) -> i64 {
-        as_i64(self.cell.value(now_ms, self.cache.is_remote()))
+    #[inline]
+    pub fn value_at(&self, now_ms: u64) -> V {
+        V::from_num(self.cell.value(now_ms, self.cache.is_remote()))
     }
 
-    /// The counter's key (without the Redis namespace prefix).
-    pub fn key(&self) -> &str {
-        &self.cell.key
-    }
-}
-
-/// A handle on a float counter (spend, for instance).
-#[derive(Clone)]
-pub struct FloatCounter {
-    cell: Arc<CounterCell>,
-    cache: Arc<Inner>,
-}
-
-impl std::fmt::Debug for FloatCounter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FloatCounter")
-            .field("key", &self.cell.key)
-            .finish()
-    }
-}
-
-impl FloatCounter {
     /// Tells the counter its global value, as a script that changed the key in Redis returned
     /// it, so the local view does not wait for the next read-back. Ignored while a push of this
     /// counter awaits its acknowledgement (the read-back after it is exact).
-    pub fn observe_global(&self, value: f64) {
-        if value.is_finite() {
-            self.cell.refresh(Num::Float(value));
+    pub fn observe_global(&self, value: V) {
+        if value.check(&self.cell.key).is_ok() {
+            self.cell.refresh(value.to_num(), self.cache.clock.now_ms());
         }
     }
 
-    /// Adds `delta` (finite); returns the new local view.
-    pub fn increment(&self, delta: f64) -> Result<f64, CacheError> {
-        check_finite(&self.cell.key, delta)?;
-        self.cache.refuse("increment")?;
-        Ok(self
-            .cell
-            .increment(
-                Num::Float(delta),
-                self.cache.clock.now_ms(),
-                self.cache.is_remote(),
-            )
-            .as_f64())
+    pub(crate) fn refresh_global(&self, value: V, now_ms: u64) {
+        self.cell.refresh(value.to_num(), now_ms);
     }
 
-    /// The local view.
-    pub fn value(&self) -> f64 {
-        self.value_at(self.cache.clock.now_ms())
-    }
-
-    /// The local view at `now_ms`, read once from the cache's [`Clock`] for many counters.
-    pub fn value_at(&self, now_ms: u64) -> f64 {
-        self.cell.value(now_ms, self.cache.is_remote()).as_f64()
+    /// An error when the last value Redis returned for this key could not be read as a number
+    /// (the key holds something else): the local view is then not the shared one.
+    pub fn check_remote(&self) -> Result<(), CacheError> {
+        if self.cell.has_bad_reply() {
+            return Err(CacheError::UnexpectedReply {
+                key: self.cell.key.to_string(),
+                expected: match V::KIND {
+                    Kind::Int => "an integer",
+                    Kind::Float => "a number",
+                },
+                got: "a value that is not a number (see the sync warning)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The counter's key (without the Redis namespace prefix).
     pub fn key(&self) -> &str {
         &self.cell.key
+    }
+}
+
+/// A script's reply, decoded by the script's own typed decoder (no Redis client type leaks into
+/// ferrolite's public API).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptReply {
+    /// Nil.
+    Nil,
+    /// An integer.
+    Int(i64),
+    /// A bulk or simple string (a float comes back as text from Lua).
+    Text(String),
+    /// An array.
+    Array(Vec<ScriptReply>),
+    /// Anything else, described.
+    Other(String),
+}
+
+impl ScriptReply {
+    /// The integer, or the text parsed as one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            ScriptReply::Int(i) => Some(*i),
+            ScriptReply::Text(t) => t.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The number (integer or text), finite.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ScriptReply::Int(i) => Some(*i as f64),
+            ScriptReply::Text(t) => t.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
+            _ => None,
+        }
+    }
+}
+
+impl From<fred::types::Value> for ScriptReply {
+    fn from(value: fred::types::Value) -> Self {
+        use fred::types::Value;
+        match value {
+            Value::Null => ScriptReply::Nil,
+            Value::Integer(i) => ScriptReply::Int(i),
+            Value::String(s) => ScriptReply::Text(s.to_string()),
+            Value::Bytes(b) => ScriptReply::Text(String::from_utf8_lossy(&b).into_owned()),
+            Value::Double(d) => ScriptReply::Text(d.to_string()),
+            Value::Boolean(b) => ScriptReply::Int(i64::from(b)),
+            Value::Array(items) => {
+                ScriptReply::Array(items.into_iter().map(ScriptReply::from).collect())
+            }
+            other => ScriptReply::Other(crate::error::truncate(&format!("{other:?}"))),
+        }
     }
 }

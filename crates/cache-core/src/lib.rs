@@ -25,10 +25,14 @@
 //!
 //! // `CacheConfig::with_redis("redis://127.0.0.1:6379")` shares the state between instances.
 //! let cache = DualCache::connect(CacheConfig::default()).await?;
-//! let check = LimitCheck { key: "d1:rpm".into(), delta: 1.0, limit: 2.0, window: Window::MINUTE_SLIDING };
+//! let check = LimitCheck { key: "{d1}:rpm".into(), delta: 1, limit: 2, window: Window::MINUTE_SLIDING };
 //! assert!(cache.admit(&[check.clone()]).await?.admitted);
-//! assert!(cache.admit(&[check.clone()]).await?.admitted);
-//! assert!(!cache.admit(&[check]).await?.admitted); // exactly the limit
+//! let second = cache.admit(&[check.clone()]).await?;
+//! assert!(second.admitted);
+//! assert!(!cache.admit(&[check.clone()]).await?.admitted); // exactly the limit
+//! second.undo()?; // the call did not go ahead: give its slot back
+//! assert!(cache.admit(&[check]).await?.admitted);
+//! cache.shutdown().await?;
 //! # Ok(()) }
 //! ```
 
@@ -40,6 +44,7 @@ mod error;
 mod pipeline;
 mod redis;
 mod strict;
+mod watched;
 pub mod window;
 
 #[cfg(feature = "test-support")]
@@ -48,11 +53,12 @@ pub mod testing;
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{CacheConfig, FailureMode, RedisConfig};
 pub use counter::{CounterOptions, ExpiryMode};
-pub use dual::{CacheStats, DualCache, FloatCounter, IntCounter};
+pub use dual::{
+    CacheStats, Counter, CounterValue, DualCache, FloatCounter, IntCounter, ScriptReply,
+};
 pub use error::CacheError;
-/// Redis reply values, as scripts run with [`DualCache::eval`] return them.
-pub use fred::types::Value as RedisValue;
 pub use pipeline::SyncReport;
 pub use redis::{LuaScript, hash_tagged};
 pub use strict::{Admission, AdmissionSource, LimitCheck};
+pub use watched::Deadline;
 pub use window::{Window, WindowKind, WindowedCounter};

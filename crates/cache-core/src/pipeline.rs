@@ -1,44 +1,137 @@
-//! The increment pipeline: how queued counter deltas reach Redis, exactly once.
+//! The increment pipeline: how queued counter deltas reach Redis, exactly once, and how watched
+//! deadlines are read back.
 //!
 //! Every `sync_interval` the sync task runs [`Inner::sync_once`]:
 //! 1. For every tracked counter, take what it owes Redis (`CounterCell::take_for_flush`): the
 //!    unacknowledged push of the last sync if there is one (same sequence number), otherwise
 //!    everything pending under a new sequence number. Deltas are coalesced per key: a counter
 //!    incremented 10,000 times since the last sync sends one number.
-//! 2. Send one pipeline: for each counter with a delta, `EVALSHA ferrolite_incr_v1` (apply
-//!    once per (instance, sequence), refresh the expiry, return the global value); for each
-//!    other tracked counter, `GET`.
+//! 2. Send one pipeline: for each counter with a delta, `EVALSHA ferrolite_incr_v2` (apply
+//!    once per (instance, sequence), refresh the expiry, return the global value and its TTL);
+//!    for each other tracked counter, `GET`; for each watched deadline, `GET` (or, when a local
+//!    write did not reach Redis, `EVALSHA ferrolite_set_later_v1` again).
 //! 3. Per reply: set the counter's base to the global value and clear what was acknowledged.
 //!    A reply that did not arrive leaves the push unacknowledged, to be sent again as is.
-//! 4. Prune counters that expired, owe nothing and have no live handle.
+//! 4. Send the withdrawals of strict admissions whose reply was lost (`strict.rs`).
+//! 5. Prune counters that expired, owe nothing and have no live handle.
 //!
 //! The queue is bounded by the tracked-key bound (`max_tracked_keys`): values coalesce per key,
 //! so only a new key can overflow it, and that is refused with a typed error, counted and logged.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fred::prelude::{ClientLike, KeysInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
+use parking_lot::Mutex;
 
 use crate::CacheError;
+use crate::clock::{Clock, SystemClock};
 use crate::counter::{CounterCell, ExpiryMode, Kind, Num};
 use crate::dual::Inner;
-use crate::redis::{RedisStore, decode_number};
+use crate::redis::{RedisStore, decode_deadline, decode_number};
+use crate::watched::WatchedCell;
+
+/// How long a counter's sequence hash outlives the counter: a push resent after the counter
+/// expired (the reply was lost, Redis came back late) is still recognised as applied.
+pub(crate) const SEQ_GRACE_MS: u64 = 600_000;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncReport {
     /// Counters whose delta Redis acknowledged.
     pub pushed: usize,
-    /// Counters whose global value was read back without a delta.
+    /// Counters and watched deadlines whose global value was read back without a delta.
     pub refreshed: usize,
     /// Counters that still owe Redis a delta after this sync (Redis down or erroring).
     pub unsettled: usize,
-    /// Counters pruned because they expired.
+    /// Counters and watched deadlines pruned because they expired.
     pub pruned: usize,
     /// Per-key errors (typed; a Redis outage appears once).
     pub errors: Vec<CacheError>,
+}
+
+/// The exactly-once flush protocol's state: who this instance is, the last sequence number
+/// used, one sync at a time, and which keys are currently failing (each logged once when it
+/// goes bad).
+#[derive(Debug)]
+pub(crate) struct SyncState {
+    /// This instance's id in the protocol.
+    pub(crate) instance: String,
+    /// Last sequence number used (they only grow); strict admission tokens draw from it too.
+    pub(crate) seq: AtomicU64,
+    /// One sync at a time: a manual `sync_now` racing the sync task would otherwise apply an
+    /// older read-back after a newer one, or acknowledge one push twice.
+    lock: tokio::sync::Mutex<()>,
+    /// Keys whose last reply was an error, so each is logged when it goes bad, not every sync.
+    bad_keys: Mutex<HashSet<String>>,
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncState {
+    pub(crate) fn new() -> Self {
+        SyncState {
+            instance: instance_id(),
+            seq: AtomicU64::new(0),
+            lock: tokio::sync::Mutex::new(()),
+            bad_keys: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Logs each key that went bad in this sync (and, at debug level, those that recovered).
+    fn note_errors(&self, report: &SyncReport) {
+        let now_bad: HashSet<String> = report
+            .errors
+            .iter()
+            .filter_map(|e| match e {
+                CacheError::UnexpectedReply { key, .. } | CacheError::Redis { key, .. } => {
+                    Some(key.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut bad = self.bad_keys.lock();
+        for error in &report.errors {
+            if let CacheError::UnexpectedReply { key, .. } | CacheError::Redis { key, .. } = error {
+                if !bad.contains(key) {
+                    tracing::warn!(%error, key = key.as_str(), "cache sync: Redis rejected a key");
+                }
+            }
+        }
+        for key in bad.difference(&now_bad) {
+            tracing::debug!(key = key.as_str(), "cache sync: key readable again");
+        }
+        // A sync that could not reach Redis says nothing about the keys.
+        if !report
+            .errors
+            .iter()
+            .any(|e| matches!(e, CacheError::Unavailable { .. }))
+        {
+            *bad = now_bad;
+        }
+    }
+}
+
+/// A random-enough instance id without another dependency: std's per-process random hash keys
+/// mixed with the time and a process-wide counter.
+fn instance_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(SystemClock.now_ms());
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
 }
 
 enum Planned {
@@ -47,13 +140,14 @@ enum Planned {
 }
 
 impl Inner {
-    /// One sync: push, read back, prune. See the module documentation.
-    pub(crate) async fn sync_once(&self) -> Result<SyncReport, CacheError> {
-        let _one_at_a_time = self.sync_lock.lock().await;
+    /// One sync: push, read back, withdraw lost admissions, prune. See the module documentation.
+    pub(crate) async fn sync_once(&self) -> SyncReport {
+        let _one_at_a_time = self.sync.lock.lock().await;
         let mut report = SyncReport::default();
         if let Some(redis) = &self.redis {
             let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();
-            if cells.is_empty() {
+            let watched: Vec<Arc<WatchedCell>> = self.watched.read().values().cloned().collect();
+            if cells.is_empty() && watched.is_empty() {
                 // Nothing to sync: keep the health state fresh so an outage and the recovery are
                 // still seen.
                 let ping: Result<Value, _> =
@@ -65,36 +159,47 @@ impl Inner {
                     }
                 }
             } else {
-                flush(redis, &self.instance, &self.seq, &cells, &mut report).await;
+                let now = self.clock.now_ms();
+                flush(redis, &self.sync, &cells, &watched, now, &mut report).await;
+            }
+            if !redis.health.is_down() && !self.cancels.lock().is_empty() {
+                report.errors.extend(self.send_cancels(redis).await);
             }
             report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
         }
         report.pruned = self.prune();
-        self.note_errors(&report);
-        Ok(report)
+        self.sync.note_errors(&report);
+        report
+    }
+
+    /// Drops expired counters and passed deadlines (see `Inner::prune_counters`).
+    fn prune(&self) -> usize {
+        self.prune_counters(&mut self.counters.write())
     }
 }
 
-/// Pushes what `cells` owe and reads the others back, in one pipeline (see the module docs).
+/// Pushes what `cells` owe and reads the others (and the watched deadlines) back, in one
+/// pipeline (see the module docs).
 pub(crate) async fn flush(
     redis: &RedisStore,
-    instance: &str,
-    seq: &AtomicU64,
+    sync: &SyncState,
     cells: &[Arc<CounterCell>],
+    watched: &[Arc<WatchedCell>],
+    now_ms: u64,
     report: &mut SyncReport,
 ) {
     let pipe = redis.client().pipeline();
     let mut plan = Vec::with_capacity(cells.len());
     for cell in cells {
         let full = redis.key(&cell.key);
-        let taken = cell.take_for_flush(|| seq.fetch_add(1, Ordering::Relaxed) + 1);
+        let taken = cell.take_for_flush(|| sync.next_seq());
         // Queuing into a pipeline only fails for invalid arguments, which these are not; a
         // failure here surfaces as a missing reply below.
         let queued: Result<(), _> = match taken {
             Some((seq, delta)) => {
                 let seq_key = RedisStore::seq_key(&full);
-                let args = vec![
-                    instance.to_string(),
+                let args = [
+                    sync.instance.clone(),
                     seq.to_string(),
                     delta.to_arg(),
                     cell.ttl_ms.to_string(),
@@ -106,16 +211,12 @@ pub(crate) async fn flush(
                         Kind::Int => "int".to_string(),
                         Kind::Float => "float".to_string(),
                     },
+                    SEQ_GRACE_MS.to_string(),
                 ];
                 plan.push(Planned::Push(delta));
-                // fred's pipelines have no EVALSHA method; the raw command is hashed on its
-                // first key (argument 2) for Redis Cluster.
-                let mut command = Vec::with_capacity(4 + args.len());
-                command.extend([redis.incr.sha.clone(), "2".to_string(), full, seq_key]);
-                command.extend(args);
                 pipe.custom(
-                    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false),
-                    command,
+                    evalsha(&redis.incr.sha),
+                    script_args(&redis.incr.sha, [full, seq_key], args),
                 )
                 .await
             }
@@ -128,13 +229,31 @@ pub(crate) async fn flush(
             tracing::debug!(error = %e, "could not queue a pipeline command");
         }
     }
+    for cell in watched {
+        let full = redis.key(&cell.key);
+        let until = cell.until();
+        let queued: Result<(), _> = if cell.is_unsent() && until > now_ms {
+            let args = [until.to_string(), (until - now_ms).to_string()];
+            pipe.custom(
+                evalsha(&redis.set_later.sha),
+                script_args(&redis.set_later.sha, [full], args),
+            )
+            .await
+        } else {
+            pipe.get(full).await
+        };
+        if let Err(e) = queued {
+            tracing::debug!(error = %e, "could not queue a pipeline command");
+        }
+    }
 
     let replies: Vec<Result<Value, fred::error::Error>> = pipe.try_all().await;
-    if replies.len() != plan.len() {
+    let expected = plan.len() + watched.len();
+    if replies.len() != expected {
         let reason = replies
             .iter()
             .find_map(|r| r.as_ref().err().map(|e| e.details().to_string()))
-            .unwrap_or_else(|| format!("{} replies for {} commands", replies.len(), plan.len()));
+            .unwrap_or_else(|| format!("{} replies for {expected} commands", replies.len()));
         redis.health.record_unavailable("sync", &reason);
         report.errors.push(CacheError::Unavailable {
             operation: "sync",
@@ -146,21 +265,47 @@ pub(crate) async fn flush(
     let mut reload_script = false;
     let mut unavailable = None;
     let mut any_ok = false;
-    for ((cell, planned), reply) in cells.iter().zip(plan).zip(replies) {
+    let mut replies = replies.into_iter();
+    for ((cell, planned), reply) in cells.iter().zip(plan).zip(replies.by_ref()) {
         match reply {
             Ok(value) => {
                 any_ok = true;
-                match decode_number(&cell.key, value, cell.kind) {
-                    Ok(global) => match planned {
-                        Planned::Push(delta) => {
-                            cell.ack(global, delta);
+                let decoded = match planned {
+                    Planned::Push(delta) => {
+                        decode_push(&cell.key, value, cell.kind).map(|(global, ttl)| {
+                            cell.ack(global, delta, now_ms, ttl);
                             report.pushed += 1;
+                        })
+                    }
+                    Planned::Read => decode_number(&cell.key, value, cell.kind).map(|global| {
+                        cell.refresh(global, now_ms);
+                        report.refreshed += 1;
+                    }),
+                };
+                cell.set_bad_reply(decoded.is_err());
+                if let Err(e) = decoded {
+                    report.errors.push(e);
+                }
+            }
+            Err(e) if e.details().starts_with("NOSCRIPT") => reload_script = true,
+            Err(e) => match redis.error("sync", &cell.key, &e) {
+                CacheError::Unavailable { .. } => unavailable = Some(e.details().to_string()),
+                typed => report.errors.push(typed),
+            },
+        }
+    }
+    for (cell, reply) in watched.iter().zip(replies) {
+        match reply {
+            Ok(value) => {
+                any_ok = true;
+                match decode_deadline(&cell.key, value) {
+                    Ok(until) => {
+                        cell.observe(until);
+                        if until >= cell.until() {
+                            cell.set_unsent(false);
                         }
-                        Planned::Read => {
-                            cell.refresh(global);
-                            report.refreshed += 1;
-                        }
-                    },
+                        report.refreshed += 1;
+                    }
                     Err(e) => report.errors.push(e),
                 }
             }
@@ -180,40 +325,50 @@ pub(crate) async fn flush(
         redis.health.record_ok();
     }
     if reload_script {
-        // Redis restarted or flushed its scripts: load it; the unacknowledged pushes go again
+        // Redis restarted or flushed its scripts: load them; the unacknowledged pushes go again
         // next time with the same sequence numbers.
-        if let Err(e) = redis.load(&redis.incr).await {
-            report.errors.push(e);
+        for script in [&redis.incr, &redis.set_later] {
+            if let Err(e) = redis.load(script).await {
+                report.errors.push(e);
+            }
         }
     }
 }
 
-impl Inner {
-    /// Drops expired counters (see `Inner::prune_counters`) and idle local windows.
-    fn prune(&self) -> usize {
-        let pruned = self.prune_counters(&mut self.counters.write());
-        let now = self.clock.now_ms();
-        let mut windows = self.windows.lock();
-        if windows.len() > self.config.max_tracked_keys / 2 {
-            windows.retain(|_, w| Arc::strong_count(w) > 1 || !w.is_idle(now));
-        }
-        pruned
-    }
+/// fred's pipelines have no EVALSHA method; the raw command is hashed on its first key
+/// (argument 2) for Redis Cluster.
+fn evalsha(_sha: &str) -> CustomCommand {
+    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
+}
 
-    /// Logs a sync error when it differs from the last one logged, so that a persistent problem
-    /// (a key holding a non-number) is reported once, not every interval.
-    fn note_errors(&self, report: &SyncReport) {
-        let first = report
-            .errors
-            .iter()
-            .find(|e| !matches!(e, CacheError::Unavailable { .. }))
-            .map(ToString::to_string);
-        let mut last = self.last_sync_error.lock();
-        if first != *last {
-            if let Some(error) = &first {
-                tracing::warn!(%error, errors = report.errors.len(), "cache sync: Redis rejected some counters");
-            }
-            *last = first;
+fn script_args<const K: usize, const A: usize>(
+    sha: &str,
+    keys: [String; K],
+    args: [String; A],
+) -> Vec<String> {
+    let mut command = Vec::with_capacity(2 + K + A);
+    command.push(sha.to_string());
+    command.push(K.to_string());
+    command.extend(keys);
+    command.extend(args);
+    command
+}
+
+/// `ferrolite_incr_v2`'s reply: `[value or nil, pttl]`.
+fn decode_push(key: &str, value: Value, kind: Kind) -> Result<(Num, Option<u64>), CacheError> {
+    match value {
+        Value::Array(mut items) if items.len() == 2 => {
+            let ttl = items
+                .pop()
+                .and_then(|t| t.as_i64())
+                .and_then(|t| u64::try_from(t).ok());
+            let global = decode_number(key, items.pop().unwrap_or(Value::Null), kind)?;
+            Ok((global, ttl))
         }
+        other => Err(CacheError::UnexpectedReply {
+            key: key.to_string(),
+            expected: "[value, ttl] from ferrolite_incr_v2",
+            got: crate::error::truncate(&format!("{other:?}")),
+        }),
     }
 }

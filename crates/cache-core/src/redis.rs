@@ -52,6 +52,8 @@ pub(crate) struct Health {
     down: AtomicBool,
     outages: AtomicU64,
     errors: AtomicU64,
+    /// Whether the cache serves its local view during an outage (the log line says which).
+    fail_open: bool,
 }
 
 impl Health {
@@ -79,11 +81,19 @@ impl Health {
         if !self.down.swap(true, Ordering::Relaxed) {
             self.outages.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ferrolite_cache_redis_outages_total").increment(1);
-            tracing::warn!(
-                operation,
-                reason,
-                "Redis unreachable; serving from the local view and keeping deltas until it is back"
-            );
+            if self.fail_open {
+                tracing::warn!(
+                    operation,
+                    reason,
+                    "Redis unreachable; serving from this instance's local view (limits now hold per instance) and keeping deltas until it is back"
+                );
+            } else {
+                tracing::warn!(
+                    operation,
+                    reason,
+                    "Redis unreachable; the cache is fail-closed: operations that need the shared state are refused until it is back"
+                );
+            }
         }
     }
 }
@@ -151,9 +161,17 @@ pub(crate) struct RedisStore {
     client: Client,
     prefix: String,
     fast: Options,
+    /// Where to probe for a quick "connection refused" at startup (host, port).
+    probe: Vec<(String, u16)>,
+    connect_timeout: Duration,
     pub(crate) incr: LuaScript,
     pub(crate) admit: LuaScript,
+    pub(crate) admit_cancel: LuaScript,
+    pub(crate) set_later: LuaScript,
     pub(crate) health: Health,
+    /// Set once the connection was closed, so it is closed once (fred logs a warning for a
+    /// second QUIT).
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -166,7 +184,7 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Parses the URL and builds the client (no I/O yet).
-    pub(crate) fn new(config: &RedisConfig) -> Result<Self, CacheError> {
+    pub(crate) fn new(config: &RedisConfig, fail_open: bool) -> Result<Self, CacheError> {
         let invalid = |reason: String| CacheError::InvalidRedisUrl {
             url: redact_url(&config.url),
             reason,
@@ -192,6 +210,15 @@ impl RedisStore {
         // Reconnect in the background on the first connection too: a Redis that is down at
         // startup must not stop a fail-open router from serving.
         fred_config.fail_fast = false;
+        let probe = match &fred_config.server {
+            fred::types::config::ServerConfig::Centralized { server } => {
+                vec![(server.host.to_string(), server.port)]
+            }
+            fred::types::config::ServerConfig::Clustered { hosts, .. } => {
+                hosts.iter().map(|s| (s.host.to_string(), s.port)).collect()
+            }
+            _ => Vec::new(),
+        };
         let client = Builder::from_config(fred_config)
             .with_performance_config(|perf| {
                 perf.default_command_timeout = config.command_timeout;
@@ -219,9 +246,23 @@ impl RedisStore {
                 max_attempts: Some(1),
                 ..Options::default()
             },
-            incr: LuaScript::new("ferrolite_incr_v1", include_str!("lua/incr_v1.lua")),
-            admit: LuaScript::new("ferrolite_admit_v1", include_str!("lua/admit_v1.lua")),
-            health: Health::default(),
+            probe,
+            connect_timeout: config.connect_timeout,
+            incr: LuaScript::new("ferrolite_incr_v2", include_str!("lua/incr_v2.lua")),
+            admit: LuaScript::new("ferrolite_admit_v2", include_str!("lua/admit_v2.lua")),
+            admit_cancel: LuaScript::new(
+                "ferrolite_admit_cancel_v2",
+                include_str!("lua/admit_cancel_v2.lua"),
+            ),
+            set_later: LuaScript::new(
+                "ferrolite_set_later_v1",
+                include_str!("lua/set_later_v1.lua"),
+            ),
+            health: Health {
+                fail_open,
+                ..Health::default()
+            },
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -229,9 +270,15 @@ impl RedisStore {
     /// connected; the client keeps reconnecting in the background either way.
     pub(crate) async fn connect(&self, wait: Duration) -> bool {
         let _handle = self.client.connect();
-        let connected = tokio::time::timeout(wait, self.client.wait_for_connect())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        // Nothing listening answers at once: do not wait the whole `wait` for it (the client
+        // keeps reconnecting in the background either way).
+        let connected = if self.refused_everywhere().await {
+            false
+        } else {
+            tokio::time::timeout(wait, self.client.wait_for_connect())
+                .await
+                .is_ok_and(|r| r.is_ok())
+        };
         if connected {
             self.health.record_ok();
         } else {
@@ -241,8 +288,36 @@ impl RedisStore {
         connected
     }
 
+    /// Whether every configured server refused a TCP connection outright (nothing listening).
+    /// A timeout or any other outcome is not a refusal: the caller then waits as configured.
+    async fn refused_everywhere(&self) -> bool {
+        if self.probe.is_empty() {
+            return false;
+        }
+        for (host, port) in &self.probe {
+            let attempt = tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::TcpStream::connect((host.as_str(), *port)),
+            )
+            .await;
+            match attempt {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Closes the connection (once).
     pub(crate) async fn quit(&self) {
-        let _ = self.client.quit().await;
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.client.quit().await;
+        }
+    }
+
+    /// Whether [`quit`](Self::quit) ran.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The namespaced key.
@@ -251,6 +326,20 @@ impl RedisStore {
         full.push_str(&self.prefix);
         full.push_str(key);
         full
+    }
+
+    /// A prefix in the hash slot of `full_key`: its `{hash tag}` section (with whatever
+    /// precedes it), or the whole key in braces when it has none.
+    pub(crate) fn tag_of(full_key: &str) -> String {
+        if has_hash_tag(full_key) {
+            if let Some(close) = full_key
+                .find('{')
+                .and_then(|open| full_key[open..].find('}').map(|c| open + c))
+            {
+                return full_key[..=close].to_string();
+            }
+        }
+        format!("{{{full_key}}}")
     }
 
     /// The key of the per-counter hash of applied sequence numbers, in the counter's hash slot.
@@ -458,6 +547,18 @@ pub(crate) fn decode_string(key: &str, value: Value) -> Result<Option<String>, C
     }
 }
 
+/// A watched deadline's reply: nil is 0 (not set), otherwise Unix ms.
+pub(crate) fn decode_deadline(key: &str, value: Value) -> Result<u64, CacheError> {
+    match decode_number(key, value, Kind::Int)? {
+        Num::Int(v) if v >= 0 => Ok(v as u64),
+        other => Err(CacheError::UnexpectedReply {
+            key: key.to_string(),
+            expected: "a deadline in Unix milliseconds",
+            got: format!("{other:?}"),
+        }),
+    }
+}
+
 /// A reply that should be a counter of `kind`; nil is 0.
 pub(crate) fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, CacheError> {
     let expected = match kind {
@@ -543,6 +644,8 @@ mod tests {
         assert_eq!(RedisStore::seq_key("p:d1:rpm"), "{p:d1:rpm}:seq");
         assert_eq!(RedisStore::seq_key("p:{}:x"), "{p:{}:x}:seq");
         assert_eq!(hash_tagged("d1", ":rpm"), "{d1}:rpm");
+        assert_eq!(RedisStore::tag_of("p:{d1}:m:rpm:3"), "p:{d1}");
+        assert_eq!(RedisStore::tag_of("p:d1:rpm"), "{p:d1:rpm}");
     }
 
     #[test]

@@ -109,6 +109,17 @@ impl Window {
         }
     }
 
+    /// How much the previous bucket still weighs at `now_ms`: `1 - elapsed / length` for a
+    /// sliding window, 0 for a fixed one.
+    pub fn previous_weight(&self, now_ms: u64) -> f64 {
+        match self.kind {
+            WindowKind::Fixed => 0.0,
+            WindowKind::Sliding => {
+                1.0 - (now_ms - self.bucket_start_ms(now_ms)) as f64 / self.length_ms as f64
+            }
+        }
+    }
+
     /// The count the window holds at `now_ms`, given the current bucket's count and the
     /// previous bucket's.
     pub fn estimate(&self, previous: f64, current: f64, now_ms: u64) -> f64 {
@@ -170,10 +181,14 @@ struct Buckets {
 
 impl Buckets {
     /// Rolls the buckets forward to the one containing `now_ms`.
-    fn roll(&mut self, window: &Window, now_ms: u64) {
+    /// Returns the time to evaluate the window at: `now_ms`, or the start of the newest bucket
+    /// seen when the clock stepped back before it.
+    fn roll(&mut self, window: &Window, now_ms: u64) -> u64 {
         let bucket = window.bucket(now_ms);
-        if bucket == self.bucket {
-            return;
+        // A wall clock stepped backwards does not reopen the window: counts stay where they are
+        // until time catches up with the newest bucket seen.
+        if bucket <= self.bucket {
+            return now_ms.max(self.bucket.saturating_mul(window.length_ms()));
         }
         self.previous = if bucket == self.bucket + 1 {
             self.current
@@ -182,6 +197,7 @@ impl Buckets {
         };
         self.current = 0.0;
         self.bucket = bucket;
+        now_ms
     }
 }
 
@@ -202,14 +218,14 @@ impl WindowedCounter {
     /// The count in the window at `now_ms`.
     pub fn estimate(&self, now_ms: u64) -> f64 {
         let mut state = self.state.lock();
-        state.roll(&self.window, now_ms);
+        let now_ms = state.roll(&self.window, now_ms);
         self.window.estimate(state.previous, state.current, now_ms)
     }
 
     /// Adds `delta` unconditionally; returns the new estimate.
     pub fn add(&self, now_ms: u64, delta: f64) -> f64 {
         let mut state = self.state.lock();
-        state.roll(&self.window, now_ms);
+        let now_ms = state.roll(&self.window, now_ms);
         state.current += delta;
         self.window.estimate(state.previous, state.current, now_ms)
     }
@@ -218,7 +234,7 @@ impl WindowedCounter {
     /// estimate)` when it would not fit.
     pub fn try_add(&self, now_ms: u64, delta: f64, limit: f64) -> Result<f64, f64> {
         let mut state = self.state.lock();
-        state.roll(&self.window, now_ms);
+        let now_ms = state.roll(&self.window, now_ms);
         let estimate = self.window.estimate(state.previous, state.current, now_ms);
         if estimate + delta > limit {
             return Err(estimate);
@@ -294,6 +310,19 @@ mod tests {
         // Two windows later nothing is left.
         assert_eq!(c.estimate(180_000), 0.0);
         assert!(c.is_idle(180_000));
+    }
+
+    /// Regression (review of 79b0912): a backwards step of the wall clock zeroed both buckets,
+    /// so local admission re-admitted a full limit.
+    #[test]
+    fn a_clock_stepping_backwards_does_not_reopen_the_window() {
+        let c = WindowedCounter::new(Window::MINUTE_SLIDING);
+        for _ in 0..10 {
+            assert!(c.try_add(125_000, 1.0, 10.0).is_ok());
+        }
+        // The clock steps back two minutes (NTP correction, VM resume).
+        assert_eq!(c.try_add(5_000, 1.0, 10.0), Err(10.0));
+        assert!(c.estimate(5_000) >= 10.0);
     }
 
     /// A brute-force model: every event with its timestamp; the estimate recomputed from scratch.

@@ -96,7 +96,7 @@ async fn the_flush_script_applies_a_resent_sequence_only_once() {
     // must apply it once however often it arrives.
     let key = format!("{prefix}k");
     let seq_key = format!("{{{key}}}:seq");
-    let body = include_str!("../src/lua/incr_v1.lua");
+    let body = include_str!("../src/lua/incr_v2.lua");
     let args = vec![
         "inst".to_string(),
         "5".into(),
@@ -104,9 +104,10 @@ async fn the_flush_script_applies_a_resent_sequence_only_once() {
         "60000".into(),
         "always".into(),
         "int".into(),
+        "600000".into(),
     ];
     for _ in 0..3 {
-        let _: Option<String> = raw
+        let _: fred::types::Value = raw
             .eval(body, vec![key.clone(), seq_key.clone()], args.clone())
             .await
             .unwrap();
@@ -115,6 +116,79 @@ async fn the_flush_script_applies_a_resent_sequence_only_once() {
     assert_eq!(global, 13, "10 from the cache + 3 applied once");
     a.sync_now().await.unwrap();
     assert_eq!(a.counter_value("k"), Some(13.0));
+    a.shutdown().await.unwrap();
+}
+
+/// Regression (review of 79b0912): the `:seq` hash shared the counter's TTL (a resend after the
+/// counter expired was applied again to a fresh key) and, on a key written for ever, gained a
+/// field per instance id for ever.
+#[tokio::test]
+async fn the_sequence_hash_outlives_the_counter_and_stays_bounded() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("seq-bound");
+    let raw = raw_client(&url).await;
+    let key = format!("{prefix}k");
+    let seq_key = format!("{{{key}}}:seq");
+    let body = include_str!("../src/lua/incr_v2.lua");
+    let push = |instance: String, seq: &str, grace: &str| {
+        vec![
+            instance,
+            seq.to_string(),
+            "1".into(),
+            "60000".into(),
+            "always".into(),
+            "int".into(),
+            grace.to_string(),
+        ]
+    };
+    let _: fred::types::Value = raw
+        .eval(
+            body,
+            vec![key.clone(), seq_key.clone()],
+            push("a".into(), "1", "600000"),
+        )
+        .await
+        .unwrap();
+    let counter_ttl: i64 = raw.pttl(&key).await.unwrap();
+    let seq_ttl: i64 = raw.pttl(&seq_key).await.unwrap();
+    assert!(
+        seq_ttl > counter_ttl + 500_000,
+        "seq {seq_ttl} ms, counter {counter_ttl} ms"
+    );
+    // The counter expires; the resend of the same push arrives afterwards: not applied.
+    let _: () = raw.del(&key).await.unwrap();
+    let _: fred::types::Value = raw
+        .eval(
+            body,
+            vec![key.clone(), seq_key.clone()],
+            push("a".into(), "1", "600000"),
+        )
+        .await
+        .unwrap();
+    let after: Option<i64> = raw.get(&key).await.unwrap();
+    assert_eq!(after, None, "a resent push was applied to a fresh key");
+
+    // 100 short-lived instances (grace 1 ms): the hash keeps at most a few dozen fields.
+    for i in 0..100 {
+        let _: fred::types::Value = raw
+            .eval(
+                body,
+                vec![key.clone(), seq_key.clone()],
+                push(format!("i{i}"), "1", "1"),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let fields: i64 = raw
+        .eval(
+            "return redis.call('HLEN', KEYS[1])",
+            vec![seq_key.clone()],
+            Vec::<String>::new(),
+        )
+        .await
+        .unwrap();
+    assert!(fields <= 34, "{fields} fields");
 }
 
 #[tokio::test]

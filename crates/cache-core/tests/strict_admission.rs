@@ -10,10 +10,10 @@ use ferrolite_cache::{
     AdmissionSource, CacheConfig, CacheError, DualCache, LimitCheck, TokioClock, Window,
 };
 
-fn rpm(key: &str, limit: f64, window: Window) -> LimitCheck {
+fn rpm(key: &str, limit: u64, window: Window) -> LimitCheck {
     LimitCheck {
         key: key.to_string(),
-        delta: 1.0,
+        delta: 1,
         limit,
         window,
     }
@@ -54,7 +54,7 @@ async fn a_thousand_attempts_over_four_instances_admit_exactly_the_limit() {
         for _ in 0..4 {
             caches.push(DualCache::connect(config(&url, &prefix)).await.unwrap());
         }
-        let (admitted, buckets) = storm(&caches, rpm("{d1}:rpm", 100.0, window), 1_000).await;
+        let (admitted, buckets) = storm(&caches, rpm("{d1}:rpm", 100, window), 1_000).await;
         if buckets.iter().any(|b| *b != buckets[0]) {
             eprintln!("attempt {attempt} crossed a window boundary; retrying");
             continue;
@@ -73,18 +73,18 @@ async fn an_admission_over_several_limits_increments_all_or_none() {
     let minute = Window::sliding(Duration::from_secs(60)).unwrap();
     let rpm = LimitCheck {
         key: "{d1}:rpm".into(),
-        delta: 1.0,
-        limit: 10.0,
+        delta: 1,
+        limit: 10,
         window: minute,
     };
-    let tpm = |tokens: f64| LimitCheck {
+    let tpm = |tokens: u64| LimitCheck {
         key: "{d1}:tpm".into(),
         delta: tokens,
-        limit: 1_000.0,
+        limit: 1_000,
         window: minute,
     };
 
-    let first = cache.admit(&[rpm.clone(), tpm(900.0)]).await.unwrap();
+    let first = cache.admit(&[rpm.clone(), tpm(900)]).await.unwrap();
     assert!(first.admitted);
     assert_eq!(first.counts.len(), 2);
     assert!(
@@ -93,14 +93,29 @@ async fn an_admission_over_several_limits_increments_all_or_none() {
     );
 
     // The token limit has no room for 200 more: neither counter moves.
-    let denied = cache.admit(&[rpm.clone(), tpm(200.0)]).await.unwrap();
+    let denied = cache.admit(&[rpm.clone(), tpm(200)]).await.unwrap();
     assert!(!denied.admitted);
-    let after = cache.admit(&[rpm.clone(), tpm(100.0)]).await.unwrap();
+    let after = cache.admit(&[rpm.clone(), tpm(100)]).await.unwrap();
     assert!(after.admitted);
     assert!(
         (after.counts[0] - 2.0).abs() < 1e-3,
         "rpm moved on the denied call: {after:?}"
     );
+    // The strict counters are the batched ones selection reads: one key family.
+    let now = cache.window_now_ms();
+    assert_eq!(
+        cache.counter_value(&minute.bucket_key("{d1}:rpm", now)),
+        Some(2.0)
+    );
+    // Giving an admission back (the budget refused the call) frees its room, through Redis.
+    after.undo().unwrap();
+    cache.sync_now().await.unwrap();
+    let reader = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let again = reader.admit(&[rpm.clone(), tpm(100)]).await.unwrap();
+    assert!(again.admitted);
+    assert!((again.counts[0] - 2.0).abs() < 1e-3, "{again:?}");
+    reader.shutdown().await.unwrap();
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -110,7 +125,7 @@ async fn a_zero_limit_blocks_every_request() {
         .await
         .unwrap();
     let admission = cache
-        .admit(&[rpm("k", 0.0, Window::MINUTE_SLIDING)])
+        .admit(&[rpm("k", 0, Window::MINUTE_SLIDING)])
         .await
         .unwrap();
     assert!(!admission.admitted);
@@ -128,33 +143,31 @@ async fn bad_checks_and_wrong_key_types_are_typed_errors() {
             ..
         })
     ));
-    let nan = LimitCheck {
-        delta: f64::NAN,
-        ..rpm("k", 1.0, Window::MINUTE_SLIDING)
+    let huge = LimitCheck {
+        delta: u64::MAX,
+        ..rpm("k", 1, Window::MINUTE_SLIDING)
     };
     assert!(matches!(
-        cache.admit(&[nan]).await,
+        cache.admit(&[huge]).await,
         Err(CacheError::InvalidArgument { field: "delta", .. })
     ));
-    let negative = rpm("k", -1.0, Window::MINUTE_SLIDING);
-    assert!(matches!(
-        cache.admit(&[negative]).await,
-        Err(CacheError::InvalidArgument { field: "limit", .. })
-    ));
 
-    // A string where the script expects a hash of buckets.
+    // Text where the script expects a count: an error naming the key, and nothing written.
+    let now = cache.window_now_ms();
+    let taken = Window::MINUTE_SLIDING.bucket_key("{t}:rpm", now);
     cache
-        .set("taken", "not a hash", Duration::from_secs(60))
+        .set(&taken, "not a number", Duration::from_secs(60))
         .await
         .unwrap();
     let err = cache
-        .admit(&[rpm("taken", 5.0, Window::MINUTE_SLIDING)])
+        .admit(&[rpm("{t}:rpm", 5, Window::MINUTE_SLIDING)])
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, CacheError::Redis { reason, .. } if reason.contains("WRONGTYPE")),
+        matches!(&err, CacheError::Redis { reason, .. } if reason.contains("not an integer") && reason.contains("{t}:rpm")),
         "{err:?}"
     );
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,7 +178,7 @@ async fn without_redis_admission_is_exact_in_process_and_windows_follow_the_cloc
     let cache = DualCache::connect_with_clock(CacheConfig::default(), clock)
         .await
         .unwrap();
-    let fixed = rpm("d1:rpm", 50.0, Window::MINUTE_FIXED);
+    let fixed = rpm("d1:rpm", 50, Window::MINUTE_FIXED);
     let mut handles = Vec::new();
     for _ in 0..500 {
         let cache = cache.clone();
