@@ -341,11 +341,11 @@ impl CounterCell {
         *self.unacked.lock() == 0 && self.load(&self.pending).is_zero()
     }
 
-    /// Whether the counter has expired at `now_ms` and owes Redis nothing (without Redis,
-    /// nothing is ever owed: `pending` is the local value itself).
+    /// Whether the counter has expired (or was never written) at `now_ms` and owes Redis
+    /// nothing (without Redis, nothing is ever owed: `pending` is the local value itself).
     pub(crate) fn is_expired_and_settled(&self, now_ms: u64, remote: bool) -> bool {
         let expires = self.expires_at.load(Ordering::Acquire);
-        expires != 0 && now_ms >= expires && (!remote || self.is_settled())
+        (expires == 0 || now_ms >= expires) && (!remote || self.is_settled())
     }
 }
 

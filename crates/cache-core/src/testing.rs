@@ -160,6 +160,27 @@ impl RedisProcess {
         }
     }
 
+    /// Freezes the server with SIGSTOP: connections stay open, nothing is answered, commands
+    /// queue in the socket until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT); it then executes what queued meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
     /// Starts the server again on the same port (and, when durable, with the same data).
     pub fn restart(&mut self) {
         self.kill();

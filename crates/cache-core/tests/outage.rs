@@ -239,9 +239,16 @@ async fn fail_open_starts_without_redis_and_fail_closed_does_not() {
     );
     let mut open = cache_config(&url, "p:", FailureMode::FailOpen);
     if let Some(redis) = open.redis.as_mut() {
-        redis.initial_connect_wait = Duration::from_millis(200);
+        redis.initial_connect_wait = Duration::from_secs(2);
     }
+    // Regression: a refused connection (nothing listening) waited the whole initial wait.
+    let started = Instant::now();
     let cache = DualCache::connect(open.clone()).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "connect took {:?}",
+        started.elapsed()
+    );
     assert!(cache.stats().redis_down);
     assert_eq!(cache.increment("k", 2, OPTIONS), Ok(2));
     assert_eq!(cache.get("k2").await, Ok(None));
@@ -256,4 +263,91 @@ async fn fail_open_starts_without_redis_and_fail_closed_does_not() {
             ..
         })
     ));
+}
+
+/// Regression (external check of 79b0912): with Redis frozen (SIGSTOP) during a burst, every
+/// fail-closed caller got `Unavailable`, yet Redis applied the timed-out scripts when it resumed
+/// and the window held the full limit. Refused calls must change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_refused_while_redis_was_frozen_consume_nothing() {
+    if !redis_server_installed() {
+        return;
+    }
+    let server = RedisProcess::start(false);
+    let url = server.url();
+    let prefix = unique_prefix("frozen");
+    let cache = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailClosed))
+        .await
+        .unwrap();
+    let check = LimitCheck {
+        key: "{d1}:rpm".into(),
+        delta: 1,
+        limit: 10,
+        window: Window::fixed(Duration::from_secs(3600)).unwrap(),
+    };
+    server.pause();
+    let mut calls = Vec::new();
+    for _ in 0..30 {
+        let (cache, check) = (cache.clone(), check.clone());
+        calls.push(tokio::spawn(async move { cache.admit(&[check]).await }));
+    }
+    for call in calls {
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(CacheError::Unavailable { .. })
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.resume();
+    wait_settled(&cache).await;
+    // The withdrawals went out with the syncs after the recovery.
+    for _ in 0..5 {
+        cache.sync_now().await.unwrap();
+    }
+    let fresh = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailClosed))
+        .await
+        .unwrap();
+    let mut admitted = 0;
+    for _ in 0..15 {
+        admitted += usize::from(
+            fresh
+                .admit(std::slice::from_ref(&check))
+                .await
+                .unwrap()
+                .admitted,
+        );
+    }
+    assert_eq!(
+        admitted, 10,
+        "the refused callers used up part of the window"
+    );
+    fresh.shutdown().await.unwrap();
+    cache.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deadline_set_during_an_outage_reaches_redis_when_it_is_back() {
+    if !redis_server_installed() {
+        return;
+    }
+    let mut server = RedisProcess::start(false);
+    let url = server.url();
+    let cache = DualCache::connect(cache_config(&url, "p:", FailureMode::FailOpen))
+        .await
+        .unwrap();
+    let cooldown = cache.deadline("{d1}:cooldown").unwrap();
+    server.kill();
+    let until = cache.clock().now_ms() + 60_000;
+    let started = Instant::now();
+    assert_eq!(cooldown.extend_to(until).await.unwrap(), until);
+    assert!(started.elapsed() <= COMMAND_TIMEOUT * 2);
+    assert!(
+        cooldown.is_active(until - 1),
+        "held locally during the outage"
+    );
+    server.restart();
+    wait_settled(&cache).await;
+    cache.sync_now().await.unwrap();
+    assert_eq!(global(&url, "p:{d1}:cooldown").await as u64, until);
+    cache.shutdown().await.unwrap();
 }
