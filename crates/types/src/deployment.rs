@@ -208,25 +208,29 @@ impl Deployment {
     }
 
     /// The deployment's id: the explicit `id` if set, otherwise the first 32 hex digits of the
-    /// SHA-256 of the canonical JSON (keys sorted) of every field except `id` and `api_key`.
+    /// SHA-256 of the canonical JSON (keys sorted) of its **identity**: what names the endpoint —
+    /// `model_name`, `model`, `api_base`, `api_version` and `custom_llm_provider`.
     ///
-    /// Deriving it serializes and hashes the deployment: compute it once when a deployment list
-    /// is loaded, not per request. Two deployments that differ only in their API key derive the
-    /// same id; give them explicit ids.
+    /// Limits, weights, prices, timeouts, tags and budgets are settings of the deployment, not
+    /// its identity: raising `rpm` keeps the id, and so the deployment's counters, cooldowns and
+    /// spend. Nothing secret is hashed (rotating the API key keeps the id too); two deployments
+    /// that differ only in their API key or settings derive the same id — give them explicit ids.
+    ///
+    /// Deriving it serializes and hashes: compute it once when a deployment list is loaded, not
+    /// per request.
     pub fn id(&self) -> DeploymentId {
         if let Some(id) = &self.id {
             return DeploymentId(id.clone());
         }
-        let canonical = Deployment {
-            id: None,
-            api_key: None,
-            ..self.clone()
-        };
-        // Serializing through `Value` sorts the keys, whatever order the input listed them in.
-        let json = serde_json::to_value(&canonical)
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        let digest = Sha256::digest(json.as_bytes());
+        // Serializing through `Value` sorts the keys.
+        let identity = serde_json::json!({
+            "model_name": self.model_name,
+            "model": self.model,
+            "api_base": self.api_base,
+            "api_version": self.api_version,
+            "custom_llm_provider": self.custom_llm_provider,
+        });
+        let digest = Sha256::digest(identity.to_string().as_bytes());
         let mut hex = String::with_capacity(32);
         for byte in &digest[..16] {
             hex.push_str(&format!("{byte:02x}"));
@@ -385,12 +389,37 @@ mod tests {
     }
 
     #[test]
-    fn derived_id_changes_with_non_secret_fields() {
+    fn derived_id_changes_with_the_endpoint() {
         let other = Deployment {
             api_base: Some("https://us.example.openai.azure.com".into()),
             ..base()
         };
         assert_ne!(base().id(), other.id());
+        let version = Deployment {
+            api_version: Some("2024-10-21".into()),
+            ..base()
+        };
+        assert_ne!(base().id(), version.id());
+    }
+
+    /// Regression (review of 79b0912): the id hashed every field, so raising a deployment's rpm
+    /// changed its id and silently dropped its counters, cooldowns and spend.
+    #[test]
+    fn derived_id_ignores_limits_weights_prices_timeouts_tags_and_budgets() {
+        let tuned = Deployment {
+            rpm: Some(10_000),
+            tpm: Some(1_000_000),
+            weight: Some(3.0),
+            order: Some(2),
+            input_cost_per_token: Some(1e-6),
+            timeout: Some(30.0),
+            tags: vec!["eu".into()],
+            max_budget: Some(100.0),
+            budget_duration: Some("1d".into()),
+            max_parallel_requests: Some(8),
+            ..base()
+        };
+        assert_eq!(base().id(), tuned.id());
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum TypesError {
         /// What the field accepts.
         reason: &'static str,
     },
+    /// Two deployments of one list share an id (explicit, or derived from the same endpoint).
+    #[error("two deployments share the id `{id}`; give them distinct explicit ids")]
+    DuplicateId {
+        /// The id.
+        id: String,
+    },
     /// The provider could not be derived from the model string.
     #[error(
         "cannot tell the provider of model `{model}`: prefix it with a provider \

@@ -11,6 +11,7 @@
 mod deployment;
 mod error;
 mod error_class;
+mod index;
 mod provider;
 mod secret;
 mod tokens;
@@ -19,6 +20,7 @@ mod usage;
 pub use deployment::{AllowedFailsPolicy, Deployment, DeploymentId};
 pub use error::TypesError;
 pub use error_class::ErrorClass;
+pub use index::{DeploymentIndex, DeploymentIx, LearnedState, PerDeployment};
 pub use provider::Provider;
 pub use secret::Secret;
 pub use tokens::{ApproxTokenCounter, ChatMessage, TiktokenCounter, TokenCounter};
