@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p ferrolite-benches --bench budgets`.
 
 // A benchmark that cannot set up has nothing to measure: failing loudly is right here.
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrolite_budgets::{BudgetConfig, BudgetLedger, BudgetsConfig};
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock};
-use ferrolite_types::Deployment;
+use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx};
 
 const PROVIDERS: [&str; 5] = ["openai", "azure", "anthropic", "bedrock", "vertex_ai"];
 
@@ -49,17 +49,18 @@ fn filter(c: &mut Criterion) {
             ..Deployment::new("g", format!("{}/model-{i}", PROVIDERS[i % PROVIDERS.len()]))
         })
         .collect();
-    let ledger = BudgetLedger::new(cache, &config, &deployments).expect("ledger");
+    let index = DeploymentIndex::of(&deployments).expect("index");
+    let ledger = BudgetLedger::new(cache, &config, &index, &deployments).expect("ledger");
     let tags = vec!["team-a".to_string()];
+    let slots: Vec<DeploymentIx> = index.iter().map(|(ix, _)| ix).collect();
     rt.block_on(async {
-        for d in 0..deployments.len() {
+        for (i, d) in slots.iter().enumerate() {
             ledger
-                .record(d, &tags, 0.01 * d as f64)
+                .record(*d, &tags, 0.01 * i as f64)
                 .await
                 .expect("record");
         }
     });
-    let slots: Vec<usize> = (0..deployments.len()).collect();
     let mut group = c.benchmark_group("budgets");
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("filter_100_deployments_5_providers_tags", |b| {

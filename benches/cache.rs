@@ -6,7 +6,7 @@
 //! benchmark uses `REDIS_URL`, else `redis://127.0.0.1:6379`, and is skipped when neither answers.
 
 // A benchmark that cannot set up has nothing to measure: failing loudly is right here.
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -65,6 +65,23 @@ fn windowed_counter(c: &mut Criterion) {
     group.finish();
 }
 
+/// A watched deadline (a cooldown) as every request reads it: one atomic load, no Redis.
+fn watched_read(c: &mut Criterion) {
+    let rt = runtime();
+    let cache = rt
+        .block_on(DualCache::connect(CacheConfig::default()))
+        .expect("in-memory cache");
+    let cooldown = cache.deadline("{bench}:cooldown").expect("deadline");
+    let now = cache.clock().now_ms();
+    rt.block_on(cooldown.extend_to(now + 60_000))
+        .expect("extend");
+    let mut group = c.benchmark_group("watched");
+    group.bench_function("is_active", |b| {
+        b.iter(|| black_box(cooldown.is_active(black_box(now))))
+    });
+    group.finish();
+}
+
 fn dual_cache_batched(c: &mut Criterion) {
     let rt = runtime();
     let config = CacheConfig {
@@ -106,14 +123,14 @@ fn strict_admission(c: &mut Criterion) {
     };
     let rpm = LimitCheck {
         key: "{bench}:rpm".into(),
-        delta: 1.0,
-        limit: 1e15,
+        delta: 1,
+        limit: 1_000_000_000_000_000,
         window: Window::MINUTE_SLIDING,
     };
     let tpm = LimitCheck {
         key: "{bench}:tpm".into(),
-        delta: 500.0,
-        limit: 1e15,
+        delta: 500,
+        limit: 1_000_000_000_000_000,
         ..rpm.clone()
     };
     let one = [rpm.clone()];
@@ -148,6 +165,7 @@ criterion_group!(
     benches,
     local_counter,
     windowed_counter,
+    watched_read,
     dual_cache_batched,
     strict_admission
 );

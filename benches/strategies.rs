@@ -1,12 +1,14 @@
 //! `Strategy::pick` for every strategy at 2, 10, 100 and 1,000 deployments, with usage state
 //! populated (requests, tokens, calls in flight, latency samples) and every deployment within
-//! its limits, so the whole candidate list is scanned.
+//! its limits, so the whole candidate list is scanned. Each iteration takes the usage view, as
+//! the router does once per request, and picks on it. `admission/batched` admits a call and
+//! drops its permit (the in-process path every request takes after the pick).
 //!
 //! Run: `cargo bench -p ferrolite-benches --bench strategies`. The cache is in memory: in batched
 //! mode a pick never touches Redis, so the numbers are the same with Redis configured.
 
 // A benchmark that cannot set up has nothing to measure: failing loudly is right here.
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock, Window};
 use ferrolite_strategies::{
-    CallOutcome, RouteContext, StrategyConfig, StrategyName, Target, UsageStore, build,
+    AdmissionMode, CallOutcome, Outcome, RouteContext, StrategyConfig, StrategyName, Target,
+    Targets, UsageStore, build,
 };
 use ferrolite_types::{Deployment, Usage};
 
@@ -47,52 +50,103 @@ fn picks(c: &mut Criterion) {
     for name in StrategyName::all() {
         for n in SIZES {
             let deployments = group_of(n);
-            let targets = Target::for_group(&deployments);
+            let targets = Targets::new(&deployments).expect("targets");
             let cache = rt
                 .block_on(DualCache::connect_with_clock(
                     CacheConfig::default(),
                     Arc::new(clock.clone()),
                 ))
                 .expect("cache");
-            let usage = Arc::new(
-                UsageStore::new(cache, "gpt-4o", &targets, Window::MINUTE_SLIDING).expect("usage"),
-            );
+            let usage = UsageStore::new(
+                cache,
+                &targets,
+                Window::MINUTE_SLIDING,
+                AdmissionMode::Batched,
+            )
+            .expect("usage");
             let strategy = build(
                 name,
                 &StrategyConfig {
                     seed: Some(7),
                     ..Default::default()
                 },
-                Arc::clone(&usage),
+                &targets,
+                Arc::new(clock.clone()),
             )
             .expect("strategy");
             let ctx = RouteContext {
                 input_tokens: 300,
                 ..RouteContext::new("gpt-4o")
             };
+            let mut in_flight = Vec::new();
             for (i, target) in targets.iter().enumerate() {
                 for _ in 0..(i % 5) {
-                    usage.count_request(target.slot).expect("count");
-                    strategy.on_start(target, &ctx);
+                    usage.record(target, 1, 0).expect("count");
+                    in_flight.push(rt.block_on(usage.admit(target, 0)).expect("admit"));
                 }
                 let outcome = CallOutcome {
                     latency: Duration::from_millis(200 + (i as u64 * 37) % 900),
                     time_to_first_token: Some(Duration::from_millis(50 + (i as u64 * 13) % 300)),
                     usage: Some(Usage::new(500, 100 + (i as u64 % 50))),
                 };
-                strategy.on_success(target, &ctx, &outcome);
-                strategy.on_start(target, &ctx);
+                strategy.observe(target, &Outcome::Success(&outcome));
+                usage.record(target, 0, 600).expect("tokens");
             }
             let eligible: Vec<&Target> = targets.iter().collect();
             group.bench_with_input(
                 BenchmarkId::new(name.as_str(), n),
                 &eligible,
                 |b, eligible| {
-                    b.iter(|| black_box(strategy.pick(black_box(&ctx), eligible).map(|t| t.slot)))
+                    b.iter(|| {
+                        let view = usage.view();
+                        black_box(
+                            strategy
+                                .pick(black_box(&ctx), eligible, &view)
+                                .map(|t| t.ix),
+                        )
+                    })
                 },
             );
+            drop(in_flight);
         }
     }
+    group.finish();
+    admission(c, &rt, &clock);
+}
+
+/// Admitting a call and dropping its permit, in process (batched mode).
+fn admission(c: &mut Criterion, rt: &tokio::runtime::Runtime, clock: &ManualClock) {
+    // Limits checked on every call, never reached however long criterion runs.
+    let deployments: Vec<Deployment> = group_of(10)
+        .into_iter()
+        .map(|d| Deployment {
+            rpm: Some(1 << 50),
+            tpm: Some(1 << 60),
+            ..d
+        })
+        .collect();
+    let targets = Targets::new(&deployments).expect("targets");
+    let cache = rt
+        .block_on(DualCache::connect_with_clock(
+            CacheConfig::default(),
+            Arc::new(clock.clone()),
+        ))
+        .expect("cache");
+    let usage = UsageStore::new(
+        cache,
+        &targets,
+        Window::MINUTE_SLIDING,
+        AdmissionMode::Batched,
+    )
+    .expect("usage");
+    let target = targets.iter().next().expect("a target");
+    let mut group = c.benchmark_group("admission");
+    group.bench_function("batched_admit_and_release", |b| {
+        b.to_async(rt).iter(|| async {
+            let permit = usage.admit(target, 300).await.expect("admitted");
+            black_box(permit.tokens())
+        })
+    });
     group.finish();
 }
 

@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_cache::{CacheError, CounterOptions, DualCache, FloatCounter, LuaScript, RedisValue};
-use ferrolite_types::Deployment;
+use ferrolite_cache::{
+    CacheError, CounterOptions, DualCache, FloatCounter, LuaScript, ScriptReply,
+};
+use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx, PerDeployment};
 use parking_lot::{Mutex, RwLock};
 
 use crate::{
@@ -22,6 +24,9 @@ struct Window {
     start_ms: u64,
     end_ms: u64,
     spend: FloatCounter,
+    /// Anchored on this instance's clock while Redis was unreachable (fail-open): replaced by
+    /// the window every instance agrees on once Redis is back, its spend moved there.
+    provisional: bool,
 }
 
 struct ScopeState {
@@ -75,6 +80,10 @@ impl ScopeState {
         })
     }
 
+    fn is_provisional(&self) -> bool {
+        self.window.read().as_ref().is_some_and(|w| w.provisional)
+    }
+
     fn current(&self, now_ms: u64) -> Option<Window> {
         self.window
             .read()
@@ -103,18 +112,43 @@ pub struct BudgetCheck {
     tags: Vec<usize>,
 }
 
-/// What an admission reserved, to be settled with the actual cost or released.
-#[derive(Debug, Clone)]
+/// What an admission reserved, to be settled with the actual cost ([`BudgetLedger::settle`])
+/// or released ([`BudgetLedger::release`]). Not `Clone`: it is settled once. One dropped
+/// unsettled (a call dropped by a timeout or a disconnected client) releases itself, so a
+/// reservation never holds budget past its call.
+#[derive(Debug)]
 #[must_use = "a reservation is settled with the actual cost, or released if the call failed"]
 pub struct Reservation {
     amount: f64,
     entries: Vec<(usize, FloatCounter)>,
+    settled: bool,
 }
 
 impl Reservation {
     /// The amount held on each scope.
     pub fn amount(&self) -> f64 {
         self.amount
+    }
+
+    /// Charges `delta` on every scope held, once.
+    fn charge(&mut self, delta: f64) -> Result<(), BudgetError> {
+        self.settled = true;
+        if delta != 0.0 {
+            for (_, spend) in &self.entries {
+                spend.increment(delta)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled && self.amount > 0.0 {
+            if let Err(error) = self.charge(-self.amount) {
+                tracing::warn!(%error, "could not release a dropped budget reservation");
+            }
+        }
     }
 }
 
@@ -149,10 +183,10 @@ pub struct BudgetLedger {
     alignment: WindowAlignment,
     reservation: ReservationPolicy,
     scopes: Vec<ScopeState>,
-    /// Per deployment (by its index in the list given): its scope indices.
-    deployments: Vec<Vec<usize>>,
+    /// Per deployment: its scope indices.
+    deployments: PerDeployment<Vec<usize>>,
     /// Per deployment: input and output price per token, for estimates.
-    prices: Vec<(f64, f64)>,
+    prices: PerDeployment<(f64, f64)>,
     tags: HashMap<String, usize>,
     reserve_script: LuaScript,
     /// Serialises local check-and-reserve (no Redis, or Redis down and fail-open).
@@ -172,12 +206,25 @@ impl std::fmt::Debug for BudgetLedger {
 
 impl BudgetLedger {
     /// The ledger for `config` and the deployments' own budgets (`max_budget` /
-    /// `budget_duration`), in the order the router indexes its deployments.
+    /// `budget_duration`). `deployments` are the snapshot's, in the order of `index` (the
+    /// router's one [`DeploymentIndex`]); spend is keyed by scope, so a ledger built for the
+    /// next snapshot finds the spend where this one left it.
     pub fn new(
         cache: DualCache,
         config: &BudgetsConfig,
+        index: &DeploymentIndex,
         deployments: &[Deployment],
     ) -> Result<Self, BudgetError> {
+        if index.len() != deployments.len() {
+            return Err(BudgetError::InvalidDeployment {
+                deployment: index.len().min(deployments.len()),
+                reason: format!(
+                    "the index holds {} deployments and the list {}",
+                    index.len(),
+                    deployments.len()
+                ),
+            });
+        }
         let mut scopes = Vec::new();
         let mut providers = HashMap::new();
         for (name, budget) in &config.providers {
@@ -189,14 +236,13 @@ impl BudgetLedger {
             tags.insert(name.clone(), scopes.len());
             scopes.push(ScopeState::new(Scope::Tag(name.clone()), budget)?);
         }
-        let mut per_deployment = Vec::with_capacity(deployments.len());
-        let mut prices = Vec::with_capacity(deployments.len());
-        for (index, deployment) in deployments.iter().enumerate() {
+        let per_deployment = index.try_map(|ix, id| {
+            let deployment = &deployments[ix.index()];
             let mut own = Vec::new();
             let provider = deployment
                 .provider()
                 .map_err(|e| BudgetError::InvalidDeployment {
-                    deployment: index,
+                    deployment: ix.index(),
                     reason: e.to_string(),
                 })?;
             if let Some(scope) = providers.get(provider.as_str()) {
@@ -208,17 +254,17 @@ impl BudgetLedger {
                     budget_duration: deployment.budget_duration.clone(),
                 };
                 own.push(scopes.len());
-                scopes.push(ScopeState::new(
-                    Scope::Deployment(deployment.id().to_string()),
-                    &budget,
-                )?);
+                scopes.push(ScopeState::new(Scope::Deployment(id.to_string()), &budget)?);
             }
-            per_deployment.push(own);
-            prices.push((
+            Ok::<_, BudgetError>(own)
+        })?;
+        let prices = index.map(|ix, _| {
+            let deployment = &deployments[ix.index()];
+            (
                 deployment.input_cost_per_token.unwrap_or(0.0),
                 deployment.output_cost_per_token.unwrap_or(0.0),
-            ));
-        }
+            )
+        });
         Ok(BudgetLedger {
             cache,
             alignment: config.alignment,
@@ -240,20 +286,35 @@ impl BudgetLedger {
         self.scopes.is_empty()
     }
 
-    /// The scope's current window, starting one if none is running.
+    /// The scope's current window, starting one if none is running. A window anchored while
+    /// Redis was unreachable is provisional: once Redis is back it is replaced by the window
+    /// every instance agrees on, and its spend moves there (N instances that each started a
+    /// window during an outage converge on one window and one spend, not N).
     async fn window(&self, index: usize) -> Result<Window, BudgetError> {
         let state = &self.scopes[index];
         let now = self.cache.clock().now_ms();
-        if let Some(window) = state.current(now) {
-            return Ok(window);
-        }
+        let current = state.current(now);
+        let provisional = match current {
+            Some(window) if !(window.provisional && self.cache.redis_up()) => return Ok(window),
+            Some(window) => Some(window),
+            None => None,
+        };
         let start = match self.alignment {
             WindowAlignment::Calendar => state.duration.aligned_start(now),
             WindowAlignment::Rolling => {
-                let ttl = Duration::from_millis(state.duration.end_of_window(now) - now);
+                // A provisional window's start is proposed again, so a window that began during
+                // the outage keeps its start when no other instance anchored one.
+                let proposed = provisional.as_ref().map_or(now, |w| w.start_ms);
+                let ttl = Duration::from_millis(
+                    state
+                        .duration
+                        .end_of_window(proposed)
+                        .saturating_sub(now)
+                        .max(1),
+                );
                 let agreed = self
                     .cache
-                    .set_if_absent(&state.anchor_key, &now.to_string(), ttl)
+                    .set_if_absent(&state.anchor_key, &proposed.to_string(), ttl)
                     .await?;
                 agreed.parse::<u64>().map_err(|_| {
                     BudgetError::Cache(CacheError::UnexpectedReply {
@@ -274,7 +335,22 @@ impl BudgetLedger {
             start_ms: start,
             end_ms: end,
             spend,
+            provisional: self.cache.has_redis() && !self.cache.redis_up(),
         };
+        if let Some(old) = provisional {
+            if old.start_ms != window.start_ms {
+                let moved = old.spend.value();
+                if moved != 0.0 {
+                    window.spend.increment(moved)?;
+                    old.spend.increment(-moved)?;
+                }
+                tracing::info!(
+                    scope = %state.scope,
+                    moved,
+                    "budget window started during a Redis outage joined the shared window"
+                );
+            }
+        }
         *state.window.write() = Some(window.clone());
         Ok(window)
     }
@@ -282,14 +358,10 @@ impl BudgetLedger {
     /// The scopes a call on `deployment` with `tags` is charged to, each with its current window.
     async fn windows_of(
         &self,
-        deployment: usize,
+        deployment: DeploymentIx,
         tags: &[String],
     ) -> Result<Vec<(usize, Window)>, BudgetError> {
-        let mut indices: Vec<usize> = self
-            .deployments
-            .get(deployment)
-            .cloned()
-            .unwrap_or_default();
+        let mut indices: Vec<usize> = self.scopes_of(deployment)?.to_vec();
         indices.extend(tags.iter().filter_map(|t| self.tags.get(t).copied()));
         indices.sort_unstable();
         indices.dedup();
@@ -307,8 +379,8 @@ impl BudgetLedger {
         let now = self.cache.clock().now_ms();
         for (index, state) in self.scopes.iter().enumerate() {
             let spend = match state.current_spend(now) {
-                Some(spend) => spend,
-                None => self.window(index).await?.spend.value(),
+                Some(spend) if !self.cache.redis_up() || !state.is_provisional() => spend,
+                _ => self.window(index).await?.spend.value(),
             };
             if spend >= state.limit {
                 exceeded[index] = Some((spend, state.limit));
@@ -321,12 +393,24 @@ impl BudgetLedger {
         Ok(BudgetCheck { exceeded, tags })
     }
 
-    /// Whether `deployment` (its index) is within every budget of `check`.
-    pub fn allows(&self, check: &BudgetCheck, deployment: usize) -> bool {
-        let own = self
-            .deployments
+    /// The scopes of `deployment`; an error for an index of another snapshot.
+    fn scopes_of(&self, deployment: DeploymentIx) -> Result<&[usize], BudgetError> {
+        self.deployments
             .get(deployment)
-            .map_or(&[][..], Vec::as_slice);
+            .map(Vec::as_slice)
+            .ok_or_else(|| BudgetError::InvalidDeployment {
+                deployment: deployment.index(),
+                reason: format!("index {deployment} belongs to another snapshot"),
+            })
+    }
+
+    /// Whether `deployment` is within every budget of `check` (an index of another snapshot
+    /// never is).
+    #[inline]
+    pub fn allows(&self, check: &BudgetCheck, deployment: DeploymentIx) -> bool {
+        let Some(own) = self.deployments.get(deployment) else {
+            return false;
+        };
         own.iter()
             .chain(&check.tags)
             .all(|s| check.exceeded[*s].is_none())
@@ -334,7 +418,7 @@ impl BudgetLedger {
 
     /// The error for a request none of whose `candidates` is within budget: every exceeded scope
     /// that blocks one of them, with its spend and limit.
-    pub fn exceeded_error(&self, check: &BudgetCheck, candidates: &[usize]) -> BudgetError {
+    pub fn exceeded_error(&self, check: &BudgetCheck, candidates: &[DeploymentIx]) -> BudgetError {
         let mut scopes: Vec<usize> = candidates
             .iter()
             .flat_map(|d| {
@@ -364,7 +448,7 @@ impl BudgetLedger {
     }
 
     /// The estimate the reservation policy holds for a call on `deployment`.
-    pub fn estimate(&self, deployment: usize, input_tokens: u64, max_tokens: u64) -> f64 {
+    pub fn estimate(&self, deployment: DeploymentIx, input_tokens: u64, max_tokens: u64) -> f64 {
         match self.reservation {
             ReservationPolicy::None => 0.0,
             ReservationPolicy::Estimate => {
@@ -380,7 +464,7 @@ impl BudgetLedger {
     /// limit), in this process without Redis or while it is down (fail-open).
     pub async fn reserve(
         &self,
-        deployment: usize,
+        deployment: DeploymentIx,
         tags: &[String],
         amount: f64,
     ) -> Result<Reservation, BudgetError> {
@@ -395,6 +479,7 @@ impl BudgetLedger {
             return Ok(Reservation {
                 amount,
                 entries: Vec::new(),
+                settled: false,
             });
         }
         let remote = if self.cache.redis_up() || !self.cache.is_fail_open() {
@@ -418,6 +503,7 @@ impl BudgetLedger {
         Ok(Reservation {
             amount,
             entries: entries.into_iter().map(|(i, w)| (i, w.spend)).collect(),
+            settled: false,
         })
     }
 
@@ -453,7 +539,7 @@ impl BudgetLedger {
             })
         };
         let items = match reply {
-            RedisValue::Array(items) if items.len() == entries.len() + 1 => items,
+            ScriptReply::Array(items) if items.len() == entries.len() + 1 => items,
             other => return Err(unexpected(&other)),
         };
         let admitted = items[0].as_i64() == Some(1);
@@ -507,19 +593,16 @@ impl BudgetLedger {
 
     /// Settles a reservation with the call's actual cost: charges the difference (or refunds
     /// it) on every scope the reservation held, in the window it was made in.
-    pub fn settle(&self, reservation: Reservation, cost: f64) -> Result<(), BudgetError> {
+    pub fn settle(&self, mut reservation: Reservation, cost: f64) -> Result<(), BudgetError> {
         if !cost.is_finite() || cost < 0.0 {
+            // Dropped unsettled: the hold is released.
             return Err(BudgetError::InvalidCost {
                 field: "cost",
                 value: cost,
             });
         }
         let delta = cost - reservation.amount;
-        if delta != 0.0 {
-            for (_, spend) in &reservation.entries {
-                spend.increment(delta)?;
-            }
-        }
+        reservation.charge(delta)?;
         for (index, spend) in &reservation.entries {
             let state = &self.scopes[*index];
             metrics::gauge!(
@@ -540,7 +623,7 @@ impl BudgetLedger {
     /// Charges `cost` for a call that was not reserved (reservation policy `None`).
     pub async fn record(
         &self,
-        deployment: usize,
+        deployment: DeploymentIx,
         tags: &[String],
         cost: f64,
     ) -> Result<(), BudgetError> {
@@ -550,22 +633,32 @@ impl BudgetLedger {
 
     async fn reserve_unchecked(
         &self,
-        deployment: usize,
+        deployment: DeploymentIx,
         tags: &[String],
     ) -> Result<Reservation, BudgetError> {
         let entries = self.windows_of(deployment, tags).await?;
         Ok(Reservation {
             amount: 0.0,
             entries: entries.into_iter().map(|(i, w)| (i, w.spend)).collect(),
+            settled: false,
         })
     }
 
     /// Every scope's spend, limit and window, for operators; also sets the
-    /// `ferrolite_budget_remaining_usd` gauge per scope.
+    /// `ferrolite_budget_remaining_usd` gauge per scope. With Redis it reads the shared spend
+    /// fresh (one sync of the cache), and a spend key holding something that is not a number is
+    /// an error naming the key — never reported as an unspent budget.
     pub async fn status(&self) -> Result<Vec<ScopeStatus>, BudgetError> {
+        let mut windows = Vec::with_capacity(self.scopes.len());
+        for index in 0..self.scopes.len() {
+            windows.push(self.window(index).await?);
+        }
+        if self.cache.redis_up() {
+            self.cache.sync_now().await?;
+        }
         let mut out = Vec::with_capacity(self.scopes.len());
-        for (index, state) in self.scopes.iter().enumerate() {
-            let window = self.window(index).await?;
+        for (state, window) in self.scopes.iter().zip(windows) {
+            window.spend.check_remote()?;
             let spend = window.spend.value();
             let remaining = (state.limit - spend).max(0.0);
             metrics::gauge!(

@@ -1,5 +1,10 @@
 //! Budget scenarios (shared/scenarios.md §4.8), windows on a hand-moved clock, reservations.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 
@@ -8,7 +13,7 @@ use ferrolite_budgets::{
     WindowAlignment,
 };
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock};
-use ferrolite_types::Deployment;
+use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx};
 
 const DAY: u64 = 86_400_000;
 /// 2024-01-31T10:00:00Z
@@ -21,18 +26,34 @@ fn dep(id: &str, model: &str) -> Deployment {
     }
 }
 
+/// A ledger over `deployments`, its clock, and the deployments' indices in order.
 async fn ledger(
     config: BudgetsConfig,
     deployments: &[Deployment],
     start_ms: u64,
-) -> (BudgetLedger, ManualClock) {
+) -> (BudgetLedger, ManualClock, Vec<DeploymentIx>) {
     let clock = ManualClock::new(start_ms);
     let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(clock.clone()))
         .await
         .unwrap();
+    let index = DeploymentIndex::of(deployments).unwrap();
     (
-        BudgetLedger::new(cache, &config, deployments).unwrap(),
+        BudgetLedger::new(cache, &config, &index, deployments).unwrap(),
         clock,
+        index.iter().map(|(ix, _)| ix).collect(),
+    )
+}
+
+fn new_ledger(
+    cache: DualCache,
+    config: &BudgetsConfig,
+    deployments: &[Deployment],
+) -> Result<BudgetLedger, BudgetError> {
+    BudgetLedger::new(
+        cache,
+        config,
+        &DeploymentIndex::of(deployments).unwrap(),
+        deployments,
     )
 }
 
@@ -46,23 +67,26 @@ fn providers(entries: &[(&str, f64, &str)]) -> BudgetsConfig {
     }
 }
 
-async fn allowed(ledger: &BudgetLedger, tags: &[String], n: usize) -> Vec<usize> {
+/// The positions of the deployments the budgets allow.
+async fn allowed(ledger: &BudgetLedger, d: &[DeploymentIx], tags: &[String]) -> Vec<usize> {
     let check = ledger.check(tags).await.unwrap();
-    (0..n).filter(|d| ledger.allows(&check, *d)).collect()
+    (0..d.len())
+        .filter(|i| ledger.allows(&check, d[*i]))
+        .collect()
 }
 
 #[tokio::test]
 async fn s106_an_exhausted_provider_budget_moves_traffic_to_the_other_provider() {
     let deployments = [dep("oa", "openai/gpt-4o"), dep("az", "azure/gpt-4o")];
-    let (ledger, _) = ledger(
+    let (ledger, _, d) = ledger(
         providers(&[("openai", 1e-12, "1d"), ("azure", 100.0, "1d")]),
         &deployments,
         JAN_31_2024,
     )
     .await;
-    assert_eq!(allowed(&ledger, &[], 2).await, vec![0, 1]);
-    ledger.record(0, &[], 0.002).await.unwrap();
-    assert_eq!(allowed(&ledger, &[], 2).await, vec![1]);
+    assert_eq!(allowed(&ledger, &d, &[]).await, vec![0, 1]);
+    ledger.record(d[0], &[], 0.002).await.unwrap();
+    assert_eq!(allowed(&ledger, &d, &[]).await, vec![1]);
 }
 
 #[tokio::test]
@@ -71,16 +95,16 @@ async fn s107_every_candidate_over_budget_is_one_error_listing_the_scopes() {
         dep("a1", "anthropic/claude-3-5-sonnet"),
         dep("a2", "anthropic/claude-3-haiku"),
     ];
-    let (ledger, _) = ledger(
+    let (ledger, _, d) = ledger(
         providers(&[("anthropic", 1e-12, "1d")]),
         &deployments,
         JAN_31_2024,
     )
     .await;
-    ledger.record(1, &[], 0.01).await.unwrap();
+    ledger.record(d[1], &[], 0.01).await.unwrap();
     let check = ledger.check(&[]).await.unwrap();
-    assert!(!ledger.allows(&check, 0) && !ledger.allows(&check, 1));
-    let err = ledger.exceeded_error(&check, &[0, 1]);
+    assert!(!ledger.allows(&check, d[0]) && !ledger.allows(&check, d[1]));
+    let err = ledger.exceeded_error(&check, &[d[0], d[1]]);
     let text = err.to_string();
     assert!(text.starts_with("No deployments available - crossed budget: Exceeded budget for provider anthropic: 0.01 >= 0.000000000001"), "{text}");
     let BudgetError::Exceeded { exceeded } = err else {
@@ -103,14 +127,14 @@ async fn s113_a_deployment_budget_blocks_that_deployment_only() {
         },
         dep("free", "openai/gpt-4o-mini"),
     ];
-    let (ledger, _) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
-    ledger.record(0, &[], 0.5).await.unwrap();
+    let (ledger, _, d) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
+    ledger.record(d[0], &[], 0.5).await.unwrap();
     let check = ledger.check(&[]).await.unwrap();
-    assert!(!ledger.allows(&check, 0));
-    assert!(ledger.allows(&check, 1));
+    assert!(!ledger.allows(&check, d[0]));
+    assert!(ledger.allows(&check, d[1]));
     assert!(
         ledger
-            .exceeded_error(&check, &[0])
+            .exceeded_error(&check, &[d[0]])
             .to_string()
             .contains("Exceeded budget for deployment tiny: 0.5 >= ")
     );
@@ -122,12 +146,12 @@ async fn tag_budgets_apply_to_requests_carrying_the_tag() {
         tags: [("team-a".to_string(), BudgetConfig::new(1.0, "1d"))].into(),
         ..BudgetsConfig::default()
     };
-    let (ledger, _) = ledger(config, &[dep("d", "openai/gpt-4o")], JAN_31_2024).await;
+    let (ledger, _, d) = ledger(config, &[dep("d", "openai/gpt-4o")], JAN_31_2024).await;
     let team_a = vec!["team-a".to_string()];
-    ledger.record(0, &team_a, 1.0).await.unwrap();
-    assert_eq!(allowed(&ledger, &team_a, 1).await, Vec::<usize>::new());
-    assert_eq!(allowed(&ledger, &["team-b".to_string()], 1).await, vec![0]);
-    assert_eq!(allowed(&ledger, &[], 1).await, vec![0]);
+    ledger.record(d[0], &team_a, 1.0).await.unwrap();
+    assert_eq!(allowed(&ledger, &d, &team_a).await, Vec::<usize>::new());
+    assert_eq!(allowed(&ledger, &d, &["team-b".to_string()]).await, vec![0]);
+    assert_eq!(allowed(&ledger, &d, &[]).await, vec![0]);
 }
 
 #[tokio::test]
@@ -146,19 +170,19 @@ async fn a_budget_without_a_limit_or_window_is_a_config_error() {
         ..BudgetsConfig::default()
     };
     assert_eq!(
-        BudgetLedger::new(cache.clone(), &no_limit, &deployments).unwrap_err(),
+        new_ledger(cache.clone(), &no_limit, &deployments).unwrap_err(),
         BudgetError::MissingLimit {
             scope: Scope::Provider("openai".into())
         }
     );
     let no_window = providers(&[("openai", 5.0, "")]);
     assert!(matches!(
-        BudgetLedger::new(cache.clone(), &no_window, &deployments),
+        new_ledger(cache.clone(), &no_window, &deployments),
         Err(BudgetError::InvalidDuration { .. })
     ));
     let negative = providers(&[("openai", -1.0, "1d")]);
     assert!(matches!(
-        BudgetLedger::new(cache.clone(), &negative, &deployments),
+        new_ledger(cache.clone(), &negative, &deployments),
         Err(BudgetError::InvalidLimit { .. })
     ));
     let half = [Deployment {
@@ -166,7 +190,7 @@ async fn a_budget_without_a_limit_or_window_is_a_config_error() {
         ..dep("d", "openai/gpt-4o")
     }];
     assert!(matches!(
-        BudgetLedger::new(cache, &BudgetsConfig::default(), &half),
+        new_ledger(cache, &BudgetsConfig::default(), &half),
         Err(BudgetError::MissingDuration {
             scope: Scope::Deployment(_)
         })
@@ -185,13 +209,13 @@ fn litellm_spellings_of_a_budget_parse() {
 
 #[tokio::test]
 async fn a_rolling_window_starts_at_first_use_and_the_next_one_at_the_next_use() {
-    let (ledger, clock) = ledger(
+    let (ledger, clock, d) = ledger(
         providers(&[("openai", 10.0, "1d")]),
         &[dep("d", "openai/gpt-4o")],
         JAN_31_2024,
     )
     .await;
-    ledger.record(0, &[], 4.0).await.unwrap();
+    ledger.record(d[0], &[], 4.0).await.unwrap();
     let status = ledger.status().await.unwrap();
     assert_eq!(
         (
@@ -202,11 +226,11 @@ async fn a_rolling_window_starts_at_first_use_and_the_next_one_at_the_next_use()
         (4.0, Some(JAN_31_2024), Some(JAN_31_2024 + DAY))
     );
     clock.advance_ms(DAY - 1);
-    ledger.record(0, &[], 1.0).await.unwrap();
+    ledger.record(d[0], &[], 1.0).await.unwrap();
     assert_eq!(ledger.status().await.unwrap()[0].spend, 5.0);
     // Three days of silence, then a call: its window starts then (LiteLLM's rolling windows).
     clock.advance_ms(3 * DAY);
-    ledger.record(0, &[], 2.0).await.unwrap();
+    ledger.record(d[0], &[], 2.0).await.unwrap();
     let status = ledger.status().await.unwrap();
     assert_eq!(
         (status[0].spend, status[0].window_start_ms),
@@ -221,14 +245,14 @@ async fn a_monthly_window_from_january_31_of_a_leap_year_ends_on_february_29() {
         budget_duration: Some("1mo".into()),
         ..dep("d", "openai/gpt-4o")
     }];
-    let (ledger, clock) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
-    ledger.record(0, &[], 7.0).await.unwrap();
+    let (ledger, clock, d) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
+    ledger.record(d[0], &[], 7.0).await.unwrap();
     let feb_29 = JAN_31_2024 + 29 * DAY;
     assert_eq!(ledger.status().await.unwrap()[0].resets_at_ms, Some(feb_29));
     clock.set_ms(feb_29 - 1);
     assert_eq!(ledger.status().await.unwrap()[0].spend, 7.0);
     clock.set_ms(feb_29);
-    ledger.record(0, &[], 1.0).await.unwrap();
+    ledger.record(d[0], &[], 1.0).await.unwrap();
     let status = ledger.status().await.unwrap();
     assert_eq!(
         (status[0].spend, status[0].window_start_ms),
@@ -245,9 +269,9 @@ async fn calendar_windows_reset_at_utc_midnight_and_on_the_first_of_the_month() 
         ..providers(&[("openai", 10.0, "1d"), ("azure", 10.0, "1mo")])
     };
     let deployments = [dep("o", "openai/gpt-4o"), dep("a", "azure/gpt-4o")];
-    let (ledger, clock) = ledger(config, &deployments, JAN_31_2024).await;
-    ledger.record(0, &[], 3.0).await.unwrap();
-    ledger.record(1, &[], 3.0).await.unwrap();
+    let (ledger, clock, d) = ledger(config, &deployments, JAN_31_2024).await;
+    ledger.record(d[0], &[], 3.0).await.unwrap();
+    ledger.record(d[1], &[], 3.0).await.unwrap();
     let midnight = JAN_31_2024 - 10 * 3_600_000 + DAY; // 2024-02-01T00:00Z
     let status = ledger.status().await.unwrap();
     let openai = status
@@ -278,14 +302,14 @@ async fn reservations_hold_an_estimate_and_settle_to_the_actual_cost() {
         budget_duration: Some("1d".into()),
         ..dep("d", "openai/gpt-4o")
     }];
-    let (ledger, _) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
-    let estimate = ledger.estimate(0, 100, 200); // 0.1 + 0.4
+    let (ledger, _, d) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
+    let estimate = ledger.estimate(d[0], 100, 200); // 0.1 + 0.4
     assert!((estimate - 0.5).abs() < 1e-12);
-    let first = ledger.reserve(0, &[], estimate).await.unwrap();
-    let second = ledger.reserve(0, &[], estimate).await.unwrap();
+    let first = ledger.reserve(d[0], &[], estimate).await.unwrap();
+    let second = ledger.reserve(d[0], &[], estimate).await.unwrap();
     // Both estimates are held: a third does not fit.
     assert!(matches!(
-        ledger.reserve(0, &[], estimate).await,
+        ledger.reserve(d[0], &[], estimate).await,
         Err(BudgetError::Exceeded { .. })
     ));
     ledger.settle(first, 0.2).unwrap(); // refunds 0.3
@@ -293,7 +317,7 @@ async fn reservations_hold_an_estimate_and_settle_to_the_actual_cost() {
     let spend = ledger.status().await.unwrap()[0].spend;
     assert!((spend - 0.2).abs() < 1e-9, "{spend}");
     assert!(matches!(
-        ledger.settle(ledger.reserve(0, &[], 0.0).await.unwrap(), f64::NAN),
+        ledger.settle(ledger.reserve(d[0], &[], 0.0).await.unwrap(), f64::NAN),
         Err(BudgetError::InvalidCost { .. })
     ));
 }
@@ -308,24 +332,31 @@ async fn without_reservations_admission_holds_nothing() {
         input_cost_per_token: Some(1.0),
         ..dep("d", "openai/gpt-4o")
     }];
-    let (ledger, _) = ledger(config, &deployments, JAN_31_2024).await;
-    assert_eq!(ledger.estimate(0, 1_000, 1_000), 0.0);
+    let (ledger, _, d) = ledger(config, &deployments, JAN_31_2024).await;
+    assert_eq!(ledger.estimate(d[0], 1_000, 1_000), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reservations_in_one_process_never_pass_the_limit() {
-    let (ledger, _) = ledger(
+    let (ledger, _, d) = ledger(
         providers(&[("openai", 10.0, "1d")]),
         &[dep("d", "openai/gpt-4o")],
         JAN_31_2024,
     )
     .await;
     let ledger = Arc::new(ledger);
+    let d = d[0];
     let mut handles = Vec::new();
     for _ in 0..500 {
         let ledger = Arc::clone(&ledger);
         handles.push(tokio::spawn(async move {
-            ledger.reserve(0, &[], 0.3).await.is_ok()
+            match ledger.reserve(d, &[], 0.3).await {
+                Ok(reservation) => {
+                    ledger.settle(reservation, 0.3).unwrap();
+                    true
+                }
+                Err(_) => false,
+            }
         }));
     }
     let mut admitted = 0;
@@ -334,4 +365,30 @@ async fn concurrent_reservations_in_one_process_never_pass_the_limit() {
     }
     assert_eq!(admitted, 33); // floor(10 / 0.3)
     assert!(ledger.status().await.unwrap()[0].spend <= 10.0);
+}
+
+/// Regression (review of 79b0912): `Reservation` was `Clone` (it could be settled twice) and a
+/// dropped one held its amount until the window ended.
+#[tokio::test]
+async fn a_reservation_dropped_unsettled_releases_its_hold() {
+    let (ledger, _, d) = ledger(
+        providers(&[("openai", 1.0, "1d")]),
+        &[dep("d", "openai/gpt-4o")],
+        JAN_31_2024,
+    )
+    .await;
+    let d = d[0];
+    let call = async {
+        let _held = ledger.reserve(d, &[], 0.8).await.unwrap();
+        std::future::pending::<()>().await; // the call is dropped by a timeout
+    };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(10), call)
+            .await
+            .is_err()
+    );
+    assert_eq!(ledger.status().await.unwrap()[0].spend, 0.0);
+    let again = ledger.reserve(d, &[], 0.8).await.unwrap();
+    ledger.settle(again, 0.5).unwrap();
+    assert_eq!(ledger.status().await.unwrap()[0].spend, 0.5);
 }

@@ -1,6 +1,11 @@
 //! Properties of the ledger: recorded spend is the sum of settled costs, and spend recorded
 //! around window rollovers is never lost.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,14 +44,17 @@ proptest! {
                 alignment: if rolling { ferrolite_budgets::WindowAlignment::Rolling } else { ferrolite_budgets::WindowAlignment::Calendar },
                 ..BudgetsConfig::default()
             };
-            let ledger = BudgetLedger::new(cache, &config, &[Deployment::new("g", "openai/gpt-4o")]).unwrap();
+            let deployments = [Deployment::new("g", "openai/gpt-4o")];
+            let index = ferrolite_types::DeploymentIndex::of(&deployments).unwrap();
+            let d0 = index.iter().next().unwrap().0;
+            let ledger = BudgetLedger::new(cache, &config, &index, &deployments).unwrap();
             // The model: settled cost per window start.
             let mut model: BTreeMap<u64, f64> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Wait(ms) => clock.advance_ms(ms),
                     Op::Call { reserve, cost } => {
-                        let reservation = ledger.reserve(0, &[], f64::from(reserve) / 100.0).await.unwrap();
+                        let reservation = ledger.reserve(d0, &[], f64::from(reserve) / 100.0).await.unwrap();
                         // The window the reservation was made in is the one its cost belongs to.
                         let window = ledger.status().await.unwrap()[0].window_start_ms.unwrap();
                         if let Some(cost) = cost {

@@ -1,5 +1,10 @@
 //! Budgets shared through Redis: convergence, exact reservations across instances, outages.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +12,7 @@ use std::time::{Duration, Instant};
 use ferrolite_budgets::{BudgetConfig, BudgetError, BudgetLedger, BudgetsConfig};
 use ferrolite_cache::testing::{RedisProcess, config, redis_required, redis_url, unique_prefix};
 use ferrolite_cache::{CacheConfig, DualCache, RedisConfig};
-use ferrolite_types::Deployment;
+use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx};
 
 fn budgets(limit: f64) -> BudgetsConfig {
     BudgetsConfig {
@@ -23,11 +28,19 @@ fn deployments() -> Vec<Deployment> {
     }]
 }
 
-async fn instance(cache_config: CacheConfig, limit: f64) -> (Arc<BudgetLedger>, DualCache) {
+/// One router instance's ledger, its cache, and the index of the deployment in its snapshot.
+async fn instance(
+    cache_config: CacheConfig,
+    limit: f64,
+) -> (Arc<BudgetLedger>, DualCache, DeploymentIx) {
     let cache = DualCache::connect(cache_config).await.unwrap();
+    let deployments = deployments();
+    let index = DeploymentIndex::of(&deployments).unwrap();
+    let d = index.iter().next().unwrap().0;
     (
-        Arc::new(BudgetLedger::new(cache.clone(), &budgets(limit), &deployments()).unwrap()),
+        Arc::new(BudgetLedger::new(cache.clone(), &budgets(limit), &index, &deployments).unwrap()),
         cache,
+        d,
     )
 }
 
@@ -39,10 +52,10 @@ async fn spend(ledger: &BudgetLedger) -> f64 {
 async fn two_instances_converge_on_the_same_spend_within_one_sync() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("budget-converge");
-    let (a, cache_a) = instance(config(&url, &prefix), 100.0).await;
-    let (b, cache_b) = instance(config(&url, &prefix), 100.0).await;
-    a.record(0, &[], 1.25).await.unwrap();
-    b.record(0, &[], 2.5).await.unwrap();
+    let (a, cache_a, da) = instance(config(&url, &prefix), 100.0).await;
+    let (b, cache_b, db) = instance(config(&url, &prefix), 100.0).await;
+    a.record(da, &[], 1.25).await.unwrap();
+    b.record(db, &[], 2.5).await.unwrap();
     // Both windows agreed on one start.
     assert_eq!(
         a.status().await.unwrap()[0].window_start_ms,
@@ -54,7 +67,7 @@ async fn two_instances_converge_on_the_same_spend_within_one_sync() {
     assert!((spend(&a).await - 3.75).abs() < 1e-9);
     assert!((spend(&b).await - 3.75).abs() < 1e-9);
     // A new instance sees the current window and its spend.
-    let (c, _) = instance(config(&url, &prefix), 100.0).await;
+    let (c, _, _) = instance(config(&url, &prefix), 100.0).await;
     let status = c.status().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await; // one read-back of the new counter
     assert_eq!(
@@ -68,13 +81,17 @@ async fn two_instances_converge_on_the_same_spend_within_one_sync() {
 async fn five_hundred_concurrent_reservations_over_two_instances_never_pass_the_limit() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("budget-storm");
-    let (a, _ca) = instance(config(&url, &prefix), 10.0).await;
-    let (b, _cb) = instance(config(&url, &prefix), 10.0).await;
+    let (a, _ca, da) = instance(config(&url, &prefix), 10.0).await;
+    let (b, _cb, db) = instance(config(&url, &prefix), 10.0).await;
     let mut handles = Vec::new();
     for i in 0..500 {
-        let ledger = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let (ledger, d) = if i % 2 == 0 {
+            (Arc::clone(&a), da)
+        } else {
+            (Arc::clone(&b), db)
+        };
         handles.push(tokio::spawn(async move {
-            match ledger.reserve(0, &[], 0.3).await {
+            match ledger.reserve(d, &[], 0.3).await {
                 Ok(reservation) => {
                     // The call cost a little less than reserved.
                     ledger.settle(reservation, 0.25).unwrap();
@@ -131,7 +148,7 @@ async fn redis_killed_and_restarted_mid_run_loses_no_spend() {
         sync_interval: Duration::from_millis(20),
         ..CacheConfig::default()
     };
-    let (ledger, cache) = instance(cache_config.clone(), 1_000.0).await;
+    let (ledger, cache, d) = instance(cache_config.clone(), 1_000.0).await;
     let mut expected = 0.0;
     for i in 0..60 {
         if i == 20 {
@@ -140,7 +157,7 @@ async fn redis_killed_and_restarted_mid_run_loses_no_spend() {
         if i == 40 {
             server.restart();
         }
-        let reservation = ledger.reserve(0, &[], 0.5).await.unwrap();
+        let reservation = ledger.reserve(d, &[], 0.5).await.unwrap();
         ledger.settle(reservation, 0.125).unwrap();
         expected += 0.125;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -155,7 +172,7 @@ async fn redis_killed_and_restarted_mid_run_loses_no_spend() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A fresh instance reads the spend from Redis.
-    let (fresh, fresh_cache) = instance(cache_config, 1_000.0).await;
+    let (fresh, fresh_cache, _) = instance(cache_config, 1_000.0).await;
     fresh.status().await.unwrap();
     fresh_cache.sync_now().await.unwrap();
     let seen = spend(&fresh).await;
@@ -163,4 +180,87 @@ async fn redis_killed_and_restarted_mid_run_loses_no_spend() {
         (seen - expected).abs() < 1e-9,
         "Redis holds {seen}, expected {expected}"
     );
+}
+
+/// Regression (external check of 79b0912): `status()` reported spend 0.0 for a spend key
+/// holding garbage, i.e. an unspent budget.
+#[tokio::test]
+async fn a_spend_key_holding_garbage_is_an_error_naming_the_key() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("budget-garbage");
+    let (ledger, cache, d) = instance(config(&url, &prefix), 100.0).await;
+    ledger.record(d, &[], 1.0).await.unwrap();
+    cache.sync_now().await.unwrap();
+    let start = ledger.status().await.unwrap()[0].window_start_ms.unwrap();
+    let key = format!("{{budgets}}provider_spend:openai:1d:{start}");
+    cache
+        .set(&key, "not a number", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let err = ledger.status().await.unwrap_err();
+    assert!(err.to_string().contains(&key), "{err}");
+    cache.shutdown().await.unwrap();
+}
+
+/// Regression (review of 79b0912): a rolling window started while Redis was down anchored on
+/// each instance's clock, and after recovery each instance kept its own window and spend for the
+/// whole window: N instances allowed N times the budget. They must converge on one window and
+/// one spend.
+#[tokio::test]
+async fn windows_started_during_an_outage_converge_on_one_window_and_one_spend() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !redis_required(),
+            "FERROLITE_REQUIRE_REDIS=1 but redis-server is not installed"
+        );
+        return;
+    }
+    let mut server = RedisProcess::start(false);
+    let prefix = unique_prefix("budget-provisional");
+    let cache_config = CacheConfig {
+        redis: Some(RedisConfig {
+            command_timeout: Duration::from_millis(200),
+            ..RedisConfig::new(server.url()).with_prefix(&prefix)
+        }),
+        sync_interval: Duration::from_millis(20),
+        ..CacheConfig::default()
+    };
+    let (a, cache_a, da) = instance(cache_config.clone(), 10.0).await;
+    let (b, cache_b, db) = instance(cache_config.clone(), 10.0).await;
+    server.kill();
+    // Both instances start their window during the outage, at different moments.
+    a.record(da, &[], 4.0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    b.record(db, &[], 4.0).await.unwrap();
+    server.restart();
+    for cache in [&cache_a, &cache_b] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cache.stats().redis_down {
+            assert!(Instant::now() < deadline, "Redis never came back");
+            cache.sync_now().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The next use of each ledger joins the shared window.
+    a.check(&[]).await.unwrap();
+    b.check(&[]).await.unwrap();
+    for _ in 0..3 {
+        cache_a.sync_now().await.unwrap();
+        cache_b.sync_now().await.unwrap();
+    }
+    let (sa, sb) = (a.status().await.unwrap(), b.status().await.unwrap());
+    assert_eq!(sa[0].window_start_ms, sb[0].window_start_ms, "one window");
+    assert!((sa[0].spend - 8.0).abs() < 1e-9, "a sees {}", sa[0].spend);
+    assert!((sb[0].spend - 8.0).abs() < 1e-9, "b sees {}", sb[0].spend);
+    // 8 of 10 spent: a reservation of 3 is refused on either instance.
+    assert!(matches!(
+        a.reserve(da, &[], 3.0).await,
+        Err(BudgetError::Exceeded { .. })
+    ));
+    cache_a.shutdown().await.unwrap();
+    cache_b.shutdown().await.unwrap();
 }

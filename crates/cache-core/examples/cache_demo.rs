@@ -4,6 +4,7 @@
 //! state through Redis, and run it twice at once to watch two instances split one limit.
 //!
 //! `cargo run -p ferrolite-cache --example cache_demo`
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 

@@ -5,7 +5,12 @@
 //! `redis://127.0.0.1:6379` if something answers there. A test that needs Redis and finds none
 //! is skipped with a message, unless `FERROLITE_REQUIRE_REDIS=1` (set by `cargo xtask ci`),
 //! where it fails.
-#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    clippy::panic,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

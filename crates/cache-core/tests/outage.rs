@@ -3,7 +3,12 @@
 //! Each test runs its own `redis-server` (durable: `appendfsync always`, so a `kill -9` loses
 //! nothing Redis acknowledged) and kills and restarts it on the same port.
 // Tests may unwrap and panic: a failure is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

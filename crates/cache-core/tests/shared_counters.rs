@@ -1,6 +1,11 @@
 //! Counters shared through Redis: convergence, exactly-once flushes, expiry, typed errors.
 // Tests may unwrap and panic: a failure is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

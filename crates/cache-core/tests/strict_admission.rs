@@ -1,6 +1,11 @@
 //! Strict admission: exact limits across instances, all-or-nothing over several limits.
 // Tests may unwrap and panic: a failure is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

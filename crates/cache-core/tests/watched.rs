@@ -1,6 +1,11 @@
 //! Watched deadlines (cooldowns) and cached reads: shared state read without a round trip.
 // Tests may unwrap and panic: a failure is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,9 +4,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrolite_cache::Clock;
+
 use crate::{
-    AdmissionMode, LatencyBased, LowestScore, P2cEwma, Rng, SimpleShuffle, Strategy, StrategyError,
-    UsageBased, UsageStore,
+    LatencyBased, LowestScore, P2cEwma, Rng, SimpleShuffle, Strategy, StrategyError, Targets,
 };
 
 /// A routing strategy, by LiteLLM's names plus `p2c-ewma`.
@@ -146,32 +147,36 @@ pub struct StrategyConfig {
     pub args: RoutingStrategyArgs,
     /// Seed of the strategy's random choices; `None` seeds from the process' entropy.
     pub seed: Option<u64>,
-    /// How usage-based-routing-v2 admits calls.
-    pub admission: AdmissionMode,
 }
 
-/// Builds the strategy `name` over `usage`.
+/// Builds the strategy `name` for the deployments of `targets`; `clock` dates the samples of
+/// the strategies that learn (the cache's clock, so tests can run on paused time).
 pub fn build(
     name: StrategyName,
     config: &StrategyConfig,
-    usage: Arc<UsageStore>,
+    targets: &Targets,
+    clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Strategy>, StrategyError> {
     let args = config.args.validate()?;
     let rng = config.seed.map_or_else(Rng::from_entropy, Rng::seeded);
     Ok(match name {
-        StrategyName::SimpleShuffle => Arc::new(SimpleShuffle::new(usage, rng)),
-        StrategyName::LeastBusy => Arc::new(LowestScore::least_busy(usage, rng)),
-        StrategyName::UsageBased => Arc::new(UsageBased::v1(usage, rng)),
-        StrategyName::UsageBasedV2 => Arc::new(UsageBased::v2(usage, rng, config.admission)),
+        StrategyName::SimpleShuffle => Arc::new(SimpleShuffle::new(rng)),
+        StrategyName::LeastBusy => Arc::new(LowestScore::least_busy(rng)),
+        StrategyName::UsageBased | StrategyName::UsageBasedV2 => {
+            Arc::new(LowestScore::lowest_tokens(rng, name))
+        }
         StrategyName::LatencyBased => Arc::new(LatencyBased::new(
-            usage,
+            targets,
             rng,
+            clock,
             args.ttl,
             args.lowest_latency_buffer,
             args.max_latency_list_size,
         )),
-        StrategyName::CostBased => Arc::new(LowestScore::cost_based(usage, rng)),
-        StrategyName::P2cEwma => Arc::new(P2cEwma::new(usage, rng, crate::p2c::DEFAULT_DECAY)),
+        StrategyName::CostBased => Arc::new(LowestScore::cost_based(rng)),
+        StrategyName::P2cEwma => {
+            Arc::new(P2cEwma::new(targets, rng, clock, crate::p2c::DEFAULT_DECAY))
+        }
     })
 }
 

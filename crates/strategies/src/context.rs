@@ -11,8 +11,12 @@ use crate::StrategyError;
 pub struct RouteContext<'a> {
     /// The model group asked for.
     pub model_group: &'a str,
-    /// Estimated input tokens (checked against tpm limits before the call).
+    /// Estimated input tokens.
     pub input_tokens: u64,
+    /// The request's `max_tokens`, when given: with the input, what a call may add to a
+    /// deployment's tokens in the window (checked against tpm at the pick and held at admission,
+    /// then settled to the actual count), and what a budget reservation estimates.
+    pub max_tokens: Option<u64>,
     /// Whether the response is streamed (latency routing then ranks by time to first token).
     pub stream: bool,
     /// The request's tags.
@@ -29,6 +33,13 @@ impl<'a> RouteContext<'a> {
             model_group,
             ..RouteContext::default()
         }
+    }
+
+    /// The tokens a call may add: input + `max_tokens` (0 when not given).
+    #[inline]
+    pub fn estimated_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.max_tokens.unwrap_or(0))
     }
 
     /// Checks the request-scoped weights: each must be finite and `>= 0`.

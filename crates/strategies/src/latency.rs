@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferrolite_types::ErrorClass;
+use ferrolite_cache::Clock;
+use ferrolite_types::{ErrorClass, LearnedState, PerDeployment};
 use parking_lot::Mutex;
 
 use crate::pick::{fits, lowest, uniform};
-use crate::strategy::record_end;
 use crate::{
-    CallOutcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
+    Outcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
 };
 
 /// LiteLLM's penalty sample for a timed-out call: 1000 s.
@@ -71,40 +71,51 @@ struct Slot {
     ttft: Samples,
 }
 
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            latency: Samples::new(),
+            ttft: Samples::new(),
+        }
+    }
+}
+
 /// Lowest mean latency over the last `max_latency_list_size` samples younger than `ttl`:
 /// seconds per output token for completions that report usage (raw seconds otherwise), time to
 /// first token for streaming requests when known; a timeout records a 1000 s penalty.
 /// Deployments without samples count as 0 and are tried first; the pick is random among the
 /// deployments within `lowest_latency_buffer` of the lowest. Deployments at a limit are skipped.
+/// Time to first token is sampled for streamed calls (those that report one).
+///
+/// Samples are kept per deployment id ([`LearnedState`]): a new snapshot keeps what was learned
+/// of unchanged deployments.
 #[derive(Debug)]
 pub struct LatencyBased {
-    usage: Arc<UsageStore>,
     rng: Rng,
-    slots: Vec<Slot>,
+    clock: Arc<dyn Clock>,
+    learned: Arc<LearnedState<Slot>>,
+    slots: PerDeployment<Arc<Slot>>,
     ttl_ms: u64,
     buffer: f64,
     size: usize,
 }
 
 impl LatencyBased {
-    /// A latency-based strategy over `usage` with LiteLLM's `routing_strategy_args`.
+    /// A latency-based strategy for `targets` with LiteLLM's `routing_strategy_args`.
     pub fn new(
-        usage: Arc<UsageStore>,
+        targets: &Targets,
         rng: Rng,
+        clock: Arc<dyn Clock>,
         ttl: Duration,
         buffer: f64,
         max_samples: usize,
     ) -> Self {
-        let slots = (0..usage.len())
-            .map(|_| Slot {
-                latency: Samples::new(),
-                ttft: Samples::new(),
-            })
-            .collect();
+        let learned = Arc::new(LearnedState::new());
         LatencyBased {
-            usage,
+            slots: learned.bind(targets.index(), Slot::new),
+            learned,
             rng,
-            slots,
+            clock,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             buffer,
             size: max_samples,
@@ -112,7 +123,7 @@ impl LatencyBased {
     }
 
     fn score(&self, target: &Target, stream: bool, now_ms: u64) -> f64 {
-        let Some(slot) = self.slots.get(target.slot) else {
+        let Some(slot) = self.slots.get(target.ix) else {
             return 0.0;
         };
         let ttft = if stream {
@@ -123,10 +134,6 @@ impl LatencyBased {
         ttft.or_else(|| slot.latency.mean(now_ms, self.ttl_ms))
             .unwrap_or(0.0)
     }
-
-    fn now_ms(&self) -> u64 {
-        self.usage.cache().clock().now_ms()
-    }
 }
 
 impl Strategy for LatencyBased {
@@ -134,20 +141,16 @@ impl Strategy for LatencyBased {
         StrategyName::LatencyBased
     }
 
-    fn usage(&self) -> &UsageStore {
-        &self.usage
-    }
-
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
         eligible: &[&'t Target],
+        view: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError> {
-        let view = self.usage.view()?;
-        let now = view.now_ms();
-        let keep = fits(&view, ctx.input_tokens);
+        let now = self.clock.now_ms();
+        let keep = fits(view, ctx.estimated_tokens());
         let score = |t: &Target| self.score(t, ctx.stream, now);
-        let no_capacity = || StrategyError::no_capacity(ctx, eligible, &view);
+        let no_capacity = || StrategyError::no_capacity(ctx, eligible, view);
         if self.buffer == 0.0 {
             // Without a buffer the candidates are the ties at the lowest: one pass.
             return lowest(eligible, &self.rng, &keep, score).ok_or_else(no_capacity);
@@ -164,32 +167,41 @@ impl Strategy for LatencyBased {
         uniform(eligible, &self.rng, |t| keep(t) && score(t) <= ceiling).ok_or_else(no_capacity)
     }
 
-    fn on_success(&self, target: &Target, ctx: &RouteContext<'_>, outcome: &CallOutcome) {
-        if let Some(slot) = self.slots.get(target.slot) {
-            let now = self.now_ms();
-            let seconds = outcome.latency.as_secs_f64();
-            let sample = match outcome.usage {
-                Some(u) if u.completion_tokens > 0 => seconds / u.completion_tokens as f64,
-                _ => seconds,
-            };
-            slot.latency.record(sample, now, self.size, self.ttl_ms);
-            if ctx.stream {
-                if let Some(ttft) = outcome.time_to_first_token {
+    fn observe(&self, target: &Target, outcome: &Outcome<'_>) {
+        let Some(slot) = self.slots.get(target.ix) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        match outcome {
+            Outcome::Success(call) => {
+                let seconds = call.latency.as_secs_f64();
+                let sample = match call.usage {
+                    Some(u) if u.completion_tokens > 0 => seconds / u.completion_tokens as f64,
+                    _ => seconds,
+                };
+                slot.latency.record(sample, now, self.size, self.ttl_ms);
+                if let Some(ttft) = call.time_to_first_token {
                     slot.ttft
                         .record(ttft.as_secs_f64(), now, self.size, self.ttl_ms);
                 }
             }
+            Outcome::Failure(ErrorClass::Timeout) => {
+                slot.latency
+                    .record(TIMEOUT_PENALTY_SECS, now, self.size, self.ttl_ms);
+            }
+            Outcome::Failure(_) => {}
         }
-        record_end(&self.usage, target, outcome.usage.as_ref());
     }
 
-    fn on_failure(&self, target: &Target, _ctx: &RouteContext<'_>, error: &ErrorClass) {
-        if *error == ErrorClass::Timeout {
-            if let Some(slot) = self.slots.get(target.slot) {
-                slot.latency
-                    .record(TIMEOUT_PENALTY_SECS, self.now_ms(), self.size, self.ttl_ms);
-            }
-        }
-        record_end(&self.usage, target, None);
+    fn for_snapshot(&self, targets: &Targets) -> Arc<dyn Strategy> {
+        Arc::new(LatencyBased {
+            slots: self.learned.bind(targets.index(), Slot::new),
+            learned: Arc::clone(&self.learned),
+            rng: self.rng.split(),
+            clock: Arc::clone(&self.clock),
+            ttl_ms: self.ttl_ms,
+            buffer: self.buffer,
+            size: self.size,
+        })
     }
 }

@@ -8,13 +8,19 @@
 //! | `simple-shuffle` | at random, weighted by request weights, else `weight`, else `rpm`, else `tpm` |
 //! | `least-busy` | fewest calls in flight (shared across instances), random among ties |
 //! | `usage-based-routing` | lowest tokens in the window, within rpm/tpm limits |
-//! | `usage-based-routing-v2` | the same, and admits each call atomically against the rpm limit (in process, or across instances in strict mode) |
+//! | `usage-based-routing-v2` | the same (every admission checks rpm and tpm atomically in ferrolite) |
 //! | `latency-based-routing` | lowest recent latency (per output token; TTFT when streaming), within a buffer |
 //! | `cost-based-routing` | cheapest per token |
 //! | `p2c-ewma` | power of two choices on peak-EWMA latency x in-flight |
 //!
 //! Every strategy skips deployments at their limits (exactly `rpm` requests per window; an
-//! explicit 0 blocks) and reads usage from a [`UsageStore`] shared through ferrolite-cache.
+//! explicit 0 blocks), reading usage from the one [`UsageView`] the router takes per request.
+//! The [`UsageStore`] holds that usage, shared through ferrolite-cache, and admits calls:
+//! [`UsageStore::admit`] takes a request and its tokens against the limits (in process, or in
+//! Redis in strict mode) and returns a [`Permit`] that ends the call's in-flight count when it
+//! drops. Per-deployment state is reached by `DeploymentIx` within one snapshot ([`Targets`]);
+//! what strategies learn is kept by deployment id and carried to the next snapshot
+//! ([`Strategy::for_snapshot`]).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite`. The router
 //! filters (cooldown, budgets, tags, context window, order) before a strategy sees the list.
@@ -30,7 +36,6 @@ mod shuffle;
 mod strategy;
 mod target;
 mod usage;
-mod usage_based;
 
 pub use config::{RoutingStrategyArgs, StrategyConfig, StrategyName, ValidatedArgs, build};
 pub use context::RouteContext;
@@ -39,9 +44,6 @@ pub use lowest_score::LowestScore;
 pub use p2c::{DEFAULT_DECAY, P2cEwma};
 pub use rng::Rng;
 pub use shuffle::SimpleShuffle;
-pub use strategy::{
-    AdmitFuture, CallOutcome, CapacitySnapshot, NoCapacity, Strategy, StrategyError,
-};
-pub use target::{DEFAULT_COST_PER_TOKEN, Target};
-pub use usage::{IN_FLIGHT_TTL, UsageStore, UsageView};
-pub use usage_based::{AdmissionMode, UsageBased};
+pub use strategy::{CallOutcome, CapacitySnapshot, NoCapacity, Outcome, Strategy, StrategyError};
+pub use target::{DEFAULT_COST_PER_TOKEN, Target, Targets};
+pub use usage::{AdmissionMode, IN_FLIGHT_TTL, Permit, UsageStore, UsageView};

@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferrolite_types::ErrorClass;
+use ferrolite_cache::Clock;
+use ferrolite_types::{ErrorClass, LearnedState, PerDeployment};
 
 use crate::latency::TIMEOUT_PENALTY_SECS;
 use crate::pick::{fits, lowest};
-use crate::strategy::record_end;
 use crate::{
-    CallOutcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore,
-    UsageView,
+    Outcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
 };
 
 /// Decay time constant of the EWMA (tower's default is 10 s as well).
@@ -51,35 +50,38 @@ impl PeakEwma {
 }
 
 /// Power of two choices on `peak EWMA latency x (in flight + 1)`, among deployments within
-/// their limits. Deployments without a latency sample cost 0 and so are tried first.
+/// their limits. Deployments without a latency sample cost 0 and so are tried first. EWMAs are
+/// kept per deployment id: a new snapshot keeps what was learned of unchanged deployments.
 #[derive(Debug)]
 pub struct P2cEwma {
-    usage: Arc<UsageStore>,
     rng: Rng,
-    ewma: Vec<PeakEwma>,
+    clock: Arc<dyn Clock>,
+    learned: Arc<LearnedState<PeakEwma>>,
+    ewma: PerDeployment<Arc<PeakEwma>>,
     tau_ms: f64,
 }
 
 impl P2cEwma {
-    /// A p2c-ewma strategy over `usage` with decay time constant `decay`.
-    pub fn new(usage: Arc<UsageStore>, rng: Rng, decay: Duration) -> Self {
-        let ewma = (0..usage.len()).map(|_| PeakEwma::default()).collect();
+    /// A p2c-ewma strategy for `targets` with decay time constant `decay`.
+    pub fn new(targets: &Targets, rng: Rng, clock: Arc<dyn Clock>, decay: Duration) -> Self {
+        let learned = Arc::new(LearnedState::new());
         P2cEwma {
-            usage,
+            ewma: learned.bind(targets.index(), PeakEwma::default),
+            learned,
             rng,
-            ewma,
+            clock,
             tau_ms: decay.as_millis().max(1) as f64,
         }
     }
 
     fn load(&self, view: &UsageView<'_>, target: &Target) -> f64 {
-        let latency = self.ewma.get(target.slot).map_or(0.0, PeakEwma::get);
-        latency * (view.in_flight(target.slot) + 1) as f64
+        let latency = self.ewma.get(target.ix).map_or(0.0, |e| e.get());
+        latency * (view.in_flight(target.ix) + 1) as f64
     }
 
-    fn observe(&self, target: &Target, seconds: f64) {
-        if let Some(ewma) = self.ewma.get(target.slot) {
-            ewma.observe(seconds, self.usage.cache().clock().now_ms(), self.tau_ms);
+    fn sample(&self, target: &Target, seconds: f64) {
+        if let Some(ewma) = self.ewma.get(target.ix) {
+            ewma.observe(seconds, self.clock.now_ms(), self.tau_ms);
         }
     }
 }
@@ -89,17 +91,13 @@ impl Strategy for P2cEwma {
         StrategyName::P2cEwma
     }
 
-    fn usage(&self) -> &UsageStore {
-        &self.usage
-    }
-
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
         eligible: &[&'t Target],
+        view: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError> {
-        let view = self.usage.view()?;
-        let keep = fits(&view, ctx.input_tokens);
+        let keep = fits(view, ctx.estimated_tokens());
         let n = eligible.len();
         if n > 2 {
             let a = self.rng.below(n);
@@ -107,7 +105,7 @@ impl Strategy for P2cEwma {
             let (ta, tb) = (eligible[a], eligible[b]);
             match (keep(ta), keep(tb)) {
                 (true, true) => {
-                    return Ok(if self.load(&view, tb) < self.load(&view, ta) {
+                    return Ok(if self.load(view, tb) < self.load(view, ta) {
                         tb
                     } else {
                         ta
@@ -118,20 +116,28 @@ impl Strategy for P2cEwma {
                 (false, false) => {} // both full: look at everyone
             }
         }
-        lowest(eligible, &self.rng, keep, |t| self.load(&view, t))
-            .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, &view))
+        lowest(eligible, &self.rng, keep, |t| self.load(view, t))
+            .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
     }
 
-    fn on_success(&self, target: &Target, _ctx: &RouteContext<'_>, outcome: &CallOutcome) {
-        let latency = outcome.time_to_first_token.unwrap_or(outcome.latency);
-        self.observe(target, latency.as_secs_f64());
-        record_end(&self.usage, target, outcome.usage.as_ref());
-    }
-
-    fn on_failure(&self, target: &Target, _ctx: &RouteContext<'_>, error: &ErrorClass) {
-        if *error == ErrorClass::Timeout {
-            self.observe(target, TIMEOUT_PENALTY_SECS);
+    fn observe(&self, target: &Target, outcome: &Outcome<'_>) {
+        match outcome {
+            Outcome::Success(call) => {
+                let latency = call.time_to_first_token.unwrap_or(call.latency);
+                self.sample(target, latency.as_secs_f64());
+            }
+            Outcome::Failure(ErrorClass::Timeout) => self.sample(target, TIMEOUT_PENALTY_SECS),
+            Outcome::Failure(_) => {}
         }
-        record_end(&self.usage, target, None);
+    }
+
+    fn for_snapshot(&self, targets: &Targets) -> Arc<dyn Strategy> {
+        Arc::new(P2cEwma {
+            ewma: self.learned.bind(targets.index(), PeakEwma::default),
+            learned: Arc::clone(&self.learned),
+            rng: self.rng.split(),
+            clock: Arc::clone(&self.clock),
+            tau_ms: self.tau_ms,
+        })
     }
 }

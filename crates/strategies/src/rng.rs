@@ -28,6 +28,12 @@ impl Rng {
         Rng::seeded(hasher.finish())
     }
 
+    /// A new generator seeded from this one (a strategy for the next snapshot draws on its own,
+    /// reproducibly when this one was seeded).
+    pub fn split(&self) -> Rng {
+        Rng::seeded(self.next_u64())
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&self) -> u64 {
         let state = self

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::pick::{fits, uniform, weighted};
-use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, UsageStore};
+use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView};
 
 /// Picks at random, weighted by the first of these that any eligible deployment declares:
 /// request-scoped weights, `weight`, `rpm`, `tpm`; uniformly when none does. As in LiteLLM, a
@@ -13,14 +13,13 @@ use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Us
 /// never picks a deployment at its rpm/tpm limit, and an explicit 0 blocks.
 #[derive(Debug)]
 pub struct SimpleShuffle {
-    usage: Arc<UsageStore>,
     rng: Rng,
 }
 
 impl SimpleShuffle {
-    /// A simple-shuffle strategy over `usage`.
-    pub fn new(usage: Arc<UsageStore>, rng: Rng) -> Self {
-        SimpleShuffle { usage, rng }
+    /// A simple-shuffle strategy.
+    pub fn new(rng: Rng) -> Self {
+        SimpleShuffle { rng }
     }
 }
 
@@ -29,18 +28,14 @@ impl Strategy for SimpleShuffle {
         StrategyName::SimpleShuffle
     }
 
-    fn usage(&self) -> &UsageStore {
-        &self.usage
-    }
-
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
         eligible: &[&'t Target],
+        view: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError> {
         ctx.validate()?;
-        let view = self.usage.view()?;
-        let keep = fits(&view, ctx.input_tokens);
+        let keep = fits(view, ctx.estimated_tokens());
         // The first weight set that gives a positive weight to a deployment with room decides
         // (an undeclared weight counts 0); when none does, a uniform pick among those with room.
         let request = ctx.weights.and_then(|weights| {
@@ -60,6 +55,10 @@ impl Strategy for SimpleShuffle {
                 })
             })
             .or_else(|| uniform(eligible, &self.rng, &keep));
-        chosen.ok_or_else(|| StrategyError::no_capacity(ctx, eligible, &view))
+        chosen.ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
+    }
+
+    fn for_snapshot(&self, _targets: &Targets) -> Arc<dyn Strategy> {
+        Arc::new(SimpleShuffle::new(self.rng.split()))
     }
 }

@@ -1,14 +1,12 @@
 //! The `Strategy` trait, its errors, and what the router reports back after a call.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_cache::CacheError;
-use ferrolite_types::{DeploymentId, ErrorClass, Usage};
+use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass, Usage};
 
-use crate::{RouteContext, StrategyName, Target, UsageStore, UsageView};
+use crate::{RouteContext, StrategyName, Target, Targets, UsageView};
 
 /// What a successful call looked like, for the strategies that learn from it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -19,6 +17,15 @@ pub struct CallOutcome {
     pub time_to_first_token: Option<Duration>,
     /// Token usage, when the provider reported it.
     pub usage: Option<Usage>,
+}
+
+/// How a call ended, for the strategies that learn from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome<'a> {
+    /// It succeeded.
+    Success(&'a CallOutcome),
+    /// It failed with this class of error.
+    Failure(&'a ErrorClass),
 }
 
 /// One deployment's state in a [`NoCapacity`] error.
@@ -42,8 +49,8 @@ pub struct CapacitySnapshot {
 pub struct NoCapacity {
     /// The group asked for.
     pub model_group: String,
-    /// Tokens the request would add.
-    pub input_tokens: u64,
+    /// Tokens the request would add (input + `max_tokens`).
+    pub tokens: u64,
     /// Every eligible deployment with its usage and limits.
     pub deployments: Vec<CapacitySnapshot>,
 }
@@ -52,8 +59,8 @@ impl std::fmt::Display for NoCapacity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "No deployments available for selected model. Passed model={} (input tokens {}). Deployments={{",
-            self.model_group, self.input_tokens
+            "No deployments available for selected model. Passed model={} (tokens {}). Deployments={{",
+            self.model_group, self.tokens
         )?;
         for (i, d) in self.deployments.iter().enumerate() {
             let limit = |l: Option<u64>| l.map_or_else(|| "none".to_string(), |l| l.to_string());
@@ -77,14 +84,14 @@ impl NoCapacity {
     pub fn of(ctx: &RouteContext<'_>, eligible: &[&Target], view: &UsageView<'_>) -> Self {
         NoCapacity {
             model_group: ctx.model_group.to_string(),
-            input_tokens: ctx.input_tokens,
+            tokens: ctx.estimated_tokens(),
             deployments: eligible
                 .iter()
                 .map(|t| CapacitySnapshot {
                     id: t.id.clone(),
-                    current_tpm: view.tpm(t.slot),
+                    current_tpm: view.tpm(t.ix),
                     tpm_limit: t.tpm,
-                    current_rpm: view.rpm(t.slot),
+                    current_rpm: view.rpm(t.ix),
                     rpm_limit: t.rpm,
                 })
                 .collect(),
@@ -99,13 +106,15 @@ pub enum StrategyError {
     #[error("{0}")]
     NoCapacity(NoCapacity),
     /// The admission found the chosen deployment full (another request took the last slot).
-    #[error("Deployment {id} over defined rpm limit={limit}, current usage={current}")]
+    #[error("Deployment {id} over defined {metric} limit={limit}, current usage={current}")]
     RateLimited {
         /// The deployment.
         id: DeploymentId,
-        /// Its rpm limit.
+        /// `rpm` or `tpm`.
+        metric: &'static str,
+        /// That limit.
         limit: u64,
-        /// Requests in its window.
+        /// Its count in the window before this call.
         current: f64,
     },
     /// An unknown strategy name.
@@ -134,12 +143,15 @@ pub enum StrategyError {
         /// What is accepted.
         reason: &'static str,
     },
-    /// A target whose slot is not in the usage store (targets from another snapshot).
-    #[error("deployment slot {slot} is not in this group's usage store")]
-    UnknownSlot {
-        /// The slot.
-        slot: usize,
+    /// A deployment index of another snapshot (a stale target).
+    #[error("deployment index {ix} does not belong to this snapshot")]
+    UnknownDeployment {
+        /// The index.
+        ix: DeploymentIx,
     },
+    /// The deployment list could not be indexed (two deployments with one id).
+    #[error("{0}")]
+    Deployments(#[from] ferrolite_types::TypesError),
     /// The usage state failed (Redis down in fail-closed mode, tracked-key bound reached...).
     #[error("usage state: {0}")]
     Cache(#[from] CacheError),
@@ -152,88 +164,59 @@ impl StrategyError {
     }
 }
 
-/// A boxed future of an admission.
-pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StrategyError>> + Send + 'a>>;
-
-/// A routing algorithm: given the request and the deployments the router found eligible
-/// (healthy, within budget, right tags and context window), pick one; then admit the call
-/// against its limits; then learn from how the call went.
-///
-/// The hooks have default implementations that keep the shared [`UsageStore`] right (requests
-/// counted at admission, tokens and in-flight counts at the end of a call); a strategy that
-/// overrides one calls [`Strategy::usage`]'s recorders itself.
+/// A routing algorithm with one job: given the request and the deployments the router found
+/// eligible (healthy, within budget, right tags and context window), pick one, reading usage
+/// from the one [`UsageView`] the router took for this request. Admission and in-flight
+/// accounting are the router's ([`crate::UsageStore::admit`] and its [`crate::Permit`]);
+/// strategies that learn from outcomes do so through [`Strategy::observe`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
 /// use ferrolite_cache::{CacheConfig, DualCache, Window};
-/// use ferrolite_strategies::{RouteContext, Strategy, StrategyName, Target, UsageStore, build};
+/// use ferrolite_strategies::{
+///     AdmissionMode, CallOutcome, Outcome, RouteContext, StrategyConfig, StrategyName, Targets,
+///     UsageStore, build,
+/// };
 /// use ferrolite_types::Deployment;
 ///
 /// let deployments = [Deployment::new("gpt-4o", "azure/a"), Deployment::new("gpt-4o", "openai/gpt-4o")];
-/// let targets = Target::for_group(&deployments);
+/// let targets = Targets::new(&deployments)?;
 /// let cache = DualCache::connect(CacheConfig::default()).await?;
-/// let usage = Arc::new(UsageStore::new(cache, "gpt-4o", &targets, Window::MINUTE_SLIDING)?);
-/// let strategy = build(StrategyName::LeastBusy, &Default::default(), usage)?;
+/// let usage = UsageStore::new(cache.clone(), &targets, Window::MINUTE_SLIDING, AdmissionMode::Batched)?;
+/// let strategy = build(StrategyName::LeastBusy, &StrategyConfig::default(), &targets, cache.clock().clone())?;
 ///
 /// let ctx = RouteContext::new("gpt-4o");
-/// let eligible: Vec<&Target> = targets.iter().collect();
-/// let chosen = strategy.pick(&ctx, &eligible)?;
-/// strategy.admit(chosen, &ctx).await?;
-/// strategy.on_start(chosen, &ctx);
-/// strategy.on_success(chosen, &ctx, &Default::default());
+/// let eligible: Vec<_> = targets.group("gpt-4o").collect();
+/// let chosen = strategy.pick(&ctx, &eligible, &usage.view())?;
+/// let permit = usage.admit(chosen, ctx.estimated_tokens()).await?; // in flight until dropped
+/// strategy.observe(chosen, &Outcome::Success(&CallOutcome::default()));
+/// drop(permit);
 /// # Ok(()) }
 /// ```
 pub trait Strategy: Send + Sync {
     /// The strategy's name.
     fn name(&self) -> StrategyName;
 
-    /// The usage state this strategy reads and records.
-    fn usage(&self) -> &UsageStore;
-
     /// Picks one of `eligible`, or says why none can take the request.
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
         eligible: &[&'t Target],
+        usage: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError>;
 
-    /// Admits the call on `target`: counts the request in its window. usage-based-routing-v2
-    /// checks the limit atomically here (in-process, or across instances in strict mode).
-    fn admit<'a>(&'a self, target: &'a Target, _ctx: &'a RouteContext<'_>) -> AdmitFuture<'a> {
-        Box::pin(async move { self.usage().count_request(target.slot) })
-    }
+    /// Learns from how a call on `target` ended (latency samples, EWMAs). Most strategies
+    /// learn nothing.
+    fn observe(&self, _target: &Target, _outcome: &Outcome<'_>) {}
 
-    /// The call on `target` starts.
-    fn on_start(&self, target: &Target, _ctx: &RouteContext<'_>) {
-        log_state_error(self.usage().add_in_flight(target.slot, 1));
-    }
-
-    /// The call on `target` succeeded.
-    fn on_success(&self, target: &Target, _ctx: &RouteContext<'_>, outcome: &CallOutcome) {
-        record_end(self.usage(), target, outcome.usage.as_ref());
-    }
-
-    /// The call on `target` failed.
-    fn on_failure(&self, target: &Target, _ctx: &RouteContext<'_>, _error: &ErrorClass) {
-        record_end(self.usage(), target, None);
-    }
+    /// The same strategy for a new snapshot of the deployment list, keeping what it learned of
+    /// the deployments still present (by id).
+    fn for_snapshot(&self, targets: &Targets) -> Arc<dyn Strategy>;
 }
 
 // The router holds strategies as trait objects.
 const _: Option<Arc<dyn Strategy>> = None;
 
-/// The end of a call in the usage store: one fewer in flight, the tokens counted.
-pub(crate) fn record_end(usage: &UsageStore, target: &Target, tokens: Option<&Usage>) {
-    log_state_error(usage.add_in_flight(target.slot, -1));
-    if let Some(u) = tokens {
-        log_state_error(usage.record_tokens(target.slot, u.total_tokens));
-    }
-}
-
-/// Hooks cannot fail the call they report on; a usage-state error is logged.
-pub(crate) fn log_state_error(result: Result<(), StrategyError>) {
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not record usage");
-    }
-}
+/// Reads `Duration` for the docs of [`CallOutcome`].
+const _: Duration = Duration::ZERO;

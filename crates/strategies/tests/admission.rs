@@ -1,6 +1,11 @@
 //! usage-based-routing-v2 admission: exact limits in one process and, in strict mode, across
 //! instances sharing Redis. Plus the usage keys in Redis (scenarios S90, S96, S97).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 
@@ -11,24 +16,20 @@ use common::*;
 use ferrolite_cache::testing::{config, redis_url, unique_prefix};
 use ferrolite_cache::{DualCache, Window};
 use ferrolite_strategies::{
-    AdmissionMode, CallOutcome, RouteContext, Strategy, StrategyConfig, StrategyError,
-    StrategyName, Target, UsageStore, build,
+    AdmissionMode, StrategyError, StrategyName, Target, Targets, UsageStore,
 };
-use ferrolite_types::{Deployment, Usage};
+use ferrolite_types::Deployment;
 use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
 
-/// Runs `attempts` concurrent admissions on the only target of each strategy, round robin over
-/// the strategies; returns how many were admitted.
-async fn storm(strategies: Vec<Arc<dyn Strategy>>, target: Target, attempts: usize) -> usize {
-    let target = Arc::new(target);
+/// Runs `attempts` concurrent admissions on the only target of each store, round robin over
+/// the stores; returns how many were admitted.
+async fn storm(stores: Vec<(Arc<UsageStore>, Target)>, attempts: usize) -> usize {
     let mut handles = Vec::with_capacity(attempts);
     for i in 0..attempts {
-        let strategy = Arc::clone(&strategies[i % strategies.len()]);
-        let target = Arc::clone(&target);
+        let (usage, target) = stores[i % stores.len()].clone();
         handles.push(tokio::spawn(async move {
-            let ctx = RouteContext::new(GROUP);
-            match strategy.admit(&target, &ctx).await {
-                Ok(()) => true,
+            match usage.admit(&target, 0).await {
+                Ok(_permit) => true,
                 Err(StrategyError::RateLimited { .. }) => false,
                 Err(other) => panic!("{other:?}"),
             }
@@ -51,9 +52,9 @@ async fn ten_thousand_concurrent_v2_admissions_in_one_process_admit_exactly_the_
         StrategyName::UsageBasedV2,
     )
     .await;
-    let admitted = storm(vec![Arc::clone(&s.strategy)], s.targets[0].clone(), 10_000).await;
+    let admitted = storm(vec![(Arc::clone(&s.usage), s.targets[0].clone())], 10_000).await;
     assert_eq!(admitted, 100);
-    assert_eq!(s.usage.view().unwrap().rpm(0), 100.0);
+    assert_eq!(s.usage.view().rpm(s.targets[0].ix), 100.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,9 +69,9 @@ async fn s97_rpm_one_and_five_concurrent_requests_admit_one_and_name_the_limit()
     .await;
     let mut results = Vec::new();
     for _ in 0..5 {
-        let (strategy, target) = (Arc::clone(&s.strategy), s.targets[0].clone());
+        let (usage, target) = (Arc::clone(&s.usage), s.targets[0].clone());
         results.push(tokio::spawn(async move {
-            strategy.admit(&target, &RouteContext::new(GROUP)).await
+            usage.admit(&target, 0).await.map(drop)
         }));
     }
     let mut errors = Vec::new();
@@ -90,25 +91,14 @@ async fn s97_rpm_one_and_five_concurrent_requests_admit_one_and_name_the_limit()
 async fn redis_setup(
     url: &str,
     prefix: &str,
-    rpm: u64,
+    limits: Deployment,
     window: Window,
-) -> (Arc<dyn Strategy>, Target, Arc<UsageStore>) {
+) -> (Arc<UsageStore>, Target) {
     let cache = DualCache::connect(config(url, prefix)).await.unwrap();
-    let targets = Target::for_group(&[Deployment {
-        rpm: Some(rpm),
-        ..deployment("shared")
-    }]);
-    let usage = Arc::new(UsageStore::new(cache, GROUP, &targets, window).unwrap());
-    let strategy = build(
-        StrategyName::UsageBasedV2,
-        &StrategyConfig {
-            admission: AdmissionMode::Strict,
-            ..Default::default()
-        },
-        Arc::clone(&usage),
-    )
-    .unwrap();
-    (strategy, targets[0].clone(), usage)
+    let targets = Targets::new(&[limits]).unwrap();
+    let usage = Arc::new(UsageStore::new(cache, &targets, window, AdmissionMode::Strict).unwrap());
+    let target = targets.iter().next().unwrap().clone();
+    (usage, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,18 +108,74 @@ async fn strict_mode_two_instances_sharing_rpm_50_admit_exactly_50_together() {
     // An hour-long sliding window: a run near a boundary still counts the previous bucket
     // almost fully, so the result cannot depend on when the test runs.
     let window = Window::sliding(Duration::from_secs(3600)).unwrap();
-    let (a, target, _) = redis_setup(&url, &prefix, 50, window).await;
-    let (b, _, usage_b) = redis_setup(&url, &prefix, 50, window).await;
-    let admitted = storm(vec![a, b], target, 400).await;
+    let limits = Deployment {
+        rpm: Some(50),
+        ..deployment("shared")
+    };
+    let a = redis_setup(&url, &prefix, limits.clone(), window).await;
+    let b = redis_setup(&url, &prefix, limits, window).await;
+    let usage_b = Arc::clone(&b.0);
+    let admitted = storm(vec![a, b.clone()], 400).await;
     assert_eq!(
         admitted, 50,
         "LiteLLM: two processes admitted 198 against 100"
     );
-    // The shared view the selection reads converges on the same count.
+    // Strict admission writes the counters selection reads: one key family, so the shared view
+    // holds each admission once (regression: every strict request was counted twice, in two
+    // families).
     usage_b.cache().sync_now().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     usage_b.cache().sync_now().await.unwrap();
-    assert_eq!(usage_b.view().unwrap().rpm(0), 50.0);
+    assert_eq!(usage_b.view().rpm(b.1.ix), 50.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_mode_holds_rpm_and_tpm_in_one_call_across_instances() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("strict-tpm");
+    let window = Window::sliding(Duration::from_secs(3600)).unwrap();
+    let limits = Deployment {
+        rpm: Some(1_000),
+        tpm: Some(10_000),
+        ..deployment("tokens")
+    };
+    let (a, target) = redis_setup(&url, &prefix, limits.clone(), window).await;
+    let (b, target_b) = redis_setup(&url, &prefix, limits, window).await;
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        let (usage, target) = if i % 2 == 0 {
+            (Arc::clone(&a), target.clone())
+        } else {
+            (Arc::clone(&b), target_b.clone())
+        };
+        handles.push(tokio::spawn(async move {
+            usage.admit(&target, 300).await.map(|p| p.tokens())
+        }));
+    }
+    let mut tokens = 0;
+    for handle in handles {
+        if let Ok(t) = handle.await.unwrap() {
+            tokens += t;
+        }
+    }
+    assert_eq!(tokens, 9_900, "33 calls of 300 tokens fit in 10,000");
+    // Settling the actual count gives the difference back to every instance.
+    let mut permit = a.admit(&target, 0).await.unwrap();
+    permit.settle_tokens(100).unwrap();
+    a.cache().sync_now().await.unwrap();
+    b.cache().sync_now().await.unwrap();
+    assert_eq!(b.view().tpm(target_b.ix), 10_000.0);
+    // Each store knows only its own snapshot's indices.
+    assert_eq!(b.view().tpm(target.ix), 0.0);
+    assert!(matches!(
+        b.admit(&target, 1).await,
+        Err(StrategyError::UnknownDeployment { .. })
+    ));
+    assert!(matches!(
+        b.admit(&target_b, 1).await,
+        Err(StrategyError::RateLimited { metric: "tpm", .. })
+    ));
+    drop(permit);
 }
 
 #[tokio::test]
@@ -137,35 +183,35 @@ async fn s90_s96_usage_lands_under_litellm_v2_keys_with_a_60_second_ttl() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("v2-keys");
     let cache = DualCache::connect(config(&url, &prefix)).await.unwrap();
-    let targets = Target::for_group(&[Deployment {
+    let targets = Targets::new(&[Deployment {
         tpm: Some(1_000),
         ..deployment("1234")
-    }]);
-    let usage =
-        Arc::new(UsageStore::new(cache.clone(), GROUP, &targets, Window::MINUTE_FIXED).unwrap());
-    let strategy = build(
-        StrategyName::UsageBasedV2,
-        &StrategyConfig::default(),
-        Arc::clone(&usage),
+    }])
+    .unwrap();
+    let usage = UsageStore::new(
+        cache.clone(),
+        &targets,
+        Window::MINUTE_FIXED,
+        AdmissionMode::Batched,
     )
     .unwrap();
-    let ctx = RouteContext::new(GROUP);
+    let target = targets.iter().next().unwrap();
     let now = cache.clock().now_ms();
-    strategy.admit(&targets[0], &ctx).await.unwrap();
-    strategy.on_start(&targets[0], &ctx);
-    strategy.on_success(
-        &targets[0],
-        &ctx,
-        &CallOutcome {
-            usage: Some(Usage::new(30, 20)),
-            ..Default::default()
-        },
-    );
+    let mut permit = usage.admit(target, 0).await.unwrap();
+    permit.settle_tokens(50).unwrap();
+    drop(permit);
     cache.sync_now().await.unwrap();
 
+    // LiteLLM's keys, with the deployment id as the Redis Cluster hash tag.
     let minute = Window::MINUTE_FIXED;
-    let tpm_key = format!("{prefix}{}", minute.bucket_key("1234:openai/1234:tpm", now));
-    let rpm_key = format!("{prefix}{}", minute.bucket_key("1234:openai/1234:rpm", now));
+    let tpm_key = format!(
+        "{prefix}{}",
+        minute.bucket_key("{1234}:openai/1234:tpm", now)
+    );
+    let rpm_key = format!(
+        "{prefix}{}",
+        minute.bucket_key("{1234}:openai/1234:rpm", now)
+    );
     let raw = Builder::from_config(Config::from_url(&url).unwrap())
         .build()
         .unwrap();
@@ -186,4 +232,5 @@ async fn s90_s96_usage_lands_under_litellm_v2_keys_with_a_60_second_ttl() {
     );
     let ttl: i64 = raw.pttl(&tpm_key).await.unwrap();
     assert!((1..=60_000).contains(&ttl), "ttl {ttl} ms");
+    cache.shutdown().await.unwrap();
 }

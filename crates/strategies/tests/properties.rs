@@ -1,6 +1,11 @@
 //! Properties over random groups: no strategy picks an ineligible or full deployment, none
 //! reports no capacity while one fits, and weighted shuffle frequencies follow the weights.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 
@@ -77,24 +82,25 @@ proptest! {
             .collect();
         let config = StrategyConfig { seed: Some(case.seed), ..Default::default() };
         let s = runtime().block_on(setup_with(deployments, name, config, ferrolite_cache::Window::MINUTE_SLIDING));
-        for (slot, (_, _, requests, tokens, _)) in case.deployments.iter().enumerate() {
+        for (position, (_, _, requests, tokens, _)) in case.deployments.iter().enumerate() {
+            let target = &s.targets[position];
             for _ in 0..*requests {
-                s.usage.count_request(slot).unwrap();
+                s.count_request(target);
             }
-            s.usage.record_tokens(slot, *tokens).unwrap();
+            s.record_tokens(target, *tokens as i64);
         }
         let eligible: Vec<&Target> =
             s.targets.iter().zip(&case.deployments).filter(|(_, d)| d.4).map(|(t, _)| t).collect();
         let ctx = RouteContext { input_tokens: case.input_tokens, ..RouteContext::new(GROUP) };
         // The model: what fits, from the raw numbers.
         let fits = |t: &Target| {
-            let (rpm, tpm, requests, tokens, _) = case.deployments[t.slot];
+            let (rpm, tpm, requests, tokens, _) = case.deployments[t.ix.index()];
             rpm.is_none_or(|l| l > 0 && requests < l) && tpm.is_none_or(|l| l > 0 && tokens + case.input_tokens <= l)
         };
         for _ in 0..5 {
-            match s.strategy.pick(&ctx, &eligible) {
+            match s.pick_from(&ctx, &eligible) {
                 Ok(t) => {
-                    prop_assert!(eligible.iter().any(|e| e.slot == t.slot), "{name} picked an ineligible deployment");
+                    prop_assert!(eligible.iter().any(|e| e.ix == t.ix), "{name} picked an ineligible deployment");
                     prop_assert!(fits(t), "{name} picked {} over a limit", t.id);
                 }
                 Err(StrategyError::NoCapacity(no)) => {

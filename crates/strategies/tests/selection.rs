@@ -1,6 +1,11 @@
 //! Selection scenarios of shared/scenarios.md §4.1 and §4.5-4.7, one behaviour per test.
 //! Where ferrolite deliberately differs from LiteLLM the test name says so.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 
@@ -107,7 +112,7 @@ async fn invalid_request_weights_are_a_typed_error() {
     };
     let eligible = s.eligible();
     assert!(matches!(
-        s.strategy.pick(&ctx, &eligible),
+        s.pick_from(&ctx, &eligible),
         Err(StrategyError::InvalidRequest {
             field: "weights",
             ..
@@ -131,8 +136,8 @@ async fn ferrolite_difference_shuffle_skips_a_deployment_at_its_rpm_limit() {
         StrategyName::SimpleShuffle,
     )
     .await;
-    s.usage.count_request(s.target("A").slot).unwrap();
-    s.usage.count_request(s.target("A").slot).unwrap();
+    s.count_request(s.target("A"));
+    s.count_request(s.target("A"));
     let h = s.histogram(&RouteContext::new(GROUP), 200);
     assert_eq!(
         h.get("A"),
@@ -159,10 +164,8 @@ async fn s81_latency_picks_the_faster_deployment() {
     )
     .await;
     let ctx = RouteContext::new(GROUP);
-    s.strategy
-        .on_success(s.target("1234"), &ctx, &done(3.0, None, None));
-    s.strategy
-        .on_success(s.target("5678"), &ctx, &done(2.0, None, None));
+    s.succeed(s.target("1234"), &done(3.0, None, None));
+    s.succeed(s.target("5678"), &done(2.0, None, None));
     assert_eq!(s.histogram(&ctx, 50).get("5678"), Some(&50));
 }
 
@@ -177,10 +180,8 @@ async fn s83_latency_ranks_streams_by_time_to_first_token_and_calls_by_time_per_
         stream: true,
         ..RouteContext::new(GROUP)
     };
-    s.strategy
-        .on_success(s.target("dep1"), &stream, &done(4.0, Some(50), Some(1.0))); // 0.08 s/token
-    s.strategy
-        .on_success(s.target("dep2"), &stream, &done(3.0, Some(50), Some(3.0))); // 0.06 s/token
+    s.succeed(s.target("dep1"), &done(4.0, Some(50), Some(1.0))); // 0.08 s/token
+    s.succeed(s.target("dep2"), &done(3.0, Some(50), Some(3.0))); // 0.06 s/token
     assert_eq!(s.pick_id(&RouteContext::new(GROUP)), "dep2");
     assert_eq!(s.pick_id(&stream), "dep1");
 }
@@ -204,13 +205,12 @@ async fn s84_latency_skips_deployments_at_their_rpm_limit() {
         .await;
         for id in ["1234", "5678"] {
             for _ in 0..3 {
-                s.usage.count_request(s.target(id).slot).unwrap();
+                s.count_request(s.target(id));
             }
         }
         let eligible = s.eligible();
         let picked = s
-            .strategy
-            .pick(&RouteContext::new(GROUP), &eligible)
+            .pick_from(&RouteContext::new(GROUP), &eligible)
             .ok()
             .map(|t| t.id.to_string());
         assert_eq!(picked.as_deref(), expected, "rpm limit {rpm_1234}");
@@ -234,10 +234,8 @@ async fn s85_latency_samples_expire_after_the_configured_ttl() {
     )
     .await;
     let ctx = RouteContext::new(GROUP);
-    s.strategy
-        .on_success(s.target("slow"), &ctx, &done(5.0, None, None));
-    s.strategy
-        .on_success(s.target("fast"), &ctx, &done(1.0, None, None));
+    s.succeed(s.target("slow"), &done(5.0, None, None));
+    s.succeed(s.target("fast"), &done(1.0, None, None));
     assert_eq!(s.histogram(&ctx, 20).get("fast"), Some(&20));
     s.clock.advance_ms(3_000);
     // Both forgotten: both count as unexplored (0 s) and share the traffic again.
@@ -253,13 +251,10 @@ async fn s87_timeouts_are_penalised_so_traffic_moves_to_the_fast_deployment() {
     )
     .await;
     let ctx = RouteContext::new(GROUP);
-    s.strategy
-        .on_success(s.target("slow"), &ctx, &done(0.5, None, None));
-    s.strategy
-        .on_success(s.target("fast"), &ctx, &done(0.9, None, None));
+    s.succeed(s.target("slow"), &done(0.5, None, None));
+    s.succeed(s.target("fast"), &done(0.9, None, None));
     for _ in 0..3 {
-        s.strategy
-            .on_failure(s.target("slow"), &ctx, &ErrorClass::Timeout);
+        s.fail(s.target("slow"), &ErrorClass::Timeout);
     }
     assert_eq!(s.histogram(&ctx, 10).get("fast"), Some(&10));
 }
@@ -297,8 +292,7 @@ async fn latency_buffer_spreads_traffic_over_near_equal_deployments() {
     .await;
     let ctx = RouteContext::new(GROUP);
     for (id, latency) in [("a", 1.0), ("b", 1.4), ("c", 1.6)] {
-        s.strategy
-            .on_success(s.target(id), &ctx, &done(latency, None, None));
+        s.succeed(s.target(id), &done(latency, None, None));
     }
     let h = s.histogram(&ctx, 400);
     assert!(h["a"] > 100 && h["b"] > 100, "{h:?}");
@@ -325,7 +319,7 @@ async fn s89_ferrolite_zero_limits_block_and_large_or_unset_limits_do_not() {
         let eligible = s.eligible();
         assert!(
             matches!(
-                s.strategy.pick(&RouteContext::new(GROUP), &eligible),
+                s.pick_from(&RouteContext::new(GROUP), &eligible),
                 Err(StrategyError::NoCapacity(_))
             ),
             "{name}"
@@ -357,8 +351,8 @@ async fn s89_ferrolite_zero_limits_block_and_large_or_unset_limits_do_not() {
 async fn s91_usage_based_picks_the_deployment_with_fewer_tokens() {
     for name in [StrategyName::UsageBased, StrategyName::UsageBasedV2] {
         let s = setup(vec![deployment("1234"), deployment("5678")], name).await;
-        s.usage.record_tokens(s.target("1234").slot, 50).unwrap();
-        s.usage.record_tokens(s.target("5678").slot, 20).unwrap();
+        s.record_tokens(s.target("1234"), 50);
+        s.record_tokens(s.target("5678"), 20);
         assert_eq!(
             s.histogram(&RouteContext::new(GROUP), 20).get("5678"),
             Some(&20),
@@ -377,13 +371,13 @@ async fn s92_a_request_that_would_pass_the_tpm_limit_gets_no_capacity_listing_us
         StrategyName::UsageBasedV2,
     )
     .await;
-    s.usage.record_tokens(0, 1439).unwrap();
+    s.record_tokens(&s.targets[0], 1439);
     let eligible = s.eligible();
     let ctx = RouteContext {
         input_tokens: 2,
         ..RouteContext::new(GROUP)
     };
-    let err = s.strategy.pick(&ctx, &eligible).unwrap_err();
+    let err = s.pick_from(&ctx, &eligible).unwrap_err();
     let StrategyError::NoCapacity(no) = &err else {
         panic!("{err:?}")
     };
@@ -404,10 +398,7 @@ async fn s92_a_request_that_would_pass_the_tpm_limit_gets_no_capacity_listing_us
         input_tokens: 1,
         ..RouteContext::new(GROUP)
     };
-    assert_eq!(
-        s.strategy.pick(&fits, &eligible).unwrap().id.as_str(),
-        "only"
-    );
+    assert_eq!(s.pick_from(&fits, &eligible).unwrap().id.as_str(), "only");
 }
 
 #[tokio::test]
@@ -422,7 +413,7 @@ async fn s94_tpm_zero_is_always_no_capacity() {
     .await;
     let eligible = s.eligible();
     assert!(matches!(
-        s.strategy.pick(&RouteContext::new(GROUP), &eligible),
+        s.pick_from(&RouteContext::new(GROUP), &eligible),
         Err(StrategyError::NoCapacity(_))
     ));
 }
@@ -440,8 +431,8 @@ async fn ferrolite_difference_a_deployment_takes_exactly_rpm_requests_not_rpm_mi
     let ctx = RouteContext::new(GROUP);
     let eligible = s.eligible();
     let mut admitted = 0;
-    while let Ok(t) = s.strategy.pick(&ctx, &eligible) {
-        s.strategy.admit(t, &ctx).await.unwrap();
+    while let Ok(t) = s.pick_from(&ctx, &eligible) {
+        drop(s.admit(t, &ctx).await.unwrap());
         admitted += 1;
         assert!(admitted <= 50);
     }
@@ -462,16 +453,16 @@ async fn ferrolite_difference_sliding_windows_allow_no_burst_at_the_minute_bound
     let eligible = s.eligible();
     s.clock.set_ms(T0 - 30_000 + 59_000); // 12:00:59 of the minute
     for _ in 0..10 {
-        let t = s.strategy.pick(&ctx, &eligible).unwrap();
-        s.strategy.admit(t, &ctx).await.unwrap();
+        let t = s.pick_from(&ctx, &eligible).unwrap();
+        drop(s.admit(t, &ctx).await.unwrap());
     }
     s.clock.advance_ms(1_001); // just past the boundary
     assert!(
-        s.strategy.pick(&ctx, &eligible).is_err(),
+        s.pick_from(&ctx, &eligible).is_err(),
         "a fixed window would admit 10 more now"
     );
     s.clock.advance_ms(30_000); // half the previous minute has aged out
-    assert!(s.strategy.pick(&ctx, &eligible).is_ok());
+    assert!(s.pick_from(&ctx, &eligible).is_ok());
 }
 
 // ---- least-busy and cost (§4.7) -------------------------------------------------------------
@@ -484,18 +475,17 @@ async fn s101_least_busy_picks_the_fewest_in_flight() {
     )
     .await;
     for (id, n) in [("0", 10), ("1", 1), ("2", 50)] {
-        s.usage.add_in_flight(s.target(id).slot, n).unwrap();
+        s.hold_in_flight(s.target(id), n).await;
     }
     assert_eq!(
         s.histogram(&RouteContext::new(GROUP), 20).get("1"),
         Some(&20)
     );
     // "0" is busy-free but not eligible (the router filtered it): never chosen.
-    s.usage.add_in_flight(s.target("0").slot, -10).unwrap();
+    s.release_in_flight(s.target("0"));
     let eligible = vec![s.target("1"), s.target("2")];
     assert_eq!(
-        s.strategy
-            .pick(&RouteContext::new(GROUP), &eligible)
+        s.pick_from(&RouteContext::new(GROUP), &eligible)
             .unwrap()
             .id
             .as_str(),
@@ -521,18 +511,80 @@ async fn s103_in_flight_returns_to_zero_and_never_goes_negative() {
     let s = setup(vec![deployment("a")], StrategyName::LeastBusy).await;
     let ctx = RouteContext::new(GROUP);
     let a = s.target("a");
-    s.strategy.on_start(a, &ctx);
-    assert_eq!(s.usage.view().unwrap().in_flight(a.slot), 1);
-    s.strategy.on_success(a, &ctx, &CallOutcome::default());
-    assert_eq!(s.usage.view().unwrap().in_flight(a.slot), 0);
-    s.strategy.on_failure(a, &ctx, &ErrorClass::Connection); // an end without a start
-    assert_eq!(s.usage.view().unwrap().in_flight(a.slot), 0);
-    s.strategy.on_start(a, &ctx);
+    let permit = s.admit(a, &ctx).await.unwrap();
+    assert_eq!(s.usage.view().in_flight(a.ix), 1);
+    drop(permit); // the call ended, or its future was dropped by a timeout
+    assert_eq!(s.usage.view().in_flight(a.ix), 0);
+    // A call whose in-flight counter expired (IN_FLIGHT_TTL) while it ran ends without a
+    // count to take back: the end must not push the count below zero.
+    let stray = s.admit(a, &ctx).await.unwrap();
+    s.clock.advance_ms(2 * 3_600_000);
+    assert_eq!(s.usage.view().in_flight(a.ix), 0);
+    drop(stray);
+    let current = s.admit(a, &ctx).await.unwrap();
     assert_eq!(
-        s.usage.view().unwrap().in_flight(a.slot),
+        s.usage.view().in_flight(a.ix),
         1,
         "the stray end did not hide this call"
     );
+    drop(current);
+}
+
+/// Guards that release on drop (review of 79b0912: a dropped attempt leaked its in-flight
+/// count for up to an hour).
+#[tokio::test]
+async fn a_call_dropped_mid_flight_gives_its_in_flight_slot_back() {
+    let s = setup(vec![deployment("a")], StrategyName::LeastBusy).await;
+    let a = s.target("a").clone();
+    let usage = std::sync::Arc::clone(&s.usage);
+    let call = async move {
+        let _permit = usage.admit(&a, 0).await.unwrap();
+        std::future::pending::<()>().await; // a backend that never answers
+    };
+    let timed_out = tokio::time::timeout(std::time::Duration::from_millis(20), call).await;
+    assert!(timed_out.is_err());
+    assert_eq!(s.usage.view().in_flight(s.target("a").ix), 0);
+}
+
+#[tokio::test]
+async fn admission_holds_input_and_max_tokens_and_settles_to_the_actual_count() {
+    let s = setup(
+        vec![ferrolite_types::Deployment {
+            tpm: Some(1_000),
+            ..deployment("a")
+        }],
+        StrategyName::UsageBasedV2,
+    )
+    .await;
+    let a = s.target("a");
+    let ctx = RouteContext {
+        input_tokens: 100,
+        max_tokens: Some(500),
+        ..RouteContext::new(GROUP)
+    };
+    let mut first = s.admit(a, &ctx).await.unwrap();
+    assert_eq!(s.usage.view().tpm(a.ix), 600.0);
+    // A second call of up to 600 tokens does not fit next to the first one's estimate.
+    assert!(matches!(
+        s.admit(a, &ctx).await,
+        Err(StrategyError::RateLimited {
+            metric: "tpm",
+            limit: 1_000,
+            ..
+        })
+    ));
+    assert!(s.pick_from(&ctx, &s.eligible()).is_err());
+    // The first call used 150 tokens: the estimate is settled, and there is room again.
+    first.settle_tokens(150).unwrap();
+    assert_eq!(s.usage.view().tpm(a.ix), 150.0);
+    let second = s.admit(a, &ctx).await.unwrap();
+    assert_eq!(s.usage.view().tpm(a.ix), 750.0);
+    // The second call does not go ahead (its budget reservation failed): everything returns.
+    second.undo().unwrap();
+    assert_eq!(s.usage.view().tpm(a.ix), 150.0);
+    assert_eq!(s.usage.view().rpm(a.ix), 1.0);
+    assert_eq!(s.usage.view().in_flight(a.ix), 1);
+    drop(first);
 }
 
 #[tokio::test]
@@ -579,7 +631,7 @@ async fn cost_routing_moves_on_when_the_cheapest_is_full() {
     let ctx = RouteContext::new(GROUP);
     let first = s.pick(&ctx);
     assert_eq!(first.id.as_str(), "cheap");
-    s.strategy.admit(first, &ctx).await.unwrap();
+    drop(s.admit(first, &ctx).await.unwrap());
     assert_eq!(s.pick_id(&ctx), "dear");
 }
 
@@ -593,13 +645,11 @@ async fn p2c_prefers_the_less_loaded_of_two() {
     )
     .await;
     let ctx = RouteContext::new(GROUP);
-    s.strategy
-        .on_success(s.target("fast"), &ctx, &done(0.1, None, None));
-    s.strategy
-        .on_success(s.target("slow"), &ctx, &done(2.0, None, None));
+    s.succeed(s.target("fast"), &done(0.1, None, None));
+    s.succeed(s.target("slow"), &done(2.0, None, None));
     assert_eq!(s.histogram(&ctx, 20).get("fast"), Some(&20));
     // Enough calls in flight on the fast one make it the more loaded.
-    s.usage.add_in_flight(s.target("fast").slot, 30).unwrap();
+    s.hold_in_flight(s.target("fast"), 30).await;
     assert_eq!(s.pick_id(&ctx), "slow");
 }
 
@@ -615,7 +665,7 @@ async fn p2c_spreads_load_over_a_large_group_of_equals() {
 async fn every_strategy_reports_no_capacity_on_an_empty_list() {
     for name in StrategyName::all() {
         let s = setup(vec![deployment("a")], name).await;
-        let err = s.strategy.pick(&RouteContext::new(GROUP), &[]).unwrap_err();
+        let err = s.pick_from(&RouteContext::new(GROUP), &[]).unwrap_err();
         assert!(
             matches!(&err, StrategyError::NoCapacity(n) if n.deployments.is_empty()),
             "{name}: {err:?}"
@@ -639,6 +689,6 @@ async fn shuffle_falls_back_to_a_uniform_pick_when_every_weighted_deployment_is_
         StrategyName::SimpleShuffle,
     )
     .await;
-    s.usage.count_request(s.target("weighted").slot).unwrap();
+    s.count_request(s.target("weighted"));
     assert_eq!(s.pick_id(&RouteContext::new(GROUP)), "plain");
 }

@@ -150,6 +150,23 @@ impl DeploymentIndex {
     }
 }
 
+impl DeploymentIndex {
+    /// One value per deployment, made by `make` in order; the first error stops.
+    pub fn try_map<T, E>(
+        &self,
+        make: impl FnMut(DeploymentIx, &DeploymentId) -> Result<T, E>,
+    ) -> Result<PerDeployment<T>, E> {
+        let mut make = make;
+        Ok(PerDeployment {
+            generation: self.generation,
+            values: self
+                .iter()
+                .map(|(ix, id)| make(ix, id))
+                .collect::<Result<Vec<T>, E>>()?,
+        })
+    }
+}
+
 /// One value per deployment of a snapshot, reached by [`DeploymentIx`] only: an index of another
 /// snapshot finds nothing (`get` returns `None`), so stale indices fail closed.
 #[derive(Debug, Clone)]
@@ -216,13 +233,8 @@ impl<T> LearnedState<T> {
     /// The state of every deployment of `index`, new state made by `make`.
     pub fn bind(&self, index: &DeploymentIndex, make: impl Fn() -> T) -> PerDeployment<Arc<T>> {
         let mut by_id = self.by_id.lock();
-        let bound = index.map(|_, id| {
-            Arc::clone(
-                by_id
-                    .entry(id.clone())
-                    .or_insert_with(|| Arc::new(make())),
-            )
-        });
+        let bound = index
+            .map(|_, id| Arc::clone(by_id.entry(id.clone()).or_insert_with(|| Arc::new(make()))));
         by_id.retain(|id, _| index.ix(id).is_some());
         bound
     }

@@ -1,24 +1,36 @@
 //! Shared setup for the strategy tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock, Window};
 use ferrolite_strategies::{
-    RouteContext, Strategy, StrategyConfig, StrategyName, Target, UsageStore, build,
+    AdmissionMode, CallOutcome, Outcome, Permit, RouteContext, Strategy, StrategyConfig,
+    StrategyError, StrategyName, Target, Targets, UsageStore, build,
 };
-use ferrolite_types::{Deployment, DeploymentId};
+use ferrolite_types::{Deployment, DeploymentId, ErrorClass};
+use parking_lot::Mutex;
 
 pub const GROUP: &str = "gpt-4o";
 /// 2026-01-01T00:00:30Z: half-way through a minute.
 pub const T0: u64 = 1_767_225_630_000;
 
 pub struct Setup {
+    pub all: Targets,
     pub targets: Vec<Target>,
     pub strategy: Arc<dyn Strategy>,
     pub usage: Arc<UsageStore>,
+    pub cache: DualCache,
     pub clock: ManualClock,
+    /// Permits held to keep calls in flight.
+    held: Mutex<Vec<Permit>>,
 }
 
 impl Setup {
@@ -26,9 +38,18 @@ impl Setup {
         self.targets.iter().collect()
     }
 
+    /// The strategy's pick among `eligible`, on a fresh usage view.
+    pub fn pick_from<'t>(
+        &self,
+        ctx: &RouteContext<'_>,
+        eligible: &[&'t Target],
+    ) -> Result<&'t Target, StrategyError> {
+        self.strategy.pick(ctx, eligible, &self.usage.view())
+    }
+
     pub fn pick(&self, ctx: &RouteContext<'_>) -> &Target {
         let eligible = self.eligible();
-        self.strategy.pick(ctx, &eligible).unwrap()
+        self.pick_from(ctx, &eligible).unwrap()
     }
 
     pub fn pick_id(&self, ctx: &RouteContext<'_>) -> String {
@@ -51,6 +72,51 @@ impl Setup {
         }
         counts
     }
+
+    /// One request in `target`'s window (no limit check).
+    pub fn count_request(&self, target: &Target) {
+        self.usage.record(target, 1, 0).unwrap();
+    }
+
+    /// Tokens in `target`'s window (no limit check).
+    pub fn record_tokens(&self, target: &Target, tokens: i64) {
+        self.usage.record(target, 0, tokens).unwrap();
+    }
+
+    /// Admits a call of the context's estimated tokens.
+    pub async fn admit(
+        &self,
+        target: &Target,
+        ctx: &RouteContext<'_>,
+    ) -> Result<Permit, StrategyError> {
+        self.usage.admit(target, ctx.estimated_tokens()).await
+    }
+
+    /// Keeps `n` more calls in flight on `target` (each also counts a request).
+    pub async fn hold_in_flight(&self, target: &Target, n: usize) {
+        for _ in 0..n {
+            let permit = self.usage.admit(target, 0).await.unwrap();
+            self.held.lock().push(permit);
+        }
+    }
+
+    /// Ends every held call on `target`.
+    pub fn release_in_flight(&self, target: &Target) {
+        self.held.lock().retain(|p| p.ix() != target.ix);
+    }
+
+    /// A successful call on `target`: the strategy learns from it, its tokens are counted.
+    pub fn succeed(&self, target: &Target, outcome: &CallOutcome) {
+        self.strategy.observe(target, &Outcome::Success(outcome));
+        if let Some(usage) = outcome.usage {
+            self.record_tokens(target, usage.total_tokens as i64);
+        }
+    }
+
+    /// A failed call on `target`.
+    pub fn fail(&self, target: &Target, error: &ErrorClass) {
+        self.strategy.observe(target, &Outcome::Failure(error));
+    }
 }
 
 pub fn deployment(id: &str) -> Deployment {
@@ -70,18 +136,22 @@ pub async fn setup_with(
     let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(clock.clone()))
         .await
         .unwrap();
-    let targets = Target::for_group(&deployments);
-    let usage = Arc::new(UsageStore::new(cache, GROUP, &targets, window).unwrap());
+    let all = Targets::new(&deployments).unwrap();
+    let usage =
+        Arc::new(UsageStore::new(cache.clone(), &all, window, AdmissionMode::Batched).unwrap());
     let config = StrategyConfig {
         seed: Some(config.seed.unwrap_or(42)),
         ..config
     };
-    let strategy = build(name, &config, Arc::clone(&usage)).unwrap();
+    let strategy = build(name, &config, &all, Arc::new(clock.clone())).unwrap();
     Setup {
-        targets,
+        targets: all.iter().cloned().collect(),
+        all,
         strategy,
         usage,
+        cache,
         clock,
+        held: Mutex::new(Vec::new()),
     }
 }
 
