@@ -8,7 +8,9 @@
 //!
 //! Redis for the tests: `REDIS_URL` when it is set; otherwise a private `redis-server` (no
 //! persistence) that is stopped afterwards, even when the tests fail. `FERROLITE_REQUIRE_REDIS=1`
-//! is set so that a test needing Redis fails instead of skipping.
+//! is set so that a test needing Redis fails instead of skipping. Fault and cluster tests start
+//! their own `redis-server` processes (a three-master cluster joined with `redis-cli`), so both
+//! binaries must be installed; `ci` stops with the install command when one is missing.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -45,6 +47,17 @@ fn as_strs(args: &[String]) -> Vec<&str> {
 
 /// The CI job: each step must pass before the next runs.
 fn ci() -> Result<(), String> {
+    // Fault tests start their own `redis-server`s and the cluster tests join three of them
+    // with `redis-cli --cluster create`, whatever REDIS_URL says: both binaries are needed.
+    for tool in ["redis-server", "redis-cli"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Err(format!(
+                "`{tool}` is not installed; the tests need a real Redis. Install it with \
+                 `apt-get install redis-server` (Debian/Ubuntu; it brings redis-cli) or \
+                 `brew install redis` (macOS), then run `cargo xtask ci` again"
+            ));
+        }
+    }
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(
         &[

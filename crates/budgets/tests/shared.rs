@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolite_budgets::{BudgetConfig, BudgetError, BudgetLedger, BudgetsConfig};
-use ferrolite_cache::testing::{RedisProcess, config, redis_required, redis_url, unique_prefix};
+use ferrolite_cache::testing::{
+    RedisCluster, RedisProcess, config, redis_required, redis_url, unique_prefix,
+};
 use ferrolite_cache::{CacheConfig, DualCache, RedisConfig};
 use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx};
 
@@ -261,6 +263,56 @@ async fn windows_started_during_an_outage_converge_on_one_window_and_one_spend()
         a.reserve(da, &[], 3.0).await,
         Err(BudgetError::Exceeded { .. })
     ));
+    cache_a.shutdown().await.unwrap();
+    cache_b.shutdown().await.unwrap();
+}
+
+/// Budget reservations on a real three-master Redis Cluster: every budget key carries the
+/// `{budgets}` hash tag, so the reservation script runs on one slot, exactly as on one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_on_a_redis_cluster_never_pass_the_limit() {
+    let installed = ["redis-server", "redis-cli"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
+    if !installed {
+        assert!(
+            !redis_required(),
+            "FERROLITE_REQUIRE_REDIS=1 but redis-server/redis-cli are missing"
+        );
+        return;
+    }
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix("budget-cluster");
+    let (a, cache_a, da) = instance(config(&cluster.url(), &prefix), 3.0).await;
+    let (b, cache_b, db) = instance(config(&cluster.url(), &prefix), 3.0).await;
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        let (ledger, d) = if i % 2 == 0 {
+            (Arc::clone(&a), da)
+        } else {
+            (Arc::clone(&b), db)
+        };
+        handles.push(tokio::spawn(async move {
+            match ledger.reserve(d, &[], 0.25).await {
+                Ok(reservation) => {
+                    ledger.settle(reservation, 0.25).unwrap();
+                    true
+                }
+                Err(BudgetError::Exceeded { .. }) => false,
+                Err(other) => panic!("{other:?}"),
+            }
+        }));
+    }
+    let mut admitted = 0;
+    for h in handles {
+        admitted += usize::from(h.await.unwrap());
+    }
+    assert_eq!(admitted, 12, "3.0 / 0.25");
+    cache_a.sync_now().await.unwrap();
+    assert!((spend(&a).await - 3.0).abs() < 1e-9);
     cache_a.shutdown().await.unwrap();
     cache_b.shutdown().await.unwrap();
 }

@@ -46,6 +46,27 @@ impl RedisConfig {
         }
     }
 
+    /// Settings for a Redis Cluster given as a list of `host:port` nodes (any one is enough to
+    /// discover the others; listing several survives one being down at startup). Builds
+    /// `redis-cluster://first?node=second&node=...`, the form fred reads.
+    pub fn cluster<S: AsRef<str>>(nodes: &[S]) -> Self {
+        let mut url = String::from("redis-cluster://");
+        for (i, node) in nodes.iter().enumerate() {
+            match i {
+                0 => url.push_str(node.as_ref()),
+                1 => {
+                    url.push_str("?node=");
+                    url.push_str(node.as_ref());
+                }
+                _ => {
+                    url.push_str("&node=");
+                    url.push_str(node.as_ref());
+                }
+            }
+        }
+        Self::new(url)
+    }
+
     /// The same settings with another key prefix.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();

@@ -227,7 +227,11 @@ impl RedisStore {
                 conn.connection_timeout = config.connect_timeout;
                 conn.internal_command_timeout =
                     config.command_timeout.max(Duration::from_millis(500));
-                conn.max_command_attempts = 1;
+                // fred needs a second attempt to follow a cluster redirection or reach a node it
+                // connects to lazily. Resending is harmless here: pushes are applied once per
+                // sequence number, reads are idempotent, and caller-facing scripts run with
+                // their own single-attempt options (`fast`).
+                conn.max_command_attempts = 3;
                 conn.unresponsive.max_timeout =
                     Some(config.command_timeout.max(Duration::from_millis(500)) * 4);
                 conn.unresponsive.interval = Duration::from_millis(250);
@@ -504,13 +508,18 @@ impl RedisStore {
         }
     }
 
-    /// `SCRIPT LOAD`s a script.
+    /// `SCRIPT LOAD`s a script — on every primary of a Redis Cluster, where each node keeps its
+    /// own script cache (a script loaded on one node answers `NOSCRIPT` on the others).
     pub(crate) async fn load(&self, script: &LuaScript) -> Result<(), CacheError> {
-        let loaded: Result<String, _> = self
-            .client
-            .with_options(&self.fast)
-            .script_load(script.body)
-            .await;
+        let client = self.client.with_options(&self.fast);
+        let loaded: Result<String, _> = if self.client.is_clustered() {
+            client
+                .script_load_cluster::<Value, _>(script.body)
+                .await
+                .map(|_| script.sha.clone())
+        } else {
+            client.script_load(script.body).await
+        };
         match loaded {
             Ok(sha) if sha == script.sha => Ok(()),
             Ok(sha) => Err(CacheError::UnexpectedReply {

@@ -199,3 +199,111 @@ impl Drop for RedisProcess {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private Redis Cluster of three masters on free loopback ports (`redis-server
+/// --cluster-enabled yes`, joined with `redis-cli --cluster create`), stopped on drop. Tests
+/// run the cache's scripts and pipelines on it with the same assertions as on one server.
+pub struct RedisCluster {
+    nodes: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Starts and joins the cluster, and waits until every slot is served (panics if
+    /// `redis-server` or `redis-cli` is missing).
+    pub fn start() -> Self {
+        let nodes: Vec<RedisProcess> = (0..3).map(|_| RedisProcess::start_clustered()).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-cli ({e}); install it: apt-get install redis-tools")
+            });
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| n.cluster_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never reached state ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `redis-cluster://127.0.0.1:{port}?node=127.0.0.1:{port}&...`: every node, as fred reads
+    /// a cluster URL ([`crate::RedisConfig::cluster`] builds the same from a list).
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        crate::RedisConfig::cluster(&nodes).url
+    }
+}
+
+impl RedisProcess {
+    fn start_clustered() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "ferrolite-redis-cluster-{port}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the redis dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+            .args(["--cluster-node-timeout", "2000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join("nodes.conf"))
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); install it: apt-get install redis-server")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(port) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        RedisProcess {
+            child: Some(child),
+            port,
+            dir,
+            durable: false,
+        }
+    }
+
+    /// Whether `CLUSTER INFO` says `cluster_state:ok`.
+    fn cluster_ok(&self) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+    }
+}

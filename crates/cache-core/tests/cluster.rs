@@ -1,0 +1,104 @@
+//! The cache on a real three-master Redis Cluster: the batched pipeline, watched deadlines and
+//! strict admission (rpm and tpm in one script) with the same assertions as on one server.
+// Tests may unwrap and panic: a failure is the test failing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::time::Duration;
+
+use ferrolite_cache::testing::{RedisCluster, redis_required, unique_prefix};
+use ferrolite_cache::{CacheConfig, CounterOptions, DualCache, LimitCheck, RedisConfig, Window};
+
+fn tools_installed() -> bool {
+    let installed = ["redis-server", "redis-cli"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
+    if !installed && redis_required() {
+        panic!("FERROLITE_REQUIRE_REDIS=1 but redis-server or redis-cli is not installed");
+    }
+    installed
+}
+
+fn config(url: &str, prefix: &str) -> CacheConfig {
+    CacheConfig {
+        redis: Some(RedisConfig::new(url).with_prefix(prefix)),
+        sync_interval: Duration::from_millis(20),
+        ..CacheConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_runs_on_a_three_master_cluster() {
+    if !tools_installed() {
+        return;
+    }
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let prefix = unique_prefix("cluster");
+    let a = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let b = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    assert!(!a.stats().redis_down && !b.stats().redis_down);
+
+    // Batched pipeline: counters spread over every slot sum exactly across instances.
+    let minute = CounterOptions::ttl(Duration::from_secs(60));
+    for i in 0..50 {
+        let key = format!("{{d{i}}}:rpm");
+        a.increment(&key, 2, minute).unwrap();
+        b.increment(&key, 3, minute).unwrap();
+    }
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    let report = a.sync_now().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    for i in 0..50 {
+        assert_eq!(a.counter_value(&format!("{{d{i}}}:rpm")), Some(5.0));
+    }
+
+    // Watched deadlines.
+    let seen = b.deadline("{d7}:cooldown").unwrap();
+    let now = a.clock().now_ms();
+    a.deadline("{d7}:cooldown")
+        .unwrap()
+        .extend_to(now + 10_000)
+        .await
+        .unwrap();
+    b.sync_now().await.unwrap();
+    assert_eq!(seen.until_ms(), Some(now + 10_000));
+
+    // Strict admission, rpm and tpm in one script, over two instances.
+    let window = Window::fixed(Duration::from_secs(3600)).unwrap();
+    let checks = |tokens: u64| {
+        [
+            LimitCheck {
+                key: "{shared}:m:rpm".into(),
+                delta: 1,
+                limit: 100,
+                window,
+            },
+            LimitCheck {
+                key: "{shared}:m:tpm".into(),
+                delta: tokens,
+                limit: 1_000,
+                window,
+            },
+        ]
+    };
+    let mut admitted_tokens = 0;
+    for i in 0..40 {
+        let cache = if i % 2 == 0 { &a } else { &b };
+        let admission = cache.admit(&checks(100)).await.unwrap();
+        if admission.admitted {
+            admitted_tokens += 100;
+        }
+    }
+    assert_eq!(admitted_tokens, 1_000, "exactly the token limit");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
