@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use ferrolite_budgets::{BudgetConfig, BudgetError, BudgetLedger, BudgetsConfig};
 use ferrolite_cache::testing::{
-    RedisCluster, RedisProcess, config, redis_required, redis_url, unique_prefix,
+    RedisCluster, RedisProcess, config, fault_config, redis_binaries_installed, redis_url,
+    unique_prefix,
 };
-use ferrolite_cache::{CacheConfig, DualCache, RedisConfig};
+use ferrolite_cache::{CacheConfig, DualCache};
 use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx};
 
 fn budgets(limit: f64) -> BudgetsConfig {
@@ -129,27 +130,12 @@ async fn five_hundred_concurrent_reservations_over_two_instances_never_pass_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run_loses_no_spend() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            !redis_required(),
-            "FERROLITE_REQUIRE_REDIS=1 but redis-server is not installed"
-        );
+    if !redis_binaries_installed(&["redis-server"]) {
         return;
     }
     let mut server = RedisProcess::start(true);
     let prefix = unique_prefix("budget-outage");
-    let cache_config = CacheConfig {
-        redis: Some(RedisConfig {
-            command_timeout: Duration::from_millis(200),
-            ..RedisConfig::new(server.url()).with_prefix(&prefix)
-        }),
-        sync_interval: Duration::from_millis(20),
-        ..CacheConfig::default()
-    };
+    let cache_config = fault_config(&server.url(), &prefix);
     let (ledger, cache, d) = instance(cache_config.clone(), 1_000.0).await;
     let mut expected = 0.0;
     for i in 0..60 {
@@ -210,27 +196,12 @@ async fn a_spend_key_holding_garbage_is_an_error_naming_the_key() {
 /// one spend.
 #[tokio::test]
 async fn windows_started_during_an_outage_converge_on_one_window_and_one_spend() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            !redis_required(),
-            "FERROLITE_REQUIRE_REDIS=1 but redis-server is not installed"
-        );
+    if !redis_binaries_installed(&["redis-server"]) {
         return;
     }
     let mut server = RedisProcess::start(false);
     let prefix = unique_prefix("budget-provisional");
-    let cache_config = CacheConfig {
-        redis: Some(RedisConfig {
-            command_timeout: Duration::from_millis(200),
-            ..RedisConfig::new(server.url()).with_prefix(&prefix)
-        }),
-        sync_interval: Duration::from_millis(20),
-        ..CacheConfig::default()
-    };
+    let cache_config = fault_config(&server.url(), &prefix);
     let (a, cache_a, da) = instance(cache_config.clone(), 10.0).await;
     let (b, cache_b, db) = instance(cache_config.clone(), 10.0).await;
     server.kill();
@@ -271,17 +242,7 @@ async fn windows_started_during_an_outage_converge_on_one_window_and_one_spend()
 /// `{budgets}` hash tag, so the reservation script runs on one slot, exactly as on one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reservations_on_a_redis_cluster_never_pass_the_limit() {
-    let installed = ["redis-server", "redis-cli"].iter().all(|tool| {
-        std::process::Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok()
-    });
-    if !installed {
-        assert!(
-            !redis_required(),
-            "FERROLITE_REQUIRE_REDIS=1 but redis-server/redis-cli are missing"
-        );
+    if !redis_binaries_installed(&["redis-server", "redis-cli"]) {
         return;
     }
     let cluster = RedisCluster::start();

@@ -46,6 +46,53 @@ pub fn redis_url() -> Option<String> {
     None
 }
 
+/// Whether the Redis binaries fault and cluster tests start (`redis-server`, and `redis-cli`
+/// for clusters) are installed; panics when they are not and Redis is required, otherwise
+/// says the test is skipped.
+pub fn redis_binaries_installed(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| Command::new(tool).arg("--version").output().is_err())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if redis_required() {
+        panic!(
+            "FERROLITE_REQUIRE_REDIS=1 but {} not installed (apt-get install redis-server)",
+            missing.join(" and ")
+        );
+    }
+    eprintln!("skipping: {} not installed", missing.join(" and "));
+    false
+}
+
+/// A plain fred client on `url`, for tests that look at Redis behind the cache's back.
+pub async fn raw_client(url: &str) -> fred::prelude::Client {
+    use fred::prelude::ClientLike;
+    let client = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(url).expect("a valid Redis URL"),
+    )
+    .build()
+    .expect("a fred client");
+    client.init().await.expect("connect to Redis");
+    client
+}
+
+/// A fault-test cache configuration on a private server: `prefix`, a 200 ms command timeout
+/// and a 20 ms sync interval, so outages are noticed and recoveries flushed quickly.
+pub fn fault_config(url: &str, prefix: &str) -> CacheConfig {
+    CacheConfig {
+        redis: Some(RedisConfig {
+            command_timeout: Duration::from_millis(200),
+            ..RedisConfig::new(url).with_prefix(prefix)
+        }),
+        sync_interval: Duration::from_millis(20),
+        ..CacheConfig::default()
+    }
+}
+
 /// A key prefix no other test (or test run) uses, so tests can share one Redis in parallel.
 pub fn unique_prefix(test: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -10,21 +10,8 @@
 
 use std::time::Duration;
 
-use ferrolite_cache::testing::{RedisCluster, redis_required, unique_prefix};
+use ferrolite_cache::testing::{RedisCluster, redis_binaries_installed, unique_prefix};
 use ferrolite_cache::{CacheConfig, CounterOptions, DualCache, LimitCheck, RedisConfig, Window};
-
-fn tools_installed() -> bool {
-    let installed = ["redis-server", "redis-cli"].iter().all(|tool| {
-        std::process::Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok()
-    });
-    if !installed && redis_required() {
-        panic!("FERROLITE_REQUIRE_REDIS=1 but redis-server or redis-cli is not installed");
-    }
-    installed
-}
 
 fn config(url: &str, prefix: &str) -> CacheConfig {
     CacheConfig {
@@ -36,7 +23,7 @@ fn config(url: &str, prefix: &str) -> CacheConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cache_runs_on_a_three_master_cluster() {
-    if !tools_installed() {
+    if !redis_binaries_installed(&["redis-server", "redis-cli"]) {
         return;
     }
     let cluster = RedisCluster::start();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ferrolite_cache::testing::{RedisProcess, redis_required, unique_prefix};
+use ferrolite_cache::testing::{RedisProcess, unique_prefix};
 use ferrolite_cache::{
     AdmissionSource, CacheConfig, CacheError, CounterOptions, DualCache, FailureMode, LimitCheck,
     RedisConfig, Window,
@@ -28,19 +28,7 @@ const OPTIONS: CounterOptions = CounterOptions {
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn redis_server_installed() -> bool {
-    let installed = std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !installed && redis_required() {
-        panic!(
-            "FERROLITE_REQUIRE_REDIS=1 but redis-server is not installed (fault tests start their own)"
-        );
-    }
-    if !installed {
-        eprintln!("skipping: redis-server is not installed");
-    }
-    installed
+    ferrolite_cache::testing::redis_binaries_installed(&["redis-server"])
 }
 
 fn cache_config(url: &str, prefix: &str, failure_mode: FailureMode) -> CacheConfig {

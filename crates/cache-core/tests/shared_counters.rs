@@ -10,22 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_cache::testing::{config, redis_url, unique_prefix};
+use ferrolite_cache::testing::{config, raw_client, redis_url, unique_prefix};
 use ferrolite_cache::{CacheConfig, CacheError, CounterOptions, DualCache};
-use fred::prelude::{Builder, ClientLike, Config, KeysInterface, LuaInterface};
+use fred::prelude::{KeysInterface, LuaInterface};
 
 const MINUTE: CounterOptions = CounterOptions {
     ttl: Duration::from_secs(60),
     expiry: ferrolite_cache::ExpiryMode::FromLastWrite,
 };
-
-async fn raw_client(url: &str) -> fred::prelude::Client {
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
 
 /// Two caches on one Redis with a long sync interval, so that only `sync_now` syncs.
 async fn pair(url: &str, prefix: &str) -> (DualCache, DualCache) {

@@ -10,17 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_cache::testing::{config, redis_url, unique_prefix};
+use ferrolite_cache::testing::{config, raw_client, redis_url, unique_prefix};
 use ferrolite_cache::{CacheConfig, CacheError, CounterOptions, DualCache, ManualClock};
-use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
-
-async fn raw_client(url: &str) -> fred::prelude::Client {
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
+use fred::prelude::KeysInterface;
 
 #[tokio::test]
 async fn a_deadline_set_on_one_instance_is_seen_by_another_after_one_sync() {

@@ -40,13 +40,7 @@ async fn learned_latency_carries_over_a_swap_that_reorders_and_adds_deployments(
         let next =
             Targets::new(&[deployment("fast"), deployment("new"), deployment("slow")]).unwrap();
         let strategy = s.strategy.for_snapshot(&next);
-        let usage = UsageStore::new(
-            s.cache.clone(),
-            &next,
-            Window::MINUTE_SLIDING,
-            AdmissionMode::Batched,
-        )
-        .unwrap();
+        let usage = s.usage_for(&next);
         let eligible: Vec<_> = next.iter().filter(|t| t.id.as_str() != "new").collect();
         for _ in 0..20 {
             let picked = strategy
@@ -76,13 +70,7 @@ async fn a_target_of_an_old_snapshot_never_fits_and_cannot_be_admitted() {
     .await;
     // b is removed; a new snapshot puts c where a was.
     let next = Targets::new(&[deployment("c")]).unwrap();
-    let usage = UsageStore::new(
-        s.cache.clone(),
-        &next,
-        Window::MINUTE_SLIDING,
-        AdmissionMode::Batched,
-    )
-    .unwrap();
+    let usage = s.usage_for(&next);
     let stale = s.target("a");
     assert_eq!(stale.ix.index(), 0);
     assert!(!usage.view().fits(stale, 0));
@@ -119,13 +107,7 @@ async fn usage_of_unchanged_deployments_carries_over_a_swap() {
     };
     assert_eq!(raised.id(), s.target("b").id);
     let next = Targets::new(&[raised]).unwrap();
-    let usage = UsageStore::new(
-        s.cache.clone(),
-        &next,
-        Window::MINUTE_SLIDING,
-        AdmissionMode::Batched,
-    )
-    .unwrap();
+    let usage = s.usage_for(&next);
     let b = next.iter().next().unwrap();
     assert_eq!(usage.view().rpm(b.ix), 3.0);
     drop(usage.admit(b, 0).await.unwrap());

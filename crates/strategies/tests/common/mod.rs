@@ -113,6 +113,17 @@ impl Setup {
         }
     }
 
+    /// A usage store on this setup's cache for another snapshot's targets.
+    pub fn usage_for(&self, targets: &Targets) -> UsageStore {
+        UsageStore::new(
+            self.cache.clone(),
+            targets,
+            Window::MINUTE_SLIDING,
+            AdmissionMode::Batched,
+        )
+        .unwrap()
+    }
+
     /// A failed call on `target`.
     pub fn fail(&self, target: &Target, error: &ErrorClass) {
         self.strategy.observe(target, &Outcome::Failure(error));
