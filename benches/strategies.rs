@@ -140,6 +140,14 @@ fn admission(c: &mut Criterion, rt: &tokio::runtime::Runtime, clock: &ManualCloc
     )
     .expect("usage");
     let target = targets.iter().next().expect("a target");
+    let mut group = c.benchmark_group("usage");
+    group.bench_function("view", |b| b.iter(|| black_box(usage.view().now_ms())));
+    let eligible: Vec<&Target> = targets.iter().collect();
+    group.bench_function("fits_10", |b| {
+        let view = usage.view();
+        b.iter(|| black_box(eligible.iter().filter(|t| view.fits(t, 300)).count()))
+    });
+    group.finish();
     let mut group = c.benchmark_group("admission");
     group.bench_function("batched_admit_and_release", |b| {
         b.to_async(rt).iter(|| async {

@@ -1,4 +1,4 @@
-//! A tour of ferrolite-cache: counters, values and strict admission.
+//! A tour of ferrolite-cache: counters, a watched cooldown, values and strict admission.
 //!
 //! Runs in memory by default; set `REDIS_URL` (e.g. `redis://127.0.0.1:6379`) to share the
 //! state through Redis, and run it twice at once to watch two instances split one limit.
@@ -38,18 +38,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("tokens used this minute (local view): {}", tokens.value());
 
-    // A value with a TTL, such as a cooldown record.
+    // A watched deadline, such as a cooldown: every request reads it from memory; setting it
+    // again only ever extends it, and other instances see it within one sync interval.
+    let cooldown = cache.deadline("demo:{d1}:cooldown")?;
+    let now = cache.clock().now_ms();
+    cooldown.extend_to(now + 5_000).await?;
+    cooldown.extend_to(now + 1_000).await?; // shorter: ignored
+    println!(
+        "d1 cooled down: {} (for {} ms more)",
+        cooldown.is_active(now),
+        cooldown.until_ms().unwrap_or(now) - now
+    );
+
+    // A plain value with a TTL.
     cache
         .set(
-            "demo:d1:cooldown",
+            "demo:d1:last_error",
             r#"{"status":429}"#,
             Duration::from_secs(5),
         )
         .await?;
-    println!(
-        "cooldown record: {:?}",
-        cache.get("demo:d1:cooldown").await?
-    );
+    println!("last error: {:?}", cache.get("demo:d1:last_error").await?);
 
     // Strict admission: rpm = 3 over a sliding minute; five requests, exactly three admitted.
     let rpm = LimitCheck {

@@ -100,6 +100,7 @@ impl Num {
         }
     }
 
+    #[inline]
     pub(crate) fn as_f64(self) -> f64 {
         match self {
             Num::Int(v) => v as f64,
@@ -173,6 +174,7 @@ impl CounterCell {
         }
     }
 
+    #[inline]
     fn load(&self, cell: &AtomicU64) -> Num {
         let bits = cell.load(Ordering::Acquire);
         match self.kind {
@@ -203,6 +205,7 @@ impl CounterCell {
         }
     }
 
+    #[inline]
     fn sum(a: Num, b: Num) -> Num {
         match (a, b) {
             (Num::Int(a), Num::Int(b)) => Num::Int(a.wrapping_add(b)),
@@ -262,6 +265,7 @@ impl CounterCell {
     }
 
     /// The local view at `now_ms`.
+    #[inline]
     pub(crate) fn value(&self, now_ms: u64, remote: bool) -> Num {
         let expires = self.expires_at.load(Ordering::Acquire);
         let owed = Self::sum(self.load(&self.inflight), self.load(&self.pending));

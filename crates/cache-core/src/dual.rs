@@ -117,6 +117,7 @@ impl Inner {
         }
     }
 
+    #[inline]
     pub(crate) fn is_remote(&self) -> bool {
         self.redis.is_some()
     }
@@ -669,7 +670,7 @@ impl DualCache {
         redis
             .eval(script, keys, args)
             .await
-            .map(|v| Some(ScriptReply::from(v)))
+            .map(|v| Some(ScriptReply::from_value(v)))
     }
 
     /// Whether Redis is configured and currently reachable (as far as the last command knew).
@@ -853,6 +854,7 @@ mod private {
         fn to_num(self) -> Num {
             Num::Int(self)
         }
+        #[inline]
         fn from_num(n: Num) -> Self {
             match n {
                 Num::Int(v) => v,
@@ -869,6 +871,7 @@ mod private {
         fn to_num(self) -> Num {
             Num::Float(self)
         }
+        #[inline]
         fn from_num(n: Num) -> Self {
             n.as_f64()
         }
@@ -924,6 +927,7 @@ impl<V: CounterValue> Counter<V> {
     }
 
     /// The local view: the last global value read plus deltas not yet acknowledged.
+    #[inline]
     pub fn value(&self) -> V {
         self.value_at(self.cache.clock.now_ms())
     }
@@ -1006,8 +1010,9 @@ impl ScriptReply {
     }
 }
 
-impl From<fred::types::Value> for ScriptReply {
-    fn from(value: fred::types::Value) -> Self {
+impl ScriptReply {
+    /// The client's reply, converted (kept out of the public API: no fred type crosses it).
+    pub(crate) fn from_value(value: fred::types::Value) -> Self {
         use fred::types::Value;
         match value {
             Value::Null => ScriptReply::Nil,
@@ -1017,7 +1022,7 @@ impl From<fred::types::Value> for ScriptReply {
             Value::Double(d) => ScriptReply::Text(d.to_string()),
             Value::Boolean(b) => ScriptReply::Int(i64::from(b)),
             Value::Array(items) => {
-                ScriptReply::Array(items.into_iter().map(ScriptReply::from).collect())
+                ScriptReply::Array(items.into_iter().map(ScriptReply::from_value).collect())
             }
             other => ScriptReply::Other(crate::error::truncate(&format!("{other:?}"))),
         }

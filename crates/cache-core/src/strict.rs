@@ -26,8 +26,12 @@ use crate::error::truncate;
 use crate::redis::RedisStore;
 use crate::window::{Window, WindowKind};
 
-/// How long an admission's marker outlives the longest window it touched.
-const MARKER_GRACE_MS: u64 = 60_000;
+/// How long an admission's marker (and a withdrawal's tombstone) lives. A withdrawal is sent at
+/// the first sync after Redis answers again, so a minute covers it with room to spare; one that
+/// came later would find no marker and leave the admission counted — the safe direction (a slot
+/// held too long, never one given twice). Every strict admission writes one such key, so it is
+/// kept short.
+const MARKER_TTL_MS: u64 = 60_000;
 
 /// One limit an admission must respect: `count(key) + delta <= limit` within `window`.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,12 +171,7 @@ impl DualCache {
         );
         let first = redis.key(slots[0].current.key());
         let marker = format!("{}:admission:{token}", RedisStore::tag_of(&first));
-        let marker_ttl = checks
-            .iter()
-            .map(|c| c.window.retention_ms())
-            .max()
-            .unwrap_or(0)
-            + MARKER_GRACE_MS;
+        let marker_ttl = MARKER_TTL_MS;
         let mut keys = Vec::with_capacity(1 + 2 * checks.len());
         let mut args = Vec::with_capacity(1 + 5 * checks.len());
         keys.push(marker.clone());

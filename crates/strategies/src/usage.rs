@@ -441,38 +441,51 @@ impl UsageView<'_> {
     }
 
     fn previous(&self, counters: &[[Option<IntCounter>; 2]], ix: DeploymentIx) -> f64 {
-        match self
-            .position(ix)
+        self.position(ix)
             .and_then(|p| counters.get(p))
-            .and_then(|c| c[1].as_ref())
-        {
+            .map_or(0.0, |c| self.weighted(c[1].as_ref()))
+    }
+
+    /// The previous bucket's count, weighted by its overlap with the window.
+    #[inline]
+    fn weighted(&self, previous: Option<&IntCounter>) -> f64 {
+        match previous {
             Some(previous) => previous.value_at(self.now_ms).max(0) as f64 * self.previous_weight,
             None => 0.0,
         }
     }
 
+    /// The window's count at a position already checked against this snapshot.
     #[inline]
-    fn estimate(&self, counters: &[[Option<IntCounter>; 2]], ix: DeploymentIx) -> f64 {
-        let current = self
-            .position(ix)
-            .and_then(|p| counters.get(p))
-            .and_then(|c| c[0].as_ref())
-            .map_or(0, |c| c.value_at(self.now_ms).max(0));
-        current as f64 + self.previous(counters, ix)
+    fn estimate_at(&self, counters: &[[Option<IntCounter>; 2]], position: usize) -> f64 {
+        match counters.get(position) {
+            Some([current, previous]) => {
+                let current = current
+                    .as_ref()
+                    .map_or(0, |c| c.value_at(self.now_ms).max(0));
+                current as f64 + self.weighted(previous.as_ref())
+            }
+            None => 0.0,
+        }
     }
 
     /// Requests in the deployment's window now.
+    #[inline]
     pub fn rpm(&self, ix: DeploymentIx) -> f64 {
-        self.estimate(&self.epoch.rpm, ix)
+        self.position(ix)
+            .map_or(0.0, |p| self.estimate_at(&self.epoch.rpm, p))
     }
 
     /// Tokens in the deployment's window now.
+    #[inline]
     pub fn tpm(&self, ix: DeploymentIx) -> f64 {
-        self.estimate(&self.epoch.tpm, ix)
+        self.position(ix)
+            .map_or(0.0, |p| self.estimate_at(&self.epoch.tpm, p))
     }
 
     /// Calls in flight on the deployment, never below 0 (a decrement after the counter expired
     /// cannot make a deployment look idler than idle — LiteLLM #39322).
+    #[inline]
     pub fn in_flight(&self, ix: DeploymentIx) -> u64 {
         self.store
             .in_flight
@@ -490,16 +503,19 @@ impl UsageView<'_> {
     /// `rpm - 1`). A target of another snapshot never fits.
     #[inline]
     pub fn fits(&self, target: &Target, tokens: u64) -> bool {
-        if self.position(target.ix).is_none() {
+        let Some(position) = self.position(target.ix) else {
             return false;
-        }
+        };
         if let Some(limit) = target.rpm {
-            if limit == 0 || self.rpm(target.ix) + 1.0 > limit as f64 + 1e-9 {
+            if limit == 0 || self.estimate_at(&self.epoch.rpm, position) + 1.0 > limit as f64 + 1e-9
+            {
                 return false;
             }
         }
         if let Some(limit) = target.tpm {
-            if limit == 0 || self.tpm(target.ix) + tokens as f64 > limit as f64 + 1e-9 {
+            if limit == 0
+                || self.estimate_at(&self.epoch.tpm, position) + tokens as f64 > limit as f64 + 1e-9
+            {
                 return false;
             }
         }
