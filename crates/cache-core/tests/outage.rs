@@ -344,3 +344,48 @@ async fn a_deadline_set_during_an_outage_reaches_redis_when_it_is_back() {
     assert_eq!(global(&url, "p:{d1}:cooldown").await as u64, until);
     cache.shutdown().await.unwrap();
 }
+
+/// The fail-open side of a lost reply: an admission whose script may have run in a frozen
+/// Redis is decided locally instead, and the script's effect is withdrawn, so each admission
+/// counts once — and the local decisions reach Redis when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_open_admissions_during_a_freeze_are_counted_once() {
+    if !redis_server_installed() {
+        return;
+    }
+    let server = RedisProcess::start(false);
+    let url = server.url();
+    let prefix = unique_prefix("frozen-open");
+    let cache = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailOpen))
+        .await
+        .unwrap();
+    let check = LimitCheck {
+        key: "{d1}:rpm".into(),
+        delta: 1,
+        limit: 10,
+        window: Window::fixed(Duration::from_secs(3600)).unwrap(),
+    };
+    server.pause();
+    let mut admitted = 0;
+    for _ in 0..15 {
+        let admission = cache.admit(std::slice::from_ref(&check)).await.unwrap();
+        assert_eq!(admission.source, AdmissionSource::Local);
+        admitted += usize::from(admission.admitted);
+    }
+    assert_eq!(admitted, 10, "the instance's own view holds the limit");
+    server.resume();
+    wait_settled(&cache).await;
+    for _ in 0..5 {
+        cache.sync_now().await.unwrap();
+    }
+    // Redis holds exactly the 10 local admissions: the timed-out script's was withdrawn.
+    let fresh = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailOpen))
+        .await
+        .unwrap();
+    let after = fresh.admit(std::slice::from_ref(&check)).await.unwrap();
+    assert_eq!(after.source, AdmissionSource::Redis);
+    assert!(!after.admitted, "{after:?}");
+    assert!((after.counts[0] - 10.0).abs() < 1e-9, "{after:?}");
+    fresh.shutdown().await.unwrap();
+    cache.shutdown().await.unwrap();
+}
