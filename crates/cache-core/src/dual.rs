@@ -14,7 +14,7 @@ use crate::CacheError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, FailureMode};
 use crate::counter::{CounterCell, CounterOptions, Kind};
-use crate::pipeline::SyncState;
+use crate::pipeline::{SyncReport, SyncState};
 use crate::redis::RedisStore;
 use crate::strict::PendingCancel;
 use crate::watched::{Deadline, WatchedCell};
@@ -246,6 +246,38 @@ impl Inner {
         let cell = Arc::new(WatchedCell::new(Arc::clone(&key)));
         watched.insert(key, Arc::clone(&cell));
         Ok(cell)
+    }
+}
+
+impl Inner {
+    /// One sync: push, read back, withdraw lost admissions, prune (see `pipeline.rs`).
+    pub(crate) async fn sync_once(&self) -> SyncReport {
+        let _one_at_a_time = self.sync.one_at_a_time().await;
+        let mut report = SyncReport::default();
+        if let Some(redis) = &self.redis {
+            let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();
+            let watched: Vec<Arc<WatchedCell>> = self.watched.read().values().cloned().collect();
+            if cells.is_empty() && watched.is_empty() {
+                // Nothing to sync: keep the health state fresh so an outage and the recovery are
+                // still seen.
+                redis.check_health().await;
+            } else {
+                let now = self.clock.now_ms();
+                crate::pipeline::flush(redis, &self.sync, &cells, &watched, now, &mut report).await;
+            }
+            if !redis.health.is_down() && !self.cancels.lock().is_empty() {
+                report.errors.extend(self.send_cancels(redis).await);
+            }
+            report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
+        }
+        report.pruned = self.prune();
+        self.sync.note_errors(&report);
+        report
+    }
+
+    /// Drops expired counters and passed deadlines (see `Inner::prune_counters`).
+    fn prune(&self) -> usize {
+        self.prune_counters(&mut self.counters.write())
     }
 }
 

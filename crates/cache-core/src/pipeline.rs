@@ -1,7 +1,8 @@
 //! The increment pipeline: how queued counter deltas reach Redis, exactly once, and how watched
 //! deadlines are read back.
 //!
-//! Every `sync_interval` the sync task runs [`Inner::sync_once`]:
+//! Every `sync_interval` the sync task runs `Inner::sync_once` (in `dual.rs`), which calls
+//! [`flush`]:
 //! 1. For every tracked counter, take what it owes Redis (`CounterCell::take_for_flush`): the
 //!    unacknowledged push of the last sync if there is one (same sequence number), otherwise
 //!    everything pending under a new sequence number. Deltas are coalesced per key: a counter
@@ -30,7 +31,6 @@ use parking_lot::Mutex;
 use crate::CacheError;
 use crate::clock::{Clock, SystemClock};
 use crate::counter::{CounterCell, ExpiryMode, Kind, Num};
-use crate::dual::Inner;
 use crate::redis::{RedisStore, decode_deadline, decode_number};
 use crate::watched::WatchedCell;
 
@@ -85,12 +85,17 @@ impl SyncState {
         }
     }
 
+    /// Holds off any other sync until the guard drops.
+    pub(crate) async fn one_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Logs each key that went bad in this sync (and, at debug level, those that recovered).
-    fn note_errors(&self, report: &SyncReport) {
+    pub(crate) fn note_errors(&self, report: &SyncReport) {
         let now_bad: HashSet<String> = report
             .errors
             .iter()
@@ -137,45 +142,6 @@ fn instance_id() -> String {
 enum Planned {
     Push(Num),
     Read,
-}
-
-impl Inner {
-    /// One sync: push, read back, withdraw lost admissions, prune. See the module documentation.
-    pub(crate) async fn sync_once(&self) -> SyncReport {
-        let _one_at_a_time = self.sync.lock.lock().await;
-        let mut report = SyncReport::default();
-        if let Some(redis) = &self.redis {
-            let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();
-            let watched: Vec<Arc<WatchedCell>> = self.watched.read().values().cloned().collect();
-            if cells.is_empty() && watched.is_empty() {
-                // Nothing to sync: keep the health state fresh so an outage and the recovery are
-                // still seen.
-                let ping: Result<Value, _> =
-                    redis.client().get(redis.key("ferrolite:health")).await;
-                match ping {
-                    Ok(_) => redis.health.record_ok(),
-                    Err(e) => {
-                        redis.error("health check", "", &e);
-                    }
-                }
-            } else {
-                let now = self.clock.now_ms();
-                flush(redis, &self.sync, &cells, &watched, now, &mut report).await;
-            }
-            if !redis.health.is_down() && !self.cancels.lock().is_empty() {
-                report.errors.extend(self.send_cancels(redis).await);
-            }
-            report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
-        }
-        report.pruned = self.prune();
-        self.sync.note_errors(&report);
-        report
-    }
-
-    /// Drops expired counters and passed deadlines (see `Inner::prune_counters`).
-    fn prune(&self) -> usize {
-        self.prune_counters(&mut self.counters.write())
-    }
 }
 
 /// Pushes what `cells` owe and reads the others (and the watched deadlines) back, in one

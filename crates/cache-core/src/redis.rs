@@ -312,6 +312,17 @@ impl RedisStore {
         true
     }
 
+    /// A cheap `GET` that keeps the health state fresh when a sync has nothing else to send.
+    pub(crate) async fn check_health(&self) {
+        let ping: Result<Value, _> = self.client.get(self.key("ferrolite:health")).await;
+        match ping {
+            Ok(_) => self.health.record_ok(),
+            Err(e) => {
+                self.error("health check", "", &e);
+            }
+        }
+    }
+
     /// Closes the connection (once).
     pub(crate) async fn quit(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
