@@ -126,12 +126,13 @@ impl Kind {
 }
 
 /// One counter's state. Shared by the registry, the handles and the sync task.
+///
+/// Laid out for the read path: the four atomics a read loads come first, and the cell starts a
+/// cache line, so reading a counter touches one line — a pick over 1,000 deployments reads
+/// 4,000 counters, and their cells outgrow the L2 cache.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct CounterCell {
-    pub(crate) key: Arc<str>,
-    pub(crate) kind: Kind,
-    pub(crate) ttl_ms: u64,
-    pub(crate) expiry: ExpiryMode,
     base: AtomicU64,
     pending: AtomicU64,
     inflight: AtomicU64,
@@ -141,9 +142,13 @@ pub(crate) struct CounterCell {
     /// whose local expiry passed still serves `base` when it was read back after that expiry:
     /// the key lives on in Redis (other instances write it) and the sync keeps `base` fresh.
     refreshed_at: AtomicU64,
+    pub(crate) kind: Kind,
+    pub(crate) expiry: ExpiryMode,
     /// Whether the last reply for this key could not be decoded (a string where a number is
     /// expected): the local view is then not the shared one, and readers that must know ask.
     bad_reply: std::sync::atomic::AtomicBool,
+    pub(crate) ttl_ms: u64,
+    pub(crate) key: Arc<str>,
     /// Sequence number of the unacknowledged push in `inflight`; 0 when none. Only the sync
     /// task takes this lock.
     unacked: Mutex<u64>,
