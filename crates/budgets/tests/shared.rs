@@ -78,6 +78,8 @@ async fn two_instances_converge_on_the_same_spend_within_one_sync() {
         a.status().await.unwrap()[0].window_start_ms
     );
     assert!((spend(&c).await - 3.75).abs() < 1e-9, "{}", spend(&c).await);
+    cache_a.shutdown().await.unwrap();
+    cache_b.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -168,6 +170,8 @@ async fn redis_killed_and_restarted_mid_run_loses_no_spend() {
         (seen - expected).abs() < 1e-9,
         "Redis holds {seen}, expected {expected}"
     );
+    cache.shutdown().await.unwrap();
+    fresh_cache.shutdown().await.unwrap();
 }
 
 /// Regression (external check of 79b0912): `status()` reported spend 0.0 for a spend key

@@ -38,6 +38,7 @@ async fn ten_thousand_concurrent_local_increments_sum_exactly() {
     let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
     hammer(&cache, "k", 10_000, 1).await;
     assert_eq!(cache.counter_value("k"), Some(10_000.0));
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -166,6 +166,8 @@ async fn killing_redis_mid_run_loses_nothing_doubles_nothing_and_blocks_no_calle
         "a caller waited {:?}",
         waits.get()
     );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +220,7 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
     assert_eq!(cache.increment("k", 1, OPTIONS), Ok(2));
     let admission = cache.admit(&[check]).await.unwrap();
     assert_eq!(admission.source, AdmissionSource::Redis);
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -57,6 +57,8 @@ async fn two_instances_converge_on_the_global_counter_after_one_sync_each() {
     let raw = raw_client(&url).await;
     let global: i64 = raw.get(format!("{prefix}d1:rpm")).await.unwrap();
     assert_eq!(global, 12);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -79,6 +81,8 @@ async fn the_sync_task_pushes_without_being_asked() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -200,6 +204,8 @@ async fn float_counters_sum_across_instances() {
     a.sync_now().await.unwrap();
     assert_eq!(a.counter_value("spend:openai"), Some(0.75));
     assert_eq!(b.counter_value("spend:openai"), Some(0.75));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -221,6 +227,7 @@ async fn counters_expire_in_redis_with_their_ttl() {
     a.sync_now().await.unwrap();
     let ttl: i64 = raw.pttl(format!("{prefix}fails")).await.unwrap();
     assert!(ttl <= 10_000, "ttl extended to {ttl}");
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -263,6 +270,12 @@ async fn a_key_holding_text_gives_a_typed_error_naming_it() {
     );
     assert_eq!(report.unsettled, 1);
     assert_eq!(a.counter_value("list"), Some(2.0));
+    // Stopping cannot flush it either, and says so, naming the key.
+    let stop = a.shutdown().await.unwrap_err();
+    assert!(
+        matches!(&stop, CacheError::Redis { key, .. } if key == "list"),
+        "{stop:?}"
+    );
 }
 
 #[tokio::test]
@@ -285,6 +298,7 @@ async fn a_key_used_as_two_kinds_is_a_typed_error() {
         cache.increment("z", 1, CounterOptions::ttl(Duration::ZERO)),
         Err(CacheError::InvalidArgument { field: "ttl", .. })
     ));
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -316,6 +330,8 @@ async fn values_are_shared_through_redis_and_read_locally_first() {
         .unwrap();
     let got: Vec<Option<&str>> = got.iter().map(|v| v.as_deref()).collect();
     assert_eq!(got, vec![Some("1"), None, Some("{\"status\":429}")]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -332,6 +348,7 @@ async fn local_values_expire_on_the_cache_clock() {
     assert!(cache.get("cooldown").await.unwrap().is_some());
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(cache.get("cooldown").await.unwrap().is_none());
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -411,6 +428,7 @@ async fn the_tracked_key_set_is_bounded_and_pruned() {
     let report = cache.sync_now().await.unwrap();
     assert_eq!(report.pruned, 0, "a, b, c were pruned when d needed room");
     assert_eq!(cache.stats().tracked_keys, 1);
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -498,4 +516,5 @@ async fn concurrent_syncs_neither_double_acknowledge_nor_go_back_in_time() {
     }
     let raw = raw_client(&url).await;
     assert_eq!(raw.get::<i64, _>(format!("{prefix}k")).await.unwrap(), 20);
+    a.shutdown().await.unwrap();
 }

@@ -60,6 +60,9 @@ async fn a_thousand_attempts_over_four_instances_admit_exactly_the_limit() {
             caches.push(DualCache::connect(config(&url, &prefix)).await.unwrap());
         }
         let (admitted, buckets) = storm(&caches, rpm("{d1}:rpm", 100, window), 1_000).await;
+        for cache in &caches {
+            cache.shutdown().await.unwrap();
+        }
         if buckets.iter().any(|b| *b != buckets[0]) {
             eprintln!("attempt {attempt} crossed a window boundary; retrying");
             continue;
@@ -134,6 +137,7 @@ async fn a_zero_limit_blocks_every_request() {
         .await
         .unwrap();
     assert!(!admission.admitted);
+    cache.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -201,4 +205,5 @@ async fn without_redis_admission_is_exact_in_process_and_windows_follow_the_cloc
     let next = cache.admit(&[fixed]).await.unwrap();
     assert!(next.admitted, "a fixed window resets at the minute");
     assert_eq!(next.source, AdmissionSource::Local);
+    cache.shutdown().await.unwrap();
 }

@@ -165,4 +165,5 @@ async fn a_failed_window_rotation_keeps_the_old_counters_and_picks_go_on() {
         );
     }
     assert!(usage.rotation_failures() >= 1);
+    cache.shutdown().await.unwrap();
 }
