@@ -80,10 +80,6 @@ impl ScopeState {
         })
     }
 
-    fn is_provisional(&self) -> bool {
-        self.window.read().as_ref().is_some_and(|w| w.provisional)
-    }
-
     fn current(&self, now_ms: u64) -> Option<Window> {
         self.window
             .read()
@@ -92,13 +88,14 @@ impl ScopeState {
             .cloned()
     }
 
-    /// The current window's spend, read under the lock (no clone on the hot path).
-    fn current_spend(&self, now_ms: u64) -> Option<f64> {
+    /// The current window's spend and whether it is provisional, read under one lock (no clone
+    /// on the hot path).
+    fn current_spend(&self, now_ms: u64) -> Option<(f64, bool)> {
         self.window
             .read()
             .as_ref()
             .filter(|w| now_ms < w.end_ms)
-            .map(|w| w.spend.value_at(now_ms))
+            .map(|w| (w.spend.value_at(now_ms), w.provisional))
     }
 }
 
@@ -379,7 +376,7 @@ impl BudgetLedger {
         let now = self.cache.clock().now_ms();
         for (index, state) in self.scopes.iter().enumerate() {
             let spend = match state.current_spend(now) {
-                Some(spend) if !self.cache.redis_up() || !state.is_provisional() => spend,
+                Some((spend, provisional)) if !provisional || !self.cache.redis_up() => spend,
                 _ => self.window(index).await?.spend.value(),
             };
             if spend >= state.limit {

@@ -198,6 +198,11 @@ pub(crate) async fn flush(
     for cell in watched {
         let full = redis.key(&cell.key);
         let until = cell.until();
+        if cell.is_unsent() && until <= now_ms {
+            // It passed before Redis could take it: nothing left to send (and the registry may
+            // forget it).
+            cell.set_unsent(false);
+        }
         let queued: Result<(), _> = if cell.is_unsent() && until > now_ms {
             let args = [until.to_string(), (until - now_ms).to_string()];
             pipe.custom(

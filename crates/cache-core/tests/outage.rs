@@ -341,10 +341,21 @@ async fn a_deadline_set_during_an_outage_reaches_redis_when_it_is_back() {
         cooldown.is_active(until - 1),
         "held locally during the outage"
     );
+    // A short one that passes before Redis is back: nothing to send, and forgotten.
+    let brief = cache.deadline("{d2}:cooldown").unwrap();
+    brief.extend_to(cache.clock().now_ms() + 50).await.unwrap();
+    drop(brief);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     server.restart();
     wait_settled(&cache).await;
     cache.sync_now().await.unwrap();
     assert_eq!(global(&url, "p:{d1}:cooldown").await as u64, until);
+    cache.sync_now().await.unwrap();
+    assert_eq!(
+        cache.stats().watched_keys,
+        1,
+        "the passed deadline was not forgotten"
+    );
     cache.shutdown().await.unwrap();
 }
 
