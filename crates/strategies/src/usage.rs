@@ -235,10 +235,43 @@ impl UsageStore {
         if target.ix.generation() != self.generation {
             return Err(StrategyError::UnknownDeployment { ix: target.ix });
         }
+        let in_flight = self
+            .in_flight
+            .get(target.ix)
+            .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?
+            .clone();
+        // The slot first: if it cannot be taken (fail-closed, Redis down) nothing else is.
+        in_flight.increment(1)?;
+        let tokens_i = i64::try_from(tokens).unwrap_or(i64::MAX);
+        match self.take(target, tokens).await {
+            Ok((rpm, tpm)) => Ok(Permit {
+                ix: target.ix,
+                rpm,
+                tpm,
+                in_flight,
+                tokens: tokens_i,
+                ended: false,
+            }),
+            Err(error) => {
+                if let Err(e) = in_flight.increment(-1) {
+                    tracing::warn!(error = %e, "could not end an in-flight count");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes one request and `tokens` from `target`'s windows, or nothing; returns the counters
+    /// they were taken from.
+    async fn take(
+        &self,
+        target: &Target,
+        tokens: u64,
+    ) -> Result<(IntCounter, IntCounter), StrategyError> {
         let tokens_i = i64::try_from(tokens).unwrap_or(i64::MAX);
         let strict =
             self.mode == AdmissionMode::Strict && (target.rpm.is_some() || target.tpm.is_some());
-        let (rpm, tpm) = if strict {
+        let taken = if strict {
             let keys = self
                 .keys
                 .get(target.ix)
@@ -307,20 +340,7 @@ impl UsageStore {
             }
             (rpm.clone(), tpm.clone())
         };
-        let in_flight = self
-            .in_flight
-            .get(target.ix)
-            .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?
-            .clone();
-        in_flight.increment(1)?;
-        Ok(Permit {
-            ix: target.ix,
-            rpm,
-            tpm,
-            in_flight,
-            tokens: tokens_i,
-            ended: false,
-        })
+        Ok(taken)
     }
 }
 
