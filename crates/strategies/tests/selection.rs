@@ -692,3 +692,26 @@ async fn shuffle_falls_back_to_a_uniform_pick_when_every_weighted_deployment_is_
     s.count_request(s.target("weighted"));
     assert_eq!(s.pick_id(&RouteContext::new(GROUP)), "plain");
 }
+
+#[tokio::test]
+async fn a_refused_admission_leaves_no_call_in_flight() {
+    let s = setup(
+        vec![ferrolite_types::Deployment {
+            rpm: Some(1),
+            ..deployment("a")
+        }],
+        StrategyName::LeastBusy,
+    )
+    .await;
+    let a = s.target("a");
+    let ctx = RouteContext::new(GROUP);
+    let first = s.admit(a, &ctx).await.unwrap();
+    assert!(matches!(
+        s.admit(a, &ctx).await,
+        Err(StrategyError::RateLimited { metric: "rpm", .. })
+    ));
+    assert_eq!(s.usage.view().in_flight(a.ix), 1);
+    assert_eq!(s.usage.view().rpm(a.ix), 1.0);
+    drop(first);
+    assert_eq!(s.usage.view().in_flight(a.ix), 0);
+}
