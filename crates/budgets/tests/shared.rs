@@ -47,6 +47,36 @@ async fn instance(
     )
 }
 
+/// `calls` concurrent calls alternating over the instances, each reserving `reserve` and
+/// settling at `cost`; returns how many were admitted.
+async fn storm(
+    instances: [(&Arc<BudgetLedger>, DeploymentIx); 2],
+    calls: usize,
+    reserve: f64,
+    cost: f64,
+) -> usize {
+    let mut handles = Vec::new();
+    for i in 0..calls {
+        let (ledger, d) = instances[i % 2];
+        let ledger = Arc::clone(ledger);
+        handles.push(tokio::spawn(async move {
+            match ledger.reserve(d, &[], reserve).await {
+                Ok(reservation) => {
+                    ledger.settle(reservation, cost).unwrap();
+                    true
+                }
+                Err(BudgetError::Exceeded { .. }) => false,
+                Err(other) => panic!("{other:?}"),
+            }
+        }));
+    }
+    let mut admitted = 0;
+    for h in handles {
+        admitted += usize::from(h.await.unwrap());
+    }
+    admitted
+}
+
 async fn spend(ledger: &BudgetLedger) -> f64 {
     ledger.status().await.unwrap()[0].spend
 }
@@ -88,29 +118,8 @@ async fn five_hundred_concurrent_reservations_over_two_instances_never_pass_the_
     let prefix = unique_prefix("budget-storm");
     let (a, _ca, da) = instance(config(&url, &prefix), 10.0).await;
     let (b, _cb, db) = instance(config(&url, &prefix), 10.0).await;
-    let mut handles = Vec::new();
-    for i in 0..500 {
-        let (ledger, d) = if i % 2 == 0 {
-            (Arc::clone(&a), da)
-        } else {
-            (Arc::clone(&b), db)
-        };
-        handles.push(tokio::spawn(async move {
-            match ledger.reserve(d, &[], 0.3).await {
-                Ok(reservation) => {
-                    // The call cost a little less than reserved.
-                    ledger.settle(reservation, 0.25).unwrap();
-                    true
-                }
-                Err(BudgetError::Exceeded { .. }) => false,
-                Err(other) => panic!("{other:?}"),
-            }
-        }));
-    }
-    let mut admitted = 0;
-    for h in handles {
-        admitted += usize::from(h.await.unwrap());
-    }
+    // The call costs a little less than reserved.
+    let admitted = storm([(&a, da), (&b, db)], 500, 0.3, 0.25).await;
     // Every reservation is checked atomically in Redis against reservations and settled costs:
     // at least 33 calls fit (10 / 0.3) and refunds may let a few more in; none overspends.
     assert!(admitted >= 33, "{admitted}");
@@ -253,28 +262,7 @@ async fn reservations_on_a_redis_cluster_never_pass_the_limit() {
     let prefix = unique_prefix("budget-cluster");
     let (a, cache_a, da) = instance(config(&cluster.url(), &prefix), 3.0).await;
     let (b, cache_b, db) = instance(config(&cluster.url(), &prefix), 3.0).await;
-    let mut handles = Vec::new();
-    for i in 0..100 {
-        let (ledger, d) = if i % 2 == 0 {
-            (Arc::clone(&a), da)
-        } else {
-            (Arc::clone(&b), db)
-        };
-        handles.push(tokio::spawn(async move {
-            match ledger.reserve(d, &[], 0.25).await {
-                Ok(reservation) => {
-                    ledger.settle(reservation, 0.25).unwrap();
-                    true
-                }
-                Err(BudgetError::Exceeded { .. }) => false,
-                Err(other) => panic!("{other:?}"),
-            }
-        }));
-    }
-    let mut admitted = 0;
-    for h in handles {
-        admitted += usize::from(h.await.unwrap());
-    }
+    let admitted = storm([(&a, da), (&b, db)], 100, 0.25, 0.25).await;
     assert_eq!(admitted, 12, "3.0 / 0.25");
     cache_a.sync_now().await.unwrap();
     assert!((spend(&a).await - 3.0).abs() < 1e-9);

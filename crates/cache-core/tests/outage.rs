@@ -261,18 +261,17 @@ async fn fail_open_starts_without_redis_and_fail_closed_does_not() {
     ));
 }
 
-/// Regression (external check of 79b0912): with Redis frozen (SIGSTOP) during a burst, every
-/// fail-closed caller got `Unavailable`, yet Redis applied the timed-out scripts when it resumed
-/// and the window held the full limit. Refused calls must change nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn admissions_refused_while_redis_was_frozen_consume_nothing() {
+/// A private server, a cache on it in `mode`, and an hour-long limit of 10 for the freeze tests.
+async fn frozen_setup(
+    mode: FailureMode,
+) -> Option<(RedisProcess, String, String, DualCache, LimitCheck)> {
     if !redis_server_installed() {
-        return;
+        return None;
     }
     let server = RedisProcess::start(false);
     let url = server.url();
     let prefix = unique_prefix("frozen");
-    let cache = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailClosed))
+    let cache = DualCache::connect(cache_config(&url, &prefix, mode))
         .await
         .unwrap();
     let check = LimitCheck {
@@ -280,6 +279,18 @@ async fn admissions_refused_while_redis_was_frozen_consume_nothing() {
         delta: 1,
         limit: 10,
         window: Window::fixed(Duration::from_secs(3600)).unwrap(),
+    };
+    Some((server, url, prefix, cache, check))
+}
+
+/// Regression (external check of 79b0912): with Redis frozen (SIGSTOP) during a burst, every
+/// fail-closed caller got `Unavailable`, yet Redis applied the timed-out scripts when it resumed
+/// and the window held the full limit. Refused calls must change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_refused_while_redis_was_frozen_consume_nothing() {
+    let Some((server, url, prefix, cache, check)) = frozen_setup(FailureMode::FailClosed).await
+    else {
+        return;
     };
     server.pause();
     let mut calls = Vec::new();
@@ -364,20 +375,9 @@ async fn a_deadline_set_during_an_outage_reaches_redis_when_it_is_back() {
 /// counts once — and the local decisions reach Redis when it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fail_open_admissions_during_a_freeze_are_counted_once() {
-    if !redis_server_installed() {
+    let Some((server, url, prefix, cache, check)) = frozen_setup(FailureMode::FailOpen).await
+    else {
         return;
-    }
-    let server = RedisProcess::start(false);
-    let url = server.url();
-    let prefix = unique_prefix("frozen-open");
-    let cache = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailOpen))
-        .await
-        .unwrap();
-    let check = LimitCheck {
-        key: "{d1}:rpm".into(),
-        delta: 1,
-        limit: 10,
-        window: Window::fixed(Duration::from_secs(3600)).unwrap(),
     };
     server.pause();
     let mut admitted = 0;
