@@ -1,7 +1,56 @@
 //! # ferrolite-router
 //!
-//! ferrolite's router: resolve a model group, filter (cooldown, budgets, tags, context window, order), pick, admit, call, record, and on failure retry, cool down and fall back.
+//! ferrolite's `Router`: an application asks for a model group; the router resolves it, filters
+//! the group's deployments (cooldown, budgets, order), lets the routing strategy pick one on a
+//! single usage view, admits the call (rpm and tpm, then the budget reservation), calls it
+//! through a [`Backend`] under the attempt timeout and records the outcome — and on failure
+//! classifies it, cools the deployment down when the rules say so, retries with backoff and
+//! falls back to other groups. The call path reads top to bottom in `router.rs`.
+//!
+//! Everything a call takes it gives back through guards (the admission `Permit`, the budget
+//! `Reservation`), so a call dropped by a timeout or a disconnected client leaks nothing.
+//! Deployments live in one immutable snapshot behind an atomic pointer: [`Router::upsert`] and
+//! [`Router::remove`] swap in a new one without blocking calls in flight, and state of unchanged
+//! deployments carries over.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
-//! This crate is reserved for the `Router`; it is filled by a later issue and exposes nothing yet, so that
-//! the workspace, its lints and its CI are in place for it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use ferrolite_cache::{CacheConfig, DualCache};
+//! use ferrolite_router::{Backend, BackendFuture, BackendRequest, BackendResponse, Request, Router, RouterSettings};
+//! use ferrolite_types::{Deployment, Usage};
+//!
+//! struct Echo;
+//! impl Backend for Echo {
+//!     fn call<'a>(&'a self, _: &'a Deployment, request: &'a BackendRequest) -> BackendFuture<'a> {
+//!         Box::pin(async move {
+//!             Ok(BackendResponse { body: request.body.clone(), usage: Some(Usage::new(5, 5)), time_to_first_token: None })
+//!         })
+//!     }
+//! }
+//!
+//! let deployments = vec![Deployment::new("gpt-4o", "azure/gpt-4o-eu"), Deployment::new("gpt-4o", "openai/gpt-4o")];
+//! let cache = DualCache::connect(CacheConfig::default()).await?;
+//! let router = Router::new(deployments, RouterSettings::default(), cache.clone(), Arc::new(Echo))?;
+//! let answer = router.call(Request::new("gpt-4o", serde_json::json!({"messages": []}))).await?;
+//! assert_eq!(answer.model_group, "gpt-4o");
+//! cache.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod cooldown;
+mod error;
+mod request;
+mod retry;
+mod router;
+mod settings;
+mod snapshot;
+
+pub use backend::{Backend, BackendError, BackendFuture, BackendRequest, BackendResponse};
+pub use error::{RouterError, Tried};
+pub use request::{Request, RouterResponse};
+pub use router::Router;
+pub use settings::{RetryPolicy, RouterSettings};

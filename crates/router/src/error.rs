@@ -1,0 +1,132 @@
+//! The router's one error type.
+
+use std::time::Duration;
+
+use ferrolite_budgets::BudgetError;
+use ferrolite_cache::CacheError;
+use ferrolite_strategies::StrategyError;
+use ferrolite_types::{DeploymentId, ErrorClass, TypesError};
+
+/// One attempt that failed, for the "what was tried" list of an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tried {
+    /// The model group (or the deployment id a fallback named).
+    pub model_group: String,
+    /// The deployment called.
+    pub deployment: DeploymentId,
+    /// How it failed.
+    pub class: ErrorClass,
+    /// The provider's message.
+    pub message: String,
+}
+
+/// Everything that can go wrong in routing, naming the group, deployment, field or value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouterError {
+    /// No model group, alias or deployment id of that name (LiteLLM's 400).
+    #[error("You passed in model={model}. There are no healthy deployments for this model; known model groups: {}", known.join(", "))]
+    UnknownModel {
+        /// The name asked for.
+        model: String,
+        /// The groups this router serves.
+        known: Vec<String>,
+    },
+    /// A request field out of range, found before any backend call.
+    #[error("invalid request {field} = {value}: {reason}")]
+    InvalidRequest {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        reason: &'static str,
+    },
+    /// A setting out of range, found when the router is built.
+    #[error("invalid router setting `{field}` = {value}: {reason}")]
+    InvalidSettings {
+        /// The setting (with its entry, e.g. `fallbacks.gpt-4o`).
+        field: String,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        reason: &'static str,
+    },
+    /// A deployment that cannot be routed to, found when the router is built.
+    #[error("invalid deployment {index} (`{model_name}`): {source}")]
+    InvalidDeployment {
+        /// Its position in the list given.
+        index: usize,
+        /// Its model group.
+        model_name: String,
+        /// What is wrong.
+        source: TypesError,
+    },
+    /// Every deployment of the group is cooling down (LiteLLM's `RouterRateLimitError`,
+    /// `all_deployments_in_cooldown`).
+    #[error("No deployments available for selected model. All deployments of `{model_group}` are in cooldown. Try again in {} seconds.", retry_in.as_secs_f64().ceil())]
+    AllCooledDown {
+        /// The group.
+        model_group: String,
+        /// When the first cooldown ends.
+        retry_in: Duration,
+    },
+    /// No deployment had room (rpm/tpm limits) or budget.
+    #[error("{0}")]
+    NoCapacity(String),
+    /// The backend failed and retries and fallbacks did not help: the primary group's error,
+    /// with every attempt that was made.
+    #[error("{class:?} from `{model_group}` (deployment {deployment}): {message}{}", tried_suffix(.tried))]
+    Backend {
+        /// The primary group.
+        model_group: String,
+        /// The deployment of the primary group's last attempt.
+        deployment: DeploymentId,
+        /// How it failed.
+        class: ErrorClass,
+        /// The provider's message.
+        message: String,
+        /// Every failed attempt of the request, in order.
+        tried: Vec<Tried>,
+    },
+    /// The request's overall deadline passed (the caller's own limit: no deployment is blamed).
+    #[error("request deadline of {deadline:?} exceeded after {attempts} attempt(s)")]
+    DeadlineExceeded {
+        /// The deadline.
+        deadline: Duration,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The shared state failed (Redis down in fail-closed mode, ...).
+    #[error("state: {0}")]
+    Cache(#[from] CacheError),
+    /// Routing state or strategy error.
+    #[error("{0}")]
+    Strategy(#[from] StrategyError),
+    /// A budget error other than "exceeded" (configuration, state).
+    #[error("{0}")]
+    Budget(#[from] BudgetError),
+}
+
+fn tried_suffix(tried: &[Tried]) -> String {
+    if tried.len() <= 1 {
+        return String::new();
+    }
+    let list: Vec<String> = tried
+        .iter()
+        .map(|t| format!("{} ({}): {:?}", t.model_group, t.deployment, t.class))
+        .collect();
+    format!(". Tried: {}", list.join("; "))
+}
+
+impl RouterError {
+    /// The HTTP status a gateway answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RouterError::UnknownModel { .. } | RouterError::InvalidRequest { .. } => 400,
+            RouterError::AllCooledDown { .. } | RouterError::NoCapacity(_) => 429,
+            RouterError::Backend { class, .. } => class.status().unwrap_or(500),
+            RouterError::DeadlineExceeded { .. } => 408,
+            _ => 500,
+        }
+    }
+}

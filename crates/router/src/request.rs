@@ -1,0 +1,128 @@
+//! A request as the router takes it, and what it answers.
+
+use std::time::Duration;
+
+use ferrolite_types::{ApproxTokenCounter, ChatMessage, DeploymentId, TokenCounter, Usage};
+
+use crate::RouterError;
+
+/// One call: the model group (or alias, or deployment id) and the body, plus the per-request
+/// routing controls LiteLLM accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The model group, an alias of one, or a deployment id.
+    pub model: String,
+    /// The body as the caller sent it (chat completion, completion or embedding request).
+    pub body: serde_json::Value,
+    /// Input tokens, when the caller counted them; otherwise the router estimates them from
+    /// `messages`, `prompt` or `input`, once per request.
+    pub input_tokens: Option<u64>,
+    /// The request's `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// Whether a stream is asked for.
+    pub stream: bool,
+    /// The request's tags (budgets; tag routing comes with the filters of a later step).
+    pub tags: Vec<String>,
+    /// `num_retries` for this request (beats the deployment's and the router's).
+    pub num_retries: Option<u32>,
+    /// `timeout` per attempt for this request.
+    pub timeout: Option<Duration>,
+    /// An overall deadline for this request (beats the router's `request_deadline`).
+    pub deadline: Option<Duration>,
+    /// `disable_fallbacks`.
+    pub disable_fallbacks: bool,
+}
+
+impl Request {
+    /// A request for `model` with `body`.
+    pub fn new(model: impl Into<String>, body: serde_json::Value) -> Self {
+        let max_tokens = body.get("max_tokens").and_then(serde_json::Value::as_u64);
+        let stream = body
+            .get("stream")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        Request {
+            model: model.into(),
+            body,
+            max_tokens,
+            stream,
+            ..Request::default()
+        }
+    }
+
+    /// Checks the fields, before any backend is called.
+    pub(crate) fn validate(&self) -> Result<(), RouterError> {
+        if self.model.trim().is_empty() {
+            return Err(RouterError::InvalidRequest {
+                field: "model",
+                value: format!("{:?}", self.model),
+                reason: "a model group, alias or deployment id is required",
+            });
+        }
+        if let Some(value) = self.body.get("max_tokens") {
+            if !value.is_null() && value.as_u64().is_none() {
+                return Err(RouterError::InvalidRequest {
+                    field: "max_tokens",
+                    value: value.to_string(),
+                    reason: "a non-negative integer",
+                });
+            }
+        }
+        for (field, value) in [("timeout", self.timeout), ("deadline", self.deadline)] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(RouterError::InvalidRequest {
+                    field,
+                    value: "0s".into(),
+                    reason: "must be greater than zero",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Input tokens: the caller's count, or an estimate from the body (counted once).
+    pub(crate) fn input_tokens(&self) -> u64 {
+        if let Some(tokens) = self.input_tokens {
+            return tokens;
+        }
+        let counter = ApproxTokenCounter;
+        if let Some(messages) = self.body.get("messages").and_then(|m| m.as_array()) {
+            let messages: Vec<ChatMessage<'_>> = messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.get("role").and_then(|r| r.as_str()).unwrap_or(""),
+                    content: m.get("content").and_then(|c| c.as_str()).unwrap_or(""),
+                    name: m.get("name").and_then(|n| n.as_str()),
+                })
+                .collect();
+            return counter.count_messages(&self.model, &messages) as u64;
+        }
+        for field in ["prompt", "input"] {
+            if let Some(text) = self.body.get(field).and_then(|t| t.as_str()) {
+                return counter.count_text(&self.model, text) as u64;
+            }
+        }
+        0
+    }
+}
+
+/// A routed call's answer, with what LiteLLM puts in its `x-litellm-*` headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterResponse {
+    /// The provider's response body.
+    pub body: serde_json::Value,
+    /// Token usage, when reported.
+    pub usage: Option<Usage>,
+    /// `x-litellm-model-id`: the deployment that answered.
+    pub deployment_id: DeploymentId,
+    /// `x-litellm-model-group`: the group that answered (a fallback's, after a fallback).
+    pub model_group: String,
+    /// `x-litellm-attempted-retries`.
+    pub attempted_retries: u32,
+    /// `x-litellm-attempted-fallbacks`.
+    pub attempted_fallbacks: u32,
+    /// `x-litellm-response-cost`, in USD, when known.
+    pub response_cost: Option<f64>,
+    /// The router's own time: the call's duration minus time spent in backends and backoffs.
+    pub overhead: Duration,
+}

@@ -1,0 +1,927 @@
+//! The `Router` and the call path, top to bottom, one named function per step:
+//!
+//! ```text
+//! call                 validate the request, take the snapshot, resolve the model
+//!   with_fallbacks     the group, then its fallback chain (context-window, content-policy or
+//!                      generic, max_fallbacks, no target twice); the primary's error if all fail
+//!     order_levels     the group's `order` tiers, lowest first, each with its own retries
+//!       with_retries   attempts until one succeeds or the retry rules say stop; backoff between
+//!         attempt      filter -> pick -> admit -> reserve -> call_deployment
+//!           filter     cooldown (watched deadlines, no Redis round trip), budgets, retry-skip
+//!           pick       the strategy, on one usage view
+//!           admit      rpm + tpm (Permit), then the budget reservation (a refusal gives both back)
+//!           call_deployment   the backend under the attempt timeout, then record: tokens,
+//!                      cost (settle), latency (observe), success count — or, on failure,
+//!                      release, observe, count, and decide the cooldown
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ferrolite_budgets::BudgetError;
+use ferrolite_cache::DualCache;
+use ferrolite_strategies::{
+    CallOutcome, Outcome, Permit, Rng, RouteContext, StrategyError, Target,
+};
+use ferrolite_types::{Deployment, DeploymentId, DeploymentIx, ErrorClass};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::backend::{Backend, BackendRequest};
+use crate::cooldown;
+use crate::retry::{self, GroupState};
+use crate::snapshot::Snapshot;
+use crate::{Request, RouterError, RouterResponse, RouterSettings, Tried};
+
+/// Routes calls to the deployments of model groups (see the crate documentation).
+///
+/// Cloning is cheap: clones share one router.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RouterSettings,
+    cache: DualCache,
+    backend: Arc<dyn Backend>,
+    snapshot: ArcSwap<Snapshot>,
+    /// One snapshot rebuild at a time (calls never take it).
+    writer: Mutex<()>,
+    /// Backoff jitter.
+    rng: Rng,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("groups", &self.model_groups())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request (or a fallback hop) goes.
+#[derive(Debug, Clone, PartialEq)]
+enum Scope {
+    /// A model group, optionally one `order` tier of it.
+    Group { name: String, order: Option<u32> },
+    /// One deployment, named by id (cooldowns do not apply: LiteLLM serves an id target even
+    /// while it cools down).
+    Deployment { ix: DeploymentIx, id: String },
+}
+
+impl Scope {
+    /// The name fallback chains and retry policies are looked up by.
+    fn label(&self) -> &str {
+        match self {
+            Scope::Group { name, .. } => name,
+            Scope::Deployment { id, .. } => id,
+        }
+    }
+}
+
+/// A call's running state across attempts, retries and fallbacks.
+struct Call<'r> {
+    request: &'r Request,
+    input_tokens: u64,
+    started: Instant,
+    deadline: Option<(Instant, Duration)>,
+    attempts: u32,
+    retries: u32,
+    fallbacks: u32,
+    attempted: HashSet<String>,
+    tried: Vec<Tried>,
+    /// Time spent in backends and backoffs (the rest is the router's overhead).
+    outside: Duration,
+}
+
+/// A successful attempt.
+struct Success {
+    body: serde_json::Value,
+    usage: Option<ferrolite_types::Usage>,
+    deployment: DeploymentId,
+    model_group: String,
+    cost: Option<f64>,
+}
+
+/// Why a scope failed.
+enum Failure {
+    /// The backend failed.
+    Backend {
+        model_group: String,
+        deployment: DeploymentId,
+        class: ErrorClass,
+        message: String,
+    },
+    /// Nothing could be picked or admitted (all cooled, no capacity, over budget).
+    Selection(RouterError),
+    /// The request's own deadline passed: nothing more is tried.
+    Deadline(RouterError),
+    /// The router's state failed.
+    Other(RouterError),
+}
+
+impl Failure {
+    fn class(&self) -> Option<&ErrorClass> {
+        match self {
+            Failure::Backend { class, .. } => Some(class),
+            _ => None,
+        }
+    }
+}
+
+impl Router {
+    /// A router over `deployments` with `settings`, keeping its shared state in `cache` and
+    /// calling deployments through `backend`. Every deployment and setting is checked: a bad
+    /// one is a typed error naming it.
+    pub fn new(
+        deployments: Vec<Deployment>,
+        settings: RouterSettings,
+        cache: DualCache,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, RouterError> {
+        let snapshot = Snapshot::build(&cache, &settings, deployments, None)?;
+        let rng = settings
+            .strategy
+            .seed
+            .map_or_else(Rng::from_entropy, |s| Rng::seeded(s ^ 0x6a09_e667));
+        Ok(Router {
+            inner: Arc::new(Inner {
+                settings,
+                cache,
+                backend,
+                snapshot: ArcSwap::from_pointee(snapshot),
+                writer: Mutex::new(()),
+                rng,
+            }),
+        })
+    }
+
+    /// The model groups served, sorted.
+    pub fn model_groups(&self) -> Vec<String> {
+        self.inner.snapshot.load().group_names()
+    }
+
+    /// The deployments, in order.
+    pub fn deployments(&self) -> Vec<Deployment> {
+        self.inner.snapshot.load().deployments.clone()
+    }
+
+    /// The router's settings.
+    pub fn settings(&self) -> &RouterSettings {
+        &self.inner.settings
+    }
+
+    /// The state cache.
+    pub fn cache(&self) -> &DualCache {
+        &self.inner.cache
+    }
+
+    /// Calls in flight on the deployment `id` (shared across instances), if it is routed to.
+    pub fn in_flight(&self, id: &DeploymentId) -> Option<u64> {
+        let snapshot = self.inner.snapshot.load();
+        let target = snapshot.targets.by_id(id)?;
+        Some(snapshot.usage.view().in_flight(target.ix))
+    }
+
+    /// Requests and tokens in the deployment's current window.
+    pub fn usage(&self, id: &DeploymentId) -> Option<(f64, f64)> {
+        let snapshot = self.inner.snapshot.load();
+        let target = snapshot.targets.by_id(id)?;
+        let view = snapshot.usage.view();
+        Some((view.rpm(target.ix), view.tpm(target.ix)))
+    }
+
+    /// Until when (Unix ms) the deployment `id` is cooled down, if it is now.
+    pub fn cooled_until(&self, id: &DeploymentId) -> Option<u64> {
+        let snapshot = self.inner.snapshot.load();
+        let target = snapshot.targets.by_id(id)?;
+        let now = self.inner.cache.clock().now_ms();
+        snapshot
+            .health
+            .get(target.ix)?
+            .cooldown
+            .until_ms()
+            .filter(|until| *until > now)
+    }
+
+    /// Every budget's spend, limit and window (LiteLLM's `/provider/budgets`).
+    pub async fn budget_status(&self) -> Result<Vec<ferrolite_budgets::ScopeStatus>, RouterError> {
+        let snapshot = self.inner.snapshot.load_full();
+        Ok(snapshot.ledger.status().await?)
+    }
+
+    /// Adds a deployment (or replaces the one with its id): a new snapshot is swapped in; calls
+    /// in flight finish on the old one; unchanged deployments keep their state.
+    pub fn upsert(&self, deployment: Deployment) -> Result<(), RouterError> {
+        let id = deployment.id();
+        self.rebuild(|list| match list.iter().position(|d| d.id() == id) {
+            Some(i) => list[i] = deployment,
+            None => list.push(deployment),
+        })
+    }
+
+    /// Removes the deployment with `id`; whether there was one.
+    pub fn remove(&self, id: &DeploymentId) -> Result<bool, RouterError> {
+        let mut removed = false;
+        self.rebuild(|list| {
+            let before = list.len();
+            list.retain(|d| &d.id() != id);
+            removed = list.len() != before;
+        })?;
+        Ok(removed)
+    }
+
+    fn rebuild(&self, change: impl FnOnce(&mut Vec<Deployment>)) -> Result<(), RouterError> {
+        let _one_writer = self.inner.writer.lock();
+        let current = self.inner.snapshot.load_full();
+        let mut list = current.deployments.clone();
+        change(&mut list);
+        let next = Snapshot::build(
+            &self.inner.cache,
+            &self.inner.settings,
+            list,
+            Some(&current),
+        )?;
+        self.inner.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    // ---- the call path ------------------------------------------------------------------
+
+    /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
+    /// down and falls back as the settings say.
+    pub async fn call(&self, request: Request) -> Result<RouterResponse, RouterError> {
+        request.validate()?;
+        let started = Instant::now();
+        let snapshot = self.inner.snapshot.load_full();
+        let scope = resolve(&snapshot, &self.inner.settings, &request.model)?;
+        let deadline = request
+            .deadline
+            .or(self.inner.settings.request_deadline)
+            .map(|d| (started + d, d));
+        let mut call = Call {
+            input_tokens: request.input_tokens(),
+            request: &request,
+            started,
+            deadline,
+            attempts: 0,
+            retries: 0,
+            fallbacks: 0,
+            attempted: HashSet::from([scope.label().to_string()]),
+            tried: Vec::new(),
+            outside: Duration::ZERO,
+        };
+        metrics::counter!("ferrolite_router_requests_total").increment(1);
+        let primary = scope.label().to_string();
+        match self.with_fallbacks(&snapshot, &mut call, scope).await {
+            Ok(success) => {
+                let overhead = call.started.elapsed().saturating_sub(call.outside);
+                metrics::histogram!("ferrolite_router_overhead_seconds")
+                    .record(overhead.as_secs_f64());
+                Ok(RouterResponse {
+                    body: success.body,
+                    usage: success.usage,
+                    deployment_id: success.deployment,
+                    model_group: success.model_group,
+                    attempted_retries: call.retries,
+                    attempted_fallbacks: call.fallbacks,
+                    response_cost: success.cost,
+                    overhead,
+                })
+            }
+            Err(failure) => {
+                metrics::counter!("ferrolite_router_failures_total").increment(1);
+                Err(match failure {
+                    Failure::Backend {
+                        model_group,
+                        deployment,
+                        class,
+                        message,
+                    } => RouterError::Backend {
+                        model_group: if model_group.is_empty() {
+                            primary
+                        } else {
+                            model_group
+                        },
+                        deployment,
+                        class,
+                        message,
+                        tried: call.tried,
+                    },
+                    Failure::Selection(e) | Failure::Deadline(e) | Failure::Other(e) => e,
+                })
+            }
+        }
+    }
+
+    /// The scope, then its fallback chain; the scope's own error when every target fails.
+    async fn with_fallbacks(
+        &self,
+        snapshot: &Snapshot,
+        call: &mut Call<'_>,
+        scope: Scope,
+    ) -> Result<Success, Failure> {
+        let failure = match self.order_levels(snapshot, call, &scope).await {
+            Ok(success) => return Ok(success),
+            Err(failure) => failure,
+        };
+        if call.request.disable_fallbacks
+            || matches!(failure, Failure::Deadline(_) | Failure::Other(_))
+        {
+            return Err(failure);
+        }
+        for target in self.fallback_chain(scope.label(), failure.class()) {
+            if call.fallbacks >= self.inner.settings.max_fallbacks {
+                break;
+            }
+            if !call.attempted.insert(target.clone()) {
+                continue; // no target twice in one request
+            }
+            let Ok(next) = resolve(snapshot, &self.inner.settings, &target) else {
+                continue;
+            };
+            call.fallbacks += 1;
+            metrics::counter!("ferrolite_router_fallbacks_total").increment(1);
+            tracing::debug!(from = scope.label(), to = %target, "falling back");
+            match Box::pin(self.with_fallbacks(snapshot, call, next)).await {
+                Ok(success) => return Ok(success),
+                Err(deadline @ Failure::Deadline(_)) => return Err(deadline),
+                Err(_) => continue,
+            }
+        }
+        Err(failure)
+    }
+
+    /// The fallback targets for a failure of `label`: a context-window or content-policy error
+    /// takes its own chain when such chains are configured (and does not go on to the generic
+    /// one); everything else takes `fallbacks`, else `default_fallbacks`.
+    fn fallback_chain(&self, label: &str, class: Option<&ErrorClass>) -> Vec<String> {
+        let settings = &self.inner.settings;
+        let typed = match class {
+            Some(ErrorClass::ContextWindowExceeded) => Some(&settings.context_window_fallbacks),
+            Some(ErrorClass::ContentPolicy) => Some(&settings.content_policy_fallbacks),
+            _ => None,
+        };
+        if let Some(chains) = typed.filter(|c| !c.is_empty()) {
+            return chains.get(label).cloned().unwrap_or_default();
+        }
+        settings
+            .fallbacks
+            .get(label)
+            .cloned()
+            .unwrap_or_else(|| settings.default_fallbacks.clone())
+    }
+
+    fn has_fallbacks(&self, label: &str) -> bool {
+        let settings = &self.inner.settings;
+        settings.fallbacks.contains_key(label) || !settings.default_fallbacks.is_empty()
+    }
+
+    /// A group's `order` tiers, lowest first, each with its own retries; a context-window or
+    /// content-policy error does not move to the next tier. The first tier's error if all fail.
+    async fn order_levels(
+        &self,
+        snapshot: &Snapshot,
+        call: &mut Call<'_>,
+        scope: &Scope,
+    ) -> Result<Success, Failure> {
+        let Scope::Group { name, order: None } = scope else {
+            return self.with_retries(snapshot, call, scope).await;
+        };
+        let mut levels: Vec<u32> = snapshot
+            .groups
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|ix| snapshot.deployment(*ix).and_then(|d| d.order))
+            .collect();
+        levels.sort_unstable();
+        levels.dedup();
+        if levels.len() <= 1 {
+            return self.with_retries(snapshot, call, scope).await;
+        }
+        let mut first = None;
+        for order in levels {
+            let level = Scope::Group {
+                name: name.clone(),
+                order: Some(order),
+            };
+            match self.with_retries(snapshot, call, &level).await {
+                Ok(success) => return Ok(success),
+                Err(failure) => {
+                    let stop = matches!(
+                        failure.class(),
+                        Some(ErrorClass::ContextWindowExceeded | ErrorClass::ContentPolicy)
+                    ) || matches!(failure, Failure::Deadline(_) | Failure::Other(_));
+                    first.get_or_insert(failure);
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| {
+            Failure::Selection(RouterError::NoCapacity(format!(
+                "no deployment in `{name}`"
+            )))
+        }))
+    }
+
+    /// Attempts on `scope` until one succeeds or the retry rules stop (reference §2.7): the
+    /// retry count is the request's, else the failed deployment's, else the router's; a retry
+    /// policy for the error's class replaces the should-retry table; a failure that says the
+    /// deployment is wrong for the request skips it next time; no wait after the last attempt.
+    async fn with_retries(
+        &self,
+        snapshot: &Snapshot,
+        call: &mut Call<'_>,
+        scope: &Scope,
+    ) -> Result<Success, Failure> {
+        let settings = &self.inner.settings;
+        let mut skip: Vec<DeploymentIx> = Vec::new();
+        let mut retries: Option<u32> = None;
+        let mut retry = 0u32;
+        loop {
+            let failure = match self.attempt(snapshot, call, scope, &skip).await {
+                Ok(success) => return Ok(success),
+                Err(failure) => failure,
+            };
+            let Failure::Backend {
+                class, deployment, ..
+            } = &failure
+            else {
+                return Err(failure); // selection, deadline and state failures are not retried
+            };
+            let Some(ix) = snapshot.targets.index().ix(deployment) else {
+                return Err(failure);
+            };
+            let class = class.clone();
+            let deployment_retries = snapshot.deployment(ix).and_then(|d| d.num_retries);
+            let mut limit = *retries.get_or_insert(
+                call.request
+                    .num_retries
+                    .or(deployment_retries)
+                    .unwrap_or(settings.num_retries),
+            );
+            let group = self.group_state(snapshot, scope);
+            let policy = (call.request.num_retries != Some(0))
+                .then(|| settings.retry_policy_for(scope.label()))
+                .flatten()
+                .and_then(|p| p.retries_for(&class));
+            let allowed = match policy {
+                Some(n) => {
+                    limit = n;
+                    retries = Some(n);
+                    true
+                }
+                None => retry::should_retry(&class, &group),
+            };
+            if !allowed || retry >= limit {
+                return Err(failure);
+            }
+            if class.skips_failed_deployment() && !skip.contains(&ix) {
+                skip.push(ix);
+            }
+            let jitter = settings.retry_jitter.mul_f64(self.inner.rng.unit());
+            let wait = retry::backoff(&class, retry, &group, jitter);
+            self.wait(call, wait).await?;
+            retry += 1;
+            call.retries += 1;
+            metrics::counter!("ferrolite_router_retries_total").increment(1);
+        }
+    }
+
+    /// Healthy and total deployments of the scope now, and which chains it has.
+    fn group_state(&self, snapshot: &Snapshot, scope: &Scope) -> GroupState {
+        let settings = &self.inner.settings;
+        let now = self.inner.cache.clock().now_ms();
+        let members = members(snapshot, scope);
+        let healthy = members
+            .iter()
+            .filter(|ix| {
+                snapshot
+                    .health
+                    .get(**ix)
+                    .is_some_and(|h| !h.cooldown.is_active(now))
+            })
+            .count();
+        GroupState {
+            healthy,
+            all: members.len(),
+            has_fallbacks: self.has_fallbacks(scope.label()),
+            context_window_fallbacks: !settings.context_window_fallbacks.is_empty(),
+            content_policy_fallbacks: !settings.content_policy_fallbacks.is_empty(),
+        }
+    }
+
+    /// Waits `wait` before a retry, unless the request's deadline would pass first.
+    async fn wait(&self, call: &mut Call<'_>, wait: Duration) -> Result<(), Failure> {
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if let Some((deadline, length)) = call.deadline {
+            if Instant::now() + wait >= deadline {
+                return Err(Failure::Deadline(RouterError::DeadlineExceeded {
+                    deadline: length,
+                    attempts: call.attempts,
+                }));
+            }
+        }
+        sleep(wait).await;
+        call.outside += wait;
+        Ok(())
+    }
+
+    /// One attempt: filter, pick, admit, reserve, call.
+    async fn attempt(
+        &self,
+        snapshot: &Snapshot,
+        call: &mut Call<'_>,
+        scope: &Scope,
+        skip: &[DeploymentIx],
+    ) -> Result<Success, Failure> {
+        let mut eligible = self.filter(snapshot, call, scope, skip).await?;
+        let ctx = RouteContext {
+            model_group: scope.label(),
+            input_tokens: call.input_tokens,
+            max_tokens: call.request.max_tokens,
+            stream: call.request.stream,
+            tags: &call.request.tags,
+            weights: None,
+        };
+        loop {
+            // pick
+            let target = {
+                let view = snapshot.usage.view();
+                match snapshot.strategy.pick(&ctx, &eligible, &view) {
+                    Ok(target) => target,
+                    Err(StrategyError::NoCapacity(no)) => {
+                        return Err(Failure::Selection(RouterError::NoCapacity(no.to_string())));
+                    }
+                    Err(e) => return Err(Failure::Other(e.into())),
+                }
+            };
+            // admit: rpm + tpm, then the budget reservation
+            let permit = match snapshot.usage.admit(target, ctx.estimated_tokens()).await {
+                Ok(permit) => permit,
+                Err(e @ StrategyError::RateLimited { .. }) => {
+                    eligible.retain(|t| t.ix != target.ix);
+                    if eligible.is_empty() {
+                        return Err(Failure::Selection(RouterError::NoCapacity(e.to_string())));
+                    }
+                    continue; // another request took the last slot: pick again
+                }
+                Err(e) => return Err(Failure::Other(e.into())),
+            };
+            let reservation = if snapshot.ledger.is_empty() {
+                None
+            } else {
+                let estimate = snapshot.ledger.estimate(
+                    target.ix,
+                    call.input_tokens,
+                    call.request.max_tokens.unwrap_or(0),
+                );
+                match snapshot
+                    .ledger
+                    .reserve(target.ix, &call.request.tags, estimate)
+                    .await
+                {
+                    Ok(reservation) => Some(reservation),
+                    Err(e @ BudgetError::Exceeded { .. }) => {
+                        undo(permit);
+                        eligible.retain(|t| t.ix != target.ix);
+                        if eligible.is_empty() {
+                            return Err(Failure::Selection(e.into()));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        undo(permit);
+                        return Err(Failure::Other(e.into()));
+                    }
+                }
+            };
+            return self
+                .call_deployment(snapshot, call, scope, target, permit, reservation)
+                .await;
+        }
+    }
+
+    /// The deployments of `scope` a pick may choose: not cooling down (except a deployment
+    /// named by id), within budget, and not skipped by an earlier failure of this request
+    /// (unless that leaves none).
+    async fn filter<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        call: &Call<'_>,
+        scope: &Scope,
+        skip: &[DeploymentIx],
+    ) -> Result<Vec<&'s Target>, Failure> {
+        let mut eligible: Vec<&Target> = members(snapshot, scope)
+            .into_iter()
+            .filter_map(|ix| snapshot.target(ix))
+            .collect();
+        if !matches!(scope, Scope::Deployment { .. }) {
+            let now = self.inner.cache.clock().now_ms();
+            let cooling = |t: &Target| {
+                snapshot
+                    .health
+                    .get(t.ix)
+                    .and_then(|h| h.cooldown.until_ms())
+                    .filter(|until| *until > now)
+            };
+            let first_end = eligible.iter().filter_map(|t| cooling(t)).min();
+            eligible.retain(|t| cooling(t).is_none());
+            if eligible.is_empty() {
+                if let Some(until) = first_end {
+                    return Err(Failure::Selection(RouterError::AllCooledDown {
+                        model_group: scope.label().to_string(),
+                        retry_in: Duration::from_millis(until - now),
+                    }));
+                }
+            }
+        }
+        if !snapshot.ledger.is_empty() && !eligible.is_empty() {
+            let check = snapshot
+                .ledger
+                .check(&call.request.tags)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            let candidates: Vec<DeploymentIx> = eligible.iter().map(|t| t.ix).collect();
+            eligible.retain(|t| snapshot.ledger.allows(&check, t.ix));
+            if eligible.is_empty() {
+                return Err(Failure::Selection(
+                    snapshot.ledger.exceeded_error(&check, &candidates).into(),
+                ));
+            }
+        }
+        if !skip.is_empty() {
+            let kept: Vec<&Target> = eligible
+                .iter()
+                .copied()
+                .filter(|t| !skip.contains(&t.ix))
+                .collect();
+            if !kept.is_empty() {
+                eligible = kept;
+            }
+        }
+        Ok(eligible)
+    }
+
+    /// Calls the deployment under the attempt timeout and records the outcome.
+    async fn call_deployment(
+        &self,
+        snapshot: &Snapshot,
+        call: &mut Call<'_>,
+        scope: &Scope,
+        target: &Target,
+        mut permit: Permit,
+        reservation: Option<ferrolite_budgets::Reservation>,
+    ) -> Result<Success, Failure> {
+        let settings = &self.inner.settings;
+        let Some(deployment) = snapshot.deployment(target.ix) else {
+            undo(permit);
+            return Err(Failure::Other(RouterError::NoCapacity(format!(
+                "deployment {} left the snapshot",
+                target.id
+            ))));
+        };
+        let mut body = call.request.body.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("model".into(), deployment.model.clone().into());
+        }
+        let request = BackendRequest {
+            body,
+            stream: call.request.stream,
+        };
+        let timeout = attempt_timeout(settings, call.request, deployment);
+        let started = Instant::now();
+        let (until, callers) = match call.deadline {
+            Some((deadline, _)) if deadline < started + timeout => (deadline, true),
+            _ => (started + timeout, false),
+        };
+        call.attempts += 1;
+        let result =
+            tokio::time::timeout_at(until, self.inner.backend.call(deployment, &request)).await;
+        let latency = started.elapsed();
+        call.outside += latency;
+        let model_group = deployment.model_name.clone();
+        let (class, message) = match result {
+            Ok(Ok(response)) if !self.content_filtered(&response.body, &model_group) => {
+                let usage = response.usage;
+                if let Some(u) = &usage {
+                    if let Err(e) = permit.settle_tokens(u.total_tokens) {
+                        tracing::warn!(error = %e, "could not settle tokens");
+                    }
+                }
+                let cost = usage.map(|u| {
+                    u.cost.unwrap_or_else(|| {
+                        u.cost_at(
+                            deployment.input_cost_per_token.unwrap_or(0.0),
+                            deployment.output_cost_per_token.unwrap_or(0.0),
+                        )
+                    })
+                });
+                if let Some(reservation) = reservation {
+                    if let Err(e) = snapshot.ledger.settle(reservation, cost.unwrap_or(0.0)) {
+                        tracing::warn!(error = %e, "could not settle a budget reservation");
+                    }
+                }
+                if let Some(health) = snapshot.health.get(target.ix) {
+                    if let Err(e) = health.successes.increment(1) {
+                        tracing::debug!(error = %e, "could not count a success");
+                    }
+                }
+                snapshot.strategy.observe(
+                    target,
+                    &Outcome::Success(&CallOutcome {
+                        latency,
+                        time_to_first_token: response.time_to_first_token,
+                        usage,
+                    }),
+                );
+                drop(permit);
+                return Ok(Success {
+                    body: response.body,
+                    usage,
+                    deployment: target.id.clone(),
+                    model_group,
+                    cost,
+                });
+            }
+            Ok(Ok(_)) => (
+                ErrorClass::ContentPolicy,
+                "Response output was blocked.".to_string(),
+            ),
+            Ok(Err(error)) => (error.class, error.message),
+            Err(_) if callers => {
+                // The caller's own deadline: no deployment is blamed, nothing is retried.
+                drop(reservation);
+                drop(permit);
+                return Err(Failure::Deadline(RouterError::DeadlineExceeded {
+                    deadline: call.deadline.map_or(timeout, |(_, d)| d),
+                    attempts: call.attempts,
+                }));
+            }
+            Err(_) => (
+                ErrorClass::Timeout,
+                format!("no answer within the attempt timeout of {timeout:?}"),
+            ),
+        };
+        if let Some(reservation) = reservation {
+            if let Err(e) = snapshot.ledger.release(reservation) {
+                tracing::warn!(error = %e, "could not release a budget reservation");
+            }
+        }
+        snapshot.strategy.observe(target, &Outcome::Failure(&class));
+        drop(permit);
+        metrics::counter!("ferrolite_router_attempt_failures_total", "class" => class_label(&class))
+            .increment(1);
+        if let Some(health) = snapshot.health.get(target.ix) {
+            let failure = cooldown::Failure {
+                deployment,
+                health,
+                class: &class,
+                group_size: snapshot
+                    .groups
+                    .get(&deployment.model_name)
+                    .map_or(1, Vec::len),
+                has_fallbacks: self.has_fallbacks(scope.label()),
+            };
+            if let Some(length) = cooldown::decide(settings, &self.inner.cache, &failure).await {
+                let until = self.inner.cache.clock().now_ms() + length.as_millis() as u64;
+                if let Err(e) = health.cooldown.extend_to(until).await {
+                    tracing::warn!(error = %e, "could not record a cooldown");
+                }
+                metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
+                tracing::info!(deployment = %target.id, ?class, cooldown = ?length, "deployment cooled down");
+            }
+        }
+        call.tried.push(Tried {
+            model_group: model_group.clone(),
+            deployment: target.id.clone(),
+            class: class.clone(),
+            message: message.clone(),
+        });
+        Err(Failure::Backend {
+            model_group,
+            deployment: target.id.clone(),
+            class,
+            message,
+        })
+    }
+
+    /// A non-streamed response the provider cut with `finish_reason: content_filter` counts as a
+    /// content-policy error when content-policy fallbacks exist for the group (LiteLLM).
+    fn content_filtered(&self, body: &serde_json::Value, group: &str) -> bool {
+        self.inner
+            .settings
+            .content_policy_fallbacks
+            .contains_key(group)
+            && body
+                .pointer("/choices/0/finish_reason")
+                .and_then(|r| r.as_str())
+                == Some("content_filter")
+    }
+}
+
+/// The one place the router waits (retry backoff).
+#[allow(clippy::disallowed_methods)]
+async fn sleep(wait: Duration) {
+    tokio::time::sleep(wait).await;
+}
+
+fn undo(permit: Permit) {
+    if let Err(e) = permit.undo() {
+        tracing::warn!(error = %e, "could not give an admission back");
+    }
+}
+
+fn class_label(class: &ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::RateLimited { .. } => "rate_limited",
+        ErrorClass::Timeout => "timeout",
+        ErrorClass::ContextWindowExceeded => "context_window",
+        ErrorClass::ContentPolicy => "content_policy",
+        ErrorClass::Authentication => "authentication",
+        ErrorClass::PermissionDenied => "permission_denied",
+        ErrorClass::NotFound => "not_found",
+        ErrorClass::BadRequest { .. } => "bad_request",
+        ErrorClass::BudgetExceeded => "budget_exceeded",
+        ErrorClass::ServerError { .. } => "server_error",
+        ErrorClass::Connection => "connection",
+    }
+}
+
+/// Resolution (reference §2.3): a model group, an alias of one, a deployment id, else the `*`
+/// group when there is one.
+fn resolve(
+    snapshot: &Snapshot,
+    settings: &RouterSettings,
+    model: &str,
+) -> Result<Scope, RouterError> {
+    let group = |name: &str| Scope::Group {
+        name: name.to_string(),
+        order: None,
+    };
+    if snapshot.groups.contains_key(model) {
+        return Ok(group(model));
+    }
+    if let Some(target) = settings.model_group_alias.get(model) {
+        return Ok(group(target));
+    }
+    if let Some(target) = snapshot.targets.by_id(&DeploymentId::new(model)) {
+        return Ok(Scope::Deployment {
+            ix: target.ix,
+            id: model.to_string(),
+        });
+    }
+    if snapshot.groups.contains_key("*") {
+        return Ok(group("*"));
+    }
+    Err(RouterError::UnknownModel {
+        model: model.to_string(),
+        known: snapshot.group_names(),
+    })
+}
+
+/// The deployments of a scope, in configuration order; an `order` tier keeps its own.
+fn members(snapshot: &Snapshot, scope: &Scope) -> Vec<DeploymentIx> {
+    match scope {
+        Scope::Deployment { ix, .. } => vec![*ix],
+        Scope::Group { name, order } => {
+            let all = snapshot.groups.get(name).cloned().unwrap_or_default();
+            match order {
+                Some(order) => all
+                    .into_iter()
+                    .filter(|ix| snapshot.deployment(*ix).and_then(|d| d.order) == Some(*order))
+                    .collect(),
+                None => all,
+            }
+        }
+    }
+}
+
+/// The attempt timeout (reference §2.10): a stream's `stream_timeout` (deployment, then router)
+/// first; else the request's `timeout`, the deployment's, the router's.
+fn attempt_timeout(
+    settings: &RouterSettings,
+    request: &Request,
+    deployment: &Deployment,
+) -> Duration {
+    if request.stream {
+        if let Some(t) = deployment
+            .stream_timeout_duration()
+            .or(settings.stream_timeout)
+        {
+            return t;
+        }
+    }
+    request
+        .timeout
+        .or(deployment.timeout_duration())
+        .unwrap_or(settings.timeout)
+}

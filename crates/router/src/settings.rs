@@ -1,0 +1,306 @@
+//! The router's settings: LiteLLM's routing settings (reference §2.1) with LiteLLM's effective
+//! defaults, and the checks that run when a router is built.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ferrolite_budgets::BudgetsConfig;
+use ferrolite_cache::Window;
+use ferrolite_strategies::{AdmissionMode, StrategyConfig, StrategyName};
+use ferrolite_types::{AllowedFailsPolicy, ErrorClass};
+
+use crate::RouterError;
+
+/// Retries per error class (LiteLLM's `RetryPolicy`); `None` leaves a class to the next rule.
+/// A policy that gives a count for the error replaces the should-retry table (reference §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    /// 400s, including context-window and content-policy errors.
+    pub bad_request: Option<u32>,
+    /// 401 and 403.
+    pub authentication: Option<u32>,
+    /// Timeouts.
+    pub timeout: Option<u32>,
+    /// 429.
+    pub rate_limit: Option<u32>,
+    /// Content-policy refusals (before `bad_request`).
+    pub content_policy: Option<u32>,
+    /// 500.
+    pub internal_server: Option<u32>,
+    /// 503.
+    pub service_unavailable: Option<u32>,
+    /// 404.
+    pub not_found: Option<u32>,
+    /// Any error no field above names.
+    pub default: Option<u32>,
+}
+
+impl RetryPolicy {
+    /// The retries this policy gives `class`, most specific field first (LiteLLM walks the
+    /// exception's class hierarchy the same way).
+    pub fn retries_for(&self, class: &ErrorClass) -> Option<u32> {
+        let specific = match class {
+            ErrorClass::NotFound => self.not_found,
+            ErrorClass::Authentication | ErrorClass::PermissionDenied => self.authentication,
+            ErrorClass::Timeout => self.timeout,
+            ErrorClass::RateLimited { .. } => self.rate_limit,
+            ErrorClass::ContentPolicy => self.content_policy.or(self.bad_request),
+            ErrorClass::ContextWindowExceeded | ErrorClass::BadRequest { .. } => self.bad_request,
+            ErrorClass::ServerError { status: 503 } => self.service_unavailable,
+            ErrorClass::ServerError { status: 500 } => self.internal_server,
+            _ => None,
+        };
+        specific.or(self.default)
+    }
+}
+
+/// How a router routes, retries, cools down and falls back. `Default` gives LiteLLM's effective
+/// defaults (reference §2.1) where design.md does not say otherwise.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// `routing_strategy` (default `simple-shuffle`).
+    pub routing_strategy: StrategyName,
+    /// `routing_strategy_args` and the random seed.
+    pub strategy: StrategyConfig,
+    /// Retries per model group (LiteLLM's effective default: 2).
+    pub num_retries: u32,
+    /// `retry_policy`.
+    pub retry_policy: Option<RetryPolicy>,
+    /// `model_group_retry_policy`: a group's own policy replaces `retry_policy`.
+    pub model_group_retry_policy: HashMap<String, RetryPolicy>,
+    /// `allowed_fails` set on the router. `None` (default) keeps LiteLLM's failure-rate rules;
+    /// a value switches to counting failures per deployment against it.
+    pub allowed_fails: Option<u32>,
+    /// `allowed_fails_policy` set on the router.
+    pub allowed_fails_policy: Option<AllowedFailsPolicy>,
+    /// `cooldown_time` (default 5 s).
+    pub cooldown_time: Duration,
+    /// `disable_cooldowns`.
+    pub disable_cooldowns: bool,
+    /// `fallbacks`: group (or deployment id) -> the groups or deployment ids to try, in order.
+    pub fallbacks: HashMap<String, Vec<String>>,
+    /// `default_fallbacks` (LiteLLM's `{"*": [...]}` entry): used when a group has no entry.
+    pub default_fallbacks: Vec<String>,
+    /// `context_window_fallbacks`.
+    pub context_window_fallbacks: HashMap<String, Vec<String>>,
+    /// `content_policy_fallbacks`.
+    pub content_policy_fallbacks: HashMap<String, Vec<String>>,
+    /// `max_fallbacks`: fallback targets tried per request at most (default 5).
+    pub max_fallbacks: u32,
+    /// Router `timeout` per attempt (LiteLLM: 6000 s).
+    pub timeout: Duration,
+    /// Router `stream_timeout` per attempt of a streamed call.
+    pub stream_timeout: Option<Duration>,
+    /// `model_group_alias`: alias -> group.
+    pub model_group_alias: HashMap<String, String>,
+    /// The rate window of rpm/tpm limits (ferrolite: a sliding minute; LiteLLM's fixed minutes
+    /// with [`Window::MINUTE_FIXED`]).
+    pub window: Window,
+    /// How rpm/tpm admissions are decided.
+    pub admission: AdmissionMode,
+    /// Provider, deployment and tag budgets.
+    pub budgets: BudgetsConfig,
+    /// The most jitter added to a backoff (LiteLLM's `JITTER` = 0.75 s).
+    pub retry_jitter: Duration,
+    /// An overall deadline over a request's attempts, backoffs and fallbacks (new in
+    /// ferrolite; LiteLLM gives each attempt the full timeout and has none). `None`: no deadline.
+    pub request_deadline: Option<Duration>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            routing_strategy: StrategyName::SimpleShuffle,
+            strategy: StrategyConfig::default(),
+            num_retries: 2,
+            retry_policy: None,
+            model_group_retry_policy: HashMap::new(),
+            allowed_fails: None,
+            allowed_fails_policy: None,
+            cooldown_time: Duration::from_secs(5),
+            disable_cooldowns: false,
+            fallbacks: HashMap::new(),
+            default_fallbacks: Vec::new(),
+            context_window_fallbacks: HashMap::new(),
+            content_policy_fallbacks: HashMap::new(),
+            max_fallbacks: 5,
+            timeout: Duration::from_secs(6000),
+            stream_timeout: None,
+            model_group_alias: HashMap::new(),
+            window: Window::MINUTE_SLIDING,
+            admission: AdmissionMode::Batched,
+            budgets: BudgetsConfig::default(),
+            retry_jitter: Duration::from_millis(750),
+            request_deadline: None,
+        }
+    }
+}
+
+impl RouterSettings {
+    /// The retry policy for `group`: its own, else the router's.
+    pub(crate) fn retry_policy_for(&self, group: &str) -> Option<&RetryPolicy> {
+        self.model_group_retry_policy
+            .get(group)
+            .or(self.retry_policy.as_ref())
+    }
+
+    /// Checks the settings against the known groups and deployment ids: every fallback names a
+    /// known target, no chain loops back to where it started, timeouts are positive.
+    pub(crate) fn validate(
+        &self,
+        groups: &HashSet<String>,
+        ids: &HashSet<String>,
+    ) -> Result<(), RouterError> {
+        if self.timeout.is_zero() {
+            return Err(RouterError::InvalidSettings {
+                field: "timeout".into(),
+                value: format!("{:?}", self.timeout),
+                reason: "must be greater than zero",
+            });
+        }
+        if self.stream_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(RouterError::InvalidSettings {
+                field: "stream_timeout".into(),
+                value: "0s".into(),
+                reason: "must be greater than zero",
+            });
+        }
+        let known = |name: &str| groups.contains(name) || ids.contains(name);
+        for (field, chains) in [
+            ("fallbacks", &self.fallbacks),
+            ("context_window_fallbacks", &self.context_window_fallbacks),
+            ("content_policy_fallbacks", &self.content_policy_fallbacks),
+        ] {
+            for (from, targets) in chains {
+                if !known(from) && from != "*" {
+                    return Err(RouterError::InvalidSettings {
+                        field: format!("{field}.{from}"),
+                        value: from.clone(),
+                        reason: "names no model group or deployment id",
+                    });
+                }
+                for target in targets {
+                    if !known(target) {
+                        return Err(RouterError::InvalidSettings {
+                            field: format!("{field}.{from}"),
+                            value: target.clone(),
+                            reason: "falls back to no known model group or deployment id",
+                        });
+                    }
+                }
+            }
+            if let Some(cycle) = find_cycle(chains) {
+                return Err(RouterError::InvalidSettings {
+                    field: field.into(),
+                    value: cycle.join(" -> "),
+                    reason: "a fallback chain loops back to where it started",
+                });
+            }
+        }
+        for target in &self.default_fallbacks {
+            if !known(target) {
+                return Err(RouterError::InvalidSettings {
+                    field: "default_fallbacks".into(),
+                    value: target.clone(),
+                    reason: "names no model group or deployment id",
+                });
+            }
+        }
+        for (alias, group) in &self.model_group_alias {
+            if !groups.contains(group) {
+                return Err(RouterError::InvalidSettings {
+                    field: format!("model_group_alias.{alias}"),
+                    value: group.clone(),
+                    reason: "names no model group",
+                });
+            }
+        }
+        for group in self.model_group_retry_policy.keys() {
+            if !groups.contains(group) {
+                return Err(RouterError::InvalidSettings {
+                    field: "model_group_retry_policy".into(),
+                    value: group.clone(),
+                    reason: "names no model group",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A cycle in a fallback graph (`a -> b -> a`), as the list of its nodes, if there is one.
+fn find_cycle(chains: &HashMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit<'a>(
+        node: &'a str,
+        chains: &'a HashMap<String, Vec<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut HashSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| *n == node) {
+            let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node);
+        for next in chains.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, chains, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node);
+        None
+    }
+    let mut done = HashSet::new();
+    let mut roots: Vec<&String> = chains.keys().collect();
+    roots.sort();
+    for root in roots {
+        if let Some(cycle) = visit(root, chains, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_is_found_and_a_chain_is_not() {
+        let chains: HashMap<String, Vec<String>> = [
+            ("a".to_string(), vec!["b".to_string()]),
+            ("b".to_string(), vec!["c".to_string()]),
+        ]
+        .into();
+        assert_eq!(find_cycle(&chains), None);
+        let looped: HashMap<String, Vec<String>> = [
+            ("a".to_string(), vec!["b".to_string()]),
+            ("b".to_string(), vec!["a".to_string()]),
+        ]
+        .into();
+        assert_eq!(
+            find_cycle(&looped),
+            Some(vec!["a".to_string(), "b".to_string(), "a".to_string()])
+        );
+    }
+
+    #[test]
+    fn retry_policies_pick_the_most_specific_field() {
+        let policy = RetryPolicy {
+            bad_request: Some(1),
+            content_policy: Some(3),
+            default: Some(7),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.retries_for(&ErrorClass::ContentPolicy), Some(3));
+        assert_eq!(
+            policy.retries_for(&ErrorClass::ContextWindowExceeded),
+            Some(1)
+        );
+        assert_eq!(policy.retries_for(&ErrorClass::Timeout), Some(7));
+    }
+}

@@ -1,0 +1,137 @@
+//! One snapshot of the deployment list: everything that must agree (deployments, targets, usage,
+//! strategy, budget ledger, cooldown deadlines, failure counters) built together, never mixed
+//! with another snapshot's. The router swaps whole snapshots.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolite_budgets::BudgetLedger;
+use ferrolite_cache::{CounterOptions, Deadline, DualCache, IntCounter, hash_tagged};
+use ferrolite_strategies::{Strategy, Target, Targets, UsageStore, build};
+use ferrolite_types::{Deployment, DeploymentIx, PerDeployment};
+
+use crate::{RouterError, RouterSettings};
+
+/// How long a deployment's failure and success counts last (LiteLLM's `{id}:fails` TTL).
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Per-deployment state the failure path reads and writes, shared through the cache.
+pub(crate) struct Health {
+    /// `{id}:cooldown`: until when the deployment is cooled down.
+    pub(crate) cooldown: Deadline,
+    /// `{id}:fails` and `{id}:successes` in the current minute.
+    pub(crate) fails: IntCounter,
+    pub(crate) successes: IntCounter,
+}
+
+pub(crate) struct Snapshot {
+    pub(crate) deployments: Vec<Deployment>,
+    pub(crate) targets: Targets,
+    /// Group name -> its deployments, in configuration order.
+    pub(crate) groups: HashMap<String, Vec<DeploymentIx>>,
+    pub(crate) usage: UsageStore,
+    pub(crate) strategy: Arc<dyn Strategy>,
+    pub(crate) ledger: BudgetLedger,
+    pub(crate) health: PerDeployment<Health>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot of `deployments`; a `previous` snapshot's strategy hands over what it
+    /// learned of the deployments still present.
+    pub(crate) fn build(
+        cache: &DualCache,
+        settings: &RouterSettings,
+        deployments: Vec<Deployment>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, RouterError> {
+        for (index, deployment) in deployments.iter().enumerate() {
+            deployment
+                .validate()
+                .map_err(|source| RouterError::InvalidDeployment {
+                    index,
+                    model_name: deployment.model_name.clone(),
+                    source,
+                })?;
+        }
+        let targets = Targets::new(&deployments).map_err(|source| {
+            // Name the entry that repeats an earlier id.
+            let index = match &source {
+                ferrolite_types::TypesError::DuplicateId { id } => deployments
+                    .iter()
+                    .rposition(|d| d.id().as_str() == id)
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            RouterError::InvalidDeployment {
+                index,
+                model_name: deployments
+                    .get(index)
+                    .map(|d| d.model_name.clone())
+                    .unwrap_or_default(),
+                source,
+            }
+        })?;
+        let mut groups: HashMap<String, Vec<DeploymentIx>> = HashMap::new();
+        for target in targets.iter() {
+            groups
+                .entry(target.model_name.to_string())
+                .or_default()
+                .push(target.ix);
+        }
+        let group_names: HashSet<String> = groups.keys().cloned().collect();
+        let ids: HashSet<String> = targets.iter().map(|t| t.id.to_string()).collect();
+        settings.validate(&group_names, &ids)?;
+        let usage = UsageStore::new(cache.clone(), &targets, settings.window, settings.admission)?;
+        let strategy = match previous {
+            Some(previous) => previous.strategy.for_snapshot(&targets),
+            None => build(
+                settings.routing_strategy,
+                &settings.strategy,
+                &targets,
+                Arc::clone(cache.clock()),
+            )?,
+        };
+        let ledger = BudgetLedger::new(
+            cache.clone(),
+            &settings.budgets,
+            targets.index(),
+            &deployments,
+        )?;
+        let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
+        let health = targets.index().try_map(|_, id| {
+            Ok::<_, RouterError>(Health {
+                cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
+                fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
+                successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
+            })
+        })?;
+        Ok(Snapshot {
+            deployments,
+            targets,
+            groups,
+            usage,
+            strategy,
+            ledger,
+            health,
+        })
+    }
+
+    pub(crate) fn deployment(&self, ix: DeploymentIx) -> Option<&Deployment> {
+        self.targets
+            .index()
+            .position(ix)
+            .and_then(|p| self.deployments.get(p))
+    }
+
+    pub(crate) fn target(&self, ix: DeploymentIx) -> Option<&Target> {
+        self.targets.get(ix)
+    }
+
+    /// The groups this snapshot serves, sorted.
+    pub(crate) fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.groups.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

@@ -1,0 +1,184 @@
+//! A scripted backend and router setup for the router's scenario tests (reference
+//! scenarios.md §4.2-4.4), on tokio's paused time: waits are exact and nothing sleeps for real.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolite_cache::{CacheConfig, DualCache, TokioClock};
+use ferrolite_router::{
+    Backend, BackendError, BackendFuture, BackendRequest, BackendResponse, Request, Router,
+    RouterSettings,
+};
+use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// What one call does.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Answers at once with usage 10 + 5 tokens.
+    Ok,
+    /// Answers with this body at once.
+    Body(serde_json::Value),
+    /// Fails at once.
+    Fail(ErrorClass),
+    /// Never answers.
+    Hang,
+}
+
+pub fn rate_limited() -> Step {
+    Step::Fail(ErrorClass::RateLimited { retry_after: None })
+}
+
+pub fn status(code: u16) -> Step {
+    Step::Fail(ErrorClass::from_status(code, None))
+}
+
+/// A backend whose calls follow a script: per deployment id first, then a shared queue, then Ok.
+#[derive(Default)]
+pub struct Script {
+    per_deployment: Mutex<HashMap<String, VecDeque<Step>>>,
+    shared: Mutex<VecDeque<Step>>,
+    /// Every call: the deployment id and when it started.
+    pub calls: Mutex<Vec<(String, Instant)>>,
+}
+
+impl Script {
+    pub fn on(&self, id: &str, steps: impl IntoIterator<Item = Step>) {
+        self.per_deployment
+            .lock()
+            .entry(id.to_string())
+            .or_default()
+            .extend(steps);
+    }
+
+    pub fn next(&self, steps: impl IntoIterator<Item = Step>) {
+        self.shared.lock().extend(steps);
+    }
+
+    /// The deployment ids called, in order.
+    pub fn called(&self) -> Vec<String> {
+        self.calls.lock().iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The time between consecutive calls.
+    pub fn gaps(&self) -> Vec<Duration> {
+        let calls = self.calls.lock();
+        calls.windows(2).map(|w| w[1].1 - w[0].1).collect()
+    }
+}
+
+impl Backend for Script {
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendFuture<'a> {
+        let id = deployment.id().to_string();
+        self.calls.lock().push((id.clone(), Instant::now()));
+        let step = self
+            .per_deployment
+            .lock()
+            .get_mut(&id)
+            .and_then(VecDeque::pop_front)
+            .or_else(|| self.shared.lock().pop_front())
+            .unwrap_or(Step::Ok);
+        let model = request.body["model"].clone();
+        Box::pin(async move {
+            match step {
+                Step::Ok => Ok(BackendResponse {
+                    body: serde_json::json!({"model": model, "choices": [{"finish_reason": "stop"}]}),
+                    usage: Some(Usage::new(10, 5)),
+                    time_to_first_token: None,
+                }),
+                Step::Body(body) => Ok(BackendResponse {
+                    body,
+                    usage: Some(Usage::new(10, 5)),
+                    time_to_first_token: None,
+                }),
+                Step::Fail(class) => Err(BackendError::new(class, "scripted failure")),
+                Step::Hang => {
+                    std::future::pending::<()>().await;
+                    Err(BackendError::new(ErrorClass::Connection, "unreachable"))
+                }
+            }
+        })
+    }
+}
+
+pub fn dep(group: &str, id: &str) -> Deployment {
+    Deployment {
+        id: Some(id.to_string()),
+        ..Deployment::new(group, format!("openai/{id}"))
+    }
+}
+
+/// Settings for exact tests: no jitter, a fixed seed.
+pub fn settings() -> RouterSettings {
+    let mut settings = RouterSettings {
+        retry_jitter: Duration::ZERO,
+        ..RouterSettings::default()
+    };
+    settings.strategy.seed = Some(7);
+    settings
+}
+
+pub struct Setup {
+    pub router: Router,
+    pub script: Arc<Script>,
+    pub cache: DualCache,
+}
+
+impl Setup {
+    pub async fn call(
+        &self,
+        model: &str,
+    ) -> Result<ferrolite_router::RouterResponse, ferrolite_router::RouterError> {
+        self.router
+            .call(Request::new(
+                model,
+                serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+            ))
+            .await
+    }
+
+    /// Cools `id` down for `seconds` as another failure would.
+    pub async fn cool(&self, id: &str, seconds: u64) {
+        let until = self.cache.clock().now_ms() + seconds * 1000;
+        self.cache
+            .deadline(&format!("{{{id}}}:cooldown"))
+            .unwrap()
+            .extend_to(until)
+            .await
+            .unwrap();
+    }
+
+    pub fn cooled(&self, id: &str) -> bool {
+        self.router.cooled_until(&DeploymentId::new(id)).is_some()
+    }
+}
+
+pub async fn setup(deployments: Vec<Deployment>, settings: RouterSettings) -> Setup {
+    let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(TokioClock::new()))
+        .await
+        .unwrap();
+    let script = Arc::new(Script::default());
+    let router = Router::new(deployments, settings, cache.clone(), script.clone()).unwrap();
+    Setup {
+        router,
+        script,
+        cache,
+    }
+}
+
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}

@@ -1,0 +1,285 @@
+//! The router as a whole: bad input rejected before any call, nothing leaked by dropped calls,
+//! snapshot swaps, budgets, and two routers sharing one Redis.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ferrolite_budgets::{BudgetConfig, BudgetsConfig};
+use ferrolite_cache::testing::{config, redis_url, unique_prefix};
+use ferrolite_cache::{CacheConfig, DualCache};
+use ferrolite_router::{Request, Router, RouterError, RouterSettings};
+use ferrolite_types::{Deployment, DeploymentId, TypesError};
+
+async fn build(
+    deployments: Vec<Deployment>,
+    settings: RouterSettings,
+) -> Result<Router, RouterError> {
+    let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
+    Router::new(deployments, settings, cache, Arc::new(Script::default()))
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_a_typed_error_listing_the_groups() {
+    let s = setup(vec![dep("gpt-4o", "1"), dep("claude", "2")], settings()).await;
+    let err = s.call("gpt-5").await.unwrap_err();
+    assert_eq!(
+        err,
+        RouterError::UnknownModel {
+            model: "gpt-5".into(),
+            known: vec!["claude".into(), "gpt-4o".into()]
+        }
+    );
+    assert_eq!(err.status(), 400);
+    assert!(s.script.called().is_empty());
+}
+
+#[tokio::test]
+async fn aliases_deployment_ids_and_the_star_group_resolve() {
+    let mut settings = settings();
+    settings
+        .model_group_alias
+        .insert("gpt4".into(), "gpt-4o".into());
+    let s = setup(vec![dep("gpt-4o", "1"), dep("*", "catch-all")], settings).await;
+    assert_eq!(s.call("gpt4").await.unwrap().model_group, "gpt-4o");
+    assert_eq!(s.call("1").await.unwrap().deployment_id.as_str(), "1");
+    assert_eq!(
+        s.call("anything").await.unwrap().deployment_id.as_str(),
+        "catch-all"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_any_backend_call() {
+    let s = setup(vec![dep("g", "1")], settings()).await;
+    let err = s
+        .router
+        .call(Request::new("", serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RouterError::InvalidRequest { field: "model", .. }),
+        "{err:?}"
+    );
+    let err = s
+        .router
+        .call(Request::new("g", serde_json::json!({"max_tokens": -5})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::InvalidRequest {
+                field: "max_tokens",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(s.script.called().is_empty());
+}
+
+#[tokio::test]
+async fn bad_settings_and_deployments_are_refused_when_the_router_is_built() {
+    let mut unknown = settings();
+    unknown.fallbacks.insert("a".into(), vec!["nowhere".into()]);
+    let err = build(vec![dep("a", "1")], unknown).await.unwrap_err();
+    assert!(
+        matches!(&err, RouterError::InvalidSettings { field, value, .. } if field == "fallbacks.a" && value == "nowhere"),
+        "{err:?}"
+    );
+
+    let mut looped = settings();
+    looped.fallbacks.insert("a".into(), vec!["b".into()]);
+    looped.fallbacks.insert("b".into(), vec!["a".into()]);
+    let err = build(vec![dep("a", "1"), dep("b", "2")], looped)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RouterError::InvalidSettings { value, .. } if value == "a -> b -> a"),
+        "{err:?}"
+    );
+
+    let err = build(vec![dep("a", "1"), dep("b", "1")], settings())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RouterError::InvalidDeployment { index: 1, model_name, source: TypesError::DuplicateId { id } } if id == "1" && model_name == "b"),
+        "{err:?}"
+    );
+
+    let empty_group = Deployment::new("", "openai/gpt-4o");
+    let err = build(vec![empty_group], settings()).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RouterError::InvalidDeployment {
+                index: 0,
+                source: TypesError::Empty {
+                    field: "model_name"
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_mid_flight_leaks_nothing() {
+    let budgets = BudgetsConfig {
+        providers: [("openai".to_string(), BudgetConfig::new(10.0, "1d"))].into(),
+        ..BudgetsConfig::default()
+    };
+    let d = Deployment {
+        input_cost_per_token: Some(0.001),
+        output_cost_per_token: Some(0.002),
+        ..dep("g", "1")
+    };
+    let s = setup(
+        vec![d],
+        RouterSettings {
+            budgets,
+            ..settings()
+        },
+    )
+    .await;
+    s.script.next([Step::Hang]);
+    let mut request = Request::new("g", serde_json::json!({"max_tokens": 100}));
+    request.input_tokens = Some(100);
+    let call = s.router.call(request);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .is_err()
+    );
+    let id = DeploymentId::new("1");
+    assert_eq!(
+        s.router.in_flight(&id),
+        Some(0),
+        "the in-flight slot came back"
+    );
+    let spend = s.router.budget_status().await.unwrap()[0].spend;
+    assert_eq!(spend, 0.0, "the budget reservation was released");
+    // A completed call is charged what it cost: 10 input + 5 output tokens.
+    s.call("g").await.unwrap();
+    let spend = s.router.budget_status().await.unwrap()[0].spend;
+    assert!((spend - 0.02).abs() < 1e-9, "{spend}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_budget_refuses_before_calling() {
+    let budgets = BudgetsConfig {
+        providers: [("openai".to_string(), BudgetConfig::new(0.01, "1d"))].into(),
+        ..BudgetsConfig::default()
+    };
+    let d = Deployment {
+        input_cost_per_token: Some(0.001),
+        ..dep("g", "1")
+    };
+    let s = setup(
+        vec![d],
+        RouterSettings {
+            budgets,
+            ..settings()
+        },
+    )
+    .await;
+    s.call("g").await.unwrap(); // 10 input tokens: 0.01, the whole budget
+    let err = s.call("g").await.unwrap_err();
+    assert!(err.to_string().contains("crossed budget"), "{err}");
+    assert_eq!(s.script.called().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rpm_limits_hold_and_tokens_settle_to_the_actual_count() {
+    let d = Deployment {
+        rpm: Some(3),
+        ..dep("g", "1")
+    };
+    let s = setup(vec![d], settings()).await;
+    for _ in 0..3 {
+        s.call("g").await.unwrap();
+    }
+    let err = s.call("g").await.unwrap_err();
+    assert_eq!(err.status(), 429, "{err}");
+    assert_eq!(s.script.called().len(), 3);
+    // 10 + 5 tokens per call, whatever was estimated.
+    assert_eq!(s.router.usage(&DeploymentId::new("1")), Some((3.0, 45.0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_swap_keeps_the_state_of_unchanged_deployments() {
+    let d = Deployment {
+        rpm: Some(2),
+        ..dep("g", "1")
+    };
+    let s = setup(vec![d.clone(), dep("h", "2")], settings()).await;
+    s.call("g").await.unwrap();
+    s.call("g").await.unwrap();
+    assert!(s.call("g").await.is_err());
+    // Raise the limit (the id is unchanged) and add a group: the two requests still count.
+    s.router.upsert(Deployment { rpm: Some(3), ..d }).unwrap();
+    s.router.upsert(dep("k", "3")).unwrap();
+    assert_eq!(s.router.usage(&DeploymentId::new("1")), Some((2.0, 30.0)));
+    s.call("g").await.unwrap();
+    assert!(s.call("g").await.is_err(), "3 of 3");
+    assert_eq!(s.router.model_groups(), ["g", "h", "k"]);
+    assert!(s.router.remove(&DeploymentId::new("2")).unwrap());
+    assert!(matches!(
+        s.call("h").await,
+        Err(RouterError::UnknownModel { .. })
+    ));
+}
+
+#[tokio::test]
+async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("router-cooldown");
+    let make = || async {
+        let cache = DualCache::connect(config(&url, &prefix)).await.unwrap();
+        let script = Arc::new(Script::default());
+        let router = Router::new(
+            vec![dep("g", "1"), dep("g", "2")],
+            RouterSettings {
+                num_retries: 0,
+                ..settings()
+            },
+            cache.clone(),
+            script.clone(),
+        )
+        .unwrap();
+        (router, script, cache)
+    };
+    let (a, a_script, a_cache) = make().await;
+    let (b, b_script, b_cache) = make().await;
+    // Router a cools deployment 1 down (a 429 with a sibling).
+    a_script.on("1", [rate_limited()]);
+    a_script.on("2", [rate_limited()]);
+    let _ = a.call(Request::new("g", serde_json::json!({}))).await;
+    let cooled = if a.cooled_until(&DeploymentId::new("1")).is_some() {
+        "1"
+    } else {
+        "2"
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(b.cooled_until(&DeploymentId::new(cooled)).is_some());
+    for _ in 0..20 {
+        let answer = b
+            .call(Request::new("g", serde_json::json!({})))
+            .await
+            .unwrap();
+        assert_ne!(answer.deployment_id.as_str(), cooled);
+    }
+    assert!(b_script.called().iter().all(|id| id != cooled));
+    a_cache.shutdown().await.unwrap();
+    b_cache.shutdown().await.unwrap();
+}
