@@ -6,13 +6,15 @@
 //! - [`types`]: deployments, ids, secrets, usage, error classes, token counting;
 //! - [`cache`]: the two-tier state cache shared through Redis;
 //! - [`strategies`]: the routing strategies;
-//! - [`budgets`]: spend budgets and their accounting.
+//! - [`budgets`]: spend budgets and their accounting;
+//! - [`router`]: the `Router` (resolution, filters, admission, cooldowns, retries, fallbacks).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
-//! The router layer, the builder, the LiteLLM-compatible YAML configuration and the
-//! HTTP backends land here as later issues fill them.
+//! The builder, the LiteLLM-compatible YAML configuration and the HTTP backends land here as
+//! later issues fill them.
 
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
+pub use ferrolite_router as router;
 pub use ferrolite_strategies as strategies;
 pub use ferrolite_types as types;

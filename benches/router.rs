@@ -1,0 +1,83 @@
+//! `Router::call` end to end with an instant in-process backend: 10 deployments of one group,
+//! usage-based-routing-v2 with rpm/tpm limits and a provider budget, in memory. The median is
+//! the router's whole cost per call (resolve, filter, pick, admit, reserve, call, settle,
+//! record), since the backend answers at once.
+//!
+//! Run: `cargo bench -p ferrolite-benches --bench router`.
+
+// A benchmark that cannot set up has nothing to measure: failing loudly is right here.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ferrolite_budgets::{BudgetConfig, BudgetsConfig};
+use ferrolite_cache::{CacheConfig, DualCache};
+use ferrolite_router::{
+    Backend, BackendFuture, BackendRequest, BackendResponse, Request, Router, RouterSettings,
+};
+use ferrolite_strategies::StrategyName;
+use ferrolite_types::{Deployment, Usage};
+
+/// Answers at once.
+struct Instant;
+
+impl Backend for Instant {
+    fn call<'a>(&'a self, _: &'a Deployment, _: &'a BackendRequest) -> BackendFuture<'a> {
+        Box::pin(async {
+            Ok(BackendResponse {
+                body: serde_json::Value::Null,
+                usage: Some(Usage::new(300, 100)),
+                time_to_first_token: None,
+            })
+        })
+    }
+}
+
+fn call(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let deployments: Vec<Deployment> = (0..10)
+        .map(|i| Deployment {
+            id: Some(format!("d{i}")),
+            // Limits checked on every call, never reached however long criterion runs.
+            rpm: Some(1 << 50),
+            tpm: Some(1 << 60),
+            input_cost_per_token: Some(1e-9),
+            output_cost_per_token: Some(2e-9),
+            ..Deployment::new("gpt-4o", format!("azure/gpt-4o-{i}"))
+        })
+        .collect();
+    let mut settings = RouterSettings {
+        routing_strategy: StrategyName::UsageBasedV2,
+        budgets: BudgetsConfig {
+            providers: [("azure".to_string(), BudgetConfig::new(1e12, "1d"))].into(),
+            ..BudgetsConfig::default()
+        },
+        ..RouterSettings::default()
+    };
+    settings.strategy.seed = Some(7);
+    let cache = rt
+        .block_on(DualCache::connect(CacheConfig::default()))
+        .expect("cache");
+    let router = Router::new(deployments, settings, cache, Arc::new(Instant)).expect("router");
+    let body =
+        serde_json::json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 100});
+    let mut group = c.benchmark_group("router");
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("call_10_deployments_v2_limits_budget", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut request = Request::new("gpt-4o", body.clone());
+            request.input_tokens = Some(300);
+            black_box(router.call(request).await.expect("routed"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, call);
+criterion_main!(benches);
