@@ -112,16 +112,11 @@ pub(crate) async fn decide(
         {
             return None;
         }
-        let allowed = deployment_policy.or(deployment.allowed_fails).unwrap_or(0);
-        let suffix = if deployment_policy.is_some() {
-            class_name(class)
-        } else {
-            "generic"
-        };
         let ttl = deployment
             .cooldown_duration()
             .unwrap_or(settings.cooldown_time);
-        over_allowance(cache, &id, suffix, ttl, allowed)
+        let allowance = Allowance::of(deployment_policy, deployment.allowed_fails, 0, class);
+        allowance.exceeded(cache, &id, ttl)
     } else if settings.allowed_fails_policy.is_none() && settings.allowed_fails.is_none() {
         // LiteLLM's default: failure rates in the minute.
         let fails = health.fails.value().max(0);
@@ -140,36 +135,50 @@ pub(crate) async fn decide(
         if lone && router_policy.is_none() {
             return None;
         }
-        let allowed = router_policy.or(settings.allowed_fails).unwrap_or(3);
-        let suffix = if router_policy.is_some() {
-            class_name(class)
-        } else {
-            "generic"
-        };
-        over_allowance(cache, &id, suffix, settings.cooldown_time, allowed)
+        let allowance = Allowance::of(router_policy, settings.allowed_fails, 3, class);
+        allowance.exceeded(cache, &id, settings.cooldown_time)
     };
     cool.then_some(length)
 }
 
-/// Counts one failure against an allowance that lasts `ttl` from the first failure; whether the
-/// count is now over it.
-fn over_allowance(
-    cache: &ferrolite_cache::DualCache,
-    id: &ferrolite_types::DeploymentId,
-    suffix: &str,
-    ttl: Duration,
+/// Failures allowed before a cooldown, and the counter they are counted in: per error class when
+/// a policy names the class, else one "generic" counter.
+struct Allowance {
     allowed: u32,
-) -> bool {
-    let key = hash_tagged(id.as_str(), &format!(":allowed_fails:{suffix}"));
-    match cache.increment(
-        &key,
-        1,
-        CounterOptions::fixed_ttl(ttl.max(Duration::from_millis(1))),
-    ) {
-        Ok(count) => count > i64::from(allowed),
-        Err(error) => {
-            tracing::warn!(%error, "could not count an allowed failure");
-            false
+    suffix: &'static str,
+}
+
+impl Allowance {
+    /// The policy's entry for `class` if there is one, else `fails`, else `default`.
+    fn of(policy: Option<u32>, fails: Option<u32>, default: u32, class: &ErrorClass) -> Self {
+        match policy {
+            Some(allowed) => Allowance {
+                allowed,
+                suffix: class_name(class),
+            },
+            None => Allowance {
+                allowed: fails.unwrap_or(default),
+                suffix: "generic",
+            },
+        }
+    }
+
+    /// Counts one failure in a window of `ttl` from the first; whether the count is now over the
+    /// allowance.
+    fn exceeded(
+        &self,
+        cache: &ferrolite_cache::DualCache,
+        id: &ferrolite_types::DeploymentId,
+        ttl: Duration,
+    ) -> bool {
+        let key = hash_tagged(id.as_str(), &format!(":allowed_fails:{}", self.suffix));
+        let window = CounterOptions::fixed_ttl(ttl.max(Duration::from_millis(1)));
+        match cache.increment(&key, 1, window) {
+            Ok(count) => count > i64::from(self.allowed),
+            Err(error) => {
+                tracing::warn!(%error, "could not count an allowed failure");
+                false
+            }
         }
     }
 }

@@ -27,6 +27,27 @@ async fn build(
     Router::new(deployments, settings, cache, Arc::new(Script::default()))
 }
 
+/// One deployment "1" of group "g" at these prices, under an OpenAI budget of `limit` a day.
+async fn with_openai_budget(limit: f64, input: f64, output: f64) -> Setup {
+    let budgets = BudgetsConfig {
+        providers: [("openai".to_string(), BudgetConfig::new(limit, "1d"))].into(),
+        ..BudgetsConfig::default()
+    };
+    let d = Deployment {
+        input_cost_per_token: Some(input),
+        output_cost_per_token: Some(output),
+        ..dep("g", "1")
+    };
+    setup(
+        vec![d],
+        RouterSettings {
+            budgets,
+            ..settings()
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn an_unknown_model_is_a_typed_error_listing_the_groups() {
     let s = setup(vec![dep("gpt-4o", "1"), dep("claude", "2")], settings()).await;
@@ -135,23 +156,7 @@ async fn bad_settings_and_deployments_are_refused_when_the_router_is_built() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_dropped_mid_flight_leaks_nothing() {
-    let budgets = BudgetsConfig {
-        providers: [("openai".to_string(), BudgetConfig::new(10.0, "1d"))].into(),
-        ..BudgetsConfig::default()
-    };
-    let d = Deployment {
-        input_cost_per_token: Some(0.001),
-        output_cost_per_token: Some(0.002),
-        ..dep("g", "1")
-    };
-    let s = setup(
-        vec![d],
-        RouterSettings {
-            budgets,
-            ..settings()
-        },
-    )
-    .await;
+    let s = with_openai_budget(10.0, 0.001, 0.002).await;
     s.script.next([Step::Hang]);
     let mut request = Request::new("g", serde_json::json!({"max_tokens": 100}));
     request.input_tokens = Some(100);
@@ -177,22 +182,7 @@ async fn a_call_dropped_mid_flight_leaks_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_budget_refuses_before_calling() {
-    let budgets = BudgetsConfig {
-        providers: [("openai".to_string(), BudgetConfig::new(0.01, "1d"))].into(),
-        ..BudgetsConfig::default()
-    };
-    let d = Deployment {
-        input_cost_per_token: Some(0.001),
-        ..dep("g", "1")
-    };
-    let s = setup(
-        vec![d],
-        RouterSettings {
-            budgets,
-            ..settings()
-        },
-    )
-    .await;
+    let s = with_openai_budget(0.01, 0.001, 0.0).await;
     s.call("g").await.unwrap(); // 10 input tokens: 0.01, the whole budget
     let err = s.call("g").await.unwrap_err();
     assert!(err.to_string().contains("crossed budget"), "{err}");
