@@ -70,6 +70,16 @@ pub enum RouterError {
         /// When the first cooldown ends.
         retry_in: Duration,
     },
+    /// The request's tags match no deployment of the group and none is tagged `default`.
+    #[error(
+        "Not allowed to access model due to tags configuration. Passed model={model_group} and tags={tags:?}"
+    )]
+    NoTagMatch {
+        /// The group.
+        model_group: String,
+        /// The request's tags.
+        tags: Vec<String>,
+    },
     /// No deployment had room (rpm/tpm limits) or budget.
     #[error("{0}")]
     NoCapacity(String),
@@ -122,7 +132,9 @@ impl RouterError {
     /// The HTTP status a gateway answers with.
     pub fn status(&self) -> u16 {
         match self {
-            RouterError::UnknownModel { .. } | RouterError::InvalidRequest { .. } => 400,
+            RouterError::UnknownModel { .. }
+            | RouterError::InvalidRequest { .. }
+            | RouterError::NoTagMatch { .. } => 400,
             RouterError::AllCooledDown { .. } | RouterError::NoCapacity(_) => 429,
             RouterError::Backend { class, .. } => class.status().unwrap_or(500),
             RouterError::DeadlineExceeded { .. } => 408,

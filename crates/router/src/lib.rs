@@ -43,14 +43,17 @@
 mod backend;
 mod cooldown;
 mod error;
+mod observer;
 mod request;
 mod retry;
+mod retry_budget;
 mod router;
 mod settings;
 mod snapshot;
 
 pub use backend::{Backend, BackendError, BackendFuture, BackendRequest, BackendResponse};
 pub use error::{RouterError, Tried};
+pub use observer::{Event, Observer};
 pub use request::{Request, RouterResponse};
 pub use router::Router;
-pub use settings::{RetryPolicy, RouterSettings};
+pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};

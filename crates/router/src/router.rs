@@ -32,8 +32,9 @@ use tokio::time::Instant;
 use crate::backend::{Backend, BackendRequest};
 use crate::cooldown;
 use crate::retry::{self, GroupState};
+use crate::retry_budget::RetryBudget;
 use crate::snapshot::Snapshot;
-use crate::{Request, RouterError, RouterResponse, RouterSettings, Tried};
+use crate::{Event, Observer, Request, RouterError, RouterResponse, RouterSettings, Tried};
 
 /// Routes calls to the deployments of model groups (see the crate documentation).
 ///
@@ -52,6 +53,8 @@ struct Inner {
     writer: Mutex<()>,
     /// Backoff jitter.
     rng: Rng,
+    retry_budget: Option<RetryBudget>,
+    observers: parking_lot::RwLock<Vec<Arc<dyn Observer>>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -147,6 +150,7 @@ impl Router {
             .strategy
             .seed
             .map_or_else(Rng::from_entropy, |s| Rng::seeded(s ^ 0x6a09_e667));
+        let settings_budget = settings.retry_budget.map(RetryBudget::new);
         Ok(Router {
             inner: Arc::new(Inner {
                 settings,
@@ -155,6 +159,8 @@ impl Router {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 writer: Mutex::new(()),
                 rng,
+                retry_budget: settings_budget,
+                observers: parking_lot::RwLock::new(Vec::new()),
             }),
         })
     }
@@ -177,6 +183,17 @@ impl Router {
     /// The state cache.
     pub fn cache(&self) -> &DualCache {
         &self.inner.cache
+    }
+
+    /// Registers an observer of this router's events.
+    pub fn add_observer(&self, observer: Arc<dyn Observer>) {
+        self.inner.observers.write().push(observer);
+    }
+
+    fn emit(&self, event: Event<'_>) {
+        for observer in self.inner.observers.read().iter() {
+            observer.on_event(&event);
+        }
     }
 
     /// Calls in flight on the deployment `id` (shared across instances), if it is routed to.
@@ -345,6 +362,10 @@ impl Router {
             };
             call.fallbacks += 1;
             metrics::counter!("ferrolite_router_fallbacks_total").increment(1);
+            self.emit(Event::Fallback {
+                from: scope.label(),
+                to: &target,
+            });
             tracing::debug!(from = scope.label(), to = %target, "falling back");
             match Box::pin(self.with_fallbacks(snapshot, call, next)).await {
                 Ok(success) => return Ok(success),
@@ -482,6 +503,13 @@ impl Router {
             if !allowed || retry >= limit {
                 return Err(failure);
             }
+            if let Some(budget) = &self.inner.retry_budget {
+                if !budget.withdraw(self.inner.cache.clock().now_ms()) {
+                    metrics::counter!("ferrolite_router_retry_budget_exhausted_total").increment(1);
+                    tracing::debug!(group = scope.label(), "retry budget spent; not retrying");
+                    return Err(failure);
+                }
+            }
             if class.skips_failed_deployment() && !skip.contains(&ix) {
                 skip.push(ix);
             }
@@ -490,6 +518,11 @@ impl Router {
             self.wait(call, wait).await?;
             retry += 1;
             call.retries += 1;
+            self.emit(Event::Retry {
+                model_group: scope.label(),
+                retry: call.retries,
+                wait,
+            });
             metrics::counter!("ferrolite_router_retries_total").increment(1);
         }
     }
@@ -653,10 +686,19 @@ impl Router {
             let candidates: Vec<DeploymentIx> = eligible.iter().map(|t| t.ix).collect();
             eligible.retain(|t| snapshot.ledger.allows(&check, t.ix));
             if eligible.is_empty() {
+                self.emit(Event::BudgetRefused {
+                    model_group: scope.label(),
+                });
                 return Err(Failure::Selection(
                     snapshot.ledger.exceeded_error(&check, &candidates).into(),
                 ));
             }
+        }
+        if self.inner.settings.enable_tag_filtering {
+            eligible = self.filter_tags(snapshot, call, scope, eligible)?;
+        }
+        if self.inner.settings.enable_pre_call_checks {
+            eligible = filter_context_window(snapshot, call, scope, eligible)?;
         }
         if !skip.is_empty() {
             let kept: Vec<&Target> = eligible
@@ -669,6 +711,71 @@ impl Router {
             }
         }
         Ok(eligible)
+    }
+
+    /// Tag routing (reference §2.13): deployments carrying the request's tags (any of them, or
+    /// all with `tag_filtering_match_any: false`), none carrying a `!tag`, all carrying every
+    /// `&tag`; else those tagged `default`; an untagged request goes to `default` deployments
+    /// when there are any, else to all.
+    fn filter_tags<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        call: &Call<'_>,
+        scope: &Scope,
+        eligible: Vec<&'s Target>,
+    ) -> Result<Vec<&'s Target>, Failure> {
+        let tags_of = |t: &Target| {
+            snapshot
+                .deployment(t.ix)
+                .map_or(&[][..], |d| d.tags.as_slice())
+        };
+        let defaults: Vec<&Target> = eligible
+            .iter()
+            .copied()
+            .filter(|t| tags_of(t).iter().any(|tag| tag == "default"))
+            .collect();
+        let request = &call.request.tags;
+        if request.is_empty() {
+            return Ok(if defaults.is_empty() {
+                eligible
+            } else {
+                defaults
+            });
+        }
+        let plain: Vec<&str> = request
+            .iter()
+            .filter(|t| !t.starts_with('!') && !t.starts_with('&'))
+            .map(String::as_str)
+            .collect();
+        let excluded: Vec<&str> = request.iter().filter_map(|t| t.strip_prefix('!')).collect();
+        let required: Vec<&str> = request.iter().filter_map(|t| t.strip_prefix('&')).collect();
+        let any = self.inner.settings.tag_filtering_match_any;
+        let matching: Vec<&Target> = eligible
+            .iter()
+            .copied()
+            .filter(|t| {
+                let has = |tag: &str| tags_of(t).iter().any(|d| d == tag);
+                let plain_ok = plain.is_empty()
+                    || if any {
+                        plain.iter().any(|tag| has(tag))
+                    } else {
+                        plain.iter().all(|tag| has(tag))
+                    };
+                plain_ok
+                    && !excluded.iter().any(|tag| has(tag))
+                    && required.iter().all(|tag| has(tag))
+            })
+            .collect();
+        if !matching.is_empty() {
+            return Ok(matching);
+        }
+        if !defaults.is_empty() {
+            return Ok(defaults);
+        }
+        Err(Failure::Selection(RouterError::NoTagMatch {
+            model_group: scope.label().to_string(),
+            tags: request.clone(),
+        }))
     }
 
     /// Calls the deployment under the attempt timeout and records the outcome.
@@ -704,6 +811,10 @@ impl Router {
             _ => (started + timeout, false),
         };
         call.attempts += 1;
+        self.emit(Event::Attempt {
+            model_group: &deployment.model_name,
+            deployment: &target.id,
+        });
         let result =
             tokio::time::timeout_at(until, self.inner.backend.call(deployment, &request)).await;
         let latency = started.elapsed();
@@ -735,6 +846,13 @@ impl Router {
                         tracing::debug!(error = %e, "could not count a success");
                     }
                 }
+                if let Some(budget) = &self.inner.retry_budget {
+                    budget.deposit(self.inner.cache.clock().now_ms());
+                }
+                self.emit(Event::Success {
+                    deployment: &target.id,
+                    latency,
+                });
                 snapshot.strategy.observe(
                     target,
                     &Outcome::Success(&CallOutcome {
@@ -778,6 +896,10 @@ impl Router {
         }
         snapshot.strategy.observe(target, &Outcome::Failure(&class));
         drop(permit);
+        self.emit(Event::Failure {
+            deployment: &target.id,
+            class: &class,
+        });
         metrics::counter!("ferrolite_router_attempt_failures_total", "class" => class_label(&class))
             .increment(1);
         if let Some(health) = snapshot.health.get(target.ix) {
@@ -797,6 +919,11 @@ impl Router {
                     tracing::warn!(error = %e, "could not record a cooldown");
                 }
                 metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
+                self.emit(Event::CooldownSet {
+                    deployment: &target.id,
+                    until_ms: until,
+                    class: &class,
+                });
                 tracing::info!(deployment = %target.id, ?class, cooldown = ?length, "deployment cooled down");
             }
         }
@@ -826,6 +953,34 @@ impl Router {
                 .and_then(|r| r.as_str())
                 == Some("content_filter")
     }
+}
+
+/// The context-window pre-call check (reference §2.12): deployments whose `max_input_tokens`
+/// the request's input exceeds are dropped (the tokens are counted once per request); when none
+/// is left, a context-window error, which takes the context-window fallbacks.
+fn filter_context_window<'s>(
+    snapshot: &'s Snapshot,
+    call: &Call<'_>,
+    scope: &Scope,
+    mut eligible: Vec<&'s Target>,
+) -> Result<Vec<&'s Target>, Failure> {
+    let tokens = call.input_tokens;
+    let limit = |t: &Target| snapshot.deployment(t.ix).and_then(|d| d.max_input_tokens);
+    let largest = eligible.iter().filter_map(|t| limit(t)).max();
+    eligible.retain(|t| limit(t).is_none_or(|max| tokens <= max));
+    if eligible.is_empty() {
+        return Err(Failure::Backend {
+            model_group: scope.label().to_string(),
+            deployment: DeploymentId::new(""),
+            class: ErrorClass::ContextWindowExceeded,
+            message: format!(
+                "Context Window exceeded for given call. No models have context window large enough for this call. Model={}, Max Input Tokens={}, Got={tokens}",
+                scope.label(),
+                largest.unwrap_or(0)
+            ),
+        });
+    }
+    Ok(eligible)
 }
 
 /// The one place the router waits (retry backoff).

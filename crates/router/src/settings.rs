@@ -105,6 +105,39 @@ pub struct RouterSettings {
     /// An overall deadline over a request's attempts, backoffs and fallbacks (new in
     /// ferrolite; LiteLLM gives each attempt the full timeout and has none). `None`: no deadline.
     pub request_deadline: Option<Duration>,
+    /// `enable_tag_filtering` (reference §2.13).
+    pub enable_tag_filtering: bool,
+    /// `tag_filtering_match_any` (default true): a deployment matches when it carries any of
+    /// the request's tags; false: all of them.
+    pub tag_filtering_match_any: bool,
+    /// `enable_pre_call_checks`: drop deployments whose `max_input_tokens` the request exceeds
+    /// (reference §2.12).
+    pub enable_pre_call_checks: bool,
+    /// An optional retry budget (new in ferrolite): retries allowed as a share of recent
+    /// successes, so a failing provider cannot start a retry storm.
+    pub retry_budget: Option<RetryBudgetSettings>,
+}
+
+/// A retry budget, after tower's `retry::budget`: over the last `window`, retries may number at
+/// most `min_per_second x window` plus `ratio x` the successes seen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetSettings {
+    /// How far back successes and retries count.
+    pub window: Duration,
+    /// Retries always allowed per second, whatever the successes (so a quiet router can retry).
+    pub min_per_second: u32,
+    /// Retries allowed per success.
+    pub ratio: f64,
+}
+
+impl Default for RetryBudgetSettings {
+    fn default() -> Self {
+        RetryBudgetSettings {
+            window: Duration::from_secs(10),
+            min_per_second: 10,
+            ratio: 0.2,
+        }
+    }
 }
 
 impl Default for RouterSettings {
@@ -132,6 +165,10 @@ impl Default for RouterSettings {
             budgets: BudgetsConfig::default(),
             retry_jitter: Duration::from_millis(750),
             request_deadline: None,
+            enable_tag_filtering: false,
+            tag_filtering_match_any: true,
+            enable_pre_call_checks: false,
+            retry_budget: None,
         }
     }
 }
@@ -164,6 +201,15 @@ impl RouterSettings {
                 value: "0s".into(),
                 reason: "must be greater than zero",
             });
+        }
+        if let Some(budget) = &self.retry_budget {
+            if budget.window.is_zero() || !budget.ratio.is_finite() || budget.ratio < 0.0 {
+                return Err(RouterError::InvalidSettings {
+                    field: "retry_budget".into(),
+                    value: format!("{budget:?}"),
+                    reason: "a window > 0 and a finite ratio >= 0",
+                });
+            }
         }
         let known = |name: &str| groups.contains(name) || ids.contains(name);
         for (field, chains) in [
