@@ -86,6 +86,10 @@ pub(crate) struct Inner {
     pub(crate) admit_lock: Mutex<()>,
     /// Strict admissions whose reply was lost, to withdraw in Redis.
     pub(crate) cancels: Mutex<VecDeque<PendingCancel>>,
+    /// Lease slots taken in this process (no Redis, or Redis down and fail-open).
+    pub(crate) local_slots: crate::lease::LocalSlots,
+    /// Leases given back, to remove from Redis with the next sync.
+    pub(crate) releases: Mutex<Vec<(String, String)>>,
     /// The outage count when a local strict admission was last logged.
     pub(crate) local_admission_logged: AtomicU64,
     /// The newest clock time windows were evaluated at (see `DualCache::window_now_ms`).
@@ -102,7 +106,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// Whether operations must be refused: fail-closed mode while Redis is down.
-    fn refuse(&self, operation: &'static str) -> Result<(), CacheError> {
+    pub(crate) fn refuse(&self, operation: &'static str) -> Result<(), CacheError> {
         match &self.redis {
             Some(redis)
                 if self.config.failure_mode == FailureMode::FailClosed
@@ -267,6 +271,9 @@ impl Inner {
             }
             if !redis.health.is_down() && !self.cancels.lock().is_empty() {
                 report.errors.extend(self.send_cancels(redis).await);
+            }
+            if !redis.health.is_down() {
+                self.send_releases(redis).await;
             }
             report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
         }
@@ -445,6 +452,8 @@ impl DualCache {
             sync: SyncState::new(),
             admit_lock: Mutex::new(()),
             cancels: Mutex::new(VecDeque::new()),
+            local_slots: crate::lease::LocalSlots::default(),
+            releases: Mutex::new(Vec::new()),
             local_admission_logged: AtomicU64::new(0),
             window_clock: AtomicU64::new(0),
             overflows: AtomicU64::new(0),

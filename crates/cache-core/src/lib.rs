@@ -41,6 +41,7 @@ mod config;
 mod counter;
 mod dual;
 mod error;
+mod lease;
 mod pipeline;
 mod redis;
 mod strict;
@@ -57,6 +58,7 @@ pub use dual::{
     CacheStats, Counter, CounterValue, DualCache, FloatCounter, IntCounter, ScriptReply,
 };
 pub use error::CacheError;
+pub use lease::Lease;
 pub use pipeline::SyncReport;
 pub use redis::{LuaScript, hash_tagged};
 pub use strict::{Admission, AdmissionSource, LimitCheck};

@@ -168,6 +168,7 @@ pub(crate) struct RedisStore {
     pub(crate) admit: LuaScript,
     pub(crate) admit_cancel: LuaScript,
     pub(crate) set_later: LuaScript,
+    pub(crate) lease: LuaScript,
     pub(crate) health: Health,
     /// Set once the connection was closed, so it is closed once (fred logs a warning for a
     /// second QUIT).
@@ -262,6 +263,7 @@ impl RedisStore {
                 "ferrolite_set_later_v1",
                 include_str!("lua/set_later_v1.lua"),
             ),
+            lease: LuaScript::new("ferrolite_lease_v1", include_str!("lua/lease_v1.lua")),
             health: Health {
                 fail_open,
                 ..Health::default()
@@ -405,6 +407,29 @@ impl RedisStore {
                 decode_string(key, value)
             }
             Err(e) => Err(self.error("get", key, &e)),
+        }
+    }
+
+    /// `ZREM key member` with fail-fast options.
+    pub(crate) async fn remove_member(&self, key: &str, member: &str) -> Result<(), CacheError> {
+        let reply: Result<Value, _> = self
+            .client
+            .with_options(&self.fast)
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "ZREM",
+                    fred::types::ClusterHash::FirstKey,
+                    false,
+                ),
+                vec![self.key(key), member.to_string()],
+            )
+            .await;
+        match reply {
+            Ok(_) => {
+                self.health.record_ok();
+                Ok(())
+            }
+            Err(e) => Err(self.error("lease release", key, &e)),
         }
     }
 

@@ -609,6 +609,32 @@ impl Router {
                 }
                 Err(e) => return Err(Failure::Other(e.into())),
             };
+            // the concurrency cap, shared by every instance
+            let lease = match snapshot
+                .health
+                .get(target.ix)
+                .and_then(|h| h.parallel.as_ref())
+            {
+                None => None,
+                Some((limit, key)) => match self.inner.cache.lease(key, *limit, LEASE_TTL).await {
+                    Ok(Some(lease)) => Some(lease),
+                    Ok(None) => {
+                        undo(permit);
+                        eligible.retain(|t| t.ix != target.ix);
+                        if eligible.is_empty() {
+                            return Err(Failure::Selection(RouterError::NoCapacity(format!(
+                                "Deployment {} has all max_parallel_requests slots in use ({limit})",
+                                target.id
+                            ))));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        undo(permit);
+                        return Err(Failure::Other(e.into()));
+                    }
+                },
+            };
             let reservation = if snapshot.ledger.is_empty() {
                 None
             } else {
@@ -638,7 +664,7 @@ impl Router {
                 }
             };
             return self
-                .call_deployment(snapshot, call, scope, target, permit, reservation)
+                .call_deployment(snapshot, call, scope, target, (permit, lease), reservation)
                 .await;
         }
     }
@@ -785,7 +811,7 @@ impl Router {
         call: &mut Call<'_>,
         scope: &Scope,
         target: &Target,
-        mut permit: Permit,
+        (mut permit, lease): (Permit, Option<ferrolite_cache::Lease>),
         reservation: Option<ferrolite_budgets::Reservation>,
     ) -> Result<Success, Failure> {
         let settings = &self.inner.settings;
@@ -815,8 +841,11 @@ impl Router {
             model_group: &deployment.model_name,
             deployment: &target.id,
         });
-        let result =
-            tokio::time::timeout_at(until, self.inner.backend.call(deployment, &request)).await;
+        let backend = self.inner.backend.call(deployment, &request);
+        let result = tokio::time::timeout_at(until, renewing(backend, lease.as_ref())).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         let latency = started.elapsed();
         call.outside += latency;
         let model_group = deployment.model_name.clone();
@@ -981,6 +1010,33 @@ fn filter_context_window<'s>(
         });
     }
     Ok(eligible)
+}
+
+/// How long a concurrency slot is held without renewal: a crashed instance's slots free
+/// themselves after this long.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Runs `call`, renewing `lease` every third of its TTL while it runs.
+async fn renewing<F: std::future::Future>(
+    call: F,
+    lease: Option<&ferrolite_cache::Lease>,
+) -> F::Output {
+    let Some(lease) = lease else {
+        return call.await;
+    };
+    tokio::pin!(call);
+    let mut ticker = tokio::time::interval(LEASE_TTL / 3);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            output = &mut call => return output,
+            _ = ticker.tick() => {
+                if let Err(e) = lease.renew().await {
+                    tracing::warn!(error = %e, "could not renew a concurrency lease");
+                }
+            }
+        }
+    }
 }
 
 /// The one place the router waits (retry backoff).

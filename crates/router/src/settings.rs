@@ -113,6 +113,8 @@ pub struct RouterSettings {
     /// `enable_pre_call_checks`: drop deployments whose `max_input_tokens` the request exceeds
     /// (reference §2.12).
     pub enable_pre_call_checks: bool,
+    /// `default_max_parallel_requests`: the concurrency cap of deployments that derive none.
+    pub default_max_parallel_requests: Option<u32>,
     /// An optional retry budget (new in ferrolite): retries allowed as a share of recent
     /// successes, so a failing provider cannot start a retry storm.
     pub retry_budget: Option<RetryBudgetSettings>,
@@ -169,6 +171,7 @@ impl Default for RouterSettings {
             tag_filtering_match_any: true,
             enable_pre_call_checks: false,
             retry_budget: None,
+            default_max_parallel_requests: None,
         }
     }
 }

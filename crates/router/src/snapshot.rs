@@ -23,6 +23,19 @@ pub(crate) struct Health {
     /// `{id}:fails` and `{id}:successes` in the current minute.
     pub(crate) fails: IntCounter,
     pub(crate) successes: IntCounter,
+    /// The deployment's concurrency cap and the key of its shared slots (`{id}:parallel`).
+    pub(crate) parallel: Option<(u64, String)>,
+}
+
+/// LiteLLM's concurrency cap (reference §2.11): `max_parallel_requests`, else `rpm`, else
+/// `tpm / 1000 x 6` (at least 1; "Azure: 6 rpm per 1000 tpm"), else the router's default.
+pub(crate) fn parallel_limit(deployment: &Deployment, default: Option<u32>) -> Option<u64> {
+    deployment
+        .max_parallel_requests
+        .map(u64::from)
+        .or(deployment.rpm)
+        .or(deployment.tpm.map(|tpm| (tpm / 1000 * 6).max(1)))
+        .or(default.map(u64::from))
 }
 
 pub(crate) struct Snapshot {
@@ -99,8 +112,14 @@ impl Snapshot {
             &deployments,
         )?;
         let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
-        let health = targets.index().try_map(|_, id| {
+        let health = targets.index().try_map(|ix, id| {
+            let parallel = parallel_limit(
+                &deployments[ix.index()],
+                settings.default_max_parallel_requests,
+            )
+            .map(|limit| (limit, hash_tagged(id.as_str(), ":parallel")));
             Ok::<_, RouterError>(Health {
+                parallel,
                 cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
                 fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
                 successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
@@ -133,5 +152,33 @@ impl Snapshot {
         let mut names: Vec<String> = self.groups.keys().cloned().collect();
         names.sort();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_concurrency_cap_is_derived_as_litellm_does() {
+        let d = |max: Option<u32>, rpm: Option<u64>, tpm: Option<u64>| Deployment {
+            max_parallel_requests: max,
+            rpm,
+            tpm,
+            ..Deployment::new("g", "openai/gpt-4o")
+        };
+        assert_eq!(parallel_limit(&d(Some(4), Some(100), None), None), Some(4));
+        assert_eq!(
+            parallel_limit(&d(None, Some(100), Some(1)), None),
+            Some(100)
+        );
+        assert_eq!(parallel_limit(&d(None, None, Some(10_000)), None), Some(60));
+        assert_eq!(
+            parallel_limit(&d(None, None, Some(10)), None),
+            Some(1),
+            "at least 1"
+        );
+        assert_eq!(parallel_limit(&d(None, None, None), Some(8)), Some(8));
+        assert_eq!(parallel_limit(&d(None, None, None), None), None);
     }
 }

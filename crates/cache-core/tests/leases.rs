@@ -1,0 +1,95 @@
+//! Leases: shared slots with a limit, released on drop, expiring when their holder crashed.
+// Tests may unwrap and panic: a failure is the test failing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::time::Duration;
+
+use ferrolite_cache::testing::{config, redis_url, unique_prefix};
+use ferrolite_cache::{CacheConfig, DualCache};
+
+#[tokio::test]
+async fn two_instances_share_the_slots_and_a_dropped_lease_frees_its_slot() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("leases");
+    let a = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let b = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let cache = if i % 2 == 0 { &a } else { &b };
+        if let Some(lease) = cache.lease("{d1}:parallel", 4, ttl).await.unwrap() {
+            held.push(lease);
+        }
+    }
+    assert_eq!(held.len(), 4, "4 slots across both instances");
+    assert!(b.lease("{d1}:parallel", 4, ttl).await.unwrap().is_none());
+    drop(held.pop());
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    let again = b.lease("{d1}:parallel", 4, ttl).await.unwrap();
+    assert!(
+        again.is_some(),
+        "the released slot is free for the other instance"
+    );
+    held.push(again.unwrap());
+    for lease in &held {
+        lease.renew().await.unwrap();
+    }
+    drop(held);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_whose_holder_crashed_expires_after_its_ttl() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("lease-crash");
+    let crashed = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let ttl = Duration::from_millis(300);
+    let lease = crashed
+        .lease("{d1}:parallel", 1, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    std::mem::forget(lease); // the instance dies holding it: nothing gives it back
+    let other = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    assert!(
+        other
+            .lease("{d1}:parallel", 1, ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(
+        other
+            .lease("{d1}:parallel", 1, ttl)
+            .await
+            .unwrap()
+            .is_some(),
+        "the crashed holder's lease expired"
+    );
+    other.shutdown().await.unwrap();
+    crashed.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_redis_slots_are_counted_in_process() {
+    let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let first = cache.lease("k", 2, ttl).await.unwrap().unwrap();
+    let second = cache.lease("k", 2, ttl).await.unwrap().unwrap();
+    assert!(cache.lease("k", 2, ttl).await.unwrap().is_none());
+    assert_eq!(cache.local_leases("k"), 2);
+    drop(first);
+    assert_eq!(cache.local_leases("k"), 1);
+    assert!(cache.lease("k", 2, ttl).await.unwrap().is_some());
+    drop(second);
+    assert!(cache.lease("", 2, ttl).await.is_err());
+    cache.shutdown().await.unwrap();
+}
