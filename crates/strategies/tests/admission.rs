@@ -162,6 +162,9 @@ async fn strict_mode_holds_rpm_and_tpm_in_one_call_across_instances() {
     // Settling the actual count gives the difference back to every instance.
     let mut permit = a.admit(&target, 0).await.unwrap();
     permit.settle_tokens(100).unwrap();
+    // b may have lost every admission of the storm, and so never have held this window's
+    // counters: hold them before the sync reads them back (a new counter reads 0 until then).
+    drop(b.view());
     a.cache().sync_now().await.unwrap();
     b.cache().sync_now().await.unwrap();
     assert_eq!(b.view().tpm(target_b.ix), 10_000.0);
