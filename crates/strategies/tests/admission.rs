@@ -123,6 +123,7 @@ async fn strict_mode_two_instances_sharing_rpm_50_admit_exactly_50_together() {
     // Strict admission writes the counters selection reads: one key family, so the shared view
     // holds each admission once (regression: every strict request was counted twice, in two
     // families).
+    drop(usage_b.view()); // hold this window's counters (b may have won no admission)
     usage_b.cache().sync_now().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     usage_b.cache().sync_now().await.unwrap();
