@@ -49,6 +49,22 @@ pub struct Script {
     shared: Mutex<VecDeque<Step>>,
     /// Every call: the deployment id and when it started.
     pub calls: Mutex<Vec<(String, Instant)>>,
+    /// Per deployment: calls running now, and the most that ever ran at once.
+    pub concurrency: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+}
+
+/// Counts a call as running until dropped (finished, failed or cancelled).
+struct Running {
+    id: String,
+    concurrency: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.concurrency.lock().get_mut(&self.id) {
+            *now -= 1;
+        }
+    }
 }
 
 impl Script {
@@ -67,6 +83,11 @@ impl Script {
     /// The deployment ids called, in order.
     pub fn called(&self) -> Vec<String> {
         self.calls.lock().iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The most calls that ran at once on `id`.
+    pub fn max_concurrency(&self, id: &str) -> u32 {
+        self.concurrency.lock().get(id).map_or(0, |(_, max)| *max)
     }
 
     /// The time between consecutive calls.
@@ -92,7 +113,18 @@ impl Backend for Script {
             .or_else(|| self.shared.lock().pop_front())
             .unwrap_or(Step::Ok);
         let model = request.body["model"].clone();
+        {
+            let mut concurrency = self.concurrency.lock();
+            let (now, max) = concurrency.entry(id.clone()).or_insert((0, 0));
+            *now += 1;
+            *max = (*max).max(*now);
+        }
+        let running = Running {
+            id,
+            concurrency: Arc::clone(&self.concurrency),
+        };
         Box::pin(async move {
+            let _running = running;
             match step {
                 Step::Ok => Ok(BackendResponse {
                     body: serde_json::json!({"model": model, "choices": [{"finish_reason": "stop"}]}),
