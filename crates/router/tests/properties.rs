@@ -105,9 +105,8 @@ proptest! {
             });
             s.router.add_observer(watch.clone());
             let mut handles = Vec::new();
-            for i in 0..calls {
+            for &drop_it in dropped.iter().take(calls) {
                 let router = s.router.clone();
-                let drop_it = dropped[i];
                 handles.push(tokio::spawn(async move {
                     let call = router.call(Request::new("g", serde_json::json!({})));
                     if drop_it {
