@@ -194,6 +194,17 @@ impl DualCache {
         }
     }
 
+    /// Takes one of `limit` slots under `key` in this process only (no Redis, whatever the
+    /// configuration): a cap that holds per instance.
+    pub fn local_lease(&self, key: &str, limit: u64) -> Option<Lease> {
+        self.inner.local_slots.take(key, limit).then(|| Lease {
+            key: key.to_string(),
+            token: None,
+            ttl: Duration::from_secs(1),
+            cache: Arc::clone(&self.inner),
+        })
+    }
+
     /// Slots of `key` taken in this process without Redis (fail-open or no Redis).
     pub fn local_leases(&self, key: &str) -> u64 {
         self.inner.local_slots.taken(key)

@@ -610,30 +610,37 @@ impl Router {
                 Err(e) => return Err(Failure::Other(e.into())),
             };
             // the concurrency cap, shared by every instance
-            let lease = match snapshot
+            let cap = snapshot
                 .health
                 .get(target.ix)
-                .and_then(|h| h.parallel.as_ref())
-            {
+                .and_then(|h| h.parallel.as_ref());
+            let lease = match cap {
                 None => None,
-                Some((limit, key)) => match self.inner.cache.lease(key, *limit, LEASE_TTL).await {
-                    Ok(Some(lease)) => Some(lease),
-                    Ok(None) => {
-                        undo(permit);
-                        eligible.retain(|t| t.ix != target.ix);
-                        if eligible.is_empty() {
-                            return Err(Failure::Selection(RouterError::NoCapacity(format!(
-                                "Deployment {} has all max_parallel_requests slots in use ({limit})",
-                                target.id
-                            ))));
+                Some(cap) => {
+                    let taken = if cap.shared {
+                        self.inner.cache.lease(&cap.key, cap.limit, LEASE_TTL).await
+                    } else {
+                        Ok(self.inner.cache.local_lease(&cap.key, cap.limit))
+                    };
+                    match taken {
+                        Ok(Some(lease)) => Some(lease),
+                        Ok(None) => {
+                            undo(permit);
+                            eligible.retain(|t| t.ix != target.ix);
+                            if eligible.is_empty() {
+                                return Err(Failure::Selection(RouterError::NoCapacity(format!(
+                                    "Deployment {} has all max_parallel_requests slots in use ({})",
+                                    target.id, cap.limit
+                                ))));
+                            }
+                            continue;
                         }
-                        continue;
+                        Err(e) => {
+                            undo(permit);
+                            return Err(Failure::Other(e.into()));
+                        }
                     }
-                    Err(e) => {
-                        undo(permit);
-                        return Err(Failure::Other(e.into()));
-                    }
-                },
+                }
             };
             let reservation = if snapshot.ledger.is_empty() {
                 None

@@ -23,19 +23,32 @@ pub(crate) struct Health {
     /// `{id}:fails` and `{id}:successes` in the current minute.
     pub(crate) fails: IntCounter,
     pub(crate) successes: IntCounter,
-    /// The deployment's concurrency cap and the key of its shared slots (`{id}:parallel`).
-    pub(crate) parallel: Option<(u64, String)>,
+    /// The deployment's concurrency cap and the key of its slots (`{id}:parallel`).
+    pub(crate) parallel: Option<Parallel>,
+}
+
+/// A deployment's concurrency cap.
+pub(crate) struct Parallel {
+    pub(crate) limit: u64,
+    pub(crate) key: String,
+    /// Set explicitly (`max_parallel_requests` or the router's default): shared exactly by every
+    /// instance through leases. Derived from rpm/tpm (LiteLLM's heuristic): held per instance,
+    /// as LiteLLM holds it, without a Redis round trip per call.
+    pub(crate) shared: bool,
 }
 
 /// LiteLLM's concurrency cap (reference §2.11): `max_parallel_requests`, else `rpm`, else
-/// `tpm / 1000 x 6` (at least 1; "Azure: 6 rpm per 1000 tpm"), else the router's default.
-pub(crate) fn parallel_limit(deployment: &Deployment, default: Option<u32>) -> Option<u64> {
+/// `tpm / 1000 x 6` (at least 1; "Azure: 6 rpm per 1000 tpm"), else the router's default; and
+/// whether it was set explicitly (see [`Parallel::shared`]).
+pub(crate) fn parallel_limit(deployment: &Deployment, default: Option<u32>) -> Option<(u64, bool)> {
+    if let Some(max) = deployment.max_parallel_requests {
+        return Some((u64::from(max), true));
+    }
     deployment
-        .max_parallel_requests
-        .map(u64::from)
-        .or(deployment.rpm)
+        .rpm
         .or(deployment.tpm.map(|tpm| (tpm / 1000 * 6).max(1)))
-        .or(default.map(u64::from))
+        .map(|derived| (derived, false))
+        .or(default.map(|d| (u64::from(d), true)))
 }
 
 pub(crate) struct Snapshot {
@@ -117,7 +130,11 @@ impl Snapshot {
                 &deployments[ix.index()],
                 settings.default_max_parallel_requests,
             )
-            .map(|limit| (limit, hash_tagged(id.as_str(), ":parallel")));
+            .map(|(limit, shared)| Parallel {
+                limit,
+                key: hash_tagged(id.as_str(), ":parallel"),
+                shared,
+            });
             Ok::<_, RouterError>(Health {
                 parallel,
                 cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
@@ -167,18 +184,16 @@ mod tests {
             tpm,
             ..Deployment::new("g", "openai/gpt-4o")
         };
-        assert_eq!(parallel_limit(&d(Some(4), Some(100), None), None), Some(4));
+        let cap = |max, rpm, tpm, default| parallel_limit(&d(max, rpm, tpm), default);
+        assert_eq!(cap(Some(4), Some(100), None, None), Some((4, true)));
+        assert_eq!(cap(None, Some(100), Some(1), None), Some((100, false)));
+        assert_eq!(cap(None, None, Some(10_000), None), Some((60, false)));
         assert_eq!(
-            parallel_limit(&d(None, Some(100), Some(1)), None),
-            Some(100)
-        );
-        assert_eq!(parallel_limit(&d(None, None, Some(10_000)), None), Some(60));
-        assert_eq!(
-            parallel_limit(&d(None, None, Some(10)), None),
-            Some(1),
+            cap(None, None, Some(10), None),
+            Some((1, false)),
             "at least 1"
         );
-        assert_eq!(parallel_limit(&d(None, None, None), Some(8)), Some(8));
-        assert_eq!(parallel_limit(&d(None, None, None), None), None);
+        assert_eq!(cap(None, None, None, Some(8)), Some((8, true)));
+        assert_eq!(cap(None, None, None, None), None);
     }
 }
