@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p ferrolite-benches --bench router`.
 
 // A benchmark that cannot set up has nothing to measure: failing loudly is right here.
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrolite_budgets::{BudgetConfig, BudgetsConfig};
-use ferrolite_cache::{CacheConfig, DualCache};
+use ferrolite_cache::{CacheConfig, DualCache, RedisConfig};
 use ferrolite_router::{
     Backend, BackendFuture, BackendRequest, BackendResponse, Request, Router, RouterSettings,
 };
-use ferrolite_strategies::StrategyName;
+use ferrolite_strategies::{AdmissionMode, StrategyName};
 use ferrolite_types::{Deployment, Usage};
 
 /// Answers at once.
@@ -36,12 +36,8 @@ impl Backend for Instant {
     }
 }
 
-fn call(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let deployments: Vec<Deployment> = (0..10)
+fn deployments() -> Vec<Deployment> {
+    (0..10)
         .map(|i| Deployment {
             id: Some(format!("d{i}")),
             // Limits checked on every call, never reached however long criterion runs.
@@ -51,33 +47,125 @@ fn call(c: &mut Criterion) {
             output_cost_per_token: Some(2e-9),
             ..Deployment::new("gpt-4o", format!("azure/gpt-4o-{i}"))
         })
-        .collect();
+        .collect()
+}
+
+fn settings(admission: AdmissionMode) -> RouterSettings {
     let mut settings = RouterSettings {
         routing_strategy: StrategyName::UsageBasedV2,
+        admission,
         budgets: BudgetsConfig {
             providers: [("azure".to_string(), BudgetConfig::new(1e12, "1d"))].into(),
             ..BudgetsConfig::default()
         },
         ..RouterSettings::default()
     };
+
     settings.strategy.seed = Some(7);
+    settings
+}
+
+fn request() -> Request {
+    let body =
+        serde_json::json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 100});
+    let mut request = Request::new("gpt-4o", body);
+    request.input_tokens = Some(300);
+    request
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+fn call(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut group = c.benchmark_group("router");
+    group.measurement_time(Duration::from_secs(5));
     let cache = rt
         .block_on(DualCache::connect(CacheConfig::default()))
         .expect("cache");
-    let router = Router::new(deployments, settings, cache, Arc::new(Instant)).expect("router");
-    let body =
-        serde_json::json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 100});
+    let router = Router::new(
+        deployments(),
+        settings(AdmissionMode::Batched),
+        cache,
+        Arc::new(Instant),
+    )
+    .expect("router");
+    group.bench_function("call_10_deployments_v2_limits_budget", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(router.call(request()).await.expect("routed")) })
+    });
+    for (name, admission, budget) in [
+        ("call_batched_redis", AdmissionMode::Batched, true),
+        (
+            "call_batched_redis_no_budget",
+            AdmissionMode::Batched,
+            false,
+        ),
+        ("call_strict_redis", AdmissionMode::Strict, true),
+    ] {
+        let config = CacheConfig {
+            redis: Some(RedisConfig::new(redis_url()).with_prefix("ferrolite-bench-router:")),
+            ..CacheConfig::default()
+        };
+        let cache = match rt.block_on(DualCache::connect(config)) {
+            Ok(cache) if !cache.stats().redis_down => cache,
+            _ => {
+                eprintln!("{name}: no Redis at {}; skipped", redis_url());
+                continue;
+            }
+        };
+        let mut settings = settings(admission);
+        if !budget {
+            settings.budgets = BudgetsConfig::default();
+        }
+        let router =
+            Router::new(deployments(), settings, cache, Arc::new(Instant)).expect("router");
+        group.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(router.call(request()).await.expect("routed")) })
+        });
+    }
+    group.finish();
+}
+
+/// 100 calls at once on a 2-worker runtime: the time for the batch (calls/s = 100 / time).
+fn concurrency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cache = rt
+        .block_on(DualCache::connect(CacheConfig::default()))
+        .expect("cache");
+    let router = Router::new(
+        deployments(),
+        settings(AdmissionMode::Batched),
+        cache,
+        Arc::new(Instant),
+    )
+    .expect("router");
     let mut group = c.benchmark_group("router");
     group.measurement_time(Duration::from_secs(5));
-    group.bench_function("call_10_deployments_v2_limits_budget", |b| {
+    group.bench_function("batch_of_100_concurrent_calls", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut request = Request::new("gpt-4o", body.clone());
-            request.input_tokens = Some(300);
-            black_box(router.call(request).await.expect("routed"))
+            let calls: Vec<_> = (0..100)
+                .map(|_| {
+                    let router = router.clone();
+                    tokio::spawn(async move { router.call(request()).await })
+                })
+                .collect();
+            for call in calls {
+                black_box(call.await.expect("joined").expect("routed"));
+            }
         })
     });
     group.finish();
 }
 
-criterion_group!(benches, call);
+criterion_group!(benches, call, concurrency);
 criterion_main!(benches);

@@ -24,7 +24,11 @@ pub(crate) struct LocalSlots(Mutex<HashMap<String, u64>>);
 impl LocalSlots {
     fn take(&self, key: &str, limit: u64) -> bool {
         let mut slots = self.0.lock();
-        let taken = slots.entry(key.to_string()).or_insert(0);
+        // Look up first: no key is allocated for a slot that is counted already.
+        let taken = match slots.get_mut(key) {
+            Some(taken) => taken,
+            None => slots.entry(key.to_string()).or_insert(0),
+        };
         if *taken >= limit {
             return false;
         }
@@ -100,6 +104,11 @@ impl Lease {
         if redis.health.is_down() || redis.remove_member(&key, &token).await.is_err() {
             self.cache.queue_release(key, token);
         }
+    }
+
+    /// Whether the slot is shared through Redis (and so needs renewing while held).
+    pub fn is_shared(&self) -> bool {
+        self.token.is_some()
     }
 
     /// The slots' key.

@@ -33,7 +33,7 @@ use crate::backend::{Backend, BackendRequest};
 use crate::cooldown;
 use crate::retry::{self, GroupState};
 use crate::retry_budget::RetryBudget;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{LocalSlot, Snapshot};
 use crate::{Event, Observer, Request, RouterError, RouterResponse, RouterSettings, Tried};
 
 /// Routes calls to the deployments of model groups (see the crate documentation).
@@ -618,12 +618,16 @@ impl Router {
                 None => None,
                 Some(cap) => {
                     let taken = if cap.shared {
-                        self.inner.cache.lease(&cap.key, cap.limit, LEASE_TTL).await
+                        self.inner
+                            .cache
+                            .lease(&cap.key, cap.limit, LEASE_TTL)
+                            .await
+                            .map(|l| l.map(Slot::Shared))
                     } else {
-                        Ok(self.inner.cache.local_lease(&cap.key, cap.limit))
+                        Ok(LocalSlot::take(&cap.local, cap.limit).map(Slot::Local))
                     };
                     match taken {
-                        Ok(Some(lease)) => Some(lease),
+                        Ok(Some(slot)) => Some(slot),
                         Ok(None) => {
                             undo(permit);
                             eligible.retain(|t| t.ix != target.ix);
@@ -818,7 +822,7 @@ impl Router {
         call: &mut Call<'_>,
         scope: &Scope,
         target: &Target,
-        (mut permit, lease): (Permit, Option<ferrolite_cache::Lease>),
+        (mut permit, slot): (Permit, Option<Slot>),
         reservation: Option<ferrolite_budgets::Reservation>,
     ) -> Result<Success, Failure> {
         let settings = &self.inner.settings;
@@ -849,9 +853,16 @@ impl Router {
             deployment: &target.id,
         });
         let backend = self.inner.backend.call(deployment, &request);
-        let result = tokio::time::timeout_at(until, renewing(backend, lease.as_ref())).await;
-        if let Some(lease) = lease {
-            lease.release().await;
+        let result = match &slot {
+            Some(Slot::Shared(lease)) => {
+                tokio::time::timeout_at(until, renewing(backend, lease)).await
+            }
+            _ => tokio::time::timeout_at(until, backend).await,
+        };
+        match slot {
+            Some(Slot::Shared(lease)) => lease.release().await,
+            Some(Slot::Local(local)) => drop(local),
+            None => {}
         }
         let latency = started.elapsed();
         call.outside += latency;
@@ -1023,17 +1034,21 @@ fn filter_context_window<'s>(
 /// themselves after this long.
 const LEASE_TTL: Duration = Duration::from_secs(30);
 
+/// A concurrency slot held for one call.
+enum Slot {
+    /// An explicit cap's slot, shared by every instance.
+    Shared(ferrolite_cache::Lease),
+    /// A derived cap's slot, in this instance.
+    Local(LocalSlot),
+}
+
 /// Runs `call`, renewing `lease` every third of its TTL while it runs.
-async fn renewing<F: std::future::Future>(
-    call: F,
-    lease: Option<&ferrolite_cache::Lease>,
-) -> F::Output {
-    let Some(lease) = lease else {
-        return call.await;
-    };
+async fn renewing<F: std::future::Future>(call: F, lease: &ferrolite_cache::Lease) -> F::Output {
     tokio::pin!(call);
-    let mut ticker = tokio::time::interval(LEASE_TTL / 3);
-    ticker.tick().await; // the first tick is immediate
+    // The first renewal one period out: an interval's immediate first tick would go through the
+    // timer driver (a millisecond) on every call.
+    let period = LEASE_TTL / 3;
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     loop {
         tokio::select! {
             output = &mut call => return output,

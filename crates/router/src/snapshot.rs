@@ -35,6 +35,30 @@ pub(crate) struct Parallel {
     /// instance through leases. Derived from rpm/tpm (LiteLLM's heuristic): held per instance,
     /// as LiteLLM holds it, without a Redis round trip per call.
     pub(crate) shared: bool,
+    /// Calls holding a per-instance slot (derived caps); carried over by id across snapshots.
+    pub(crate) local: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A per-instance concurrency slot, given back when dropped.
+pub(crate) struct LocalSlot(Arc<std::sync::atomic::AtomicU64>);
+
+impl LocalSlot {
+    /// Takes a slot if fewer than `limit` are held.
+    pub(crate) fn take(counter: &Arc<std::sync::atomic::AtomicU64>, limit: u64) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < limit).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| LocalSlot(Arc::clone(counter)))
+    }
+}
+
+impl Drop for LocalSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// LiteLLM's concurrency cap (reference §2.11): `max_parallel_requests`, else `rpm`, else
@@ -60,6 +84,8 @@ pub(crate) struct Snapshot {
     pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) ledger: BudgetLedger,
     pub(crate) health: PerDeployment<Health>,
+    /// Per-instance concurrency counts by deployment id, shared with the next snapshot.
+    pub(crate) slots: Arc<ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>>,
 }
 
 impl Snapshot {
@@ -125,6 +151,11 @@ impl Snapshot {
             &deployments,
         )?;
         let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
+        let slots = previous.map_or_else(
+            || Arc::new(ferrolite_types::LearnedState::new()),
+            |p| Arc::clone(&p.slots),
+        );
+        let local = slots.bind(targets.index(), std::sync::atomic::AtomicU64::default);
         let health = targets.index().try_map(|ix, id| {
             let parallel = parallel_limit(
                 &deployments[ix.index()],
@@ -134,6 +165,7 @@ impl Snapshot {
                 limit,
                 key: hash_tagged(id.as_str(), ":parallel"),
                 shared,
+                local: local.get(ix).cloned().unwrap_or_default(),
             });
             Ok::<_, RouterError>(Health {
                 parallel,
@@ -150,6 +182,7 @@ impl Snapshot {
             strategy,
             ledger,
             health,
+            slots,
         })
     }
 
