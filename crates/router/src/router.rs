@@ -900,6 +900,11 @@ impl Router {
                     deployment: &target.id,
                     latency,
                 });
+                metrics::histogram!("ferrolite_router_latency_seconds")
+                    .record(latency.as_secs_f64());
+                if let Some(ttft) = response.time_to_first_token {
+                    metrics::histogram!("ferrolite_router_ttft_seconds").record(ttft.as_secs_f64());
+                }
                 snapshot.strategy.observe(
                     target,
                     &Outcome::Success(&CallOutcome {

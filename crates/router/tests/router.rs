@@ -273,3 +273,59 @@ async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms() {
     a_cache.shutdown().await.unwrap();
     b_cache.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_routers_on_one_redis_never_spend_past_a_budget_by_more_than_one_reservation_each() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("router-budget");
+    let budgets = BudgetsConfig {
+        providers: [("openai".to_string(), BudgetConfig::new(1.0, "1d"))].into(),
+        ..BudgetsConfig::default()
+    };
+    let d = Deployment {
+        input_cost_per_token: Some(0.01), // 10 input tokens: 0.10 a call
+        ..dep("g", "1")
+    };
+    let mut routers = Vec::new();
+    let mut caches = Vec::new();
+    for _ in 0..2 {
+        let cache = DualCache::connect(config(&url, &prefix)).await.unwrap();
+        let router = Router::new(
+            vec![d.clone()],
+            RouterSettings {
+                num_retries: 0,
+                budgets: budgets.clone(),
+                ..settings()
+            },
+            cache.clone(),
+            Arc::new(Script::default()),
+        )
+        .unwrap();
+        routers.push(router);
+        caches.push(cache);
+    }
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let router = routers[i % 2].clone();
+        calls.push(tokio::spawn(async move {
+            let mut request = Request::new("g", serde_json::json!({}));
+            request.input_tokens = Some(10);
+            router.call(request).await.is_ok()
+        }));
+    }
+    let mut served = 0;
+    for call in calls {
+        served += usize::from(call.await.unwrap());
+    }
+    for cache in &caches {
+        cache.sync_now().await.unwrap();
+    }
+    let spend = routers[0].budget_status().await.unwrap()[0].spend;
+    // Each reservation holds the estimate (10 input tokens at 0.01) and settles to the actual
+    // 10 + 5 tokens' input cost, the same 0.10: at most one reservation over per router.
+    assert!(spend <= 1.0 + 2.0 * 0.1 + 1e-9, "spent {spend} of 1.0");
+    assert!((10..=12).contains(&served), "{served} calls served");
+    for cache in caches {
+        cache.shutdown().await.unwrap();
+    }
+}
