@@ -73,6 +73,20 @@ fn request() -> Request {
     request
 }
 
+/// A router over [`deployments`] in memory, batched.
+fn in_memory_router(rt: &tokio::runtime::Runtime) -> Router {
+    let cache = rt
+        .block_on(DualCache::connect(CacheConfig::default()))
+        .expect("cache");
+    Router::new(
+        deployments(),
+        settings(AdmissionMode::Batched),
+        cache,
+        Arc::new(Instant),
+    )
+    .expect("router")
+}
+
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }
@@ -84,16 +98,7 @@ fn call(c: &mut Criterion) {
         .expect("tokio runtime");
     let mut group = c.benchmark_group("router");
     group.measurement_time(Duration::from_secs(5));
-    let cache = rt
-        .block_on(DualCache::connect(CacheConfig::default()))
-        .expect("cache");
-    let router = Router::new(
-        deployments(),
-        settings(AdmissionMode::Batched),
-        cache,
-        Arc::new(Instant),
-    )
-    .expect("router");
+    let router = in_memory_router(&rt);
     group.bench_function("call_10_deployments_v2_limits_budget", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(router.call(request()).await.expect("routed")) })
@@ -139,16 +144,7 @@ fn concurrency(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let cache = rt
-        .block_on(DualCache::connect(CacheConfig::default()))
-        .expect("cache");
-    let router = Router::new(
-        deployments(),
-        settings(AdmissionMode::Batched),
-        cache,
-        Arc::new(Instant),
-    )
-    .expect("router");
+    let router = in_memory_router(&rt);
     let mut group = c.benchmark_group("router");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("batch_of_100_concurrent_calls", |b| {

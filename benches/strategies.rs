@@ -38,6 +38,29 @@ fn group_of(n: usize) -> Vec<Deployment> {
         .collect()
 }
 
+/// Targets and an in-memory usage store for `deployments`, on `clock`.
+fn usage_for(
+    rt: &tokio::runtime::Runtime,
+    clock: &ManualClock,
+    deployments: &[Deployment],
+) -> (Targets, UsageStore) {
+    let targets = Targets::new(deployments).expect("targets");
+    let cache = rt
+        .block_on(DualCache::connect_with_clock(
+            CacheConfig::default(),
+            Arc::new(clock.clone()),
+        ))
+        .expect("cache");
+    let usage = UsageStore::new(
+        cache,
+        &targets,
+        Window::MINUTE_SLIDING,
+        AdmissionMode::Batched,
+    )
+    .expect("usage");
+    (targets, usage)
+}
+
 fn picks(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,20 +73,7 @@ fn picks(c: &mut Criterion) {
     for name in StrategyName::all() {
         for n in SIZES {
             let deployments = group_of(n);
-            let targets = Targets::new(&deployments).expect("targets");
-            let cache = rt
-                .block_on(DualCache::connect_with_clock(
-                    CacheConfig::default(),
-                    Arc::new(clock.clone()),
-                ))
-                .expect("cache");
-            let usage = UsageStore::new(
-                cache,
-                &targets,
-                Window::MINUTE_SLIDING,
-                AdmissionMode::Batched,
-            )
-            .expect("usage");
+            let (targets, usage) = usage_for(&rt, &clock, &deployments);
             let strategy = build(
                 name,
                 &StrategyConfig {
@@ -125,20 +135,7 @@ fn admission(c: &mut Criterion, rt: &tokio::runtime::Runtime, clock: &ManualCloc
             ..d
         })
         .collect();
-    let targets = Targets::new(&deployments).expect("targets");
-    let cache = rt
-        .block_on(DualCache::connect_with_clock(
-            CacheConfig::default(),
-            Arc::new(clock.clone()),
-        ))
-        .expect("cache");
-    let usage = UsageStore::new(
-        cache,
-        &targets,
-        Window::MINUTE_SLIDING,
-        AdmissionMode::Batched,
-    )
-    .expect("usage");
+    let (targets, usage) = usage_for(rt, clock, &deployments);
     let target = targets.iter().next().expect("a target");
     let mut group = c.benchmark_group("usage");
     group.bench_function("view", |b| b.iter(|| black_box(usage.view().now_ms())));
