@@ -989,10 +989,6 @@ impl<V: CounterValue> Counter<V> {
         }
     }
 
-    pub(crate) fn refresh_global(&self, value: V, now_ms: u64) {
-        self.cell.refresh(value.to_num(), now_ms);
-    }
-
     /// An error when the last value Redis returned for this key could not be read as a number
     /// (the key holds something else): the local view is then not the shared one.
     pub fn check_remote(&self) -> Result<(), CacheError> {

@@ -181,7 +181,7 @@ pub(crate) async fn flush(
                 ];
                 plan.push(Planned::Push(delta));
                 pipe.custom(
-                    evalsha(&redis.incr.sha),
+                    evalsha(),
                     script_args(&redis.incr.sha, [full, seq_key], args),
                 )
                 .await
@@ -205,11 +205,8 @@ pub(crate) async fn flush(
         }
         let queued: Result<(), _> = if cell.is_unsent() && until > now_ms {
             let args = [until.to_string(), (until - now_ms).to_string()];
-            pipe.custom(
-                evalsha(&redis.set_later.sha),
-                script_args(&redis.set_later.sha, [full], args),
-            )
-            .await
+            pipe.custom(evalsha(), script_args(&redis.set_later.sha, [full], args))
+                .await
         } else {
             pipe.get(full).await
         };
@@ -308,7 +305,7 @@ pub(crate) async fn flush(
 
 /// fred's pipelines have no EVALSHA method; the raw command is hashed on its first key
 /// (argument 2) for Redis Cluster.
-fn evalsha(_sha: &str) -> CustomCommand {
+fn evalsha() -> CustomCommand {
     CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
 }
 

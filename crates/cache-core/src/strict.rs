@@ -197,9 +197,8 @@ impl DualCache {
         match redis.eval(&redis.admit, keys, args).await {
             Ok(reply) => {
                 let decoded = decode_admission(reply, checks.len())?;
-                let clock_now = inner.clock.now_ms();
                 for (slot, raw) in slots.iter().zip(&decoded.raw) {
-                    slot.current.refresh_global(*raw, clock_now);
+                    slot.current.observe_global(*raw);
                 }
                 Ok(Admission {
                     admitted: decoded.admitted,

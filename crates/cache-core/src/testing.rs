@@ -145,11 +145,17 @@ pub struct RedisProcess {
     port: u16,
     dir: PathBuf,
     durable: bool,
+    /// A cluster node (`--cluster-enabled yes`, its node file in `dir`).
+    clustered: bool,
 }
 
 impl RedisProcess {
     /// Starts one (panics if `redis-server` is not installed).
     pub fn start(durable: bool) -> Self {
+        Self::start_with(durable, false)
+    }
+
+    fn start_with(durable: bool, clustered: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("ferrolite-redis-{port}-{}", std::process::id()));
@@ -159,6 +165,7 @@ impl RedisProcess {
             port,
             dir,
             durable,
+            clustered,
         };
         process.spawn();
         process
@@ -183,6 +190,12 @@ impl RedisProcess {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             command.args(["--appendonly", "no"]);
+        }
+        if self.clustered {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.join("nodes.conf"));
         }
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start redis-server ({e}); install it: apt-get install redis-server")
@@ -303,47 +316,7 @@ impl RedisCluster {
 
 impl RedisProcess {
     fn start_clustered() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "ferrolite-redis-cluster-{port}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create the redis dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-            .args(["--cluster-node-timeout", "2000"])
-            .arg("--cluster-config-file")
-            .arg(dir.join("nodes.conf"))
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install it: apt-get install redis-server")
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        RedisProcess {
-            child: Some(child),
-            port,
-            dir,
-            durable: false,
-        }
+        Self::start_with(false, true)
     }
 
     /// Whether `CLUSTER INFO` says `cluster_state:ok`.
