@@ -277,9 +277,13 @@ impl UsageStore {
                 .get(target.ix)
                 .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?;
             let mut checks = Vec::with_capacity(2);
-            for (key, delta, limit) in [(&keys.rpm, 1, target.rpm), (&keys.tpm, tokens, target.tpm)]
-            {
+            let mut metrics = Vec::with_capacity(2);
+            for (metric, key, delta, limit) in [
+                ("rpm", &keys.rpm, 1, target.rpm),
+                ("tpm", &keys.tpm, tokens, target.tpm),
+            ] {
                 if let Some(limit) = limit {
+                    metrics.push(metric);
                     checks.push(LimitCheck {
                         key: key.clone(),
                         delta,
@@ -290,7 +294,7 @@ impl UsageStore {
             }
             let admission = self.cache.admit(&checks).await?;
             if !admission.admitted {
-                return Err(refusal(target, &checks, &admission));
+                return Err(refusal(target, &checks, &metrics, &admission));
             }
             // The limited metrics were taken by the script, in the bucket it evaluated; the
             // other one is only counted, in the current bucket.
@@ -344,20 +348,21 @@ impl UsageStore {
     }
 }
 
-fn refusal(target: &Target, checks: &[LimitCheck], admission: &Admission) -> StrategyError {
+/// The refusal of a strict admission: the first limit (`metrics` names each check) with no room.
+fn refusal(
+    target: &Target,
+    checks: &[LimitCheck],
+    metrics: &[&'static str],
+    admission: &Admission,
+) -> StrategyError {
     let over = checks
         .iter()
         .zip(&admission.counts)
         .position(|(check, count)| *count + check.delta as f64 > check.limit as f64 + 1e-9)
         .unwrap_or(0);
-    let metric = if checks.get(over).is_some_and(|c| c.key.ends_with(":tpm")) {
-        "tpm"
-    } else {
-        "rpm"
-    };
     StrategyError::RateLimited {
         id: target.id.clone(),
-        metric,
+        metric: metrics.get(over).copied().unwrap_or("rpm"),
         limit: checks.get(over).map_or(0, |c| c.limit),
         current: admission.counts.get(over).copied().unwrap_or(f64::NAN),
     }
