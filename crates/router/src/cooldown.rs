@@ -24,6 +24,8 @@ const LONE_FAILURE_MINIMUM: i64 = 1000;
 /// One failure, as the cooldown rules see it.
 pub(crate) struct Failure<'a> {
     pub(crate) deployment: &'a Deployment,
+    /// Its id (computed once per snapshot; `Deployment::id` hashes).
+    pub(crate) id: &'a ferrolite_types::DeploymentId,
     pub(crate) health: &'a Health,
     pub(crate) class: &'a ErrorClass,
     /// Deployments in the deployment's group.
@@ -71,6 +73,7 @@ pub(crate) async fn decide(
 ) -> Option<Duration> {
     let Failure {
         deployment,
+        id,
         health,
         class,
         group_size,
@@ -103,7 +106,6 @@ pub(crate) async fn decide(
     {
         return None;
     }
-    let id = deployment.id();
     let cool = if deployment.allowed_fails_policy.is_some() || deployment.allowed_fails.is_some() {
         // The deployment's own allowance.
         if deployment_policy.is_none()
@@ -116,7 +118,7 @@ pub(crate) async fn decide(
             .cooldown_duration()
             .unwrap_or(settings.cooldown_time);
         let allowance = Allowance::of(deployment_policy, deployment.allowed_fails, 0, class);
-        allowance.exceeded(cache, &id, ttl)
+        allowance.exceeded(cache, id, ttl)
     } else if settings.allowed_fails_policy.is_none() && settings.allowed_fails.is_none() {
         // LiteLLM's default: failure rates in the minute.
         let fails = health.fails.value().max(0);
@@ -136,7 +138,7 @@ pub(crate) async fn decide(
             return None;
         }
         let allowance = Allowance::of(router_policy, settings.allowed_fails, 3, class);
-        allowance.exceeded(cache, &id, settings.cooldown_time)
+        allowance.exceeded(cache, id, settings.cooldown_time)
     };
     cool.then_some(length)
 }

@@ -234,7 +234,7 @@ impl Router {
     /// in flight finish on the old one; unchanged deployments keep their state.
     pub fn upsert(&self, deployment: Deployment) -> Result<(), RouterError> {
         let id = deployment.id();
-        self.rebuild(|list| match list.iter().position(|d| d.id() == id) {
+        self.rebuild(|list, position| match position(&id) {
             Some(i) => list[i] = deployment,
             None => list.push(deployment),
         })
@@ -243,19 +243,26 @@ impl Router {
     /// Removes the deployment with `id`; whether there was one.
     pub fn remove(&self, id: &DeploymentId) -> Result<bool, RouterError> {
         let mut removed = false;
-        self.rebuild(|list| {
-            let before = list.len();
-            list.retain(|d| &d.id() != id);
-            removed = list.len() != before;
+        self.rebuild(|list, position| {
+            if let Some(i) = position(id) {
+                list.remove(i);
+                removed = true;
+            }
         })?;
         Ok(removed)
     }
 
-    fn rebuild(&self, change: impl FnOnce(&mut Vec<Deployment>)) -> Result<(), RouterError> {
+    /// Builds and swaps in the next snapshot: `change` edits the current list, finding a
+    /// deployment's position by id through the current snapshot's index.
+    fn rebuild(
+        &self,
+        change: impl FnOnce(&mut Vec<Deployment>, &dyn Fn(&DeploymentId) -> Option<usize>),
+    ) -> Result<(), RouterError> {
         let _one_writer = self.inner.writer.lock();
         let current = self.inner.snapshot.load_full();
         let mut list = current.deployments.clone();
-        change(&mut list);
+        let index = current.targets.index();
+        change(&mut list, &|id| index.ix(id).map(|ix| ix.index()));
         let next = Snapshot::build(
             &self.inner.cache,
             &self.inner.settings,
@@ -531,19 +538,20 @@ impl Router {
     fn group_state(&self, snapshot: &Snapshot, scope: &Scope) -> GroupState {
         let settings = &self.inner.settings;
         let now = self.inner.cache.clock().now_ms();
-        let members = members(snapshot, scope);
-        let healthy = members
-            .iter()
-            .filter(|ix| {
-                snapshot
-                    .health
-                    .get(**ix)
-                    .is_some_and(|h| !h.cooldown.is_active(now))
-            })
-            .count();
+        let (mut healthy, mut all) = (0, 0);
+        for ix in members(snapshot, scope) {
+            all += 1;
+            if snapshot
+                .health
+                .get(ix)
+                .is_some_and(|h| !h.cooldown.is_active(now))
+            {
+                healthy += 1;
+            }
+        }
         GroupState {
             healthy,
-            all: members.len(),
+            all,
             has_fallbacks: self.has_fallbacks(scope.label()),
             context_window_fallbacks: !settings.context_window_fallbacks.is_empty(),
             content_policy_fallbacks: !settings.content_policy_fallbacks.is_empty(),
@@ -597,86 +605,107 @@ impl Router {
                     Err(e) => return Err(Failure::Other(e.into())),
                 }
             };
-            // admit: rpm + tpm, then the budget reservation
-            let permit = match snapshot.usage.admit(target, ctx.estimated_tokens()).await {
-                Ok(permit) => permit,
-                Err(e @ StrategyError::RateLimited { .. }) => {
+            match self.take(snapshot, call, target, &ctx).await {
+                Ok(taken) => {
+                    return self
+                        .call_deployment(snapshot, call, scope, target, taken)
+                        .await;
+                }
+                Err(Refused::Full(reason)) => {
+                    // Another request took the last slot, or the budget: pick again among the others.
                     eligible.retain(|t| t.ix != target.ix);
                     if eligible.is_empty() {
-                        return Err(Failure::Selection(RouterError::NoCapacity(e.to_string())));
-                    }
-                    continue; // another request took the last slot: pick again
-                }
-                Err(e) => return Err(Failure::Other(e.into())),
-            };
-            // the concurrency cap, shared by every instance
-            let cap = snapshot
-                .health
-                .get(target.ix)
-                .and_then(|h| h.parallel.as_ref());
-            let lease = match cap {
-                None => None,
-                Some(cap) => {
-                    let taken = if cap.shared {
-                        self.inner
-                            .cache
-                            .lease(&cap.key, cap.limit, LEASE_TTL)
-                            .await
-                            .map(|l| l.map(Slot::Shared))
-                    } else {
-                        Ok(LocalSlot::take(&cap.local, cap.limit).map(Slot::Local))
-                    };
-                    match taken {
-                        Ok(Some(slot)) => Some(slot),
-                        Ok(None) => {
-                            undo(permit);
-                            eligible.retain(|t| t.ix != target.ix);
-                            if eligible.is_empty() {
-                                return Err(Failure::Selection(RouterError::NoCapacity(format!(
-                                    "Deployment {} has all max_parallel_requests slots in use ({})",
-                                    target.id, cap.limit
-                                ))));
-                            }
-                            continue;
-                        }
-                        Err(e) => {
-                            undo(permit);
-                            return Err(Failure::Other(e.into()));
-                        }
+                        return Err(Failure::Selection(reason));
                     }
                 }
-            };
-            let reservation = if snapshot.ledger.is_empty() {
-                None
-            } else {
-                let estimate = snapshot.ledger.estimate(
-                    target.ix,
-                    call.input_tokens,
-                    call.request.max_tokens.unwrap_or(0),
-                );
-                match snapshot
-                    .ledger
-                    .reserve(target.ix, &call.request.tags, estimate)
-                    .await
-                {
-                    Ok(reservation) => Some(reservation),
-                    Err(e @ BudgetError::Exceeded { .. }) => {
-                        undo(permit);
-                        eligible.retain(|t| t.ix != target.ix);
-                        if eligible.is_empty() {
-                            return Err(Failure::Selection(e.into()));
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        undo(permit);
-                        return Err(Failure::Other(e.into()));
-                    }
+                Err(Refused::Failed(failure)) => return Err(failure),
+            }
+        }
+    }
+
+    /// Takes what a call on `target` needs, in order — rpm + tpm (the permit), a concurrency
+    /// slot, the budget reservation — or nothing: a refusal gives back what was taken.
+    async fn take(
+        &self,
+        snapshot: &Snapshot,
+        call: &Call<'_>,
+        target: &Target,
+        ctx: &RouteContext<'_>,
+    ) -> Result<Taken, Refused> {
+        let permit = match snapshot.usage.admit(target, ctx.estimated_tokens()).await {
+            Ok(permit) => permit,
+            Err(e @ StrategyError::RateLimited { .. }) => {
+                return Err(Refused::Full(RouterError::NoCapacity(e.to_string())));
+            }
+            Err(e) => return Err(Refused::Failed(Failure::Other(e.into()))),
+        };
+        let slot = match self.take_slot(snapshot, target).await {
+            Ok(slot) => slot,
+            Err(refused) => {
+                undo(permit);
+                return Err(refused);
+            }
+        };
+        let reservation = if snapshot.ledger.is_empty() {
+            None
+        } else {
+            let estimate = snapshot.ledger.estimate(
+                target.ix,
+                call.input_tokens,
+                call.request.max_tokens.unwrap_or(0),
+            );
+            match snapshot
+                .ledger
+                .reserve(target.ix, &call.request.tags, estimate)
+                .await
+            {
+                Ok(reservation) => Some(reservation),
+                Err(e) => {
+                    undo(permit);
+                    return Err(match e {
+                        e @ BudgetError::Exceeded { .. } => Refused::Full(e.into()),
+                        e => Refused::Failed(Failure::Other(e.into())),
+                    });
                 }
-            };
-            return self
-                .call_deployment(snapshot, call, scope, target, (permit, lease), reservation)
-                .await;
+            }
+        };
+        Ok(Taken {
+            permit,
+            slot,
+            reservation,
+        })
+    }
+
+    /// A concurrency slot on `target`, when it has a cap: shared through a lease for an explicit
+    /// cap, in this instance for a derived one.
+    async fn take_slot(
+        &self,
+        snapshot: &Snapshot,
+        target: &Target,
+    ) -> Result<Option<Slot>, Refused> {
+        let Some(cap) = snapshot
+            .health
+            .get(target.ix)
+            .and_then(|h| h.parallel.as_ref())
+        else {
+            return Ok(None);
+        };
+        let taken = if cap.shared {
+            self.inner
+                .cache
+                .lease(&cap.key, cap.limit, LEASE_TTL)
+                .await
+                .map(|l| l.map(Slot::Shared))
+                .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
+        } else {
+            LocalSlot::take(&cap.local, cap.limit).map(Slot::Local)
+        };
+        match taken {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(Refused::Full(RouterError::NoCapacity(format!(
+                "Deployment {} has all max_parallel_requests slots in use ({})",
+                target.id, cap.limit
+            )))),
         }
     }
 
@@ -691,27 +720,30 @@ impl Router {
         skip: &[DeploymentIx],
     ) -> Result<Vec<&'s Target>, Failure> {
         let mut eligible: Vec<&Target> = members(snapshot, scope)
-            .into_iter()
             .filter_map(|ix| snapshot.target(ix))
             .collect();
         if !matches!(scope, Scope::Deployment { .. }) {
             let now = self.inner.cache.clock().now_ms();
-            let cooling = |t: &Target| {
+            let cooling_until = |t: &Target| {
                 snapshot
                     .health
                     .get(t.ix)
                     .and_then(|h| h.cooldown.until_ms())
                     .filter(|until| *until > now)
             };
-            let first_end = eligible.iter().filter_map(|t| cooling(t)).min();
-            eligible.retain(|t| cooling(t).is_none());
-            if eligible.is_empty() {
-                if let Some(until) = first_end {
-                    return Err(Failure::Selection(RouterError::AllCooledDown {
-                        model_group: scope.label().to_string(),
-                        retry_in: Duration::from_millis(until - now),
-                    }));
-                }
+            let had_any = !eligible.is_empty();
+            eligible.retain(|t| cooling_until(t).is_none());
+            if eligible.is_empty() && had_any {
+                // Every one cools down: say when the first is back (the error path only).
+                let first_end = members(snapshot, scope)
+                    .filter_map(|ix| snapshot.target(ix))
+                    .filter_map(cooling_until)
+                    .min()
+                    .unwrap_or(now);
+                return Err(Failure::Selection(RouterError::AllCooledDown {
+                    model_group: scope.label().to_string(),
+                    retry_in: Duration::from_millis(first_end - now),
+                }));
             }
         }
         if !snapshot.ledger.is_empty() && !eligible.is_empty() {
@@ -720,16 +752,19 @@ impl Router {
                 .check(&call.request.tags)
                 .await
                 .map_err(|e| Failure::Other(e.into()))?;
-            let candidates: Vec<DeploymentIx> = eligible.iter().map(|t| t.ix).collect();
-            eligible.retain(|t| snapshot.ledger.allows(&check, t.ix));
-            if eligible.is_empty() {
+            if !eligible
+                .iter()
+                .any(|t| snapshot.ledger.allows(&check, t.ix))
+            {
                 self.emit(Event::BudgetRefused {
                     model_group: scope.label(),
                 });
+                let candidates: Vec<DeploymentIx> = eligible.iter().map(|t| t.ix).collect();
                 return Err(Failure::Selection(
                     snapshot.ledger.exceeded_error(&check, &candidates).into(),
                 ));
             }
+            eligible.retain(|t| snapshot.ledger.allows(&check, t.ix));
         }
         if self.inner.settings.enable_tag_filtering {
             eligible = self.filter_tags(snapshot, call, scope, eligible)?;
@@ -822,9 +857,13 @@ impl Router {
         call: &mut Call<'_>,
         scope: &Scope,
         target: &Target,
-        (mut permit, slot): (Permit, Option<Slot>),
-        reservation: Option<ferrolite_budgets::Reservation>,
+        taken: Taken,
     ) -> Result<Success, Failure> {
+        let Taken {
+            mut permit,
+            slot,
+            reservation,
+        } = taken;
         let settings = &self.inner.settings;
         let Some(deployment) = snapshot.deployment(target.ix) else {
             undo(permit);
@@ -957,6 +996,7 @@ impl Router {
         if let Some(health) = snapshot.health.get(target.ix) {
             let failure = cooldown::Failure {
                 deployment,
+                id: &target.id,
                 health,
                 class: &class,
                 group_size: snapshot
@@ -1038,6 +1078,21 @@ fn filter_context_window<'s>(
 /// How long a concurrency slot is held without renewal: a crashed instance's slots free
 /// themselves after this long.
 const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// What an admitted call holds until it ends.
+struct Taken {
+    permit: Permit,
+    slot: Option<Slot>,
+    reservation: Option<ferrolite_budgets::Reservation>,
+}
+
+/// Why `take` gave nothing.
+enum Refused {
+    /// The deployment is full (rpm/tpm, concurrency) or over budget: try another.
+    Full(RouterError),
+    /// Something else failed: stop.
+    Failed(Failure),
+}
 
 /// A concurrency slot held for one call.
 enum Slot {
@@ -1127,20 +1182,22 @@ fn resolve(
 }
 
 /// The deployments of a scope, in configuration order; an `order` tier keeps its own.
-fn members(snapshot: &Snapshot, scope: &Scope) -> Vec<DeploymentIx> {
-    match scope {
-        Scope::Deployment { ix, .. } => vec![*ix],
-        Scope::Group { name, order } => {
-            let all = snapshot.groups.get(name).cloned().unwrap_or_default();
-            match order {
-                Some(order) => all
-                    .into_iter()
-                    .filter(|ix| snapshot.deployment(*ix).and_then(|d| d.order) == Some(*order))
-                    .collect(),
-                None => all,
-            }
-        }
-    }
+fn members<'s>(
+    snapshot: &'s Snapshot,
+    scope: &'s Scope,
+) -> impl Iterator<Item = DeploymentIx> + 's {
+    let (one, group, order) = match scope {
+        Scope::Deployment { ix, .. } => (Some(*ix), &[][..], None),
+        Scope::Group { name, order } => (
+            None,
+            snapshot.groups.get(name).map_or(&[][..], Vec::as_slice),
+            *order,
+        ),
+    };
+    one.into_iter()
+        .chain(group.iter().copied().filter(move |ix| {
+            order.is_none_or(|order| snapshot.deployment(*ix).and_then(|d| d.order) == Some(order))
+        }))
 }
 
 /// The attempt timeout (reference §2.10): a stream's `stream_timeout` (deployment, then router)
