@@ -114,6 +114,9 @@ enum Failure {
     /// The backend failed.
     Backend {
         model_group: String,
+        /// The deployment that failed; `None` when no deployment was called (the context
+        /// window check found none large enough).
+        ix: Option<DeploymentIx>,
         deployment: DeploymentId,
         class: ErrorClass,
         message: String,
@@ -324,6 +327,7 @@ impl Router {
                         deployment,
                         class,
                         message,
+                        ..
                     } => RouterError::Backend {
                         model_group: if model_group.is_empty() {
                             primary
@@ -477,16 +481,17 @@ impl Router {
                 Ok(success) => return Ok(success),
                 Err(failure) => failure,
             };
+            // Selection, deadline and state failures are not retried, nor a failure no
+            // deployment caused.
             let Failure::Backend {
-                class, deployment, ..
+                class,
+                ix: Some(ix),
+                ..
             } = &failure
             else {
-                return Err(failure); // selection, deadline and state failures are not retried
-            };
-            let Some(ix) = snapshot.targets.index().ix(deployment) else {
                 return Err(failure);
             };
-            let class = class.clone();
+            let (ix, class) = (*ix, class.clone());
             let deployment_retries = snapshot.deployment(ix).and_then(|d| d.num_retries);
             let mut limit = *retries.get_or_insert(
                 call.request
@@ -1027,6 +1032,7 @@ impl Router {
         });
         Err(Failure::Backend {
             model_group,
+            ix: Some(target.ix),
             deployment: target.id.clone(),
             class,
             message,
@@ -1063,6 +1069,7 @@ fn filter_context_window<'s>(
     if eligible.is_empty() {
         return Err(Failure::Backend {
             model_group: scope.label().to_string(),
+            ix: None,
             deployment: DeploymentId::new(""),
             class: ErrorClass::ContextWindowExceeded,
             message: format!(
