@@ -148,6 +148,23 @@ impl Inner {
         pruned + (before - watched.len())
     }
 
+    /// Adds `delta` to `cell` (the one increment path of handles and keys); fails only in
+    /// fail-closed mode while Redis is down, and then adds nothing.
+    #[inline]
+    pub(crate) fn add<V: CounterValue>(
+        &self,
+        cell: &CounterCell,
+        delta: V,
+    ) -> Result<V, CacheError> {
+        delta.check(&cell.key)?;
+        self.refuse("increment")?;
+        Ok(V::from_num(cell.increment(
+            delta.to_num(),
+            self.clock.now_ms(),
+            self.is_remote(),
+        )))
+    }
+
     /// Whether the registries are full: counters and watched keys share `max_tracked_keys`.
     fn tracked(&self, counters: usize) -> usize {
         counters + self.watched.read().len()
@@ -765,7 +782,9 @@ impl DualCache {
         delta: i64,
         options: CounterOptions,
     ) -> Result<i64, CacheError> {
-        self.counter(key, options)?.increment(delta)
+        self.inner.refuse("increment")?;
+        let cell = self.inner.cell(key, Kind::Int, options)?;
+        self.inner.add(&cell, delta)
     }
 
     /// Adds `delta` to the float counter `key`; returns the local view at once.
@@ -776,7 +795,9 @@ impl DualCache {
         options: CounterOptions,
     ) -> Result<f64, CacheError> {
         check_finite(key, delta)?;
-        self.float_counter(key, options)?.increment(delta)
+        self.inner.refuse("increment")?;
+        let cell = self.inner.cell(key, Kind::Float, options)?;
+        self.inner.add(&cell, delta)
     }
 
     /// The local view of a tracked counter (`None` if the key is not tracked).
@@ -958,13 +979,7 @@ impl<V: CounterValue> Counter<V> {
     /// Adds `delta` (finite, for floats); returns the new local view. Fails only in fail-closed
     /// mode while Redis is down, and then adds nothing.
     pub fn increment(&self, delta: V) -> Result<V, CacheError> {
-        delta.check(&self.cell.key)?;
-        self.cache.refuse("increment")?;
-        Ok(V::from_num(self.cell.increment(
-            delta.to_num(),
-            self.cache.clock.now_ms(),
-            self.cache.is_remote(),
-        )))
+        self.cache.add(&self.cell, delta)
     }
 
     /// The local view: the last global value read plus deltas not yet acknowledged.
