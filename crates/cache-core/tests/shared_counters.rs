@@ -131,25 +131,23 @@ async fn the_sequence_hash_outlives_the_counter_and_stays_bounded() {
     let key = format!("{prefix}k");
     let seq_key = format!("{{{key}}}:seq");
     let body = include_str!("../src/lua/incr_v2.lua");
-    let push = |instance: String, seq: &str, grace: &str| {
-        vec![
-            instance,
-            seq.to_string(),
-            "1".into(),
-            "60000".into(),
-            "always".into(),
-            "int".into(),
-            grace.to_string(),
-        ]
+    // Sends one push of +1 as the pipeline would: (instance, sequence 1, grace in ms).
+    let push = |instance: String, grace: &'static str| {
+        let (raw, keys) = (raw.clone(), vec![key.clone(), seq_key.clone()]);
+        async move {
+            let args = vec![
+                instance,
+                "1".to_string(),
+                "1".into(),
+                "60000".into(),
+                "always".into(),
+                "int".into(),
+                grace.to_string(),
+            ];
+            let _: fred::types::Value = raw.eval(body, keys, args).await.unwrap();
+        }
     };
-    let _: fred::types::Value = raw
-        .eval(
-            body,
-            vec![key.clone(), seq_key.clone()],
-            push("a".into(), "1", "600000"),
-        )
-        .await
-        .unwrap();
+    push("a".into(), "600000").await;
     let counter_ttl: i64 = raw.pttl(&key).await.unwrap();
     let seq_ttl: i64 = raw.pttl(&seq_key).await.unwrap();
     assert!(
@@ -158,27 +156,13 @@ async fn the_sequence_hash_outlives_the_counter_and_stays_bounded() {
     );
     // The counter expires; the resend of the same push arrives afterwards: not applied.
     let _: () = raw.del(&key).await.unwrap();
-    let _: fred::types::Value = raw
-        .eval(
-            body,
-            vec![key.clone(), seq_key.clone()],
-            push("a".into(), "1", "600000"),
-        )
-        .await
-        .unwrap();
+    push("a".into(), "600000").await;
     let after: Option<i64> = raw.get(&key).await.unwrap();
     assert_eq!(after, None, "a resent push was applied to a fresh key");
 
     // 100 short-lived instances (grace 1 ms): the hash keeps at most a few dozen fields.
     for i in 0..100 {
-        let _: fred::types::Value = raw
-            .eval(
-                body,
-                vec![key.clone(), seq_key.clone()],
-                push(format!("i{i}"), "1", "1"),
-            )
-            .await
-            .unwrap();
+        push(format!("i{i}"), "1").await;
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let fields: i64 = raw
