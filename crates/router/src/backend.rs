@@ -52,6 +52,27 @@ impl BackendError {
 pub type BackendFuture<'a> =
     Pin<Box<dyn Future<Output = Result<BackendResponse, BackendError>> + Send + 'a>>;
 
+/// One chunk of a streamed answer, as the provider sent it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BackendChunk {
+    /// The chunk's body (an OpenAI `chat.completion.chunk`, say).
+    pub body: serde_json::Value,
+    /// Token usage, when this chunk reports it (OpenAI's last chunk with
+    /// `stream_options.include_usage`). The last usage seen is the call's.
+    pub usage: Option<Usage>,
+}
+
+/// A streamed answer: chunks until the provider ends it, or an error that ends it.
+pub type BackendStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<BackendChunk, BackendError>> + Send + 'static>>;
+
+/// The future a streaming call returns: the stream once the provider accepted the call.
+pub type BackendStreamFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<BackendStream, BackendError>> + Send + 'a>>;
+
+/// The future a health check returns: `Ok` when the deployment answers.
+pub type HealthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send + 'a>>;
+
 /// Calls one deployment. The router picks the deployment, applies the attempt timeout (it drops
 /// the future when it runs out), and classifies nothing itself: the backend says what failed.
 ///
@@ -84,6 +105,32 @@ pub trait Backend: Send + Sync {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a>;
+
+    /// Calls `deployment` with `request` as a stream. The router waits for the first chunk
+    /// under the stream timeout (time to first token) and hands the rest to its caller chunk
+    /// by chunk. The default calls [`Backend::call`] and streams its answer as one chunk.
+    fn stream<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendStreamFuture<'a> {
+        Box::pin(async move {
+            let response = self.call(deployment, request).await?;
+            let chunk = BackendChunk {
+                body: response.body,
+                usage: response.usage,
+            };
+            Ok(Box::pin(futures_util::stream::once(std::future::ready(Ok(chunk)))) as BackendStream)
+        })
+    }
+
+    /// Checks that `deployment` answers (reference §2.17: LiteLLM's background health checks).
+    /// The router runs it from [`Router::check_health`](crate::Router::check_health) and keeps
+    /// a failed deployment out of picks until the next check passes. The default passes.
+    fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
+        let _ = deployment;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 // The router holds its backend as a trait object.

@@ -51,9 +51,12 @@ mod router;
 mod settings;
 mod snapshot;
 
-pub use backend::{Backend, BackendError, BackendFuture, BackendRequest, BackendResponse};
+pub use backend::{
+    Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
+    BackendStream, BackendStreamFuture, HealthFuture,
+};
 pub use error::{RouterError, Tried};
 pub use observer::{Event, Observer};
 pub use request::{Request, RouterResponse};
-pub use router::Router;
+pub use router::{Router, RouterStream};
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};

@@ -29,7 +29,9 @@ use ferrolite_types::{Deployment, DeploymentId, DeploymentIx, ErrorClass};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendRequest};
+use futures_util::StreamExt;
+
+use crate::backend::{Backend, BackendChunk, BackendError, BackendRequest, BackendStream};
 use crate::cooldown;
 use crate::retry::{self, GroupState};
 use crate::retry_budget::RetryBudget;
@@ -102,11 +104,29 @@ struct Call<'r> {
 
 /// A successful attempt.
 struct Success {
-    body: serde_json::Value,
-    usage: Option<ferrolite_types::Usage>,
+    answer: Answer,
     deployment: DeploymentId,
     model_group: String,
-    cost: Option<f64>,
+}
+
+/// What a successful attempt answered.
+enum Answer {
+    /// A whole response, recorded already.
+    Complete {
+        body: serde_json::Value,
+        usage: Option<ferrolite_types::Usage>,
+        cost: Option<f64>,
+    },
+    /// A stream's first chunk and the rest, recorded when it ends.
+    Stream { first: BackendChunk, tail: Box<Tail> },
+}
+
+/// What a routed call's success says besides its answer.
+struct Summary {
+    retries: u32,
+    fallbacks: u32,
+    /// The router's own time (to the first chunk, for a stream).
+    overhead: Duration,
 }
 
 /// Why a scope failed.
@@ -279,8 +299,62 @@ impl Router {
     // ---- the call path ------------------------------------------------------------------
 
     /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
-    /// down and falls back as the settings say.
+    /// down and falls back as the settings say. A streamed call goes through [`Router::stream`].
     pub async fn call(&self, request: Request) -> Result<RouterResponse, RouterError> {
+        let streamed = || RouterError::InvalidRequest {
+            field: "stream",
+            value: "true".into(),
+            reason: "a streamed call goes through Router::stream",
+        };
+        if request.stream {
+            return Err(streamed());
+        }
+        let (success, summary) = self.route(&request).await?;
+        let Answer::Complete { body, usage, cost } = success.answer else {
+            return Err(streamed());
+        };
+        Ok(RouterResponse {
+            body,
+            usage,
+            deployment_id: success.deployment,
+            model_group: success.model_group,
+            attempted_retries: summary.retries,
+            attempted_fallbacks: summary.fallbacks,
+            response_cost: cost,
+            overhead: summary.overhead,
+        })
+    }
+
+    /// Routes one streamed call: the same path as [`Router::call`], where an attempt succeeds
+    /// when its first chunk arrives within the stream timeout (time to first token). A stream
+    /// that fails before its first chunk is retried and falls back like a call. Once chunks
+    /// flow the caller has content, so a later failure ends the stream with the error (the
+    /// deployment's failure still counts towards its cooldown); nothing is replayed elsewhere.
+    /// The usage and cost are recorded when the stream ends; dropping the stream early gives
+    /// back everything the call holds (in-flight count, concurrency slot, budget reservation).
+    pub async fn stream(&self, mut request: Request) -> Result<RouterStream, RouterError> {
+        request.stream = true;
+        let (success, summary) = self.route(&request).await?;
+        let Answer::Stream { first, tail } = success.answer else {
+            return Err(RouterError::InvalidRequest {
+                field: "stream",
+                value: "false".into(),
+                reason: "the backend answered a streamed call with a whole response",
+            });
+        };
+        Ok(RouterStream::new(
+            success.deployment,
+            success.model_group,
+            summary.retries,
+            summary.fallbacks,
+            summary.overhead,
+            first,
+            tail,
+        ))
+    }
+
+    /// The call path shared by [`Router::call`] and [`Router::stream`].
+    async fn route(&self, request: &Request) -> Result<(Success, Summary), RouterError> {
         request.validate()?;
         let started = Instant::now();
         let snapshot = self.inner.snapshot.load_full();
@@ -291,7 +365,7 @@ impl Router {
             .map(|d| (started + d, d));
         let mut call = Call {
             input_tokens: request.input_tokens(),
-            request: &request,
+            request,
             started,
             deadline,
             attempts: 0,
@@ -308,16 +382,14 @@ impl Router {
                 let overhead = call.started.elapsed().saturating_sub(call.outside);
                 metrics::histogram!("ferrolite_router_overhead_seconds")
                     .record(overhead.as_secs_f64());
-                Ok(RouterResponse {
-                    body: success.body,
-                    usage: success.usage,
-                    deployment_id: success.deployment,
-                    model_group: success.model_group,
-                    attempted_retries: call.retries,
-                    attempted_fallbacks: call.fallbacks,
-                    response_cost: success.cost,
-                    overhead,
-                })
+                Ok((
+                    success,
+                    Summary {
+                        retries: call.retries,
+                        fallbacks: call.fallbacks,
+                        overhead,
+                    },
+                ))
             }
             Err(failure) => {
                 metrics::counter!("ferrolite_router_failures_total").increment(1);
@@ -348,7 +420,7 @@ impl Router {
     /// The scope, then its fallback chain; the scope's own error when every target fails.
     async fn with_fallbacks(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: Scope,
     ) -> Result<Success, Failure> {
@@ -416,7 +488,7 @@ impl Router {
     /// content-policy error does not move to the next tier. The first tier's error if all fail.
     async fn order_levels(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: &Scope,
     ) -> Result<Success, Failure> {
@@ -468,7 +540,7 @@ impl Router {
     /// deployment is wrong for the request skips it next time; no wait after the last attempt.
     async fn with_retries(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: &Scope,
     ) -> Result<Success, Failure> {
@@ -584,7 +656,7 @@ impl Router {
     /// One attempt: filter, pick, admit, reserve, call.
     async fn attempt(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: &Scope,
         skip: &[DeploymentIx],
@@ -855,10 +927,11 @@ impl Router {
         }))
     }
 
-    /// Calls the deployment under the attempt timeout and records the outcome.
+    /// Calls the deployment under the attempt timeout and records the outcome (a stream's when
+    /// it ends).
     async fn call_deployment(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: &Scope,
         target: &Target,
@@ -896,83 +969,71 @@ impl Router {
             model_group: &deployment.model_name,
             deployment: &target.id,
         });
-        let backend = self.inner.backend.call(deployment, &request);
+        let opened = self.open(deployment, &request);
         let result = match &slot {
-            Some(Slot::Shared(lease)) => {
-                tokio::time::timeout_at(until, renewing(backend, lease)).await
-            }
-            _ => tokio::time::timeout_at(until, backend).await,
+            Some(Slot::Shared(lease)) => tokio::time::timeout_at(until, renewing(opened, lease)).await,
+            _ => tokio::time::timeout_at(until, opened).await,
         };
-        match slot {
-            Some(Slot::Shared(lease)) => lease.release().await,
-            Some(Slot::Local(local)) => drop(local),
-            None => {}
-        }
         let latency = started.elapsed();
         call.outside += latency;
         let model_group = deployment.model_name.clone();
         let (class, message) = match result {
-            Ok(Ok(response)) if !self.content_filtered(&response.body, &model_group) => {
-                let usage = response.usage;
-                if let Some(u) = &usage {
-                    if let Err(e) = permit.settle_tokens(u.total_tokens) {
-                        tracing::warn!(error = %e, "could not settle tokens");
-                    }
-                }
-                let cost = usage.map(|u| {
-                    u.cost.unwrap_or_else(|| {
-                        u.cost_at(
-                            deployment.input_cost_per_token.unwrap_or(0.0),
-                            deployment.output_cost_per_token.unwrap_or(0.0),
-                        )
-                    })
+            Ok(Ok(Opened::Stream { first, rest })) => {
+                metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
+                let tail = Box::new(Tail {
+                    router: self.clone(),
+                    snapshot: Arc::clone(snapshot),
+                    ix: target.ix,
+                    has_fallbacks: self.has_fallbacks(scope.label()),
+                    permit: Some(permit),
+                    slot,
+                    reservation,
+                    started,
+                    time_to_first_token: latency,
+                    usage: first.usage,
+                    rest,
+                    tried: call.tried.clone(),
+                    done: false,
+                    end: Arc::default(),
                 });
-                if let Some(reservation) = reservation {
-                    if let Err(e) = snapshot.ledger.settle(reservation, cost.unwrap_or(0.0)) {
-                        tracing::warn!(error = %e, "could not settle a budget reservation");
-                    }
-                }
-                if let Some(health) = snapshot.health.get(target.ix) {
-                    if let Err(e) = health.successes.increment(1) {
-                        tracing::debug!(error = %e, "could not count a success");
-                    }
-                }
-                if let Some(budget) = &self.inner.retry_budget {
-                    budget.deposit(self.inner.cache.clock().now_ms());
-                }
-                self.emit(Event::Success {
-                    deployment: &target.id,
-                    latency,
+                return Ok(Success {
+                    answer: Answer::Stream { first, tail },
+                    deployment: target.id.clone(),
+                    model_group,
                 });
-                metrics::histogram!("ferrolite_router_latency_seconds")
-                    .record(latency.as_secs_f64());
-                if let Some(ttft) = response.time_to_first_token {
-                    metrics::histogram!("ferrolite_router_ttft_seconds").record(ttft.as_secs_f64());
-                }
-                snapshot.strategy.observe(
+            }
+            Ok(Ok(Opened::Complete(response)))
+                if !self.content_filtered(&response.body, &model_group) =>
+            {
+                release(slot).await;
+                let cost = self.record_success(
+                    snapshot,
                     target,
-                    &Outcome::Success(&CallOutcome {
-                        latency,
-                        time_to_first_token: response.time_to_first_token,
-                        usage,
-                    }),
+                    &mut permit,
+                    reservation,
+                    response.usage,
+                    latency,
+                    response.time_to_first_token,
                 );
                 drop(permit);
                 return Ok(Success {
-                    body: response.body,
-                    usage,
+                    answer: Answer::Complete {
+                        body: response.body,
+                        usage: response.usage,
+                        cost,
+                    },
                     deployment: target.id.clone(),
                     model_group,
-                    cost,
                 });
             }
-            Ok(Ok(_)) => (
+            Ok(Ok(Opened::Complete(_))) => (
                 ErrorClass::ContentPolicy,
                 "Response output was blocked.".to_string(),
             ),
             Ok(Err(error)) => (error.class, error.message),
             Err(_) if callers => {
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
+                release(slot).await;
                 drop(reservation);
                 drop(permit);
                 return Err(Failure::Deadline(RouterError::DeadlineExceeded {
@@ -980,50 +1041,24 @@ impl Router {
                     attempts: call.attempts,
                 }));
             }
+            Err(_) if call.request.stream => (
+                ErrorClass::Timeout,
+                format!("no first chunk within the stream timeout of {timeout:?}"),
+            ),
             Err(_) => (
                 ErrorClass::Timeout,
                 format!("no answer within the attempt timeout of {timeout:?}"),
             ),
         };
+        release(slot).await;
         if let Some(reservation) = reservation {
             if let Err(e) = snapshot.ledger.release(reservation) {
                 tracing::warn!(error = %e, "could not release a budget reservation");
             }
         }
-        snapshot.strategy.observe(target, &Outcome::Failure(&class));
         drop(permit);
-        self.emit(Event::Failure {
-            deployment: &target.id,
-            class: &class,
-        });
-        metrics::counter!("ferrolite_router_attempt_failures_total", "class" => class_label(&class))
-            .increment(1);
-        if let Some(health) = snapshot.health.get(target.ix) {
-            let failure = cooldown::Failure {
-                deployment,
-                id: &target.id,
-                health,
-                class: &class,
-                group_size: snapshot
-                    .groups
-                    .get(&deployment.model_name)
-                    .map_or(1, Vec::len),
-                has_fallbacks: self.has_fallbacks(scope.label()),
-            };
-            if let Some(length) = cooldown::decide(settings, &self.inner.cache, &failure).await {
-                let until = self.inner.cache.clock().now_ms() + length.as_millis() as u64;
-                if let Err(e) = health.cooldown.extend_to(until).await {
-                    tracing::warn!(error = %e, "could not record a cooldown");
-                }
-                metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
-                self.emit(Event::CooldownSet {
-                    deployment: &target.id,
-                    until_ms: until,
-                    class: &class,
-                });
-                tracing::info!(deployment = %target.id, ?class, cooldown = ?length, "deployment cooled down");
-            }
-        }
+        self.record_failure(snapshot, target, self.has_fallbacks(scope.label()), &class)
+            .await;
         call.tried.push(Tried {
             model_group: model_group.clone(),
             deployment: target.id.clone(),
@@ -1037,6 +1072,134 @@ impl Router {
             class,
             message,
         })
+    }
+
+    /// Calls the backend: a whole response, or a stream up to its first chunk.
+    async fn open(
+        &self,
+        deployment: &Deployment,
+        request: &BackendRequest,
+    ) -> Result<Opened, BackendError> {
+        let backend = &self.inner.backend;
+        if !request.stream {
+            return backend.call(deployment, request).await.map(Opened::Complete);
+        }
+        let mut rest = backend.stream(deployment, request).await?;
+        match rest.next().await {
+            Some(Ok(first)) => Ok(Opened::Stream { first, rest }),
+            Some(Err(error)) => Err(error),
+            None => Err(BackendError::new(
+                ErrorClass::Connection,
+                "the stream ended before its first chunk",
+            )),
+        }
+    }
+
+    /// Records a success: the actual tokens (settling the rpm/tpm estimate), the cost (settling
+    /// the budget reservation), the success count, the strategy's latency; returns the cost.
+    #[allow(clippy::too_many_arguments)]
+    fn record_success(
+        &self,
+        snapshot: &Snapshot,
+        target: &Target,
+        permit: &mut Permit,
+        reservation: Option<ferrolite_budgets::Reservation>,
+        usage: Option<ferrolite_types::Usage>,
+        latency: Duration,
+        time_to_first_token: Option<Duration>,
+    ) -> Option<f64> {
+        if let Some(u) = &usage {
+            if let Err(e) = permit.settle_tokens(u.total_tokens) {
+                tracing::warn!(error = %e, "could not settle tokens");
+            }
+        }
+        let deployment = snapshot.deployment(target.ix);
+        let cost = usage.map(|u| {
+            u.cost.unwrap_or_else(|| {
+                u.cost_at(
+                    deployment.and_then(|d| d.input_cost_per_token).unwrap_or(0.0),
+                    deployment.and_then(|d| d.output_cost_per_token).unwrap_or(0.0),
+                )
+            })
+        });
+        if let Some(reservation) = reservation {
+            if let Err(e) = snapshot.ledger.settle(reservation, cost.unwrap_or(0.0)) {
+                tracing::warn!(error = %e, "could not settle a budget reservation");
+            }
+        }
+        if let Some(health) = snapshot.health.get(target.ix) {
+            if let Err(e) = health.successes.increment(1) {
+                tracing::debug!(error = %e, "could not count a success");
+            }
+        }
+        if let Some(budget) = &self.inner.retry_budget {
+            budget.deposit(self.inner.cache.clock().now_ms());
+        }
+        self.emit(Event::Success {
+            deployment: &target.id,
+            latency,
+        });
+        metrics::histogram!("ferrolite_router_latency_seconds").record(latency.as_secs_f64());
+        if let Some(ttft) = time_to_first_token {
+            metrics::histogram!("ferrolite_router_ttft_seconds").record(ttft.as_secs_f64());
+        }
+        snapshot.strategy.observe(
+            target,
+            &Outcome::Success(&CallOutcome {
+                latency,
+                time_to_first_token,
+                usage,
+            }),
+        );
+        cost
+    }
+
+    /// Records a failure of `target`: the strategy's and the observers' view, the failure
+    /// metric, and the cooldown the rules decide (reference §2.9).
+    async fn record_failure(
+        &self,
+        snapshot: &Snapshot,
+        target: &Target,
+        has_fallbacks: bool,
+        class: &ErrorClass,
+    ) {
+        snapshot.strategy.observe(target, &Outcome::Failure(class));
+        self.emit(Event::Failure {
+            deployment: &target.id,
+            class,
+        });
+        metrics::counter!("ferrolite_router_attempt_failures_total", "class" => class_label(class))
+            .increment(1);
+        let (Some(health), Some(deployment)) =
+            (snapshot.health.get(target.ix), snapshot.deployment(target.ix))
+        else {
+            return;
+        };
+        let failure = cooldown::Failure {
+            deployment,
+            id: &target.id,
+            health,
+            class,
+            group_size: snapshot
+                .groups
+                .get(&deployment.model_name)
+                .map_or(1, Vec::len),
+            has_fallbacks,
+        };
+        let settings = &self.inner.settings;
+        if let Some(length) = cooldown::decide(settings, &self.inner.cache, &failure).await {
+            let until = self.inner.cache.clock().now_ms() + length.as_millis() as u64;
+            if let Err(e) = health.cooldown.extend_to(until).await {
+                tracing::warn!(error = %e, "could not record a cooldown");
+            }
+            metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
+            self.emit(Event::CooldownSet {
+                deployment: &target.id,
+                until_ms: until,
+                class,
+            });
+            tracing::info!(deployment = %target.id, ?class, cooldown = ?length, "deployment cooled down");
+        }
     }
 
     /// A non-streamed response the provider cut with `finish_reason: content_filter` counts as a
@@ -1125,6 +1288,251 @@ async fn renewing<F: std::future::Future>(call: F, lease: &ferrolite_cache::Leas
                 }
             }
         }
+    }
+}
+
+/// Gives a concurrency slot back: a shared one at once in Redis.
+async fn release(slot: Option<Slot>) {
+    match slot {
+        Some(Slot::Shared(lease)) => lease.release().await,
+        Some(Slot::Local(local)) => drop(local),
+        None => {}
+    }
+}
+
+/// What the backend answered an attempt.
+enum Opened {
+    Complete(crate::BackendResponse),
+    Stream {
+        first: BackendChunk,
+        rest: BackendStream,
+    },
+}
+
+/// The rest of a stream an attempt opened, with everything its call holds until it ends.
+struct Tail {
+    router: Router,
+    snapshot: Arc<Snapshot>,
+    ix: DeploymentIx,
+    has_fallbacks: bool,
+    permit: Option<Permit>,
+    slot: Option<Slot>,
+    reservation: Option<ferrolite_budgets::Reservation>,
+    started: Instant,
+    time_to_first_token: Duration,
+    /// The last usage a chunk reported.
+    usage: Option<ferrolite_types::Usage>,
+    rest: BackendStream,
+    /// The request's failed attempts before this one.
+    tried: Vec<Tried>,
+    done: bool,
+    /// What the stream's end recorded, for [`RouterStream`].
+    end: Arc<Mutex<Option<StreamEnd>>>,
+}
+
+/// What a stream's clean end recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct StreamEnd {
+    pub(crate) usage: Option<ferrolite_types::Usage>,
+    pub(crate) cost: Option<f64>,
+}
+
+impl Tail {
+    /// The next chunk; at the end of the stream its outcome is recorded first.
+    async fn next(&mut self) -> Option<Result<BackendChunk, RouterError>> {
+        if self.done {
+            return None;
+        }
+        let next = match &self.slot {
+            Some(Slot::Shared(lease)) => renewing(self.rest.next(), lease).await,
+            _ => self.rest.next().await,
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                if chunk.usage.is_some() {
+                    self.usage = chunk.usage;
+                }
+                Some(Ok(chunk))
+            }
+            None => {
+                self.done = true;
+                self.finish().await;
+                None
+            }
+            Some(Err(error)) => {
+                self.done = true;
+                Some(Err(self.fail(error).await))
+            }
+        }
+    }
+
+    /// The stream ended cleanly: record it as a call's success.
+    async fn finish(&mut self) {
+        release(self.slot.take()).await;
+        let (Some(mut permit), Some(target)) = (self.permit.take(), self.snapshot.target(self.ix))
+        else {
+            return;
+        };
+        let cost = self.router.record_success(
+            &self.snapshot,
+            target,
+            &mut permit,
+            self.reservation.take(),
+            self.usage,
+            self.started.elapsed(),
+            Some(self.time_to_first_token),
+        );
+        drop(permit);
+        *self.end.lock() = Some(StreamEnd {
+            usage: self.usage,
+            cost,
+        });
+    }
+
+    /// The stream broke after its first chunk: record the failure (it counts towards the
+    /// deployment's cooldown) and end the stream with the error. The budget is charged for
+    /// the usage the provider reported before it broke, else nothing.
+    async fn fail(&mut self, error: BackendError) -> RouterError {
+        release(self.slot.take()).await;
+        drop(self.permit.take());
+        if let Some(reservation) = self.reservation.take() {
+            let settled = match self.usage {
+                Some(usage) => {
+                    let deployment = self.snapshot.deployment(self.ix);
+                    let cost = usage.cost.unwrap_or_else(|| {
+                        usage.cost_at(
+                            deployment.and_then(|d| d.input_cost_per_token).unwrap_or(0.0),
+                            deployment.and_then(|d| d.output_cost_per_token).unwrap_or(0.0),
+                        )
+                    });
+                    self.snapshot.ledger.settle(reservation, cost)
+                }
+                None => self.snapshot.ledger.release(reservation),
+            };
+            if let Err(e) = settled {
+                tracing::warn!(error = %e, "could not settle a broken stream's reservation");
+            }
+        }
+        let model_group = self
+            .snapshot
+            .deployment(self.ix)
+            .map(|d| d.model_name.clone())
+            .unwrap_or_default();
+        let deployment = self
+            .snapshot
+            .target(self.ix)
+            .map(|t| t.id.clone())
+            .unwrap_or_else(|| DeploymentId::new(""));
+        if let Some(target) = self.snapshot.target(self.ix) {
+            self.router
+                .record_failure(&self.snapshot, target, self.has_fallbacks, &error.class)
+                .await;
+        }
+        let mut tried = std::mem::take(&mut self.tried);
+        tried.push(Tried {
+            model_group: model_group.clone(),
+            deployment: deployment.clone(),
+            class: error.class.clone(),
+            message: error.message.clone(),
+        });
+        tracing::warn!(%deployment, class = ?error.class, "stream failed after its first chunk");
+        RouterError::Backend {
+            model_group,
+            deployment,
+            class: error.class,
+            message: error.message,
+            tried,
+        }
+    }
+}
+
+/// A routed stream: the chunks as the deployment sends them, with what LiteLLM puts in its
+/// `x-litellm-*` headers known before the first chunk. The call's usage and cost are known once
+/// the stream has ended ([`RouterStream::usage`], [`RouterStream::response_cost`]).
+///
+/// Dropping it early (a client that went away) cancels the deployment's stream and gives back
+/// everything the call holds.
+pub struct RouterStream {
+    /// `x-litellm-model-id`: the deployment streaming.
+    pub deployment_id: DeploymentId,
+    /// `x-litellm-model-group`.
+    pub model_group: String,
+    /// `x-litellm-attempted-retries`.
+    pub attempted_retries: u32,
+    /// `x-litellm-attempted-fallbacks`.
+    pub attempted_fallbacks: u32,
+    /// The router's own time up to the first chunk.
+    pub overhead: Duration,
+    /// Time to the first chunk of the attempt that answered.
+    pub time_to_first_token: Duration,
+    end: Arc<Mutex<Option<StreamEnd>>>,
+    chunks: std::pin::Pin<
+        Box<dyn futures_core::Stream<Item = Result<BackendChunk, RouterError>> + Send>,
+    >,
+}
+
+impl std::fmt::Debug for RouterStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterStream")
+            .field("deployment_id", &self.deployment_id)
+            .field("model_group", &self.model_group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterStream {
+    fn new(
+        deployment_id: DeploymentId,
+        model_group: String,
+        attempted_retries: u32,
+        attempted_fallbacks: u32,
+        overhead: Duration,
+        first: BackendChunk,
+        tail: Box<Tail>,
+    ) -> Self {
+        let end = Arc::clone(&tail.end);
+        let time_to_first_token = tail.time_to_first_token;
+        let chunks = futures_util::stream::unfold(
+            (Some(first), tail),
+            |(mut first, mut tail)| async move {
+                let item = match first.take() {
+                    Some(first) => Some(Ok(first)),
+                    None => tail.next().await,
+                };
+                item.map(|item| (item, (None, tail)))
+            },
+        );
+        RouterStream {
+            deployment_id,
+            model_group,
+            attempted_retries,
+            attempted_fallbacks,
+            overhead,
+            time_to_first_token,
+            end,
+            chunks: Box::pin(chunks),
+        }
+    }
+
+    /// The call's token usage, once the stream has ended cleanly (when the provider reported it).
+    pub fn usage(&self) -> Option<ferrolite_types::Usage> {
+        self.end.lock().and_then(|end| end.usage)
+    }
+
+    /// `x-litellm-response-cost`, once the stream has ended cleanly.
+    pub fn response_cost(&self) -> Option<f64> {
+        self.end.lock().and_then(|end| end.cost)
+    }
+}
+
+impl futures_core::Stream for RouterStream {
+    type Item = Result<BackendChunk, RouterError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.chunks.as_mut().poll_next(cx)
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use ferrolite_cache::{CacheConfig, DualCache, TokioClock};
 use ferrolite_router::{
-    Backend, BackendError, BackendFuture, BackendRequest, BackendResponse, Request, Router,
-    RouterSettings,
+    Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
+    BackendStream, BackendStreamFuture, Request, Router, RouterSettings,
 };
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
 use parking_lot::Mutex;
@@ -31,6 +31,23 @@ pub enum Step {
     /// Fails at once.
     Fail(ErrorClass),
     /// Never answers.
+    Hang,
+    /// Answers a stream with these pieces (a plain call gets the pieces' last usage).
+    Stream(Vec<Piece>),
+}
+
+/// One piece of a scripted stream.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Waits this long.
+    Wait(Duration),
+    /// Sends a chunk `{"n": i}` (i counts the chunks).
+    Chunk,
+    /// Sends a chunk reporting this usage.
+    Usage(Usage),
+    /// Fails the stream.
+    Fail(ErrorClass),
+    /// Never sends anything again.
     Hang,
 }
 
@@ -97,12 +114,9 @@ impl Script {
     }
 }
 
-impl Backend for Script {
-    fn call<'a>(
-        &'a self,
-        deployment: &'a Deployment,
-        request: &'a BackendRequest,
-    ) -> BackendFuture<'a> {
+impl Script {
+    /// Takes the next step for `deployment` and counts the call as running.
+    fn begin(&self, deployment: &Deployment) -> (Step, Running) {
         let id = deployment.id().to_string();
         self.calls.lock().push((id.clone(), Instant::now()));
         let step = self
@@ -112,7 +126,6 @@ impl Backend for Script {
             .and_then(VecDeque::pop_front)
             .or_else(|| self.shared.lock().pop_front())
             .unwrap_or(Step::Ok);
-        let model = request.body["model"].clone();
         {
             let mut concurrency = self.concurrency.lock();
             let (now, max) = concurrency.entry(id.clone()).or_insert((0, 0));
@@ -123,6 +136,75 @@ impl Backend for Script {
             id,
             concurrency: Arc::clone(&self.concurrency),
         };
+        (step, running)
+    }
+
+    /// Streams running now on `id` (a dropped stream stops counting).
+    pub fn running(&self, id: &str) -> u32 {
+        self.concurrency.lock().get(id).map_or(0, |(now, _)| *now)
+    }
+}
+
+impl Backend for Script {
+    fn stream<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendStreamFuture<'a> {
+        let (step, running) = self.begin(deployment);
+        assert!(request.stream, "a stream's request says stream");
+        Box::pin(async move {
+            let pieces = match step {
+                Step::Stream(pieces) => pieces,
+                Step::Ok => vec![Piece::Chunk, Piece::Usage(Usage::new(10, 5))],
+                Step::Body(_) => vec![Piece::Chunk],
+                Step::Fail(class) => return Err(BackendError::new(class, "scripted failure")),
+                Step::Hang => {
+                    std::future::pending::<()>().await;
+                    return Err(BackendError::new(ErrorClass::Connection, "unreachable"));
+                }
+            };
+            let stream = futures_util::stream::unfold(
+                (pieces.into_iter(), 0u32, running),
+                |(mut pieces, mut n, running)| async move {
+                    loop {
+                        match pieces.next()? {
+                            Piece::Wait(d) => tokio::time::sleep(d).await,
+                            Piece::Chunk => {
+                                n += 1;
+                                let chunk = BackendChunk {
+                                    body: serde_json::json!({ "n": n }),
+                                    usage: None,
+                                };
+                                return Some((Ok(chunk), (pieces, n, running)));
+                            }
+                            Piece::Usage(usage) => {
+                                let chunk = BackendChunk {
+                                    body: serde_json::json!({ "usage": true }),
+                                    usage: Some(usage),
+                                };
+                                return Some((Ok(chunk), (pieces, n, running)));
+                            }
+                            Piece::Fail(class) => {
+                                let error = BackendError::new(class, "scripted stream failure");
+                                return Some((Err(error), (Vec::new().into_iter(), n, running)));
+                            }
+                            Piece::Hang => std::future::pending::<()>().await,
+                        }
+                    }
+                },
+            );
+            Ok(Box::pin(stream) as BackendStream)
+        })
+    }
+
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendFuture<'a> {
+        let (step, running) = self.begin(deployment);
+        let model = request.body["model"].clone();
         Box::pin(async move {
             let _running = running;
             match step {
@@ -141,6 +223,14 @@ impl Backend for Script {
                     std::future::pending::<()>().await;
                     Err(BackendError::new(ErrorClass::Connection, "unreachable"))
                 }
+                Step::Stream(pieces) => Ok(BackendResponse {
+                    body: serde_json::json!({"model": model}),
+                    usage: pieces.iter().rev().find_map(|p| match p {
+                        Piece::Usage(u) => Some(*u),
+                        _ => None,
+                    }),
+                    time_to_first_token: None,
+                }),
             }
         })
     }
