@@ -118,6 +118,15 @@ pub struct RouterSettings {
     /// An optional retry budget (new in ferrolite): retries allowed as a share of recent
     /// successes, so a failing provider cannot start a retry storm.
     pub retry_budget: Option<RetryBudgetSettings>,
+    /// `enable_health_check_routing` (reference §2.17): deployments whose last health check
+    /// ([`Router::check_health`](crate::Router::check_health)) failed are not picked.
+    pub enable_health_check_routing: bool,
+    /// `health_check_staleness_threshold`: a failed check older than this no longer counts
+    /// (LiteLLM: twice the 300 s check interval).
+    pub health_check_staleness: Duration,
+    /// `health_check_ignore_transient_errors`: a check answered with 429 or a timeout does not
+    /// mark the deployment unhealthy.
+    pub health_check_ignore_transient_errors: bool,
 }
 
 /// A retry budget, after tower's `retry::budget`: over the last `window`, retries may number at
@@ -172,6 +181,9 @@ impl Default for RouterSettings {
             enable_pre_call_checks: false,
             retry_budget: None,
             default_max_parallel_requests: None,
+            enable_health_check_routing: false,
+            health_check_staleness: Duration::from_secs(600),
+            health_check_ignore_transient_errors: false,
         }
     }
 }

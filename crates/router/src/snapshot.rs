@@ -25,6 +25,25 @@ pub(crate) struct Health {
     pub(crate) successes: IntCounter,
     /// The deployment's concurrency cap and the key of its slots (`{id}:parallel`).
     pub(crate) parallel: Option<Parallel>,
+    /// With health-check routing: when its last health checks passed and failed.
+    pub(crate) checks: Option<Checks>,
+}
+
+/// A deployment's latest health-check results (`{id}:healthy_at`, `{id}:unhealthy_at`): each
+/// the Unix ms at which that result goes stale (the check's time plus the staleness threshold).
+/// Two deadlines that only move forward, so every instance agrees on the latest result whichever
+/// instance ran the check, and a result nobody refreshes expires by itself.
+pub(crate) struct Checks {
+    pub(crate) passed: Deadline,
+    pub(crate) failed: Deadline,
+}
+
+impl Checks {
+    /// Whether the latest check failed and is not stale yet.
+    pub(crate) fn unhealthy(&self, now_ms: u64) -> bool {
+        let failed = self.failed.until_ms().unwrap_or(0);
+        failed > now_ms && failed > self.passed.until_ms().unwrap_or(0)
+    }
 }
 
 /// A deployment's concurrency cap.
@@ -167,8 +186,17 @@ impl Snapshot {
                 shared,
                 local: local.get(ix).cloned().unwrap_or_default(),
             });
+            let checks = if settings.enable_health_check_routing {
+                Some(Checks {
+                    passed: cache.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
+                    failed: cache.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
+                })
+            } else {
+                None
+            };
             Ok::<_, RouterError>(Health {
                 parallel,
+                checks,
                 cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
                 fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
                 successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,

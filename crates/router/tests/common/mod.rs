@@ -68,6 +68,8 @@ pub struct Script {
     pub calls: Mutex<Vec<(String, Instant)>>,
     /// Per deployment: calls running now, and the most that ever ran at once.
     pub concurrency: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+    /// Deployments whose health checks fail, and how.
+    pub unhealthy: Mutex<HashMap<String, ErrorClass>>,
 }
 
 /// Counts a call as running until dropped (finished, failed or cancelled).
@@ -139,6 +141,15 @@ impl Script {
         (step, running)
     }
 
+    /// Makes `id`'s health checks fail with `class` (`None`: pass).
+    pub fn health(&self, id: &str, class: Option<ErrorClass>) {
+        let mut unhealthy = self.unhealthy.lock();
+        match class {
+            Some(class) => unhealthy.insert(id.to_string(), class),
+            None => unhealthy.remove(id),
+        };
+    }
+
     /// Streams running now on `id` (a dropped stream stops counting).
     pub fn running(&self, id: &str) -> u32 {
         self.concurrency.lock().get(id).map_or(0, |(now, _)| *now)
@@ -146,6 +157,16 @@ impl Script {
 }
 
 impl Backend for Script {
+    fn health_check<'a>(&'a self, deployment: &'a Deployment) -> ferrolite_router::HealthFuture<'a> {
+        let failing = self.unhealthy.lock().get(&deployment.id().to_string()).cloned();
+        Box::pin(async move {
+            match failing {
+                Some(class) => Err(BackendError::new(class, "scripted health check failure")),
+                None => Ok(()),
+            }
+        })
+    }
+
     fn stream<'a>(
         &'a self,
         deployment: &'a Deployment,
