@@ -509,6 +509,11 @@ impl DualCache {
             .max(now)
     }
 
+    /// How often pending increments are pushed and shared values read back.
+    pub fn sync_interval(&self) -> Duration {
+        self.inner.config.sync_interval
+    }
+
     /// The cache's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock

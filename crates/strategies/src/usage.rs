@@ -41,6 +41,97 @@ pub enum AdmissionMode {
     /// One atomic Lua check-and-increment in Redis per call over rpm and tpm together: all
     /// instances together admit exactly the limits. One Redis round trip per call.
     Strict,
+    /// Exact like `Strict`, with a round trip only every so many calls: each instance claims a
+    /// block of admissions from the shared count with the strict script and admits from it
+    /// locally. A block is sized to the instance's own rate over two sync intervals and to at
+    /// most an eighth of the room left, so far from a limit one round trip serves many calls,
+    /// and near it the block shrinks to one call: strict. Every admission is backed by a claim
+    /// the script checked, so all instances together never pass a limit. While the shared
+    /// count says a limit is reached, a call is refused without a round trip. A block left
+    /// over when the window moves on is given back.
+    Auto,
+}
+
+/// Auto mode's state of one deployment: the claim, and the lock one claim at a time is made
+/// under (callers that find the claim used up wait for the claim in flight rather than each
+/// sending their own: under load, one round trip serves everyone waiting).
+#[derive(Default)]
+struct AutoState {
+    quota: parking_lot::Mutex<Quota>,
+    claiming: tokio::sync::Mutex<()>,
+}
+
+/// Admissions an instance claimed from a deployment's shared count and has not used yet
+/// ([`AdmissionMode::Auto`]), and its recent demand, which sizes the next claim.
+#[derive(Default)]
+struct Quota {
+    /// The window bucket the claim was made in; a claim is used only in its own bucket.
+    bucket: u64,
+    requests: u64,
+    tokens: u64,
+    /// The counters the claim was taken from.
+    rpm: Option<IntCounter>,
+    tpm: Option<IntCounter>,
+    /// Demand in the current sync interval, and in the last one.
+    since_ms: u64,
+    asked_requests: u64,
+    asked_tokens: u64,
+    rate_requests: u64,
+    rate_tokens: u64,
+}
+
+impl Quota {
+    /// Counts one call's demand.
+    fn note(&mut self, now_ms: u64, interval_ms: u64, tokens: u64) {
+        let elapsed = now_ms.saturating_sub(self.since_ms);
+        if elapsed >= interval_ms {
+            let intervals = (elapsed / interval_ms.max(1)).max(1);
+            self.rate_requests = self.asked_requests / intervals;
+            self.rate_tokens = self.asked_tokens / intervals;
+            self.asked_requests = 0;
+            self.asked_tokens = 0;
+            self.since_ms = now_ms;
+        }
+        self.asked_requests += 1;
+        self.asked_tokens = self.asked_tokens.saturating_add(tokens);
+    }
+
+    /// The block to claim: what the call needs, plus this instance's demand for two sync
+    /// intervals, at most an eighth of the room left, in whole multiples of the call's need
+    /// (calls of one size leave no unusable remainder).
+    fn block(need: u64, rate: u64, asked: u64, room: Option<f64>) -> u64 {
+        let Some(room) = room else { return 0 };
+        let demand = rate.max(asked).saturating_mul(2);
+        let share = (room.max(0.0) / 8.0).floor() as u64;
+        let block = need.max(demand.min(share));
+        match need {
+            0 => block,
+            need => block / need * need,
+        }
+    }
+
+    /// Takes what a call needs from the claim, if it covers it.
+    fn try_take(&mut self, bucket: u64, requests: u64, tokens: u64) -> Option<[Option<IntCounter>; 2]> {
+        if self.bucket != bucket || self.requests < requests || self.tokens < tokens {
+            return None;
+        }
+        self.requests -= requests;
+        self.tokens -= tokens;
+        Some([self.rpm.clone(), self.tpm.clone()])
+    }
+
+    /// Empties a claim of an earlier bucket; returns what it left unused.
+    fn take_leftover(&mut self, bucket: u64) -> Option<(Option<IntCounter>, u64, Option<IntCounter>, u64)> {
+        if self.bucket == bucket || (self.requests == 0 && self.tokens == 0) {
+            self.bucket = bucket;
+            return None;
+        }
+        self.bucket = bucket;
+        let left = (self.rpm.take(), self.requests, self.tpm.take(), self.tokens);
+        self.requests = 0;
+        self.tokens = 0;
+        Some(left)
+    }
 }
 
 struct Keys {
@@ -64,6 +155,10 @@ pub struct UsageStore {
     keys: PerDeployment<Keys>,
     epoch: RwLock<Epoch>,
     in_flight: PerDeployment<IntCounter>,
+    /// Auto mode's claims, per deployment.
+    quotas: PerDeployment<AutoState>,
+    /// Admission scripts sent to Redis (strict and auto mode).
+    round_trips: AtomicU64,
     /// Rotations that could not build the next bucket's counters (registry full): the old
     /// epoch is kept; logged on the first and every power of two.
     rotation_failures: AtomicU64,
@@ -117,6 +212,8 @@ impl UsageStore {
                 tpm: Vec::new(),
             }),
             in_flight,
+            quotas: index.map(|_, _| AutoState::default()),
+            round_trips: AtomicU64::new(0),
             rotation_failures: AtomicU64::new(0),
         })
     }
@@ -134,6 +231,12 @@ impl UsageStore {
     /// The cache the counters live in.
     pub fn cache(&self) -> &DualCache {
         &self.cache
+    }
+
+    /// Admission scripts this store sent to Redis (strict and auto mode): its round trips for
+    /// admission.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// Rotations to a new window bucket that failed (the previous bucket's counters were kept).
@@ -268,83 +371,254 @@ impl UsageStore {
         target: &Target,
         tokens: u64,
     ) -> Result<(IntCounter, IntCounter), StrategyError> {
+        let limited = target.rpm.is_some() || target.tpm.is_some();
+        match self.mode {
+            AdmissionMode::Strict if limited => {
+                let claimed = self.claim(target, 1, tokens).await?;
+                self.complete(target, claimed, tokens)
+            }
+            AdmissionMode::Auto if limited => self.take_auto(target, tokens).await,
+            _ => self.take_batched(target, tokens),
+        }
+    }
+
+    /// Batched admission: increment, check, undo on excess, on the local view.
+    fn take_batched(
+        &self,
+        target: &Target,
+        tokens: u64,
+    ) -> Result<(IntCounter, IntCounter), StrategyError> {
         let tokens_i = i64::try_from(tokens).unwrap_or(i64::MAX);
-        let strict =
-            self.mode == AdmissionMode::Strict && (target.rpm.is_some() || target.tpm.is_some());
-        let taken = if strict {
-            let keys = self
-                .keys
-                .get(target.ix)
-                .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?;
-            let mut checks = Vec::with_capacity(2);
-            let mut metrics = Vec::with_capacity(2);
-            for (metric, key, delta, limit) in [
-                ("rpm", &keys.rpm, 1, target.rpm),
-                ("tpm", &keys.tpm, tokens, target.tpm),
-            ] {
-                if let Some(limit) = limit {
-                    metrics.push(metric);
-                    checks.push(LimitCheck {
-                        key: key.clone(),
-                        delta,
+        let view = self.view();
+        let (rpm, tpm) = view.counters(target.ix)?;
+        let rpm_now = rpm.increment(1)? as f64 + view.previous(&view.epoch.rpm, target.ix);
+        let tpm_now = tpm.increment(tokens_i)? as f64 + view.previous(&view.epoch.tpm, target.ix);
+        let over = |limit: Option<u64>, count: f64| limit.is_some_and(|l| count > l as f64 + 1e-9);
+        let refused = if over(target.rpm, rpm_now) {
+            Some(("rpm", target.rpm.unwrap_or(0), rpm_now - 1.0))
+        } else if over(target.tpm, tpm_now) {
+            Some(("tpm", target.tpm.unwrap_or(0), tpm_now - tokens as f64))
+        } else {
+            None
+        };
+        if let Some((metric, limit, current)) = refused {
+            rpm.increment(-1)?;
+            tpm.increment(-tokens_i)?;
+            return Err(StrategyError::RateLimited {
+                id: target.id.clone(),
+                metric,
+                limit,
+                current,
+            });
+        }
+        Ok((rpm.clone(), tpm.clone()))
+    }
+
+    /// Claims `requests` and `tokens` from `target`'s limited windows in Redis with the strict
+    /// script (one round trip), or nothing; returns the counters of the limited metrics.
+    async fn claim(
+        &self,
+        target: &Target,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<[Option<IntCounter>; 2], StrategyError> {
+        let keys = self
+            .keys
+            .get(target.ix)
+            .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?;
+        let mut checks = Vec::with_capacity(2);
+        let mut metrics = Vec::with_capacity(2);
+        for (metric, key, delta, limit) in [
+            ("rpm", &keys.rpm, requests, target.rpm),
+            ("tpm", &keys.tpm, tokens, target.tpm),
+        ] {
+            if let Some(limit) = limit {
+                metrics.push(metric);
+                checks.push(LimitCheck {
+                    key: key.clone(),
+                    delta,
+                    limit,
+                    window: self.window,
+                });
+            }
+        }
+        if self.cache.has_redis() {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+        }
+        let admission = self.cache.admit(&checks).await?;
+        if !admission.admitted {
+            return Err(refusal(target, &checks, &metrics, &admission));
+        }
+        // The limited metrics were taken by the script, in the bucket it evaluated, in order.
+        let mut taken = admission.counters().cloned();
+        let rpm = target.rpm.and_then(|_| taken.next());
+        let tpm = target.tpm.and_then(|_| taken.next());
+        Ok([rpm, tpm])
+    }
+
+    /// One admission's counters: the claimed ones for the limited metrics; an unlimited metric
+    /// is only counted, in the current bucket.
+    fn complete(
+        &self,
+        target: &Target,
+        [rpm, tpm]: [Option<IntCounter>; 2],
+        tokens: u64,
+    ) -> Result<(IntCounter, IntCounter), StrategyError> {
+        let counted = |claimed: Option<IntCounter>, view: &IntCounter, delta: i64| match claimed {
+            Some(counter) => Ok::<_, StrategyError>(counter),
+            None => {
+                view.increment(delta)?;
+                Ok(view.clone())
+            }
+        };
+        let view = self.view();
+        let (view_rpm, view_tpm) = view.counters(target.ix)?;
+        Ok((
+            counted(rpm, view_rpm, 1)?,
+            counted(tpm, view_tpm, i64::try_from(tokens).unwrap_or(i64::MAX))?,
+        ))
+    }
+
+    /// Auto admission (see [`AdmissionMode::Auto`]): from this instance's claim when it covers
+    /// the call; else, one claim at a time: refused at once when the shared count says a limit
+    /// is reached, else a new block is claimed (one round trip), the call's share taken and the
+    /// rest kept for the next calls.
+    async fn take_auto(
+        &self,
+        target: &Target,
+        tokens: u64,
+    ) -> Result<(IntCounter, IntCounter), StrategyError> {
+        let unknown = || StrategyError::UnknownDeployment { ix: target.ix };
+        let state = self.quotas.get(target.ix).ok_or_else(unknown)?;
+        let need_requests = u64::from(target.rpm.is_some());
+        let need_tokens = if target.tpm.is_some() { tokens } else { 0 };
+        let interval_ms = self.cache.sync_interval().as_millis().max(1) as u64;
+        let (bucket, now_ms) = {
+            let view = self.view();
+            (view.epoch.bucket, view.now_ms)
+        };
+        {
+            let mut quota = state.quota.lock();
+            quota.note(now_ms, interval_ms, tokens);
+            if let Some(claimed) = quota.try_take(bucket, need_requests, need_tokens) {
+                drop(quota);
+                return self.complete(target, claimed, tokens);
+            }
+        }
+        let _one_claim = state.claiming.lock().await;
+        // The claim in flight while this call waited may cover it.
+        let (bucket, rpm_now, tpm_now) = {
+            let view = self.view();
+            (view.epoch.bucket, view.rpm(target.ix), view.tpm(target.ix))
+        };
+        let (leftover, block_requests, block_tokens) = {
+            let mut quota = state.quota.lock();
+            let leftover = quota.take_leftover(bucket);
+            if let Some(claimed) = quota.try_take(bucket, need_requests, need_tokens) {
+                drop(quota);
+                return self.complete(target, claimed, tokens);
+            }
+            let room = |limit: Option<u64>, count: f64| limit.map(|l| l as f64 - count);
+            (
+                leftover,
+                Quota::block(
+                    need_requests,
+                    quota.rate_requests,
+                    quota.asked_requests,
+                    room(target.rpm, rpm_now),
+                ),
+                Quota::block(
+                    need_tokens,
+                    quota.rate_tokens,
+                    quota.asked_tokens,
+                    room(target.tpm, tpm_now),
+                ),
+            )
+        };
+        if let Some((rpm, requests, tpm, tokens_left)) = leftover {
+            give_back(rpm.as_ref(), requests);
+            give_back(tpm.as_ref(), tokens_left);
+        }
+        // The shared count says a limit is reached: refuse without a round trip, and give back
+        // what is left of the claim (too little for this call) so another instance can use it.
+        for (metric, limit, count, need) in [
+            ("rpm", target.rpm, rpm_now, need_requests),
+            ("tpm", target.tpm, tpm_now, need_tokens),
+        ] {
+            if let Some(limit) = limit {
+                if limit == 0 || count + need as f64 > limit as f64 + 1e-9 {
+                    self.return_claim(state, bucket);
+                    return Err(StrategyError::RateLimited {
+                        id: target.id.clone(),
+                        metric,
                         limit,
-                        window: self.window,
+                        current: count,
                     });
                 }
             }
-            let admission = self.cache.admit(&checks).await?;
-            if !admission.admitted {
-                return Err(refusal(target, &checks, &metrics, &admission));
-            }
-            // The limited metrics were taken by the script, in the bucket it evaluated; the
-            // other one is only counted, in the current bucket.
-            let mut taken = admission.counters().cloned();
-            let view = self.view();
-            let (view_rpm, view_tpm) = view.counters(target.ix)?;
-            let unknown = || StrategyError::UnknownDeployment { ix: target.ix };
-            let rpm = match target.rpm {
-                Some(_) => taken.next().ok_or_else(unknown)?,
-                None => {
-                    view_rpm.increment(1)?;
-                    view_rpm.clone()
+        }
+        let (claimed, extra_requests, extra_tokens) =
+            match self.claim(target, block_requests, block_tokens).await {
+                Ok(claimed) => (
+                    claimed,
+                    block_requests - need_requests,
+                    block_tokens - need_tokens,
+                ),
+                Err(StrategyError::RateLimited { .. })
+                    if block_requests > need_requests || block_tokens > need_tokens =>
+                {
+                    // No room for a block: the call alone, as strict mode would.
+                    match self.claim(target, need_requests, need_tokens).await {
+                        Ok(claimed) => (claimed, 0, 0),
+                        Err(error) => {
+                            self.return_claim(state, bucket);
+                            return Err(error);
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.return_claim(state, bucket);
+                    return Err(error);
                 }
             };
-            let tpm = match target.tpm {
-                Some(_) => taken.next().ok_or_else(unknown)?,
-                None => {
-                    view_tpm.increment(tokens_i)?;
-                    view_tpm.clone()
-                }
-            };
-            (rpm, tpm)
-        } else {
-            let view = self.view();
-            let (rpm, tpm) = view.counters(target.ix)?;
-            let rpm_now = rpm.increment(1)? as f64 + view.previous(&view.epoch.rpm, target.ix);
-            let tpm_now =
-                tpm.increment(tokens_i)? as f64 + view.previous(&view.epoch.tpm, target.ix);
-            let over =
-                |limit: Option<u64>, count: f64| limit.is_some_and(|l| count > l as f64 + 1e-9);
-            let refused = if over(target.rpm, rpm_now) {
-                Some(("rpm", target.rpm.unwrap_or(0), rpm_now - 1.0))
-            } else if over(target.tpm, tpm_now) {
-                Some(("tpm", target.tpm.unwrap_or(0), tpm_now - tokens as f64))
+        if extra_requests > 0 || extra_tokens > 0 {
+            let mut quota = state.quota.lock();
+            if quota.bucket == bucket {
+                quota.requests += extra_requests;
+                quota.tokens += extra_tokens;
+                quota.rpm = claimed[0].clone();
+                quota.tpm = claimed[1].clone();
             } else {
-                None
-            };
-            if let Some((metric, limit, current)) = refused {
-                rpm.increment(-1)?;
-                tpm.increment(-tokens_i)?;
-                return Err(StrategyError::RateLimited {
-                    id: target.id.clone(),
-                    metric,
-                    limit,
-                    current,
-                });
+                drop(quota);
+                give_back(claimed[0].as_ref(), extra_requests);
+                give_back(claimed[1].as_ref(), extra_tokens);
             }
-            (rpm.clone(), tpm.clone())
+        }
+        self.complete(target, claimed, tokens)
+    }
+
+    /// Gives what is left of this instance's claim back to the shared count.
+    fn return_claim(&self, state: &AutoState, bucket: u64) {
+        let left = {
+            let mut quota = state.quota.lock();
+            let left = (quota.rpm.clone(), quota.requests, quota.tpm.clone(), quota.tokens);
+            quota.requests = 0;
+            quota.tokens = 0;
+            (quota.bucket == bucket).then_some(left)
         };
-        Ok(taken)
+        if let Some((rpm, requests, tpm, tokens)) = left {
+            give_back(rpm.as_ref(), requests);
+            give_back(tpm.as_ref(), tokens);
+        }
+    }
+}
+
+/// Gives `amount` unused claimed admissions back to the shared count.
+fn give_back(counter: Option<&IntCounter>, amount: u64) {
+    if let (Some(counter), true) = (counter, amount > 0) {
+        if let Err(error) = counter.increment(-i64::try_from(amount).unwrap_or(i64::MAX)) {
+            tracing::warn!(%error, "could not give back an unused admission claim");
+        }
     }
 }
 
@@ -545,5 +819,24 @@ impl UsageView<'_> {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Quota;
+
+    #[test]
+    fn a_block_follows_demand_at_most_an_eighth_of_the_room_in_whole_calls() {
+        // Far from the limit: two intervals of demand.
+        assert_eq!(Quota::block(1, 10, 3, Some(10_000.0)), 20);
+        // Near it: an eighth of the room, then the call alone.
+        assert_eq!(Quota::block(1, 100, 0, Some(80.0)), 10);
+        assert_eq!(Quota::block(1, 100, 0, Some(7.0)), 1);
+        // Tokens: whole multiples of the call's need.
+        assert_eq!(Quota::block(100, 1_000, 0, Some(2_000.0)), 200);
+        assert_eq!(Quota::block(300, 1_000, 0, Some(8_000.0)), 900);
+        // An unlimited metric claims nothing.
+        assert_eq!(Quota::block(0, 50, 50, None), 0);
     }
 }

@@ -94,9 +94,19 @@ async fn redis_setup(
     limits: Deployment,
     window: Window,
 ) -> (Arc<UsageStore>, Target) {
+    redis_store(url, prefix, limits, window, AdmissionMode::Strict).await
+}
+
+async fn redis_store(
+    url: &str,
+    prefix: &str,
+    limits: Deployment,
+    window: Window,
+    mode: AdmissionMode,
+) -> (Arc<UsageStore>, Target) {
     let cache = DualCache::connect(config(url, prefix)).await.unwrap();
     let targets = Targets::new(&[limits]).unwrap();
-    let usage = Arc::new(UsageStore::new(cache, &targets, window, AdmissionMode::Strict).unwrap());
+    let usage = Arc::new(UsageStore::new(cache, &targets, window, mode).unwrap());
     let target = targets.iter().next().unwrap().clone();
     (usage, target)
 }
@@ -237,4 +247,106 @@ async fn s90_s96_usage_lands_under_litellm_v2_keys_with_a_60_second_ttl() {
     let ttl: i64 = raw.pttl(&tpm_key).await.unwrap();
     assert!((1..=60_000).contains(&ttl), "ttl {ttl} ms");
     cache.shutdown().await.unwrap();
+}
+
+/// Runs the same overload (4 instances on one Redis, 2,000 concurrent calls against rpm 200)
+/// in `mode`; returns the calls admitted and the admission round trips of all instances.
+async fn overload(url: &str, mode: AdmissionMode) -> (usize, u64) {
+    let prefix = unique_prefix("auto-v2");
+    let window = Window::sliding(Duration::from_secs(3600)).unwrap();
+    let limits = Deployment {
+        rpm: Some(200),
+        ..deployment("shared")
+    };
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(redis_store(url, &prefix, limits.clone(), window, mode).await);
+    }
+    let usages: Vec<Arc<UsageStore>> = stores.iter().map(|(u, _)| Arc::clone(u)).collect();
+    let admitted = storm(stores, 2_000).await;
+    let round_trips = usages.iter().map(|u| u.round_trips()).sum();
+    for usage in usages {
+        usage.cache().shutdown().await.unwrap();
+    }
+    (admitted, round_trips)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_mode_admits_what_strict_admits_under_a_four_instance_overload_with_far_fewer_round_trips()
+ {
+    let Some(url) = redis_url() else { return };
+    let (strict_admitted, strict_trips) = overload(&url, AdmissionMode::Strict).await;
+    let (auto_admitted, auto_trips) = overload(&url, AdmissionMode::Auto).await;
+    eprintln!("strict: {strict_admitted} admitted, {strict_trips} round trips; auto: {auto_admitted} admitted, {auto_trips} round trips");
+    assert_eq!(strict_admitted, 200);
+    assert_eq!(auto_admitted, 200, "auto is exact too");
+    assert_eq!(strict_trips, 2_000, "strict: one round trip per call");
+    assert!(
+        auto_trips * 20 <= strict_trips,
+        "auto made {auto_trips} round trips, strict {strict_trips}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_mode_holds_tpm_exactly_across_instances() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-tpm");
+    let window = Window::sliding(Duration::from_secs(3600)).unwrap();
+    let limits = Deployment {
+        tpm: Some(10_000),
+        ..deployment("shared")
+    };
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(redis_store(&url, &prefix, limits.clone(), window, AdmissionMode::Auto).await);
+    }
+    let mut handles = Vec::new();
+    for i in 0..600 {
+        let (usage, target) = stores[i % 3].clone();
+        handles.push(tokio::spawn(async move {
+            match usage.admit(&target, 100).await {
+                Ok(permit) => {
+                    std::mem::forget(permit); // the call holds its tokens
+                    true
+                }
+                Err(StrategyError::RateLimited { .. }) => false,
+                Err(other) => panic!("{other:?}"),
+            }
+        }));
+    }
+    let mut admitted = 0;
+    for handle in handles {
+        admitted += usize::from(handle.await.unwrap());
+    }
+    assert_eq!(admitted, 100, "10,000 tokens of 100 each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_on_a_lone_instance_without_redis_is_exact() {
+    let s = setup(
+        vec![Deployment {
+            rpm: Some(100),
+            ..deployment("d1")
+        }],
+        StrategyName::UsageBasedV2,
+    )
+    .await;
+    let targets = Targets::new(&[Deployment {
+        rpm: Some(100),
+        ..deployment("d1")
+    }])
+    .unwrap();
+    let usage = Arc::new(
+        UsageStore::new(
+            s.usage.cache().clone(),
+            &targets,
+            Window::MINUTE_SLIDING,
+            AdmissionMode::Auto,
+        )
+        .unwrap(),
+    );
+    let target = targets.iter().next().unwrap().clone();
+    let admitted = storm(vec![(usage.clone(), target)], 1_000).await;
+    assert_eq!(admitted, 100);
+    assert_eq!(usage.round_trips(), 0, "no Redis, no round trip");
 }
