@@ -44,6 +44,7 @@ mod backend;
 mod cooldown;
 mod error;
 mod observer;
+mod queue;
 mod request;
 mod retry;
 mod retry_budget;
@@ -57,6 +58,7 @@ pub use backend::{
 };
 pub use error::{RouterError, Tried};
 pub use observer::{Event, Observer};
+pub use queue::WaitQueueSettings;
 pub use request::{Request, RouterResponse};
 pub use router::{Router, RouterStream};
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};

@@ -31,12 +31,19 @@ pub struct Request {
     pub deadline: Option<Duration>,
     /// `disable_fallbacks`.
     pub disable_fallbacks: bool,
+    /// `priority` (0-255, lower first): the request's place in the wait queue when its group
+    /// has no capacity (reference §2.16; only with `RouterSettings::wait_queue`).
+    pub priority: Option<u8>,
 }
 
 impl Request {
     /// A request for `model` with `body`.
     pub fn new(model: impl Into<String>, body: serde_json::Value) -> Self {
         let max_tokens = body.get("max_tokens").and_then(serde_json::Value::as_u64);
+        let priority = body
+            .get("priority")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|p| u8::try_from(p).ok());
         let stream = body
             .get("stream")
             .and_then(serde_json::Value::as_bool)
@@ -46,6 +53,7 @@ impl Request {
             body,
             max_tokens,
             stream,
+            priority,
             ..Request::default()
         }
     }
@@ -65,6 +73,15 @@ impl Request {
                     field: "max_tokens",
                     value: value.to_string(),
                     reason: "a non-negative integer",
+                });
+            }
+        }
+        if let Some(value) = self.body.get("priority") {
+            if !value.is_null() && value.as_u64().is_none_or(|p| p > 255) {
+                return Err(RouterError::InvalidRequest {
+                    field: "priority",
+                    value: value.to_string(),
+                    reason: "an integer from 0 (first) to 255",
                 });
             }
         }

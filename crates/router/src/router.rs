@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 use crate::backend::{Backend, BackendChunk, BackendError, BackendRequest, BackendStream};
 use crate::cooldown;
 use crate::retry::{self, GroupState};
+use crate::queue::WaitQueue;
 use crate::retry_budget::RetryBudget;
 use crate::snapshot::{LocalSlot, Snapshot};
 use crate::{Event, Observer, Request, RouterError, RouterResponse, RouterSettings, Tried};
@@ -56,6 +57,7 @@ struct Inner {
     /// Backoff jitter.
     rng: Rng,
     retry_budget: Option<RetryBudget>,
+    queue: Option<WaitQueue>,
     observers: parking_lot::RwLock<Vec<Arc<dyn Observer>>>,
 }
 
@@ -174,6 +176,7 @@ impl Router {
             .seed
             .map_or_else(Rng::from_entropy, |s| Rng::seeded(s ^ 0x6a09_e667));
         let settings_budget = settings.retry_budget.map(RetryBudget::new);
+        let queue = settings.wait_queue;
         Ok(Router {
             inner: Arc::new(Inner {
                 settings,
@@ -183,6 +186,7 @@ impl Router {
                 writer: Mutex::new(()),
                 rng,
                 retry_budget: settings_budget,
+                queue: queue.map(WaitQueue::new),
                 observers: parking_lot::RwLock::new(Vec::new()),
             }),
         })
@@ -706,8 +710,70 @@ impl Router {
         Ok(())
     }
 
-    /// One attempt: filter, pick, admit, reserve, call.
+    /// One attempt, waiting its turn in the group's queue while the group has no capacity
+    /// (with a wait queue; without one the first "no capacity" is the answer).
     async fn attempt(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        call: &mut Call<'_>,
+        scope: &Scope,
+        skip: &[DeploymentIx],
+    ) -> Result<Success, Failure> {
+        let Some(queue) = &self.inner.queue else {
+            return self.attempt_once(snapshot, call, scope, skip).await;
+        };
+        let label = scope.label();
+        let priority = call.request.priority.or(self.inner.settings.default_priority);
+        let until = {
+            let max = Instant::now() + queue.settings().max_wait;
+            call.deadline.map_or(max, |(deadline, _)| deadline.min(max))
+        };
+        // Behind the waiters already there, unless this request's priority puts it first.
+        let mut ticket = if queue.has_waiters(label) {
+            queue.enter(label, priority)
+        } else {
+            None
+        };
+        let queued_at = Instant::now();
+        let mut reason = format!("no capacity in `{label}`");
+        loop {
+            if ticket.as_ref().is_none_or(|t| t.is_head()) {
+                match self.attempt_once(snapshot, call, scope, skip).await {
+                    Err(Failure::Selection(RouterError::NoCapacity(why))) => {
+                        reason = why;
+                        if ticket.is_none() {
+                            ticket = queue.enter(label, priority);
+                        }
+                    }
+                    other => return other,
+                }
+            }
+            let Some(waiting) = &ticket else {
+                return Err(Failure::Selection(RouterError::NoCapacity(format!(
+                    "{reason}; the wait queue of `{label}` is full"
+                ))));
+            };
+            let started = Instant::now();
+            let in_time = waiting.wait(until).await;
+            call.outside += started.elapsed();
+            if !in_time {
+                return Err(Failure::Selection(RouterError::NoCapacity(format!(
+                    "{reason}; none freed while waiting {:?} in the queue",
+                    queued_at.elapsed()
+                ))));
+            }
+        }
+    }
+
+    /// Wakes the head of `group`'s wait queue, if there is one.
+    fn wake_queue(&self, group: &str) {
+        if let Some(queue) = &self.inner.queue {
+            queue.wake(group);
+        }
+    }
+
+    /// One attempt: filter, pick, admit, reserve, call.
+    async fn attempt_once(
         &self,
         snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
@@ -737,9 +803,14 @@ impl Router {
             };
             match self.take(snapshot, call, target, &ctx).await {
                 Ok(taken) => {
-                    return self
+                    let result = self
                         .call_deployment(snapshot, call, scope, target, taken)
                         .await;
+                    if !matches!(&result, Ok(Success { answer: Answer::Stream { .. }, .. })) {
+                        // The call ended: its slot is free for the head of the queue.
+                        self.wake_queue(&target.model_name);
+                    }
+                    return result;
                 }
                 Err(Refused::Full(reason)) => {
                     // Another request took the last slot, or the budget: pick again among the others.
@@ -1406,6 +1477,17 @@ struct Tail {
 pub(crate) struct StreamEnd {
     pub(crate) usage: Option<ferrolite_types::Usage>,
     pub(crate) cost: Option<f64>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        // Give the slot and in-flight count back first, then wake the queue's head.
+        drop(self.slot.take());
+        drop(self.permit.take());
+        if let Some(deployment) = self.snapshot.deployment(self.ix) {
+            self.router.wake_queue(&deployment.model_name);
+        }
+    }
 }
 
 impl Tail {

@@ -10,6 +10,7 @@ use ferrolite_strategies::{AdmissionMode, StrategyConfig, StrategyName};
 use ferrolite_types::{AllowedFailsPolicy, ErrorClass};
 
 use crate::RouterError;
+use crate::WaitQueueSettings;
 
 /// Retries per error class (LiteLLM's `RetryPolicy`); `None` leaves a class to the next rule.
 /// A policy that gives a count for the error replaces the should-retry table (reference §2.7).
@@ -127,6 +128,12 @@ pub struct RouterSettings {
     /// `health_check_ignore_transient_errors`: a check answered with 429 or a timeout does not
     /// mark the deployment unhealthy.
     pub health_check_ignore_transient_errors: bool,
+    /// Requests that find no capacity wait in a bounded queue, in `priority` order, instead of
+    /// failing at once (`None`, the default: fail at once, as LiteLLM does).
+    pub wait_queue: Option<WaitQueueSettings>,
+    /// `default_priority`: the priority of a request that gives none (reference §2.16); `None`
+    /// queues such requests after every prioritised one.
+    pub default_priority: Option<u8>,
 }
 
 /// A retry budget, after tower's `retry::budget`: over the last `window`, retries may number at
@@ -184,6 +191,8 @@ impl Default for RouterSettings {
             enable_health_check_routing: false,
             health_check_staleness: Duration::from_secs(600),
             health_check_ignore_transient_errors: false,
+            wait_queue: None,
+            default_priority: None,
         }
     }
 }
@@ -216,6 +225,16 @@ impl RouterSettings {
                 value: "0s".into(),
                 reason: "must be greater than zero",
             });
+        }
+        if let Some(queue) = &self.wait_queue {
+            if queue.max_wait.is_zero() || queue.poll_interval.is_zero() || queue.max_waiting == 0
+            {
+                return Err(RouterError::InvalidSettings {
+                    field: "wait_queue".into(),
+                    value: format!("{queue:?}"),
+                    reason: "max_waiting, max_wait and poll_interval must be greater than zero",
+                });
+            }
         }
         if let Some(budget) = &self.retry_budget {
             if budget.window.is_zero() || !budget.ratio.is_finite() || budget.ratio < 0.0 {

@@ -32,6 +32,8 @@ pub enum Step {
     Fail(ErrorClass),
     /// Never answers.
     Hang,
+    /// Answers like `Ok` after this long.
+    Delay(Duration),
     /// Answers a stream with these pieces (a plain call gets the pieces' last usage).
     Stream(Vec<Piece>),
 }
@@ -178,6 +180,11 @@ impl Backend for Script {
             let pieces = match step {
                 Step::Stream(pieces) => pieces,
                 Step::Ok => vec![Piece::Chunk, Piece::Usage(Usage::new(10, 5))],
+                Step::Delay(wait) => vec![
+                    Piece::Wait(wait),
+                    Piece::Chunk,
+                    Piece::Usage(Usage::new(10, 5)),
+                ],
                 Step::Body(_) => vec![Piece::Chunk],
                 Step::Fail(class) => return Err(BackendError::new(class, "scripted failure")),
                 Step::Hang => {
@@ -228,8 +235,15 @@ impl Backend for Script {
         let model = request.body["model"].clone();
         Box::pin(async move {
             let _running = running;
+            let step = match step {
+                Step::Delay(wait) => {
+                    tokio::time::sleep(wait).await;
+                    Step::Ok
+                }
+                step => step,
+            };
             match step {
-                Step::Ok => Ok(BackendResponse {
+                Step::Delay(_) | Step::Ok => Ok(BackendResponse {
                     body: serde_json::json!({"model": model, "choices": [{"finish_reason": "stop"}]}),
                     usage: Some(Usage::new(10, 5)),
                     time_to_first_token: None,
