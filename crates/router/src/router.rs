@@ -847,6 +847,14 @@ impl Router {
                 return Err(refused);
             }
         };
+        let probe = match self.take_probe(snapshot, target).await {
+            Ok(probe) => probe,
+            Err(refused) => {
+                release(slot).await;
+                undo(permit);
+                return Err(refused);
+            }
+        };
         let reservation = if snapshot.ledger.is_empty() {
             None
         } else {
@@ -862,6 +870,8 @@ impl Router {
             {
                 Ok(reservation) => Some(reservation),
                 Err(e) => {
+                    release(slot).await;
+                    drop(probe);
                     undo(permit);
                     return Err(match e {
                         e @ BudgetError::Exceeded { .. } => Refused::Full(e.into()),
@@ -873,8 +883,40 @@ impl Router {
         Ok(Taken {
             permit,
             slot,
+            probe,
             reservation,
         })
+    }
+
+    /// The probe's lease when `target` is half-open: one call at a time, across instances,
+    /// until one succeeds.
+    async fn take_probe(
+        &self,
+        snapshot: &Snapshot,
+        target: &Target,
+    ) -> Result<Option<ferrolite_cache::Lease>, Refused> {
+        let Some(health) = snapshot.health.get(target.ix) else {
+            return Ok(None);
+        };
+        let Some(probation) = &health.probation else {
+            return Ok(None);
+        };
+        if !probation.half_open(&health.cooldown, self.inner.cache.clock().now_ms()) {
+            return Ok(None);
+        }
+        match self
+            .inner
+            .cache
+            .lease(&probation.probe_key, 1, LEASE_TTL)
+            .await
+        {
+            Ok(Some(lease)) => Ok(Some(lease)),
+            Ok(None) => Err(Refused::Full(RouterError::NoCapacity(format!(
+                "Deployment {} is recovering from a cooldown: one probe call at a time",
+                target.id
+            )))),
+            Err(e) => Err(Refused::Failed(Failure::Other(e.into()))),
+        }
     }
 
     /// A concurrency slot on `target`, when it has a cap: shared through a lease for an explicit
@@ -1082,6 +1124,7 @@ impl Router {
         let Taken {
             mut permit,
             slot,
+            probe,
             reservation,
         } = taken;
         let settings = &self.inner.settings;
@@ -1129,6 +1172,7 @@ impl Router {
                     has_fallbacks: self.has_fallbacks(scope.label()),
                     permit: Some(permit),
                     slot,
+                    probe,
                     reservation,
                     started,
                     time_to_first_token: latency,
@@ -1156,7 +1200,9 @@ impl Router {
                     response.usage,
                     latency,
                     response.time_to_first_token,
-                );
+                )
+                .await;
+                end_probe(probe).await;
                 drop(permit);
                 return Ok(Success {
                     answer: Answer::Complete {
@@ -1176,6 +1222,7 @@ impl Router {
             Err(_) if callers => {
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
                 release(slot).await;
+                end_probe(probe).await;
                 drop(reservation);
                 drop(permit);
                 return Err(Failure::Deadline(RouterError::DeadlineExceeded {
@@ -1201,6 +1248,7 @@ impl Router {
         drop(permit);
         self.record_failure(snapshot, target, self.has_fallbacks(scope.label()), &class)
             .await;
+        end_probe(probe).await;
         call.tried.push(Tried {
             model_group: model_group.clone(),
             deployment: target.id.clone(),
@@ -1240,7 +1288,7 @@ impl Router {
     /// Records a success: the actual tokens (settling the rpm/tpm estimate), the cost (settling
     /// the budget reservation), the success count, the strategy's latency; returns the cost.
     #[allow(clippy::too_many_arguments)]
-    fn record_success(
+    async fn record_success(
         &self,
         snapshot: &Snapshot,
         target: &Target,
@@ -1272,6 +1320,17 @@ impl Router {
         if let Some(health) = snapshot.health.get(target.ix) {
             if let Err(e) = health.successes.increment(1) {
                 tracing::debug!(error = %e, "could not count a success");
+            }
+            if let Some(probation) = &health.probation {
+                let now = self.inner.cache.clock().now_ms();
+                if probation.half_open(&health.cooldown, now) {
+                    // Recovered: closed again for every instance.
+                    let closed = now + crate::snapshot::PROBATION.as_millis() as u64;
+                    if let Err(e) = probation.passed.extend_to(closed).await {
+                        tracing::warn!(error = %e, "could not record a recovery");
+                    }
+                    tracing::info!(deployment = %target.id, "deployment recovered from its cooldown");
+                }
             }
         }
         if let Some(budget) = &self.inner.retry_budget {
@@ -1329,7 +1388,20 @@ impl Router {
             has_fallbacks,
         };
         let settings = &self.inner.settings;
-        if let Some(length) = cooldown::decide(settings, &self.inner.cache, &failure).await {
+        let now = self.inner.cache.clock().now_ms();
+        let half_open = health
+            .probation
+            .as_ref()
+            .is_some_and(|p| p.half_open(&health.cooldown, now));
+        let decided = cooldown::decide(settings, &self.inner.cache, &failure).await;
+        // A failed probe cools the deployment down again at once (circuit breakers' half-open).
+        let decided = match decided {
+            None if half_open && class.is_cooldown_relevant() && !settings.disable_cooldowns => {
+                cooldown::cooldown_length(settings, deployment, class)
+            }
+            decided => decided,
+        };
+        if let Some(length) = decided {
             let until = self.inner.cache.clock().now_ms() + length.as_millis() as u64;
             if let Err(e) = health.cooldown.extend_to(until).await {
                 tracing::warn!(error = %e, "could not record a cooldown");
@@ -1395,6 +1467,8 @@ const LEASE_TTL: Duration = Duration::from_secs(30);
 struct Taken {
     permit: Permit,
     slot: Option<Slot>,
+    /// The half-open probe's lease, when the deployment is half-open.
+    probe: Option<ferrolite_cache::Lease>,
     reservation: Option<ferrolite_budgets::Reservation>,
 }
 
@@ -1442,6 +1516,13 @@ async fn release(slot: Option<Slot>) {
     }
 }
 
+/// Gives a half-open probe's lease back (after its outcome was recorded or not needed).
+async fn end_probe(probe: Option<ferrolite_cache::Lease>) {
+    if let Some(lease) = probe {
+        lease.release().await;
+    }
+}
+
 /// What the backend answered an attempt.
 enum Opened {
     Complete(crate::BackendResponse),
@@ -1459,6 +1540,7 @@ struct Tail {
     has_fallbacks: bool,
     permit: Option<Permit>,
     slot: Option<Slot>,
+    probe: Option<ferrolite_cache::Lease>,
     reservation: Option<ferrolite_budgets::Reservation>,
     started: Instant,
     time_to_first_token: Duration,
@@ -1534,8 +1616,9 @@ impl Tail {
             self.usage,
             self.started.elapsed(),
             Some(self.time_to_first_token),
-        );
+        ).await;
         drop(permit);
+        end_probe(self.probe.take()).await;
         *self.end.lock() = Some(StreamEnd {
             usage: self.usage,
             cost,
@@ -1581,6 +1664,7 @@ impl Tail {
                 .record_failure(&self.snapshot, target, self.has_fallbacks, &error.class)
                 .await;
         }
+        end_probe(self.probe.take()).await;
         let mut tried = std::mem::take(&mut self.tried);
         tried.push(Tried {
             model_group: model_group.clone(),

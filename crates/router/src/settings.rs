@@ -131,6 +131,10 @@ pub struct RouterSettings {
     /// Requests that find no capacity wait in a bounded queue, in `priority` order, instead of
     /// failing at once (`None`, the default: fail at once, as LiteLLM does).
     pub wait_queue: Option<WaitQueueSettings>,
+    /// Half-open recovery (new in ferrolite; LiteLLM's recovery is purely time-based, W19):
+    /// after a cooldown ends, one call at a time (shared by every instance) probes the
+    /// deployment until one succeeds; a failure while half-open cools it down again at once.
+    pub half_open: bool,
     /// `default_priority`: the priority of a request that gives none (reference §2.16); `None`
     /// queues such requests after every prioritised one.
     pub default_priority: Option<u8>,
@@ -192,6 +196,7 @@ impl Default for RouterSettings {
             health_check_staleness: Duration::from_secs(600),
             health_check_ignore_transient_errors: false,
             wait_queue: None,
+            half_open: false,
             default_priority: None,
         }
     }

@@ -27,6 +27,32 @@ pub(crate) struct Health {
     pub(crate) parallel: Option<Parallel>,
     /// With health-check routing: when its last health checks passed and failed.
     pub(crate) checks: Option<Checks>,
+    /// With half-open recovery: the probe lease's key and `{id}:probe_passed`.
+    pub(crate) probation: Option<Probation>,
+}
+
+/// How long after a cooldown ends the deployment stays half-open unless a call succeeds
+/// earlier (then it is closed again: every instance routes to it freely).
+pub(crate) const PROBATION: Duration = Duration::from_secs(600);
+
+/// Half-open recovery of one deployment: after a cooldown ends, one call at a time (the probe,
+/// a lease of one slot shared by every instance) until one succeeds. A success moves
+/// `{id}:probe_passed` to its time plus [`PROBATION`]; the deployment is half-open while the
+/// last cooldown ended less than [`PROBATION`] ago and no success came after it.
+pub(crate) struct Probation {
+    pub(crate) probe_key: String,
+    pub(crate) passed: Deadline,
+}
+
+impl Probation {
+    /// Whether `cooldown` has ended and no call has succeeded since.
+    pub(crate) fn half_open(&self, cooldown: &Deadline, now_ms: u64) -> bool {
+        let Some(ended) = cooldown.until_ms() else {
+            return false;
+        };
+        let closes = ended + PROBATION.as_millis() as u64;
+        ended <= now_ms && now_ms < closes && self.passed.until_ms().unwrap_or(0) <= closes
+    }
 }
 
 /// A deployment's latest health-check results (`{id}:healthy_at`, `{id}:unhealthy_at`): each
@@ -194,9 +220,18 @@ impl Snapshot {
             } else {
                 None
             };
+            let probation = if settings.half_open {
+                Some(Probation {
+                    probe_key: hash_tagged(id.as_str(), ":probe"),
+                    passed: cache.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
+                })
+            } else {
+                None
+            };
             Ok::<_, RouterError>(Health {
                 parallel,
                 checks,
+                probation,
                 cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
                 fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
                 successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,

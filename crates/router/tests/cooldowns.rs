@@ -215,3 +215,76 @@ async fn retry_after_sets_the_cooldown_length() {
         .unwrap();
     assert_eq!(until - now, 42_000);
 }
+
+fn half_open() -> RouterSettings {
+    RouterSettings {
+        half_open: true,
+        ..no_retries()
+    }
+}
+
+/// New in ferrolite (LiteLLM's recovery is purely time-based, reference W19): after a cooldown,
+/// one probe call at a time until one succeeds.
+#[tokio::test(start_paused = true)]
+async fn half_open_recovery_lets_one_probe_through_after_a_cooldown_until_it_succeeds() {
+    let s = setup(vec![dep("g", "1")], half_open()).await;
+    s.cool("1", 5).await;
+    tokio::time::advance(Duration::from_millis(5_001)).await;
+    s.script
+        .on("1", [Step::Delay(Duration::from_secs(1)), Step::Ok, Step::Ok]);
+    let router = s.router.clone();
+    let probe = tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let err = s.call("g").await.unwrap_err();
+    assert!(err.to_string().contains("one probe call at a time"), "{err}");
+    assert_eq!(err.status(), 429);
+    probe.await.unwrap().unwrap();
+    // Recovered: calls run side by side again.
+    let (a, b) = tokio::join!(s.call("g"), s.call("g"));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(s.script.called().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_half_open_probe_cools_the_deployment_down_again_at_once() {
+    let s = setup(vec![dep("g", "1")], half_open()).await;
+    s.cool("1", 5).await;
+    tokio::time::advance(Duration::from_millis(5_001)).await;
+    s.script.on("1", [status(500)]);
+    s.call("g").await.unwrap_err();
+    assert!(s.cooled("1"), "the probe failed: cooled again");
+    // Without half-open recovery, a lone deployment's 500 does not cool it down (LiteLLM).
+    let s = setup(vec![dep("g", "1")], no_retries()).await;
+    s.cool("1", 5).await;
+    tokio::time::advance(Duration::from_millis(5_001)).await;
+    s.script.on("1", [status(500)]);
+    s.call("g").await.unwrap_err();
+    assert!(!s.cooled("1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_a_probe_runs_other_calls_go_to_the_siblings() {
+    let s = setup(vec![dep("g", "1"), dep("g", "2")], half_open()).await;
+    s.cool("1", 5).await;
+    tokio::time::advance(Duration::from_millis(5_001)).await;
+    s.script.on("1", [Step::Hang]);
+    // Calls until one picks deployment 1 and hangs there as the probe.
+    let mut probe = None;
+    for _ in 0..50 {
+        let router = s.router.clone();
+        let call = tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if call.is_finished() {
+            call.await.unwrap().unwrap();
+        } else {
+            probe = Some(call);
+            break;
+        }
+    }
+    let probe = probe.expect("deployment 1 was picked as the probe");
+    for _ in 0..20 {
+        assert_eq!(s.call("g").await.unwrap().deployment_id.as_str(), "2");
+    }
+    probe.abort();
+}
