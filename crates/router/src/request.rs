@@ -34,6 +34,10 @@ pub struct Request {
     /// `priority` (0-255, lower first): the request's place in the wait queue when its group
     /// has no capacity (reference §2.16; only with `RouterSettings::wait_queue`).
     pub priority: Option<u8>,
+    /// The affinity key (a user's API key, a session id) for `deployment_affinity`: requests
+    /// with the same key stay on one deployment of a group while it can take them. Only a hash
+    /// of it is stored.
+    pub affinity_key: Option<String>,
 }
 
 impl Request {

@@ -765,6 +765,50 @@ impl Router {
         }
     }
 
+    /// The cache key of the request's affinity pin in `scope`: a hash of the key (a user's API
+    /// key must never be stored), per group.
+    fn affinity_key(&self, call: &Call<'_>, scope: &Scope) -> Option<String> {
+        use sha2::Digest;
+        if !self.inner.settings.deployment_affinity {
+            return None;
+        }
+        let key = call.request.affinity_key.as_deref()?;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("affinity:{}:{hex}", scope.label()))
+    }
+
+    /// The pinned deployment, when it is among the eligible ones (not cooled down, unhealthy,
+    /// over budget or filtered out).
+    async fn pinned<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        key: &str,
+        eligible: &[&'s Target],
+    ) -> Option<&'s Target> {
+        let id = match self.inner.cache.get(key).await {
+            Ok(id) => id?,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read an affinity pin");
+                return None;
+            }
+        };
+        let ix = snapshot.targets.by_id(&DeploymentId::new(&*id))?.ix;
+        eligible.iter().copied().find(|t| t.ix == ix)
+    }
+
+    /// Pins the request's affinity key to `target` (when it is not pinned there already).
+    async fn pin(&self, key: &str, target: &Target) {
+        let cache = &self.inner.cache;
+        if cache.get(key).await.ok().flatten().as_deref() == Some(target.id.as_str()) {
+            return;
+        }
+        let ttl = self.inner.settings.deployment_affinity_ttl;
+        if let Err(e) = cache.set(key, target.id.as_str(), ttl).await {
+            tracing::debug!(error = %e, "could not pin an affinity key");
+        }
+    }
+
     /// Wakes the head of `group`'s wait queue, if there is one.
     fn wake_queue(&self, group: &str) {
         if let Some(queue) = &self.inner.queue {
@@ -781,6 +825,11 @@ impl Router {
         skip: &[DeploymentIx],
     ) -> Result<Success, Failure> {
         let mut eligible = self.filter(snapshot, call, scope, skip).await?;
+        let affinity = self.affinity_key(call, scope);
+        let mut pinned = match &affinity {
+            Some(key) => self.pinned(snapshot, key, &eligible).await,
+            None => None,
+        };
         let ctx = RouteContext {
             model_group: scope.label(),
             input_tokens: call.input_tokens,
@@ -790,8 +839,10 @@ impl Router {
             weights: None,
         };
         loop {
-            // pick
-            let target = {
+            // pick: the affinity pin while it is eligible and has room, else the strategy
+            let target = if let Some(target) = pinned.take() {
+                target
+            } else {
                 let view = snapshot.usage.view();
                 match snapshot.strategy.pick(&ctx, &eligible, &view) {
                     Ok(target) => target,
@@ -809,6 +860,9 @@ impl Router {
                     if !matches!(&result, Ok(Success { answer: Answer::Stream { .. }, .. })) {
                         // The call ended: its slot is free for the head of the queue.
                         self.wake_queue(&target.model_name);
+                    }
+                    if let (Ok(_), Some(key)) = (&result, &affinity) {
+                        self.pin(key, target).await;
                     }
                     return result;
                 }

@@ -135,6 +135,13 @@ pub struct RouterSettings {
     /// after a cooldown ends, one call at a time (shared by every instance) probes the
     /// deployment until one succeeds; a failure while half-open cools it down again at once.
     pub half_open: bool,
+    /// `deployment_affinity` (an `optional_pre_call_checks` entry in LiteLLM, reference §2.12):
+    /// a request with an affinity key (a user's key, a session) goes to the deployment that key
+    /// used last in the group, so provider prompt caches hit; it yields when that deployment is
+    /// cooled down, unhealthy, full or over budget, and the pin moves to the one used.
+    pub deployment_affinity: bool,
+    /// `deployment_affinity_ttl_seconds`: how long a pin lasts after it was made (default 1 h).
+    pub deployment_affinity_ttl: Duration,
     /// `default_priority`: the priority of a request that gives none (reference §2.16); `None`
     /// queues such requests after every prioritised one.
     pub default_priority: Option<u8>,
@@ -197,6 +204,8 @@ impl Default for RouterSettings {
             health_check_ignore_transient_errors: false,
             wait_queue: None,
             half_open: false,
+            deployment_affinity: false,
+            deployment_affinity_ttl: Duration::from_secs(3600),
             default_priority: None,
         }
     }
@@ -240,6 +249,13 @@ impl RouterSettings {
                     reason: "max_waiting, max_wait and poll_interval must be greater than zero",
                 });
             }
+        }
+        if self.deployment_affinity && self.deployment_affinity_ttl.is_zero() {
+            return Err(RouterError::InvalidSettings {
+                field: "deployment_affinity_ttl_seconds".into(),
+                value: "0".into(),
+                reason: "must be greater than zero",
+            });
         }
         if let Some(budget) = &self.retry_budget {
             if budget.window.is_zero() || !budget.ratio.is_finite() || budget.ratio < 0.0 {
