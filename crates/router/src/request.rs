@@ -38,7 +38,15 @@ pub struct Request {
     /// with the same key stay on one deployment of a group while it can take them. Only a hash
     /// of it is stored.
     pub affinity_key: Option<String>,
+    /// Client-side `fallbacks`: the groups (or deployment ids) to try, in order, when the
+    /// requested group fails; used instead of the configured chains (reference §2.8).
+    pub fallbacks: Vec<String>,
 }
+
+/// Body fields that are routing controls, not provider parameters: read by the router and
+/// removed from the body a deployment receives (a provider would refuse them).
+pub(crate) const ROUTING_FIELDS: [&str; 4] =
+    ["fallbacks", "priority", "num_retries", "disable_fallbacks"];
 
 impl Request {
     /// A request for `model` with `body`.
@@ -52,12 +60,35 @@ impl Request {
             .get("stream")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
+        let num_retries = body
+            .get("num_retries")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        let disable_fallbacks = body
+            .get("disable_fallbacks")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        // Client-side fallbacks: names, or objects naming a `model`.
+        let fallbacks = body
+            .get("fallbacks")
+            .and_then(serde_json::Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item.as_str().or_else(|| item.get("model")?.as_str()))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         Request {
             model: model.into(),
             body,
             max_tokens,
             stream,
             priority,
+            num_retries,
+            disable_fallbacks,
+            fallbacks,
             ..Request::default()
         }
     }
@@ -86,6 +117,31 @@ impl Request {
                     field: "priority",
                     value: value.to_string(),
                     reason: "an integer from 0 (first) to 255",
+                });
+            }
+        }
+        if let Some(value) = self.body.get("fallbacks") {
+            let valid = value.is_null()
+                || value.as_array().is_some_and(|items| {
+                    items.iter().all(|item| {
+                        item.as_str().is_some()
+                            || item.get("model").and_then(|m| m.as_str()).is_some()
+                    })
+                });
+            if !valid {
+                return Err(RouterError::InvalidRequest {
+                    field: "fallbacks",
+                    value: value.to_string(),
+                    reason: "a list of model groups (names, or objects with a `model`)",
+                });
+            }
+        }
+        if let Some(value) = self.body.get("num_retries") {
+            if !value.is_null() && value.as_u64().is_none_or(|n| n > u64::from(u32::MAX)) {
+                return Err(RouterError::InvalidRequest {
+                    field: "num_retries",
+                    value: value.to_string(),
+                    reason: "a non-negative integer",
                 });
             }
         }

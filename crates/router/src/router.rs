@@ -490,7 +490,13 @@ impl Router {
         {
             return Err(failure);
         }
-        for target in self.fallback_chain(scope.label(), failure.class()) {
+        // The caller's own list for the requested group; else the configured chains.
+        let chain = if call.fallbacks == 0 && !call.request.fallbacks.is_empty() {
+            call.request.fallbacks.clone()
+        } else {
+            self.fallback_chain(scope.label(), failure.class())
+        };
+        for target in chain {
             if call.fallbacks >= self.inner.settings.max_fallbacks {
                 break;
             }
@@ -1192,6 +1198,9 @@ impl Router {
         let mut body = call.request.body.clone();
         if let Some(object) = body.as_object_mut() {
             object.insert("model".into(), deployment.model.clone().into());
+            for field in crate::request::ROUTING_FIELDS {
+                object.remove(field);
+            }
         }
         let request = BackendRequest {
             body,

@@ -209,3 +209,54 @@ async fn order_tiers_are_tried_lowest_first_before_external_fallbacks() {
         "an order tier is not an external fallback"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn client_side_fallbacks_replace_the_configured_chain() {
+    let s = setup(
+        vec![dep("a", "a1"), dep("b", "b1"), dep("c", "c1")],
+        chains(&[("a", &["b"])]),
+    )
+    .await;
+    s.script.on("a1", [status(500)]);
+    let request = Request::new(
+        "a",
+        serde_json::json!({"fallbacks": [{"model": "c"}], "messages": []}),
+    );
+    let answer = s.router.call(request).await.unwrap();
+    assert_eq!(s.script.called(), ["a1", "c1"]);
+    assert_eq!(answer.model_group, "c");
+}
+
+#[tokio::test(start_paused = true)]
+async fn routing_fields_are_read_by_the_router_and_never_sent_to_a_deployment() {
+    let s = setup(vec![dep("a", "a1"), dep("b", "b1")], chains(&[])).await;
+    s.script.on("a1", [status(500), status(500)]);
+    let request = Request::new(
+        "a",
+        serde_json::json!({
+            "fallbacks": ["b"], "num_retries": 1, "priority": 3, "disable_fallbacks": false,
+            "messages": [], "temperature": 0.2
+        }),
+    );
+    s.router.call(request).await.unwrap();
+    assert_eq!(s.script.called(), ["a1", "a1", "b1"], "num_retries 1, then b");
+    for body in s.script.bodies.lock().iter() {
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["messages", "model", "temperature"], "{body}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_client_side_fallbacks_are_refused_before_any_call() {
+    let s = setup(vec![dep("a", "a1")], chains(&[])).await;
+    let err = s
+        .router
+        .call(Request::new("a", serde_json::json!({"fallbacks": [1, 2]})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RouterError::InvalidRequest { field: "fallbacks", .. }),
+        "{err:?}"
+    );
+    assert!(s.script.called().is_empty());
+}

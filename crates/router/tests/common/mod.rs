@@ -70,6 +70,8 @@ pub struct Script {
     pub calls: Mutex<Vec<(String, Instant)>>,
     /// Per deployment: calls running now, and the most that ever ran at once.
     pub concurrency: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+    /// Every body a deployment received, in order.
+    pub bodies: Mutex<Vec<serde_json::Value>>,
     /// Deployments whose health checks fail, and how.
     pub unhealthy: Mutex<HashMap<String, ErrorClass>>,
 }
@@ -232,6 +234,7 @@ impl Backend for Script {
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
         let (step, running) = self.begin(deployment);
+        self.bodies.lock().push(request.body.clone());
         let model = request.body["model"].clone();
         Box::pin(async move {
             let _running = running;
