@@ -111,6 +111,9 @@ fn call(c: &mut Criterion) {
             false,
         ),
         ("call_strict_redis", AdmissionMode::Strict, true),
+        ("call_strict_redis_no_budget", AdmissionMode::Strict, false),
+        ("call_auto_redis", AdmissionMode::Auto, true),
+        ("call_auto_redis_no_budget", AdmissionMode::Auto, false),
     ] {
         let config = CacheConfig {
             redis: Some(RedisConfig::new(redis_url()).with_prefix("ferrolite-bench-router:")),

@@ -893,51 +893,73 @@ impl Router {
         target: &Target,
         ctx: &RouteContext<'_>,
     ) -> Result<Taken, Refused> {
-        let permit = match snapshot.usage.admit(target, ctx.estimated_tokens()).await {
-            Ok(permit) => permit,
-            Err(e @ StrategyError::RateLimited { .. }) => {
-                return Err(Refused::Full(RouterError::NoCapacity(e.to_string())));
+        // The three are independent: sent together, so the Redis commands they need (strict
+        // or auto admission, a shared slot, the budget reservation) share one round trip of
+        // latency, pipelined on the connection.
+        let reserve = async {
+            if snapshot.ledger.is_empty() {
+                return Ok(None);
             }
-            Err(e) => return Err(Refused::Failed(Failure::Other(e.into()))),
+            let estimate = snapshot.ledger.estimate(
+                target.ix,
+                call.input_tokens,
+                call.request.max_tokens.unwrap_or(0),
+            );
+            snapshot
+                .ledger
+                .reserve(target.ix, &call.request.tags, estimate)
+                .await
+                .map(Some)
         };
-        let slot = match self.take_slot(snapshot, target).await {
-            Ok(slot) => slot,
-            Err(refused) => {
-                undo(permit);
-                return Err(refused);
+        let (permit, slot, reservation) = tokio::join!(
+            snapshot.usage.admit(target, ctx.estimated_tokens()),
+            self.take_slot(snapshot, target),
+            reserve,
+        );
+        let refused = match (&permit, &slot, &reservation) {
+            (Err(StrategyError::RateLimited { .. }), _, _) => permit
+                .as_ref()
+                .err()
+                .map(|e| Refused::Full(RouterError::NoCapacity(e.to_string()))),
+            (Err(e), _, _) => Some(Refused::Failed(Failure::Other(e.clone().into()))),
+            (_, Err(_), _) => None, // taken below, with its own reason
+            (_, _, Err(BudgetError::Exceeded { .. })) => reservation
+                .as_ref()
+                .err()
+                .map(|e| Refused::Full(e.clone().into())),
+            (_, _, Err(e)) => Some(Refused::Failed(Failure::Other(e.clone().into()))),
+            _ => None,
+        };
+        let (permit, slot, reservation) = match (permit, slot, reservation, refused) {
+            (Ok(permit), Ok(slot), Ok(reservation), None) => (permit, slot, reservation),
+            (permit, slot, reservation, refused) => {
+                // Give back whatever was taken.
+                let slot_refusal = match slot {
+                    Ok(slot) => {
+                        release(slot).await;
+                        None
+                    }
+                    Err(refused) => Some(refused),
+                };
+                if let Ok(permit) = permit {
+                    undo(permit);
+                }
+                drop(reservation);
+                return Err(refused.or(slot_refusal).unwrap_or_else(|| {
+                    Refused::Failed(Failure::Other(RouterError::NoCapacity(format!(
+                        "deployment {} could not be admitted",
+                        target.id
+                    ))))
+                }));
             }
         };
         let probe = match self.take_probe(snapshot, target).await {
             Ok(probe) => probe,
             Err(refused) => {
                 release(slot).await;
+                drop(reservation);
                 undo(permit);
                 return Err(refused);
-            }
-        };
-        let reservation = if snapshot.ledger.is_empty() {
-            None
-        } else {
-            let estimate = snapshot.ledger.estimate(
-                target.ix,
-                call.input_tokens,
-                call.request.max_tokens.unwrap_or(0),
-            );
-            match snapshot
-                .ledger
-                .reserve(target.ix, &call.request.tags, estimate)
-                .await
-            {
-                Ok(reservation) => Some(reservation),
-                Err(e) => {
-                    release(slot).await;
-                    drop(probe);
-                    undo(permit);
-                    return Err(match e {
-                        e @ BudgetError::Exceeded { .. } => Refused::Full(e.into()),
-                        e => Refused::Failed(Failure::Other(e.into())),
-                    });
-                }
             }
         };
         Ok(Taken {
@@ -967,7 +989,7 @@ impl Router {
         match self
             .inner
             .cache
-            .lease(&probation.probe_key, 1, LEASE_TTL)
+            .lease(&probation.probe_key, 1, self.inner.settings.lease_ttl)
             .await
         {
             Ok(Some(lease)) => Ok(Some(lease)),
@@ -996,7 +1018,7 @@ impl Router {
         let taken = if cap.shared {
             self.inner
                 .cache
-                .lease(&cap.key, cap.limit, LEASE_TTL)
+                .lease(&cap.key, cap.limit, self.inner.settings.lease_ttl)
                 .await
                 .map(|l| l.map(Slot::Shared))
                 .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
@@ -1219,7 +1241,10 @@ impl Router {
         });
         let opened = self.open(deployment, &request);
         let result = match &slot {
-            Some(Slot::Shared(lease)) => tokio::time::timeout_at(until, renewing(opened, lease)).await,
+            Some(Slot::Shared(lease)) => {
+                let ttl = settings.lease_ttl;
+                tokio::time::timeout_at(until, renewing(opened, lease, ttl)).await
+            },
             _ => tokio::time::timeout_at(until, opened).await,
         };
         let latency = started.elapsed();
@@ -1522,10 +1547,6 @@ fn filter_context_window<'s>(
     Ok(eligible)
 }
 
-/// How long a concurrency slot is held without renewal: a crashed instance's slots free
-/// themselves after this long.
-const LEASE_TTL: Duration = Duration::from_secs(30);
-
 /// What an admitted call holds until it ends.
 struct Taken {
     permit: Permit,
@@ -1552,11 +1573,15 @@ enum Slot {
 }
 
 /// Runs `call`, renewing `lease` every third of its TTL while it runs.
-async fn renewing<F: std::future::Future>(call: F, lease: &ferrolite_cache::Lease) -> F::Output {
+async fn renewing<F: std::future::Future>(
+    call: F,
+    lease: &ferrolite_cache::Lease,
+    ttl: Duration,
+) -> F::Output {
     tokio::pin!(call);
     // The first renewal one period out: an interval's immediate first tick would go through the
     // timer driver (a millisecond) on every call.
-    let period = LEASE_TTL / 3;
+    let period = (ttl / 3).max(Duration::from_millis(1));
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     loop {
         tokio::select! {
@@ -1642,7 +1667,10 @@ impl Tail {
             return None;
         }
         let next = match &self.slot {
-            Some(Slot::Shared(lease)) => renewing(self.rest.next(), lease).await,
+            Some(Slot::Shared(lease)) => {
+                let ttl = self.router.inner.settings.lease_ttl;
+                renewing(self.rest.next(), lease, ttl).await
+            }
             _ => self.rest.next().await,
         };
         match next {

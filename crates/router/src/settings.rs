@@ -142,6 +142,10 @@ pub struct RouterSettings {
     pub deployment_affinity: bool,
     /// `deployment_affinity_ttl_seconds`: how long a pin lasts after it was made (default 1 h).
     pub deployment_affinity_ttl: Duration,
+    /// How long a shared concurrency slot (or half-open probe) is held without renewal: a
+    /// crashed instance's slots free themselves after this long (default 30 s; a running call
+    /// renews its slot every third of it).
+    pub lease_ttl: Duration,
     /// `default_priority`: the priority of a request that gives none (reference §2.16); `None`
     /// queues such requests after every prioritised one.
     pub default_priority: Option<u8>,
@@ -207,6 +211,7 @@ impl Default for RouterSettings {
             deployment_affinity: false,
             deployment_affinity_ttl: Duration::from_secs(3600),
             default_priority: None,
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -249,6 +254,13 @@ impl RouterSettings {
                     reason: "max_waiting, max_wait and poll_interval must be greater than zero",
                 });
             }
+        }
+        if self.lease_ttl < Duration::from_millis(3) {
+            return Err(RouterError::InvalidSettings {
+                field: "lease_ttl".into(),
+                value: format!("{:?}", self.lease_ttl),
+                reason: "must be at least 3 ms (a running call renews every third of it)",
+            });
         }
         if self.deployment_affinity && self.deployment_affinity_ttl.is_zero() {
             return Err(RouterError::InvalidSettings {

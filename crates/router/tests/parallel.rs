@@ -127,3 +127,73 @@ async fn a_thousand_concurrent_calls_over_two_routers_never_exceed_the_shared_ca
         cache.shutdown().await.unwrap();
     }
 }
+
+/// A crash: the instance's runtime is dropped with two calls in flight. Its cache never syncs
+/// again (a sync interval of an hour stands in for the dead process), so nothing gives the slots
+/// back but their lease TTL.
+#[test]
+fn an_instance_killed_with_calls_in_flight_gives_its_slots_back_within_the_lease_ttl() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("router-crash");
+    let settings = RouterSettings {
+        num_retries: 0,
+        lease_ttl: Duration::from_secs(1),
+        ..settings()
+    };
+    let deployment = Deployment {
+        max_parallel_requests: Some(2),
+        ..dep("g", "shared")
+    };
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let script = Arc::new(Script::default());
+    script.on("shared", [Step::Hang, Step::Hang]);
+    doomed.block_on(async {
+        let config = ferrolite_cache::CacheConfig {
+            sync_interval: Duration::from_secs(3600),
+            ..config(&url, &prefix)
+        };
+        let cache = DualCache::connect(config).await.unwrap();
+        let router = Router::new(vec![deployment.clone()], settings.clone(), cache, script.clone())
+            .unwrap();
+        for _ in 0..2 {
+            let router = router.clone();
+            tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
+        }
+        while script.called().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let survivor = tokio::runtime::Runtime::new().unwrap();
+    survivor.block_on(async {
+        let cache = DualCache::connect(config(&url, &prefix)).await.unwrap();
+        let router = Router::new(
+            vec![deployment],
+            settings,
+            cache.clone(),
+            Arc::new(Script::default()),
+        )
+        .unwrap();
+        let call = || router.call(Request::new("g", serde_json::json!({})));
+        assert!(matches!(call().await, Err(RouterError::NoCapacity(_))));
+        let crashed = std::time::Instant::now();
+        doomed.shutdown_background();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            matches!(call().await, Err(RouterError::NoCapacity(_))),
+            "the dead instance's slots are held until their TTL"
+        );
+        let freed = loop {
+            if call().await.is_ok() {
+                break crashed.elapsed();
+            }
+            assert!(crashed.elapsed() < Duration::from_secs(5), "slots never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(freed <= Duration::from_millis(1_500), "freed after {freed:?}");
+        cache.shutdown().await.unwrap();
+    });
+}

@@ -231,7 +231,7 @@ async fn a_snapshot_swap_keeps_the_state_of_unchanged_deployments() {
 }
 
 #[tokio::test]
-async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms() {
+async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms_and_both_pick_it_again_after() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("router-cooldown");
     let make = || async {
@@ -241,6 +241,7 @@ async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms() {
             vec![dep("g", "1"), dep("g", "2")],
             RouterSettings {
                 num_retries: 0,
+                cooldown_time: Duration::from_secs(1),
                 ..settings()
             },
             cache.clone(),
@@ -270,6 +271,18 @@ async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms() {
         assert_ne!(answer.deployment_id.as_str(), cooled);
     }
     assert!(b_script.called().iter().all(|id| id != cooled));
+    // After the cooldown, both pick it again.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for router in [&a, &b] {
+        let mut picked = false;
+        for _ in 0..40 {
+            // (Router a still has the other deployment's scripted 429 queued.)
+            if let Ok(answer) = router.call(Request::new("g", serde_json::json!({}))).await {
+                picked |= answer.deployment_id.as_str() == cooled;
+            }
+        }
+        assert!(picked, "the deployment is picked again after its cooldown");
+    }
     a_cache.shutdown().await.unwrap();
     b_cache.shutdown().await.unwrap();
 }
