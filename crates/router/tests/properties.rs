@@ -20,6 +20,7 @@ use ferrolite_budgets::{BudgetConfig, BudgetsConfig};
 use ferrolite_router::{Event, Observer, Request, RouterSettings};
 use ferrolite_strategies::AdmissionMode;
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 
@@ -70,6 +71,8 @@ proptest! {
         steps in proptest::collection::vec(step(), 0..40),
         calls in 1usize..30,
         dropped in proptest::collection::vec(any::<bool>(), 30),
+        streamed in proptest::collection::vec(any::<bool>(), 30),
+        auto in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -89,7 +92,7 @@ proptest! {
                 .collect();
             let settings = RouterSettings {
                 num_retries: 2,
-                admission: AdmissionMode::Strict,
+                admission: if auto { AdmissionMode::Auto } else { AdmissionMode::Strict },
                 budgets: BudgetsConfig {
                     providers: [("openai".to_string(), BudgetConfig::new(1_000.0, "1d"))].into(),
                     ..BudgetsConfig::default()
@@ -105,10 +108,20 @@ proptest! {
             });
             s.router.add_observer(watch.clone());
             let mut handles = Vec::new();
-            for &drop_it in dropped.iter().take(calls) {
+            for (&drop_it, &stream) in dropped.iter().zip(&streamed).take(calls) {
                 let router = s.router.clone();
                 handles.push(tokio::spawn(async move {
-                    let call = router.call(Request::new("g", serde_json::json!({})));
+                    let call = async move {
+                        let request = Request::new("g", serde_json::json!({}));
+                        if !stream {
+                            return router.call(request).await.map(drop);
+                        }
+                        let mut chunks = router.stream(request).await?;
+                        while let Some(chunk) = chunks.next().await {
+                            chunk?;
+                        }
+                        Ok(())
+                    };
                     if drop_it {
                         tokio::time::timeout(Duration::from_millis(500), call).await.ok()
                     } else {
