@@ -833,7 +833,7 @@ impl Router {
         let mut eligible = self.filter(snapshot, call, scope, skip).await?;
         let affinity = self.affinity_key(call, scope);
         let mut pinned = match &affinity {
-            Some(key) => self.pinned(snapshot, key, &eligible).await,
+            Some(key) => Box::pin(self.pinned(snapshot, key, &eligible)).await,
             None => None,
         };
         let ctx = RouteContext {
@@ -868,7 +868,7 @@ impl Router {
                         self.wake_queue(&target.model_name);
                     }
                     if let (Ok(_), Some(key)) = (&result, &affinity) {
-                        self.pin(key, target).await;
+                        Box::pin(self.pin(key, target)).await;
                     }
                     return result;
                 }
@@ -905,11 +905,14 @@ impl Router {
                 call.input_tokens,
                 call.request.max_tokens.unwrap_or(0),
             );
-            snapshot
-                .ledger
-                .reserve(target.ix, &call.request.tags, estimate)
-                .await
-                .map(Some)
+            // Boxed: the future of a Redis script is large, and most calls never build one.
+            Box::pin(
+                snapshot
+                    .ledger
+                    .reserve(target.ix, &call.request.tags, estimate),
+            )
+            .await
+            .map(Some)
         };
         let (permit, slot, reservation) = tokio::join!(
             snapshot.usage.admit(target, ctx.estimated_tokens()),
@@ -986,11 +989,12 @@ impl Router {
         if !probation.half_open(&health.cooldown, self.inner.cache.clock().now_ms()) {
             return Ok(None);
         }
-        match self
-            .inner
-            .cache
-            .lease(&probation.probe_key, 1, self.inner.settings.lease_ttl)
-            .await
+        match Box::pin(self.inner.cache.lease(
+            &probation.probe_key,
+            1,
+            self.inner.settings.lease_ttl,
+        ))
+        .await
         {
             Ok(Some(lease)) => Ok(Some(lease)),
             Ok(None) => Err(Refused::Full(RouterError::NoCapacity(format!(
@@ -1016,10 +1020,12 @@ impl Router {
             return Ok(None);
         };
         let taken = if cap.shared {
-            self.inner
-                .cache
-                .lease(&cap.key, cap.limit, self.inner.settings.lease_ttl)
-                .await
+            Box::pin(
+                self.inner
+                    .cache
+                    .lease(&cap.key, cap.limit, self.inner.settings.lease_ttl),
+            )
+            .await
                 .map(|l| l.map(Slot::Shared))
                 .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
         } else {
@@ -1090,9 +1096,7 @@ impl Router {
             }
         }
         if !snapshot.ledger.is_empty() && !eligible.is_empty() {
-            let check = snapshot
-                .ledger
-                .check(&call.request.tags)
+            let check = Box::pin(snapshot.ledger.check(&call.request.tags))
                 .await
                 .map_err(|e| Failure::Other(e.into()))?;
             if !eligible
@@ -1288,8 +1292,10 @@ impl Router {
                     response.usage,
                     latency,
                     response.time_to_first_token,
-                )
-                .await;
+                );
+                if probe.is_some() {
+                    self.close_probation(snapshot, target).await;
+                }
                 end_probe(probe).await;
                 drop(permit);
                 return Ok(Success {
@@ -1334,7 +1340,7 @@ impl Router {
             }
         }
         drop(permit);
-        self.record_failure(snapshot, target, self.has_fallbacks(scope.label()), &class)
+        Box::pin(self.record_failure(snapshot, target, self.has_fallbacks(scope.label()), &class))
             .await;
         end_probe(probe).await;
         call.tried.push(Tried {
@@ -1376,7 +1382,7 @@ impl Router {
     /// Records a success: the actual tokens (settling the rpm/tpm estimate), the cost (settling
     /// the budget reservation), the success count, the strategy's latency; returns the cost.
     #[allow(clippy::too_many_arguments)]
-    async fn record_success(
+    fn record_success(
         &self,
         snapshot: &Snapshot,
         target: &Target,
@@ -1409,17 +1415,7 @@ impl Router {
             if let Err(e) = health.successes.increment(1) {
                 tracing::debug!(error = %e, "could not count a success");
             }
-            if let Some(probation) = &health.probation {
-                let now = self.inner.cache.clock().now_ms();
-                if probation.half_open(&health.cooldown, now) {
-                    // Recovered: closed again for every instance.
-                    let closed = now + crate::snapshot::PROBATION.as_millis() as u64;
-                    if let Err(e) = probation.passed.extend_to(closed).await {
-                        tracing::warn!(error = %e, "could not record a recovery");
-                    }
-                    tracing::info!(deployment = %target.id, "deployment recovered from its cooldown");
-                }
-            }
+
         }
         if let Some(budget) = &self.inner.retry_budget {
             budget.deposit(self.inner.cache.clock().now_ms());
@@ -1441,6 +1437,24 @@ impl Router {
             }),
         );
         cost
+    }
+
+    /// A success of a half-open deployment closes it again, for every instance.
+    async fn close_probation(&self, snapshot: &Snapshot, target: &Target) {
+        let Some(health) = snapshot.health.get(target.ix) else {
+            return;
+        };
+        let Some(probation) = &health.probation else {
+            return;
+        };
+        let now = self.inner.cache.clock().now_ms();
+        if probation.half_open(&health.cooldown, now) {
+            let closed = now + crate::snapshot::PROBATION.as_millis() as u64;
+            if let Err(e) = Box::pin(probation.passed.extend_to(closed)).await {
+                tracing::warn!(error = %e, "could not record a recovery");
+            }
+            tracing::info!(deployment = %target.id, "deployment recovered from its cooldown");
+        }
     }
 
     /// Records a failure of `target`: the strategy's and the observers' view, the failure
@@ -1587,7 +1601,7 @@ async fn renewing<F: std::future::Future>(
         tokio::select! {
             output = &mut call => return output,
             _ = ticker.tick() => {
-                if let Err(e) = lease.renew().await {
+                if let Err(e) = Box::pin(lease.renew()).await {
                     tracing::warn!(error = %e, "could not renew a concurrency lease");
                 }
             }
@@ -1598,7 +1612,7 @@ async fn renewing<F: std::future::Future>(
 /// Gives a concurrency slot back: a shared one at once in Redis.
 async fn release(slot: Option<Slot>) {
     match slot {
-        Some(Slot::Shared(lease)) => lease.release().await,
+        Some(Slot::Shared(lease)) => Box::pin(lease.release()).await,
         Some(Slot::Local(local)) => drop(local),
         None => {}
     }
@@ -1607,7 +1621,7 @@ async fn release(slot: Option<Slot>) {
 /// Gives a half-open probe's lease back (after its outcome was recorded or not needed).
 async fn end_probe(probe: Option<ferrolite_cache::Lease>) {
     if let Some(lease) = probe {
-        lease.release().await;
+        Box::pin(lease.release()).await;
     }
 }
 
@@ -1707,7 +1721,10 @@ impl Tail {
             self.usage,
             self.started.elapsed(),
             Some(self.time_to_first_token),
-        ).await;
+        );
+        if self.probe.is_some() {
+            self.router.close_probation(&self.snapshot, target).await;
+        }
         drop(permit);
         end_probe(self.probe.take()).await;
         *self.end.lock() = Some(StreamEnd {
@@ -1751,9 +1768,13 @@ impl Tail {
             .map(|t| t.id.clone())
             .unwrap_or_else(|| DeploymentId::new(""));
         if let Some(target) = self.snapshot.target(self.ix) {
-            self.router
-                .record_failure(&self.snapshot, target, self.has_fallbacks, &error.class)
-                .await;
+            Box::pin(self.router.record_failure(
+                &self.snapshot,
+                target,
+                self.has_fallbacks,
+                &error.class,
+            ))
+            .await;
         }
         end_probe(self.probe.take()).await;
         let mut tried = std::mem::take(&mut self.tried);

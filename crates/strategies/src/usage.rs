@@ -346,7 +346,13 @@ impl UsageStore {
         // The slot first: if it cannot be taken (fail-closed, Redis down) nothing else is.
         in_flight.increment(1)?;
         let tokens_i = i64::try_from(tokens).unwrap_or(i64::MAX);
-        match self.take(target, tokens).await {
+        // The local decisions first (batched, or auto from this instance's claim); the ones
+        // that need Redis run boxed, so this future stays small for the common case.
+        let taken = match self.take_local(target, tokens) {
+            Some(taken) => taken,
+            None => Box::pin(self.take_remote(target, tokens)).await,
+        };
+        match taken {
             Ok((rpm, tpm)) => Ok(Permit {
                 ix: target.ix,
                 rpm,
@@ -366,19 +372,31 @@ impl UsageStore {
 
     /// Takes one request and `tokens` from `target`'s windows, or nothing; returns the counters
     /// they were taken from.
-    async fn take(
+    fn take_local(
+        &self,
+        target: &Target,
+        tokens: u64,
+    ) -> Option<Result<(IntCounter, IntCounter), StrategyError>> {
+        let limited = target.rpm.is_some() || target.tpm.is_some();
+        match self.mode {
+            AdmissionMode::Strict if limited => None,
+            AdmissionMode::Auto if limited => self.take_claimed(target, tokens),
+            _ => Some(self.take_batched(target, tokens)),
+        }
+    }
+
+    /// The admissions that need Redis: strict, or auto when this instance's claim is used up.
+    async fn take_remote(
         &self,
         target: &Target,
         tokens: u64,
     ) -> Result<(IntCounter, IntCounter), StrategyError> {
-        let limited = target.rpm.is_some() || target.tpm.is_some();
         match self.mode {
-            AdmissionMode::Strict if limited => {
+            AdmissionMode::Auto => self.take_auto(target, tokens).await,
+            _ => {
                 let claimed = self.claim(target, 1, tokens).await?;
                 self.complete(target, claimed, tokens)
             }
-            AdmissionMode::Auto if limited => self.take_auto(target, tokens).await,
-            _ => self.take_batched(target, tokens),
         }
     }
 
@@ -479,6 +497,30 @@ impl UsageStore {
         ))
     }
 
+    /// Auto admission's local part: counts the call's demand and takes it from this
+    /// instance's claim when that covers it; `None` when a claim is needed.
+    fn take_claimed(
+        &self,
+        target: &Target,
+        tokens: u64,
+    ) -> Option<Result<(IntCounter, IntCounter), StrategyError>> {
+        let Some(state) = self.quotas.get(target.ix) else {
+            return Some(Err(StrategyError::UnknownDeployment { ix: target.ix }));
+        };
+        let need_requests = u64::from(target.rpm.is_some());
+        let need_tokens = if target.tpm.is_some() { tokens } else { 0 };
+        let interval_ms = self.cache.sync_interval().as_millis().max(1) as u64;
+        let (bucket, now_ms) = {
+            let view = self.view();
+            (view.epoch.bucket, view.now_ms)
+        };
+        let mut quota = state.quota.lock();
+        quota.note(now_ms, interval_ms, tokens);
+        let claimed = quota.try_take(bucket, need_requests, need_tokens)?;
+        drop(quota);
+        Some(self.complete(target, claimed, tokens))
+    }
+
     /// Auto admission (see [`AdmissionMode::Auto`]): from this instance's claim when it covers
     /// the call; else, one claim at a time: refused at once when the shared count says a limit
     /// is reached, else a new block is claimed (one round trip), the call's share taken and the
@@ -492,19 +534,6 @@ impl UsageStore {
         let state = self.quotas.get(target.ix).ok_or_else(unknown)?;
         let need_requests = u64::from(target.rpm.is_some());
         let need_tokens = if target.tpm.is_some() { tokens } else { 0 };
-        let interval_ms = self.cache.sync_interval().as_millis().max(1) as u64;
-        let (bucket, now_ms) = {
-            let view = self.view();
-            (view.epoch.bucket, view.now_ms)
-        };
-        {
-            let mut quota = state.quota.lock();
-            quota.note(now_ms, interval_ms, tokens);
-            if let Some(claimed) = quota.try_take(bucket, need_requests, need_tokens) {
-                drop(quota);
-                return self.complete(target, claimed, tokens);
-            }
-        }
         let _one_claim = state.claiming.lock().await;
         // The claim in flight while this call waited may cover it.
         let (bucket, rpm_now, tpm_now) = {
