@@ -157,29 +157,60 @@ impl Request {
         Ok(())
     }
 
-    /// Input tokens: the caller's count, or an estimate from the body (counted once).
+    /// Input tokens: the caller's count, or an estimate from the body (counted once): chat
+    /// `messages` (text content, or the text parts of multi-part content), a completion's
+    /// `prompt` or an embedding's `input` (a string or a list of strings).
     pub(crate) fn input_tokens(&self) -> u64 {
         if let Some(tokens) = self.input_tokens {
             return tokens;
         }
         let counter = ApproxTokenCounter;
         if let Some(messages) = self.body.get("messages").and_then(|m| m.as_array()) {
+            let texts: Vec<std::borrow::Cow<'_, str>> = messages
+                .iter()
+                .map(|m| text_of(m.get("content")))
+                .collect();
             let messages: Vec<ChatMessage<'_>> = messages
                 .iter()
-                .map(|m| ChatMessage {
+                .zip(&texts)
+                .map(|(m, content)| ChatMessage {
                     role: m.get("role").and_then(|r| r.as_str()).unwrap_or(""),
-                    content: m.get("content").and_then(|c| c.as_str()).unwrap_or(""),
+                    content,
                     name: m.get("name").and_then(|n| n.as_str()),
                 })
                 .collect();
             return counter.count_messages(&self.model, &messages) as u64;
         }
         for field in ["prompt", "input"] {
-            if let Some(text) = self.body.get(field).and_then(|t| t.as_str()) {
-                return counter.count_text(&self.model, text) as u64;
+            match self.body.get(field) {
+                Some(serde_json::Value::String(text)) => {
+                    return counter.count_text(&self.model, text) as u64;
+                }
+                Some(serde_json::Value::Array(items)) => {
+                    return items
+                        .iter()
+                        .filter_map(|item| item.as_str())
+                        .map(|text| counter.count_text(&self.model, text) as u64)
+                        .sum();
+                }
+                _ => {}
             }
         }
         0
+    }
+}
+
+/// The text of a message's `content`: a string, or the `text` of its parts.
+fn text_of(content: Option<&serde_json::Value>) -> std::borrow::Cow<'_, str> {
+    match content {
+        Some(serde_json::Value::String(text)) => text.as_str().into(),
+        Some(serde_json::Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(|t| t.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into(),
+        _ => "".into(),
     }
 }
 

@@ -200,3 +200,60 @@ async fn observers_see_attempts_failures_cooldowns_retries_and_fallbacks() {
         ]
     );
 }
+
+/// Chat completions (text or multi-part content), text completions (a prompt or a list) and
+/// embeddings (an input or a list) all route, with `model` replaced by the deployment's, and
+/// their input is counted for the context-window check.
+#[tokio::test(start_paused = true)]
+async fn chat_completion_and_embedding_bodies_route_and_are_counted() {
+    let small = Deployment {
+        max_input_tokens: Some(50),
+        ..dep("g", "small")
+    };
+    let large = Deployment {
+        max_input_tokens: Some(100_000),
+        ..dep("g", "large")
+    };
+    let settings = RouterSettings {
+        enable_pre_call_checks: true,
+        ..settings()
+    };
+    let s = setup(vec![small, large], settings).await;
+    let long = "word ".repeat(400);
+    let bodies = [
+        serde_json::json!({"messages": [{"role": "user", "content": long}]}),
+        serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": long},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+        ]}]}),
+        serde_json::json!({"prompt": long}),
+        serde_json::json!({"prompt": ["short", long]}),
+        serde_json::json!({"input": long}),
+        serde_json::json!({"input": [long, "short"]}),
+    ];
+    for body in bodies {
+        for _ in 0..5 {
+            let answer = s.router.call(Request::new("g", body.clone())).await.unwrap();
+            assert_eq!(answer.deployment_id.as_str(), "large", "{body}");
+        }
+    }
+    // Short inputs of each kind fit the small deployment too.
+    let mut used = HashSet::new();
+    for _ in 0..30 {
+        used.insert(
+            s.router
+                .call(Request::new("g", serde_json::json!({"input": ["a", "b"]})))
+                .await
+                .unwrap()
+                .deployment_id
+                .to_string(),
+        );
+    }
+    assert!(used.contains("small"));
+    for body in s.script.bodies.lock().iter() {
+        assert!(
+            body["model"] == "openai/small" || body["model"] == "openai/large",
+            "{body}"
+        );
+    }
+}
