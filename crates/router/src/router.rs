@@ -1397,15 +1397,7 @@ impl Router {
                 tracing::warn!(error = %e, "could not settle tokens");
             }
         }
-        let deployment = snapshot.deployment(target.ix);
-        let cost = usage.map(|u| {
-            u.cost.unwrap_or_else(|| {
-                u.cost_at(
-                    deployment.and_then(|d| d.input_cost_per_token).unwrap_or(0.0),
-                    deployment.and_then(|d| d.output_cost_per_token).unwrap_or(0.0),
-                )
-            })
-        });
+        let cost = usage.map(|u| cost_of(snapshot.deployment(target.ix), u));
         if let Some(reservation) = reservation {
             if let Err(e) = snapshot.ledger.settle(reservation, cost.unwrap_or(0.0)) {
                 tracing::warn!(error = %e, "could not settle a budget reservation");
@@ -1609,6 +1601,16 @@ async fn renewing<F: std::future::Future>(
     }
 }
 
+/// A call's cost: the provider's, else its usage at the deployment's per-token prices.
+fn cost_of(deployment: Option<&Deployment>, usage: ferrolite_types::Usage) -> f64 {
+    usage.cost.unwrap_or_else(|| {
+        usage.cost_at(
+            deployment.and_then(|d| d.input_cost_per_token).unwrap_or(0.0),
+            deployment.and_then(|d| d.output_cost_per_token).unwrap_or(0.0),
+        )
+    })
+}
+
 /// Gives a concurrency slot back: a shared one at once in Redis.
 async fn release(slot: Option<Slot>) {
     match slot {
@@ -1742,13 +1744,7 @@ impl Tail {
         if let Some(reservation) = self.reservation.take() {
             let settled = match self.usage {
                 Some(usage) => {
-                    let deployment = self.snapshot.deployment(self.ix);
-                    let cost = usage.cost.unwrap_or_else(|| {
-                        usage.cost_at(
-                            deployment.and_then(|d| d.input_cost_per_token).unwrap_or(0.0),
-                            deployment.and_then(|d| d.output_cost_per_token).unwrap_or(0.0),
-                        )
-                    });
+                    let cost = cost_of(self.snapshot.deployment(self.ix), usage);
                     self.snapshot.ledger.settle(reservation, cost)
                 }
                 None => self.snapshot.ledger.release(reservation),

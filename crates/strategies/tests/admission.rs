@@ -249,6 +249,22 @@ async fn s90_s96_usage_lands_under_litellm_v2_keys_with_a_60_second_ttl() {
     cache.shutdown().await.unwrap();
 }
 
+/// `n` instances' stores for one deployment with `limits`, sharing Redis under `prefix`.
+async fn redis_stores(
+    n: usize,
+    url: &str,
+    prefix: &str,
+    limits: &Deployment,
+    window: Window,
+    mode: AdmissionMode,
+) -> Vec<(Arc<UsageStore>, Target)> {
+    let mut stores = Vec::with_capacity(n);
+    for _ in 0..n {
+        stores.push(redis_store(url, prefix, limits.clone(), window, mode).await);
+    }
+    stores
+}
+
 /// Runs the same overload (4 instances on one Redis, 2,000 concurrent calls against rpm 200)
 /// in `mode`; returns the calls admitted and the admission round trips of all instances.
 async fn overload(url: &str, mode: AdmissionMode) -> (usize, u64) {
@@ -258,10 +274,7 @@ async fn overload(url: &str, mode: AdmissionMode) -> (usize, u64) {
         rpm: Some(200),
         ..deployment("shared")
     };
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(redis_store(url, &prefix, limits.clone(), window, mode).await);
-    }
+    let stores = redis_stores(4, url, &prefix, &limits, window, mode).await;
     let usages: Vec<Arc<UsageStore>> = stores.iter().map(|(u, _)| Arc::clone(u)).collect();
     let admitted = storm(stores, 2_000).await;
     let round_trips = usages.iter().map(|u| u.round_trips()).sum();
@@ -296,10 +309,7 @@ async fn auto_mode_holds_tpm_exactly_across_instances() {
         tpm: Some(10_000),
         ..deployment("shared")
     };
-    let mut stores = Vec::new();
-    for _ in 0..3 {
-        stores.push(redis_store(&url, &prefix, limits.clone(), window, AdmissionMode::Auto).await);
-    }
+    let stores = redis_stores(3, &url, &prefix, &limits, window, AdmissionMode::Auto).await;
     let mut handles = Vec::new();
     for i in 0..600 {
         let (usage, target) = stores[i % 3].clone();
