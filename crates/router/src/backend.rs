@@ -120,7 +120,10 @@ pub trait Backend: Send + Sync {
                 body: response.body,
                 usage: response.usage,
             };
-            Ok(Box::pin(futures_util::stream::once(std::future::ready(Ok(chunk)))) as BackendStream)
+            Ok(
+                Box::pin(futures_util::stream::once(std::future::ready(Ok(chunk))))
+                    as BackendStream,
+            )
         })
     }
 

@@ -166,10 +166,8 @@ impl Request {
         }
         let counter = ApproxTokenCounter;
         if let Some(messages) = self.body.get("messages").and_then(|m| m.as_array()) {
-            let texts: Vec<std::borrow::Cow<'_, str>> = messages
-                .iter()
-                .map(|m| text_of(m.get("content")))
-                .collect();
+            let texts: Vec<std::borrow::Cow<'_, str>> =
+                messages.iter().map(|m| text_of(m.get("content"))).collect();
             let messages: Vec<ChatMessage<'_>> = messages
                 .iter()
                 .zip(&texts)

@@ -33,8 +33,8 @@ use futures_util::StreamExt;
 
 use crate::backend::{Backend, BackendChunk, BackendError, BackendRequest, BackendStream};
 use crate::cooldown;
-use crate::retry::{self, GroupState};
 use crate::queue::WaitQueue;
+use crate::retry::{self, GroupState};
 use crate::retry_budget::RetryBudget;
 use crate::snapshot::{LocalSlot, Snapshot};
 use crate::{Event, Observer, Request, RouterError, RouterResponse, RouterSettings, Tried};
@@ -120,7 +120,10 @@ enum Answer {
         cost: Option<f64>,
     },
     /// A stream's first chunk and the rest, recorded when it ends.
-    Stream { first: BackendChunk, tail: Box<Tail> },
+    Stream {
+        first: BackendChunk,
+        tail: Box<Tail>,
+    },
 }
 
 /// What a routed call's success says besides its answer.
@@ -268,25 +271,28 @@ impl Router {
             let deployment = snapshot.deployment(target.ix)?;
             let backend = &self.inner.backend;
             Some(async move {
-                let result = match tokio::time::timeout(timeout, backend.health_check(deployment))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(BackendError::new(
-                        ErrorClass::Timeout,
-                        format!("no answer to the health check within {timeout:?}"),
-                    )),
-                };
+                let result =
+                    match tokio::time::timeout(timeout, backend.health_check(deployment)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(BackendError::new(
+                            ErrorClass::Timeout,
+                            format!("no answer to the health check within {timeout:?}"),
+                        )),
+                    };
                 (target, result)
             })
         });
         let results = futures_util::future::join_all(checks).await;
         let settings = &self.inner.settings;
-        let stale_at = self.inner.cache.clock().now_ms()
-            + settings.health_check_staleness.as_millis() as u64;
+        let stale_at =
+            self.inner.cache.clock().now_ms() + settings.health_check_staleness.as_millis() as u64;
         let mut report = Vec::with_capacity(results.len());
         for (target, result) in results {
-            if let Some(checks) = snapshot.health.get(target.ix).and_then(|h| h.checks.as_ref()) {
+            if let Some(checks) = snapshot
+                .health
+                .get(target.ix)
+                .and_then(|h| h.checks.as_ref())
+            {
                 let transient = matches!(
                     &result,
                     Err(e) if matches!(e.class, ErrorClass::RateLimited { .. } | ErrorClass::Timeout)
@@ -729,7 +735,10 @@ impl Router {
             return self.attempt_once(snapshot, call, scope, skip).await;
         };
         let label = scope.label();
-        let priority = call.request.priority.or(self.inner.settings.default_priority);
+        let priority = call
+            .request
+            .priority
+            .or(self.inner.settings.default_priority);
         let until = {
             let max = Instant::now() + queue.settings().max_wait;
             call.deadline.map_or(max, |(deadline, _)| deadline.min(max))
@@ -863,7 +872,13 @@ impl Router {
                     let result = self
                         .call_deployment(snapshot, call, scope, target, taken)
                         .await;
-                    if !matches!(&result, Ok(Success { answer: Answer::Stream { .. }, .. })) {
+                    if !matches!(
+                        &result,
+                        Ok(Success {
+                            answer: Answer::Stream { .. },
+                            ..
+                        })
+                    ) {
                         // The call ended: its slot is free for the head of the queue.
                         self.wake_queue(&target.model_name);
                     }
@@ -1026,8 +1041,8 @@ impl Router {
                     .lease(&cap.key, cap.limit, self.inner.settings.lease_ttl),
             )
             .await
-                .map(|l| l.map(Slot::Shared))
-                .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
+            .map(|l| l.map(Slot::Shared))
+            .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
         } else {
             LocalSlot::take(&cap.local, cap.limit).map(Slot::Local)
         };
@@ -1223,7 +1238,8 @@ impl Router {
         };
         let mut body = call.request.body.clone();
         if let Some(object) = body.as_object_mut() {
-            object.insert("model".into(), deployment.model.clone().into());
+            let model = model_for(deployment, &call.request.model).into_owned();
+            object.insert("model".into(), model.into());
             for field in crate::request::ROUTING_FIELDS {
                 object.remove(field);
             }
@@ -1248,7 +1264,7 @@ impl Router {
             Some(Slot::Shared(lease)) => {
                 let ttl = settings.lease_ttl;
                 tokio::time::timeout_at(until, renewing(opened, lease, ttl)).await
-            },
+            }
             _ => tokio::time::timeout_at(until, opened).await,
         };
         let latency = started.elapsed();
@@ -1366,7 +1382,10 @@ impl Router {
     ) -> Result<Opened, BackendError> {
         let backend = &self.inner.backend;
         if !request.stream {
-            return backend.call(deployment, request).await.map(Opened::Complete);
+            return backend
+                .call(deployment, request)
+                .await
+                .map(Opened::Complete);
         }
         let mut rest = backend.stream(deployment, request).await?;
         match rest.next().await {
@@ -1407,7 +1426,6 @@ impl Router {
             if let Err(e) = health.successes.increment(1) {
                 tracing::debug!(error = %e, "could not count a success");
             }
-
         }
         if let Some(budget) = &self.inner.retry_budget {
             budget.deposit(self.inner.cache.clock().now_ms());
@@ -1465,9 +1483,10 @@ impl Router {
         });
         metrics::counter!("ferrolite_router_attempt_failures_total", "class" => class_label(class))
             .increment(1);
-        let (Some(health), Some(deployment)) =
-            (snapshot.health.get(target.ix), snapshot.deployment(target.ix))
-        else {
+        let (Some(health), Some(deployment)) = (
+            snapshot.health.get(target.ix),
+            snapshot.deployment(target.ix),
+        ) else {
             return;
         };
         let failure = cooldown::Failure {
@@ -1605,8 +1624,12 @@ async fn renewing<F: std::future::Future>(
 fn cost_of(deployment: Option<&Deployment>, usage: ferrolite_types::Usage) -> f64 {
     usage.cost.unwrap_or_else(|| {
         usage.cost_at(
-            deployment.and_then(|d| d.input_cost_per_token).unwrap_or(0.0),
-            deployment.and_then(|d| d.output_cost_per_token).unwrap_or(0.0),
+            deployment
+                .and_then(|d| d.input_cost_per_token)
+                .unwrap_or(0.0),
+            deployment
+                .and_then(|d| d.output_cost_per_token)
+                .unwrap_or(0.0),
         )
     })
 }
@@ -1837,16 +1860,14 @@ impl RouterStream {
     ) -> Self {
         let end = Arc::clone(&tail.end);
         let time_to_first_token = tail.time_to_first_token;
-        let chunks = futures_util::stream::unfold(
-            (Some(first), tail),
-            |(mut first, mut tail)| async move {
+        let chunks =
+            futures_util::stream::unfold((Some(first), tail), |(mut first, mut tail)| async move {
                 let item = match first.take() {
                     Some(first) => Some(Ok(first)),
                     None => tail.next().await,
                 };
                 item.map(|item| (item, (None, tail)))
-            },
-        );
+            });
         RouterStream {
             deployment_id,
             model_group,
@@ -1932,13 +1953,45 @@ fn resolve(
             id: model.to_string(),
         });
     }
-    if snapshot.groups.contains_key("*") {
-        return Ok(group("*"));
+    // Wildcard groups (`openai/*`, then the catch-all `*`), most specific first.
+    if let Some(pattern) = snapshot
+        .patterns
+        .iter()
+        .find(|pattern| wildcard_capture(pattern, model).is_some())
+    {
+        return Ok(group(pattern));
+    }
+    // LiteLLM's last resort: the first default fallback (`fallbacks: [{"*": [...]}]`).
+    if let Some(first) = settings.default_fallbacks.first() {
+        if first != model {
+            return resolve(snapshot, settings, first);
+        }
     }
     Err(RouterError::UnknownModel {
         model: model.to_string(),
         known: snapshot.group_names(),
     })
+}
+
+/// What `*` stands for when `pattern` (a group name like `openai/*` or `*`) matches `model`.
+pub(crate) fn wildcard_capture<'m>(pattern: &str, model: &'m str) -> Option<&'m str> {
+    let (prefix, suffix) = pattern.split_once('*')?;
+    if suffix.contains('*') || model.len() < prefix.len() + suffix.len() {
+        return None;
+    }
+    let middle = model.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    Some(middle)
+}
+
+/// The model a deployment is called with: its own, or for a wildcard deployment (`openai/*` in
+/// a group `openai/*`, `*` in the group `*`) the requested model put in place of the `*`.
+fn model_for<'d>(deployment: &'d Deployment, requested: &str) -> std::borrow::Cow<'d, str> {
+    if deployment.model.contains('*') {
+        if let Some(capture) = wildcard_capture(&deployment.model_name, requested) {
+            return deployment.model.replacen('*', capture, 1).into();
+        }
+    }
+    deployment.model.as_str().into()
 }
 
 /// The deployments of a scope, in configuration order; an `order` tier keeps its own.

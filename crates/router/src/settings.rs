@@ -246,8 +246,7 @@ impl RouterSettings {
             });
         }
         if let Some(queue) = &self.wait_queue {
-            if queue.max_wait.is_zero() || queue.poll_interval.is_zero() || queue.max_waiting == 0
-            {
+            if queue.max_wait.is_zero() || queue.poll_interval.is_zero() || queue.max_waiting == 0 {
                 return Err(RouterError::InvalidSettings {
                     field: "wait_queue".into(),
                     value: format!("{queue:?}"),

@@ -125,6 +125,9 @@ pub(crate) struct Snapshot {
     pub(crate) targets: Targets,
     /// Group name -> its deployments, in configuration order.
     pub(crate) groups: HashMap<String, Vec<DeploymentIx>>,
+    /// Wildcard group names (`openai/*`, `*`), longest fixed part first: the order requests
+    /// that name no group are matched in.
+    pub(crate) patterns: Vec<String>,
     pub(crate) usage: UsageStore,
     pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) ledger: BudgetLedger,
@@ -237,10 +240,17 @@ impl Snapshot {
                 successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
             })
         })?;
+        let mut patterns: Vec<String> = groups
+            .keys()
+            .filter(|name| name.matches('*').count() == 1)
+            .cloned()
+            .collect();
+        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         Ok(Snapshot {
             deployments,
             targets,
             groups,
+            patterns,
             usage,
             strategy,
             ledger,

@@ -55,7 +55,14 @@ async fn a_key_stays_on_the_deployment_it_used_and_different_keys_spread() {
 
 #[tokio::test(start_paused = true)]
 async fn without_affinity_one_key_spreads_over_the_group() {
-    let s = setup(four(), RouterSettings { num_retries: 0, ..settings() }).await;
+    let s = setup(
+        four(),
+        RouterSettings {
+            num_retries: 0,
+            ..settings()
+        },
+    )
+    .await;
     let mut used = HashSet::new();
     for _ in 0..40 {
         used.insert(call_as(&s, "user-a").await);
@@ -96,7 +103,11 @@ async fn the_pin_yields_when_its_deployment_is_full() {
         router.call(request).await
     });
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_ne!(call_as(&s, "user-a").await, first, "full: the call goes elsewhere");
+    assert_ne!(
+        call_as(&s, "user-a").await,
+        first,
+        "full: the call goes elsewhere"
+    );
     holder.abort();
 }
 
@@ -109,7 +120,11 @@ async fn the_key_itself_is_never_stored() {
     let digest = sha2::Sha256::digest(secret.as_bytes());
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     let pinned = s.cache.get(&format!("affinity:g:{hex}")).await.unwrap();
-    assert_eq!(pinned.as_deref(), Some(used.as_str()), "the pin is kept under the key's hash");
+    assert_eq!(
+        pinned.as_deref(),
+        Some(used.as_str()),
+        "the pin is kept under the key's hash"
+    );
     let raw = s.cache.get(&format!("affinity:g:{secret}")).await.unwrap();
     assert_eq!(raw, None);
 }

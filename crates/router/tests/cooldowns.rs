@@ -230,13 +230,19 @@ async fn half_open_recovery_lets_one_probe_through_after_a_cooldown_until_it_suc
     let s = setup(vec![dep("g", "1")], half_open()).await;
     s.cool("1", 5).await;
     tokio::time::advance(Duration::from_millis(5_001)).await;
-    s.script
-        .on("1", [Step::Delay(Duration::from_secs(1)), Step::Ok, Step::Ok]);
+    s.script.on(
+        "1",
+        [Step::Delay(Duration::from_secs(1)), Step::Ok, Step::Ok],
+    );
     let router = s.router.clone();
-    let probe = tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
+    let probe =
+        tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
     tokio::time::sleep(Duration::from_millis(1)).await;
     let err = s.call("g").await.unwrap_err();
-    assert!(err.to_string().contains("one probe call at a time"), "{err}");
+    assert!(
+        err.to_string().contains("one probe call at a time"),
+        "{err}"
+    );
     assert_eq!(err.status(), 429);
     probe.await.unwrap().unwrap();
     // Recovered: calls run side by side again.
@@ -273,7 +279,10 @@ async fn while_a_probe_runs_other_calls_go_to_the_siblings() {
     let mut probe = None;
     for _ in 0..50 {
         let router = s.router.clone();
-        let call = tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
+        let call =
+            tokio::spawn(
+                async move { router.call(Request::new("g", serde_json::json!({}))).await },
+            );
         tokio::time::sleep(Duration::from_millis(1)).await;
         if call.is_finished() {
             call.await.unwrap().unwrap();

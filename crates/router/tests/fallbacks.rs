@@ -239,7 +239,11 @@ async fn routing_fields_are_read_by_the_router_and_never_sent_to_a_deployment() 
         }),
     );
     s.router.call(request).await.unwrap();
-    assert_eq!(s.script.called(), ["a1", "a1", "b1"], "num_retries 1, then b");
+    assert_eq!(
+        s.script.called(),
+        ["a1", "a1", "b1"],
+        "num_retries 1, then b"
+    );
     for body in s.script.bodies.lock().iter() {
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["messages", "model", "temperature"], "{body}");
@@ -255,7 +259,13 @@ async fn malformed_client_side_fallbacks_are_refused_before_any_call() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, RouterError::InvalidRequest { field: "fallbacks", .. }),
+        matches!(
+            err,
+            RouterError::InvalidRequest {
+                field: "fallbacks",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(s.script.called().is_empty());

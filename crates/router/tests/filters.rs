@@ -233,7 +233,11 @@ async fn chat_completion_and_embedding_bodies_route_and_are_counted() {
     ];
     for body in bodies {
         for _ in 0..5 {
-            let answer = s.router.call(Request::new("g", body.clone())).await.unwrap();
+            let answer = s
+                .router
+                .call(Request::new("g", body.clone()))
+                .await
+                .unwrap();
             assert_eq!(answer.deployment_id.as_str(), "large", "{body}");
         }
     }

@@ -38,10 +38,15 @@ async fn picked(s: &Setup, calls: usize) -> HashSet<String> {
 #[tokio::test(start_paused = true)]
 async fn a_deployment_whose_last_check_failed_is_skipped_until_a_check_passes() {
     let s = setup(vec![dep("g", "1"), dep("g", "2")], health_routing()).await;
-    s.script.health("1", Some(ErrorClass::ServerError { status: 500 }));
+    s.script
+        .health("1", Some(ErrorClass::ServerError { status: 500 }));
     let report = s.router.check_health().await;
     assert_eq!(report.len(), 2);
-    assert!(report.iter().any(|(id, r)| id.as_str() == "1" && r.is_err()));
+    assert!(
+        report
+            .iter()
+            .any(|(id, r)| id.as_str() == "1" && r.is_err())
+    );
     assert!(report.iter().any(|(id, r)| id.as_str() == "2" && r.is_ok()));
     assert_eq!(picked(&s, 20).await, HashSet::from(["2".to_string()]));
 

@@ -157,11 +157,18 @@ fn an_instance_killed_with_calls_in_flight_gives_its_slots_back_within_the_lease
             ..config(&url, &prefix)
         };
         let cache = DualCache::connect(config).await.unwrap();
-        let router = Router::new(vec![deployment.clone()], settings.clone(), cache, script.clone())
-            .unwrap();
+        let router = Router::new(
+            vec![deployment.clone()],
+            settings.clone(),
+            cache,
+            script.clone(),
+        )
+        .unwrap();
         for _ in 0..2 {
             let router = router.clone();
-            tokio::spawn(async move { router.call(Request::new("g", serde_json::json!({}))).await });
+            tokio::spawn(
+                async move { router.call(Request::new("g", serde_json::json!({}))).await },
+            );
         }
         while script.called().len() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -190,10 +197,16 @@ fn an_instance_killed_with_calls_in_flight_gives_its_slots_back_within_the_lease
             if call().await.is_ok() {
                 break crashed.elapsed();
             }
-            assert!(crashed.elapsed() < Duration::from_secs(5), "slots never freed");
+            assert!(
+                crashed.elapsed() < Duration::from_secs(5),
+                "slots never freed"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert!(freed <= Duration::from_millis(1_500), "freed after {freed:?}");
+        assert!(
+            freed <= Duration::from_millis(1_500),
+            "freed after {freed:?}"
+        );
         cache.shutdown().await.unwrap();
     });
 }

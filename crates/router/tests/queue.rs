@@ -58,7 +58,8 @@ async fn settle() {
 #[tokio::test(start_paused = true)]
 async fn a_call_past_the_cap_waits_for_the_slot_and_gets_it_the_moment_it_frees() {
     let s = one_slot(WaitQueueSettings::default()).await;
-    s.script.on("1", [Step::Delay(Duration::from_millis(1000)), Step::Ok]);
+    s.script
+        .on("1", [Step::Delay(Duration::from_millis(1000)), Step::Ok]);
     let start = Instant::now();
     let first = spawn_call(&s, None);
     settle().await;
@@ -125,7 +126,10 @@ async fn a_full_queue_refuses_at_once() {
     let start = Instant::now();
     let err = s.router.call(request(None)).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::ZERO);
-    assert!(err.to_string().contains("wait queue of `g` is full"), "{err}");
+    assert!(
+        err.to_string().contains("wait queue of `g` is full"),
+        "{err}"
+    );
     assert_eq!(err.status(), 429);
 }
 
@@ -155,7 +159,8 @@ async fn a_waiter_gives_up_after_max_wait_or_its_own_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_goes_away_passes_its_turn_on() {
     let s = one_slot(WaitQueueSettings::default()).await;
-    s.script.on("1", [Step::Delay(Duration::from_millis(300)), Step::Ok]);
+    s.script
+        .on("1", [Step::Delay(Duration::from_millis(300)), Step::Ok]);
     let holder = spawn_call(&s, None);
     settle().await;
     let impatient = spawn_call(&s, Some(0));
@@ -179,7 +184,13 @@ async fn a_priority_outside_0_to_255_is_refused_before_any_call() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, RouterError::InvalidRequest { field: "priority", .. }),
+        matches!(
+            err,
+            RouterError::InvalidRequest {
+                field: "priority",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(s.script.called().is_empty());

@@ -231,7 +231,8 @@ async fn a_snapshot_swap_keeps_the_state_of_unchanged_deployments() {
 }
 
 #[tokio::test]
-async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms_and_both_pick_it_again_after() {
+async fn two_routers_on_one_redis_see_each_others_cooldowns_within_150_ms_and_both_pick_it_again_after()
+ {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("router-cooldown");
     let make = || async {
@@ -359,4 +360,72 @@ async fn the_call_future_stays_small() {
         call_size < lease_size && call_size <= 4096,
         "the call future is {call_size} bytes (one lease future: {lease_size})"
     );
+}
+
+/// Reference §2.3 step 5: wildcard groups (`openai/*`, `*`) take models that name no group, and
+/// the deployment is called with the requested model in place of its `*`.
+#[tokio::test]
+async fn wildcard_groups_take_unknown_models_and_call_them_by_name() {
+    let wildcard = |group: &str, model: &str, id: &str| Deployment {
+        id: Some(id.to_string()),
+        ..Deployment::new(group, model)
+    };
+    let s = setup(
+        vec![
+            dep("gpt-4o", "1"),
+            wildcard("openai/*", "openai/*", "openai-any"),
+            wildcard("team/*", "azure/team-*", "team-any"),
+            wildcard("*", "openai/*", "anything"),
+        ],
+        settings(),
+    )
+    .await;
+    let routed = |model: &'static str| {
+        let router = s.router.clone();
+        async move {
+            router
+                .call(Request::new(model, serde_json::json!({})))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(routed("openai/gpt-4o-mini").await.model_group, "openai/*");
+    assert_eq!(routed("team/gpt-4o").await.model_group, "team/*");
+    assert_eq!(routed("claude-3-haiku").await.model_group, "*");
+    assert_eq!(
+        routed("gpt-4o").await.model_group,
+        "gpt-4o",
+        "a group name wins"
+    );
+    let models: Vec<serde_json::Value> = s
+        .script
+        .bodies
+        .lock()
+        .iter()
+        .map(|b| b["model"].clone())
+        .collect();
+    assert_eq!(
+        models,
+        [
+            "openai/gpt-4o-mini",
+            "azure/team-gpt-4o",
+            "openai/claude-3-haiku",
+            "openai/1"
+        ]
+    );
+}
+
+/// Reference §2.3 step 8: a model that matches nothing goes to the first default fallback.
+#[tokio::test]
+async fn an_unknown_model_goes_to_the_first_default_fallback() {
+    let s = setup(
+        vec![dep("g", "1"), dep("h", "2")],
+        RouterSettings {
+            default_fallbacks: vec!["h".into()],
+            ..settings()
+        },
+    )
+    .await;
+    let answer = s.call("no-such-model").await.unwrap();
+    assert_eq!(answer.model_group, "h");
 }

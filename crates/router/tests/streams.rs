@@ -74,11 +74,17 @@ async fn a_stream_passes_chunks_in_order_and_records_usage_and_cost_when_it_ends
     );
     assert_eq!(stream.usage(), Some(Usage::new(100, 20)));
     let cost = stream.response_cost().unwrap();
-    assert!((cost - (100.0 * 0.001 + 20.0 * 0.002)).abs() < 1e-9, "{cost}");
+    assert!(
+        (cost - (100.0 * 0.001 + 20.0 * 0.002)).abs() < 1e-9,
+        "{cost}"
+    );
     assert_eq!(s.router.in_flight(&id), Some(0));
     let (requests, tokens) = s.router.usage(&id).unwrap();
     assert_eq!(requests, 1.0);
-    assert_eq!(tokens, 120.0, "the estimate is settled to the reported usage");
+    assert_eq!(
+        tokens, 120.0,
+        "the estimate is settled to the reported usage"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -104,7 +110,10 @@ async fn a_stream_that_fails_before_its_first_chunk_falls_back_like_a_call() {
     let mut settings = retries(0);
     settings.fallbacks = [("g".to_string(), vec!["h".to_string()])].into();
     let s = setup(vec![dep("g", "1"), dep("h", "2")], settings).await;
-    s.script.on("1", [Step::Stream(vec![Piece::Fail(ErrorClass::Connection)])]);
+    s.script.on(
+        "1",
+        [Step::Stream(vec![Piece::Fail(ErrorClass::Connection)])],
+    );
     let stream = s.router.stream(streamed()).await.unwrap();
     assert_eq!(stream.model_group, "h");
     assert_eq!(stream.attempted_fallbacks, 1);
@@ -173,7 +182,10 @@ async fn a_failure_after_the_first_chunk_ends_the_stream_and_cools_the_deploymen
         }
         other => panic!("{other:?}"),
     }
-    assert!(stream.next().await.is_none(), "the stream ends after its error");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after its error"
+    );
     assert_eq!(s.script.called().len(), 1, "nothing retried");
     assert_eq!(s.router.in_flight(&first), Some(0));
     assert!(
@@ -243,7 +255,13 @@ async fn a_plain_call_that_asks_for_a_stream_is_refused_before_any_backend_call(
     let s = setup(vec![dep("g", "1")], settings()).await;
     let err = s.router.call(streamed()).await.unwrap_err();
     assert!(
-        matches!(err, RouterError::InvalidRequest { field: "stream", .. }),
+        matches!(
+            err,
+            RouterError::InvalidRequest {
+                field: "stream",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(s.script.called().is_empty());

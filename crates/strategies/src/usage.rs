@@ -111,7 +111,12 @@ impl Quota {
     }
 
     /// Takes what a call needs from the claim, if it covers it.
-    fn try_take(&mut self, bucket: u64, requests: u64, tokens: u64) -> Option<[Option<IntCounter>; 2]> {
+    fn try_take(
+        &mut self,
+        bucket: u64,
+        requests: u64,
+        tokens: u64,
+    ) -> Option<[Option<IntCounter>; 2]> {
         if self.bucket != bucket || self.requests < requests || self.tokens < tokens {
             return None;
         }
@@ -121,7 +126,10 @@ impl Quota {
     }
 
     /// Empties a claim of an earlier bucket; returns what it left unused.
-    fn take_leftover(&mut self, bucket: u64) -> Option<(Option<IntCounter>, u64, Option<IntCounter>, u64)> {
+    fn take_leftover(
+        &mut self,
+        bucket: u64,
+    ) -> Option<(Option<IntCounter>, u64, Option<IntCounter>, u64)> {
         if self.bucket == bucket || (self.requests == 0 && self.tokens == 0) {
             self.bucket = bucket;
             return None;
@@ -630,7 +638,12 @@ impl UsageStore {
     fn return_claim(&self, state: &AutoState, bucket: u64) {
         let left = {
             let mut quota = state.quota.lock();
-            let left = (quota.rpm.clone(), quota.requests, quota.tpm.clone(), quota.tokens);
+            let left = (
+                quota.rpm.clone(),
+                quota.requests,
+                quota.tpm.clone(),
+                quota.tokens,
+            );
             quota.requests = 0;
             quota.tokens = 0;
             (quota.bucket == bucket).then_some(left)

@@ -290,7 +290,9 @@ async fn auto_mode_admits_what_strict_admits_under_a_four_instance_overload_with
     let Some(url) = redis_url() else { return };
     let (strict_admitted, strict_trips) = overload(&url, AdmissionMode::Strict).await;
     let (auto_admitted, auto_trips) = overload(&url, AdmissionMode::Auto).await;
-    eprintln!("strict: {strict_admitted} admitted, {strict_trips} round trips; auto: {auto_admitted} admitted, {auto_trips} round trips");
+    eprintln!(
+        "strict: {strict_admitted} admitted, {strict_trips} round trips; auto: {auto_admitted} admitted, {auto_trips} round trips"
+    );
     assert_eq!(strict_admitted, 200);
     assert_eq!(auto_admitted, 200, "auto is exact too");
     assert_eq!(strict_trips, 2_000, "strict: one round trip per call");

@@ -161,8 +161,15 @@ impl Script {
 }
 
 impl Backend for Script {
-    fn health_check<'a>(&'a self, deployment: &'a Deployment) -> ferrolite_router::HealthFuture<'a> {
-        let failing = self.unhealthy.lock().get(&deployment.id().to_string()).cloned();
+    fn health_check<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+    ) -> ferrolite_router::HealthFuture<'a> {
+        let failing = self
+            .unhealthy
+            .lock()
+            .get(&deployment.id().to_string())
+            .cloned();
         Box::pin(async move {
             match failing {
                 Some(class) => Err(BackendError::new(class, "scripted health check failure")),
