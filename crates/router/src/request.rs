@@ -41,6 +41,9 @@ pub struct Request {
     /// Client-side `fallbacks`: the groups (or deployment ids) to try, in order, when the
     /// requested group fails; used instead of the configured chains (reference §2.8).
     pub fallbacks: Vec<String>,
+    /// `allowed_model_region` (`eu`, `us`): with pre-call checks on, only deployments whose
+    /// `region_name` is this region serve the request (a deployment without one does not).
+    pub allowed_model_region: Option<String>,
 }
 
 /// Body fields that are routing controls, not provider parameters: read by the router and

@@ -1132,6 +1132,7 @@ impl Router {
             eligible = self.filter_tags(snapshot, call, scope, eligible)?;
         }
         if self.inner.settings.enable_pre_call_checks {
+            eligible = filter_region(snapshot, call, scope, eligible)?;
             eligible = filter_context_window(snapshot, call, scope, eligible)?;
         }
         if !skip.is_empty() {
@@ -1541,6 +1542,33 @@ impl Router {
                 .and_then(|r| r.as_str())
                 == Some("content_filter")
     }
+}
+
+/// The region pre-call check (reference §2.12): a request that allows one region goes only to
+/// deployments in it; a deployment without a `region_name` is not in any.
+fn filter_region<'s>(
+    snapshot: &'s Snapshot,
+    call: &Call<'_>,
+    scope: &Scope,
+    mut eligible: Vec<&'s Target>,
+) -> Result<Vec<&'s Target>, Failure> {
+    let Some(region) = call.request.allowed_model_region.as_deref() else {
+        return Ok(eligible);
+    };
+    eligible.retain(|t| {
+        snapshot
+            .deployment(t.ix)
+            .and_then(|d| d.region_name.as_deref())
+            .is_some_and(|r| r.eq_ignore_ascii_case(region))
+    });
+    if eligible.is_empty() {
+        return Err(Failure::Selection(RouterError::InvalidRequest {
+            field: "allowed_model_region",
+            value: format!("{region} (model group `{}`)", scope.label()),
+            reason: "no deployment of the group serves from this region",
+        }));
+    }
+    Ok(eligible)
 }
 
 /// The context-window pre-call check (reference §2.12): deployments whose `max_input_tokens`

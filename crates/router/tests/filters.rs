@@ -261,3 +261,31 @@ async fn chat_completion_and_embedding_bodies_route_and_are_counted() {
         );
     }
 }
+
+/// S120: with pre-call checks on, a request allowing only `eu` goes to the deployment in `eu`;
+/// one without a region is in none.
+#[tokio::test(start_paused = true)]
+async fn s120_a_request_allowing_one_region_goes_only_to_deployments_in_it() {
+    let eu = Deployment {
+        region_name: Some("eu".into()),
+        ..dep("g", "eu-1")
+    };
+    let settings = RouterSettings {
+        enable_pre_call_checks: true,
+        ..settings()
+    };
+    let s = setup(vec![eu, dep("g", "unknown-region")], settings).await;
+    for _ in 0..20 {
+        let mut request = Request::new("g", serde_json::json!({}));
+        request.allowed_model_region = Some("eu".into());
+        assert_eq!(
+            s.router.call(request).await.unwrap().deployment_id.as_str(),
+            "eu-1"
+        );
+    }
+    let mut request = Request::new("g", serde_json::json!({}));
+    request.allowed_model_region = Some("us".into());
+    let err = s.router.call(request).await.unwrap_err();
+    assert_eq!(err.status(), 400, "{err}");
+    assert!(err.to_string().contains("allowed_model_region"), "{err}");
+}

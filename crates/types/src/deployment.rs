@@ -189,6 +189,10 @@ pub struct Deployment {
     /// Budget window, e.g. `1d`, `30d`, `1mo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_duration: Option<String>,
+    /// The region the deployment serves from (`region_name`, e.g. `eu`, `us`): the pre-call
+    /// checks keep a request that allows only some regions on deployments in them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_name: Option<String>,
 }
 
 impl Deployment {
