@@ -5,6 +5,9 @@
 //! - `cargo xtask redis`: starts a private `redis-server` on a free loopback port for a developer,
 //!   prints its URL and runs until interrupted.
 //! - `cargo xtask bench [ARGS]`: runs the criterion benches (`cargo bench -p ferrolite-benches`).
+//! - `cargo xtask catalogue --from FILE`: refreshes the model catalogue the facade embeds
+//!   (`crates/ferrolite/data/catalogue.json`) from LiteLLM's `model_prices_and_context_window.json`,
+//!   keeping the fields the router uses.
 //!
 //! Redis for the tests: `REDIS_URL` when it is set; otherwise a private `redis-server` (no
 //! persistence) that is stopped afterwards, even when the tests fail. `FERROLITE_REQUIRE_REDIS=1`
@@ -30,7 +33,16 @@ fn main() -> ExitCode {
             .concat(),
             &[],
         ),
-        _ => Err("usage: cargo xtask <ci | redis | bench [criterion args]>".to_string()),
+        Some("catalogue") => match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--from"), Some(file)) => catalogue(file),
+            _ => Err(
+                "usage: cargo xtask catalogue --from model_prices_and_context_window.json".into(),
+            ),
+        },
+        _ => Err(
+            "usage: cargo xtask <ci | redis | bench [criterion args] | catalogue --from FILE>"
+                .to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +51,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The fields of a LiteLLM catalogue entry the router uses.
+const CATALOGUE_FIELDS: [&str; 6] = [
+    "litellm_provider",
+    "mode",
+    "max_input_tokens",
+    "max_output_tokens",
+    "input_cost_per_token",
+    "output_cost_per_token",
+];
+
+/// Writes the trimmed catalogue: one entry per line, sorted by name, so a refresh diffs well.
+fn catalogue(from: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(from).map_err(|e| format!("cannot read {from}: {e}"))?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("{from} is not a JSON object: {e}"))?;
+    let mut names: Vec<&String> = map.keys().filter(|k| *k != "sample_spec").collect();
+    names.sort();
+    let mut out = String::from("{\n");
+    let mut kept = 0usize;
+    for name in names {
+        let Some(entry) = map.get(name).and_then(|e| e.as_object()) else {
+            continue;
+        };
+        let trimmed: serde_json::Map<String, serde_json::Value> = CATALOGUE_FIELDS
+            .iter()
+            .filter_map(|f| entry.get(*f).map(|v| ((*f).to_string(), v.clone())))
+            .collect();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if kept > 0 {
+            out.push_str(",\n");
+        }
+        let key = serde_json::Value::String(name.clone()).to_string();
+        out.push_str(&format!("{key}:{}", serde_json::Value::Object(trimmed)));
+        kept += 1;
+    }
+    out.push_str("\n}\n");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/ferrolite/data");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let target = dir.join("catalogue.json");
+    std::fs::write(&target, out).map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+    println!("{kept} models written to {}", target.display());
+    Ok(())
 }
 
 fn as_strs(args: &[String]) -> Vec<&str> {

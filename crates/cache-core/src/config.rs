@@ -16,7 +16,7 @@ pub enum FailureMode {
 }
 
 /// How to reach Redis.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]` or `rediss://...`; cluster and sentinel URLs as fred
     /// accepts them (`redis-cluster://`, `redis-sentinel://`).
@@ -32,6 +32,40 @@ pub struct RedisConfig {
     /// How long startup waits for the first connection before carrying on (fail-open) or
     /// failing (fail-closed). Default 2 s.
     pub initial_connect_wait: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// The URL's password is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("initial_connect_wait", &self.initial_connect_wait)
+            .finish()
+    }
+}
+
+/// `url` with the password (between `:` and `@` in the authority) replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{scheme}://{shown}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 impl RedisConfig {
@@ -149,5 +183,26 @@ impl CacheConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_url_password_is_never_printed() {
+        let config = RedisConfig::new("redis://:hunter2@cache.internal:6379/0");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("redis://:***@cache.internal:6379/0"),
+            "{shown}"
+        );
+        assert_eq!(
+            redacted_url("rediss://user:pw@h:1"),
+            "rediss://user:***@h:1"
+        );
+        assert_eq!(redacted_url("redis://h:1"), "redis://h:1");
     }
 }

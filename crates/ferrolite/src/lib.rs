@@ -7,14 +7,23 @@
 //! - [`cache`]: the two-tier state cache shared through Redis;
 //! - [`strategies`]: the routing strategies;
 //! - [`budgets`]: spend budgets and their accounting;
-//! - [`router`]: the `Router` (resolution, filters, admission, cooldowns, retries, fallbacks).
+//! - [`router`]: the `Router` (resolution, filters, admission, cooldowns, retries, fallbacks);
+//! - [`config`]: LiteLLM's `config.yaml`, loaded unchanged;
+//! - [`catalogue`]: LiteLLM's model prices and context windows, embedded;
+//! - [`mock`]: a backend that answers without a network.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
-//! The builder, the LiteLLM-compatible YAML configuration and the HTTP backends land here as
-//! later issues fill them.
 
+mod builder;
+pub mod catalogue;
+pub mod config;
+pub mod mock;
+
+pub use builder::{Error, RouterBuilder, RouterExt, build_from_config};
+pub use config::{Config, ConfigError, ConfigWarning, WarningKind};
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
 pub use ferrolite_router as router;
+pub use ferrolite_router::{Request, Router, RouterError, RouterResponse, RouterStream};
 pub use ferrolite_strategies as strategies;
 pub use ferrolite_types as types;

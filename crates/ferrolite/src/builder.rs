@@ -1,0 +1,303 @@
+//! Building a router: [`RouterBuilder`] in code, or [`RouterExt::from_config`] from LiteLLM's
+//! `config.yaml`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferrolite_cache::{CacheConfig, CacheError, DualCache};
+use ferrolite_router::{
+    Backend, BackendError, BackendFuture, BackendRequest, BackendStreamFuture, HealthFuture,
+    Router, RouterError, RouterSettings,
+};
+use ferrolite_types::{Deployment, ErrorClass};
+
+use crate::config::{Config, ConfigError};
+use crate::mock::{MockBackend, MockSpec};
+
+/// What can fail when a router is built through the facade.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The deployments or settings are invalid.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The state cache could not start.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A deployment has nothing to call it with.
+    #[error(
+        "deployment `{deployment}` of `{model_group}` has no backend: give the builder one with \
+         `.backend(...)`, or mock it with `mock_response`"
+    )]
+    NoBackend {
+        /// Its model group.
+        model_group: String,
+        /// Its id.
+        deployment: String,
+    },
+}
+
+/// Builds a [`Router`]: deployments, settings, the state cache and the backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), ferrolite::Error> {
+/// use ferrolite::mock::MockSpec;
+/// use ferrolite::types::Deployment;
+/// use ferrolite::{Request, Router, RouterExt};
+///
+/// let router = Router::builder()
+///     .deployment(Deployment::new("gpt-4o", "azure/gpt-4o-eu"))
+///     .deployment(Deployment::new("gpt-4o", "openai/gpt-4o"))
+///     .mock_all(MockSpec::reply("Hi there"))
+///     .build()
+///     .await?;
+/// let answer = router.call(Request::new("gpt-4o", serde_json::json!({"messages": []}))).await?;
+/// assert_eq!(answer.model_group, "gpt-4o");
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct RouterBuilder {
+    deployments: Vec<Deployment>,
+    settings: RouterSettings,
+    cache_config: CacheConfig,
+    cache: Option<DualCache>,
+    backend: Option<Arc<dyn Backend>>,
+    mocks: BTreeMap<String, MockSpec>,
+    mock_all: Option<MockSpec>,
+}
+
+impl std::fmt::Debug for RouterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterBuilder")
+            .field("deployments", &self.deployments.len())
+            .field("mocks", &self.mocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterBuilder {
+    /// An empty builder: LiteLLM's default settings, an in-memory cache, no backend.
+    pub fn new() -> Self {
+        RouterBuilder::default()
+    }
+
+    /// Everything a loaded configuration says: deployments, settings, the cache (Redis when
+    /// configured) and the mocked deployments.
+    pub fn from_config(config: Config) -> Self {
+        RouterBuilder {
+            deployments: config.deployments,
+            settings: config.settings,
+            cache_config: config.cache,
+            mocks: config.mocks,
+            ..RouterBuilder::default()
+        }
+    }
+
+    /// Adds a deployment.
+    pub fn deployment(mut self, deployment: Deployment) -> Self {
+        self.deployments.push(deployment);
+        self
+    }
+
+    /// Adds deployments.
+    pub fn deployments(mut self, deployments: impl IntoIterator<Item = Deployment>) -> Self {
+        self.deployments.extend(deployments);
+        self
+    }
+
+    /// The routing settings.
+    pub fn settings(mut self, settings: RouterSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The state cache to connect (Redis or in memory).
+    pub fn cache_config(mut self, config: CacheConfig) -> Self {
+        self.cache_config = config;
+        self
+    }
+
+    /// A state cache already connected (shared with other routers of this process, say).
+    pub fn cache(mut self, cache: DualCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The backend that calls the deployments that are not mocked.
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The deployment with id `id` answers from the mock backend as `spec` says.
+    pub fn mock(mut self, id: impl Into<String>, spec: MockSpec) -> Self {
+        self.mocks.insert(id.into(), spec);
+        self
+    }
+
+    /// Every deployment without its own mock answers as `spec` says.
+    pub fn mock_all(mut self, spec: MockSpec) -> Self {
+        self.mock_all = Some(spec);
+        self
+    }
+
+    /// Connects the cache (unless one was given) and builds the router.
+    pub async fn build(self) -> Result<Router, Error> {
+        let backend = self.resolve_backend()?;
+        let cache = match self.cache {
+            Some(cache) => cache,
+            None => DualCache::connect(self.cache_config).await?,
+        };
+        Ok(Router::new(
+            self.deployments,
+            self.settings,
+            cache,
+            backend,
+        )?)
+    }
+
+    /// The backend: the given one, with the mocked deployments answered by the mock backend.
+    fn resolve_backend(&self) -> Result<Arc<dyn Backend>, Error> {
+        if self.mocks.is_empty() && self.mock_all.is_none() {
+            if let Some(backend) = &self.backend {
+                return Ok(Arc::clone(backend));
+            }
+        }
+        if self.backend.is_none() && self.mock_all.is_none() {
+            if let Some(unmocked) = self
+                .deployments
+                .iter()
+                .find(|d| !self.mocks.contains_key(d.id().as_str()))
+            {
+                return Err(Error::NoBackend {
+                    model_group: unmocked.model_name.clone(),
+                    deployment: unmocked.id().to_string(),
+                });
+            }
+        }
+        let mut mock = MockBackend::new(self.mock_all.clone().unwrap_or_default());
+        for (id, spec) in &self.mocks {
+            mock = mock.with(id.clone(), spec.clone());
+        }
+        if let Some(seed) = self.settings.strategy.seed {
+            mock = mock.seeded(seed ^ 0x5851_f42d);
+        }
+        let mocked: Vec<String> = if self.mock_all.is_some() {
+            Vec::new()
+        } else {
+            self.mocks.keys().cloned().collect()
+        };
+        Ok(Arc::new(Dispatch {
+            mock,
+            mock_everything: self.mock_all.is_some(),
+            mocked,
+            other: self.backend.clone(),
+        }))
+    }
+}
+
+/// Sends mocked deployments to the mock backend and the others to the given one.
+struct Dispatch {
+    mock: MockBackend,
+    mock_everything: bool,
+    mocked: Vec<String>,
+    other: Option<Arc<dyn Backend>>,
+}
+
+impl Dispatch {
+    fn pick(&self, deployment: &Deployment) -> Option<&dyn Backend> {
+        if self.mock_everything || self.mocked.iter().any(|id| id == deployment.id().as_str()) {
+            return Some(&self.mock);
+        }
+        self.other.as_deref()
+    }
+}
+
+fn no_backend(deployment: &Deployment) -> BackendError {
+    BackendError::new(
+        ErrorClass::Connection,
+        format!("no backend for deployment `{}`", deployment.id()),
+    )
+}
+
+impl Backend for Dispatch {
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendFuture<'a> {
+        match self.pick(deployment) {
+            Some(backend) => backend.call(deployment, request),
+            None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
+        }
+    }
+
+    fn stream<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendStreamFuture<'a> {
+        match self.pick(deployment) {
+            Some(backend) => backend.stream(deployment, request),
+            None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
+        }
+    }
+
+    fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
+        match self.pick(deployment) {
+            Some(backend) => backend.health_check(deployment),
+            None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
+        }
+    }
+}
+
+/// `Router::builder()` and `Router::from_config(path)` (bring the trait into scope:
+/// `use ferrolite::RouterExt`).
+pub trait RouterExt: Sized {
+    /// A [`RouterBuilder`].
+    fn builder() -> RouterBuilder;
+
+    /// Loads LiteLLM's `config.yaml` at `path` and builds the router it describes (mocked
+    /// deployments answer from the mock backend). An invalid setting is a [`ConfigError`]
+    /// naming its path.
+    fn from_config(
+        path: impl AsRef<std::path::Path> + Send,
+    ) -> impl std::future::Future<Output = Result<Self, Error>> + Send;
+}
+
+impl RouterExt for Router {
+    fn builder() -> RouterBuilder {
+        RouterBuilder::new()
+    }
+
+    async fn from_config(path: impl AsRef<std::path::Path> + Send) -> Result<Self, Error> {
+        let config = Config::from_path(path)?;
+        build_from_config(config, None).await
+    }
+}
+
+/// Builds the router `config` describes; `backend` calls the deployments that are not mocked.
+/// A deployment or setting the router refuses is reported at its configuration path.
+pub async fn build_from_config(
+    config: Config,
+    backend: Option<Arc<dyn Backend>>,
+) -> Result<Router, Error> {
+    let mut builder = RouterBuilder::from_config(config);
+    builder.backend = backend;
+    builder.build().await.map_err(|e| match e {
+        Error::Router(RouterError::InvalidSettings {
+            field,
+            value,
+            reason,
+        }) => Error::Config(ConfigError::at(
+            format!("router_settings.{field}"),
+            format!("{value}: {reason}"),
+        )),
+        Error::Router(RouterError::InvalidDeployment { index, source, .. }) => Error::Config(
+            ConfigError::at(format!("model_list[{index}]"), source.to_string()),
+        ),
+        other => other,
+    })
+}

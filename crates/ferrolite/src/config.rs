@@ -1,0 +1,1368 @@
+//! LiteLLM's `config.yaml`, loaded unchanged: `model_list`, `router_settings`, the
+//! `litellm_settings` that concern routing, `general_settings.master_key`, and ferrolite's own
+//! `ferrolite_settings`. YAML anchors and merge keys (`<<: *base`) work; secrets are read from
+//! the environment with LiteLLM's `os.environ/NAME`.
+//!
+//! Every invalid value is a [`ConfigError`] naming its path and the value, with the line and
+//! column where the YAML parser saw it:
+//!
+//! ```text
+//! model_list[3].litellm_params.rpm: expected a non-negative integer, got "ten" (line 14, column 12)
+//! ```
+//!
+//! A key ferrolite does not read is not an error: it becomes a [`ConfigWarning`] — "accepted,
+//! not implemented" for a key LiteLLM knows (so a user learns exactly what of their config is
+//! honoured), "unknown key, ignored" otherwise. `ferrolite_settings` is ferrolite's own, so a
+//! key there that ferrolite does not know is an error. docs/configuration.md lists every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use ferrolite_budgets::{BudgetConfig, BudgetsConfig, WindowAlignment};
+use ferrolite_cache::{CacheConfig, FailureMode, RedisConfig, Window};
+use ferrolite_router::{RetryBudgetSettings, RetryPolicy, RouterSettings, WaitQueueSettings};
+use ferrolite_strategies::{AdmissionMode, StrategyName};
+use ferrolite_types::{AllowedFailsPolicy, Deployment, Secret};
+use serde::{Deserialize, Deserializer};
+
+use crate::catalogue;
+use crate::mock::{MockResponse, MockSpec, litellm_error_class, parse_mock_response};
+
+/// A loaded configuration: what a router is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The deployments of `model_list`, completed from the model catalogue where they do not
+    /// say (context window, prices).
+    pub deployments: Vec<Deployment>,
+    /// The routing settings.
+    pub settings: RouterSettings,
+    /// The state cache: Redis when `router_settings` names one.
+    pub cache: CacheConfig,
+    /// `general_settings.master_key`, for the gateway.
+    pub master_key: Option<Secret>,
+    /// Deployments that answer from the mock backend (`mock_response` or `mock_*` settings),
+    /// by deployment id.
+    pub mocks: BTreeMap<String, MockSpec>,
+    /// Keys that were accepted without effect.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A key ferrolite accepted without acting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Where, e.g. `router_settings.cache_kwargs`.
+    pub path: String,
+    /// Whether LiteLLM knows the key.
+    pub kind: WarningKind,
+}
+
+/// Why a key had no effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningKind {
+    /// LiteLLM reads this key; ferrolite does not implement it.
+    NotImplemented,
+    /// Neither LiteLLM nor ferrolite knows the key (a typo?).
+    Unknown,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            WarningKind::NotImplemented => write!(f, "{}: accepted, not implemented", self.path),
+            WarningKind::Unknown => write!(f, "{}: unknown key, ignored", self.path),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value (or the YAML around it) is invalid.
+    #[error("{path}: {message}{}", position(*.line, *.column))]
+    Invalid {
+        /// Where, e.g. `model_list[3].litellm_params.rpm` (empty for the whole document).
+        path: String,
+        /// What is wrong, naming the value.
+        message: String,
+        /// The line (from 1), when known.
+        line: Option<u64>,
+        /// The column (from 1), when known.
+        column: Option<u64>,
+    },
+    /// The file could not be read.
+    #[error("cannot read {file}: {reason}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn position(line: Option<u64>, column: Option<u64>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
+        (Some(line), None) => format!(" (line {line})"),
+        _ => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// An invalid value at `path`, without a position.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+
+    /// The path the error names.
+    pub fn path(&self) -> &str {
+        match self {
+            ConfigError::Invalid { path, .. } => path,
+            ConfigError::Read { file, .. } => file,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and loads the file at `path`.
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Loads a configuration from YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::at(
+                "model_list",
+                "required: the configuration is empty",
+            ));
+        }
+        let options = serde_saphyr::options! { with_snippet: false };
+        let mut failed_at = String::new();
+        let mut ignored: Vec<String> = Vec::new();
+        let parsed: Result<RawConfig, serde_saphyr::Error> =
+            serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+                let mut track = serde_path_to_error::Track::new();
+                let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
+                let result = serde_ignored::deserialize(tracked, |path| {
+                    ignored.push(render_ignored(&path));
+                });
+                result.inspect_err(|_| failed_at = track.path().to_string())
+            });
+        let raw = parsed.map_err(|e| parse_error(text, &failed_at, &e))?;
+        let warnings = ignored
+            .into_iter()
+            .map(|path| ConfigWarning {
+                kind: classify(&path),
+                path,
+            })
+            .collect();
+        raw.into_config(warnings)
+    }
+
+    /// The keys accepted without effect, one line each (what `ferrolite check` prints).
+    pub fn not_honoured(&self) -> Vec<String> {
+        self.warnings.iter().map(ToString::to_string).collect()
+    }
+}
+
+// ---- errors from the parser ----------------------------------------------------------------
+
+/// A parser error as a [`ConfigError`]: the path the deserializer was at, a message that names
+/// what was expected and the value found, and the position.
+fn parse_error(text: &str, path: &str, error: &serde_saphyr::Error) -> ConfigError {
+    let location = error.location();
+    let (line, column) = match location {
+        Some(l) if l.line() > 0 => (Some(l.line()), Some(l.column())),
+        _ => (None, None),
+    };
+    let raw = error.to_string();
+    // "error: line 5 column 12: invalid u64" -> "invalid u64"
+    let message = match raw.split_once(": ") {
+        Some((head, rest)) if head.starts_with("error") => match rest.split_once(": ") {
+            Some((pos, rest)) if pos.starts_with("line ") => rest.to_string(),
+            _ => rest.to_string(),
+        },
+        _ => raw.clone(),
+    };
+    let message = message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let got = || {
+        line.zip(column)
+            .and_then(|(l, c)| scalar_at(text, l, c))
+            .map_or_else(|| "nothing".to_string(), |token| show(&token))
+    };
+    let mut path = path.trim_start_matches('.').to_string();
+    let message = if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        if !path.is_empty() && path != "?" {
+            path.push('.');
+        } else {
+            path.clear();
+        }
+        path.push_str(field);
+        "required".to_string()
+    } else if let Some(expected) = expected_of(&message) {
+        format!("expected {expected}, got {}", got())
+    } else {
+        message
+    };
+    ConfigError::Invalid {
+        path: if path == "?" { String::new() } else { path },
+        message,
+        line,
+        column,
+    }
+}
+
+/// What a parser message says was expected, in words.
+fn expected_of(message: &str) -> Option<&'static str> {
+    let lower = message.to_ascii_lowercase();
+    Some(
+        if [
+            "invalid u64",
+            "invalid u32",
+            "invalid u16",
+            "invalid u8",
+            "invalid usize",
+        ]
+        .iter()
+        .any(|m| lower.starts_with(m))
+        {
+            "a non-negative integer"
+        } else if lower.starts_with("invalid i64") || lower.starts_with("invalid i32") {
+            "an integer"
+        } else if lower.starts_with("invalid floating point") || lower.contains("expected f64") {
+            "a number"
+        } else if lower.contains("invalid bool") || lower.contains("expected a boolean") {
+            "true or false"
+        } else if lower.contains("sequence start") || lower.contains("expected a sequence") {
+            "a list"
+        } else if lower.contains("mapping start") || lower.contains("expected a map") {
+            "a mapping"
+        } else if lower.contains("expected a string") || lower.contains("expected string") {
+            "a string"
+        } else {
+            return None;
+        },
+    )
+}
+
+/// The scalar (or the start of the node) at a 1-based line and column.
+fn scalar_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(line.checked_sub(1)?).ok()?)?;
+    let start = usize::try_from(column.checked_sub(1)?).ok()?;
+    let rest: String = line.chars().skip(start).collect();
+    let rest = match rest.find(" #") {
+        Some(comment) => &rest[..comment],
+        None => rest.as_str(),
+    };
+    let token = rest.trim();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// A token as the message shows it: numbers as they are, other text quoted.
+fn show(token: &str) -> String {
+    if token.parse::<f64>().is_ok() {
+        return token.to_string();
+    }
+    let unquoted = token
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| token.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')))
+        .unwrap_or(token);
+    format!("{unquoted:?}")
+}
+
+/// `serde_ignored`'s path as `model_list[0].litellm_params.key`.
+fn render_ignored(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", render_ignored(parent)),
+        Path::Map { parent, key } => {
+            let parent = render_ignored(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => render_ignored(parent),
+    }
+}
+
+/// Keys LiteLLM reads that ferrolite accepts without acting on, by section.
+const LITELLM_KEYS: &[(&str, &[&str])] = &[
+    (
+        "litellm_params",
+        &[
+            "itpm",
+            "otpm",
+            "tpd",
+            "rpd",
+            "daily_reset_time",
+            "timeout_by_service_tier",
+            "stream_timeout_by_service_tier",
+            "tag_regex",
+            "litellm_credential_name",
+            "configurable_clientside_auth_params",
+            "vertex_project",
+            "vertex_location",
+            "vertex_credentials",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_region_name",
+            "aws_session_token",
+            "aws_role_name",
+            "drop_params",
+            "max_retries",
+            "organization",
+            "use_in_pass_through",
+            "merge_reasoning_content_in_choices",
+            "temperature",
+            "max_tokens",
+            "top_p",
+            "seed",
+            "extra_headers",
+            "headers",
+            "input_cost_per_second",
+            "output_cost_per_second",
+            "model_info",
+            "region",
+        ],
+    ),
+    (
+        "model_info",
+        &[
+            "blocked",
+            "team_id",
+            "team_public_model_name",
+            "enable_tag_filtering",
+            "allow_fail_open",
+            "tier",
+            "access_windows",
+            "mode",
+            "supports_vision",
+            "supports_function_calling",
+            "max_output_tokens",
+            "litellm_provider",
+            "description",
+            "access_groups",
+            "db_model",
+            "updated_at",
+            "created_at",
+            "updated_by",
+            "created_by",
+        ],
+    ),
+    (
+        "router_settings",
+        &[
+            "cache_responses",
+            "cache_kwargs",
+            "caching_groups",
+            "client_ttl",
+            "redis_db",
+            "set_verbose",
+            "debug_level",
+            "default_litellm_params",
+            "tag_routing_prefix",
+            "plugins",
+            "retry_after",
+            "routing_groups",
+            "alerting_config",
+            "router_general_settings",
+            "model_group_affinity_config",
+            "ignore_invalid_deployments",
+            "background_health_check_model_groups",
+            "enable_weighted_failover",
+            "enable_mid_stream_fallback_continuation",
+            "fallback_access_check",
+            "fallback_budget_check",
+            "auto_router_capability_limit",
+            "session_affinity_repin_on_failover",
+            "assistants_config",
+            "search_tools",
+            "guardrail_list",
+            "model_group_retry_policy_hidden",
+            "health_check_interval",
+        ],
+    ),
+    (
+        "litellm_settings",
+        &[
+            "drop_params",
+            "set_verbose",
+            "json_logs",
+            "callbacks",
+            "success_callback",
+            "failure_callback",
+            "service_callback",
+            "cache",
+            "cache_params",
+            "turn_off_message_logging",
+            "redact_user_api_key_info",
+            "max_budget",
+            "budget_duration",
+            "telemetry",
+            "modify_params",
+            "enable_preview_features",
+            "default_internal_user_params",
+            "max_internal_user_budget",
+            "internal_user_budget_duration",
+            "upperbound_key_generate_params",
+            "default_team_settings",
+            "mcp_aliases",
+            "guardrails",
+            "num_retries_per_request",
+            "model_alias_map",
+            "force_ipv4",
+            "ssl_verify",
+            "disable_end_user_cost_tracking",
+            "return_response_headers",
+            "enable_json_schema_validation",
+            "max_fallbacks",
+            "allowed_fails",
+            "cooldown_time",
+            "disable_cooldowns",
+        ],
+    ),
+    (
+        "general_settings",
+        &[
+            "database_url",
+            "database_connection_pool_limit",
+            "database_connection_timeout",
+            "store_model_in_db",
+            "store_prompts_in_spend_logs",
+            "alerting",
+            "alerting_threshold",
+            "alert_types",
+            "proxy_batch_write_at",
+            "disable_spend_logs",
+            "disable_master_key_return",
+            "enforce_user_param",
+            "allowed_routes",
+            "admin_only_routes",
+            "public_routes",
+            "custom_auth",
+            "health_check_interval",
+            "background_health_checks",
+            "health_check_details",
+            "use_redis_transaction_buffer",
+            "max_parallel_requests",
+            "global_max_parallel_requests",
+            "infer_model_from_keys",
+            "maximum_spend_logs_retention_period",
+            "ui_access_mode",
+            "litellm_key_header_name",
+            "user_header_name",
+            "pass_through_endpoints",
+            "disable_reset_budget",
+            "proxy_budget_rescheduler_min_time",
+            "proxy_budget_rescheduler_max_time",
+        ],
+    ),
+    (
+        "",
+        &[
+            "environment_variables",
+            "guardrails",
+            "mcp_servers",
+            "credential_list",
+            "vector_store_registry",
+            "search_tools",
+            "callback_settings",
+            "model_group_settings",
+            "files_settings",
+            "finetune_settings",
+            "assistant_settings",
+            "include",
+        ],
+    ),
+];
+
+/// Whether LiteLLM knows the key at `path` (its last segment, in its section).
+fn classify(path: &str) -> WarningKind {
+    let segments: Vec<&str> = path.split('.').collect();
+    let Some(key) = segments.last() else {
+        return WarningKind::Unknown;
+    };
+    let key = key.split('[').next().unwrap_or(key);
+    let section = if segments.len() == 1 {
+        ""
+    } else {
+        let parent = segments[segments.len() - 2];
+        parent.split('[').next().unwrap_or(parent)
+    };
+    let known = LITELLM_KEYS
+        .iter()
+        .any(|(s, keys)| *s == section && keys.contains(&key));
+    if known {
+        WarningKind::NotImplemented
+    } else {
+        WarningKind::Unknown
+    }
+}
+
+// ---- values ----------------------------------------------------------------------------------
+
+/// A string that may be read from the environment (`os.environ/NAME`).
+#[derive(Debug, Clone, PartialEq)]
+struct EnvString(String);
+
+impl<'de> Deserialize<'de> for EnvString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        resolve_env(&value).map(EnvString)
+    }
+}
+
+/// A secret, literal or from the environment (`os.environ/NAME`); never printed.
+#[derive(Clone, PartialEq)]
+struct SecretValue(Secret);
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        resolve_env(&value).map(|v| SecretValue(Secret::new(v)))
+    }
+}
+
+fn resolve_env<E: serde::de::Error>(value: &str) -> Result<String, E> {
+    match value.strip_prefix("os.environ/") {
+        Some(name) => std::env::var(name).map_err(|_| {
+            E::custom(format!(
+                "the environment variable `{name}` (named by `os.environ/{name}`) is not set"
+            ))
+        }),
+        None => Ok(value.to_string()),
+    }
+}
+
+/// A non-negative, finite number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !value.is_finite() || value < 0.0 {
+            return Err(serde::de::Error::custom(format!(
+                "expected a non-negative number of seconds, got {value}"
+            )));
+        }
+        Ok(Seconds(value))
+    }
+}
+
+impl Seconds {
+    fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+}
+
+/// A share from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Share(f64);
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !(0.0..=1.0).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "expected a share from 0 to 1, got {value}"
+            )));
+        }
+        Ok(Share(value))
+    }
+}
+
+/// `routing_strategy`, by LiteLLM's names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StrategyDe(StrategyName);
+
+impl<'de> Deserialize<'de> for StrategyDe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse::<StrategyName>().map(StrategyDe).map_err(|_| {
+            let known: Vec<&str> = StrategyName::all().iter().map(|s| s.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown routing strategy {name:?}; one of: {}",
+                known.join(", ")
+            ))
+        })
+    }
+}
+
+/// One item's targets: a name or a list of names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// LiteLLM's fallback lists: `[{"gpt-4o": ["gpt-4o-mini", "claude"]}, {"*": ["default"]}]`.
+type FallbackList = Vec<BTreeMap<String, OneOrMany>>;
+
+/// A `model_group_alias` target: the group, or `{model, hidden}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum AliasTarget {
+    Group(String),
+    Detailed {
+        model: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        hidden: bool,
+    },
+}
+
+/// LiteLLM's `RetryPolicy`, with its field names.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetryPolicy {
+    #[serde(rename = "BadRequestErrorRetries", default)]
+    bad_request: Option<u32>,
+    #[serde(rename = "AuthenticationErrorRetries", default)]
+    authentication: Option<u32>,
+    #[serde(rename = "TimeoutErrorRetries", default)]
+    timeout: Option<u32>,
+    #[serde(rename = "RateLimitErrorRetries", default)]
+    rate_limit: Option<u32>,
+    #[serde(rename = "ContentPolicyViolationErrorRetries", default)]
+    content_policy: Option<u32>,
+    #[serde(rename = "InternalServerErrorRetries", default)]
+    internal_server: Option<u32>,
+    #[serde(rename = "ServiceUnavailableErrorRetries", default)]
+    service_unavailable: Option<u32>,
+    #[serde(rename = "NotFoundErrorRetries", default)]
+    not_found: Option<u32>,
+}
+
+impl From<RawRetryPolicy> for RetryPolicy {
+    fn from(raw: RawRetryPolicy) -> Self {
+        RetryPolicy {
+            bad_request: raw.bad_request,
+            authentication: raw.authentication,
+            timeout: raw.timeout,
+            rate_limit: raw.rate_limit,
+            content_policy: raw.content_policy,
+            internal_server: raw.internal_server,
+            service_unavailable: raw.service_unavailable,
+            not_found: raw.not_found,
+            default: None,
+        }
+    }
+}
+
+// ---- the document ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    model_list: Option<Vec<RawModel>>,
+    router_settings: RawRouterSettings,
+    litellm_settings: RawLitellmSettings,
+    general_settings: RawGeneralSettings,
+    ferrolite_settings: RawFerroliteSettings,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawModel {
+    model_name: String,
+    litellm_params: RawParams,
+    #[serde(default)]
+    model_info: RawModelInfo,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawParams {
+    model: String,
+    #[serde(default)]
+    api_base: Option<EnvString>,
+    #[serde(default)]
+    api_key: Option<SecretValue>,
+    #[serde(default)]
+    api_version: Option<EnvString>,
+    #[serde(default)]
+    custom_llm_provider: Option<String>,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    max_parallel_requests: Option<u32>,
+    #[serde(default)]
+    weight: Option<f64>,
+    #[serde(default)]
+    order: Option<u32>,
+    #[serde(default)]
+    timeout: Option<Seconds>,
+    #[serde(default)]
+    request_timeout: Option<Seconds>,
+    #[serde(default)]
+    stream_timeout: Option<Seconds>,
+    #[serde(default)]
+    num_retries: Option<u32>,
+    #[serde(default)]
+    cooldown_time: Option<Seconds>,
+    #[serde(default)]
+    max_budget: Option<f64>,
+    #[serde(default)]
+    budget_duration: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    region_name: Option<String>,
+    #[serde(default)]
+    base_model: Option<String>,
+    #[serde(default)]
+    input_cost_per_token: Option<f64>,
+    #[serde(default)]
+    output_cost_per_token: Option<f64>,
+    #[serde(default)]
+    max_input_tokens: Option<u64>,
+    #[serde(default)]
+    mock_response: Option<String>,
+    // ferrolite's mock behaviour (for `ferrolite simulate` and tests)
+    #[serde(default)]
+    mock_latency_ms: Option<f64>,
+    #[serde(default)]
+    mock_jitter: Option<Share>,
+    #[serde(default)]
+    mock_ttft_ms: Option<f64>,
+    #[serde(default)]
+    mock_error_rates: BTreeMap<String, Share>,
+    #[serde(default)]
+    mock_rpm: Option<u64>,
+    #[serde(default)]
+    mock_tpm: Option<u64>,
+    #[serde(default)]
+    mock_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawModelInfo {
+    id: Option<String>,
+    base_model: Option<String>,
+    max_input_tokens: Option<u64>,
+    input_cost_per_token: Option<f64>,
+    output_cost_per_token: Option<f64>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    order: Option<u32>,
+    allowed_fails: Option<u32>,
+    allowed_fails_policy: Option<AllowedFailsPolicy>,
+    cooldown_time: Option<Seconds>,
+    region_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRouterSettings {
+    routing_strategy: Option<StrategyDe>,
+    routing_strategy_args: RawStrategyArgs,
+    num_retries: Option<u32>,
+    timeout: Option<Seconds>,
+    stream_timeout: Option<Seconds>,
+    allowed_fails: Option<u32>,
+    allowed_fails_policy: Option<AllowedFailsPolicy>,
+    cooldown_time: Option<Seconds>,
+    disable_cooldowns: Option<bool>,
+    retry_policy: Option<RawRetryPolicy>,
+    model_group_retry_policy: BTreeMap<String, RawRetryPolicy>,
+    fallbacks: Option<FallbackList>,
+    default_fallbacks: Option<Vec<String>>,
+    context_window_fallbacks: Option<FallbackList>,
+    content_policy_fallbacks: Option<FallbackList>,
+    max_fallbacks: Option<u32>,
+    enable_pre_call_checks: Option<bool>,
+    enable_tag_filtering: Option<bool>,
+    tag_filtering_match_any: Option<bool>,
+    model_group_alias: BTreeMap<String, AliasTarget>,
+    provider_budget_config: BTreeMap<String, BudgetConfig>,
+    redis_url: Option<SecretValue>,
+    redis_host: Option<EnvString>,
+    redis_port: Option<u16>,
+    redis_password: Option<SecretValue>,
+    default_max_parallel_requests: Option<u32>,
+    default_priority: Option<u8>,
+    polling_interval: Option<Seconds>,
+    optional_pre_call_checks: Vec<String>,
+    deployment_affinity_ttl_seconds: Option<Seconds>,
+    enable_health_check_routing: Option<bool>,
+    health_check_staleness_threshold: Option<Seconds>,
+    health_check_ignore_transient_errors: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawStrategyArgs {
+    ttl: Option<Seconds>,
+    lowest_latency_buffer: Option<f64>,
+    max_latency_list_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLitellmSettings {
+    num_retries: Option<u32>,
+    request_timeout: Option<Seconds>,
+    fallbacks: Option<FallbackList>,
+    context_window_fallbacks: Option<FallbackList>,
+    content_policy_fallbacks: Option<FallbackList>,
+    default_fallbacks: Option<Vec<String>>,
+    tag_budget_config: BTreeMap<String, BudgetConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawGeneralSettings {
+    master_key: Option<SecretValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawFerroliteSettings {
+    admission: Option<AdmissionDe>,
+    window: Option<WindowDe>,
+    budget_windows: Option<BudgetWindowsDe>,
+    sync_interval_ms: Option<u64>,
+    failure_mode: Option<FailureModeDe>,
+    redis_key_prefix: Option<String>,
+    request_deadline: Option<Seconds>,
+    retry_budget: Option<RawRetryBudget>,
+    half_open: Option<bool>,
+    deployment_affinity: Option<bool>,
+    wait_queue: Option<RawWaitQueue>,
+    lease_ttl: Option<Seconds>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AdmissionDe {
+    Batched,
+    Strict,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WindowDe {
+    Sliding,
+    Fixed,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BudgetWindowsDe {
+    Rolling,
+    Calendar,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FailureModeDe {
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRetryBudget {
+    window: Option<Seconds>,
+    min_per_second: Option<u32>,
+    ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawWaitQueue {
+    max_waiting: Option<usize>,
+    max_wait: Option<Seconds>,
+    poll_interval: Option<Seconds>,
+}
+
+// ---- from the document to a configuration ----------------------------------------------------
+
+/// Fallback chains by group.
+type Chains = std::collections::HashMap<String, Vec<String>>;
+
+/// Splits LiteLLM's fallback lists into chains by group, and the `*` entry.
+fn chains(list: FallbackList, field: &str) -> Result<(Chains, Vec<String>), ConfigError> {
+    let mut chains = std::collections::HashMap::new();
+    let mut star = Vec::new();
+    for (i, item) in list.into_iter().enumerate() {
+        for (from, targets) in item {
+            let targets = targets.into_vec();
+            if from == "*" {
+                star = targets;
+            } else if chains.insert(from.clone(), targets).is_some() {
+                return Err(ConfigError::at(
+                    format!("{field}[{i}].{from}"),
+                    format!("the group {from:?} has a second fallback entry"),
+                ));
+            }
+        }
+    }
+    Ok((chains, star))
+}
+
+impl RawConfig {
+    fn into_config(self, warnings: Vec<ConfigWarning>) -> Result<Config, ConfigError> {
+        let RawConfig {
+            model_list,
+            router_settings,
+            litellm_settings,
+            general_settings,
+            ferrolite_settings,
+        } = self;
+        let models = model_list
+            .ok_or_else(|| ConfigError::at("model_list", "required: at least one deployment"))?;
+        if models.is_empty() {
+            return Err(ConfigError::at(
+                "model_list",
+                "required: at least one deployment, got an empty list",
+            ));
+        }
+        let mut deployments = Vec::with_capacity(models.len());
+        let mut mocks = BTreeMap::new();
+        for (i, model) in models.into_iter().enumerate() {
+            let (deployment, mock) = deployment_of(i, model)?;
+            if let Some(mock) = mock {
+                mocks.insert(deployment.id().to_string(), mock);
+            }
+            deployments.push(deployment);
+        }
+        let cache = cache_of(&router_settings, &ferrolite_settings)?;
+        let settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
+        Ok(Config {
+            deployments,
+            settings,
+            cache,
+            master_key: general_settings.master_key.map(|s| s.0),
+            mocks,
+            warnings,
+        })
+    }
+}
+
+/// One `model_list` entry as a deployment (completed from the catalogue) and its mock
+/// behaviour, if it has one.
+fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec>), ConfigError> {
+    let RawModel {
+        model_name,
+        litellm_params: p,
+        model_info: info,
+    } = raw;
+    let at = |field: &str| format!("model_list[{i}].litellm_params.{field}");
+    let lookup_name = info
+        .base_model
+        .clone()
+        .or(p.base_model.clone())
+        .unwrap_or_else(|| p.model.clone());
+    let facts = catalogue::lookup(&lookup_name).unwrap_or_default();
+    let mut deployment = Deployment {
+        id: info.id,
+        model_name,
+        model: p.model.clone(),
+        custom_llm_provider: p.custom_llm_provider,
+        api_base: p.api_base.map(|s| s.0),
+        api_key: p.api_key.map(|s| s.0),
+        api_version: p.api_version.map(|s| s.0),
+        rpm: p.rpm.or(info.rpm),
+        tpm: p.tpm.or(info.tpm),
+        max_parallel_requests: p.max_parallel_requests,
+        weight: p.weight,
+        order: p.order.or(info.order),
+        tags: p.tags,
+        max_input_tokens: info
+            .max_input_tokens
+            .or(p.max_input_tokens)
+            .or(facts.max_input_tokens),
+        input_cost_per_token: info
+            .input_cost_per_token
+            .or(p.input_cost_per_token)
+            .or(facts.input_cost_per_token),
+        output_cost_per_token: info
+            .output_cost_per_token
+            .or(p.output_cost_per_token)
+            .or(facts.output_cost_per_token),
+        timeout: p.timeout.or(p.request_timeout).map(|s| s.0),
+        stream_timeout: p.stream_timeout.map(|s| s.0),
+        num_retries: p.num_retries,
+        cooldown_time: p.cooldown_time.or(info.cooldown_time).map(|s| s.0),
+        allowed_fails: info.allowed_fails,
+        allowed_fails_policy: info.allowed_fails_policy,
+        max_budget: p.max_budget,
+        budget_duration: p.budget_duration,
+        region_name: p.region_name.or(info.region_name),
+    };
+    deployment.validate().map_err(|e| {
+        use ferrolite_types::TypesError;
+        let field = match &e {
+            TypesError::Empty { field }
+            | TypesError::InvalidNumber { field, .. }
+            | TypesError::OutOfRange { field, .. } => *field,
+            TypesError::UnknownProvider { .. } => "model",
+            _ => "model",
+        };
+        let path = if field == "model_name" {
+            format!("model_list[{i}].model_name")
+        } else if field == "id" {
+            format!("model_list[{i}].model_info.id")
+        } else {
+            at(field)
+        };
+        ConfigError::at(path, e.to_string())
+    })?;
+    if deployment.model.contains('*') && !deployment.model_name.contains('*') {
+        deployment.model = p.model;
+    }
+    let mocked = p.mock_response.is_some()
+        || p.mock_latency_ms.is_some()
+        || p.mock_ttft_ms.is_some()
+        || !p.mock_error_rates.is_empty()
+        || p.mock_rpm.is_some()
+        || p.mock_tpm.is_some()
+        || p.mock_output_tokens.is_some();
+    if !mocked {
+        return Ok((deployment, None));
+    }
+    let millis = |field: &str, value: Option<f64>| -> Result<Option<Duration>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1e3))),
+            Some(ms) => Err(ConfigError::at(
+                at(field),
+                format!("expected a non-negative number of milliseconds, got {ms}"),
+            )),
+        }
+    };
+    let mut error_rates = Vec::new();
+    for (name, rate) in p.mock_error_rates {
+        let class = litellm_error_class(&name).ok_or_else(|| {
+            ConfigError::at(
+                at(&format!("mock_error_rates.{name}")),
+                "not an error class: one of RateLimitError, Timeout, InternalServerError, \
+                 ServiceUnavailableError, APIConnectionError, AuthenticationError, \
+                 NotFoundError, BadRequestError, ContextWindowExceededError, \
+                 ContentPolicyViolationError",
+            )
+        })?;
+        error_rates.push((class, rate.0));
+    }
+    let mock = MockSpec {
+        response: p
+            .mock_response
+            .as_deref()
+            .map_or(MockSpec::default().response, parse_mock_response),
+        latency: millis("mock_latency_ms", p.mock_latency_ms)?.unwrap_or_default(),
+        jitter: p.mock_jitter.map_or(0.0, |s| s.0),
+        time_to_first_token: millis("mock_ttft_ms", p.mock_ttft_ms)?,
+        error_rates,
+        rpm: p.mock_rpm,
+        tpm: p.mock_tpm,
+        output_tokens: p.mock_output_tokens,
+    };
+    debug_assert!(matches!(
+        mock.response,
+        MockResponse::Text(_) | MockResponse::Error(_)
+    ));
+    Ok((deployment, Some(mock)))
+}
+
+/// The state cache: Redis from `redis_url`, or `redis_host` + `redis_port` (+ password).
+fn cache_of(rs: &RawRouterSettings, fs: &RawFerroliteSettings) -> Result<CacheConfig, ConfigError> {
+    let mut cache = CacheConfig::default();
+    let url = match (&rs.redis_url, &rs.redis_host, rs.redis_port) {
+        (Some(url), _, _) => Some(url.0.expose().to_string()),
+        (None, Some(host), Some(port)) => Some(match &rs.redis_password {
+            Some(password) => format!(
+                "redis://:{}@{}:{port}",
+                percent_encode(password.0.expose()),
+                host.0
+            ),
+            None => format!("redis://{}:{port}", host.0),
+        }),
+        (None, Some(_), None) => {
+            return Err(ConfigError::at(
+                "router_settings.redis_port",
+                "required with redis_host",
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(ConfigError::at(
+                "router_settings.redis_host",
+                "required with redis_port",
+            ));
+        }
+        (None, None, None) => None,
+    };
+    if let Some(url) = url {
+        let mut redis = RedisConfig::new(url);
+        if let Some(prefix) = &fs.redis_key_prefix {
+            redis = redis.with_prefix(prefix.clone());
+        }
+        cache.redis = Some(redis);
+    }
+    if let Some(ms) = fs.sync_interval_ms {
+        if ms == 0 {
+            return Err(ConfigError::at(
+                "ferrolite_settings.sync_interval_ms",
+                "expected a positive number of milliseconds, got 0",
+            ));
+        }
+        cache.sync_interval = Duration::from_millis(ms);
+    }
+    if let Some(mode) = fs.failure_mode {
+        cache.failure_mode = match mode {
+            FailureModeDe::FailOpen => FailureMode::FailOpen,
+            FailureModeDe::FailClosed => FailureMode::FailClosed,
+        };
+    }
+    cache
+        .validate()
+        .map_err(|e| ConfigError::at("router_settings.redis_url", e.to_string()))?;
+    Ok(cache)
+}
+
+/// `value` percent-encoded for a URL's user information (everything but unreserved
+/// characters), so a password with `/`, `@` or `:` stays one password.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The routing settings: `router_settings` first, then `litellm_settings` (LiteLLM reads the
+/// globals only when the router's own argument is unset), then ferrolite's.
+fn settings_of(
+    rs: RawRouterSettings,
+    ls: RawLitellmSettings,
+    fs: RawFerroliteSettings,
+) -> Result<RouterSettings, ConfigError> {
+    let mut s = RouterSettings::default();
+    if let Some(strategy) = rs.routing_strategy {
+        s.routing_strategy = strategy.0;
+    }
+    s.strategy.args.ttl = rs.routing_strategy_args.ttl.map(|t| t.0);
+    s.strategy.args.lowest_latency_buffer = rs.routing_strategy_args.lowest_latency_buffer;
+    s.strategy.args.max_latency_list_size = rs.routing_strategy_args.max_latency_list_size;
+    s.strategy
+        .args
+        .validate()
+        .map_err(|e| ConfigError::at("router_settings.routing_strategy_args", e.to_string()))?;
+    s.strategy.seed = fs.seed;
+    if let Some(n) = rs.num_retries.or(ls.num_retries) {
+        s.num_retries = n;
+    }
+    if let Some(t) = rs.timeout.or(ls.request_timeout) {
+        if t.0 == 0.0 {
+            let path = if rs.timeout.is_some() {
+                "router_settings.timeout"
+            } else {
+                "litellm_settings.request_timeout"
+            };
+            return Err(ConfigError::at(
+                path,
+                "expected a number of seconds > 0, got 0",
+            ));
+        }
+        s.timeout = t.duration();
+    }
+    if let Some(t) = rs.stream_timeout {
+        if t.0 == 0.0 {
+            return Err(ConfigError::at(
+                "router_settings.stream_timeout",
+                "expected a number of seconds > 0, got 0",
+            ));
+        }
+        s.stream_timeout = Some(t.duration());
+    }
+    s.allowed_fails = rs.allowed_fails;
+    s.allowed_fails_policy = rs.allowed_fails_policy;
+    if let Some(t) = rs.cooldown_time {
+        // LiteLLM: `cooldown_time or 5` — a router-level 0 means the default.
+        if t.0 > 0.0 {
+            s.cooldown_time = t.duration();
+        }
+    }
+    s.disable_cooldowns = rs.disable_cooldowns.unwrap_or(false);
+    s.retry_policy = rs.retry_policy.map(Into::into);
+    s.model_group_retry_policy = rs
+        .model_group_retry_policy
+        .into_iter()
+        .map(|(group, policy)| (group, policy.into()))
+        .collect();
+    let (fallbacks, star) = match rs.fallbacks {
+        Some(list) => chains(list, "router_settings.fallbacks")?,
+        None => chains(
+            ls.fallbacks.unwrap_or_default(),
+            "litellm_settings.fallbacks",
+        )?,
+    };
+    s.fallbacks = fallbacks;
+    s.default_fallbacks = rs
+        .default_fallbacks
+        .or(ls.default_fallbacks)
+        .unwrap_or(star);
+    s.context_window_fallbacks = match rs.context_window_fallbacks {
+        Some(list) => chains(list, "router_settings.context_window_fallbacks")?.0,
+        None => {
+            chains(
+                ls.context_window_fallbacks.unwrap_or_default(),
+                "litellm_settings.context_window_fallbacks",
+            )?
+            .0
+        }
+    };
+    s.content_policy_fallbacks = match rs.content_policy_fallbacks {
+        Some(list) => chains(list, "router_settings.content_policy_fallbacks")?.0,
+        None => {
+            chains(
+                ls.content_policy_fallbacks.unwrap_or_default(),
+                "litellm_settings.content_policy_fallbacks",
+            )?
+            .0
+        }
+    };
+    if let Some(n) = rs.max_fallbacks {
+        s.max_fallbacks = n;
+    }
+    s.enable_pre_call_checks = rs.enable_pre_call_checks.unwrap_or(false);
+    s.enable_tag_filtering = rs.enable_tag_filtering.unwrap_or(false);
+    s.tag_filtering_match_any = rs.tag_filtering_match_any.unwrap_or(true);
+    s.model_group_alias = rs
+        .model_group_alias
+        .into_iter()
+        .map(|(alias, target)| {
+            let group = match target {
+                AliasTarget::Group(group) => group,
+                AliasTarget::Detailed { model, .. } => model,
+            };
+            (alias, group)
+        })
+        .collect();
+    s.budgets = BudgetsConfig {
+        providers: rs.provider_budget_config,
+        tags: ls.tag_budget_config,
+        alignment: match fs.budget_windows {
+            Some(BudgetWindowsDe::Calendar) => WindowAlignment::Calendar,
+            _ => WindowAlignment::Rolling,
+        },
+        ..BudgetsConfig::default()
+    };
+    s.default_max_parallel_requests = rs.default_max_parallel_requests;
+    s.default_priority = rs.default_priority;
+    for (i, check) in rs.optional_pre_call_checks.iter().enumerate() {
+        match check.as_str() {
+            "deployment_affinity" | "session_affinity" => s.deployment_affinity = true,
+            "router_budget_limiting" | "enforce_model_rate_limits" => {}
+            other => {
+                tracing::warn!(
+                    check = other,
+                    "router_settings.optional_pre_call_checks[{i}]: accepted, not implemented"
+                );
+            }
+        }
+    }
+    if let Some(ttl) = rs.deployment_affinity_ttl_seconds {
+        s.deployment_affinity_ttl = ttl.duration();
+    }
+    s.enable_health_check_routing = rs.enable_health_check_routing.unwrap_or(false);
+    if let Some(t) = rs.health_check_staleness_threshold {
+        s.health_check_staleness = t.duration();
+    }
+    s.health_check_ignore_transient_errors =
+        rs.health_check_ignore_transient_errors.unwrap_or(false);
+    // ferrolite's own
+    if let Some(mode) = fs.admission {
+        s.admission = match mode {
+            AdmissionDe::Batched => AdmissionMode::Batched,
+            AdmissionDe::Strict => AdmissionMode::Strict,
+            AdmissionDe::Auto => AdmissionMode::Auto,
+        };
+    }
+    if let Some(window) = fs.window {
+        s.window = match window {
+            WindowDe::Sliding => Window::MINUTE_SLIDING,
+            WindowDe::Fixed => Window::MINUTE_FIXED,
+        };
+    }
+    s.request_deadline = fs.request_deadline.map(Seconds::duration);
+    if let Some(budget) = fs.retry_budget {
+        let defaults = RetryBudgetSettings::default();
+        s.retry_budget = Some(RetryBudgetSettings {
+            window: budget.window.map_or(defaults.window, Seconds::duration),
+            min_per_second: budget.min_per_second.unwrap_or(defaults.min_per_second),
+            ratio: budget.ratio.unwrap_or(defaults.ratio),
+        });
+    }
+    s.half_open = fs.half_open.unwrap_or(false);
+    if let Some(affinity) = fs.deployment_affinity {
+        s.deployment_affinity = affinity;
+    }
+    if fs.wait_queue.is_some() || rs.polling_interval.is_some() {
+        let defaults = WaitQueueSettings::default();
+        let queue = fs.wait_queue.unwrap_or_default();
+        s.wait_queue = Some(WaitQueueSettings {
+            max_waiting: queue.max_waiting.unwrap_or(defaults.max_waiting),
+            max_wait: queue.max_wait.map_or(defaults.max_wait, Seconds::duration),
+            poll_interval: queue
+                .poll_interval
+                .or(rs.polling_interval)
+                .map_or(defaults.poll_interval, Seconds::duration),
+        });
+    }
+    if let Some(ttl) = fs.lease_ttl {
+        s.lease_ttl = ttl.duration();
+    }
+    Ok(s)
+}

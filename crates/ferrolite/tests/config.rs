@@ -1,0 +1,424 @@
+//! LiteLLM's config.yaml, loaded unchanged: the reference's example configs load and route as
+//! LiteLLM would (every deployment mocked with `mock_response`, so no network).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+
+use ferrolite::{Config, Request, Router, WarningKind, build_from_config};
+
+async fn router(yaml: &str) -> Router {
+    build_from_config(Config::from_yaml(yaml).unwrap(), None)
+        .await
+        .unwrap()
+}
+
+async fn served(router: &Router, model: &str, calls: usize) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..calls {
+        let answer = router
+            .call(Request::new(
+                model,
+                serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+            ))
+            .await
+            .unwrap();
+        seen.insert(answer.deployment_id.to_string());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn load_balancing_across_deployments_of_one_group() {
+    let r = router(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o-eu
+      api_base: https://eu.example.openai.azure.com
+      api_key: sk-test
+      api_version: "2024-06-01"
+      rpm: 600
+      mock_response: "Hello from eu"
+    model_info:
+      id: eu
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      rpm: 600
+      mock_response: "Hello from openai"
+    model_info:
+      id: openai
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 3
+"#,
+    )
+    .await;
+    assert_eq!(
+        served(&r, "gpt-4o", 40).await,
+        HashSet::from(["eu".to_string(), "openai".to_string()])
+    );
+    assert_eq!(r.settings().num_retries, 3);
+}
+
+#[tokio::test]
+async fn fallbacks_take_a_failing_group_to_the_next() {
+    let r = router(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, mock_response: litellm.InternalServerError}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-sonnet, mock_response: "I am Claude"}
+router_settings:
+  num_retries: 0
+  fallbacks: [{"gpt-4o": ["claude"]}]
+"#,
+    )
+    .await;
+    let answer = r
+        .call(Request::new("gpt-4o", serde_json::json!({"messages": []})))
+        .await
+        .unwrap();
+    assert_eq!(answer.model_group, "claude");
+    assert_eq!(answer.attempted_fallbacks, 1);
+    assert_eq!(
+        answer.body["choices"][0]["message"]["content"],
+        "I am Claude"
+    );
+}
+
+#[tokio::test]
+async fn litellm_settings_fallbacks_apply_when_router_settings_has_none() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/a, mock_response: x}}
+  - {model_name: b, litellm_params: {model: openai/b, mock_response: x}}
+litellm_settings:
+  num_retries: 4
+  request_timeout: 30
+  fallbacks: [{"a": "b"}, {"*": ["b"]}]
+  context_window_fallbacks: [{"a": ["b"]}]
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.settings.num_retries, 4);
+    assert_eq!(config.settings.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(config.settings.fallbacks["a"], ["b"]);
+    assert_eq!(config.settings.default_fallbacks, ["b"]);
+    assert_eq!(config.settings.context_window_fallbacks["a"], ["b"]);
+}
+
+#[tokio::test]
+async fn provider_budgets_refuse_once_spent() {
+    let r = router(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      mock_response: "ok"
+      input_cost_per_token: 0.01
+      output_cost_per_token: 0.01
+router_settings:
+  num_retries: 0
+  provider_budget_config:
+    openai: {budget_limit: 0.5, time_period: 1d}
+"#,
+    )
+    .await;
+    let mut refused = 0;
+    for _ in 0..40 {
+        if r.call(Request::new(
+            "gpt-4o",
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+        ))
+        .await
+        .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the budget ran out");
+    let status = r.budget_status().await.unwrap();
+    assert!(status[0].spend <= 0.5 + 0.2, "{status:?}");
+}
+
+#[tokio::test]
+async fn tag_routing_and_aliases() {
+    let r = router(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, tags: [free], mock_response: free}
+    model_info: {id: free}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o-paid, tags: [paid], mock_response: paid}
+    model_info: {id: paid}
+router_settings:
+  enable_tag_filtering: true
+  model_group_alias:
+    gpt4: gpt-4o
+    hidden-alias: {model: gpt-4o, hidden: true}
+"#,
+    )
+    .await;
+    for _ in 0..10 {
+        let mut request = Request::new("gpt4", serde_json::json!({"messages": []}));
+        request.tags = vec!["paid".into()];
+        let answer = r.call(request).await.unwrap();
+        assert_eq!(answer.deployment_id.as_str(), "paid");
+    }
+    let answer = r
+        .call(Request::new(
+            "hidden-alias",
+            serde_json::json!({"messages": []}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.model_group, "gpt-4o");
+}
+
+#[tokio::test]
+async fn anchors_and_merge_keys_fill_deployments() {
+    let config = Config::from_yaml(
+        r#"
+x-azure: &azure
+  api_base: https://eu.example.openai.azure.com
+  api_version: "2024-06-01"
+  rpm: 100
+  mock_response: hi
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      <<: *azure
+      model: azure/gpt-4o-1
+  - model_name: gpt-4o
+    litellm_params:
+      <<: *azure
+      model: azure/gpt-4o-2
+      rpm: 200
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.deployments[0].rpm, Some(100));
+    assert_eq!(
+        config.deployments[1].rpm,
+        Some(200),
+        "a key beside the merge wins"
+    );
+    assert_eq!(
+        config.deployments[1].api_base.as_deref(),
+        Some("https://eu.example.openai.azure.com")
+    );
+    // The anchor's top-level key is LiteLLM-unknown: a warning, not an error.
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.path == "x-azure" && w.kind == WarningKind::Unknown)
+    );
+}
+
+#[test]
+fn secrets_from_the_environment_never_appear_in_debug_output() {
+    // Cargo sets CARGO_MANIFEST_DIR for the test process: it stands in for a secret.
+    let secret = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/CARGO_MANIFEST_DIR}
+router_settings:
+  redis_host: localhost
+  redis_port: 6379
+  redis_password: os.environ/CARGO_MANIFEST_DIR
+general_settings:
+  master_key: os.environ/CARGO_MANIFEST_DIR
+"#,
+    )
+    .unwrap();
+    let key = config.deployments[0].api_key.as_ref().unwrap();
+    assert_eq!(key.expose(), secret);
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(&secret), "{shown}");
+    assert_eq!(
+        config.master_key.as_ref().map(|k| k.expose().to_string()),
+        Some(secret.clone())
+    );
+    let url = &config.cache.redis.as_ref().unwrap().url;
+    assert!(
+        url.starts_with("redis://:%2F") && url.ends_with("@localhost:6379"),
+        "the password reaches the connection, percent-encoded"
+    );
+}
+
+#[test]
+fn keys_litellm_knows_but_ferrolite_does_not_implement_are_listed() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, vertex_project: p, mystery_knob: 1}
+router_settings:
+  cache_responses: true
+  typo_setting: 3
+litellm_settings:
+  drop_params: true
+"#,
+    )
+    .unwrap();
+    let lines = config.not_honoured();
+    assert!(
+        lines.contains(
+            &"model_list[0].litellm_params.vertex_project: accepted, not implemented".to_string()
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(
+            &"model_list[0].litellm_params.mystery_knob: unknown key, ignored".to_string()
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"router_settings.cache_responses: accepted, not implemented".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"router_settings.typo_setting: unknown key, ignored".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"litellm_settings.drop_params: accepted, not implemented".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn ferrolite_settings_reach_the_router_and_the_cache() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/g}}
+router_settings:
+  redis_url: redis://127.0.0.1:6379
+ferrolite_settings:
+  admission: auto
+  window: fixed
+  sync_interval_ms: 50
+  failure_mode: fail_closed
+  request_deadline: 20
+  half_open: true
+  deployment_affinity: true
+  retry_budget: {ratio: 0.5}
+  wait_queue: {max_waiting: 10, max_wait: 5}
+  lease_ttl: 10
+  redis_key_prefix: "app:"
+"#,
+    )
+    .unwrap();
+    let s = &config.settings;
+    assert_eq!(s.admission, ferrolite::strategies::AdmissionMode::Auto);
+    assert_eq!(s.window, ferrolite::cache::Window::MINUTE_FIXED);
+    assert_eq!(s.request_deadline, Some(std::time::Duration::from_secs(20)));
+    assert!(s.half_open && s.deployment_affinity);
+    assert_eq!(s.retry_budget.unwrap().ratio, 0.5);
+    assert_eq!(s.wait_queue.unwrap().max_waiting, 10);
+    assert_eq!(s.lease_ttl, std::time::Duration::from_secs(10));
+    assert_eq!(
+        config.cache.sync_interval,
+        std::time::Duration::from_millis(50)
+    );
+    assert_eq!(
+        config.cache.failure_mode,
+        ferrolite::cache::FailureMode::FailClosed
+    );
+    let redis = config.cache.redis.as_ref().unwrap();
+    assert_eq!(redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(redis.key_prefix, "app:");
+}
+
+#[test]
+fn the_catalogue_fills_what_a_deployment_does_not_say_and_model_info_wins() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o}
+  - model_name: gpt-4o
+    litellm_params: {model: azure/my-eu-deployment}
+    model_info: {base_model: azure/gpt-4o}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, input_cost_per_token: 0.5}
+    model_info: {max_input_tokens: 1000}
+  - model_name: custom
+    litellm_params: {model: openai/my-own-model}
+"#,
+    )
+    .unwrap();
+    let d = &config.deployments;
+    let facts = ferrolite::catalogue::lookup("gpt-4o").unwrap();
+    assert_eq!(d[0].max_input_tokens, facts.max_input_tokens);
+    assert_eq!(d[0].input_cost_per_token, facts.input_cost_per_token);
+    assert_eq!(d[0].output_cost_per_token, facts.output_cost_per_token);
+    assert_eq!(
+        d[1].max_input_tokens,
+        ferrolite::catalogue::lookup("azure/gpt-4o")
+            .unwrap()
+            .max_input_tokens,
+        "an Azure deployment gets its context window through base_model"
+    );
+    assert_eq!(d[2].max_input_tokens, Some(1000), "model_info wins");
+    assert_eq!(d[2].input_cost_per_token, Some(0.5));
+    assert_eq!(d[3].max_input_tokens, None);
+}
+
+#[tokio::test]
+async fn a_response_costs_its_tokens_at_catalogue_prices() {
+    let r = router(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, mock_response: "four words of reply", mock_output_tokens: 20}
+"#,
+    )
+    .await;
+    let answer = r
+        .call(Request::new(
+            "gpt-4o",
+            serde_json::json!({"messages": [{"role": "user", "content": "hello there"}]}),
+        ))
+        .await
+        .unwrap();
+    let usage = answer.usage.unwrap();
+    let facts = ferrolite::catalogue::lookup("gpt-4o").unwrap();
+    let expected = usage.prompt_tokens as f64 * facts.input_cost_per_token.unwrap()
+        + usage.completion_tokens as f64 * facts.output_cost_per_token.unwrap();
+    assert_eq!(usage.completion_tokens, 20);
+    assert!((answer.response_cost.unwrap() - expected).abs() < 1e-12);
+}
+
+#[tokio::test]
+async fn cost_based_routing_uses_catalogue_prices_for_deployments_without_any() {
+    let r = router(
+        r#"
+model_list:
+  - model_name: chat
+    litellm_params: {model: openai/gpt-4o, mock_response: x}
+    model_info: {id: expensive}
+  - model_name: chat
+    litellm_params: {model: openai/gpt-4o-mini, mock_response: x}
+    model_info: {id: cheap}
+router_settings:
+  routing_strategy: cost-based-routing
+"#,
+    )
+    .await;
+    assert_eq!(
+        served(&r, "chat", 20).await,
+        HashSet::from(["cheap".to_string()])
+    );
+}
