@@ -143,38 +143,37 @@ impl RouterBuilder {
         self
     }
 
-    /// Connects the cache (unless one was given) and builds the router.
+    /// Connects the cache (unless one was given) and builds the router. The deployments and
+    /// settings are checked first; then that every deployment has something to call it.
     pub async fn build(self) -> Result<Router, Error> {
-        let backend = self.resolve_backend()?;
+        let backend = self.resolve_backend();
+        let unmocked = if self.backend.is_none() && self.mock_all.is_none() {
+            self.deployments
+                .iter()
+                .find(|d| !self.mocks.contains_key(d.id().as_str()))
+                .map(|d| Error::NoBackend {
+                    model_group: d.model_name.clone(),
+                    deployment: d.id().to_string(),
+                })
+        } else {
+            None
+        };
         let cache = match self.cache {
             Some(cache) => cache,
             None => DualCache::connect(self.cache_config).await?,
         };
-        Ok(Router::new(
-            self.deployments,
-            self.settings,
-            cache,
-            backend,
-        )?)
+        let router = Router::new(self.deployments, self.settings, cache, backend)?;
+        match unmocked {
+            Some(error) => Err(error),
+            None => Ok(router),
+        }
     }
 
     /// The backend: the given one, with the mocked deployments answered by the mock backend.
-    fn resolve_backend(&self) -> Result<Arc<dyn Backend>, Error> {
+    fn resolve_backend(&self) -> Arc<dyn Backend> {
         if self.mocks.is_empty() && self.mock_all.is_none() {
             if let Some(backend) = &self.backend {
-                return Ok(Arc::clone(backend));
-            }
-        }
-        if self.backend.is_none() && self.mock_all.is_none() {
-            if let Some(unmocked) = self
-                .deployments
-                .iter()
-                .find(|d| !self.mocks.contains_key(d.id().as_str()))
-            {
-                return Err(Error::NoBackend {
-                    model_group: unmocked.model_name.clone(),
-                    deployment: unmocked.id().to_string(),
-                });
+                return Arc::clone(backend);
             }
         }
         let mut mock = MockBackend::new(self.mock_all.clone().unwrap_or_default());
@@ -189,12 +188,12 @@ impl RouterBuilder {
         } else {
             self.mocks.keys().cloned().collect()
         };
-        Ok(Arc::new(Dispatch {
+        Arc::new(Dispatch {
             mock,
             mock_everything: self.mock_all.is_some(),
             mocked,
             other: self.backend.clone(),
-        }))
+        })
     }
 }
 
@@ -293,7 +292,7 @@ pub async fn build_from_config(
             reason,
         }) => Error::Config(ConfigError::at(
             format!("router_settings.{field}"),
-            format!("{value}: {reason}"),
+            format!("{reason}, got `{value}`"),
         )),
         Error::Router(RouterError::InvalidDeployment { index, source, .. }) => Error::Config(
             ConfigError::at(format!("model_list[{index}]"), source.to_string()),

@@ -79,7 +79,7 @@ impl fmt::Display for ConfigWarning {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     /// A value (or the YAML around it) is invalid.
-    #[error("{path}: {message}{}", position(*.line, *.column))]
+    #[error("{}{message}{}", prefix(path), position(*.line, *.column))]
     Invalid {
         /// Where, e.g. `model_list[3].litellm_params.rpm` (empty for the whole document).
         path: String,
@@ -98,6 +98,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+fn prefix(path: &str) -> String {
+    if path.is_empty() {
+        "the document: ".to_string()
+    } else {
+        format!("{path}: ")
+    }
 }
 
 fn position(line: Option<u64>, column: Option<u64>) -> String {
@@ -195,19 +203,31 @@ fn parse_error(text: &str, path: &str, error: &serde_saphyr::Error) -> ConfigErr
         },
         _ => raw.clone(),
     };
-    let message = message
+    let mut message = message
         .lines()
         .next()
         .unwrap_or_default()
         .trim()
         .to_string();
+    // Serde's own messages end with the position, which the error shows once already.
+    if let Some(at) = message.rfind(" at line ") {
+        if message[at..].contains(", column ") {
+            message.truncate(at);
+        }
+    }
     let got = || {
         line.zip(column)
             .and_then(|(l, c)| scalar_at(text, l, c))
             .map_or_else(|| "nothing".to_string(), |token| show(&token))
     };
-    let mut path = path.trim_start_matches('.').to_string();
-    let message = if let Some(field) = message
+    let mut path = path
+        .trim_start_matches('.')
+        .trim_end_matches(".?")
+        .to_string();
+    let message = if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(',').next().unwrap_or(key);
+        format!("the key `{key}` appears twice")
+    } else if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|m| m.strip_suffix('`'))
     {
@@ -234,34 +254,30 @@ fn parse_error(text: &str, path: &str, error: &serde_saphyr::Error) -> ConfigErr
 /// What a parser message says was expected, in words.
 fn expected_of(message: &str) -> Option<&'static str> {
     let lower = message.to_ascii_lowercase();
-    Some(
-        if [
-            "invalid u64",
-            "invalid u32",
-            "invalid u16",
-            "invalid u8",
-            "invalid usize",
-        ]
+    Some(if lower.starts_with("invalid u8") {
+        "an integer from 0 to 255"
+    } else if lower.starts_with("invalid u16") {
+        "an integer from 0 to 65535"
+    } else if ["invalid u64", "invalid u32", "invalid usize"]
         .iter()
         .any(|m| lower.starts_with(m))
-        {
-            "a non-negative integer"
-        } else if lower.starts_with("invalid i64") || lower.starts_with("invalid i32") {
-            "an integer"
-        } else if lower.starts_with("invalid floating point") || lower.contains("expected f64") {
-            "a number"
-        } else if lower.contains("invalid bool") || lower.contains("expected a boolean") {
-            "true or false"
-        } else if lower.contains("sequence start") || lower.contains("expected a sequence") {
-            "a list"
-        } else if lower.contains("mapping start") || lower.contains("expected a map") {
-            "a mapping"
-        } else if lower.contains("expected a string") || lower.contains("expected string") {
-            "a string"
-        } else {
-            return None;
-        },
-    )
+    {
+        "a non-negative integer"
+    } else if lower.starts_with("invalid i64") || lower.starts_with("invalid i32") {
+        "an integer"
+    } else if lower.starts_with("invalid floating point") || lower.contains("expected f64") {
+        "a number"
+    } else if lower.contains("invalid bool") || lower.contains("expected a boolean") {
+        "true or false"
+    } else if lower.contains("sequence start") || lower.contains("expected a sequence") {
+        "a list"
+    } else if lower.contains("mapping start") || lower.contains("expected a map") {
+        "a mapping"
+    } else if lower.contains("expected a string") || lower.contains("expected string") {
+        "a string"
+    } else {
+        return None;
+    })
 }
 
 /// The scalar (or the start of the node) at a 1-based line and column.
@@ -1002,7 +1018,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         .or(p.base_model.clone())
         .unwrap_or_else(|| p.model.clone());
     let facts = catalogue::lookup(&lookup_name).unwrap_or_default();
-    let mut deployment = Deployment {
+    let deployment = Deployment {
         id: info.id,
         model_name,
         model: p.model.clone(),
@@ -1056,8 +1072,17 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         };
         ConfigError::at(path, e.to_string())
     })?;
-    if deployment.model.contains('*') && !deployment.model_name.contains('*') {
-        deployment.model = p.model;
+    if deployment.max_budget.is_some() || deployment.budget_duration.is_some() {
+        if deployment.max_budget.is_none() {
+            return Err(ConfigError::at(
+                at("max_budget"),
+                "required with budget_duration: the deployment's budget in USD",
+            ));
+        }
+        check_duration(
+            &at("budget_duration"),
+            deployment.budget_duration.as_deref(),
+        )?;
     }
     let mocked = p.mock_response.is_some()
         || p.mock_latency_ms.is_some()
@@ -1165,6 +1190,50 @@ fn cache_of(rs: &RawRouterSettings, fs: &RawFerroliteSettings) -> Result<CacheCo
         .validate()
         .map_err(|e| ConfigError::at("router_settings.redis_url", e.to_string()))?;
     Ok(cache)
+}
+
+/// Checks one budget: a limit (finite, >= 0) and a window LiteLLM's duration syntax accepts.
+fn check_budget(path: &str, budget: &BudgetConfig) -> Result<(), ConfigError> {
+    match budget.max_budget {
+        None => {
+            return Err(ConfigError::at(
+                format!("{path}.budget_limit"),
+                "required: the budget's limit in USD (`budget_limit` or `max_budget`)",
+            ));
+        }
+        Some(limit) if !limit.is_finite() || limit < 0.0 => {
+            return Err(ConfigError::at(
+                format!("{path}.budget_limit"),
+                format!("expected a non-negative number of USD, got {limit}"),
+            ));
+        }
+        Some(_) => {}
+    }
+    check_duration(
+        &format!("{path}.time_period"),
+        budget.budget_duration.as_deref(),
+    )
+}
+
+/// A budget window: required, in LiteLLM's syntax (`30d`, `1mo`, `daily`, ...).
+fn check_duration(path: &str, duration: Option<&str>) -> Result<(), ConfigError> {
+    let Some(duration) = duration else {
+        return Err(ConfigError::at(
+            path,
+            "required: the budget's window (`time_period` or `budget_duration`, e.g. 1d, 30d, 1mo)",
+        ));
+    };
+    ferrolite_budgets::BudgetDuration::parse(duration)
+        .map(drop)
+        .map_err(|_| {
+            ConfigError::at(
+                path,
+                format!(
+                    "expected a duration such as 30s, 15m, 1h, 1d, 1w, 1mo, daily or monthly, \
+                     got {duration:?}"
+                ),
+            )
+        })
 }
 
 /// `value` percent-encoded for a URL's user information (everything but unreserved
@@ -1290,6 +1359,15 @@ fn settings_of(
             (alias, group)
         })
         .collect();
+    for (name, budget) in &rs.provider_budget_config {
+        check_budget(
+            &format!("router_settings.provider_budget_config.{name}"),
+            budget,
+        )?;
+    }
+    for (tag, budget) in &ls.tag_budget_config {
+        check_budget(&format!("litellm_settings.tag_budget_config.{tag}"), budget)?;
+    }
     s.budgets = BudgetsConfig {
         providers: rs.provider_budget_config,
         tags: ls.tag_budget_config,
@@ -1338,6 +1416,20 @@ fn settings_of(
     }
     s.request_deadline = fs.request_deadline.map(Seconds::duration);
     if let Some(budget) = fs.retry_budget {
+        if let Some(ratio) = budget.ratio {
+            if !ratio.is_finite() || ratio < 0.0 {
+                return Err(ConfigError::at(
+                    "ferrolite_settings.retry_budget.ratio",
+                    format!("expected a non-negative number of retries per success, got {ratio}"),
+                ));
+            }
+        }
+        if budget.window.is_some_and(|w| w.0 == 0.0) {
+            return Err(ConfigError::at(
+                "ferrolite_settings.retry_budget.window",
+                "expected a number of seconds > 0, got 0",
+            ));
+        }
         let defaults = RetryBudgetSettings::default();
         s.retry_budget = Some(RetryBudgetSettings {
             window: budget.window.map_or(defaults.window, Seconds::duration),
@@ -1352,6 +1444,22 @@ fn settings_of(
     if fs.wait_queue.is_some() || rs.polling_interval.is_some() {
         let defaults = WaitQueueSettings::default();
         let queue = fs.wait_queue.unwrap_or_default();
+        let zero = |field: &str, is_zero: bool| {
+            if is_zero {
+                Err(ConfigError::at(
+                    format!("ferrolite_settings.wait_queue.{field}"),
+                    "expected a value > 0, got 0",
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        zero("max_waiting", queue.max_waiting == Some(0))?;
+        zero("max_wait", queue.max_wait.is_some_and(|w| w.0 == 0.0))?;
+        zero(
+            "poll_interval",
+            queue.poll_interval.is_some_and(|w| w.0 == 0.0),
+        )?;
         s.wait_queue = Some(WaitQueueSettings {
             max_waiting: queue.max_waiting.unwrap_or(defaults.max_waiting),
             max_wait: queue.max_wait.map_or(defaults.max_wait, Seconds::duration),
@@ -1362,6 +1470,12 @@ fn settings_of(
         });
     }
     if let Some(ttl) = fs.lease_ttl {
+        if ttl.0 < 0.003 {
+            return Err(ConfigError::at(
+                "ferrolite_settings.lease_ttl",
+                format!("expected at least 0.003 seconds, got {}", ttl.0),
+            ));
+        }
         s.lease_ttl = ttl.duration();
     }
     Ok(s)
