@@ -26,6 +26,9 @@ pub enum Error {
     /// The state cache could not start.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The backend could not be built.
+    #[error("backend: {0}")]
+    Backend(String),
     /// A deployment has nothing to call it with.
     #[error(
         "deployment `{deployment}` of `{model_group}` has no backend: give the builder one with \
@@ -258,9 +261,9 @@ pub trait RouterExt: Sized {
     /// A [`RouterBuilder`].
     fn builder() -> RouterBuilder;
 
-    /// Loads LiteLLM's `config.yaml` at `path` and builds the router it describes (mocked
-    /// deployments answer from the mock backend). An invalid setting is a [`ConfigError`]
-    /// naming its path.
+    /// Loads LiteLLM's `config.yaml` at `path` and builds the router it describes: mocked
+    /// deployments answer from the mock backend, the others through the HTTP backend (feature
+    /// `http`). An invalid setting is a [`ConfigError`] naming its path.
     fn from_config(
         path: impl AsRef<std::path::Path> + Send,
     ) -> impl std::future::Future<Output = Result<Self, Error>> + Send;
@@ -273,7 +276,20 @@ impl RouterExt for Router {
 
     async fn from_config(path: impl AsRef<std::path::Path> + Send) -> Result<Self, Error> {
         let config = Config::from_path(path)?;
-        build_from_config(config, None).await
+        build_from_config(config, default_backend()?).await
+    }
+}
+
+/// The backend for deployments that are not mocked: the HTTP backend with the `http` feature.
+fn default_backend() -> Result<Option<Arc<dyn Backend>>, Error> {
+    #[cfg(feature = "http")]
+    {
+        let backend = crate::http::HttpBackend::new().map_err(|e| Error::Backend(e.to_string()))?;
+        Ok(Some(Arc::new(backend)))
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        Ok(None)
     }
 }
 

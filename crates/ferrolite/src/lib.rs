@@ -10,14 +10,20 @@
 //! - [`router`]: the `Router` (resolution, filters, admission, cooldowns, retries, fallbacks);
 //! - [`config`]: LiteLLM's `config.yaml`, loaded unchanged;
 //! - [`catalogue`]: LiteLLM's model prices and context windows, embedded;
-//! - [`mock`]: a backend that answers without a network.
+//! - [`mock`]: a backend that answers without a network;
+//! - `http` (feature `http`, on by default): the OpenAI-compatible HTTP backend;
+//! - `service` (feature `tower`, on by default): the router as a `tower::Service`.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
 mod builder;
 pub mod catalogue;
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod mock;
+#[cfg(feature = "tower")]
+pub mod service;
 
 pub use builder::{Error, RouterBuilder, RouterExt, build_from_config};
 pub use config::{Config, ConfigError, ConfigWarning, WarningKind};

@@ -1,0 +1,463 @@
+//! The OpenAI-compatible HTTP backend (feature `http`): chat completions, text completions and
+//! embeddings over reqwest (rustls on ring, connection pooling, HTTP/2 where the server offers
+//! it), with server-sent-event streaming.
+//!
+//! Where a call goes:
+//!
+//! | provider (model prefix or `custom_llm_provider`) | URL | key header |
+//! |---|---|---|
+//! | `azure` | `{api_base}/openai/deployments/{deployment}/{path}?api-version={api_version}` | `api-key` |
+//! | anything else | `{api_base}/{path}`, `api_base` defaulting per provider (below) | `Authorization: Bearer` |
+//!
+//! `{path}` is `chat/completions` for a body with `messages`, `embeddings` for one with
+//! `input`, `completions` for one with `prompt`. The body goes as the caller sent it, with
+//! `model` set to the deployment's model without its provider prefix (`openai/gpt-4o` →
+//! `gpt-4o`), and for a stream `stream: true` and `stream_options.include_usage: true` so the
+//! last chunk reports the usage.
+//!
+//! Most providers speak this protocol: set `api_base` to their OpenAI-compatible endpoint.
+//! Defaults when `api_base` is not set: `openai` `https://api.openai.com/v1`, `groq`
+//! `https://api.groq.com/openai/v1`, `together_ai` `https://api.together.xyz/v1`, `ollama`
+//! `http://localhost:11434/v1`, `gemini` `https://generativelanguage.googleapis.com/v1beta/openai`,
+//! `anthropic` `https://api.anthropic.com/v1`, `mistral` `https://api.mistral.ai/v1`,
+//! `deepseek` `https://api.deepseek.com/v1`. vLLM (`hosted_vllm/...`) and other self-hosted
+//! servers need `api_base`, e.g. `http://gpu-1:8000/v1`.
+//!
+//! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or
+//! as an HTTP date), a context-length error body as a context-window error, a content-filter
+//! body as a content-policy error, connection failures, and a stream that breaks mid-way.
+
+use std::time::{Duration, SystemTime};
+
+use ferrolite_router::{
+    Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
+    BackendStream, BackendStreamFuture,
+};
+use ferrolite_types::{Deployment, ErrorClass, Usage};
+use futures_util::StreamExt;
+
+/// Body fields that never reach a provider (LiteLLM test hooks and routing controls).
+const NOT_FOR_PROVIDERS: [&str; 4] = ["mock_response", "metadata_litellm", "caching", "cache"];
+
+/// Calls OpenAI-compatible endpoints (see the module documentation). Cloning is cheap and
+/// shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpBackend {
+    client: reqwest::Client,
+}
+
+/// The HTTP client could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the HTTP client could not be built: {0}")]
+pub struct HttpBackendError(String);
+
+impl HttpBackend {
+    /// A backend with a pooled client: 10 s to connect, TCP keepalive, HTTP/2 when offered.
+    pub fn new() -> Result<Self, HttpBackendError> {
+        // reqwest with `rustls-no-provider` needs a process-wide crypto provider; a second
+        // install (another backend, another library) is refused harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| HttpBackendError(e.to_string()))?;
+        Ok(HttpBackend { client })
+    }
+
+    /// A backend over a client the application configured (proxies, certificates, timeouts).
+    pub fn with_client(client: reqwest::Client) -> Self {
+        HttpBackend { client }
+    }
+
+    /// The request for one call of `deployment`.
+    fn request(
+        &self,
+        deployment: &Deployment,
+        request: &BackendRequest,
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
+        let provider = deployment.provider().map_err(|e| {
+            BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string())
+        })?;
+        let provider = provider.as_str();
+        let model = model_name(&deployment.model);
+        let path = endpoint(&request.body);
+        let mut body = request.body.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("model".into(), model.into());
+            for field in NOT_FOR_PROVIDERS {
+                object.remove(field);
+            }
+            if request.stream {
+                object.insert("stream".into(), true.into());
+                if path != "embeddings" {
+                    object
+                        .entry("stream_options")
+                        .or_insert_with(|| serde_json::json!({}))
+                        .as_object_mut()
+                        .map(|o| o.insert("include_usage".into(), true.into()));
+                }
+            } else {
+                object.remove("stream");
+            }
+        }
+        let key = deployment.api_key.as_ref().map(|k| k.expose());
+        let builder = if provider == "azure" {
+            let base = deployment.api_base.as_deref().ok_or_else(|| {
+                BackendError::new(
+                    ErrorClass::BadRequest { status: 400 },
+                    format!("azure deployment `{}` needs api_base", deployment.id()),
+                )
+            })?;
+            let version = deployment.api_version.as_deref().unwrap_or("2024-10-21");
+            let url = format!(
+                "{}/openai/deployments/{model}/{path}?api-version={version}",
+                base.trim_end_matches('/')
+            );
+            let builder = self.client.post(url);
+            match key {
+                Some(key) => builder.header("api-key", key),
+                None => builder,
+            }
+        } else {
+            let base = deployment
+                .api_base
+                .as_deref()
+                .or_else(|| default_base(provider))
+                .ok_or_else(|| {
+                    BackendError::new(
+                        ErrorClass::BadRequest { status: 400 },
+                        format!(
+                            "deployment `{}` ({provider}) needs api_base: its OpenAI-compatible endpoint",
+                            deployment.id()
+                        ),
+                    )
+                })?;
+            let url = format!("{}/{path}", base.trim_end_matches('/'));
+            let builder = self.client.post(url);
+            match key {
+                Some(key) => builder.bearer_auth(key),
+                None => builder,
+            }
+        };
+        Ok(builder.json(&body))
+    }
+}
+
+/// The model name a provider expects: the deployment's model without its provider prefix.
+fn model_name(model: &str) -> &str {
+    model.split_once('/').map_or(model, |(_, rest)| rest)
+}
+
+/// The endpoint a body is for.
+fn endpoint(body: &serde_json::Value) -> &'static str {
+    if body.get("messages").is_some() {
+        "chat/completions"
+    } else if body.get("input").is_some() {
+        "embeddings"
+    } else if body.get("prompt").is_some() {
+        "completions"
+    } else {
+        "chat/completions"
+    }
+}
+
+/// A provider's OpenAI-compatible endpoint, when it has a well-known one.
+fn default_base(provider: &str) -> Option<&'static str> {
+    Some(match provider {
+        "openai" | "text-completion-openai" => "https://api.openai.com/v1",
+        "groq" => "https://api.groq.com/openai/v1",
+        "together_ai" => "https://api.together.xyz/v1",
+        "ollama" | "ollama_chat" => "http://localhost:11434/v1",
+        "gemini" => "https://generativelanguage.googleapis.com/v1beta/openai",
+        "anthropic" => "https://api.anthropic.com/v1",
+        "mistral" => "https://api.mistral.ai/v1",
+        "deepseek" => "https://api.deepseek.com/v1",
+        _ => return None,
+    })
+}
+
+/// A failure before any answer: the transport's kind.
+fn transport_error(error: &reqwest::Error) -> BackendError {
+    let class = if error.is_timeout() {
+        ErrorClass::Timeout
+    } else {
+        ErrorClass::Connection
+    };
+    BackendError::new(class, format!("request failed: {}", without_url(error)))
+}
+
+/// A reqwest error's text without the URL (it can carry a key in its query).
+fn without_url(error: &reqwest::Error) -> String {
+    let mut shown = error.to_string();
+    if let Some(url) = error.url() {
+        shown = shown.replace(url.as_str(), "<url>");
+    }
+    shown
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    // The one wall-clock read of the backend: an HTTP date is wall-clock time.
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now();
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Classifies an error answer: the status, refined by the body (context length, content
+/// filter), with `Retry-After`.
+fn classify(status: u16, retry: Option<Duration>, body: &str) -> BackendError {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let error = parsed.as_ref().and_then(|b| b.get("error"));
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(|m| m.as_str())
+        .map_or_else(|| body.chars().take(500).collect(), str::to_string);
+    let lower = message.to_ascii_lowercase();
+    let class = if code == "context_length_exceeded"
+        || lower.contains("maximum context length")
+        || lower.contains("context length")
+        || lower.contains("context window")
+    {
+        ErrorClass::ContextWindowExceeded
+    } else if code == "content_filter"
+        || code == "content_policy_violation"
+        || lower.contains("content management policy")
+        || lower.contains("content filter")
+    {
+        ErrorClass::ContentPolicy
+    } else {
+        ErrorClass::from_status(status, retry)
+    };
+    BackendError::new(class, format!("HTTP {status}: {message}"))
+}
+
+/// Reads an error answer and classifies it.
+async fn failed(response: reqwest::Response) -> BackendError {
+    let status = response.status().as_u16();
+    let retry = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    classify(status, retry, &body)
+}
+
+/// The usage an OpenAI-shaped body reports.
+fn usage_of(body: &serde_json::Value) -> Option<Usage> {
+    let usage = body.get("usage")?;
+    if usage.is_null() {
+        return None;
+    }
+    let prompt = usage
+        .get("prompt_tokens")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let completion = usage
+        .get("completion_tokens")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let mut out = Usage::new(prompt, completion);
+    if let Some(total) = usage.get("total_tokens").and_then(|v| v.as_u64()) {
+        out.total_tokens = total;
+    }
+    Some(out)
+}
+
+impl Backend for HttpBackend {
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendFuture<'a> {
+        let sent = self.request(deployment, request);
+        Box::pin(async move {
+            let response = sent?.send().await.map_err(|e| transport_error(&e))?;
+            if !response.status().is_success() {
+                return Err(failed(response).await);
+            }
+            let body: serde_json::Value = response.json().await.map_err(|e| {
+                BackendError::new(
+                    ErrorClass::ServerError { status: 502 },
+                    format!("the answer is not JSON: {}", without_url(&e)),
+                )
+            })?;
+            Ok(BackendResponse {
+                usage: usage_of(&body),
+                body,
+                time_to_first_token: None,
+            })
+        })
+    }
+
+    fn stream<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> BackendStreamFuture<'a> {
+        let sent = self.request(deployment, request);
+        Box::pin(async move {
+            let response = sent?.send().await.map_err(|e| transport_error(&e))?;
+            if !response.status().is_success() {
+                return Err(failed(response).await);
+            }
+            let events = SseEvents::new(response.bytes_stream());
+            Ok(Box::pin(events.into_stream()) as BackendStream)
+        })
+    }
+}
+
+/// Server-sent events of an OpenAI stream, parsed as they arrive: each `data:` line a chunk,
+/// `data: [DONE]` the end. A body that breaks off is an error chunk.
+struct SseEvents<S> {
+    bytes: S,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl<S> SseEvents<S>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + Unpin + 'static,
+{
+    fn new(bytes: S) -> Self {
+        SseEvents {
+            bytes,
+            buffer: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next complete line in the buffer, without its line ending.
+    fn line(&mut self) -> Option<String> {
+        let end = self.buffer.iter().position(|b| *b == b'\n')?;
+        let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Some(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// The next chunk, error or end.
+    async fn next_chunk(&mut self) -> Option<Result<BackendChunk, BackendError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            while let Some(line) = self.line() {
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue; // comments, event names, blank separators
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    self.done = true;
+                    return None;
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let body: serde_json::Value = match serde_json::from_str(data) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(BackendError::new(
+                            ErrorClass::ServerError { status: 502 },
+                            format!("a stream event is not JSON: {e}"),
+                        )));
+                    }
+                };
+                if let Some(error) = body.get("error") {
+                    self.done = true;
+                    let status = error
+                        .get("code")
+                        .and_then(|c| c.as_u64())
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or(500);
+                    return Some(Err(classify(status, None, &body.to_string())));
+                }
+                return Some(Ok(BackendChunk {
+                    usage: usage_of(&body),
+                    body,
+                }));
+            }
+            match self.bytes.next().await {
+                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(BackendError::new(
+                        ErrorClass::Connection,
+                        format!("the stream broke: {}", without_url(&e)),
+                    )));
+                }
+                None => {
+                    self.done = true;
+                    if !self.buffer.is_empty() {
+                        return Some(Err(BackendError::new(
+                            ErrorClass::Connection,
+                            "the stream ended in the middle of an event",
+                        )));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<BackendChunk, BackendError>> + Send {
+        futures_util::stream::unfold(self, |mut events| async move {
+            events.next_chunk().await.map(|item| (item, events))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_classified_by_what_they_say() {
+        let context = r#"{"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}}"#;
+        assert_eq!(
+            classify(400, None, context).class,
+            ErrorClass::ContextWindowExceeded
+        );
+        let filtered = r#"{"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy", "code": "content_filter"}}"#;
+        assert_eq!(
+            classify(400, None, filtered).class,
+            ErrorClass::ContentPolicy
+        );
+        assert_eq!(
+            classify(429, Some(Duration::from_secs(3)), "{}").class,
+            ErrorClass::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert_eq!(
+            classify(503, None, "upstream down").class,
+            ErrorClass::ServerError { status: 503 }
+        );
+    }
+
+    #[test]
+    fn the_model_loses_its_provider_prefix() {
+        assert_eq!(model_name("openai/gpt-4o"), "gpt-4o");
+        assert_eq!(
+            model_name("hosted_vllm/meta-llama/Llama-3-8B"),
+            "meta-llama/Llama-3-8B"
+        );
+        assert_eq!(model_name("gpt-4o"), "gpt-4o");
+    }
+}

@@ -1,0 +1,423 @@
+//! The HTTP backend against a real HTTP server on loopback (axum): what it sends, how it maps
+//! statuses and error bodies, Retry-After in both forms, streaming with usage, a stream that
+//! breaks after its first chunk, a server that never answers, a closed port.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router as Server;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use ferrolite::http::HttpBackend;
+use ferrolite::router::{Backend, BackendRequest};
+use ferrolite::types::{Deployment, ErrorClass, Secret};
+use ferrolite::{Request, RouterError, RouterExt};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+
+/// What the server saw: path, query, auth headers, body.
+#[derive(Default)]
+struct Seen {
+    requests: Mutex<Vec<(String, String, HeaderMap, serde_json::Value)>>,
+}
+
+fn answer(model: &str, usage: bool) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    });
+    if usage {
+        body["usage"] =
+            serde_json::json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15});
+    }
+    body
+}
+
+fn sse(events: &[serde_json::Value], done: bool) -> String {
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&format!("data: {e}\n\n"));
+    }
+    if done {
+        out.push_str("data: [DONE]\n\n");
+    }
+    out
+}
+
+/// Behaves as the request's model says.
+async fn behave(
+    State(seen): State<Arc<Seen>>,
+    path: Option<Path<String>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::Json<serde_json::Value>,
+) -> Response {
+    let body = body.0;
+    let model = body["model"].as_str().unwrap_or("").to_string();
+    let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    seen.requests.lock().push((
+        path.map(|p| p.0).unwrap_or_default(),
+        query.join("&"),
+        headers,
+        body.clone(),
+    ));
+    let json =
+        |status: StatusCode, value: serde_json::Value| (status, axum::Json(value)).into_response();
+    match model.as_str() {
+        "rate-limited" => {
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({"error": {"message": "slow down"}}),
+            );
+            r.headers_mut().insert("retry-after", "7".parse().unwrap());
+            r
+        }
+        "rate-limited-date" => {
+            let at = std::time::SystemTime::now() + Duration::from_secs(30);
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({"error": {"message": "slow down"}}),
+            );
+            r.headers_mut()
+                .insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
+            r
+        }
+        "context" => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": {"message": "This model's maximum context length is 8192 tokens.", "code": "context_length_exceeded"}}),
+        ),
+        "filtered" => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": {"message": "filtered by the content management policy", "code": "content_filter"}}),
+        ),
+        "unauthorized" => json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": {"message": "bad key"}}),
+        ),
+        "missing" => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": {"message": "no such model"}}),
+        ),
+        "down" => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"error": {"message": "overloaded"}}),
+        ),
+        "hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "stream" => {
+            let events = [
+                serde_json::json!({"choices": [{"index": 0, "delta": {"content": "Hel"}}]}),
+                serde_json::json!({"choices": [{"index": 0, "delta": {"content": "lo"}}]}),
+                serde_json::json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}),
+            ];
+            // Split across writes, CRLF line endings, to exercise the parser.
+            let text = sse(&events, true).replace('\n', "\r\n");
+            let (a, b) = text.split_at(text.len() / 2);
+            let parts: Vec<Result<String, std::io::Error>> =
+                vec![Ok(a.to_string()), Ok(b.to_string())];
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(futures_util::stream::iter(parts)))
+                .unwrap()
+        }
+        "stream-break" => {
+            let first = sse(
+                &[serde_json::json!({"choices": [{"index": 0, "delta": {"content": "Hel"}}]})],
+                false,
+            );
+            let parts = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(first)]).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err(std::io::Error::other("upstream died"))
+                }),
+            );
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(parts))
+                .unwrap()
+        }
+        "embedder" => json(
+            StatusCode::OK,
+            serde_json::json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}],
+                "model": "embedder", "usage": {"prompt_tokens": 4, "total_tokens": 4}}),
+        ),
+        other => json(StatusCode::OK, answer(other, true)),
+    }
+}
+
+/// A server on a free loopback port; its base URL.
+async fn serve() -> (String, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let app = Server::new()
+        .route("/v1/{*path}", post(behave))
+        .route("/openai/deployments/{*path}", post(behave))
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+fn openai(base: &str, model: &str) -> Deployment {
+    Deployment {
+        api_base: Some(format!("{base}/v1")),
+        api_key: Some(Secret::new("sk-test-123")),
+        ..Deployment::new("g", format!("openai/{model}"))
+    }
+}
+
+fn chat(stream: bool) -> BackendRequest {
+    BackendRequest {
+        body: serde_json::json!({"model": "ignored", "messages": [{"role": "user", "content": "hi"}], "mock_response": "x"}),
+        stream,
+    }
+}
+
+#[tokio::test]
+async fn a_chat_call_sends_the_model_without_its_prefix_and_the_bearer_key_and_reads_usage() {
+    let (base, seen) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let response = backend
+        .call(&openai(&base, "gpt-4o"), &chat(false))
+        .await
+        .unwrap();
+    assert_eq!(response.body["choices"][0]["message"]["content"], "hi");
+    assert_eq!(response.usage.unwrap().total_tokens, 15);
+    let requests = seen.requests.lock();
+    let (path, _, headers, body) = &requests[0];
+    assert_eq!(path, "chat/completions");
+    assert_eq!(headers["authorization"], "Bearer sk-test-123");
+    assert_eq!(body["model"], "gpt-4o");
+    assert!(
+        body.get("mock_response").is_none(),
+        "test hooks never reach a provider"
+    );
+    assert!(body.get("stream").is_none());
+}
+
+#[tokio::test]
+async fn embeddings_and_text_completions_go_to_their_endpoints() {
+    let (base, seen) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let embed = BackendRequest {
+        body: serde_json::json!({"model": "x", "input": ["a", "b"]}),
+        stream: false,
+    };
+    let response = backend
+        .call(&openai(&base, "embedder"), &embed)
+        .await
+        .unwrap();
+    assert_eq!(response.usage.unwrap().prompt_tokens, 4);
+    let complete = BackendRequest {
+        body: serde_json::json!({"model": "x", "prompt": "once upon"}),
+        stream: false,
+    };
+    backend
+        .call(&openai(&base, "davinci"), &complete)
+        .await
+        .unwrap();
+    let paths: Vec<String> = seen.requests.lock().iter().map(|r| r.0.clone()).collect();
+    assert_eq!(paths, ["embeddings", "completions"]);
+}
+
+#[tokio::test]
+async fn azure_deployments_use_the_deployment_url_the_api_version_and_the_api_key_header() {
+    let (base, seen) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let azure = Deployment {
+        api_base: Some(base.clone()),
+        api_key: Some(Secret::new("azure-key")),
+        api_version: Some("2024-06-01".into()),
+        ..Deployment::new("g", "azure/my-gpt4o-eu")
+    };
+    backend.call(&azure, &chat(false)).await.unwrap();
+    let requests = seen.requests.lock();
+    let (path, query, headers, body) = &requests[0];
+    assert_eq!(path, "my-gpt4o-eu/chat/completions");
+    assert_eq!(query, "api-version=2024-06-01");
+    assert_eq!(headers["api-key"], "azure-key");
+    assert!(headers.get("authorization").is_none());
+    assert_eq!(body["model"], "my-gpt4o-eu");
+}
+
+async fn class_of(base: &str, model: &str) -> ErrorClass {
+    HttpBackend::new()
+        .unwrap()
+        .call(&openai(base, model), &chat(false))
+        .await
+        .unwrap_err()
+        .class
+}
+
+#[tokio::test]
+async fn statuses_and_error_bodies_map_to_error_classes() {
+    let (base, _) = serve().await;
+    assert_eq!(
+        class_of(&base, "rate-limited").await,
+        ErrorClass::RateLimited {
+            retry_after: Some(Duration::from_secs(7))
+        }
+    );
+    match class_of(&base, "rate-limited-date").await {
+        ErrorClass::RateLimited {
+            retry_after: Some(after),
+        } => assert!(
+            after > Duration::from_secs(25) && after <= Duration::from_secs(30),
+            "{after:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        class_of(&base, "context").await,
+        ErrorClass::ContextWindowExceeded
+    );
+    assert_eq!(class_of(&base, "filtered").await, ErrorClass::ContentPolicy);
+    assert_eq!(
+        class_of(&base, "unauthorized").await,
+        ErrorClass::Authentication
+    );
+    assert_eq!(class_of(&base, "missing").await, ErrorClass::NotFound);
+    assert_eq!(
+        class_of(&base, "down").await,
+        ErrorClass::ServerError { status: 503 }
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connection_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let class = class_of(&format!("http://127.0.0.1:{port}"), "gpt-4o").await;
+    assert_eq!(class, ErrorClass::Connection);
+}
+
+#[tokio::test]
+async fn a_stream_passes_its_chunks_and_the_usage_of_the_last_one() {
+    let (base, seen) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let mut stream = backend
+        .stream(&openai(&base, "stream"), &chat(true))
+        .await
+        .unwrap();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        chunks.push(chunk.unwrap());
+    }
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks[0].body["choices"][0]["delta"]["content"], "Hel");
+    assert_eq!(chunks[2].usage.unwrap().total_tokens, 11);
+    let body = &seen.requests.lock()[0].3;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_its_first_chunk_ends_with_a_connection_error() {
+    let (base, _) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let mut stream = backend
+        .stream(&openai(&base, "stream-break"), &chat(true))
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    let error = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(error.class, ErrorClass::Connection, "{error}");
+    assert!(stream.next().await.is_none());
+}
+
+/// Through the router: a server that accepts and never answers times out (the deployment's
+/// timeout), with a sibling the router answers from it, and a stream reports its time to first
+/// token.
+#[tokio::test]
+async fn through_the_router_a_hanging_server_times_out_a_sibling_answers_and_a_stream_reports_ttft()
+{
+    let (base, _) = serve().await;
+    let hang = Deployment {
+        id: Some("hang".into()),
+        timeout: Some(0.3),
+        ..openai(&base, "hang")
+    };
+    let good = Deployment {
+        id: Some("good".into()),
+        ..openai(&base, "gpt-4o")
+    };
+    let router = ferrolite::Router::builder()
+        .deployments([hang.clone()])
+        .backend(Arc::new(HttpBackend::new().unwrap()))
+        .build()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = router
+        .call(Request::new("g", serde_json::json!({"messages": []})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Backend {
+                class: ErrorClass::Timeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // With a healthy sibling the timed-out call is retried there at once.
+    let router = ferrolite::Router::builder()
+        .deployments([hang, good.clone()])
+        .backend(Arc::new(HttpBackend::new().unwrap()))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let answer = router
+            .call(Request::new("g", serde_json::json!({"messages": []})))
+            .await
+            .unwrap();
+        assert_eq!(answer.deployment_id.as_str(), "good");
+    }
+
+    let router = ferrolite::Router::builder()
+        .deployments([
+            good,
+            Deployment {
+                id: Some("stream".into()),
+                ..openai(&base, "stream")
+            },
+        ])
+        .backend(Arc::new(HttpBackend::new().unwrap()))
+        .build()
+        .await
+        .unwrap();
+    let mut stream = router
+        .stream(Request::new(
+            "stream",
+            serde_json::json!({"messages": [], "stream": true}),
+        ))
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+        n += 1;
+    }
+    assert!(n >= 1);
+    assert!(stream.time_to_first_token > Duration::ZERO);
+}
