@@ -379,7 +379,12 @@ async fn through_the_router_a_hanging_server_times_out_a_sibling_answers_and_a_s
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    // With a healthy sibling the timed-out call is retried there at once.
+    // With a healthy sibling the timed-out call is retried there (allowed_fails 0: the timeout
+    // cools the hanging deployment down, so no retry picks it again).
+    let hang = Deployment {
+        allowed_fails: Some(0),
+        ..hang
+    };
     let router = ferrolite::Router::builder()
         .deployments([hang, good.clone()])
         .backend(Arc::new(HttpBackend::new().unwrap()))
