@@ -434,7 +434,9 @@ impl Backend for MockBackend {
             } else {
                 pieces
             };
-            let gap = latency.saturating_sub(first) / pieces.len().max(1) as u32;
+            // The first chunk at the time to first token, the last at the full latency.
+            let gaps = u32::try_from(pieces.len().saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+            let gap = latency.saturating_sub(first) / gaps;
             let count = pieces.len();
             let stream = futures_util::stream::unfold(
                 (pieces.into_iter().enumerate(), true),
