@@ -1441,7 +1441,8 @@ fn settings_of(
     if let Some(affinity) = fs.deployment_affinity {
         s.deployment_affinity = affinity;
     }
-    if fs.wait_queue.is_some() || rs.polling_interval.is_some() {
+    // LiteLLM queues requests once a default priority is set; ferrolite also on `wait_queue`.
+    if fs.wait_queue.is_some() || rs.default_priority.is_some() {
         let defaults = WaitQueueSettings::default();
         let queue = fs.wait_queue.unwrap_or_default();
         let zero = |field: &str, is_zero: bool| {

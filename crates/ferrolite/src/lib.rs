@@ -33,3 +33,8 @@ pub use ferrolite_router as router;
 pub use ferrolite_router::{Request, Router, RouterError, RouterResponse, RouterStream};
 pub use ferrolite_strategies as strategies;
 pub use ferrolite_types as types;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
