@@ -164,8 +164,20 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    // The facade without its optional parts (HTTP backend, tower) still builds.
+    // The facade without its optional parts (Redis, HTTP backend, tower) still builds, and
+    // without Redis it refuses a configured one and routes in memory.
     cargo(&["check", "-p", "ferrolite", "--no-default-features"], &[])?;
+    cargo(
+        &[
+            "test",
+            "-p",
+            "ferrolite",
+            "--no-default-features",
+            "--test",
+            "no_redis",
+        ],
+        &[],
+    )?;
     println!("xtask: ci passed");
     Ok(())
 }

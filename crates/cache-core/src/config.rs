@@ -38,33 +38,12 @@ impl std::fmt::Debug for RedisConfig {
     /// The URL's password is never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redacted_url(&self.url))
+            .field("url", &crate::script::redact_url(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("initial_connect_wait", &self.initial_connect_wait)
             .finish()
-    }
-}
-
-/// `url` with the password (between `:` and `@` in the authority) replaced by `***`.
-pub fn redacted_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let shown = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{scheme}://{shown}@{host}{path}")
-        }
-        None => url.to_string(),
     }
 }
 
@@ -199,10 +178,8 @@ mod redaction_tests {
             shown.contains("redis://:***@cache.internal:6379/0"),
             "{shown}"
         );
-        assert_eq!(
-            redacted_url("rediss://user:pw@h:1"),
-            "rediss://user:***@h:1"
-        );
-        assert_eq!(redacted_url("redis://h:1"), "redis://h:1");
+        use crate::script::redact_url;
+        assert_eq!(redact_url("rediss://user:pw@h:1"), "rediss://user:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
     }
 }

@@ -730,10 +730,7 @@ impl DualCache {
             });
         }
         let keys = keys.iter().map(|k| redis.key(k)).collect();
-        redis
-            .eval(script, keys, args)
-            .await
-            .map(|v| Some(ScriptReply::from_value(v)))
+        redis.eval(script, keys, args).await.map(Some)
     }
 
     /// Whether Redis is configured and currently reachable (as far as the last command knew).
@@ -1063,25 +1060,6 @@ impl ScriptReply {
             ScriptReply::Int(i) => Some(*i as f64),
             ScriptReply::Text(t) => t.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
             _ => None,
-        }
-    }
-}
-
-impl ScriptReply {
-    /// The client's reply, converted (kept out of the public API: no fred type crosses it).
-    pub(crate) fn from_value(value: fred::types::Value) -> Self {
-        use fred::types::Value;
-        match value {
-            Value::Null => ScriptReply::Nil,
-            Value::Integer(i) => ScriptReply::Int(i),
-            Value::String(s) => ScriptReply::Text(s.to_string()),
-            Value::Bytes(b) => ScriptReply::Text(String::from_utf8_lossy(&b).into_owned()),
-            Value::Double(d) => ScriptReply::Text(d.to_string()),
-            Value::Boolean(b) => ScriptReply::Int(i64::from(b)),
-            Value::Array(items) => {
-                ScriptReply::Array(items.into_iter().map(ScriptReply::from_value).collect())
-            }
-            other => ScriptReply::Other(crate::error::truncate(&format!("{other:?}"))),
         }
     }
 }

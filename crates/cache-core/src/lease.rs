@@ -187,17 +187,15 @@ impl DualCache {
             )
             .await;
         match reply {
-            Ok(value) => {
-                match crate::redis::decode_number(key, value, crate::counter::Kind::Int)? {
-                    crate::counter::Num::Int(1) => Ok(Some(Lease {
-                        key: key.to_string(),
-                        token: Some(token),
-                        ttl,
-                        cache: Arc::clone(inner),
-                    })),
-                    _ => Ok(None),
-                }
-            }
+            Ok(reply) => match crate::script::int_reply(key, &reply, "an integer")? {
+                1 => Ok(Some(Lease {
+                    key: key.to_string(),
+                    token: Some(token),
+                    ttl,
+                    cache: Arc::clone(inner),
+                })),
+                _ => Ok(None),
+            },
             Err(CacheError::Unavailable { .. }) if inner.fail_open() => local(inner),
             Err(e) => Err(e),
         }
@@ -232,33 +230,14 @@ impl Inner {
 
     /// Sends the queued releases in one pipeline; those Redis did not take stay queued.
     pub(crate) async fn send_releases(&self, redis: &crate::redis::RedisStore) {
-        use fred::prelude::ClientLike;
-        use fred::types::{ClusterHash, CustomCommand, Value};
         let pending: Vec<(String, String)> = std::mem::take(&mut *self.releases.lock());
         if pending.is_empty() {
             return;
         }
-        let pipe = redis.client().pipeline();
-        for (key, token) in &pending {
-            let queued: Result<(), _> = pipe
-                .custom(
-                    CustomCommand::new_static("ZREM", ClusterHash::FirstKey, false),
-                    vec![redis.key(key), token.clone()],
-                )
-                .await;
-            if let Err(e) = queued {
-                tracing::debug!(error = %e, "could not queue a lease release");
-            }
-        }
-        let replies: Vec<Result<Value, fred::error::Error>> = pipe.try_all().await;
+        let taken = redis.remove_members(&pending).await;
         let failed: Vec<(String, String)> = pending
             .into_iter()
-            .zip(
-                replies
-                    .iter()
-                    .map(Result::is_ok)
-                    .chain(std::iter::repeat(false)),
-            )
+            .zip(taken)
             .filter_map(|(release, ok)| (!ok).then_some(release))
             .collect();
         if !failed.is_empty() {

@@ -35,6 +35,8 @@
 //! cache.shutdown().await?;
 //! # Ok(()) }
 //! ```
+// Without the Redis tier, the code that serves only it is unused.
+#![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
 mod clock;
 mod config;
@@ -43,7 +45,12 @@ mod dual;
 mod error;
 mod lease;
 mod pipeline;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(not(feature = "redis"))]
+#[path = "redis_off.rs"]
+mod redis;
+mod script;
 mod strict;
 mod watched;
 pub mod window;
@@ -52,7 +59,7 @@ pub mod window;
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use config::{CacheConfig, FailureMode, RedisConfig, redacted_url};
+pub use config::{CacheConfig, FailureMode, RedisConfig};
 pub use counter::{CounterOptions, ExpiryMode};
 pub use dual::{
     CacheStats, Counter, CounterValue, DualCache, FloatCounter, IntCounter, ScriptReply,
@@ -60,7 +67,8 @@ pub use dual::{
 pub use error::CacheError;
 pub use lease::Lease;
 pub use pipeline::SyncReport;
-pub use redis::{LuaScript, hash_tagged};
+pub use script::redact_url as redacted_url;
+pub use script::{LuaScript, hash_tagged};
 pub use strict::{Admission, AdmissionSource, LimitCheck};
 pub use watched::Deadline;
 pub use window::{Window, WindowKind, WindowedCounter};

@@ -24,14 +24,30 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "redis")]
 use fred::prelude::{ClientLike, KeysInterface};
+#[cfg(feature = "redis")]
 use fred::types::{ClusterHash, CustomCommand, Value};
 use parking_lot::Mutex;
 
 use crate::CacheError;
 use crate::clock::{Clock, SystemClock};
 use crate::counter::{CounterCell, ExpiryMode, Kind, Num};
+#[cfg(feature = "redis")]
 use crate::redis::{RedisStore, decode_deadline, decode_number};
+
+/// Without Redis support there is nothing to flush to (and no store to call this with).
+#[cfg(not(feature = "redis"))]
+pub(crate) async fn flush(
+    redis: &crate::redis::RedisStore,
+    sync: &SyncState,
+    cells: &[Arc<CounterCell>],
+    watched: &[Arc<WatchedCell>],
+    now_ms: u64,
+    report: &mut SyncReport,
+) {
+    redis.flush(sync, cells, watched, now_ms, report).await;
+}
 use crate::watched::WatchedCell;
 
 /// How long a counter's sequence hash outlives the counter: a push resent after the counter
@@ -139,11 +155,13 @@ fn instance_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
+#[cfg(feature = "redis")]
 enum Planned {
     Push(Num),
     Read,
 }
 
+#[cfg(feature = "redis")]
 /// Pushes what `cells` owe and reads the others (and the watched deadlines) back, in one
 /// pipeline (see the module docs).
 pub(crate) async fn flush(
@@ -303,12 +321,14 @@ pub(crate) async fn flush(
     }
 }
 
+#[cfg(feature = "redis")]
 /// fred's pipelines have no EVALSHA method; the raw command is hashed on its first key
 /// (argument 2) for Redis Cluster.
 fn evalsha() -> CustomCommand {
     CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
 }
 
+#[cfg(feature = "redis")]
 fn script_args<const K: usize, const A: usize>(
     sha: &str,
     keys: [String; K],
@@ -322,6 +342,7 @@ fn script_args<const K: usize, const A: usize>(
     command
 }
 
+#[cfg(feature = "redis")]
 /// `ferrolite_incr_v2`'s reply: `[value or nil, pttl]`.
 fn decode_push(key: &str, value: Value, kind: Kind) -> Result<(Num, Option<u64>), CacheError> {
     match value {

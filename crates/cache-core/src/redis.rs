@@ -1,7 +1,7 @@
 //! The Redis tier: a fred client set up so that an outage never hangs a caller, the key
 //! namespace, Lua scripts run by SHA, and typed decoding of replies.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{
@@ -11,92 +11,11 @@ use fred::prelude::{
 use fred::types::Value;
 
 use crate::CacheError;
+use crate::ScriptReply;
 use crate::config::RedisConfig;
 use crate::counter::{Kind, Num};
 use crate::error::truncate;
-
-/// A Lua script shipped with ferrolite: its versioned name, its text and its SHA-1. Scripts are
-/// run with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart or a
-/// `SCRIPT FLUSH`). The `_vN` suffix changes whenever the script's contract does, so old and new
-/// instances can run side by side during a rolling deploy.
-///
-/// Crates above ferrolite-cache ship their own scripts this way (`include_str!` of a `.lua`
-/// file) and run them with [`crate::DualCache::eval`].
-#[derive(Debug, Clone)]
-pub struct LuaScript {
-    pub(crate) name: &'static str,
-    body: &'static str,
-    pub(crate) sha: String,
-}
-
-impl LuaScript {
-    /// A script with a versioned name (`ferrolite_budget_reserve_v1`) and its text.
-    pub fn new(name: &'static str, body: &'static str) -> Self {
-        LuaScript {
-            name,
-            body,
-            sha: fred::util::sha1_hash(body),
-        }
-    }
-
-    /// The script's versioned name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-/// Tracks whether Redis is reachable, so that an outage is logged once (and counted once in the
-/// `ferrolite_cache_redis_outages_total` metric) rather than on every failed command.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    down: AtomicBool,
-    outages: AtomicU64,
-    errors: AtomicU64,
-    /// Whether the cache serves its local view during an outage (the log line says which).
-    fail_open: bool,
-}
-
-impl Health {
-    pub(crate) fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn outages(&self) -> u64 {
-        self.outages.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn record_ok(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("Redis reachable again; queued deltas are being flushed");
-        }
-    }
-
-    pub(crate) fn record_unavailable(&self, operation: &'static str, reason: &str) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("ferrolite_cache_redis_errors_total").increment(1);
-        if !self.down.swap(true, Ordering::Relaxed) {
-            self.outages.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ferrolite_cache_redis_outages_total").increment(1);
-            if self.fail_open {
-                tracing::warn!(
-                    operation,
-                    reason,
-                    "Redis unreachable; serving from this instance's local view (limits now hold per instance) and keeping deltas until it is back"
-                );
-            } else {
-                tracing::warn!(
-                    operation,
-                    reason,
-                    "Redis unreachable; the cache is fail-closed: operations that need the shared state are refused until it is back"
-                );
-            }
-        }
-    }
-}
+pub(crate) use crate::script::{Health, LuaScript, redact_url};
 
 /// Whether a fred error means "Redis could not be reached / cannot serve right now" (as opposed
 /// to Redis answering with an error about the command). fred reports some of these with
@@ -123,38 +42,11 @@ fn is_unavailable(error: &FredError) -> bool {
         .any(|prefix| error.details().starts_with(prefix))
 }
 
-/// The URL with its password replaced by `***`, for error messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..scheme_end], user, &rest[at + 1..])
-        }
-        None => url.to_string(),
-    }
-}
-
 /// `key` ends in a `{hash tag}` section Redis Cluster hashes on.
 fn has_hash_tag(key: &str) -> bool {
     key.find('{')
         .and_then(|open| key[open + 1..].find('}'))
         .is_some_and(|close| close > 0)
-}
-
-/// Builds `{tag}rest`, a key that Redis Cluster places by `tag` alone, so that every key of one
-/// multi-key script can share a slot.
-pub fn hash_tagged(tag: &str, rest: &str) -> String {
-    let mut key = String::with_capacity(tag.len() + rest.len() + 2);
-    key.push('{');
-    key.push_str(tag);
-    key.push('}');
-    key.push_str(rest);
-    key
 }
 
 pub(crate) struct RedisStore {
@@ -264,10 +156,7 @@ impl RedisStore {
                 include_str!("lua/set_later_v1.lua"),
             ),
             lease: LuaScript::new("ferrolite_lease_v1", include_str!("lua/lease_v1.lua")),
-            health: Health {
-                fail_open,
-                ..Health::default()
-            },
+            health: Health::new(fail_open),
             closed: AtomicBool::new(false),
         })
     }
@@ -523,7 +412,7 @@ impl RedisStore {
         script: &LuaScript,
         keys: Vec<String>,
         args: Vec<String>,
-    ) -> Result<Value, CacheError> {
+    ) -> Result<ScriptReply, CacheError> {
         let client = self.client.with_options(&self.fast);
         let first: Result<Value, _> = client
             .evalsha(&script.sha, keys.clone(), args.clone())
@@ -538,10 +427,31 @@ impl RedisStore {
         match result {
             Ok(value) => {
                 self.health.record_ok();
-                Ok(value)
+                Ok(reply_of(value))
             }
             Err(e) => Err(self.error("script", script.name, &e)),
         }
+    }
+
+    /// `ZREM`s each `(key, member)` in one pipeline; whether Redis took each.
+    pub(crate) async fn remove_members(&self, pending: &[(String, String)]) -> Vec<bool> {
+        use fred::types::{ClusterHash, CustomCommand};
+        let pipe = self.client().pipeline();
+        for (key, member) in pending {
+            let queued: Result<(), _> = pipe
+                .custom(
+                    CustomCommand::new_static("ZREM", ClusterHash::FirstKey, false),
+                    vec![self.key(key), member.clone()],
+                )
+                .await;
+            if let Err(e) = queued {
+                tracing::debug!(error = %e, "could not queue a lease release");
+            }
+        }
+        let replies: Vec<Result<Value, FredError>> = pipe.try_all().await;
+        (0..pending.len())
+            .map(|i| replies.get(i).is_some_and(Result::is_ok))
+            .collect()
     }
 
     /// `SCRIPT LOAD`s a script — on every primary of a Redis Cluster, where each node keeps its
@@ -589,6 +499,20 @@ pub(crate) fn decode_string(key: &str, value: Value) -> Result<Option<String>, C
             expected: "a string or nil",
             got: truncate(&format!("{other:?}")),
         }),
+    }
+}
+
+/// The client's reply as a [`ScriptReply`] (no fred type crosses the crate's API).
+pub(crate) fn reply_of(value: Value) -> ScriptReply {
+    match value {
+        Value::Null => ScriptReply::Nil,
+        Value::Integer(i) => ScriptReply::Int(i),
+        Value::String(s) => ScriptReply::Text(s.to_string()),
+        Value::Bytes(b) => ScriptReply::Text(String::from_utf8_lossy(&b).into_owned()),
+        Value::Double(d) => ScriptReply::Text(d.to_string()),
+        Value::Boolean(b) => ScriptReply::Int(i64::from(b)),
+        Value::Array(items) => ScriptReply::Array(items.into_iter().map(reply_of).collect()),
+        other => ScriptReply::Other(truncate(&format!("{other:?}"))),
     }
 }
 
@@ -645,6 +569,7 @@ pub(crate) fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash_tagged;
 
     #[test]
     fn transient_refusals_count_as_unavailable_and_command_errors_do_not() {

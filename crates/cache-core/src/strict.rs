@@ -17,9 +17,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fred::types::Value;
-
 use crate::CacheError;
+use crate::ScriptReply;
 use crate::counter::CounterOptions;
 use crate::dual::{DualCache, IntCounter};
 use crate::error::truncate;
@@ -382,14 +381,14 @@ struct Decoded {
 }
 
 /// Decodes `{status, now_ms, (count_i, raw_i)...}`.
-fn decode_admission(reply: Value, n: usize) -> Result<Decoded, CacheError> {
+fn decode_admission(reply: ScriptReply, n: usize) -> Result<Decoded, CacheError> {
     let unexpected = |got: &dyn std::fmt::Debug| CacheError::UnexpectedReply {
         key: "ferrolite_admit_v2".into(),
         expected: "[status, now_ms, then a count and a raw value per limit]",
         got: truncate(&format!("{got:?}")),
     };
     let items = match reply {
-        Value::Array(items) if items.len() == 2 + 2 * n => items,
+        ScriptReply::Array(items) if items.len() == 2 + 2 * n => items,
         other => return Err(unexpected(&other)),
     };
     let admitted = match items[0].as_i64() {
@@ -426,26 +425,26 @@ mod tests {
 
     #[test]
     fn replies_of_the_wrong_shape_are_typed_errors() {
-        let err = decode_admission(Value::String("OK".into()), 1)
+        let err = decode_admission(ScriptReply::Text("OK".into()), 1)
             .err()
             .unwrap();
         assert!(
             matches!(err, CacheError::UnexpectedReply { ref key, .. } if key == "ferrolite_admit_v2")
         );
-        let bad_count = Value::Array(vec![
-            Value::Integer(1),
-            Value::Integer(5),
-            Value::String("x".into()),
-            Value::Integer(1),
+        let bad_count = ScriptReply::Array(vec![
+            ScriptReply::Int(1),
+            ScriptReply::Int(5),
+            ScriptReply::Text("x".into()),
+            ScriptReply::Int(1),
         ]);
         assert!(decode_admission(bad_count, 1).is_err());
-        let cancelled = Value::Array(vec![Value::Integer(2), Value::Integer(5)]);
+        let cancelled = ScriptReply::Array(vec![ScriptReply::Int(2), ScriptReply::Int(5)]);
         assert!(decode_admission(cancelled, 1).is_err());
-        let ok = Value::Array(vec![
-            Value::Integer(0),
-            Value::Integer(5),
-            Value::String("2.5".into()),
-            Value::Integer(2),
+        let ok = ScriptReply::Array(vec![
+            ScriptReply::Int(0),
+            ScriptReply::Int(5),
+            ScriptReply::Text("2.5".into()),
+            ScriptReply::Int(2),
         ]);
         let decoded = decode_admission(ok, 1).unwrap();
         assert!(!decoded.admitted);

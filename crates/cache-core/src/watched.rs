@@ -132,7 +132,7 @@ impl Deadline {
             .await;
         match reply {
             Ok(value) => {
-                let stored = crate::redis::decode_deadline(&self.cell.key, value)?;
+                let stored = crate::script::deadline_reply(&self.cell.key, &value)?;
                 self.cell.set_unsent(false);
                 Ok(self.cell.observe(stored))
             }

@@ -1,0 +1,157 @@
+//! What the Redis tier and the rest of the cache share whether or not Redis support is built
+//! (the `redis` feature): Lua script handles, the outage tracker, key helpers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A Lua script shipped with ferrolite: its versioned name, its text and its SHA-1. Scripts are
+/// run with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart or a
+/// `SCRIPT FLUSH`). The `_vN` suffix changes whenever the script's contract does, so old and new
+/// instances can run side by side during a rolling deploy.
+///
+/// Crates above ferrolite-cache ship their own scripts this way (`include_str!` of a `.lua`
+/// file) and run them with [`crate::DualCache::eval`].
+#[derive(Debug, Clone)]
+pub struct LuaScript {
+    pub(crate) name: &'static str,
+    pub(crate) body: &'static str,
+    pub(crate) sha: String,
+}
+
+impl LuaScript {
+    /// A script with a versioned name (`ferrolite_budget_reserve_v1`) and its text.
+    pub fn new(name: &'static str, body: &'static str) -> Self {
+        LuaScript {
+            name,
+            body,
+            #[cfg(feature = "redis")]
+            sha: fred::util::sha1_hash(body),
+            #[cfg(not(feature = "redis"))]
+            sha: String::new(),
+        }
+    }
+
+    /// The script's versioned name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Tracks whether Redis is reachable, so that an outage is logged once (and counted once in the
+/// `ferrolite_cache_redis_outages_total` metric) rather than on every failed command.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    down: AtomicBool,
+    outages: AtomicU64,
+    errors: AtomicU64,
+    /// Whether the cache serves its local view during an outage (the log line says which).
+    fail_open: bool,
+}
+
+impl Health {
+    /// A tracker for a cache that serves its local view during an outage (`fail_open`) or not.
+    pub(crate) fn new(fail_open: bool) -> Self {
+        Health {
+            fail_open,
+            ..Health::default()
+        }
+    }
+
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_ok(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis reachable again; queued deltas are being flushed");
+        }
+    }
+
+    pub(crate) fn record_unavailable(&self, operation: &'static str, reason: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ferrolite_cache_redis_errors_total").increment(1);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ferrolite_cache_redis_outages_total").increment(1);
+            if self.fail_open {
+                tracing::warn!(
+                    operation,
+                    reason,
+                    "Redis unreachable; serving from this instance's local view (limits now hold per instance) and keeping deltas until it is back"
+                );
+            } else {
+                tracing::warn!(
+                    operation,
+                    reason,
+                    "Redis unreachable; the cache is fail-closed: operations that need the shared state are refused until it is back"
+                );
+            }
+        }
+    }
+}
+
+/// The URL with its password replaced by `***`, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Builds `{tag}rest`, a key that Redis Cluster places by `tag` alone, so that every key of one
+/// multi-key script can share a slot.
+pub fn hash_tagged(tag: &str, rest: &str) -> String {
+    let mut key = String::with_capacity(tag.len() + rest.len() + 2);
+    key.push('{');
+    key.push_str(tag);
+    key.push('}');
+    key.push_str(rest);
+    key
+}
+
+/// A script's integer reply for `key` (nil is 0), or a typed error saying what was expected.
+pub(crate) fn int_reply(
+    key: &str,
+    reply: &crate::ScriptReply,
+    expected: &'static str,
+) -> Result<i64, crate::CacheError> {
+    match reply {
+        crate::ScriptReply::Nil => Ok(0),
+        other => other
+            .as_i64()
+            .ok_or_else(|| crate::CacheError::UnexpectedReply {
+                key: key.to_string(),
+                expected,
+                got: crate::error::truncate(&format!("{other:?}")),
+            }),
+    }
+}
+
+/// A watched deadline's script reply: nil is 0 (not set), otherwise Unix ms.
+pub(crate) fn deadline_reply(
+    key: &str,
+    reply: &crate::ScriptReply,
+) -> Result<u64, crate::CacheError> {
+    let expected = "a deadline in Unix milliseconds";
+    let value = int_reply(key, reply, expected)?;
+    u64::try_from(value).map_err(|_| crate::CacheError::UnexpectedReply {
+        key: key.to_string(),
+        expected,
+        got: value.to_string(),
+    })
+}
