@@ -1,6 +1,7 @@
 //! The HTTP backend against a real HTTP server on loopback (axum): what it sends, how it maps
 //! statuses and error bodies, Retry-After in both forms, streaming with usage, a stream that
 //! breaks after its first chunk, a server that never answers, a closed port.
+#![cfg(feature = "http")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
