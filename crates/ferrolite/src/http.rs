@@ -152,15 +152,7 @@ fn model_name(model: &str) -> &str {
 
 /// The endpoint a body is for.
 fn endpoint(body: &serde_json::Value) -> &'static str {
-    if body.get("messages").is_some() {
-        "chat/completions"
-    } else if body.get("input").is_some() {
-        "embeddings"
-    } else if body.get("prompt").is_some() {
-        "completions"
-    } else {
-        "chat/completions"
-    }
+    crate::mock::kind(body).path()
 }
 
 /// A provider's OpenAI-compatible endpoint, when it has a well-known one.

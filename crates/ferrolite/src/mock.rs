@@ -290,15 +290,28 @@ fn prompt_text(body: &serde_json::Value) -> String {
     String::new()
 }
 
-/// The kind of call a body is.
+/// The kind of call a body is: a chat completion (`messages`), an embedding (`input`) or a text
+/// completion (`prompt`).
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Chat,
     Completion,
     Embedding,
 }
 
-fn kind(body: &serde_json::Value) -> Kind {
+impl Kind {
+    /// The OpenAI endpoint path of this kind of call.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat/completions",
+            Kind::Completion => "completions",
+            Kind::Embedding => "embeddings",
+        }
+    }
+}
+
+pub(crate) fn kind(body: &serde_json::Value) -> Kind {
     if body.get("messages").is_some() {
         Kind::Chat
     } else if body.get("input").is_some() {
