@@ -1,7 +1,474 @@
 //! # ferrolite-cli
 //!
-//! The `ferrolite` command line (`simulate`, `check`, later `serve`).
+//! The `ferrolite` command:
+//!
+//! - `ferrolite simulate [--config FILE]`: sends a workload through the real router against
+//!   mock deployments (as the config's `mock_*` settings and `simulation` section say) and
+//!   prints what the router did: per deployment, per group, budgets, overhead, limits.
+//! - `ferrolite check --config FILE`: validates a config and prints the groups it describes
+//!   and the keys it accepted without effect.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
-//! This crate is reserved for the command's implementation; it is filled by a later issue and exposes nothing yet, so that
-//! the workspace, its lints and its CI are in place for it.
+
+pub mod report;
+pub mod simulate;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferrolite::Config;
+
+use crate::simulate::{Report, Workload};
+
+/// The example config `simulate` uses when none is given.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../../examples/config.yaml");
+
+/// ferrolite: an LLM deployment router.
+#[derive(Debug, Parser)]
+#[command(name = "ferrolite", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a workload through the router against mock deployments and report what it did.
+    Simulate(SimulateArgs),
+    /// Validate a config and print the model groups it describes.
+    Check(CheckArgs),
+}
+
+/// `ferrolite simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// LiteLLM config.yaml (default: the example config in examples/config.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Requests to send (default: the config's simulation.requests, else 2,000).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Requests in flight at once (default: simulation.concurrency, else 20).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Share of streamed requests, 0 to 1.
+    #[arg(long)]
+    pub stream_share: Option<f64>,
+    /// Redis shared by the router instances (real time); without it the run is in memory on
+    /// simulated time.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Router instances, each with its own cache.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub instances: u32,
+    /// Random seed: the same seed replays the same run.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report with charts to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// `ferrolite check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// LiteLLM config.yaml.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Runs the command line; the process' exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate_command(&args),
+        Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ferrolite: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config at `path`, or the example config.
+pub fn load(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::from_path(path).map_err(|e| e.to_string()),
+        None => Config::from_yaml(EXAMPLE_CONFIG).map_err(|e| format!("examples/config.yaml: {e}")),
+    }
+}
+
+/// The workload: flags over the config's `simulation` section over defaults.
+pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String> {
+    let section = config.simulation.clone().unwrap_or_default();
+    let mut groups: Vec<(String, f64)> = section.groups.into_iter().collect();
+    if groups.is_empty() {
+        let mut names: Vec<String> = config
+            .deployments
+            .iter()
+            .map(|d| d.model_name.clone())
+            .filter(|n| !n.contains('*'))
+            .collect();
+        names.sort();
+        names.dedup();
+        groups = names.into_iter().map(|n| (n, 1.0)).collect();
+    }
+    if groups.iter().all(|(_, w)| *w <= 0.0) {
+        return Err("simulation.groups: no group has a share above 0".into());
+    }
+    let stream_share = args.stream_share.or(section.stream_share).unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&stream_share) {
+        return Err(format!(
+            "--stream-share: expected 0 to 1, got {stream_share}"
+        ));
+    }
+    Ok(Workload {
+        requests: args.requests.or(section.requests).unwrap_or(2_000),
+        concurrency: args
+            .concurrency
+            .or(section.concurrency)
+            .unwrap_or(20)
+            .max(1),
+        groups,
+        prompt_tokens: section.prompt_tokens.unwrap_or(300),
+        max_tokens: section.max_tokens.unwrap_or(200),
+        stream_share,
+        instances: args.instances,
+        redis: args.redis.clone(),
+        seed: args.seed,
+    })
+}
+
+fn simulate_command(args: &SimulateArgs) -> Result<(), String> {
+    let config = load(args.config.as_deref())?;
+    let workload = workload(&config, args)?;
+    let bar = indicatif::ProgressBar::new(workload.requests);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} requests [{bar:30}] {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) || args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = {
+        let bar = bar.clone();
+        move |done: u64, _total: u64| bar.set_position(done)
+    };
+    let report = run_blocking(config, &workload, &progress)?;
+    bar.finish_and_clear();
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{json}");
+    } else {
+        print!("{}", render(&report, &workload));
+    }
+    if let Some(path) = &args.report {
+        let source = args.config.as_ref().map_or_else(
+            || "examples/config.yaml".to_string(),
+            |p| p.display().to_string(),
+        );
+        let page = report::html(&report, &workload, &source);
+        std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if !args.json {
+            println!("report: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Runs the simulation on the right runtime: paused time in memory, real time with Redis.
+pub fn run_blocking(
+    config: Config,
+    workload: &Workload,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<Report, String> {
+    let runtime = if workload.redis.is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    }
+    .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime
+        .block_on(simulate::run(config, workload, progress))
+        .map_err(|e| e.to_string())
+}
+
+/// The report as the tables a user reads.
+pub fn render(report: &Report, workload: &Workload) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} requests to {} over {:.1} s of {} ({}, {} router instance{}): {} answered, {} failed",
+        report.requests,
+        workload
+            .groups
+            .iter()
+            .map(|(g, _)| g.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.duration_s,
+        if workload.redis.is_some() {
+            "real time"
+        } else {
+            "simulated time"
+        },
+        if workload.redis.is_some() {
+            "state in Redis"
+        } else {
+            "state in memory"
+        },
+        workload.instances,
+        if workload.instances == 1 { "" } else { "s" },
+        report.succeeded,
+        report.failed,
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<22} {:<12} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16}",
+        "deployment",
+        "group",
+        "requests",
+        "success",
+        "429s",
+        "failed",
+        "cooldowns",
+        "p50 ms",
+        "p99 ms",
+        "tokens",
+        "spend $",
+        "peak rpm / rpm"
+    );
+    for d in &report.deployments {
+        let limit = d.rpm.map_or_else(
+            || format!("{:.0} / -", d.peak_rpm),
+            |rpm| format!("{:.0} / {rpm}", d.peak_rpm),
+        );
+        let _ = writeln!(
+            out,
+            "{:<22} {:<12} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9.1} {:>9.1} {:>10} {:>9.4} {:>16}",
+            truncate(&d.id, 22),
+            truncate(&d.group, 12),
+            d.requests,
+            d.successes,
+            d.rate_limited,
+            d.failures,
+            d.cooldowns,
+            d.p50_ms,
+            d.p99_ms,
+            d.tokens,
+            d.spend,
+            limit
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<22} {:>8} {:>9} {:>7} {:>8} {:>10}",
+        "group", "requests", "answered", "failed", "retries", "fallbacks"
+    );
+    for (group, g) in &report.groups {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>8} {:>9} {:>7} {:>8} {:>10}",
+            truncate(group, 22),
+            g.requests,
+            g.succeeded,
+            g.failed,
+            g.retries,
+            g.fallbacks
+        );
+    }
+    if !report.errors.is_empty() {
+        let errors: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(e, n)| format!("{e} x{n}"))
+            .collect();
+        let _ = writeln!(out, "\nfailed requests: {}", errors.join(", "));
+    }
+    if !report.budgets.is_empty() {
+        let _ = writeln!(out, "\nbudgets:");
+        for (scope, spend, limit) in &report.budgets {
+            let _ = writeln!(out, "  {scope:<30} ${spend:.4} of ${limit:.2}");
+        }
+    }
+    match (report.overhead_p50_us, report.overhead_p99_us) {
+        (Some(p50), Some(p99)) => {
+            let _ = writeln!(
+                out,
+                "\nrouter overhead per call: p50 {p50:.1} us, p99 {p99:.1} us"
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "\nCPU per request (router, mock backend and workload, simulated time): {:.1} us",
+                report.cpu_per_request_us
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "rpm limits: {}",
+        if report.limit_exceeded {
+            "EXCEEDED on some deployment (see peak rpm / rpm)"
+        } else {
+            "held (no deployment's rpm window ever counted more than its rpm)"
+        }
+    );
+    out
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}~")
+}
+
+/// `ferrolite check`: the groups, their deployments, strategy, limits, fallbacks and budgets,
+/// and the keys accepted without effect; an invalid config is the error with its path.
+pub fn check_command(path: &Path) -> Result<String, String> {
+    let config = Config::from_path(path).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Build the router (in memory, mocked) so cross-key checks run as they would at start.
+    let mut probe = config.clone();
+    probe.cache.redis = None;
+    runtime
+        .block_on(async {
+            ferrolite::RouterBuilder::from_config(probe)
+                .mock_all(ferrolite::mock::MockSpec::default())
+                .build()
+                .await
+                .map(drop)
+        })
+        .map_err(|e| match e {
+            ferrolite::Error::Router(ferrolite::RouterError::InvalidSettings {
+                field,
+                value,
+                reason,
+            }) => format!("router_settings.{field}: {reason}, got `{value}`"),
+            other => other.to_string(),
+        })?;
+    let s = &config.settings;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "config OK: {} deployments, routing_strategy {}, num_retries {}, admission {:?}",
+        config.deployments.len(),
+        s.routing_strategy,
+        s.num_retries,
+        s.admission
+    );
+    let _ = writeln!(
+        out,
+        "state: {}",
+        config.cache.redis.as_ref().map_or_else(
+            || "in memory (this process only)".to_string(),
+            |r| format!("Redis {}", ferrolite::cache::redacted_url(&r.url))
+        )
+    );
+    let mut groups: Vec<&str> = config
+        .deployments
+        .iter()
+        .map(|d| d.model_name.as_str())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        let _ = writeln!(out, "\n{group}");
+        for d in config.deployments.iter().filter(|d| d.model_name == group) {
+            let mut limits = Vec::new();
+            if let Some(rpm) = d.rpm {
+                limits.push(format!("rpm {rpm}"));
+            }
+            if let Some(tpm) = d.tpm {
+                limits.push(format!("tpm {tpm}"));
+            }
+            if let Some(max) = d.max_parallel_requests {
+                limits.push(format!("max_parallel {max}"));
+            }
+            if let Some(order) = d.order {
+                limits.push(format!("order {order}"));
+            }
+            if !d.tags.is_empty() {
+                limits.push(format!("tags {}", d.tags.join(",")));
+            }
+            let mocked = if config.mocks.contains_key(d.id().as_str()) {
+                " (mock)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {:<24} {}{mocked}  {}",
+                d.id().to_string(),
+                d.model,
+                limits.join(", ")
+            );
+        }
+        if let Some(chain) = s.fallbacks.get(group) {
+            let _ = writeln!(out, "  fallbacks -> {}", chain.join(" -> "));
+        } else if !s.default_fallbacks.is_empty() {
+            let _ = writeln!(
+                out,
+                "  fallbacks -> {} (default)",
+                s.default_fallbacks.join(" -> ")
+            );
+        }
+        if let Some(chain) = s.context_window_fallbacks.get(group) {
+            let _ = writeln!(out, "  context_window_fallbacks -> {}", chain.join(" -> "));
+        }
+    }
+    if !s.budgets.providers.is_empty() || !s.budgets.tags.is_empty() {
+        let _ = writeln!(out, "\nbudgets:");
+        for (name, budget) in s.budgets.providers.iter().chain(&s.budgets.tags) {
+            let _ = writeln!(
+                out,
+                "  {name}: ${} per {}",
+                budget.max_budget.unwrap_or(0.0),
+                budget.budget_duration.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    let notes = config.not_honoured();
+    if notes.is_empty() {
+        let _ = writeln!(out, "\nevery key is honoured");
+    } else {
+        let _ = writeln!(out, "\nkeys accepted without effect:");
+        for note in notes {
+            let _ = writeln!(out, "  {note}");
+        }
+    }
+    Ok(out)
+}

@@ -46,6 +46,55 @@ pub struct Config {
     pub mocks: BTreeMap<String, MockSpec>,
     /// Keys that were accepted without effect.
     pub warnings: Vec<ConfigWarning>,
+    /// The `simulation` section: the workload `ferrolite simulate` runs by default.
+    pub simulation: Option<Simulation>,
+}
+
+/// The `simulation` section (ferrolite's own): the workload `ferrolite simulate` sends through
+/// the router and the failures it injects. Command-line flags override it.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Simulation {
+    /// Requests to send.
+    pub requests: Option<u64>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+    /// The model groups to request, with their shares of the requests (`{gpt-4o: 3, claude: 1}`).
+    pub groups: BTreeMap<String, f64>,
+    /// Mean prompt length in tokens (each request draws from half to one and a half of it).
+    pub prompt_tokens: Option<u64>,
+    /// `max_tokens` of each request.
+    pub max_tokens: Option<u64>,
+    /// Share of requests that stream (0..=1).
+    pub stream_share: Option<f64>,
+    /// Failures to inject.
+    pub failures: Vec<SimulatedFailure>,
+}
+
+/// "Deployment X fails from t = 10 s to t = 20 s".
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedFailure {
+    /// The deployment's id (`model_info.id`).
+    pub deployment: String,
+    /// Start, in seconds from the simulation's start.
+    pub from_s: f64,
+    /// End, in seconds.
+    pub to_s: f64,
+    /// The error, by LiteLLM's exception name (`RateLimitError`, `InternalServerError`, ...).
+    #[serde(default = "default_failure")]
+    pub error: String,
+    /// Share of calls that fail in the window (default 1).
+    #[serde(default = "one")]
+    pub rate: f64,
+}
+
+fn default_failure() -> String {
+    "InternalServerError".into()
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A key ferrolite accepted without acting on it.
@@ -719,6 +768,7 @@ struct RawConfig {
     litellm_settings: RawLitellmSettings,
     general_settings: RawGeneralSettings,
     ferrolite_settings: RawFerroliteSettings,
+    simulation: Option<Simulation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -972,6 +1022,7 @@ impl RawConfig {
             litellm_settings,
             general_settings,
             ferrolite_settings,
+            simulation,
         } = self;
         let models = model_list
             .ok_or_else(|| ConfigError::at("model_list", "required: at least one deployment"))?;
@@ -990,6 +1041,9 @@ impl RawConfig {
             }
             deployments.push(deployment);
         }
+        if let Some(simulation) = &simulation {
+            check_simulation(simulation, &deployments)?;
+        }
         let cache = cache_of(&router_settings, &ferrolite_settings)?;
         let settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         Ok(Config {
@@ -999,8 +1053,72 @@ impl RawConfig {
             master_key: general_settings.master_key.map(|s| s.0),
             mocks,
             warnings,
+            simulation,
         })
     }
+}
+
+/// The simulation section's values and the deployments its failures name.
+fn check_simulation(
+    simulation: &Simulation,
+    deployments: &[Deployment],
+) -> Result<(), ConfigError> {
+    if simulation.concurrency == Some(0) {
+        return Err(ConfigError::at(
+            "simulation.concurrency",
+            "expected at least 1, got 0",
+        ));
+    }
+    if let Some(share) = simulation.stream_share {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ConfigError::at(
+                "simulation.stream_share",
+                format!("expected a share from 0 to 1, got {share}"),
+            ));
+        }
+    }
+    for (group, weight) in &simulation.groups {
+        if !weight.is_finite() || *weight < 0.0 {
+            return Err(ConfigError::at(
+                format!("simulation.groups.{group}"),
+                format!("expected a non-negative share, got {weight}"),
+            ));
+        }
+    }
+    for (i, failure) in simulation.failures.iter().enumerate() {
+        let at = |field: &str| format!("simulation.failures[{i}].{field}");
+        if !deployments
+            .iter()
+            .any(|d| d.id().as_str() == failure.deployment)
+        {
+            return Err(ConfigError::at(
+                at("deployment"),
+                format!("names no deployment id, got {:?}", failure.deployment),
+            ));
+        }
+        if !(failure.from_s >= 0.0 && failure.to_s > failure.from_s && failure.to_s.is_finite()) {
+            return Err(ConfigError::at(
+                at("to_s"),
+                format!(
+                    "expected 0 <= from_s < to_s, got {} to {}",
+                    failure.from_s, failure.to_s
+                ),
+            ));
+        }
+        if litellm_error_class(&failure.error).is_none() {
+            return Err(ConfigError::at(
+                at("error"),
+                format!("not an error class, got {:?}", failure.error),
+            ));
+        }
+        if !(0.0..=1.0).contains(&failure.rate) {
+            return Err(ConfigError::at(
+                at("rate"),
+                format!("expected a share from 0 to 1, got {}", failure.rate),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One `model_list` entry as a deployment (completed from the catalogue) and its mock

@@ -121,6 +121,21 @@ pub fn litellm_error_class(name: &str) -> Option<ErrorClass> {
     })
 }
 
+/// A stretch of time in which a mock deployment fails (`ferrolite simulate`'s failure
+/// injection): from `from` to `to` after the backend was built, a share `rate` of its calls
+/// fail with `class`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureWindow {
+    /// When it starts, from the backend's start.
+    pub from: Duration,
+    /// When it ends.
+    pub to: Duration,
+    /// How calls fail.
+    pub class: ErrorClass,
+    /// The share of calls that fail (0..=1).
+    pub rate: f64,
+}
+
 /// A provider-side minute window of one deployment.
 #[derive(Debug, Clone, Copy)]
 struct Minute {
@@ -134,6 +149,8 @@ struct Minute {
 pub struct MockBackend {
     default: MockSpec,
     specs: HashMap<String, MockSpec>,
+    windows: HashMap<String, Vec<FailureWindow>>,
+    started: Instant,
     rng: Rng,
     minutes: Mutex<HashMap<String, Minute>>,
 }
@@ -164,9 +181,18 @@ impl MockBackend {
         MockBackend {
             default,
             specs: HashMap::new(),
+            windows: HashMap::new(),
+            started: Instant::now(),
             rng: Rng::from_entropy(),
             minutes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The deployment with id `id` fails as `window` says (times from when this backend was
+    /// built).
+    pub fn failing_during(mut self, id: impl Into<String>, window: FailureWindow) -> Self {
+        self.windows.entry(id.into()).or_default().push(window);
+        self
     }
 
     /// The deployment with id `id` behaves as `spec`.
@@ -208,6 +234,12 @@ impl MockBackend {
         let usage = Usage::new(prompt, completion);
         if let Some(refusal) = self.provider_limits(id.as_str(), spec, usage.total_tokens) {
             return refusal;
+        }
+        let elapsed = self.started.elapsed();
+        for window in self.windows.get(id.as_str()).into_iter().flatten() {
+            if window.from <= elapsed && elapsed < window.to && self.rng.unit() < window.rate {
+                return Plan::Fail(window.class.clone(), "mock failure window".into());
+            }
         }
         for (class, rate) in &spec.error_rates {
             if self.rng.unit() < *rate {

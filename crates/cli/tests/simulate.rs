@@ -1,0 +1,250 @@
+//! `ferrolite simulate` and `ferrolite check`, through the library and the built binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use ferrolite::Config;
+use ferrolite_cli::simulate::Workload;
+use ferrolite_cli::{EXAMPLE_CONFIG, run_blocking};
+
+fn workload(requests: u64, concurrency: u32) -> Workload {
+    Workload {
+        requests,
+        concurrency,
+        groups: vec![("g".into(), 1.0)],
+        prompt_tokens: 100,
+        max_tokens: 50,
+        stream_share: 0.3,
+        instances: 1,
+        redis: None,
+        seed: 3,
+    }
+}
+
+#[test]
+fn the_example_config_runs_and_its_totals_equal_the_requests_sent() {
+    let config = Config::from_yaml(EXAMPLE_CONFIG).unwrap();
+    let mut w = ferrolite_cli::workload(
+        &config,
+        &ferrolite_cli::SimulateArgs {
+            config: None,
+            requests: Some(600),
+            concurrency: None,
+            stream_share: None,
+            redis: None,
+            instances: 1,
+            seed: 1,
+            json: false,
+            report: None,
+        },
+    )
+    .unwrap();
+    w.requests = 600;
+    let report = run_blocking(config, &w, &|_, _| {}).unwrap();
+    assert_eq!(report.requests, 600);
+    assert_eq!(report.succeeded + report.failed, 600);
+    let by_group: u64 = report.groups.values().map(|g| g.requests).sum();
+    assert_eq!(by_group, 600);
+    let answered: u64 = report.deployments.iter().map(|d| d.successes).sum();
+    assert_eq!(
+        answered, report.succeeded,
+        "every answer is some deployment's success"
+    );
+    assert!(!report.limit_exceeded, "{:?}", report.deployments);
+    let text = ferrolite_cli::render(&report, &w);
+    assert!(text.contains("600 requests"), "{text}");
+    assert!(text.contains("azure-eu"), "{text}");
+}
+
+const FAILING: &str = r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/a, mock_latency_ms: 100}
+    model_info: {id: a}
+  - model_name: g
+    litellm_params: {model: openai/b, mock_latency_ms: 100}
+    model_info: {id: b}
+  - model_name: backup
+    litellm_params: {model: openai/c, mock_latency_ms: 100}
+    model_info: {id: c}
+router_settings:
+  num_retries: 0
+  allowed_fails: 1
+  cooldown_time: 5
+  fallbacks: [{"g": ["backup"]}]
+simulation:
+  failures:
+    - {deployment: a, from_s: 0, to_s: 1000, error: InternalServerError}
+    - {deployment: b, from_s: 0, to_s: 1000, error: RateLimitError}
+"#;
+
+#[test]
+fn a_failure_window_shows_as_cooldowns_and_fallbacks() {
+    let config = Config::from_yaml(FAILING).unwrap();
+    let report = run_blocking(config, &workload(200, 4), &|_, _| {}).unwrap();
+    let a = report.deployments.iter().find(|d| d.id == "a").unwrap();
+    let b = report.deployments.iter().find(|d| d.id == "b").unwrap();
+    let c = report.deployments.iter().find(|d| d.id == "c").unwrap();
+    assert!(a.cooldowns > 0 && a.failures > 0, "{a:?}");
+    assert!(b.rate_limited > 0, "{b:?}");
+    assert_eq!(a.successes + b.successes, 0);
+    assert!(c.successes > 0, "the fallback answered: {c:?}");
+    assert!(report.groups["g"].fallbacks > 0, "{:?}", report.groups);
+    assert_eq!(report.succeeded + report.failed, 200);
+    assert!(!a.cooldown_spans.is_empty() && a.cooldown_spans[0].1 > a.cooldown_spans[0].0);
+}
+
+#[test]
+fn three_instances_on_redis_in_strict_mode_never_exceed_an_rpm() {
+    let Some(url) = ferrolite_cache::testing::redis_url() else {
+        return;
+    };
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/a, rpm: 40, mock_latency_ms: 5}
+    model_info: {id: a}
+  - model_name: g
+    litellm_params: {model: openai/b, rpm: 40, mock_latency_ms: 5}
+    model_info: {id: b}
+router_settings:
+  num_retries: 0
+ferrolite_settings:
+  admission: strict
+  window: fixed
+"#,
+    )
+    .unwrap();
+    let mut w = workload(200, 12);
+    w.instances = 3;
+    w.redis = Some(url);
+    w.seed = std::process::id() as u64; // a fresh key prefix per run
+    let report = run_blocking(config, &w, &|_, _| {}).unwrap();
+    for d in &report.deployments {
+        assert!(d.peak_rpm <= 40.0, "{d:?}");
+    }
+    assert!(!report.limit_exceeded);
+    assert!(
+        report.failed > 0,
+        "an overload of 200 against 80 a minute refuses some"
+    );
+    assert!(report.overhead_p50_us.is_some(), "measured in real time");
+}
+
+fn ferrolite(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolite"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_lists_the_groups_of_a_good_config_and_fails_on_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, EXAMPLE_CONFIG).unwrap();
+    let out = ferrolite(&["check", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("config OK: 5 deployments"), "{text}");
+    assert!(text.contains("gpt-4o") && text.contains("claude"), "{text}");
+    assert!(text.contains("fallbacks -> claude"), "{text}");
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/x\n      rpm: ten\n",
+    )
+    .unwrap();
+    let out = ferrolite(&["check", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "model_list[0].litellm_params.rpm: expected a non-negative integer, got \"ten\""
+        ),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn simulate_prints_json_on_request_and_bad_flags_get_clap_errors() {
+    let out = ferrolite(&["simulate", "--requests", "50", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests"], 50);
+    let out = ferrolite(&["simulate", "--instances", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--instances"));
+    let out = ferrolite(&["simulate", "--requests", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_report_is_one_self_contained_html_file_with_the_charts() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("failing.yaml");
+    std::fs::write(&config, FAILING).unwrap();
+    let report = dir.join("report.html");
+    let out = ferrolite(&[
+        "simulate",
+        "--config",
+        config.to_str().unwrap(),
+        "--requests",
+        "200",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&report).unwrap();
+    for heading in [
+        "Requests per deployment over time",
+        "Latency percentiles over time",
+        "Cooldowns",
+        "rpm window per deployment against its limit",
+        "Budget spend against limits",
+    ] {
+        assert!(page.contains(heading), "missing {heading}");
+    }
+    assert_eq!(
+        page.matches("<svg").count(),
+        4,
+        "four charts; no budgets here"
+    );
+    assert!(
+        page.contains("cooled down from"),
+        "the failing deployment's cooldown band"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains("src=\"http"),
+        "no script, no network"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = || {
+        let config = Config::from_yaml(FAILING).unwrap();
+        let report = run_blocking(config, &workload(300, 6), &|_, _| {}).unwrap();
+        let deployments: Vec<(String, u64, u64, u64)> = report
+            .deployments
+            .iter()
+            .map(|d| (d.id.clone(), d.requests, d.successes, d.cooldowns))
+            .collect();
+        (deployments, report.succeeded, report.duration_s)
+    };
+    assert_eq!(run(), run());
+}
