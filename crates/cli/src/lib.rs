@@ -13,6 +13,7 @@
 pub mod report;
 pub mod simulate;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,6 +75,12 @@ pub struct SimulateArgs {
     /// Also write a self-contained HTML report with charts to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Run the same seeded workload once per value of a config key and put the results side
+    /// by side, e.g. `routing_strategy=simple-shuffle,usage-based-routing-v2` or
+    /// `ferrolite_settings.window=fixed,sliding` (a key without a section is looked up in
+    /// router_settings, or ferrolite_settings for ferrolite's own keys).
+    #[arg(long, value_name = "KEY=A,B")]
+    pub compare: Option<String>,
 }
 
 /// `ferrolite check`.
@@ -156,7 +163,168 @@ pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String
     })
 }
 
+/// ferrolite's own settings: a bare `--compare` key among these is in `ferrolite_settings`.
+const FERROLITE_KEYS: [&str; 13] = [
+    "admission",
+    "window",
+    "budget_windows",
+    "sync_interval_ms",
+    "failure_mode",
+    "redis_key_prefix",
+    "request_deadline",
+    "retry_budget",
+    "half_open",
+    "deployment_affinity",
+    "wait_queue",
+    "lease_ttl",
+    "seed",
+];
+
+/// The configs of a `--compare KEY=A,B` run: the config with `KEY` set to each value, labelled.
+pub fn compare_configs(text: &str, spec: &str) -> Result<Vec<(String, Config)>, String> {
+    let (key, values) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--compare: expected KEY=A,B, got {spec:?}"))?;
+    let values: Vec<&str> = values
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if key.trim().is_empty() || values.len() < 2 {
+        return Err(format!(
+            "--compare: expected a key and at least two values, got {spec:?}"
+        ));
+    }
+    let path: Vec<String> = if key.contains('.') {
+        key.split('.').map(str::to_string).collect()
+    } else if FERROLITE_KEYS.contains(&key) {
+        vec!["ferrolite_settings".into(), key.into()]
+    } else {
+        vec!["router_settings".into(), key.into()]
+    };
+    let document: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| format!("the config: {e}"))?;
+    let mut configs = Vec::with_capacity(values.len());
+    for value in values {
+        let mut patched = document.clone();
+        let mut node = &mut patched;
+        for (i, segment) in path.iter().enumerate() {
+            let Some(object) = node.as_object_mut() else {
+                return Err(format!(
+                    "--compare: `{}` is not a section of the config",
+                    path[..i].join(".")
+                ));
+            };
+            if i + 1 == path.len() {
+                object.insert(segment.clone(), scalar(value));
+                break;
+            }
+            node = object
+                .entry(segment.clone())
+                .or_insert_with(|| serde_json::json!({}));
+        }
+        let json = serde_json::to_string(&patched).map_err(|e| e.to_string())?;
+        let config =
+            Config::from_yaml(&json).map_err(|e| format!("--compare {key}={value}: {e}"))?;
+        configs.push((format!("{key}={value}"), config));
+    }
+    Ok(configs)
+}
+
+/// A flag's value as YAML would read it: a number, a boolean, else text.
+fn scalar(value: &str) -> serde_json::Value {
+    if let Ok(n) = value.parse::<i64>() {
+        return n.into();
+    }
+    if let Ok(f) = value.parse::<f64>() {
+        return f.into();
+    }
+    match value {
+        "true" => true.into(),
+        "false" => false.into(),
+        other => other.into(),
+    }
+}
+
+/// A comparison row: its name and how to read it from a run's report.
+pub type CompareRow = (&'static str, fn(&Report) -> String);
+
+/// The rows of a comparison.
+pub fn compare_rows() -> Vec<CompareRow> {
+    fn sum(report: &Report, f: fn(&simulate::DeploymentReport) -> u64) -> u64 {
+        report.deployments.iter().map(f).sum()
+    }
+    fn latency(report: &Report, p: f64) -> String {
+        let mut values: Vec<f64> = report.latencies.iter().map(|(_, ms)| *ms).collect();
+        values.sort_by(f64::total_cmp);
+        if values.is_empty() {
+            return "-".into();
+        }
+        format!(
+            "{:.0}",
+            values[((values.len() - 1) as f64 * p).round() as usize]
+        )
+    }
+    vec![
+        ("answered", |r| r.succeeded.to_string()),
+        ("failed", |r| r.failed.to_string()),
+        ("retries", |r| {
+            r.groups
+                .values()
+                .map(|g| g.retries)
+                .sum::<u64>()
+                .to_string()
+        }),
+        ("fallbacks", |r| {
+            r.groups
+                .values()
+                .map(|g| g.fallbacks)
+                .sum::<u64>()
+                .to_string()
+        }),
+        ("429s", |r| sum(r, |d| d.rate_limited).to_string()),
+        ("other failures", |r| sum(r, |d| d.failures).to_string()),
+        ("cooldowns", |r| sum(r, |d| d.cooldowns).to_string()),
+        ("latency p50 ms", |r| latency(r, 0.5)),
+        ("latency p99 ms", |r| latency(r, 0.99)),
+        ("spend $", |r| {
+            format!("{:.4}", r.deployments.iter().map(|d| d.spend).sum::<f64>())
+        }),
+        ("rpm limits", |r| {
+            if r.limit_exceeded { "EXCEEDED" } else { "held" }.to_string()
+        }),
+        ("duration s", |r| format!("{:.1}", r.duration_s)),
+    ]
+}
+
+/// A comparison as text: one column per run.
+pub fn render_compare(runs: &[(String, Report)]) -> String {
+    let mut out = String::new();
+    let width = runs
+        .iter()
+        .map(|(l, _)| l.len())
+        .max()
+        .unwrap_or(10)
+        .max(12);
+    let _ = write!(out, "{:<16}", "");
+    for (label, _) in runs {
+        let _ = write!(out, " {label:>width$}");
+    }
+    let _ = writeln!(out);
+    for (name, value) in compare_rows() {
+        let _ = write!(out, "{name:<16}");
+        for (_, report) in runs {
+            let _ = write!(out, " {:>width$}", value(report));
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
 fn simulate_command(args: &SimulateArgs) -> Result<(), String> {
+    if let Some(spec) = &args.compare {
+        return compare_command(args, spec);
+    }
     let config = load(args.config.as_deref())?;
     let workload = workload(&config, args)?;
     let bar = indicatif::ProgressBar::new(workload.requests);
@@ -187,6 +355,44 @@ fn simulate_command(args: &SimulateArgs) -> Result<(), String> {
             |p| p.display().to_string(),
         );
         let page = report::html(&report, &workload, &source);
+        std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if !args.json {
+            println!("report: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn compare_command(args: &SimulateArgs, spec: &str) -> Result<(), String> {
+    let text = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => EXAMPLE_CONFIG.to_string(),
+    };
+    let configs = compare_configs(&text, spec)?;
+    let mut runs = Vec::with_capacity(configs.len());
+    let mut last = None;
+    for (label, config) in configs {
+        let workload = workload(&config, args)?;
+        let report = run_blocking(config, &workload, &|_, _| {})?;
+        runs.push((label, report));
+        last = Some(workload);
+    }
+    if args.json {
+        let map: BTreeMap<&str, &Report> = runs.iter().map(|(l, r)| (l.as_str(), r)).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&map).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render_compare(&runs));
+    }
+    if let (Some(path), Some(workload)) = (&args.report, last) {
+        let source = args.config.as_ref().map_or_else(
+            || "examples/config.yaml".to_string(),
+            |p| p.display().to_string(),
+        );
+        let page = report::html_compare(&runs, &workload, &source);
         std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         if !args.json {
             println!("report: {}", path.display());

@@ -282,8 +282,69 @@ fn buckets(end: f64, bucket: f64) -> Vec<f64> {
     (0..n).map(|i| i as f64 * bucket).collect()
 }
 
-/// The whole report page.
+/// The whole report page of one run.
 pub fn html(report: &Report, workload: &Workload, source: &str) -> String {
+    page(&format!(
+        "<h1>ferrolite simulate</h1>\n{}",
+        section(report, workload, source)
+    ))
+}
+
+/// The page of a `--compare` run: a table of the runs side by side, then each run's section.
+pub fn html_compare(runs: &[(String, Report)], workload: &Workload, source: &str) -> String {
+    let mut body = String::from("<h1>ferrolite simulate: compared</h1>\n");
+    body.push_str(&compare_table(runs));
+    for (label, report) in runs {
+        let _ = write!(
+            body,
+            "<h1 style=\"margin-top:48px\">{}</h1>\n{}",
+            esc(label),
+            section(report, workload, source)
+        );
+    }
+    page(&body)
+}
+
+/// The runs side by side: one column per run.
+fn compare_table(runs: &[(String, Report)]) -> String {
+    let mut out = String::from("<table><tr><th>metric</th>");
+    for (label, _) in runs {
+        let _ = write!(out, "<th>{}</th>", esc(label));
+    }
+    out.push_str("</tr>");
+    for (name, value) in crate::compare_rows() {
+        let _ = write!(out, "<tr><td>{}</td>", esc(name));
+        for (_, report) in runs {
+            let _ = write!(out, "<td>{}</td>", esc(&value(report)));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// The HTML page around `body`.
+fn page(body: &str) -> String {
+    format!(
+        r##"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ferrolite simulate</title>
+<style>
+body {{ font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 24px 40px; color: #111827; max-width: 960px; }}
+h1 {{ font-size: 22px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border-bottom: 1px solid #e5e7eb; padding: 4px 10px; text-align: right; }}
+th:first-child, td:first-child, .l {{ text-align: left; }}
+.good {{ color: #15803d; }} .bad {{ color: #b91c1c; font-weight: bold; }}
+.meta {{ color: #4b5563; font-size: 13px; }}
+</style></head><body>
+{body}
+</body></html>
+"##
+    )
+}
+
+/// One run: its summary, tables and charts.
+fn section(report: &Report, workload: &Workload, source: &str) -> String {
     let end = report.duration_s.max(1.0);
     let bucket = (end / 60.0).max(1.0).ceil();
     let starts = buckets(end, bucket);
@@ -350,7 +411,7 @@ pub fn html(report: &Report, workload: &Workload, source: &str) -> String {
     for d in &report.deployments {
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{:.4}</td><td>{:.0} / {}</td></tr>",
+            "<tr><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{:.4}</td><td>{:.0} / {}</td></tr>",
             esc(&d.id),
             esc(&d.group),
             d.requests,
@@ -385,22 +446,10 @@ pub fn html(report: &Report, workload: &Workload, source: &str) -> String {
         r#"<p class="good">Every rpm limit held: no deployment's window ever counted more than its rpm.</p>"#
     };
     format!(
-        r##"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ferrolite simulate</title>
-<style>
-body {{ font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 24px 40px; color: #111827; max-width: 960px; }}
-h1 {{ font-size: 22px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ border-bottom: 1px solid #e5e7eb; padding: 4px 10px; text-align: right; }}
-th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) {{ text-align: left; }}
-.good {{ color: #15803d; }} .bad {{ color: #b91c1c; font-weight: bold; }}
-.meta {{ color: #4b5563; font-size: 13px; }}
-</style></head><body>
-<h1>ferrolite simulate</h1>
-<p class="meta">{source}: {requests} requests, {concurrency} at a time, over {duration:.1} s of {time}; {succeeded} answered, {failed} failed.</p>
+        r##"<p class="meta">{source}: {requests} requests, {concurrency} at a time, over {duration:.1} s of {time}; {succeeded} answered, {failed} failed.</p>
 {limits_line}
 <h2>Deployments</h2>
-<table><tr><th>deployment</th><th>group</th><th>requests</th><th>success</th><th>429s</th><th>failed</th><th>cooldowns</th><th>p50 ms</th><th>p99 ms</th><th>tokens</th><th>spend $</th><th>peak rpm / rpm</th></tr>{rows}</table>
+<table><tr><th>deployment</th><th class="l">group</th><th>requests</th><th>success</th><th>429s</th><th>failed</th><th>cooldowns</th><th>p50 ms</th><th>p99 ms</th><th>tokens</th><th>spend $</th><th>peak rpm / rpm</th></tr>{rows}</table>
 <h2>Groups</h2>
 <table><tr><th>group</th><th>requests</th><th>answered</th><th>failed</th><th>retries</th><th>fallbacks</th></tr>{group_rows}</table>
 {requests_chart}
@@ -408,7 +457,6 @@ th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) {{ text-align: 
 {cooldown_chart}
 {rpm_chart}
 {budget_chart}
-</body></html>
 "##,
         source = esc(source),
         requests = report.requests,

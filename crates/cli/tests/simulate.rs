@@ -36,6 +36,7 @@ fn the_example_config_runs_and_its_totals_equal_the_requests_sent() {
             seed: 1,
             json: false,
             report: None,
+            compare: None,
         },
     )
     .unwrap();
@@ -247,4 +248,41 @@ fn a_seed_replays_the_same_run() {
         (deployments, report.succeeded, report.duration_s)
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn compare_runs_the_same_workload_once_per_value_side_by_side() {
+    let configs =
+        ferrolite_cli::compare_configs(FAILING, "routing_strategy=simple-shuffle,least-busy")
+            .unwrap();
+    assert_eq!(configs.len(), 2);
+    assert_eq!(
+        configs[1].1.settings.routing_strategy,
+        ferrolite::strategies::StrategyName::LeastBusy
+    );
+    let runs: Vec<_> = configs
+        .into_iter()
+        .map(|(label, config)| {
+            (
+                label,
+                run_blocking(config, &workload(100, 4), &|_, _| {}).unwrap(),
+            )
+        })
+        .collect();
+    let text = ferrolite_cli::render_compare(&runs);
+    assert!(text.contains("routing_strategy=simple-shuffle"), "{text}");
+    assert!(text.contains("routing_strategy=least-busy"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("answered")), "{text}");
+    // ferrolite's own keys are found in ferrolite_settings.
+    let configs = ferrolite_cli::compare_configs(FAILING, "window=fixed,sliding").unwrap();
+    assert_eq!(
+        configs[0].1.settings.window,
+        ferrolite::cache::Window::MINUTE_FIXED
+    );
+    // A bad value is the loader's error, naming the key.
+    let err = ferrolite_cli::compare_configs(FAILING, "routing_strategy=bogus,least-busy")
+        .err()
+        .unwrap();
+    assert!(err.contains("router_settings.routing_strategy"), "{err}");
+    assert!(ferrolite_cli::compare_configs(FAILING, "routing_strategy=one").is_err());
 }
