@@ -5,7 +5,9 @@
 //!   default features. It stops at the first failure.
 //! - `cargo xtask redis`: starts a private `redis-server` on a free loopback port for a developer,
 //!   prints its URL and runs until interrupted.
-//! - `cargo xtask bench [ARGS]`: runs the criterion benches (`cargo bench -p ferrolite-benches`).
+//! - `cargo xtask bench [ARGS]`: runs the criterion benches (`cargo bench -p ferrolite-benches`),
+//!   then the end-to-end load (`cargo run --release -p ferrolite-benches --bin e2e`), which
+//!   prints one JSON line.
 //! - `cargo xtask catalogue --from FILE`: refreshes the model catalogue the facade embeds
 //!   (`crates/ferrolite/data/catalogue.json`) from LiteLLM's `model_prices_and_context_window.json`,
 //!   keeping the fields the router uses.
@@ -33,7 +35,21 @@ fn main() -> ExitCode {
             ]
             .concat(),
             &[],
-        ),
+        )
+        .and_then(|()| {
+            // The end-to-end load: one JSON line beside LiteLLM's numbers.
+            cargo(
+                &[
+                    "run",
+                    "--release",
+                    "-p",
+                    "ferrolite-benches",
+                    "--bin",
+                    "e2e",
+                ],
+                &[],
+            )
+        }),
         Some("catalogue") => match (args.get(1).map(String::as_str), args.get(2)) {
             (Some("--from"), Some(file)) => catalogue(file),
             _ => Err(
