@@ -54,8 +54,14 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub requests: Option<u64>,
     /// Requests in flight at once (default: simulation.concurrency, else 20).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rate")]
     pub concurrency: Option<u32>,
+    /// Open-loop arrivals per second (Poisson) instead of a fixed concurrency.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Stop sending after this many seconds (simulated time in memory).
+    #[arg(long)]
+    pub duration: Option<f64>,
     /// Share of streamed requests, 0 to 1.
     #[arg(long)]
     pub stream_share: Option<f64>,
@@ -146,8 +152,33 @@ pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String
             "--stream-share: expected 0 to 1, got {stream_share}"
         ));
     }
+    let rate = args.rate.or(section.rate);
+    if let Some(rate) = rate {
+        if !rate.is_finite() || rate <= 0.0 {
+            return Err(format!(
+                "--rate: expected a number of requests per second > 0, got {rate}"
+            ));
+        }
+    }
+    let duration = match args.duration.or(section.duration_s) {
+        Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+        Some(d) => return Err(format!("--duration: expected seconds > 0, got {d}")),
+        None => None,
+    };
+    let requests = match (args.requests.or(section.requests), duration) {
+        (Some(n), _) => n,
+        (None, Some(_)) => u64::MAX, // the duration ends the run
+        (None, None) => 2_000,
+    };
     Ok(Workload {
-        requests: args.requests.or(section.requests).unwrap_or(2_000),
+        requests,
+        rate: if args.concurrency.is_some() {
+            None
+        } else {
+            rate
+        },
+        duration,
+        tags: section.tags.into_iter().collect(),
         concurrency: args
             .concurrency
             .or(section.concurrency)
@@ -327,13 +358,24 @@ fn simulate_command(args: &SimulateArgs) -> Result<(), String> {
     }
     let config = load(args.config.as_deref())?;
     let workload = workload(&config, args)?;
-    let bar = indicatif::ProgressBar::new(workload.requests);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {pos}/{len} requests [{bar:30}] {per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = if workload.requests == u64::MAX {
+        // A duration ends the run: no total to count towards.
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} requests {per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    } else {
+        let bar = indicatif::ProgressBar::new(workload.requests);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} requests [{bar:30}] {per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    };
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) || args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }

@@ -26,8 +26,16 @@ use tokio::time::Instant;
 pub struct Workload {
     /// Requests to send.
     pub requests: u64,
-    /// Requests in flight at once.
+    /// Requests in flight at once (closed loop: each caller sends its next request when the
+    /// last one is answered).
     pub concurrency: u32,
+    /// Arrivals per second (open loop, Poisson): requests arrive whatever is in flight; when
+    /// set, `concurrency` does not apply.
+    pub rate: Option<f64>,
+    /// Stop sending after this long (simulated time in memory), even before `requests`.
+    pub duration: Option<Duration>,
+    /// Request tags and their shares (a request carries one tag, or none with the rest).
+    pub tags: Vec<(String, f64)>,
     /// Groups and their shares.
     pub groups: Vec<(String, f64)>,
     /// Mean prompt tokens.
@@ -240,27 +248,62 @@ pub async fn run(
     *watch.started.lock() = Some(started);
     let rng = Rng::seeded(workload.seed);
     let total_weight: f64 = workload.groups.iter().map(|(_, w)| w).sum();
-    let next = std::sync::atomic::AtomicU64::new(0);
-    let outcomes: Mutex<Vec<Outcome>> = Mutex::new(Vec::with_capacity(workload.requests as usize));
+    let outcomes: Mutex<Vec<Outcome>> =
+        Mutex::new(Vec::with_capacity(workload.requests.min(1 << 16) as usize));
     let done = std::sync::atomic::AtomicU64::new(0);
-    let worker = |_: u32| async {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= workload.requests {
-                break;
-            }
-            let group = pick_group(&workload.groups, total_weight, rng.unit());
-            let tokens = (workload.prompt_tokens as f64 * (0.5 + rng.unit())).max(1.0) as usize;
-            let stream = rng.unit() < workload.stream_share;
-            let router = &routers[(i % routers.len() as u64) as usize];
-            let outcome = one_request(router, &group, tokens, workload.max_tokens, stream).await;
+    let expired = || workload.duration.is_some_and(|d| started.elapsed() >= d);
+    // One request: its group, size, stream flag and tag drawn from the seeded generator.
+    let (outcomes_ref, done_ref, rng_ref, routers_ref) = (&outcomes, &done, &rng, &routers);
+    let send = move |i: u64| {
+        let (outcomes, done, rng, routers) = (outcomes_ref, done_ref, rng_ref, routers_ref);
+        let group = pick_group(&workload.groups, total_weight, rng.unit());
+        let tokens = (workload.prompt_tokens as f64 * (0.5 + rng.unit())).max(1.0) as usize;
+        let stream = rng.unit() < workload.stream_share;
+        let tag = pick_tag(&workload.tags, rng.unit());
+        let router = &routers[(i % routers.len() as u64) as usize];
+        async move {
+            let outcome =
+                one_request(router, &group, tokens, workload.max_tokens, stream, tag).await;
             outcomes.lock().push(outcome);
             let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(finished, workload.requests);
         }
     };
-    let workers: Vec<_> = (0..workload.concurrency.max(1)).map(worker).collect();
-    futures_util::future::join_all(workers).await;
+    match workload.rate {
+        Some(rate) => {
+            // Open loop: Poisson arrivals at `rate` per second.
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            let mut next_at = started;
+            let mut i = 0;
+            while i < workload.requests && !expired() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_at) => {
+                        in_flight.push(send(i));
+                        i += 1;
+                        let gap = -(1.0 - rng.unit()).max(1e-12).ln() / rate;
+                        next_at += Duration::from_secs_f64(gap);
+                    }
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                }
+            }
+            while in_flight.next().await.is_some() {}
+        }
+        None => {
+            // Closed loop: `concurrency` callers.
+            let next = std::sync::atomic::AtomicU64::new(0);
+            let worker = |_: u32| async {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= workload.requests || expired() {
+                        break;
+                    }
+                    send(i).await;
+                }
+            };
+            let workers: Vec<_> = (0..workload.concurrency.max(1)).map(worker).collect();
+            futures_util::future::join_all(workers).await;
+        }
+    }
     let duration = started.elapsed();
     let budgets = match routers.first() {
         Some(router) => router
@@ -289,6 +332,19 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+/// A tag by share, or none for the share left over (shares summing under 1).
+fn pick_tag(tags: &[(String, f64)], draw: f64) -> Option<String> {
+    let total: f64 = tags.iter().map(|(_, s)| s).sum();
+    let mut target = draw * total.max(1.0);
+    for (tag, share) in tags {
+        if target < *share {
+            return Some(tag.clone());
+        }
+        target -= share;
+    }
+    None
 }
 
 fn pick_group(groups: &[(String, f64)], total: f64, draw: f64) -> String {
@@ -321,6 +377,7 @@ async fn one_request(
     prompt_words: usize,
     max_tokens: u64,
     stream: bool,
+    tag: Option<String>,
 ) -> Outcome {
     let content = "word ".repeat(prompt_words);
     let body = serde_json::json!({
@@ -328,7 +385,8 @@ async fn one_request(
         "max_tokens": max_tokens,
         "stream": stream,
     });
-    let request = Request::new(group, body);
+    let mut request = Request::new(group, body);
+    request.tags = tag.into_iter().collect();
     let mut outcome = Outcome {
         group: group.to_string(),
         answered_by: None,

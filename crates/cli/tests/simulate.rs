@@ -11,6 +11,9 @@ fn workload(requests: u64, concurrency: u32) -> Workload {
     Workload {
         requests,
         concurrency,
+        rate: None,
+        duration: None,
+        tags: Vec::new(),
         groups: vec![("g".into(), 1.0)],
         prompt_tokens: 100,
         max_tokens: 50,
@@ -30,6 +33,8 @@ fn the_example_config_runs_and_its_totals_equal_the_requests_sent() {
             config: None,
             requests: Some(600),
             concurrency: None,
+            rate: None,
+            duration: None,
             stream_share: None,
             redis: None,
             instances: 1,
@@ -285,4 +290,20 @@ fn compare_runs_the_same_workload_once_per_value_side_by_side() {
         .unwrap();
     assert!(err.contains("router_settings.routing_strategy"), "{err}");
     assert!(ferrolite_cli::compare_configs(FAILING, "routing_strategy=one").is_err());
+}
+
+#[test]
+fn an_open_loop_rate_over_a_duration_sends_about_rate_times_duration() {
+    let config = Config::from_yaml(FAILING).unwrap();
+    let mut w = workload(u64::MAX, 1);
+    w.rate = Some(20.0);
+    w.duration = Some(std::time::Duration::from_secs(30));
+    w.tags = vec![("free".into(), 0.5)];
+    let report = run_blocking(config, &w, &|_, _| {}).unwrap();
+    assert!(
+        (480..=720).contains(&report.requests),
+        "{} requests at 20/s for 30 s",
+        report.requests
+    );
+    assert!(report.duration_s >= 30.0);
 }

@@ -59,6 +59,12 @@ pub struct Simulation {
     pub requests: Option<u64>,
     /// Requests in flight at once.
     pub concurrency: Option<u32>,
+    /// Open-loop arrivals per second (Poisson) instead of a fixed concurrency.
+    pub rate: Option<f64>,
+    /// Stop sending after this many seconds.
+    pub duration_s: Option<f64>,
+    /// Request tags and their shares (`{free: 0.7, paid: 0.3}`); each request carries one.
+    pub tags: BTreeMap<String, f64>,
     /// The model groups to request, with their shares of the requests (`{gpt-4o: 3, claude: 1}`).
     pub groups: BTreeMap<String, f64>,
     /// Mean prompt length in tokens (each request draws from half to one and a half of it).
