@@ -391,16 +391,22 @@ fn simulate_command(args: &SimulateArgs) -> Result<(), String> {
     } else {
         print!("{}", render(&report, &workload));
     }
-    if let Some(path) = &args.report {
-        let source = args.config.as_ref().map_or_else(
-            || "examples/config.yaml".to_string(),
-            |p| p.display().to_string(),
-        );
-        let page = report::html(&report, &workload, &source);
-        std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        if !args.json {
-            println!("report: {}", path.display());
-        }
+    write_report(args, |source| report::html(&report, &workload, source))
+}
+
+/// Writes `--report`'s page (built from the config's name), if asked for.
+fn write_report(args: &SimulateArgs, page: impl FnOnce(&str) -> String) -> Result<(), String> {
+    let Some(path) = &args.report else {
+        return Ok(());
+    };
+    let source = args.config.as_ref().map_or_else(
+        || "examples/config.yaml".to_string(),
+        |p| p.display().to_string(),
+    );
+    std::fs::write(path, page(&source))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if !args.json {
+        println!("report: {}", path.display());
     }
     Ok(())
 }
@@ -429,18 +435,12 @@ fn compare_command(args: &SimulateArgs, spec: &str) -> Result<(), String> {
     } else {
         print!("{}", render_compare(&runs));
     }
-    if let (Some(path), Some(workload)) = (&args.report, last) {
-        let source = args.config.as_ref().map_or_else(
-            || "examples/config.yaml".to_string(),
-            |p| p.display().to_string(),
-        );
-        let page = report::html_compare(&runs, &workload, &source);
-        std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        if !args.json {
-            println!("report: {}", path.display());
-        }
+    match last {
+        Some(workload) => write_report(args, |source| {
+            report::html_compare(&runs, &workload, source)
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Runs the simulation on the right runtime: paused time in memory, real time with Redis.
