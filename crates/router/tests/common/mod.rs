@@ -334,7 +334,10 @@ impl Setup {
 }
 
 pub async fn setup(deployments: Vec<Deployment>, settings: RouterSettings) -> Setup {
-    let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(TokioClock::new()))
+    // Paused time from a fixed minute boundary (2026-01-01T00:00:00Z): a test's rate windows
+    // never straddle a boundary by chance of when it runs.
+    let clock = Arc::new(TokioClock::starting_at(1_767_225_600_000));
+    let cache = DualCache::connect_with_clock(CacheConfig::default(), clock)
         .await
         .unwrap();
     let script = Arc::new(Script::default());
