@@ -7,6 +7,8 @@
 //!   prints what the router did: per deployment, per group, budgets, overhead, limits.
 //! - `ferrolite check --config FILE`: validates a config and prints the groups it describes
 //!   and the keys it accepted without effect.
+//! - `ferrolite serve --config FILE [--port 4000] [--host 127.0.0.1]`: the OpenAI-compatible
+//!   gateway over the router (`ferrolite::gateway`).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
@@ -42,6 +44,22 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Validate a config and print the model groups it describes.
     Check(CheckArgs),
+    /// Serve an OpenAI-compatible gateway over the router a config describes.
+    Serve(ServeArgs),
+}
+
+/// `ferrolite serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// LiteLLM config.yaml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The port (LiteLLM's proxy uses 4000).
+    #[arg(long, default_value_t = 4000)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
 }
 
 /// `ferrolite simulate`.
@@ -110,6 +128,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
+        Command::Serve(args) => serve_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +136,70 @@ pub fn main() -> ExitCode {
             eprintln!("ferrolite: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
+/// the cache flushes what it holds, and the process exits 0.
+fn serve_command(args: &ServeArgs) -> Result<(), String> {
+    let config = Config::from_path(&args.config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let settings = ferrolite::gateway::GatewaySettings {
+            master_key: config.master_key.clone(),
+            ..Default::default()
+        };
+        let backend = ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?;
+        let router = ferrolite::build_from_config(config, Some(std::sync::Arc::new(backend)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        println!(
+            "ferrolite gateway on http://{} ({} model groups)",
+            listener
+                .local_addr()
+                .map_or(address.clone(), |a| a.to_string()),
+            router.model_groups().len()
+        );
+        let app = ferrolite::gateway::app(router.clone(), settings);
+        ferrolite::gateway::serve(listener, app, shutdown_signal())
+            .await
+            .map_err(|e| format!("the server failed: {e}"))?;
+        router
+            .cache()
+            .shutdown()
+            .await
+            .map_err(|e| format!("the cache could not flush: {e}"))?;
+        println!("ferrolite gateway stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
     }
 }
 

@@ -12,13 +12,16 @@
 //! - [`catalogue`]: LiteLLM's model prices and context windows, embedded;
 //! - [`mock`]: a backend that answers without a network;
 //! - `http` (feature `http`, on by default): the OpenAI-compatible HTTP backend;
-//! - `service` (feature `tower`, on by default): the router as a `tower::Service`.
+//! - `service` (feature `tower`, on by default): the router as a `tower::Service`;
+//! - `gateway` (feature `gateway`, on by default): the OpenAI-compatible HTTP gateway.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
 mod builder;
 pub mod catalogue;
 pub mod config;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod mock;

@@ -369,6 +369,7 @@ fn whole(model: &serde_json::Value, kind: Kind, text: &str, usage: &Usage) -> se
         Kind::Chat => serde_json::json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion",
+            "created": 0,
             "model": model,
             "choices": [{
                 "index": 0,
@@ -380,6 +381,7 @@ fn whole(model: &serde_json::Value, kind: Kind, text: &str, usage: &Usage) -> se
         Kind::Completion => serde_json::json!({
             "id": "cmpl-mock",
             "object": "text_completion",
+            "created": 0,
             "model": model,
             "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
             "usage": usage_json(usage),
@@ -404,12 +406,14 @@ fn chunk(model: &serde_json::Value, kind: Kind, piece: &str, last: bool) -> serd
         Kind::Completion => serde_json::json!({
             "id": "cmpl-mock",
             "object": "text_completion",
+            "created": 0,
             "model": model,
             "choices": [{"index": 0, "text": piece, "finish_reason": finish}],
         }),
         _ => serde_json::json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion.chunk",
+            "created": 0,
             "model": model,
             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
         }),

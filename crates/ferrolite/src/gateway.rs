@@ -1,0 +1,362 @@
+//! The OpenAI-compatible gateway (feature `gateway`): `ferrolite serve`'s HTTP server over a
+//! [`Router`]. Any OpenAI SDK pointed at it gets routing, retries, fallbacks and limits:
+//!
+//! - `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (and the same paths
+//!   without `/v1`, as LiteLLM's proxy accepts): the body's `model` is the model group; the
+//!   answer is the deployment's body with `model` set back to what the client asked for, and
+//!   LiteLLM's `x-litellm-*` headers. `"stream": true` answers with server-sent events, passed
+//!   through chunk by chunk as they arrive and ended by `data: [DONE]`; a client that goes away
+//!   cancels the upstream call and gives back everything the call held.
+//! - `GET /v1/models`, `GET /health/liveliness`, `GET /health/readiness`.
+//! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
+//!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
+//!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
+//!   has capacity, the mapped status of an upstream failure.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferrolite_router::{Request, Router, RouterError, RouterStream};
+use ferrolite_types::Secret;
+use futures_util::StreamExt;
+
+/// How the gateway serves.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `general_settings.master_key`: when set, every API call needs `Authorization: Bearer
+    /// <master_key>`.
+    pub master_key: Option<Secret>,
+    /// Bodies larger than this are refused with 413 (default 8 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            master_key: None,
+            max_body_bytes: 8 << 20,
+        }
+    }
+}
+
+struct Gateway {
+    router: Router,
+    settings: GatewaySettings,
+}
+
+/// The gateway's routes over `router`.
+pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
+    let state = Arc::new(Gateway { router, settings });
+    axum::Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/chat/completions", post(completions))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        .route("/v1/embeddings", post(completions))
+        .route("/embeddings", post(completions))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/health/liveliness", get(liveliness))
+        .route("/health/readiness", get(readiness))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the calls in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error in OpenAI's shape.
+fn error(status: StatusCode, message: &str, kind: &str, param: Option<&str>) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": status.as_u16().to_string(),
+        }
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A router error as the client sees it, with `Retry-After` on 429s.
+fn router_error(e: &RouterError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status.as_u16() {
+        400 | 404 | 413 | 422 => "invalid_request_error",
+        401 | 403 => "auth_error",
+        429 => "rate_limit_error",
+        408 => "timeout",
+        _ => "api_error",
+    };
+    let param = match e {
+        RouterError::UnknownModel { .. } => Some("model"),
+        RouterError::InvalidRequest { field, .. } => Some(*field),
+        _ => None,
+    };
+    let mut response = error(status, &e.to_string(), kind, param);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let seconds = match e {
+            RouterError::AllCooledDown { retry_in, .. } => retry_in.as_secs_f64().ceil().max(1.0),
+            RouterError::Backend {
+                class:
+                    ferrolite_types::ErrorClass::RateLimited {
+                        retry_after: Some(after),
+                    },
+                ..
+            } => after.as_secs_f64().ceil().max(1.0),
+            _ => 1.0,
+        };
+        if let Ok(value) = HeaderValue::from_str(&format!("{seconds:.0}")) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+impl Gateway {
+    /// The refusal of a call without the master key (compared in constant time), if it is one.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let Some(key) = &self.settings.master_key else {
+            return None;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()));
+        match given {
+            None => Some(error(
+                StatusCode::UNAUTHORIZED,
+                "Authentication Error, no API key passed in: send Authorization: Bearer <key>",
+                "auth_error",
+                None,
+            )),
+            Some(given) if constant_time_eq(given.as_bytes(), key.expose().as_bytes()) => None,
+            Some(_) => Some(error(
+                StatusCode::UNAUTHORIZED,
+                "Authentication Error, invalid API key",
+                "auth_error",
+                None,
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The headers LiteLLM's proxy sets on an answer.
+fn litellm_headers(
+    headers: &mut HeaderMap,
+    deployment: &str,
+    group: &str,
+    retries: u32,
+    fallbacks: u32,
+    cost: Option<f64>,
+    overhead: Duration,
+) {
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set("x-litellm-model-id", deployment.to_string());
+    set("x-litellm-model-group", group.to_string());
+    set("x-litellm-attempted-retries", retries.to_string());
+    set("x-litellm-attempted-fallbacks", fallbacks.to_string());
+    if let Some(cost) = cost {
+        set("x-litellm-response-cost", format!("{cost}"));
+    }
+    set(
+        "x-ferrolite-overhead-ms",
+        format!("{:.3}", overhead.as_secs_f64() * 1e3),
+    );
+}
+
+/// Chat completions, completions and embeddings: one handler, the body says which.
+async fn completions(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(refused) = gateway.refusal(&headers) {
+        return refused;
+    }
+    let limit = gateway.settings.max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is over the limit of {limit} bytes"),
+                "invalid_request_error",
+                None,
+            );
+        }
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(body @ serde_json::Value::Object(_)) => body,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request body must be a JSON object",
+                "invalid_request_error",
+                None,
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the request body is not valid JSON: {e}"),
+                "invalid_request_error",
+                None,
+            );
+        }
+    };
+    let Some(model) = body
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`model` is required: the model group to route to",
+            "invalid_request_error",
+            Some("model"),
+        );
+    };
+    let request = Request::new(model.clone(), body);
+    if request.stream {
+        return match gateway.router.stream(request).await {
+            Ok(stream) => sse(stream, model),
+            Err(e) => router_error(&e),
+        };
+    }
+    match gateway.router.call(request).await {
+        Ok(answer) => {
+            let mut body = answer.body;
+            if let Some(object) = body.as_object_mut() {
+                object.insert("model".into(), model.into());
+            }
+            let mut response = axum::Json(body).into_response();
+            litellm_headers(
+                response.headers_mut(),
+                answer.deployment_id.as_str(),
+                &answer.model_group,
+                answer.attempted_retries,
+                answer.attempted_fallbacks,
+                answer.response_cost,
+                answer.overhead,
+            );
+            response
+        }
+        Err(e) => router_error(&e),
+    }
+}
+
+/// A routed stream as server-sent events: each chunk as it arrives, `data: [DONE]` at the end,
+/// an error event if the stream breaks. Dropping the response (a client that went away) drops
+/// the router's stream, which gives back what the call held.
+fn sse(stream: RouterStream, model: String) -> Response {
+    let mut headers = HeaderMap::new();
+    litellm_headers(
+        &mut headers,
+        stream.deployment_id.as_str(),
+        &stream.model_group,
+        stream.attempted_retries,
+        stream.attempted_fallbacks,
+        None,
+        stream.overhead,
+    );
+    let events = futures_util::stream::unfold(Some(stream), move |state| {
+        let model = model.clone();
+        async move {
+            let mut stream = state?;
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    let mut body = chunk.body;
+                    if let Some(object) = body.as_object_mut() {
+                        object.insert("model".into(), model.into());
+                    }
+                    let event = Bytes::from(format!("data: {body}\n\n"));
+                    Some((Ok::<_, Infallible>(event), Some(stream)))
+                }
+                Some(Err(e)) => {
+                    let body = serde_json::json!({"error": {
+                        "message": e.to_string(),
+                        "type": "api_error",
+                        "param": null,
+                        "code": e.status().to_string(),
+                    }});
+                    Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None))
+                }
+                None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(events));
+    response.headers_mut().extend(headers);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /v1/models`: the model groups.
+async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = gateway.refusal(&headers) {
+        return refused;
+    }
+    let data: Vec<serde_json::Value> = gateway
+        .router
+        .model_groups()
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /health/liveliness`: the process answers.
+async fn liveliness() -> &'static str {
+    "I'm alive!"
+}
+
+/// `GET /health/readiness`: ready to route; 503 while a configured Redis is down.
+async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
+    let cache = gateway.router.cache();
+    let stats = cache.stats();
+    let (status, state) = if cache.has_redis() && stats.redis_down {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    } else {
+        (StatusCode::OK, "healthy")
+    };
+    let body = serde_json::json!({
+        "status": state,
+        "cache": if cache.has_redis() { "redis" } else { "memory" },
+        "redis_down": stats.redis_down,
+        "redis_outages": stats.redis_outages,
+        "model_groups": gateway.router.model_groups().len(),
+    });
+    (status, axum::Json(body)).into_response()
+}

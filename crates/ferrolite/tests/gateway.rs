@@ -1,0 +1,350 @@
+//! The gateway over real HTTP on loopback, called by a maintained OpenAI client (async-openai)
+//! and by plain HTTP where the client hides what is checked (status codes, headers, raw SSE).
+#![cfg(all(feature = "gateway", feature = "http"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::types::{
+    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
+    CreateCompletionRequestArgs, CreateEmbeddingRequestArgs,
+};
+use ferrolite::gateway::{GatewaySettings, app, serve};
+use ferrolite::mock::MockSpec;
+use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
+use ferrolite::{Router, RouterExt};
+use futures_util::StreamExt;
+
+const KEY: &str = "sk-gateway-test";
+
+/// A plain HTTP client (reqwest with rustls needs its crypto provider installed once).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A gateway on a free port over a mocked router; its base URL and the router.
+async fn gateway(router: Router) -> String {
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        max_body_bytes: 64 * 1024,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+async fn mocked(spec: MockSpec) -> Router {
+    Router::builder()
+        .deployment(Deployment {
+            id: Some("one".into()),
+            ..Deployment::new("gpt-4o", "openai/gpt-4o")
+        })
+        .deployment(Deployment {
+            id: Some("emb".into()),
+            ..Deployment::new("embedder", "openai/text-embedding-3-small")
+        })
+        .mock_all(spec)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn client(base: &str, key: &str) -> Client<OpenAIConfig> {
+    Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("{base}/v1"))
+            .with_api_key(key),
+    )
+}
+
+fn chat(model: &str, stream: bool) -> async_openai::types::CreateChatCompletionRequest {
+    let mut args = CreateChatCompletionRequestArgs::default();
+    args.model(model)
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("Say hello")
+            .build()
+            .unwrap()
+            .into()]);
+    if stream {
+        args.stream(true);
+    }
+    args.build().unwrap()
+}
+
+#[tokio::test]
+async fn an_openai_client_gets_chat_completions_streams_completions_and_embeddings() {
+    let base = gateway(mocked(MockSpec::reply("Hello there friend")).await).await;
+    let client = client(&base, KEY);
+
+    let answer = client.chat().create(chat("gpt-4o", false)).await.unwrap();
+    assert_eq!(answer.model, "gpt-4o");
+    assert_eq!(
+        answer.choices[0].message.content.as_deref(),
+        Some("Hello there friend")
+    );
+    assert!(answer.usage.unwrap().total_tokens > 0);
+
+    let mut stream = client
+        .chat()
+        .create_stream(chat("gpt-4o", true))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        assert_eq!(chunk.model, "gpt-4o");
+        if let Some(choice) = chunk.choices.first() {
+            text.push_str(choice.delta.content.as_deref().unwrap_or(""));
+        }
+    }
+    assert_eq!(text, "Hello there friend");
+
+    let completion = client
+        .completions()
+        .create(
+            CreateCompletionRequestArgs::default()
+                .model("gpt-4o")
+                .prompt("Once upon")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(completion.choices[0].text, "Hello there friend");
+
+    let embedding = client
+        .embeddings()
+        .create(
+            CreateEmbeddingRequestArgs::default()
+                .model("embedder")
+                .input("vectors please")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(embedding.model, "embedder");
+    assert!(!embedding.data[0].embedding.is_empty());
+
+    let models = client.models().list().await.unwrap();
+    let ids: Vec<String> = models.data.into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, ["embedder", "gpt-4o"]);
+}
+
+fn api_error(e: OpenAIError) -> async_openai::error::ApiError {
+    match e {
+        OpenAIError::ApiError(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn errors_come_in_openais_shape_with_the_right_status() {
+    let base = gateway(mocked(MockSpec::default()).await).await;
+    // No key, a wrong key.
+    let e = api_error(
+        client(&base, "")
+            .chat()
+            .create(chat("gpt-4o", false))
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.message.contains("no API key"), "{e:?}");
+    let e = api_error(
+        client(&base, "sk-wrong")
+            .chat()
+            .create(chat("gpt-4o", false))
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.message.contains("invalid API key"), "{e:?}");
+    assert_eq!(e.r#type.as_deref(), Some("auth_error"));
+    // An unknown group: 400 listing the groups.
+    let e = api_error(
+        client(&base, KEY)
+            .chat()
+            .create(chat("gpt-5", false))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.contains("gpt-5") && e.message.contains("embedder, gpt-4o"),
+        "{e:?}"
+    );
+    assert_eq!(e.param.as_deref(), Some("model"));
+
+    let http = http();
+    let post = |body: reqwest::Body| {
+        http.post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let bad_json = post("{not json".into()).await.unwrap();
+    assert_eq!(bad_json.status(), 400);
+    let body: serde_json::Value = bad_json.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{body}"
+    );
+    let no_model = post(r#"{"messages": []}"#.into()).await.unwrap();
+    assert_eq!(no_model.status(), 400);
+    let body: serde_json::Value = no_model.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "model");
+    let huge = post(format!(r#"{{"model": "gpt-4o", "x": "{}"}}"#, "a".repeat(100_000)).into())
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let unauthorized = http.get(format!("{base}/v1/models")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let alive = http
+        .get(format!("{base}/health/liveliness"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200);
+    let ready: serde_json::Value = http
+        .get(format!("{base}/health/readiness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "healthy");
+}
+
+#[tokio::test]
+async fn answers_carry_litellms_headers_and_a_429_carries_retry_after() {
+    let base = gateway(mocked(MockSpec::reply("hi")).await).await;
+    let http = http();
+    let response = http
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(headers["x-litellm-model-id"], "one");
+    assert_eq!(headers["x-litellm-model-group"], "gpt-4o");
+    assert_eq!(headers["x-litellm-attempted-retries"], "0");
+    assert_eq!(headers["x-litellm-attempted-fallbacks"], "0");
+    assert!(headers.contains_key("x-litellm-response-cost"));
+    assert!(headers.contains_key("x-ferrolite-overhead-ms"));
+
+    // A lone deployment that always rate-limits: after the retries, 429 with Retry-After.
+    let limited = Router::builder()
+        .deployment(Deployment::new("g", "openai/gpt-4o"))
+        .settings(ferrolite::router::RouterSettings {
+            num_retries: 0,
+            ..Default::default()
+        })
+        .mock_all(MockSpec::failing(ErrorClass::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+        }))
+        .build()
+        .await
+        .unwrap();
+    let base = gateway(limited).await;
+    let response = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "g", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response.headers()["retry-after"],
+        "7",
+        "the provider's Retry-After"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn a_stream_is_passed_through_as_server_sent_events_ending_with_done() {
+    let base = gateway(mocked(MockSpec::reply("one two three")).await).await;
+    let text = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(events.iter().all(|e| e.starts_with("data: ")), "{text}");
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    assert_eq!(events.len(), 4, "three words and [DONE]: {text}");
+}
+
+#[tokio::test]
+async fn clients_that_disconnect_mid_stream_leak_nothing() {
+    let router = Router::builder()
+        .deployment(Deployment {
+            id: Some("slow".into()),
+            max_parallel_requests: Some(1000),
+            ..Deployment::new("g", "openai/gpt-4o")
+        })
+        .mock_all(MockSpec {
+            latency: Duration::from_secs(30),
+            time_to_first_token: Some(Duration::from_millis(1)),
+            ..MockSpec::reply("a b c d e f g h")
+        })
+        .build()
+        .await
+        .unwrap();
+    let base = gateway(router.clone()).await;
+    let http = http();
+    for _ in 0..50 {
+        let response = http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({"model": "g", "stream": true, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data: "));
+        drop(body); // the client goes away mid-stream
+    }
+    let id = DeploymentId::new("slow");
+    let mut in_flight = router.in_flight(&id);
+    for _ in 0..100 {
+        if in_flight == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        in_flight = router.in_flight(&id);
+    }
+    assert_eq!(
+        in_flight,
+        Some(0),
+        "every dropped stream gave its slot back"
+    );
+}
