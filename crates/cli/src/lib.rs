@@ -150,6 +150,7 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
     runtime.block_on(async {
         let settings = ferrolite::gateway::GatewaySettings {
             master_key: config.master_key.clone(),
+            metrics: Some(ferrolite::gateway::install_metrics()?),
             ..Default::default()
         };
         let backend = ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?;

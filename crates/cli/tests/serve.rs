@@ -14,9 +14,29 @@ const CONFIG: &str = r#"
 model_list:
   - model_name: gpt-4o
     litellm_params: {model: openai/gpt-4o, mock_response: "served by ferrolite"}
+router_settings:
+  provider_budget_config:
+    openai: {budget_limit: 10, time_period: 1d}
 general_settings:
   master_key: sk-serve-test
 "#;
+
+/// A GET over a plain TCP connection: the status line and body.
+fn get(port: u16, path: &str, key: Option<&str>) -> (String, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -79,6 +99,14 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
         answer.choices[0].message.content.as_deref(),
         Some("served by ferrolite")
     );
+    let (status, metrics) = get(port, "/metrics", None);
+    assert!(status.contains("200"), "{status}");
+    assert!(metrics.contains("ferrolite_router_requests_total"), "{metrics}");
+    let (status, budgets) = get(port, "/provider/budgets", Some("sk-serve-test"));
+    assert!(status.contains("200"), "{status}");
+    assert!(budgets.contains("\"providers\"") && budgets.contains("openai"), "{budgets}");
+    let (status, _) = get(port, "/provider/budgets", None);
+    assert!(status.contains("401"), "{status}");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -34,6 +34,18 @@ pub struct GatewaySettings {
     pub master_key: Option<Secret>,
     /// Bodies larger than this are refused with 413 (default 8 MiB).
     pub max_body_bytes: usize,
+    /// The Prometheus recorder `/metrics` renders ([`install_metrics`]); without one `/metrics`
+    /// answers 503.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Installs the process-wide Prometheus recorder the router's and the cache's metrics
+/// (`ferrolite_router_*`, `ferrolite_cache_*`) go to; its handle renders `/metrics`. Once per
+/// process: a second call fails.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
 impl Default for GatewaySettings {
@@ -41,6 +53,7 @@ impl Default for GatewaySettings {
         GatewaySettings {
             master_key: None,
             max_body_bytes: 8 << 20,
+            metrics: None,
         }
     }
 }
@@ -64,6 +77,8 @@ pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
         .route("/models", get(models))
         .route("/health/liveliness", get(liveliness))
         .route("/health/readiness", get(readiness))
+        .route("/metrics", get(metrics_text))
+        .route("/provider/budgets", get(provider_budgets))
         .with_state(state)
 }
 
@@ -335,6 +350,60 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /metrics`: Prometheus text of the router's and the cache's metrics.
+async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
+    match &gateway.settings.metrics {
+        Some(handle) => {
+            handle.run_upkeep();
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not recorded by this gateway",
+            "api_error",
+            None,
+        ),
+    }
+}
+
+/// `GET /provider/budgets`: every budget's spend, limit and reset time, by kind and name (as
+/// LiteLLM's endpoint, with tag and deployment budgets beside the providers').
+async fn provider_budgets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = gateway.refusal(&headers) {
+        return refused;
+    }
+    let status = match gateway.router.budget_status().await {
+        Ok(status) => status,
+        Err(e) => return router_error(&e),
+    };
+    let mut by_kind: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for scope in status {
+        let kind = format!("{}s", scope.scope.kind());
+        let name = match &scope.scope {
+            ferrolite_budgets::Scope::Provider(n)
+            | ferrolite_budgets::Scope::Deployment(n)
+            | ferrolite_budgets::Scope::Tag(n) => n.clone(),
+        };
+        let entry = serde_json::json!({
+            "spend": scope.spend,
+            "budget_limit": scope.limit,
+            "remaining": scope.remaining,
+            "window_start_ms": scope.window_start_ms,
+            "budget_reset_at_ms": scope.resets_at_ms,
+        });
+        by_kind
+            .entry(kind)
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .map(|m| m.insert(name, entry));
+    }
+    axum::Json(serde_json::Value::Object(by_kind)).into_response()
 }
 
 /// `GET /health/liveliness`: the process answers.
