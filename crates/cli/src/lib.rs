@@ -153,8 +153,9 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
             metrics: Some(ferrolite::gateway::install_metrics()?),
             ..Default::default()
         };
-        let backend = ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?;
-        let router = ferrolite::build_from_config(config, Some(std::sync::Arc::new(backend)))
+        let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
+            std::sync::Arc::new(ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?);
+        let router = ferrolite::build_from_config(config, Some(std::sync::Arc::clone(&backend)))
             .await
             .map_err(|e| e.to_string())?;
         let address = format!("{}:{}", args.host, args.port);
@@ -168,18 +169,65 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
                 .map_or(address.clone(), |a| a.to_string()),
             router.model_groups().len()
         );
-        let app = ferrolite::gateway::app(router.clone(), settings);
-        ferrolite::gateway::serve(listener, app, shutdown_signal())
-            .await
-            .map_err(|e| format!("the server failed: {e}"))?;
-        router
-            .cache()
+        let cache = router.cache().clone();
+        let (app, handle) = ferrolite::gateway::app_with_handle(router, settings);
+        let serving = ferrolite::gateway::serve(listener, app, shutdown_signal());
+        let reloading = reload_on_sighup(&args.config, &handle, &cache, &backend);
+        tokio::select! {
+            served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
+            () = reloading => {}
+        }
+        cache
             .shutdown()
             .await
             .map_err(|e| format!("the cache could not flush: {e}"))?;
         println!("ferrolite gateway stopped");
         Ok(())
     })
+}
+
+/// On every SIGHUP, loads the config again and swaps in the router it describes (on the same
+/// state cache, so counts, cooldowns and spend carry over); a config that does not load or
+/// build is refused with its error and the current one keeps serving. Never completes.
+async fn reload_on_sighup(
+    path: &Path,
+    handle: &ferrolite::gateway::GatewayHandle,
+    cache: &ferrolite::cache::DualCache,
+    backend: &std::sync::Arc<dyn ferrolite::router::Backend>,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return std::future::pending().await;
+        };
+        while hangups.recv().await.is_some() {
+            let built = match Config::from_path(path) {
+                Ok(config) => ferrolite::RouterBuilder::from_config(config)
+                    .cache(cache.clone())
+                    .backend(std::sync::Arc::clone(backend))
+                    .build()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match built {
+                Ok(router) => {
+                    println!(
+                        "ferrolite gateway reloaded {} ({} model groups)",
+                        path.display(),
+                        router.model_groups().len()
+                    );
+                    handle.reload(router);
+                }
+                Err(e) => {
+                    eprintln!("ferrolite: reload refused, the current config keeps serving: {e}")
+                }
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -34,7 +34,10 @@ fn get(port: u16, path: &str, key: Option<&str>) -> (String, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.lines().next().unwrap_or_default().to_string();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -101,10 +104,16 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
     );
     let (status, metrics) = get(port, "/metrics", None);
     assert!(status.contains("200"), "{status}");
-    assert!(metrics.contains("ferrolite_router_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("ferrolite_router_requests_total"),
+        "{metrics}"
+    );
     let (status, budgets) = get(port, "/provider/budgets", Some("sk-serve-test"));
     assert!(status.contains("200"), "{status}");
-    assert!(budgets.contains("\"providers\"") && budgets.contains("openai"), "{budgets}");
+    assert!(
+        budgets.contains("\"providers\"") && budgets.contains("openai"),
+        "{budgets}"
+    );
     let (status, _) = get(port, "/provider/budgets", None);
     assert!(status.contains("401"), "{status}");
     let killed = Command::new("kill")
@@ -126,5 +135,111 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
         "{stdout}"
     );
     assert!(stdout.contains("ferrolite gateway stopped"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One chat completion's text through the gateway on `port`.
+fn ask(port: u16) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::with_config(
+            OpenAIConfig::new()
+                .with_api_base(format!("http://127.0.0.1:{port}/v1"))
+                .with_api_key("sk-serve-test"),
+        );
+        let request = CreateChatCompletionRequestArgs::default()
+            .model("gpt-4o")
+            .messages([ChatCompletionRequestUserMessageArgs::default()
+                .content("hi")
+                .build()
+                .unwrap()
+                .into()])
+            .build()
+            .unwrap();
+        let answer = client.chat().create(request).await.unwrap();
+        answer.choices[0]
+            .message
+            .content
+            .clone()
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ask(port), "served by ferrolite");
+    let hangup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // A good new config: new answers, without a restart.
+    std::fs::write(&config, CONFIG.replace("served by ferrolite", "reloaded")).unwrap();
+    hangup(child.id());
+    let reloaded = Instant::now();
+    while ask(port) != "reloaded" {
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A bad one: refused, the last good one keeps serving.
+    std::fs::write(&config, "model_list: []\n").unwrap();
+    hangup(child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ask(port), "reloaded");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reload refused") && stderr.contains("model_list"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -59,14 +59,50 @@ impl Default for GatewaySettings {
 }
 
 struct Gateway {
-    router: Router,
+    router: arc_swap::ArcSwap<Router>,
     settings: GatewaySettings,
+}
+
+/// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
+/// router they started with; new calls take the new one.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    gateway: Arc<Gateway>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle").finish_non_exhaustive()
+    }
+}
+
+impl GatewayHandle {
+    /// Serves `router` from now on.
+    pub fn reload(&self, router: Router) {
+        self.gateway.router.store(Arc::new(router));
+    }
+
+    /// The router served now.
+    pub fn router(&self) -> Arc<Router> {
+        self.gateway.router.load_full()
+    }
 }
 
 /// The gateway's routes over `router`.
 pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
-    let state = Arc::new(Gateway { router, settings });
-    axum::Router::new()
+    app_with_handle(router, settings).0
+}
+
+/// The gateway's routes over `router`, and the handle that swaps the router (hot reload).
+pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Router, GatewayHandle) {
+    let state = Arc::new(Gateway {
+        router: arc_swap::ArcSwap::from_pointee(router),
+        settings,
+    });
+    let handle = GatewayHandle {
+        gateway: Arc::clone(&state),
+    };
+    let app = axum::Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/chat/completions", post(completions))
         .route("/v1/completions", post(completions))
@@ -79,7 +115,8 @@ pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
         .route("/health/readiness", get(readiness))
         .route("/metrics", get(metrics_text))
         .route("/provider/budgets", get(provider_budgets))
-        .with_state(state)
+        .with_state(state);
+    (app, handle)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets the calls in flight finish.
@@ -258,13 +295,14 @@ async fn completions(
         );
     };
     let request = Request::new(model.clone(), body);
+    let router = gateway.router.load_full();
     if request.stream {
-        return match gateway.router.stream(request).await {
+        return match router.stream(request).await {
             Ok(stream) => sse(stream, model),
             Err(e) => router_error(&e),
         };
     }
-    match gateway.router.call(request).await {
+    match router.call(request).await {
         Ok(answer) => {
             let mut body = answer.body;
             if let Some(object) = body.as_object_mut() {
@@ -345,6 +383,7 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
     }
     let data: Vec<serde_json::Value> = gateway
         .router
+        .load()
         .model_groups()
         .into_iter()
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
@@ -378,7 +417,8 @@ async fn provider_budgets(State(gateway): State<Arc<Gateway>>, headers: HeaderMa
     if let Some(refused) = gateway.refusal(&headers) {
         return refused;
     }
-    let status = match gateway.router.budget_status().await {
+    let router = gateway.router.load_full();
+    let status = match router.budget_status().await {
         Ok(status) => status,
         Err(e) => return router_error(&e),
     };
@@ -413,7 +453,8 @@ async fn liveliness() -> &'static str {
 
 /// `GET /health/readiness`: ready to route; 503 while a configured Redis is down.
 async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
-    let cache = gateway.router.cache();
+    let router = gateway.router.load_full();
+    let cache = router.cache();
     let stats = cache.stats();
     let (status, state) = if cache.has_redis() && stats.redis_down {
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
@@ -425,7 +466,7 @@ async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
         "cache": if cache.has_redis() { "redis" } else { "memory" },
         "redis_down": stats.redis_down,
         "redis_outages": stats.redis_outages,
-        "model_groups": gateway.router.model_groups().len(),
+        "model_groups": router.model_groups().len(),
     });
     (status, axum::Json(body)).into_response()
 }
