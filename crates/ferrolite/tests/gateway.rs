@@ -36,6 +36,7 @@ async fn gateway(router: Router) -> String {
     let settings = GatewaySettings {
         master_key: Some(Secret::new(KEY)),
         max_body_bytes: 64 * 1024,
+        ..GatewaySettings::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
