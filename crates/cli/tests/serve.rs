@@ -1,6 +1,11 @@
 //! `ferrolite serve` as a process: an OpenAI client routes through it, and SIGTERM stops it
 //! cleanly (exit 0).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -241,5 +246,116 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         stderr.contains("reload refused") && stderr.contains("model_list"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A chat completion over a plain TCP connection: the status code.
+fn post_status(port: u16) -> u16 {
+    use std::io::Write;
+    let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `ferrolite serve` on a free port; the child and its port.
+fn start(config: &std::path::Path) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+#[test]
+fn two_gateways_on_one_redis_in_strict_mode_admit_exactly_the_rpm_under_3x_overload() {
+    let Some(url) = ferrolite_cache::testing::redis_url() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ferrolite-two-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, rpm: 30, mock_response: ok}}
+router_settings:
+  num_retries: 0
+  redis_url: {url}
+general_settings:
+  master_key: sk-serve-test
+ferrolite_settings:
+  admission: strict
+  window: fixed
+  redis_key_prefix: "gateway-{}:"
+"#,
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let (mut a, port_a) = start(&config);
+    let (mut b, port_b) = start(&config);
+    let minute = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 60
+    };
+    let first_minute = minute();
+    let mut statuses = Vec::new();
+    for i in 0..90 {
+        statuses.push(post_status(if i % 2 == 0 { port_a } else { port_b }));
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + refused, 90, "{statuses:?}");
+    if minute() == first_minute {
+        assert_eq!(
+            admitted, 30,
+            "one fixed minute: exactly the rpm, across both gateways"
+        );
+    } else {
+        // The run straddled a minute boundary: two windows.
+        assert!((30..=60).contains(&admitted), "{admitted} admitted");
+    }
+    for child in [&mut a, &mut b] {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
