@@ -68,6 +68,8 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
             config.to_str().unwrap(),
             "--port",
             &port.to_string(),
+            "--log-format",
+            "json",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -140,6 +142,29 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
         "{stdout}"
     );
     assert!(stdout.contains("ferrolite gateway stopped"), "{stdout}");
+    // --log-format json: one JSON object per line, the answered call with its request id.
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let answered: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .filter(|v| v["fields"]["message"] == "answered")
+        .collect();
+    assert!(!answered.is_empty(), "{stderr}");
+    assert!(
+        answered[0]["span"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ferrolite-"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

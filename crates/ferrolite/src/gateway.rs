@@ -61,6 +61,29 @@ impl Default for GatewaySettings {
 struct Gateway {
     router: arc_swap::ArcSwap<Router>,
     settings: GatewaySettings,
+    /// Request ids: this gateway's prefix and a counter.
+    id_prefix: String,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Gateway {
+    /// The request's id: the caller's `x-request-id`, else one of this gateway's.
+    fn request_id(&self, headers: &HeaderMap) -> String {
+        headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(
+                || {
+                    let n = self
+                        .requests
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
+                    format!("{}-{n}", self.id_prefix)
+                },
+                str::to_string,
+            )
+    }
 }
 
 /// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
@@ -98,6 +121,8 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
     let state = Arc::new(Gateway {
         router: arc_swap::ArcSwap::from_pointee(router),
         settings,
+        id_prefix: format!("ferrolite-{}", std::process::id()),
+        requests: std::sync::atomic::AtomicU64::new(0),
     });
     let handle = GatewayHandle {
         gateway: Arc::clone(&state),
@@ -242,12 +267,34 @@ fn litellm_headers(
     );
 }
 
-/// Chat completions, completions and embeddings: one handler, the body says which.
+/// Chat completions, completions and embeddings: one handler, the body says which. Each call
+/// runs in a `request` span carrying its id, which the answer echoes in `x-request-id`.
 async fn completions(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    use tracing::Instrument;
+    let id = gateway.request_id(&headers);
+    let span = tracing::info_span!("request", id = %id);
+    let started = std::time::Instant::now();
+    let mut response = handle(gateway, headers, body)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Response {
     if let Some(refused) = gateway.refusal(&headers) {
         return refused;
     }

@@ -252,6 +252,21 @@ async fn answers_carry_litellms_headers_and_a_429_carries_retry_after() {
     assert_eq!(headers["x-litellm-attempted-fallbacks"], "0");
     assert!(headers.contains_key("x-litellm-response-cost"));
     assert!(headers.contains_key("x-ferrolite-overhead-ms"));
+    assert!(
+        headers["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("ferrolite-")
+    );
+    let echoed = http
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-request-id", "client-chosen-42")
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-chosen-42");
 
     // A lone deployment that always rate-limits: after the retries, 429 with Retry-After.
     let limited = Router::builder()
