@@ -4,6 +4,11 @@
 //! strict Redis. Prints one JSON line, so the numbers can be set beside LiteLLM's measured the
 //! same way (LiteLLM 1.106.2: 3.7 ms per call at concurrency 1, 249 calls/s at 100).
 //!
+//! Then the gateway: `ferrolite::gateway` on loopback over `mock_response`-style deployments, and
+//! a load generator in the same process (64 callers, keep-alive, non-streaming chat
+//! completions of a realistic body) sharing the two cores: requests/s and p50/p99 latency, in
+//! memory and with batched Redis; and the resident size with 1,000 deployments configured.
+//!
 //! Run: `cargo run --release -p ferrolite-benches --bin e2e` (Redis at `REDIS_URL`, else
 //! `redis://127.0.0.1:6379`; the Redis modes are left out when none answers).
 
@@ -100,12 +105,131 @@ async fn throughput(router: &Router, length: Duration) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A realistic chat completion body (about 1 KB).
+fn chat_body() -> serde_json::Value {
+    serde_json::json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant that answers questions about the weather in short, precise sentences, citing the data you were given."},
+            {"role": "user", "content": "Here is today's data: Berlin 12 C and cloudy, Paris 15 C and sunny, Madrid 22 C and clear, Oslo 4 C with light rain, Rome 19 C and partly cloudy. Which city is warmest, which is wettest, and how much warmer is Madrid than Oslo? Answer in three sentences."}
+        ],
+        "temperature": 0.2,
+        "max_tokens": 200,
+        "user": "bench-user-7"
+    })
+}
+
+/// The gateway over `router` on loopback, loaded by 64 keep-alive callers for `length`:
+/// requests/s, p50 and p99 in milliseconds.
+async fn gateway_load(router: Router, length: Duration) -> (f64, f64, f64) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let app = ferrolite::gateway::app(router, ferrolite::gateway::GatewaySettings::default());
+    tokio::spawn(ferrolite::gateway::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let body = serde_json::to_vec(&chat_body()).expect("body");
+    let started = Instant::now();
+    let callers: Vec<_> = (0..64)
+        .map(|_| {
+            let client = client.clone();
+            let body = body.clone();
+            let url = format!("{base}/v1/chat/completions");
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while started.elapsed() < length {
+                    let sent = Instant::now();
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("sent");
+                    assert!(response.status().is_success());
+                    let _ = response.bytes().await.expect("read");
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for caller in callers {
+        all.extend(caller.await.expect("joined"));
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let at = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
+    (rate, at(0.5), at(0.99))
+}
+
+/// The process' resident size in MiB (Linux).
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `--resident`: builds a router over 1,000 deployments (50 groups), routes a call to each
+/// group, and prints the process' resident size in MiB.
+fn resident_only(runtime: &tokio::runtime::Runtime) {
+    let mib = runtime.block_on(async {
+        let deployments: Vec<Deployment> = (0..1_000)
+            .map(|i| Deployment {
+                id: Some(format!("d{i}")),
+                rpm: Some(1_000),
+                tpm: Some(1_000_000),
+                ..Deployment::new(format!("group-{}", i % 50), format!("openai/model-{i}"))
+            })
+            .collect();
+        let router = Router::builder()
+            .deployments(deployments)
+            .mock_all(MockSpec::reply("ok"))
+            .build()
+            .await
+            .expect("router over 1,000 deployments");
+        for i in 0..50 {
+            let _ = router
+                .call(Request::new(
+                    format!("group-{i}"),
+                    serde_json::json!({"messages": []}),
+                ))
+                .await;
+        }
+        let mib = resident_mib();
+        let _ = router.cache().shutdown().await;
+        mib
+    });
+    if let Some(mib) = mib {
+        println!("{:.1}", mib);
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if std::env::args().any(|a| a == "--resident") {
+        return resident_only(&runtime);
+    }
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut summary = serde_json::Map::new();
     for (name, admission, redis) in [
@@ -136,6 +260,44 @@ fn main() {
             }
             None => eprintln!("{name}: no Redis at {url}; left out"),
         }
+    }
+    for (name, redis) in [
+        ("gateway_in_memory", None),
+        ("gateway_redis_batched", Some(url.as_str())),
+    ] {
+        let measured = runtime.block_on(async {
+            let router = router(AdmissionMode::Batched, redis).await?;
+            let (rate, p50, p99) = gateway_load(router.clone(), Duration::from_secs(5)).await;
+            let _ = router.cache().shutdown().await;
+            Some(serde_json::json!({
+                "c64_requests_per_s": rate.round(),
+                "p50_ms": (p50 * 100.0).round() / 100.0,
+                "p99_ms": (p99 * 100.0).round() / 100.0,
+            }))
+        });
+        match measured {
+            Some(value) => {
+                summary.insert(name.into(), value);
+            }
+            None => eprintln!("{name}: no Redis at {url}; left out"),
+        }
+    }
+    // Resident size with 1,000 deployments configured: measured in a fresh process.
+    let resident = std::env::current_exe().ok().and_then(|exe| {
+        let out = std::process::Command::new(exe)
+            .arg("--resident")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    if let Some(mib) = resident {
+        summary.insert(
+            "resident_mib_with_1000_deployments".into(),
+            serde_json::json!(mib),
+        );
     }
     summary.insert(
         "litellm_1_106_2".into(),

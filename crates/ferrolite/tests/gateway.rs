@@ -364,3 +364,76 @@ async fn clients_that_disconnect_mid_stream_leak_nothing() {
         "every dropped stream gave its slot back"
     );
 }
+
+/// An OpenAI-speaking upstream on loopback: model `broken` answers 500, `slow-429` 429 with
+/// Retry-After, anything else a chat completion naming the model it got.
+async fn upstream() -> String {
+    use axum::routing::post;
+    async fn answer(axum::Json(body): axum::Json<serde_json::Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        match model.as_str() {
+            "broken" => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({"error": {"message": "upstream exploded"}})),
+            )
+                .into_response(),
+            _ => axum::Json(serde_json::json!({
+                "id": "x", "object": "chat.completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {model}")}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+            }))
+            .into_response(),
+        }
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn through_the_http_backend_a_failing_upstream_falls_back_and_the_headers_say_so() {
+    let upstream = upstream().await;
+    let config = ferrolite::Config::from_yaml(&format!(
+        r#"
+model_list:
+  - model_name: primary
+    litellm_params: {{model: openai/broken, api_base: "{upstream}", api_key: sk-up}}
+  - model_name: backup
+    litellm_params: {{model: openai/good-model, api_base: "{upstream}", api_key: sk-up}}
+router_settings:
+  num_retries: 0
+  fallbacks: [{{"primary": ["backup"]}}]
+"#
+    ))
+    .unwrap();
+    let backend = std::sync::Arc::new(ferrolite::http::HttpBackend::new().unwrap());
+    let router = ferrolite::build_from_config(config, Some(backend))
+        .await
+        .unwrap();
+    let base = gateway(router).await;
+    let answer = client(&base, KEY)
+        .chat()
+        .create(chat("primary", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.model, "primary",
+        "the client sees the group it asked for"
+    );
+    assert_eq!(
+        answer.choices[0].message.content.as_deref(),
+        Some("from good-model")
+    );
+    let response = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "primary", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-litellm-attempted-fallbacks"], "1");
+    assert_eq!(response.headers()["x-litellm-model-group"], "backup");
+}
