@@ -170,6 +170,7 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
     runtime.block_on(async {
         let settings = ferrolite::gateway::GatewaySettings {
             master_key: config.master_key.clone(),
+            api_keys: config.api_keys.clone(),
             metrics: Some(ferrolite::gateway::install_metrics()?),
             ..Default::default()
         };

@@ -48,6 +48,52 @@ pub struct Config {
     pub warnings: Vec<ConfigWarning>,
     /// The `simulation` section: the workload `ferrolite simulate` runs by default.
     pub simulation: Option<Simulation>,
+    /// `ferrolite_settings.api_keys`: the gateway's API keys besides the master key.
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// An API key of the gateway (`ferrolite_settings.api_keys[]`): who may call, which groups,
+/// at what rate and spend. Only the SHA-256 of the key is kept; the key itself is never stored
+/// or printed.
+#[derive(Clone, PartialEq)]
+pub struct ApiKey {
+    /// Its name (logs, metrics, budgets: the budget scope is the tag `api-key:<name>`).
+    pub name: String,
+    /// SHA-256 of the key.
+    pub key_sha256: [u8; 32],
+    /// The model groups it may call (empty: all).
+    pub models: Vec<String>,
+    /// Requests per minute, shared by every gateway instance.
+    pub rpm: Option<u64>,
+    /// Tokens per minute (input estimate plus `max_tokens`), shared likewise.
+    pub tpm: Option<u64>,
+    /// Whether it has a budget (charged as the tag budget `api-key:<name>`).
+    pub budget: bool,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("models", &self.models)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKey {
+    /// The SHA-256 of a key as presented.
+    pub fn hash(key: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(key.as_bytes()).into()
+    }
+
+    /// The budget scope (tag) this key's spend is charged to.
+    pub fn budget_tag(&self) -> String {
+        format!("api-key:{}", self.name)
+    }
 }
 
 /// The `simulation` section (ferrolite's own): the workload `ferrolite simulate` sends through
@@ -948,6 +994,24 @@ struct RawFerroliteSettings {
     wait_queue: Option<RawWaitQueue>,
     lease_ttl: Option<Seconds>,
     seed: Option<u64>,
+    api_keys: Vec<RawApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    name: String,
+    key: SecretValue,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default, alias = "budget_limit")]
+    max_budget: Option<f64>,
+    #[serde(default, alias = "time_period")]
+    budget_duration: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -1051,7 +1115,9 @@ impl RawConfig {
             check_simulation(simulation, &deployments)?;
         }
         let cache = cache_of(&router_settings, &ferrolite_settings)?;
-        let settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
+        let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
+        let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
+        settings.budgets.tags.extend(key_budgets);
         Ok(Config {
             deployments,
             settings,
@@ -1060,8 +1126,68 @@ impl RawConfig {
             mocks,
             warnings,
             simulation,
+            api_keys,
         })
     }
+}
+
+/// The gateway's API keys, and the tag budgets of those that have one.
+fn api_keys_of(
+    raw: &[RawApiKey],
+    deployments: &[Deployment],
+) -> Result<(Vec<ApiKey>, BTreeMap<String, BudgetConfig>), ConfigError> {
+    let mut keys = Vec::with_capacity(raw.len());
+    let mut budgets = BTreeMap::new();
+    for (i, key) in raw.iter().enumerate() {
+        let at = |field: &str| format!("ferrolite_settings.api_keys[{i}].{field}");
+        if key.name.trim().is_empty() {
+            return Err(ConfigError::at(at("name"), "required: a name for the key"));
+        }
+        if key.key.0.expose().len() < 8 {
+            return Err(ConfigError::at(at("key"), "expected at least 8 characters"));
+        }
+        if keys.iter().any(|k: &ApiKey| k.name == key.name) {
+            return Err(ConfigError::at(
+                at("name"),
+                format!("a second key named {:?}", key.name),
+            ));
+        }
+        for model in &key.models {
+            if !deployments.iter().any(|d| &d.model_name == model) {
+                return Err(ConfigError::at(
+                    at("models"),
+                    format!("names no model group, got {model:?}"),
+                ));
+            }
+        }
+        let entry = ApiKey {
+            name: key.name.clone(),
+            key_sha256: ApiKey::hash(key.key.0.expose()),
+            models: key.models.clone(),
+            rpm: key.rpm,
+            tpm: key.tpm,
+            budget: key.max_budget.is_some(),
+        };
+        if keys
+            .iter()
+            .any(|k: &ApiKey| k.key_sha256 == entry.key_sha256)
+        {
+            return Err(ConfigError::at(
+                at("key"),
+                "the same key as an earlier entry",
+            ));
+        }
+        if key.max_budget.is_some() || key.budget_duration.is_some() {
+            let budget = BudgetConfig {
+                max_budget: key.max_budget,
+                budget_duration: key.budget_duration.clone(),
+            };
+            check_budget(&format!("ferrolite_settings.api_keys[{i}]"), &budget)?;
+            budgets.insert(entry.budget_tag(), budget);
+        }
+        keys.push(entry);
+    }
+    Ok((keys, budgets))
 }
 
 /// The simulation section's values and the deployments its failures name.

@@ -34,6 +34,9 @@ pub struct GatewaySettings {
     pub master_key: Option<Secret>,
     /// Bodies larger than this are refused with 413 (default 8 MiB).
     pub max_body_bytes: usize,
+    /// API keys besides the master key (`ferrolite_settings.api_keys`), each with its groups,
+    /// limits and budget.
+    pub api_keys: Vec<crate::config::ApiKey>,
     /// The Prometheus recorder `/metrics` renders ([`install_metrics`]); without one `/metrics`
     /// answers 503.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -53,6 +56,7 @@ impl Default for GatewaySettings {
         GatewaySettings {
             master_key: None,
             max_body_bytes: 8 << 20,
+            api_keys: Vec::new(),
             metrics: None,
         }
     }
@@ -204,32 +208,131 @@ fn router_error(e: &RouterError) -> Response {
 }
 
 impl Gateway {
-    /// The refusal of a call without the master key (compared in constant time), if it is one.
-    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
-        let Some(key) = &self.settings.master_key else {
-            return None;
-        };
+    /// Who calls: the master key's holder, one of the API keys, or anyone when neither is
+    /// configured; `Err` with the 401 otherwise.
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+        if self.settings.master_key.is_none() && self.settings.api_keys.is_empty() {
+            return Ok(Caller::Anyone);
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()));
-        match given {
-            None => Some(error(
+        let Some(given) = given.filter(|g| !g.is_empty()) else {
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "Authentication Error, no API key passed in: send Authorization: Bearer <key>",
                 "auth_error",
                 None,
-            )),
-            Some(given) if constant_time_eq(given.as_bytes(), key.expose().as_bytes()) => None,
-            Some(_) => Some(error(
+            )));
+        };
+        if let Some(master) = &self.settings.master_key {
+            if constant_time_eq(given.as_bytes(), master.expose().as_bytes()) {
+                return Ok(Caller::Master);
+            }
+        }
+        let hash = crate::config::ApiKey::hash(given);
+        match self
+            .settings
+            .api_keys
+            .iter()
+            .position(|k| constant_time_eq(&k.key_sha256, &hash))
+        {
+            Some(i) => Ok(Caller::Key(i)),
+            None => Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "Authentication Error, invalid API key",
                 "auth_error",
                 None,
+            ))),
+        }
+    }
+
+    /// The 401 of a call that may not call, if it is one.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        self.caller(headers).err().map(|e| *e)
+    }
+
+    /// Checks an API key's groups and limits for a call of `model`: 403 outside its groups,
+    /// 429 over its rpm or tpm (counted in the shared state, so every gateway instance agrees).
+    async fn admit_key(
+        &self,
+        router: &Router,
+        key: &crate::config::ApiKey,
+        model: &str,
+        tokens: u64,
+    ) -> Option<Response> {
+        if !key.models.is_empty() && !key.models.iter().any(|m| m == model) {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "API key `{}` may not call model group `{model}`; it may call: {}",
+                    key.name,
+                    key.models.join(", ")
+                ),
+                "permission_error",
+                Some("model"),
+            ));
+        }
+        let mut checks = Vec::with_capacity(2);
+        let tag = format!("api-key:{}", key.name);
+        for (metric, limit, delta) in [("rpm", key.rpm, 1), ("tpm", key.tpm, tokens)] {
+            if let Some(limit) = limit {
+                checks.push(ferrolite_cache::LimitCheck {
+                    key: ferrolite_cache::hash_tagged(&tag, &format!(":{metric}")),
+                    delta,
+                    limit,
+                    window: ferrolite_cache::Window::MINUTE_SLIDING,
+                });
+            }
+        }
+        if checks.is_empty() {
+            return None;
+        }
+        match router.cache().admit(&checks).await {
+            Ok(admission) if admission.admitted => None,
+            Ok(admission) => {
+                let over = checks
+                    .iter()
+                    .zip(&admission.counts)
+                    .find(|(c, count)| **count + c.delta as f64 > c.limit as f64)
+                    .map_or("rpm", |(c, _)| {
+                        if c.key.ends_with(":tpm") {
+                            "tpm"
+                        } else {
+                            "rpm"
+                        }
+                    });
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("API key `{}` is over its {over} limit", key.name),
+                    "rate_limit_error",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Some(response)
+            }
+            Err(e) => Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the shared state is unavailable: {e}"),
+                "api_error",
+                None,
             )),
         }
     }
+}
+
+/// Who is calling.
+enum Caller {
+    /// No key is configured: anyone may call.
+    Anyone,
+    /// The master key's holder.
+    Master,
+    /// The API key at this position of the settings.
+    Key(usize),
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -295,9 +398,10 @@ async fn completions(
 }
 
 async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Response {
-    if let Some(refused) = gateway.refusal(&headers) {
-        return refused;
-    }
+    let caller = match gateway.caller(&headers) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
     let limit = gateway.settings.max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
@@ -341,8 +445,20 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
             Some("model"),
         );
     };
-    let request = Request::new(model.clone(), body);
+    let estimate =
+        (bytes.len() / 4) as u64 + body.get("max_tokens").and_then(|m| m.as_u64()).unwrap_or(0);
+    let mut request = Request::new(model.clone(), body);
     let router = gateway.router.load_full();
+    if let Caller::Key(i) = caller {
+        if let Some(key) = gateway.settings.api_keys.get(i) {
+            if let Some(refused) = gateway.admit_key(&router, key, &model, estimate).await {
+                return refused;
+            }
+            if key.budget {
+                request.budget_tags.push(key.budget_tag());
+            }
+        }
+    }
     if request.stream {
         return match router.stream(request).await {
             Ok(stream) => sse(stream, model),
@@ -425,14 +541,25 @@ fn sse(stream: RouterStream, model: String) -> Response {
 
 /// `GET /v1/models`: the model groups.
 async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = gateway.refusal(&headers) {
-        return refused;
-    }
+    let caller = match gateway.caller(&headers) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
+    let allowed: Option<&[String]> = match caller {
+        Caller::Key(i) => gateway
+            .settings
+            .api_keys
+            .get(i)
+            .map(|k| k.models.as_slice())
+            .filter(|m| !m.is_empty()),
+        _ => None,
+    };
     let data: Vec<serde_json::Value> = gateway
         .router
         .load()
         .model_groups()
         .into_iter()
+        .filter(|group| allowed.is_none_or(|a| a.contains(group)))
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()

@@ -29,7 +29,9 @@ pub mod mock;
 pub mod service;
 
 pub use builder::{Error, RouterBuilder, RouterExt, build_from_config};
-pub use config::{Config, ConfigError, ConfigWarning, SimulatedFailure, Simulation, WarningKind};
+pub use config::{
+    ApiKey, Config, ConfigError, ConfigWarning, SimulatedFailure, Simulation, WarningKind,
+};
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
 pub use ferrolite_router as router;

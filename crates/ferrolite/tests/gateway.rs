@@ -437,3 +437,110 @@ router_settings:
     assert_eq!(response.headers()["x-litellm-attempted-fallbacks"], "1");
     assert_eq!(response.headers()["x-litellm-model-group"], "backup");
 }
+
+const KEYS_CONFIG: &str = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, mock_response: "hello", mock_output_tokens: 1000}
+  - model_name: other
+    litellm_params: {model: openai/gpt-4o-mini, mock_response: "other"}
+router_settings:
+  num_retries: 0
+ferrolite_settings:
+  api_keys:
+    - {name: team-a, key: sk-team-a-123456, models: [gpt-4o], rpm: 3}
+    - {name: team-b, key: sk-team-b-123456, max_budget: 0.02, budget_duration: 1d}
+"#;
+
+async fn keyed_gateway() -> String {
+    let config = ferrolite::Config::from_yaml(KEYS_CONFIG).unwrap();
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        api_keys: config.api_keys.clone(),
+        ..GatewaySettings::default()
+    };
+    let router = ferrolite::build_from_config(config, None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+async fn status_with(base: &str, key: &str, model: &str) -> (u16, serde_json::Value) {
+    let response = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn api_keys_hold_their_groups_rate_limits_and_budgets() {
+    let base = keyed_gateway().await;
+    // team-a: its group only, 3 requests a minute.
+    let (status, body) = status_with(&base, "sk-team-a-123456", "other").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("team-a"),
+        "{body}"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            status_with(&base, "sk-team-a-123456", "gpt-4o").await.0,
+            200
+        );
+    }
+    let (status, body) = status_with(&base, "sk-team-a-123456", "gpt-4o").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("rpm"),
+        "{body}"
+    );
+    // The master key is not limited by team-a's rpm.
+    assert_eq!(status_with(&base, KEY, "gpt-4o").await.0, 200);
+    // team-b: every group, until its budget is spent (1,000 output tokens at catalogue prices
+    // cost about $0.01 a call).
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(status_with(&base, "sk-team-b-123456", "gpt-4o").await);
+    }
+    let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert!((1..6).contains(&served), "{statuses:?}");
+    let (status, body) = statuses.last().unwrap();
+    assert_eq!(*status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("api-key:team-b"),
+        "{body}"
+    );
+    // Wrong key.
+    assert_eq!(
+        status_with(&base, "sk-nobody-123456", "gpt-4o").await.0,
+        401
+    );
+    // A key sees only its groups.
+    let models: serde_json::Value = http()
+        .get(format!("{base}/v1/models"))
+        .bearer_auth("sk-team-a-123456")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(models["data"][0]["id"], "gpt-4o");
+}

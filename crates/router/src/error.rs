@@ -135,7 +135,9 @@ impl RouterError {
             RouterError::UnknownModel { .. }
             | RouterError::InvalidRequest { .. }
             | RouterError::NoTagMatch { .. } => 400,
-            RouterError::AllCooledDown { .. } | RouterError::NoCapacity(_) => 429,
+            RouterError::AllCooledDown { .. }
+            | RouterError::NoCapacity(_)
+            | RouterError::Budget(BudgetError::Exceeded { .. }) => 429,
             RouterError::Backend { class, .. } => class.status().unwrap_or(500),
             RouterError::DeadlineExceeded { .. } => 408,
             _ => 500,

@@ -41,6 +41,9 @@ pub struct Request {
     /// Client-side `fallbacks`: the groups (or deployment ids) to try, in order, when the
     /// requested group fails; used instead of the configured chains (reference §2.8).
     pub fallbacks: Vec<String>,
+    /// Budget scopes charged besides `tags` (as tag budgets), never used for routing: the
+    /// gateway puts an API key's budget here.
+    pub budget_tags: Vec<String>,
     /// `allowed_model_region` (`eu`, `us`): with pre-call checks on, only deployments whose
     /// `region_name` is this region serve the request (a deployment without one does not).
     pub allowed_model_region: Option<String>,

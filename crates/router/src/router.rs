@@ -92,6 +92,8 @@ impl Scope {
 /// A call's running state across attempts, retries and fallbacks.
 struct Call<'r> {
     request: &'r Request,
+    /// The budget scopes of the call: its tags and its extra budget tags.
+    budget_tags: Vec<String>,
     input_tokens: u64,
     started: Instant,
     deadline: Option<(Instant, Duration)>,
@@ -426,8 +428,19 @@ impl Router {
             .deadline
             .or(self.inner.settings.request_deadline)
             .map(|d| (started + d, d));
+        let budget_tags = if request.budget_tags.is_empty() {
+            request.tags.clone()
+        } else {
+            request
+                .tags
+                .iter()
+                .chain(&request.budget_tags)
+                .cloned()
+                .collect()
+        };
         let mut call = Call {
             input_tokens: request.input_tokens(),
+            budget_tags,
             request,
             started,
             deadline,
@@ -924,7 +937,7 @@ impl Router {
             Box::pin(
                 snapshot
                     .ledger
-                    .reserve(target.ix, &call.request.tags, estimate),
+                    .reserve(target.ix, &call.budget_tags, estimate),
             )
             .await
             .map(Some)
@@ -1111,7 +1124,7 @@ impl Router {
             }
         }
         if !snapshot.ledger.is_empty() && !eligible.is_empty() {
-            let check = Box::pin(snapshot.ledger.check(&call.request.tags))
+            let check = Box::pin(snapshot.ledger.check(&call.budget_tags))
                 .await
                 .map_err(|e| Failure::Other(e.into()))?;
             if !eligible
