@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferrolite::Config;
@@ -73,6 +74,9 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Seconds calls in flight get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain: f64,
 }
 
 /// `ferrolite simulate`.
@@ -192,11 +196,30 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
         );
         let cache = router.cache().clone();
         let (app, handle) = ferrolite::gateway::app_with_handle(router, settings);
-        let serving = ferrolite::gateway::serve(listener, app, shutdown_signal());
+        // Shutdown: the signal stops new connections; calls in flight get `--drain` to finish.
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        };
+        let serving = ferrolite::gateway::serve(listener, app, signal);
         let reloading = reload_on_sighup(&args.config, &handle, &cache, &backend);
+        let drain = Duration::from_secs_f64(args.drain);
+        let deadline = async move {
+            let mut stopped = stopped;
+            while !*stopped.borrow_and_update() {
+                if stopped.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            tokio::time::sleep_until(tokio::time::Instant::now() + drain).await;
+        };
         tokio::select! {
             served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
             () = reloading => {}
+            () = deadline => eprintln!(
+                "ferrolite: calls still in flight after the drain of {drain:?}; stopping anyway"
+            ),
         }
         cache
             .shutdown()

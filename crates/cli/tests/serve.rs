@@ -384,3 +384,91 @@ ferrolite_settings:
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sigterm_lets_calls_in_flight_finish_and_a_drain_deadline_bounds_the_wait() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, mock_response: "slow", mock_latency_ms: 800}
+  - model_name: glacial
+    litellm_params: {model: openai/gpt-4o-mini, mock_response: "never mind", mock_latency_ms: 60000}
+general_settings:
+  master_key: sk-serve-test
+"#,
+    )
+    .unwrap();
+    let stop = |child: &std::process::Child| {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    // A call in flight at SIGTERM completes; then the process exits 0.
+    let (mut child, port) = start(&config);
+    let call = std::thread::spawn(move || post_status(port));
+    std::thread::sleep(Duration::from_millis(200));
+    stop(&child);
+    assert_eq!(call.join().unwrap(), 200, "the call in flight finished");
+    assert!(child.wait().unwrap().success());
+
+    // A call that would outlast the drain: the process stops after --drain anyway.
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--drain",
+            "0.5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _glacial = std::thread::spawn(move || {
+        use std::io::Write;
+        let body = r#"{"model": "glacial", "messages": []}"#;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut sink = String::new();
+        let _ = stream.read_to_string(&mut sink);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stopping = Instant::now();
+    stop(&child);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("still in flight after the drain"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
