@@ -230,48 +230,64 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
     })
 }
 
-/// On every SIGHUP, loads the config again and swaps in the router it describes (on the same
-/// state cache, so counts, cooldowns and spend carry over); a config that does not load or
-/// build is refused with its error and the current one keeps serving. Never completes.
+/// On SIGHUP, and when the config file changes (checked every second), loads the config again
+/// and swaps in the router it describes (on the same state cache, so counts, cooldowns and
+/// spend carry over); a config that does not load or build is refused with its error and the
+/// current one keeps serving. Never completes.
 async fn reload_on_sighup(
     path: &Path,
     handle: &ferrolite::gateway::GatewayHandle,
     cache: &ferrolite::cache::DualCache,
     backend: &std::sync::Arc<dyn ferrolite::router::Backend>,
 ) {
+    let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
     #[cfg(unix)]
-    {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return std::future::pending().await;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
         };
-        while hangups.recv().await.is_some() {
-            let built = match Config::from_path(path) {
-                Ok(config) => ferrolite::RouterBuilder::from_config(config)
-                    .cache(cache.clone())
-                    .backend(std::sync::Arc::clone(backend))
-                    .build()
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match built {
-                Ok(router) => {
-                    println!(
-                        "ferrolite gateway reloaded {} ({} model groups)",
-                        path.display(),
-                        router.model_groups().len()
-                    );
-                    handle.reload(router);
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            () = hangup => {}
+            _ = ticks.tick() => {
+                let now = modified();
+                if now == seen {
+                    continue;
                 }
-                Err(e) => {
-                    eprintln!("ferrolite: reload refused, the current config keeps serving: {e}")
-                }
+                seen = now;
             }
         }
+        let built = match Config::from_path(path) {
+            Ok(config) => ferrolite::RouterBuilder::from_config(config)
+                .cache(cache.clone())
+                .backend(std::sync::Arc::clone(backend))
+                .build()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match built {
+            Ok(router) => {
+                println!(
+                    "ferrolite gateway reloaded {} ({} model groups)",
+                    path.display(),
+                    router.model_groups().len()
+                );
+                handle.reload(router);
+            }
+            Err(e) => eprintln!("ferrolite: reload refused, the current config keeps serving: {e}"),
+        }
     }
-    std::future::pending().await
 }
 
 /// Completes on SIGTERM or Ctrl-C.

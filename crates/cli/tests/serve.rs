@@ -472,3 +472,33 @@ general_settings:
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let (mut child, port) = start(&config);
+    assert_eq!(ask(port), "served by ferrolite");
+    std::thread::sleep(Duration::from_millis(1100)); // a new modification time
+    std::fs::write(
+        &config,
+        CONFIG.replace("served by ferrolite", "changed on disk"),
+    )
+    .unwrap();
+    let changed = Instant::now();
+    while ask(port) != "changed on disk" {
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
