@@ -502,3 +502,96 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A chat completion over a plain TCP connection: the status and the raw response head.
+fn post_raw(port: u16, model: &str) -> (u16, String) {
+    use std::io::Write;
+    let body =
+        format!(r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}]}}"#);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    (status, head)
+}
+
+#[test]
+fn a_cooldown_set_through_one_gateway_is_honoured_by_the_other_within_150_ms() {
+    let Some(url) = ferrolite_cache::testing::redis_url() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ferrolite-cool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/a, mock_response: litellm.RateLimitError}}
+    model_info: {{id: limited}}
+  - model_name: g
+    litellm_params: {{model: openai/b, mock_response: ok}}
+    model_info: {{id: fine}}
+router_settings:
+  num_retries: 3
+  cooldown_time: 60
+  redis_url: {url}
+general_settings:
+  master_key: sk-serve-test
+ferrolite_settings:
+  redis_key_prefix: "cool-{}:"
+"#,
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let (mut a, port_a) = start(&config);
+    let (mut b, port_b) = start(&config);
+    // Through gateway a, until one call has met the rate-limited deployment (a 429 with a
+    // sibling cools it down at once; the retry answers from the other).
+    let mut met = false;
+    for _ in 0..30 {
+        let (status, head) = post_raw(port_a, "g");
+        assert_eq!(status, 200, "{head}");
+        if head.contains("x-litellm-attempted-retries: 1") {
+            met = true;
+            break;
+        }
+    }
+    assert!(met, "gateway a never picked the rate-limited deployment");
+    std::thread::sleep(Duration::from_millis(150));
+    for _ in 0..20 {
+        let (status, head) = post_raw(port_b, "g");
+        assert_eq!(status, 200, "{head}");
+        assert!(head.contains("x-litellm-model-id: fine"), "{head}");
+        assert!(
+            head.contains("x-litellm-attempted-retries: 0"),
+            "b never tried it: {head}"
+        );
+    }
+    for child in [&mut a, &mut b] {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -565,10 +565,18 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-/// `GET /metrics`: Prometheus text of the router's and the cache's metrics.
+/// `GET /metrics`: Prometheus text of the router's and the cache's metrics, with each budget's
+/// remaining USD (`ferrolite_budget_remaining_usd{scope}`) read fresh for the scrape.
 async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
     match &gateway.settings.metrics {
         Some(handle) => {
+            let router = gateway.router.load_full();
+            if let Ok(budgets) = router.budget_status().await {
+                for budget in budgets {
+                    metrics::gauge!("ferrolite_budget_remaining_usd", "scope" => budget.scope.to_string())
+                        .set(budget.remaining);
+                }
+            }
             handle.run_upkeep();
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -336,7 +336,7 @@ async fn clients_that_disconnect_mid_stream_leak_nothing() {
         .unwrap();
     let base = gateway(router.clone()).await;
     let http = http();
-    for _ in 0..50 {
+    for _ in 0..1_000 {
         let response = http
             .post(format!("{base}/v1/chat/completions"))
             .bearer_auth(KEY)
@@ -351,7 +351,7 @@ async fn clients_that_disconnect_mid_stream_leak_nothing() {
     }
     let id = DeploymentId::new("slow");
     let mut in_flight = router.in_flight(&id);
-    for _ in 0..100 {
+    for _ in 0..250 {
         if in_flight == Some(0) {
             break;
         }
