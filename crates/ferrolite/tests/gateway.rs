@@ -372,12 +372,61 @@ async fn upstream() -> String {
     async fn answer(axum::Json(body): axum::Json<serde_json::Value>) -> axum::response::Response {
         use axum::response::IntoResponse;
         let model = body["model"].as_str().unwrap_or("").to_string();
+        let streamed = body["stream"].as_bool().unwrap_or(false);
+        let sse = |events: Vec<String>, done: bool| {
+            let mut text: String = events
+                .into_iter()
+                .map(|e| format!("data: {e}\n\n"))
+                .collect();
+            if done {
+                text.push_str("data: [DONE]\n\n");
+            }
+            text
+        };
+        let chunk = |model: &str, piece: &str| {
+            serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+            .to_string()
+        };
         match model.as_str() {
             "broken" => (
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 axum::Json(serde_json::json!({"error": {"message": "upstream exploded"}})),
             )
                 .into_response(),
+            "limited" => {
+                let mut r = (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(serde_json::json!({"error": {"message": "slow down"}})),
+                )
+                    .into_response();
+                r.headers_mut().insert("retry-after", "12".parse().unwrap());
+                r
+            }
+            "slow" => {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                axum::http::StatusCode::OK.into_response()
+            }
+            "streamer" if streamed => axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from(sse(
+                    vec![chunk(&model, "str"), chunk(&model, "eamed")],
+                    true,
+                )))
+                .unwrap(),
+            "breaker" if streamed => {
+                let first = sse(vec![chunk(&model, "half")], false);
+                let parts = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(first)]).chain(
+                    futures_util::stream::once(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        Err(std::io::Error::other("upstream died"))
+                    }),
+                );
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from_stream(parts))
+                    .unwrap()
+            }
             _ => axum::Json(serde_json::json!({
                 "id": "x", "object": "chat.completion", "created": 0, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {model}")}, "finish_reason": "stop"}],
@@ -543,4 +592,63 @@ async fn api_keys_hold_their_groups_rate_limits_and_budgets() {
         .unwrap();
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
     assert_eq!(models["data"][0]["id"], "gpt-4o");
+}
+
+/// The gateway over the HTTP backend, over a loopback upstream: one group per upstream model.
+async fn gateway_over_upstream() -> String {
+    let upstream = upstream().await;
+    let mut yaml = String::from("model_list:\n");
+    for (group, model, timeout) in [
+        ("limited", "limited", ""),
+        ("slow", "slow", ", timeout: 0.3"),
+        ("streamer", "streamer", ""),
+        ("breaker", "breaker", ""),
+    ] {
+        yaml.push_str(&format!(
+            "  - {{model_name: {group}, litellm_params: {{model: openai/{model}, api_base: \"{upstream}\", api_key: sk-up{timeout}}}}}\n"
+        ));
+    }
+    yaml.push_str("router_settings:\n  num_retries: 0\n");
+    let config = ferrolite::Config::from_yaml(&yaml).unwrap();
+    let backend = std::sync::Arc::new(ferrolite::http::HttpBackend::new().unwrap());
+    let router = ferrolite::build_from_config(config, Some(backend))
+        .await
+        .unwrap();
+    gateway(router).await
+}
+
+#[tokio::test]
+async fn upstream_rate_limits_timeouts_streams_and_broken_streams_reach_the_client_as_they_should()
+{
+    let base = gateway_over_upstream().await;
+    let post = |model: &'static str, stream: bool| {
+        http()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    // The upstream's 429 and its Retry-After reach the client.
+    let limited = post("limited", false).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "12");
+    // A slow upstream times out (the deployment's 0.3 s): 408.
+    let started = std::time::Instant::now();
+    let slow = post("slow", false).await.unwrap();
+    assert_eq!(slow.status(), 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A stream is passed through, then [DONE].
+    let text = post("streamer", true).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("\"str\"") && text.contains("\"eamed\""),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // A stream that breaks after its first chunk: the chunk, then an error event, no [DONE].
+    let text = post("breaker", true).await.unwrap().text().await.unwrap();
+    assert!(text.contains("\"half\""), "{text}");
+    assert!(
+        text.contains("\"error\"") && !text.contains("[DONE]"),
+        "{text}"
+    );
 }
