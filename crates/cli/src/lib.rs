@@ -172,10 +172,11 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
+        let metrics = Some(ferrolite::gateway::install_metrics()?);
         let settings = ferrolite::gateway::GatewaySettings {
             master_key: config.master_key.clone(),
             api_keys: config.api_keys.clone(),
-            metrics: Some(ferrolite::gateway::install_metrics()?),
+            metrics: metrics.clone(),
             ..Default::default()
         };
         let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
@@ -203,7 +204,7 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
             let _ = stopping.send(true);
         };
         let serving = ferrolite::gateway::serve(listener, app, signal);
-        let reloading = reload_on_sighup(&args.config, &handle, &cache, &backend);
+        let reloading = reload_on_sighup(&args.config, &handle, &cache, &backend, metrics);
         let drain = Duration::from_secs_f64(args.drain);
         let deadline = async move {
             let mut stopped = stopped;
@@ -239,6 +240,7 @@ async fn reload_on_sighup(
     handle: &ferrolite::gateway::GatewayHandle,
     cache: &ferrolite::cache::DualCache,
     backend: &std::sync::Arc<dyn ferrolite::router::Backend>,
+    metrics: Option<ferrolite::gateway::PrometheusHandle>,
 ) {
     let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut seen = modified();
@@ -268,22 +270,31 @@ async fn reload_on_sighup(
             }
         }
         let built = match Config::from_path(path) {
-            Ok(config) => ferrolite::RouterBuilder::from_config(config)
-                .cache(cache.clone())
-                .backend(std::sync::Arc::clone(backend))
-                .build()
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(config) => {
+                let settings = ferrolite::gateway::GatewaySettings {
+                    master_key: config.master_key.clone(),
+                    api_keys: config.api_keys.clone(),
+                    metrics: metrics.clone(),
+                    ..Default::default()
+                };
+                ferrolite::RouterBuilder::from_config(config)
+                    .cache(cache.clone())
+                    .backend(std::sync::Arc::clone(backend))
+                    .build()
+                    .await
+                    .map(|router| (router, settings))
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match built {
-            Ok(router) => {
+            Ok((router, settings)) => {
                 println!(
                     "ferrolite gateway reloaded {} ({} model groups)",
                     path.display(),
                     router.model_groups().len()
                 );
-                handle.reload(router);
+                handle.reload_with(router, settings);
             }
             Err(e) => eprintln!("ferrolite: reload refused, the current config keeps serving: {e}"),
         }

@@ -235,8 +235,13 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
                 .success()
         );
     };
-    // A good new config: new answers, without a restart.
-    std::fs::write(&config, CONFIG.replace("served by ferrolite", "reloaded")).unwrap();
+    // A good new config: new answers and a new API key, without a restart.
+    let with_key = format!(
+        "{}\nferrolite_settings:\n  api_keys:\n    - {{name: late, key: sk-added-later}}\n",
+        CONFIG.replace("served by ferrolite", "reloaded")
+    );
+    assert_eq!(post_with_key(port, "sk-added-later"), 401);
+    std::fs::write(&config, with_key).unwrap();
     hangup(child.id());
     let reloaded = Instant::now();
     while ask(port) != "reloaded" {
@@ -246,6 +251,11 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        post_with_key(port, "sk-added-later"),
+        200,
+        "the reloaded key is honoured"
+    );
     // A bad one: refused, the last good one keeps serving.
     std::fs::write(&config, "model_list: []\n").unwrap();
     hangup(child.id());
@@ -594,4 +604,24 @@ ferrolite_settings:
         assert!(child.wait().unwrap().success());
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A chat completion with `key` over a plain TCP connection: the status code.
+fn post_with_key(port: u16, key: &str) -> u16 {
+    use std::io::Write;
+    let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -39,13 +39,15 @@ pub struct GatewaySettings {
     pub api_keys: Vec<crate::config::ApiKey>,
     /// The Prometheus recorder `/metrics` renders ([`install_metrics`]); without one `/metrics`
     /// answers 503.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub metrics: Option<PrometheusHandle>,
 }
+
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Installs the process-wide Prometheus recorder the router's and the cache's metrics
 /// (`ferrolite_router_*`, `ferrolite_cache_*`) go to; its handle renders `/metrics`. Once per
 /// process: a second call fails.
-pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
@@ -64,7 +66,7 @@ impl Default for GatewaySettings {
 
 struct Gateway {
     router: arc_swap::ArcSwap<Router>,
-    settings: GatewaySettings,
+    settings: arc_swap::ArcSwap<GatewaySettings>,
     /// Request ids: this gateway's prefix and a counter.
     id_prefix: String,
     requests: std::sync::atomic::AtomicU64,
@@ -109,6 +111,12 @@ impl GatewayHandle {
         self.gateway.router.store(Arc::new(router));
     }
 
+    /// Serves `router` with `settings` (master key, API keys, body limit, metrics) from now on.
+    pub fn reload_with(&self, router: Router, settings: GatewaySettings) {
+        self.gateway.settings.store(Arc::new(settings));
+        self.gateway.router.store(Arc::new(router));
+    }
+
     /// The router served now.
     pub fn router(&self) -> Arc<Router> {
         self.gateway.router.load_full()
@@ -124,7 +132,7 @@ pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
 pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Router, GatewayHandle) {
     let state = Arc::new(Gateway {
         router: arc_swap::ArcSwap::from_pointee(router),
-        settings,
+        settings: arc_swap::ArcSwap::from_pointee(settings),
         id_prefix: format!("ferrolite-{}", std::process::id()),
         requests: std::sync::atomic::AtomicU64::new(0),
     });
@@ -211,7 +219,8 @@ impl Gateway {
     /// Who calls: the master key's holder, one of the API keys, or anyone when neither is
     /// configured; `Err` with the 401 otherwise.
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
-        if self.settings.master_key.is_none() && self.settings.api_keys.is_empty() {
+        let settings = self.settings.load();
+        if settings.master_key.is_none() && settings.api_keys.is_empty() {
             return Ok(Caller::Anyone);
         }
         let given = headers
@@ -227,19 +236,18 @@ impl Gateway {
                 None,
             )));
         };
-        if let Some(master) = &self.settings.master_key {
+        if let Some(master) = &settings.master_key {
             if constant_time_eq(given.as_bytes(), master.expose().as_bytes()) {
                 return Ok(Caller::Master);
             }
         }
         let hash = crate::config::ApiKey::hash(given);
-        match self
-            .settings
+        match settings
             .api_keys
             .iter()
-            .position(|k| constant_time_eq(&k.key_sha256, &hash))
+            .find(|k| constant_time_eq(&k.key_sha256, &hash))
         {
-            Some(i) => Ok(Caller::Key(i)),
+            Some(key) => Ok(Caller::Key(Box::new(key.clone()))),
             None => Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "Authentication Error, invalid API key",
@@ -331,8 +339,8 @@ enum Caller {
     Anyone,
     /// The master key's holder.
     Master,
-    /// The API key at this position of the settings.
-    Key(usize),
+    /// One of the API keys.
+    Key(Box<crate::config::ApiKey>),
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -402,7 +410,7 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
         Ok(caller) => caller,
         Err(refused) => return *refused,
     };
-    let limit = gateway.settings.max_body_bytes;
+    let limit = gateway.settings.load().max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -449,14 +457,12 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
         (bytes.len() / 4) as u64 + body.get("max_tokens").and_then(|m| m.as_u64()).unwrap_or(0);
     let mut request = Request::new(model.clone(), body);
     let router = gateway.router.load_full();
-    if let Caller::Key(i) = caller {
-        if let Some(key) = gateway.settings.api_keys.get(i) {
-            if let Some(refused) = gateway.admit_key(&router, key, &model, estimate).await {
-                return refused;
-            }
-            if key.budget {
-                request.budget_tags.push(key.budget_tag());
-            }
+    if let Caller::Key(key) = caller {
+        if let Some(refused) = gateway.admit_key(&router, &key, &model, estimate).await {
+            return refused;
+        }
+        if key.budget {
+            request.budget_tags.push(key.budget_tag());
         }
     }
     if request.stream {
@@ -545,13 +551,8 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
         Ok(caller) => caller,
         Err(refused) => return *refused,
     };
-    let allowed: Option<&[String]> = match caller {
-        Caller::Key(i) => gateway
-            .settings
-            .api_keys
-            .get(i)
-            .map(|k| k.models.as_slice())
-            .filter(|m| !m.is_empty()),
+    let allowed: Option<Vec<String>> = match caller {
+        Caller::Key(key) => Some(key.models).filter(|m| !m.is_empty()),
         _ => None,
     };
     let data: Vec<serde_json::Value> = gateway
@@ -559,7 +560,7 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
         .load()
         .model_groups()
         .into_iter()
-        .filter(|group| allowed.is_none_or(|a| a.contains(group)))
+        .filter(|group| allowed.as_ref().is_none_or(|a| a.contains(group)))
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
@@ -568,7 +569,8 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
 /// `GET /metrics`: Prometheus text of the router's and the cache's metrics, with each budget's
 /// remaining USD (`ferrolite_budget_remaining_usd{scope}`) read fresh for the scrape.
 async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
-    match &gateway.settings.metrics {
+    let settings = gateway.settings.load_full();
+    match &settings.metrics {
         Some(handle) => {
             let router = gateway.router.load_full();
             if let Ok(budgets) = router.budget_status().await {
