@@ -115,6 +115,10 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
         metrics.contains("ferrolite_router_requests_total"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("ferrolite_gateway_requests_total{status=\"200\"}"),
+        "{metrics}"
+    );
     let (status, budgets) = get(port, "/provider/budgets", Some("sk-serve-test"));
     assert!(status.contains("200"), "{status}");
     assert!(

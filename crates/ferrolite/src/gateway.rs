@@ -392,6 +392,13 @@ async fn completions(
     let mut response = handle(gateway, headers, body)
         .instrument(span.clone())
         .await;
+    metrics::counter!(
+        "ferrolite_gateway_requests_total",
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("ferrolite_gateway_request_seconds")
+        .record(started.elapsed().as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

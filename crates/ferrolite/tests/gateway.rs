@@ -499,6 +499,7 @@ ferrolite_settings:
   api_keys:
     - {name: team-a, key: sk-team-a-123456, models: [gpt-4o], rpm: 3}
     - {name: team-b, key: sk-team-b-123456, max_budget: 0.02, budget_duration: 1d}
+    - {name: team-c, key: sk-team-c-123456, tpm: 2500}
 "#;
 
 async fn keyed_gateway() -> String {
@@ -573,6 +574,22 @@ async fn api_keys_hold_their_groups_rate_limits_and_budgets() {
             .as_str()
             .unwrap()
             .contains("api-key:team-b"),
+        "{body}"
+    );
+    // team-c: 2,500 tokens a minute; a request holds its input estimate plus max_tokens.
+    let with_max = |max: u64| {
+        http()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth("sk-team-c-123456")
+            .json(&serde_json::json!({"model": "gpt-4o", "max_tokens": max, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(with_max(1_500).await.unwrap().status(), 200);
+    let over = with_max(1_500).await.unwrap();
+    assert_eq!(over.status(), 429);
+    let body: serde_json::Value = over.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("tpm"),
         "{body}"
     );
     // Wrong key.
