@@ -26,26 +26,6 @@ general_settings:
   master_key: sk-serve-test
 "#;
 
-/// A GET over a plain TCP connection: the status line and body.
-fn get(port: u16, path: &str, key: Option<&str>) -> (String, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.lines().next().unwrap_or_default().to_string();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -60,57 +40,10 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let answer = runtime.block_on(async {
-        let client = Client::with_config(
-            OpenAIConfig::new()
-                .with_api_base(format!("http://127.0.0.1:{port}/v1"))
-                .with_api_key("sk-serve-test"),
-        );
-        let request = CreateChatCompletionRequestArgs::default()
-            .model("gpt-4o")
-            .messages([ChatCompletionRequestUserMessageArgs::default()
-                .content("hi")
-                .build()
-                .unwrap()
-                .into()])
-            .build()
-            .unwrap();
-        client.chat().create(request).await
-    });
-    let answer = answer.unwrap();
-    assert_eq!(
-        answer.choices[0].message.content.as_deref(),
-        Some("served by ferrolite")
-    );
-    let (status, metrics) = get(port, "/metrics", None);
-    assert!(status.contains("200"), "{status}");
+    let (mut child, port) = start_with(&config, &["--log-format", "json"]);
+    assert_eq!(ask(port), "served by ferrolite");
+    let (status, _, metrics) = exchange(port, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
     assert!(
         metrics.contains("ferrolite_router_requests_total"),
         "{metrics}"
@@ -119,14 +52,15 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
         metrics.contains("ferrolite_gateway_requests_total{status=\"200\"}"),
         "{metrics}"
     );
-    let (status, budgets) = get(port, "/provider/budgets", Some("sk-serve-test"));
-    assert!(status.contains("200"), "{status}");
+    let (status, _, budgets) =
+        exchange(port, "GET", "/provider/budgets", Some("sk-serve-test"), "");
+    assert_eq!(status, 200);
     assert!(
         budgets.contains("\"providers\"") && budgets.contains("openai"),
         "{budgets}"
     );
-    let (status, _) = get(port, "/provider/budgets", None);
-    assert!(status.contains("401"), "{status}");
+    let (status, _, _) = exchange(port, "GET", "/provider/budgets", None, "");
+    assert_eq!(status, 401);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -208,27 +142,7 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, port) = start_with(&config, &[]);
     assert_eq!(ask(port), "served by ferrolite");
     let hangup = |pid: u32| {
         assert!(
@@ -244,7 +158,7 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         "{}\nferrolite_settings:\n  api_keys:\n    - {{name: late, key: sk-added-later}}\n",
         CONFIG.replace("served by ferrolite", "reloaded")
     );
-    assert_eq!(post_with_key(port, "sk-added-later"), 401);
+    assert_eq!(chat_with(port, "sk-added-later", "gpt-4o").0, 401);
     std::fs::write(&config, with_key).unwrap();
     hangup(child.id());
     let reloaded = Instant::now();
@@ -256,7 +170,7 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        post_with_key(port, "sk-added-later"),
+        chat_with(port, "sk-added-later", "gpt-4o").0,
         200,
         "the reloaded key is honoured"
     );
@@ -288,28 +202,9 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A chat completion over a plain TCP connection: the status code.
-fn post_status(port: u16) -> u16 {
-    use std::io::Write;
-    let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Starts `ferrolite serve` on a free port; the child and its port.
-fn start(config: &std::path::Path) -> (std::process::Child, u16) {
+/// Starts `ferrolite serve` on a free port with `extra` arguments and waits until it listens;
+/// the child and its port.
+fn start_with(config: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
         .args([
@@ -319,6 +214,7 @@ fn start(config: &std::path::Path) -> (std::process::Child, u16) {
             "--port",
             &port.to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -332,6 +228,43 @@ fn start(config: &std::path::Path) -> (std::process::Child, u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (child, port)
+}
+
+/// One HTTP/1.1 exchange over a plain TCP connection: the status, the head (lower case) and
+/// the body.
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// A chat completion of `model` with `key`: the status and the head.
+fn chat_with(port: u16, key: &str, model: &str) -> (u16, String) {
+    let body =
+        format!(r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}]}}"#);
+    let (status, head, _) = exchange(port, "POST", "/v1/chat/completions", Some(key), &body);
+    (status, head)
 }
 
 #[test]
@@ -363,8 +296,8 @@ ferrolite_settings:
         ),
     )
     .unwrap();
-    let (mut a, port_a) = start(&config);
-    let (mut b, port_b) = start(&config);
+    let (mut a, port_a) = start_with(&config, &[]);
+    let (mut b, port_b) = start_with(&config, &[]);
     let minute = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -375,7 +308,14 @@ ferrolite_settings:
     let first_minute = minute();
     let mut statuses = Vec::new();
     for i in 0..90 {
-        statuses.push(post_status(if i % 2 == 0 { port_a } else { port_b }));
+        statuses.push(
+            chat_with(
+                if i % 2 == 0 { port_a } else { port_b },
+                "sk-serve-test",
+                "gpt-4o",
+            )
+            .0,
+        );
     }
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
@@ -424,45 +364,24 @@ general_settings:
             .unwrap();
     };
     // A call in flight at SIGTERM completes; then the process exits 0.
-    let (mut child, port) = start(&config);
-    let call = std::thread::spawn(move || post_status(port));
+    let (mut child, port) = start_with(&config, &[]);
+    let call = std::thread::spawn(move || chat_with(port, "sk-serve-test", "gpt-4o").0);
     std::thread::sleep(Duration::from_millis(200));
     stop(&child);
     assert_eq!(call.join().unwrap(), 200, "the call in flight finished");
     assert!(child.wait().unwrap().success());
 
     // A call that would outlast the drain: the process stops after --drain anyway.
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--drain",
-            "0.5",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, port) = start_with(&config, &["--drain", "0.5"]);
     let _glacial = std::thread::spawn(move || {
-        use std::io::Write;
         let body = r#"{"model": "glacial", "messages": []}"#;
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let _ = write!(
-            stream,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let mut sink = String::new();
-        let _ = stream.read_to_string(&mut sink);
+        exchange(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            Some("sk-serve-test"),
+            body,
+        )
     });
     std::thread::sleep(Duration::from_millis(200));
     let stopping = Instant::now();
@@ -493,7 +412,7 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let (mut child, port) = start(&config);
+    let (mut child, port) = start_with(&config, &[]);
     assert_eq!(ask(port), "served by ferrolite");
     std::thread::sleep(Duration::from_millis(1100)); // a new modification time
     std::fs::write(
@@ -515,33 +434,6 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A chat completion over a plain TCP connection: the status and the raw response head.
-fn post_raw(port: u16, model: &str) -> (u16, String) {
-    use std::io::Write;
-    let body =
-        format!(r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}]}}"#);
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let head = response
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    (status, head)
 }
 
 #[test]
@@ -576,13 +468,13 @@ ferrolite_settings:
         ),
     )
     .unwrap();
-    let (mut a, port_a) = start(&config);
-    let (mut b, port_b) = start(&config);
+    let (mut a, port_a) = start_with(&config, &[]);
+    let (mut b, port_b) = start_with(&config, &[]);
     // Through gateway a, until one call has met the rate-limited deployment (a 429 with a
     // sibling cools it down at once; the retry answers from the other).
     let mut met = false;
     for _ in 0..30 {
-        let (status, head) = post_raw(port_a, "g");
+        let (status, head) = chat_with(port_a, "sk-serve-test", "g");
         assert_eq!(status, 200, "{head}");
         if head.contains("x-litellm-attempted-retries: 1") {
             met = true;
@@ -592,7 +484,7 @@ ferrolite_settings:
     assert!(met, "gateway a never picked the rate-limited deployment");
     std::thread::sleep(Duration::from_millis(150));
     for _ in 0..20 {
-        let (status, head) = post_raw(port_b, "g");
+        let (status, head) = chat_with(port_b, "sk-serve-test", "g");
         assert_eq!(status, 200, "{head}");
         assert!(head.contains("x-litellm-model-id: fine"), "{head}");
         assert!(
@@ -608,24 +500,4 @@ ferrolite_settings:
         assert!(child.wait().unwrap().success());
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A chat completion with `key` over a plain TCP connection: the status code.
-fn post_with_key(port: u16, key: &str) -> u16 {
-    use std::io::Write;
-    let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }

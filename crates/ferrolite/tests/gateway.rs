@@ -31,13 +31,21 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// A gateway on a free port over a mocked router; its base URL and the router.
+/// A gateway on a free port over a mocked router, behind the master key; its base URL.
 async fn gateway(router: Router) -> String {
-    let settings = GatewaySettings {
-        master_key: Some(Secret::new(KEY)),
-        max_body_bytes: 64 * 1024,
-        ..GatewaySettings::default()
-    };
+    gateway_with(
+        router,
+        GatewaySettings {
+            master_key: Some(Secret::new(KEY)),
+            max_body_bytes: 64 * 1024,
+            ..GatewaySettings::default()
+        },
+    )
+    .await
+}
+
+/// A gateway on a free port over `router` with `settings`; its base URL.
+async fn gateway_with(router: Router, settings: GatewaySettings) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
@@ -146,6 +154,17 @@ async fn an_openai_client_gets_chat_completions_streams_completions_and_embeddin
     assert_eq!(ids, ["embedder", "gpt-4o"]);
 }
 
+/// The API error a chat completion of `model` with `key` gets.
+async fn chat_error(base: &str, key: &str, model: &str) -> async_openai::error::ApiError {
+    api_error(
+        client(base, key)
+            .chat()
+            .create(chat(model, false))
+            .await
+            .unwrap_err(),
+    )
+}
+
 fn api_error(e: OpenAIError) -> async_openai::error::ApiError {
     match e {
         OpenAIError::ApiError(e) => e,
@@ -157,31 +176,13 @@ fn api_error(e: OpenAIError) -> async_openai::error::ApiError {
 async fn errors_come_in_openais_shape_with_the_right_status() {
     let base = gateway(mocked(MockSpec::default()).await).await;
     // No key, a wrong key.
-    let e = api_error(
-        client(&base, "")
-            .chat()
-            .create(chat("gpt-4o", false))
-            .await
-            .unwrap_err(),
-    );
+    let e = chat_error(&base, "", "gpt-4o").await;
     assert!(e.message.contains("no API key"), "{e:?}");
-    let e = api_error(
-        client(&base, "sk-wrong")
-            .chat()
-            .create(chat("gpt-4o", false))
-            .await
-            .unwrap_err(),
-    );
+    let e = chat_error(&base, "sk-wrong", "gpt-4o").await;
     assert!(e.message.contains("invalid API key"), "{e:?}");
     assert_eq!(e.r#type.as_deref(), Some("auth_error"));
     // An unknown group: 400 listing the groups.
-    let e = api_error(
-        client(&base, KEY)
-            .chat()
-            .create(chat("gpt-5", false))
-            .await
-            .unwrap_err(),
-    );
+    let e = chat_error(&base, KEY, "gpt-5").await;
     assert!(
         e.message.contains("gpt-5") && e.message.contains("embedder, gpt-4o"),
         "{e:?}"
@@ -510,14 +511,7 @@ async fn keyed_gateway() -> String {
         ..GatewaySettings::default()
     };
     let router = ferrolite::build_from_config(config, None).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(
-        listener,
-        app(router, settings),
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    gateway_with(router, settings).await
 }
 
 async fn status_with(base: &str, key: &str, model: &str) -> (u16, serde_json::Value) {
