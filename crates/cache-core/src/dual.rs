@@ -630,6 +630,52 @@ impl DualCache {
         }
     }
 
+    /// Stores `value` for `ttl` in Redis only, without a local copy (for values a caller keeps
+    /// in its own, differently bounded, local tier: response bodies). Whether Redis took it:
+    /// `false` without Redis or while it is down. A Redis error other than unavailability is
+    /// returned.
+    pub async fn set_shared(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        if ttl.is_zero() {
+            return Err(CacheError::InvalidArgument {
+                field: "ttl",
+                value: format!("{ttl:?} (key `{key}`)"),
+                reason: "a value needs a TTL of at least 1 ms",
+            });
+        }
+        let Some(redis) = &self.inner.redis else {
+            return Ok(false);
+        };
+        if redis.health.is_down() {
+            return Ok(false);
+        }
+        match redis.set(key, value, ttl).await {
+            Ok(()) => Ok(true),
+            Err(CacheError::Unavailable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The value of `key` in Redis only, without keeping a local copy; `None` without Redis,
+    /// while it is down, or when it has none.
+    pub async fn get_shared(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok(None);
+        };
+        if redis.health.is_down() {
+            return Ok(None);
+        }
+        match redis.get(key).await {
+            Ok(value) => Ok(value),
+            Err(CacheError::Unavailable { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The values of several keys, in order: local hits (and cached misses), then one `MGET`
     /// for the rest, whose answers are kept locally like [`get`](Self::get)'s.
     pub async fn batch_get(&self, keys: &[&str]) -> Result<Vec<Option<Arc<str>>>, CacheError> {

@@ -237,4 +237,9 @@ pub struct RouterResponse {
     pub response_cost: Option<f64>,
     /// The router's own time: the call's duration minus time spent in backends and backoffs.
     pub overhead: Duration,
+    /// Whether the response cache answered (no deployment was called for this request: its
+    /// answer was stored, or an identical request in flight shared its call).
+    pub cache_hit: bool,
+    /// `x-litellm-cache-key`: the response cache's key for this request, when the cache is on.
+    pub cache_key: Option<String>,
 }

@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 use crate::backend::{Backend, BackendChunk, BackendError, BackendRequest, BackendStream};
 use crate::cooldown;
 use crate::queue::WaitQueue;
+use crate::response_cache::{Controls, Entry, ResponseCache, assemble};
 use crate::retry::{self, GroupState};
 use crate::retry_budget::RetryBudget;
 use crate::snapshot::{LocalSlot, Snapshot};
@@ -58,6 +59,8 @@ struct Inner {
     rng: Rng,
     retry_budget: Option<RetryBudget>,
     queue: Option<WaitQueue>,
+    /// The response cache (`cache_responses`), when on.
+    responses: Option<ResponseCache>,
     observers: parking_lot::RwLock<Vec<Arc<dyn Observer>>>,
 }
 
@@ -182,6 +185,10 @@ impl Router {
             .map_or_else(Rng::from_entropy, |s| Rng::seeded(s ^ 0x6a09_e667));
         let settings_budget = settings.retry_budget.map(RetryBudget::new);
         let queue = settings.wait_queue;
+        let responses = settings
+            .response_cache
+            .clone()
+            .map(|r| ResponseCache::new(r, cache.clone()));
         Ok(Router {
             inner: Arc::new(Inner {
                 settings,
@@ -192,6 +199,7 @@ impl Router {
                 rng,
                 retry_budget: settings_budget,
                 queue: queue.map(WaitQueue::new),
+                responses,
                 observers: parking_lot::RwLock::new(Vec::new()),
             }),
         })
@@ -363,6 +371,32 @@ impl Router {
 
     // ---- the call path ------------------------------------------------------------------
 
+    /// The response cache's memory tier: entries and their weight in bytes; `None` when the
+    /// response cache is off.
+    pub async fn response_cache_usage(&self) -> Option<(u64, u64)> {
+        match &self.inner.responses {
+            Some(responses) => Some(responses.memory_usage().await),
+            None => None,
+        }
+    }
+
+    /// The response cache key of `request` (group or its alias target, namespace, canonical
+    /// body).
+    fn response_key(
+        &self,
+        responses: &ResponseCache,
+        request: &Request,
+        controls: &Controls,
+    ) -> String {
+        let model = self
+            .inner
+            .settings
+            .model_group_alias
+            .get(&request.model)
+            .unwrap_or(&request.model);
+        responses.key(model, &request.body, controls.namespace.as_deref())
+    }
+
     /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
     /// down and falls back as the settings say. A streamed call goes through [`Router::stream`].
     pub async fn call(&self, request: Request) -> Result<RouterResponse, RouterError> {
@@ -374,9 +408,26 @@ impl Router {
         if request.stream {
             return Err(streamed());
         }
-        let (success, summary) = self.route(&request).await?;
+        let Some(responses) = &self.inner.responses else {
+            return self.call_routed(&request).await;
+        };
+        request.validate()?;
+        let controls = Controls::of(&request.body)?;
+        let key = self.response_key(responses, &request, &controls);
+        let deadline = request.deadline.or(self.inner.settings.request_deadline);
+        // Boxed: the cached path's future stays out of the uncached call's.
+        Box::pin(responses.serve(&key, &controls, deadline, || self.call_routed(&request))).await
+    }
+
+    /// [`Router::call`] past the response cache.
+    async fn call_routed(&self, request: &Request) -> Result<RouterResponse, RouterError> {
+        let (success, summary) = self.route(request).await?;
         let Answer::Complete { body, usage, cost } = success.answer else {
-            return Err(streamed());
+            return Err(RouterError::InvalidRequest {
+                field: "stream",
+                value: "true".into(),
+                reason: "a streamed call goes through Router::stream",
+            });
         };
         Ok(RouterResponse {
             body,
@@ -387,6 +438,8 @@ impl Router {
             attempted_fallbacks: summary.fallbacks,
             response_cost: cost,
             overhead: summary.overhead,
+            cache_hit: false,
+            cache_key: None,
         })
     }
 
@@ -399,7 +452,36 @@ impl Router {
     /// back everything the call holds (in-flight count, concurrency slot, budget reservation).
     pub async fn stream(&self, mut request: Request) -> Result<RouterStream, RouterError> {
         request.stream = true;
-        let (success, summary) = self.route(&request).await?;
+        let cached = match &self.inner.responses {
+            Some(responses) => {
+                let started = Instant::now();
+                request.validate()?;
+                let controls = Controls::of(&request.body)?;
+                let key = self.response_key(responses, &request, &controls);
+                if !controls.no_cache {
+                    if let Some(entry) = responses.lookup(&key, &controls).await {
+                        metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+                        return Ok(RouterStream::replay(&entry, key, started));
+                    }
+                }
+                metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
+                Some((key, controls))
+            }
+            None => None,
+        };
+        let mut stream = self.stream_routed(&request).await?;
+        if let Some((key, controls)) = cached {
+            stream.cache_key = Some(key.clone());
+            if !controls.no_store {
+                stream.record(self.clone(), key, controls);
+            }
+        }
+        Ok(stream)
+    }
+
+    /// [`Router::stream`] past the response cache.
+    async fn stream_routed(&self, request: &Request) -> Result<RouterStream, RouterError> {
+        let (success, summary) = self.route(request).await?;
         let Answer::Stream { first, tail } = success.answer else {
             return Err(RouterError::InvalidRequest {
                 field: "stream",
@@ -1874,6 +1956,10 @@ pub struct RouterStream {
     pub overhead: Duration,
     /// Time to the first chunk of the attempt that answered.
     pub time_to_first_token: Duration,
+    /// Whether the response cache answered (the stream replays a stored answer).
+    pub cache_hit: bool,
+    /// `x-litellm-cache-key`: the response cache's key for this request, when the cache is on.
+    pub cache_key: Option<String>,
     end: Arc<Mutex<Option<StreamEnd>>>,
     chunks: std::pin::Pin<
         Box<dyn futures_core::Stream<Item = Result<BackendChunk, RouterError>> + Send>,
@@ -1916,9 +2002,71 @@ impl RouterStream {
             attempted_fallbacks,
             overhead,
             time_to_first_token,
+            cache_hit: false,
+            cache_key: None,
             end,
             chunks: Box::pin(chunks),
         }
+    }
+
+    /// A stream that replays a cached answer: no deployment is called, it costs nothing.
+    fn replay(entry: &Entry, key: String, started: Instant) -> Self {
+        let chunks = entry.replay();
+        RouterStream {
+            deployment_id: DeploymentId::new(entry.deployment.as_str()),
+            model_group: entry.model_group.clone(),
+            attempted_retries: 0,
+            attempted_fallbacks: 0,
+            overhead: started.elapsed(),
+            time_to_first_token: started.elapsed(),
+            cache_hit: true,
+            cache_key: Some(key),
+            end: Arc::new(Mutex::new(Some(StreamEnd {
+                usage: entry.usage(),
+                cost: Some(0.0),
+            }))),
+            chunks: Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))),
+        }
+    }
+
+    /// Stores the stream's answer in the response cache once it has ended without an error
+    /// (a stream that breaks or is dropped before its end stores nothing).
+    fn record(&mut self, router: Router, key: String, controls: Controls) {
+        let chunks = std::mem::replace(&mut self.chunks, Box::pin(futures_util::stream::empty()));
+        let end = Arc::clone(&self.end);
+        let deployment_id = self.deployment_id.clone();
+        let model_group = self.model_group.clone();
+        let recorder = Recorder {
+            router,
+            key,
+            controls,
+            end,
+            deployment_id,
+            model_group,
+        };
+        let recorded = futures_util::stream::unfold(
+            (chunks, Vec::new(), Some(recorder)),
+            |(mut chunks, mut seen, recorder)| async move {
+                use futures_util::StreamExt;
+                match chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        if recorder.is_some() {
+                            seen.push(chunk.body.clone());
+                        }
+                        Some((Ok(chunk), (chunks, seen, recorder)))
+                    }
+                    // A broken stream is never stored.
+                    Some(Err(error)) => Some((Err(error), (chunks, Vec::new(), None))),
+                    None => {
+                        if let Some(recorder) = recorder {
+                            recorder.store(seen).await;
+                        }
+                        None
+                    }
+                }
+            },
+        );
+        self.chunks = Box::pin(recorded);
     }
 
     /// The call's token usage, once the stream has ended cleanly (when the provider reported it).
@@ -1929,6 +2077,43 @@ impl RouterStream {
     /// `x-litellm-response-cost`, once the stream has ended cleanly.
     pub fn response_cost(&self) -> Option<f64> {
         self.end.lock().and_then(|end| end.cost)
+    }
+}
+
+/// What a recorded stream needs to store its answer when it ends.
+struct Recorder {
+    router: Router,
+    key: String,
+    controls: Controls,
+    end: Arc<Mutex<Option<StreamEnd>>>,
+    deployment_id: DeploymentId,
+    model_group: String,
+}
+
+impl Recorder {
+    async fn store(self, chunks: Vec<serde_json::Value>) {
+        let Some(responses) = &self.router.inner.responses else {
+            return;
+        };
+        let end = *self.end.lock();
+        let Some(end) = end else {
+            return;
+        };
+        let answer = RouterResponse {
+            body: assemble(&chunks),
+            usage: end.usage,
+            deployment_id: self.deployment_id,
+            model_group: self.model_group,
+            attempted_retries: 0,
+            attempted_fallbacks: 0,
+            response_cost: end.cost,
+            overhead: Duration::ZERO,
+            cache_hit: false,
+            cache_key: None,
+        };
+        responses
+            .keep(&self.key, &self.controls, &answer, Some(chunks))
+            .await;
     }
 }
 

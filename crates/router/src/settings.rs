@@ -10,7 +10,7 @@ use ferrolite_strategies::{AdmissionMode, StrategyConfig, StrategyName};
 use ferrolite_types::{AllowedFailsPolicy, ErrorClass};
 
 use crate::RouterError;
-use crate::WaitQueueSettings;
+use crate::{ResponseCacheSettings, WaitQueueSettings};
 
 /// Retries per error class (LiteLLM's `RetryPolicy`); `None` leaves a class to the next rule.
 /// A policy that gives a count for the error replaces the should-retry table (reference §2.7).
@@ -149,6 +149,10 @@ pub struct RouterSettings {
     /// `default_priority`: the priority of a request that gives none (reference §2.16); `None`
     /// queues such requests after every prioritised one.
     pub default_priority: Option<u8>,
+    /// `cache_responses`: answer identical requests from a response cache (memory, and Redis
+    /// when the router's cache has it) without calling a deployment; `None`, the default, as
+    /// LiteLLM: no response cache.
+    pub response_cache: Option<ResponseCacheSettings>,
 }
 
 /// A retry budget, after tower's `retry::budget`: over the last `window`, retries may number at
@@ -212,6 +216,7 @@ impl Default for RouterSettings {
             deployment_affinity_ttl: Duration::from_secs(3600),
             default_priority: None,
             lease_ttl: Duration::from_secs(30),
+            response_cache: None,
         }
     }
 }
@@ -231,6 +236,9 @@ impl RouterSettings {
         groups: &HashSet<String>,
         ids: &HashSet<String>,
     ) -> Result<(), RouterError> {
+        if let Some(cache) = &self.response_cache {
+            cache.validate(groups)?;
+        }
         if self.timeout.is_zero() {
             return Err(RouterError::InvalidSettings {
                 field: "timeout".into(),

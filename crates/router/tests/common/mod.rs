@@ -34,6 +34,8 @@ pub enum Step {
     Hang,
     /// Answers like `Ok` after this long.
     Delay(Duration),
+    /// Fails after this long.
+    FailAfter(Duration, ErrorClass),
     /// Answers a stream with these pieces (a plain call gets the pieces' last usage).
     Stream(Vec<Piece>),
 }
@@ -196,6 +198,10 @@ impl Backend for Script {
                 ],
                 Step::Body(_) => vec![Piece::Chunk],
                 Step::Fail(class) => return Err(BackendError::new(class, "scripted failure")),
+                Step::FailAfter(wait, class) => {
+                    tokio::time::sleep(wait).await;
+                    return Err(BackendError::new(class, "scripted failure"));
+                }
                 Step::Hang => {
                     std::future::pending::<()>().await;
                     return Err(BackendError::new(ErrorClass::Connection, "unreachable"));
@@ -250,6 +256,10 @@ impl Backend for Script {
                     tokio::time::sleep(wait).await;
                     Step::Ok
                 }
+                Step::FailAfter(wait, class) => {
+                    tokio::time::sleep(wait).await;
+                    Step::Fail(class)
+                }
                 step => step,
             };
             match step {
@@ -263,7 +273,9 @@ impl Backend for Script {
                     usage: Some(Usage::new(10, 5)),
                     time_to_first_token: None,
                 }),
-                Step::Fail(class) => Err(BackendError::new(class, "scripted failure")),
+                Step::Fail(class) | Step::FailAfter(_, class) => {
+                    Err(BackendError::new(class, "scripted failure"))
+                }
                 Step::Hang => {
                     std::future::pending::<()>().await;
                     Err(BackendError::new(ErrorClass::Connection, "unreachable"))

@@ -1,0 +1,919 @@
+//! The response cache (LiteLLM's `cache_responses`): an identical request is answered from the
+//! cache without resolution, admission or a backend call — it counts no rpm/tpm and costs
+//! nothing — in memory (moka, bounded in bytes) and in Redis (shared by every instance). A
+//! burst of identical requests that miss shares one backend call (single flight).
+//!
+//! The key is a SHA-256 of the model group (or its caching group), the namespace and the body
+//! with the fields that do not change the answer left out ([`IGNORED`]), canonicalised (keys
+//! sorted, no whitespace), so key order and formatting do not matter.
+//!
+//! A request's `cache` object controls it, as LiteLLM's: `no-cache` (do not read), `no-store`
+//! (do not write), `ttl` (seconds to keep this answer), `s-maxage` (accept only entries younger
+//! than this many seconds), `namespace` (a separate key space).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolite_cache::DualCache;
+use ferrolite_types::{DeploymentId, Usage};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::{BackendChunk, RouterError, RouterResponse};
+
+/// Body fields that do not change the answer: left out of the key.
+pub const IGNORED: [&str; 11] = [
+    "user",
+    "metadata",
+    "stream",
+    "stream_options",
+    "cache",
+    "priority",
+    "fallbacks",
+    "num_retries",
+    "disable_fallbacks",
+    "mock_response",
+    "timeout",
+];
+
+/// How responses are cached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseCacheSettings {
+    /// How long an answer is kept unless the request says (LiteLLM's default: one hour).
+    pub ttl: Duration,
+    /// The memory tier's bound in bytes (answers are evicted past it).
+    pub memory_bytes: u64,
+    /// Whether answers are also kept in Redis (when the router's cache has Redis).
+    pub redis: bool,
+    /// `caching_groups`: groups that share entries, e.g. `[["gpt-4o", "gpt-4o-azure"]]`.
+    pub caching_groups: Vec<Vec<String>>,
+}
+
+impl ResponseCacheSettings {
+    /// A TTL and a memory bound above zero; a group in at most one caching group.
+    pub(crate) fn validate(&self, _groups: &HashSet<String>) -> Result<(), RouterError> {
+        let invalid = |field: &str, value: String, reason| RouterError::InvalidSettings {
+            field: format!("response_cache.{field}"),
+            value,
+            reason,
+        };
+        if self.ttl.is_zero() {
+            return Err(invalid(
+                "ttl",
+                format!("{:?}", self.ttl),
+                "must be greater than zero",
+            ));
+        }
+        if self.memory_bytes == 0 {
+            return Err(invalid(
+                "memory_bytes",
+                "0".into(),
+                "must be greater than zero",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, group) in self.caching_groups.iter().enumerate() {
+            if group.is_empty() {
+                return Err(invalid(
+                    &format!("caching_groups[{i}]"),
+                    "[]".into(),
+                    "a caching group names at least one model group",
+                ));
+            }
+            for model in group {
+                if !seen.insert(model.as_str()) {
+                    return Err(invalid(
+                        &format!("caching_groups[{i}]"),
+                        model.clone(),
+                        "a model group belongs to at most one caching group",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for ResponseCacheSettings {
+    fn default() -> Self {
+        ResponseCacheSettings {
+            ttl: Duration::from_secs(3600),
+            memory_bytes: 64 << 20,
+            redis: true,
+            caching_groups: Vec::new(),
+        }
+    }
+}
+
+/// A cached answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    /// Format version.
+    pub(crate) v: u32,
+    pub(crate) stored_ms: u64,
+    pub(crate) expires_ms: u64,
+    /// The whole answer (for a streamed one: its chunks assembled).
+    pub(crate) body: serde_json::Value,
+    /// A streamed answer's chunks as the deployment sent them (replayed as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) chunks: Option<Vec<serde_json::Value>>,
+    pub(crate) usage: Option<(u64, u64, u64)>,
+    pub(crate) deployment: String,
+    pub(crate) model_group: String,
+}
+
+/// The format version of entries (an entry of another version is a miss).
+const VERSION: u32 = 1;
+
+impl Entry {
+    /// The entry for `answer`, kept for `ttl` from `now_ms`.
+    pub(crate) fn of(
+        answer: &RouterResponse,
+        chunks: Option<Vec<serde_json::Value>>,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Self {
+        Entry {
+            v: VERSION,
+            stored_ms: now_ms,
+            expires_ms: now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            body: answer.body.clone(),
+            chunks,
+            usage: answer
+                .usage
+                .map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens)),
+            deployment: answer.deployment_id.as_str().to_string(),
+            model_group: answer.model_group.clone(),
+        }
+    }
+
+    /// The answer this entry gives a request now: no retries, no cost, the cache's key.
+    pub(crate) fn answer(&self, key: &str, started: Instant) -> RouterResponse {
+        RouterResponse {
+            body: self.body.clone(),
+            usage: self.usage(),
+            deployment_id: DeploymentId::new(self.deployment.as_str()),
+            model_group: self.model_group.clone(),
+            attempted_retries: 0,
+            attempted_fallbacks: 0,
+            response_cost: Some(0.0),
+            overhead: started.elapsed(),
+            cache_hit: true,
+            cache_key: Some(key.to_string()),
+        }
+    }
+
+    /// The chunks a streamed request that hits this entry receives: the stored chunks, or one
+    /// chunk made from a whole answer.
+    pub(crate) fn replay(&self) -> Vec<BackendChunk> {
+        let usage = self.usage();
+        match &self.chunks {
+            Some(chunks) => {
+                let last = chunks.len().saturating_sub(1);
+                chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, body)| BackendChunk {
+                        body: body.clone(),
+                        usage: if i == last { usage } else { None },
+                    })
+                    .collect()
+            }
+            None => vec![BackendChunk {
+                body: chunk_of(&self.body),
+                usage,
+            }],
+        }
+    }
+
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.usage.map(|(p, c, t)| {
+            let mut usage = Usage::new(p, c);
+            usage.total_tokens = t;
+            usage
+        })
+    }
+}
+
+/// A request's `cache` controls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Controls {
+    pub(crate) no_cache: bool,
+    pub(crate) no_store: bool,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) s_maxage: Option<Duration>,
+    pub(crate) namespace: Option<String>,
+}
+
+impl Controls {
+    /// The controls of a body's `cache` object; a malformed one is a typed error.
+    pub(crate) fn of(body: &serde_json::Value) -> Result<Self, RouterError> {
+        let Some(cache) = body.get("cache") else {
+            return Ok(Controls::default());
+        };
+        let invalid = |reason| RouterError::InvalidRequest {
+            field: "cache",
+            value: cache.to_string(),
+            reason,
+        };
+        let object = cache.as_object().ok_or_else(|| {
+            invalid("an object with no-cache, no-store, ttl, s-maxage, namespace")
+        })?;
+        let flag = |name: &str| object.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
+        let seconds = |name: &str| -> Result<Option<Duration>, RouterError> {
+            match object.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => match v.as_f64() {
+                    Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+                    _ => Err(invalid(
+                        "ttl and s-maxage are non-negative numbers of seconds",
+                    )),
+                },
+            }
+        };
+        Ok(Controls {
+            no_cache: flag("no-cache"),
+            no_store: flag("no-store"),
+            ttl: seconds("ttl")?,
+            s_maxage: seconds("s-maxage")?,
+            namespace: object
+                .get("namespace")
+                .and_then(|n| n.as_str())
+                .map(str::to_string),
+        })
+    }
+}
+
+/// What a flight's leader publishes to the requests that waited for it.
+type Landed = Option<Result<RouterResponse, RouterError>>;
+
+/// The response cache of one router.
+pub(crate) struct ResponseCache {
+    settings: ResponseCacheSettings,
+    memory: moka::future::Cache<String, Arc<Entry>>,
+    shared: DualCache,
+    /// One miss in flight per key: later identical requests wait for its answer.
+    flights: Mutex<HashMap<String, watch::Receiver<Landed>>>,
+}
+
+/// A memory entry lives as long as the entry says (freshness is checked on the cache's clock
+/// at every read as well, so paused-time tests and `s-maxage` are exact).
+struct EntryExpiry;
+
+impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(
+            value.expires_ms.saturating_sub(value.stored_ms),
+        ))
+    }
+}
+
+/// The leader of a flight: removes the flight when it lands or is dropped (a cancelled leader's
+/// waiters then see the channel close and try again).
+struct Lead<'c> {
+    cache: &'c ResponseCache,
+    key: &'c str,
+    sender: watch::Sender<Landed>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.lock();
+        if flights
+            .get(self.key)
+            .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()))
+        {
+            flights.remove(self.key);
+        }
+    }
+}
+
+/// Where a request stands in its key's flight.
+enum Turn<'c> {
+    Lead(Lead<'c>),
+    Wait(watch::Receiver<Landed>),
+}
+
+impl ResponseCache {
+    pub(crate) fn new(settings: ResponseCacheSettings, shared: DualCache) -> Self {
+        let memory = moka::future::Cache::builder()
+            .max_capacity(settings.memory_bytes)
+            .weigher(|key: &String, entry: &Arc<Entry>| {
+                u32::try_from(key.len() + entry.weight()).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryExpiry)
+            .build();
+        ResponseCache {
+            settings,
+            memory,
+            shared,
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The group whose entries `model` shares: the first of its caching group, else itself.
+    fn key_group<'a>(&'a self, model: &'a str) -> &'a str {
+        self.settings
+            .caching_groups
+            .iter()
+            .find(|group| group.iter().any(|m| m == model))
+            .and_then(|group| group.first())
+            .map_or(model, String::as_str)
+    }
+
+    /// The key of a request: `response:` and the SHA-256 of its (caching) group, namespace and
+    /// canonical body without the fields in [`IGNORED`] (and `model`).
+    pub(crate) fn key(
+        &self,
+        model: &str,
+        body: &serde_json::Value,
+        namespace: Option<&str>,
+    ) -> String {
+        use sha2::Digest;
+        let mut hasher = Hashed(sha2::Sha256::new());
+        hasher.0.update(self.key_group(model).as_bytes());
+        hasher.0.update([0]);
+        if let Some(namespace) = namespace {
+            hasher.0.update(namespace.as_bytes());
+        }
+        hasher.0.update([0]);
+        match body.as_object() {
+            Some(object) => {
+                let mut fields: Vec<(&String, &serde_json::Value)> = object
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "model" && !IGNORED.contains(&k.as_str()))
+                    .collect();
+                fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                canonical_fields(&fields, &mut hasher);
+            }
+            None => canonical(body, &mut hasher),
+        }
+        let digest = hasher.0.finalize();
+        let mut key = String::with_capacity(9 + 64);
+        key.push_str("response:");
+        for byte in digest {
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 15)]));
+        }
+        key
+    }
+
+    /// A fresh entry for `key` (younger than `s-maxage` when given): memory, then Redis. A
+    /// Redis entry that does not decode is a miss (logged), never an answer.
+    pub(crate) async fn lookup(&self, key: &str, controls: &Controls) -> Option<Arc<Entry>> {
+        let now_ms = self.shared.clock().now_ms();
+        let fresh = |entry: &Entry| {
+            entry.expires_ms > now_ms
+                && controls.s_maxage.is_none_or(|max| {
+                    now_ms.saturating_sub(entry.stored_ms)
+                        <= u64::try_from(max.as_millis()).unwrap_or(u64::MAX)
+                })
+        };
+        if let Some(entry) = self.memory.get(key).await {
+            if fresh(&entry) {
+                return Some(entry);
+            }
+        }
+        if !self.settings.redis {
+            return None;
+        }
+        let text = match self.shared.get_shared(key).await {
+            Ok(Some(text)) => text,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::debug!(%error, "response cache: Redis read failed; a miss");
+                return None;
+            }
+        };
+        let entry = match serde_json::from_str::<Entry>(&text) {
+            Ok(entry) if entry.v == VERSION => entry,
+            Ok(_) | Err(_) => {
+                metrics::counter!("ferrolite_response_cache_corrupt_total").increment(1);
+                tracing::warn!(
+                    key,
+                    "response cache: an entry in Redis does not decode; a miss"
+                );
+                return None;
+            }
+        };
+        if !fresh(&entry) {
+            return None;
+        }
+        let entry = Arc::new(entry);
+        self.memory
+            .insert(key.to_string(), Arc::clone(&entry))
+            .await;
+        Some(entry)
+    }
+
+    /// Keeps `entry` under `key` in memory and (when configured) in Redis; a Redis failure is
+    /// logged and the memory tier still has it.
+    pub(crate) async fn store(&self, key: &str, entry: Entry) {
+        let ttl = Duration::from_millis(entry.expires_ms.saturating_sub(entry.stored_ms));
+        if ttl.is_zero() {
+            return;
+        }
+        if self.settings.redis {
+            match serde_json::to_string(&entry) {
+                Ok(text) => {
+                    if let Err(error) = self.shared.set_shared(key, &text, ttl).await {
+                        tracing::debug!(%error, "response cache: Redis write failed");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "response cache: an answer does not encode"),
+            }
+        }
+        self.memory.insert(key.to_string(), Arc::new(entry)).await;
+        metrics::gauge!("ferrolite_response_cache_bytes").set(self.memory.weighted_size() as f64);
+    }
+
+    /// The TTL of a new entry: the request's, else the settings'.
+    pub(crate) fn ttl(&self, controls: &Controls) -> Duration {
+        controls.ttl.unwrap_or(self.settings.ttl)
+    }
+
+    /// The cache's clock (the router's).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.shared.clock().now_ms()
+    }
+
+    /// Entries in memory and their weight in bytes (after pending maintenance).
+    pub(crate) async fn memory_usage(&self) -> (u64, u64) {
+        self.memory.run_pending_tasks().await;
+        (self.memory.entry_count(), self.memory.weighted_size())
+    }
+
+    /// Answers a whole (not streamed) call: from the cache when a fresh entry is there; else
+    /// the first of concurrent identical requests calls `miss` and stores its answer while
+    /// the others wait for it, each no longer than its `deadline`.
+    pub(crate) async fn serve<F, Fut>(
+        &self,
+        key: &str,
+        controls: &Controls,
+        deadline: Option<Duration>,
+        miss: F,
+    ) -> Result<RouterResponse, RouterError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<RouterResponse, RouterError>>,
+    {
+        let started = Instant::now();
+        if controls.no_cache {
+            metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
+            let answer = miss().await?;
+            self.keep(key, controls, &answer, None).await;
+            return Ok(with_key(answer, key));
+        }
+        loop {
+            if let Some(entry) = self.lookup(key, controls).await {
+                metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+                return Ok(entry.answer(key, started));
+            }
+            match self.turn(key) {
+                Turn::Lead(lead) => {
+                    // Another leader may have stored the answer since the lookup above.
+                    let answer = match self.lookup(key, controls).await {
+                        Some(entry) => {
+                            metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+                            Ok(entry.answer(key, started))
+                        }
+                        None => {
+                            metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
+                            match miss().await {
+                                Ok(answer) => {
+                                    self.keep(key, controls, &answer, None).await;
+                                    Ok(with_key(answer, key))
+                                }
+                                Err(error) => Err(error),
+                            }
+                        }
+                    };
+                    lead.sender.send_replace(Some(answer.clone()));
+                    return answer;
+                }
+                Turn::Wait(mut receiver) => {
+                    let landed = receiver.wait_for(Option::is_some);
+                    let landed = match deadline {
+                        Some(deadline) => match tokio::time::timeout(
+                            deadline.saturating_sub(started.elapsed()),
+                            landed,
+                        )
+                        .await
+                        {
+                            Ok(landed) => landed,
+                            Err(_) => {
+                                return Err(RouterError::DeadlineExceeded {
+                                    deadline,
+                                    attempts: 0,
+                                });
+                            }
+                        },
+                        None => landed.await,
+                    };
+                    match landed.as_deref() {
+                        Ok(Some(Ok(answer))) => {
+                            metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+                            let mut answer = answer.clone();
+                            answer.cache_hit = true;
+                            answer.response_cost = Some(0.0);
+                            answer.attempted_retries = 0;
+                            answer.attempted_fallbacks = 0;
+                            answer.overhead = started.elapsed();
+                            return Ok(answer);
+                        }
+                        Ok(Some(Err(error))) => return Err(error.clone()),
+                        // The leader was cancelled before it answered: try again.
+                        Ok(None) | Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leads `key`'s flight, or waits for the one in the air.
+    fn turn<'c>(&'c self, key: &'c str) -> Turn<'c> {
+        let mut flights = self.flights.lock();
+        if let Some(receiver) = flights.get(key) {
+            // A closed channel is a flight whose leader is gone: lead a new one.
+            if receiver.has_changed().is_ok() {
+                return Turn::Wait(receiver.clone());
+            }
+        }
+        let (sender, receiver) = watch::channel(None);
+        flights.insert(key.to_string(), receiver);
+        Turn::Lead(Lead {
+            cache: self,
+            key,
+            sender,
+        })
+    }
+
+    /// Stores a call's answer unless the request said `no-store`.
+    pub(crate) async fn keep(
+        &self,
+        key: &str,
+        controls: &Controls,
+        answer: &RouterResponse,
+        chunks: Option<Vec<serde_json::Value>>,
+    ) {
+        if controls.no_store {
+            return;
+        }
+        let entry = Entry::of(answer, chunks, self.now_ms(), self.ttl(controls));
+        self.store(key, entry).await;
+    }
+}
+
+/// An answer from a backend, with the key it is cached under.
+fn with_key(mut answer: RouterResponse, key: &str) -> RouterResponse {
+    answer.cache_key = Some(key.to_string());
+    answer
+}
+
+impl Entry {
+    /// Bytes the entry weighs in the memory tier (its bodies as JSON, plus bookkeeping).
+    fn weight(&self) -> usize {
+        let chunks: usize = self.chunks.iter().flatten().map(json_len).sum();
+        json_len(&self.body) + chunks + self.deployment.len() + self.model_group.len() + 96
+    }
+}
+
+fn json_len(value: &serde_json::Value) -> usize {
+    let mut counter = Counted(0);
+    canonical(value, &mut counter);
+    counter.0
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A hasher as a writer.
+struct Hashed(sha2::Sha256);
+
+impl Write for Hashed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer that only counts bytes.
+struct Counted(usize);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `value` as canonical JSON: object keys sorted, no whitespace, whatever order the
+/// request had them in (and whether or not serde_json keeps insertion order).
+fn canonical(value: &serde_json::Value, out: &mut impl Write) {
+    match value {
+        serde_json::Value::Object(object) => {
+            let mut fields: Vec<(&String, &serde_json::Value)> = object.iter().collect();
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            canonical_fields(&fields, out);
+        }
+        serde_json::Value::Array(items) => {
+            let _ = out.write_all(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    let _ = out.write_all(b",");
+                }
+                canonical(item, out);
+            }
+            let _ = out.write_all(b"]");
+        }
+        // Scalars have one serialisation; writing to a hasher or counter cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+fn canonical_fields(fields: &[(&String, &serde_json::Value)], out: &mut impl Write) {
+    let _ = out.write_all(b"{");
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            let _ = out.write_all(b",");
+        }
+        let _ = serde_json::to_writer(&mut *out, name);
+        let _ = out.write_all(b":");
+        canonical(value, out);
+    }
+    let _ = out.write_all(b"}");
+}
+
+// ---- streams and whole answers -----------------------------------------------------------
+
+/// One stream chunk carrying a whole answer: a chat completion becomes a
+/// `chat.completion.chunk` whose deltas hold each choice's message; a text completion is
+/// already in its streamed shape.
+pub(crate) fn chunk_of(body: &serde_json::Value) -> serde_json::Value {
+    let mut chunk = body.clone();
+    let Some(object) = chunk.as_object_mut() else {
+        return chunk;
+    };
+    if object.get("object").and_then(|o| o.as_str()) != Some("chat.completion") {
+        return chunk;
+    }
+    object.insert("object".into(), "chat.completion.chunk".into());
+    if let Some(choices) = object.get_mut("choices").and_then(|c| c.as_array_mut()) {
+        for choice in choices {
+            if let Some(choice) = choice.as_object_mut() {
+                let mut delta = choice.remove("message").unwrap_or(serde_json::Value::Null);
+                if let Some(calls) = delta.get_mut("tool_calls").and_then(|c| c.as_array_mut()) {
+                    for (i, call) in calls.iter_mut().enumerate() {
+                        if let Some(call) = call.as_object_mut() {
+                            call.entry("index").or_insert_with(|| i.into());
+                        }
+                    }
+                }
+                choice.insert("delta".into(), delta);
+            }
+        }
+    }
+    chunk
+}
+
+/// The whole answer a stream's chunks make: per choice, the content (or text) and tool-call
+/// arguments concatenated, the last finish reason; the first chunk's id, model and created;
+/// the last usage.
+pub(crate) fn assemble(chunks: &[serde_json::Value]) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let Some(first) = chunks.first() else {
+        return Value::Null;
+    };
+    let chat = first.get("object").and_then(Value::as_str) == Some("chat.completion.chunk");
+    let mut choices: Vec<(u64, Map<String, Value>)> = Vec::new();
+    let mut usage = Value::Null;
+    for chunk in chunks {
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            usage = u.clone();
+        }
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let at = match choices.iter().position(|(i, _)| *i == index) {
+                Some(at) => at,
+                None => {
+                    choices.push((index, Map::new()));
+                    choices.len() - 1
+                }
+            };
+            let whole = &mut choices[at].1;
+            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+                whole.insert("finish_reason".into(), reason.clone());
+            }
+            if !chat {
+                append_text(whole, "text", choice.get("text"));
+                continue;
+            }
+            let Some(delta) = choice.get("delta").and_then(Value::as_object) else {
+                continue;
+            };
+            let message = whole
+                .entry("message")
+                .or_insert_with(|| Value::Object(Map::new()));
+            let Some(message) = message.as_object_mut() else {
+                continue;
+            };
+            if let Some(role) = delta.get("role").filter(|r| !r.is_null()) {
+                message.insert("role".into(), role.clone());
+            }
+            append_text(message, "content", delta.get("content"));
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                merge_tool_call(message, call);
+            }
+        }
+    }
+    choices.sort_by_key(|(i, _)| *i);
+    let choices: Vec<Value> = choices
+        .into_iter()
+        .map(|(index, mut whole)| {
+            whole.insert("index".into(), index.into());
+            whole.entry("finish_reason").or_insert(Value::Null);
+            if chat {
+                if let Some(message) = whole.get_mut("message").and_then(Value::as_object_mut) {
+                    message.entry("role").or_insert_with(|| "assistant".into());
+                    message.entry("content").or_insert(Value::Null);
+                }
+            }
+            Value::Object(whole)
+        })
+        .collect();
+    let mut body = Map::new();
+    for field in ["id", "created", "model", "system_fingerprint"] {
+        if let Some(value) = first.get(field) {
+            body.insert(field.into(), value.clone());
+        }
+    }
+    let object = if chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    body.insert("object".into(), object.into());
+    body.insert("choices".into(), Value::Array(choices));
+    if !usage.is_null() {
+        body.insert("usage".into(), usage);
+    }
+    Value::Object(body)
+}
+
+fn append_text(
+    whole: &mut serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    part: Option<&serde_json::Value>,
+) {
+    let Some(part) = part.and_then(serde_json::Value::as_str) else {
+        return;
+    };
+    match whole.get_mut(field) {
+        Some(serde_json::Value::String(text)) => text.push_str(part),
+        _ => {
+            whole.insert(field.into(), part.into());
+        }
+    }
+}
+
+/// Merges a tool-call delta into the message's tool calls (by its `index`).
+fn merge_tool_call(
+    message: &mut serde_json::Map<String, serde_json::Value>,
+    delta: &serde_json::Value,
+) {
+    use serde_json::{Map, Value};
+    let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
+    let calls = message
+        .entry("tool_calls")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(calls) = calls.as_array_mut() else {
+        return;
+    };
+    let at = calls
+        .iter()
+        .position(|c| c.get("index").and_then(Value::as_u64) == Some(index));
+    let call = match at {
+        Some(at) => &mut calls[at],
+        None => {
+            let mut call = Map::new();
+            call.insert("index".into(), index.into());
+            calls.push(Value::Object(call));
+            let last = calls.len() - 1;
+            &mut calls[last]
+        }
+    };
+    let Some(call) = call.as_object_mut() else {
+        return;
+    };
+    for field in ["id", "type"] {
+        if let Some(value) = delta.get(field).filter(|v| !v.is_null()) {
+            call.insert(field.into(), value.clone());
+        }
+    }
+    if let Some(function) = delta.get("function").and_then(Value::as_object) {
+        let whole = call
+            .entry("function")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(whole) = whole.as_object_mut() {
+            append_text(whole, "name", function.get("name"));
+            append_text(whole, "arguments", function.get("arguments"));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_chat_stream_assembles_into_the_whole_answer_and_back() {
+        let chunks = [
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 5, "model": "m",
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 5, "model": "m",
+                   "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": null},
+                               {"index": 1, "delta": {"tool_calls": [{"index": 0, "id": "t", "type": "function",
+                                   "function": {"name": "get", "arguments": "{\"a\""}}]}}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 5, "model": "m",
+                   "choices": [{"index": 1, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]},
+                                "finish_reason": "tool_calls"},
+                               {"index": 0, "delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
+        ];
+        let whole = assemble(&chunks);
+        assert_eq!(
+            whole,
+            json!({"id": "c", "object": "chat.completion", "created": 5, "model": "m",
+                   "choices": [
+                       {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello"}},
+                       {"index": 1, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                           "tool_calls": [{"index": 0, "id": "t", "type": "function",
+                                           "function": {"name": "get", "arguments": "{\"a\":1}"}}]}}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+        );
+        let chunk = chunk_of(&whole);
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert_eq!(chunk["choices"][0]["delta"]["content"], "Hello");
+        assert_eq!(
+            assemble(&[chunk]),
+            whole,
+            "one chunk of a whole answer assembles back"
+        );
+    }
+
+    #[test]
+    fn a_text_completion_stream_concatenates_its_text() {
+        let chunks = [
+            json!({"id": "t", "object": "text_completion", "model": "m", "choices": [{"index": 0, "text": "a", "finish_reason": null}]}),
+            json!({"id": "t", "object": "text_completion", "model": "m", "choices": [{"index": 0, "text": "b", "finish_reason": "length"}]}),
+        ];
+        assert_eq!(
+            assemble(&chunks),
+            json!({"id": "t", "object": "text_completion", "model": "m",
+                   "choices": [{"index": 0, "text": "ab", "finish_reason": "length"}]})
+        );
+        assert_eq!(assemble(&[]), serde_json::Value::Null);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": [ {"y": 1, "x": "é\n"} ], "a": null}"#).unwrap();
+        let mut out = Vec::new();
+        canonical(&a, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":null,"b":[{"x":"é\n","y":1}]}"#
+        );
+        assert_eq!(json_len(&a), r#"{"a":null,"b":[{"x":"é\n","y":1}]}"#.len());
+    }
+}
