@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use ferrolite_budgets::{BudgetConfig, BudgetsConfig, WindowAlignment};
 use ferrolite_cache::{CacheConfig, FailureMode, RedisConfig, Window};
-use ferrolite_router::{RetryBudgetSettings, RetryPolicy, RouterSettings, WaitQueueSettings};
+use ferrolite_router::{
+    ResponseCacheSettings, RetryBudgetSettings, RetryPolicy, RouterSettings, WaitQueueSettings,
+};
 use ferrolite_strategies::{AdmissionMode, StrategyName};
 use ferrolite_types::{AllowedFailsPolicy, Deployment, Secret};
 use serde::{Deserialize, Deserializer};
@@ -496,9 +498,7 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
     (
         "router_settings",
         &[
-            "cache_responses",
             "cache_kwargs",
-            "caching_groups",
             "client_ttl",
             "redis_db",
             "set_verbose",
@@ -950,6 +950,8 @@ struct RawRouterSettings {
     enable_health_check_routing: Option<bool>,
     health_check_staleness_threshold: Option<Seconds>,
     health_check_ignore_transient_errors: Option<bool>,
+    cache_responses: Option<bool>,
+    caching_groups: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -993,6 +995,7 @@ struct RawFerroliteSettings {
     deployment_affinity: Option<bool>,
     wait_queue: Option<RawWaitQueue>,
     lease_ttl: Option<Seconds>,
+    response_cache: Option<RawResponseCache>,
     seed: Option<u64>,
     api_keys: Vec<RawApiKey>,
 }
@@ -1049,6 +1052,15 @@ struct RawRetryBudget {
     window: Option<Seconds>,
     min_per_second: Option<u32>,
     ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawResponseCache {
+    ttl: Option<Seconds>,
+    memory_bytes: Option<u64>,
+    redis: Option<bool>,
+    ignore_fields: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1508,6 +1520,7 @@ fn settings_of(
     fs: RawFerroliteSettings,
 ) -> Result<RouterSettings, ConfigError> {
     let mut s = RouterSettings::default();
+    let response_cache = response_cache_of(&rs, &fs)?;
     if let Some(strategy) = rs.routing_strategy {
         s.routing_strategy = strategy.0;
     }
@@ -1729,5 +1742,55 @@ fn settings_of(
         }
         s.lease_ttl = ttl.duration();
     }
+    s.response_cache = response_cache;
     Ok(s)
+}
+
+/// `router_settings.cache_responses` turns the response cache on; `caching_groups` and
+/// `ferrolite_settings.response_cache` shape it.
+fn response_cache_of(
+    rs: &RawRouterSettings,
+    fs: &RawFerroliteSettings,
+) -> Result<Option<ResponseCacheSettings>, ConfigError> {
+    if rs.cache_responses != Some(true) {
+        return Ok(None);
+    }
+    let mut cache = ResponseCacheSettings {
+        caching_groups: rs.caching_groups.clone(),
+        ..ResponseCacheSettings::default()
+    };
+    for (i, group) in rs.caching_groups.iter().enumerate() {
+        if group.is_empty() {
+            return Err(ConfigError::at(
+                format!("router_settings.caching_groups[{i}]"),
+                "expected a list of model groups, got []",
+            ));
+        }
+    }
+    let Some(raw) = &fs.response_cache else {
+        return Ok(Some(cache));
+    };
+    if let Some(ttl) = raw.ttl {
+        if ttl.0 < 0.001 {
+            return Err(ConfigError::at(
+                "ferrolite_settings.response_cache.ttl",
+                format!("expected at least 0.001 seconds, got {}", ttl.0),
+            ));
+        }
+        cache.ttl = ttl.duration();
+    }
+    if let Some(bytes) = raw.memory_bytes {
+        if bytes == 0 {
+            return Err(ConfigError::at(
+                "ferrolite_settings.response_cache.memory_bytes",
+                "expected a number of bytes > 0, got 0",
+            ));
+        }
+        cache.memory_bytes = bytes;
+    }
+    if let Some(redis) = raw.redis {
+        cache.redis = redis;
+    }
+    cache.ignore_fields = raw.ignore_fields.clone();
+    Ok(Some(cache))
 }

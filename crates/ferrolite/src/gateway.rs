@@ -350,32 +350,105 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The headers LiteLLM's proxy sets on an answer.
-fn litellm_headers(
-    headers: &mut HeaderMap,
-    deployment: &str,
-    group: &str,
+/// What the answer headers say about a routed call.
+struct Answered<'a> {
+    deployment: &'a str,
+    group: &'a str,
     retries: u32,
     fallbacks: u32,
     cost: Option<f64>,
     overhead: Duration,
-) {
+    cache_key: Option<&'a str>,
+    cache_hit: bool,
+}
+
+impl<'a> From<&'a ferrolite_router::RouterResponse> for Answered<'a> {
+    fn from(answer: &'a ferrolite_router::RouterResponse) -> Self {
+        Answered {
+            deployment: answer.deployment_id.as_str(),
+            group: &answer.model_group,
+            retries: answer.attempted_retries,
+            fallbacks: answer.attempted_fallbacks,
+            cost: answer.response_cost,
+            overhead: answer.overhead,
+            cache_key: answer.cache_key.as_deref(),
+            cache_hit: answer.cache_hit,
+        }
+    }
+}
+
+impl<'a> From<&'a RouterStream> for Answered<'a> {
+    fn from(stream: &'a RouterStream) -> Self {
+        Answered {
+            deployment: stream.deployment_id.as_str(),
+            group: &stream.model_group,
+            retries: stream.attempted_retries,
+            fallbacks: stream.attempted_fallbacks,
+            // A stream's cost is known at its end; a replayed one costs nothing.
+            cost: stream.cache_hit.then_some(0.0),
+            overhead: stream.overhead,
+            cache_key: stream.cache_key.as_deref(),
+            cache_hit: stream.cache_hit,
+        }
+    }
+}
+
+/// The headers LiteLLM's proxy sets on an answer, plus ferrolite's overhead and cache-hit
+/// headers.
+fn litellm_headers(headers: &mut HeaderMap, answered: Answered<'_>) {
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
     };
-    set("x-litellm-model-id", deployment.to_string());
-    set("x-litellm-model-group", group.to_string());
-    set("x-litellm-attempted-retries", retries.to_string());
-    set("x-litellm-attempted-fallbacks", fallbacks.to_string());
-    if let Some(cost) = cost {
+    set("x-litellm-model-id", answered.deployment.to_string());
+    set("x-litellm-model-group", answered.group.to_string());
+    set("x-litellm-attempted-retries", answered.retries.to_string());
+    set(
+        "x-litellm-attempted-fallbacks",
+        answered.fallbacks.to_string(),
+    );
+    if let Some(cost) = answered.cost {
         set("x-litellm-response-cost", format!("{cost}"));
+    }
+    if let Some(key) = answered.cache_key {
+        set("x-litellm-cache-key", key.to_string());
+        set("x-ferrolite-cache-hit", answered.cache_hit.to_string());
     }
     set(
         "x-ferrolite-overhead-ms",
-        format!("{:.3}", overhead.as_secs_f64() * 1e3),
+        format!("{:.3}", answered.overhead.as_secs_f64() * 1e3),
     );
+}
+
+/// `Cache-Control: no-cache` / `no-store` on the request, as the body's `cache` controls
+/// (LiteLLM's names); a `cache` value that is not an object is left for the router to refuse.
+fn cache_control(headers: &HeaderMap, body: &mut serde_json::Value) {
+    let Some(value) = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let directives: Vec<String> = value
+        .split(',')
+        .map(|d| d.trim().to_ascii_lowercase())
+        .filter(|d| d == "no-cache" || d == "no-store")
+        .collect();
+    if directives.is_empty() {
+        return;
+    }
+    let Some(object) = body.as_object_mut() else {
+        return;
+    };
+    let cache = object
+        .entry("cache")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if let Some(cache) = cache.as_object_mut() {
+        for directive in directives {
+            cache.insert(directive, serde_json::Value::Bool(true));
+        }
+    }
 }
 
 /// Chat completions, completions and embeddings: one handler, the body says which. Each call
@@ -462,6 +535,8 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
     };
     let estimate =
         (bytes.len() / 4) as u64 + body.get("max_tokens").and_then(|m| m.as_u64()).unwrap_or(0);
+    let mut body = body;
+    cache_control(&headers, &mut body);
     let mut request = Request::new(model.clone(), body);
     let router = gateway.router.load_full();
     if let Caller::Key(key) = caller {
@@ -480,20 +555,14 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
     }
     match router.call(request).await {
         Ok(answer) => {
+            let mut headers = HeaderMap::new();
+            litellm_headers(&mut headers, Answered::from(&answer));
             let mut body = answer.body;
             if let Some(object) = body.as_object_mut() {
                 object.insert("model".into(), model.into());
             }
             let mut response = axum::Json(body).into_response();
-            litellm_headers(
-                response.headers_mut(),
-                answer.deployment_id.as_str(),
-                &answer.model_group,
-                answer.attempted_retries,
-                answer.attempted_fallbacks,
-                answer.response_cost,
-                answer.overhead,
-            );
+            response.headers_mut().extend(headers);
             response
         }
         Err(e) => router_error(&e),
@@ -505,15 +574,7 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
 /// the router's stream, which gives back what the call held.
 fn sse(stream: RouterStream, model: String) -> Response {
     let mut headers = HeaderMap::new();
-    litellm_headers(
-        &mut headers,
-        stream.deployment_id.as_str(),
-        &stream.model_group,
-        stream.attempted_retries,
-        stream.attempted_fallbacks,
-        None,
-        stream.overhead,
-    );
+    litellm_headers(&mut headers, Answered::from(&stream));
     let events = futures_util::stream::unfold(Some(stream), move |state| {
         let model = model.clone();
         async move {

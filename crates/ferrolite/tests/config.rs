@@ -263,7 +263,7 @@ model_list:
   - model_name: gpt-4o
     litellm_params: {model: openai/gpt-4o, vertex_project: p, mystery_knob: 1}
 router_settings:
-  cache_responses: true
+  cache_kwargs: {}
   typo_setting: 3
 litellm_settings:
   drop_params: true
@@ -284,7 +284,7 @@ litellm_settings:
         "{lines:?}"
     );
     assert!(
-        lines.contains(&"router_settings.cache_responses: accepted, not implemented".to_string()),
+        lines.contains(&"router_settings.cache_kwargs: accepted, not implemented".to_string()),
         "{lines:?}"
     );
     assert!(
@@ -420,5 +420,44 @@ router_settings:
     assert_eq!(
         served(&r, "chat", 20).await,
         HashSet::from(["cheap".to_string()])
+    );
+}
+
+#[test]
+fn cache_responses_turns_the_response_cache_on_and_ferrolite_settings_shape_it() {
+    let off = Config::from_yaml(
+        "model_list:\n  - {model_name: g, litellm_params: {model: openai/gpt-4o}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        off.settings.response_cache, None,
+        "off by default, as LiteLLM"
+    );
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - {model_name: gpt-4o, litellm_params: {model: openai/gpt-4o}}
+  - {model_name: gpt-4o-azure, litellm_params: {model: azure/gpt-4o, api_base: "https://x.openai.azure.com"}}
+router_settings:
+  cache_responses: true
+  caching_groups: [[gpt-4o, gpt-4o-azure]]
+ferrolite_settings:
+  response_cache: {ttl: 600, memory_bytes: 1048576, redis: false, ignore_fields: [trace_id]}
+"#,
+    )
+    .unwrap();
+    let cache = config.settings.response_cache.clone().unwrap();
+    assert_eq!(cache.ttl, std::time::Duration::from_secs(600));
+    assert_eq!(cache.memory_bytes, 1 << 20);
+    assert!(!cache.redis);
+    assert_eq!(cache.ignore_fields, ["trace_id"]);
+    assert_eq!(
+        cache.caching_groups,
+        [vec!["gpt-4o".to_string(), "gpt-4o-azure".to_string()]]
+    );
+    assert!(
+        config.not_honoured().iter().all(|l| !l.contains("cache")),
+        "{:?}",
+        config.not_honoured()
     );
 }

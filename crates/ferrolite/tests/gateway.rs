@@ -663,3 +663,92 @@ async fn upstream_rate_limits_timeouts_streams_and_broken_streams_reach_the_clie
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_response_cache_answers_repeats_with_its_headers_and_honours_cache_control() {
+    let router = Router::builder()
+        .deployment(Deployment {
+            id: Some("one".into()),
+            ..Deployment::new("gpt-4o", "openai/gpt-4o")
+        })
+        .settings(ferrolite::router::RouterSettings {
+            response_cache: Some(ferrolite::router::ResponseCacheSettings::default()),
+            ..Default::default()
+        })
+        .mock_all(MockSpec::reply("cached words here"))
+        .build()
+        .await
+        .unwrap();
+    let base = gateway(router.clone()).await;
+    let post = |body: serde_json::Value| {
+        http()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&body)
+    };
+    let ask =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let first = post(ask.clone()).send().await.unwrap();
+    assert_eq!(first.headers()["x-ferrolite-cache-hit"], "false");
+    let key = first.headers()["x-litellm-cache-key"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("response:"), "{key}");
+    let first: serde_json::Value = first.json().await.unwrap();
+    let second = post(ask.clone()).send().await.unwrap();
+    assert_eq!(second.headers()["x-ferrolite-cache-hit"], "true");
+    assert_eq!(second.headers()["x-litellm-cache-key"], key.as_str());
+    assert_eq!(second.headers()["x-litellm-response-cost"], "0");
+    let second: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(second["choices"], first["choices"]);
+    assert_eq!(second["model"], "gpt-4o");
+    // An OpenAI client gets the cached answer too.
+    let mut request = chat("gpt-4o", false);
+    request.messages = vec![
+        ChatCompletionRequestUserMessageArgs::default()
+            .content("hi")
+            .build()
+            .unwrap()
+            .into(),
+    ];
+    let answer = client(&base, KEY).chat().create(request).await.unwrap();
+    assert_eq!(
+        answer.choices[0].message.content.as_deref(),
+        first["choices"][0]["message"]["content"].as_str()
+    );
+    let one = DeploymentId::new("one");
+    assert_eq!(
+        router.usage(&one).unwrap().0,
+        1.0,
+        "one backend call so far"
+    );
+    // Cache-Control: no-cache skips the read (and the answer is stored afresh).
+    let fresh = post(ask.clone())
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.headers()["x-ferrolite-cache-hit"], "false");
+    assert_eq!(router.usage(&one).unwrap().0, 2.0);
+    // A streamed request for the same answer is replayed as server-sent events.
+    let mut streamed = ask.clone();
+    streamed["stream"] = serde_json::json!(true);
+    let replay = post(streamed).send().await.unwrap();
+    assert_eq!(replay.headers()["x-ferrolite-cache-hit"], "true");
+    let text = replay.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    let chunk: serde_json::Value =
+        serde_json::from_str(events[0].trim_start_matches("data: ")).unwrap();
+    assert_eq!(chunk["object"], "chat.completion.chunk");
+    assert_eq!(
+        chunk["choices"][0]["delta"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
+    assert_eq!(
+        router.usage(&one).unwrap().0,
+        2.0,
+        "the replay called nothing"
+    );
+}

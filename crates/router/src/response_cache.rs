@@ -52,6 +52,9 @@ pub struct ResponseCacheSettings {
     pub redis: bool,
     /// `caching_groups`: groups that share entries, e.g. `[["gpt-4o", "gpt-4o-azure"]]`.
     pub caching_groups: Vec<Vec<String>>,
+    /// Top-level body fields left out of the key besides [`IGNORED`] (fields of your own that
+    /// do not change the answer, such as a client's trace id).
+    pub ignore_fields: Vec<String>,
 }
 
 impl ResponseCacheSettings {
@@ -106,6 +109,7 @@ impl Default for ResponseCacheSettings {
             memory_bytes: 64 << 20,
             redis: true,
             caching_groups: Vec::new(),
+            ignore_fields: Vec::new(),
         }
     }
 }
@@ -351,7 +355,11 @@ impl ResponseCache {
             Some(object) => {
                 let mut fields: Vec<(&String, &serde_json::Value)> = object
                     .iter()
-                    .filter(|(k, _)| k.as_str() != "model" && !IGNORED.contains(&k.as_str()))
+                    .filter(|(k, _)| {
+                        k.as_str() != "model"
+                            && !IGNORED.contains(&k.as_str())
+                            && !self.settings.ignore_fields.iter().any(|f| f == *k)
+                    })
                     .collect();
                 fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 canonical_fields(&fields, &mut hasher);
