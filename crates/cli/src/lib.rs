@@ -100,6 +100,10 @@ pub struct SimulateArgs {
     /// Share of streamed requests, 0 to 1.
     #[arg(long)]
     pub stream_share: Option<f64>,
+    /// Share of requests that repeat one of 16 recurring prompts, 0 to 1 (for the response
+    /// cache, `cache_responses`).
+    #[arg(long)]
+    pub repeat_share: Option<f64>,
     /// Redis shared by the router instances (real time); without it the run is in memory on
     /// simulated time.
     #[arg(long)]
@@ -355,6 +359,12 @@ pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String
             "--stream-share: expected 0 to 1, got {stream_share}"
         ));
     }
+    let repeat_share = args.repeat_share.or(section.repeat_share).unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&repeat_share) {
+        return Err(format!(
+            "--repeat-share: expected 0 to 1, got {repeat_share}"
+        ));
+    }
     let rate = args.rate.or(section.rate);
     if let Some(rate) = rate {
         if !rate.is_finite() || rate <= 0.0 {
@@ -391,6 +401,7 @@ pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String
         prompt_tokens: section.prompt_tokens.unwrap_or(300),
         max_tokens: section.max_tokens.unwrap_or(200),
         stream_share,
+        repeat_share,
         instances: args.instances,
         redis: args.redis.clone(),
         seed: args.seed,
@@ -516,6 +527,7 @@ pub fn compare_rows() -> Vec<CompareRow> {
                 .sum::<u64>()
                 .to_string()
         }),
+        ("cache hits", |r| r.cache_hits.to_string()),
         ("429s", |r| sum(r, |d| d.rate_limited).to_string()),
         ("other failures", |r| sum(r, |d| d.failures).to_string()),
         ("cooldowns", |r| sum(r, |d| d.cooldowns).to_string()),
@@ -768,6 +780,15 @@ pub fn render(report: &Report, workload: &Workload) -> String {
         for (scope, spend, limit) in &report.budgets {
             let _ = writeln!(out, "  {scope:<30} ${spend:.4} of ${limit:.2}");
         }
+    }
+    if report.response_cache {
+        let _ = writeln!(
+            out,
+            "\nresponse cache: {} of {} requests answered from the cache ({:.1} %), no deployment called",
+            report.cache_hits,
+            report.requests,
+            100.0 * report.cache_hits as f64 / report.requests.max(1) as f64
+        );
     }
     match (report.overhead_p50_us, report.overhead_p99_us) {
         (Some(p50), Some(p99)) => {

@@ -44,6 +44,8 @@ pub struct Workload {
     pub max_tokens: u64,
     /// Share of streamed requests.
     pub stream_share: f64,
+    /// Share of requests that repeat one of 16 recurring prompts.
+    pub repeat_share: f64,
     /// Router instances.
     pub instances: u32,
     /// Redis shared by the instances; in memory (paused time) without.
@@ -134,6 +136,10 @@ pub struct Report {
     pub budgets: Vec<(String, f64, f64)>,
     /// Whether any deployment's rpm window ever counted more than its rpm.
     pub limit_exceeded: bool,
+    /// Whether the response cache was on.
+    pub response_cache: bool,
+    /// Requests the response cache answered (no deployment called).
+    pub cache_hits: u64,
     /// Each call that reached a deployment: seconds into the run and the deployment (for the
     /// report's charts).
     #[serde(skip)]
@@ -260,10 +266,23 @@ pub async fn run(
         let tokens = (workload.prompt_tokens as f64 * (0.5 + rng.unit())).max(1.0) as usize;
         let stream = rng.unit() < workload.stream_share;
         let tag = pick_tag(&workload.tags, rng.unit());
+        // A recurring prompt (the same body every time), or one no other request has.
+        let prompt = if workload.repeat_share > 0.0 && rng.unit() < workload.repeat_share {
+            let k = (rng.unit() * 16.0) as u64;
+            Prompt {
+                label: format!("recurring prompt {k}"),
+                words: workload.prompt_tokens.max(1) as usize,
+            }
+        } else {
+            Prompt {
+                label: format!("request {i}"),
+                words: tokens,
+            }
+        };
         let router = &routers[(i % routers.len() as u64) as usize];
         async move {
             let outcome =
-                one_request(router, &group, tokens, workload.max_tokens, stream, tag).await;
+                one_request(router, &group, prompt, workload.max_tokens, stream, tag).await;
             outcomes.lock().push(outcome);
             let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(finished, workload.requests);
@@ -358,8 +377,16 @@ fn pick_group(groups: &[(String, f64)], total: f64, draw: f64) -> String {
     groups.last().map(|(g, _)| g.clone()).unwrap_or_default()
 }
 
+/// A request's prompt: a label that makes it unique (or recurring) and its length in words.
+struct Prompt {
+    label: String,
+    words: usize,
+}
+
 /// One request's outcome.
 struct Outcome {
+    /// Answered by the response cache.
+    cache_hit: bool,
     group: String,
     answered_by: Option<String>,
     error: Option<String>,
@@ -374,12 +401,12 @@ struct Outcome {
 async fn one_request(
     router: &Router,
     group: &str,
-    prompt_words: usize,
+    prompt: Prompt,
     max_tokens: u64,
     stream: bool,
     tag: Option<String>,
 ) -> Outcome {
-    let content = "word ".repeat(prompt_words);
+    let content = format!("{}: {}", prompt.label, "word ".repeat(prompt.words));
     let body = serde_json::json!({
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
@@ -389,6 +416,7 @@ async fn one_request(
     request.tags = tag.into_iter().collect();
     let mut outcome = Outcome {
         group: group.to_string(),
+        cache_hit: false,
         answered_by: None,
         error: None,
         retries: 0,
@@ -406,6 +434,7 @@ async fn one_request(
                         failed = Some(e);
                     }
                 }
+                outcome.cache_hit = chunks.cache_hit;
                 outcome.retries = chunks.attempted_retries;
                 outcome.fallbacks = chunks.attempted_fallbacks;
                 outcome.overhead_us = chunks.overhead.as_secs_f64() * 1e6;
@@ -424,6 +453,7 @@ async fn one_request(
         match router.call(request).await {
             Ok(answer) => {
                 outcome.answered_by = Some(answer.deployment_id.to_string());
+                outcome.cache_hit = answer.cache_hit;
                 outcome.retries = answer.attempted_retries;
                 outcome.fallbacks = answer.attempted_fallbacks;
                 outcome.overhead_us = answer.overhead.as_secs_f64() * 1e6;
@@ -528,6 +558,7 @@ fn summarize(
         requests: outcomes.len() as u64,
         duration_s: duration.as_secs_f64(),
         budgets,
+        response_cache: config.settings.response_cache.is_some(),
         ..Report::default()
     };
     let mut overheads: Vec<f64> = Vec::with_capacity(outcomes.len());
@@ -537,6 +568,12 @@ fn summarize(
         let group = report.groups.entry(outcome.group.clone()).or_default();
         group.requests += 1;
         match (&outcome.answered_by, &outcome.error) {
+            (Some(_), _) if outcome.cache_hit => {
+                // Answered without a deployment: no tokens or spend of any deployment's.
+                report.succeeded += 1;
+                group.succeeded += 1;
+                report.cache_hits += 1;
+            }
             (Some(id), _) => {
                 report.succeeded += 1;
                 group.succeeded += 1;

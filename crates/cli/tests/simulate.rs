@@ -18,6 +18,7 @@ fn workload(requests: u64, concurrency: u32) -> Workload {
         prompt_tokens: 100,
         max_tokens: 50,
         stream_share: 0.3,
+        repeat_share: 0.0,
         instances: 1,
         redis: None,
         seed: 3,
@@ -36,6 +37,7 @@ fn the_example_config_runs_and_its_totals_equal_the_requests_sent() {
             rate: None,
             duration: None,
             stream_share: None,
+            repeat_share: None,
             redis: None,
             instances: 1,
             seed: 1,
@@ -83,6 +85,48 @@ simulation:
     - {deployment: a, from_s: 0, to_s: 1000, error: InternalServerError}
     - {deployment: b, from_s: 0, to_s: 1000, error: RateLimitError}
 "#;
+
+#[test]
+fn with_the_response_cache_on_repeated_prompts_are_answered_without_a_deployment() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/a, mock_latency_ms: 50}
+    model_info: {id: a}
+router_settings:
+  cache_responses: true
+"#,
+    )
+    .unwrap();
+    let w = Workload {
+        repeat_share: 0.5,
+        ..workload(400, 1)
+    };
+    let report = run_blocking(config, &w, &|_, _| {}).unwrap();
+    assert!(report.response_cache);
+    // About half the requests recur among 16 prompts: all but each prompt's first are hits.
+    assert!(
+        (150..=200).contains(&report.cache_hits),
+        "{} hits",
+        report.cache_hits
+    );
+    let a = report.deployments.iter().find(|d| d.id == "a").unwrap();
+    assert_eq!(
+        a.requests + report.cache_hits,
+        400,
+        "a hit calls no deployment"
+    );
+    assert_eq!(report.succeeded, 400);
+    let text = ferrolite_cli::render(&report, &w);
+    assert!(
+        text.contains(&format!(
+            "response cache: {} of 400 requests",
+            report.cache_hits
+        )),
+        "{text}"
+    );
+}
 
 #[test]
 fn a_failure_window_shows_as_cooldowns_and_fallbacks() {

@@ -121,6 +121,9 @@ pub struct Simulation {
     pub max_tokens: Option<u64>,
     /// Share of requests that stream (0..=1).
     pub stream_share: Option<f64>,
+    /// Share of requests that repeat one of 16 recurring prompts (0..=1), so the response cache
+    /// (`cache_responses`) has something to answer; the rest are all different.
+    pub repeat_share: Option<f64>,
     /// Failures to inject.
     pub failures: Vec<SimulatedFailure>,
 }
@@ -1779,17 +1782,17 @@ fn response_cache_of(
         }
         cache.ttl = ttl.duration();
     }
+    if let Some(redis) = raw.redis {
+        cache.redis = redis;
+    }
     if let Some(bytes) = raw.memory_bytes {
-        if bytes == 0 {
+        if bytes == 0 && !cache.redis {
             return Err(ConfigError::at(
                 "ferrolite_settings.response_cache.memory_bytes",
-                "expected a number of bytes > 0, got 0",
+                "expected a number of bytes > 0 with redis: false (0 keeps answers in Redis only), got 0",
             ));
         }
         cache.memory_bytes = bytes;
-    }
-    if let Some(redis) = raw.redis {
-        cache.redis = redis;
     }
     cache.ignore_fields = raw.ignore_fields.clone();
     Ok(Some(cache))

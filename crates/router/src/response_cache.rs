@@ -46,7 +46,8 @@ pub const IGNORED: [&str; 11] = [
 pub struct ResponseCacheSettings {
     /// How long an answer is kept unless the request says (LiteLLM's default: one hour).
     pub ttl: Duration,
-    /// The memory tier's bound in bytes (answers are evicted past it).
+    /// The memory tier's bound in bytes (answers are evicted past it); 0 keeps answers in
+    /// Redis only.
     pub memory_bytes: u64,
     /// Whether answers are also kept in Redis (when the router's cache has Redis).
     pub redis: bool,
@@ -72,11 +73,11 @@ impl ResponseCacheSettings {
                 "must be greater than zero",
             ));
         }
-        if self.memory_bytes == 0 {
+        if self.memory_bytes == 0 && !self.redis {
             return Err(invalid(
                 "memory_bytes",
                 "0".into(),
-                "must be greater than zero",
+                "with Redis off the memory tier is the only one: give it some bytes",
             ));
         }
         let mut seen = HashSet::new();
@@ -259,7 +260,8 @@ type Landed = Option<Result<RouterResponse, RouterError>>;
 /// The response cache of one router.
 pub(crate) struct ResponseCache {
     settings: ResponseCacheSettings,
-    memory: moka::future::Cache<String, Arc<Entry>>,
+    /// The memory tier (`None` with `memory_bytes: 0`: Redis only).
+    memory: Option<moka::future::Cache<String, Arc<Entry>>>,
     shared: DualCache,
     /// One miss in flight per key: later identical requests wait for its answer.
     flights: Mutex<HashMap<String, watch::Receiver<Landed>>>,
@@ -310,13 +312,15 @@ enum Turn<'c> {
 
 impl ResponseCache {
     pub(crate) fn new(settings: ResponseCacheSettings, shared: DualCache) -> Self {
-        let memory = moka::future::Cache::builder()
-            .max_capacity(settings.memory_bytes)
-            .weigher(|key: &String, entry: &Arc<Entry>| {
-                u32::try_from(key.len() + entry.weight()).unwrap_or(u32::MAX)
-            })
-            .expire_after(EntryExpiry)
-            .build();
+        let memory = (settings.memory_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(settings.memory_bytes)
+                .weigher(|key: &String, entry: &Arc<Entry>| {
+                    u32::try_from(key.len() + entry.weight()).unwrap_or(u32::MAX)
+                })
+                .expire_after(EntryExpiry)
+                .build()
+        });
         ResponseCache {
             settings,
             memory,
@@ -336,37 +340,31 @@ impl ResponseCache {
     }
 
     /// The key of a request: `response:` and the SHA-256 of its (caching) group, namespace and
-    /// canonical body without the fields in [`IGNORED`] (and `model`).
+    /// body without the fields in [`IGNORED`] (and `model`), in a canonical encoding.
     pub(crate) fn key(
         &self,
         model: &str,
         body: &serde_json::Value,
         namespace: Option<&str>,
     ) -> String {
-        use sha2::Digest;
-        let mut hasher = Hashed(sha2::Sha256::new());
-        hasher.0.update(self.key_group(model).as_bytes());
-        hasher.0.update([0]);
-        if let Some(namespace) = namespace {
-            hasher.0.update(namespace.as_bytes());
+        let mut canonical = Sink::new();
+        encode_str(self.key_group(model), &mut canonical);
+        match namespace {
+            Some(namespace) => encode_str(namespace, &mut canonical),
+            None => canonical.push(b'n'),
         }
-        hasher.0.update([0]);
         match body.as_object() {
             Some(object) => {
-                let mut fields: Vec<(&String, &serde_json::Value)> = object
-                    .iter()
-                    .filter(|(k, _)| {
-                        k.as_str() != "model"
-                            && !IGNORED.contains(&k.as_str())
-                            && !self.settings.ignore_fields.iter().any(|f| f == *k)
-                    })
-                    .collect();
-                fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                canonical_fields(&fields, &mut hasher);
+                let kept = |k: &str| {
+                    k != "model"
+                        && !IGNORED.contains(&k)
+                        && !self.settings.ignore_fields.iter().any(|f| f == k)
+                };
+                encode_object(object.iter().filter(|(k, _)| kept(k)), &mut canonical);
             }
-            None => canonical(body, &mut hasher),
+            None => encode(body, &mut canonical),
         }
-        let digest = hasher.0.finalize();
+        let digest = canonical.finish();
         let mut key = String::with_capacity(9 + 64);
         key.push_str("response:");
         for byte in digest {
@@ -387,7 +385,11 @@ impl ResponseCache {
                         <= u64::try_from(max.as_millis()).unwrap_or(u64::MAX)
                 })
         };
-        if let Some(entry) = self.memory.get(key).await {
+        let remembered = match &self.memory {
+            Some(memory) => memory.get(key).await,
+            None => None,
+        };
+        if let Some(entry) = remembered {
             if fresh(&entry) {
                 return Some(entry);
             }
@@ -418,9 +420,9 @@ impl ResponseCache {
             return None;
         }
         let entry = Arc::new(entry);
-        self.memory
-            .insert(key.to_string(), Arc::clone(&entry))
-            .await;
+        if let Some(memory) = &self.memory {
+            memory.insert(key.to_string(), Arc::clone(&entry)).await;
+        }
         Some(entry)
     }
 
@@ -441,8 +443,10 @@ impl ResponseCache {
                 Err(error) => tracing::warn!(%error, "response cache: an answer does not encode"),
             }
         }
-        self.memory.insert(key.to_string(), Arc::new(entry)).await;
-        metrics::gauge!("ferrolite_response_cache_bytes").set(self.memory.weighted_size() as f64);
+        if let Some(memory) = &self.memory {
+            memory.insert(key.to_string(), Arc::new(entry)).await;
+            metrics::gauge!("ferrolite_response_cache_bytes").set(memory.weighted_size() as f64);
+        }
     }
 
     /// The TTL of a new entry: the request's, else the settings'.
@@ -457,8 +461,13 @@ impl ResponseCache {
 
     /// Entries in memory and their weight in bytes (after pending maintenance).
     pub(crate) async fn memory_usage(&self) -> (u64, u64) {
-        self.memory.run_pending_tasks().await;
-        (self.memory.entry_count(), self.memory.weighted_size())
+        match &self.memory {
+            Some(memory) => {
+                memory.run_pending_tasks().await;
+                (memory.entry_count(), memory.weighted_size())
+            }
+            None => (0, 0),
+        }
     }
 
     /// Answers a whole (not streamed) call: from the cache when a fresh entry is there; else
@@ -596,24 +605,61 @@ impl Entry {
     }
 }
 
+/// The length of `value` as JSON.
 fn json_len(value: &serde_json::Value) -> usize {
     let mut counter = Counted(0);
-    canonical(value, &mut counter);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A hasher as a writer.
-struct Hashed(sha2::Sha256);
+/// Where a key's canonical encoding goes: a stack buffer flushed into SHA-256 a kilobyte at a
+/// time (no heap allocation, few hasher updates).
+pub(crate) struct Sink {
+    hasher: sha2::Sha256,
+    buffer: [u8; 1024],
+    len: usize,
+}
 
-impl Write for Hashed {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(&mut self.0, buf);
-        Ok(buf.len())
+impl Sink {
+    fn new() -> Self {
+        Sink {
+            hasher: sha2::Digest::new(),
+            buffer: [0; 1024],
+            len: 0,
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+
+    fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buffer.len() {
+            self.flush();
+            if bytes.len() > self.buffer.len() {
+                sha2::Digest::update(&mut self.hasher, bytes);
+                return;
+            }
+        }
+        if let Some(free) = self.buffer.get_mut(self.len..self.len + bytes.len()) {
+            free.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(filled) = self.buffer.get(..self.len) {
+            sha2::Digest::update(&mut self.hasher, filled);
+        }
+        self.len = 0;
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.flush();
+        sha2::Digest::finalize(self.hasher).into()
     }
 }
 
@@ -630,43 +676,74 @@ impl Write for Counted {
     }
 }
 
-/// Writes `value` as canonical JSON: object keys sorted, no whitespace, whatever order the
-/// request had them in (and whether or not serde_json keeps insertion order).
-fn canonical(value: &serde_json::Value, out: &mut impl Write) {
+/// Appends `value`'s canonical encoding: a tag byte per value, lengths before strings, arrays
+/// and objects (so no two values encode alike), object keys in sorted order whatever order the
+/// request had them in. Whitespace and key order never reach it; `1` and `1.0` stay distinct,
+/// as they are in JSON.
+fn encode(value: &serde_json::Value, out: &mut Sink) {
+    use serde_json::Value;
     match value {
-        serde_json::Value::Object(object) => {
-            let mut fields: Vec<(&String, &serde_json::Value)> = object.iter().collect();
-            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            canonical_fields(&fields, out);
-        }
-        serde_json::Value::Array(items) => {
-            let _ = out.write_all(b"[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    let _ = out.write_all(b",");
-                }
-                canonical(item, out);
+        Value::Null => out.push(b'n'),
+        Value::Bool(false) => out.push(b'f'),
+        Value::Bool(true) => out.push(b't'),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.push(b'u');
+                out.extend_from_slice(&u.to_le_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.push(b'i');
+                out.extend_from_slice(&i.to_le_bytes());
+            } else {
+                out.push(b'd');
+                out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
             }
-            let _ = out.write_all(b"]");
         }
-        // Scalars have one serialisation; writing to a hasher or counter cannot fail.
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
+        Value::String(text) => encode_str(text, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                encode(item, out);
+            }
         }
+        Value::Object(object) => encode_object(object.iter(), out),
     }
 }
 
-fn canonical_fields(fields: &[(&String, &serde_json::Value)], out: &mut impl Write) {
-    let _ = out.write_all(b"{");
-    for (i, (name, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            let _ = out.write_all(b",");
+fn encode_str(text: &str, out: &mut Sink) {
+    out.push(b's');
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// An object's fields, sorted by key: serde_json keeps them sorted already (unless a crate
+/// turns on its `preserve_order`), so they are sorted here only when they are not.
+fn encode_object<'v>(
+    fields: impl Iterator<Item = (&'v String, &'v serde_json::Value)> + Clone,
+    out: &mut Sink,
+) {
+    out.push(b'{');
+    let count = fields.clone().count();
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    let mut previous: Option<&String> = None;
+    let sorted = fields.clone().all(|(k, _)| {
+        let ascending = previous.is_none_or(|p| p < k);
+        previous = Some(k);
+        ascending
+    });
+    if sorted {
+        for (k, v) in fields {
+            encode_str(k, out);
+            encode(v, out);
         }
-        let _ = serde_json::to_writer(&mut *out, name);
-        let _ = out.write_all(b":");
-        canonical(value, out);
+    } else {
+        let mut fields: Vec<_> = fields.collect();
+        fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in fields {
+            encode_str(k, out);
+            encode(v, out);
+        }
     }
-    let _ = out.write_all(b"}");
 }
 
 // ---- streams and whole answers -----------------------------------------------------------
@@ -913,15 +990,26 @@ mod tests {
     }
 
     #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b": [ {"y": 1, "x": "é\n"} ], "a": null}"#).unwrap();
-        let mut out = Vec::new();
-        canonical(&a, &mut out);
+    fn the_encoding_ignores_key_order_and_tells_values_apart() {
+        let encoded = |text: &str| {
+            let mut out = Sink::new();
+            encode(&serde_json::from_str(text).unwrap(), &mut out);
+            out.finish()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"a":null,"b":[{"x":"é\n","y":1}]}"#
+            encoded(r#"{"b": [{"y": 1, "x": "é"}], "a": null}"#),
+            encoded(r#"{"a":null,"b":[{"x":"é","y":1}]}"#)
         );
-        assert_eq!(json_len(&a), r#"{"a":null,"b":[{"x":"é\n","y":1}]}"#.len());
+        for (a, b) in [
+            ("1", "1.0"),
+            ("1", "\"1\""),
+            (r#"["ab"]"#, r#"["a","b"]"#),
+            (r#"{"a": "b"}"#, r#"["a", "b"]"#),
+            ("-1", "18446744073709551615"),
+            ("null", "false"),
+        ] {
+            assert_ne!(encoded(a), encoded(b), "{a} vs {b}");
+        }
+        assert_eq!(json_len(&json!({"a": [1, "x"]})), r#"{"a":[1,"x"]}"#.len());
     }
 }

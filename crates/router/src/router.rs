@@ -380,6 +380,16 @@ impl Router {
         }
     }
 
+    /// The response cache's key for `request` (as `x-litellm-cache-key` shows it); `None` when
+    /// the response cache is off. A malformed `cache` object is the error a call would give.
+    pub fn response_cache_key(&self, request: &Request) -> Result<Option<String>, RouterError> {
+        let Some(responses) = &self.inner.responses else {
+            return Ok(None);
+        };
+        let controls = Controls::of(&request.body)?;
+        Ok(Some(self.response_key(responses, request, &controls)))
+    }
+
     /// The response cache key of `request` (group or its alias target, namespace, canonical
     /// body).
     fn response_key(

@@ -404,6 +404,7 @@ async fn bad_response_cache_settings_are_typed_errors() {
         (
             ResponseCacheSettings {
                 memory_bytes: 0,
+                redis: false,
                 ..ResponseCacheSettings::default()
             },
             "response_cache.memory_bytes",
