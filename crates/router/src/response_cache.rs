@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,11 +258,41 @@ impl Controls {
 /// What a flight's leader publishes to the requests that waited for it.
 type Landed = Option<Result<RouterResponse, RouterError>>;
 
+/// An answer in the memory tier, with the request it answers: its key and its canonical
+/// encoding, compared byte for byte on every hit (the memory tier's index is a fast hash, so
+/// two requests never share an answer unless their canonical bodies are equal).
+pub(crate) struct Remembered {
+    pub(crate) entry: Entry,
+    key: String,
+    canonical: Box<[u8]>,
+}
+
+/// A request the memory tier did not answer: what the rest of the way needs.
+pub(crate) struct Identity {
+    /// `response:` and the SHA-256 of the canonical encoding (the Redis key, the flight's key,
+    /// `x-litellm-cache-key`).
+    pub(crate) key: String,
+    /// The memory tier's index.
+    fast: u64,
+    canonical: Box<[u8]>,
+}
+
+/// Where a request stands after the memory tier.
+pub(crate) enum Recall {
+    /// A fresh answer in memory.
+    Hit(Arc<Remembered>),
+    /// Not in memory (or not to be read from it).
+    Miss(Identity),
+}
+
 /// The response cache of one router.
 pub(crate) struct ResponseCache {
     settings: ResponseCacheSettings,
-    /// The memory tier (`None` with `memory_bytes: 0`: Redis only).
-    memory: Option<moka::future::Cache<String, Arc<Entry>>>,
+    /// The memory tier, by a fast keyed hash of the canonical encoding (`None` with
+    /// `memory_bytes: 0`: Redis only).
+    memory: Option<moka::sync::Cache<u64, Arc<Remembered>>>,
+    /// The memory tier's hasher (seeded at random per process).
+    hasher: foldhash::quality::RandomState,
     shared: DualCache,
     /// One miss in flight per key: later identical requests wait for its answer.
     flights: Mutex<HashMap<String, watch::Receiver<Landed>>>,
@@ -271,15 +302,16 @@ pub(crate) struct ResponseCache {
 /// at every read as well, so paused-time tests and `s-maxage` are exact).
 struct EntryExpiry;
 
-impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
+impl moka::Expiry<u64, Arc<Remembered>> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _key: &String,
-        value: &Arc<Entry>,
+        _key: &u64,
+        value: &Arc<Remembered>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
+        let entry = &value.entry;
         Some(Duration::from_millis(
-            value.expires_ms.saturating_sub(value.stored_ms),
+            entry.expires_ms.saturating_sub(entry.stored_ms),
         ))
     }
 }
@@ -310,13 +342,19 @@ enum Turn<'c> {
     Wait(watch::Receiver<Landed>),
 }
 
+thread_local! {
+    /// The buffer a request's canonical encoding is written to on a memory hit (reused: a hit
+    /// allocates no buffer).
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096));
+}
+
 impl ResponseCache {
     pub(crate) fn new(settings: ResponseCacheSettings, shared: DualCache) -> Self {
         let memory = (settings.memory_bytes > 0).then(|| {
-            moka::future::Cache::builder()
+            moka::sync::Cache::builder()
                 .max_capacity(settings.memory_bytes)
-                .weigher(|key: &String, entry: &Arc<Entry>| {
-                    u32::try_from(key.len() + entry.weight()).unwrap_or(u32::MAX)
+                .weigher(|_: &u64, remembered: &Arc<Remembered>| {
+                    u32::try_from(remembered.weight()).unwrap_or(u32::MAX)
                 })
                 .expire_after(EntryExpiry)
                 .build()
@@ -324,6 +362,7 @@ impl ResponseCache {
         ResponseCache {
             settings,
             memory,
+            hasher: foldhash::quality::RandomState::default(),
             shared,
             flights: Mutex::new(HashMap::new()),
         }
@@ -339,19 +378,19 @@ impl ResponseCache {
             .map_or(model, String::as_str)
     }
 
-    /// The key of a request: `response:` and the SHA-256 of its (caching) group, namespace and
-    /// body without the fields in [`IGNORED`] (and `model`), in a canonical encoding.
-    pub(crate) fn key(
+    /// Appends the canonical encoding of a request: its (caching) group, namespace and body
+    /// without `model` and the fields in [`IGNORED`] and `ignore_fields`.
+    fn encode_request(
         &self,
         model: &str,
         body: &serde_json::Value,
         namespace: Option<&str>,
-    ) -> String {
-        let mut canonical = Sink::new();
-        encode_str(self.key_group(model), &mut canonical);
+        out: &mut Vec<u8>,
+    ) {
+        encode_str(self.key_group(model), out);
         match namespace {
-            Some(namespace) => encode_str(namespace, &mut canonical),
-            None => canonical.push(b'n'),
+            Some(namespace) => encode_str(namespace, out),
+            None => out.push(b'n'),
         }
         match body.as_object() {
             Some(object) => {
@@ -360,44 +399,99 @@ impl ResponseCache {
                         && !IGNORED.contains(&k)
                         && !self.settings.ignore_fields.iter().any(|f| f == k)
                 };
-                encode_object(object.iter().filter(|(k, _)| kept(k)), &mut canonical);
+                encode_object(object.iter().filter(|(k, _)| kept(k)), out);
             }
-            None => encode(body, &mut canonical),
+            None => encode(body, out),
         }
-        let digest = canonical.finish();
-        let mut key = String::with_capacity(9 + 64);
-        key.push_str("response:");
-        for byte in digest {
-            key.push(char::from(HEX[usize::from(byte >> 4)]));
-            key.push(char::from(HEX[usize::from(byte & 15)]));
-        }
-        key
     }
 
-    /// A fresh entry for `key` (younger than `s-maxage` when given): memory, then Redis. A
-    /// Redis entry that does not decode is a miss (logged), never an answer.
-    pub(crate) async fn lookup(&self, key: &str, controls: &Controls) -> Option<Arc<Entry>> {
-        let now_ms = self.shared.clock().now_ms();
-        let fresh = |entry: &Entry| {
-            entry.expires_ms > now_ms
-                && controls.s_maxage.is_none_or(|max| {
-                    now_ms.saturating_sub(entry.stored_ms)
-                        <= u64::try_from(max.as_millis()).unwrap_or(u64::MAX)
-                })
-        };
-        let remembered = match &self.memory {
-            Some(memory) => memory.get(key).await,
-            None => None,
-        };
-        if let Some(entry) = remembered {
-            if fresh(&entry) {
-                return Some(entry);
+    /// The key of a request (`x-litellm-cache-key`, the Redis key).
+    pub(crate) fn key(
+        &self,
+        model: &str,
+        body: &serde_json::Value,
+        namespace: Option<&str>,
+    ) -> String {
+        let mut canonical = Vec::new();
+        self.encode_request(model, body, namespace, &mut canonical);
+        key_of(&canonical)
+    }
+
+    /// The memory tier's answer to a request, or what the rest of the way needs. A hit costs
+    /// the encoding (into a reused buffer), a fast hash and a byte comparison; the SHA-256 is
+    /// only computed on a miss.
+    pub(crate) fn recall(
+        &self,
+        model: &str,
+        body: &serde_json::Value,
+        controls: &Controls,
+    ) -> Recall {
+        let probe = |canonical: &mut Vec<u8>| {
+            canonical.clear();
+            self.encode_request(model, body, controls.namespace.as_deref(), canonical);
+            let fast = self.hasher.hash_one(canonical.as_slice());
+            if !controls.no_cache {
+                if let Some(remembered) = self.remembered(fast, canonical, controls) {
+                    return Recall::Hit(remembered);
+                }
             }
+            Recall::Miss(Identity {
+                key: key_of(canonical),
+                fast,
+                canonical: canonical.as_slice().into(),
+            })
+        };
+        let recall = CANONICAL.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut canonical) => {
+                let recall = probe(&mut canonical);
+                if canonical.capacity() > 1 << 16 {
+                    // One huge body does not pin a huge buffer for good.
+                    *canonical = Vec::with_capacity(4096);
+                }
+                Some(recall)
+            }
+            Err(_) => None,
+        });
+        recall.unwrap_or_else(|| probe(&mut Vec::new()))
+    }
+
+    /// A fresh memory entry for exactly this canonical encoding.
+    fn remembered(
+        &self,
+        fast: u64,
+        canonical: &[u8],
+        controls: &Controls,
+    ) -> Option<Arc<Remembered>> {
+        let remembered = self.memory.as_ref()?.get(&fast)?;
+        (*remembered.canonical == *canonical && self.fresh(&remembered.entry, controls))
+            .then_some(remembered)
+    }
+
+    /// Whether `entry` may answer now: not expired, and no older than the request's `s-maxage`.
+    fn fresh(&self, entry: &Entry, controls: &Controls) -> bool {
+        let now_ms = self.now_ms();
+        entry.expires_ms > now_ms
+            && controls.s_maxage.is_none_or(|max| {
+                now_ms.saturating_sub(entry.stored_ms)
+                    <= u64::try_from(max.as_millis()).unwrap_or(u64::MAX)
+            })
+    }
+
+    /// A fresh entry for the request: memory (it may have been stored since the request's
+    /// first look), then Redis. A Redis entry that does not decode is a miss (logged), never an
+    /// answer; one that does is kept in memory too.
+    pub(crate) async fn lookup(
+        &self,
+        id: &Identity,
+        controls: &Controls,
+    ) -> Option<Arc<Remembered>> {
+        if let Some(remembered) = self.remembered(id.fast, &id.canonical, controls) {
+            return Some(remembered);
         }
         if !self.settings.redis {
             return None;
         }
-        let text = match self.shared.get_shared(key).await {
+        let text = match self.shared.get_shared(&id.key).await {
             Ok(Some(text)) => text,
             Ok(None) => return None,
             Err(error) => {
@@ -410,25 +504,35 @@ impl ResponseCache {
             Ok(_) | Err(_) => {
                 metrics::counter!("ferrolite_response_cache_corrupt_total").increment(1);
                 tracing::warn!(
-                    key,
+                    key = %id.key,
                     "response cache: an entry in Redis does not decode; a miss"
                 );
                 return None;
             }
         };
-        if !fresh(&entry) {
+        if !self.fresh(&entry, controls) {
             return None;
         }
-        let entry = Arc::new(entry);
-        if let Some(memory) = &self.memory {
-            memory.insert(key.to_string(), Arc::clone(&entry)).await;
-        }
-        Some(entry)
+        Some(self.remember(id, entry))
     }
 
-    /// Keeps `entry` under `key` in memory and (when configured) in Redis; a Redis failure is
-    /// logged and the memory tier still has it.
-    pub(crate) async fn store(&self, key: &str, entry: Entry) {
+    /// Keeps `entry` in the memory tier (when there is one); the remembered answer.
+    fn remember(&self, id: &Identity, entry: Entry) -> Arc<Remembered> {
+        let remembered = Arc::new(Remembered {
+            entry,
+            key: id.key.clone(),
+            canonical: id.canonical.clone(),
+        });
+        if let Some(memory) = &self.memory {
+            memory.insert(id.fast, Arc::clone(&remembered));
+            metrics::gauge!("ferrolite_response_cache_bytes").set(memory.weighted_size() as f64);
+        }
+        remembered
+    }
+
+    /// Keeps `entry` in memory and (when configured) in Redis; a Redis failure is logged and
+    /// the memory tier still has it.
+    pub(crate) async fn store(&self, id: &Identity, entry: Entry) {
         let ttl = Duration::from_millis(entry.expires_ms.saturating_sub(entry.stored_ms));
         if ttl.is_zero() {
             return;
@@ -436,17 +540,14 @@ impl ResponseCache {
         if self.settings.redis {
             match serde_json::to_string(&entry) {
                 Ok(text) => {
-                    if let Err(error) = self.shared.set_shared(key, &text, ttl).await {
+                    if let Err(error) = self.shared.set_shared(&id.key, &text, ttl).await {
                         tracing::debug!(%error, "response cache: Redis write failed");
                     }
                 }
                 Err(error) => tracing::warn!(%error, "response cache: an answer does not encode"),
             }
         }
-        if let Some(memory) = &self.memory {
-            memory.insert(key.to_string(), Arc::new(entry)).await;
-            metrics::gauge!("ferrolite_response_cache_bytes").set(memory.weighted_size() as f64);
-        }
+        self.remember(id, entry);
     }
 
     /// The TTL of a new entry: the request's, else the settings'.
@@ -460,22 +561,22 @@ impl ResponseCache {
     }
 
     /// Entries in memory and their weight in bytes (after pending maintenance).
-    pub(crate) async fn memory_usage(&self) -> (u64, u64) {
+    pub(crate) fn memory_usage(&self) -> (u64, u64) {
         match &self.memory {
             Some(memory) => {
-                memory.run_pending_tasks().await;
+                memory.run_pending_tasks();
                 (memory.entry_count(), memory.weighted_size())
             }
             None => (0, 0),
         }
     }
 
-    /// Answers a whole (not streamed) call: from the cache when a fresh entry is there; else
-    /// the first of concurrent identical requests calls `miss` and stores its answer while
+    /// Answers a whole (not streamed) call: from memory when `recall` found it, else from Redis;
+    /// else the first of concurrent identical requests calls `miss` and stores its answer while
     /// the others wait for it, each no longer than its `deadline`.
     pub(crate) async fn serve<F, Fut>(
         &self,
-        key: &str,
+        recall: Recall,
         controls: &Controls,
         deadline: Option<Duration>,
         miss: F,
@@ -485,31 +586,38 @@ impl ResponseCache {
         Fut: Future<Output = Result<RouterResponse, RouterError>>,
     {
         let started = Instant::now();
+        let id = match recall {
+            Recall::Hit(remembered) => {
+                metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+                return Ok(remembered.answer(started));
+            }
+            Recall::Miss(id) => id,
+        };
         if controls.no_cache {
             metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
             let answer = miss().await?;
-            self.keep(key, controls, &answer, None).await;
-            return Ok(with_key(answer, key));
+            self.keep(&id, controls, &answer, None).await;
+            return Ok(with_key(answer, &id.key));
         }
         loop {
-            if let Some(entry) = self.lookup(key, controls).await {
+            if let Some(remembered) = self.lookup(&id, controls).await {
                 metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                return Ok(entry.answer(key, started));
+                return Ok(remembered.answer(started));
             }
-            match self.turn(key) {
+            match self.turn(&id.key) {
                 Turn::Lead(lead) => {
                     // Another leader may have stored the answer since the lookup above.
-                    let answer = match self.lookup(key, controls).await {
-                        Some(entry) => {
+                    let answer = match self.lookup(&id, controls).await {
+                        Some(remembered) => {
                             metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                            Ok(entry.answer(key, started))
+                            Ok(remembered.answer(started))
                         }
                         None => {
                             metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
                             match miss().await {
                                 Ok(answer) => {
-                                    self.keep(key, controls, &answer, None).await;
-                                    Ok(with_key(answer, key))
+                                    self.keep(&id, controls, &answer, None).await;
+                                    Ok(with_key(answer, &id.key))
                                 }
                                 Err(error) => Err(error),
                             }
@@ -578,7 +686,7 @@ impl ResponseCache {
     /// Stores a call's answer unless the request said `no-store`.
     pub(crate) async fn keep(
         &self,
-        key: &str,
+        id: &Identity,
         controls: &Controls,
         answer: &RouterResponse,
         chunks: Option<Vec<serde_json::Value>>,
@@ -587,7 +695,7 @@ impl ResponseCache {
             return;
         }
         let entry = Entry::of(answer, chunks, self.now_ms(), self.ttl(controls));
-        self.store(key, entry).await;
+        self.store(id, entry).await;
     }
 }
 
@@ -597,11 +705,42 @@ fn with_key(mut answer: RouterResponse, key: &str) -> RouterResponse {
     answer
 }
 
-impl Entry {
-    /// Bytes the entry weighs in the memory tier (its bodies as JSON, plus bookkeeping).
+/// `response:` and the hex SHA-256 of a canonical encoding.
+fn key_of(canonical: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(canonical);
+    let mut key = String::with_capacity(9 + 64);
+    key.push_str("response:");
+    for byte in digest {
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 15)]));
+    }
+    key
+}
+
+impl Remembered {
+    /// The answer this gives a request now.
+    pub(crate) fn answer(&self, started: Instant) -> RouterResponse {
+        self.entry.answer(&self.key, started)
+    }
+
+    /// The request's key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Bytes it weighs in the memory tier: its bodies as JSON, the request's encoding, the key
+    /// and some bookkeeping.
     fn weight(&self) -> usize {
-        let chunks: usize = self.chunks.iter().flatten().map(json_len).sum();
-        json_len(&self.body) + chunks + self.deployment.len() + self.model_group.len() + 96
+        let entry = &self.entry;
+        let chunks: usize = entry.chunks.iter().flatten().map(json_len).sum();
+        json_len(&entry.body)
+            + chunks
+            + entry.deployment.len()
+            + entry.model_group.len()
+            + self.canonical.len()
+            + self.key.len()
+            + 128
     }
 }
 
@@ -614,54 +753,6 @@ fn json_len(value: &serde_json::Value) -> usize {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Where a key's canonical encoding goes: a stack buffer flushed into SHA-256 a kilobyte at a
-/// time (no heap allocation, few hasher updates).
-pub(crate) struct Sink {
-    hasher: sha2::Sha256,
-    buffer: [u8; 1024],
-    len: usize,
-}
-
-impl Sink {
-    fn new() -> Self {
-        Sink {
-            hasher: sha2::Digest::new(),
-            buffer: [0; 1024],
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, byte: u8) {
-        self.extend_from_slice(&[byte]);
-    }
-
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > self.buffer.len() {
-            self.flush();
-            if bytes.len() > self.buffer.len() {
-                sha2::Digest::update(&mut self.hasher, bytes);
-                return;
-            }
-        }
-        if let Some(free) = self.buffer.get_mut(self.len..self.len + bytes.len()) {
-            free.copy_from_slice(bytes);
-            self.len += bytes.len();
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Some(filled) = self.buffer.get(..self.len) {
-            sha2::Digest::update(&mut self.hasher, filled);
-        }
-        self.len = 0;
-    }
-
-    fn finish(mut self) -> [u8; 32] {
-        self.flush();
-        sha2::Digest::finalize(self.hasher).into()
-    }
-}
 
 /// A writer that only counts bytes.
 struct Counted(usize);
@@ -680,7 +771,7 @@ impl Write for Counted {
 /// and objects (so no two values encode alike), object keys in sorted order whatever order the
 /// request had them in. Whitespace and key order never reach it; `1` and `1.0` stay distinct,
 /// as they are in JSON.
-fn encode(value: &serde_json::Value, out: &mut Sink) {
+fn encode(value: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match value {
         Value::Null => out.push(b'n'),
@@ -710,7 +801,7 @@ fn encode(value: &serde_json::Value, out: &mut Sink) {
     }
 }
 
-fn encode_str(text: &str, out: &mut Sink) {
+fn encode_str(text: &str, out: &mut Vec<u8>) {
     out.push(b's');
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
@@ -720,7 +811,7 @@ fn encode_str(text: &str, out: &mut Sink) {
 /// turns on its `preserve_order`), so they are sorted here only when they are not.
 fn encode_object<'v>(
     fields: impl Iterator<Item = (&'v String, &'v serde_json::Value)> + Clone,
-    out: &mut Sink,
+    out: &mut Vec<u8>,
 ) {
     out.push(b'{');
     let count = fields.clone().count();
@@ -934,7 +1025,7 @@ fn merge_tool_call(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -992,9 +1083,9 @@ mod tests {
     #[test]
     fn the_encoding_ignores_key_order_and_tells_values_apart() {
         let encoded = |text: &str| {
-            let mut out = Sink::new();
+            let mut out = Vec::new();
             encode(&serde_json::from_str(text).unwrap(), &mut out);
-            out.finish()
+            out
         };
         assert_eq!(
             encoded(r#"{"b": [{"y": 1, "x": "é"}], "a": null}"#),
@@ -1011,5 +1102,50 @@ mod tests {
             assert_ne!(encoded(a), encoded(b), "{a} vs {b}");
         }
         assert_eq!(json_len(&json!({"a": [1, "x"]})), r#"{"a":[1,"x"]}"#.len());
+    }
+
+    #[tokio::test]
+    async fn a_memory_entry_answers_only_the_request_whose_encoding_it_holds() {
+        let shared = DualCache::connect(ferrolite_cache::CacheConfig::default())
+            .await
+            .unwrap();
+        let cache = ResponseCache::new(ResponseCacheSettings::default(), shared);
+        let controls = Controls::default();
+        let (a, b) = (json!({"prompt": "a"}), json!({"prompt": "b"}));
+        let Recall::Miss(id_a) = cache.recall("g", &a, &controls) else {
+            panic!("an empty cache has nothing");
+        };
+        let Recall::Miss(id_b) = cache.recall("g", &b, &controls) else {
+            panic!("an empty cache has nothing");
+        };
+        // B's answer filed under A's index (as a colliding fast hash would): A is not answered.
+        let entry = Entry {
+            v: VERSION,
+            stored_ms: cache.now_ms(),
+            expires_ms: cache.now_ms() + 60_000,
+            body: json!("the answer to b"),
+            chunks: None,
+            usage: None,
+            deployment: "d".into(),
+            model_group: "g".into(),
+        };
+        let forged = Identity {
+            key: id_b.key.clone(),
+            fast: id_a.fast,
+            canonical: id_b.canonical.clone(),
+        };
+        cache.remember(&forged, entry.clone());
+        assert!(matches!(cache.recall("g", &a, &controls), Recall::Miss(_)));
+        // Filed properly, B is answered, with its own key.
+        cache.remember(&id_b, entry);
+        match cache.recall("g", &b, &controls) {
+            Recall::Hit(remembered) => assert_eq!(remembered.key(), id_b.key),
+            Recall::Miss(_) => panic!("b was stored"),
+        }
+        assert_eq!(
+            id_a.key,
+            cache.key("g", &a, None),
+            "the key of a miss is the request's key"
+        );
     }
 }

@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use crate::backend::{Backend, BackendChunk, BackendError, BackendRequest, BackendStream};
 use crate::cooldown;
 use crate::queue::WaitQueue;
-use crate::response_cache::{Controls, Entry, ResponseCache, assemble};
+use crate::response_cache::{Controls, Identity, Recall, Remembered, ResponseCache, assemble};
 use crate::retry::{self, GroupState};
 use crate::retry_budget::RetryBudget;
 use crate::snapshot::{LocalSlot, Snapshot};
@@ -373,11 +373,11 @@ impl Router {
 
     /// The response cache's memory tier: entries and their weight in bytes; `None` when the
     /// response cache is off.
-    pub async fn response_cache_usage(&self) -> Option<(u64, u64)> {
-        match &self.inner.responses {
-            Some(responses) => Some(responses.memory_usage().await),
-            None => None,
-        }
+    pub fn response_cache_usage(&self) -> Option<(u64, u64)> {
+        self.inner
+            .responses
+            .as_ref()
+            .map(ResponseCache::memory_usage)
     }
 
     /// The response cache's key for `request` (as `x-litellm-cache-key` shows it); `None` when
@@ -387,24 +387,21 @@ impl Router {
             return Ok(None);
         };
         let controls = Controls::of(&request.body)?;
-        Ok(Some(self.response_key(responses, request, &controls)))
+        let model = self.cache_group(request);
+        Ok(Some(responses.key(
+            model,
+            &request.body,
+            controls.namespace.as_deref(),
+        )))
     }
 
-    /// The response cache key of `request` (group or its alias target, namespace, canonical
-    /// body).
-    fn response_key(
-        &self,
-        responses: &ResponseCache,
-        request: &Request,
-        controls: &Controls,
-    ) -> String {
-        let model = self
-            .inner
+    /// The group a request's cached answers belong to: its alias target, else what it named.
+    fn cache_group<'r>(&'r self, request: &'r Request) -> &'r str {
+        self.inner
             .settings
             .model_group_alias
             .get(&request.model)
-            .unwrap_or(&request.model);
-        responses.key(model, &request.body, controls.namespace.as_deref())
+            .unwrap_or(&request.model)
     }
 
     /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
@@ -423,10 +420,10 @@ impl Router {
         };
         request.validate()?;
         let controls = Controls::of(&request.body)?;
-        let key = self.response_key(responses, &request, &controls);
+        let recall = responses.recall(self.cache_group(&request), &request.body, &controls);
         let deadline = request.deadline.or(self.inner.settings.request_deadline);
         // Boxed: the cached path's future stays out of the uncached call's.
-        Box::pin(responses.serve(&key, &controls, deadline, || self.call_routed(&request))).await
+        Box::pin(responses.serve(recall, &controls, deadline, || self.call_routed(&request))).await
     }
 
     /// [`Router::call`] past the response cache.
@@ -467,23 +464,30 @@ impl Router {
                 let started = Instant::now();
                 request.validate()?;
                 let controls = Controls::of(&request.body)?;
-                let key = self.response_key(responses, &request, &controls);
+                let id =
+                    match responses.recall(self.cache_group(&request), &request.body, &controls) {
+                        Recall::Hit(remembered) => {
+                            metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+                            return Ok(RouterStream::replay(&remembered, started));
+                        }
+                        Recall::Miss(id) => id,
+                    };
                 if !controls.no_cache {
-                    if let Some(entry) = responses.lookup(&key, &controls).await {
+                    if let Some(remembered) = responses.lookup(&id, &controls).await {
                         metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                        return Ok(RouterStream::replay(&entry, key, started));
+                        return Ok(RouterStream::replay(&remembered, started));
                     }
                 }
                 metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
-                Some((key, controls))
+                Some((id, controls))
             }
             None => None,
         };
         let mut stream = self.stream_routed(&request).await?;
-        if let Some((key, controls)) = cached {
-            stream.cache_key = Some(key.clone());
+        if let Some((id, controls)) = cached {
+            stream.cache_key = Some(id.key.clone());
             if !controls.no_store {
-                stream.record(self.clone(), key, controls);
+                stream.record(self.clone(), id, controls);
             }
         }
         Ok(stream)
@@ -2020,7 +2024,8 @@ impl RouterStream {
     }
 
     /// A stream that replays a cached answer: no deployment is called, it costs nothing.
-    fn replay(entry: &Entry, key: String, started: Instant) -> Self {
+    fn replay(remembered: &Remembered, started: Instant) -> Self {
+        let entry = &remembered.entry;
         let chunks = entry.replay();
         RouterStream {
             deployment_id: DeploymentId::new(entry.deployment.as_str()),
@@ -2030,7 +2035,7 @@ impl RouterStream {
             overhead: started.elapsed(),
             time_to_first_token: started.elapsed(),
             cache_hit: true,
-            cache_key: Some(key),
+            cache_key: Some(remembered.key().to_string()),
             end: Arc::new(Mutex::new(Some(StreamEnd {
                 usage: entry.usage(),
                 cost: Some(0.0),
@@ -2041,14 +2046,14 @@ impl RouterStream {
 
     /// Stores the stream's answer in the response cache once it has ended without an error
     /// (a stream that breaks or is dropped before its end stores nothing).
-    fn record(&mut self, router: Router, key: String, controls: Controls) {
+    fn record(&mut self, router: Router, id: Identity, controls: Controls) {
         let chunks = std::mem::replace(&mut self.chunks, Box::pin(futures_util::stream::empty()));
         let end = Arc::clone(&self.end);
         let deployment_id = self.deployment_id.clone();
         let model_group = self.model_group.clone();
         let recorder = Recorder {
             router,
-            key,
+            id,
             controls,
             end,
             deployment_id,
@@ -2093,7 +2098,7 @@ impl RouterStream {
 /// What a recorded stream needs to store its answer when it ends.
 struct Recorder {
     router: Router,
-    key: String,
+    id: Identity,
     controls: Controls,
     end: Arc<Mutex<Option<StreamEnd>>>,
     deployment_id: DeploymentId,
@@ -2122,7 +2127,7 @@ impl Recorder {
             cache_key: None,
         };
         responses
-            .keep(&self.key, &self.controls, &answer, Some(chunks))
+            .keep(&self.id, &self.controls, &answer, Some(chunks))
             .await;
     }
 }

@@ -273,7 +273,7 @@ async fn the_memory_tier_stays_within_its_byte_bound() {
         body["messages"][0]["content"] = json!(format!("question {i}"));
         s.router.call(ask(body)).await.unwrap();
     }
-    let (entries, bytes) = s.router.response_cache_usage().await.unwrap();
+    let (entries, bytes) = s.router.response_cache_usage().unwrap();
     assert!(bytes <= 8_000, "{bytes} bytes kept");
     assert!(
         (1..=8).contains(&entries),
@@ -512,4 +512,42 @@ async fn a_corrupt_entry_in_redis_is_a_miss_never_an_answer() {
         cache_c.shutdown().await.unwrap();
     }
     cache_a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_falls_back_to_the_memory_tier_and_never_fails_a_call() {
+    use ferrolite_cache::testing::{RedisProcess, fault_config, redis_binaries_installed};
+    if !redis_binaries_installed(&["redis-server"]) {
+        return;
+    }
+    let mut server = RedisProcess::start(false);
+    let prefix = unique_prefix("response-cache-outage");
+    let cache = DualCache::connect(fault_config(&server.url(), &prefix))
+        .await
+        .unwrap();
+    let script = Arc::new(Script::default());
+    let router = Router::new(
+        vec![dep("g", "1")],
+        cached(3600),
+        cache.clone(),
+        script.clone(),
+    )
+    .unwrap();
+    assert!(!router.call(ask(hello())).await.unwrap().cache_hit);
+    server.kill();
+    let started = std::time::Instant::now();
+    // Stored before the outage: answered from memory.
+    assert!(router.call(ask(hello())).await.unwrap().cache_hit);
+    // A new request is routed and answered; its answer is kept in memory.
+    let mut other = hello();
+    other["temperature"] = json!(0.7);
+    assert!(!router.call(ask(other.clone())).await.unwrap().cache_hit);
+    assert!(router.call(ask(other)).await.unwrap().cache_hit);
+    assert_eq!(script.called().len(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no call waited on the dead Redis for long: {:?}",
+        started.elapsed()
+    );
+    let _ = cache.shutdown().await;
 }
