@@ -445,8 +445,19 @@ fn section(report: &Report, workload: &Workload, source: &str) -> String {
     } else {
         r#"<p class="good">Every rpm limit held: no deployment's window ever counted more than its rpm.</p>"#
     };
+    let cache_line = if report.response_cache {
+        format!(
+            r#"<p class="meta">Response cache: {} of {} requests answered from the cache ({:.1} %), no deployment called.</p>"#,
+            report.cache_hits,
+            report.requests,
+            100.0 * report.cache_hits as f64 / report.requests.max(1) as f64
+        )
+    } else {
+        String::new()
+    };
     format!(
         r##"<p class="meta">{source}: {requests} requests, {concurrency} at a time, over {duration:.1} s of {time}; {succeeded} answered, {failed} failed.</p>
+{cache_line}
 {limits_line}
 <h2>Deployments</h2>
 <table><tr><th>deployment</th><th class="l">group</th><th>requests</th><th>success</th><th>429s</th><th>failed</th><th>cooldowns</th><th>p50 ms</th><th>p99 ms</th><th>tokens</th><th>spend $</th><th>peak rpm / rpm</th></tr>{rows}</table>

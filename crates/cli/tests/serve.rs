@@ -39,11 +39,25 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("ferrolite-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
-    std::fs::write(&config, CONFIG).unwrap();
+    let cached = CONFIG.replace(
+        "router_settings:\n",
+        "router_settings:\n  cache_responses: true\n",
+    );
+    std::fs::write(&config, cached).unwrap();
     let (mut child, port) = start_with(&config, &["--log-format", "json"]);
     assert_eq!(ask(port), "served by ferrolite");
+    assert_eq!(
+        ask(port),
+        "served by ferrolite",
+        "again, from the response cache"
+    );
     let (status, _, metrics) = exchange(port, "GET", "/metrics", None, "");
     assert_eq!(status, 200);
+    assert!(
+        metrics.contains("ferrolite_response_cache_hits_total 1")
+            && metrics.contains("ferrolite_response_cache_misses_total 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("ferrolite_router_requests_total"),
         "{metrics}"

@@ -126,6 +126,14 @@ router_settings:
         )),
         "{text}"
     );
+    let html = ferrolite_cli::report::html(&report, &w, "test");
+    assert!(
+        html.contains(&format!(
+            "Response cache: {} of 400 requests",
+            report.cache_hits
+        )),
+        "the HTML report says it too"
+    );
 }
 
 #[test]
