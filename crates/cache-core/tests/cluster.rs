@@ -86,6 +86,22 @@ async fn the_cache_runs_on_a_three_master_cluster() {
         }
     }
     assert_eq!(admitted_tokens, 1_000, "exactly the token limit");
+
+    // Shared values (the response cache's Redis tier) on every node: one instance writes, the
+    // other reads.
+    for i in 0..30 {
+        let key = format!("response:{i:064x}");
+        let stored = a
+            .set_shared(&key, &format!("answer {i}"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(stored);
+        assert_eq!(
+            b.get_shared(&key).await.unwrap(),
+            Some(format!("answer {i}"))
+        );
+    }
+    assert_eq!(b.get_shared("response:none").await.unwrap(), None);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

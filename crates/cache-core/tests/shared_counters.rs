@@ -504,3 +504,35 @@ async fn concurrent_syncs_neither_double_acknowledge_nor_go_back_in_time() {
     assert_eq!(raw.get::<i64, _>(format!("{prefix}k")).await.unwrap(), 20);
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn shared_values_live_in_redis_only_expire_with_their_ttl_and_need_one() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("shared-values");
+    let (a, b) = pair(&url, &prefix).await;
+    assert!(
+        a.set_shared("v", "kept", Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    assert_eq!(b.get_shared("v").await.unwrap().as_deref(), Some("kept"));
+    // Redis's TTL ends it for every reader.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.get_shared("v").await.unwrap(), None);
+    let error = a.set_shared("v", "x", Duration::ZERO).await.unwrap_err();
+    assert!(
+        matches!(error, CacheError::InvalidArgument { field: "ttl", .. }),
+        "{error:?}"
+    );
+    // Without Redis nothing is stored and nothing found, without an error.
+    let local = DualCache::connect(CacheConfig::default()).await.unwrap();
+    assert!(
+        !local
+            .set_shared("v", "x", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(local.get_shared("v").await.unwrap(), None);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
