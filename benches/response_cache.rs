@@ -74,6 +74,28 @@ fn router(rt: &tokio::runtime::Runtime, cache: DualCache, memory_bytes: u64) -> 
     router
 }
 
+/// Benchmarks `router.call` on fresh requests from `make` (built outside the timing), each a
+/// cache hit.
+fn hit(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    router: &Router,
+    make: impl Fn() -> Request,
+) {
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter_batched(
+            &make,
+            |request| async {
+                let answer = router.call(request).await.expect("answered");
+                assert!(answer.cache_hit);
+                black_box(answer)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn hits(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,17 +107,7 @@ fn hits(c: &mut Criterion) {
         .block_on(DualCache::connect(CacheConfig::default()))
         .expect("cache");
     let memory = router(&rt, cache, 64 << 20);
-    group.bench_function("memory_hit_2kb_body", |b| {
-        b.to_async(&rt).iter_batched(
-            request,
-            |request| async {
-                let answer = memory.call(request).await.expect("answered");
-                assert!(answer.cache_hit);
-                black_box(answer)
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    hit(&mut group, "memory_hit_2kb_body", &rt, &memory, request);
     let small = || {
         Request::new(
             "gpt-4o",
@@ -103,16 +115,7 @@ fn hits(c: &mut Criterion) {
         )
     };
     rt.block_on(memory.call(small())).expect("stored");
-    group.bench_function("memory_hit_tiny_body", |b| {
-        b.to_async(&rt).iter_batched(
-            small,
-            |request| async {
-                let answer = memory.call(request).await.expect("answered");
-                black_box(answer)
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    hit(&mut group, "memory_hit_tiny_body", &rt, &memory, small);
     let body = request();
     group.bench_function("key_of_2kb_body", |b| {
         b.iter(|| black_box(memory.response_cache_key(&body).expect("a key")))
@@ -126,17 +129,7 @@ fn hits(c: &mut Criterion) {
         Ok(cache) if !cache.stats().redis_down => {
             // No memory tier: every hit is read from Redis.
             let shared = router(&rt, cache, 0);
-            group.bench_function("redis_hit_2kb_body", |b| {
-                b.to_async(&rt).iter_batched(
-                    request,
-                    |request| async {
-                        let answer = shared.call(request).await.expect("answered");
-                        assert!(answer.cache_hit);
-                        black_box(answer)
-                    },
-                    BatchSize::SmallInput,
-                )
-            });
+            hit(&mut group, "redis_hit_2kb_body", &rt, &shared, request);
         }
         _ => eprintln!("redis_hit_2kb_body: no Redis at {url}; skipped"),
     }

@@ -61,7 +61,7 @@ pub struct ResponseCacheSettings {
 
 impl ResponseCacheSettings {
     /// A TTL and a memory bound above zero; a group in at most one caching group.
-    pub(crate) fn validate(&self, _groups: &HashSet<String>) -> Result<(), RouterError> {
+    pub(crate) fn validate(&self) -> Result<(), RouterError> {
         let invalid = |field: &str, value: String, reason| RouterError::InvalidSettings {
             field: format!("response_cache.{field}"),
             value,

@@ -237,7 +237,7 @@ impl RouterSettings {
         ids: &HashSet<String>,
     ) -> Result<(), RouterError> {
         if let Some(cache) = &self.response_cache {
-            cache.validate(groups)?;
+            cache.validate()?;
         }
         if self.timeout.is_zero() {
             return Err(RouterError::InvalidSettings {

@@ -441,7 +441,12 @@ async fn bad_response_cache_settings_are_typed_errors() {
 // ---- shared through Redis --------------------------------------------------------------
 
 async fn redis_router(url: &str, prefix: &str) -> (Router, Arc<Script>, DualCache) {
-    let cache = DualCache::connect(config(url, prefix)).await.unwrap();
+    router_on(config(url, prefix)).await
+}
+
+/// A router with the response cache on a cache with `config`.
+async fn router_on(config: ferrolite_cache::CacheConfig) -> (Router, Arc<Script>, DualCache) {
+    let cache = DualCache::connect(config).await.unwrap();
     let script = Arc::new(Script::default());
     let router = Router::new(
         vec![dep("g", "1")],
@@ -522,17 +527,7 @@ async fn a_redis_outage_falls_back_to_the_memory_tier_and_never_fails_a_call() {
     }
     let mut server = RedisProcess::start(false);
     let prefix = unique_prefix("response-cache-outage");
-    let cache = DualCache::connect(fault_config(&server.url(), &prefix))
-        .await
-        .unwrap();
-    let script = Arc::new(Script::default());
-    let router = Router::new(
-        vec![dep("g", "1")],
-        cached(3600),
-        cache.clone(),
-        script.clone(),
-    )
-    .unwrap();
+    let (router, script, cache) = router_on(fault_config(&server.url(), &prefix)).await;
     assert!(!router.call(ask(hello())).await.unwrap().cache_hit);
     server.kill();
     let started = std::time::Instant::now();
