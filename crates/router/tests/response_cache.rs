@@ -546,3 +546,136 @@ async fn a_redis_outage_falls_back_to_the_memory_tier_and_never_fails_a_call() {
     );
     let _ = cache.shutdown().await;
 }
+
+// ---- keys over arbitrary bodies ------------------------------------------------------------
+
+mod keys {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(json!(null)),
+            any::<bool>().prop_map(|b| json!(b)),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[a-z é\"\\\\\n]{0,12}".prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-z_]{1,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `value` as JSON text with every object's keys in reverse order and extra whitespace.
+    fn reordered(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::Object(object) => {
+                let fields: Vec<String> = object
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| format!("\n  {} :  {}", json!(k), reordered(v)))
+                    .collect();
+                format!("{{{} }}", fields.join(" ,"))
+            }
+            serde_json::Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(reordered).collect();
+                format!("[ {} ]", items.join(" , "))
+            }
+            scalar => scalar.to_string(),
+        }
+    }
+
+    /// A copy of `value` with its first leaf changed (or, with no leaf, an element added).
+    fn changed(value: &serde_json::Value) -> Option<serde_json::Value> {
+        match value {
+            serde_json::Value::Object(object) => {
+                let mut object = object.clone();
+                match object
+                    .iter()
+                    .find_map(|(k, v)| Some((k.clone(), changed(v)?)))
+                {
+                    Some((k, v)) => object.insert(k, v),
+                    None => object.insert("added".into(), json!(0)),
+                };
+                Some(serde_json::Value::Object(object))
+            }
+            serde_json::Value::Array(items) => {
+                let mut items = items.clone();
+                match items
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, v)| Some((i, changed(v)?)))
+                {
+                    Some((i, v)) => items[i] = v,
+                    None => items.push(json!(0)),
+                }
+                Some(serde_json::Value::Array(items))
+            }
+            serde_json::Value::String(s) => Some(json!(format!("{s}!"))),
+            serde_json::Value::Bool(b) => Some(json!(!b)),
+            serde_json::Value::Null => Some(json!(0)),
+            serde_json::Value::Number(n) => Some(match n.as_i64() {
+                Some(i) => json!(i.wrapping_add(1)),
+                None => json!(n.as_f64().unwrap_or(0.0) + 1.0),
+            }),
+        }
+    }
+
+    fn router() -> Router {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache = rt
+            .block_on(DualCache::connect(ferrolite_cache::CacheConfig::default()))
+            .unwrap();
+        Router::new(
+            vec![dep("g", "1")],
+            cached(3600),
+            cache,
+            Arc::new(Script::default()),
+        )
+        .unwrap()
+    }
+
+    fn key(router: &Router, body: serde_json::Value) -> String {
+        router
+            .response_cache_key(&Request::new("g", body))
+            .unwrap()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn equal_bodies_in_any_order_share_a_key_and_a_changed_value_does_not(
+            messages in json(),
+            extra in json(),
+            user in "[a-z]{0,8}",
+        ) {
+            let router = router();
+            // As a request's body arrives: parsed from text (so numbers are what the parser
+            // makes of their digits, in both orders).
+            let body: serde_json::Value =
+                serde_json::from_str(&json!({"messages": messages, "extra": extra}).to_string())
+                    .unwrap();
+            let text = reordered(&body);
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(key(&router, parsed.clone()), key(&router, body.clone()), "{}", text);
+            // Fields that do not change the answer do not change the key.
+            let mut noted = parsed;
+            noted["user"] = json!(user);
+            noted["metadata"] = json!({"trace": user});
+            noted["stream"] = json!(true);
+            prop_assert_eq!(key(&router, noted), key(&router, body.clone()));
+            // Any other change does.
+            let other = changed(&body).unwrap();
+            prop_assert_ne!(key(&router, other), key(&router, body));
+        }
+    }
+}
