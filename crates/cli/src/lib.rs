@@ -700,10 +700,11 @@ pub fn render(report: &Report, workload: &Workload) -> String {
         } else {
             "simulated time"
         },
-        if workload.redis.is_some() {
-            "state in Redis"
-        } else {
-            "state in memory"
+        match (&workload.redis, workload.instances) {
+            (Some(_), _) => "state in Redis",
+            (None, 1) => "state in memory",
+            // Nothing shared: each instance holds every limit on its own.
+            (None, _) => "state in memory per instance: limits not shared without --redis",
         },
         workload.instances,
         if workload.instances == 1 { "" } else { "s" },

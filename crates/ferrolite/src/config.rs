@@ -276,6 +276,9 @@ impl Config {
         let raw = parsed.map_err(|e| parse_error(text, &failed_at, &e))?;
         let warnings = ignored
             .into_iter()
+            // Top-level `x-...` keys hold YAML anchors for the rest of the file (a common
+            // convention in LiteLLM configs): used, not ignored.
+            .filter(|path| !(path.starts_with("x-") && !path.contains(['.', '['])))
             .map(|path| ConfigWarning {
                 kind: classify(&path),
                 path,

@@ -461,3 +461,27 @@ ferrolite_settings:
         config.not_honoured()
     );
 }
+
+#[test]
+fn top_level_x_keys_hold_anchors_and_are_not_reported_as_ignored() {
+    let config = Config::from_yaml(
+        r#"
+x-azure: &azure
+  model: azure/gpt-4o
+  api_base: https://example.openai.azure.com
+  rpm: 60
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      <<: *azure
+    model_info: {x-note: 1}
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.deployments[0].rpm, Some(60));
+    assert_eq!(
+        config.not_honoured(),
+        ["model_list[0].model_info.x-note: unknown key, ignored"],
+        "only the top-level anchor holder is silent"
+    );
+}
