@@ -278,7 +278,7 @@ impl Config {
             .into_iter()
             // Top-level `x-...` keys hold YAML anchors for the rest of the file (a common
             // convention in LiteLLM configs): used, not ignored.
-            .filter(|path| !(path.starts_with("x-") && !path.contains(['.', '['])))
+            .filter(|path| !path.starts_with("x-") || path.contains(['.', '[']))
             .map(|path| ConfigWarning {
                 kind: classify(&path),
                 path,
