@@ -452,7 +452,8 @@ fn cache_control(headers: &HeaderMap, body: &mut serde_json::Value) {
 }
 
 /// Chat completions, completions and embeddings: one handler, the body says which. Each call
-/// runs in a `request` span carrying its id, which the answer echoes in `x-request-id`.
+/// runs in a `request` span carrying its id, which the answer echoes in `x-request-id` and the
+/// HTTP backend sends to the upstream.
 async fn completions(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -462,7 +463,7 @@ async fn completions(
     let id = gateway.request_id(&headers);
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
-    let mut response = handle(gateway, headers, body)
+    let mut response = handle(gateway, headers, body, &id)
         .instrument(span.clone())
         .await;
     metrics::counter!(
@@ -485,7 +486,7 @@ async fn completions(
     response
 }
 
-async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Response {
+async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str) -> Response {
     let caller = match gateway.caller(&headers) {
         Ok(caller) => caller,
         Err(refused) => return *refused,
@@ -538,6 +539,7 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body) -> Respon
     let mut body = body;
     cache_control(&headers, &mut body);
     let mut request = Request::new(model.clone(), body);
+    request.request_id = Some(id.to_string());
     let router = gateway.router.load_full();
     if let Caller::Key(key) = caller {
         if let Some(refused) = gateway.admit_key(&router, &key, &model, estimate).await {

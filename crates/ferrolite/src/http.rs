@@ -141,6 +141,10 @@ impl HttpBackend {
                 None => builder,
             }
         };
+        let builder = match &request.request_id {
+            Some(id) => builder.header("x-request-id", id),
+            None => builder,
+        };
         Ok(builder.json(&body))
     }
 }

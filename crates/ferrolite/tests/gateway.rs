@@ -370,9 +370,22 @@ async fn clients_that_disconnect_mid_stream_leak_nothing() {
 /// Retry-After, anything else a chat completion naming the model it got.
 async fn upstream() -> String {
     use axum::routing::post;
-    async fn answer(axum::Json(body): axum::Json<serde_json::Value>) -> axum::response::Response {
+    async fn answer(
+        headers: axum::http::HeaderMap,
+        axum::Json(body): axum::Json<serde_json::Value>,
+    ) -> axum::response::Response {
         use axum::response::IntoResponse;
         let model = body["model"].as_str().unwrap_or("").to_string();
+        // Answers with the `x-request-id` it received.
+        let model = if model == "echo-id" {
+            headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_string()
+        } else {
+            model
+        };
         let streamed = body["stream"].as_bool().unwrap_or(false);
         let sse = |events: Vec<String>, done: bool| {
             let mut text: String = events
@@ -453,6 +466,8 @@ model_list:
     litellm_params: {{model: openai/broken, api_base: "{upstream}", api_key: sk-up}}
   - model_name: backup
     litellm_params: {{model: openai/good-model, api_base: "{upstream}", api_key: sk-up}}
+  - model_name: echo
+    litellm_params: {{model: openai/echo-id, api_base: "{upstream}", api_key: sk-up}}
 router_settings:
   num_retries: 0
   fallbacks: [{{"primary": ["backup"]}}]
@@ -486,6 +501,21 @@ router_settings:
         .unwrap();
     assert_eq!(response.headers()["x-litellm-attempted-fallbacks"], "1");
     assert_eq!(response.headers()["x-litellm-model-group"], "backup");
+    // The request's id (the caller's own here) reaches the upstream.
+    let echoed: serde_json::Value = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-request-id", "trace-7")
+        .json(
+            &serde_json::json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["choices"][0]["message"]["content"], "from trace-7");
 }
 
 const KEYS_CONFIG: &str = r#"

@@ -184,6 +184,7 @@ fn chat(stream: bool) -> BackendRequest {
     BackendRequest {
         body: serde_json::json!({"model": "ignored", "messages": [{"role": "user", "content": "hi"}], "mock_response": "x"}),
         stream,
+        request_id: Some("req-42".into()),
     }
 }
 
@@ -201,6 +202,10 @@ async fn a_chat_call_sends_the_model_without_its_prefix_and_the_bearer_key_and_r
     let (path, _, headers, body) = &requests[0];
     assert_eq!(path, "chat/completions");
     assert_eq!(headers["authorization"], "Bearer sk-test-123");
+    assert_eq!(
+        headers["x-request-id"], "req-42",
+        "the request's id reaches the provider"
+    );
     assert_eq!(body["model"], "gpt-4o");
     assert!(
         body.get("mock_response").is_none(),
@@ -216,6 +221,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
     let embed = BackendRequest {
         body: serde_json::json!({"model": "x", "input": ["a", "b"]}),
         stream: false,
+        request_id: None,
     };
     let response = backend
         .call(&openai(&base, "embedder"), &embed)
@@ -225,6 +231,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
     let complete = BackendRequest {
         body: serde_json::json!({"model": "x", "prompt": "once upon"}),
         stream: false,
+        request_id: None,
     };
     backend
         .call(&openai(&base, "davinci"), &complete)
@@ -232,6 +239,10 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         .unwrap();
     let paths: Vec<String> = seen.requests.lock().iter().map(|r| r.0.clone()).collect();
     assert_eq!(paths, ["embeddings", "completions"]);
+    assert!(
+        seen.requests.lock()[0].2.get("x-request-id").is_none(),
+        "no id, no header"
+    );
 }
 
 #[tokio::test]

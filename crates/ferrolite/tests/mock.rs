@@ -22,6 +22,7 @@ fn chat(stream: bool) -> BackendRequest {
     BackendRequest {
         body: serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}),
         stream,
+        request_id: None,
     }
 }
 
@@ -183,6 +184,7 @@ async fn embeddings_and_completions_get_their_shapes() {
     let embed = BackendRequest {
         body: serde_json::json!({"model": "e", "input": ["a"]}),
         stream: false,
+        request_id: None,
     };
     let answer = backend.call(&deployment(), &embed).await.unwrap();
     assert_eq!(answer.body["object"], "list");
@@ -190,6 +192,7 @@ async fn embeddings_and_completions_get_their_shapes() {
     let complete = BackendRequest {
         body: serde_json::json!({"model": "c", "prompt": "once"}),
         stream: false,
+        request_id: None,
     };
     let answer = backend.call(&deployment(), &complete).await.unwrap();
     assert_eq!(answer.body["object"], "text_completion");

@@ -14,6 +14,9 @@ pub struct BackendRequest {
     pub body: serde_json::Value,
     /// Whether the caller asked for a stream.
     pub stream: bool,
+    /// The request's id ([`Request::request_id`](crate::Request::request_id)), for the
+    /// provider's logs (the HTTP backend sends it as `x-request-id`).
+    pub request_id: Option<String>,
 }
 
 /// A backend's successful answer.

@@ -44,6 +44,9 @@ pub struct Request {
     /// Budget scopes charged besides `tags` (as tag budgets), never used for routing: the
     /// gateway puts an API key's budget here.
     pub budget_tags: Vec<String>,
+    /// An id for this request that reaches the deployment (the HTTP backend sends it as
+    /// `x-request-id`), so a provider's logs and ferrolite's name the same call.
+    pub request_id: Option<String>,
     /// `allowed_model_region` (`eu`, `us`): with pre-call checks on, only deployments whose
     /// `region_name` is this region serve the request (a deployment without one does not).
     pub allowed_model_region: Option<String>,

@@ -1357,6 +1357,7 @@ impl Router {
         let request = BackendRequest {
             body,
             stream: call.request.stream,
+            request_id: call.request.request_id.clone(),
         };
         let timeout = attempt_timeout(settings, call.request, deployment);
         let started = Instant::now();
