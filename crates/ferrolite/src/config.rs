@@ -465,10 +465,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "organization",
             "use_in_pass_through",
             "merge_reasoning_content_in_choices",
-            "temperature",
-            "max_tokens",
-            "top_p",
-            "seed",
             "extra_headers",
             "headers",
             "input_cost_per_second",
@@ -886,6 +882,27 @@ struct RawParams {
     max_input_tokens: Option<u64>,
     #[serde(default)]
     mock_response: Option<String>,
+    // request parameters sent with every call unless the request sets them
+    #[serde(default)]
+    temperature: Option<serde_json::Value>,
+    #[serde(default)]
+    top_p: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    seed: Option<serde_json::Value>,
+    #[serde(default)]
+    stop: Option<serde_json::Value>,
+    #[serde(default)]
+    presence_penalty: Option<serde_json::Value>,
+    #[serde(default)]
+    frequency_penalty: Option<serde_json::Value>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
+    #[serde(default)]
+    reasoning_effort: Option<serde_json::Value>,
     // ferrolite's mock behaviour (for `ferrolite simulate` and tests)
     #[serde(default)]
     mock_latency_ms: Option<f64>,
@@ -1271,6 +1288,73 @@ fn check_simulation(
     Ok(())
 }
 
+/// The request parameters a deployment's `litellm_params` set (sent with every call whose
+/// request does not set them), each checked for its JSON type.
+fn default_params_of(
+    p: &RawParams,
+    at: &dyn Fn(&str) -> String,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    use serde_json::Value;
+    let number = |v: &Value| v.is_number();
+    let integer = |v: &Value| v.as_u64().is_some();
+    let stop =
+        |v: &Value| v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    let params: [(&str, &Option<Value>, &dyn Fn(&Value) -> bool, &str); 10] = [
+        ("temperature", &p.temperature, &number, "a number"),
+        ("top_p", &p.top_p, &number, "a number"),
+        ("presence_penalty", &p.presence_penalty, &number, "a number"),
+        (
+            "frequency_penalty",
+            &p.frequency_penalty,
+            &number,
+            "a number",
+        ),
+        (
+            "max_tokens",
+            &p.max_tokens,
+            &integer,
+            "a non-negative integer",
+        ),
+        (
+            "max_completion_tokens",
+            &p.max_completion_tokens,
+            &integer,
+            "a non-negative integer",
+        ),
+        (
+            "seed",
+            &p.seed,
+            &|v: &Value| v.is_i64() || v.is_u64(),
+            "an integer",
+        ),
+        ("stop", &p.stop, &stop, "a string or a list of strings"),
+        (
+            "response_format",
+            &p.response_format,
+            &Value::is_object,
+            "an object",
+        ),
+        (
+            "reasoning_effort",
+            &p.reasoning_effort,
+            &Value::is_string,
+            "a string",
+        ),
+    ];
+    let mut defaults = serde_json::Map::new();
+    for (name, value, valid, expected) in params {
+        let Some(value) = value else { continue };
+        if !valid(value) {
+            return Err(ConfigError::at(
+                at(name),
+                format!("expected {expected}, got {value}"),
+            ));
+        }
+        defaults.insert(name.to_string(), value.clone());
+    }
+    Ok(defaults)
+}
+
 /// One `model_list` entry as a deployment (completed from the catalogue) and its mock
 /// behaviour, if it has one.
 fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec>), ConfigError> {
@@ -1286,6 +1370,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         .or(p.base_model.clone())
         .unwrap_or_else(|| p.model.clone());
     let facts = catalogue::lookup(&lookup_name).unwrap_or_default();
+    let default_params = default_params_of(&p, &at)?;
     let deployment = Deployment {
         id: info.id,
         model_name,
@@ -1321,6 +1406,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         max_budget: p.max_budget,
         budget_duration: p.budget_duration,
         region_name: p.region_name.or(info.region_name),
+        default_params,
     };
     deployment.validate().map_err(|e| {
         use ferrolite_types::TypesError;

@@ -484,3 +484,30 @@ model_list:
         "only the top-level anchor holder is silent"
     );
 }
+
+#[test]
+fn request_parameters_in_litellm_params_become_the_deployments_defaults() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params:
+      model: openai/gpt-4o
+      temperature: 0.1
+      max_tokens: 256
+      stop: ["\n\n"]
+      response_format: {type: json_object}
+"#,
+    )
+    .unwrap();
+    let defaults = &config.deployments[0].default_params;
+    assert_eq!(defaults["temperature"], 0.1);
+    assert_eq!(defaults["max_tokens"], 256);
+    assert_eq!(defaults["stop"], serde_json::json!(["\n\n"]));
+    assert_eq!(defaults["response_format"]["type"], "json_object");
+    assert!(
+        config.not_honoured().is_empty(),
+        "{:?}",
+        config.not_honoured()
+    );
+}

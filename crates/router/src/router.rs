@@ -1353,6 +1353,11 @@ impl Router {
             for field in crate::request::ROUTING_FIELDS {
                 object.remove(field);
             }
+            for (name, value) in &deployment.default_params {
+                if !object.contains_key(name) {
+                    object.insert(name.clone(), value.clone());
+                }
+            }
         }
         let request = BackendRequest {
             body,

@@ -429,3 +429,31 @@ async fn an_unknown_model_goes_to_the_first_default_fallback() {
     let answer = s.call("no-such-model").await.unwrap();
     assert_eq!(answer.model_group, "h");
 }
+
+/// LiteLLM passes a deployment's `litellm_params` (temperature, max_tokens, ...) with every
+/// call; the request's own values win.
+#[tokio::test(start_paused = true)]
+async fn a_deployments_default_params_reach_the_backend_unless_the_request_sets_them() {
+    let mut d = dep("g", "1");
+    d.default_params
+        .insert("temperature".into(), serde_json::json!(0.1));
+    d.default_params
+        .insert("max_tokens".into(), serde_json::json!(256));
+    let s = setup(vec![d], settings()).await;
+    s.router
+        .call(Request::new(
+            "g",
+            serde_json::json!({"messages": [], "temperature": 0.9}),
+        ))
+        .await
+        .unwrap();
+    let bodies = s.script.bodies.lock().clone();
+    assert_eq!(
+        bodies[0]["temperature"], 0.9,
+        "the request's own value wins"
+    );
+    assert_eq!(
+        bodies[0]["max_tokens"], 256,
+        "the deployment's default fills the gap"
+    );
+}

@@ -193,6 +193,11 @@ pub struct Deployment {
     /// checks keep a request that allows only some regions on deployments in them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_name: Option<String>,
+    /// Request parameters from `litellm_params` (`temperature`, `max_tokens`, `stop`, ...) sent
+    /// with every call of this deployment whose request does not set them: the request's own
+    /// values win, as in LiteLLM.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub default_params: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Deployment {
