@@ -1288,6 +1288,14 @@ fn check_simulation(
     Ok(())
 }
 
+/// A request parameter of `litellm_params`: its name, value, type check and expected type.
+type Param<'p> = (
+    &'static str,
+    &'p Option<serde_json::Value>,
+    &'p dyn Fn(&serde_json::Value) -> bool,
+    &'static str,
+);
+
 /// The request parameters a deployment's `litellm_params` set (sent with every call whose
 /// request does not set them), each checked for its JSON type.
 fn default_params_of(
@@ -1299,7 +1307,7 @@ fn default_params_of(
     let integer = |v: &Value| v.as_u64().is_some();
     let stop =
         |v: &Value| v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
-    let params: [(&str, &Option<Value>, &dyn Fn(&Value) -> bool, &str); 10] = [
+    let params: [Param<'_>; 10] = [
         ("temperature", &p.temperature, &number, "a number"),
         ("top_p", &p.top_p, &number, "a number"),
         ("presence_penalty", &p.presence_penalty, &number, "a number"),
