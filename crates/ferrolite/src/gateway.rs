@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferrolite_router::{Request, Router, RouterError, RouterStream};
-use ferrolite_types::Secret;
+use ferrolite_types::{Secret, Usage};
 use futures_util::StreamExt;
 
 /// How the gateway serves.
@@ -270,9 +270,9 @@ impl Gateway {
         key: &crate::config::ApiKey,
         model: &str,
         tokens: u64,
-    ) -> Option<Response> {
+    ) -> Result<Option<KeyAdmission>, Response> {
         if !key.models.is_empty() && !key.models.iter().any(|m| m == model) {
-            return Some(error(
+            return Err(error(
                 StatusCode::FORBIDDEN,
                 &format!(
                     "API key `{}` may not call model group `{model}`; it may call: {}",
@@ -296,10 +296,15 @@ impl Gateway {
             }
         }
         if checks.is_empty() {
-            return None;
+            return Ok(None);
         }
+        let tpm = checks.iter().position(|c| c.key.ends_with(":tpm"));
         match router.cache().admit(&checks).await {
-            Ok(admission) if admission.admitted => None,
+            Ok(admission) if admission.admitted => Ok(Some(KeyAdmission {
+                admission,
+                tpm,
+                estimate: tokens,
+            })),
             Ok(admission) => {
                 let over = checks
                     .iter()
@@ -321,9 +326,9 @@ impl Gateway {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                Some(response)
+                Err(response)
             }
-            Err(e) => Some(error(
+            Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the shared state is unavailable: {e}"),
                 "api_error",
@@ -341,6 +346,35 @@ enum Caller {
     Master,
     /// One of the API keys.
     Key(Box<crate::config::ApiKey>),
+}
+
+/// An API key's admission: its tpm holds the request's estimate until the call's actual token
+/// count is known ([`KeyAdmission::settle`]).
+struct KeyAdmission {
+    admission: ferrolite_cache::Admission,
+    /// The tpm check's place among the admission's counters, when the key has a tpm.
+    tpm: Option<usize>,
+    estimate: u64,
+}
+
+impl KeyAdmission {
+    /// Replaces the tpm estimate with `actual` tokens (`None`: unknown, the estimate stays).
+    fn settle(self, actual: Option<u64>) {
+        let (Some(tpm), Some(actual)) = (self.tpm, actual) else {
+            return;
+        };
+        let delta = i64::try_from(actual)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(self.estimate).unwrap_or(i64::MAX));
+        if delta == 0 {
+            return;
+        }
+        if let Some(counter) = self.admission.counters().nth(tpm) {
+            if let Err(e) = counter.increment(delta) {
+                tracing::warn!(error = %e, "could not settle an API key's tokens");
+            }
+        }
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -541,22 +575,47 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
     let mut request = Request::new(model.clone(), body);
     request.request_id = Some(id.to_string());
     let router = gateway.router.load_full();
+    let mut admitted = None;
     if let Caller::Key(key) = caller {
-        if let Some(refused) = gateway.admit_key(&router, &key, &model, estimate).await {
-            return refused;
+        match gateway.admit_key(&router, &key, &model, estimate).await {
+            Ok(admission) => admitted = admission,
+            Err(refused) => return refused,
         }
         if key.budget {
             request.budget_tags.push(key.budget_tag());
         }
     }
+    // A key's tpm is settled to the tokens the provider used: none for a failure or a cache
+    // hit; a stream's once it has ended.
+    let settle = move |tokens: Option<u64>| {
+        if let Some(admitted) = admitted {
+            admitted.settle(tokens);
+        }
+    };
     if request.stream {
         return match router.stream(request).await {
-            Ok(stream) => sse(stream, model),
-            Err(e) => router_error(&e),
+            Ok(stream) => {
+                let hit = stream.cache_hit;
+                sse(stream, model, move |usage: Option<Usage>| {
+                    settle(if hit {
+                        Some(0)
+                    } else {
+                        usage.map(|u| u.total_tokens)
+                    });
+                })
+            }
+            Err(e) => {
+                settle(Some(0));
+                router_error(&e)
+            }
         };
     }
     match router.call(request).await {
         Ok(answer) => {
+            settle(match answer.cache_hit {
+                true => Some(0),
+                false => answer.usage.map(|u| u.total_tokens),
+            });
             let mut headers = HeaderMap::new();
             litellm_headers(&mut headers, Answered::from(&answer));
             let mut body = answer.body;
@@ -567,20 +626,27 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
             response.headers_mut().extend(headers);
             response
         }
-        Err(e) => router_error(&e),
+        Err(e) => {
+            settle(Some(0));
+            router_error(&e)
+        }
     }
 }
 
 /// A routed stream as server-sent events: each chunk as it arrives, `data: [DONE]` at the end,
 /// an error event if the stream breaks. Dropping the response (a client that went away) drops
 /// the router's stream, which gives back what the call held.
-fn sse(stream: RouterStream, model: String) -> Response {
+fn sse(
+    stream: RouterStream,
+    model: String,
+    ended: impl FnOnce(Option<Usage>) + Send + 'static,
+) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
-    let events = futures_util::stream::unfold(Some(stream), move |state| {
+    let events = futures_util::stream::unfold(Some((stream, Some(ended))), move |state| {
         let model = model.clone();
         async move {
-            let mut stream = state?;
+            let (mut stream, mut ended) = state?;
             match stream.next().await {
                 Some(Ok(chunk)) => {
                     let mut body = chunk.body;
@@ -588,9 +654,13 @@ fn sse(stream: RouterStream, model: String) -> Response {
                         object.insert("model".into(), model.into());
                     }
                     let event = Bytes::from(format!("data: {body}\n\n"));
-                    Some((Ok::<_, Infallible>(event), Some(stream)))
+                    Some((Ok::<_, Infallible>(event), Some((stream, ended))))
                 }
                 Some(Err(e)) => {
+                    // A broken stream's tokens are unknown: the estimate stays.
+                    if let Some(ended) = ended.take() {
+                        ended(None);
+                    }
                     let body = serde_json::json!({"error": {
                         "message": e.to_string(),
                         "type": "api_error",
@@ -599,7 +669,12 @@ fn sse(stream: RouterStream, model: String) -> Response {
                     }});
                     Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None))
                 }
-                None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+                None => {
+                    if let Some(ended) = ended.take() {
+                        ended(stream.usage());
+                    }
+                    Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None))
+                }
             }
         }
     });
