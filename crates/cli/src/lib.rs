@@ -871,6 +871,29 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             |r| format!("Redis {}", ferrolite::cache::redacted_url(&r.url))
         )
     );
+    if let Some(cache) = &s.response_cache {
+        let groups: Vec<String> = cache
+            .caching_groups
+            .iter()
+            .map(|g| format!("[{}]", g.join(", ")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "response cache: on, TTL {} s, memory {:.1} MiB{}{}",
+            cache.ttl.as_secs_f64(),
+            cache.memory_bytes as f64 / (1 << 20) as f64,
+            if cache.redis && config.cache.redis.is_some() {
+                ", shared through Redis"
+            } else {
+                ", this process only"
+            },
+            if groups.is_empty() {
+                String::new()
+            } else {
+                format!(", caching groups {}", groups.join(" "))
+            }
+        );
+    }
     let mut groups: Vec<&str> = config
         .deployments
         .iter()

@@ -359,3 +359,32 @@ fn an_open_loop_rate_over_a_duration_sends_about_rate_times_duration() {
     );
     assert!(report.duration_s >= 30.0);
 }
+
+#[test]
+fn check_shows_the_response_cache_when_it_is_on() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-check-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o, mock_response: hi}}
+  - {model_name: b, litellm_params: {model: openai/gpt-4o-mini, mock_response: hi}}
+router_settings:
+  cache_responses: true
+  caching_groups: [[a, b]]
+ferrolite_settings:
+  response_cache: {ttl: 60, memory_bytes: 1048576}
+"#,
+    )
+    .unwrap();
+    let text = ferrolite_cli::check_command(&path).unwrap();
+    assert!(
+        text.contains(
+            "response cache: on, TTL 60 s, memory 1.0 MiB, this process only, caching groups [a, b]"
+        ),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
