@@ -538,8 +538,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "success_callback",
             "failure_callback",
             "service_callback",
-            "cache",
-            "cache_params",
             "turn_off_message_logging",
             "redact_user_api_key_info",
             "max_budget",
@@ -565,6 +563,29 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "allowed_fails",
             "cooldown_time",
             "disable_cooldowns",
+        ],
+    ),
+    (
+        "cache_params",
+        &[
+            "host",
+            "port",
+            "password",
+            "username",
+            "ssl",
+            "redis_startup_nodes",
+            "service_name",
+            "sentinel_nodes",
+            "supported_call_types",
+            "mode",
+            "max_connections",
+            "s3_bucket_name",
+            "s3_region_name",
+            "s3_path",
+            "disk_cache_dir",
+            "similarity_threshold",
+            "qdrant_semantic_cache_embedding_model",
+            "redis_semantic_cache_embedding_model",
         ],
     ),
     (
@@ -995,6 +1016,19 @@ struct RawLitellmSettings {
     content_policy_fallbacks: Option<FallbackList>,
     default_fallbacks: Option<Vec<String>>,
     tag_budget_config: BTreeMap<String, BudgetConfig>,
+    cache: Option<bool>,
+    cache_params: Option<RawCacheParams>,
+}
+
+/// LiteLLM proxy's `litellm_settings.cache_params` (the keys ferrolite honours; the rest are
+/// reported).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCacheParams {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    ttl: Option<Seconds>,
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1620,7 +1654,7 @@ fn settings_of(
     fs: RawFerroliteSettings,
 ) -> Result<RouterSettings, ConfigError> {
     let mut s = RouterSettings::default();
-    let response_cache = response_cache_of(&rs, &fs)?;
+    let response_cache = response_cache_of(&rs, &ls, &fs)?;
     if let Some(strategy) = rs.routing_strategy {
         s.routing_strategy = strategy.0;
     }
@@ -1846,19 +1880,45 @@ fn settings_of(
     Ok(s)
 }
 
-/// `router_settings.cache_responses` turns the response cache on; `caching_groups` and
-/// `ferrolite_settings.response_cache` shape it.
+/// `router_settings.cache_responses` (the Router's) or `litellm_settings.cache` (the proxy's)
+/// turns the response cache on; `caching_groups`, `litellm_settings.cache_params` (`type`,
+/// `ttl`, `namespace`) and `ferrolite_settings.response_cache` shape it.
 fn response_cache_of(
     rs: &RawRouterSettings,
+    ls: &RawLitellmSettings,
     fs: &RawFerroliteSettings,
 ) -> Result<Option<ResponseCacheSettings>, ConfigError> {
-    if rs.cache_responses != Some(true) {
+    if rs.cache_responses != Some(true) && ls.cache != Some(true) {
         return Ok(None);
     }
     let mut cache = ResponseCacheSettings {
         caching_groups: rs.caching_groups.clone(),
         ..ResponseCacheSettings::default()
     };
+    if let Some(params) = &ls.cache_params {
+        match params.kind.as_deref() {
+            None | Some("redis") => {}
+            Some("local") => cache.redis = false,
+            Some(other) => {
+                return Err(ConfigError::at(
+                    "litellm_settings.cache_params.type",
+                    format!(
+                        "expected `local` or `redis` (ferrolite's response cache tiers), got `{other}`"
+                    ),
+                ));
+            }
+        }
+        if let Some(ttl) = params.ttl {
+            if ttl.0 < 0.001 {
+                return Err(ConfigError::at(
+                    "litellm_settings.cache_params.ttl",
+                    format!("expected at least 0.001 seconds, got {}", ttl.0),
+                ));
+            }
+            cache.ttl = ttl.duration();
+        }
+        cache.namespace = params.namespace.clone();
+    }
     for (i, group) in rs.caching_groups.iter().enumerate() {
         if group.is_empty() {
             return Err(ConfigError::at(

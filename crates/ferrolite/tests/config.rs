@@ -511,3 +511,33 @@ model_list:
         config.not_honoured()
     );
 }
+
+#[test]
+fn the_proxys_litellm_settings_cache_turns_the_response_cache_on_too() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/gpt-4o}}
+litellm_settings:
+  cache: true
+  cache_params: {type: local, ttl: 600, namespace: prod, host: localhost, supported_call_types: [acompletion]}
+"#,
+    )
+    .unwrap();
+    let cache = config.settings.response_cache.clone().unwrap();
+    assert!(!cache.redis, "type: local keeps answers in this process");
+    assert_eq!(cache.ttl, std::time::Duration::from_secs(600));
+    assert_eq!(cache.namespace.as_deref(), Some("prod"));
+    let lines = config.not_honoured();
+    assert!(
+        lines
+            .contains(&"litellm_settings.cache_params.host: accepted, not implemented".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("litellm_settings.cache:")),
+        "{lines:?}"
+    );
+}

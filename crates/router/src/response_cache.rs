@@ -54,6 +54,8 @@ pub struct ResponseCacheSettings {
     pub redis: bool,
     /// `caching_groups`: groups that share entries, e.g. `[["gpt-4o", "gpt-4o-azure"]]`.
     pub caching_groups: Vec<Vec<String>>,
+    /// The namespace of requests that name none (LiteLLM's `cache_params.namespace`).
+    pub namespace: Option<String>,
     /// Top-level body fields left out of the key besides [`IGNORED`] (fields of your own that
     /// do not change the answer, such as a client's trace id).
     pub ignore_fields: Vec<String>,
@@ -111,6 +113,7 @@ impl Default for ResponseCacheSettings {
             memory_bytes: 64 << 20,
             redis: true,
             caching_groups: Vec::new(),
+            namespace: None,
             ignore_fields: Vec::new(),
         }
     }
@@ -388,7 +391,7 @@ impl ResponseCache {
         out: &mut Vec<u8>,
     ) {
         encode_str(self.key_group(model), out);
-        match namespace {
+        match namespace.or(self.settings.namespace.as_deref()) {
             Some(namespace) => encode_str(namespace, out),
             None => out.push(b'n'),
         }

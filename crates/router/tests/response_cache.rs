@@ -679,3 +679,29 @@ mod keys {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_default_namespace_applies_to_requests_that_name_none() {
+    let spaced = RouterSettings {
+        response_cache: Some(ResponseCacheSettings {
+            namespace: Some("prod".into()),
+            ..ResponseCacheSettings::default()
+        }),
+        ..cached(3600)
+    };
+    let with_default = setup(vec![dep("g", "1")], spaced).await;
+    let without = setup(vec![dep("g", "1")], cached(3600)).await;
+    let key = |s: &Setup, body: serde_json::Value| {
+        s.router.response_cache_key(&ask(body)).unwrap().unwrap()
+    };
+    assert_ne!(key(&with_default, hello()), key(&without, hello()));
+    assert_eq!(
+        key(&with_default, hello()),
+        key(&without, with_cache(json!({"namespace": "prod"})))
+    );
+    assert_eq!(
+        key(&with_default, with_cache(json!({"namespace": "team"}))),
+        key(&without, with_cache(json!({"namespace": "team"}))),
+        "a request's own namespace wins"
+    );
+}
