@@ -456,7 +456,9 @@ impl Router {
     /// flow the caller has content, so a later failure ends the stream with the error (the
     /// deployment's failure still counts towards its cooldown); nothing is replayed elsewhere.
     /// The usage and cost are recorded when the stream ends; dropping the stream early gives
-    /// back everything the call holds (in-flight count, concurrency slot, budget reservation).
+    /// back everything the call holds (in-flight count, concurrency slot) and settles its budget
+    /// reservation to what the provider generated so far (its usage, if reported, else the
+    /// input and the streamed text at about four characters a token).
     pub async fn stream(&self, mut request: Request) -> Result<RouterStream, RouterError> {
         request.stream = true;
         let cached = match &self.inner.responses {
@@ -1401,6 +1403,8 @@ impl Router {
                     started,
                     time_to_first_token: latency,
                     usage: first.usage,
+                    input_tokens: call.input_tokens,
+                    streamed_chars: streamed_text_len(&first.body),
                     rest,
                     tried: call.tried.clone(),
                     done: false,
@@ -1816,6 +1820,10 @@ struct Tail {
     time_to_first_token: Duration,
     /// The last usage a chunk reported.
     usage: Option<ferrolite_types::Usage>,
+    /// The request's input tokens (as admitted), and the characters of text streamed so far:
+    /// what a stream dropped before its end is charged for, when it reported no usage.
+    input_tokens: u64,
+    streamed_chars: usize,
     rest: BackendStream,
     /// The request's failed attempts before this one.
     tried: Vec<Tried>,
@@ -1836,6 +1844,21 @@ impl Drop for Tail {
         // Give the slot and in-flight count back first, then wake the queue's head.
         drop(self.slot.take());
         drop(self.permit.take());
+        // Dropped before its end (a client that went away): the provider bills what it
+        // generated, so the budget is charged for the input and the text streamed so far
+        // (about four characters a token) unless the provider reported usage.
+        if let Some(reservation) = self.reservation.take() {
+            let usage = self.usage.unwrap_or_else(|| {
+                ferrolite_types::Usage::new(
+                    self.input_tokens,
+                    self.streamed_chars.div_ceil(4) as u64,
+                )
+            });
+            let cost = cost_of(self.snapshot.deployment(self.ix), usage);
+            if let Err(e) = self.snapshot.ledger.settle(reservation, cost) {
+                tracing::warn!(error = %e, "could not settle a dropped stream's reservation");
+            }
+        }
         if let Some(deployment) = self.snapshot.deployment(self.ix) {
             self.router.wake_queue(&deployment.model_name);
         }
@@ -1860,6 +1883,7 @@ impl Tail {
                 if chunk.usage.is_some() {
                     self.usage = chunk.usage;
                 }
+                self.streamed_chars += streamed_text_len(&chunk.body);
                 Some(Ok(chunk))
             }
             None => {
@@ -1961,8 +1985,8 @@ impl Tail {
 /// `x-litellm-*` headers known before the first chunk. The call's usage and cost are known once
 /// the stream has ended ([`RouterStream::usage`], [`RouterStream::response_cost`]).
 ///
-/// Dropping it early (a client that went away) cancels the deployment's stream and gives back
-/// everything the call holds.
+/// Dropping it early (a client that went away) cancels the deployment's stream, gives back the
+/// call's in-flight count and slot, and charges its budget for what was generated so far.
 pub struct RouterStream {
     /// `x-litellm-model-id`: the deployment streaming.
     pub deployment_id: DeploymentId,
@@ -2147,6 +2171,30 @@ impl futures_core::Stream for RouterStream {
     ) -> std::task::Poll<Option<Self::Item>> {
         self.chunks.as_mut().poll_next(cx)
     }
+}
+
+/// The characters of generated text in a stream chunk: each choice's `delta.content`, `text`
+/// and tool-call arguments.
+fn streamed_text_len(body: &serde_json::Value) -> usize {
+    let Some(choices) = body.get("choices").and_then(serde_json::Value::as_array) else {
+        return 0;
+    };
+    let len =
+        |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).map_or(0, str::len);
+    choices
+        .iter()
+        .map(|choice| {
+            let delta = choice.get("delta");
+            let calls: usize = delta
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|call| len(call.get("function").and_then(|f| f.get("arguments"))))
+                .sum();
+            len(delta.and_then(|d| d.get("content"))) + len(choice.get("text")) + calls
+        })
+        .sum()
 }
 
 /// The one place the router waits (retry backoff).

@@ -219,7 +219,7 @@ async fn a_dropped_stream_cancels_the_upstream_and_gives_back_its_slot_and_in_fl
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dropped_stream_releases_its_budget_reservation() {
+async fn a_dropped_stream_is_charged_for_its_input_and_the_text_streamed_so_far() {
     let budgets = BudgetsConfig {
         providers: [("openai".to_string(), BudgetConfig::new(1.0, "1d"))].into(),
         ..BudgetsConfig::default()
@@ -237,17 +237,30 @@ async fn a_dropped_stream_releases_its_budget_reservation() {
         },
     )
     .await;
-    s.script
-        .on("1", [Step::Stream(vec![Piece::Chunk, Piece::Hang])]);
+    s.script.on(
+        "1",
+        [Step::Stream(vec![
+            Piece::Text("Paris is"),
+            Piece::Text(" the capital"),
+            Piece::Hang,
+        ])],
+    );
     let mut request = streamed();
     request.max_tokens = Some(100);
     let mut stream = s.router.stream(request).await.unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
     assert!(stream.next().await.unwrap().is_ok());
     let held = s.router.budget_status().await.unwrap()[0].spend;
     assert!(held > 0.0, "the reservation counts while the stream runs");
     drop(stream);
     let after = s.router.budget_status().await.unwrap()[0].spend;
-    assert_eq!(after, 0.0);
+    // The reservation was the input and 100 output tokens at $0.001; the provider generated
+    // 20 characters (5 tokens) before the client went away.
+    let expected = held - 0.1 + 5.0 * 0.001;
+    assert!(
+        (after - expected).abs() < 1e-9,
+        "charged {after}, expected {expected}"
+    );
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub enum Piece {
     Wait(Duration),
     /// Sends a chunk `{"n": i}` (i counts the chunks).
     Chunk,
+    /// Sends a chat chunk whose delta carries this text.
+    Text(&'static str),
     /// Sends a chunk reporting this usage.
     Usage(Usage),
     /// Fails the stream.
@@ -217,6 +219,16 @@ impl Backend for Script {
                                 n += 1;
                                 let chunk = BackendChunk {
                                     body: serde_json::json!({ "n": n }),
+                                    usage: None,
+                                };
+                                return Some((Ok(chunk), (pieces, n, running)));
+                            }
+                            Piece::Text(text) => {
+                                let chunk = BackendChunk {
+                                    body: serde_json::json!({
+                                        "object": "chat.completion.chunk",
+                                        "choices": [{"index": 0, "delta": {"content": text}}],
+                                    }),
                                     usage: None,
                                 };
                                 return Some((Ok(chunk), (pieces, n, running)));
