@@ -55,7 +55,8 @@ fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
     assert_eq!(status, 200);
     assert!(
         metrics.contains("ferrolite_response_cache_hits_total 1")
-            && metrics.contains("ferrolite_response_cache_misses_total 1"),
+            && metrics.contains("ferrolite_response_cache_misses_total 1")
+            && metrics.contains("ferrolite_response_cache_entries 1"),
         "{metrics}"
     );
     assert!(

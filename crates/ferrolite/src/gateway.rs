@@ -724,6 +724,10 @@ async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
                         .set(budget.remaining);
                 }
             }
+            if let Some((entries, bytes)) = router.response_cache_usage() {
+                metrics::gauge!("ferrolite_response_cache_entries").set(entries as f64);
+                metrics::gauge!("ferrolite_response_cache_bytes").set(bytes as f64);
+            }
             handle.run_upkeep();
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
