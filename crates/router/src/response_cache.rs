@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::{BackendChunk, RouterError, RouterResponse};
 
 /// Body fields that do not change the answer: left out of the key.
-pub const IGNORED: [&str; 11] = [
+pub const IGNORED: [&str; 10] = [
     "user",
     "metadata",
     "stream",
@@ -38,7 +38,6 @@ pub const IGNORED: [&str; 11] = [
     "fallbacks",
     "num_retries",
     "disable_fallbacks",
-    "mock_response",
     "timeout",
 ];
 
