@@ -978,7 +978,7 @@ impl Router {
                     Err(e) => return Err(Failure::Other(e.into())),
                 }
             };
-            match self.take(snapshot, call, target, &ctx).await {
+            match self.take(snapshot, call, target).await {
                 Ok(taken) => {
                     let result = self
                         .call_deployment(snapshot, call, scope, target, taken)
@@ -1017,20 +1017,28 @@ impl Router {
         snapshot: &Snapshot,
         call: &Call<'_>,
         target: &Target,
-        ctx: &RouteContext<'_>,
     ) -> Result<Taken, Refused> {
         // The three are independent: sent together, so the Redis commands they need (strict
         // or auto admission, a shared slot, the budget reservation) share one round trip of
         // latency, pipelined on the connection.
+        // The request's `max_tokens`, else the deployment's default (`litellm_params`).
+        let max_tokens = call
+            .request
+            .max_tokens
+            .or_else(|| {
+                snapshot
+                    .deployment(target.ix)
+                    .and_then(|d| d.default_params.get("max_tokens"))
+                    .and_then(serde_json::Value::as_u64)
+            })
+            .unwrap_or(0);
         let reserve = async {
             if snapshot.ledger.is_empty() {
                 return Ok(None);
             }
-            let estimate = snapshot.ledger.estimate(
-                target.ix,
-                call.input_tokens,
-                call.request.max_tokens.unwrap_or(0),
-            );
+            let estimate = snapshot
+                .ledger
+                .estimate(target.ix, call.input_tokens, max_tokens);
             // Boxed: the future of a Redis script is large, and most calls never build one.
             Box::pin(
                 snapshot
@@ -1041,7 +1049,9 @@ impl Router {
             .map(Some)
         };
         let (permit, slot, reservation) = tokio::join!(
-            snapshot.usage.admit(target, ctx.estimated_tokens()),
+            snapshot
+                .usage
+                .admit(target, call.input_tokens.saturating_add(max_tokens)),
             self.take_slot(snapshot, target),
             reserve,
         );

@@ -457,3 +457,37 @@ async fn a_deployments_default_params_reach_the_backend_unless_the_request_sets_
         "the deployment's default fills the gap"
     );
 }
+
+/// A deployment's default `max_tokens` counts in its tpm estimate when the request gives none.
+#[tokio::test(start_paused = true)]
+async fn a_default_max_tokens_counts_in_the_tpm_estimate() {
+    let mut d = dep("g", "1");
+    d.tpm = Some(1_000);
+    d.default_params
+        .insert("max_tokens".into(), serde_json::json!(900));
+    let settings = RouterSettings {
+        admission: ferrolite_strategies::AdmissionMode::Strict,
+        num_retries: 0,
+        ..settings()
+    };
+    let s = setup(vec![d], settings).await;
+    s.script.on("1", [Step::Hang]);
+    let router = s.router.clone();
+    let first = tokio::spawn(async move {
+        router
+            .call(Request::new("g", serde_json::json!({"messages": []})))
+            .await
+    });
+    tokio::task::yield_now().await;
+    // 900 tokens are held by the call in flight: another 900 do not fit in 1,000.
+    let error = s
+        .router
+        .call(Request::new("g", serde_json::json!({"messages": []})))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RouterError::NoCapacity(_)), "{error:?}");
+    // A request's own max_tokens wins over the default: 50 fit.
+    let small = Request::new("g", serde_json::json!({"messages": [], "max_tokens": 50}));
+    assert!(s.router.call(small).await.is_ok());
+    first.abort();
+}
