@@ -395,6 +395,16 @@ impl Router {
         )))
     }
 
+    /// Whether this router serves `model` now (a group, alias, deployment id or wildcard), so
+    /// a cached answer never outlives its group's removal: a group is one map lookup.
+    fn serves(&self, model: &str) -> Result<(), RouterError> {
+        let snapshot = self.inner.snapshot.load();
+        if snapshot.groups.contains_key(model) {
+            return Ok(());
+        }
+        resolve(&snapshot, &self.inner.settings, model).map(drop)
+    }
+
     /// The group a request's cached answers belong to: its alias target, else what it named.
     fn cache_group<'r>(&'r self, request: &'r Request) -> &'r str {
         self.inner
@@ -419,6 +429,7 @@ impl Router {
             return self.call_routed(&request).await;
         };
         request.validate()?;
+        self.serves(&request.model)?;
         let controls = Controls::of(&request.body)?;
         let recall = responses.recall(self.cache_group(&request), &request.body, &controls);
         let deadline = request.deadline.or(self.inner.settings.request_deadline);
@@ -465,6 +476,7 @@ impl Router {
             Some(responses) => {
                 let started = Instant::now();
                 request.validate()?;
+                self.serves(&request.model)?;
                 let controls = Controls::of(&request.body)?;
                 let id =
                     match responses.recall(self.cache_group(&request), &request.body, &controls) {

@@ -705,3 +705,21 @@ async fn a_default_namespace_applies_to_requests_that_name_none() {
         "a request's own namespace wins"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_group_is_not_answered_from_the_cache() {
+    let s = setup(vec![dep("g", "1"), dep("h", "2")], cached(3600)).await;
+    s.router.call(ask(hello())).await.unwrap();
+    assert!(s.router.call(ask(hello())).await.unwrap().cache_hit);
+    s.router.remove(&DeploymentId::new("1")).unwrap();
+    let error = s.router.call(ask(hello())).await.unwrap_err();
+    assert!(
+        matches!(error, RouterError::UnknownModel { .. }),
+        "{error:?}"
+    );
+    let error = s.router.stream(streamed(hello())).await.unwrap_err();
+    assert!(
+        matches!(error, RouterError::UnknownModel { .. }),
+        "{error:?}"
+    );
+}
