@@ -577,7 +577,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "service_name",
             "sentinel_nodes",
             "supported_call_types",
-            "mode",
             "max_connections",
             "s3_bucket_name",
             "s3_region_name",
@@ -1029,6 +1028,7 @@ struct RawCacheParams {
     kind: Option<String>,
     ttl: Option<Seconds>,
     namespace: Option<String>,
+    mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1918,6 +1918,16 @@ fn response_cache_of(
             cache.ttl = ttl.duration();
         }
         cache.namespace = params.namespace.clone();
+        cache.opt_in = match params.mode.as_deref() {
+            None | Some("default_on") => false,
+            Some("default_off") => true,
+            Some(other) => {
+                return Err(ConfigError::at(
+                    "litellm_settings.cache_params.mode",
+                    format!("expected `default_on` or `default_off`, got `{other}`"),
+                ));
+            }
+        };
     }
     for (i, group) in rs.caching_groups.iter().enumerate() {
         if group.is_empty() {

@@ -520,7 +520,7 @@ model_list:
   - {model_name: g, litellm_params: {model: openai/gpt-4o}}
 litellm_settings:
   cache: true
-  cache_params: {type: local, ttl: 600, namespace: prod, host: localhost, supported_call_types: [acompletion]}
+  cache_params: {type: local, ttl: 600, namespace: prod, mode: default_off, host: localhost, supported_call_types: [acompletion]}
 "#,
     )
     .unwrap();
@@ -528,6 +528,7 @@ litellm_settings:
     assert!(!cache.redis, "type: local keeps answers in this process");
     assert_eq!(cache.ttl, std::time::Duration::from_secs(600));
     assert_eq!(cache.namespace.as_deref(), Some("prod"));
+    assert!(cache.opt_in, "mode: default_off");
     let lines = config.not_honoured();
     assert!(
         lines

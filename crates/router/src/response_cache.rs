@@ -53,6 +53,9 @@ pub struct ResponseCacheSettings {
     pub redis: bool,
     /// `caching_groups`: groups that share entries, e.g. `[["gpt-4o", "gpt-4o-azure"]]`.
     pub caching_groups: Vec<Vec<String>>,
+    /// Opt-in caching (LiteLLM's `cache_params.mode: default_off`): only requests whose `cache`
+    /// says `"use-cache": true` read or write the cache.
+    pub opt_in: bool,
     /// The namespace of requests that name none (LiteLLM's `cache_params.namespace`).
     pub namespace: Option<String>,
     /// Top-level body fields left out of the key besides [`IGNORED`] (fields of your own that
@@ -112,6 +115,7 @@ impl Default for ResponseCacheSettings {
             memory_bytes: 64 << 20,
             redis: true,
             caching_groups: Vec::new(),
+            opt_in: false,
             namespace: None,
             ignore_fields: Vec::new(),
         }
@@ -211,6 +215,8 @@ impl Entry {
 /// A request's `cache` controls.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Controls {
+    /// `use-cache`: `false` bypasses the cache; `true` is needed when the cache is opt-in.
+    pub(crate) use_cache: Option<bool>,
     pub(crate) no_cache: bool,
     pub(crate) no_store: bool,
     pub(crate) ttl: Option<Duration>,
@@ -245,6 +251,7 @@ impl Controls {
             }
         };
         Ok(Controls {
+            use_cache: object.get("use-cache").and_then(|v| v.as_bool()),
             no_cache: flag("no-cache"),
             no_store: flag("no-store"),
             ttl: seconds("ttl")?,
@@ -550,6 +557,15 @@ impl ResponseCache {
             }
         }
         self.remember(id, entry);
+    }
+
+    /// Whether a request passes the cache by: `"use-cache": false`, or an opt-in cache and no
+    /// `"use-cache": true`.
+    pub(crate) fn bypassed(&self, controls: &Controls) -> bool {
+        match controls.use_cache {
+            Some(use_cache) => !use_cache,
+            None => self.settings.opt_in,
+        }
     }
 
     /// The TTL of a new entry: the request's, else the settings'.

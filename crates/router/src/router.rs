@@ -431,6 +431,9 @@ impl Router {
         request.validate()?;
         self.serves(&request.model)?;
         let controls = Controls::of(&request.body)?;
+        if responses.bypassed(&controls) {
+            return self.call_routed(&request).await;
+        }
         let recall = responses.recall(self.cache_group(&request), &request.body, &controls);
         let deadline = request.deadline.or(self.inner.settings.request_deadline);
         // Boxed: the cached path's future stays out of the uncached call's.
@@ -478,6 +481,9 @@ impl Router {
                 request.validate()?;
                 self.serves(&request.model)?;
                 let controls = Controls::of(&request.body)?;
+                if responses.bypassed(&controls) {
+                    return self.stream_routed(&request).await;
+                }
                 let id =
                     match responses.recall(self.cache_group(&request), &request.body, &controls) {
                         Recall::Hit(remembered) => {

@@ -723,3 +723,36 @@ async fn a_removed_group_is_not_answered_from_the_cache() {
         "{error:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn use_cache_false_passes_the_cache_by_and_an_opt_in_cache_needs_use_cache_true() {
+    let s = setup(vec![dep("g", "1")], cached(3600)).await;
+    let by = || ask(with_cache(json!({"use-cache": false})));
+    let answer = s.router.call(by()).await.unwrap();
+    assert!(!answer.cache_hit && answer.cache_key.is_none());
+    assert!(
+        !s.router.call(by()).await.unwrap().cache_hit,
+        "nothing was stored"
+    );
+    assert_eq!(s.script.called().len(), 2);
+
+    let opt_in = RouterSettings {
+        response_cache: Some(ResponseCacheSettings {
+            opt_in: true,
+            ..ResponseCacheSettings::default()
+        }),
+        ..cached(3600)
+    };
+    let s = setup(vec![dep("g", "1")], opt_in).await;
+    s.router.call(ask(hello())).await.unwrap();
+    assert!(
+        !s.router.call(ask(hello())).await.unwrap().cache_hit,
+        "not opted in"
+    );
+    let opted = || ask(with_cache(json!({"use-cache": true})));
+    assert!(!s.router.call(opted()).await.unwrap().cache_hit);
+    assert!(s.router.call(opted()).await.unwrap().cache_hit);
+    let (hit, _) = collect(&s.router, streamed(with_cache(json!({"use-cache": true})))).await;
+    assert!(hit, "a streamed request that opts in replays the answer");
+    assert_eq!(s.script.called().len(), 3);
+}
