@@ -845,14 +845,7 @@ pub fn check_command(path: &Path) -> Result<String, String> {
                 .await
                 .map(drop)
         })
-        .map_err(|e| match e {
-            ferrolite::Error::Router(ferrolite::RouterError::InvalidSettings {
-                field,
-                value,
-                reason,
-            }) => format!("router_settings.{field}: {reason}, got `{value}`"),
-            other => other.to_string(),
-        })?;
+        .map_err(|e| e.to_string())?;
     let s = &config.settings;
     let mut out = String::new();
     let _ = writeln!(

@@ -69,6 +69,9 @@ pub struct RouterBuilder {
     backend: Option<Arc<dyn Backend>>,
     mocks: BTreeMap<String, MockSpec>,
     mock_all: Option<MockSpec>,
+    /// Built from a configuration: the router's refusals are reported at their configuration
+    /// path, with the line and column when the YAML text is known.
+    config: Option<crate::config::Source>,
 }
 
 impl std::fmt::Debug for RouterBuilder {
@@ -94,6 +97,7 @@ impl RouterBuilder {
             settings: config.settings,
             cache_config: config.cache,
             mocks: config.mocks,
+            config: Some(config.source),
             ..RouterBuilder::default()
         }
     }
@@ -147,8 +151,19 @@ impl RouterBuilder {
     }
 
     /// Connects the cache (unless one was given) and builds the router. The deployments and
-    /// settings are checked first; then that every deployment has something to call it.
-    pub async fn build(self) -> Result<Router, Error> {
+    /// settings are checked first; then that every deployment has something to call it. Built
+    /// from a configuration, a deployment or setting the router refuses is a
+    /// [`ConfigError`] at its path (with its line and column).
+    pub async fn build(mut self) -> Result<Router, Error> {
+        let config = self.config.take();
+        let built = self.build_router().await;
+        match config {
+            Some(source) => built.map_err(|e| at_config_path(e, source.0.as_deref())),
+            None => built,
+        }
+    }
+
+    async fn build_router(self) -> Result<Router, Error> {
         let backend = self.resolve_backend();
         let unmocked = if self.backend.is_none() && self.mock_all.is_none() {
             self.deployments
@@ -301,18 +316,28 @@ pub async fn build_from_config(
 ) -> Result<Router, Error> {
     let mut builder = RouterBuilder::from_config(config);
     builder.backend = backend;
-    builder.build().await.map_err(|e| match e {
+    builder.build().await
+}
+
+/// A router's refusal of a configuration's deployment or setting, as a [`ConfigError`] at its
+/// path, positioned in the YAML `text` when known.
+fn at_config_path(error: Error, text: Option<&str>) -> Error {
+    let located = |e: ConfigError| match text {
+        Some(text) => Error::Config(e.positioned(text)),
+        None => Error::Config(e),
+    };
+    match error {
         Error::Router(RouterError::InvalidSettings {
             field,
             value,
             reason,
-        }) => Error::Config(ConfigError::at(
+        }) => located(ConfigError::at(
             format!("router_settings.{field}"),
             format!("{reason}, got `{value}`"),
         )),
-        Error::Router(RouterError::InvalidDeployment { index, source, .. }) => Error::Config(
+        Error::Router(RouterError::InvalidDeployment { index, source, .. }) => located(
             ConfigError::at(format!("model_list[{index}]"), source.to_string()),
         ),
         other => other,
-    })
+    }
 }

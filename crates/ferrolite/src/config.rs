@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_budgets::{BudgetConfig, BudgetsConfig, WindowAlignment};
@@ -52,6 +53,22 @@ pub struct Config {
     pub simulation: Option<Simulation>,
     /// `ferrolite_settings.api_keys`: the gateway's API keys besides the master key.
     pub api_keys: Vec<ApiKey>,
+    /// The YAML it was loaded from, to give errors found later (building the router) their
+    /// line and column.
+    pub(crate) source: Source,
+}
+
+/// A configuration's YAML text. Never printed: it may hold secrets.
+#[derive(Clone, Default)]
+pub(crate) struct Source(pub(crate) Option<Arc<str>>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(text) => write!(f, "<{} bytes of YAML>", text.len()),
+            None => f.write_str("<none>"),
+        }
+    }
 }
 
 /// An API key of the gateway (`ferrolite_settings.api_keys[]`): who may call, which groups,
@@ -206,6 +223,119 @@ pub enum ConfigError {
     },
 }
 
+/// A collection [`locate`] is walking: a mapping (with the path of the key whose value comes
+/// next) or a sequence (with the next item's index).
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+/// A node begins at `at`: records a key (`scalar`, where a key is due) or a sequence item, and
+/// gives the node's path when it is a value (or the document).
+fn begin(
+    stack: &mut [Frame],
+    places: &mut Vec<(String, u64, u64)>,
+    scalar: Option<&str>,
+    at: (u64, u64),
+) -> Option<String> {
+    let Some(frame) = stack.last_mut() else {
+        return Some(String::new());
+    };
+    match frame {
+        Frame::Map { path, key } => match key.take() {
+            Some(value_path) => Some(value_path),
+            None => {
+                let name = scalar.unwrap_or("?");
+                let child = if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+                places.push((child.clone(), at.0, at.1));
+                *key = Some(child);
+                None
+            }
+        },
+        Frame::Seq { path, index } => {
+            let item = format!("{path}[{index}]");
+            *index += 1;
+            places.push((item.clone(), at.0, at.1));
+            Some(item)
+        }
+    }
+}
+
+/// The line and column (from 1) of the key (or sequence item) at `path` in the YAML `text`, as
+/// this module writes paths (`model_list[3].litellm_params.rpm`). A path that skips a list
+/// index (`router_settings.fallbacks.g` for `fallbacks: [{g: [...]}]`) matches when exactly one
+/// place does; otherwise the nearest enclosing key that can be found.
+fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let mut places: Vec<(String, u64, u64)> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else { break };
+        let at = (span.start.line() as u64, span.start.col() as u64 + 1);
+        match event {
+            Event::Scalar(value, ..) => {
+                begin(&mut stack, &mut places, Some(&value), at);
+            }
+            Event::Alias(_) => {
+                begin(&mut stack, &mut places, None, at);
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                // A collection as a value (or the document): walked under its path.
+                if let Some(path) = begin(&mut stack, &mut places, None, at) {
+                    stack.push(match event {
+                        Event::MappingStart(..) => Frame::Map { path, key: None },
+                        _ => Frame::Seq { path, index: 0 },
+                    });
+                } else {
+                    // A collection used as a key: walked, but its paths mean nothing.
+                    stack.push(Frame::Seq {
+                        path: String::from("?"),
+                        index: 0,
+                    });
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    let without_indices = |p: &str| {
+        let mut out = String::with_capacity(p.len());
+        let mut skipping = false;
+        for c in p.chars() {
+            match c {
+                '[' => skipping = true,
+                ']' => skipping = false,
+                c if !skipping => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let mut wanted = path.to_string();
+    loop {
+        if let Some((_, line, column)) = places.iter().find(|(p, ..)| *p == wanted) {
+            return Some((*line, *column));
+        }
+        let loose = without_indices(&wanted);
+        let item = wanted.ends_with(']');
+        let mut matches = places
+            .iter()
+            .filter(|(p, ..)| p.ends_with(']') == item && without_indices(p) == loose);
+        if let (Some((_, line, column)), None) = (matches.next(), matches.next()) {
+            return Some((*line, *column));
+        }
+        // The nearest enclosing key or item.
+        let cut = wanted.rfind(['.', '['])?;
+        wanted.truncate(cut);
+    }
+}
+
 fn prefix(path: &str) -> String {
     if path.is_empty() {
         "the document: ".to_string()
@@ -230,6 +360,28 @@ impl ConfigError {
             message: message.into(),
             line: None,
             column: None,
+        }
+    }
+
+    /// The error with the position of its path in `text` when it has none yet (a check across
+    /// keys, made after parsing): the line and column of the key, found by walking the YAML.
+    pub(crate) fn positioned(self, text: &str) -> Self {
+        match self {
+            ConfigError::Invalid {
+                path,
+                message,
+                line: None,
+                column: None,
+            } if !path.is_empty() => {
+                let (line, column) = locate(text, &path).unzip();
+                ConfigError::Invalid {
+                    path,
+                    message,
+                    line,
+                    column,
+                }
+            }
+            other => other,
         }
     }
 
@@ -284,7 +436,9 @@ impl Config {
                 path,
             })
             .collect();
-        raw.into_config(warnings)
+        let mut config = raw.into_config(warnings).map_err(|e| e.positioned(text))?;
+        config.source = Source(Some(Arc::from(text)));
+        Ok(config)
     }
 
     /// The keys accepted without effect, one line each (what `ferrolite check` prints).
@@ -1196,6 +1350,7 @@ impl RawConfig {
             warnings,
             simulation,
             api_keys,
+            source: Source(None),
         })
     }
 }

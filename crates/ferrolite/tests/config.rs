@@ -542,3 +542,48 @@ litellm_settings:
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_literal_key_in_the_yaml_never_appears_in_debug_output() {
+    let config = Config::from_yaml(
+        "model_list:\n  - {model_name: g, litellm_params: {model: openai/gpt-4o, api_key: sk-literal-secret-123}}\n",
+    )
+    .unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("sk-literal-secret-123"), "{shown}");
+    assert!(
+        shown.contains("bytes of YAML"),
+        "the source is kept, not shown: {shown}"
+    );
+}
+
+#[tokio::test]
+async fn errors_found_while_building_the_router_point_at_their_line() {
+    let text = r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o, mock_response: hi}
+router_settings:
+  model_group_alias:
+    fast: g
+    slow: ghost
+"#;
+    let config = Config::from_yaml(text).unwrap();
+    let error = build_from_config(config, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "router_settings.model_group_alias.slow: names no model group, got `ghost` (line 8, column 5)"
+    );
+    // The same through the builder, as `ferrolite check` builds it.
+    let config = Config::from_yaml(text).unwrap();
+    let error = ferrolite::RouterBuilder::from_config(config)
+        .mock_all(ferrolite::mock::MockSpec::default())
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.ends_with("(line 8, column 5)"), "{error}");
+}
