@@ -80,13 +80,19 @@ enum Scope {
     /// One deployment, named by id (cooldowns do not apply: LiteLLM serves an id target even
     /// while it cools down).
     Deployment { ix: DeploymentIx, id: String },
+    /// The deployments whose `litellm_params.model` is the name asked for (resolution step 7),
+    /// whatever their groups.
+    Model {
+        name: String,
+        members: Vec<DeploymentIx>,
+    },
 }
 
 impl Scope {
     /// The name fallback chains and retry policies are looked up by.
     fn label(&self) -> &str {
         match self {
-            Scope::Group { name, .. } => name,
+            Scope::Group { name, .. } | Scope::Model { name, .. } => name,
             Scope::Deployment { id, .. } => id,
         }
     }
@@ -2253,8 +2259,8 @@ fn class_label(class: &ErrorClass) -> &'static str {
     }
 }
 
-/// Resolution (reference §2.3): a model group, an alias of one, a deployment id, else the `*`
-/// group when there is one.
+/// Resolution (reference §2.3): a model group, an alias of one, a deployment id, a wildcard
+/// group, the deployments with that `litellm_params.model`, else the first default fallback.
 fn resolve(
     snapshot: &Snapshot,
     settings: &RouterSettings,
@@ -2283,6 +2289,19 @@ fn resolve(
         .find(|pattern| wildcard_capture(pattern, model).is_some())
     {
         return Ok(group(pattern));
+    }
+    // A deployment's own model name (`litellm_params.model`, e.g. `azure/gpt-4o-eu`).
+    let members: Vec<DeploymentIx> = snapshot
+        .targets
+        .iter()
+        .filter(|t| snapshot.deployment(t.ix).is_some_and(|d| d.model == model))
+        .map(|t| t.ix)
+        .collect();
+    if !members.is_empty() {
+        return Ok(Scope::Model {
+            name: model.to_string(),
+            members,
+        });
     }
     // LiteLLM's last resort: the first default fallback (`fallbacks: [{"*": [...]}]`).
     if let Some(first) = settings.default_fallbacks.first() {
@@ -2324,6 +2343,7 @@ fn members<'s>(
 ) -> impl Iterator<Item = DeploymentIx> + 's {
     let (one, group, order) = match scope {
         Scope::Deployment { ix, .. } => (Some(*ix), &[][..], None),
+        Scope::Model { members, .. } => (None, members.as_slice(), None),
         Scope::Group { name, order } => (
             None,
             snapshot.groups.get(name).map_or(&[][..], Vec::as_slice),

@@ -491,3 +491,23 @@ async fn a_default_max_tokens_counts_in_the_tpm_estimate() {
     assert!(s.router.call(small).await.is_ok());
     first.abort();
 }
+
+/// Reference §2.3 step 7: a name that is no group, alias, id or wildcard is tried as a
+/// deployment's `litellm_params.model`.
+#[tokio::test(start_paused = true)]
+async fn a_deployments_own_model_name_routes_to_the_deployments_with_it() {
+    let s = setup(
+        vec![dep("g", "1"), dep("g", "2"), dep("h", "3")],
+        settings(),
+    )
+    .await;
+    for _ in 0..5 {
+        let answer = s.call("openai/2").await.unwrap();
+        assert_eq!(answer.deployment_id, DeploymentId::new("2"));
+        assert_eq!(answer.model_group, "g");
+    }
+    assert!(matches!(
+        s.call("openai/9").await.unwrap_err(),
+        RouterError::UnknownModel { .. }
+    ));
+}
