@@ -619,8 +619,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "organization",
             "use_in_pass_through",
             "merge_reasoning_content_in_choices",
-            "extra_headers",
-            "headers",
             "input_cost_per_second",
             "output_cost_per_second",
             "model_info",
@@ -1077,6 +1075,11 @@ struct RawParams {
     response_format: Option<serde_json::Value>,
     #[serde(default)]
     reasoning_effort: Option<serde_json::Value>,
+    // HTTP headers for every call (`extra_headers` wins over `headers`)
+    #[serde(default)]
+    extra_headers: BTreeMap<String, SecretValue>,
+    #[serde(default)]
+    headers: BTreeMap<String, SecretValue>,
     // ferrolite's mock behaviour (for `ferrolite simulate` and tests)
     #[serde(default)]
     mock_latency_ms: Option<f64>,
@@ -1568,6 +1571,30 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         .unwrap_or_else(|| p.model.clone());
     let facts = catalogue::lookup(&lookup_name).unwrap_or_default();
     let default_params = default_params_of(&p, &at)?;
+    let mut extra_headers = BTreeMap::new();
+    for (field, headers) in [("headers", &p.headers), ("extra_headers", &p.extra_headers)] {
+        for (name, value) in headers {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(ConfigError::at(
+                    at(&format!("{field}.{name}")),
+                    format!("expected an HTTP header name (letters, digits, `-`), got {name:?}"),
+                ));
+            }
+            if value
+                .0
+                .expose()
+                .chars()
+                .any(|c| c == '\r' || c == '\n' || c == '\0')
+            {
+                return Err(ConfigError::at(
+                    at(&format!("{field}.{name}")),
+                    "expected a header value on one line (the value is not shown)",
+                ));
+            }
+            extra_headers.insert(name.to_ascii_lowercase(), value.0.clone());
+        }
+    }
     let deployment = Deployment {
         id: info.id,
         model_name,
@@ -1604,6 +1631,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         budget_duration: p.budget_duration,
         region_name: p.region_name.or(info.region_name),
         default_params,
+        extra_headers,
     };
     deployment.validate().map_err(|e| {
         use ferrolite_types::TypesError;

@@ -141,10 +141,13 @@ impl HttpBackend {
                 None => builder,
             }
         };
-        let builder = match &request.request_id {
+        let mut builder = match &request.request_id {
             Some(id) => builder.header("x-request-id", id),
             None => builder,
         };
+        for (name, value) in &deployment.extra_headers {
+            builder = builder.header(name.as_str(), value.expose());
+        }
         Ok(builder.json(&body))
     }
 }

@@ -587,3 +587,44 @@ router_settings:
         .to_string();
     assert!(error.ends_with("(line 8, column 5)"), "{error}");
 }
+
+#[test]
+fn extra_headers_are_kept_as_secrets_and_bad_ones_are_refused() {
+    let secret = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params:
+      model: openai/gpt-4o
+      headers: {X-Org: acme, X-Team: base}
+      extra_headers: {X-Team: ml, Helicone-Auth: os.environ/CARGO_MANIFEST_DIR}
+"#,
+    )
+    .unwrap();
+    let headers = &config.deployments[0].extra_headers;
+    assert_eq!(headers["x-org"].expose(), "acme");
+    assert_eq!(
+        headers["x-team"].expose(),
+        "ml",
+        "extra_headers wins over headers"
+    );
+    assert_eq!(headers["helicone-auth"].expose(), secret);
+    assert!(!format!("{config:?}").contains(&secret));
+    assert!(
+        config.not_honoured().is_empty(),
+        "{:?}",
+        config.not_honoured()
+    );
+    let bad = Config::from_yaml(
+        "model_list:\n  - {model_name: g, litellm_params: {model: openai/gpt-4o, extra_headers: {\"bad header\": x}}}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.starts_with(
+            "model_list[0].litellm_params.extra_headers.bad header: expected an HTTP header name"
+        ),
+        "{bad}"
+    );
+}

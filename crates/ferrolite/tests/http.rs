@@ -176,6 +176,7 @@ fn openai(base: &str, model: &str) -> Deployment {
     Deployment {
         api_base: Some(format!("{base}/v1")),
         api_key: Some(Secret::new("sk-test-123")),
+        extra_headers: [("x-org".to_string(), Secret::new("acme"))].into(),
         ..Deployment::new("g", format!("openai/{model}"))
     }
 }

@@ -198,6 +198,10 @@ pub struct Deployment {
     /// values win, as in LiteLLM.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub default_params: serde_json::Map<String, serde_json::Value>,
+    /// HTTP headers sent with every call of this deployment (`litellm_params.extra_headers`,
+    /// `headers`): a gateway's own key, an organisation id. Values are secrets: never printed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra_headers: std::collections::BTreeMap<String, Secret>,
 }
 
 impl Deployment {
