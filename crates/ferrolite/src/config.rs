@@ -616,7 +616,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "aws_role_name",
             "drop_params",
             "max_retries",
-            "organization",
             "use_in_pass_through",
             "merge_reasoning_content_in_choices",
             "input_cost_per_second",
@@ -1080,6 +1079,8 @@ struct RawParams {
     extra_headers: BTreeMap<String, SecretValue>,
     #[serde(default)]
     headers: BTreeMap<String, SecretValue>,
+    #[serde(default)]
+    organization: Option<EnvString>,
     // ferrolite's mock behaviour (for `ferrolite simulate` and tests)
     #[serde(default)]
     mock_latency_ms: Option<f64>,
@@ -1594,6 +1595,12 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
             }
             extra_headers.insert(name.to_ascii_lowercase(), value.0.clone());
         }
+    }
+    // OpenAI's organisation id, as its SDK sends it.
+    if let Some(organization) = &p.organization {
+        extra_headers
+            .entry("openai-organization".to_string())
+            .or_insert_with(|| Secret::new(organization.0.clone()));
     }
     let deployment = Deployment {
         id: info.id,

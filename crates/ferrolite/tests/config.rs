@@ -597,6 +597,7 @@ model_list:
   - model_name: g
     litellm_params:
       model: openai/gpt-4o
+      organization: org-123
       headers: {X-Org: acme, X-Team: base}
       extra_headers: {X-Team: ml, Helicone-Auth: os.environ/CARGO_MANIFEST_DIR}
 "#,
@@ -610,6 +611,7 @@ model_list:
         "extra_headers wins over headers"
     );
     assert_eq!(headers["helicone-auth"].expose(), secret);
+    assert_eq!(headers["openai-organization"].expose(), "org-123");
     assert!(!format!("{config:?}").contains(&secret));
     assert!(
         config.not_honoured().is_empty(),
