@@ -1389,6 +1389,24 @@ impl Router {
             for field in crate::request::ROUTING_FIELDS {
                 object.remove(field);
             }
+            // A client-side fallback given as an object (`{"model": "b", "messages": [...]}`):
+            // its other fields replace the request's for that hop (reference S50).
+            let hop = call
+                .request
+                .body
+                .get("fallbacks")
+                .and_then(serde_json::Value::as_array)
+                .and_then(|hops| {
+                    hops.iter().find(|hop| {
+                        hop.get("model").and_then(serde_json::Value::as_str) == Some(scope.label())
+                    })
+                })
+                .and_then(serde_json::Value::as_object);
+            for (name, value) in hop.into_iter().flatten() {
+                if name != "model" {
+                    object.insert(name.clone(), value.clone());
+                }
+            }
             for (name, value) in &deployment.default_params {
                 if !object.contains_key(name) {
                     object.insert(name.clone(), value.clone());

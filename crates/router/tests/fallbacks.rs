@@ -270,3 +270,29 @@ async fn malformed_client_side_fallbacks_are_refused_before_any_call() {
     );
     assert!(s.script.called().is_empty());
 }
+
+/// S50: a client-side fallback object's own fields (its `messages`, say) replace the request's
+/// for that hop only.
+#[tokio::test(start_paused = true)]
+async fn s50_a_fallback_objects_own_fields_are_sent_to_that_hop() {
+    let s = setup(vec![dep("a", "a1"), dep("b", "b1")], chains(&[])).await;
+    s.script.on("a1", [status(500)]);
+    let request = Request::new(
+        "a",
+        serde_json::json!({
+            "messages": [{"role": "user", "content": "long prompt for a"}],
+            "temperature": 0.2,
+            "fallbacks": [{"model": "b", "messages": [{"role": "user", "content": "short for b"}]}],
+        }),
+    );
+    let answer = s.router.call(request).await.unwrap();
+    assert_eq!(answer.model_group, "b");
+    let bodies = s.script.bodies.lock().clone();
+    assert_eq!(bodies[0]["messages"][0]["content"], "long prompt for a");
+    assert_eq!(bodies[1]["messages"][0]["content"], "short for b");
+    assert_eq!(
+        bodies[1]["temperature"], 0.2,
+        "the rest of the request stays"
+    );
+    assert!(bodies[1].get("fallbacks").is_none());
+}
