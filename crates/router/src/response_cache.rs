@@ -1,15 +1,19 @@
 //! The response cache (LiteLLM's `cache_responses`): an identical request is answered from the
-//! cache without resolution, admission or a backend call — it counts no rpm/tpm and costs
-//! nothing — in memory (moka, bounded in bytes) and in Redis (shared by every instance). A
-//! burst of identical requests that miss shares one backend call (single flight).
+//! cache without admission or a backend call — it counts no rpm/tpm and costs nothing — in
+//! memory (moka, bounded in bytes) and in Redis (shared by every instance). A burst of identical
+//! requests that miss shares one backend call (single flight).
 //!
-//! The key is a SHA-256 of the model group (or its caching group), the namespace and the body
-//! with the fields that do not change the answer left out ([`IGNORED`]), canonicalised (keys
-//! sorted, no whitespace), so key order and formatting do not matter.
+//! The key is `response:` and a SHA-256 of a canonical encoding of the model group (or its
+//! caching group), the namespace and the body without the fields that do not change the answer
+//! ([`IGNORED`]): object keys sorted at every level, lengths before strings, so key order and
+//! whitespace do not matter. The memory tier is indexed by a fast seeded hash of the same
+//! encoding and answers only when the stored encoding is byte-equal to the request's, so a hit
+//! computes no SHA-256 and a fast-hash collision can never serve another request's answer.
 //!
-//! A request's `cache` object controls it, as LiteLLM's: `no-cache` (do not read), `no-store`
-//! (do not write), `ttl` (seconds to keep this answer), `s-maxage` (accept only entries younger
-//! than this many seconds), `namespace` (a separate key space).
+//! A request's `cache` object controls it, as LiteLLM's: `use-cache` (`false` passes the cache
+//! by; `true` opts in when the cache is opt-in), `no-cache` (do not read), `no-store` (do not
+//! write), `ttl` (seconds to keep this answer), `s-maxage` (accept only entries younger than
+//! this many seconds), `namespace` (a separate key space).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
