@@ -45,6 +45,15 @@ fn request() -> Request {
 }
 
 async fn router(admission: AdmissionMode, redis: Option<&str>) -> Option<Router> {
+    cached_router(admission, redis, false).await
+}
+
+/// [`router`], with the response cache on when `cached`.
+async fn cached_router(
+    admission: AdmissionMode,
+    redis: Option<&str>,
+    cached: bool,
+) -> Option<Router> {
     let mut config = CacheConfig::default();
     if let Some(url) = redis {
         config.redis = Some(RedisConfig::new(url).with_prefix("ferrolite-e2e:"));
@@ -59,6 +68,9 @@ async fn router(admission: AdmissionMode, redis: Option<&str>) -> Option<Router>
         ..RouterSettings::default()
     };
     settings.strategy.seed = Some(7);
+    if cached {
+        settings.response_cache = Some(ferrolite::router::ResponseCacheSettings::default());
+    }
     Router::builder()
         .deployments(deployments())
         .settings(settings)
@@ -261,12 +273,14 @@ fn main() {
             None => eprintln!("{name}: no Redis at {url}; left out"),
         }
     }
-    for (name, redis) in [
-        ("gateway_in_memory", None),
-        ("gateway_redis_batched", Some(url.as_str())),
+    for (name, redis, cached) in [
+        ("gateway_in_memory", None, false),
+        ("gateway_redis_batched", Some(url.as_str()), false),
+        // Every request the same body: answered from the response cache's memory tier.
+        ("gateway_response_cache_hits", None, true),
     ] {
         let measured = runtime.block_on(async {
-            let router = router(AdmissionMode::Batched, redis).await?;
+            let router = cached_router(AdmissionMode::Batched, redis, cached).await?;
             let (rate, p50, p99) = gateway_load(router.clone(), Duration::from_secs(5)).await;
             let _ = router.cache().shutdown().await;
             Some(serde_json::json!({
