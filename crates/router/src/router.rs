@@ -867,7 +867,9 @@ impl Router {
         skip: &[DeploymentIx],
     ) -> Result<Success, Failure> {
         let Some(queue) = &self.inner.queue else {
-            return self.attempt_once(snapshot, call, scope, skip).await;
+            return self
+                .attempt_once(snapshot, call, scope, skip, &mut None)
+                .await;
         };
         let label = scope.label();
         let priority = call
@@ -888,7 +890,10 @@ impl Router {
         let mut reason = format!("no capacity in `{label}`");
         loop {
             if ticket.as_ref().is_none_or(|t| t.is_head()) {
-                match self.attempt_once(snapshot, call, scope, skip).await {
+                match self
+                    .attempt_once(snapshot, call, scope, skip, &mut ticket)
+                    .await
+                {
                     Err(Failure::Selection(RouterError::NoCapacity(why))) => {
                         reason = why;
                         if ticket.is_none() {
@@ -966,13 +971,16 @@ impl Router {
         }
     }
 
-    /// One attempt: filter, pick, admit, reserve, call.
+    /// One attempt: filter, pick, admit, reserve, call. A queued request leaves its queue
+    /// (`ticket`) the moment it is admitted, before its call runs, so the next waiter can take
+    /// another free slot at once.
     async fn attempt_once(
         &self,
         snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: &Scope,
         skip: &[DeploymentIx],
+        ticket: &mut Option<crate::queue::Ticket<'_>>,
     ) -> Result<Success, Failure> {
         let mut eligible = self.filter(snapshot, call, scope, skip).await?;
         let affinity = self.affinity_key(call, scope);
@@ -1004,6 +1012,8 @@ impl Router {
             };
             match self.take(snapshot, call, target).await {
                 Ok(taken) => {
+                    // Admitted: out of the queue, which wakes the next waiter.
+                    drop(ticket.take());
                     let result = self
                         .call_deployment(snapshot, call, scope, target, taken)
                         .await;
