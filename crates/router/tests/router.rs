@@ -181,6 +181,43 @@ async fn a_call_dropped_mid_flight_leaks_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_budget_refusal_from_the_estimate_states_spend_and_limit_as_one_from_recorded_spend() {
+    // 10 input tokens at 0.001 (0.01) plus max_tokens 100 at 0.001 (0.1): over a 0.05 limit.
+    let s = with_openai_budget(0.05, 0.001, 0.001).await;
+    let mut request = Request::new("g", serde_json::json!({"max_tokens": 100}));
+    request.input_tokens = Some(10);
+    let estimated = s.router.call(request).await.unwrap_err().to_string();
+    assert!(
+        estimated.starts_with(
+            "No deployments available - crossed budget: Exceeded budget for provider openai: 0.11 >= 0.05"
+        ),
+        "{estimated}"
+    );
+    assert!(
+        estimated.contains("(spend 0 + this call's estimated cost 0.11)"),
+        "{estimated}"
+    );
+    // Recorded spend over the limit: the same leading statement, spend >= limit.
+    let unestimated = || {
+        let mut request = Request::new("g", serde_json::json!({}));
+        request.input_tokens = Some(0);
+        request
+    };
+    for _ in 0..4 {
+        // Nothing estimated; each call costs 10 + 5 tokens: 0.015, 0.06 in all.
+        s.router.call(unestimated()).await.unwrap();
+    }
+    let recorded = s.router.call(unestimated()).await.unwrap_err().to_string();
+    assert!(!recorded.contains("estimated"), "{recorded}");
+    assert!(
+        recorded.starts_with(
+            "No deployments available - crossed budget: Exceeded budget for provider openai: 0.06"
+        ) && recorded.contains(" >= 0.05"),
+        "{recorded}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_exhausted_budget_refuses_before_calling() {
     let s = with_openai_budget(0.01, 0.001, 0.0).await;
     s.call("g").await.unwrap(); // 10 input tokens: 0.01, the whole budget
