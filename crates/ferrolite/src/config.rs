@@ -659,7 +659,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "default_litellm_params",
             "tag_routing_prefix",
             "plugins",
-            "retry_after",
             "routing_groups",
             "alerting_config",
             "router_general_settings",
@@ -1134,6 +1133,7 @@ struct RawRouterSettings {
     context_window_fallbacks: Option<FallbackList>,
     content_policy_fallbacks: Option<FallbackList>,
     max_fallbacks: Option<u32>,
+    retry_after: Option<Seconds>,
     enable_pre_call_checks: Option<bool>,
     enable_tag_filtering: Option<bool>,
     tag_filtering_match_any: Option<bool>,
@@ -1931,6 +1931,9 @@ fn settings_of(
     };
     if let Some(n) = rs.max_fallbacks {
         s.max_fallbacks = n;
+    }
+    if let Some(t) = rs.retry_after {
+        s.retry_after = t.duration();
     }
     s.enable_pre_call_checks = rs.enable_pre_call_checks.unwrap_or(false);
     s.enable_tag_filtering = rs.enable_tag_filtering.unwrap_or(false);

@@ -802,7 +802,7 @@ impl Router {
                 skip.push(ix);
             }
             let jitter = settings.retry_jitter.mul_f64(self.inner.rng.unit());
-            let wait = retry::backoff(&class, retry, &group, jitter);
+            let wait = retry::backoff(&class, retry, &group, jitter, settings.retry_after);
             self.wait(call, wait).await?;
             retry += 1;
             call.retries += 1;

@@ -103,6 +103,11 @@ pub struct RouterSettings {
     pub budgets: BudgetsConfig,
     /// The most jitter added to a backoff (LiteLLM's `JITTER` = 0.75 s).
     pub retry_jitter: Duration,
+    /// `retry_after`: the shortest wait before a retry that waits at all (LiteLLM's minimum
+    /// backoff; default 0). As in LiteLLM it raises the exponential backoff (0.5 s doubling),
+    /// which stays capped at 8 s, and does not delay a retry that goes at once to another
+    /// healthy deployment of the group or one that follows the provider's `Retry-After`.
+    pub retry_after: Duration,
     /// An overall deadline over a request's attempts, backoffs and fallbacks (new in
     /// ferrolite; LiteLLM gives each attempt the full timeout and has none). `None`: no deadline.
     pub request_deadline: Option<Duration>,
@@ -201,6 +206,7 @@ impl Default for RouterSettings {
             admission: AdmissionMode::Batched,
             budgets: BudgetsConfig::default(),
             retry_jitter: Duration::from_millis(750),
+            retry_after: Duration::ZERO,
             request_deadline: None,
             enable_tag_filtering: false,
             tag_filtering_match_any: true,
