@@ -2339,7 +2339,6 @@ fn resolve(
     }
     Err(RouterError::UnknownModel {
         model: model.to_string(),
-        known: snapshot.group_names(),
     })
 }
 
