@@ -356,3 +356,25 @@ router_settings:
         assert!(!message.contains(debug), "{debug} in {message}");
     }
 }
+
+#[test]
+fn router_settings_retry_after_is_read_and_no_longer_reported_as_not_implemented() {
+    let config = ferrolite::Config::from_yaml(
+        r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/g, mock_response: x}}
+router_settings:
+  retry_after: 2.5
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.settings.retry_after,
+        std::time::Duration::from_millis(2500)
+    );
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        !warnings.iter().any(|w| w.contains("retry_after")),
+        "{warnings:?}"
+    );
+}
