@@ -84,6 +84,18 @@ pub enum RouterError {
     /// No deployment had room (rpm/tpm limits) or budget.
     #[error("{0}")]
     NoCapacity(String),
+    /// An `order` tier the router moved on to has no deployment available now (cooling down,
+    /// unhealthy, over budget, filtered out); as in LiteLLM, a lower tier is not picked again
+    /// and the next tier is tried.
+    #[error(
+        "No deployments available for selected model. No deployment of `{model_group}` with order={order} is available."
+    )]
+    NoDeploymentInTier {
+        /// The group.
+        model_group: String,
+        /// The tier.
+        order: u32,
+    },
     /// The backend failed and retries and fallbacks did not help: the primary group's error,
     /// with every attempt that was made.
     #[error("{class} - {message}. Received Model Group={model_group} (deployment {deployment}){}", tried_suffix(.tried))]
@@ -138,6 +150,7 @@ impl RouterError {
             | RouterError::NoTagMatch { .. } => 400,
             RouterError::AllCooledDown { .. }
             | RouterError::NoCapacity(_)
+            | RouterError::NoDeploymentInTier { .. }
             | RouterError::Budget(BudgetError::Exceeded { .. }) => 429,
             RouterError::Backend { class, .. } => class.status().unwrap_or(500),
             RouterError::DeadlineExceeded { .. } => 408,

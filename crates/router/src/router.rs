@@ -1333,8 +1333,21 @@ impl Router {
             eligible = filter_context_window(snapshot, call, scope, eligible)?;
         }
         match scope {
-            Scope::Group { order, .. } => eligible = filter_order(snapshot, *order, eligible),
-            Scope::Model { .. } => eligible = filter_order(snapshot, None, eligible),
+            Scope::Group {
+                name,
+                order: Some(order),
+            } => {
+                eligible = filter_order(snapshot, Some(*order), eligible);
+                if eligible.is_empty() {
+                    return Err(Failure::Selection(RouterError::NoDeploymentInTier {
+                        model_group: name.clone(),
+                        order: *order,
+                    }));
+                }
+            }
+            Scope::Group { order: None, .. } | Scope::Model { .. } => {
+                eligible = filter_order(snapshot, None, eligible);
+            }
             Scope::Deployment { .. } => {}
         }
         if !skip.is_empty() {
@@ -2455,9 +2468,9 @@ fn members<'s>(
 
 /// LiteLLM's order filter (`get_order_filtered_deployments`), run on the deployments still
 /// available (not cooling down, unhealthy, over budget or filtered out): a targeted tier keeps
-/// its own deployments, or every available one when none of the tier is left; otherwise the
-/// lowest `order` among them wins and deployments without an `order` are left out — unless
-/// none of the available ones has an `order`.
+/// its own deployments, possibly none (a lower tier is not picked again); otherwise the lowest
+/// `order` among them wins and deployments without an `order` are left out — unless none of
+/// the available ones has an `order`.
 fn filter_order<'s>(
     snapshot: &'s Snapshot,
     target: Option<u32>,
@@ -2467,12 +2480,10 @@ fn filter_order<'s>(
     let Some(order) = target.or_else(|| eligible.iter().filter_map(|t| order_of(t)).min()) else {
         return eligible;
     };
-    let tier: Vec<&Target> = eligible
-        .iter()
-        .copied()
+    eligible
+        .into_iter()
         .filter(|t| order_of(t) == Some(order))
-        .collect();
-    if tier.is_empty() { eligible } else { tier }
+        .collect()
 }
 
 /// The attempt timeout (reference §2.10): a stream's `stream_timeout` (deployment, then router)
