@@ -516,3 +516,47 @@ ferrolite_settings:
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Stops `child` with SIGTERM and returns its exit status, stdout and stderr.
+fn stop_and_collect(mut child: std::process::Child) -> (std::process::ExitStatus, String, String) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stdout, stderr)
+}
+
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_ansi_escape_bytes() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-ansi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let (child, port) = start_with(&config, &[]);
+    assert_eq!(ask(port), "served by ferrolite");
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("answered"), "the call was logged: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape bytes in a piped log: {stderr:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
