@@ -152,22 +152,13 @@ fn ask(port: u16) -> String {
 }
 
 #[test]
-fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
+fn sighup_reloads_a_good_config_once_and_refuses_a_bad_one_once() {
     let dir = std::env::temp_dir().join(format!("ferrolite-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let (mut child, port) = start_with(&config, &[]);
+    let (child, port) = start_with(&config, &[]);
     assert_eq!(ask(port), "served by ferrolite");
-    let hangup = |pid: u32| {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
     // A good new config: new answers and a new API key, without a restart.
     let with_key = format!(
         "{}\nferrolite_settings:\n  api_keys:\n    - {{name: late, key: sk-added-later}}\n",
@@ -175,7 +166,7 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     );
     assert_eq!(chat_with(port, "sk-added-later", "gpt-4o").0, 401);
     std::fs::write(&config, with_key).unwrap();
-    hangup(child.id());
+    hangup(&child);
     let reloaded = Instant::now();
     while ask(port) != "reloaded" {
         assert!(
@@ -189,30 +180,95 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         200,
         "the reloaded key is honoured"
     );
+    // Long enough for the file watcher to have looked at the changed file too.
+    std::thread::sleep(Duration::from_millis(2500));
     // A bad one: refused, the last good one keeps serving.
     std::fs::write(&config, "model_list: []\n").unwrap();
-    hangup(child.id());
-    std::thread::sleep(Duration::from_millis(300));
+    hangup(&child);
+    std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(ask(port), "reloaded");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stdout, stderr) = stop_and_collect(child);
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("reload refused") && stderr.contains("model_list"),
         "{stderr}"
+    );
+    let log = format!("{stdout}{stderr}");
+    assert_eq!(
+        count(&log, "gateway reloaded"),
+        1,
+        "one change, one reload: {log}"
+    );
+    assert_eq!(
+        count(&log, "reload refused"),
+        1,
+        "one bad change, one refusal: {log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sends SIGHUP to `child`.
+fn hangup(child: &std::process::Child) {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// How many lines of `log` contain `text`.
+fn count(log: &str, text: &str) -> usize {
+    log.lines().filter(|l| l.contains(text)).count()
+}
+
+#[test]
+fn a_reload_that_changes_a_restart_only_key_is_refused_naming_it() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let (child, port) = start_with(&config, &[]);
+    assert_eq!(ask(port), "served by ferrolite");
+    // Redis and the failure mode belong to the state cache, which a reload keeps.
+    let needs_restart = format!(
+        "{}\nferrolite_settings:\n  failure_mode: fail_closed\n",
+        CONFIG.replace("served by ferrolite", "too late").replace(
+            "router_settings:\n",
+            "router_settings:\n  redis_url: redis://127.0.0.1:6379\n"
+        )
+    );
+    std::fs::write(&config, needs_restart).unwrap();
+    hangup(&child);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        ask(port),
+        "served by ferrolite",
+        "the last good config serves"
+    );
+    // Back to a reloadable change: applied.
+    std::fs::write(&config, CONFIG.replace("served by ferrolite", "reloadable")).unwrap();
+    hangup(&child);
+    let reloaded = Instant::now();
+    while ask(port) != "reloadable" {
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    let refusal = stderr
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .unwrap_or_else(|| panic!("no refusal: {stderr}"));
+    assert!(
+        refusal.contains("router_settings.redis_url")
+            && refusal.contains("ferrolite_settings.failure_mode")
+            && refusal.contains("restart"),
+        "{refusal}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -422,12 +478,12 @@ general_settings:
 }
 
 #[test]
-fn a_changed_config_file_is_reloaded_without_a_signal() {
+fn a_changed_config_file_is_reloaded_once_without_a_signal() {
     let dir = std::env::temp_dir().join(format!("ferrolite-watch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let (mut child, port) = start_with(&config, &[]);
+    let (child, port) = start_with(&config, &[]);
     assert_eq!(ask(port), "served by ferrolite");
     std::thread::sleep(Duration::from_millis(1100)); // a new modification time
     std::fs::write(
@@ -443,11 +499,11 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, stdout, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    let log = format!("{stdout}{stderr}");
+    assert_eq!(count(&log, "gateway reloaded"), 1, "{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
