@@ -12,6 +12,7 @@
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
+mod health;
 pub mod report;
 pub mod serve;
 pub mod simulate;
@@ -706,6 +707,26 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             |r| format!("Redis {}", ferrolite::cache::redacted_url(&r.url))
         )
     );
+    let checks = &config.health_checks;
+    if checks.background || s.enable_health_check_routing {
+        let _ = writeln!(
+            out,
+            "health checks: {}; routing on their results: {}",
+            if checks.background {
+                format!(
+                    "every {} s under `ferrolite serve`",
+                    checks.interval.as_secs_f64()
+                )
+            } else {
+                "not run by this instance (background_health_checks: false)".to_string()
+            },
+            if s.enable_health_check_routing {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
     if let Some(cache) = &s.response_cache {
         let groups: Vec<String> = cache
             .caching_groups

@@ -2,6 +2,9 @@
 //! (SIGHUP, or the config file changing on disk) and its stop (SIGTERM or Ctrl-C: calls in
 //! flight get `--drain` to finish, the state cache flushes, the process exits 0).
 //!
+//! With `general_settings.background_health_checks` (or `enable_health_check_routing`) it also
+//! checks every deployment every `health_check_interval` (see `health.rs`).
+//!
 //! A reload reads the file, validates it as startup does, and swaps in the router it describes
 //! on the same state cache (counts, cooldowns and spend carry over). It is applied once per
 //! change of the file's content: the file is read every second and compared with what was last
@@ -54,8 +57,11 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
     runtime.block_on(async {
         let metrics = Some(ferrolite::gateway::install_metrics()?);
         let settings = gateway_settings(&config, metrics.clone());
-        let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
+        let (health, checks) = tokio::sync::watch::channel(config.health_checks.clone());
+        let http: std::sync::Arc<dyn ferrolite::router::Backend> =
             std::sync::Arc::new(ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?);
+        let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
+            std::sync::Arc::new(crate::health::CheckTimeouts::new(http, checks.clone()));
         let router = ferrolite::build_from_config(config, Some(std::sync::Arc::clone(&backend)))
             .await
             .map_err(|e| e.to_string())?;
@@ -85,8 +91,10 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
             cache: &cache,
             backend: &backend,
             metrics,
+            health: &health,
         };
         let reloading = reloader.run(Applied { text });
+        let checking = crate::health::run(&handle, checks);
         let drain = Duration::from_secs_f64(args.drain);
         let deadline = async move {
             let mut stopped = stopped;
@@ -99,7 +107,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         };
         tokio::select! {
             served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
-            () = reloading => {}
+            _ = futures_util::future::join(reloading, checking) => {}
             () = deadline => tracing::warn!(
                 "calls still in flight after the drain of {drain:?}; stopping anyway"
             ),
@@ -162,6 +170,7 @@ struct Reloader<'a> {
     cache: &'a ferrolite::cache::DualCache,
     backend: &'a std::sync::Arc<dyn ferrolite::router::Backend>,
     metrics: Option<ferrolite::gateway::PrometheusHandle>,
+    health: &'a tokio::sync::watch::Sender<ferrolite::HealthChecks>,
 }
 
 impl Reloader<'_> {
@@ -252,6 +261,7 @@ impl Reloader<'_> {
             ));
         }
         let settings = gateway_settings(&config, self.metrics.clone());
+        let checks = config.health_checks.clone();
         let router = ferrolite::RouterBuilder::from_config(config)
             .cache(self.cache.clone())
             .backend(std::sync::Arc::clone(self.backend))
@@ -264,6 +274,11 @@ impl Reloader<'_> {
             "ferrolite gateway reloaded"
         );
         self.handle.reload_with(router, settings);
+        self.health.send_if_modified(|current| {
+            let changed = *current != checks;
+            *current = checks;
+            changed
+        });
         Ok(())
     }
 }

@@ -616,3 +616,210 @@ fn text_logs_written_to_a_pipe_carry_no_ansi_escape_bytes() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A scripted OpenAI-compatible upstream on loopback: chat calls whose message is "hi" are
+/// answered with `name`; any other request is a health-check probe, counted, and answered 503
+/// when `sick`. Its port and probe count.
+fn upstream(
+    name: &'static str,
+    sick: bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&probes);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counted = std::sync::Arc::clone(&counted);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some((key, value)) = line.split_once(':') {
+                        if key.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let probe = body["messages"][0]["content"] != "hi";
+                if probe {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let (status, answer) = if probe && sick {
+                    (
+                        "503 Service Unavailable",
+                        serde_json::json!({"error": {"message": "down"}}),
+                    )
+                } else {
+                    (
+                        "200 OK",
+                        serde_json::json!({
+                            "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+                            "model": body["model"],
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": name}}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+                        }),
+                    )
+                };
+                let answer = answer.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    (port, probes)
+}
+
+/// A config with a group `g` of two deployments on scripted upstreams, `sick` and `fine`, and
+/// `extra` appended.
+fn health_config(sick: u16, fine: u16, extra: &str) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/m, api_base: "http://127.0.0.1:{sick}/v1", api_key: sk-up}}
+    model_info: {{id: sick}}
+  - model_name: g
+    litellm_params: {{model: openai/m, api_base: "http://127.0.0.1:{fine}/v1", api_key: sk-up}}
+    model_info: {{id: fine}}
+{extra}"#
+    )
+}
+
+/// Waits until `probes` counts at least one probe, then until its round is recorded.
+fn after_a_round_of_checks(probes: &std::sync::atomic::AtomicUsize) {
+    let started = Instant::now();
+    while probes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no health check reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Which deployments answered 20 calls of `g` through the gateway on `port`.
+fn answered_by(port: u16) -> std::collections::BTreeSet<String> {
+    (0..20)
+        .map(|_| {
+            let (status, head) = chat_with(port, "sk-serve-test", "g");
+            assert_eq!(status, 200, "{head}");
+            head.lines()
+                .find_map(|l| l.strip_prefix("x-litellm-model-id: "))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn background_health_checks_keep_calls_off_a_deployment_that_fails_its_check() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let (sick, probes) = upstream("sick", true);
+    let (fine, _) = upstream("fine", false);
+    std::fs::write(
+        &config,
+        health_config(
+            sick,
+            fine,
+            r"
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: sk-serve-test
+  background_health_checks: true
+  enable_health_check_routing: true
+  health_check_interval: 60
+",
+        ),
+    )
+    .unwrap();
+    let (child, port) = start_with(&config, &[]);
+    after_a_round_of_checks(&probes);
+    let answered = answered_by(port);
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        answered,
+        ["fine".to_string()].into(),
+        "the deployment that failed its check was picked: {stderr}"
+    );
+    assert!(stderr.contains("unhealthy: sick"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failed_health_check_run_by_one_gateway_steers_another_on_the_same_redis() {
+    let Some(url) = ferrolite_cache::testing::redis_url() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ferrolite-health2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sick, probes) = upstream("sick", true);
+    let (fine, _) = upstream("fine", false);
+    let shared = format!(
+        "
+router_settings:
+  num_retries: 0
+  redis_url: {url}
+ferrolite_settings:
+  redis_key_prefix: \"health-{}:\"
+general_settings:
+  master_key: sk-serve-test
+  enable_health_check_routing: true
+  health_check_interval: 60
+",
+        std::process::id()
+    );
+    // a runs the checks; b only routes on them.
+    let checker = dir.join("checker.yaml");
+    let router = dir.join("router.yaml");
+    std::fs::write(
+        &checker,
+        health_config(
+            sick,
+            fine,
+            &format!("{shared}  background_health_checks: true\n"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &router,
+        health_config(
+            sick,
+            fine,
+            &format!("{shared}  background_health_checks: false\n"),
+        ),
+    )
+    .unwrap();
+    let (b, port_b) = start_with(&router, &[]);
+    let (a, _) = start_with(&checker, &[]);
+    after_a_round_of_checks(&probes);
+    let seen_by_b = answered_by(port_b);
+    for child in [a, b] {
+        let (status, _, stderr) = stop_and_collect(child);
+        assert!(status.success(), "{stderr}");
+    }
+    assert_eq!(seen_by_b, ["fine".to_string()].into());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -53,9 +53,49 @@ pub struct Config {
     pub simulation: Option<Simulation>,
     /// `ferrolite_settings.api_keys`: the gateway's API keys besides the master key.
     pub api_keys: Vec<ApiKey>,
+    /// The background health checks `ferrolite serve` runs (`general_settings`).
+    pub health_checks: HealthChecks,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
+}
+
+/// The background health checks of LiteLLM's proxy (`general_settings.background_health_checks`,
+/// `health_check_interval`; `model_info.health_check_timeout`), which `ferrolite serve` runs
+/// with [`Router::check_health`](ferrolite_router::Router::check_health).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthChecks {
+    /// Whether checks run: `background_health_checks`, or when it is not set,
+    /// `enable_health_check_routing` (routing on health needs checks to route on).
+    pub background: bool,
+    /// The wait after one round of checks before the next (`health_check_interval`, 300 s).
+    pub interval: Duration,
+    /// How long one deployment's check may take (`model_info.health_check_timeout`, else
+    /// LiteLLM's 60 s), by deployment id.
+    pub timeouts: BTreeMap<String, Duration>,
+}
+
+impl HealthChecks {
+    /// LiteLLM's default timeout of one check (its `HEALTH_CHECK_TIMEOUT_SECONDS`).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The timeout of the check of the deployment with id `id`.
+    pub fn timeout(&self, id: &str) -> Duration {
+        self.timeouts
+            .get(id)
+            .copied()
+            .unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        HealthChecks {
+            background: false,
+            interval: Duration::from_secs(300),
+            timeouts: BTreeMap::new(),
+        }
+    }
 }
 
 /// A configuration's YAML text. Never printed: it may hold secrets.
@@ -757,8 +797,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "admin_only_routes",
             "public_routes",
             "custom_auth",
-            "health_check_interval",
-            "background_health_checks",
             "health_check_details",
             "use_redis_transaction_buffer",
             "max_parallel_requests",
@@ -1113,6 +1151,7 @@ struct RawModelInfo {
     allowed_fails_policy: Option<AllowedFailsPolicy>,
     cooldown_time: Option<Seconds>,
     region_name: Option<String>,
+    health_check_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1193,6 +1232,13 @@ struct RawCacheParams {
 #[serde(default)]
 struct RawGeneralSettings {
     master_key: Option<SecretValue>,
+    // LiteLLM's proxy reads its health-check keys here (`router_settings` wins for the three it
+    // shares with the Router).
+    background_health_checks: Option<bool>,
+    health_check_interval: Option<Seconds>,
+    enable_health_check_routing: Option<bool>,
+    health_check_staleness_threshold: Option<Seconds>,
+    health_check_ignore_transient_errors: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1331,10 +1377,23 @@ impl RawConfig {
         }
         let mut deployments = Vec::with_capacity(models.len());
         let mut mocks = BTreeMap::new();
+        let mut health_checks = HealthChecks::default();
         for (i, model) in models.into_iter().enumerate() {
+            let check_timeout = model.model_info.health_check_timeout;
             let (deployment, mock) = deployment_of(i, model)?;
             if let Some(mock) = mock {
                 mocks.insert(deployment.id().to_string(), mock);
+            }
+            if let Some(timeout) = check_timeout {
+                if timeout.0 <= 0.0 {
+                    return Err(ConfigError::at(
+                        format!("model_list[{i}].model_info.health_check_timeout"),
+                        "expected a number of seconds above 0, got 0",
+                    ));
+                }
+                health_checks
+                    .timeouts
+                    .insert(deployment.id().to_string(), timeout.duration());
             }
             deployments.push(deployment);
         }
@@ -1343,8 +1402,21 @@ impl RawConfig {
         }
         let cache = cache_of(&router_settings, &ferrolite_settings)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
+        let router_says = (
+            router_settings.enable_health_check_routing.is_some(),
+            router_settings.health_check_staleness_threshold.is_some(),
+            router_settings
+                .health_check_ignore_transient_errors
+                .is_some(),
+        );
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
+        health_checks_of(
+            &general_settings,
+            router_says,
+            &mut settings,
+            &mut health_checks,
+        )?;
         Ok(Config {
             deployments,
             settings,
@@ -1354,9 +1426,44 @@ impl RawConfig {
             warnings,
             simulation,
             api_keys,
+            health_checks,
             source: Source(None),
         })
     }
+}
+
+/// The health-check keys of `general_settings`: the background checks, and the routing keys
+/// LiteLLM's proxy also reads there (where `router_settings` does not set them; `router_says`
+/// tells which it set).
+fn health_checks_of(
+    gs: &RawGeneralSettings,
+    router_says: (bool, bool, bool),
+    settings: &mut RouterSettings,
+    checks: &mut HealthChecks,
+) -> Result<(), ConfigError> {
+    let (routing, staleness, transient) = router_says;
+    if let (false, Some(on)) = (routing, gs.enable_health_check_routing) {
+        settings.enable_health_check_routing = on;
+    }
+    if let (false, Some(t)) = (staleness, gs.health_check_staleness_threshold) {
+        settings.health_check_staleness = t.duration();
+    }
+    if let (false, Some(on)) = (transient, gs.health_check_ignore_transient_errors) {
+        settings.health_check_ignore_transient_errors = on;
+    }
+    checks.background = gs
+        .background_health_checks
+        .unwrap_or(settings.enable_health_check_routing);
+    if let Some(interval) = gs.health_check_interval {
+        if interval.0 <= 0.0 {
+            return Err(ConfigError::at(
+                "general_settings.health_check_interval",
+                "expected a number of seconds above 0, got 0",
+            ));
+        }
+        checks.interval = interval.duration();
+    }
+    Ok(())
 }
 
 /// The gateway's API keys, and the tag budgets of those that have one.
