@@ -823,3 +823,198 @@ general_settings:
     assert_eq!(seen_by_b, ["fine".to_string()].into());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+const MOCKS: &str = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, mock_response: "one two three"}
+  - model_name: embed
+    litellm_params: {model: openai/text-embedding-3-small, mock_response: [0.5, 0.25]}
+  - model_name: stuck
+    litellm_params: {model: openai/gpt-4o-mini, mock_timeout: true, timeout: 0.3}
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: sk-serve-test
+"#;
+
+/// Starts `ferrolite serve` over [`MOCKS`]; the child, its port and the directory to remove.
+fn start_mocks(name: &str) -> (std::process::Child, u16, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ferrolite-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, MOCKS).unwrap();
+    let (child, port) = start_with(&config, &[]);
+    (child, port, dir)
+}
+
+/// POSTs `body` to `path` with the master key: the status and the body (de-chunked).
+fn post(port: u16, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let (status, head, text) =
+        exchange(port, "POST", path, Some("sk-serve-test"), &body.to_string());
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, text);
+    }
+    let mut rest = text.as_str();
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, out)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn the_mock_answers_n_choices_with_an_id_of_its_own_and_the_time_of_the_call() {
+    let (child, port, dir) = start_mocks("mock-n");
+    let ask = serde_json::json!({"model": "gpt-4o", "n": 3, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = post(port, "/v1/chat/completions", &ask);
+    assert_eq!(status, 200, "{text}");
+    let first: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let choices = first["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{text}");
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i, "{text}");
+        assert_eq!(choice["message"]["role"], "assistant");
+        assert_eq!(choice["message"]["content"], "one two three");
+    }
+    let created = first["created"].as_u64().unwrap();
+    assert!(unix_now().abs_diff(created) <= 5, "created {created}");
+    let (_, text) = post(port, "/v1/chat/completions", &ask);
+    let second: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = first["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-"), "{id}");
+    assert_ne!(second["id"], first["id"], "each answer has its own id");
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The `data:` events of a server-sent event stream, without `[DONE]`.
+fn events(text: &str) -> Vec<serde_json::Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_mock_stream_carries_n_indexes_one_id_and_the_role_on_its_first_chunk() {
+    let (child, port, dir) = start_mocks("mock-stream");
+    let ask = serde_json::json!({"model": "gpt-4o", "n": 2, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = post(port, "/v1/chat/completions", &ask);
+    assert_eq!(status, 200, "{text}");
+    let chunks: Vec<serde_json::Value> = events(&text)
+        .into_iter()
+        .filter(|c| !c["choices"].as_array().unwrap().is_empty())
+        .collect();
+    assert!(chunks.len() >= 2, "{text}");
+    let mut texts = [String::new(), String::new()];
+    for (n, chunk) in chunks.iter().enumerate() {
+        assert_eq!(chunk["id"], chunks[0]["id"], "one id per stream: {text}");
+        assert!(chunk["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert!(unix_now().abs_diff(chunk["created"].as_u64().unwrap()) <= 5);
+        let choices = chunk["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 2, "{text}");
+        for (i, choice) in choices.iter().enumerate() {
+            assert_eq!(choice["index"], i, "{text}");
+            let role = &choice["delta"]["role"];
+            if n == 0 {
+                assert_eq!(role, "assistant", "{text}");
+            } else {
+                assert!(role.is_null(), "the role only on the first chunk: {text}");
+            }
+            texts[i].push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(texts, ["one two three", "one two three"]);
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_mock_embeds_every_input_with_a_mock_response_vector() {
+    let (child, port, dir) = start_mocks("mock-embed");
+    // The deployment's vector, one per input.
+    let (status, text) = post(
+        port,
+        "/v1/embeddings",
+        &serde_json::json!({"model": "embed", "input": ["a", "b", "c"]}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{text}");
+    for (i, item) in data.iter().enumerate() {
+        assert_eq!(item["index"], i);
+        assert_eq!(item["embedding"], serde_json::json!([0.5, 0.25]));
+    }
+    // The request's own vector wins; a single string is one input.
+    let (status, text) = post(
+        port,
+        "/v1/embeddings",
+        &serde_json::json!({"model": "embed", "input": "one", "mock_response": [1.0, 2.0, 3.0]}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1, "{text}");
+    assert_eq!(
+        body["data"][0]["embedding"],
+        serde_json::json!([1.0, 2.0, 3.0])
+    );
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn mock_timeout_fails_the_call_as_a_timeout_after_the_timeout() {
+    let (child, port, dir) = start_mocks("mock-timeout");
+    // The deployment's mock_timeout, after its timeout of 0.3 s.
+    let started = Instant::now();
+    let (status, text) = post(
+        port,
+        "/v1/chat/completions",
+        &serde_json::json!({"model": "stuck", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let took = started.elapsed();
+    assert_eq!(status, 408, "{text}");
+    assert!(
+        text.contains("timeout") || text.contains("Timeout"),
+        "{text}"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // A request's own mock_timeout and timeout.
+    let started = Instant::now();
+    let (status, text) = post(
+        port,
+        "/v1/chat/completions",
+        &serde_json::json!({"model": "gpt-4o", "mock_timeout": true, "timeout": 0.2,
+            "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(status, 408, "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -917,6 +917,14 @@ impl Seconds {
     }
 }
 
+/// LiteLLM's `mock_response`: a reply (or an exception's name), or for embeddings a vector.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum MockResponseDe {
+    Text(String),
+    Vector(Vec<f64>),
+}
+
 /// A share from 0 to 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Share(f64);
@@ -1090,7 +1098,9 @@ struct RawParams {
     #[serde(default)]
     max_input_tokens: Option<u64>,
     #[serde(default)]
-    mock_response: Option<String>,
+    mock_response: Option<MockResponseDe>,
+    #[serde(default)]
+    mock_timeout: Option<bool>,
     // request parameters sent with every call unless the request sets them
     #[serde(default)]
     temperature: Option<serde_json::Value>,
@@ -1778,6 +1788,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         )?;
     }
     let mocked = p.mock_response.is_some()
+        || p.mock_timeout == Some(true)
         || p.mock_latency_ms.is_some()
         || p.mock_ttft_ms.is_some()
         || !p.mock_error_rates.is_empty()
@@ -1811,10 +1822,12 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         error_rates.push((class, rate.0));
     }
     let mock = MockSpec {
-        response: p
-            .mock_response
-            .as_deref()
-            .map_or(MockSpec::default().response, parse_mock_response),
+        response: match p.mock_response {
+            None => MockSpec::default().response,
+            Some(MockResponseDe::Text(text)) => parse_mock_response(&text),
+            Some(MockResponseDe::Vector(vector)) => MockResponse::Embedding(vector),
+        },
+        timeout: p.mock_timeout.unwrap_or(false),
         latency: millis("mock_latency_ms", p.mock_latency_ms)?.unwrap_or_default(),
         jitter: p.mock_jitter.map_or(0.0, |s| s.0),
         time_to_first_token: millis("mock_ttft_ms", p.mock_ttft_ms)?,
@@ -1823,10 +1836,6 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         tpm: p.mock_tpm,
         output_tokens: p.mock_output_tokens,
     };
-    debug_assert!(matches!(
-        mock.response,
-        MockResponse::Text(_) | MockResponse::Error(_)
-    ));
     Ok((deployment, Some(mock)))
 }
 
