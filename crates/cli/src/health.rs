@@ -15,9 +15,10 @@ use ferrolite::router::{
 use ferrolite::types::{Deployment, ErrorClass};
 use tokio::sync::watch;
 
-/// A backend whose health checks each get their deployment's `health_check_timeout` (the
-/// settings are read at each check, so a reload applies to the next round); calls and streams
-/// go to the inner backend unchanged.
+/// A backend whose health checks each get their deployment's `health_check_timeout`, and pass
+/// without a call for a deployment with `disable_background_health_check` (the settings are
+/// read at each check, so a reload applies to the next round); calls and streams go to the
+/// inner backend unchanged.
 pub(crate) struct CheckTimeouts {
     inner: Arc<dyn Backend>,
     checks: watch::Receiver<HealthChecks>,
@@ -48,7 +49,17 @@ impl Backend for CheckTimeouts {
     }
 
     fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
-        let timeout = self.checks.borrow().timeout(deployment.id().as_str());
+        let id = deployment.id();
+        let (timeout, disabled) = {
+            let checks = self.checks.borrow();
+            (
+                checks.timeout(id.as_str()),
+                checks.disabled.contains(id.as_str()),
+            )
+        };
+        if disabled {
+            return Box::pin(std::future::ready(Ok(())));
+        }
         let check = self.inner.health_check(deployment);
         Box::pin(async move {
             match tokio::time::timeout(timeout, check).await {

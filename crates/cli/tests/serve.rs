@@ -769,6 +769,44 @@ general_settings:
 }
 
 #[test]
+fn a_deployment_with_disable_background_health_check_is_never_probed_nor_skipped() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-unchecked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let (sick, sick_probes) = upstream("sick", true);
+    let (fine, fine_probes) = upstream("fine", false);
+    let text = health_config(
+        sick,
+        fine,
+        r"
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: sk-serve-test
+  background_health_checks: true
+  enable_health_check_routing: true
+",
+    )
+    .replace(
+        "model_info: {id: sick}",
+        "model_info: {id: sick, disable_background_health_check: true}",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (child, port) = start_with(&config, &[]);
+    after_a_round_of_checks(&fine_probes);
+    let answered = answered_by(port);
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        sick_probes.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "probed: {stderr}"
+    );
+    assert!(answered.contains("sick"), "skipped: {answered:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_failed_health_check_run_by_one_gateway_steers_another_on_the_same_redis() {
     let Some(url) = ferrolite_cache::testing::redis_url() else {
         return;

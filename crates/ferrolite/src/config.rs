@@ -73,6 +73,9 @@ pub struct HealthChecks {
     /// How long one deployment's check may take (`model_info.health_check_timeout`, else
     /// LiteLLM's 60 s), by deployment id.
     pub timeouts: BTreeMap<String, Duration>,
+    /// Deployments never probed (`model_info.disable_background_health_check`): their check
+    /// passes without a call, so health-check routing never skips them.
+    pub disabled: std::collections::BTreeSet<String>,
 }
 
 impl HealthChecks {
@@ -94,6 +97,7 @@ impl Default for HealthChecks {
             background: false,
             interval: Duration::from_secs(300),
             timeouts: BTreeMap::new(),
+            disabled: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -686,6 +690,9 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "created_at",
             "updated_by",
             "created_by",
+            "health_check_model",
+            "health_check_max_tokens",
+            "health_check_params",
         ],
     ),
     (
@@ -798,6 +805,9 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "public_routes",
             "custom_auth",
             "health_check_details",
+            "health_check_concurrency",
+            "health_check_skip_disabled_background_models",
+            "background_health_check_model_groups",
             "use_redis_transaction_buffer",
             "max_parallel_requests",
             "global_max_parallel_requests",
@@ -1162,6 +1172,7 @@ struct RawModelInfo {
     cooldown_time: Option<Seconds>,
     region_name: Option<String>,
     health_check_timeout: Option<Seconds>,
+    disable_background_health_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1249,6 +1260,10 @@ struct RawGeneralSettings {
     enable_health_check_routing: Option<bool>,
     health_check_staleness_threshold: Option<Seconds>,
     health_check_ignore_transient_errors: Option<bool>,
+    /// LiteLLM shares health results through Redis only with this key; ferrolite always
+    /// shares them through its state, so the value changes nothing.
+    #[allow(dead_code)]
+    use_shared_health_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1390,6 +1405,7 @@ impl RawConfig {
         let mut health_checks = HealthChecks::default();
         for (i, model) in models.into_iter().enumerate() {
             let check_timeout = model.model_info.health_check_timeout;
+            let unchecked = model.model_info.disable_background_health_check == Some(true);
             let (deployment, mock) = deployment_of(i, model)?;
             if let Some(mock) = mock {
                 mocks.insert(deployment.id().to_string(), mock);
@@ -1404,6 +1420,9 @@ impl RawConfig {
                 health_checks
                     .timeouts
                     .insert(deployment.id().to_string(), timeout.duration());
+            }
+            if unchecked {
+                health_checks.disabled.insert(deployment.id().to_string());
             }
             deployments.push(deployment);
         }
