@@ -8,7 +8,8 @@
 //! - `ferrolite check --config FILE`: validates a config and prints the groups it describes
 //!   and the keys it accepted without effect.
 //! - `ferrolite serve --config FILE [--port 4000] [--host 127.0.0.1]`: the OpenAI-compatible
-//!   gateway over the router (`ferrolite::gateway`).
+//!   gateway over the router (`ferrolite::gateway`), reloaded on SIGHUP or when the file
+//!   changes, with LiteLLM's background health checks ([`serve`]).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
