@@ -617,12 +617,29 @@ fn text_logs_written_to_a_pipe_carry_no_ansi_escape_bytes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// How a scripted upstream answers health-check probes.
+#[derive(Clone, Copy, PartialEq)]
+enum Probes {
+    Pass,
+    Fail,
+    /// Never answer (within the test).
+    Hang,
+}
+
 /// A scripted OpenAI-compatible upstream on loopback: chat calls whose message is "hi" are
 /// answered with `name`; any other request is a health-check probe, counted, and answered 503
 /// when `sick`. Its port and probe count.
 fn upstream(
     name: &'static str,
     sick: bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    upstream_probed(name, if sick { Probes::Fail } else { Probes::Pass })
+}
+
+/// [`upstream`], with probes answered as `probes` says.
+fn upstream_probed(
+    name: &'static str,
+    probes_are: Probes,
 ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -656,8 +673,12 @@ fn upstream(
                 let probe = body["messages"][0]["content"] != "hi";
                 if probe {
                     counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if probes_are == Probes::Hang {
+                        std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
                 }
-                let (status, answer) = if probe && sick {
+                let (status, answer) = if probe && probes_are == Probes::Fail {
                     (
                         "503 Service Unavailable",
                         serde_json::json!({"error": {"message": "down"}}),
@@ -764,6 +785,41 @@ general_settings:
         ["fine".to_string()].into(),
         "the deployment that failed its check was picked: {stderr}"
     );
+    assert!(stderr.contains("unhealthy: sick"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_health_check_that_outlasts_its_health_check_timeout_fails() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-hang-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let (hanging, probes) = upstream_probed("hanging", Probes::Hang);
+    let (fine, _) = upstream("fine", false);
+    let text = health_config(
+        hanging,
+        fine,
+        r"
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: sk-serve-test
+  background_health_checks: true
+  enable_health_check_routing: true
+",
+    )
+    .replace(
+        "model_info: {id: sick}",
+        "model_info: {id: sick, health_check_timeout: 0.5}",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (child, port) = start_with(&config, &[]);
+    after_a_round_of_checks(&probes);
+    std::thread::sleep(Duration::from_millis(700)); // the check's timeout, and its record
+    let answered = answered_by(port);
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(answered, ["fine".to_string()].into(), "{stderr}");
     assert!(stderr.contains("unhealthy: sick"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
