@@ -22,7 +22,9 @@ use crate::ServeArgs;
 
 /// Keys that take effect only when the process starts: the state cache (its Redis connection,
 /// key prefix, sync interval and failure mode) is built once and carried over by every reload.
-/// A reload whose config changes one of them is refused, naming them.
+/// A reload whose config describes another state cache is refused, naming the keys that
+/// changed (the same Redis written another way, `redis_host` and `redis_port` for
+/// `redis_url`, is no change).
 pub const RESTART_ONLY_KEYS: &[&str] = &[
     "router_settings.redis_url",
     "router_settings.redis_host",
@@ -40,9 +42,33 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// writing it is not loaded half-written).
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// The config being served: its text (to compare the next one with) and what it loaded to.
+/// The config being served: its text (to compare the next one with) and the state cache it
+/// describes.
 struct Applied {
     text: String,
+    cache: StateCache,
+}
+
+/// What of a config's state cache only a restart applies, comparable (the URL is never shown).
+#[derive(PartialEq)]
+struct StateCache {
+    redis: Option<(String, String)>,
+    sync_interval: Duration,
+    failure_mode: ferrolite::cache::FailureMode,
+}
+
+impl StateCache {
+    fn of(config: &Config) -> Self {
+        StateCache {
+            redis: config
+                .cache
+                .redis
+                .as_ref()
+                .map(|r| (r.url.clone(), r.key_prefix.clone())),
+            sync_interval: config.cache.sync_interval,
+            failure_mode: config.cache.failure_mode,
+        }
+    }
 }
 
 /// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
@@ -50,6 +76,10 @@ struct Applied {
 pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
     let text = read(&args.config)?;
     let config = Config::from_yaml(&text).map_err(|e| e.to_string())?;
+    let applied = Applied {
+        cache: StateCache::of(&config),
+        text,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +123,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
             metrics,
             health: &health,
         };
-        let reloading = reloader.run(Applied { text });
+        let reloading = reloader.run(applied);
         let checking = crate::health::run(&handle, checks);
         let drain = Duration::from_secs_f64(args.drain);
         let deadline = async move {
@@ -140,7 +170,8 @@ fn gateway_settings(
 }
 
 /// The restart-only keys ([`RESTART_ONLY_KEYS`]) whose values differ between two configs'
-/// YAML (values compared after parsing, so quoting and anchors do not count; never printed).
+/// YAML (values compared after parsing, so quoting and anchors do not count; never printed):
+/// what a refusal names once the state cache the new config describes differs.
 fn restart_only_changes(old: &str, new: &str) -> Vec<&'static str> {
     let parse = |text: &str| serde_saphyr::from_str::<serde_json::Value>(text).ok();
     let (Some(old), Some(new)) = (parse(old), parse(new)) else {
@@ -225,7 +256,7 @@ impl Reloader<'_> {
                 continue;
             }
             match self.reload(&text, &applied).await {
-                Ok(()) => applied = Applied { text },
+                Ok(cache) => applied = Applied { text, cache },
                 Err(e) => {
                     tracing::warn!("reload refused, the current config keeps serving: {e}");
                 }
@@ -249,11 +280,16 @@ impl Reloader<'_> {
     }
 
     /// Loads `text`, checks it changes no restart-only key, builds its router on the running
-    /// state cache and swaps it in.
-    async fn reload(&self, text: &str, applied: &Applied) -> Result<(), String> {
+    /// state cache and swaps it in; the state cache it describes.
+    async fn reload(&self, text: &str, applied: &Applied) -> Result<StateCache, String> {
         let config = Config::from_yaml(text).map_err(|e| e.to_string())?;
-        let changed = restart_only_changes(&applied.text, text);
-        if !changed.is_empty() {
+        let cache = StateCache::of(&config);
+        if cache != applied.cache {
+            // The keys that say it; the same Redis written another way is no change.
+            let mut changed = restart_only_changes(&applied.text, text);
+            if changed.is_empty() {
+                changed.push("the state cache's Redis settings");
+            }
             return Err(format!(
                 "{} changed, and only a restart applies {}",
                 changed.join(", "),
@@ -279,7 +315,7 @@ impl Reloader<'_> {
             *current = checks;
             changed
         });
-        Ok(())
+        Ok(cache)
     }
 }
 

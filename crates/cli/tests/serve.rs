@@ -478,6 +478,52 @@ general_settings:
 }
 
 #[test]
+fn the_same_redis_written_as_host_and_port_reloads() {
+    let Some(url) = ferrolite_cache::testing::redis_url() else {
+        return;
+    };
+    let Some((host, port)) = url
+        .strip_prefix("redis://")
+        .and_then(|a| a.trim_end_matches('/').split_once(':'))
+        .filter(|(h, p)| !h.contains('@') && p.parse::<u16>().is_ok())
+    else {
+        return; // a URL with a password or a database: not this test's
+    };
+    let dir = std::env::temp_dir().join(format!("ferrolite-same-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let with = |redis: &str, reply: &str| {
+        CONFIG
+            .replace("served by ferrolite", reply)
+            .replace("router_settings:\n", &format!("router_settings:\n{redis}"))
+    };
+    std::fs::write(&config, with(&format!("  redis_url: {url}\n"), "first")).unwrap();
+    let (child, gateway) = start_with(&config, &[]);
+    assert_eq!(ask(gateway), "first");
+    std::fs::write(
+        &config,
+        with(
+            &format!("  redis_host: {host}\n  redis_port: {port}\n"),
+            "same redis",
+        ),
+    )
+    .unwrap();
+    hangup(&child);
+    let reloaded = Instant::now();
+    while ask(gateway) != "same redis" {
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _, stderr) = stop_and_collect(child);
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("reload refused"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_changed_config_file_is_reloaded_once_without_a_signal() {
     let dir = std::env::temp_dir().join(format!("ferrolite-watch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
