@@ -490,6 +490,7 @@ fn cache_control(headers: &HeaderMap, body: &mut serde_json::Value) {
 /// HTTP backend sends to the upstream.
 async fn completions(
     State(gateway): State<Arc<Gateway>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -497,7 +498,8 @@ async fn completions(
     let id = gateway.request_id(&headers);
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
-    let mut response = handle(gateway, headers, body, &id)
+    let endpoint = Endpoint::of(uri.path());
+    let mut response = handle(gateway, endpoint, headers, body, &id)
         .instrument(span.clone())
         .await;
     metrics::counter!(
@@ -520,7 +522,70 @@ async fn completions(
     response
 }
 
-async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str) -> Response {
+/// Which OpenAI endpoint a call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Self {
+        if path.ends_with("chat/completions") {
+            Endpoint::Chat
+        } else if path.ends_with("embeddings") {
+            Endpoint::Embeddings
+        } else {
+            Endpoint::Completions
+        }
+    }
+
+    /// The 400 of a body without the input this endpoint needs (`messages` a list, `prompt`,
+    /// `input`), if it is one.
+    fn missing_input(self, body: &serde_json::Value) -> Option<Response> {
+        let (field, valid, expected) = match self {
+            Endpoint::Chat => (
+                "messages",
+                body.get("messages").is_some_and(|m| m.is_array()),
+                "a list of messages",
+            ),
+            Endpoint::Completions => (
+                "prompt",
+                body.get("prompt")
+                    .is_some_and(|p| p.is_string() || p.is_array()),
+                "a string or a list",
+            ),
+            Endpoint::Embeddings => (
+                "input",
+                body.get("input")
+                    .is_some_and(|i| i.is_string() || i.is_array()),
+                "a string or a list",
+            ),
+        };
+        if valid {
+            return None;
+        }
+        let message = match body.get(field) {
+            None | Some(serde_json::Value::Null) => format!("`{field}` is required: {expected}"),
+            Some(other) => format!("`{field}` must be {expected}, got {other}"),
+        };
+        Some(error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            "invalid_request_error",
+            Some(field),
+        ))
+    }
+}
+
+async fn handle(
+    gateway: Arc<Gateway>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+    id: &str,
+) -> Response {
     let caller = match gateway.caller(&headers) {
         Ok(caller) => caller,
         Err(refused) => return *refused,
@@ -568,8 +633,15 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
             Some("model"),
         );
     };
+    if let Some(refused) = endpoint.missing_input(&body) {
+        return refused;
+    }
     let estimate =
         (bytes.len() / 4) as u64 + body.get("max_tokens").and_then(|m| m.as_u64()).unwrap_or(0);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     let mut body = body;
     cache_control(&headers, &mut body);
     let mut request = Request::new(model.clone(), body);
@@ -596,7 +668,7 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
         return match router.stream(request).await {
             Ok(stream) => {
                 let hit = stream.cache_hit;
-                sse(stream, model, move |usage: Option<Usage>| {
+                sse(stream, model, include_usage, move |usage: Option<Usage>| {
                     settle(if hit {
                         Some(0)
                     } else {
@@ -636,44 +708,55 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
 /// A routed stream as server-sent events: each chunk as it arrives, `data: [DONE]` at the end,
 /// an error event if the stream breaks. Dropping the response (a client that went away) drops
 /// the router's stream, which gives back what the call held.
+///
+/// The upstream is always asked for usage (the router needs the counts); the client sees it
+/// only when it asked (`include_usage`), as OpenAI sends it ([`StreamUsage`]).
 fn sse(
     stream: RouterStream,
     model: String,
+    include_usage: bool,
     ended: impl FnOnce(Option<Usage>) + Send + 'static,
 ) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
-    let events = futures_util::stream::unfold(Some((stream, Some(ended))), move |state| {
+    let usage = StreamUsage::new(include_usage);
+    let events = futures_util::stream::unfold(Some((stream, Some(ended), usage)), move |state| {
         let model = model.clone();
         async move {
-            let (mut stream, mut ended) = state?;
-            match stream.next().await {
-                Some(Ok(chunk)) => {
-                    let mut body = chunk.body;
-                    if let Some(object) = body.as_object_mut() {
-                        object.insert("model".into(), model.into());
+            let (mut stream, mut ended, mut usage) = state?;
+            loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        let Some(body) = usage.chunk(chunk.body, &model) else {
+                            continue;
+                        };
+                        let event = Bytes::from(format!("data: {body}\n\n"));
+                        return Some((Ok::<_, Infallible>(event), Some((stream, ended, usage))));
                     }
-                    let event = Bytes::from(format!("data: {body}\n\n"));
-                    Some((Ok::<_, Infallible>(event), Some((stream, ended))))
-                }
-                Some(Err(e)) => {
-                    // A broken stream's tokens are unknown: the estimate stays.
-                    if let Some(ended) = ended.take() {
-                        ended(None);
+                    Some(Err(e)) => {
+                        // A broken stream's tokens are unknown: the estimate stays.
+                        if let Some(ended) = ended.take() {
+                            ended(None);
+                        }
+                        let body = serde_json::json!({"error": {
+                            "message": e.to_string(),
+                            "type": "api_error",
+                            "param": null,
+                            "code": e.status().to_string(),
+                        }});
+                        return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
                     }
-                    let body = serde_json::json!({"error": {
-                        "message": e.to_string(),
-                        "type": "api_error",
-                        "param": null,
-                        "code": e.status().to_string(),
-                    }});
-                    Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None))
-                }
-                None => {
-                    if let Some(ended) = ended.take() {
-                        ended(stream.usage());
+                    None => {
+                        if let Some(ended) = ended.take() {
+                            ended(stream.usage());
+                        }
+                        let mut tail = String::new();
+                        if let Some(last) = usage.last_chunk(&model) {
+                            tail.push_str(&format!("data: {last}\n\n"));
+                        }
+                        tail.push_str("data: [DONE]\n\n");
+                        return Some((Ok(Bytes::from(tail)), None));
                     }
-                    Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None))
                 }
             }
         }
@@ -688,6 +771,89 @@ fn sse(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// A stream's usage as the client asked for it. Without `stream_options.include_usage` no
+/// chunk carries `usage` and the usage-only chunk (empty `choices`) is not sent, so code that
+/// reads `chunk.choices[0]` never meets an empty list; with it, as OpenAI: `"usage": null` on
+/// every chunk with choices and one last chunk with empty `choices` and the usage (made from
+/// the last chunk when the upstream put its usage on a chunk with choices).
+struct StreamUsage {
+    include: bool,
+    /// Usage seen on a chunk with choices, not yet sent.
+    held: Option<serde_json::Value>,
+    /// Whether the usage-only chunk was sent.
+    sent: bool,
+    /// The last chunk with choices: the fields the made-up last chunk copies.
+    last: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl StreamUsage {
+    fn new(include: bool) -> Self {
+        StreamUsage {
+            include,
+            held: None,
+            sent: false,
+            last: None,
+        }
+    }
+
+    /// The chunk as the client sees it, with `model` set to what it asked for; `None` drops it.
+    fn chunk(&mut self, mut body: serde_json::Value, model: &str) -> Option<serde_json::Value> {
+        let Some(object) = body.as_object_mut() else {
+            return Some(body);
+        };
+        object.insert("model".into(), model.into());
+        let usage = object.remove("usage").filter(|u| !u.is_null());
+        let usage_only = object
+            .get("choices")
+            .and_then(|c| c.as_array())
+            .is_some_and(Vec::is_empty);
+        if !self.include {
+            // A chunk that only carried the usage the client did not ask for is not sent.
+            return (!(usage_only && usage.is_some())).then_some(body);
+        }
+        match usage {
+            Some(usage) if usage_only => {
+                object.insert("usage".into(), usage);
+                self.held = None;
+                self.sent = true;
+            }
+            usage => {
+                if usage.is_some() {
+                    self.held = usage;
+                }
+                object.insert("usage".into(), serde_json::Value::Null);
+                if !usage_only {
+                    let mut last = object.clone();
+                    last.remove("choices");
+                    self.last = Some(last);
+                }
+            }
+        }
+        Some(body)
+    }
+
+    /// The usage-only chunk still owed to a client that asked for usage, at the stream's end.
+    fn last_chunk(&mut self, model: &str) -> Option<serde_json::Value> {
+        if !self.include || self.sent {
+            return None;
+        }
+        let usage = self.held.take()?;
+        let mut chunk = self.last.take().unwrap_or_default();
+        for (field, default) in [
+            ("id", serde_json::json!("")),
+            ("object", serde_json::json!("chat.completion.chunk")),
+            ("created", serde_json::json!(0)),
+        ] {
+            chunk.entry(field).or_insert(default);
+        }
+        chunk.insert("model".into(), model.into());
+        chunk.insert("choices".into(), serde_json::json!([]));
+        chunk.insert("usage".into(), usage);
+        self.sent = true;
+        Some(serde_json::Value::Object(chunk))
+    }
 }
 
 /// `GET /v1/models`: the model groups.

@@ -1,0 +1,364 @@
+//! Drop-in fidelity of the gateway's HTTP surface, over real HTTP on loopback: a stream's
+//! usage chunk only for clients that asked, the input a chat / completion / embedding call
+//! needs.
+#![cfg(all(feature = "gateway", feature = "http"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::types::{
+    ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions, CreateChatCompletionRequest,
+    CreateChatCompletionRequestArgs,
+};
+use ferrolite::gateway::{GatewaySettings, app, serve};
+use ferrolite::mock::MockSpec;
+use ferrolite::types::{Deployment, DeploymentId, Secret};
+use ferrolite::{Router, RouterExt};
+use futures_util::StreamExt;
+
+const KEY: &str = "sk-fidelity-master";
+
+/// A plain HTTP client (reqwest with rustls needs its crypto provider installed once).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A gateway on a free port over `router` with `settings`; its base URL.
+async fn gateway_with(router: Router, settings: GatewaySettings) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// A gateway over `yaml` as `ferrolite serve` builds it (the config's master key, API keys), with `backend` or the config's mocks; its base URL.
+async fn gateway_from_yaml(
+    yaml: &str,
+    backend: Option<Arc<dyn ferrolite::router::Backend>>,
+) -> String {
+    let config = ferrolite::Config::from_yaml(yaml).unwrap();
+    let settings = GatewaySettings {
+        master_key: config.master_key.clone(),
+        api_keys: config.api_keys.clone(),
+        ..GatewaySettings::default()
+    };
+    let router = ferrolite::build_from_config(config, backend).await.unwrap();
+    gateway_with(router, settings).await
+}
+
+fn client(base: &str, key: &str) -> Client<OpenAIConfig> {
+    Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("{base}/v1"))
+            .with_api_key(key),
+    )
+}
+
+/// An OpenAI-like upstream: a chat completion streamed in two chunks; asked for usage
+/// (`stream_options.include_usage`), `"usage": null` on those and a last chunk with empty
+/// `choices` and the usage, as OpenAI sends it. It notes whether it was asked for usage.
+async fn usage_upstream(asked: Arc<AtomicBool>) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let asked = Arc::clone(&asked);
+            async move {
+                let include = body
+                    .pointer("/stream_options/include_usage")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                asked.store(include, Ordering::SeqCst);
+                let chunk = |choices: serde_json::Value, usage: serde_json::Value| {
+                    let mut chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                        "created": 1, "model": "gpt-4o-2024", "choices": choices});
+                    if include {
+                        chunk["usage"] = usage;
+                    }
+                    format!("data: {chunk}\n\n")
+                };
+                let piece = |text: &str, finish: serde_json::Value| {
+                    serde_json::json!([{"index": 0, "delta": {"content": text}, "finish_reason": finish}])
+                };
+                let mut text = chunk(piece("Hel", serde_json::Value::Null), serde_json::Value::Null);
+                text.push_str(&chunk(piece("lo", "stop".into()), serde_json::Value::Null));
+                if include {
+                    text.push_str(&chunk(
+                        serde_json::json!([]),
+                        serde_json::json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
+                    ));
+                }
+                text.push_str("data: [DONE]\n\n");
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from(text))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// The gateway over the HTTP backend and the usage upstream; its base URL and the upstream's
+/// "asked for usage" flag.
+async fn gateway_over_usage_upstream() -> (String, Arc<AtomicBool>) {
+    let asked = Arc::new(AtomicBool::new(false));
+    let upstream = usage_upstream(Arc::clone(&asked)).await;
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, api_base: "{upstream}", api_key: sk-up}}
+general_settings:
+  master_key: {KEY}
+"#
+    );
+    let backend: Arc<dyn ferrolite::router::Backend> =
+        Arc::new(ferrolite::http::HttpBackend::new().unwrap());
+    (gateway_from_yaml(&yaml, Some(backend)).await, asked)
+}
+
+/// The `data:` events of a raw SSE answer, `[DONE]` left out (asserted to be last).
+async fn raw_events(base: &str, body: serde_json::Value) -> Vec<serde_json::Value> {
+    let text = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").unwrap())
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+fn stream_request(include_usage: Option<bool>) -> serde_json::Value {
+    let mut body = serde_json::json!({"model": "g", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    if let Some(include) = include_usage {
+        body["stream_options"] = serde_json::json!({"include_usage": include});
+    }
+    body
+}
+
+#[tokio::test]
+async fn a_raw_stream_carries_the_usage_chunk_only_when_the_client_asked_for_it() {
+    let (base, asked) = gateway_over_usage_upstream().await;
+    for not_asked in [None, Some(false)] {
+        let events = raw_events(&base, stream_request(not_asked)).await;
+        assert!(
+            asked.load(Ordering::SeqCst),
+            "ferrolite asks for the counts"
+        );
+        assert_eq!(events.len(), 2, "{events:?}");
+        for event in &events {
+            assert!(!event["choices"].as_array().unwrap().is_empty(), "{event}");
+            assert!(event.get("usage").is_none(), "{event}");
+            assert_eq!(event["model"], "g");
+        }
+    }
+    let events = raw_events(&base, stream_request(Some(true))).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events[..2] {
+        assert!(!event["choices"].as_array().unwrap().is_empty(), "{event}");
+        assert!(event["usage"].is_null(), "{event}");
+    }
+    let last = &events[2];
+    assert_eq!(last["choices"], serde_json::json!([]));
+    assert_eq!(last["usage"]["total_tokens"], 7);
+    assert_eq!(last["id"], "chatcmpl-1");
+}
+
+fn stream_chat(include_usage: Option<bool>) -> CreateChatCompletionRequest {
+    let mut args = CreateChatCompletionRequestArgs::default();
+    args.model("g")
+        .stream(true)
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("hi")
+            .build()
+            .unwrap()
+            .into()]);
+    if let Some(include_usage) = include_usage {
+        args.stream_options(ChatCompletionStreamOptions { include_usage });
+    }
+    args.build().unwrap()
+}
+
+/// Every chunk of a stream read with async-openai: its first choice's text (the client code
+/// `chunk.choices[0]`, which must not meet an empty list unless usage was asked for) and usage.
+async fn openai_stream(
+    base: &str,
+    include_usage: Option<bool>,
+) -> Vec<(Option<String>, Option<u32>)> {
+    let mut stream = client(base, KEY)
+        .chat()
+        .create_stream(stream_chat(include_usage))
+        .await
+        .unwrap();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        let text = chunk
+            .choices
+            .first()
+            .map(|c| c.delta.content.clone().unwrap_or_default());
+        chunks.push((text, chunk.usage.map(|u| u.total_tokens)));
+    }
+    chunks
+}
+
+#[tokio::test]
+async fn an_openai_client_sees_the_usage_chunk_only_when_it_asked_for_it() {
+    let (base, _) = gateway_over_usage_upstream().await;
+    let plain = openai_stream(&base, None).await;
+    assert_eq!(
+        plain,
+        [
+            (Some("Hel".to_string()), None),
+            (Some("lo".to_string()), None)
+        ]
+    );
+    let with_usage = openai_stream(&base, Some(true)).await;
+    assert_eq!(
+        with_usage,
+        [
+            (Some("Hel".to_string()), None),
+            (Some("lo".to_string()), None),
+            (None, Some(7))
+        ]
+    );
+
+    // The mock backend reports usage on its last chunk with choices: a client that asked gets
+    // it in a chunk of its own, one that did not never sees it.
+    let router = Router::builder()
+        .deployment(Deployment::new("g", "openai/gpt-4o"))
+        .mock_all(MockSpec::reply("one two"))
+        .build()
+        .await
+        .unwrap();
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        ..GatewaySettings::default()
+    };
+    let base = gateway_with(router, settings).await;
+    let plain = openai_stream(&base, None).await;
+    assert_eq!(plain.len(), 2, "{plain:?}");
+    assert!(
+        plain
+            .iter()
+            .all(|(text, usage)| text.is_some() && usage.is_none())
+    );
+    let with_usage = openai_stream(&base, Some(true)).await;
+    assert_eq!(with_usage.len(), 3, "{with_usage:?}");
+    assert!(with_usage[..2].iter().all(|(_, usage)| usage.is_none()));
+    let (text, usage) = &with_usage[2];
+    assert!(
+        text.is_none() && usage.is_some_and(|u| u > 0),
+        "{with_usage:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_without_its_input_is_a_400_naming_the_field_before_any_routing() {
+    let router = Router::builder()
+        .deployment(Deployment {
+            id: Some("one".into()),
+            ..Deployment::new("g", "openai/gpt-4o")
+        })
+        .mock_all(MockSpec::reply("hi"))
+        .build()
+        .await
+        .unwrap();
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        ..GatewaySettings::default()
+    };
+    let base = gateway_with(router.clone(), settings).await;
+    let post = |path: &'static str, body: serde_json::Value| {
+        let base = base.clone();
+        async move {
+            let response = http()
+                .post(format!("{base}{path}"))
+                .bearer_auth(KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for (path, body, field) in [
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"model": "g"}),
+            "messages",
+        ),
+        (
+            "/chat/completions",
+            serde_json::json!({"model": "g", "messages": "hi"}),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"model": "g", "messages": {"role": "user"}, "stream": true}),
+            "messages",
+        ),
+        (
+            "/v1/completions",
+            serde_json::json!({"model": "g"}),
+            "prompt",
+        ),
+        (
+            "/v1/embeddings",
+            serde_json::json!({"model": "g", "input": 3}),
+            "input",
+        ),
+    ] {
+        let (status, answer) = post(path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["param"], field, "{answer}");
+        assert_eq!(answer["error"]["type"], "invalid_request_error");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        router.usage(&DeploymentId::new("one")).unwrap().0,
+        0.0,
+        "nothing was routed"
+    );
+    let (status, answer) = post(
+        "/v1/chat/completions",
+        serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
