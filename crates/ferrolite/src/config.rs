@@ -88,6 +88,9 @@ pub struct ApiKey {
     pub tpm: Option<u64>,
     /// Whether it has a budget (charged as the tag budget `api-key:<name>`).
     pub budget: bool,
+    /// Tags every request made with it carries (tag routing, tag budgets), besides the
+    /// request's own, as LiteLLM's key `metadata.tags`.
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -98,6 +101,7 @@ impl std::fmt::Debug for ApiKey {
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
             .field("budget", &self.budget)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -1230,6 +1234,8 @@ struct RawApiKey {
     max_budget: Option<f64>,
     #[serde(default, alias = "time_period")]
     budget_duration: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -1388,6 +1394,9 @@ fn api_keys_of(
                 ));
             }
         }
+        if key.tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::at(at("tags"), "expected non-empty tags"));
+        }
         let entry = ApiKey {
             name: key.name.clone(),
             key_sha256: ApiKey::hash(key.key.0.expose()),
@@ -1395,6 +1404,7 @@ fn api_keys_of(
             rpm: key.rpm,
             tpm: key.tpm,
             budget: key.max_budget.is_some(),
+            tags: key.tags.clone(),
         };
         if keys
             .iter()

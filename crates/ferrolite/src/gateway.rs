@@ -238,7 +238,9 @@ impl Gateway {
         };
         if let Some(master) = &settings.master_key {
             if constant_time_eq(given.as_bytes(), master.expose().as_bytes()) {
-                return Ok(Caller::Master);
+                return Ok(Caller::Master {
+                    key_sha256: crate::config::ApiKey::hash(given),
+                });
             }
         }
         let hash = crate::config::ApiKey::hash(given);
@@ -343,9 +345,25 @@ enum Caller {
     /// No key is configured: anyone may call.
     Anyone,
     /// The master key's holder.
-    Master,
+    Master {
+        /// SHA-256 of the master key (the affinity key).
+        key_sha256: [u8; 32],
+    },
     /// One of the API keys.
     Key(Box<crate::config::ApiKey>),
+}
+
+impl Caller {
+    /// The identity `deployment_affinity` keys on, as LiteLLM's `user_api_key_hash`: the
+    /// SHA-256 (hex) of the caller's key; none when no key is configured.
+    fn affinity_key(&self) -> Option<String> {
+        let hash = match self {
+            Caller::Anyone => return None,
+            Caller::Master { key_sha256 } => key_sha256,
+            Caller::Key(key) => &key.key_sha256,
+        };
+        Some(hash.iter().map(|b| format!("{b:02x}")).collect())
+    }
 }
 
 /// An API key's admission: its tpm holds the request's estimate until the call's actual token
@@ -579,6 +597,59 @@ impl Endpoint {
     }
 }
 
+/// The request's tags, where LiteLLM's proxy reads them: the API key's `tags`, the
+/// `x-litellm-tags` header (comma-separated), the body's `tags`, `metadata.tags` and
+/// `litellm_metadata.tags` (lists of strings; other shapes carry no tags), without repeats.
+/// The body's tags are removed from it: they are for the router, not the deployment.
+fn request_tags(
+    headers: &HeaderMap,
+    body: &mut serde_json::Value,
+    key: Option<&crate::config::ApiKey>,
+) -> Vec<String> {
+    let mut tags: Vec<String> = key.map(|k| k.tags.clone()).unwrap_or_default();
+    for value in headers.get_all("x-litellm-tags") {
+        if let Ok(value) = value.to_str() {
+            tags.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    let strings = |value: Option<serde_json::Value>| -> Vec<String> {
+        match value {
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|item| match item {
+                    serde_json::Value::String(tag) if !tag.trim().is_empty() => Some(tag),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    if let Some(object) = body.as_object_mut() {
+        tags.extend(strings(object.remove("tags")));
+        for field in ["metadata", "litellm_metadata"] {
+            let Some(metadata) = object.get_mut(field).and_then(|m| m.as_object_mut()) else {
+                continue;
+            };
+            if !metadata.get("tags").is_some_and(|t| t.is_array()) {
+                continue;
+            }
+            tags.extend(strings(metadata.remove("tags")));
+            if metadata.is_empty() {
+                object.remove(field);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|tag| seen.insert(tag.clone()));
+    tags
+}
+
 async fn handle(
     gateway: Arc<Gateway>,
     endpoint: Endpoint,
@@ -644,8 +715,15 @@ async fn handle(
         .unwrap_or(false);
     let mut body = body;
     cache_control(&headers, &mut body);
+    let key = match &caller {
+        Caller::Key(key) => Some(key.as_ref()),
+        _ => None,
+    };
+    let tags = request_tags(&headers, &mut body, key);
     let mut request = Request::new(model.clone(), body);
     request.request_id = Some(id.to_string());
+    request.tags = tags;
+    request.affinity_key = caller.affinity_key();
     let router = gateway.router.load_full();
     let mut admitted = None;
     if let Caller::Key(key) = caller {

@@ -1,4 +1,5 @@
-//! Drop-in fidelity of the gateway's HTTP surface, over real HTTP on loopback: a stream's
+//! Drop-in fidelity of the gateway's HTTP surface, over real HTTP on loopback: request tags
+//! from every place LiteLLM's proxy reads them, deployment affinity by API key, a stream's
 //! usage chunk only for clients that asked, the input a chat / completion / embedding call
 //! needs.
 #![cfg(all(feature = "gateway", feature = "http"))]
@@ -9,6 +10,7 @@
     clippy::disallowed_methods
 )]
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -65,6 +67,221 @@ fn client(base: &str, key: &str) -> Client<OpenAIConfig> {
             .with_api_base(format!("{base}/v1"))
             .with_api_key(key),
     )
+}
+
+/// Posts a chat completion `body` (with `model: g` and a message added) with `key` and extra
+/// `headers`; the status, the deployment that answered and the body.
+async fn chat_with(
+    base: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    mut body: serde_json::Value,
+) -> (u16, String, serde_json::Value) {
+    body["model"] = "g".into();
+    body["messages"] = serde_json::json!([{"role": "user", "content": "hi"}]);
+    let mut request = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let deployment = response
+        .headers()
+        .get("x-litellm-model-id")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        status,
+        deployment,
+        response.json().await.unwrap_or_default(),
+    )
+}
+
+/// The deployments 12 calls went to (each must succeed).
+async fn served(
+    base: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..12 {
+        let (status, deployment, answer) = chat_with(base, key, headers, body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        seen.insert(deployment);
+    }
+    seen
+}
+
+fn set(ids: &[&str]) -> HashSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// Group `g`: `free`, `paid` and `fallback` (tagged `default`), mocked; tag filtering on; the
+/// API key `tagged` carries the tag `paid`.
+fn tags_yaml(match_any: bool) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi", tags: [free, eu]}}
+    model_info: {{id: free}}
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi", tags: [paid, eu]}}
+    model_info: {{id: paid}}
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi", tags: [default]}}
+    model_info: {{id: fallback}}
+router_settings:
+  enable_tag_filtering: true
+  tag_filtering_match_any: {match_any}
+general_settings:
+  master_key: {KEY}
+ferrolite_settings:
+  api_keys:
+    - {{name: tagged, key: sk-tagged-123456, tags: [paid]}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn request_tags_from_every_place_litellm_reads_them_route_the_call() {
+    let base = gateway_from_yaml(&tags_yaml(true), None).await;
+    let none: &[(&str, &str)] = &[];
+    let free = set(&["free"]);
+    assert_eq!(
+        served(
+            &base,
+            KEY,
+            none,
+            serde_json::json!({"metadata": {"tags": ["free"]}})
+        )
+        .await,
+        free,
+        "metadata.tags"
+    );
+    assert_eq!(
+        served(
+            &base,
+            KEY,
+            none,
+            serde_json::json!({"litellm_metadata": {"tags": ["free"]}})
+        )
+        .await,
+        free,
+        "litellm_metadata.tags"
+    );
+    assert_eq!(
+        served(&base, KEY, none, serde_json::json!({"tags": ["free"]})).await,
+        free,
+        "top-level tags"
+    );
+    assert_eq!(
+        served(
+            &base,
+            KEY,
+            &[("x-litellm-tags", " free , other")],
+            serde_json::json!({})
+        )
+        .await,
+        free,
+        "the x-litellm-tags header"
+    );
+    assert_eq!(
+        served(&base, "sk-tagged-123456", none, serde_json::json!({})).await,
+        set(&["paid"]),
+        "the API key's tags"
+    );
+    // match any: a deployment carrying one of the tags serves.
+    assert_eq!(
+        served(&base, KEY, none, serde_json::json!({"tags": ["eu"]})).await,
+        set(&["free", "paid"])
+    );
+    // Untagged, or tags no deployment knows: the `default` deployment.
+    assert_eq!(
+        served(&base, KEY, none, serde_json::json!({})).await,
+        set(&["fallback"])
+    );
+    assert_eq!(
+        served(&base, KEY, none, serde_json::json!({"tags": ["asia"]})).await,
+        set(&["fallback"])
+    );
+}
+
+#[tokio::test]
+async fn with_match_all_tags_not_all_on_one_deployment_are_refused_with_litellms_message() {
+    let base = gateway_from_yaml(&tags_yaml(false), None).await;
+    let none: &[(&str, &str)] = &[];
+    assert_eq!(
+        served(
+            &base,
+            KEY,
+            none,
+            serde_json::json!({"tags": ["paid", "eu"]})
+        )
+        .await,
+        set(&["paid"])
+    );
+    let (status, _, body) = chat_with(
+        &base,
+        KEY,
+        none,
+        serde_json::json!({"metadata": {"tags": ["free", "paid"]}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "Not allowed to access model due to tags configuration. Passed model=g and tags=['free', 'paid']"
+    );
+    // The key's tag and the request's, together: no deployment carries both.
+    let (status, _, body) = chat_with(
+        &base,
+        "sk-tagged-123456",
+        &[("x-litellm-tags", "free")],
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // Tags the group does not know still fall back to the `default` deployment.
+    assert_eq!(
+        served(&base, KEY, none, serde_json::json!({"tags": ["asia"]})).await,
+        set(&["fallback"])
+    );
+}
+
+#[tokio::test]
+async fn with_deployment_affinity_each_api_key_keeps_its_deployment() {
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi"}}
+    model_info: {{id: one}}
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi"}}
+    model_info: {{id: two}}
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi"}}
+    model_info: {{id: three}}
+router_settings:
+  optional_pre_call_checks: [deployment_affinity]
+general_settings:
+  master_key: {KEY}
+ferrolite_settings:
+  api_keys:
+    - {{name: alice, key: sk-alice-123456}}
+    - {{name: bob, key: sk-bob-1234567}}
+"#
+    );
+    let base = gateway_from_yaml(&yaml, None).await;
+    for key in ["sk-alice-123456", "sk-bob-1234567", KEY] {
+        let seen = served(&base, key, &[], serde_json::json!({})).await;
+        assert_eq!(seen.len(), 1, "{key}'s calls went to {seen:?}");
+    }
 }
 
 /// An OpenAI-like upstream: a chat completion streamed in two chunks; asked for usage
