@@ -53,6 +53,8 @@ pub struct Config {
     pub simulation: Option<Simulation>,
     /// `ferrolite_settings.api_keys`: the gateway's API keys besides the master key.
     pub api_keys: Vec<ApiKey>,
+    /// The `model_group_alias` names marked `hidden`: callable, not listed by `/v1/models`.
+    pub hidden_aliases: Vec<String>,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
@@ -944,7 +946,6 @@ enum AliasTarget {
     Detailed {
         model: String,
         #[serde(default)]
-        #[allow(dead_code)]
         hidden: bool,
     },
 }
@@ -1349,6 +1350,12 @@ impl RawConfig {
         }
         let cache = cache_of(&router_settings, &ferrolite_settings)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
+        let hidden_aliases = router_settings
+            .model_group_alias
+            .iter()
+            .filter(|(_, target)| matches!(target, AliasTarget::Detailed { hidden: true, .. }))
+            .map(|(alias, _)| alias.clone())
+            .collect();
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
         Ok(Config {
@@ -1360,6 +1367,7 @@ impl RawConfig {
             warnings,
             simulation,
             api_keys,
+            hidden_aliases,
             source: Source(None),
         })
     }

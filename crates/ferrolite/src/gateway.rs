@@ -7,7 +7,18 @@
 //!   LiteLLM's `x-litellm-*` headers. `"stream": true` answers with server-sent events, passed
 //!   through chunk by chunk as they arrive and ended by `data: [DONE]`; a client that goes away
 //!   cancels the upstream call and gives back everything the call held.
-//! - `GET /v1/models`, `GET /health/liveliness`, `GET /health/readiness`.
+//!   The chat endpoint needs a `messages` list, completions a `prompt`, embeddings an `input`:
+//!   without it the answer is a 400 naming the field, before any routing.
+//! - Request tags are read where LiteLLM's proxy reads them (the body's `tags`,
+//!   `metadata.tags`, `litellm_metadata.tags`, the `x-litellm-tags` header, the API key's
+//!   `tags`) and given to the router (tag routing, tag budgets); the caller's API key, hashed,
+//!   is the router's affinity key (`deployment_affinity`).
+//! - A stream carries usage only when the client asked for it with
+//!   `stream_options.include_usage`, as OpenAI sends it: `"usage": null` on every chunk and a
+//!   last chunk with empty `choices` and the usage.
+//! - `GET /v1/models` (the model groups and the `model_group_alias` names not `hidden`),
+//!   `GET /v1/models/{id}`, `GET /health` (each deployment's health check, LiteLLM's shape),
+//!   `GET /health/liveliness`, `GET /health/readiness`.
 //! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 //!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
 //!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
@@ -40,6 +51,8 @@ pub struct GatewaySettings {
     /// The Prometheus recorder `/metrics` renders ([`install_metrics`]); without one `/metrics`
     /// answers 503.
     pub metrics: Option<PrometheusHandle>,
+    /// Names `/v1/models` does not list: the `model_group_alias` entries marked `hidden`.
+    pub hidden_models: Vec<String>,
 }
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -60,6 +73,7 @@ impl Default for GatewaySettings {
             max_body_bytes: 8 << 20,
             api_keys: Vec::new(),
             metrics: None,
+            hidden_models: Vec::new(),
         }
     }
 }
@@ -148,6 +162,9 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/embeddings", post(completions))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/models/{*id}", get(model))
+        .route("/health", get(health))
         .route("/health/liveliness", get(liveliness))
         .route("/health/readiness", get(readiness))
         .route("/metrics", get(metrics_text))
@@ -934,25 +951,159 @@ impl StreamUsage {
     }
 }
 
-/// `GET /v1/models`: the model groups.
-async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let caller = match gateway.caller(&headers) {
-        Ok(caller) => caller,
-        Err(refused) => return *refused,
-    };
+/// The names a caller may call, sorted: the model groups and the `model_group_alias` names
+/// (`hidden` ones too with `with_hidden`), only those of its key's groups when the key has
+/// some. `Err` with the 401 of a caller that may not call.
+fn visible_models(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    with_hidden: bool,
+) -> Result<Vec<String>, Box<Response>> {
+    let caller = gateway.caller(headers)?;
     let allowed: Option<Vec<String>> = match caller {
         Caller::Key(key) => Some(key.models).filter(|m| !m.is_empty()),
         _ => None,
     };
-    let data: Vec<serde_json::Value> = gateway
-        .router
-        .load()
-        .model_groups()
-        .into_iter()
-        .filter(|group| allowed.as_ref().is_none_or(|a| a.contains(group)))
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
-        .collect();
+    let settings = gateway.settings.load();
+    let router = gateway.router.load();
+    let mut names = router.model_groups();
+    names.extend(
+        router
+            .settings()
+            .model_group_alias
+            .keys()
+            .filter(|alias| with_hidden || !settings.hidden_models.contains(alias))
+            .cloned(),
+    );
+    names.retain(|name| allowed.as_ref().is_none_or(|a| a.contains(name)));
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"})
+}
+
+/// `GET /v1/models`: the model groups and the aliases that are not `hidden`.
+async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let names = match visible_models(&gateway, &headers, false) {
+        Ok(names) => names,
+        Err(refused) => return *refused,
+    };
+    let data: Vec<serde_json::Value> = names.iter().map(|id| model_object(id)).collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`: one model group or alias; 404 in OpenAI's shape (`model_not_found`)
+/// for a name this gateway does not serve to the caller.
+async fn model(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let names = match visible_models(&gateway, &headers, true) {
+        Ok(names) => names,
+        Err(refused) => return *refused,
+    };
+    if names.contains(&id) {
+        return axum::Json(model_object(&id)).into_response();
+    }
+    let body = serde_json::json!({
+        "error": {
+            "message": format!("The model `{id}` does not exist or you do not have access to it."),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "model_not_found",
+        }
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// `GET /health` (master key only): runs every deployment's health check now, as LiteLLM's
+/// proxy does, and answers in its shape: `{healthy_endpoints, unhealthy_endpoints,
+/// healthy_count, unhealthy_count}`, each endpoint with its `model`, `model_name`, `model_id`,
+/// `api_base`, `api_version`, `custom_llm_provider`, `rpm`, `tpm` (and `error` when it
+/// failed), never its key. `?model=` keeps one model group's (or one `litellm_params.model`'s)
+/// deployments, `?model_id=` one deployment. The results also steer health-check routing.
+async fn health(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    match gateway.caller(&headers) {
+        Err(refused) => return *refused,
+        Ok(Caller::Key(key)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "API key `{}` may not read /health: it needs the master key",
+                    key.name
+                ),
+                "permission_error",
+                None,
+            );
+        }
+        Ok(_) => {}
+    }
+    let router = gateway.router.load_full();
+    let deployments = router.deployments();
+    let wanted = |d: &ferrolite_types::Deployment| {
+        query
+            .get("model")
+            .is_none_or(|m| &d.model_name == m || &d.model == m)
+            && query.get("model_id").is_none_or(|id| d.id().as_str() == id)
+    };
+    let results = router.check_health().await;
+    let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
+    for (id, result) in results {
+        let Some(deployment) = deployments.iter().find(|d| d.id() == id) else {
+            continue;
+        };
+        if !wanted(deployment) {
+            continue;
+        }
+        let mut endpoint = serde_json::json!({
+            "model": deployment.model,
+            "model_name": deployment.model_name,
+            "model_id": id.as_str(),
+        });
+        if let Some(object) = endpoint.as_object_mut() {
+            let optional: [(&str, Option<serde_json::Value>); 5] = [
+                ("api_base", deployment.api_base.clone().map(Into::into)),
+                (
+                    "api_version",
+                    deployment.api_version.clone().map(Into::into),
+                ),
+                (
+                    "custom_llm_provider",
+                    deployment.custom_llm_provider.clone().map(Into::into),
+                ),
+                ("rpm", deployment.rpm.map(Into::into)),
+                ("tpm", deployment.tpm.map(Into::into)),
+            ];
+            for (field, value) in optional {
+                if let Some(value) = value {
+                    object.insert(field.into(), value);
+                }
+            }
+            if let Err(e) = &result {
+                object.insert("error".into(), e.message.clone().into());
+            }
+        }
+        match result {
+            Ok(()) => healthy.push(endpoint),
+            Err(_) => unhealthy.push(endpoint),
+        }
+    }
+    let (healthy_count, unhealthy_count) = (healthy.len(), unhealthy.len());
+    axum::Json(serde_json::json!({
+        "healthy_endpoints": healthy,
+        "unhealthy_endpoints": unhealthy,
+        "healthy_count": healthy_count,
+        "unhealthy_count": unhealthy_count,
+    }))
+    .into_response()
 }
 
 /// `GET /metrics`: Prometheus text of the router's and the cache's metrics, with each budget's

@@ -1,7 +1,7 @@
 //! Drop-in fidelity of the gateway's HTTP surface, over real HTTP on loopback: request tags
 //! from every place LiteLLM's proxy reads them, deployment affinity by API key, a stream's
 //! usage chunk only for clients that asked, the input a chat / completion / embedding call
-//! needs.
+//! needs, `/v1/models/{id}`, `/health` and `model_group_alias` listing.
 #![cfg(all(feature = "gateway", feature = "http"))]
 #![allow(
     clippy::unwrap_used,
@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
 use async_openai::types::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions, CreateChatCompletionRequest,
     CreateChatCompletionRequestArgs,
 };
 use ferrolite::gateway::{GatewaySettings, app, serve};
 use ferrolite::mock::MockSpec;
-use ferrolite::types::{Deployment, DeploymentId, Secret};
+use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
 use ferrolite::{Router, RouterExt};
 use futures_util::StreamExt;
 
@@ -46,7 +47,8 @@ async fn gateway_with(router: Router, settings: GatewaySettings) -> String {
     format!("http://{addr}")
 }
 
-/// A gateway over `yaml` as `ferrolite serve` builds it (the config's master key, API keys), with `backend` or the config's mocks; its base URL.
+/// A gateway over `yaml` as `ferrolite serve` builds it (the config's master key, API keys and
+/// hidden aliases), with `backend` or the config's mocks; its base URL.
 async fn gateway_from_yaml(
     yaml: &str,
     backend: Option<Arc<dyn ferrolite::router::Backend>>,
@@ -55,6 +57,7 @@ async fn gateway_from_yaml(
     let settings = GatewaySettings {
         master_key: config.master_key.clone(),
         api_keys: config.api_keys.clone(),
+        hidden_models: config.hidden_aliases.clone(),
         ..GatewaySettings::default()
     };
     let router = ferrolite::build_from_config(config, backend).await.unwrap();
@@ -578,4 +581,184 @@ async fn a_call_without_its_input_is_a_400_naming_the_field_before_any_routing()
     )
     .await;
     assert_eq!(status, 200, "{answer}");
+}
+
+const MODELS_YAML: &str = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, mock_response: "hi"}
+router_settings:
+  model_group_alias:
+    shown: gpt-4o
+    also-shown: {model: gpt-4o, hidden: false}
+    secret: {model: gpt-4o, hidden: true}
+general_settings:
+  master_key: sk-fidelity-master
+ferrolite_settings:
+  api_keys:
+    - {name: narrow, key: sk-narrow-123456, models: [gpt-4o]}
+"#;
+
+#[tokio::test]
+async fn models_list_aliases_unless_hidden_and_one_model_is_retrieved_or_404() {
+    let base = gateway_from_yaml(MODELS_YAML, None).await;
+    let openai = client(&base, KEY);
+    let ids: Vec<String> = openai
+        .models()
+        .list()
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["also-shown", "gpt-4o", "shown"]);
+    // A hidden alias is not listed, but it is served.
+    let (status, _, _) = {
+        let response = http()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({"model": "secret", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), (), ())
+    };
+    assert_eq!(status, 200);
+
+    let model = openai.models().retrieve("gpt-4o").await.unwrap();
+    assert_eq!(model.id, "gpt-4o");
+    assert_eq!(openai.models().retrieve("shown").await.unwrap().id, "shown");
+    match openai.models().retrieve("gpt-5").await.unwrap_err() {
+        OpenAIError::ApiError(e) => {
+            assert_eq!(e.code.as_deref(), Some("model_not_found"), "{e:?}");
+            assert!(e.message.contains("gpt-5"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let response = http()
+        .get(format!("{base}/v1/models/gpt-5"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    // A key limited to its groups sees only those, here and one by one.
+    let narrow = client(&base, "sk-narrow-123456");
+    let ids: Vec<String> = narrow
+        .models()
+        .list()
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["gpt-4o"]);
+    let response = http()
+        .get(format!("{base}/models/shown"))
+        .bearer_auth("sk-narrow-123456")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let unauthorized = http()
+        .get(format!("{base}/v1/models/gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+}
+
+#[tokio::test]
+async fn health_checks_every_deployment_in_litellms_shape_for_the_master_key() {
+    let router = Router::builder()
+        .deployment(Deployment {
+            id: Some("good".into()),
+            api_base: Some("https://good.example/v1".into()),
+            api_key: Some(Secret::new("sk-never-shown")),
+            ..Deployment::new("g", "openai/gpt-4o")
+        })
+        .deployment(Deployment {
+            id: Some("bad".into()),
+            ..Deployment::new("g", "openai/gpt-4o-mini")
+        })
+        .deployment(Deployment {
+            id: Some("other".into()),
+            ..Deployment::new("h", "openai/gpt-4o")
+        })
+        .mock_all(MockSpec::reply("hi"))
+        .mock(
+            "bad",
+            MockSpec::failing(ErrorClass::ServerError { status: 500 }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let config = ferrolite::Config::from_yaml(
+        r#"
+model_list:
+  - model_name: x
+    litellm_params: {model: openai/gpt-4o}
+ferrolite_settings:
+  api_keys:
+    - {name: team, key: sk-team-1234567}
+"#,
+    )
+    .unwrap();
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        api_keys: config.api_keys,
+        ..GatewaySettings::default()
+    };
+    let base = gateway_with(router, settings).await;
+    let get = |path: &'static str, key: Option<&'static str>| {
+        let base = base.clone();
+        async move {
+            let mut request = http().get(format!("{base}{path}"));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, text)
+        }
+    };
+    assert_eq!(get("/health", None).await.0, 401);
+    assert_eq!(get("/health", Some("sk-team-1234567")).await.0, 403);
+    let (status, text) = get("/health", Some(KEY)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("sk-never-shown"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["healthy_count"], 2, "{body}");
+    assert_eq!(body["unhealthy_count"], 1, "{body}");
+    let healthy: HashSet<&str> = body["healthy_endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["model_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(healthy, HashSet::from(["good", "other"]));
+    let good = body["healthy_endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["model_id"] == "good")
+        .unwrap();
+    assert_eq!(good["model"], "openai/gpt-4o");
+    assert_eq!(good["api_base"], "https://good.example/v1");
+    let bad = &body["unhealthy_endpoints"][0];
+    assert_eq!(bad["model_id"], "bad");
+    assert_eq!(bad["model"], "openai/gpt-4o-mini");
+    assert!(
+        bad["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{bad}"
+    );
+    // One model group.
+    let (_, text) = get("/health?model=h", Some(KEY)).await;
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["healthy_count"], 1, "{body}");
+    assert_eq!(body["unhealthy_count"], 0, "{body}");
+    assert_eq!(body["healthy_endpoints"][0]["model_id"], "other");
 }
