@@ -762,3 +762,69 @@ ferrolite_settings:
     assert_eq!(body["unhealthy_count"], 0, "{body}");
     assert_eq!(body["healthy_endpoints"][0]["model_id"], "other");
 }
+
+/// An upstream that answers a chat completion whose text is the body it received (JSON).
+async fn echo_upstream() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
+            axum::Json(serde_json::json!({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": body.to_string()},
+                    "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn request_tags_route_the_call_but_never_reach_the_deployment() {
+    let upstream = echo_upstream().await;
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, api_base: "{upstream}", api_key: sk-up, tags: [free]}}
+    model_info: {{id: free}}
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{upstream}", api_key: sk-up, tags: [paid]}}
+    model_info: {{id: paid}}
+router_settings:
+  enable_tag_filtering: true
+general_settings:
+  master_key: {KEY}
+"#
+    );
+    let backend: Arc<dyn ferrolite::router::Backend> =
+        Arc::new(ferrolite::http::HttpBackend::new().unwrap());
+    let base = gateway_from_yaml(&yaml, Some(backend)).await;
+    let (status, deployment, answer) = chat_with(
+        &base,
+        KEY,
+        &[("x-litellm-tags", "paid")],
+        serde_json::json!({
+            "tags": ["paid"],
+            "metadata": {"tags": ["paid"], "trace": "t-1"},
+            "litellm_metadata": {"tags": ["paid"]},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(deployment, "paid");
+    let received: serde_json::Value =
+        serde_json::from_str(answer["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(received["model"], "gpt-4o-mini");
+    assert!(received.get("tags").is_none(), "{received}");
+    assert!(received.get("litellm_metadata").is_none(), "{received}");
+    assert_eq!(
+        received["metadata"],
+        serde_json::json!({"trace": "t-1"}),
+        "the rest of metadata is passed on"
+    );
+}
