@@ -828,3 +828,24 @@ general_settings:
         "the rest of metadata is passed on"
     );
 }
+
+#[test]
+fn an_api_keys_empty_tag_is_a_config_error_naming_the_field() {
+    let error = ferrolite::Config::from_yaml(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o}
+ferrolite_settings:
+  api_keys:
+    - {name: team, key: sk-team-1234567, tags: [paid, " "]}
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("ferrolite_settings.api_keys[0].tags"),
+        "{error}"
+    );
+    assert!(!error.contains("sk-team-1234567"), "{error}");
+}
