@@ -180,6 +180,7 @@ fn serve_command(args: &ServeArgs) -> Result<(), String> {
         let settings = ferrolite::gateway::GatewaySettings {
             master_key: config.master_key.clone(),
             api_keys: config.api_keys.clone(),
+            hidden_models: config.hidden_aliases.clone(),
             metrics: metrics.clone(),
             ..Default::default()
         };
@@ -278,6 +279,7 @@ async fn reload_on_sighup(
                 let settings = ferrolite::gateway::GatewaySettings {
                     master_key: config.master_key.clone(),
                     api_keys: config.api_keys.clone(),
+                    hidden_models: config.hidden_aliases.clone(),
                     metrics: metrics.clone(),
                     ..Default::default()
                 };

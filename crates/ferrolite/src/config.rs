@@ -53,6 +53,8 @@ pub struct Config {
     pub simulation: Option<Simulation>,
     /// `ferrolite_settings.api_keys`: the gateway's API keys besides the master key.
     pub api_keys: Vec<ApiKey>,
+    /// The `model_group_alias` names marked `hidden`: callable, not listed by `/v1/models`.
+    pub hidden_aliases: Vec<String>,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
@@ -88,6 +90,9 @@ pub struct ApiKey {
     pub tpm: Option<u64>,
     /// Whether it has a budget (charged as the tag budget `api-key:<name>`).
     pub budget: bool,
+    /// Tags every request made with it carries (tag routing, tag budgets), besides the
+    /// request's own, as LiteLLM's key `metadata.tags`.
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -98,6 +103,7 @@ impl std::fmt::Debug for ApiKey {
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
             .field("budget", &self.budget)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -940,7 +946,6 @@ enum AliasTarget {
     Detailed {
         model: String,
         #[serde(default)]
-        #[allow(dead_code)]
         hidden: bool,
     },
 }
@@ -1230,6 +1235,8 @@ struct RawApiKey {
     max_budget: Option<f64>,
     #[serde(default, alias = "time_period")]
     budget_duration: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -1343,6 +1350,12 @@ impl RawConfig {
         }
         let cache = cache_of(&router_settings, &ferrolite_settings)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
+        let hidden_aliases = router_settings
+            .model_group_alias
+            .iter()
+            .filter(|(_, target)| matches!(target, AliasTarget::Detailed { hidden: true, .. }))
+            .map(|(alias, _)| alias.clone())
+            .collect();
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
         Ok(Config {
@@ -1354,6 +1367,7 @@ impl RawConfig {
             warnings,
             simulation,
             api_keys,
+            hidden_aliases,
             source: Source(None),
         })
     }
@@ -1388,6 +1402,9 @@ fn api_keys_of(
                 ));
             }
         }
+        if key.tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::at(at("tags"), "expected non-empty tags"));
+        }
         let entry = ApiKey {
             name: key.name.clone(),
             key_sha256: ApiKey::hash(key.key.0.expose()),
@@ -1395,6 +1412,7 @@ fn api_keys_of(
             rpm: key.rpm,
             tpm: key.tpm,
             budget: key.max_budget.is_some(),
+            tags: key.tags.clone(),
         };
         if keys
             .iter()
