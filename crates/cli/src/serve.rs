@@ -164,6 +164,7 @@ fn gateway_settings(
     ferrolite::gateway::GatewaySettings {
         master_key: config.master_key.clone(),
         api_keys: config.api_keys.clone(),
+        hidden_models: config.hidden_aliases.clone(),
         metrics,
         ..Default::default()
     }

@@ -55,6 +55,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// The background health checks `ferrolite serve` runs (`general_settings`).
     pub health_checks: HealthChecks,
+    /// The `model_group_alias` names marked `hidden`: callable, not listed by `/v1/models`.
+    pub hidden_aliases: Vec<String>,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
@@ -132,6 +134,9 @@ pub struct ApiKey {
     pub tpm: Option<u64>,
     /// Whether it has a budget (charged as the tag budget `api-key:<name>`).
     pub budget: bool,
+    /// Tags every request made with it carries (tag routing, tag budgets), besides the
+    /// request's own, as LiteLLM's key `metadata.tags`.
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -142,6 +147,7 @@ impl std::fmt::Debug for ApiKey {
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
             .field("budget", &self.budget)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -996,7 +1002,6 @@ enum AliasTarget {
     Detailed {
         model: String,
         #[serde(default)]
-        #[allow(dead_code)]
         hidden: bool,
     },
 }
@@ -1301,6 +1306,8 @@ struct RawApiKey {
     max_budget: Option<f64>,
     #[serde(default, alias = "time_period")]
     budget_duration: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -1438,6 +1445,12 @@ impl RawConfig {
                 .health_check_ignore_transient_errors
                 .is_some(),
         );
+        let hidden_aliases = router_settings
+            .model_group_alias
+            .iter()
+            .filter(|(_, target)| matches!(target, AliasTarget::Detailed { hidden: true, .. }))
+            .map(|(alias, _)| alias.clone())
+            .collect();
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
         health_checks_of(
@@ -1456,6 +1469,7 @@ impl RawConfig {
             simulation,
             api_keys,
             health_checks,
+            hidden_aliases,
             source: Source(None),
         })
     }
@@ -1524,6 +1538,9 @@ fn api_keys_of(
                 ));
             }
         }
+        if key.tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::at(at("tags"), "expected non-empty tags"));
+        }
         let entry = ApiKey {
             name: key.name.clone(),
             key_sha256: ApiKey::hash(key.key.0.expose()),
@@ -1531,6 +1548,7 @@ fn api_keys_of(
             rpm: key.rpm,
             tpm: key.tpm,
             budget: key.max_budget.is_some(),
+            tags: key.tags.clone(),
         };
         if keys
             .iter()
