@@ -15,15 +15,32 @@ pub struct Exceeded {
     pub spend: f64,
     /// The limit.
     pub limit: f64,
+    /// What this call was estimated to cost when the refusal came from its reservation (the
+    /// spend alone was within the limit); 0 when the recorded spend alone reached the limit.
+    pub estimate: f64,
 }
 
 impl fmt::Display for Exceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Exceeded budget for {}: {} >= {}",
-            self.scope, self.spend, self.limit
-        )
+        // One shape for both causes (LiteLLM's "Exceeded budget for ...: spend >= limit"): the
+        // spend counted against the limit, then, for an estimate, what it is made of.
+        if self.estimate > 0.0 {
+            write!(
+                f,
+                "Exceeded budget for {}: {} >= {} (spend {} + this call's estimated cost {})",
+                self.scope,
+                self.spend + self.estimate,
+                self.limit,
+                self.spend,
+                self.estimate
+            )
+        } else {
+            write!(
+                f,
+                "Exceeded budget for {}: {} >= {}",
+                self.scope, self.spend, self.limit
+            )
+        }
     }
 }
 

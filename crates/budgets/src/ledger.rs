@@ -438,6 +438,7 @@ impl BudgetLedger {
                         scope: self.scopes[s].scope.clone(),
                         spend,
                         limit,
+                        estimate: 0.0,
                     })
                 })
                 .collect(),
@@ -553,6 +554,7 @@ impl BudgetLedger {
                     scope: state.scope.clone(),
                     spend,
                     limit: state.limit,
+                    estimate: amount,
                 });
             }
         }
@@ -574,6 +576,7 @@ impl BudgetLedger {
                     scope: state.scope.clone(),
                     spend,
                     limit: state.limit,
+                    estimate: amount,
                 })
             })
             .collect();

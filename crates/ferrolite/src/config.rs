@@ -712,7 +712,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "default_litellm_params",
             "tag_routing_prefix",
             "plugins",
-            "retry_after",
             "routing_groups",
             "alerting_config",
             "router_general_settings",
@@ -1199,6 +1198,7 @@ struct RawRouterSettings {
     context_window_fallbacks: Option<FallbackList>,
     content_policy_fallbacks: Option<FallbackList>,
     max_fallbacks: Option<u32>,
+    retry_after: Option<Seconds>,
     enable_pre_call_checks: Option<bool>,
     enable_tag_filtering: Option<bool>,
     tag_filtering_match_any: Option<bool>,
@@ -1369,15 +1369,15 @@ struct RawWaitQueue {
 /// Fallback chains by group.
 type Chains = std::collections::HashMap<String, Vec<String>>;
 
-/// Splits LiteLLM's fallback lists into chains by group, and the `*` entry.
-fn chains(list: FallbackList, field: &str) -> Result<(Chains, Vec<String>), ConfigError> {
+/// Splits LiteLLM's fallback lists into chains by group, and the `*` entry (when there is one).
+fn chains(list: FallbackList, field: &str) -> Result<(Chains, Option<Vec<String>>), ConfigError> {
     let mut chains = std::collections::HashMap::new();
-    let mut star = Vec::new();
+    let mut star = None;
     for (i, item) in list.into_iter().enumerate() {
         for (from, targets) in item {
             let targets = targets.into_vec();
             if from == "*" {
-                star = targets;
+                star = Some(targets);
             } else if chains.insert(from.clone(), targets).is_some() {
                 return Err(ConfigError::at(
                     format!("{field}[{i}].{from}"),
@@ -2058,10 +2058,15 @@ fn settings_of(
         )?,
     };
     s.fallbacks = fallbacks;
-    s.default_fallbacks = rs
-        .default_fallbacks
-        .or(ls.default_fallbacks)
-        .unwrap_or(star);
+    // An explicit `"*"` entry wins over `default_fallbacks`, as in LiteLLM's Router (which
+    // appends `default_fallbacks` as a `"*"` entry only when `fallbacks` has none).
+    s.default_fallbacks = match star {
+        Some(star) => star,
+        None => rs
+            .default_fallbacks
+            .or(ls.default_fallbacks)
+            .unwrap_or_default(),
+    };
     s.context_window_fallbacks = match rs.context_window_fallbacks {
         Some(list) => chains(list, "router_settings.context_window_fallbacks")?.0,
         None => {
@@ -2084,6 +2089,9 @@ fn settings_of(
     };
     if let Some(n) = rs.max_fallbacks {
         s.max_fallbacks = n;
+    }
+    if let Some(t) = rs.retry_after {
+        s.retry_after = t.duration();
     }
     s.enable_pre_call_checks = rs.enable_pre_call_checks.unwrap_or(false);
     s.enable_tag_filtering = rs.enable_tag_filtering.unwrap_or(false);

@@ -424,7 +424,9 @@ struct Answered<'a> {
     deployment: &'a str,
     group: &'a str,
     retries: u32,
+    max_retries: Option<u32>,
     fallbacks: u32,
+    api_base: Option<&'a str>,
     cost: Option<f64>,
     overhead: Duration,
     cache_key: Option<&'a str>,
@@ -437,7 +439,9 @@ impl<'a> From<&'a ferrolite_router::RouterResponse> for Answered<'a> {
             deployment: answer.deployment_id.as_str(),
             group: &answer.model_group,
             retries: answer.attempted_retries,
+            max_retries: answer.max_retries,
             fallbacks: answer.attempted_fallbacks,
+            api_base: answer.api_base.as_deref(),
             cost: answer.response_cost,
             overhead: answer.overhead,
             cache_key: answer.cache_key.as_deref(),
@@ -452,7 +456,9 @@ impl<'a> From<&'a RouterStream> for Answered<'a> {
             deployment: stream.deployment_id.as_str(),
             group: &stream.model_group,
             retries: stream.attempted_retries,
+            max_retries: stream.max_retries,
             fallbacks: stream.attempted_fallbacks,
+            api_base: stream.api_base.as_deref(),
             // A stream's cost is known at its end; a replayed one costs nothing.
             cost: stream.cache_hit.then_some(0.0),
             overhead: stream.overhead,
@@ -473,6 +479,12 @@ fn litellm_headers(headers: &mut HeaderMap, answered: Answered<'_>) {
     set("x-litellm-model-id", answered.deployment.to_string());
     set("x-litellm-model-group", answered.group.to_string());
     set("x-litellm-attempted-retries", answered.retries.to_string());
+    if let Some(max) = answered.max_retries {
+        set("x-litellm-max-retries", max.to_string());
+    }
+    if let Some(base) = answered.api_base {
+        set("x-litellm-model-api-base", base.to_string());
+    }
     set(
         "x-litellm-attempted-fallbacks",
         answered.fallbacks.to_string(),
@@ -552,6 +564,10 @@ async fn completions(
         );
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
+        // LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
+        response
+            .headers_mut()
+            .insert("x-litellm-call-id", value.clone());
         response.headers_mut().insert("x-request-id", value);
     }
     response

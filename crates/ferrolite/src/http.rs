@@ -12,7 +12,8 @@
 //! `{path}` is `chat/completions` for a body with `messages`, `embeddings` for one with
 //! `input`, `completions` for one with `prompt`. The body goes as the caller sent it, with
 //! `model` set to the deployment's model without its provider prefix (`openai/gpt-4o` →
-//! `gpt-4o`), and for a stream `stream: true` and `stream_options.include_usage: true` so the
+//! `gpt-4o`; for a wildcard deployment such as `openai/*`, the model the client asked for:
+//! `openai/o1-mini` → `o1-mini`), and for a stream `stream: true` and `stream_options.include_usage: true` so the
 //! last chunk reports the usage.
 //!
 //! Most providers speak this protocol: set `api_base` to their OpenAI-compatible endpoint.
@@ -81,11 +82,21 @@ impl HttpBackend {
             BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string())
         })?;
         let provider = provider.as_str();
-        let model = model_name(&deployment.model);
+        // A wildcard deployment (`openai/*`) calls the model the client asked for, which the
+        // router puts in the body (`openai/o1-mini`); any other calls its own model.
+        let wanted = match request
+            .body
+            .get("model")
+            .and_then(serde_json::Value::as_str)
+        {
+            Some(asked) if deployment.model.contains('*') => asked,
+            _ => deployment.model.as_str(),
+        };
+        let model = model_name(wanted).to_string();
         let path = endpoint(&request.body);
         let mut body = request.body.clone();
         if let Some(object) = body.as_object_mut() {
-            object.insert("model".into(), model.into());
+            object.insert("model".into(), model.clone().into());
             for field in NOT_FOR_PROVIDERS {
                 object.remove(field);
             }

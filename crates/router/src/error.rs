@@ -23,13 +23,14 @@ pub struct Tried {
 /// Everything that can go wrong in routing, naming the group, deployment, field or value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RouterError {
-    /// No model group, alias or deployment id of that name (LiteLLM's 400).
-    #[error("You passed in model={model}. There are no healthy deployments for this model; known model groups: {}", known.join(", "))]
+    /// No model group, alias, wildcard group or deployment id of that name (LiteLLM's 400,
+    /// with its text; the groups served are listed by `/v1/models`, not in the error).
+    #[error(
+        "Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key."
+    )]
     UnknownModel {
         /// The name asked for.
         model: String,
-        /// The groups this router serves.
-        known: Vec<String>,
     },
     /// A request field out of range, found before any backend call.
     #[error("invalid request {field} = {value}: {reason}")]
@@ -86,9 +87,21 @@ pub enum RouterError {
     /// No deployment had room (rpm/tpm limits) or budget.
     #[error("{0}")]
     NoCapacity(String),
+    /// An `order` tier the router moved on to has no deployment available now (cooling down,
+    /// unhealthy, over budget, filtered out); as in LiteLLM, a lower tier is not picked again
+    /// and the next tier is tried.
+    #[error(
+        "No deployments available for selected model. No deployment of `{model_group}` with order={order} is available."
+    )]
+    NoDeploymentInTier {
+        /// The group.
+        model_group: String,
+        /// The tier.
+        order: u32,
+    },
     /// The backend failed and retries and fallbacks did not help: the primary group's error,
     /// with every attempt that was made.
-    #[error("{class:?} from `{model_group}` (deployment {deployment}): {message}{}", tried_suffix(.tried))]
+    #[error("{class} - {message}. Received Model Group={model_group} (deployment {deployment}){}", tried_suffix(.tried))]
     Backend {
         /// The primary group.
         model_group: String,
@@ -102,7 +115,7 @@ pub enum RouterError {
         tried: Vec<Tried>,
     },
     /// The request's overall deadline passed (the caller's own limit: no deployment is blamed).
-    #[error("request deadline of {deadline:?} exceeded after {attempts} attempt(s)")]
+    #[error("request deadline of {} seconds exceeded after {attempts} attempt(s)", deadline.as_secs_f64())]
     DeadlineExceeded {
         /// The deadline.
         deadline: Duration,
@@ -126,7 +139,7 @@ fn tried_suffix(tried: &[Tried]) -> String {
     }
     let list: Vec<String> = tried
         .iter()
-        .map(|t| format!("{} ({}): {:?}", t.model_group, t.deployment, t.class))
+        .map(|t| format!("{} ({}): {}", t.model_group, t.deployment, t.class.name()))
         .collect();
     format!(". Tried: {}", list.join("; "))
 }
@@ -140,6 +153,7 @@ impl RouterError {
             | RouterError::NoTagMatch { .. } => 400,
             RouterError::AllCooledDown { .. }
             | RouterError::NoCapacity(_)
+            | RouterError::NoDeploymentInTier { .. }
             | RouterError::Budget(BudgetError::Exceeded { .. }) => 429,
             RouterError::Backend { class, .. } => class.status().unwrap_or(500),
             RouterError::DeadlineExceeded { .. } => 408,

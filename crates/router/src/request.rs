@@ -232,10 +232,16 @@ pub struct RouterResponse {
     pub deployment_id: DeploymentId,
     /// `x-litellm-model-group`: the group that answered (a fallback's, after a fallback).
     pub model_group: String,
-    /// `x-litellm-attempted-retries`.
+    /// `x-litellm-attempted-retries`: the retries within the group that answered (as in
+    /// LiteLLM, each fallback hop and each `order` tier counts its own from 0).
     pub attempted_retries: u32,
+    /// `x-litellm-max-retries`: the retries the answering group allowed, when it retried (as in
+    /// LiteLLM, absent when the first attempt answered).
+    pub max_retries: Option<u32>,
     /// `x-litellm-attempted-fallbacks`.
     pub attempted_fallbacks: u32,
+    /// `x-litellm-model-api-base`: the answering deployment's `api_base`, when it has one.
+    pub api_base: Option<String>,
     /// `x-litellm-response-cost`, in USD, when known.
     pub response_cost: Option<f64>,
     /// The router's own time: the call's duration minus time spent in backends and backoffs.

@@ -52,7 +52,8 @@ pub(crate) fn should_retry(class: &ErrorClass, group: &GroupState) -> bool {
 
 /// How long to wait before retry number `retry` (0 for the first): nothing when another healthy
 /// deployment of the group can take it at once; otherwise the provider's `Retry-After` (up to
-/// 60 s), else 0.5 s doubling to 8 s — plus `jitter`. This is LiteLLM's schedule; its jitter is
+/// 60 s), else 0.5 s doubling, at least `min` (LiteLLM's `retry_after`), at most 8 s — plus
+/// `jitter` (LiteLLM's `calculate_retry_after`). This is LiteLLM's schedule; its jitter is
 /// additive and uniform (up to 0.75 s), which spreads the retries of many callers that failed
 /// together ("Exponential Backoff And Jitter", Marc Brooker, AWS Architecture Blog, 2015).
 pub(crate) fn backoff(
@@ -60,6 +61,7 @@ pub(crate) fn backoff(
     retry: u32,
     group: &GroupState,
     jitter: Duration,
+    min: Duration,
 ) -> Duration {
     if group.all != 1 && group.healthy > 0 {
         return Duration::ZERO;
@@ -70,7 +72,7 @@ pub(crate) fn backoff(
         }
     }
     let doubled = INITIAL_DELAY.saturating_mul(1u32 << retry.min(16));
-    doubled.min(MAX_DELAY) + jitter
+    doubled.max(min).min(MAX_DELAY) + jitter
 }
 
 #[cfg(test)]
@@ -97,6 +99,7 @@ mod tests {
                     r,
                     &lone,
                     Duration::ZERO,
+                    Duration::ZERO,
                 )
                 .as_secs_f64()
             })
@@ -110,18 +113,24 @@ mod tests {
             retry_after: Some(Duration::from_secs(3)),
         };
         assert_eq!(
-            backoff(&limited, 0, &group(1, 2), Duration::ZERO),
+            backoff(&limited, 0, &group(1, 2), Duration::ZERO, Duration::ZERO),
             Duration::ZERO
         );
         assert_eq!(
-            backoff(&limited, 0, &group(0, 1), Duration::from_millis(100)),
+            backoff(
+                &limited,
+                0,
+                &group(0, 1),
+                Duration::from_millis(100),
+                Duration::ZERO
+            ),
             Duration::from_millis(3_100)
         );
         let too_long = ErrorClass::RateLimited {
             retry_after: Some(Duration::from_secs(120)),
         };
         assert_eq!(
-            backoff(&too_long, 0, &group(0, 1), Duration::ZERO),
+            backoff(&too_long, 0, &group(0, 1), Duration::ZERO, Duration::ZERO),
             Duration::from_millis(500)
         );
     }

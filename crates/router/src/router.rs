@@ -108,6 +108,8 @@ struct Call<'r> {
     deadline: Option<(Instant, Duration)>,
     attempts: u32,
     retries: u32,
+    /// The retries of the group (or tier) that answered, and its retry limit when it retried.
+    answered_retries: (u32, Option<u32>),
     fallbacks: u32,
     attempted: HashSet<String>,
     tried: Vec<Tried>,
@@ -139,8 +141,11 @@ enum Answer {
 
 /// What a routed call's success says besides its answer.
 struct Summary {
-    retries: u32,
+    /// Retries in the group that answered, and its limit when it retried.
+    retries: (u32, Option<u32>),
     fallbacks: u32,
+    /// The answering deployment's `api_base`.
+    api_base: Option<String>,
     /// The router's own time (to the first chunk, for a stream).
     overhead: Duration,
 }
@@ -461,8 +466,10 @@ impl Router {
             usage,
             deployment_id: success.deployment,
             model_group: success.model_group,
-            attempted_retries: summary.retries,
+            attempted_retries: summary.retries.0,
+            max_retries: summary.retries.1,
             attempted_fallbacks: summary.fallbacks,
+            api_base: summary.api_base,
             response_cost: cost,
             overhead: summary.overhead,
             cache_hit: false,
@@ -529,15 +536,18 @@ impl Router {
                 reason: "the backend answered a streamed call with a whole response",
             });
         };
-        Ok(RouterStream::new(
+        let mut stream = RouterStream::new(
             success.deployment,
             success.model_group,
-            summary.retries,
+            summary.retries.0,
             summary.fallbacks,
             summary.overhead,
             first,
             tail,
-        ))
+        );
+        stream.max_retries = summary.retries.1;
+        stream.api_base = summary.api_base;
+        Ok(stream)
     }
 
     /// The call path shared by [`Router::call`] and [`Router::stream`].
@@ -568,6 +578,7 @@ impl Router {
             deadline,
             attempts: 0,
             retries: 0,
+            answered_retries: (0, None),
             fallbacks: 0,
             attempted: HashSet::from([scope.label().to_string()]),
             tried: Vec::new(),
@@ -575,16 +586,25 @@ impl Router {
         };
         metrics::counter!("ferrolite_router_requests_total").increment(1);
         let primary = scope.label().to_string();
-        match self.with_fallbacks(&snapshot, &mut call, scope).await {
+        match self
+            .with_fallbacks(&snapshot, &mut call, scope, &request.model)
+            .await
+        {
             Ok(success) => {
                 let overhead = call.started.elapsed().saturating_sub(call.outside);
+                let api_base = snapshot
+                    .targets
+                    .by_id(&success.deployment)
+                    .and_then(|t| snapshot.deployment(t.ix))
+                    .and_then(|d| d.api_base.clone());
                 metrics::histogram!("ferrolite_router_overhead_seconds")
                     .record(overhead.as_secs_f64());
                 Ok((
                     success,
                     Summary {
-                        retries: call.retries,
+                        retries: call.answered_retries,
                         fallbacks: call.fallbacks,
+                        api_base,
                         overhead,
                     },
                 ))
@@ -615,12 +635,16 @@ impl Router {
         }
     }
 
-    /// The scope, then its fallback chain; the scope's own error when every target fails.
+    /// The scope, then its fallback chain (looked up by the scope's name, then by the name
+    /// `asked` for, e.g. a model served through a wildcard group); the scope's own error when
+    /// every target fails. A target already tried in this request is skipped: a group named
+    /// twice, the failed group itself, or a deployment id already called.
     async fn with_fallbacks(
         &self,
         snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: Scope,
+        asked: &str,
     ) -> Result<Success, Failure> {
         let failure = match self.order_levels(snapshot, call, &scope).await {
             Ok(success) => return Ok(success),
@@ -635,7 +659,7 @@ impl Router {
         let chain = if call.fallbacks == 0 && !call.request.fallbacks.is_empty() {
             call.request.fallbacks.clone()
         } else {
-            self.fallback_chain(scope.label(), failure.class())
+            self.fallback_chain(&[scope.label(), asked], failure.class())
         };
         for target in chain {
             if call.fallbacks >= self.inner.settings.max_fallbacks {
@@ -647,6 +671,11 @@ impl Router {
             let Ok(next) = resolve(snapshot, &self.inner.settings, &target) else {
                 continue;
             };
+            if let Scope::Deployment { id, .. } = &next {
+                if call.tried.iter().any(|t| t.deployment.as_str() == id) {
+                    continue; // a deployment that already failed this request is not its own fallback
+                }
+            }
             call.fallbacks += 1;
             metrics::counter!("ferrolite_router_fallbacks_total").increment(1);
             self.emit(Event::Fallback {
@@ -654,7 +683,7 @@ impl Router {
                 to: &target,
             });
             tracing::debug!(from = scope.label(), to = %target, "falling back");
-            match Box::pin(self.with_fallbacks(snapshot, call, next)).await {
+            match Box::pin(self.with_fallbacks(snapshot, call, next, &target)).await {
                 Ok(success) => return Ok(success),
                 Err(deadline @ Failure::Deadline(_)) => return Err(deadline),
                 Err(_) => continue,
@@ -663,10 +692,12 @@ impl Router {
         Err(failure)
     }
 
-    /// The fallback targets for a failure of `label`: a context-window or content-policy error
-    /// takes its own chain when such chains are configured (and does not go on to the generic
-    /// one); everything else takes `fallbacks`, else `default_fallbacks`.
-    fn fallback_chain(&self, label: &str, class: Option<&ErrorClass>) -> Vec<String> {
+    /// The fallback targets for a failure of a scope known by `names` (its own name first,
+    /// then the name the request asked for): the first name with an entry wins, as in
+    /// LiteLLM's `get_fallback_model_group`. A context-window or content-policy error takes its
+    /// own chain when such chains are configured (and does not go on to the generic one);
+    /// everything else takes `fallbacks`, else the `"*"` entry / `default_fallbacks`.
+    fn fallback_chain(&self, names: &[&str], class: Option<&ErrorClass>) -> Vec<String> {
         let settings = &self.inner.settings;
         let typed = match class {
             Some(ErrorClass::ContextWindowExceeded) => Some(&settings.context_window_fallbacks),
@@ -674,11 +705,15 @@ impl Router {
             _ => None,
         };
         if let Some(chains) = typed.filter(|c| !c.is_empty()) {
-            return chains.get(label).cloned().unwrap_or_default();
+            return names
+                .iter()
+                .find_map(|name| chains.get(*name))
+                .cloned()
+                .unwrap_or_default();
         }
-        settings
-            .fallbacks
-            .get(label)
+        names
+            .iter()
+            .find_map(|name| settings.fallbacks.get(*name))
             .cloned()
             .unwrap_or_else(|| settings.default_fallbacks.clone())
     }
@@ -709,13 +744,16 @@ impl Router {
         levels.sort_unstable();
         levels.dedup();
         if levels.len() <= 1 {
+            // One tier (or none): the order filter alone keeps the call on it.
             return self.with_retries(snapshot, call, scope).await;
         }
+        // As LiteLLM: the lowest available tier first, then each higher tier as a target.
+        let tiers = std::iter::once(None).chain(levels.iter().skip(1).copied().map(Some));
         let mut first = None;
-        for order in levels {
+        for order in tiers {
             let level = Scope::Group {
                 name: name.clone(),
-                order: Some(order),
+                order,
             };
             match self.with_retries(snapshot, call, &level).await {
                 Ok(success) => return Ok(success),
@@ -754,7 +792,11 @@ impl Router {
         let mut retry = 0u32;
         loop {
             let failure = match self.attempt(snapshot, call, scope, &skip).await {
-                Ok(success) => return Ok(success),
+                Ok(success) => {
+                    // LiteLLM's headers count the retries of the group that answered.
+                    call.answered_retries = (retry, retries.filter(|_| retry > 0));
+                    return Ok(success);
+                }
                 Err(failure) => failure,
             };
             // Selection, deadline and state failures are not retried, nor a failure no
@@ -802,7 +844,7 @@ impl Router {
                 skip.push(ix);
             }
             let jitter = settings.retry_jitter.mul_f64(self.inner.rng.unit());
-            let wait = retry::backoff(&class, retry, &group, jitter);
+            let wait = retry::backoff(&class, retry, &group, jitter, settings.retry_after);
             self.wait(call, wait).await?;
             retry += 1;
             call.retries += 1;
@@ -867,7 +909,9 @@ impl Router {
         skip: &[DeploymentIx],
     ) -> Result<Success, Failure> {
         let Some(queue) = &self.inner.queue else {
-            return self.attempt_once(snapshot, call, scope, skip).await;
+            return self
+                .attempt_once(snapshot, call, scope, skip, &mut None)
+                .await;
         };
         let label = scope.label();
         let priority = call
@@ -888,7 +932,10 @@ impl Router {
         let mut reason = format!("no capacity in `{label}`");
         loop {
             if ticket.as_ref().is_none_or(|t| t.is_head()) {
-                match self.attempt_once(snapshot, call, scope, skip).await {
+                match self
+                    .attempt_once(snapshot, call, scope, skip, &mut ticket)
+                    .await
+                {
                     Err(Failure::Selection(RouterError::NoCapacity(why))) => {
                         reason = why;
                         if ticket.is_none() {
@@ -966,13 +1013,16 @@ impl Router {
         }
     }
 
-    /// One attempt: filter, pick, admit, reserve, call.
+    /// One attempt: filter, pick, admit, reserve, call. A queued request leaves its queue
+    /// (`ticket`) the moment it is admitted, before its call runs, so the next waiter can take
+    /// another free slot at once.
     async fn attempt_once(
         &self,
         snapshot: &Arc<Snapshot>,
         call: &mut Call<'_>,
         scope: &Scope,
         skip: &[DeploymentIx],
+        ticket: &mut Option<crate::queue::Ticket<'_>>,
     ) -> Result<Success, Failure> {
         let mut eligible = self.filter(snapshot, call, scope, skip).await?;
         let affinity = self.affinity_key(call, scope);
@@ -1004,6 +1054,8 @@ impl Router {
             };
             match self.take(snapshot, call, target).await {
                 Ok(taken) => {
+                    // Admitted: out of the queue, which wakes the next waiter.
+                    drop(ticket.take());
                     let result = self
                         .call_deployment(snapshot, call, scope, target, taken)
                         .await;
@@ -1279,6 +1331,24 @@ impl Router {
         if self.inner.settings.enable_pre_call_checks {
             eligible = filter_region(snapshot, call, scope, eligible)?;
             eligible = filter_context_window(snapshot, call, scope, eligible)?;
+        }
+        match scope {
+            Scope::Group {
+                name,
+                order: Some(order),
+            } => {
+                eligible = filter_order(snapshot, Some(*order), eligible);
+                if eligible.is_empty() {
+                    return Err(Failure::Selection(RouterError::NoDeploymentInTier {
+                        model_group: name.clone(),
+                        order: *order,
+                    }));
+                }
+            }
+            Scope::Group { order: None, .. } | Scope::Model { .. } => {
+                eligible = filter_order(snapshot, None, eligible);
+            }
+            Scope::Deployment { .. } => {}
         }
         if !skip.is_empty() {
             let kept: Vec<&Target> = eligible
@@ -2051,10 +2121,14 @@ pub struct RouterStream {
     pub deployment_id: DeploymentId,
     /// `x-litellm-model-group`.
     pub model_group: String,
-    /// `x-litellm-attempted-retries`.
+    /// `x-litellm-attempted-retries`: the retries within the group that answered.
     pub attempted_retries: u32,
+    /// `x-litellm-max-retries`: the answering group's retry limit, when it retried.
+    pub max_retries: Option<u32>,
     /// `x-litellm-attempted-fallbacks`.
     pub attempted_fallbacks: u32,
+    /// `x-litellm-model-api-base`: the streaming deployment's `api_base`, when it has one.
+    pub api_base: Option<String>,
     /// The router's own time up to the first chunk.
     pub overhead: Duration,
     /// Time to the first chunk of the attempt that answered.
@@ -2102,7 +2176,9 @@ impl RouterStream {
             deployment_id,
             model_group,
             attempted_retries,
+            max_retries: None,
             attempted_fallbacks,
+            api_base: None,
             overhead,
             time_to_first_token,
             cache_hit: false,
@@ -2120,7 +2196,9 @@ impl RouterStream {
             deployment_id: DeploymentId::new(entry.deployment.as_str()),
             model_group: entry.model_group.clone(),
             attempted_retries: 0,
+            max_retries: None,
             attempted_fallbacks: 0,
+            api_base: None,
             overhead: started.elapsed(),
             time_to_first_token: started.elapsed(),
             cache_hit: true,
@@ -2209,7 +2287,9 @@ impl Recorder {
             deployment_id: self.deployment_id,
             model_group: self.model_group,
             attempted_retries: 0,
+            max_retries: None,
             attempted_fallbacks: 0,
+            api_base: None,
             response_cost: end.cost,
             overhead: Duration::ZERO,
             cache_hit: false,
@@ -2308,11 +2388,7 @@ fn resolve(
         });
     }
     // Wildcard groups (`openai/*`, then the catch-all `*`), most specific first.
-    if let Some(pattern) = snapshot
-        .patterns
-        .iter()
-        .find(|pattern| wildcard_capture(pattern, model).is_some())
-    {
+    if let Some((pattern, _)) = wildcard_group(&snapshot.patterns, model) {
         return Ok(group(pattern));
     }
     // A deployment's own model name (`litellm_params.model`, e.g. `azure/gpt-4o-eu`).
@@ -2336,7 +2412,6 @@ fn resolve(
     }
     Err(RouterError::UnknownModel {
         model: model.to_string(),
-        known: snapshot.group_names(),
     })
 }
 
@@ -2350,35 +2425,72 @@ pub(crate) fn wildcard_capture<'m>(pattern: &str, model: &'m str) -> Option<&'m 
     Some(middle)
 }
 
+/// The wildcard group serving `model` (most specific first) and what its `*` stands for: the
+/// model matched as given, else as LiteLLM's pattern router also tries it, prefixed with the
+/// provider LiteLLM infers for a bare name (`gpt-3.5-turbo` is served by `openai/*`).
+pub(crate) fn wildcard_group<'p>(patterns: &'p [String], model: &str) -> Option<(&'p str, String)> {
+    let prefixed = (!model.contains('/'))
+        .then(|| ferrolite_types::Provider::from_model(model).ok())
+        .flatten()
+        .map(|provider| format!("{provider}/{model}"));
+    for name in std::iter::once(model).chain(prefixed.as_deref()) {
+        if let Some((pattern, capture)) = patterns
+            .iter()
+            .find_map(|p| wildcard_capture(p, name).map(|c| (p.as_str(), c.to_string())))
+        {
+            return Some((pattern, capture));
+        }
+    }
+    None
+}
+
 /// The model a deployment is called with: its own, or for a wildcard deployment (`openai/*` in
 /// a group `openai/*`, `*` in the group `*`) the requested model put in place of the `*`.
 fn model_for<'d>(deployment: &'d Deployment, requested: &str) -> std::borrow::Cow<'d, str> {
     if deployment.model.contains('*') {
-        if let Some(capture) = wildcard_capture(&deployment.model_name, requested) {
-            return deployment.model.replacen('*', capture, 1).into();
+        let group = std::slice::from_ref(&deployment.model_name);
+        if let Some((_, capture)) = wildcard_group(group, requested) {
+            return deployment.model.replacen('*', &capture, 1).into();
         }
     }
     deployment.model.as_str().into()
 }
 
-/// The deployments of a scope, in configuration order; an `order` tier keeps its own.
+/// The deployments of a scope, in configuration order (an `order` tier is chosen among the
+/// available ones by [`filter_order`]).
 fn members<'s>(
     snapshot: &'s Snapshot,
     scope: &'s Scope,
 ) -> impl Iterator<Item = DeploymentIx> + 's {
-    let (one, group, order) = match scope {
-        Scope::Deployment { ix, .. } => (Some(*ix), &[][..], None),
-        Scope::Model { members, .. } => (None, members.as_slice(), None),
-        Scope::Group { name, order } => (
+    let (one, group) = match scope {
+        Scope::Deployment { ix, .. } => (Some(*ix), &[][..]),
+        Scope::Model { members, .. } => (None, members.as_slice()),
+        Scope::Group { name, .. } => (
             None,
             snapshot.groups.get(name).map_or(&[][..], Vec::as_slice),
-            *order,
         ),
     };
-    one.into_iter()
-        .chain(group.iter().copied().filter(move |ix| {
-            order.is_none_or(|order| snapshot.deployment(*ix).and_then(|d| d.order) == Some(order))
-        }))
+    one.into_iter().chain(group.iter().copied())
+}
+
+/// LiteLLM's order filter (`get_order_filtered_deployments`), run on the deployments still
+/// available (not cooling down, unhealthy, over budget or filtered out): a targeted tier keeps
+/// its own deployments, possibly none (a lower tier is not picked again); otherwise the lowest
+/// `order` among them wins and deployments without an `order` are left out — unless none of
+/// the available ones has an `order`.
+fn filter_order<'s>(
+    snapshot: &'s Snapshot,
+    target: Option<u32>,
+    eligible: Vec<&'s Target>,
+) -> Vec<&'s Target> {
+    let order_of = |t: &Target| snapshot.deployment(t.ix).and_then(|d| d.order);
+    let Some(order) = target.or_else(|| eligible.iter().filter_map(|t| order_of(t)).min()) else {
+        return eligible;
+    };
+    eligible
+        .into_iter()
+        .filter(|t| order_of(t) == Some(order))
+        .collect()
 }
 
 /// The attempt timeout (reference §2.10): a stream's `stream_timeout` (deployment, then router)

@@ -103,6 +103,11 @@ pub struct RouterSettings {
     pub budgets: BudgetsConfig,
     /// The most jitter added to a backoff (LiteLLM's `JITTER` = 0.75 s).
     pub retry_jitter: Duration,
+    /// `retry_after`: the shortest wait before a retry that waits at all (LiteLLM's minimum
+    /// backoff; default 0). As in LiteLLM it raises the exponential backoff (0.5 s doubling),
+    /// which stays capped at 8 s, and does not delay a retry that goes at once to another
+    /// healthy deployment of the group or one that follows the provider's `Retry-After`.
+    pub retry_after: Duration,
     /// An overall deadline over a request's attempts, backoffs and fallbacks (new in
     /// ferrolite; LiteLLM gives each attempt the full timeout and has none). `None`: no deadline.
     pub request_deadline: Option<Duration>,
@@ -201,6 +206,7 @@ impl Default for RouterSettings {
             admission: AdmissionMode::Batched,
             budgets: BudgetsConfig::default(),
             retry_jitter: Duration::from_millis(750),
+            retry_after: Duration::ZERO,
             request_deadline: None,
             enable_tag_filtering: false,
             tag_filtering_match_any: true,
@@ -229,12 +235,15 @@ impl RouterSettings {
             .or(self.retry_policy.as_ref())
     }
 
-    /// Checks the settings against the known groups and deployment ids: every fallback names a
-    /// known target, no chain loops back to where it started, timeouts are positive.
+    /// Checks the settings against what the router serves: every fallback key and target is a
+    /// model name the router serves (`serves`: a group, an alias, a deployment id or a model
+    /// served through a wildcard group), no chain loops back to where it started (a group
+    /// listed in its own chain is skipped when a call runs, as LiteLLM does), timeouts are
+    /// positive.
     pub(crate) fn validate(
         &self,
         groups: &HashSet<String>,
-        ids: &HashSet<String>,
+        serves: &dyn Fn(&str) -> bool,
     ) -> Result<(), RouterError> {
         if let Some(cache) = &self.response_cache {
             cache.validate()?;
@@ -285,7 +294,7 @@ impl RouterSettings {
                 });
             }
         }
-        let known = |name: &str| groups.contains(name) || ids.contains(name);
+        let known = |name: &str| serves(name);
         for (field, chains) in [
             ("fallbacks", &self.fallbacks),
             ("context_window_fallbacks", &self.context_window_fallbacks),
@@ -296,7 +305,7 @@ impl RouterSettings {
                     return Err(RouterError::InvalidSettings {
                         field: format!("{field}.{from}"),
                         value: from.clone(),
-                        reason: "names no model group or deployment id",
+                        reason: "names no model the router serves (group, alias, deployment id or wildcard)",
                     });
                 }
                 for target in targets {
@@ -304,7 +313,7 @@ impl RouterSettings {
                         return Err(RouterError::InvalidSettings {
                             field: format!("{field}.{from}"),
                             value: target.clone(),
-                            reason: "falls back to no known model group or deployment id",
+                            reason: "falls back to no model the router serves (group, alias, deployment id or wildcard)",
                         });
                     }
                 }
@@ -322,7 +331,7 @@ impl RouterSettings {
                 return Err(RouterError::InvalidSettings {
                     field: "default_fallbacks".into(),
                     value: target.clone(),
-                    reason: "names no model group or deployment id",
+                    reason: "names no model the router serves (group, alias, deployment id or wildcard)",
                 });
             }
         }
@@ -365,7 +374,13 @@ fn find_cycle(chains: &HashMap<String, Vec<String>>) -> Option<Vec<String>> {
             return None;
         }
         path.push(node);
-        for next in chains.get(node).into_iter().flatten() {
+        // A group listed in its own chain is no loop: a call skips it (LiteLLM does).
+        for next in chains
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|n| *n != node)
+        {
             if let Some(cycle) = visit(next, chains, path, done) {
                 return Some(cycle);
             }
@@ -388,6 +403,22 @@ fn find_cycle(chains: &HashMap<String, Vec<String>>) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_in_its_own_chain_is_no_loop_but_a_to_b_to_a_is() {
+        let own: HashMap<String, Vec<String>> = [
+            ("a".to_string(), vec!["a".to_string(), "b".to_string()]),
+            ("b".to_string(), vec!["c".to_string()]),
+        ]
+        .into();
+        assert_eq!(find_cycle(&own), None);
+        let looped: HashMap<String, Vec<String>> = [
+            ("a".to_string(), vec!["a".to_string(), "b".to_string()]),
+            ("b".to_string(), vec!["a".to_string()]),
+        ]
+        .into();
+        assert!(find_cycle(&looped).is_some());
+    }
 
     #[test]
     fn a_loop_is_found_and_a_chain_is_not() {

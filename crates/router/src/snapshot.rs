@@ -181,7 +181,21 @@ impl Snapshot {
         }
         let group_names: HashSet<String> = groups.keys().cloned().collect();
         let ids: HashSet<String> = targets.iter().map(|t| t.id.to_string()).collect();
-        settings.validate(&group_names, &ids)?;
+        let mut patterns: Vec<String> = groups
+            .keys()
+            .filter(|name| name.matches('*').count() == 1)
+            .cloned()
+            .collect();
+        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        // What a request (or a fallback) may name: resolution's steps.
+        let serves = |name: &str| {
+            group_names.contains(name)
+                || ids.contains(name)
+                || settings.model_group_alias.contains_key(name)
+                || crate::router::wildcard_group(&patterns, name).is_some()
+                || deployments.iter().any(|d| d.model == name)
+        };
+        settings.validate(&group_names, &serves)?;
         let usage = UsageStore::new(cache.clone(), &targets, settings.window, settings.admission)?;
         let strategy = match previous {
             Some(previous) => previous.strategy.for_snapshot(&targets),
@@ -240,12 +254,6 @@ impl Snapshot {
                 successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
             })
         })?;
-        let mut patterns: Vec<String> = groups
-            .keys()
-            .filter(|name| name.matches('*').count() == 1)
-            .cloned()
-            .collect();
-        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         Ok(Snapshot {
             deployments,
             targets,

@@ -296,3 +296,25 @@ async fn s50_a_fallback_objects_own_fields_are_sent_to_that_hop() {
     );
     assert!(bodies[1].get("fallbacks").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_order_tier_with_nothing_available_is_passed_over_without_picking_a_lower_tier_again() {
+    // Tier 1 weighs far more than tier 3: were tier 1 eligible again, it would be picked.
+    let tier = |id: &str, order: u32, weight: f64| Deployment {
+        order: Some(order),
+        weight: Some(weight),
+        ..dep("g", id)
+    };
+    let s = setup(
+        vec![tier("1", 1, 1e6), tier("2", 2, 1.0), tier("3", 3, 1.0)],
+        chains(&[]),
+    )
+    .await;
+    s.cool("2", 60).await;
+    s.script.on("1", (0..8).map(|_| status(500)));
+    let answer = s.call("g").await.unwrap();
+    // Tier 2 has nothing available: LiteLLM's order filter gives none for it (the failed tier 1
+    // is not picked again), and the order fallback goes on to tier 3.
+    assert_eq!(s.script.called(), ["1", "3"]);
+    assert_eq!(answer.deployment_id.as_str(), "3");
+}

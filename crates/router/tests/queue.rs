@@ -216,3 +216,44 @@ async fn a_wait_queue_without_room_or_time_is_refused_when_the_router_is_built()
     .unwrap_err();
     assert!(err.to_string().contains("wait_queue"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_three_slots_six_queued_calls_run_three_at_a_time() {
+    let d = Deployment {
+        max_parallel_requests: Some(3),
+        ..dep("g", "1")
+    };
+    let s = setup(
+        vec![d],
+        RouterSettings {
+            num_retries: 0,
+            wait_queue: Some(WaitQueueSettings::default()),
+            ..settings()
+        },
+    )
+    .await;
+    s.script.on(
+        "1",
+        (0..6).map(|_| Step::Delay(Duration::from_millis(1000))),
+    );
+    let start = Instant::now();
+    let calls: Vec<_> = (0..6).map(|_| spawn_call(&s, None)).collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let starts: Vec<Duration> = s
+        .script
+        .calls
+        .lock()
+        .iter()
+        .map(|(_, at)| *at - start)
+        .collect();
+    // Two waves of three: the second three start together when the first three end.
+    assert_eq!(
+        starts,
+        [0, 0, 0, 1000, 1000, 1000].map(Duration::from_millis),
+        "{starts:?}"
+    );
+    assert_eq!(s.script.max_concurrency("1"), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(2000));
+}

@@ -257,3 +257,42 @@ async fn a_request_deadline_bounds_retries_and_backoffs() {
     // 0.5 s and 1 s fit; the 2 s backoff would pass the deadline: 3 attempts.
     assert_eq!(s.script.called().len(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_setting_is_the_shortest_backoff_and_stays_under_litellms_8_s_cap() {
+    let settings = RouterSettings {
+        retry_after: Duration::from_secs(3),
+        ..retries(4)
+    };
+    let s = setup(vec![dep("g", "1")], settings).await;
+    s.script
+        .next([status(500), status(500), status(500), status(500), Step::Ok]);
+    let answer = s.call("g").await.unwrap();
+    // 0.5 s, 1 s, 2 s raised to 3 s; then 4 s as it is.
+    assert_eq!(
+        s.script.gaps(),
+        [secs(3.0), secs(3.0), secs(3.0), secs(4.0)]
+    );
+    assert_eq!(answer.attempted_retries, 4);
+
+    let capped = RouterSettings {
+        retry_after: Duration::from_secs(20),
+        ..retries(1)
+    };
+    let s = setup(vec![dep("g", "1")], capped).await;
+    s.script.next([status(500), Step::Ok]);
+    s.call("g").await.unwrap();
+    assert_eq!(s.script.gaps(), [secs(8.0)], "LiteLLM's MAX_RETRY_DELAY");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_setting_does_not_delay_a_retry_on_a_healthy_sibling() {
+    let settings = RouterSettings {
+        retry_after: Duration::from_secs(3),
+        ..retries(1)
+    };
+    let s = setup(vec![dep("g", "1"), dep("g", "2")], settings).await;
+    s.script.next([status(500), Step::Ok]);
+    s.call("g").await.unwrap();
+    assert_eq!(s.script.gaps(), [Duration::ZERO]);
+}

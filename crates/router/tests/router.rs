@@ -49,15 +49,18 @@ async fn with_openai_budget(limit: f64, input: f64, output: f64) -> Setup {
 }
 
 #[tokio::test]
-async fn an_unknown_model_is_a_typed_error_listing_the_groups() {
+async fn an_unknown_model_is_a_typed_400_in_litellms_words_without_the_group_list() {
     let s = setup(vec![dep("gpt-4o", "1"), dep("claude", "2")], settings()).await;
     let err = s.call("gpt-5").await.unwrap_err();
     assert_eq!(
         err,
         RouterError::UnknownModel {
             model: "gpt-5".into(),
-            known: vec!["claude".into(), "gpt-4o".into()]
         }
+    );
+    assert_eq!(
+        err.to_string(),
+        "Invalid model name passed in model=gpt-5. Call `/v1/models` to view available models for your key."
     );
     assert_eq!(err.status(), 400);
     assert!(s.script.called().is_empty());
@@ -178,6 +181,43 @@ async fn a_call_dropped_mid_flight_leaks_nothing() {
     s.call("g").await.unwrap();
     let spend = s.router.budget_status().await.unwrap()[0].spend;
     assert!((spend - 0.02).abs() < 1e-9, "{spend}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_refusal_from_the_estimate_states_spend_and_limit_as_one_from_recorded_spend() {
+    // 10 input tokens at 0.001 (0.01) plus max_tokens 100 at 0.001 (0.1): over a 0.05 limit.
+    let s = with_openai_budget(0.05, 0.001, 0.001).await;
+    let mut request = Request::new("g", serde_json::json!({"max_tokens": 100}));
+    request.input_tokens = Some(10);
+    let estimated = s.router.call(request).await.unwrap_err().to_string();
+    assert!(
+        estimated.starts_with(
+            "No deployments available - crossed budget: Exceeded budget for provider openai: 0.11 >= 0.05"
+        ),
+        "{estimated}"
+    );
+    assert!(
+        estimated.contains("(spend 0 + this call's estimated cost 0.11)"),
+        "{estimated}"
+    );
+    // Recorded spend over the limit: the same leading statement, spend >= limit.
+    let unestimated = || {
+        let mut request = Request::new("g", serde_json::json!({}));
+        request.input_tokens = Some(0);
+        request
+    };
+    for _ in 0..4 {
+        // Nothing estimated; each call costs 10 + 5 tokens: 0.015, 0.06 in all.
+        s.router.call(unestimated()).await.unwrap();
+    }
+    let recorded = s.router.call(unestimated()).await.unwrap_err().to_string();
+    assert!(!recorded.contains("estimated"), "{recorded}");
+    assert!(
+        recorded.starts_with(
+            "No deployments available - crossed budget: Exceeded budget for provider openai: 0.06"
+        ) && recorded.contains(" >= 0.05"),
+        "{recorded}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -130,6 +130,77 @@ impl ErrorClass {
     }
 }
 
+impl ErrorClass {
+    /// The name LiteLLM gives this class of error (its exception type): `RateLimitError`,
+    /// `Timeout`, `ContextWindowExceededError`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorClass::RateLimited { .. } => "RateLimitError",
+            ErrorClass::Timeout => "Timeout",
+            ErrorClass::ContextWindowExceeded => "ContextWindowExceededError",
+            ErrorClass::ContentPolicy => "ContentPolicyViolationError",
+            ErrorClass::Authentication => "AuthenticationError",
+            ErrorClass::PermissionDenied => "PermissionDeniedError",
+            ErrorClass::NotFound => "NotFoundError",
+            ErrorClass::BadRequest { status: 422 } => "UnprocessableEntityError",
+            ErrorClass::BadRequest { .. } => "BadRequestError",
+            ErrorClass::BudgetExceeded => "BudgetExceededError",
+            ErrorClass::ServerError { status: 502 } => "BadGatewayError",
+            ErrorClass::ServerError { status: 503 } => "ServiceUnavailableError",
+            ErrorClass::ServerError { .. } => "InternalServerError",
+            ErrorClass::Connection => "APIConnectionError",
+        }
+    }
+}
+
+/// The class as a sentence for people: LiteLLM's exception name, then what happened.
+///
+/// ```
+/// use std::time::Duration;
+/// use ferrolite_types::ErrorClass;
+/// let class = ErrorClass::RateLimited { retry_after: Some(Duration::from_secs(7)) };
+/// assert_eq!(
+///     class.to_string(),
+///     "RateLimitError: the provider rate-limited the call (it asked to retry after 7 seconds)"
+/// );
+/// ```
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.name())?;
+        match self {
+            ErrorClass::RateLimited { retry_after } => {
+                f.write_str("the provider rate-limited the call")?;
+                if let Some(after) = retry_after {
+                    write!(
+                        f,
+                        " (it asked to retry after {} seconds)",
+                        after.as_secs_f64()
+                    )?;
+                }
+                Ok(())
+            }
+            ErrorClass::Timeout => f.write_str("the provider did not answer in time"),
+            ErrorClass::ContextWindowExceeded => {
+                f.write_str("the request does not fit the model's context window")
+            }
+            ErrorClass::ContentPolicy => f.write_str("the provider refused the content"),
+            ErrorClass::Authentication => f.write_str("the provider refused the credentials"),
+            ErrorClass::PermissionDenied => f.write_str("the provider denied access"),
+            ErrorClass::NotFound => f.write_str("the provider does not know the model or route"),
+            ErrorClass::BadRequest { status } => {
+                write!(f, "the provider refused the request (HTTP {status})")
+            }
+            ErrorClass::BudgetExceeded => {
+                f.write_str("the provider's budget or credit is exhausted (HTTP 402)")
+            }
+            ErrorClass::ServerError { status } => {
+                write!(f, "the provider failed (HTTP {status})")
+            }
+            ErrorClass::Connection => f.write_str("the provider could not be reached"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
