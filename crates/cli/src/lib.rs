@@ -170,7 +170,9 @@ pub fn main() -> ExitCode {
 /// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
 /// the cache flushes what it holds, and the process exits 0.
 fn serve_command(args: &ServeArgs) -> Result<(), String> {
-    let config = Config::from_path(&args.config).map_err(|e| e.to_string())?;
+    let config = Config::from_path(&args.config)
+        .and_then(Config::for_serving)
+        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -273,7 +275,7 @@ async fn reload_on_sighup(
                 seen = now;
             }
         }
-        let built = match Config::from_path(path) {
+        let built = match Config::from_path(path).and_then(Config::for_serving) {
             Ok(config) => {
                 let settings = ferrolite::gateway::GatewaySettings {
                     master_key: config.master_key.clone(),
@@ -913,10 +915,17 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             if !d.tags.is_empty() {
                 limits.push(format!("tags {}", d.tags.join(",")));
             }
-            let mocked = if config.mocks.contains_key(d.id().as_str()) {
-                " (mock)"
+            let id = d.id();
+            let mocked = if config.mocks.contains_key(id.as_str()) {
+                " (mock)".to_string()
+            } else if let Some(n) = config
+                .not_callable
+                .iter()
+                .find(|n| n.deployment == id.as_str())
+            {
+                format!(" (not callable: {})", n.reason)
             } else {
-                ""
+                String::new()
             };
             let _ = writeln!(
                 out,
@@ -948,6 +957,21 @@ pub fn check_command(path: &Path) -> Result<String, String> {
                 budget.max_budget.unwrap_or(0.0),
                 budget.budget_duration.as_deref().unwrap_or("?")
             );
+        }
+    }
+    if !config.not_callable.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndeployments ferrolite cannot call yet ({}):",
+            if config.skip_unsupported_deployments {
+                "`ferrolite serve` leaves them out of routing: skip_unsupported_deployments"
+            } else {
+                "`ferrolite serve` refuses to start unless \
+                 ferrolite_settings.skip_unsupported_deployments: true"
+            }
+        );
+        for n in &config.not_callable {
+            let _ = writeln!(out, "  {n}");
         }
     }
     let notes = config.not_honoured();
