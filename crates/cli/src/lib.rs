@@ -839,6 +839,7 @@ pub fn check_command(path: &Path) -> Result<String, String> {
     // Build the router (in memory, mocked) so cross-key checks run as they would at start.
     let mut probe = config.clone();
     probe.cache.redis = None;
+    probe.response_cache_redis = None;
     runtime
         .block_on(async {
             ferrolite::RouterBuilder::from_config(probe)
@@ -877,10 +878,14 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             "response cache: on, TTL {} s, memory {:.1} MiB{}{}",
             cache.ttl.as_secs_f64(),
             cache.memory_bytes as f64 / (1 << 20) as f64,
-            if cache.redis && config.cache.redis.is_some() {
-                ", shared through Redis"
-            } else {
-                ", this process only"
+            match (&config.response_cache_redis, &config.cache.redis) {
+                _ if !cache.redis => ", this process only".to_string(),
+                (Some(own), _) => format!(
+                    ", shared through its own Redis {}",
+                    ferrolite::cache::redacted_url(&own.url)
+                ),
+                (None, Some(_)) => ", shared through Redis".to_string(),
+                (None, None) => ", this process only".to_string(),
             },
             if groups.is_empty() {
                 String::new()

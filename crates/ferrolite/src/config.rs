@@ -61,6 +61,10 @@ pub struct Config {
     /// `ferrolite_settings.skip_unsupported_deployments`: serve without the deployments in
     /// [`Config::not_callable`] instead of refusing to start.
     pub skip_unsupported_deployments: bool,
+    /// The response cache's own Redis: the one `litellm_settings.cache_params` names when
+    /// `router_settings` names another for the routing state (when it names none, the routing
+    /// state is kept in this one too, and this is `None`).
+    pub response_cache_redis: Option<RedisConfig>,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
@@ -1783,7 +1787,8 @@ impl RawConfig {
         if let Some(simulation) = &simulation {
             check_simulation(simulation, &deployments)?;
         }
-        let cache = cache_of(&router_settings, &litellm_settings, &ferrolite_settings)?;
+        let (cache, response_cache_redis) =
+            cache_of(&router_settings, &litellm_settings, &ferrolite_settings)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
@@ -1798,6 +1803,7 @@ impl RawConfig {
             api_keys,
             not_callable,
             skip_unsupported_deployments,
+            response_cache_redis,
             source: Source(None),
         })
     }
@@ -2170,11 +2176,13 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
 }
 
 /// The state cache: Redis from `redis_url`, or `redis_host` + `redis_port` (+ password).
+/// The state cache, and the response cache's own Redis when `cache_params` names one that is
+/// not the state cache's.
 fn cache_of(
     rs: &RawRouterSettings,
     ls: &RawLitellmSettings,
     fs: &RawFerroliteSettings,
-) -> Result<CacheConfig, ConfigError> {
+) -> Result<(CacheConfig, Option<RedisConfig>), ConfigError> {
     let mut cache = CacheConfig::default();
     let url = match (&rs.redis_url, &rs.redis_host, rs.redis_port) {
         (Some(url), _, _) => Some(url.0.expose().to_string()),
@@ -2204,22 +2212,29 @@ fn cache_of(
         }
         (None, None, None) => None,
     };
-    // The proxy's `_update_redis_cache`: a router without Redis of its own keeps its state in
-    // the response cache's Redis (`litellm_settings.cache_params`).
-    let (url, url_path) = match url {
-        Some(url) => (Some(url), "router_settings.redis_url"),
-        None => (
-            cache_params_redis(rs, ls)?,
-            "litellm_settings.cache_params.redis_url",
-        ),
-    };
-    if let Some(url) = url {
-        let mut redis = RedisConfig::new(url);
-        if let Some(prefix) = &fs.redis_key_prefix {
-            redis = redis.with_prefix(prefix.clone());
+    let with_prefix = |url: String| {
+        let redis = RedisConfig::new(url);
+        match &fs.redis_key_prefix {
+            Some(prefix) => redis.with_prefix(prefix.clone()),
+            None => redis,
         }
-        cache.redis = Some(redis);
-    }
+    };
+    // The proxy's `_update_redis_cache`: a router without Redis of its own keeps its state in
+    // the response cache's Redis (`litellm_settings.cache_params`); a router with its own
+    // keeps the answers in the Redis `cache_params` names, when that is another.
+    let answers_url = cache_params_redis(rs, ls)?;
+    let (url, url_path, answers) = match (url, answers_url) {
+        (Some(url), Some(answers)) if answers != url => {
+            let answers = with_prefix(answers);
+            answers.check_url().map_err(|e| {
+                ConfigError::at("litellm_settings.cache_params.redis_url", e.to_string())
+            })?;
+            (Some(url), "router_settings.redis_url", Some(answers))
+        }
+        (Some(url), _) => (Some(url), "router_settings.redis_url", None),
+        (None, answers) => (answers, "litellm_settings.cache_params.redis_url", None),
+    };
+    cache.redis = url.map(with_prefix);
     if let Some(ms) = fs.sync_interval_ms {
         if ms == 0 {
             return Err(ConfigError::at(
@@ -2238,7 +2253,7 @@ fn cache_of(
     cache
         .validate()
         .map_err(|e| ConfigError::at(url_path, e.to_string()))?;
-    Ok(cache)
+    Ok((cache, answers))
 }
 
 /// The Redis `litellm_settings.cache_params` names (`redis_url`, or `host` + `port` +

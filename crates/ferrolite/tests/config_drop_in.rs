@@ -313,6 +313,64 @@ ferrolite_settings:
     );
 }
 
+/// The Redis URL without a database path (`redis://host:port/0` -> `redis://host:port`).
+fn without_db(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    format!("{scheme}://{authority}")
+}
+
+/// Regression (issue 16): with `router_settings.redis_url` set, the answers went to that Redis
+/// whatever `cache_params` named. Here each gateway keeps its routing state in a database of
+/// its own and both name one `cache_params` database: an answer one stores, the other serves.
+#[tokio::test]
+async fn a_response_cache_redis_other_than_the_routing_state_s_holds_the_answers() {
+    let Some(url) = redis_url() else { return };
+    let server = without_db(&url);
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let namespace = format!("t16-own-{}-{unique}", std::process::id());
+    let yaml = |routing_db: u32| {
+        format!(
+            r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/gpt-4o, mock_response: "cached answer"}}
+router_settings:
+  redis_url: "{server}/{routing_db}"
+litellm_settings:
+  cache: true
+  cache_params: {{type: redis, redis_url: "{server}/4", namespace: "{namespace}"}}
+ferrolite_settings:
+  redis_key_prefix: "ferrolite-t16-{namespace}:"
+"#
+        )
+    };
+    let config = Config::from_yaml(&yaml(2)).unwrap();
+    assert_eq!(
+        config.response_cache_redis.as_ref().unwrap().url,
+        format!("{server}/4")
+    );
+    assert_eq!(
+        config.cache.redis.as_ref().unwrap().url,
+        format!("{server}/2")
+    );
+    let one = gateway(router(&yaml(2)).await).await;
+    let two = gateway(router(&yaml(3)).await).await;
+    let prompt = format!("a prompt only this test sends ({namespace})");
+    let (status, headers, _) = chat(&one, "g", &prompt).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-ferrolite-cache-hit"], "false");
+    let (status, headers, body) = chat(&two, "g", &prompt).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["x-ferrolite-cache-hit"], "true",
+        "served from the cache_params Redis, not the routing state's: {body}"
+    );
+}
+
 #[test]
 fn a_redis_response_cache_with_no_redis_anywhere_is_refused() {
     let error = Config::from_yaml(
