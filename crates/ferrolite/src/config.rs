@@ -1145,9 +1145,10 @@ impl<'de, T: EnvScalar> serde::de::Visitor<'de> for EnvVisitor<T> {
     }
 
     fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        // `{:?}` keeps the fraction of `100.0`, so "expected an integer" reads right.
         T::from_f64(value)
             .map(Some)
-            .ok_or_else(|| Self::wrong(value))
+            .ok_or_else(|| Self::wrong(format!("{value:?}")))
     }
 
     fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
@@ -1226,7 +1227,7 @@ struct StrategyDe(StrategyName);
 
 impl<'de> Deserialize<'de> for StrategyDe {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
+        let name = EnvString::deserialize(deserializer)?.0;
         name.parse::<StrategyName>().map(StrategyDe).map_err(|_| {
             let known: Vec<&str> = StrategyName::all().iter().map(|s| s.as_str()).collect();
             serde::de::Error::custom(format!(
@@ -1406,7 +1407,7 @@ struct RawParams {
     output_cost_per_token: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
     max_input_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_string_opt")]
     mock_response: Option<String>,
     // request parameters sent with every call unless the request sets them
     #[serde(default)]
