@@ -291,7 +291,10 @@ pub trait RouterExt: Sized {
 
     /// Loads LiteLLM's `config.yaml` at `path` and builds the router it describes: mocked
     /// deployments answer from the mock backend, the others through the HTTP backend (feature
-    /// `http`). An invalid setting is a [`ConfigError`] naming its path.
+    /// `http`). An invalid setting is a [`ConfigError`] naming its path; so is, with the HTTP
+    /// backend, a deployment it cannot call ([`Config::for_serving`]: refused, or left out
+    /// with `ferrolite_settings.skip_unsupported_deployments`). With a backend of your own,
+    /// use [`build_from_config`].
     fn from_config(
         path: impl AsRef<std::path::Path> + Send,
     ) -> impl std::future::Future<Output = Result<Self, Error>> + Send;
@@ -304,6 +307,8 @@ impl RouterExt for Router {
 
     async fn from_config(path: impl AsRef<std::path::Path> + Send) -> Result<Self, Error> {
         let config = Config::from_path(path)?;
+        #[cfg(feature = "http")]
+        let config = config.for_serving()?;
         build_from_config(config, default_backend()?).await
     }
 }

@@ -10,7 +10,7 @@
 )]
 
 use ferrolite::gateway::{GatewaySettings, app, serve};
-use ferrolite::{Config, Router, build_from_config};
+use ferrolite::{Config, Router, RouterExt, build_from_config};
 
 /// A gateway on a free loopback port over `router`, with no key; its base URL.
 async fn gateway(router: Router) -> String {
@@ -104,4 +104,18 @@ async fn deployments_ferrolite_cannot_call_are_refused_for_serving_or_left_out_w
     let (status, body) = chat(&base, "claude").await;
     assert_ne!(status, 200, "left out of routing: {body}");
     assert!(body.to_string().contains("claude"), "{body}");
+}
+
+#[tokio::test]
+async fn router_from_config_with_the_http_backend_refuses_them_too() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-unsupported-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, UNSUPPORTED).unwrap();
+    let error = Router::from_config(&path).await.unwrap_err().to_string();
+    assert!(
+        error.contains("not callable: provider bedrock is not implemented"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
