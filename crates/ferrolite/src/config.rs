@@ -189,6 +189,17 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
         if NOT_IMPLEMENTED_PROVIDERS.contains(&provider.as_str()) {
             return Some(format!("provider {provider} is not implemented"));
         }
+        // The HTTP backend calls `api_base`, or the provider's well-known endpoint; without
+        // either every call would fail. A catch-all's provider is the request's.
+        #[cfg(feature = "http")]
+        if deployment.api_base.is_none()
+            && provider.as_str() != "*"
+            && crate::http::default_base(provider.as_str()).is_none()
+        {
+            return Some(format!(
+                "provider {provider} needs api_base (its OpenAI-compatible endpoint)"
+            ));
+        }
     }
     match mode {
         Some(mode) if !CALLABLE_MODES.contains(&mode) => {

@@ -119,3 +119,35 @@ async fn router_from_config_with_the_http_backend_refuses_them_too() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A provider without a well-known endpoint and no `api_base` failed every call at run time
+/// ("needs api_base"); now it is found when the config is loaded.
+#[test]
+fn a_provider_without_a_known_endpoint_and_no_api_base_is_not_callable() {
+    let config = Config::from_yaml(
+        r#"
+model_list:
+  - model_name: llama
+    litellm_params: {model: hosted_vllm/meta-llama/Llama-3-8B}
+  - model_name: llama
+    litellm_params: {model: hosted_vllm/meta-llama/Llama-3-8B, api_base: "http://gpu-1:8000/v1"}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o}
+  - model_name: "*"
+    litellm_params: {model: "*"}
+"#,
+    )
+    .unwrap();
+    let reasons: Vec<(usize, &str)> = config
+        .not_callable
+        .iter()
+        .map(|n| (n.index, n.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![(
+            0,
+            "provider hosted_vllm needs api_base (its OpenAI-compatible endpoint)"
+        )]
+    );
+}
