@@ -8,18 +8,20 @@
 //! - `ferrolite check --config FILE`: validates a config and prints the groups it describes
 //!   and the keys it accepted without effect.
 //! - `ferrolite serve --config FILE [--port 4000] [--host 127.0.0.1]`: the OpenAI-compatible
-//!   gateway over the router (`ferrolite::gateway`).
+//!   gateway over the router (`ferrolite::gateway`), reloaded on SIGHUP or when the file
+//!   changes, with LiteLLM's background health checks ([`serve`]).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
+mod health;
 pub mod report;
+pub mod serve;
 pub mod simulate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferrolite::Config;
@@ -146,8 +148,10 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colour only for a person at a terminal: a pipe, a file or a log collector gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Text => logs.try_init(),
@@ -156,7 +160,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
-        Command::Serve(args) => serve_command(&args),
+        Command::Serve(args) => serve::serve_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,168 +168,6 @@ pub fn main() -> ExitCode {
             eprintln!("ferrolite: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
-/// the cache flushes what it holds, and the process exits 0.
-fn serve_command(args: &ServeArgs) -> Result<(), String> {
-    let config = Config::from_path(&args.config)
-        .and_then(Config::for_serving)
-        .map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        let metrics = Some(ferrolite::gateway::install_metrics()?);
-        let settings = ferrolite::gateway::GatewaySettings {
-            master_key: config.master_key.clone(),
-            api_keys: config.api_keys.clone(),
-            metrics: metrics.clone(),
-            ..Default::default()
-        };
-        let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
-            std::sync::Arc::new(ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?);
-        let router = ferrolite::build_from_config(config, Some(std::sync::Arc::clone(&backend)))
-            .await
-            .map_err(|e| e.to_string())?;
-        let address = format!("{}:{}", args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(&address)
-            .await
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-        println!(
-            "ferrolite gateway on http://{} ({} model groups)",
-            listener
-                .local_addr()
-                .map_or(address.clone(), |a| a.to_string()),
-            router.model_groups().len()
-        );
-        let cache = router.cache().clone();
-        let (app, handle) = ferrolite::gateway::app_with_handle(router, settings);
-        // Shutdown: the signal stops new connections; calls in flight get `--drain` to finish.
-        let (stopping, stopped) = tokio::sync::watch::channel(false);
-        let signal = async move {
-            shutdown_signal().await;
-            let _ = stopping.send(true);
-        };
-        let serving = ferrolite::gateway::serve(listener, app, signal);
-        let reloading = reload_on_sighup(&args.config, &handle, &cache, &backend, metrics);
-        let drain = Duration::from_secs_f64(args.drain);
-        let deadline = async move {
-            let mut stopped = stopped;
-            while !*stopped.borrow_and_update() {
-                if stopped.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-            }
-            tokio::time::sleep_until(tokio::time::Instant::now() + drain).await;
-        };
-        tokio::select! {
-            served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
-            () = reloading => {}
-            () = deadline => eprintln!(
-                "ferrolite: calls still in flight after the drain of {drain:?}; stopping anyway"
-            ),
-        }
-        cache
-            .shutdown()
-            .await
-            .map_err(|e| format!("the cache could not flush: {e}"))?;
-        println!("ferrolite gateway stopped");
-        Ok(())
-    })
-}
-
-/// On SIGHUP, and when the config file changes (checked every second), loads the config again
-/// and swaps in the router it describes (on the same state cache, so counts, cooldowns and
-/// spend carry over); a config that does not load or build is refused with its error and the
-/// current one keeps serving. Never completes.
-async fn reload_on_sighup(
-    path: &Path,
-    handle: &ferrolite::gateway::GatewayHandle,
-    cache: &ferrolite::cache::DualCache,
-    backend: &std::sync::Arc<dyn ferrolite::router::Backend>,
-    metrics: Option<ferrolite::gateway::PrometheusHandle>,
-) {
-    let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified();
-    let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    #[cfg(unix)]
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hangups.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        tokio::select! {
-            () = hangup => {}
-            _ = ticks.tick() => {
-                let now = modified();
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-            }
-        }
-        let built = match Config::from_path(path).and_then(Config::for_serving) {
-            Ok(config) => {
-                let settings = ferrolite::gateway::GatewaySettings {
-                    master_key: config.master_key.clone(),
-                    api_keys: config.api_keys.clone(),
-                    metrics: metrics.clone(),
-                    ..Default::default()
-                };
-                ferrolite::RouterBuilder::from_config(config)
-                    .cache(cache.clone())
-                    .backend(std::sync::Arc::clone(backend))
-                    .build()
-                    .await
-                    .map(|router| (router, settings))
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match built {
-            Ok((router, settings)) => {
-                println!(
-                    "ferrolite gateway reloaded {} ({} model groups)",
-                    path.display(),
-                    router.model_groups().len()
-                );
-                handle.reload_with(router, settings);
-            }
-            Err(e) => eprintln!("ferrolite: reload refused, the current config keeps serving: {e}"),
-        }
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
 
@@ -867,6 +709,26 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             |r| format!("Redis {}", ferrolite::cache::redacted_url(&r.url))
         )
     );
+    let checks = &config.health_checks;
+    if checks.background || s.enable_health_check_routing {
+        let _ = writeln!(
+            out,
+            "health checks: {}; routing on their results: {}",
+            if checks.background {
+                format!(
+                    "every {} s under `ferrolite serve`",
+                    checks.interval.as_secs_f64()
+                )
+            } else {
+                "not run by this instance (background_health_checks: false)".to_string()
+            },
+            if s.enable_health_check_routing {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
     if let Some(cache) = &s.response_cache {
         let groups: Vec<String> = cache
             .caching_groups

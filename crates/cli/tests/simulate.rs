@@ -388,3 +388,42 @@ ferrolite_settings:
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn check_reports_the_health_check_keys_of_general_settings_as_honoured() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-check-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o, api_key: sk-x}
+    model_info: {health_check_timeout: 5}
+general_settings:
+  background_health_checks: true
+  health_check_interval: 30
+  enable_health_check_routing: true
+"#,
+    )
+    .unwrap();
+    let out = ferrolite(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "health checks: every 30 s under `ferrolite serve`; routing on their results: on"
+        ),
+        "{text}"
+    );
+    for key in [
+        "background_health_checks",
+        "health_check_interval",
+        "enable_health_check_routing",
+        "health_check_timeout",
+    ] {
+        assert!(!text.contains(key), "{key} reported: {text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

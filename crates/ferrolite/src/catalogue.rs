@@ -35,6 +35,8 @@ struct Entry {
     facts: ModelFacts,
     #[serde(default)]
     litellm_provider: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 fn entries() -> &'static HashMap<String, Entry> {
@@ -63,6 +65,11 @@ pub fn lookup(model: &str) -> Option<ModelFacts> {
 /// The provider the catalogue names for `model`.
 pub fn provider(model: &str) -> Option<&'static str> {
     lookup_entry(model).and_then(|e| e.litellm_provider.as_deref())
+}
+
+/// The kind of model the catalogue names for `model` (`chat`, `embedding`, `completion`, ...).
+pub fn mode(model: &str) -> Option<&'static str> {
+    lookup_entry(model).and_then(|e| e.mode.as_deref())
 }
 
 fn lookup_entry(model: &str) -> Option<&'static Entry> {

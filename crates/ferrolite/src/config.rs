@@ -65,9 +65,55 @@ pub struct Config {
     /// `router_settings` names another for the routing state (when it names none, the routing
     /// state is kept in this one too, and this is `None`).
     pub response_cache_redis: Option<RedisConfig>,
+    /// The background health checks `ferrolite serve` runs (`general_settings`).
+    pub health_checks: HealthChecks,
+    /// The `model_group_alias` names marked `hidden`: callable, not listed by `/v1/models`.
+    pub hidden_aliases: Vec<String>,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
+}
+
+/// The background health checks of LiteLLM's proxy (`general_settings.background_health_checks`,
+/// `health_check_interval`; `model_info.health_check_timeout`), which `ferrolite serve` runs
+/// with [`Router::check_health`](ferrolite_router::Router::check_health).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthChecks {
+    /// Whether checks run: `background_health_checks`, or when it is not set,
+    /// `enable_health_check_routing` (routing on health needs checks to route on).
+    pub background: bool,
+    /// The wait after one round of checks before the next (`health_check_interval`, 300 s).
+    pub interval: Duration,
+    /// How long one deployment's check may take (`model_info.health_check_timeout`, else
+    /// LiteLLM's 60 s), by deployment id.
+    pub timeouts: BTreeMap<String, Duration>,
+    /// Deployments never probed (`model_info.disable_background_health_check`): their check
+    /// passes without a call, so health-check routing never skips them.
+    pub disabled: std::collections::BTreeSet<String>,
+}
+
+impl HealthChecks {
+    /// LiteLLM's default timeout of one check (its `HEALTH_CHECK_TIMEOUT_SECONDS`).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The timeout of the check of the deployment with id `id`.
+    pub fn timeout(&self, id: &str) -> Duration {
+        self.timeouts
+            .get(id)
+            .copied()
+            .unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        HealthChecks {
+            background: false,
+            interval: Duration::from_secs(300),
+            timeouts: BTreeMap::new(),
+            disabled: std::collections::BTreeSet::new(),
+        }
+    }
 }
 
 /// A configuration's YAML text. Never printed: it may hold secrets.
@@ -100,6 +146,9 @@ pub struct ApiKey {
     pub tpm: Option<u64>,
     /// Whether it has a budget (charged as the tag budget `api-key:<name>`).
     pub budget: bool,
+    /// Tags every request made with it carries (tag routing, tag budgets), besides the
+    /// request's own, as LiteLLM's key `metadata.tags`.
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -110,6 +159,7 @@ impl std::fmt::Debug for ApiKey {
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
             .field("budget", &self.budget)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -793,6 +843,9 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "created_at",
             "updated_by",
             "created_by",
+            "health_check_model",
+            "health_check_max_tokens",
+            "health_check_params",
         ],
     ),
     (
@@ -894,9 +947,10 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "admin_only_routes",
             "public_routes",
             "custom_auth",
-            "health_check_interval",
-            "background_health_checks",
             "health_check_details",
+            "health_check_concurrency",
+            "health_check_skip_disabled_background_models",
+            "background_health_check_model_groups",
             "use_redis_transaction_buffer",
             "max_parallel_requests",
             "global_max_parallel_requests",
@@ -1216,6 +1270,14 @@ impl Seconds {
     }
 }
 
+/// LiteLLM's `mock_response`: a reply (or an exception's name), or for embeddings a vector.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum MockResponseDe {
+    Text(String),
+    Vector(Vec<f64>),
+}
+
 /// A share from 0 to 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Share(f64);
@@ -1277,7 +1339,6 @@ enum AliasTarget {
     Detailed {
         model: String,
         #[serde(default)]
-        #[allow(dead_code)]
         hidden: bool,
     },
 }
@@ -1418,8 +1479,10 @@ struct RawParams {
     output_cost_per_token: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
     max_input_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "env_string_opt")]
-    mock_response: Option<String>,
+    #[serde(default)]
+    mock_response: Option<MockResponseDe>,
+    #[serde(default)]
+    mock_timeout: Option<bool>,
     // request parameters sent with every call unless the request sets them
     #[serde(default)]
     temperature: Option<serde_json::Value>,
@@ -1491,6 +1554,8 @@ struct RawModelInfo {
     mode: Option<String>,
     #[serde(default, deserialize_with = "env_string_opt")]
     region_name: Option<String>,
+    health_check_timeout: Option<Seconds>,
+    disable_background_health_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1604,6 +1669,17 @@ struct RawCacheParams {
 #[serde(default)]
 struct RawGeneralSettings {
     master_key: Option<SecretValue>,
+    // LiteLLM's proxy reads its health-check keys here (`router_settings` wins for the three it
+    // shares with the Router).
+    background_health_checks: Option<bool>,
+    health_check_interval: Option<Seconds>,
+    enable_health_check_routing: Option<bool>,
+    health_check_staleness_threshold: Option<Seconds>,
+    health_check_ignore_transient_errors: Option<bool>,
+    /// LiteLLM shares health results through Redis only with this key; ferrolite always
+    /// shares them through its state, so the value changes nothing.
+    #[allow(dead_code)]
+    use_shared_health_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1648,6 +1724,8 @@ struct RawApiKey {
     max_budget: Option<f64>,
     #[serde(default, deserialize_with = "env_string_opt", alias = "time_period")]
     budget_duration: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -1756,9 +1834,12 @@ impl RawConfig {
         let mut deployments = Vec::with_capacity(models.len());
         let mut mocks = BTreeMap::new();
         let mut not_callable = Vec::new();
+        let mut health_checks = HealthChecks::default();
         let ignore_invalid = router_settings.ignore_invalid_deployments == Some(true);
         for (i, model) in models.into_iter().enumerate() {
             let mode = model.model_info.mode.clone();
+            let check_timeout = model.model_info.health_check_timeout;
+            let unchecked = model.model_info.disable_background_health_check == Some(true);
             let (deployment, mock) = match deployment_of(i, model) {
                 Ok(built) => built,
                 // LiteLLM's `ignore_invalid_deployments`: skipped with a warning, not fatal.
@@ -1783,6 +1864,20 @@ impl RawConfig {
                     }
                 }
             }
+            if let Some(timeout) = check_timeout {
+                if timeout.0 <= 0.0 {
+                    return Err(ConfigError::at(
+                        format!("model_list[{i}].model_info.health_check_timeout"),
+                        "expected a number of seconds above 0, got 0",
+                    ));
+                }
+                health_checks
+                    .timeouts
+                    .insert(deployment.id().to_string(), timeout.duration());
+            }
+            if unchecked {
+                health_checks.disabled.insert(deployment.id().to_string());
+            }
             deployments.push(deployment);
         }
         let skip_unsupported_deployments = ferrolite_settings
@@ -1802,8 +1897,27 @@ impl RawConfig {
         let (cache, response_cache_redis) =
             cache_of(&router_settings, &litellm_settings, &ferrolite_settings)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
+        let router_says = (
+            router_settings.enable_health_check_routing.is_some(),
+            router_settings.health_check_staleness_threshold.is_some(),
+            router_settings
+                .health_check_ignore_transient_errors
+                .is_some(),
+        );
+        let hidden_aliases = router_settings
+            .model_group_alias
+            .iter()
+            .filter(|(_, target)| matches!(target, AliasTarget::Detailed { hidden: true, .. }))
+            .map(|(alias, _)| alias.clone())
+            .collect();
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
+        health_checks_of(
+            &general_settings,
+            router_says,
+            &mut settings,
+            &mut health_checks,
+        )?;
         Ok(Config {
             deployments,
             settings,
@@ -1816,9 +1930,45 @@ impl RawConfig {
             not_callable,
             skip_unsupported_deployments,
             response_cache_redis,
+            health_checks,
+            hidden_aliases,
             source: Source(None),
         })
     }
+}
+
+/// The health-check keys of `general_settings`: the background checks, and the routing keys
+/// LiteLLM's proxy also reads there (where `router_settings` does not set them; `router_says`
+/// tells which it set).
+fn health_checks_of(
+    gs: &RawGeneralSettings,
+    router_says: (bool, bool, bool),
+    settings: &mut RouterSettings,
+    checks: &mut HealthChecks,
+) -> Result<(), ConfigError> {
+    let (routing, staleness, transient) = router_says;
+    if let (false, Some(on)) = (routing, gs.enable_health_check_routing) {
+        settings.enable_health_check_routing = on;
+    }
+    if let (false, Some(t)) = (staleness, gs.health_check_staleness_threshold) {
+        settings.health_check_staleness = t.duration();
+    }
+    if let (false, Some(on)) = (transient, gs.health_check_ignore_transient_errors) {
+        settings.health_check_ignore_transient_errors = on;
+    }
+    checks.background = gs
+        .background_health_checks
+        .unwrap_or(settings.enable_health_check_routing);
+    if let Some(interval) = gs.health_check_interval {
+        if interval.0 <= 0.0 {
+            return Err(ConfigError::at(
+                "general_settings.health_check_interval",
+                "expected a number of seconds above 0, got 0",
+            ));
+        }
+        checks.interval = interval.duration();
+    }
+    Ok(())
 }
 
 /// The gateway's API keys, and the tag budgets of those that have one.
@@ -1850,6 +2000,9 @@ fn api_keys_of(
                 ));
             }
         }
+        if key.tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::at(at("tags"), "expected non-empty tags"));
+        }
         let entry = ApiKey {
             name: key.name.clone(),
             key_sha256: ApiKey::hash(key.key.0.expose()),
@@ -1857,6 +2010,7 @@ fn api_keys_of(
             rpm: key.rpm,
             tpm: key.tpm,
             budget: key.max_budget.is_some(),
+            tags: key.tags.clone(),
         };
         if keys
             .iter()
@@ -2135,6 +2289,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         )?;
     }
     let mocked = p.mock_response.is_some()
+        || p.mock_timeout == Some(true)
         || p.mock_latency_ms.is_some()
         || p.mock_ttft_ms.is_some()
         || !p.mock_error_rates.is_empty()
@@ -2168,10 +2323,12 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         error_rates.push((class, rate.0));
     }
     let mock = MockSpec {
-        response: p
-            .mock_response
-            .as_deref()
-            .map_or(MockSpec::default().response, parse_mock_response),
+        response: match p.mock_response {
+            None => MockSpec::default().response,
+            Some(MockResponseDe::Text(text)) => parse_mock_response(&text),
+            Some(MockResponseDe::Vector(vector)) => MockResponse::Embedding(vector),
+        },
+        timeout: p.mock_timeout.unwrap_or(false),
         latency: millis("mock_latency_ms", p.mock_latency_ms)?.unwrap_or_default(),
         jitter: p.mock_jitter.map_or(0.0, |s| s.0),
         time_to_first_token: millis("mock_ttft_ms", p.mock_ttft_ms)?,
@@ -2180,10 +2337,6 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         tpm: p.mock_tpm,
         output_tokens: p.mock_output_tokens,
     };
-    debug_assert!(matches!(
-        mock.response,
-        MockResponse::Text(_) | MockResponse::Error(_)
-    ));
     Ok((deployment, Some(mock)))
 }
 

@@ -7,7 +7,18 @@
 //!   LiteLLM's `x-litellm-*` headers. `"stream": true` answers with server-sent events, passed
 //!   through chunk by chunk as they arrive and ended by `data: [DONE]`; a client that goes away
 //!   cancels the upstream call and gives back everything the call held.
-//! - `GET /v1/models`, `GET /health/liveliness`, `GET /health/readiness`.
+//!   The chat endpoint needs a `messages` list, completions a `prompt`, embeddings an `input`:
+//!   without it the answer is a 400 naming the field, before any routing.
+//! - Request tags are read where LiteLLM's proxy reads them (the body's `tags`,
+//!   `metadata.tags`, `litellm_metadata.tags`, the `x-litellm-tags` header, the API key's
+//!   `tags`) and given to the router (tag routing, tag budgets); the caller's API key, hashed,
+//!   is the router's affinity key (`deployment_affinity`).
+//! - A stream carries usage only when the client asked for it with
+//!   `stream_options.include_usage`, as OpenAI sends it: `"usage": null` on every chunk and a
+//!   last chunk with empty `choices` and the usage.
+//! - `GET /v1/models` (the model groups and the `model_group_alias` names not `hidden`),
+//!   `GET /v1/models/{id}`, `GET /health` (each deployment's health check, LiteLLM's shape),
+//!   `GET /health/liveliness`, `GET /health/readiness`.
 //! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 //!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
 //!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
@@ -40,6 +51,8 @@ pub struct GatewaySettings {
     /// The Prometheus recorder `/metrics` renders ([`install_metrics`]); without one `/metrics`
     /// answers 503.
     pub metrics: Option<PrometheusHandle>,
+    /// Names `/v1/models` does not list: the `model_group_alias` entries marked `hidden`.
+    pub hidden_models: Vec<String>,
 }
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -60,6 +73,7 @@ impl Default for GatewaySettings {
             max_body_bytes: 8 << 20,
             api_keys: Vec::new(),
             metrics: None,
+            hidden_models: Vec::new(),
         }
     }
 }
@@ -148,6 +162,9 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/embeddings", post(completions))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/models/{*id}", get(model))
+        .route("/health", get(health))
         .route("/health/liveliness", get(liveliness))
         .route("/health/readiness", get(readiness))
         .route("/metrics", get(metrics_text))
@@ -238,7 +255,9 @@ impl Gateway {
         };
         if let Some(master) = &settings.master_key {
             if constant_time_eq(given.as_bytes(), master.expose().as_bytes()) {
-                return Ok(Caller::Master);
+                return Ok(Caller::Master {
+                    key_sha256: crate::config::ApiKey::hash(given),
+                });
             }
         }
         let hash = crate::config::ApiKey::hash(given);
@@ -343,9 +362,25 @@ enum Caller {
     /// No key is configured: anyone may call.
     Anyone,
     /// The master key's holder.
-    Master,
+    Master {
+        /// SHA-256 of the master key (the affinity key).
+        key_sha256: [u8; 32],
+    },
     /// One of the API keys.
     Key(Box<crate::config::ApiKey>),
+}
+
+impl Caller {
+    /// The identity `deployment_affinity` keys on, as LiteLLM's `user_api_key_hash`: the
+    /// SHA-256 (hex) of the caller's key; none when no key is configured.
+    fn affinity_key(&self) -> Option<String> {
+        let hash = match self {
+            Caller::Anyone => return None,
+            Caller::Master { key_sha256 } => key_sha256,
+            Caller::Key(key) => &key.key_sha256,
+        };
+        Some(hash.iter().map(|b| format!("{b:02x}")).collect())
+    }
 }
 
 /// An API key's admission: its tpm holds the request's estimate until the call's actual token
@@ -490,6 +525,7 @@ fn cache_control(headers: &HeaderMap, body: &mut serde_json::Value) {
 /// HTTP backend sends to the upstream.
 async fn completions(
     State(gateway): State<Arc<Gateway>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -497,7 +533,8 @@ async fn completions(
     let id = gateway.request_id(&headers);
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
-    let mut response = handle(gateway, headers, body, &id)
+    let endpoint = Endpoint::of(uri.path());
+    let mut response = handle(gateway, endpoint, headers, body, &id)
         .instrument(span.clone())
         .await;
     metrics::counter!(
@@ -520,7 +557,123 @@ async fn completions(
     response
 }
 
-async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str) -> Response {
+/// Which OpenAI endpoint a call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Self {
+        if path.ends_with("chat/completions") {
+            Endpoint::Chat
+        } else if path.ends_with("embeddings") {
+            Endpoint::Embeddings
+        } else {
+            Endpoint::Completions
+        }
+    }
+
+    /// The 400 of a body without the input this endpoint needs (`messages` a list, `prompt`,
+    /// `input`), if it is one.
+    fn missing_input(self, body: &serde_json::Value) -> Option<Response> {
+        let (field, valid, expected) = match self {
+            Endpoint::Chat => (
+                "messages",
+                body.get("messages").is_some_and(|m| m.is_array()),
+                "a list of messages",
+            ),
+            Endpoint::Completions => (
+                "prompt",
+                body.get("prompt")
+                    .is_some_and(|p| p.is_string() || p.is_array()),
+                "a string or a list",
+            ),
+            Endpoint::Embeddings => (
+                "input",
+                body.get("input")
+                    .is_some_and(|i| i.is_string() || i.is_array()),
+                "a string or a list",
+            ),
+        };
+        if valid {
+            return None;
+        }
+        let message = match body.get(field) {
+            None | Some(serde_json::Value::Null) => format!("`{field}` is required: {expected}"),
+            Some(other) => format!("`{field}` must be {expected}, got {other}"),
+        };
+        Some(error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            "invalid_request_error",
+            Some(field),
+        ))
+    }
+}
+
+/// The request's tags, where LiteLLM's proxy reads them: the API key's `tags`, the
+/// `x-litellm-tags` header (comma-separated), the body's `tags`, `metadata.tags` and
+/// `litellm_metadata.tags` (lists of strings; other shapes carry no tags), without repeats.
+/// The body's tags are removed from it: they are for the router, not the deployment.
+fn request_tags(
+    headers: &HeaderMap,
+    body: &mut serde_json::Value,
+    key: Option<&crate::config::ApiKey>,
+) -> Vec<String> {
+    let mut tags: Vec<String> = key.map(|k| k.tags.clone()).unwrap_or_default();
+    for value in headers.get_all("x-litellm-tags") {
+        if let Ok(value) = value.to_str() {
+            tags.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    let strings = |value: Option<serde_json::Value>| -> Vec<String> {
+        match value {
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|item| match item {
+                    serde_json::Value::String(tag) if !tag.trim().is_empty() => Some(tag),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    if let Some(object) = body.as_object_mut() {
+        tags.extend(strings(object.remove("tags")));
+        for field in ["metadata", "litellm_metadata"] {
+            let Some(metadata) = object.get_mut(field).and_then(|m| m.as_object_mut()) else {
+                continue;
+            };
+            if !metadata.get("tags").is_some_and(|t| t.is_array()) {
+                continue;
+            }
+            tags.extend(strings(metadata.remove("tags")));
+            if metadata.is_empty() {
+                object.remove(field);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|tag| seen.insert(tag.clone()));
+    tags
+}
+
+async fn handle(
+    gateway: Arc<Gateway>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+    id: &str,
+) -> Response {
     let caller = match gateway.caller(&headers) {
         Ok(caller) => caller,
         Err(refused) => return *refused,
@@ -568,12 +721,26 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
             Some("model"),
         );
     };
+    if let Some(refused) = endpoint.missing_input(&body) {
+        return refused;
+    }
     let estimate =
         (bytes.len() / 4) as u64 + body.get("max_tokens").and_then(|m| m.as_u64()).unwrap_or(0);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     let mut body = body;
     cache_control(&headers, &mut body);
+    let key = match &caller {
+        Caller::Key(key) => Some(key.as_ref()),
+        _ => None,
+    };
+    let tags = request_tags(&headers, &mut body, key);
     let mut request = Request::new(model.clone(), body);
     request.request_id = Some(id.to_string());
+    request.tags = tags;
+    request.affinity_key = caller.affinity_key();
     let router = gateway.router.load_full();
     let mut admitted = None;
     if let Caller::Key(key) = caller {
@@ -596,7 +763,7 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
         return match router.stream(request).await {
             Ok(stream) => {
                 let hit = stream.cache_hit;
-                sse(stream, model, move |usage: Option<Usage>| {
+                sse(stream, model, include_usage, move |usage: Option<Usage>| {
                     settle(if hit {
                         Some(0)
                     } else {
@@ -636,44 +803,55 @@ async fn handle(gateway: Arc<Gateway>, headers: HeaderMap, body: Body, id: &str)
 /// A routed stream as server-sent events: each chunk as it arrives, `data: [DONE]` at the end,
 /// an error event if the stream breaks. Dropping the response (a client that went away) drops
 /// the router's stream, which gives back what the call held.
+///
+/// The upstream is always asked for usage (the router needs the counts); the client sees it
+/// only when it asked (`include_usage`), as OpenAI sends it ([`StreamUsage`]).
 fn sse(
     stream: RouterStream,
     model: String,
+    include_usage: bool,
     ended: impl FnOnce(Option<Usage>) + Send + 'static,
 ) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
-    let events = futures_util::stream::unfold(Some((stream, Some(ended))), move |state| {
+    let usage = StreamUsage::new(include_usage);
+    let events = futures_util::stream::unfold(Some((stream, Some(ended), usage)), move |state| {
         let model = model.clone();
         async move {
-            let (mut stream, mut ended) = state?;
-            match stream.next().await {
-                Some(Ok(chunk)) => {
-                    let mut body = chunk.body;
-                    if let Some(object) = body.as_object_mut() {
-                        object.insert("model".into(), model.into());
+            let (mut stream, mut ended, mut usage) = state?;
+            loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        let Some(body) = usage.chunk(chunk.body, &model) else {
+                            continue;
+                        };
+                        let event = Bytes::from(format!("data: {body}\n\n"));
+                        return Some((Ok::<_, Infallible>(event), Some((stream, ended, usage))));
                     }
-                    let event = Bytes::from(format!("data: {body}\n\n"));
-                    Some((Ok::<_, Infallible>(event), Some((stream, ended))))
-                }
-                Some(Err(e)) => {
-                    // A broken stream's tokens are unknown: the estimate stays.
-                    if let Some(ended) = ended.take() {
-                        ended(None);
+                    Some(Err(e)) => {
+                        // A broken stream's tokens are unknown: the estimate stays.
+                        if let Some(ended) = ended.take() {
+                            ended(None);
+                        }
+                        let body = serde_json::json!({"error": {
+                            "message": e.to_string(),
+                            "type": "api_error",
+                            "param": null,
+                            "code": e.status().to_string(),
+                        }});
+                        return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
                     }
-                    let body = serde_json::json!({"error": {
-                        "message": e.to_string(),
-                        "type": "api_error",
-                        "param": null,
-                        "code": e.status().to_string(),
-                    }});
-                    Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None))
-                }
-                None => {
-                    if let Some(ended) = ended.take() {
-                        ended(stream.usage());
+                    None => {
+                        if let Some(ended) = ended.take() {
+                            ended(stream.usage());
+                        }
+                        let mut tail = String::new();
+                        if let Some(last) = usage.last_chunk(&model) {
+                            tail.push_str(&format!("data: {last}\n\n"));
+                        }
+                        tail.push_str("data: [DONE]\n\n");
+                        return Some((Ok(Bytes::from(tail)), None));
                     }
-                    Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None))
                 }
             }
         }
@@ -690,25 +868,242 @@ fn sse(
     response
 }
 
-/// `GET /v1/models`: the model groups.
-async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let caller = match gateway.caller(&headers) {
-        Ok(caller) => caller,
-        Err(refused) => return *refused,
-    };
+/// A stream's usage as the client asked for it. Without `stream_options.include_usage` no
+/// chunk carries `usage` and the usage-only chunk (empty `choices`) is not sent, so code that
+/// reads `chunk.choices[0]` never meets an empty list; with it, as OpenAI: `"usage": null` on
+/// every chunk with choices and one last chunk with empty `choices` and the usage (made from
+/// the last chunk when the upstream put its usage on a chunk with choices).
+struct StreamUsage {
+    include: bool,
+    /// Usage seen on a chunk with choices, not yet sent.
+    held: Option<serde_json::Value>,
+    /// Whether the usage-only chunk was sent.
+    sent: bool,
+    /// The last chunk with choices: the fields the made-up last chunk copies.
+    last: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl StreamUsage {
+    fn new(include: bool) -> Self {
+        StreamUsage {
+            include,
+            held: None,
+            sent: false,
+            last: None,
+        }
+    }
+
+    /// The chunk as the client sees it, with `model` set to what it asked for; `None` drops it.
+    fn chunk(&mut self, mut body: serde_json::Value, model: &str) -> Option<serde_json::Value> {
+        let Some(object) = body.as_object_mut() else {
+            return Some(body);
+        };
+        object.insert("model".into(), model.into());
+        let usage = object.remove("usage").filter(|u| !u.is_null());
+        let usage_only = object
+            .get("choices")
+            .and_then(|c| c.as_array())
+            .is_some_and(Vec::is_empty);
+        if !self.include {
+            // A chunk that only carried the usage the client did not ask for is not sent.
+            return (!(usage_only && usage.is_some())).then_some(body);
+        }
+        match usage {
+            Some(usage) if usage_only => {
+                object.insert("usage".into(), usage);
+                self.held = None;
+                self.sent = true;
+            }
+            usage => {
+                if usage.is_some() {
+                    self.held = usage;
+                }
+                object.insert("usage".into(), serde_json::Value::Null);
+                if !usage_only {
+                    let mut last = object.clone();
+                    last.remove("choices");
+                    self.last = Some(last);
+                }
+            }
+        }
+        Some(body)
+    }
+
+    /// The usage-only chunk still owed to a client that asked for usage, at the stream's end.
+    fn last_chunk(&mut self, model: &str) -> Option<serde_json::Value> {
+        if !self.include || self.sent {
+            return None;
+        }
+        let usage = self.held.take()?;
+        let mut chunk = self.last.take().unwrap_or_default();
+        for (field, default) in [
+            ("id", serde_json::json!("")),
+            ("object", serde_json::json!("chat.completion.chunk")),
+            ("created", serde_json::json!(0)),
+        ] {
+            chunk.entry(field).or_insert(default);
+        }
+        chunk.insert("model".into(), model.into());
+        chunk.insert("choices".into(), serde_json::json!([]));
+        chunk.insert("usage".into(), usage);
+        self.sent = true;
+        Some(serde_json::Value::Object(chunk))
+    }
+}
+
+/// The names a caller may call, sorted: the model groups and the `model_group_alias` names
+/// (`hidden` ones too with `with_hidden`), only those of its key's groups when the key has
+/// some. `Err` with the 401 of a caller that may not call.
+fn visible_models(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    with_hidden: bool,
+) -> Result<Vec<String>, Box<Response>> {
+    let caller = gateway.caller(headers)?;
     let allowed: Option<Vec<String>> = match caller {
         Caller::Key(key) => Some(key.models).filter(|m| !m.is_empty()),
         _ => None,
     };
-    let data: Vec<serde_json::Value> = gateway
-        .router
-        .load()
-        .model_groups()
-        .into_iter()
-        .filter(|group| allowed.as_ref().is_none_or(|a| a.contains(group)))
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"}))
-        .collect();
+    let settings = gateway.settings.load();
+    let router = gateway.router.load();
+    let mut names = router.model_groups();
+    names.extend(
+        router
+            .settings()
+            .model_group_alias
+            .keys()
+            .filter(|alias| with_hidden || !settings.hidden_models.contains(alias))
+            .cloned(),
+    );
+    names.retain(|name| allowed.as_ref().is_none_or(|a| a.contains(name)));
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "ferrolite"})
+}
+
+/// `GET /v1/models`: the model groups and the aliases that are not `hidden`.
+async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let names = match visible_models(&gateway, &headers, false) {
+        Ok(names) => names,
+        Err(refused) => return *refused,
+    };
+    let data: Vec<serde_json::Value> = names.iter().map(|id| model_object(id)).collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`: one model group or alias; 404 in OpenAI's shape (`model_not_found`)
+/// for a name this gateway does not serve to the caller.
+async fn model(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let names = match visible_models(&gateway, &headers, true) {
+        Ok(names) => names,
+        Err(refused) => return *refused,
+    };
+    if names.contains(&id) {
+        return axum::Json(model_object(&id)).into_response();
+    }
+    let body = serde_json::json!({
+        "error": {
+            "message": format!("The model `{id}` does not exist or you do not have access to it."),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "model_not_found",
+        }
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// `GET /health` (master key only): runs every deployment's health check now, as LiteLLM's
+/// proxy does, and answers in its shape: `{healthy_endpoints, unhealthy_endpoints,
+/// healthy_count, unhealthy_count}`, each endpoint with its `model`, `model_name`, `model_id`,
+/// `api_base`, `api_version`, `custom_llm_provider`, `rpm`, `tpm` (and `error` when it
+/// failed), never its key. `?model=` keeps one model group's (or one `litellm_params.model`'s)
+/// deployments, `?model_id=` one deployment. The results also steer health-check routing.
+async fn health(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    match gateway.caller(&headers) {
+        Err(refused) => return *refused,
+        Ok(Caller::Key(key)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "API key `{}` may not read /health: it needs the master key",
+                    key.name
+                ),
+                "permission_error",
+                None,
+            );
+        }
+        Ok(_) => {}
+    }
+    let router = gateway.router.load_full();
+    let deployments = router.deployments();
+    let wanted = |d: &ferrolite_types::Deployment| {
+        query
+            .get("model")
+            .is_none_or(|m| &d.model_name == m || &d.model == m)
+            && query.get("model_id").is_none_or(|id| d.id().as_str() == id)
+    };
+    let results = router.check_health().await;
+    let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
+    for (id, result) in results {
+        let Some(deployment) = deployments.iter().find(|d| d.id() == id) else {
+            continue;
+        };
+        if !wanted(deployment) {
+            continue;
+        }
+        let mut endpoint = serde_json::json!({
+            "model": deployment.model,
+            "model_name": deployment.model_name,
+            "model_id": id.as_str(),
+        });
+        if let Some(object) = endpoint.as_object_mut() {
+            let optional: [(&str, Option<serde_json::Value>); 5] = [
+                ("api_base", deployment.api_base.clone().map(Into::into)),
+                (
+                    "api_version",
+                    deployment.api_version.clone().map(Into::into),
+                ),
+                (
+                    "custom_llm_provider",
+                    deployment.custom_llm_provider.clone().map(Into::into),
+                ),
+                ("rpm", deployment.rpm.map(Into::into)),
+                ("tpm", deployment.tpm.map(Into::into)),
+            ];
+            for (field, value) in optional {
+                if let Some(value) = value {
+                    object.insert(field.into(), value);
+                }
+            }
+            if let Err(e) = &result {
+                object.insert("error".into(), e.message.clone().into());
+            }
+        }
+        match result {
+            Ok(()) => healthy.push(endpoint),
+            Err(_) => unhealthy.push(endpoint),
+        }
+    }
+    let (healthy_count, unhealthy_count) = (healthy.len(), unhealthy.len());
+    axum::Json(serde_json::json!({
+        "healthy_endpoints": healthy,
+        "unhealthy_endpoints": unhealthy,
+        "healthy_count": healthy_count,
+        "unhealthy_count": unhealthy_count,
+    }))
+    .into_response()
 }
 
 /// `GET /metrics`: Prometheus text of the router's and the cache's metrics, with each budget's

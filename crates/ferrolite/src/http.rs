@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use ferrolite_router::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
-    BackendStream, BackendStreamFuture,
+    BackendStream, BackendStreamFuture, HealthFuture,
 };
 use ferrolite_types::{Deployment, ErrorClass, Usage};
 use futures_util::StreamExt;
@@ -314,6 +314,33 @@ impl Backend for HttpBackend {
             }
             let events = SseEvents::new(response.bytes_stream());
             Ok(Box::pin(events.into_stream()) as BackendStream)
+        })
+    }
+
+    /// LiteLLM's health-check probe (`ahealth_check`, as its proxy's `_run_model_health_check`
+    /// sends it): a one-message chat completion with `max_tokens: 16`, or for a model the
+    /// catalogue lists as an embedding model, an embedding of `["test from litellm"]`. Any
+    /// failure of the call fails the check. A wildcard deployment (`openai/*`) names no model
+    /// to probe and passes.
+    fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
+        if deployment.model.contains('*') {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let body = if crate::catalogue::mode(&deployment.model) == Some("embedding") {
+            serde_json::json!({"input": ["test from litellm"]})
+        } else {
+            serde_json::json!({
+                "messages": [{"role": "user", "content": "What's 1 + 1?"}],
+                "max_tokens": 16,
+            })
+        };
+        Box::pin(async move {
+            let request = BackendRequest {
+                body,
+                stream: false,
+                request_id: None,
+            };
+            self.call(deployment, &request).await.map(drop)
         })
     }
 }

@@ -1,8 +1,14 @@
 //! The mock backend: deployments that answer without a network, for tests, examples and
 //! `ferrolite simulate`. It behaves as its [`MockSpec`] says — LiteLLM's `mock_response` (a
-//! fixed reply, or an error to raise), a latency with jitter, a time to first token for
-//! streams, error rates by class, and provider-side rpm/tpm limits that answer 429 with
-//! `Retry-After` as a real provider does. A request's own `mock_response` field wins.
+//! fixed reply, an error to raise, or for embeddings a vector), `mock_timeout`, a latency with
+//! jitter, a time to first token for streams, error rates by class, and provider-side rpm/tpm
+//! limits that answer 429 with `Retry-After` as a real provider does. A request's own
+//! `mock_response` and `mock_timeout` fields win.
+//!
+//! Answers have OpenAI's shape, as LiteLLM's `mock_completion` and `mock_embedding` give them:
+//! `n` choices (indexes 0 to n-1, in every streamed chunk too), an `id` unique to the call
+//! (`chatcmpl-...`, the same on every chunk of a stream), `created` the Unix time of the call,
+//! `delta.role: "assistant"` on a stream's first chunk, and one embedding per input.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +28,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrolite_router::{
@@ -40,7 +47,17 @@ pub enum MockResponse {
     Text(String),
     /// This failure, every time.
     Error(ErrorClass),
+    /// This vector as every input's embedding (LiteLLM's `mock_response` as a list of
+    /// floats); a chat or text completion answers its JSON text.
+    Embedding(Vec<f64>),
 }
+
+/// The embedding LiteLLM's `mock_embedding` answers when `mock_response` is no vector: 1,536
+/// zeros (the size of OpenAI's `text-embedding-3-small`).
+pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 1536;
+
+/// The most choices a mock answer carries (`n` above it is answered with this many).
+const MAX_CHOICES: u64 = 128;
 
 /// How one mock deployment behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +78,10 @@ pub struct MockSpec {
     pub tpm: Option<u64>,
     /// Completion tokens reported per answer (when the reply is not counted).
     pub output_tokens: Option<u64>,
+    /// LiteLLM's `mock_timeout`: every call waits the request's `timeout` (seconds), else the
+    /// deployment's, then fails as a timeout ("This is a mock timeout error"); with neither it
+    /// waits until the router's attempt timeout ends it.
+    pub timeout: bool,
 }
 
 impl Default for MockSpec {
@@ -81,6 +102,7 @@ impl MockSpec {
             rpm: None,
             tpm: None,
             output_tokens: None,
+            timeout: false,
         }
     }
 
@@ -153,6 +175,9 @@ pub struct MockBackend {
     started: Instant,
     rng: Rng,
     minutes: Mutex<HashMap<String, Minute>>,
+    /// Answer ids: random per backend (never seeded, so two processes never share them) and
+    /// a counter (so one process never repeats one).
+    ids: (u64, AtomicU64),
 }
 
 impl std::fmt::Debug for MockBackend {
@@ -167,12 +192,27 @@ impl std::fmt::Debug for MockBackend {
 /// What one mock call does, decided when it starts.
 enum Plan {
     Fail(ErrorClass, String),
+    /// `mock_timeout`: wait this long (forever without one), then fail as a timeout.
+    TimeOut(Option<Duration>),
     Answer {
-        text: String,
+        answer: Answer,
         usage: Usage,
         latency: Duration,
         first: Duration,
     },
+}
+
+/// The content of one answer and what identifies it.
+struct Answer {
+    kind: Kind,
+    /// The completion's text, or for embeddings the vector of each input.
+    text: String,
+    embedding: Vec<f64>,
+    /// Choices of a completion, embeddings of an embedding call.
+    count: u64,
+    id: String,
+    created: u64,
+    model: serde_json::Value,
 }
 
 impl MockBackend {
@@ -185,6 +225,7 @@ impl MockBackend {
             started: Instant::now(),
             rng: Rng::from_entropy(),
             minutes: Mutex::new(HashMap::new()),
+            ids: (Rng::from_entropy().next_u64(), AtomicU64::new(0)),
         }
     }
 
@@ -211,26 +252,70 @@ impl MockBackend {
         self.specs.get(id).unwrap_or(&self.default)
     }
 
-    /// Decides the call: the request's `mock_response`, else the spec, its provider-side
-    /// limits and error rates.
+    /// A new answer id with `prefix` (`chatcmpl`, `cmpl`).
+    fn next_id(&self, prefix: &str) -> String {
+        let n = self.ids.1.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{:016x}{n:08x}", self.ids.0)
+    }
+
+    /// Decides the call: the request's `mock_response` and `mock_timeout`, else the spec, its
+    /// provider-side limits and error rates.
     fn plan(&self, deployment: &Deployment, request: &BackendRequest) -> Plan {
         let id = deployment.id();
         let spec = self.spec(id.as_str());
-        let response = match request.body.get("mock_response").and_then(|v| v.as_str()) {
-            Some(value) => parse_mock_response(value),
-            None => spec.response.clone(),
+        let body = &request.body;
+        let timeout = body
+            .get("mock_timeout")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(spec.timeout);
+        if timeout {
+            let wait = body
+                .get("timeout")
+                .and_then(serde_json::Value::as_f64)
+                .or(deployment.timeout)
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64);
+            return Plan::TimeOut(wait);
+        }
+        let response = match body.get("mock_response") {
+            Some(serde_json::Value::String(value)) => parse_mock_response(value),
+            Some(serde_json::Value::Array(items)) => {
+                match items.iter().map(serde_json::Value::as_f64).collect() {
+                    Some(vector) => MockResponse::Embedding(vector),
+                    None => spec.response.clone(),
+                }
+            }
+            _ => spec.response.clone(),
         };
-        let text = match response {
+        let kind = kind(body);
+        let (text, embedding) = match response {
             MockResponse::Error(class) => {
                 return Plan::Fail(class, "mock_response: a mocked failure".into());
             }
-            MockResponse::Text(text) => text,
+            MockResponse::Text(text) => (text, vec![0.0; DEFAULT_EMBEDDING_DIMENSIONS]),
+            MockResponse::Embedding(vector) => {
+                (serde_json::Value::from(vector.clone()).to_string(), vector)
+            }
+        };
+        let count = match kind {
+            Kind::Embedding => inputs(body),
+            _ => body
+                .get("n")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, MAX_CHOICES),
         };
         let counter = ApproxTokenCounter;
-        let prompt = counter.count_text(&deployment.model, &prompt_text(&request.body)) as u64;
-        let completion = spec
-            .output_tokens
-            .unwrap_or_else(|| counter.count_text(&deployment.model, &text) as u64);
+        let prompt = counter.count_text(&deployment.model, &prompt_text(body)) as u64;
+        let completion = match kind {
+            Kind::Embedding => 0,
+            _ => {
+                count
+                    * spec
+                        .output_tokens
+                        .unwrap_or_else(|| counter.count_text(&deployment.model, &text) as u64)
+            }
+        };
         let usage = Usage::new(prompt, completion);
         if let Some(refusal) = self.provider_limits(id.as_str(), spec, usage.total_tokens) {
             return refusal;
@@ -249,8 +334,21 @@ impl MockBackend {
         let factor = 1.0 + spec.jitter * (2.0 * self.rng.unit() - 1.0);
         let latency = spec.latency.mul_f64(factor.max(0.0));
         let first = spec.time_to_first_token.unwrap_or(latency / 10);
-        Plan::Answer {
+        let answer = Answer {
+            kind,
             text,
+            embedding,
+            count,
+            id: self.next_id(if kind == Kind::Completion {
+                "cmpl"
+            } else {
+                "chatcmpl"
+            }),
+            created: unix_now(),
+            model: body.get("model").cloned().unwrap_or_default(),
+        };
+        Plan::Answer {
+            answer,
             usage,
             latency,
             first,
@@ -295,6 +393,28 @@ impl MockBackend {
         minute.tokens += tokens;
         None
     }
+}
+
+/// How many inputs an embedding request has: one per string (or token list) of a list, one
+/// for a single string or a single token list.
+fn inputs(body: &serde_json::Value) -> u64 {
+    match body.get("input") {
+        Some(serde_json::Value::Array(items))
+            if !items.is_empty() && !items.iter().all(serde_json::Value::is_number) =>
+        {
+            items.len() as u64
+        }
+        _ => 1,
+    }
+}
+
+/// Now as Unix seconds: OpenAI's `created`.
+fn unix_now() -> u64 {
+    // `created` is wall-clock time by definition.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The text a request sends: its messages' contents, prompt or input.
@@ -364,59 +484,77 @@ fn usage_json(usage: &Usage) -> serde_json::Value {
 }
 
 /// An OpenAI-shaped whole response.
-fn whole(model: &serde_json::Value, kind: Kind, text: &str, usage: &Usage) -> serde_json::Value {
-    match kind {
+fn whole(answer: &Answer, usage: &Usage) -> serde_json::Value {
+    let choices = 0..answer.count;
+    match answer.kind {
         Kind::Chat => serde_json::json!({
-            "id": "chatcmpl-mock",
+            "id": answer.id,
             "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
+            "created": answer.created,
+            "model": answer.model,
+            "choices": choices.map(|i| serde_json::json!({
+                "index": i,
+                "message": {"role": "assistant", "content": answer.text},
                 "finish_reason": "stop"
-            }],
+            })).collect::<Vec<_>>(),
             "usage": usage_json(usage),
         }),
         Kind::Completion => serde_json::json!({
-            "id": "cmpl-mock",
+            "id": answer.id,
             "object": "text_completion",
-            "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "created": answer.created,
+            "model": answer.model,
+            "choices": choices.map(|i| serde_json::json!({
+                "index": i, "text": answer.text, "logprobs": null, "finish_reason": "stop"
+            })).collect::<Vec<_>>(),
             "usage": usage_json(usage),
         }),
         Kind::Embedding => serde_json::json!({
             "object": "list",
-            "model": model,
-            "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2, 0.3]}],
+            "model": answer.model,
+            "data": choices.map(|i| serde_json::json!({
+                "object": "embedding", "index": i, "embedding": answer.embedding
+            })).collect::<Vec<_>>(),
             "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
         }),
     }
 }
 
-/// One OpenAI-shaped stream chunk.
-fn chunk(model: &serde_json::Value, kind: Kind, piece: &str, last: bool) -> serde_json::Value {
+/// One OpenAI-shaped stream chunk: `piece` for each of the answer's choices; the first chunk
+/// of a chat stream says the role, the last one why it stopped.
+fn chunk(answer: &Answer, piece: &str, first: bool, last: bool) -> serde_json::Value {
     let finish = if last {
         serde_json::json!("stop")
     } else {
         serde_json::Value::Null
     };
-    match kind {
+    let choices = 0..answer.count;
+    match answer.kind {
         Kind::Completion => serde_json::json!({
-            "id": "cmpl-mock",
+            "id": answer.id,
             "object": "text_completion",
-            "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "text": piece, "finish_reason": finish}],
+            "created": answer.created,
+            "model": answer.model,
+            "choices": choices.map(|i| serde_json::json!({
+                "index": i, "text": piece, "logprobs": null, "finish_reason": finish
+            })).collect::<Vec<_>>(),
         }),
-        _ => serde_json::json!({
-            "id": "chatcmpl-mock",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
-        }),
+        _ => {
+            let delta = if first {
+                serde_json::json!({"role": "assistant", "content": piece})
+            } else {
+                serde_json::json!({"content": piece})
+            };
+            serde_json::json!({
+                "id": answer.id,
+                "object": "chat.completion.chunk",
+                "created": answer.created,
+                "model": answer.model,
+                "choices": choices.map(|i| serde_json::json!({
+                    "index": i, "delta": delta, "finish_reason": finish
+                })).collect::<Vec<_>>(),
+            })
+        }
     }
 }
 
@@ -426,6 +564,16 @@ async fn sleep(wait: Duration) {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
+}
+
+/// `mock_timeout`: waits `wait` (forever without one: the router's attempt timeout ends the
+/// call), then fails as LiteLLM's mock does.
+async fn time_out(wait: Option<Duration>) -> BackendError {
+    match wait {
+        Some(wait) => sleep(wait).await,
+        None => std::future::pending::<()>().await,
+    }
+    BackendError::new(ErrorClass::Timeout, "This is a mock timeout error")
 }
 
 impl Backend for MockBackend {
@@ -438,16 +586,16 @@ impl Backend for MockBackend {
         Box::pin(async move {
             match plan {
                 Plan::Fail(class, message) => Err(BackendError::new(class, message)),
+                Plan::TimeOut(wait) => Err(time_out(wait).await),
                 Plan::Answer {
-                    text,
+                    answer,
                     usage,
                     latency,
                     ..
                 } => {
                     sleep(latency).await;
-                    let model = &request.body["model"];
                     Ok(BackendResponse {
-                        body: whole(model, kind(&request.body), &text, &usage),
+                        body: whole(&answer, &usage),
                         usage: Some(usage),
                         time_to_first_token: None,
                     })
@@ -462,19 +610,20 @@ impl Backend for MockBackend {
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
         let plan = self.plan(deployment, request);
-        let model = request.body["model"].clone();
-        let kind = kind(&request.body);
         Box::pin(async move {
-            let (text, usage, latency, first) = match plan {
+            let (answer, usage, latency, first) = match plan {
                 Plan::Fail(class, message) => return Err(BackendError::new(class, message)),
+                Plan::TimeOut(wait) => return Err(time_out(wait).await),
                 Plan::Answer {
-                    text,
+                    answer,
                     usage,
                     latency,
                     first,
-                } => (text, usage, latency, first),
+                } => (answer, usage, latency, first),
             };
-            let pieces: Vec<String> = text
+            let answer = std::sync::Arc::new(answer);
+            let pieces: Vec<String> = answer
+                .text
                 .split_inclusive(' ')
                 .map(str::to_string)
                 .collect::<Vec<_>>();
@@ -490,13 +639,13 @@ impl Backend for MockBackend {
             let stream = futures_util::stream::unfold(
                 (pieces.into_iter().enumerate(), true),
                 move |(mut pieces, first_one)| {
-                    let model = model.clone();
+                    let answer = std::sync::Arc::clone(&answer);
                     async move {
                         match pieces.next() {
                             Some((i, piece)) => {
                                 sleep(if first_one { first } else { gap }).await;
                                 let last = i + 1 == count;
-                                let body = chunk(&model, kind, &piece, last);
+                                let body = chunk(&answer, &piece, first_one, last);
                                 let mut out = BackendChunk { body, usage: None };
                                 if last {
                                     out.body["usage"] = usage_json(&usage);
@@ -517,7 +666,7 @@ impl Backend for MockBackend {
         let spec = self.spec(deployment.id().as_str());
         let result = match &spec.response {
             MockResponse::Error(class) => Err(BackendError::new(class.clone(), "mocked failure")),
-            MockResponse::Text(_) => Ok(()),
+            MockResponse::Text(_) | MockResponse::Embedding(_) => Ok(()),
         };
         Box::pin(std::future::ready(result))
     }

@@ -70,9 +70,12 @@ pub enum RouterError {
         /// When the first cooldown ends.
         retry_in: Duration,
     },
-    /// The request's tags match no deployment of the group and none is tagged `default`.
+    /// The request's tags match no deployment of the group, and they are tags the group knows
+    /// or none of its deployments is tagged `default` (LiteLLM's `get_deployments_for_tag`,
+    /// with its message; the tags printed as LiteLLM prints them, `['a', 'b']`).
     #[error(
-        "Not allowed to access model due to tags configuration. Passed model={model_group} and tags={tags:?}"
+        "Not allowed to access model due to tags configuration. Passed model={model_group} and tags={}",
+        python_list(tags)
     )]
     NoTagMatch {
         /// The group.
@@ -143,4 +146,10 @@ impl RouterError {
             _ => 500,
         }
     }
+}
+
+/// A list of strings as Python prints it (`['a', 'b']`), for messages LiteLLM's users match.
+fn python_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+    format!("[{}]", quoted.join(", "))
 }

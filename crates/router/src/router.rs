@@ -1314,8 +1314,9 @@ impl Router {
 
     /// Tag routing (reference §2.13): deployments carrying the request's tags (any of them, or
     /// all with `tag_filtering_match_any: false`), none carrying a `!tag`, all carrying every
-    /// `&tag`; else those tagged `default`; an untagged request goes to `default` deployments
-    /// when there are any, else to all.
+    /// `&tag`; else, when no deployment of the group knows the request's tags, those tagged
+    /// `default`; an untagged request goes to `default` deployments when there are any, else
+    /// to all.
     fn filter_tags<'s>(
         &self,
         snapshot: &'s Snapshot,
@@ -1368,7 +1369,13 @@ impl Router {
         if !matching.is_empty() {
             return Ok(matching);
         }
-        if !defaults.is_empty() {
+        // As LiteLLM's `get_deployments_for_tag`: a tag some deployment of the group carries
+        // (one cooling down included) is a routing rule, and a request it does not fit is
+        // refused; only tags the group does not know fall back to the `default` deployments.
+        let known = members(snapshot, scope)
+            .filter_map(|ix| snapshot.deployment(ix))
+            .any(|d| d.tags.iter().any(|tag| plain.contains(&tag.as_str())));
+        if !defaults.is_empty() && !known {
             return Ok(defaults);
         }
         Err(Failure::Selection(RouterError::NoTagMatch {

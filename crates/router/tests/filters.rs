@@ -69,10 +69,14 @@ async fn tags_route_to_matching_deployments_then_to_default_ones() {
 
     let all = setup(deployments, tag_settings(false)).await;
     assert_eq!(served(&all, &["eu", "paid"]).await.unwrap(), set(&["eu"]));
+    // Tags the group knows but no one deployment carries all of: refused, not sent to the
+    // `default` deployment (LiteLLM's `get_deployments_for_tag`); unknown tags still go there.
+    let err = served(&all, &["eu", "us"]).await.unwrap_err();
     assert_eq!(
-        served(&all, &["eu", "us"]).await.unwrap(),
-        set(&["fallback"])
+        err.to_string(),
+        "Not allowed to access model due to tags configuration. Passed model=g and tags=['eu', 'us']"
     );
+    assert_eq!(served(&all, &["asia"]).await.unwrap(), set(&["fallback"]));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,347 @@
+//! `ferrolite serve` as a process: the gateway over the router a config describes, its reload
+//! (SIGHUP, or the config file changing on disk) and its stop (SIGTERM or Ctrl-C: calls in
+//! flight get `--drain` to finish, the state cache flushes, the process exits 0).
+//!
+//! With `general_settings.background_health_checks` (or `enable_health_check_routing`) it also
+//! checks every deployment every `health_check_interval` (see `health.rs`).
+//!
+//! A reload reads the file, validates it as startup does, and swaps in the router it describes
+//! on the same state cache (counts, cooldowns and spend carry over). It is applied once per
+//! change of the file's content: the file is read every second and compared with what was last
+//! seen, so a SIGHUP sent after an edit, or an edit that keeps the modification time, never
+//! reloads twice or not at all. A config that does not load, or that changes a key only a
+//! restart applies ([`RESTART_ONLY_KEYS`]), is refused with its reason in the log, and the last
+//! good config keeps serving.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferrolite::Config;
+
+use crate::ServeArgs;
+
+/// Keys that take effect only when the process starts: the state cache (its Redis connection,
+/// key prefix, sync interval and failure mode) is built once and carried over by every reload.
+/// A reload whose config describes another state cache is refused, naming the keys that
+/// changed (the same Redis written another way, `redis_host` and `redis_port` for
+/// `redis_url`, is no change).
+pub const RESTART_ONLY_KEYS: &[&str] = &[
+    "router_settings.redis_url",
+    "router_settings.redis_host",
+    "router_settings.redis_port",
+    "router_settings.redis_password",
+    "ferrolite_settings.redis_key_prefix",
+    "ferrolite_settings.sync_interval_ms",
+    "ferrolite_settings.failure_mode",
+];
+
+/// How often the config file is read to see whether it changed.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a changed file must stay the same before it is loaded (an editor or a copy still
+/// writing it is not loaded half-written).
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// The config being served: its text (to compare the next one with) and the state cache it
+/// describes.
+struct Applied {
+    text: String,
+    cache: StateCache,
+}
+
+/// What of a config's state cache only a restart applies, comparable (the URL is never shown).
+#[derive(PartialEq)]
+struct StateCache {
+    redis: Option<(String, String)>,
+    sync_interval: Duration,
+    failure_mode: ferrolite::cache::FailureMode,
+}
+
+impl StateCache {
+    fn of(config: &Config) -> Self {
+        StateCache {
+            redis: config
+                .cache
+                .redis
+                .as_ref()
+                .map(|r| (r.url.clone(), r.key_prefix.clone())),
+            sync_interval: config.cache.sync_interval,
+            failure_mode: config.cache.failure_mode,
+        }
+    }
+}
+
+/// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
+/// the cache flushes what it holds, and the process exits 0.
+pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
+    let text = read(&args.config)?;
+    let config = Config::from_yaml(&text)
+        .and_then(Config::for_serving)
+        .map_err(|e| e.to_string())?;
+    let applied = Applied {
+        cache: StateCache::of(&config),
+        text,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let metrics = Some(ferrolite::gateway::install_metrics()?);
+        let settings = gateway_settings(&config, metrics.clone());
+        let (health, checks) = tokio::sync::watch::channel(config.health_checks.clone());
+        let http: std::sync::Arc<dyn ferrolite::router::Backend> =
+            std::sync::Arc::new(ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?);
+        let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
+            std::sync::Arc::new(crate::health::CheckTimeouts::new(http, checks.clone()));
+        let router = ferrolite::build_from_config(config, Some(std::sync::Arc::clone(&backend)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        println!(
+            "ferrolite gateway on http://{} ({} model groups)",
+            listener
+                .local_addr()
+                .map_or(address.clone(), |a| a.to_string()),
+            router.model_groups().len()
+        );
+        let cache = router.cache().clone();
+        let (app, handle) = ferrolite::gateway::app_with_handle(router, settings);
+        // Shutdown: the signal stops new connections; calls in flight get `--drain` to finish.
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        };
+        let serving = ferrolite::gateway::serve(listener, app, signal);
+        let reloader = Reloader {
+            path: &args.config,
+            handle: &handle,
+            cache: &cache,
+            backend: &backend,
+            metrics,
+            health: &health,
+        };
+        let reloading = reloader.run(applied);
+        let checking = crate::health::run(&handle, checks);
+        let drain = Duration::from_secs_f64(args.drain);
+        let deadline = async move {
+            let mut stopped = stopped;
+            while !*stopped.borrow_and_update() {
+                if stopped.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            tokio::time::sleep_until(tokio::time::Instant::now() + drain).await;
+        };
+        tokio::select! {
+            served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
+            _ = futures_util::future::join(reloading, checking) => {}
+            () = deadline => tracing::warn!(
+                "calls still in flight after the drain of {drain:?}; stopping anyway"
+            ),
+        }
+        cache
+            .shutdown()
+            .await
+            .map_err(|e| format!("the cache could not flush: {e}"))?;
+        println!("ferrolite gateway stopped");
+        Ok(())
+    })
+}
+
+/// The config file's text.
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The gateway's settings from a config.
+fn gateway_settings(
+    config: &Config,
+    metrics: Option<ferrolite::gateway::PrometheusHandle>,
+) -> ferrolite::gateway::GatewaySettings {
+    ferrolite::gateway::GatewaySettings {
+        master_key: config.master_key.clone(),
+        api_keys: config.api_keys.clone(),
+        hidden_models: config.hidden_aliases.clone(),
+        metrics,
+        ..Default::default()
+    }
+}
+
+/// The restart-only keys ([`RESTART_ONLY_KEYS`]) whose values differ between two configs'
+/// YAML (values compared after parsing, so quoting and anchors do not count; never printed):
+/// what a refusal names once the state cache the new config describes differs.
+fn restart_only_changes(old: &str, new: &str) -> Vec<&'static str> {
+    let parse = |text: &str| serde_saphyr::from_str::<serde_json::Value>(text).ok();
+    let (Some(old), Some(new)) = (parse(old), parse(new)) else {
+        return Vec::new();
+    };
+    RESTART_ONLY_KEYS
+        .iter()
+        .copied()
+        .filter(|key| {
+            let pointer = format!("/{}", key.replace('.', "/"));
+            old.pointer(&pointer) != new.pointer(&pointer)
+        })
+        .collect()
+}
+
+/// Why a reload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Hangup,
+    FileChanged,
+}
+
+/// What a reload needs from the running gateway.
+struct Reloader<'a> {
+    path: &'a Path,
+    handle: &'a ferrolite::gateway::GatewayHandle,
+    cache: &'a ferrolite::cache::DualCache,
+    backend: &'a std::sync::Arc<dyn ferrolite::router::Backend>,
+    metrics: Option<ferrolite::gateway::PrometheusHandle>,
+    health: &'a tokio::sync::watch::Sender<ferrolite::HealthChecks>,
+}
+
+impl Reloader<'_> {
+    /// Reloads on SIGHUP and when the file's content changes (see the module documentation).
+    /// Never completes.
+    async fn run(self, mut applied: Applied) {
+        // The text the watcher last saw: a change is a text different from it.
+        let mut seen = applied.text.clone();
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        #[cfg(unix)]
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hangups.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            let cause = tokio::select! {
+                () = hangup => Cause::Hangup,
+                _ = ticks.tick() => Cause::FileChanged,
+            };
+            let text = match read(self.path) {
+                Ok(text) => text,
+                Err(e) => {
+                    if cause == Cause::Hangup {
+                        tracing::warn!("reload refused, the current config keeps serving: {e}");
+                    }
+                    continue;
+                }
+            };
+            let text = match cause {
+                Cause::FileChanged if text == seen => continue,
+                Cause::FileChanged => self.settled(text).await,
+                Cause::Hangup => text,
+            };
+            seen.clone_from(&text);
+            if text == applied.text {
+                if cause == Cause::Hangup {
+                    tracing::info!(
+                        path = %self.path.display(),
+                        "SIGHUP: the config is the one being served; nothing to reload"
+                    );
+                }
+                continue;
+            }
+            match self.reload(&text, &applied).await {
+                Ok(cache) => applied = Applied { text, cache },
+                Err(e) => {
+                    tracing::warn!("reload refused, the current config keeps serving: {e}");
+                }
+            }
+        }
+    }
+
+    /// The file's text once it has stayed the same for [`SETTLE`].
+    // The process' own file watcher waits in real time, as the watch interval does.
+    #[allow(clippy::disallowed_methods)]
+    async fn settled(&self, mut text: String) -> String {
+        for _ in 0..20 {
+            tokio::time::sleep(SETTLE).await;
+            match read(self.path) {
+                Ok(now) if now == text => break,
+                Ok(now) => text = now,
+                Err(_) => {}
+            }
+        }
+        text
+    }
+
+    /// Loads `text`, checks it changes no restart-only key, builds its router on the running
+    /// state cache and swaps it in; the state cache it describes.
+    async fn reload(&self, text: &str, applied: &Applied) -> Result<StateCache, String> {
+        let config = Config::from_yaml(text)
+            .and_then(Config::for_serving)
+            .map_err(|e| e.to_string())?;
+        let cache = StateCache::of(&config);
+        if cache != applied.cache {
+            // The keys that say it; the same Redis written another way is no change.
+            let mut changed = restart_only_changes(&applied.text, text);
+            if changed.is_empty() {
+                changed.push("the state cache's Redis settings");
+            }
+            return Err(format!(
+                "{} changed, and only a restart applies {}",
+                changed.join(", "),
+                if changed.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        let settings = gateway_settings(&config, self.metrics.clone());
+        let checks = config.health_checks.clone();
+        let router = ferrolite::RouterBuilder::from_config(config)
+            .cache(self.cache.clone())
+            .backend(std::sync::Arc::clone(self.backend))
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            path = %self.path.display(),
+            model_groups = router.model_groups().len(),
+            "ferrolite gateway reloaded"
+        );
+        self.handle.reload_with(router, settings);
+        self.health.send_if_modified(|current| {
+            let changed = *current != checks;
+            *current = checks;
+            changed
+        });
+        Ok(cache)
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
