@@ -85,6 +85,53 @@ impl RedisConfig {
         self.key_prefix = prefix.into();
         self
     }
+
+    /// Checks the URL without connecting: a scheme Redis speaks and (with the `redis`
+    /// feature) a URL the client can parse. The same check runs when the cache connects, so a
+    /// URL that passes here is not refused there for its form. The error shows the URL with its
+    /// password replaced by `***`.
+    pub fn check_url(&self) -> Result<(), CacheError> {
+        let invalid = |reason: String| CacheError::InvalidRedisUrl {
+            url: crate::script::redact_url(&self.url),
+            reason,
+        };
+        let scheme = self.url.split("://").next().unwrap_or("");
+        if !self.url.contains("://")
+            || !matches!(
+                scheme,
+                "redis"
+                    | "rediss"
+                    | "redis-cluster"
+                    | "rediss-cluster"
+                    | "redis-sentinel"
+                    | "rediss-sentinel"
+            )
+        {
+            let shown = if self.url.contains("://") {
+                scheme.to_string()
+            } else {
+                "none".to_string()
+            };
+            return Err(invalid(format!(
+                "the scheme must be redis://, rediss://, redis-cluster:// or redis-sentinel://, got {shown}"
+            )));
+        }
+        #[cfg(feature = "redis")]
+        {
+            fred::prelude::Config::from_url(&self.url).map_err(|e| {
+                let mut reason = e.details().to_string();
+                // The parser's message may quote the user information: never show it.
+                let rest = self.url.split_once("://").map_or("", |(_, rest)| rest);
+                if let Some((userinfo, _)) = rest.rsplit_once('@') {
+                    if !userinfo.is_empty() {
+                        reason = reason.replace(userinfo, "***");
+                    }
+                }
+                invalid(reason)
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Settings of a [`crate::DualCache`].
@@ -151,6 +198,7 @@ impl CacheConfig {
             });
         }
         if let Some(redis) = &self.redis {
+            redis.check_url()?;
             positive("redis.command_timeout", redis.command_timeout)?;
             positive("redis.connect_timeout", redis.connect_timeout)?;
             if redis.key_prefix.contains(['{', '}']) {

@@ -82,22 +82,7 @@ impl RedisStore {
             url: redact_url(&config.url),
             reason,
         };
-        let scheme = config.url.split("://").next().unwrap_or("");
-        if !config.url.contains("://")
-            || !matches!(
-                scheme,
-                "redis"
-                    | "rediss"
-                    | "redis-cluster"
-                    | "rediss-cluster"
-                    | "redis-sentinel"
-                    | "rediss-sentinel"
-            )
-        {
-            return Err(invalid(format!(
-                "the scheme must be redis://, rediss://, redis-cluster:// or redis-sentinel://, got `{scheme}`"
-            )));
-        }
+        config.check_url()?;
         let mut fred_config =
             Config::from_url(&config.url).map_err(|e| invalid(e.details().to_string()))?;
         // Reconnect in the background on the first connection too: a Redis that is down at
@@ -606,6 +591,8 @@ mod tests {
         );
         assert_eq!(redact_url("redis://user:pw@host"), "redis://user:***@host");
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        // Regression (issue 16): a URL missing its `:` was shown whole, password included.
+        assert_eq!(redact_url("redis//:hunter2@host:6379"), "***@host:6379");
     }
 
     #[test]

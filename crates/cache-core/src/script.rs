@@ -100,7 +100,12 @@ impl Health {
 /// The URL with its password replaced by `***`, for error messages and logs.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+        // Not a URL (a missing `:` in `redis//:pw@host`): whatever precedes the host may be a
+        // password.
+        return match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_string(),
+        };
     };
     let rest = &url[scheme_end + 3..];
     match rest.rfind('@') {

@@ -344,6 +344,9 @@ async fn malformed_redis_urls_are_typed_errors_without_the_password() {
         "http://127.0.0.1:6379",
         "redis://:s3cret@127.0.0.1:notaport",
         "redis://:s3cret@127.0.0.1:6379/notadb",
+        // Regression (issue 16): without `:` after the scheme the whole URL was the "scheme"
+        // and the error showed it, password included.
+        "redis//:s3cret@127.0.0.1:6379",
         "",
     ] {
         let err = DualCache::connect(CacheConfig::with_redis(url))

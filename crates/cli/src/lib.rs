@@ -681,6 +681,7 @@ pub fn check_command(path: &Path) -> Result<String, String> {
     // Build the router (in memory, mocked) so cross-key checks run as they would at start.
     let mut probe = config.clone();
     probe.cache.redis = None;
+    probe.response_cache_redis = None;
     runtime
         .block_on(async {
             ferrolite::RouterBuilder::from_config(probe)
@@ -739,10 +740,14 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             "response cache: on, TTL {} s, memory {:.1} MiB{}{}",
             cache.ttl.as_secs_f64(),
             cache.memory_bytes as f64 / (1 << 20) as f64,
-            if cache.redis && config.cache.redis.is_some() {
-                ", shared through Redis"
-            } else {
-                ", this process only"
+            match (&config.response_cache_redis, &config.cache.redis) {
+                _ if !cache.redis => ", this process only".to_string(),
+                (Some(own), _) => format!(
+                    ", shared through its own Redis {}",
+                    ferrolite::cache::redacted_url(&own.url)
+                ),
+                (None, Some(_)) => ", shared through Redis".to_string(),
+                (None, None) => ", this process only".to_string(),
             },
             if groups.is_empty() {
                 String::new()
@@ -777,10 +782,17 @@ pub fn check_command(path: &Path) -> Result<String, String> {
             if !d.tags.is_empty() {
                 limits.push(format!("tags {}", d.tags.join(",")));
             }
-            let mocked = if config.mocks.contains_key(d.id().as_str()) {
-                " (mock)"
+            let id = d.id();
+            let mocked = if config.mocks.contains_key(id.as_str()) {
+                " (mock)".to_string()
+            } else if let Some(n) = config
+                .not_callable
+                .iter()
+                .find(|n| n.deployment == id.as_str())
+            {
+                format!(" (not callable: {})", n.reason)
             } else {
-                ""
+                String::new()
             };
             let _ = writeln!(
                 out,
@@ -812,6 +824,21 @@ pub fn check_command(path: &Path) -> Result<String, String> {
                 budget.max_budget.unwrap_or(0.0),
                 budget.budget_duration.as_deref().unwrap_or("?")
             );
+        }
+    }
+    if !config.not_callable.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndeployments ferrolite cannot call yet ({}):",
+            if config.skip_unsupported_deployments {
+                "`ferrolite serve` leaves them out of routing: skip_unsupported_deployments"
+            } else {
+                "`ferrolite serve` refuses to start unless \
+                 ferrolite_settings.skip_unsupported_deployments: true"
+            }
+        );
+        for n in &config.not_callable {
+            let _ = writeln!(out, "  {n}");
         }
     }
     let notes = config.not_honoured();

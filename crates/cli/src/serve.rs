@@ -75,7 +75,9 @@ impl StateCache {
 /// the cache flushes what it holds, and the process exits 0.
 pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
     let text = read(&args.config)?;
-    let config = Config::from_yaml(&text).map_err(|e| e.to_string())?;
+    let config = Config::from_yaml(&text)
+        .and_then(Config::for_serving)
+        .map_err(|e| e.to_string())?;
     let applied = Applied {
         cache: StateCache::of(&config),
         text,
@@ -283,7 +285,9 @@ impl Reloader<'_> {
     /// Loads `text`, checks it changes no restart-only key, builds its router on the running
     /// state cache and swaps it in; the state cache it describes.
     async fn reload(&self, text: &str, applied: &Applied) -> Result<StateCache, String> {
-        let config = Config::from_yaml(text).map_err(|e| e.to_string())?;
+        let config = Config::from_yaml(text)
+            .and_then(Config::for_serving)
+            .map_err(|e| e.to_string())?;
         let cache = StateCache::of(&config);
         if cache != applied.cache {
             // The keys that say it; the same Redis written another way is no change.

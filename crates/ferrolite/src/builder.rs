@@ -69,6 +69,8 @@ pub struct RouterBuilder {
     backend: Option<Arc<dyn Backend>>,
     mocks: BTreeMap<String, MockSpec>,
     mock_all: Option<MockSpec>,
+    /// The response cache's own store (its Redis), when it is not the state cache.
+    response_cache_store: Option<CacheConfig>,
     /// Built from a configuration: the router's refusals are reported at their configuration
     /// path, with the line and column when the YAML text is known.
     config: Option<crate::config::Source>,
@@ -90,12 +92,18 @@ impl RouterBuilder {
     }
 
     /// Everything a loaded configuration says: deployments, settings, the cache (Redis when
-    /// configured) and the mocked deployments.
+    /// configured), the response cache's own Redis and the mocked deployments.
     pub fn from_config(config: Config) -> Self {
+        let response_cache_store = config.response_cache_redis.map(|redis| CacheConfig {
+            redis: Some(redis),
+            failure_mode: config.cache.failure_mode,
+            ..CacheConfig::default()
+        });
         RouterBuilder {
             deployments: config.deployments,
             settings: config.settings,
             cache_config: config.cache,
+            response_cache_store,
             mocks: config.mocks,
             config: Some(config.source),
             ..RouterBuilder::default()
@@ -180,7 +188,12 @@ impl RouterBuilder {
             Some(cache) => cache,
             None => DualCache::connect(self.cache_config).await?,
         };
-        let router = Router::new(self.deployments, self.settings, cache, backend)?;
+        let mut router = Router::new(self.deployments, self.settings, cache, backend)?;
+        if let Some(store) = self.response_cache_store {
+            if router.settings().response_cache.is_some() {
+                router = router.with_response_cache_store(DualCache::connect(store).await?)?;
+            }
+        }
         match unmocked {
             Some(error) => Err(error),
             None => Ok(router),
@@ -278,7 +291,10 @@ pub trait RouterExt: Sized {
 
     /// Loads LiteLLM's `config.yaml` at `path` and builds the router it describes: mocked
     /// deployments answer from the mock backend, the others through the HTTP backend (feature
-    /// `http`). An invalid setting is a [`ConfigError`] naming its path.
+    /// `http`). An invalid setting is a [`ConfigError`] naming its path; so is, with the HTTP
+    /// backend, a deployment it cannot call ([`Config::for_serving`]: refused, or left out
+    /// with `ferrolite_settings.skip_unsupported_deployments`). With a backend of your own,
+    /// use [`build_from_config`].
     fn from_config(
         path: impl AsRef<std::path::Path> + Send,
     ) -> impl std::future::Future<Output = Result<Self, Error>> + Send;
@@ -291,6 +307,8 @@ impl RouterExt for Router {
 
     async fn from_config(path: impl AsRef<std::path::Path> + Send) -> Result<Self, Error> {
         let config = Config::from_path(path)?;
+        #[cfg(feature = "http")]
+        let config = config.for_serving()?;
         build_from_config(config, default_backend()?).await
     }
 }

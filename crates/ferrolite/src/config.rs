@@ -53,6 +53,18 @@ pub struct Config {
     pub simulation: Option<Simulation>,
     /// `ferrolite_settings.api_keys`: the gateway's API keys besides the master key.
     pub api_keys: Vec<ApiKey>,
+    /// Deployments ferrolite's backends cannot call yet (a provider whose protocol is not
+    /// OpenAI's, a `model_info.mode` the gateway does not serve). `ferrolite serve` refuses to
+    /// start with any unless `ferrolite_settings.skip_unsupported_deployments` is set; see
+    /// [`Config::for_serving`].
+    pub not_callable: Vec<NotCallable>,
+    /// `ferrolite_settings.skip_unsupported_deployments`: serve without the deployments in
+    /// [`Config::not_callable`] instead of refusing to start.
+    pub skip_unsupported_deployments: bool,
+    /// The response cache's own Redis: the one `litellm_settings.cache_params` names when
+    /// `router_settings` names another for the routing state (when it names none, the routing
+    /// state is kept in this one too, and this is `None`).
+    pub response_cache_redis: Option<RedisConfig>,
     /// The background health checks `ferrolite serve` runs (`general_settings`).
     pub health_checks: HealthChecks,
     /// The `model_group_alias` names marked `hidden`: callable, not listed by `/v1/models`.
@@ -165,6 +177,88 @@ impl ApiKey {
     }
 }
 
+/// A deployment ferrolite cannot call yet, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotCallable {
+    /// Its index in `model_list`.
+    pub index: usize,
+    /// Its id.
+    pub deployment: String,
+    /// Its model group.
+    pub model_group: String,
+    /// Why: `provider bedrock is not implemented`, `mode image_generation is not implemented`.
+    pub reason: String,
+}
+
+impl fmt::Display for NotCallable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "model_list[{}] ({}, id {}): not callable: {}",
+            self.index, self.model_group, self.deployment, self.reason
+        )
+    }
+}
+
+/// Providers whose own protocol ferrolite's HTTP backend does not speak yet (it speaks
+/// OpenAI's, which `openai`, `azure`, `anthropic`, `gemini`, `groq`, `mistral`, `hosted_vllm`,
+/// ... serve): calls to them would be sent a protocol they do not understand.
+const NOT_IMPLEMENTED_PROVIDERS: &[&str] = &[
+    "bedrock",
+    "sagemaker",
+    "sagemaker_chat",
+    "vertex_ai",
+    "vertex_ai_beta",
+    "cohere",
+    "cohere_chat",
+    "replicate",
+    "huggingface",
+    "watsonx",
+    "watsonx_text",
+    "ai21",
+    "aleph_alpha",
+    "palm",
+    "cloudflare",
+    "predibase",
+    "triton",
+    "voyage",
+    "clarifai",
+    "petals",
+    "nlp_cloud",
+    "baseten",
+    "oobabooga",
+    "anthropic_text",
+];
+
+/// The `model_info.mode`s the gateway serves (chat, text completions, embeddings).
+const CALLABLE_MODES: &[&str] = &["chat", "completion", "embedding"];
+
+/// Why a (not mocked) deployment cannot be called, if it cannot.
+fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<String> {
+    if let Ok(provider) = deployment.provider() {
+        if NOT_IMPLEMENTED_PROVIDERS.contains(&provider.as_str()) {
+            return Some(format!("provider {provider} is not implemented"));
+        }
+        // The HTTP backend calls `api_base`, or the provider's well-known endpoint; without
+        // either every call would fail. A catch-all's provider is the request's.
+        #[cfg(feature = "http")]
+        if deployment.api_base.is_none()
+            && provider.as_str() != "*"
+            && crate::http::default_base(provider.as_str()).is_none()
+        {
+            return Some(format!(
+                "provider {provider} needs api_base (its OpenAI-compatible endpoint)"
+            ));
+        }
+    }
+    match mode {
+        Some(mode) if !CALLABLE_MODES.contains(&mode) => {
+            Some(format!("mode {mode} is not implemented"))
+        }
+        _ => None,
+    }
+}
+
 /// The `simulation` section (ferrolite's own): the workload `ferrolite simulate` sends through
 /// the router and the failures it injects. Command-line flags override it.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -237,6 +331,8 @@ pub enum WarningKind {
     NotImplemented,
     /// Neither LiteLLM nor ferrolite knows the key (a typo?).
     Unknown,
+    /// LiteLLM accepts the key and its router ignores it too (`litellm_settings.cooldown_time`).
+    IgnoredByLitellm,
 }
 
 impl fmt::Display for ConfigWarning {
@@ -244,6 +340,11 @@ impl fmt::Display for ConfigWarning {
         match self.kind {
             WarningKind::NotImplemented => write!(f, "{}: accepted, not implemented", self.path),
             WarningKind::Unknown => write!(f, "{}: unknown key, ignored", self.path),
+            WarningKind::IgnoredByLitellm => write!(
+                f,
+                "{}: accepted, no effect (LiteLLM's router ignores it too; set it in router_settings)",
+                self.path
+            ),
         }
     }
 }
@@ -491,6 +592,52 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration `ferrolite serve` runs: with no deployment in
+    /// [`Config::not_callable`] as it is; otherwise an error naming each, unless
+    /// `ferrolite_settings.skip_unsupported_deployments` is set, in which case they are left out
+    /// of routing with one warning each. Startup and reload both go through it, and
+    /// `ferrolite check` reports the same deployments.
+    pub fn for_serving(mut self) -> Result<Config, ConfigError> {
+        if self.not_callable.is_empty() {
+            return Ok(self);
+        }
+        let listed: Vec<String> = self.not_callable.iter().map(ToString::to_string).collect();
+        if !self.skip_unsupported_deployments {
+            let first = self.not_callable.first().map_or(0, |n| n.index);
+            let error = ConfigError::at(
+                format!("model_list[{first}]"),
+                format!(
+                    "ferrolite cannot call {} deployment(s) yet: {}; remove them, or set \
+                     ferrolite_settings.skip_unsupported_deployments: true to serve without them",
+                    listed.len(),
+                    listed.join("; ")
+                ),
+            );
+            return Err(match &self.source.0 {
+                Some(text) => error.positioned(text),
+                None => error,
+            });
+        }
+        for line in &listed {
+            tracing::warn!("{line}; left out of routing (skip_unsupported_deployments)");
+        }
+        let skipped: Vec<&str> = self
+            .not_callable
+            .iter()
+            .map(|n| n.deployment.as_str())
+            .collect();
+        self.deployments
+            .retain(|d| !skipped.contains(&d.id().as_str()));
+        if self.deployments.is_empty() {
+            return Err(ConfigError::at(
+                "model_list",
+                "every deployment is not callable (skip_unsupported_deployments left none)",
+            ));
+        }
+        self.not_callable.clear();
+        Ok(self)
+    }
+
     /// The keys accepted without effect, one line each (what `ferrolite check` prints).
     pub fn not_honoured(&self) -> Vec<String> {
         self.warnings.iter().map(ToString::to_string).collect()
@@ -706,7 +853,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
         &[
             "cache_kwargs",
             "client_ttl",
-            "redis_db",
             "set_verbose",
             "debug_level",
             "default_litellm_params",
@@ -716,7 +862,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "alerting_config",
             "router_general_settings",
             "model_group_affinity_config",
-            "ignore_invalid_deployments",
             "background_health_check_model_groups",
             "enable_weighted_failover",
             "enable_mid_stream_fallback_continuation",
@@ -756,24 +901,16 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "mcp_aliases",
             "guardrails",
             "num_retries_per_request",
-            "model_alias_map",
             "force_ipv4",
             "ssl_verify",
             "disable_end_user_cost_tracking",
             "return_response_headers",
             "enable_json_schema_validation",
-            "max_fallbacks",
-            "allowed_fails",
-            "cooldown_time",
-            "disable_cooldowns",
         ],
     ),
     (
         "cache_params",
         &[
-            "host",
-            "port",
-            "password",
             "username",
             "ssl",
             "redis_startup_nodes",
@@ -846,6 +983,18 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Keys LiteLLM accepts where its Router then ignores them, by section: `litellm_settings`
+/// sets module globals (`setattr(litellm, key, value)` in the proxy's `load_config`), and the
+/// Router reads only some (`num_retries`, `request_timeout`, `max_fallbacks`, the fallback
+/// lists, `allowed_fails`). `cooldown_time` and `disable_cooldowns` are Router arguments only
+/// (`cooldown_time or DEFAULT_COOLDOWN_TIME_SECONDS`); `allowed_fails` is read, but
+/// `_is_allowed_fails_set_on_router` treats a router value equal to `litellm.allowed_fails` as
+/// unset, so the failure-rate rules stay.
+const IGNORED_BY_LITELLM: &[(&str, &[&str])] = &[(
+    "litellm_settings",
+    &["allowed_fails", "cooldown_time", "disable_cooldowns"],
+)];
+
 /// Whether LiteLLM knows the key at `path` (its last segment, in its section).
 fn classify(path: &str) -> WarningKind {
     let segments: Vec<&str> = path.split('.').collect();
@@ -859,10 +1008,14 @@ fn classify(path: &str) -> WarningKind {
         let parent = segments[segments.len() - 2];
         parent.split('[').next().unwrap_or(parent)
     };
-    let known = LITELLM_KEYS
-        .iter()
-        .any(|(s, keys)| *s == section && keys.contains(&key));
-    if known {
+    let in_list = |list: &[(&str, &[&str])]| {
+        list.iter()
+            .any(|(s, keys)| *s == section && keys.contains(&key))
+    };
+    if in_list(IGNORED_BY_LITELLM) {
+        return WarningKind::IgnoredByLitellm;
+    }
+    if in_list(LITELLM_KEYS) {
         WarningKind::NotImplemented
     } else {
         WarningKind::Unknown
@@ -880,6 +1033,16 @@ impl<'de> Deserialize<'de> for EnvString {
         let value = String::deserialize(deserializer)?;
         resolve_env(&value).map(EnvString)
     }
+}
+
+/// `#[serde(deserialize_with)]` for an optional string that may be `os.environ/NAME`.
+fn env_string_opt<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<EnvString>::deserialize(deserializer)?.map(|s| s.0))
+}
+
+/// `#[serde(deserialize_with)]` for a string that may be `os.environ/NAME`.
+fn env_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(EnvString::deserialize(deserializer)?.0)
 }
 
 /// A secret, literal or from the environment (`os.environ/NAME`); never printed.
@@ -910,13 +1073,187 @@ fn resolve_env<E: serde::de::Error>(value: &str) -> Result<String, E> {
     }
 }
 
+/// A scalar that may be written as itself or read from the environment (`os.environ/NAME`),
+/// as LiteLLM reads `redis_port: os.environ/REDIS_PORT`: the variable's text is converted and
+/// checked as the scalar written in place would be. A value from the environment is never
+/// shown in an error (it may be a secret read through the wrong variable).
+trait EnvScalar: Sized {
+    /// What is expected, in words (`a non-negative integer`).
+    const EXPECTED: &'static str;
+    /// From an unsigned integer the YAML holds.
+    fn from_u64(value: u64) -> Option<Self>;
+    /// From a negative integer the YAML holds.
+    fn from_i64(value: i64) -> Option<Self>;
+    /// From a fractional number the YAML holds.
+    fn from_f64(value: f64) -> Option<Self>;
+    /// From a boolean the YAML holds.
+    fn from_bool(_value: bool) -> Option<Self> {
+        None
+    }
+    /// From text (an environment variable's, or a quoted scalar).
+    fn parse(text: &str) -> Option<Self>;
+}
+
+macro_rules! env_integer {
+    ($($t:ty => $expected:literal),* $(,)?) => {$(
+        impl EnvScalar for $t {
+            const EXPECTED: &'static str = $expected;
+            fn from_u64(value: u64) -> Option<Self> {
+                <$t>::try_from(value).ok()
+            }
+            fn from_i64(value: i64) -> Option<Self> {
+                <$t>::try_from(value).ok()
+            }
+            fn from_f64(_value: f64) -> Option<Self> {
+                None
+            }
+            fn parse(text: &str) -> Option<Self> {
+                text.trim().parse().ok()
+            }
+        }
+    )*};
+}
+
+env_integer!(
+    u8 => "an integer from 0 to 255",
+    u16 => "an integer from 0 to 65535",
+    u32 => "a non-negative integer",
+    u64 => "a non-negative integer",
+    usize => "a non-negative integer",
+);
+
+impl EnvScalar for f64 {
+    const EXPECTED: &'static str = "a number";
+    fn from_u64(value: u64) -> Option<Self> {
+        Some(value as f64)
+    }
+    fn from_i64(value: i64) -> Option<Self> {
+        Some(value as f64)
+    }
+    fn from_f64(value: f64) -> Option<Self> {
+        Some(value)
+    }
+    fn parse(text: &str) -> Option<Self> {
+        text.trim().parse().ok()
+    }
+}
+
+impl EnvScalar for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_u64(_value: u64) -> Option<Self> {
+        None
+    }
+    fn from_i64(_value: i64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_value: f64) -> Option<Self> {
+        None
+    }
+    fn from_bool(value: bool) -> Option<Self> {
+        Some(value)
+    }
+    fn parse(text: &str) -> Option<Self> {
+        // As LiteLLM's `str_to_bool` reads an environment variable.
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// Reads an [`EnvScalar`] (or nothing, for a YAML null) from any scalar.
+struct EnvVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: EnvScalar> EnvVisitor<T> {
+    fn wrong<E: serde::de::Error>(shown: impl fmt::Display) -> E {
+        E::custom(format!("expected {}, got {shown}", T::EXPECTED))
+    }
+}
+
+impl<'de, T: EnvScalar> serde::de::Visitor<'de> for EnvVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} or os.environ/NAME", T::EXPECTED)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        T::from_bool(value)
+            .map(Some)
+            .ok_or_else(|| Self::wrong(value))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        T::from_u64(value)
+            .map(Some)
+            .ok_or_else(|| Self::wrong(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        T::from_i64(value)
+            .map(Some)
+            .ok_or_else(|| Self::wrong(value))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        // `{:?}` keeps the fraction of `100.0`, so "expected an integer" reads right.
+        T::from_f64(value)
+            .map(Some)
+            .ok_or_else(|| Self::wrong(format!("{value:?}")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        match value.strip_prefix("os.environ/") {
+            Some(name) => {
+                let text = resolve_env::<E>(value)?;
+                T::parse(&text).map(Some).ok_or_else(|| {
+                    E::custom(format!(
+                        "expected {}, got the environment variable `{name}` (named by \
+                         `os.environ/{name}`), whose value is not one (the value is not shown)",
+                        T::EXPECTED
+                    ))
+                })
+            }
+            None => T::parse(value)
+                .map(Some)
+                .ok_or_else(|| Self::wrong(format!("{value:?}"))),
+        }
+    }
+}
+
+/// `#[serde(deserialize_with)]` for an optional scalar that may be `os.environ/NAME`.
+fn env_opt<'de, D: Deserializer<'de>, T: EnvScalar>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    deserializer.deserialize_any(EnvVisitor::<T>(std::marker::PhantomData))
+}
+
+/// A scalar that may be `os.environ/NAME` where a value is required (not a null).
+fn env_required<'de, D: Deserializer<'de>, T: EnvScalar>(deserializer: D) -> Result<T, D::Error> {
+    env_opt(deserializer)?
+        .ok_or_else(|| serde::de::Error::custom(format!("expected {}, got nothing", T::EXPECTED)))
+}
+
 /// A non-negative, finite number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Seconds(f64);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = f64::deserialize(deserializer)?;
+        let value: f64 = env_required(deserializer)?;
         if !value.is_finite() || value < 0.0 {
             return Err(serde::de::Error::custom(format!(
                 "expected a non-negative number of seconds, got {value}"
@@ -946,7 +1283,7 @@ struct Share(f64);
 
 impl<'de> Deserialize<'de> for Share {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = f64::deserialize(deserializer)?;
+        let value: f64 = env_required(deserializer)?;
         if !(0.0..=1.0).contains(&value) {
             return Err(serde::de::Error::custom(format!(
                 "expected a share from 0 to 1, got {value}"
@@ -962,7 +1299,7 @@ struct StrategyDe(StrategyName);
 
 impl<'de> Deserialize<'de> for StrategyDe {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
+        let name = EnvString::deserialize(deserializer)?.0;
         name.parse::<StrategyName>().map(StrategyDe).map_err(|_| {
             let known: Vec<&str> = StrategyName::all().iter().map(|s| s.as_str()).collect();
             serde::de::Error::custom(format!(
@@ -1009,21 +1346,45 @@ enum AliasTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRetryPolicy {
-    #[serde(rename = "BadRequestErrorRetries", default)]
+    #[serde(
+        rename = "BadRequestErrorRetries",
+        default,
+        deserialize_with = "env_opt"
+    )]
     bad_request: Option<u32>,
-    #[serde(rename = "AuthenticationErrorRetries", default)]
+    #[serde(
+        rename = "AuthenticationErrorRetries",
+        default,
+        deserialize_with = "env_opt"
+    )]
     authentication: Option<u32>,
-    #[serde(rename = "TimeoutErrorRetries", default)]
+    #[serde(rename = "TimeoutErrorRetries", default, deserialize_with = "env_opt")]
     timeout: Option<u32>,
-    #[serde(rename = "RateLimitErrorRetries", default)]
+    #[serde(
+        rename = "RateLimitErrorRetries",
+        default,
+        deserialize_with = "env_opt"
+    )]
     rate_limit: Option<u32>,
-    #[serde(rename = "ContentPolicyViolationErrorRetries", default)]
+    #[serde(
+        rename = "ContentPolicyViolationErrorRetries",
+        default,
+        deserialize_with = "env_opt"
+    )]
     content_policy: Option<u32>,
-    #[serde(rename = "InternalServerErrorRetries", default)]
+    #[serde(
+        rename = "InternalServerErrorRetries",
+        default,
+        deserialize_with = "env_opt"
+    )]
     internal_server: Option<u32>,
-    #[serde(rename = "ServiceUnavailableErrorRetries", default)]
+    #[serde(
+        rename = "ServiceUnavailableErrorRetries",
+        default,
+        deserialize_with = "env_opt"
+    )]
     service_unavailable: Option<u32>,
-    #[serde(rename = "NotFoundErrorRetries", default)]
+    #[serde(rename = "NotFoundErrorRetries", default, deserialize_with = "env_opt")]
     not_found: Option<u32>,
 }
 
@@ -1062,10 +1423,16 @@ struct RawModel {
     litellm_params: RawParams,
     #[serde(default)]
     model_info: RawModelInfo,
+    /// LiteLLM's strategies also read limits at the entry's top level.
+    #[serde(default, deserialize_with = "env_opt")]
+    rpm: Option<u64>,
+    #[serde(default, deserialize_with = "env_opt")]
+    tpm: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct RawParams {
+    #[serde(deserialize_with = "env_string")]
     model: String,
     #[serde(default)]
     api_base: Option<EnvString>,
@@ -1073,17 +1440,17 @@ struct RawParams {
     api_key: Option<SecretValue>,
     #[serde(default)]
     api_version: Option<EnvString>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_string_opt")]
     custom_llm_provider: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     rpm: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     tpm: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     max_parallel_requests: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     weight: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     order: Option<u32>,
     #[serde(default)]
     timeout: Option<Seconds>,
@@ -1091,25 +1458,25 @@ struct RawParams {
     request_timeout: Option<Seconds>,
     #[serde(default)]
     stream_timeout: Option<Seconds>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     num_retries: Option<u32>,
     #[serde(default)]
     cooldown_time: Option<Seconds>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     max_budget: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_string_opt")]
     budget_duration: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_string_opt")]
     region_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_string_opt")]
     base_model: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     input_cost_per_token: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     output_cost_per_token: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     max_input_tokens: Option<u64>,
     #[serde(default)]
     mock_response: Option<MockResponseDe>,
@@ -1144,19 +1511,19 @@ struct RawParams {
     #[serde(default)]
     organization: Option<EnvString>,
     // ferrolite's mock behaviour (for `ferrolite simulate` and tests)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     mock_latency_ms: Option<f64>,
     #[serde(default)]
     mock_jitter: Option<Share>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     mock_ttft_ms: Option<f64>,
     #[serde(default)]
     mock_error_rates: BTreeMap<String, Share>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     mock_rpm: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     mock_tpm: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     mock_output_tokens: Option<u64>,
 }
 
@@ -1164,16 +1531,27 @@ struct RawParams {
 #[serde(default)]
 struct RawModelInfo {
     id: Option<String>,
+    #[serde(default, deserialize_with = "env_string_opt")]
     base_model: Option<String>,
+    #[serde(default, deserialize_with = "env_opt")]
     max_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "env_opt")]
     input_cost_per_token: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
     output_cost_per_token: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
     rpm: Option<u64>,
+    #[serde(default, deserialize_with = "env_opt")]
     tpm: Option<u64>,
+    #[serde(default, deserialize_with = "env_opt")]
     order: Option<u32>,
+    #[serde(default, deserialize_with = "env_opt")]
     allowed_fails: Option<u32>,
     allowed_fails_policy: Option<AllowedFailsPolicy>,
     cooldown_time: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_string_opt")]
+    mode: Option<String>,
+    #[serde(default, deserialize_with = "env_string_opt")]
     region_name: Option<String>,
     health_check_timeout: Option<Seconds>,
     disable_background_health_check: Option<bool>,
@@ -1184,12 +1562,15 @@ struct RawModelInfo {
 struct RawRouterSettings {
     routing_strategy: Option<StrategyDe>,
     routing_strategy_args: RawStrategyArgs,
+    #[serde(default, deserialize_with = "env_opt")]
     num_retries: Option<u32>,
     timeout: Option<Seconds>,
     stream_timeout: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     allowed_fails: Option<u32>,
     allowed_fails_policy: Option<AllowedFailsPolicy>,
     cooldown_time: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     disable_cooldowns: Option<bool>,
     retry_policy: Option<RawRetryPolicy>,
     model_group_retry_policy: BTreeMap<String, RawRetryPolicy>,
@@ -1197,25 +1578,39 @@ struct RawRouterSettings {
     default_fallbacks: Option<Vec<String>>,
     context_window_fallbacks: Option<FallbackList>,
     content_policy_fallbacks: Option<FallbackList>,
+    #[serde(default, deserialize_with = "env_opt")]
     max_fallbacks: Option<u32>,
     retry_after: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     enable_pre_call_checks: Option<bool>,
+    #[serde(default, deserialize_with = "env_opt")]
     enable_tag_filtering: Option<bool>,
+    #[serde(default, deserialize_with = "env_opt")]
     tag_filtering_match_any: Option<bool>,
     model_group_alias: BTreeMap<String, AliasTarget>,
     provider_budget_config: BTreeMap<String, BudgetConfig>,
     redis_url: Option<SecretValue>,
     redis_host: Option<EnvString>,
+    #[serde(default, deserialize_with = "env_opt")]
     redis_port: Option<u16>,
     redis_password: Option<SecretValue>,
+    #[serde(default, deserialize_with = "env_opt")]
+    redis_db: Option<u32>,
+    #[serde(default, deserialize_with = "env_opt")]
+    ignore_invalid_deployments: Option<bool>,
+    #[serde(default, deserialize_with = "env_opt")]
     default_max_parallel_requests: Option<u32>,
+    #[serde(default, deserialize_with = "env_opt")]
     default_priority: Option<u8>,
     polling_interval: Option<Seconds>,
     optional_pre_call_checks: Vec<String>,
     deployment_affinity_ttl_seconds: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     enable_health_check_routing: Option<bool>,
     health_check_staleness_threshold: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     health_check_ignore_transient_errors: Option<bool>,
+    #[serde(default, deserialize_with = "env_opt")]
     cache_responses: Option<bool>,
     caching_groups: Vec<Vec<String>>,
 }
@@ -1224,20 +1619,27 @@ struct RawRouterSettings {
 #[serde(default, deny_unknown_fields)]
 struct RawStrategyArgs {
     ttl: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     lowest_latency_buffer: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
     max_latency_list_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawLitellmSettings {
+    model_alias_map: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "env_opt")]
     num_retries: Option<u32>,
+    #[serde(default, deserialize_with = "env_opt")]
+    max_fallbacks: Option<u32>,
     request_timeout: Option<Seconds>,
     fallbacks: Option<FallbackList>,
     context_window_fallbacks: Option<FallbackList>,
     content_policy_fallbacks: Option<FallbackList>,
     default_fallbacks: Option<Vec<String>>,
     tag_budget_config: BTreeMap<String, BudgetConfig>,
+    #[serde(default, deserialize_with = "env_opt")]
     cache: Option<bool>,
     cache_params: Option<RawCacheParams>,
 }
@@ -1247,10 +1649,19 @@ struct RawLitellmSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawCacheParams {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", deserialize_with = "env_string_opt")]
     kind: Option<String>,
+    #[serde(deserialize_with = "env_string_opt")]
+    host: Option<String>,
+    #[serde(deserialize_with = "env_opt")]
+    port: Option<u16>,
+    password: Option<SecretValue>,
+    #[serde(alias = "url")]
+    redis_url: Option<SecretValue>,
     ttl: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_string_opt")]
     namespace: Option<String>,
+    #[serde(default, deserialize_with = "env_string_opt")]
     mode: Option<String>,
 }
 
@@ -1277,18 +1688,25 @@ struct RawFerroliteSettings {
     admission: Option<AdmissionDe>,
     window: Option<WindowDe>,
     budget_windows: Option<BudgetWindowsDe>,
+    #[serde(default, deserialize_with = "env_opt")]
     sync_interval_ms: Option<u64>,
     failure_mode: Option<FailureModeDe>,
+    #[serde(default, deserialize_with = "env_string_opt")]
     redis_key_prefix: Option<String>,
     request_deadline: Option<Seconds>,
     retry_budget: Option<RawRetryBudget>,
+    #[serde(default, deserialize_with = "env_opt")]
     half_open: Option<bool>,
+    #[serde(default, deserialize_with = "env_opt")]
     deployment_affinity: Option<bool>,
     wait_queue: Option<RawWaitQueue>,
     lease_ttl: Option<Seconds>,
     response_cache: Option<RawResponseCache>,
+    #[serde(default, deserialize_with = "env_opt")]
     seed: Option<u64>,
     api_keys: Vec<RawApiKey>,
+    #[serde(default, deserialize_with = "env_opt")]
+    skip_unsupported_deployments: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1298,13 +1716,13 @@ struct RawApiKey {
     key: SecretValue,
     #[serde(default)]
     models: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     rpm: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_opt")]
     tpm: Option<u64>,
-    #[serde(default, alias = "budget_limit")]
+    #[serde(default, deserialize_with = "env_opt", alias = "budget_limit")]
     max_budget: Option<f64>,
-    #[serde(default, alias = "time_period")]
+    #[serde(default, deserialize_with = "env_string_opt", alias = "time_period")]
     budget_duration: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
@@ -1343,7 +1761,9 @@ enum FailureModeDe {
 #[serde(default, deny_unknown_fields)]
 struct RawRetryBudget {
     window: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     min_per_second: Option<u32>,
+    #[serde(default, deserialize_with = "env_opt")]
     ratio: Option<f64>,
 }
 
@@ -1351,7 +1771,9 @@ struct RawRetryBudget {
 #[serde(default, deny_unknown_fields)]
 struct RawResponseCache {
     ttl: Option<Seconds>,
+    #[serde(default, deserialize_with = "env_opt")]
     memory_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "env_opt")]
     redis: Option<bool>,
     ignore_fields: Vec<String>,
 }
@@ -1359,6 +1781,7 @@ struct RawResponseCache {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawWaitQueue {
+    #[serde(default, deserialize_with = "env_opt")]
     max_waiting: Option<usize>,
     max_wait: Option<Seconds>,
     poll_interval: Option<Seconds>,
@@ -1401,6 +1824,7 @@ impl RawConfig {
         } = self;
         let models = model_list
             .ok_or_else(|| ConfigError::at("model_list", "required: at least one deployment"))?;
+        let total = models.len();
         if models.is_empty() {
             return Err(ConfigError::at(
                 "model_list",
@@ -1409,13 +1833,36 @@ impl RawConfig {
         }
         let mut deployments = Vec::with_capacity(models.len());
         let mut mocks = BTreeMap::new();
+        let mut not_callable = Vec::new();
         let mut health_checks = HealthChecks::default();
+        let ignore_invalid = router_settings.ignore_invalid_deployments == Some(true);
         for (i, model) in models.into_iter().enumerate() {
+            let mode = model.model_info.mode.clone();
             let check_timeout = model.model_info.health_check_timeout;
             let unchecked = model.model_info.disable_background_health_check == Some(true);
-            let (deployment, mock) = deployment_of(i, model)?;
-            if let Some(mock) = mock {
-                mocks.insert(deployment.id().to_string(), mock);
+            let (deployment, mock) = match deployment_of(i, model) {
+                Ok(built) => built,
+                // LiteLLM's `ignore_invalid_deployments`: skipped with a warning, not fatal.
+                Err(error) if ignore_invalid => {
+                    tracing::warn!(%error, "deployment left out (ignore_invalid_deployments)");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            match mock {
+                Some(mock) => {
+                    mocks.insert(deployment.id().to_string(), mock);
+                }
+                None => {
+                    if let Some(reason) = not_callable_reason(&deployment, mode.as_deref()) {
+                        not_callable.push(NotCallable {
+                            index: i,
+                            deployment: deployment.id().to_string(),
+                            model_group: deployment.model_name.clone(),
+                            reason,
+                        });
+                    }
+                }
             }
             if let Some(timeout) = check_timeout {
                 if timeout.0 <= 0.0 {
@@ -1433,10 +1880,22 @@ impl RawConfig {
             }
             deployments.push(deployment);
         }
+        let skip_unsupported_deployments = ferrolite_settings
+            .skip_unsupported_deployments
+            .unwrap_or(false);
+        if deployments.is_empty() {
+            return Err(ConfigError::at(
+                "model_list",
+                format!(
+                    "every one of the {total} deployments is invalid (ignore_invalid_deployments left none)"
+                ),
+            ));
+        }
         if let Some(simulation) = &simulation {
             check_simulation(simulation, &deployments)?;
         }
-        let cache = cache_of(&router_settings, &ferrolite_settings)?;
+        let (cache, response_cache_redis) =
+            cache_of(&router_settings, &litellm_settings, &ferrolite_settings)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
         let router_says = (
             router_settings.enable_health_check_routing.is_some(),
@@ -1468,6 +1927,9 @@ impl RawConfig {
             warnings,
             simulation,
             api_keys,
+            not_callable,
+            skip_unsupported_deployments,
+            response_cache_redis,
             health_checks,
             hidden_aliases,
             source: Source(None),
@@ -1717,6 +2179,8 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         model_name,
         litellm_params: p,
         model_info: info,
+        rpm: entry_rpm,
+        tpm: entry_tpm,
     } = raw;
     let at = |field: &str| format!("model_list[{i}].litellm_params.{field}");
     let lookup_name = info
@@ -1764,8 +2228,8 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         api_base: p.api_base.map(|s| s.0),
         api_key: p.api_key.map(|s| s.0),
         api_version: p.api_version.map(|s| s.0),
-        rpm: p.rpm.or(info.rpm),
-        tpm: p.tpm.or(info.tpm),
+        rpm: p.rpm.or(info.rpm).or(entry_rpm),
+        tpm: p.tpm.or(info.tpm).or(entry_tpm),
         max_parallel_requests: p.max_parallel_requests,
         weight: p.weight,
         order: p.order.or(info.order),
@@ -1877,18 +2341,28 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
 }
 
 /// The state cache: Redis from `redis_url`, or `redis_host` + `redis_port` (+ password).
-fn cache_of(rs: &RawRouterSettings, fs: &RawFerroliteSettings) -> Result<CacheConfig, ConfigError> {
+/// The state cache, and the response cache's own Redis when `cache_params` names one that is
+/// not the state cache's.
+fn cache_of(
+    rs: &RawRouterSettings,
+    ls: &RawLitellmSettings,
+    fs: &RawFerroliteSettings,
+) -> Result<(CacheConfig, Option<RedisConfig>), ConfigError> {
     let mut cache = CacheConfig::default();
     let url = match (&rs.redis_url, &rs.redis_host, rs.redis_port) {
         (Some(url), _, _) => Some(url.0.expose().to_string()),
-        (None, Some(host), Some(port)) => Some(match &rs.redis_password {
-            Some(password) => format!(
-                "redis://:{}@{}:{port}",
-                percent_encode(password.0.expose()),
-                host.0
-            ),
-            None => format!("redis://{}:{port}", host.0),
-        }),
+        (None, Some(host), Some(port)) => {
+            // LiteLLM's (deprecated) `redis_db` selects the database.
+            let db = rs.redis_db.map_or_else(String::new, |db| format!("/{db}"));
+            Some(match &rs.redis_password {
+                Some(password) => format!(
+                    "redis://:{}@{}:{port}{db}",
+                    percent_encode(password.0.expose()),
+                    host.0
+                ),
+                None => format!("redis://{}:{port}{db}", host.0),
+            })
+        }
         (None, Some(_), None) => {
             return Err(ConfigError::at(
                 "router_settings.redis_port",
@@ -1903,13 +2377,29 @@ fn cache_of(rs: &RawRouterSettings, fs: &RawFerroliteSettings) -> Result<CacheCo
         }
         (None, None, None) => None,
     };
-    if let Some(url) = url {
-        let mut redis = RedisConfig::new(url);
-        if let Some(prefix) = &fs.redis_key_prefix {
-            redis = redis.with_prefix(prefix.clone());
+    let with_prefix = |url: String| {
+        let redis = RedisConfig::new(url);
+        match &fs.redis_key_prefix {
+            Some(prefix) => redis.with_prefix(prefix.clone()),
+            None => redis,
         }
-        cache.redis = Some(redis);
-    }
+    };
+    // The proxy's `_update_redis_cache`: a router without Redis of its own keeps its state in
+    // the response cache's Redis (`litellm_settings.cache_params`); a router with its own
+    // keeps the answers in the Redis `cache_params` names, when that is another.
+    let answers_url = cache_params_redis(rs, ls)?;
+    let (url, url_path, answers) = match (url, answers_url) {
+        (Some(url), Some(answers)) if answers != url => {
+            let answers = with_prefix(answers);
+            answers.check_url().map_err(|e| {
+                ConfigError::at("litellm_settings.cache_params.redis_url", e.to_string())
+            })?;
+            (Some(url), "router_settings.redis_url", Some(answers))
+        }
+        (Some(url), _) => (Some(url), "router_settings.redis_url", None),
+        (None, answers) => (answers, "litellm_settings.cache_params.redis_url", None),
+    };
+    cache.redis = url.map(with_prefix);
     if let Some(ms) = fs.sync_interval_ms {
         if ms == 0 {
             return Err(ConfigError::at(
@@ -1927,8 +2417,55 @@ fn cache_of(rs: &RawRouterSettings, fs: &RawFerroliteSettings) -> Result<CacheCo
     }
     cache
         .validate()
-        .map_err(|e| ConfigError::at("router_settings.redis_url", e.to_string()))?;
-    Ok(cache)
+        .map_err(|e| ConfigError::at(url_path, e.to_string()))?;
+    Ok((cache, answers))
+}
+
+/// The Redis `litellm_settings.cache_params` names (`redis_url`, or `host` + `port` +
+/// `password`), when the response cache is on and of type `redis` (the proxy's default).
+/// An explicit `type: redis` with no Redis anywhere is an error: the cache is never silently
+/// kept in memory only.
+fn cache_params_redis(
+    rs: &RawRouterSettings,
+    ls: &RawLitellmSettings,
+) -> Result<Option<String>, ConfigError> {
+    let on = rs.cache_responses == Some(true) || ls.cache == Some(true);
+    let Some(params) = ls.cache_params.as_ref().filter(|_| on) else {
+        return Ok(None);
+    };
+    if !matches!(params.kind.as_deref(), None | Some("redis")) {
+        return Ok(None);
+    }
+    let url = match (&params.redis_url, &params.host) {
+        (Some(url), _) => Some(url.0.expose().to_string()),
+        (None, Some(host)) => {
+            let port = params.port.unwrap_or(6379);
+            Some(match &params.password {
+                Some(password) => format!(
+                    "redis://:{}@{host}:{port}",
+                    percent_encode(password.0.expose())
+                ),
+                None => format!("redis://{host}:{port}"),
+            })
+        }
+        (None, None) => {
+            if params.port.is_some() || params.password.is_some() {
+                return Err(ConfigError::at(
+                    "litellm_settings.cache_params.host",
+                    "required with port or password (or give redis_url)",
+                ));
+            }
+            None
+        }
+    };
+    if url.is_none() && params.kind.as_deref() == Some("redis") {
+        return Err(ConfigError::at(
+            "litellm_settings.cache_params.type",
+            "`redis` needs a Redis: give cache_params host and port (or redis_url), or \
+             router_settings.redis_url; `type: local` keeps answers in this process",
+        ));
+    }
+    Ok(url)
 }
 
 /// Checks one budget: a limit (finite, >= 0) and a window LiteLLM's duration syntax accepts.
@@ -2087,7 +2624,7 @@ fn settings_of(
             .0
         }
     };
-    if let Some(n) = rs.max_fallbacks {
+    if let Some(n) = rs.max_fallbacks.or(ls.max_fallbacks) {
         s.max_fallbacks = n;
     }
     if let Some(t) = rs.retry_after {
@@ -2107,6 +2644,11 @@ fn settings_of(
             (alias, group)
         })
         .collect();
+    // The proxy maps a request's model through `litellm.model_alias_map` before routing: an
+    // alias as `model_group_alias` gives one (whose own entries win).
+    for (alias, group) in ls.model_alias_map {
+        s.model_group_alias.entry(alias).or_insert(group);
+    }
     for (name, budget) in &rs.provider_budget_config {
         check_budget(
             &format!("router_settings.provider_budget_config.{name}"),

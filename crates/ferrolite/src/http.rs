@@ -173,8 +173,9 @@ fn endpoint(body: &serde_json::Value) -> &'static str {
     crate::mock::kind(body).path()
 }
 
-/// A provider's OpenAI-compatible endpoint, when it has a well-known one.
-fn default_base(provider: &str) -> Option<&'static str> {
+/// A provider's OpenAI-compatible endpoint, when it has a well-known one (the `api_base` a
+/// deployment of that provider may leave out; `azure` has none).
+pub fn default_base(provider: &str) -> Option<&'static str> {
     Some(match provider {
         "openai" | "text-completion-openai" => "https://api.openai.com/v1",
         "groq" => "https://api.groq.com/openai/v1",

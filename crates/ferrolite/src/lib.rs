@@ -30,8 +30,8 @@ pub mod service;
 
 pub use builder::{Error, RouterBuilder, RouterExt, build_from_config};
 pub use config::{
-    ApiKey, Config, ConfigError, ConfigWarning, HealthChecks, SimulatedFailure, Simulation,
-    WarningKind,
+    ApiKey, Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, SimulatedFailure,
+    Simulation, WarningKind,
 };
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;

@@ -531,8 +531,10 @@ litellm_settings:
     assert!(cache.opt_in, "mode: default_off");
     let lines = config.not_honoured();
     assert!(
-        lines
-            .contains(&"litellm_settings.cache_params.host: accepted, not implemented".to_string()),
+        lines.contains(
+            &"litellm_settings.cache_params.supported_call_types: accepted, not implemented"
+                .to_string()
+        ),
         "{lines:?}"
     );
     assert!(

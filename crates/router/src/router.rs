@@ -382,6 +382,25 @@ impl Router {
 
     // ---- the call path ------------------------------------------------------------------
 
+    /// The same router with its response cache's answers kept in `store` (and its Redis)
+    /// instead of the state cache: for a response cache whose Redis is not the routing state's
+    /// (LiteLLM's `cache_params` host beside `router_settings.redis_url`). Call it right after
+    /// [`Router::new`], before the router is cloned or called; a router without a response
+    /// cache is returned unchanged.
+    pub fn with_response_cache_store(mut self, store: DualCache) -> Result<Self, RouterError> {
+        let Some(inner) = Arc::get_mut(&mut self.inner) else {
+            return Err(RouterError::InvalidSettings {
+                field: "response_cache".into(),
+                value: "a separate store".into(),
+                reason: "must be given before the router is cloned",
+            });
+        };
+        if let Some(settings) = &inner.settings.response_cache {
+            inner.responses = Some(ResponseCache::new(settings.clone(), store));
+        }
+        Ok(self)
+    }
+
     /// The response cache's memory tier: entries and their weight in bytes; `None` when the
     /// response cache is off.
     pub fn response_cache_usage(&self) -> Option<(u64, u64)> {

@@ -10,9 +10,11 @@ use crate::{ErrorClass, Provider, Secret, TypesError};
 /// The identity of a deployment, used in every state key (usage counters, cooldowns, budgets).
 ///
 /// It is the explicit `id` when the configuration gives one; otherwise a hash of the canonical
-/// JSON of the deployment's non-secret fields (see [`Deployment::id`]). Unlike LiteLLM's id it
-/// never includes the API key, so rotating a key keeps the deployment's state, and it does not
-/// depend on the order in which the configuration lists the fields.
+/// JSON of the fields that name the endpoint and the credential (see [`Deployment::id`]). As in
+/// LiteLLM, the API key is part of it (two keys on one endpoint are two deployments), but only
+/// as a SHA-256: the key itself is never hashed into the id directly nor stored. Unlike
+/// LiteLLM's id it does not depend on the order in which the configuration lists the fields,
+/// and limits, prices and other settings are not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeploymentId(String);
@@ -114,7 +116,8 @@ impl AllowedFailsPolicy {
 /// };
 /// d.validate().unwrap();
 /// assert_eq!(d.provider().unwrap().as_str(), "azure");
-/// assert_eq!(d.id(), d.clone().with_api_key("sk-rotated").id()); // the key is not part of the id
+/// // Two keys on one endpoint are two deployments, as in LiteLLM.
+/// assert_ne!(d.id(), d.clone().with_api_key("sk-second").id());
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +135,7 @@ pub struct Deployment {
     /// Endpoint base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_base: Option<String>,
-    /// API key; never printed, serialized as `***`, not part of the id.
+    /// API key; never printed, serialized as `***`; its SHA-256 is part of the derived id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
     /// API version (Azure).
@@ -221,13 +224,20 @@ impl Deployment {
     }
 
     /// The deployment's id: the explicit `id` if set, otherwise the first 32 hex digits of the
-    /// SHA-256 of the canonical JSON (keys sorted) of its **identity**: what names the endpoint —
-    /// `model_name`, `model`, `api_base`, `api_version` and `custom_llm_provider`.
+    /// SHA-256 of the canonical JSON (keys sorted) of its **identity**: what names the endpoint
+    /// and the credential — `model_name`, `model`, `api_base`, `api_version`,
+    /// `custom_llm_provider`, and the SHA-256 of `api_key` (hex; absent without a key).
+    ///
+    /// Two deployments that differ only in their API key (one endpoint, several keys: a common
+    /// way to multiply a rate limit) are two deployments, as in LiteLLM, whose id includes the
+    /// key. The key enters only through its own SHA-256, so the id reveals nothing of it.
+    /// Rotating the key changes the id (and starts the deployment's state afresh), as in LiteLLM;
+    /// give an explicit `id` to keep the state across rotations.
     ///
     /// Limits, weights, prices, timeouts, tags and budgets are settings of the deployment, not
     /// its identity: raising `rpm` keeps the id, and so the deployment's counters, cooldowns and
-    /// spend. Nothing secret is hashed (rotating the API key keeps the id too); two deployments
-    /// that differ only in their API key or settings derive the same id — give them explicit ids.
+    /// spend. Two deployments that differ only in settings derive the same id — give them
+    /// explicit ids.
     ///
     /// Deriving it serializes and hashes: compute it once when a deployment list is loaded, not
     /// per request.
@@ -236,25 +246,29 @@ impl Deployment {
             return DeploymentId(id.clone());
         }
         // Serializing through `Value` sorts the keys.
-        let identity = serde_json::json!({
+        let mut identity = serde_json::json!({
             "model_name": self.model_name,
             "model": self.model,
             "api_base": self.api_base,
             "api_version": self.api_version,
             "custom_llm_provider": self.custom_llm_provider,
         });
-        let digest = Sha256::digest(identity.to_string().as_bytes());
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            hex.push_str(&format!("{byte:02x}"));
+        // Without a key the identity is what it always was, so keyless ids stay as they were.
+        if let (Some(key), Some(object)) = (&self.api_key, identity.as_object_mut()) {
+            let digest = Sha256::digest(key.expose().as_bytes());
+            object.insert("api_key_sha256".into(), hex(&digest).into());
         }
-        DeploymentId(hex)
+        let digest = Sha256::digest(identity.to_string().as_bytes());
+        DeploymentId(hex(&digest[..16]))
     }
 
-    /// The provider: `custom_llm_provider` when set, otherwise derived from `model`.
+    /// The provider: `custom_llm_provider` when set, otherwise derived from `model`. A
+    /// catch-all deployment (`model: "*"`) has the provider `*`: the requested model decides,
+    /// as in LiteLLM.
     pub fn provider(&self) -> Result<Provider, TypesError> {
         match &self.custom_llm_provider {
             Some(p) if !p.trim().is_empty() => Ok(Provider::new(p.trim())),
+            _ if self.model.trim() == "*" => Ok(Provider::new("*")),
             _ => Provider::from_model(&self.model),
         }
     }
@@ -360,6 +374,15 @@ impl Deployment {
     }
 }
 
+/// Bytes as lower-case hex digits.
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,10 +404,45 @@ mod tests {
         assert_eq!(d.id(), DeploymentId::new("eu-1"));
     }
 
+    /// Regression (issue 16): two deployments on one endpoint with different keys had one id,
+    /// so they shared counters and cooldowns (and the router refused the duplicate).
     #[test]
-    fn derived_id_ignores_the_api_key() {
-        assert_eq!(base().with_api_key("a").id(), base().with_api_key("b").id());
-        assert_eq!(base().id(), base().with_api_key("a").id());
+    fn derived_id_tells_two_api_keys_on_one_endpoint_apart() {
+        assert_ne!(base().with_api_key("a").id(), base().with_api_key("b").id());
+        assert_ne!(base().id(), base().with_api_key("a").id());
+        assert_eq!(base().with_api_key("a").id(), base().with_api_key("a").id());
+    }
+
+    #[test]
+    fn derived_id_hashes_the_key_only_through_its_sha256() {
+        let key = "sk-very-secret-key";
+        let with_key = base().with_api_key(key);
+        // The id equals the hash of the identity with the key's SHA-256 in it: the key's bytes
+        // reach the id only through that digest.
+        let mut identity = serde_json::json!({
+            "model_name": "gpt-4o",
+            "model": "azure/gpt-4o-eu",
+            "api_base": "https://eu.example.openai.azure.com",
+            "api_version": null,
+            "custom_llm_provider": null,
+        });
+        identity.as_object_mut().unwrap().insert(
+            "api_key_sha256".into(),
+            hex(&Sha256::digest(key.as_bytes())).into(),
+        );
+        let expected = hex(&Sha256::digest(identity.to_string().as_bytes())[..16]);
+        assert_eq!(with_key.id().as_str(), expected);
+        assert!(!with_key.id().as_str().contains(key));
+    }
+
+    #[test]
+    fn derived_id_keeps_with_a_changed_limit_and_the_same_key() {
+        let tuned = Deployment {
+            rpm: Some(5),
+            tpm: Some(50),
+            ..base().with_api_key("a")
+        };
+        assert_eq!(tuned.id(), base().with_api_key("a").id());
     }
 
     #[test]
