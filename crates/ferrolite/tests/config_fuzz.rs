@@ -114,6 +114,12 @@ fn an_alias_bomb_is_refused() {
     text.push_str("model_list: *a11\n");
     let started = std::time::Instant::now();
     let result = Config::from_yaml(&text);
-    assert!(result.is_err());
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("budget breached"),
+        "the alias bomb was not refused by the parser's node budget: {message:?}"
+    );
+    // Expanded, the document holds 10^12 nodes: refused means it stopped long before that.
+    // The bound only tells a refusal from an expansion, with room for a loaded CI machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
