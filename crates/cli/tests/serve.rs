@@ -454,7 +454,9 @@ general_settings:
             body,
         )
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // Time for the call to reach the router (on a loaded machine 200 ms was not always
+    // enough); the call itself lasts 60 s, so it is still in flight at SIGTERM.
+    std::thread::sleep(Duration::from_millis(1000));
     let stopping = Instant::now();
     stop(&child);
     assert!(child.wait().unwrap().success());
