@@ -1,0 +1,204 @@
+//! `auto` admission across instances sharing one Redis: whatever way demand is split across
+//! the instances, they admit exactly the limit once demand reaches it, and the shared counter
+//! holds what was admitted, not what was claimed: an instance gives back the unused part of
+//! its claim when demand moves elsewhere, when it goes idle, when its store is replaced (a
+//! reload) and at a clean stop.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::deployment;
+use ferrolite_cache::testing::{config, raw_client, redis_url, unique_prefix};
+use ferrolite_cache::{Clock, DualCache, Window};
+use ferrolite_strategies::{AdmissionMode, StrategyError, Target, Targets, UsageStore};
+use ferrolite_types::Deployment;
+use fred::prelude::KeysInterface;
+
+/// An hour-long sliding window: a run near a bucket boundary still counts the previous bucket
+/// almost fully, so no result depends on when the test runs.
+fn window() -> Window {
+    Window::sliding(Duration::from_secs(3600)).unwrap()
+}
+
+/// One instance: its own cache (its own sync task and claims) on the shared Redis.
+struct Instance {
+    usage: Arc<UsageStore>,
+    target: Target,
+}
+
+async fn instances(n: usize, url: &str, prefix: &str, limits: &Deployment) -> Vec<Instance> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let cache = DualCache::connect(config(url, prefix)).await.unwrap();
+        let targets = Targets::new(std::slice::from_ref(limits)).unwrap();
+        let usage =
+            Arc::new(UsageStore::new(cache, &targets, window(), AdmissionMode::Auto).unwrap());
+        let target = targets.iter().next().unwrap().clone();
+        out.push(Instance { usage, target });
+    }
+    out
+}
+
+/// One call on `instance`: whether it was admitted (its permit ends at once; the request stays
+/// counted in the window).
+async fn call(instance: &Instance) -> bool {
+    match instance.usage.admit(&instance.target, 0).await {
+        Ok(_permit) => true,
+        Err(StrategyError::RateLimited { .. }) => false,
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+/// `n` calls on `instance`, one after the other; how many were admitted.
+async fn one_at_a_time(instance: &Instance, n: usize) -> usize {
+    let mut admitted = 0;
+    for _ in 0..n {
+        admitted += usize::from(call(instance).await);
+    }
+    admitted
+}
+
+/// `n` concurrent calls on `instance`; how many were admitted.
+async fn at_once(instance: &Instance, n: usize) -> usize {
+    let mut handles = Vec::with_capacity(n);
+    for _ in 0..n {
+        let usage = Arc::clone(&instance.usage);
+        let target = instance.target.clone();
+        handles.push(tokio::spawn(async move {
+            call(&Instance { usage, target }).await
+        }));
+    }
+    let mut admitted = 0;
+    for handle in handles {
+        admitted += usize::from(handle.await.unwrap());
+    }
+    admitted
+}
+
+/// The deployment's request count in Redis (the current and the previous hour bucket, so a run
+/// that crosses the hour still sees every request).
+async fn redis_requests(url: &str, prefix: &str, id: &str) -> i64 {
+    let raw = raw_client(url).await;
+    let now = ferrolite_cache::SystemClock.now_ms();
+    let base = format!("{{{id}}}:openai/{id}:rpm");
+    let mut total = 0;
+    for at in [now, now.saturating_sub(3_600_000)] {
+        let key = format!("{prefix}{}", window().bucket_key(&base, at));
+        total += raw.get::<Option<i64>, _>(&key).await.unwrap().unwrap_or(0);
+    }
+    total
+}
+
+async fn stop(instances: &[Instance]) {
+    for instance in instances {
+        instance.usage.cache().shutdown().await.unwrap();
+    }
+}
+
+fn rpm(id: &str, limit: u64) -> Deployment {
+    Deployment {
+        rpm: Some(limit),
+        ..deployment(id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_calls_on_one_instance_then_twenty_on_another_admit_all_fifty_of_rpm_50() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-30-20");
+    let gateways = instances(2, &url, &prefix, &rpm("shared", 50)).await;
+    let first = one_at_a_time(&gateways[0], 30).await;
+    let second = one_at_a_time(&gateways[1], 20).await;
+    assert_eq!(
+        (first, second),
+        (30, 20),
+        "the first instance's unused claim went to the second (regression: 30 + 19, with Redis counting 50)"
+    );
+    // The limit holds on both.
+    assert!(!call(&gateways[0]).await);
+    assert!(!call(&gateways[1]).await);
+    stop(&gateways).await;
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_instances_overloaded_in_turn_admit_exactly_the_rpm_and_redis_counts_it() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-moving-overload");
+    let gateways = instances(4, &url, &prefix, &rpm("shared", 200)).await;
+    // 400 calls against rpm 200, 100 at a time on each instance in turn: demand keeps moving
+    // to an instance that holds no claim while the others hold theirs.
+    let mut admitted = 0;
+    for gateway in &gateways {
+        admitted += at_once(gateway, 100).await;
+    }
+    assert_eq!(admitted, 200);
+    stop(&gateways).await;
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_stop_leaves_the_shared_counter_at_the_admitted_count() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-clean-stop");
+    let gateways = Arc::new(instances(4, &url, &prefix, &rpm("shared", 1_000)).await);
+    // 400 calls, round robin over 4 instances, all under the limit.
+    let mut handles = Vec::new();
+    for i in 0..400 {
+        let gateways = Arc::clone(&gateways);
+        handles.push(tokio::spawn(async move { call(&gateways[i % 4]).await }));
+    }
+    let mut admitted = 0;
+    for handle in handles {
+        admitted += usize::from(handle.await.unwrap());
+    }
+    assert_eq!(admitted, 400);
+    stop(&gateways).await;
+    assert_eq!(
+        redis_requests(&url, &prefix, "shared").await,
+        400,
+        "regression: the unused claims stayed counted (405 for 400 calls)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_instance_gives_its_unused_claim_back_before_the_window_ends() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-idle");
+    let gateways = instances(1, &url, &prefix, &rpm("shared", 1_000)).await;
+    assert_eq!(at_once(&gateways[0], 100).await, 100);
+    // No stop, no more calls: within a few sync intervals (20 ms here) Redis counts what was
+    // admitted. Polled for up to 5 s so a loaded machine cannot make it flaky.
+    let mut count = 0;
+    for _ in 0..250 {
+        count = redis_requests(&url, &prefix, "shared").await;
+        if count == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, 100);
+    stop(&gateways).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_replaced_by_a_reload_gives_its_unused_claim_back() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-reload");
+    let mut gateways = instances(1, &url, &prefix, &rpm("shared", 1_000)).await;
+    let cache = gateways[0].usage.cache().clone();
+    assert_eq!(at_once(&gateways[0], 100).await, 100);
+    // A reload builds a new store on the same cache and drops the old one at once.
+    let Instance { usage, .. } = gateways.remove(0);
+    drop(usage);
+    cache.shutdown().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 100);
+}
