@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::deployment;
 use ferrolite_cache::testing::{config, raw_client, redis_url, unique_prefix};
-use ferrolite_cache::{Clock, DualCache, Window};
+use ferrolite_cache::{Clock, DualCache, ManualClock, SystemClock, Window};
 use ferrolite_strategies::{AdmissionMode, StrategyError, Target, Targets, UsageStore};
 use ferrolite_types::Deployment;
 use fred::prelude::KeysInterface;
@@ -87,7 +87,7 @@ async fn at_once(instance: &Instance, n: usize) -> usize {
 /// that crosses the hour still sees every request).
 async fn redis_requests(url: &str, prefix: &str, id: &str) -> i64 {
     let raw = raw_client(url).await;
-    let now = ferrolite_cache::SystemClock.now_ms();
+    let now = SystemClock.now_ms();
     let base = format!("{{{id}}}:openai/{id}:rpm");
     let mut total = 0;
     for at in [now, now.saturating_sub(3_600_000)] {
@@ -169,36 +169,127 @@ async fn a_clean_stop_leaves_the_shared_counter_at_the_admitted_count() {
     );
 }
 
+/// One instance on a manual clock (set to now, so Redis' clock agrees): its demand estimate
+/// and its idle time move only when the test says, so what it claims is known.
+async fn instance_on(
+    clock: &ManualClock,
+    url: &str,
+    prefix: &str,
+    limits: &Deployment,
+) -> Instance {
+    let cache = DualCache::connect_with_clock(config(url, prefix), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let targets = Targets::new(std::slice::from_ref(limits)).unwrap();
+    let usage = Arc::new(UsageStore::new(cache, &targets, window(), AdmissionMode::Auto).unwrap());
+    let target = targets.iter().next().unwrap().clone();
+    Instance { usage, target }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_instance_gives_its_unused_claim_back_before_the_window_ends() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("auto-idle");
-    let gateways = instances(1, &url, &prefix, &rpm("shared", 1_000)).await;
-    assert_eq!(at_once(&gateways[0], 100).await, 100);
-    // No stop, no more calls: within a few sync intervals (20 ms here) Redis counts what was
-    // admitted. Polled for up to 5 s so a loaded machine cannot make it flaky.
-    let mut count = 0;
-    for _ in 0..250 {
-        count = redis_requests(&url, &prefix, "shared").await;
-        if count == 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(count, 100);
-    stop(&gateways).await;
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let gateway = instance_on(&clock, &url, &prefix, &rpm("shared", 1_000)).await;
+    // 30 calls at one instant: claims of 2, 6, 18 and 54 calls, 50 of them unused.
+    assert_eq!(one_at_a_time(&gateway, 30).await, 30);
+    gateway.usage.cache().sync_now().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 80);
+    // Two sync intervals (20 ms here) without a call: the next sync gives the rest back, long
+    // before the window ends.
+    clock.advance_ms(40);
+    gateway.usage.cache().sync_now().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 30);
+    // Calls drawn on a claim are counted once: the instance goes on from the shared count.
+    assert_eq!(one_at_a_time(&gateway, 10).await, 10);
+    clock.advance_ms(40);
+    gateway.usage.cache().sync_now().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 40);
+    gateway.usage.cache().shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_replaced_by_a_reload_gives_its_unused_claim_back() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("auto-reload");
-    let mut gateways = instances(1, &url, &prefix, &rpm("shared", 1_000)).await;
-    let cache = gateways[0].usage.cache().clone();
-    assert_eq!(at_once(&gateways[0], 100).await, 100);
-    // A reload builds a new store on the same cache and drops the old one at once.
-    let Instance { usage, .. } = gateways.remove(0);
-    drop(usage);
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let gateway = instance_on(&clock, &url, &prefix, &rpm("shared", 1_000)).await;
+    let cache = gateway.usage.cache().clone();
+    assert_eq!(one_at_a_time(&gateway, 30).await, 30);
+    cache.sync_now().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 80);
+    // A reload builds a new store on the same cache and drops the old one (the clock stands
+    // still: nothing is idle).
+    drop(gateway);
+    cache.sync_now().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 30);
     cache.shutdown().await.unwrap();
-    assert_eq!(redis_requests(&url, &prefix, "shared").await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_split_sixty_then_forty_calls_across_two_instances_fill_the_tpm_exactly() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-tpm-split");
+    let limits = Deployment {
+        tpm: Some(10_000),
+        ..deployment("tokens")
+    };
+    let gateways = instances(2, &url, &prefix, &limits).await;
+    let calls = |instance: &Instance, n: usize| {
+        let (usage, target) = (Arc::clone(&instance.usage), instance.target.clone());
+        async move {
+            let mut admitted = 0;
+            for _ in 0..n {
+                match usage.admit(&target, 100).await {
+                    Ok(_permit) => admitted += 1,
+                    Err(StrategyError::RateLimited { .. }) => {}
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+            admitted
+        }
+    };
+    let first = calls(&gateways[0], 60).await;
+    let second = calls(&gateways[1], 40).await;
+    assert_eq!(
+        (first, second),
+        (60, 40),
+        "100 calls of 100 tokens fill 10,000"
+    );
+    assert_eq!(calls(&gateways[1], 1).await, 0);
+    stop(&gateways).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refusal_at_a_full_limit_waits_for_nothing_when_no_other_instance_holds_a_claim() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-no-wait");
+    // Syncs 10 s apart: a refusal that waited for one would take seconds.
+    let slow = |url: &str| ferrolite_cache::CacheConfig {
+        sync_interval: Duration::from_secs(10),
+        ..config(url, &prefix)
+    };
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let cache = DualCache::connect(slow(&url)).await.unwrap();
+        let targets = Targets::new(&[rpm("full", 50)]).unwrap();
+        let usage =
+            Arc::new(UsageStore::new(cache, &targets, window(), AdmissionMode::Auto).unwrap());
+        let target = targets.iter().next().unwrap().clone();
+        gateways.push(Instance { usage, target });
+    }
+    assert_eq!(one_at_a_time(&gateways[0], 50).await, 50);
+    // What the first instance drew on its claims reaches Redis.
+    gateways[0].usage.cache().sync_now().await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(!call(&gateways[1]).await);
+    assert!(!call(&gateways[0]).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusals took {:?}",
+        started.elapsed()
+    );
+    stop(&gateways).await;
+    assert_eq!(redis_requests(&url, &prefix, "full").await, 50);
 }
