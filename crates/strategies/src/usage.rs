@@ -1091,26 +1091,38 @@ impl UsageView<'_> {
 
     /// Whether `target` can take one more request of `tokens` within its limits. An explicit 0
     /// limit blocks; at `rpm` requests in the window the deployment is full (LiteLLM stops at
-    /// `rpm - 1`). A target of another snapshot never fits.
+    /// `rpm - 1`). A target of another snapshot never fits. In auto mode what is counted is
+    /// what was admitted: claims some instance holds unused are room (admission gets them
+    /// back, see [`AdmissionMode::Auto`]).
     #[inline]
     pub fn fits(&self, target: &Target, tokens: u64) -> bool {
         let Some(position) = self.position(target.ix) else {
             return false;
         };
         if let Some(limit) = target.rpm {
-            if limit == 0 || self.estimate_at(&self.epoch.rpm, position) + 1.0 > limit as f64 + 1e-9
-            {
+            let count = self.estimate_at(&self.epoch.rpm, position) - self.unused_at(position, 0);
+            if limit == 0 || count + 1.0 > limit as f64 + 1e-9 {
                 return false;
             }
         }
         if let Some(limit) = target.tpm {
-            if limit == 0
-                || self.estimate_at(&self.epoch.tpm, position) + tokens as f64 > limit as f64 + 1e-9
-            {
+            let count = self.estimate_at(&self.epoch.tpm, position) - self.unused_at(position, 1);
+            if limit == 0 || count + tokens as f64 > limit as f64 + 1e-9 {
                 return false;
             }
         }
         true
+    }
+
+    /// Auto mode: the requests (`metric` 0) or tokens (1) claimed and not used yet in the
+    /// current bucket, by every instance; 0 in the other modes.
+    #[inline]
+    fn unused_at(&self, position: usize, metric: usize) -> f64 {
+        self.epoch
+            .unused
+            .get(position)
+            .and_then(|counts| counts[metric].as_ref())
+            .map_or(0.0, |c| c.value_at(self.now_ms).max(0) as f64)
     }
 }
 
