@@ -293,3 +293,39 @@ async fn a_refusal_at_a_full_limit_waits_for_nothing_when_no_other_instance_hold
     stop(&gateways).await;
     assert_eq!(redis_requests(&url, &prefix, "full").await, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn room_held_as_another_instance_s_unused_claim_is_picked_and_admission_gets_it_back() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-pick-reclaim");
+    // Both clocks stand still: no claim goes idle, so only a reclaim can move one.
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let a = instance_on(&clock, &url, &prefix, &rpm("shared", 50)).await;
+    let b = instance_on(&clock, &url, &prefix, &rpm("shared", 50)).await;
+    let mut through_a = 0;
+    for _ in 0..30 {
+        through_a += usize::from(routed(&a).await);
+    }
+    a.usage.cache().sync_now().await.unwrap();
+    let claimed = redis_requests(&url, &prefix, "shared").await;
+    assert!(
+        claimed > 30,
+        "the first instance holds an unused claim ({claimed})"
+    );
+    let mut through_b = 0;
+    for _ in 0..20 {
+        b.usage.cache().sync_now().await.unwrap();
+        through_b += usize::from(routed(&b).await);
+    }
+    assert_eq!((through_a, through_b), (30, 20));
+    assert!(!routed(&a).await && !routed(&b).await);
+    a.usage.cache().shutdown().await.unwrap();
+    b.usage.cache().shutdown().await.unwrap();
+    assert_eq!(redis_requests(&url, &prefix, "shared").await, 50);
+}
+
+/// A call as the router makes it: admitted only if selection finds room first.
+async fn routed(instance: &Instance) -> bool {
+    let fits = instance.usage.view().fits(&instance.target, 0);
+    fits && call(instance).await
+}
