@@ -561,11 +561,12 @@ impl DualCache {
         self.inner.hooks.lock().push(hook);
     }
 
-    /// Completes after the next sync (the sync task's, or a [`sync_now`](Self::sync_now))
-    /// has finished: a caller waiting for what other instances flush waits on this, never on
-    /// a bare sleep. Pending forever if no sync runs: bound it with a timeout.
-    pub async fn next_sync(&self) {
-        self.inner.synced.notified().await;
+    /// Completes once a sync (the sync task's, or a [`sync_now`](Self::sync_now)) finishes
+    /// after this call — counted from the call, not from the first poll: a caller waiting for
+    /// what other instances flush waits on this, never on a bare sleep. Pending forever if no
+    /// sync runs: bound it with a timeout.
+    pub fn next_sync(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.inner.synced.notified()
     }
 
     /// How often pending increments are pushed and shared values read back.
