@@ -63,7 +63,7 @@ pub enum AdmissionMode {
 
 /// How many sync intervals a call refused in auto mode waits at most for other instances to
 /// give back their unused claims (each answers within two of its own).
-const RECLAIM_WAIT_SYNCS: u32 = 5;
+const RECLAIM_WAIT_SYNCS: u32 = 8;
 
 /// A claim no call drew on for this many sync intervals is given back: a block is sized to
 /// two intervals of this instance's demand, so its demand moved elsewhere.
@@ -865,6 +865,10 @@ impl UsageStore {
         if let Err(error) = reclaim.extend_to(now.saturating_add(hold)).await {
             tracing::warn!(%error, "could not ask other instances for their unused admission claims");
         }
+        // A give-back that crossed this instance's read-back (the count not yet down when the
+        // unused count already is) is seen one sync later: stop after two syncs without a
+        // claim held elsewhere.
+        let mut settled = 0;
         for _ in 0..RECLAIM_WAIT_SYNCS {
             // Bounded: no sync runs while Redis is unreachable for long.
             let _ = tokio::time::timeout(interval.saturating_mul(2), self.cache.next_sync()).await;
@@ -882,7 +886,8 @@ impl UsageStore {
                     Err(error) => return Err(error),
                 }
             }
-            if !waiting {
+            settled = if waiting { 0 } else { settled + 1 };
+            if settled >= 2 {
                 break;
             }
         }
