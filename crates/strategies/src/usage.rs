@@ -136,6 +136,10 @@ struct AutoState {
     /// while it runs, every instance gives its unused claim back at each sync and claims only
     /// what each call needs. `None` without Redis (one instance: nobody else holds claims).
     reclaim: Option<Deadline>,
+    /// The bucket and the shared unused counts when a wait for claims came back empty: while
+    /// they are no higher (a crashed instance's claim stays counted until its bucket ends), a
+    /// refusal does not wait again.
+    futile: parking_lot::Mutex<Option<(u64, i64)>>,
 }
 
 /// Admissions an instance claimed from a deployment's shared count and has not used yet
@@ -855,7 +859,18 @@ impl UsageStore {
         let Some(reclaim) = &state.reclaim else {
             return Ok(None);
         };
-        if !self.view().claimed_elsewhere(target.ix) {
+        let (bucket, unused) = {
+            let view = self.view();
+            if !view.claimed_elsewhere(target.ix) {
+                return Ok(None);
+            }
+            (view.epoch.bucket, view.unused_total(target.ix))
+        };
+        if state
+            .futile
+            .lock()
+            .is_some_and(|(b, seen)| b == bucket && unused <= seen)
+        {
             return Ok(None);
         }
         let interval = self.cache.sync_interval();
@@ -891,6 +906,8 @@ impl UsageStore {
                 break;
             }
         }
+        let view = self.view();
+        *state.futile.lock() = Some((view.epoch.bucket, view.unused_total(target.ix)));
         Ok(None)
     }
 
@@ -1077,6 +1094,19 @@ impl UsageView<'_> {
         self.position(ix)
             .and_then(|p| self.epoch.unused.get(p))
             .is_some_and(|counts| counts.iter().flatten().any(|c| c.value_at(self.now_ms) > 0))
+    }
+
+    /// Auto mode: the shared unused counts (requests + tokens) of the current bucket.
+    fn unused_total(&self, ix: DeploymentIx) -> i64 {
+        self.position(ix)
+            .and_then(|p| self.epoch.unused.get(p))
+            .map_or(0, |counts| {
+                counts
+                    .iter()
+                    .flatten()
+                    .map(|c| c.value_at(self.now_ms))
+                    .sum()
+            })
     }
 
     /// Calls in flight on the deployment, never below 0 (a decrement after the counter expired

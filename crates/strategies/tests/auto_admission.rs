@@ -329,3 +329,51 @@ async fn routed(instance: &Instance) -> bool {
     let fits = instance.usage.view().fits(&instance.target, 0);
     fits && call(instance).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_instance_s_claim_costs_one_wait_per_bucket_not_one_per_refusal() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("auto-crashed");
+    let interval = Duration::from_millis(200);
+    let cache = DualCache::connect(ferrolite_cache::CacheConfig {
+        sync_interval: interval,
+        ..config(&url, &prefix)
+    })
+    .await
+    .unwrap();
+    let targets = Targets::new(&[rpm("crashed", 10)]).unwrap();
+    let usage = Arc::new(UsageStore::new(cache, &targets, window(), AdmissionMode::Auto).unwrap());
+    let gateway = Instance {
+        usage,
+        target: targets.iter().next().unwrap().clone(),
+    };
+    assert_eq!(one_at_a_time(&gateway, 8).await, 8);
+    // An instance that crashed holding a claim of 2: counted, unused, never given back.
+    let raw = raw_client(&url).await;
+    let now = SystemClock.now_ms();
+    let base = "{crashed}:openai/crashed:rpm";
+    let key = |base: &str| format!("{prefix}{}", window().bucket_key(base, now));
+    let _: i64 = raw.incr_by(key(base), 2).await.unwrap();
+    let _: i64 = raw
+        .incr_by(key(&format!("{base}:unused")), 2)
+        .await
+        .unwrap();
+    gateway.usage.cache().sync_now().await.unwrap();
+    // This instance's own claim goes first.
+    let mut admitted = 0;
+    while call(&gateway).await {
+        admitted += 1;
+    }
+    assert!(admitted <= 2, "{admitted}");
+    // That refusal waited for the crashed claim in vain; the next ones do not wait again.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert!(!call(&gateway).await);
+    }
+    assert!(
+        started.elapsed() < interval * 4,
+        "three refusals took {:?}",
+        started.elapsed()
+    );
+    gateway.usage.cache().shutdown().await.unwrap();
+}
