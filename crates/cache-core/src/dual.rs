@@ -102,6 +102,21 @@ pub(crate) struct Inner {
     shut_down: AtomicBool,
     stop: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Work run at the start of every sync (see [`SyncHook`]); dead ones are dropped.
+    hooks: Mutex<Vec<Weak<dyn SyncHook>>>,
+    /// Woken after every sync ([`DualCache::next_sync`]).
+    synced: Notify,
+}
+
+/// Work a user of the cache runs at the start of every sync, before the queued deltas are
+/// pushed, so what it queues reaches Redis in that same flush: auto admission gives back the
+/// unused part of its claims there. Registered with [`DualCache::add_sync_hook`] through a
+/// `Weak`, so a hook ends when its owner is dropped.
+pub trait SyncHook: Send + Sync {
+    /// Runs at the start of a sync at `now_ms` (the cache's window clock); `stopping` at the
+    /// clean stop ([`DualCache::shutdown`]), before the last flush: give everything back then.
+    /// Must not block: it runs on the sync task.
+    fn before_sync(&self, now_ms: u64, stopping: bool);
 }
 
 impl Inner {
@@ -273,7 +288,40 @@ impl Inner {
 impl Inner {
     /// One sync: push, read back, withdraw lost admissions, prune (see `pipeline.rs`).
     pub(crate) async fn sync_once(&self) -> SyncReport {
+        self.sync_once_with(false).await
+    }
+
+    /// The window clock's time (see [`DualCache::window_now_ms`]).
+    fn window_now_ms(&self) -> u64 {
+        let now = self.clock.now_ms();
+        self.window_clock.fetch_max(now, Ordering::AcqRel).max(now)
+    }
+
+    /// Runs the live sync hooks (outside the registry's lock) and forgets the dead ones.
+    fn run_hooks(&self, stopping: bool) {
+        let live: Vec<Arc<dyn SyncHook>> = {
+            let mut hooks = self.hooks.lock();
+            hooks.retain(|hook| hook.strong_count() > 0);
+            hooks.iter().filter_map(Weak::upgrade).collect()
+        };
+        if live.is_empty() {
+            return;
+        }
+        let now = self.window_now_ms();
+        for hook in live {
+            hook.before_sync(now, stopping);
+        }
+    }
+
+    async fn sync_once_with(&self, stopping: bool) -> SyncReport {
+        let report = self.sync_inner(stopping).await;
+        self.synced.notify_waiters();
+        report
+    }
+
+    async fn sync_inner(&self, stopping: bool) -> SyncReport {
         let _one_at_a_time = self.sync.one_at_a_time().await;
+        self.run_hooks(stopping);
         let mut report = SyncReport::default();
         if let Some(redis) = &self.redis {
             let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();
@@ -479,6 +527,8 @@ impl DualCache {
             shut_down: AtomicBool::new(false),
             stop: Arc::new(Notify::new()),
             task: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+            synced: Notify::new(),
             clock,
             config,
         });
@@ -502,11 +552,21 @@ impl DualCache {
     /// The cache clock's time for window arithmetic: it never moves backwards, so a wall clock
     /// stepped back (NTP, a resumed VM) cannot reopen a rate window that was full.
     pub fn window_now_ms(&self) -> u64 {
-        let now = self.inner.clock.now_ms();
-        self.inner
-            .window_clock
-            .fetch_max(now, Ordering::AcqRel)
-            .max(now)
+        self.inner.window_now_ms()
+    }
+
+    /// Registers `hook` to run at the start of every sync from now on, and at the clean stop
+    /// (see [`SyncHook`]); it ends when its owner drops it.
+    pub fn add_sync_hook(&self, hook: Weak<dyn SyncHook>) {
+        self.inner.hooks.lock().push(hook);
+    }
+
+    /// Completes once a sync (the sync task's, or a [`sync_now`](Self::sync_now)) finishes
+    /// after this call — counted from the call, not from the first poll: a caller waiting for
+    /// what other instances flush waits on this, never on a bare sleep. Pending forever if no
+    /// sync runs: bound it with a timeout.
+    pub fn next_sync(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.inner.synced.notified()
     }
 
     /// How often pending increments are pushed and shared values read back.
@@ -882,13 +942,15 @@ impl DualCache {
     /// without loss (dropping the last handle instead flushes in a background task that a
     /// runtime shutting down cancels, and warns). Deltas that cannot be flushed (Redis down) are
     /// reported in the returned error. The cache still answers afterwards, from its local tier.
+    /// The [`SyncHook`]s run first with `stopping` set, so what they give back (auto
+    /// admission's unused claims) is in the last flush.
     pub async fn shutdown(&self) -> Result<(), CacheError> {
         self.inner.stop.notify_one();
         let task = self.inner.task.lock().take();
         if let Some(task) = task {
             let _ = task.await;
         }
-        let report = self.inner.sync_once().await;
+        let report = self.inner.sync_once_with(true).await;
         self.inner.shut_down.store(true, Ordering::Release);
         if let Some(redis) = &self.inner.redis {
             redis.quit().await;

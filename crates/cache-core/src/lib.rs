@@ -62,7 +62,7 @@ pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{CacheConfig, FailureMode, RedisConfig};
 pub use counter::{CounterOptions, ExpiryMode};
 pub use dual::{
-    CacheStats, Counter, CounterValue, DualCache, FloatCounter, IntCounter, ScriptReply,
+    CacheStats, Counter, CounterValue, DualCache, FloatCounter, IntCounter, ScriptReply, SyncHook,
 };
 pub use error::CacheError;
 pub use lease::Lease;

@@ -15,11 +15,13 @@
 //! lock once and reads the clock once; per candidate it does a few atomic loads — no key is
 //! built, hashed or allocated.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrolite_cache::{
-    Admission, CacheError, CounterOptions, DualCache, IntCounter, LimitCheck, Window, hash_tagged,
+    Admission, CacheError, CounterOptions, Deadline, DualCache, IntCounter, LimitCheck, SyncHook,
+    Window, hash_tagged,
 };
 use ferrolite_types::{DeploymentIx, PerDeployment};
 use parking_lot::{RwLock, RwLockReadGuard};
@@ -47,9 +49,80 @@ pub enum AdmissionMode {
     /// most an eighth of the room left, so far from a limit one round trip serves many calls,
     /// and near it the block shrinks to one call: strict. Every admission is backed by a claim
     /// the script checked, so all instances together never pass a limit. While the shared
-    /// count says a limit is reached, a call is refused without a round trip. A block left
-    /// over when the window moves on is given back.
+    /// count says a limit is reached, a call is refused without a round trip.
+    ///
+    /// What a block leaves unused is given back to the shared count (so the shared count
+    /// holds what was admitted, not what was claimed): when the window moves on, when no call
+    /// drew on it for two sync intervals (demand moved elsewhere), when another instance is
+    /// refused while this one holds it, when the store is replaced (a reload) and at the
+    /// cache's clean stop ([`DualCache::shutdown`]). An instance refused while others hold
+    /// unused claims asks for them back and waits for them, at most a few sync intervals, so
+    /// all instances together admit exactly the limit however demand is split between them.
     Auto,
+}
+
+/// How many sync intervals a call refused in auto mode waits at most for other instances to
+/// give back their unused claims (each answers within two of its own).
+const RECLAIM_WAIT_SYNCS: u32 = 8;
+
+/// A claim no call drew on for this many sync intervals is given back: a block is sized to
+/// two intervals of this instance's demand, so its demand moved elsewhere.
+const IDLE_SYNCS: u64 = 2;
+
+/// Auto mode's claims of every deployment of a store. The cache runs it as a [`SyncHook`] at
+/// the start of every sync, where it gives back claims left unused; dropping it (the store
+/// was replaced) gives back every claim.
+struct Claims {
+    states: PerDeployment<AutoState>,
+    window: Window,
+    /// A claim idle for this long is given back (ms).
+    idle_ms: u64,
+}
+
+impl SyncHook for Claims {
+    fn before_sync(&self, now_ms: u64, stopping: bool) {
+        let bucket = self.window.bucket(now_ms);
+        for state in self.states.iter() {
+            let leftover = {
+                let mut quota = state.quota.lock();
+                if quota.is_empty() {
+                    continue;
+                }
+                let give_back = stopping
+                    || quota.bucket != bucket
+                    || now_ms.saturating_sub(quota.last_use_ms) >= self.idle_ms
+                    || state.reclaim.as_ref().is_some_and(|d| d.is_active(now_ms));
+                if !give_back {
+                    continue;
+                }
+                quota.drain()
+            };
+            leftover.give_back();
+        }
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        for state in self.states.iter() {
+            let leftover = state.quota.lock().drain();
+            leftover.give_back();
+        }
+    }
+}
+
+/// What a claim left unused, taken out of it, to give back to the shared count.
+struct Leftover([(Option<IntCounter>, Option<IntCounter>, u64); 2]);
+
+impl Leftover {
+    /// Gives the amounts back to the counters they were claimed from (and takes them off the
+    /// count of unused claims); they reach Redis with the next flush.
+    fn give_back(self) {
+        for (counter, unused, amount) in self.0 {
+            give_back(counter.as_ref(), amount);
+            give_back(unused.as_ref(), amount);
+        }
+    }
 }
 
 /// Auto mode's state of one deployment: the claim, and the lock one claim at a time is made
@@ -59,6 +132,14 @@ pub enum AdmissionMode {
 struct AutoState {
     quota: parking_lot::Mutex<Quota>,
     claiming: tokio::sync::Mutex<()>,
+    /// Shared through Redis: set by an instance refused while others hold unused claims;
+    /// while it runs, every instance gives its unused claim back at each sync and claims only
+    /// what each call needs. `None` without Redis (one instance: nobody else holds claims).
+    reclaim: Option<Deadline>,
+    /// The bucket and the shared unused counts when a wait for claims came back empty: while
+    /// they are no higher (a crashed instance's claim stays counted until its bucket ends), a
+    /// refusal does not wait again.
+    futile: parking_lot::Mutex<Option<(u64, i64)>>,
 }
 
 /// Admissions an instance claimed from a deployment's shared count and has not used yet
@@ -72,6 +153,12 @@ struct Quota {
     /// The counters the claim was taken from.
     rpm: Option<IntCounter>,
     tpm: Option<IntCounter>,
+    /// The shared counts of claimed-and-unused requests and tokens the claim added to: other
+    /// instances read them to know whether waiting for claims to come back can help.
+    unused_rpm: Option<IntCounter>,
+    unused_tpm: Option<IntCounter>,
+    /// When a call last drew on (or asked for) this claim.
+    last_use_ms: u64,
     /// Demand in the current sync interval, and in the last one.
     since_ms: u64,
     asked_requests: u64,
@@ -83,6 +170,7 @@ struct Quota {
 impl Quota {
     /// Counts one call's demand.
     fn note(&mut self, now_ms: u64, interval_ms: u64, tokens: u64) {
+        self.last_use_ms = now_ms;
         let elapsed = now_ms.saturating_sub(self.since_ms);
         if elapsed >= interval_ms {
             let intervals = (elapsed / interval_ms.max(1)).max(1);
@@ -122,29 +210,40 @@ impl Quota {
         }
         self.requests -= requests;
         self.tokens -= tokens;
+        give_back(self.unused_rpm.as_ref(), requests);
+        give_back(self.unused_tpm.as_ref(), tokens);
         Some([self.rpm.clone(), self.tpm.clone()])
     }
 
+    /// Whether nothing is left of the claim.
+    fn is_empty(&self) -> bool {
+        self.requests == 0 && self.tokens == 0
+    }
+
+    /// Takes everything left of the claim out of it.
+    fn drain(&mut self) -> Leftover {
+        let requests = std::mem::take(&mut self.requests);
+        let tokens = std::mem::take(&mut self.tokens);
+        Leftover([
+            (self.rpm.clone(), self.unused_rpm.clone(), requests),
+            (self.tpm.clone(), self.unused_tpm.clone(), tokens),
+        ])
+    }
+
     /// Empties a claim of an earlier bucket; returns what it left unused.
-    fn take_leftover(
-        &mut self,
-        bucket: u64,
-    ) -> Option<(Option<IntCounter>, u64, Option<IntCounter>, u64)> {
-        if self.bucket == bucket || (self.requests == 0 && self.tokens == 0) {
-            self.bucket = bucket;
-            return None;
-        }
+    fn take_leftover(&mut self, bucket: u64) -> Option<Leftover> {
+        let stale = self.bucket != bucket && !self.is_empty();
         self.bucket = bucket;
-        let left = (self.rpm.take(), self.requests, self.tpm.take(), self.tokens);
-        self.requests = 0;
-        self.tokens = 0;
-        Some(left)
+        stale.then(|| self.drain())
     }
 }
 
 struct Keys {
     rpm: String,
     tpm: String,
+    /// Auto mode's counts of claimed-and-unused requests and tokens.
+    unused_rpm: String,
+    unused_tpm: String,
 }
 
 /// The counters of one window bucket (and the one before, for sliding windows), by position.
@@ -152,6 +251,8 @@ struct Epoch {
     bucket: u64,
     rpm: Vec<[Option<IntCounter>; 2]>,
     tpm: Vec<[Option<IntCounter>; 2]>,
+    /// Auto mode: the current bucket's counts of claimed-and-unused requests and tokens.
+    unused: Vec<[Option<IntCounter>; 2]>,
 }
 
 /// Per-deployment usage of one snapshot's deployments, reached by [`DeploymentIx`].
@@ -163,8 +264,8 @@ pub struct UsageStore {
     keys: PerDeployment<Keys>,
     epoch: RwLock<Epoch>,
     in_flight: PerDeployment<IntCounter>,
-    /// Auto mode's claims, per deployment.
-    quotas: PerDeployment<AutoState>,
+    /// Auto mode's claims, per deployment (the cache's sync hook holds it weakly).
+    claims: Arc<Claims>,
     /// Admission scripts sent to Redis (strict and auto mode).
     round_trips: AtomicU64,
     /// Rotations that could not build the next bucket's counters (registry full): the old
@@ -199,8 +300,33 @@ impl UsageStore {
             Keys {
                 rpm: hash_tagged(id.as_str(), &format!(":{model}:rpm")),
                 tpm: hash_tagged(id.as_str(), &format!(":{model}:tpm")),
+                unused_rpm: hash_tagged(id.as_str(), &format!(":{model}:rpm:unused")),
+                unused_tpm: hash_tagged(id.as_str(), &format!(":{model}:tpm:unused")),
             }
         });
+        let shared = mode == AdmissionMode::Auto && cache.has_redis();
+        let states = index.try_map(|ix, id| {
+            let model = targets.get(ix).map_or("", |t| t.model.as_str());
+            let reclaim = if shared {
+                Some(cache.deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?)
+            } else {
+                None
+            };
+            Ok::<_, CacheError>(AutoState {
+                reclaim,
+                ..AutoState::default()
+            })
+        })?;
+        let interval_ms = u64::try_from(cache.sync_interval().as_millis()).unwrap_or(u64::MAX);
+        let claims = Arc::new(Claims {
+            states,
+            window,
+            idle_ms: interval_ms.saturating_mul(IDLE_SYNCS),
+        });
+        if mode == AdmissionMode::Auto {
+            let hook: Arc<dyn SyncHook> = claims.clone();
+            cache.add_sync_hook(Arc::downgrade(&hook));
+        }
         let in_flight = index.try_map(|ix, id| {
             let group = targets.get(ix).map_or("", |t| &*t.model_name);
             cache.counter(
@@ -218,9 +344,10 @@ impl UsageStore {
                 bucket: u64::MAX,
                 rpm: Vec::new(),
                 tpm: Vec::new(),
+                unused: Vec::new(),
             }),
             in_flight,
-            quotas: index.map(|_, _| AutoState::default()),
+            claims,
             round_trips: AtomicU64::new(0),
             rotation_failures: AtomicU64::new(0),
         })
@@ -308,6 +435,7 @@ impl UsageStore {
         let continues = epoch.bucket != u64::MAX && epoch.bucket + 1 == bucket;
         let mut rpm = Vec::with_capacity(self.keys.len());
         let mut tpm = Vec::with_capacity(self.keys.len());
+        let mut unused = Vec::with_capacity(self.keys.len());
         for (position, keys) in self.keys.iter().enumerate() {
             let (rpm_prev, tpm_prev) = if !sliding {
                 (None, None)
@@ -324,8 +452,21 @@ impl UsageStore {
             };
             rpm.push([Some(counter(&keys.rpm, now_ms)?), rpm_prev]);
             tpm.push([Some(counter(&keys.tpm, now_ms)?), tpm_prev]);
+            unused.push(if self.mode == AdmissionMode::Auto {
+                [
+                    Some(counter(&keys.unused_rpm, now_ms)?),
+                    Some(counter(&keys.unused_tpm, now_ms)?),
+                ]
+            } else {
+                [None, None]
+            });
         }
-        Ok(Epoch { bucket, rpm, tpm })
+        Ok(Epoch {
+            bucket,
+            rpm,
+            tpm,
+            unused,
+        })
     }
 
     /// Adds requests and tokens to `target`'s current window without a limit check (tests,
@@ -402,8 +543,8 @@ impl UsageStore {
         match self.mode {
             AdmissionMode::Auto => self.take_auto(target, tokens).await,
             _ => {
-                let claimed = self.claim(target, 1, tokens).await?;
-                self.complete(target, claimed, tokens)
+                let [rpm, tpm, ..] = self.claim(target, 1, tokens, [0, 0]).await?;
+                self.complete(target, [rpm, tpm], tokens)
             }
         }
     }
@@ -441,18 +582,22 @@ impl UsageStore {
     }
 
     /// Claims `requests` and `tokens` from `target`'s limited windows in Redis with the strict
-    /// script (one round trip), or nothing; returns the counters of the limited metrics.
+    /// script (one round trip), or nothing; returns the counters of the limited metrics, then
+    /// those of the unused claims. `unused` (auto mode: the part of the claim kept for later
+    /// calls, requests and tokens) is added to the shared counts of unused claims in the same
+    /// script, so other instances learn at once that waiting for them can help.
     async fn claim(
         &self,
         target: &Target,
         requests: u64,
         tokens: u64,
-    ) -> Result<[Option<IntCounter>; 2], StrategyError> {
+        unused: [u64; 2],
+    ) -> Result<[Option<IntCounter>; 4], StrategyError> {
         let keys = self
             .keys
             .get(target.ix)
             .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?;
-        let mut checks = Vec::with_capacity(2);
+        let mut checks = Vec::with_capacity(4);
         let mut metrics = Vec::with_capacity(2);
         for (metric, key, delta, limit) in [
             ("rpm", &keys.rpm, requests, target.rpm),
@@ -468,6 +613,17 @@ impl UsageStore {
                 });
             }
         }
+        // Unlimited counts, checked against no limit: they ride along.
+        for (key, delta) in [(&keys.unused_rpm, unused[0]), (&keys.unused_tpm, unused[1])] {
+            if delta > 0 {
+                checks.push(LimitCheck {
+                    key: key.clone(),
+                    delta,
+                    limit: u64::MAX,
+                    window: self.window,
+                });
+            }
+        }
         if self.cache.has_redis() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
@@ -479,7 +635,9 @@ impl UsageStore {
         let mut taken = admission.counters().cloned();
         let rpm = target.rpm.and_then(|_| taken.next());
         let tpm = target.tpm.and_then(|_| taken.next());
-        Ok([rpm, tpm])
+        let unused_rpm = (unused[0] > 0).then(|| taken.next()).flatten();
+        let unused_tpm = (unused[1] > 0).then(|| taken.next()).flatten();
+        Ok([rpm, tpm, unused_rpm, unused_tpm])
     }
 
     /// One admission's counters: the claimed ones for the limited metrics; an unlimited metric
@@ -512,7 +670,7 @@ impl UsageStore {
         target: &Target,
         tokens: u64,
     ) -> Option<Result<(IntCounter, IntCounter), StrategyError>> {
-        let Some(state) = self.quotas.get(target.ix) else {
+        let Some(state) = self.claims.states.get(target.ix) else {
             return Some(Err(StrategyError::UnknownDeployment { ix: target.ix }));
         };
         let need_requests = u64::from(target.rpm.is_some());
@@ -532,49 +690,63 @@ impl UsageStore {
     /// Auto admission (see [`AdmissionMode::Auto`]): from this instance's claim when it covers
     /// the call; else, one claim at a time: refused at once when the shared count says a limit
     /// is reached, else a new block is claimed (one round trip), the call's share taken and the
-    /// rest kept for the next calls.
+    /// rest kept for the next calls. A call refused while other instances hold unused claims
+    /// waits for them to come back ([`await_returned_claims`](Self::await_returned_claims)).
     async fn take_auto(
         &self,
         target: &Target,
         tokens: u64,
     ) -> Result<(IntCounter, IntCounter), StrategyError> {
         let unknown = || StrategyError::UnknownDeployment { ix: target.ix };
-        let state = self.quotas.get(target.ix).ok_or_else(unknown)?;
+        let state = self.claims.states.get(target.ix).ok_or_else(unknown)?;
         let need_requests = u64::from(target.rpm.is_some());
         let need_tokens = if target.tpm.is_some() { tokens } else { 0 };
         let _one_claim = state.claiming.lock().await;
         // The claim in flight while this call waited may cover it.
-        let (bucket, rpm_now, tpm_now) = {
+        let (bucket, now_ms, rpm_now, tpm_now) = {
             let view = self.view();
-            (view.epoch.bucket, view.rpm(target.ix), view.tpm(target.ix))
+            (
+                view.epoch.bucket,
+                view.now_ms,
+                view.rpm(target.ix),
+                view.tpm(target.ix),
+            )
         };
+        // Another instance was refused while claims were held: claim only what calls need.
+        let reclaiming = state.reclaim.as_ref().is_some_and(|d| d.is_active(now_ms));
         let (leftover, block_requests, block_tokens) = {
             let mut quota = state.quota.lock();
             let leftover = quota.take_leftover(bucket);
             if let Some(claimed) = quota.try_take(bucket, need_requests, need_tokens) {
                 drop(quota);
+                if let Some(leftover) = leftover {
+                    leftover.give_back();
+                }
                 return self.complete(target, claimed, tokens);
             }
             let room = |limit: Option<u64>, count: f64| limit.map(|l| l as f64 - count);
-            (
-                leftover,
-                Quota::block(
-                    need_requests,
-                    quota.rate_requests,
-                    quota.asked_requests,
-                    room(target.rpm, rpm_now),
-                ),
-                Quota::block(
-                    need_tokens,
-                    quota.rate_tokens,
-                    quota.asked_tokens,
-                    room(target.tpm, tpm_now),
-                ),
-            )
+            if reclaiming {
+                (leftover, need_requests, need_tokens)
+            } else {
+                (
+                    leftover,
+                    Quota::block(
+                        need_requests,
+                        quota.rate_requests,
+                        quota.asked_requests,
+                        room(target.rpm, rpm_now),
+                    ),
+                    Quota::block(
+                        need_tokens,
+                        quota.rate_tokens,
+                        quota.asked_tokens,
+                        room(target.tpm, tpm_now),
+                    ),
+                )
+            }
         };
-        if let Some((rpm, requests, tpm, tokens_left)) = leftover {
-            give_back(rpm.as_ref(), requests);
-            give_back(tpm.as_ref(), tokens_left);
+        if let Some(leftover) = leftover {
+            leftover.give_back();
         }
         // The shared count says a limit is reached: refuse without a round trip, and give back
         // what is left of the claim (too little for this call) so another instance can use it.
@@ -584,74 +756,165 @@ impl UsageStore {
         ] {
             if let Some(limit) = limit {
                 if limit == 0 || count + need as f64 > limit as f64 + 1e-9 {
-                    self.return_claim(state, bucket);
-                    return Err(StrategyError::RateLimited {
+                    self.return_claim(state);
+                    let refused = StrategyError::RateLimited {
                         id: target.id.clone(),
                         metric,
                         limit,
                         current: count,
-                    });
+                    };
+                    if limit == 0 {
+                        return Err(refused);
+                    }
+                    return self
+                        .after_refusal(target, state, need_requests, need_tokens, tokens, refused)
+                        .await;
                 }
             }
         }
-        let (claimed, extra_requests, extra_tokens) =
-            match self.claim(target, block_requests, block_tokens).await {
-                Ok(claimed) => (
-                    claimed,
-                    block_requests - need_requests,
-                    block_tokens - need_tokens,
-                ),
-                Err(StrategyError::RateLimited { .. })
-                    if block_requests > need_requests || block_tokens > need_tokens =>
-                {
-                    // No room for a block: the call alone, as strict mode would.
-                    match self.claim(target, need_requests, need_tokens).await {
-                        Ok(claimed) => (claimed, 0, 0),
-                        Err(error) => {
-                            self.return_claim(state, bucket);
-                            return Err(error);
-                        }
+        let extra = [block_requests - need_requests, block_tokens - need_tokens];
+        let (claimed, extra) = match self
+            .claim(target, block_requests, block_tokens, extra)
+            .await
+        {
+            Ok(claimed) => (claimed, extra),
+            Err(StrategyError::RateLimited { .. }) if extra != [0, 0] => {
+                // No room for a block: the call alone, as strict mode would.
+                match self.claim(target, need_requests, need_tokens, [0, 0]).await {
+                    Ok(claimed) => (claimed, [0, 0]),
+                    Err(error) => {
+                        self.return_claim(state);
+                        return self
+                            .after_refusal(target, state, need_requests, need_tokens, tokens, error)
+                            .await;
                     }
                 }
-                Err(error) => {
-                    self.return_claim(state, bucket);
-                    return Err(error);
-                }
-            };
-        if extra_requests > 0 || extra_tokens > 0 {
+            }
+            Err(error) => {
+                self.return_claim(state);
+                return self
+                    .after_refusal(target, state, need_requests, need_tokens, tokens, error)
+                    .await;
+            }
+        };
+        let [rpm, tpm, unused_rpm, unused_tpm] = claimed;
+        if extra != [0, 0] {
             let mut quota = state.quota.lock();
             if quota.bucket == bucket {
-                quota.requests += extra_requests;
-                quota.tokens += extra_tokens;
-                quota.rpm = claimed[0].clone();
-                quota.tpm = claimed[1].clone();
+                quota.requests += extra[0];
+                quota.tokens += extra[1];
+                quota.rpm = rpm.clone();
+                quota.tpm = tpm.clone();
+                quota.unused_rpm = unused_rpm;
+                quota.unused_tpm = unused_tpm;
+                quota.last_use_ms = now_ms;
             } else {
                 drop(quota);
-                give_back(claimed[0].as_ref(), extra_requests);
-                give_back(claimed[1].as_ref(), extra_tokens);
+                Leftover([
+                    (rpm.clone(), unused_rpm, extra[0]),
+                    (tpm.clone(), unused_tpm, extra[1]),
+                ])
+                .give_back();
             }
         }
-        self.complete(target, claimed, tokens)
+        self.complete(target, [rpm, tpm], tokens)
+    }
+
+    /// A call was refused with `refused`: when it is a rate limit and other instances hold
+    /// unused claims, waits for them to come back and admits the call if they make room.
+    async fn after_refusal(
+        &self,
+        target: &Target,
+        state: &AutoState,
+        need_requests: u64,
+        need_tokens: u64,
+        tokens: u64,
+        refused: StrategyError,
+    ) -> Result<(IntCounter, IntCounter), StrategyError> {
+        if !matches!(refused, StrategyError::RateLimited { .. }) {
+            return Err(refused);
+        }
+        match self
+            .await_returned_claims(target, state, need_requests, need_tokens)
+            .await?
+        {
+            Some([rpm, tpm, ..]) => self.complete(target, [rpm, tpm], tokens),
+            None => Err(refused),
+        }
+    }
+
+    /// Demand moved here while other instances hold unused claims (the shared counts of unused
+    /// claims say so): asks them to give their claims back (the shared `reclaim` deadline,
+    /// which each reads back within one sync and answers at its next), then claims the call's
+    /// need as soon as this instance's read-back shows room. Waits at most
+    /// [`RECLAIM_WAIT_SYNCS`] syncs, and not at all when no other instance holds a claim;
+    /// `None` when no room came back.
+    async fn await_returned_claims(
+        &self,
+        target: &Target,
+        state: &AutoState,
+        need_requests: u64,
+        need_tokens: u64,
+    ) -> Result<Option<[Option<IntCounter>; 4]>, StrategyError> {
+        let Some(reclaim) = &state.reclaim else {
+            return Ok(None);
+        };
+        let (bucket, unused) = {
+            let view = self.view();
+            if !view.claimed_elsewhere(target.ix) {
+                return Ok(None);
+            }
+            (view.epoch.bucket, view.unused_total(target.ix))
+        };
+        if state
+            .futile
+            .lock()
+            .is_some_and(|(b, seen)| b == bucket && unused <= seen)
+        {
+            return Ok(None);
+        }
+        let interval = self.cache.sync_interval();
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        let hold = interval_ms.saturating_mul(u64::from(RECLAIM_WAIT_SYNCS) + 2);
+        let now = self.cache.clock().now_ms();
+        if let Err(error) = reclaim.extend_to(now.saturating_add(hold)).await {
+            tracing::warn!(%error, "could not ask other instances for their unused admission claims");
+        }
+        // A give-back that crossed this instance's read-back (the count not yet down when the
+        // unused count already is) is seen one sync later: stop after two syncs without a
+        // claim held elsewhere.
+        let mut settled = 0;
+        for _ in 0..RECLAIM_WAIT_SYNCS {
+            // Bounded: no sync runs while Redis is unreachable for long.
+            let _ = tokio::time::timeout(interval.saturating_mul(2), self.cache.next_sync()).await;
+            let (fits, waiting) = {
+                let view = self.view();
+                (
+                    view.fits(target, need_tokens),
+                    view.claimed_elsewhere(target.ix),
+                )
+            };
+            if fits {
+                match self.claim(target, need_requests, need_tokens, [0, 0]).await {
+                    Ok(claimed) => return Ok(Some(claimed)),
+                    Err(StrategyError::RateLimited { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            settled = if waiting { 0 } else { settled + 1 };
+            if settled >= 2 {
+                break;
+            }
+        }
+        let view = self.view();
+        *state.futile.lock() = Some((view.epoch.bucket, view.unused_total(target.ix)));
+        Ok(None)
     }
 
     /// Gives what is left of this instance's claim back to the shared count.
-    fn return_claim(&self, state: &AutoState, bucket: u64) {
-        let left = {
-            let mut quota = state.quota.lock();
-            let left = (
-                quota.rpm.clone(),
-                quota.requests,
-                quota.tpm.clone(),
-                quota.tokens,
-            );
-            quota.requests = 0;
-            quota.tokens = 0;
-            (quota.bucket == bucket).then_some(left)
-        };
-        if let Some((rpm, requests, tpm, tokens)) = left {
-            give_back(rpm.as_ref(), requests);
-            give_back(tpm.as_ref(), tokens);
-        }
+    fn return_claim(&self, state: &AutoState) {
+        let left = state.quota.lock().drain();
+        left.give_back();
     }
 }
 
@@ -824,6 +1087,28 @@ impl UsageView<'_> {
             .map_or(0.0, |p| self.estimate_at(&self.epoch.tpm, p))
     }
 
+    /// Auto mode: whether other instances hold claims they have not used in the current
+    /// bucket (as far as the last read-back and this instance's own claims tell: this
+    /// instance's unused claims are counted here until given back).
+    fn claimed_elsewhere(&self, ix: DeploymentIx) -> bool {
+        self.position(ix)
+            .and_then(|p| self.epoch.unused.get(p))
+            .is_some_and(|counts| counts.iter().flatten().any(|c| c.value_at(self.now_ms) > 0))
+    }
+
+    /// Auto mode: the shared unused counts (requests + tokens) of the current bucket.
+    fn unused_total(&self, ix: DeploymentIx) -> i64 {
+        self.position(ix)
+            .and_then(|p| self.epoch.unused.get(p))
+            .map_or(0, |counts| {
+                counts
+                    .iter()
+                    .flatten()
+                    .map(|c| c.value_at(self.now_ms))
+                    .sum()
+            })
+    }
+
     /// Calls in flight on the deployment, never below 0 (a decrement after the counter expired
     /// cannot make a deployment look idler than idle — LiteLLM #39322).
     #[inline]
@@ -841,26 +1126,38 @@ impl UsageView<'_> {
 
     /// Whether `target` can take one more request of `tokens` within its limits. An explicit 0
     /// limit blocks; at `rpm` requests in the window the deployment is full (LiteLLM stops at
-    /// `rpm - 1`). A target of another snapshot never fits.
+    /// `rpm - 1`). A target of another snapshot never fits. In auto mode what is counted is
+    /// what was admitted: claims some instance holds unused are room (admission gets them
+    /// back, see [`AdmissionMode::Auto`]).
     #[inline]
     pub fn fits(&self, target: &Target, tokens: u64) -> bool {
         let Some(position) = self.position(target.ix) else {
             return false;
         };
         if let Some(limit) = target.rpm {
-            if limit == 0 || self.estimate_at(&self.epoch.rpm, position) + 1.0 > limit as f64 + 1e-9
-            {
+            let count = self.estimate_at(&self.epoch.rpm, position) - self.unused_at(position, 0);
+            if limit == 0 || count + 1.0 > limit as f64 + 1e-9 {
                 return false;
             }
         }
         if let Some(limit) = target.tpm {
-            if limit == 0
-                || self.estimate_at(&self.epoch.tpm, position) + tokens as f64 > limit as f64 + 1e-9
-            {
+            let count = self.estimate_at(&self.epoch.tpm, position) - self.unused_at(position, 1);
+            if limit == 0 || count + tokens as f64 > limit as f64 + 1e-9 {
                 return false;
             }
         }
         true
+    }
+
+    /// Auto mode: the requests (`metric` 0) or tokens (1) claimed and not used yet in the
+    /// current bucket, by every instance; 0 in the other modes.
+    #[inline]
+    fn unused_at(&self, position: usize, metric: usize) -> f64 {
+        self.epoch
+            .unused
+            .get(position)
+            .and_then(|counts| counts[metric].as_ref())
+            .map_or(0.0, |c| c.value_at(self.now_ms).max(0) as f64)
     }
 }
 
