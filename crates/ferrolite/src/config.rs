@@ -687,7 +687,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "mode",
             "supports_vision",
             "supports_function_calling",
-            "max_output_tokens",
             "litellm_provider",
             "description",
             "access_groups",
@@ -1166,6 +1165,7 @@ struct RawModelInfo {
     id: Option<String>,
     base_model: Option<String>,
     max_input_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
     input_cost_per_token: Option<f64>,
     output_cost_per_token: Option<f64>,
     rpm: Option<u64>,
@@ -1774,6 +1774,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
             .max_input_tokens
             .or(p.max_input_tokens)
             .or(facts.max_input_tokens),
+        max_output_tokens: info.max_output_tokens.or(facts.max_output_tokens),
         input_cost_per_token: info
             .input_cost_per_token
             .or(p.input_cost_per_token)
