@@ -415,3 +415,32 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_huge_request_timeout_on_a_mock_timeout_is_answered_not_a_dropped_connection() {
+    let base = gateway(LIMITED).await;
+    for timeout in [
+        serde_json::json!(1e300),
+        serde_json::json!(f64::MAX),
+        serde_json::json!(u64::MAX),
+    ] {
+        let body = chat(
+            "in-house",
+            serde_json::json!({"mock_timeout": true, "timeout": timeout, "num_retries": 0}),
+        );
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            http()
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(MASTER)
+                .json(&body)
+                .send(),
+        )
+        .await;
+        // Waiting (the router's own timeout) is fine; a dropped connection is not.
+        if let Ok(response) = response {
+            let response = response.unwrap();
+            assert!(response.status().as_u16() < 500 || response.status() == 504);
+        }
+    }
+}
