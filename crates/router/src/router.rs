@@ -1057,7 +1057,11 @@ impl Router {
         let ctx = RouteContext {
             model_group: scope.label(),
             input_tokens: call.input_tokens,
-            max_tokens: call.request.max_tokens,
+            // `n` x `max_tokens`: the output the admission holds.
+            max_tokens: call
+                .request
+                .max_tokens
+                .map(|_| call.request.output_tokens(None)),
             stream: call.request.stream,
             tags: &call.request.tags,
             weights: None,
