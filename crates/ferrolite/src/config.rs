@@ -834,7 +834,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "mode",
             "supports_vision",
             "supports_function_calling",
-            "max_output_tokens",
             "litellm_provider",
             "description",
             "access_groups",
@@ -1535,6 +1534,8 @@ struct RawModelInfo {
     base_model: Option<String>,
     #[serde(default, deserialize_with = "env_opt")]
     max_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "env_opt")]
+    max_output_tokens: Option<u64>,
     #[serde(default, deserialize_with = "env_opt")]
     input_cost_per_token: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
@@ -2238,6 +2239,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
             .max_input_tokens
             .or(p.max_input_tokens)
             .or(facts.max_input_tokens),
+        max_output_tokens: info.max_output_tokens.or(facts.max_output_tokens),
         input_cost_per_token: info
             .input_cost_per_token
             .or(p.input_cost_per_token)

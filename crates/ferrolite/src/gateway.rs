@@ -308,7 +308,9 @@ impl Gateway {
             if let Some(limit) = limit {
                 checks.push(ferrolite_cache::LimitCheck {
                     key: ferrolite_cache::hash_tagged(&tag, &format!(":{metric}")),
-                    delta,
+                    // More than the limit is refused whatever the count: a huge estimate is
+                    // held as limit + 1, so it never reaches the counters' range.
+                    delta: delta.min(limit.saturating_add(1)),
                     limit,
                     window: ferrolite_cache::Window::MINUTE_SLIDING,
                 });
@@ -740,8 +742,6 @@ async fn handle(
     if let Some(refused) = endpoint.missing_input(&body) {
         return refused;
     }
-    let estimate =
-        (bytes.len() / 4) as u64 + body.get("max_tokens").and_then(|m| m.as_u64()).unwrap_or(0);
     let include_usage = body
         .pointer("/stream_options/include_usage")
         .and_then(serde_json::Value::as_bool)
@@ -760,6 +760,12 @@ async fn handle(
     let router = gateway.router.load_full();
     let mut admitted = None;
     if let Caller::Key(key) = caller {
+        // The router's count (checking the request's token figures first), so the key's tpm
+        // and a deployment's count the same tokens.
+        let estimate = match router.token_estimate(&mut request) {
+            Ok(estimate) => estimate,
+            Err(e) => return router_error(&e),
+        };
         match gateway.admit_key(&router, &key, &model, estimate).await {
             Ok(admission) => admitted = admission,
             Err(refused) => return refused,

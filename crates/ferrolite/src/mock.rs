@@ -273,8 +273,9 @@ impl MockBackend {
                 .get("timeout")
                 .and_then(serde_json::Value::as_f64)
                 .or(deployment.timeout)
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64);
+                // A number too large for a duration waits like no number: until the
+                // router's timeout.
+                .and_then(|s| Duration::try_from_secs_f64(s).ok());
             return Plan::TimeOut(wait);
         }
         let response = match body.get("mock_response") {

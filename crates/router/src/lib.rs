@@ -60,7 +60,7 @@ pub use backend::{
 pub use error::{RouterError, Tried};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
-pub use request::{Request, RouterResponse};
+pub use request::{MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
 pub use router::{Router, RouterStream};
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};

@@ -17,8 +17,11 @@ pub struct Request {
     /// Input tokens, when the caller counted them; otherwise the router estimates them from
     /// `messages`, `prompt` or `input`, once per request.
     pub input_tokens: Option<u64>,
-    /// The request's `max_tokens`.
+    /// The request's `max_tokens`, or its `max_completion_tokens` (the larger when both are
+    /// given).
     pub max_tokens: Option<u64>,
+    /// The request's `n`: choices asked for, each up to `max_tokens` long.
+    pub n: Option<u64>,
     /// Whether a stream is asked for.
     pub stream: bool,
     /// The request's tags (budgets; tag routing comes with the filters of a later step).
@@ -52,6 +55,19 @@ pub struct Request {
     pub allowed_model_region: Option<String>,
 }
 
+/// The body fields that bound a call's output tokens: OpenAI's older `max_tokens` and its
+/// newer `max_completion_tokens`.
+pub(crate) const OUTPUT_FIELDS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+
+/// The largest `max_tokens` any request may ask for, whatever the model (2^32 - 1): far above
+/// every model's output limit, and low enough that no sum of a request's token figures comes
+/// near the 64-bit counters' range.
+pub const MAX_TOKENS: u64 = u32::MAX as u64;
+
+/// The most choices (`n`) a request may ask for: OpenAI's limit. With [`MAX_TOKENS`] it bounds
+/// a request's output estimate to under 2^39 tokens.
+pub const MAX_CHOICES: u64 = 128;
+
 /// Body fields that are routing controls, not provider parameters: read by the router and
 /// removed from the body a deployment receives (a provider would refuse them).
 pub(crate) const ROUTING_FIELDS: [&str; 4] =
@@ -60,7 +76,11 @@ pub(crate) const ROUTING_FIELDS: [&str; 4] =
 impl Request {
     /// A request for `model` with `body`.
     pub fn new(model: impl Into<String>, body: serde_json::Value) -> Self {
-        let max_tokens = body.get("max_tokens").and_then(serde_json::Value::as_u64);
+        let max_tokens = OUTPUT_FIELDS
+            .iter()
+            .filter_map(|field| body.get(*field).and_then(serde_json::Value::as_u64))
+            .max();
+        let n = body.get("n").and_then(serde_json::Value::as_u64);
         let priority = body
             .get("priority")
             .and_then(serde_json::Value::as_u64)
@@ -93,6 +113,7 @@ impl Request {
             model: model.into(),
             body,
             max_tokens,
+            n,
             stream,
             priority,
             num_retries,
@@ -111,12 +132,23 @@ impl Request {
                 reason: "a model group, alias or deployment id is required",
             });
         }
-        if let Some(value) = self.body.get("max_tokens") {
-            if !value.is_null() && value.as_u64().is_none() {
+        for field in OUTPUT_FIELDS {
+            if let Some(value) = self.body.get(field) {
+                if !value.is_null() && value.as_u64().is_none_or(|m| m == 0 || m > MAX_TOKENS) {
+                    return Err(RouterError::InvalidRequest {
+                        field,
+                        value: value.to_string(),
+                        reason: "a positive integer (at most 4294967295, and the model's output limit)",
+                    });
+                }
+            }
+        }
+        if let Some(value) = self.body.get("n") {
+            if !value.is_null() && value.as_u64().is_none_or(|n| n == 0 || n > MAX_CHOICES) {
                 return Err(RouterError::InvalidRequest {
-                    field: "max_tokens",
+                    field: "n",
                     value: value.to_string(),
-                    reason: "a non-negative integer",
+                    reason: "an integer from 1 to 128",
                 });
             }
         }
@@ -166,10 +198,19 @@ impl Request {
         Ok(())
     }
 
+    /// The output tokens a call may produce: `n` x `max_tokens`, where a request without
+    /// `max_tokens` takes `default` (a deployment's own `max_tokens`), else 0. Saturating.
+    pub fn output_tokens(&self, default: Option<u64>) -> u64 {
+        self.n
+            .unwrap_or(1)
+            .max(1)
+            .saturating_mul(self.max_tokens.or(default).unwrap_or(0))
+    }
+
     /// Input tokens: the caller's count, or an estimate from the body (counted once): chat
     /// `messages` (text content, or the text parts of multi-part content), a completion's
     /// `prompt` or an embedding's `input` (a string or a list of strings).
-    pub(crate) fn input_tokens(&self) -> u64 {
+    pub fn input_tokens(&self) -> u64 {
         if let Some(tokens) = self.input_tokens {
             return tokens;
         }
@@ -198,7 +239,7 @@ impl Request {
                         .iter()
                         .filter_map(|item| item.as_str())
                         .map(|text| counter.count_text(&self.model, text) as u64)
-                        .sum();
+                        .fold(0u64, u64::saturating_add);
                 }
                 _ => {}
             }

@@ -444,6 +444,29 @@ impl Router {
             .unwrap_or(&request.model)
     }
 
+    /// The tokens `request` counts against a tpm limit, as the router counts them for a
+    /// deployment's tpm: its input tokens (counted here once, and kept in
+    /// `request.input_tokens`) plus `n` x its `max_tokens` (else the largest `max_tokens` the
+    /// deployments it resolves to send by default). Checks the request's fields first, as a
+    /// call would: a token figure out of range (not a positive integer, above the output limit
+    /// of every deployment the request resolves to) is an [`RouterError::InvalidRequest`]
+    /// naming the field. A gateway uses it to hold an API key's tpm with the same count.
+    /// A model that does not resolve is not an error here (the call reports it).
+    pub fn token_estimate(&self, request: &mut Request) -> Result<u64, RouterError> {
+        request.validate()?;
+        let input = request.input_tokens();
+        request.input_tokens = Some(input);
+        let snapshot = self.inner.snapshot.load();
+        let Ok(scope) = resolve(&snapshot, &self.inner.settings, &request.model) else {
+            return Ok(input.saturating_add(request.output_tokens(None)));
+        };
+        check_output_limit(&snapshot, &scope, request)?;
+        let default = members(&snapshot, &scope)
+            .filter_map(|ix| default_max_tokens(snapshot.deployment(ix)))
+            .max();
+        Ok(input.saturating_add(request.output_tokens(default)))
+    }
+
     /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
     /// down and falls back as the settings say. A streamed call goes through [`Router::stream`].
     pub async fn call(&self, request: Request) -> Result<RouterResponse, RouterError> {
@@ -575,6 +598,7 @@ impl Router {
         let started = Instant::now();
         let snapshot = self.inner.snapshot.load_full();
         let scope = resolve(&snapshot, &self.inner.settings, &request.model)?;
+        check_output_limit(&snapshot, &scope, request)?;
         let deadline = request
             .deadline
             .or(self.inner.settings.request_deadline)
@@ -1052,7 +1076,11 @@ impl Router {
         let ctx = RouteContext {
             model_group: scope.label(),
             input_tokens: call.input_tokens,
-            max_tokens: call.request.max_tokens,
+            // `n` x `max_tokens`: the output the admission holds.
+            max_tokens: call
+                .request
+                .max_tokens
+                .map(|_| call.request.output_tokens(None)),
             stream: call.request.stream,
             tags: &call.request.tags,
             weights: None,
@@ -1120,13 +1148,12 @@ impl Router {
         let max_tokens = call
             .request
             .max_tokens
-            .or_else(|| {
-                snapshot
-                    .deployment(target.ix)
-                    .and_then(|d| d.default_params.get("max_tokens"))
-                    .and_then(serde_json::Value::as_u64)
-            })
+            .or_else(|| default_max_tokens(snapshot.deployment(target.ix)))
             .unwrap_or(0);
+        // `n` choices, each up to `max_tokens` (the same count as `Router::token_estimate`).
+        let output_tokens = call
+            .request
+            .output_tokens(default_max_tokens(snapshot.deployment(target.ix)));
         let reserve = async {
             if snapshot.ledger.is_empty() {
                 return Ok(None);
@@ -1146,7 +1173,7 @@ impl Router {
         let (permit, slot, reservation) = tokio::join!(
             snapshot
                 .usage
-                .admit(target, call.input_tokens.saturating_add(max_tokens)),
+                .admit(target, call.input_tokens.saturating_add(output_tokens)),
             self.take_slot(snapshot, target),
             reserve,
         );
@@ -2477,6 +2504,59 @@ fn model_for<'d>(deployment: &'d Deployment, requested: &str) -> std::borrow::Co
 
 /// The deployments of a scope, in configuration order (an `order` tier is chosen among the
 /// available ones by [`filter_order`]).
+/// A deployment's own `max_tokens` (`litellm_params`), sent with calls that set none.
+fn default_max_tokens(deployment: Option<&ferrolite_types::Deployment>) -> Option<u64> {
+    deployment
+        .and_then(|d| d.default_params.get("max_tokens"))
+        .and_then(serde_json::Value::as_u64)
+}
+
+/// Refuses a request whose `max_tokens` (or `max_completion_tokens`) is above the output
+/// limit (`max_output_tokens`) of every deployment of `scope`: none of them could serve it.
+/// A deployment without a known limit takes any `max_tokens`.
+fn check_output_limit(
+    snapshot: &Snapshot,
+    scope: &Scope,
+    request: &Request,
+) -> Result<(), RouterError> {
+    let Some(asked) = request.max_tokens else {
+        return Ok(());
+    };
+    let mut limit = Some(0u64);
+    for ix in members(snapshot, scope) {
+        limit = match (
+            limit,
+            snapshot.deployment(ix).and_then(|d| d.max_output_tokens),
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    match limit {
+        Some(limit) if limit > 0 && asked > limit => {
+            let field = crate::request::OUTPUT_FIELDS
+                .into_iter()
+                .find(|f| {
+                    request
+                        .body
+                        .get(*f)
+                        .and_then(serde_json::Value::as_u64)
+                        .is_some_and(|v| v > limit)
+                })
+                .unwrap_or("max_tokens");
+            Err(RouterError::InvalidRequest {
+                field,
+                value: format!(
+                    "{asked} (`{}` produces at most {limit} output tokens)",
+                    scope.label()
+                ),
+                reason: "a positive integer up to the model's output limit",
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn members<'s>(
     snapshot: &'s Snapshot,
     scope: &'s Scope,
