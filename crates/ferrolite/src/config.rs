@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_budgets::{BudgetConfig, BudgetsConfig, WindowAlignment};
+use ferrolite_budgets::{BudgetConfig, BudgetsConfig, ReservationPolicy, WindowAlignment};
 use ferrolite_cache::{CacheConfig, FailureMode, RedisConfig, Window};
 use ferrolite_router::{
     ResponseCacheSettings, RetryBudgetSettings, RetryPolicy, RouterSettings, WaitQueueSettings,
@@ -687,7 +687,6 @@ const LITELLM_KEYS: &[(&str, &[&str])] = &[
             "mode",
             "supports_vision",
             "supports_function_calling",
-            "max_output_tokens",
             "litellm_provider",
             "description",
             "access_groups",
@@ -1166,6 +1165,7 @@ struct RawModelInfo {
     id: Option<String>,
     base_model: Option<String>,
     max_input_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
     input_cost_per_token: Option<f64>,
     output_cost_per_token: Option<f64>,
     rpm: Option<u64>,
@@ -1277,6 +1277,7 @@ struct RawFerroliteSettings {
     admission: Option<AdmissionDe>,
     window: Option<WindowDe>,
     budget_windows: Option<BudgetWindowsDe>,
+    budget_estimate: Option<BudgetEstimateDe>,
     sync_interval_ms: Option<u64>,
     failure_mode: Option<FailureModeDe>,
     redis_key_prefix: Option<String>,
@@ -1330,6 +1331,13 @@ enum WindowDe {
 enum BudgetWindowsDe {
     Rolling,
     Calendar,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BudgetEstimateDe {
+    Learned,
+    WorstCase,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -1774,6 +1782,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
             .max_input_tokens
             .or(p.max_input_tokens)
             .or(facts.max_input_tokens),
+        max_output_tokens: info.max_output_tokens.or(facts.max_output_tokens),
         input_cost_per_token: info
             .input_cost_per_token
             .or(p.input_cost_per_token)
@@ -2123,7 +2132,10 @@ fn settings_of(
             Some(BudgetWindowsDe::Calendar) => WindowAlignment::Calendar,
             _ => WindowAlignment::Rolling,
         },
-        ..BudgetsConfig::default()
+        reservation: match fs.budget_estimate {
+            Some(BudgetEstimateDe::WorstCase) => ReservationPolicy::WorstCase,
+            _ => ReservationPolicy::Estimate,
+        },
     };
     s.default_max_parallel_requests = rs.default_max_parallel_requests;
     s.default_priority = rs.default_priority;

@@ -1108,21 +1108,32 @@ impl Router {
                     .and_then(serde_json::Value::as_u64)
             })
             .unwrap_or(0);
+        // The request's own cap (`max_tokens`, else `max_completion_tokens`): the budget's
+        // estimate falls back on the deployment's default, its learned output, its limit.
+        let requested = call.request.max_tokens.or_else(|| {
+            call.request
+                .body
+                .get("max_completion_tokens")
+                .and_then(serde_json::Value::as_u64)
+        });
         let reserve = async {
             if snapshot.ledger.is_empty() {
                 return Ok(None);
             }
             let estimate = snapshot
                 .ledger
-                .estimate(target.ix, call.input_tokens, max_tokens);
+                .estimate(target.ix, call.input_tokens, requested);
             // Boxed: the future of a Redis script is large, and most calls never build one.
-            Box::pin(
-                snapshot
-                    .ledger
-                    .reserve(target.ix, &call.budget_tags, estimate),
-            )
-            .await
-            .map(Some)
+            let mut reservation = Box::pin(snapshot.ledger.reserve(
+                target.ix,
+                &call.budget_tags,
+                estimate,
+            ))
+            .await?;
+            if requested.is_none() {
+                reservation.learn_from(target.ix);
+            }
+            Ok(Some(reservation))
         };
         let (permit, slot, reservation) = tokio::join!(
             snapshot
@@ -1667,7 +1678,15 @@ impl Router {
         }
         let cost = usage.map(|u| cost_of(snapshot.deployment(target.ix), u));
         if let Some(reservation) = reservation {
-            if let Err(e) = snapshot.ledger.settle(reservation, cost.unwrap_or(0.0)) {
+            let settled = match usage {
+                Some(u) => snapshot.ledger.settle_output(
+                    reservation,
+                    cost.unwrap_or(0.0),
+                    u.completion_tokens,
+                ),
+                None => snapshot.ledger.settle(reservation, 0.0),
+            };
+            if let Err(e) = settled {
                 tracing::warn!(error = %e, "could not settle a budget reservation");
             }
         }

@@ -159,6 +159,11 @@ pub struct Deployment {
     /// Context window, for the pre-call context check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_input_tokens: Option<u64>,
+    /// The most output tokens the model produces in one call (`model_info.max_output_tokens`,
+    /// else the catalogue's): what a budget reservation holds for a call without `max_tokens`
+    /// when nothing better is known, and under `budget_estimate: worst_case`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
     /// USD per input token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_cost_per_token: Option<f64>,
