@@ -25,7 +25,8 @@ pub const LEARNED_MIN_SAMPLES: usize = 20;
 /// The percentile of recent output tokens a call without `max_tokens` reserves.
 pub const LEARNED_PERCENTILE: f64 = 0.99;
 /// Output tokens reserved when nothing is known of a model's output: no `max_tokens`, no
-/// learned percentile yet, no `max_output_tokens` (in `model_info` or the catalogue).
+/// learned percentile yet, no `max_output_tokens` (in `model_info` or the catalogue). LiteLLM's
+/// `DEFAULT_MAX_TOKENS` (`litellm/constants.py`).
 pub const UNKNOWN_OUTPUT_LIMIT: u64 = 4_096;
 
 /// The output tokens of a deployment's recent calls that set no `max_tokens`, and their high
