@@ -45,10 +45,17 @@ pub enum ReservationPolicy {
     /// Nothing: the check happens before the call and the cost is charged after it (LiteLLM's
     /// behaviour; concurrent calls can overspend).
     None,
-    /// An estimate from the input tokens and `max_tokens` at the deployment's prices, held until
-    /// the call settles (default): concurrent calls cannot overspend what they reserved.
+    /// An estimate at the deployment's prices, held until the call settles (default): the input
+    /// tokens, plus the request's `max_tokens`, else the deployment's default `max_tokens`, else
+    /// a learned high percentile of its recent output, else the model's output limit.
+    /// Concurrent calls cannot overspend what they reserved; a call whose output passes its
+    /// estimate overspends by the difference (`ferrolite_settings.budget_estimate: learned`).
     #[default]
     Estimate,
+    /// As `Estimate` without the learned percentile: a call without `max_tokens` reserves the
+    /// model's output limit, so the spend never passes the limit, and calls near it that would
+    /// have fit are refused (`ferrolite_settings.budget_estimate: worst_case`).
+    WorstCase,
 }
 
 /// All budget settings of a router.

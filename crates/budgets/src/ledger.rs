@@ -18,6 +18,68 @@ use crate::{
 /// Spend counters outlive their window by this much, so a late settlement still finds them.
 const GRACE_MS: u64 = 60_000;
 
+/// Output tokens of this many recent calls per deployment are kept to learn its estimate.
+pub const LEARNED_SAMPLES: usize = 128;
+/// The learned estimate is used once this many calls were seen.
+pub const LEARNED_MIN_SAMPLES: usize = 20;
+/// The percentile of recent output tokens a call without `max_tokens` reserves.
+pub const LEARNED_PERCENTILE: f64 = 0.99;
+/// Output tokens reserved when nothing is known of a model's output: no `max_tokens`, no
+/// learned percentile yet, no `max_output_tokens` (in `model_info` or the catalogue). LiteLLM's
+/// `DEFAULT_MAX_TOKENS` (`litellm/constants.py`).
+pub const UNKNOWN_OUTPUT_LIMIT: u64 = 4_096;
+
+/// The output tokens of a deployment's recent calls that set no `max_tokens`, and their high
+/// percentile. Kept per router instance: nothing to share, no round trip; a new instance (or a
+/// new snapshot after a reload) reserves the output limit until it has learned again.
+#[derive(Debug, Default)]
+struct OutputSamples {
+    ring: Mutex<(Vec<u64>, usize)>,
+    /// [`LEARNED_PERCENTILE`] of the ring, once it holds [`LEARNED_MIN_SAMPLES`]; 0 before.
+    percentile: std::sync::atomic::AtomicU64,
+}
+
+impl OutputSamples {
+    fn observe(&self, tokens: u64) {
+        let mut sorted = {
+            let mut ring = self.ring.lock();
+            let (values, next) = &mut *ring;
+            if values.len() < LEARNED_SAMPLES {
+                values.push(tokens);
+            } else {
+                values[*next] = tokens;
+            }
+            *next = (*next + 1) % LEARNED_SAMPLES;
+            if values.len() < LEARNED_MIN_SAMPLES {
+                return;
+            }
+            values.clone()
+        };
+        sorted.sort_unstable();
+        let rank = (sorted.len() as f64 * LEARNED_PERCENTILE).ceil() as usize;
+        let value = sorted[rank.clamp(1, sorted.len()) - 1].max(1);
+        self.percentile
+            .store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn percentile(&self) -> Option<u64> {
+        Some(self.percentile.load(std::sync::atomic::Ordering::Relaxed)).filter(|p| *p > 0)
+    }
+}
+
+/// What a call's estimate on one deployment is made of.
+#[derive(Debug)]
+struct EstimateBasis {
+    input_price: f64,
+    output_price: f64,
+    /// `max_tokens` (or `max_completion_tokens`) of the deployment's `litellm_params`: sent with
+    /// every call that sets none, so it bounds the output.
+    default_max_tokens: Option<u64>,
+    /// The model's output limit.
+    output_limit: Option<u64>,
+    learned: OutputSamples,
+}
+
 /// One scope's current window.
 #[derive(Clone)]
 struct Window {
@@ -119,6 +181,8 @@ pub struct Reservation {
     amount: f64,
     entries: Vec<(usize, FloatCounter)>,
     settled: bool,
+    /// The deployment whose learned output estimate this call's output feeds, if any.
+    learn: Option<DeploymentIx>,
 }
 
 impl Reservation {
@@ -127,12 +191,20 @@ impl Reservation {
         self.amount
     }
 
-    /// Charges `delta` on every scope held, once.
+    /// Marks the call as one without a `max_tokens` of its own on `deployment`: settled with
+    /// [`BudgetLedger::settle_output`], its output tokens feed the deployment's learned
+    /// estimate.
+    pub fn learn_from(&mut self, deployment: DeploymentIx) {
+        self.learn = Some(deployment);
+    }
+
+    /// Charges `delta` on every scope held, once, and sends it to Redis at once (not with the
+    /// next sync), so a call on another instance right after this one reserves against it.
     fn charge(&mut self, delta: f64) -> Result<(), BudgetError> {
         self.settled = true;
         if delta != 0.0 {
             for (_, spend) in &self.entries {
-                spend.increment(delta)?;
+                spend.increment_now(delta)?;
             }
         }
         Ok(())
@@ -182,8 +254,8 @@ pub struct BudgetLedger {
     scopes: Vec<ScopeState>,
     /// Per deployment: its scope indices.
     deployments: PerDeployment<Vec<usize>>,
-    /// Per deployment: input and output price per token, for estimates.
-    prices: PerDeployment<(f64, f64)>,
+    /// Per deployment: prices, output bounds and learned output, for estimates.
+    basis: PerDeployment<EstimateBasis>,
     tags: HashMap<String, usize>,
     reserve_script: LuaScript,
     /// Serialises local check-and-reserve (no Redis, or Redis down and fail-open).
@@ -255,12 +327,21 @@ impl BudgetLedger {
             }
             Ok::<_, BudgetError>(own)
         })?;
-        let prices = index.map(|ix, _| {
+        let basis = index.map(|ix, _| {
             let deployment = &deployments[ix.index()];
-            (
-                deployment.input_cost_per_token.unwrap_or(0.0),
-                deployment.output_cost_per_token.unwrap_or(0.0),
-            )
+            let param = |name: &str| {
+                deployment
+                    .default_params
+                    .get(name)
+                    .and_then(|value| value.as_u64())
+            };
+            EstimateBasis {
+                input_price: deployment.input_cost_per_token.unwrap_or(0.0),
+                output_price: deployment.output_cost_per_token.unwrap_or(0.0),
+                default_max_tokens: param("max_tokens").or_else(|| param("max_completion_tokens")),
+                output_limit: deployment.max_output_tokens.filter(|l| *l > 0),
+                learned: OutputSamples::default(),
+            }
         });
         Ok(BudgetLedger {
             cache,
@@ -268,7 +349,7 @@ impl BudgetLedger {
             reservation: config.reservation,
             scopes,
             deployments: per_deployment,
-            prices,
+            basis,
             tags,
             reserve_script: LuaScript::new(
                 "ferrolite_budget_reserve_v1",
@@ -445,14 +526,59 @@ impl BudgetLedger {
         }
     }
 
-    /// The estimate the reservation policy holds for a call on `deployment`.
-    pub fn estimate(&self, deployment: DeploymentIx, input_tokens: u64, max_tokens: u64) -> f64 {
-        match self.reservation {
-            ReservationPolicy::None => 0.0,
-            ReservationPolicy::Estimate => {
-                self.prices.get(deployment).map_or(0.0, |(input, output)| {
-                    input_tokens as f64 * input + max_tokens as f64 * output
-                })
+    /// The estimate the reservation policy holds for a call on `deployment` with
+    /// `input_tokens` and the request's own `max_tokens` (or `max_completion_tokens`), in USD:
+    /// the input at the input price plus, at the output price, the output tokens
+    /// [`output_estimate`](Self::output_estimate) expects.
+    pub fn estimate(
+        &self,
+        deployment: DeploymentIx,
+        input_tokens: u64,
+        max_tokens: Option<u64>,
+    ) -> f64 {
+        let Some(basis) = self.basis.get(deployment) else {
+            return 0.0;
+        };
+        match self.output_estimate(deployment, max_tokens) {
+            Some(output) => {
+                input_tokens as f64 * basis.input_price + output as f64 * basis.output_price
+            }
+            None => 0.0,
+        }
+    }
+
+    /// The output tokens reserved for a call on `deployment` (`None` under
+    /// [`ReservationPolicy::None`]): the request's `max_tokens`, else the deployment's default
+    /// `max_tokens`, else — [`ReservationPolicy::Estimate`] — the learned high percentile of its
+    /// recent output ([`LEARNED_PERCENTILE`] of the last [`LEARNED_SAMPLES`] calls without
+    /// `max_tokens`, once [`LEARNED_MIN_SAMPLES`] are known), else the model's output limit
+    /// (`max_output_tokens`), else [`UNKNOWN_OUTPUT_LIMIT`]. [`ReservationPolicy::WorstCase`]
+    /// skips the learned percentile. Never more than the output limit.
+    pub fn output_estimate(
+        &self,
+        deployment: DeploymentIx,
+        max_tokens: Option<u64>,
+    ) -> Option<u64> {
+        let basis = self.basis.get(deployment)?;
+        let bounded = max_tokens.or(basis.default_max_tokens);
+        let tokens = match self.reservation {
+            ReservationPolicy::None => return None,
+            ReservationPolicy::Estimate => bounded
+                .or_else(|| basis.learned.percentile())
+                .or(basis.output_limit),
+            ReservationPolicy::WorstCase => bounded.or(basis.output_limit),
+        };
+        let tokens = tokens.unwrap_or(UNKNOWN_OUTPUT_LIMIT);
+        Some(basis.output_limit.map_or(tokens, |limit| tokens.min(limit)))
+    }
+
+    /// Learns from a finished call on `deployment` that set no `max_tokens` of its own: its
+    /// output tokens feed the percentile later calls without `max_tokens` reserve. Calls capped
+    /// by a `max_tokens` say nothing of an uncapped output and are not counted.
+    pub fn observe_output(&self, deployment: DeploymentIx, output_tokens: u64) {
+        if let Some(basis) = self.basis.get(deployment) {
+            if basis.default_max_tokens.is_none() {
+                basis.learned.observe(output_tokens);
             }
         }
     }
@@ -478,6 +604,7 @@ impl BudgetLedger {
                 amount,
                 entries: Vec::new(),
                 settled: false,
+                learn: None,
             });
         }
         let remote = if self.cache.redis_up() || !self.cache.is_fail_open() {
@@ -502,6 +629,7 @@ impl BudgetLedger {
             amount,
             entries: entries.into_iter().map(|(i, w)| (i, w.spend)).collect(),
             settled: false,
+            learn: None,
         })
     }
 
@@ -615,6 +743,20 @@ impl BudgetLedger {
         Ok(())
     }
 
+    /// [`settle`](Self::settle) for a call that reported `output_tokens`: a reservation marked
+    /// with [`Reservation::learn_from`] also teaches its deployment's estimate.
+    pub fn settle_output(
+        &self,
+        reservation: Reservation,
+        cost: f64,
+        output_tokens: u64,
+    ) -> Result<(), BudgetError> {
+        if let Some(deployment) = reservation.learn {
+            self.observe_output(deployment, output_tokens);
+        }
+        self.settle(reservation, cost)
+    }
+
     /// Releases a reservation whose call failed: nothing is charged.
     pub fn release(&self, reservation: Reservation) -> Result<(), BudgetError> {
         self.settle(reservation, 0.0)
@@ -641,6 +783,7 @@ impl BudgetLedger {
             amount: 0.0,
             entries: entries.into_iter().map(|(i, w)| (i, w.spend)).collect(),
             settled: false,
+            learn: None,
         })
     }
 

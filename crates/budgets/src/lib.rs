@@ -25,5 +25,8 @@ mod scope;
 pub use config::{BudgetConfig, BudgetsConfig, ReservationPolicy, WindowAlignment};
 pub use duration::BudgetDuration;
 pub use error::{BudgetError, Exceeded};
-pub use ledger::{BudgetCheck, BudgetLedger, Reservation, ScopeStatus};
+pub use ledger::{
+    BudgetCheck, BudgetLedger, LEARNED_MIN_SAMPLES, LEARNED_PERCENTILE, LEARNED_SAMPLES,
+    Reservation, ScopeStatus, UNKNOWN_OUTPUT_LIMIT,
+};
 pub use scope::Scope;

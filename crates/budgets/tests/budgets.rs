@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use ferrolite_budgets::{
-    BudgetConfig, BudgetError, BudgetLedger, BudgetsConfig, ReservationPolicy, Scope,
-    WindowAlignment,
+    BudgetConfig, BudgetError, BudgetLedger, BudgetsConfig, LEARNED_MIN_SAMPLES, LEARNED_SAMPLES,
+    ReservationPolicy, Scope, UNKNOWN_OUTPUT_LIMIT, WindowAlignment,
 };
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock};
 use ferrolite_types::{Deployment, DeploymentIndex, DeploymentIx};
@@ -303,7 +303,7 @@ async fn reservations_hold_an_estimate_and_settle_to_the_actual_cost() {
         ..dep("d", "openai/gpt-4o")
     }];
     let (ledger, _, d) = ledger(BudgetsConfig::default(), &deployments, JAN_31_2024).await;
-    let estimate = ledger.estimate(d[0], 100, 200); // 0.1 + 0.4
+    let estimate = ledger.estimate(d[0], 100, Some(200)); // 0.1 + 0.4
     assert!((estimate - 0.5).abs() < 1e-12);
     let first = ledger.reserve(d[0], &[], estimate).await.unwrap();
     let second = ledger.reserve(d[0], &[], estimate).await.unwrap();
@@ -322,6 +322,86 @@ async fn reservations_hold_an_estimate_and_settle_to_the_actual_cost() {
     ));
 }
 
+/// What a call without `max_tokens` reserves: the deployment's default `max_tokens`, else the
+/// learned high percentile of its recent output (once enough calls were seen), else the model's
+/// output limit, else a fixed 4,096; never more than the limit. `worst_case` skips the learned
+/// percentile.
+#[tokio::test]
+async fn a_call_without_max_tokens_reserves_the_default_the_learned_percentile_or_the_output_limit()
+{
+    let priced = |id: &str| Deployment {
+        output_cost_per_token: Some(1e-3),
+        max_output_tokens: Some(1_000),
+        max_budget: Some(100.0),
+        budget_duration: Some("1d".into()),
+        ..dep(id, "openai/gpt-4o")
+    };
+    let mut with_default = priced("default");
+    with_default
+        .default_params
+        .insert("max_tokens".into(), serde_json::json!(50));
+    let unknown_limit = Deployment {
+        max_output_tokens: None,
+        ..priced("unknown")
+    };
+    let deployments = [priced("learns"), with_default, unknown_limit];
+    for policy in [ReservationPolicy::Estimate, ReservationPolicy::WorstCase] {
+        let config = BudgetsConfig {
+            reservation: policy,
+            ..BudgetsConfig::default()
+        };
+        let (ledger, _, d) = ledger(config, &deployments, JAN_31_2024).await;
+        assert_eq!(
+            ledger.output_estimate(d[0], Some(20)),
+            Some(20),
+            "the request's own"
+        );
+        assert_eq!(
+            ledger.output_estimate(d[0], Some(5_000)),
+            Some(1_000),
+            "capped at the limit"
+        );
+        assert_eq!(
+            ledger.output_estimate(d[1], None),
+            Some(50),
+            "the deployment's default"
+        );
+        assert_eq!(
+            ledger.output_estimate(d[0], None),
+            Some(1_000),
+            "nothing learned yet"
+        );
+        assert_eq!(
+            ledger.output_estimate(d[2], None),
+            Some(UNKNOWN_OUTPUT_LIMIT)
+        );
+        for i in 0..LEARNED_MIN_SAMPLES as u64 - 1 {
+            ledger.observe_output(d[0], 100 + i);
+        }
+        assert_eq!(
+            ledger.output_estimate(d[0], None),
+            Some(1_000),
+            "too few calls yet"
+        );
+        ledger.observe_output(d[0], 300);
+        let learned = match policy {
+            ReservationPolicy::WorstCase => 1_000,
+            _ => 300,
+        };
+        assert_eq!(ledger.output_estimate(d[0], None), Some(learned));
+        // The recent calls replace the old: 128 calls of 80 tokens bring the estimate down.
+        for _ in 0..LEARNED_SAMPLES {
+            ledger.observe_output(d[0], 80);
+        }
+        let learned = match policy {
+            ReservationPolicy::WorstCase => 1_000,
+            _ => 80,
+        };
+        assert_eq!(ledger.output_estimate(d[0], None), Some(learned));
+        assert!((ledger.estimate(d[0], 0, None) - learned as f64 * 1e-3).abs() < 1e-12);
+    }
+}
+
 #[tokio::test]
 async fn without_reservations_admission_holds_nothing() {
     let config = BudgetsConfig {
@@ -333,7 +413,7 @@ async fn without_reservations_admission_holds_nothing() {
         ..dep("d", "openai/gpt-4o")
     }];
     let (ledger, _, d) = ledger(config, &deployments, JAN_31_2024).await;
-    assert_eq!(ledger.estimate(d[0], 1_000, 1_000), 0.0);
+    assert_eq!(ledger.estimate(d[0], 1_000, Some(1_000)), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

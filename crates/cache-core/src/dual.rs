@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     /// Clock time of the last registry scan on a caller's path, and how many there were.
     last_prune_ms: AtomicU64,
     prune_scans: AtomicU64,
+    /// Counters to push at once (`Counter::increment_now`), and whether a task is on it.
+    urgent: Mutex<(Vec<Arc<CounterCell>>, bool)>,
     /// `shutdown()` ran: the last flush is done and the connection closed.
     shut_down: AtomicBool,
     stop: Arc<Notify>,
@@ -347,6 +349,50 @@ impl Inner {
         report
     }
 
+    /// Queues `cell` for an immediate push, starting the task that pushes if none is running.
+    /// Settlements arriving while a push is in flight go together in the next one.
+    fn push_soon(self: &Arc<Self>, cell: &Arc<CounterCell>) {
+        if self.redis.is_none() || self.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        let mut urgent = self.urgent.lock();
+        if !urgent.0.iter().any(|c| Arc::ptr_eq(c, cell)) {
+            urgent.0.push(Arc::clone(cell));
+        }
+        if urgent.1 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the next sync pushes it
+        };
+        urgent.1 = true;
+        drop(urgent);
+        let inner = Arc::downgrade(self);
+        spawn_on(&runtime, async move {
+            loop {
+                let Some(inner) = inner.upgrade() else { return };
+                let cells = {
+                    let mut urgent = inner.urgent.lock();
+                    if urgent.0.is_empty() || inner.shut_down.load(Ordering::Acquire) {
+                        urgent.0.clear();
+                        urgent.1 = false;
+                        return;
+                    }
+                    std::mem::take(&mut urgent.0)
+                };
+                let Some(redis) = &inner.redis else { return };
+                if redis.health.is_down() {
+                    continue; // the sync task pushes them once Redis is back
+                }
+                let _one_at_a_time = inner.sync.one_at_a_time().await;
+                let mut report = SyncReport::default();
+                let now = inner.clock.now_ms();
+                crate::pipeline::flush(redis, &inner.sync, &cells, &[], now, &mut report).await;
+                inner.sync.note_errors(&report);
+            }
+        });
+    }
+
     /// Drops expired counters and passed deadlines (see `Inner::prune_counters`).
     fn prune(&self) -> usize {
         self.prune_counters(&mut self.counters.write())
@@ -524,6 +570,7 @@ impl DualCache {
             overflows: AtomicU64::new(0),
             last_prune_ms: AtomicU64::new(0),
             prune_scans: AtomicU64::new(0),
+            urgent: Mutex::new((Vec::new(), false)),
             shut_down: AtomicBool::new(false),
             stop: Arc::new(Notify::new()),
             task: Mutex::new(None),
@@ -1090,6 +1137,17 @@ impl<V: CounterValue> Counter<V> {
     /// mode while Redis is down, and then adds nothing.
     pub fn increment(&self, delta: V) -> Result<V, CacheError> {
         self.cache.add(&self.cell, delta)
+    }
+
+    /// Adds `delta` as [`increment`](Self::increment) does, and pushes it to Redis at once in a
+    /// background task instead of with the next sync: for a value other instances must see
+    /// before their next decision (a settled spend). The caller does not wait on Redis. The push
+    /// is the sync's exactly-once push (increments made meanwhile, here or by other handles, go
+    /// with it); if it fails, the delta stays owed and the next sync sends it.
+    pub fn increment_now(&self, delta: V) -> Result<V, CacheError> {
+        let value = self.cache.add(&self.cell, delta)?;
+        self.cache.push_soon(&self.cell);
+        Ok(value)
     }
 
     /// The local view: the last global value read plus deltas not yet acknowledged.

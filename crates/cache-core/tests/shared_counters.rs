@@ -539,3 +539,37 @@ async fn shared_values_live_in_redis_only_expire_with_their_ttl_and_need_one() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// `increment_now` reaches Redis at once, without waiting for a sync (here an hour away), and
+/// exactly once: the sync after it sends nothing again.
+#[tokio::test]
+async fn increment_now_reaches_redis_without_a_sync_and_only_once() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("increment-now");
+    let (a, b) = pair(&url, &prefix).await;
+    let spend = a.float_counter("spend", MINUTE).unwrap();
+    spend.increment(0.25).unwrap(); // batched: goes with the next push
+    spend.increment_now(0.5).unwrap();
+    let raw = raw_client(&url).await;
+    let key = format!("{prefix}spend");
+    let started = std::time::Instant::now();
+    loop {
+        let global: Option<f64> = raw.get(&key).await.unwrap();
+        if global == Some(0.75) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "Redis holds {global:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.sync_now().await.unwrap();
+    b.increment_float("spend", 0.0, MINUTE).unwrap();
+    b.sync_now().await.unwrap();
+    let global: f64 = raw.get(&key).await.unwrap();
+    assert_eq!(global, 0.75, "nothing sent twice");
+    assert_eq!(b.counter_value("spend"), Some(0.75));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

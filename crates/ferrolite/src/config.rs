@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_budgets::{BudgetConfig, BudgetsConfig, WindowAlignment};
+use ferrolite_budgets::{BudgetConfig, BudgetsConfig, ReservationPolicy, WindowAlignment};
 use ferrolite_cache::{CacheConfig, FailureMode, RedisConfig, Window};
 use ferrolite_router::{
     ResponseCacheSettings, RetryBudgetSettings, RetryPolicy, RouterSettings, WaitQueueSettings,
@@ -1689,6 +1689,7 @@ struct RawFerroliteSettings {
     admission: Option<AdmissionDe>,
     window: Option<WindowDe>,
     budget_windows: Option<BudgetWindowsDe>,
+    budget_estimate: Option<BudgetEstimateDe>,
     #[serde(default, deserialize_with = "env_opt")]
     sync_interval_ms: Option<u64>,
     failure_mode: Option<FailureModeDe>,
@@ -1749,6 +1750,13 @@ enum WindowDe {
 enum BudgetWindowsDe {
     Rolling,
     Calendar,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BudgetEstimateDe {
+    Learned,
+    WorstCase,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -2667,7 +2675,10 @@ fn settings_of(
             Some(BudgetWindowsDe::Calendar) => WindowAlignment::Calendar,
             _ => WindowAlignment::Rolling,
         },
-        ..BudgetsConfig::default()
+        reservation: match fs.budget_estimate {
+            Some(BudgetEstimateDe::WorstCase) => ReservationPolicy::WorstCase,
+            _ => ReservationPolicy::Estimate,
+        },
     };
     s.default_max_parallel_requests = rs.default_max_parallel_requests;
     s.default_priority = rs.default_priority;

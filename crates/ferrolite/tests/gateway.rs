@@ -524,6 +524,8 @@ const KEYS_CONFIG: &str = r#"
 model_list:
   - model_name: gpt-4o
     litellm_params: {model: openai/gpt-4o, mock_response: "hello", mock_output_tokens: 1000}
+    # A call without max_tokens reserves the output limit: 1,000 tokens, not the catalogue's.
+    model_info: {max_output_tokens: 1000}
   - model_name: other
     litellm_params: {model: openai/gpt-4o-mini, mock_response: "other"}
 router_settings:

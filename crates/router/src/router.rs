@@ -1144,31 +1144,36 @@ impl Router {
         // The three are independent: sent together, so the Redis commands they need (strict
         // or auto admission, a shared slot, the budget reservation) share one round trip of
         // latency, pipelined on the connection.
-        // The request's `max_tokens`, else the deployment's default (`litellm_params`).
-        let max_tokens = call
-            .request
-            .max_tokens
-            .or_else(|| default_max_tokens(snapshot.deployment(target.ix)))
-            .unwrap_or(0);
         // `n` choices, each up to `max_tokens` (the same count as `Router::token_estimate`).
         let output_tokens = call
             .request
             .output_tokens(default_max_tokens(snapshot.deployment(target.ix)));
+        // The request's own cap (`max_tokens`, else `max_completion_tokens`, which `Request`
+        // reads into it): the budget's estimate falls back on the deployment's default, its
+        // learned output, its limit.
+        // `n` choices each up to it, as the rate limits count them.
+        let requested = call
+            .request
+            .max_tokens
+            .map(|_| call.request.output_tokens(None));
         let reserve = async {
             if snapshot.ledger.is_empty() {
                 return Ok(None);
             }
             let estimate = snapshot
                 .ledger
-                .estimate(target.ix, call.input_tokens, max_tokens);
+                .estimate(target.ix, call.input_tokens, requested);
             // Boxed: the future of a Redis script is large, and most calls never build one.
-            Box::pin(
-                snapshot
-                    .ledger
-                    .reserve(target.ix, &call.budget_tags, estimate),
-            )
-            .await
-            .map(Some)
+            let mut reservation = Box::pin(snapshot.ledger.reserve(
+                target.ix,
+                &call.budget_tags,
+                estimate,
+            ))
+            .await?;
+            if requested.is_none() {
+                reservation.learn_from(target.ix);
+            }
+            Ok(Some(reservation))
         };
         let (permit, slot, reservation) = tokio::join!(
             snapshot
@@ -1713,7 +1718,15 @@ impl Router {
         }
         let cost = usage.map(|u| cost_of(snapshot.deployment(target.ix), u));
         if let Some(reservation) = reservation {
-            if let Err(e) = snapshot.ledger.settle(reservation, cost.unwrap_or(0.0)) {
+            let settled = match usage {
+                Some(u) => snapshot.ledger.settle_output(
+                    reservation,
+                    cost.unwrap_or(0.0),
+                    u.completion_tokens,
+                ),
+                None => snapshot.ledger.settle(reservation, 0.0),
+            };
+            if let Err(e) = settled {
                 tracing::warn!(error = %e, "could not settle a budget reservation");
             }
         }

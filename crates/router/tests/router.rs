@@ -201,13 +201,14 @@ async fn a_budget_refusal_from_the_estimate_states_spend_and_limit_as_one_from_r
         "{estimated}"
     );
     // Recorded spend over the limit: the same leading statement, spend >= limit.
+    // (Without `max_tokens` a call reserves the model's output; `max_tokens: 1` holds 0.001.)
     let unestimated = || {
-        let mut request = Request::new("g", serde_json::json!({}));
+        let mut request = Request::new("g", serde_json::json!({"max_tokens": 1}));
         request.input_tokens = Some(0);
         request
     };
     for _ in 0..4 {
-        // Nothing estimated; each call costs 10 + 5 tokens: 0.015, 0.06 in all.
+        // Next to nothing estimated; each call costs 10 + 5 tokens: 0.015, 0.06 in all.
         s.router.call(unestimated()).await.unwrap();
     }
     let recorded = s.router.call(unestimated()).await.unwrap_err().to_string();

@@ -162,8 +162,10 @@ pub struct Deployment {
     /// Context window, for the pre-call context check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_input_tokens: Option<u64>,
-    /// Output tokens the model produces at most: a request asking for more (`max_tokens`,
-    /// `max_completion_tokens`) is refused before any call.
+    /// The most output tokens the model produces in one call (`model_info.max_output_tokens`,
+    /// else the catalogue's): what a budget reservation holds for a call without `max_tokens`
+    /// when nothing better is known, and under `budget_estimate: worst_case`; a request asking
+    /// for more (`max_tokens`, `max_completion_tokens`) is refused before any call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
     /// USD per input token.
