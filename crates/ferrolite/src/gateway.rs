@@ -22,7 +22,8 @@
 //! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 //!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
 //!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
-//!   has capacity, the mapped status of an upstream failure.
+//!   has capacity, 503 with `Retry-After` for every caller while a fail-closed gateway's Redis
+//!   is down, the mapped status of an upstream failure.
 
 use std::convert::Infallible;
 use std::sync::Arc;
