@@ -15,6 +15,11 @@ pub enum FailureMode {
     FailClosed,
 }
 
+/// The longest wait between two attempts to reconnect to a Redis that went away (the attempts
+/// back off from 100 ms, doubling, up to this). A caller refused during an outage can expect
+/// the shared state back at most this long after Redis is.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+
 /// How to reach Redis.
 #[derive(Clone)]
 pub struct RedisConfig {

@@ -59,7 +59,7 @@ pub mod window;
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use config::{CacheConfig, FailureMode, RedisConfig};
+pub use config::{CacheConfig, FailureMode, RECONNECT_MAX_DELAY, RedisConfig};
 pub use counter::{CounterOptions, ExpiryMode};
 pub use dual::{
     CacheStats, Counter, CounterValue, DualCache, FloatCounter, IntCounter, ScriptReply, SyncHook,

@@ -116,7 +116,12 @@ impl RedisStore {
             })
             // Retry forever: with a finite policy a dropped connection leaves fred dead while
             // `is_connected()` still says true, and every later command hangs.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                100,
+                u32::try_from(crate::config::RECONNECT_MAX_DELAY.as_millis()).unwrap_or(5_000),
+                2,
+            ))
             .build()
             .map_err(|e| invalid(e.details().to_string()))?;
         Ok(RedisStore {

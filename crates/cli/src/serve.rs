@@ -89,6 +89,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
     runtime.block_on(async {
         let metrics = Some(ferrolite::gateway::install_metrics()?);
         let settings = gateway_settings(&config, metrics.clone());
+        let upkeep = metrics_upkeep(metrics.clone());
         let (health, checks) = tokio::sync::watch::channel(config.health_checks.clone());
         let http: std::sync::Arc<dyn ferrolite::router::Backend> =
             std::sync::Arc::new(ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?);
@@ -139,7 +140,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         };
         tokio::select! {
             served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
-            _ = futures_util::future::join(reloading, checking) => {}
+            _ = futures_util::future::join3(reloading, checking, upkeep) => {}
             () = deadline => tracing::warn!(
                 "calls still in flight after the drain of {drain:?}; stopping anyway"
             ),
@@ -151,6 +152,25 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         println!("ferrolite gateway stopped");
         Ok(())
     })
+}
+
+/// How often the metrics recorder's upkeep runs, as the Prometheus exporter's own upkeep task
+/// (`PrometheusBuilder::upkeep_timeout`'s default).
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the metrics recorder's upkeep every [`METRICS_UPKEEP_INTERVAL`]: it drains the samples
+/// histograms collect into their summaries. Without it they are drained only by a scrape of
+/// `/metrics`, and a gateway nothing scrapes grows by every call's samples. Never completes.
+async fn metrics_upkeep(recorder: Option<ferrolite::gateway::PrometheusHandle>) {
+    let Some(recorder) = recorder else {
+        return std::future::pending().await;
+    };
+    let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        recorder.run_upkeep();
+    }
 }
 
 /// The config file's text.

@@ -22,7 +22,8 @@
 //! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 //!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
 //!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
-//!   has capacity, the mapped status of an upstream failure.
+//!   has capacity, 503 with `Retry-After` for every caller while a fail-closed gateway's Redis
+//!   is down, the mapped status of an upstream failure.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -197,8 +198,52 @@ fn error(status: StatusCode, message: &str, kind: &str, param: Option<&str>) -> 
     (status, axum::Json(body)).into_response()
 }
 
-/// A router error as the client sees it, with `Retry-After` on 429s.
+/// The shared state's outage behind a router error, if it is one: Redis unreachable while the
+/// cache fails closed, however deep the router found it (admission, budgets, state).
+fn state_outage(e: &RouterError) -> Option<&ferrolite_cache::CacheError> {
+    use ferrolite_cache::CacheError;
+    let cache = match e {
+        RouterError::Cache(cache)
+        | RouterError::Budget(ferrolite_budgets::BudgetError::Cache(cache))
+        | RouterError::Strategy(ferrolite_strategies::StrategyError::Cache(cache)) => cache,
+        _ => return None,
+    };
+    matches!(cache, CacheError::Unavailable { .. }).then_some(cache)
+}
+
+/// The refusal of a call this gateway cannot serve while its shared state (Redis) is down and
+/// it fails closed: the same for every caller, 503 in OpenAI's shape with `Retry-After` of the
+/// longest wait between two reconnection attempts (`RECONNECT_MAX_DELAY`, at least 1 s), the
+/// time after Redis is back within which the gateway serves again.
+fn state_unavailable(e: &ferrolite_cache::CacheError) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("the shared state is unavailable, retry later: {e}"),
+        "api_error",
+        None,
+    );
+    retry_after_outage(&mut response);
+    response
+}
+
+/// Sets `Retry-After` to the wait after a shared-state outage: the longest wait between two
+/// reconnection attempts (`RECONNECT_MAX_DELAY`), in whole seconds, at least 1.
+fn retry_after_outage(response: &mut Response) {
+    let seconds = ferrolite_cache::RECONNECT_MAX_DELAY
+        .as_secs_f64()
+        .ceil()
+        .max(1.0);
+    if let Ok(value) = HeaderValue::from_str(&format!("{seconds:.0}")) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+}
+
+/// A router error as the client sees it, with `Retry-After` on 429s and on the 503 of a
+/// shared-state outage.
 fn router_error(e: &RouterError) -> Response {
+    if let Some(outage) = state_outage(e) {
+        return state_unavailable(outage);
+    }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = match status.as_u16() {
         400 | 404 | 413 | 422 => "invalid_request_error",
@@ -349,6 +394,7 @@ impl Gateway {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 Err(response)
             }
+            Err(e @ ferrolite_cache::CacheError::Unavailable { .. }) => Err(state_unavailable(&e)),
             Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the shared state is unavailable: {e}"),
@@ -1129,17 +1175,17 @@ async fn health(
 }
 
 /// `GET /metrics`: Prometheus text of the router's and the cache's metrics, with each budget's
-/// remaining USD (`ferrolite_budget_remaining_usd{scope}`) read fresh for the scrape.
+/// remaining USD (`ferrolite_budget_remaining_usd{scope, name}`, once per budget) read fresh
+/// for the scrape.
 async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
     let settings = gateway.settings.load_full();
     match &settings.metrics {
         Some(handle) => {
             let router = gateway.router.load_full();
-            if let Ok(budgets) = router.budget_status().await {
-                for budget in budgets {
-                    metrics::gauge!("ferrolite_budget_remaining_usd", "scope" => budget.scope.to_string())
-                        .set(budget.remaining);
-                }
+            // Reading the budgets sets each one's `ferrolite_budget_remaining_usd{scope, name}`
+            // gauge; setting it here too, under other labels, showed every budget twice.
+            if let Err(e) = router.budget_status().await {
+                tracing::debug!(error = %e, "budgets not read for /metrics");
             }
             if let Some((entries, bytes)) = router.response_cache_usage() {
                 metrics::gauge!("ferrolite_response_cache_entries").set(entries as f64);
@@ -1201,15 +1247,19 @@ async fn liveliness() -> &'static str {
     "I'm alive!"
 }
 
-/// `GET /health/readiness`: ready to route; 503 while a configured Redis is down.
+/// `GET /health/readiness`: whether a load balancer should send calls here. 503 (`unhealthy`,
+/// with `Retry-After`) only when this gateway cannot serve: its Redis is down and it fails
+/// closed. A fail-open gateway whose Redis is down still serves from its local view: 200,
+/// `degraded`. Otherwise 200, `healthy`.
 async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
     let router = gateway.router.load_full();
     let cache = router.cache();
     let stats = cache.stats();
-    let (status, state) = if cache.has_redis() && stats.redis_down {
-        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
-    } else {
-        (StatusCode::OK, "healthy")
+    let redis_down = cache.has_redis() && stats.redis_down;
+    let (status, state) = match (redis_down, cache.is_fail_open()) {
+        (false, _) => (StatusCode::OK, "healthy"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
     };
     let body = serde_json::json!({
         "status": state,
@@ -1218,5 +1268,9 @@ async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
         "redis_outages": stats.redis_outages,
         "model_groups": router.model_groups().len(),
     });
-    (status, axum::Json(body)).into_response()
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        retry_after_outage(&mut response);
+    }
+    response
 }
