@@ -524,8 +524,9 @@ const KEYS_CONFIG: &str = r#"
 model_list:
   - model_name: gpt-4o
     litellm_params: {model: openai/gpt-4o, mock_response: "hello", mock_output_tokens: 1000}
-    # A call without max_tokens reserves the output limit: 1,000 tokens, not the catalogue's.
-    model_info: {max_output_tokens: 1000}
+    # A call without max_tokens reserves the output limit: 1,500 tokens, not the catalogue's;
+    # a call may ask for up to that many.
+    model_info: {max_output_tokens: 1500}
   - model_name: other
     litellm_params: {model: openai/gpt-4o-mini, mock_response: "other"}
 router_settings:
