@@ -21,7 +21,9 @@ use ferrolite::Config;
 use crate::ServeArgs;
 
 /// Keys that take effect only when the process starts: the state cache (its Redis connection,
-/// key prefix, sync interval and failure mode) is built once and carried over by every reload.
+/// key prefix, sync interval and failure mode) is built once and carried over by every reload,
+/// and the HTTP server's connection settings (`ferrolite_settings.server`) hold for the
+/// listener's life.
 /// A reload whose config describes another state cache is refused, naming the keys that
 /// changed (the same Redis written another way, `redis_host` and `redis_port` for
 /// `redis_url`, is no change).
@@ -33,6 +35,7 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "ferrolite_settings.redis_key_prefix",
     "ferrolite_settings.sync_interval_ms",
     "ferrolite_settings.failure_mode",
+    "ferrolite_settings.server",
 ];
 
 /// How often the config file is read to see whether it changed.
@@ -49,12 +52,14 @@ struct Applied {
     cache: StateCache,
 }
 
-/// What of a config's state cache only a restart applies, comparable (the URL is never shown).
+/// What of a config only a restart applies (the state cache, the server's connection settings),
+/// comparable (the URL is never shown).
 #[derive(PartialEq)]
 struct StateCache {
     redis: Option<(String, String)>,
     sync_interval: Duration,
     failure_mode: ferrolite::cache::FailureMode,
+    server: ferrolite::server::ServerSettings,
 }
 
 impl StateCache {
@@ -67,6 +72,7 @@ impl StateCache {
                 .map(|r| (r.url.clone(), r.key_prefix.clone())),
             sync_interval: config.cache.sync_interval,
             failure_mode: config.cache.failure_mode,
+            server: config.server.clone(),
         }
     }
 }
@@ -91,6 +97,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         let settings = gateway_settings(&config, metrics.clone());
         let upkeep = metrics_upkeep(metrics.clone());
         let (health, checks) = tokio::sync::watch::channel(config.health_checks.clone());
+        let server = config.server.clone();
         let http: std::sync::Arc<dyn ferrolite::router::Backend> =
             std::sync::Arc::new(ferrolite::http::HttpBackend::new().map_err(|e| e.to_string())?);
         let backend: std::sync::Arc<dyn ferrolite::router::Backend> =
@@ -117,7 +124,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
             shutdown_signal().await;
             let _ = stopping.send(true);
         };
-        let serving = ferrolite::gateway::serve(listener, app, signal);
+        let serving = ferrolite::gateway::serve_with(listener, app, server, signal);
         let reloader = Reloader {
             path: &args.config,
             handle: &handle,

@@ -69,6 +69,8 @@ pub struct Config {
     pub health_checks: HealthChecks,
     /// The `model_group_alias` names marked `hidden`: callable, not listed by `/v1/models`.
     pub hidden_aliases: Vec<String>,
+    /// `ferrolite_settings.server`: the gateway's connection timeouts and limits.
+    pub server: crate::server::ServerSettings,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,
@@ -1709,6 +1711,17 @@ struct RawFerroliteSettings {
     api_keys: Vec<RawApiKey>,
     #[serde(default, deserialize_with = "env_opt")]
     skip_unsupported_deployments: Option<bool>,
+    server: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout: Option<Seconds>,
+    body_read_timeout: Option<Seconds>,
+    keep_alive_timeout: Option<Seconds>,
+    max_connections: Option<usize>,
+    max_headers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1905,6 +1918,7 @@ impl RawConfig {
         }
         let (cache, response_cache_redis) =
             cache_of(&router_settings, &litellm_settings, &ferrolite_settings)?;
+        let server = server_of(&ferrolite_settings.server)?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
         let router_says = (
             router_settings.enable_health_check_routing.is_some(),
@@ -1941,9 +1955,66 @@ impl RawConfig {
             response_cache_redis,
             health_checks,
             hidden_aliases,
+            server,
             source: Source(None),
         })
     }
+}
+
+/// `ferrolite_settings.server`: timeouts above 0, limits of at least 1 (`max_headers` at most
+/// 4096).
+fn server_of(raw: &RawServer) -> Result<crate::server::ServerSettings, ConfigError> {
+    let mut server = crate::server::ServerSettings::default();
+    let timeouts = [
+        (
+            "header_read_timeout",
+            raw.header_read_timeout,
+            &mut server.header_read_timeout,
+        ),
+        (
+            "body_read_timeout",
+            raw.body_read_timeout,
+            &mut server.body_read_timeout,
+        ),
+        (
+            "keep_alive_timeout",
+            raw.keep_alive_timeout,
+            &mut server.keep_alive_timeout,
+        ),
+    ];
+    for (field, value, slot) in timeouts {
+        if let Some(value) = value {
+            if value.0 <= 0.0 || value.0 > 86_400.0 {
+                return Err(ConfigError::at(
+                    format!("ferrolite_settings.server.{field}"),
+                    format!(
+                        "expected a number of seconds above 0, at most 86400, got {}",
+                        value.0
+                    ),
+                ));
+            }
+            *slot = value.duration();
+        }
+    }
+    if let Some(n) = raw.max_connections {
+        if n == 0 {
+            return Err(ConfigError::at(
+                "ferrolite_settings.server.max_connections",
+                "expected at least 1 connection, got 0",
+            ));
+        }
+        server.max_connections = n;
+    }
+    if let Some(n) = raw.max_headers {
+        if !(1..=4096).contains(&n) {
+            return Err(ConfigError::at(
+                "ferrolite_settings.server.max_headers",
+                format!("expected from 1 to 4096 header fields, got {n}"),
+            ));
+        }
+        server.max_headers = n;
+    }
+    Ok(server)
 }
 
 /// The health-check keys of `general_settings`: the background checks, and the routing keys

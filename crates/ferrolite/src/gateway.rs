@@ -174,16 +174,28 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
     (app, handle)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets the calls in flight finish.
+/// Serves `app` on `listener` with the default [`ServerSettings`] until `shutdown` completes,
+/// then lets the calls in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, app, ServerSettings::default(), shutdown).await
 }
+
+/// Serves `app` on `listener` with `settings` (timeouts, connection cap, header limit: see
+/// [`crate::server`]) until `shutdown` completes, then lets the calls in flight finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    settings: ServerSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::server::serve(listener, app, settings, shutdown).await
+}
+
+pub use crate::server::ServerSettings;
 
 /// An error in OpenAI's shape.
 fn error(status: StatusCode, message: &str, kind: &str, param: Option<&str>) -> Response {

@@ -13,7 +13,8 @@
 //! - [`mock`]: a backend that answers without a network;
 //! - `http` (feature `http`, on by default): the OpenAI-compatible HTTP backend;
 //! - `service` (feature `tower`, on by default): the router as a `tower::Service`;
-//! - `gateway` (feature `gateway`, on by default): the OpenAI-compatible HTTP gateway.
+//! - `gateway` (feature `gateway`, on by default): the OpenAI-compatible HTTP gateway;
+//! - [`server`]: the gateway's connection settings (timeouts, connection cap, header limit).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
@@ -25,6 +26,7 @@ pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod mock;
+pub mod server;
 #[cfg(feature = "tower")]
 pub mod service;
 
