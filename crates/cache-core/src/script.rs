@@ -102,9 +102,10 @@ pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         // Not a URL (a missing `:` in `redis//:pw@host`): whatever precedes the host may be a
         // password.
+        // Without an `@` the whole text may be one (a password written where the URL goes).
         return match url.rsplit_once('@') {
             Some((_, host)) => format!("***@{host}"),
-            None => url.to_string(),
+            None => "***".to_string(),
         };
     };
     let rest = &url[scheme_end + 3..];

@@ -677,15 +677,16 @@ fn parse_error(text: &str, path: &str, error: &serde_saphyr::Error) -> ConfigErr
             message.truncate(at);
         }
     }
-    let got = || {
-        line.zip(column)
-            .and_then(|(l, c)| scalar_at(text, l, c))
-            .map_or_else(|| "nothing".to_string(), |token| show(&token))
-    };
     let mut path = path
         .trim_start_matches('.')
         .trim_end_matches(".?")
         .to_string();
+    let secret = is_secret(&path);
+    let got = || {
+        line.zip(column)
+            .and_then(|(l, c)| scalar_at(text, l, c))
+            .map_or_else(|| "nothing".to_string(), |token| show(&token, secret))
+    };
     let message = if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
         let key = key.split(',').next().unwrap_or(key);
         format!("the key `{key}` appears twice")
@@ -742,23 +743,65 @@ fn expected_of(message: &str) -> Option<&'static str> {
     })
 }
 
-/// The scalar (or the start of the node) at a 1-based line and column.
+/// The fields that hold secrets (`SecretValue`): an error about one names the field and the
+/// expected type, never the value.
+fn is_secret(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let in_headers = path
+        .split('.')
+        .rev()
+        .skip(1)
+        .any(|part| part == "extra_headers" || part == "headers");
+    in_headers
+        || matches!(
+            last,
+            "api_key" | "master_key" | "redis_url" | "url" | "password" | "redis_password"
+        )
+        || (last == "key" && path.contains("api_keys["))
+}
+
+/// The scalar (or the start of the node) at a 1-based line and column, cut where the scalar
+/// ends: at a comment, and inside a flow collection (`{...}`, `[...]`) at the next `,`, `]` or
+/// `}`, so that it never runs on into the next fields.
 fn scalar_at(text: &str, line: u64, column: u64) -> Option<String> {
     let line = text
         .lines()
         .nth(usize::try_from(line.checked_sub(1)?).ok()?)?;
     let start = usize::try_from(column.checked_sub(1)?).ok()?;
+    let before: String = line.chars().take(start).collect();
     let rest: String = line.chars().skip(start).collect();
-    let rest = match rest.find(" #") {
+    let mut rest = match rest.find(" #") {
         Some(comment) => &rest[..comment],
         None => rest.as_str(),
     };
+    let in_flow = before.contains(['{', '[']);
+    let quoted = rest.starts_with(['"', '\'']);
+    if in_flow && !quoted && !rest.starts_with(['{', '[']) {
+        if let Some(end) = rest.find([',', ']', '}']) {
+            rest = &rest[..end];
+        }
+    }
     let token = rest.trim();
     (!token.is_empty()).then(|| token.to_string())
 }
 
-/// A token as the message shows it: numbers as they are, other text quoted.
-fn show(token: &str) -> String {
+/// A token as the message shows it: a collection by its kind (never its text: it runs on into
+/// the fields it holds), numbers as they are, other text quoted; the value of a `secret` field
+/// never.
+fn show(token: &str, secret: bool) -> String {
+    let plain = !token.starts_with(['"', '\'']);
+    if token.starts_with('{') {
+        return "a mapping".to_string();
+    }
+    if token.starts_with('[') || token == "-" || token.starts_with("- ") {
+        return "a list".to_string();
+    }
+    if plain && (token.ends_with(':') || token.contains(": ")) {
+        return "a mapping".to_string();
+    }
+    if secret {
+        return "a value of another type (not shown: the field holds a secret)".to_string();
+    }
     if token.parse::<f64>().is_ok() {
         return token.to_string();
     }
