@@ -427,3 +427,38 @@ ferrolite_settings:
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn check_and_serve_never_show_a_password_in_a_redis_urls_query() {
+    let dir = scratch("secret-sentinel");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{BASE}router_settings:\n  redis_url: \"redis-sentinel://:{SECRET}@127.0.0.1:1/0?sentinelServiceName=m&sentinelPassword={SECRET_NUMBER}\"\n"
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{shown}");
+    assert!(
+        shown.contains("sentinelServiceName=m&sentinelPassword=***"),
+        "{shown}"
+    );
+    let served = serve_output(&config, &[]);
+    for output in [&shown, &served] {
+        assert!(
+            !output.contains(SECRET) && !output.contains(SECRET_NUMBER),
+            "{output}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
