@@ -2984,3 +2984,33 @@ fn response_cache_of(
     cache.ignore_fields = raw.ignore_fields.clone();
     Ok(Some(cache))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every field declared as a `SecretValue` is one `is_secret` knows, so that an error about
+    /// a new secret field never shows its value (a guard on the list, which goes by path).
+    #[test]
+    fn every_secret_value_field_is_known_as_a_secret() {
+        let mut found = Vec::new();
+        for line in include_str!("config.rs").lines() {
+            let Some((name, ty)) = line.trim().split_once(':') else {
+                continue;
+            };
+            if !ty.contains("SecretValue") || name.contains([' ', '(', '/']) {
+                continue;
+            }
+            let path = if ty.contains("BTreeMap") {
+                format!("model_list[0].litellm_params.{name}.X-Header")
+            } else if name == "key" {
+                format!("ferrolite_settings.api_keys[0].{name}")
+            } else {
+                format!("section.{name}")
+            };
+            assert!(super::is_secret(&path), "{path} is not known as a secret");
+            found.push(name.to_string());
+        }
+        assert!(found.len() >= 9, "{found:?}");
+        assert!(super::is_secret("litellm_settings.cache_params.url"));
+        assert!(!super::is_secret("model_list[0].litellm_params.rpm"));
+    }
+}
