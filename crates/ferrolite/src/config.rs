@@ -2512,16 +2512,29 @@ fn cache_of(
     // the response cache's Redis (`litellm_settings.cache_params`); a router with its own
     // keeps the answers in the Redis `cache_params` names, when that is another.
     let answers_url = cache_params_redis(rs, ls)?;
+    // An invalid URL is reported at the key it was written under (`redis_host` when built
+    // from host and port).
+    let router_path = if rs.redis_url.is_some() {
+        "router_settings.redis_url"
+    } else {
+        "router_settings.redis_host"
+    };
+    let answers_path = match ls.cache_params.as_ref() {
+        Some(params) if params.redis_url.is_none() && params.host.is_some() => {
+            "litellm_settings.cache_params.host"
+        }
+        _ => "litellm_settings.cache_params.redis_url",
+    };
     let (url, url_path, answers) = match (url, answers_url) {
         (Some(url), Some(answers)) if answers != url => {
             let answers = with_prefix(answers);
-            answers.check_url().map_err(|e| {
-                ConfigError::at("litellm_settings.cache_params.redis_url", e.to_string())
-            })?;
-            (Some(url), "router_settings.redis_url", Some(answers))
+            answers
+                .check_url()
+                .map_err(|e| ConfigError::at(answers_path, e.to_string()))?;
+            (Some(url), router_path, Some(answers))
         }
-        (Some(url), _) => (Some(url), "router_settings.redis_url", None),
-        (None, answers) => (answers, "litellm_settings.cache_params.redis_url", None),
+        (Some(url), _) => (Some(url), router_path, None),
+        (None, answers) => (answers, answers_path, None),
     };
     cache.redis = url.map(with_prefix);
     if let Some(ms) = fs.sync_interval_ms {
