@@ -598,6 +598,15 @@ mod tests {
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
         // Regression (issue 16): a URL missing its `:` was shown whole, password included.
         assert_eq!(redact_url("redis//:hunter2@host:6379"), "***@host:6379");
+        // Regression (issue 17): text that is no URL at all may be the password itself.
+        assert_eq!(redact_url("hunter2"), "***");
+        // Regression (issue 17): a sentinel URL's password in its query was shown.
+        assert_eq!(
+            redact_url(
+                "redis-sentinel://:pw@h:26379/0?sentinelServiceName=m&sentinelPassword=hunter2"
+            ),
+            "redis-sentinel://:***@h:26379/0?sentinelServiceName=m&sentinelPassword=***"
+        );
     }
 
     #[test]

@@ -97,25 +97,46 @@ impl Health {
     }
 }
 
-/// The URL with its password replaced by `***`, for error messages and logs.
+/// The URL with its passwords (user information, `...password=` query parameters) replaced
+/// by `***`, for error messages and logs; text that is no URL is `***` up to its host.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         // Not a URL (a missing `:` in `redis//:pw@host`): whatever precedes the host may be a
-        // password.
+        // password, and without an `@` the whole text may be one (a password written where the
+        // URL goes).
         return match url.rsplit_once('@') {
             Some((_, host)) => format!("***@{host}"),
-            None => url.to_string(),
+            None => "***".to_string(),
         };
     };
-    let rest = &url[scheme_end + 3..];
-    match rest.rfind('@') {
+    // A query may carry passwords too (a sentinel URL's `sentinelPassword`).
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
+    };
+    let rest = address.get(scheme_end + 3..).unwrap_or("");
+    let mut out = match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{}://{}:***@{}", &url[..scheme_end], user, &rest[at + 1..])
         }
-        None => url.to_string(),
+        None => address.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 /// Builds `{tag}rest`, a key that Redis Cluster places by `tag` alone, so that every key of one

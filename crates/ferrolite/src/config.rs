@@ -677,15 +677,16 @@ fn parse_error(text: &str, path: &str, error: &serde_saphyr::Error) -> ConfigErr
             message.truncate(at);
         }
     }
-    let got = || {
-        line.zip(column)
-            .and_then(|(l, c)| scalar_at(text, l, c))
-            .map_or_else(|| "nothing".to_string(), |token| show(&token))
-    };
     let mut path = path
         .trim_start_matches('.')
         .trim_end_matches(".?")
         .to_string();
+    let secret = is_secret(&path);
+    let got = || {
+        line.zip(column)
+            .and_then(|(l, c)| scalar_at(text, l, c))
+            .map_or_else(|| "nothing".to_string(), |token| show(&token, secret))
+    };
     let message = if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
         let key = key.split(',').next().unwrap_or(key);
         format!("the key `{key}` appears twice")
@@ -742,23 +743,65 @@ fn expected_of(message: &str) -> Option<&'static str> {
     })
 }
 
-/// The scalar (or the start of the node) at a 1-based line and column.
+/// The fields that hold secrets (`SecretValue`): an error about one names the field and the
+/// expected type, never the value.
+fn is_secret(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let in_headers = path
+        .split('.')
+        .rev()
+        .skip(1)
+        .any(|part| part == "extra_headers" || part == "headers");
+    in_headers
+        || matches!(
+            last,
+            "api_key" | "master_key" | "redis_url" | "url" | "password" | "redis_password"
+        )
+        || (last == "key" && path.contains("api_keys["))
+}
+
+/// The scalar (or the start of the node) at a 1-based line and column, cut where the scalar
+/// ends: at a comment, and inside a flow collection (`{...}`, `[...]`) at the next `,`, `]` or
+/// `}`, so that it never runs on into the next fields.
 fn scalar_at(text: &str, line: u64, column: u64) -> Option<String> {
     let line = text
         .lines()
         .nth(usize::try_from(line.checked_sub(1)?).ok()?)?;
     let start = usize::try_from(column.checked_sub(1)?).ok()?;
+    let before: String = line.chars().take(start).collect();
     let rest: String = line.chars().skip(start).collect();
-    let rest = match rest.find(" #") {
+    let mut rest = match rest.find(" #") {
         Some(comment) => &rest[..comment],
         None => rest.as_str(),
     };
+    let in_flow = before.contains(['{', '[']);
+    let quoted = rest.starts_with(['"', '\'']);
+    if in_flow && !quoted && !rest.starts_with(['{', '[']) {
+        if let Some(end) = rest.find([',', ']', '}']) {
+            rest = &rest[..end];
+        }
+    }
     let token = rest.trim();
     (!token.is_empty()).then(|| token.to_string())
 }
 
-/// A token as the message shows it: numbers as they are, other text quoted.
-fn show(token: &str) -> String {
+/// A token as the message shows it: a collection by its kind (never its text: it runs on into
+/// the fields it holds), numbers as they are, other text quoted; the value of a `secret` field
+/// never.
+fn show(token: &str, secret: bool) -> String {
+    let plain = !token.starts_with(['"', '\'']);
+    if token.starts_with('{') {
+        return "a mapping".to_string();
+    }
+    if token.starts_with('[') || token == "-" || token.starts_with("- ") {
+        return "a list".to_string();
+    }
+    if plain && (token.ends_with(':') || token.contains(": ")) {
+        return "a mapping".to_string();
+    }
+    if secret {
+        return "a value of another type (not shown: the field holds a secret)".to_string();
+    }
     if token.parse::<f64>().is_ok() {
         return token.to_string();
     }
@@ -2469,16 +2512,29 @@ fn cache_of(
     // the response cache's Redis (`litellm_settings.cache_params`); a router with its own
     // keeps the answers in the Redis `cache_params` names, when that is another.
     let answers_url = cache_params_redis(rs, ls)?;
+    // An invalid URL is reported at the key it was written under (`redis_host` when built
+    // from host and port).
+    let router_path = if rs.redis_url.is_some() {
+        "router_settings.redis_url"
+    } else {
+        "router_settings.redis_host"
+    };
+    let answers_path = match ls.cache_params.as_ref() {
+        Some(params) if params.redis_url.is_none() && params.host.is_some() => {
+            "litellm_settings.cache_params.host"
+        }
+        _ => "litellm_settings.cache_params.redis_url",
+    };
     let (url, url_path, answers) = match (url, answers_url) {
         (Some(url), Some(answers)) if answers != url => {
             let answers = with_prefix(answers);
-            answers.check_url().map_err(|e| {
-                ConfigError::at("litellm_settings.cache_params.redis_url", e.to_string())
-            })?;
-            (Some(url), "router_settings.redis_url", Some(answers))
+            answers
+                .check_url()
+                .map_err(|e| ConfigError::at(answers_path, e.to_string()))?;
+            (Some(url), router_path, Some(answers))
         }
-        (Some(url), _) => (Some(url), "router_settings.redis_url", None),
-        (None, answers) => (answers, "litellm_settings.cache_params.redis_url", None),
+        (Some(url), _) => (Some(url), router_path, None),
+        (None, answers) => (answers, answers_path, None),
     };
     cache.redis = url.map(with_prefix);
     if let Some(ms) = fs.sync_interval_ms {
@@ -2940,4 +2996,34 @@ fn response_cache_of(
     }
     cache.ignore_fields = raw.ignore_fields.clone();
     Ok(Some(cache))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every field declared as a `SecretValue` is one `is_secret` knows, so that an error about
+    /// a new secret field never shows its value (a guard on the list, which goes by path).
+    #[test]
+    fn every_secret_value_field_is_known_as_a_secret() {
+        let mut found = Vec::new();
+        for line in include_str!("config.rs").lines() {
+            let Some((name, ty)) = line.trim().split_once(':') else {
+                continue;
+            };
+            if !ty.contains("SecretValue") || name.contains([' ', '(', '/']) {
+                continue;
+            }
+            let path = if ty.contains("BTreeMap") {
+                format!("model_list[0].litellm_params.{name}.X-Header")
+            } else if name == "key" {
+                format!("ferrolite_settings.api_keys[0].{name}")
+            } else {
+                format!("section.{name}")
+            };
+            assert!(super::is_secret(&path), "{path} is not known as a secret");
+            found.push(name.to_string());
+        }
+        assert!(found.len() >= 9, "{found:?}");
+        assert!(super::is_secret("litellm_settings.cache_params.url"));
+        assert!(!super::is_secret("model_list[0].litellm_params.rpm"));
+    }
 }
