@@ -312,9 +312,7 @@ impl Gateway {
         };
         if let Some(master) = &settings.master_key {
             if constant_time_eq(given.as_bytes(), master.expose().as_bytes()) {
-                return Ok(Caller::Master {
-                    key_sha256: crate::config::ApiKey::hash(given),
-                });
+                return Ok(Caller::Master);
             }
         }
         let hash = crate::config::ApiKey::hash(given);
@@ -422,24 +420,28 @@ enum Caller {
     /// No key is configured: anyone may call.
     Anyone,
     /// The master key's holder.
-    Master {
-        /// SHA-256 of the master key (the affinity key).
-        key_sha256: [u8; 32],
-    },
+    Master,
     /// One of the API keys.
     Key(Box<crate::config::ApiKey>),
 }
 
 impl Caller {
     /// The identity `deployment_affinity` keys on, as LiteLLM's `user_api_key_hash`: the
-    /// SHA-256 (hex) of the caller's key; none when no key is configured.
-    fn affinity_key(&self) -> Option<String> {
+    /// SHA-256 (hex) of the caller's key; none when no key is configured. An API key's hash
+    /// is the one kept at load; the master key's is computed only here, for a router that
+    /// uses affinity.
+    fn affinity_key(&self, master: Option<&Secret>) -> Option<String> {
+        use std::fmt::Write;
         let hash = match self {
             Caller::Anyone => return None,
-            Caller::Master { key_sha256 } => key_sha256,
-            Caller::Key(key) => &key.key_sha256,
+            Caller::Master => crate::config::ApiKey::hash(master?.expose()),
+            Caller::Key(key) => key.key_sha256,
         };
-        Some(hash.iter().map(|b| format!("{b:02x}")).collect())
+        let mut hex = String::with_capacity(64);
+        for byte in hash {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        Some(hex)
     }
 }
 
@@ -738,9 +740,14 @@ fn request_tags(
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    tags.retain(|tag| seen.insert(tag.clone()));
-    tags
+    // Without repeats, first seen first: a handful of tags, so no set and no clones.
+    let mut unique: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !unique.contains(&tag) {
+            unique.push(tag);
+        }
+    }
+    unique
 }
 
 async fn handle(
@@ -814,8 +821,10 @@ async fn handle(
     let mut request = Request::new(model.clone(), body);
     request.request_id = Some(id.to_string());
     request.tags = tags;
-    request.affinity_key = caller.affinity_key();
     let router = gateway.router.load_full();
+    if router.settings().deployment_affinity {
+        request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
+    }
     let mut admitted = None;
     if let Caller::Key(key) = caller {
         // The router's count (checking the request's token figures first), so the key's tpm
