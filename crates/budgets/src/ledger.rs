@@ -41,7 +41,7 @@ struct OutputSamples {
 
 impl OutputSamples {
     fn observe(&self, tokens: u64) {
-        let mut sorted = {
+        let mut samples = {
             let mut ring = self.ring.lock();
             let (values, next) = &mut *ring;
             if values.len() < LEARNED_SAMPLES {
@@ -55,9 +55,11 @@ impl OutputSamples {
             }
             values.clone()
         };
-        sorted.sort_unstable();
-        let rank = (sorted.len() as f64 * LEARNED_PERCENTILE).ceil() as usize;
-        let value = sorted[rank.clamp(1, sorted.len()) - 1].max(1);
+        // The rank-th smallest, found in linear time: no full sort per settled call.
+        let len = samples.len();
+        let rank = (len as f64 * LEARNED_PERCENTILE).ceil() as usize;
+        let (_, nth, _) = samples.select_nth_unstable(rank.clamp(1, len) - 1);
+        let value = (*nth).max(1);
         self.percentile
             .store(value, std::sync::atomic::Ordering::Relaxed);
     }
