@@ -8,11 +8,14 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrolite_cache::testing::{RedisProcess, free_port, redis_binaries_installed};
+use common::{exchange, spawn_serve};
+use ferrolite_cache::testing::{RedisProcess, redis_binaries_installed};
 
 const MASTER: &str = "sk-faults-master";
 const KEY: &str = "sk-faults-api-key";
@@ -52,28 +55,7 @@ fn temp_dir(test: &str) -> std::path::PathBuf {
 
 /// Starts `ferrolite serve` on a free port and waits until it listens.
 fn start(config: &std::path::Path) -> (std::process::Child, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
+    spawn_serve(config, &[], Stdio::null(), Stdio::piped())
 }
 
 fn stop(mut child: std::process::Child) -> String {
@@ -86,34 +68,6 @@ fn stop(mut child: std::process::Child) -> String {
         let _ = pipe.read_to_string(&mut stderr);
     }
     stderr
-}
-
-/// One HTTP/1.1 exchange: the status, the head (lower case) and the body.
-fn exchange(
-    port: u16,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, String, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_ascii_lowercase(), body.to_string())
 }
 
 fn chat(port: u16, key: &str) -> (u16, String, String) {

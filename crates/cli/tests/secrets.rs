@@ -10,8 +10,12 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::Path;
+
+use common::exchange_raw;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -247,21 +251,6 @@ impl Gateway {
     }
 }
 
-/// One HTTP/1.1 exchange: the whole response (head and body).
-fn exchange(port: u16, method: &str, path: &str, key: Option<&str>, body: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
-
 #[test]
 fn a_secret_field_of_the_wrong_shape_is_never_printed_by_the_config_error_check_or_serve() {
     let dir = scratch("secret-shapes");
@@ -391,22 +380,22 @@ ferrolite_settings:
         let port = gateway.port;
         let chat = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
         let mut answers = vec![
-            exchange(port, "POST", "/v1/chat/completions", Some(secrets[3]), chat),
-            exchange(port, "POST", "/v1/chat/completions", Some(secrets[4]), chat),
-            exchange(port, "POST", "/v1/chat/completions", Some("sk-wrong"), chat),
-            exchange(port, "POST", "/v1/chat/completions", None, chat),
-            exchange(
+            exchange_raw(port, "POST", "/v1/chat/completions", Some(secrets[3]), chat),
+            exchange_raw(port, "POST", "/v1/chat/completions", Some(secrets[4]), chat),
+            exchange_raw(port, "POST", "/v1/chat/completions", Some("sk-wrong"), chat),
+            exchange_raw(port, "POST", "/v1/chat/completions", None, chat),
+            exchange_raw(
                 port,
                 "POST",
                 "/v1/chat/completions",
                 Some(secrets[4]),
                 r#"{"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}"#,
             ),
-            exchange(port, "POST", "/v1/chat/completions", Some(secrets[3]), "{"),
-            exchange(port, "GET", "/metrics", Some(secrets[3]), ""),
-            exchange(port, "GET", "/metrics", None, ""),
-            exchange(port, "GET", "/v1/models", Some(secrets[3]), ""),
-            exchange(port, "GET", "/health", Some(secrets[3]), ""),
+            exchange_raw(port, "POST", "/v1/chat/completions", Some(secrets[3]), "{"),
+            exchange_raw(port, "GET", "/metrics", Some(secrets[3]), ""),
+            exchange_raw(port, "GET", "/metrics", None, ""),
+            exchange_raw(port, "GET", "/v1/models", Some(secrets[3]), ""),
+            exchange_raw(port, "GET", "/health", Some(secrets[3]), ""),
         ];
         assert!(
             answers[0].starts_with("HTTP/1.1 5") && answers[2].starts_with("HTTP/1.1 401"),

@@ -7,9 +7,13 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{exchange, spawn_serve};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
@@ -25,14 +29,6 @@ router_settings:
 general_settings:
   master_key: sk-serve-test
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn serve_answers_an_openai_client_and_stops_cleanly_on_sigterm() {
@@ -276,58 +272,7 @@ fn a_reload_that_changes_a_restart_only_key_is_refused_naming_it() {
 /// Starts `ferrolite serve` on a free port with `extra` arguments and waits until it listens;
 /// the child and its port.
 fn start_with(config: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
-}
-
-/// One HTTP/1.1 exchange over a plain TCP connection: the status, the head (lower case) and
-/// the body.
-fn exchange(
-    port: u16,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, String, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_ascii_lowercase(), body.to_string())
+    spawn_serve(config, extra, Stdio::piped(), Stdio::piped())
 }
 
 /// A chat completion of `model` with `key`: the status and the head.

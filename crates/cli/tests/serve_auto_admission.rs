@@ -8,31 +8,17 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use ferrolite_cache::testing::{free_port, redis_url, unique_prefix};
+use common::spawn_serve;
+use ferrolite_cache::testing::{redis_url, unique_prefix};
 use ferrolite_cache::{CacheConfig, Clock, DualCache, RedisConfig, SystemClock, Window};
 
 fn start(config: &std::path::Path) -> (Child, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
+    spawn_serve(config, &[], Stdio::null(), Stdio::null())
 }
 
 /// One chat completion through the gateway on `port`: its HTTP status.
