@@ -22,9 +22,9 @@ use async_openai::types::{
     CreateChatCompletionRequestArgs,
 };
 use ferrolite::gateway::{GatewaySettings, app, serve};
-use ferrolite::mock::MockSpec;
+use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
-use ferrolite::{Router, RouterExt};
+use ferrolite::Router;
 use futures_util::StreamExt;
 
 const KEY: &str = "sk-fidelity-master";
@@ -478,7 +478,7 @@ async fn an_openai_client_sees_the_usage_chunk_only_when_it_asked_for_it() {
     // it in a chunk of its own, one that did not never sees it.
     let router = Router::builder()
         .deployment(Deployment::new("g", "openai/gpt-4o"))
-        .mock_all(MockSpec::reply("one two"))
+        .backend(MockBackend::new(MockSpec::reply("one two")))
         .build()
         .await
         .unwrap();
@@ -511,7 +511,7 @@ async fn a_call_without_its_input_is_a_400_naming_the_field_before_any_routing()
             id: Some("one".into()),
             ..Deployment::new("g", "openai/gpt-4o")
         })
-        .mock_all(MockSpec::reply("hi"))
+        .backend(MockBackend::new(MockSpec::reply("hi")))
         .build()
         .await
         .unwrap();
@@ -687,11 +687,10 @@ async fn health_checks_every_deployment_in_litellms_shape_for_the_master_key() {
             id: Some("other".into()),
             ..Deployment::new("h", "openai/gpt-4o")
         })
-        .mock_all(MockSpec::reply("hi"))
-        .mock(
+        .backend(MockBackend::new(MockSpec::reply("hi")).with(
             "bad",
             MockSpec::failing(ErrorClass::ServerError { status: 500 }),
-        )
+        ))
         .build()
         .await
         .unwrap();
