@@ -17,10 +17,10 @@ use async_openai::types::{
     ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
     CreateCompletionRequestArgs, CreateEmbeddingRequestArgs,
 };
+use ferrolite::Router;
 use ferrolite::gateway::{GatewaySettings, app, serve};
 use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
-use ferrolite::Router;
 use futures_util::StreamExt;
 
 const KEY: &str = "sk-gateway-test";
@@ -278,9 +278,11 @@ async fn answers_carry_litellms_headers_and_a_429_carries_retry_after() {
             num_retries: 0,
             ..Default::default()
         })
-        .backend(MockBackend::new(MockSpec::failing(ErrorClass::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        })))
+        .backend(MockBackend::new(MockSpec::failing(
+            ErrorClass::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+        )))
         .build()
         .await
         .unwrap();

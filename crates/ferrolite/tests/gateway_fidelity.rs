@@ -21,10 +21,10 @@ use async_openai::types::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions, CreateChatCompletionRequest,
     CreateChatCompletionRequestArgs,
 };
+use ferrolite::Router;
 use ferrolite::gateway::{GatewaySettings, app, serve};
 use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
-use ferrolite::Router;
 use futures_util::StreamExt;
 
 const KEY: &str = "sk-fidelity-master";

@@ -6,10 +6,10 @@
 
 use axum::body::Body;
 use axum::http::Request as HttpRequest;
+use ferrolite::Router;
 use ferrolite::gateway::{GatewaySettings, app};
 use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::Deployment;
-use ferrolite::Router;
 use proptest::prelude::*;
 use tower::ServiceExt;
 

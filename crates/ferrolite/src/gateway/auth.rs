@@ -4,8 +4,8 @@
 use axum::http::{HeaderMap, header};
 use ferrolite_types::Secret;
 
-use super::state::Gateway;
 use super::errors::GatewayError;
+use super::state::Gateway;
 use crate::config::ApiKey;
 
 /// Who is calling.

@@ -70,7 +70,6 @@ pub(super) fn request(
     request
 }
 
-
 /// `Cache-Control: no-cache` / `no-store` on the request, as the body's `cache` controls
 /// (LiteLLM's names); a `cache` value that is not an object is left for the router to refuse.
 fn cache_control(headers: &HeaderMap, body: &mut serde_json::Value) {

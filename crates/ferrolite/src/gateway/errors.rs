@@ -159,8 +159,12 @@ impl GatewayError {
                 "API key `{key}` may not call model group `{model}`; it may call: {}",
                 allowed.join(", ")
             ),
-            E::KeyOverLimit { key, metric } => format!("API key `{key}` is over its {metric} limit"),
-            E::BodyTooLarge(limit) => format!("the request body is over the limit of {limit} bytes"),
+            E::KeyOverLimit { key, metric } => {
+                format!("API key `{key}` is over its {metric} limit")
+            }
+            E::BodyTooLarge(limit) => {
+                format!("the request body is over the limit of {limit} bytes")
+            }
             E::NotAnObject => "the request body must be a JSON object".into(),
             E::InvalidJson(e) => format!("the request body is not valid JSON: {e}"),
             E::NoModel => "`model` is required: the model group to route to".into(),
@@ -241,9 +245,7 @@ fn state_row(cache: &CacheError) -> Row<'static> {
     let unavailable = Row::of(StatusCode::SERVICE_UNAVAILABLE, "api_error");
     match cache {
         CacheError::Unavailable { .. } => unavailable.retry_after(outage_retry_after()),
-        CacheError::TrackedKeysFull { .. } | CacheError::Redis { .. } => {
-            unavailable.retry_after(1)
-        }
+        CacheError::TrackedKeysFull { .. } | CacheError::Redis { .. } => unavailable.retry_after(1),
         CacheError::InvalidRedisUrl { .. }
         | CacheError::InvalidConfig { .. }
         | CacheError::InvalidArgument { .. }

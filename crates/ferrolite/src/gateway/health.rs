@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::state::Gateway;
 use super::auth::Caller;
 use super::errors::{GatewayError, outage_retry_after, set_retry_after};
+use super::state::Gateway;
 
 /// `GET /health` (master key only): runs every deployment's health check now, as LiteLLM's
 /// proxy does, and answers in its shape: `{healthy_endpoints, unhealthy_endpoints,
@@ -124,7 +124,10 @@ pub(super) async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Respons
 
 /// `GET /provider/budgets`: every budget's spend, limit and reset time, by kind and name (as
 /// LiteLLM's endpoint, with tag and deployment budgets beside the providers').
-pub(super) async fn provider_budgets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub(super) async fn provider_budgets(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(refused) = gateway.caller(&headers) {
         return refused.into_response();
     }

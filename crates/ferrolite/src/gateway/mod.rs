@@ -59,10 +59,83 @@ use axum::routing::{get, post};
 use ferrolite_router::Router;
 
 use body::Endpoint;
-pub use errors::status_of;
 use errors::GatewayError;
-pub use state::{GatewaySettings, PrometheusHandle, install_metrics};
+pub use errors::status_of;
 use state::Gateway;
+pub use state::{GatewaySettings, PrometheusHandle, install_metrics};
+
+/// One call, step by step (each step's module says what it checks and answers).
+async fn handle(
+    gateway: Arc<Gateway>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+    id: &str,
+) -> Result<Response, GatewayError> {
+    // 1. auth: who calls.
+    let caller = gateway.caller(&headers)?;
+    // 2. body: read, checked, made the router's request.
+    let limit = gateway.settings.load().max_body_bytes;
+    let parsed = body::read(body, limit, endpoint).await?;
+    let mut request = body::request(parsed.body, &parsed.model, &headers, caller.key(), id);
+    let router = gateway.router.load_full();
+    if router.settings().deployment_affinity {
+        request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
+    }
+    // 3. keys: an API key's groups, limits and budget.
+    let admitted = keys::admit(&router, &caller, &mut request).await?;
+    // 4 and 5. route, and answer (JSON or server-sent events).
+    route::route(
+        &router,
+        request,
+        parsed.model,
+        parsed.include_usage,
+        admitted,
+    )
+    .await
+}
+
+/// Chat completions, completions and embeddings: one handler, the body says which. Each call
+/// runs in a `request` span carrying its id, which the answer echoes in `x-request-id` and the
+/// HTTP backend sends to the upstream.
+async fn completions(
+    State(gateway): State<Arc<Gateway>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use tracing::Instrument;
+    let id = gateway.request_id(&headers);
+    let span = tracing::info_span!("request", id = %id);
+    let started = std::time::Instant::now();
+    let endpoint = Endpoint::of(uri.path());
+    let mut response = handle(gateway, endpoint, headers, body, &id)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    metrics::counter!(
+        "ferrolite_gateway_requests_total",
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("ferrolite_gateway_request_seconds")
+        .record(started.elapsed().as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        // LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
+        response
+            .headers_mut()
+            .insert("x-litellm-call-id", value.clone());
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
 
 /// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
 /// router they started with; new calls take the new one.
@@ -153,69 +226,3 @@ pub async fn serve_with(
 }
 
 pub use crate::server::ServerSettings;
-
-/// Chat completions, completions and embeddings: one handler, the body says which. Each call
-/// runs in a `request` span carrying its id, which the answer echoes in `x-request-id` and the
-/// HTTP backend sends to the upstream.
-async fn completions(
-    State(gateway): State<Arc<Gateway>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    use tracing::Instrument;
-    let id = gateway.request_id(&headers);
-    let span = tracing::info_span!("request", id = %id);
-    let started = std::time::Instant::now();
-    let endpoint = Endpoint::of(uri.path());
-    let mut response = handle(gateway, endpoint, headers, body, &id)
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    metrics::counter!(
-        "ferrolite_gateway_requests_total",
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!("ferrolite_gateway_request_seconds")
-        .record(started.elapsed().as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "answered"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        // LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
-        response
-            .headers_mut()
-            .insert("x-litellm-call-id", value.clone());
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
-}
-
-/// One call, step by step (each step's module says what it checks and answers).
-async fn handle(
-    gateway: Arc<Gateway>,
-    endpoint: Endpoint,
-    headers: HeaderMap,
-    body: Body,
-    id: &str,
-) -> Result<Response, GatewayError> {
-    // 1. auth: who calls.
-    let caller = gateway.caller(&headers)?;
-    // 2. body: read, checked, made the router's request.
-    let limit = gateway.settings.load().max_body_bytes;
-    let parsed = body::read(body, limit, endpoint).await?;
-    let mut request = body::request(parsed.body, &parsed.model, &headers, caller.key(), id);
-    let router = gateway.router.load_full();
-    if router.settings().deployment_affinity {
-        request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
-    }
-    // 3. keys: an API key's groups, limits and budget.
-    let admitted = keys::admit(&router, &caller, &mut request).await?;
-    // 4 and 5. route, and answer (JSON or server-sent events).
-    route::route(&router, request, parsed.model, parsed.include_usage, admitted).await
-}

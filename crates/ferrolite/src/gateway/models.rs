@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::state::Gateway;
 use super::auth::Caller;
 use super::errors::GatewayError;
+use super::state::Gateway;
 
 /// The names a caller may call, sorted: the model groups and the `model_group_alias` names
 /// (`hidden` ones too with `with_hidden`), only those of its key's groups when the key has

@@ -30,13 +30,18 @@ pub(super) async fn route(
         return match router.stream(request).await {
             Ok(stream) => {
                 let hit = stream.cache_hit;
-                Ok(sse(stream, model, include_usage, move |usage: Option<Usage>| {
-                    settle(if hit {
-                        Some(0)
-                    } else {
-                        usage.map(|u| u.total_tokens)
-                    });
-                }))
+                Ok(sse(
+                    stream,
+                    model,
+                    include_usage,
+                    move |usage: Option<Usage>| {
+                        settle(if hit {
+                            Some(0)
+                        } else {
+                            usage.map(|u| u.total_tokens)
+                        });
+                    },
+                ))
             }
             Err(e) => {
                 settle(Some(0));

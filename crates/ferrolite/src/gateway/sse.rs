@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use super::answer::{Answered, litellm_headers};
 use super::errors::status_of;
 
-
 /// A routed stream as server-sent events: each chunk as it arrives, `data: [DONE]` at the end,
 /// an error event if the stream breaks. Dropping the response (a client that went away) drops
 /// the router's stream, which gives back what the call held.
