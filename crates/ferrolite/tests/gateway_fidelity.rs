@@ -903,7 +903,7 @@ fn fill_counter_registry(cache: &ferrolite::cache::DualCache) {
 /// a 503 without `Retry-After` (an API key's limits). The counter registry full is a state a
 /// retry can outlast: 503 with `Retry-After`, in OpenAI's shape.
 #[tokio::test]
-async fn a_full_counter_registry_is_a_503_with_retry_after_not_a_500() {
+async fn a_full_counter_registry_is_a_503_with_retry_after() {
     let (base, cache) = gateway_over_a_small_cache(64).await;
     fill_counter_registry(&cache);
     let response = http()
