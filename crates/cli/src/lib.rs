@@ -6,7 +6,7 @@
 //!   mock deployments (as the config's `mock_*` settings and `simulation` section say) and
 //!   prints what the router did: per deployment, per group, budgets, overhead, limits.
 //! - `ferrolite check --config FILE`: validates a config and prints the groups it describes
-//!   and the keys it accepted without effect.
+//!   and the keys it accepted without effect ([`check_command`]).
 //! - `ferrolite serve --config FILE [--port 4000] [--host 127.0.0.1]`: the OpenAI-compatible
 //!   gateway over the router (`ferrolite::gateway`), reloaded on SIGHUP or when the file
 //!   changes, with LiteLLM's background health checks ([`serve`]).

@@ -97,6 +97,96 @@ pub struct Config {
     pub(crate) source: Source,
 }
 
+impl Config {
+    /// Reads and loads the file at `path`.
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Loads a configuration from YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::at(
+                "model_list",
+                "required: the configuration is empty",
+            ));
+        }
+        let options = serde_saphyr::options! { with_snippet: false };
+        let mut failed_at = String::new();
+        let mut ignored: Vec<String> = Vec::new();
+        let parsed: Result<raw::RawConfig, serde_saphyr::Error> =
+            serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+                let mut track = serde_path_to_error::Track::new();
+                let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
+                let result = serde_ignored::deserialize(tracked, |path| {
+                    ignored.push(warnings::render_ignored(&path));
+                });
+                result.inspect_err(|_| failed_at = track.path().to_string())
+            });
+        let raw = parsed.map_err(|e| locate::parse_error(text, &failed_at, &e))?;
+        let warnings = warnings::warnings_of(ignored);
+        let mut config = raw.into_config(warnings).map_err(|e| e.positioned(text))?;
+        config.source = Source(Some(Arc::from(text)));
+        Ok(config)
+    }
+
+    /// The configuration `ferrolite serve` runs: with no deployment in
+    /// [`Config::not_callable`] as it is; otherwise an error naming each, unless
+    /// `ferrolite_settings.skip_unsupported_deployments` is set, in which case they are left out
+    /// of routing with one warning each. Startup and reload both go through it, and
+    /// `ferrolite check` reports the same deployments.
+    pub fn for_serving(mut self) -> Result<Config, ConfigError> {
+        if self.not_callable.is_empty() {
+            return Ok(self);
+        }
+        let listed: Vec<String> = self.not_callable.iter().map(ToString::to_string).collect();
+        if !self.skip_unsupported_deployments {
+            let first = self.not_callable.first().map_or(0, |n| n.index);
+            let error = ConfigError::at(
+                format!("model_list[{first}]"),
+                format!(
+                    "ferrolite cannot call {} deployment(s) yet: {}; remove them, or set \
+                     ferrolite_settings.skip_unsupported_deployments: true to serve without them",
+                    listed.len(),
+                    listed.join("; ")
+                ),
+            );
+            return Err(match &self.source.0 {
+                Some(text) => error.positioned(text),
+                None => error,
+            });
+        }
+        for line in &listed {
+            tracing::warn!("{line}; left out of routing (skip_unsupported_deployments)");
+        }
+        let skipped: Vec<&str> = self
+            .not_callable
+            .iter()
+            .map(|n| n.deployment.as_str())
+            .collect();
+        self.deployments
+            .retain(|d| !skipped.contains(&d.id().as_str()));
+        if self.deployments.is_empty() {
+            return Err(ConfigError::at(
+                "model_list",
+                "every deployment is not callable (skip_unsupported_deployments left none)",
+            ));
+        }
+        self.not_callable.clear();
+        Ok(self)
+    }
+
+    /// The keys accepted without effect, one line each (what `ferrolite check` prints).
+    pub fn not_honoured(&self) -> Vec<String> {
+        self.warnings.iter().map(ToString::to_string).collect()
+    }
+}
+
 /// The background health checks of LiteLLM's proxy (`general_settings.background_health_checks`,
 /// `health_check_interval`; `model_info.health_check_timeout`), which `ferrolite serve` runs
 /// with [`Router::check_health`](ferrolite_router::Router::check_health).
@@ -395,95 +485,5 @@ impl ConfigError {
             ConfigError::Invalid { path, .. } => path,
             ConfigError::Read { file, .. } => file,
         }
-    }
-}
-
-impl Config {
-    /// Reads and loads the file at `path`.
-    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Config::from_yaml(&text)
-    }
-
-    /// Loads a configuration from YAML text.
-    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        if text.trim().is_empty() {
-            return Err(ConfigError::at(
-                "model_list",
-                "required: the configuration is empty",
-            ));
-        }
-        let options = serde_saphyr::options! { with_snippet: false };
-        let mut failed_at = String::new();
-        let mut ignored: Vec<String> = Vec::new();
-        let parsed: Result<raw::RawConfig, serde_saphyr::Error> =
-            serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-                let mut track = serde_path_to_error::Track::new();
-                let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
-                let result = serde_ignored::deserialize(tracked, |path| {
-                    ignored.push(warnings::render_ignored(&path));
-                });
-                result.inspect_err(|_| failed_at = track.path().to_string())
-            });
-        let raw = parsed.map_err(|e| locate::parse_error(text, &failed_at, &e))?;
-        let warnings = warnings::warnings_of(ignored);
-        let mut config = raw.into_config(warnings).map_err(|e| e.positioned(text))?;
-        config.source = Source(Some(Arc::from(text)));
-        Ok(config)
-    }
-
-    /// The configuration `ferrolite serve` runs: with no deployment in
-    /// [`Config::not_callable`] as it is; otherwise an error naming each, unless
-    /// `ferrolite_settings.skip_unsupported_deployments` is set, in which case they are left out
-    /// of routing with one warning each. Startup and reload both go through it, and
-    /// `ferrolite check` reports the same deployments.
-    pub fn for_serving(mut self) -> Result<Config, ConfigError> {
-        if self.not_callable.is_empty() {
-            return Ok(self);
-        }
-        let listed: Vec<String> = self.not_callable.iter().map(ToString::to_string).collect();
-        if !self.skip_unsupported_deployments {
-            let first = self.not_callable.first().map_or(0, |n| n.index);
-            let error = ConfigError::at(
-                format!("model_list[{first}]"),
-                format!(
-                    "ferrolite cannot call {} deployment(s) yet: {}; remove them, or set \
-                     ferrolite_settings.skip_unsupported_deployments: true to serve without them",
-                    listed.len(),
-                    listed.join("; ")
-                ),
-            );
-            return Err(match &self.source.0 {
-                Some(text) => error.positioned(text),
-                None => error,
-            });
-        }
-        for line in &listed {
-            tracing::warn!("{line}; left out of routing (skip_unsupported_deployments)");
-        }
-        let skipped: Vec<&str> = self
-            .not_callable
-            .iter()
-            .map(|n| n.deployment.as_str())
-            .collect();
-        self.deployments
-            .retain(|d| !skipped.contains(&d.id().as_str()));
-        if self.deployments.is_empty() {
-            return Err(ConfigError::at(
-                "model_list",
-                "every deployment is not callable (skip_unsupported_deployments left none)",
-            ));
-        }
-        self.not_callable.clear();
-        Ok(self)
-    }
-
-    /// The keys accepted without effect, one line each (what `ferrolite check` prints).
-    pub fn not_honoured(&self) -> Vec<String> {
-        self.warnings.iter().map(ToString::to_string).collect()
     }
 }
