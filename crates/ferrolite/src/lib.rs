@@ -31,10 +31,7 @@ pub mod server;
 pub mod service;
 
 pub use builder::{Error, build_from_config, build_from_config_with, from_config};
-pub use config::{
-    ApiKey, Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, SimulatedFailure,
-    Simulation, WarningKind,
-};
+pub use config::{Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, WarningKind};
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
 pub use ferrolite_router as router;
