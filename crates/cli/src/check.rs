@@ -34,9 +34,8 @@ fn build_in_memory(config: &Config) -> Result<(), String> {
     probe.response_cache_redis = None;
     runtime
         .block_on(async {
-            ferrolite::RouterBuilder::from_config(probe)
-                .mock_all(ferrolite::mock::MockSpec::default())
-                .build()
+            let mock = ferrolite::mock::MockBackend::new(ferrolite::mock::MockSpec::default());
+            ferrolite::build_from_config(probe, Some(std::sync::Arc::new(mock)))
                 .await
                 .map(drop)
         })
