@@ -192,7 +192,7 @@ impl Snapshot {
             group_names.contains(name)
                 || ids.contains(name)
                 || settings.model_group_alias.contains_key(name)
-                || crate::router::wildcard_group(&patterns, name).is_some()
+                || crate::wildcard::wildcard_group(&patterns, name).is_some()
                 || deployments.iter().any(|d| d.model == name)
         };
         settings.validate(&group_names, &serves)?;
