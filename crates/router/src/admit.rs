@@ -11,12 +11,12 @@ use ferrolite_strategies::{Permit, StrategyError, Target};
 use ferrolite_types::{Deployment, DeploymentIx, Usage};
 use tokio::time::Instant;
 
+use crate::RouterError;
 use crate::backend::BackendChunk;
 use crate::call::{Call, Failure};
 use crate::inner::Inner;
 use crate::resolve::default_max_tokens;
 use crate::snapshot::{LocalSlot, Snapshot};
-use crate::RouterError;
 
 /// Everything an admitted call holds until it ends, and the one place it is given back.
 ///
@@ -89,7 +89,11 @@ impl Held {
 
     /// Runs `work` (the call, or a stream's next chunk) while holding the slot: a shared slot
     /// is renewed every third of `ttl` while it runs.
-    pub(crate) async fn renewing<F: std::future::Future>(&self, work: F, ttl: Duration) -> F::Output {
+    pub(crate) async fn renewing<F: std::future::Future>(
+        &self,
+        work: F,
+        ttl: Duration,
+    ) -> F::Output {
         match &self.slot {
             Some(Slot::Shared(lease)) => renewing(work, lease, ttl).await,
             _ => work.await,
@@ -125,7 +129,11 @@ impl Held {
     /// The call answered with `usage`: settles the rpm/tpm estimate to the actual tokens and the
     /// budget reservation to the cost, gives back the slot and the probe, and leaves the
     /// in-flight count. Returns the cost (when the usage is known).
-    pub(crate) async fn succeed(&mut self, snapshot: &Snapshot, usage: Option<Usage>) -> Option<f64> {
+    pub(crate) async fn succeed(
+        &mut self,
+        snapshot: &Snapshot,
+        usage: Option<Usage>,
+    ) -> Option<f64> {
         release(self.slot.take()).await;
         if let (Some(u), Some(permit)) = (&usage, &mut self.permit) {
             if let Err(e) = permit.settle_tokens(u.total_tokens) {
@@ -135,11 +143,11 @@ impl Held {
         let cost = usage.map(|u| cost_of(snapshot.deployment(self.ix), u));
         if let Some(reservation) = self.reservation.take() {
             let settled = match usage {
-                Some(u) => {
-                    snapshot
-                        .ledger
-                        .settle_output(reservation, cost.unwrap_or(0.0), u.completion_tokens)
-                }
+                Some(u) => snapshot.ledger.settle_output(
+                    reservation,
+                    cost.unwrap_or(0.0),
+                    u.completion_tokens,
+                ),
                 None => snapshot.ledger.settle(reservation, 0.0),
             };
             if let Err(e) = settled {
@@ -261,7 +269,11 @@ impl Inner {
 
     /// The probe's lease when `target` is half-open: one call at a time, across instances,
     /// until one succeeds.
-    async fn take_probe(&self, snapshot: &Snapshot, target: &Target) -> Result<Option<Lease>, Refused> {
+    async fn take_probe(
+        &self,
+        snapshot: &Snapshot,
+        target: &Target,
+    ) -> Result<Option<Lease>, Refused> {
         let Some(health) = snapshot.health.get(target.ix) else {
             return Ok(None);
         };
@@ -271,7 +283,12 @@ impl Inner {
         if !probation.half_open(&health.cooldown, self.now_ms()) {
             return Ok(None);
         }
-        match Box::pin(self.cache.lease(&probation.probe_key, 1, self.settings.lease_ttl)).await {
+        match Box::pin(
+            self.cache
+                .lease(&probation.probe_key, 1, self.settings.lease_ttl),
+        )
+        .await
+        {
             Ok(Some(lease)) => Ok(Some(lease)),
             Ok(None) => Err(Refused::Full(RouterError::NoCapacity(format!(
                 "Deployment {} is recovering from a cooldown: one probe call at a time",
@@ -283,7 +300,11 @@ impl Inner {
 
     /// A concurrency slot on `target`, when it has a cap: shared through a lease for an explicit
     /// cap, in this instance for a derived one.
-    async fn take_slot(&self, snapshot: &Snapshot, target: &Target) -> Result<Option<Slot>, Refused> {
+    async fn take_slot(
+        &self,
+        snapshot: &Snapshot,
+        target: &Target,
+    ) -> Result<Option<Slot>, Refused> {
         let Some(cap) = snapshot
             .health
             .get(target.ix)
@@ -292,10 +313,13 @@ impl Inner {
             return Ok(None);
         };
         let taken = if cap.shared {
-            Box::pin(self.cache.lease(&cap.key, cap.limit, self.settings.lease_ttl))
-                .await
-                .map(|l| l.map(Slot::Shared))
-                .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
+            Box::pin(
+                self.cache
+                    .lease(&cap.key, cap.limit, self.settings.lease_ttl),
+            )
+            .await
+            .map(|l| l.map(Slot::Shared))
+            .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
         } else {
             LocalSlot::take(&cap.local, cap.limit).map(Slot::Local)
         };

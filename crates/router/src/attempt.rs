@@ -108,7 +108,10 @@ impl Inner {
         let mut reason = format!("no capacity in `{label}`");
         loop {
             if ticket.as_ref().is_none_or(|t| t.is_head()) {
-                match self.attempt_once(call, destination, skip, &mut ticket).await {
+                match self
+                    .attempt_once(call, destination, skip, &mut ticket)
+                    .await
+                {
                     Err(Failure::Selection(RouterError::NoCapacity(why))) => {
                         reason = why;
                         if ticket.is_none() {
@@ -580,9 +583,8 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
             .get("fallbacks")
             .and_then(serde_json::Value::as_array)
             .and_then(|hops| {
-                hops.iter().find(|hop| {
-                    hop.get("model").and_then(serde_json::Value::as_str) == Some(label)
-                })
+                hops.iter()
+                    .find(|hop| hop.get("model").and_then(serde_json::Value::as_str) == Some(label))
             })
             .and_then(serde_json::Value::as_object);
         for (name, value) in hop.into_iter().flatten() {

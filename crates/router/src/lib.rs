@@ -74,5 +74,5 @@ pub use queue::WaitQueueSettings;
 pub use request::{MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
 pub use router::Router;
-pub use stream::RouterStream;
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};
+pub use stream::RouterStream;

@@ -371,7 +371,9 @@ impl Miss<'_> {
     ) -> Result<RouterResponse, RouterError> {
         let answer = match answer {
             Ok(answer) => {
-                self.cache.keep(&self.id, &self.controls, &answer, None).await;
+                self.cache
+                    .keep(&self.id, &self.controls, &answer, None)
+                    .await;
                 Ok(with_key(answer, &self.id.key))
             }
             Err(error) => Err(error),

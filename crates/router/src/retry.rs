@@ -104,7 +104,13 @@ impl<'a> Decide<'a> {
         }
         let settings = &self.inner.settings;
         let jitter = settings.retry_jitter.mul_f64(self.inner.rng.unit());
-        Some(backoff(class, state.retry, state, jitter, settings.retry_after))
+        Some(backoff(
+            class,
+            state.retry,
+            state,
+            jitter,
+            settings.retry_after,
+        ))
     }
 }
 

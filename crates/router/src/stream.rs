@@ -128,7 +128,10 @@ impl Tail {
             latency: self.started.elapsed(),
             time_to_first_token: Some(self.time_to_first_token),
         };
-        let cost = self.inner.succeeded(&self.snapshot, &mut held, answered).await;
+        let cost = self
+            .inner
+            .succeeded(&self.snapshot, &mut held, answered)
+            .await;
         *self.end.lock() = Some(StreamEnd { usage, cost });
     }
 
@@ -147,10 +150,12 @@ impl Tail {
             .map(|t| t.id.clone())
             .unwrap_or_else(|| DeploymentId::new(""));
         if let Some(mut held) = self.held.take() {
-            Box::pin(
-                self.inner
-                    .failed(&self.snapshot, &mut held, self.has_fallbacks, &error.class),
-            )
+            Box::pin(self.inner.failed(
+                &self.snapshot,
+                &mut held,
+                self.has_fallbacks,
+                &error.class,
+            ))
             .await;
         }
         let mut tried = std::mem::take(&mut self.tried);
