@@ -34,8 +34,9 @@ use crate::snapshot::{LocalSlot, Snapshot};
 /// - [`Held::cancel`]: the call did not go ahead. Everything is given back: the request and
 ///   its tokens leave the rpm/tpm window ("undo" of the permit), the budget hold is released.
 /// - Dropped (a timeout or a client that went away): the permit is dropped (the call leaves
-///   the in-flight count; the window keeps the request, as it reached the provider), the slot
-///   and probe go back with the next sync, and the budget hold is released — or, for a stream
+///   the in-flight count; the window keeps the request, as it reached the provider), a local
+///   slot goes back at once, a shared slot and the probe with the state's next sync, and the
+///   budget hold is released — or, for a stream
 ///   dropped before its end, charged for what the provider generated so far: its reported
 ///   usage, else the input and the streamed text at about four characters a token.
 pub(crate) struct Held {
