@@ -34,8 +34,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ferrolite_router::{Request, Router, RouterError, RouterStream};
-use ferrolite_types::{Secret, Usage};
+use ferrolite_router::{KeyLimits, Request, Router, RouterError, RouterStream};
+use ferrolite_types::Secret;
 use futures_util::StreamExt;
 
 /// How the gateway serves.
@@ -256,7 +256,11 @@ fn router_error(e: &RouterError) -> Response {
     if let Some(outage) = state_outage(e) {
         return state_unavailable(outage);
     }
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = match e {
+        // An API key over its own limit (the router admits keys; `Retry-After: 1` below).
+        RouterError::KeyLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
     let kind = match status.as_u16() {
         400 | 404 | 413 | 422 => "invalid_request_error",
         401 | 403 => "auth_error",
@@ -336,17 +340,11 @@ impl Gateway {
         self.caller(headers).err().map(|e| *e)
     }
 
-    /// Checks an API key's groups and limits for a call of `model`: 403 outside its groups,
-    /// 429 over its rpm or tpm (counted in the shared state, so every gateway instance agrees).
-    async fn admit_key(
-        &self,
-        router: &Router,
-        key: &crate::config::ApiKey,
-        model: &str,
-        tokens: u64,
-    ) -> Result<Option<KeyAdmission>, Response> {
+    /// The 403 of an API key's call of `model` outside its groups, if it is one. (Its rpm and
+    /// tpm limits go with the request to the router, [`Request::key_limits`].)
+    fn forbidden(key: &crate::config::ApiKey, model: &str) -> Option<Response> {
         if !key.models.is_empty() && !key.models.iter().any(|m| m == model) {
-            return Err(error(
+            return Some(error(
                 StatusCode::FORBIDDEN,
                 &format!(
                     "API key `{}` may not call model group `{model}`; it may call: {}",
@@ -357,61 +355,7 @@ impl Gateway {
                 Some("model"),
             ));
         }
-        let mut checks = Vec::with_capacity(2);
-        let tag = format!("api-key:{}", key.name);
-        for (metric, limit, delta) in [("rpm", key.rpm, 1), ("tpm", key.tpm, tokens)] {
-            if let Some(limit) = limit {
-                checks.push(ferrolite_cache::LimitCheck {
-                    key: ferrolite_cache::hash_tagged(&tag, &format!(":{metric}")),
-                    // More than the limit is refused whatever the count: a huge estimate is
-                    // held as limit + 1, so it never reaches the counters' range.
-                    delta: delta.min(limit.saturating_add(1)),
-                    limit,
-                    window: ferrolite_cache::Window::MINUTE_SLIDING,
-                });
-            }
-        }
-        if checks.is_empty() {
-            return Ok(None);
-        }
-        let tpm = checks.iter().position(|c| c.key.ends_with(":tpm"));
-        match router.cache().admit(&checks).await {
-            Ok(admission) if admission.admitted => Ok(Some(KeyAdmission {
-                admission,
-                tpm,
-                estimate: tokens,
-            })),
-            Ok(admission) => {
-                let over = checks
-                    .iter()
-                    .zip(&admission.counts)
-                    .find(|(c, count)| **count + c.delta as f64 > c.limit as f64)
-                    .map_or("rpm", |(c, _)| {
-                        if c.key.ends_with(":tpm") {
-                            "tpm"
-                        } else {
-                            "rpm"
-                        }
-                    });
-                let mut response = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!("API key `{}` is over its {over} limit", key.name),
-                    "rate_limit_error",
-                    None,
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                Err(response)
-            }
-            Err(e @ ferrolite_cache::CacheError::Unavailable { .. }) => Err(state_unavailable(&e)),
-            Err(e) => Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the shared state is unavailable: {e}"),
-                "api_error",
-                None,
-            )),
-        }
+        None
     }
 }
 
@@ -442,35 +386,6 @@ impl Caller {
             let _ = write!(hex, "{byte:02x}");
         }
         Some(hex)
-    }
-}
-
-/// An API key's admission: its tpm holds the request's estimate until the call's actual token
-/// count is known ([`KeyAdmission::settle`]).
-struct KeyAdmission {
-    admission: ferrolite_cache::Admission,
-    /// The tpm check's place among the admission's counters, when the key has a tpm.
-    tpm: Option<usize>,
-    estimate: u64,
-}
-
-impl KeyAdmission {
-    /// Replaces the tpm estimate with `actual` tokens (`None`: unknown, the estimate stays).
-    fn settle(self, actual: Option<u64>) {
-        let (Some(tpm), Some(actual)) = (self.tpm, actual) else {
-            return;
-        };
-        let delta = i64::try_from(actual)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(self.estimate).unwrap_or(i64::MAX));
-        if delta == 0 {
-            return;
-        }
-        if let Some(counter) = self.admission.counters().nth(tpm) {
-            if let Err(e) = counter.increment(delta) {
-                tracing::warn!(error = %e, "could not settle an API key's tokens");
-            }
-        }
     }
 }
 
@@ -825,53 +740,29 @@ async fn handle(
     if router.settings().deployment_affinity {
         request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
     }
-    let mut admitted = None;
     if let Caller::Key(key) = caller {
-        // The router's count (checking the request's token figures first), so the key's tpm
-        // and a deployment's count the same tokens.
-        let estimate = match router.token_estimate(&mut request) {
-            Ok(estimate) => estimate,
-            Err(e) => return router_error(&e),
-        };
-        match gateway.admit_key(&router, &key, &model, estimate).await {
-            Ok(admission) => admitted = admission,
-            Err(refused) => return refused,
+        if let Some(refused) = Gateway::forbidden(&key, &model) {
+            return refused;
         }
+        // The router admits the key's rpm and tpm, with the token count a deployment's uses,
+        // and settles the tpm to the tokens the answer used.
+        request.key_limits = Some(KeyLimits {
+            name: key.name.clone(),
+            rpm: key.rpm,
+            tpm: key.tpm,
+        });
         if key.budget {
             request.budget_tags.push(key.budget_tag());
         }
     }
-    // A key's tpm is settled to the tokens the provider used: none for a failure or a cache
-    // hit; a stream's once it has ended.
-    let settle = move |tokens: Option<u64>| {
-        if let Some(admitted) = admitted {
-            admitted.settle(tokens);
-        }
-    };
     if request.stream {
         return match router.stream(request).await {
-            Ok(stream) => {
-                let hit = stream.cache_hit;
-                sse(stream, model, include_usage, move |usage: Option<Usage>| {
-                    settle(if hit {
-                        Some(0)
-                    } else {
-                        usage.map(|u| u.total_tokens)
-                    });
-                })
-            }
-            Err(e) => {
-                settle(Some(0));
-                router_error(&e)
-            }
+            Ok(stream) => sse(stream, model, include_usage),
+            Err(e) => router_error(&e),
         };
     }
     match router.call(request).await {
         Ok(answer) => {
-            settle(match answer.cache_hit {
-                true => Some(0),
-                false => answer.usage.map(|u| u.total_tokens),
-            });
             let mut headers = HeaderMap::new();
             litellm_headers(&mut headers, Answered::from(&answer));
             let mut body = answer.body;
@@ -882,10 +773,7 @@ async fn handle(
             response.headers_mut().extend(headers);
             response
         }
-        Err(e) => {
-            settle(Some(0));
-            router_error(&e)
-        }
+        Err(e) => router_error(&e),
     }
 }
 
@@ -895,19 +783,14 @@ async fn handle(
 ///
 /// The upstream is always asked for usage (the router needs the counts); the client sees it
 /// only when it asked (`include_usage`), as OpenAI sends it ([`StreamUsage`]).
-fn sse(
-    stream: RouterStream,
-    model: String,
-    include_usage: bool,
-    ended: impl FnOnce(Option<Usage>) + Send + 'static,
-) -> Response {
+fn sse(stream: RouterStream, model: String, include_usage: bool) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
     let usage = StreamUsage::new(include_usage);
-    let events = futures_util::stream::unfold(Some((stream, Some(ended), usage)), move |state| {
+    let events = futures_util::stream::unfold(Some((stream, usage)), move |state| {
         let model = model.clone();
         async move {
-            let (mut stream, mut ended, mut usage) = state?;
+            let (mut stream, mut usage) = state?;
             loop {
                 match stream.next().await {
                     Some(Ok(chunk)) => {
@@ -915,13 +798,9 @@ fn sse(
                             continue;
                         };
                         let event = Bytes::from(format!("data: {body}\n\n"));
-                        return Some((Ok::<_, Infallible>(event), Some((stream, ended, usage))));
+                        return Some((Ok::<_, Infallible>(event), Some((stream, usage))));
                     }
                     Some(Err(e)) => {
-                        // A broken stream's tokens are unknown: the estimate stays.
-                        if let Some(ended) = ended.take() {
-                            ended(None);
-                        }
                         let body = serde_json::json!({"error": {
                             "message": e.to_string(),
                             "type": "api_error",
@@ -931,9 +810,6 @@ fn sse(
                         return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
                     }
                     None => {
-                        if let Some(ended) = ended.take() {
-                            ended(stream.usage());
-                        }
                         let mut tail = String::new();
                         if let Some(last) = usage.last_chunk(&model) {
                             tail.push_str(&format!("data: {last}\n\n"));

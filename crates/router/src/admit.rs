@@ -1,6 +1,7 @@
 //! Admission: what a call on one deployment takes before it goes out — the rpm/tpm permit, a
-//! concurrency slot, the half-open probe, the budget reservation — held by one guard, [`Held`],
-//! which is the only place any of it is given back.
+//! concurrency slot, the half-open probe, the budget reservation — and the calling API key's
+//! rpm/tpm, taken once per request (`keys.rs`); held by one guard, [`Held`], which is the
+//! only place any of it is given back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::RouterError;
 use crate::backend::BackendChunk;
 use crate::call::{Call, Failure};
 use crate::inner::Inner;
+use crate::keys::HeldKey;
 use crate::resolve::default_max_tokens;
 use crate::snapshot::{LocalSlot, Snapshot};
 
@@ -46,6 +48,8 @@ pub(crate) struct Held {
     /// The half-open probe's lease, when the deployment is half-open.
     probe: Option<Lease>,
     reservation: Option<Reservation>,
+    /// The calling API key's admission, once this call answers the request.
+    key: Option<HeldKey>,
     /// A stream's progress, once the call streams (what a drop charges).
     stream: Option<Streamed>,
 }
@@ -81,6 +85,12 @@ impl Held {
     /// The deployment admitted.
     pub(crate) fn ix(&self) -> DeploymentIx {
         self.ix
+    }
+
+    /// The call answers the request: it holds the API key's admission from now on, settled
+    /// with the call.
+    pub(crate) fn answer_for(&mut self, key: Option<HeldKey>) {
+        self.key = key;
     }
 
     /// Whether the call is the half-open deployment's probe.
@@ -140,6 +150,9 @@ impl Held {
             if let Err(e) = permit.settle_tokens(u.total_tokens) {
                 tracing::warn!(error = %e, "could not settle tokens");
             }
+        }
+        if let Some(key) = self.key.take() {
+            key.settle(usage.map(|u| u.total_tokens));
         }
         let cost = usage.map(|u| cost_of(snapshot.deployment(self.ix), u));
         if let Some(reservation) = self.reservation.take() {
@@ -252,6 +265,7 @@ impl Inner {
             slot,
             probe: None,
             reservation: reservation.ok().flatten(),
+            key: None,
             stream: None,
         };
         if let Some(refused) = refused.or(slot_refusal) {

@@ -318,6 +318,7 @@ impl Inner {
         let (class, message) = match result {
             Ok(Ok(Reply::Stream { first, rest })) => {
                 metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
+                held.answer_for(call.key.take());
                 held.stream(Arc::clone(snapshot), call.input_tokens);
                 held.streamed(&first);
                 return Ok(success(Answer::Stream(Box::new(Opened {
@@ -334,6 +335,7 @@ impl Inner {
             Ok(Ok(Reply::Complete(response)))
                 if !self.content_filtered(&response.body, &model_group) =>
             {
+                held.answer_for(call.key.take());
                 let answered = Answered {
                     usage: response.usage,
                     latency,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass};
 use tokio::time::Instant;
 
+use crate::keys::HeldKey;
 use crate::snapshot::Snapshot;
 use crate::{Request, RouterError, Tried};
 
@@ -33,6 +34,8 @@ pub(crate) struct Call<'r> {
     pub(crate) tried: Vec<Tried>,
     /// Time spent in backends and backoffs (the rest is the router's overhead).
     pub(crate) outside: Duration,
+    /// The calling API key's admission, until an attempt answers (it then holds it).
+    pub(crate) key: Option<HeldKey>,
 }
 
 impl<'r> Call<'r> {
@@ -69,6 +72,7 @@ impl<'r> Call<'r> {
             attempted: HashSet::from([first.to_string()]),
             tried: Vec::new(),
             outside: Duration::ZERO,
+            key: None,
         }
     }
 

@@ -122,6 +122,14 @@ pub enum RouterError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The calling API key is over its own rpm or tpm limit ([`crate::KeyLimits`]).
+    #[error("API key `{key}` is over its {limit} limit")]
+    KeyLimited {
+        /// The key's name.
+        key: String,
+        /// `rpm` or `tpm`.
+        limit: &'static str,
+    },
     /// The shared state failed (Redis down in fail-closed mode, ...).
     #[error("state: {0}")]
     Cache(#[from] CacheError),

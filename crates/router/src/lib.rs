@@ -51,6 +51,7 @@ mod error;
 mod fallback;
 mod filter;
 mod inner;
+mod keys;
 mod observer;
 mod queue;
 mod request;
@@ -71,7 +72,7 @@ pub use backend::{
 pub use error::{RouterError, Tried};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
-pub use request::{MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};
+pub use request::{KeyLimits, MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
 pub use router::Router;
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! Router::call / stream    validate, the response cache's front step      response_cache.rs
+//!   admit_key              the API key's rpm/tpm, once per request          keys.rs
 //!   route                  take the snapshot, resolve the model            resolve.rs
 //!     with_fallbacks       the destination, then its fallback chain (context-window,
 //!                          content-policy or generic, max_fallbacks, no target twice)
@@ -37,6 +38,7 @@ use crate::backend::{Backend, BackendError};
 use crate::call::{Call, Summary};
 use crate::filter::check_output_limit;
 use crate::inner::Inner;
+use crate::keys::HeldKey;
 use crate::queue::WaitQueue;
 use crate::resolve::{default_max_tokens, members, resolve};
 use crate::response_cache::{Controls, Front, ResponseCache};
@@ -352,23 +354,46 @@ impl Router {
 
     /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
     /// down and falls back as the settings say. A streamed call goes through [`Router::stream`].
-    pub async fn call(&self, request: Request) -> Result<RouterResponse, RouterError> {
+    pub async fn call(&self, mut request: Request) -> Result<RouterResponse, RouterError> {
         if request.stream {
             return Err(streamed());
         }
-        if self.inner.responses.is_none() {
-            return self.call_routed(&request).await;
+        let mut key = self.admit_key(&mut request).await?;
+        let answer = if self.inner.responses.is_none() {
+            self.call_routed(&request, &mut key).await
+        } else {
+            // Boxed: the cached path's future stays out of the uncached call's.
+            Box::pin(self.call_cached(&request, &mut key)).await
+        };
+        // Not handed to an attempt: the request failed, or the response cache answered it.
+        if let Some(key) = key {
+            key.unused();
         }
-        // Boxed: the cached path's future stays out of the uncached call's.
-        Box::pin(self.call_cached(&request)).await
+        answer
+    }
+
+    /// Admits the request's API key ([`Request::key_limits`]) with its token estimate.
+    async fn admit_key(&self, request: &mut Request) -> Result<Option<HeldKey>, RouterError> {
+        if request.key_limits.is_none() {
+            return Ok(None);
+        }
+        let tokens = self.token_estimate(request)?;
+        let Some(limits) = &request.key_limits else {
+            return Ok(None);
+        };
+        self.inner.admit_key(limits, tokens).await
     }
 
     /// [`Router::call`] through the response cache: a hit answers; the first of concurrent
     /// identical requests that miss routes the call and the others wait for its answer, each no
     /// longer than its deadline.
-    async fn call_cached(&self, request: &Request) -> Result<RouterResponse, RouterError> {
+    async fn call_cached(
+        &self,
+        request: &Request,
+        key: &mut Option<HeldKey>,
+    ) -> Result<RouterResponse, RouterError> {
         let Some(responses) = &self.inner.responses else {
-            return self.call_routed(request).await;
+            return self.call_routed(request, key).await;
         };
         request.validate()?;
         self.serves(&request.model)?;
@@ -379,9 +404,9 @@ impl Router {
                 .front(self.cache_group(request), &request.body, true)
                 .await?
             {
-                Front::Bypass => return self.call_routed(request).await,
+                Front::Bypass => return self.call_routed(request, key).await,
                 Front::Hit(remembered) => return Ok(remembered.answer(started)),
-                Front::Lead(miss) => return miss.land(self.call_routed(request).await).await,
+                Front::Lead(miss) => return miss.land(self.call_routed(request, key).await).await,
                 Front::Wait(waiting) => {
                     if let Some(answer) = waiting.landed(deadline, started).await {
                         return answer;
@@ -393,8 +418,12 @@ impl Router {
     }
 
     /// [`Router::call`] past the response cache.
-    async fn call_routed(&self, request: &Request) -> Result<RouterResponse, RouterError> {
-        let (success, summary) = self.route(request).await?;
+    async fn call_routed(
+        &self,
+        request: &Request,
+        key: &mut Option<HeldKey>,
+    ) -> Result<RouterResponse, RouterError> {
+        let (success, summary) = self.route(request, key).await?;
         let Answer::Complete { body, usage, cost } = success.answer else {
             return Err(streamed());
         };
@@ -425,23 +454,39 @@ impl Router {
     /// input and the streamed text at about four characters a token).
     pub async fn stream(&self, mut request: Request) -> Result<RouterStream, RouterError> {
         request.stream = true;
+        let mut key = self.admit_key(&mut request).await?;
+        let stream = self.stream_cached(&request, &mut key).await;
+        // Not handed to an attempt: the request failed, or the response cache answered it.
+        if let Some(key) = key {
+            key.unused();
+        }
+        stream
+    }
+
+    /// [`Router::stream`] through the response cache: a hit replays the stored answer; a miss
+    /// routes the stream and stores its answer when it ends cleanly.
+    async fn stream_cached(
+        &self,
+        request: &Request,
+        key: &mut Option<HeldKey>,
+    ) -> Result<RouterStream, RouterError> {
         let Some(responses) = &self.inner.responses else {
-            return self.stream_routed(&request).await;
+            return self.stream_routed(request, key).await;
         };
         let started = Instant::now();
         request.validate()?;
         self.serves(&request.model)?;
         let miss = match responses
-            .front(self.cache_group(&request), &request.body, false)
+            .front(self.cache_group(request), &request.body, false)
             .await?
         {
             Front::Hit(remembered) => return Ok(RouterStream::replay(&remembered, started)),
             Front::Lead(miss) => miss,
             // A stream joins no flight: `Wait` is only given to whole calls.
-            Front::Bypass | Front::Wait(_) => return self.stream_routed(&request).await,
+            Front::Bypass | Front::Wait(_) => return self.stream_routed(request, key).await,
         };
         let (id, controls) = miss.into_parts();
-        let mut stream = self.stream_routed(&request).await?;
+        let mut stream = self.stream_routed(request, key).await?;
         stream.cache_key = Some(id.key.clone());
         if !controls.no_store {
             stream.record(Arc::clone(&self.inner), id, controls);
@@ -450,8 +495,12 @@ impl Router {
     }
 
     /// [`Router::stream`] past the response cache.
-    async fn stream_routed(&self, request: &Request) -> Result<RouterStream, RouterError> {
-        let (success, summary) = self.route(request).await?;
+    async fn stream_routed(
+        &self,
+        request: &Request,
+        key: &mut Option<HeldKey>,
+    ) -> Result<RouterStream, RouterError> {
+        let (success, summary) = self.route(request, key).await?;
         let Answer::Stream(opened) = success.answer else {
             return Err(RouterError::InvalidRequest {
                 field: "stream",
@@ -470,8 +519,13 @@ impl Router {
     }
 
     /// The call path shared by [`Router::call`] and [`Router::stream`]: the request's [`Call`]
-    /// on the current snapshot, through its destination and fallbacks.
-    async fn route(&self, request: &Request) -> Result<(Success, Summary), RouterError> {
+    /// on the current snapshot, through its destination and fallbacks. The API key's admission
+    /// goes to the attempt that answers; a failed request gives it back in `key`.
+    async fn route(
+        &self,
+        request: &Request,
+        key: &mut Option<HeldKey>,
+    ) -> Result<(Success, Summary), RouterError> {
         request.validate()?;
         let started = Instant::now();
         let snapshot = self.inner.snapshot.load_full();
@@ -480,6 +534,7 @@ impl Router {
         let primary = destination.label().to_string();
         let deadline = self.inner.settings.request_deadline;
         let mut call = Call::new(snapshot, request, started, deadline, &primary);
+        call.key = key.take();
         metrics::counter!("ferrolite_router_requests_total").increment(1);
         match self
             .inner
@@ -506,6 +561,7 @@ impl Router {
             }
             Err(failure) => {
                 metrics::counter!("ferrolite_router_failures_total").increment(1);
+                *key = call.key.take();
                 Err(failure.into_error(primary, call.tried))
             }
         }
