@@ -27,8 +27,9 @@ use crate::snapshot::{LocalSlot, Snapshot};
 ///
 /// How it ends decides what is given back:
 /// - [`Held::succeed`]: the call answered. The rpm/tpm window keeps the request with its
-///   actual tokens, the budget is charged the actual cost, the slot and probe are freed and
-///   the call leaves the in-flight count.
+///   actual tokens (and so does the calling API key's, when this call answers for it), the
+///   budget is charged the actual cost, the slot and probe are freed and the call leaves the
+///   in-flight count.
 /// - [`Held::fail`]: the call went out and failed (or ran past the caller's deadline). The
 ///   window keeps the request and its estimated tokens (the provider saw it), the budget hold
 ///   is released without a charge — or, for a stream that broke, charged the usage the
@@ -137,8 +138,8 @@ impl Held {
         self.stream.as_ref().and_then(|s| s.usage)
     }
 
-    /// The call answered with `usage`: settles the rpm/tpm estimate to the actual tokens and the
-    /// budget reservation to the cost, gives back the slot and the probe, and leaves the
+    /// The call answered with `usage`: settles the rpm/tpm estimate (the deployment's and the
+    /// API key's) to the actual tokens and the budget reservation to the cost, gives back the slot and the probe, and leaves the
     /// in-flight count. Returns the cost (when the usage is known).
     pub(crate) async fn succeed(
         &mut self,

@@ -50,6 +50,7 @@ mod cooldown;
 mod error;
 mod fallback;
 mod filter;
+mod health;
 mod inner;
 mod keys;
 mod observer;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ferrolite_cache::DualCache;
 use ferrolite_strategies::Rng;
-use ferrolite_types::{Deployment, DeploymentId, ErrorClass};
+use ferrolite_types::{Deployment, DeploymentId};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -173,55 +173,7 @@ impl Router {
     /// routing sees them (reference §2.17). Call it on an interval (LiteLLM's proxy: every
     /// 300 s); the gateway does. Returns each deployment's result.
     pub async fn check_health(&self) -> Vec<(DeploymentId, Result<(), BackendError>)> {
-        let snapshot = self.inner.snapshot.load_full();
-        let timeout = self.inner.settings.timeout;
-        let checks = snapshot.targets.iter().filter_map(|target| {
-            let deployment = snapshot.deployment(target.ix)?;
-            let backend = &self.inner.backend;
-            Some(async move {
-                let result =
-                    match tokio::time::timeout(timeout, backend.health_check(deployment)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(BackendError::new(
-                            ErrorClass::Timeout,
-                            format!("no answer to the health check within {timeout:?}"),
-                        )),
-                    };
-                (target, result)
-            })
-        });
-        let results = futures_util::future::join_all(checks).await;
-        let settings = &self.inner.settings;
-        let stale_at =
-            self.inner.cache.clock().now_ms() + settings.health_check_staleness.as_millis() as u64;
-        let mut report = Vec::with_capacity(results.len());
-        for (target, result) in results {
-            if let Some(checks) = snapshot
-                .health
-                .get(target.ix)
-                .and_then(|h| h.checks.as_ref())
-            {
-                let transient = matches!(
-                    &result,
-                    Err(e) if matches!(e.class, ErrorClass::RateLimited { .. } | ErrorClass::Timeout)
-                );
-                let mark = match &result {
-                    Ok(()) => Some(&checks.passed),
-                    Err(_) if transient && settings.health_check_ignore_transient_errors => None,
-                    Err(_) => Some(&checks.failed),
-                };
-                if let Some(mark) = mark {
-                    if let Err(e) = mark.extend_to(stale_at).await {
-                        tracing::warn!(deployment = %target.id, error = %e, "could not record a health check");
-                    }
-                }
-            }
-            if let Err(e) = &result {
-                tracing::info!(deployment = %target.id, class = ?e.class, "health check failed");
-            }
-            report.push((target.id.clone(), result));
-        }
-        report
+        self.inner.check_health().await
     }
 
     /// Adds a deployment (or replaces the one with its id): a new snapshot is swapped in; calls
