@@ -9,8 +9,12 @@ use crate::{KeyLimits, RouterError};
 /// holds the request's estimate until the tokens the answer used are known. The request's
 /// `Call` holds it while attempts run; the attempt that answers hands it to its `Held`.
 /// Dropped unsettled (a call cut short, a stream that broke or was dropped), the estimate
-/// stays counted.
-pub(crate) struct HeldKey {
+/// stays counted. Boxed: a call's future carries it through every stage, and most requests
+/// have none.
+pub(crate) struct HeldKey(Box<Admitted>);
+
+/// What a key's admission took.
+struct Admitted {
     admission: ferrolite_cache::Admission,
     /// The tpm check's place among the admission's counters, when the key has a tpm.
     tpm: Option<usize>,
@@ -26,16 +30,21 @@ impl HeldKey {
 
     /// Replaces the tpm estimate with `actual` tokens (`None`: unknown, the estimate stays).
     pub(crate) fn settle(self, actual: Option<u64>) {
-        let (Some(tpm), Some(actual)) = (self.tpm, actual) else {
+        let Admitted {
+            admission,
+            tpm,
+            estimate,
+        } = *self.0;
+        let (Some(tpm), Some(actual)) = (tpm, actual) else {
             return;
         };
         let delta = i64::try_from(actual)
             .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(self.estimate).unwrap_or(i64::MAX));
+            .saturating_sub(i64::try_from(estimate).unwrap_or(i64::MAX));
         if delta == 0 {
             return;
         }
-        if let Some(counter) = self.admission.counters().nth(tpm) {
+        if let Some(counter) = admission.counters().nth(tpm) {
             if let Err(e) = counter.increment(delta) {
                 tracing::warn!(error = %e, "could not settle an API key's tokens");
             }
@@ -73,11 +82,11 @@ impl Inner {
         let tpm = checks.iter().position(|c| c.key.ends_with(":tpm"));
         let admission = Box::pin(self.cache.admit(&checks)).await?;
         if admission.admitted {
-            return Ok(Some(HeldKey {
+            return Ok(Some(HeldKey(Box::new(Admitted {
                 admission,
                 tpm,
                 estimate: tokens,
-            }));
+            }))));
         }
         let over = checks
             .iter()

@@ -407,7 +407,12 @@ impl Router {
     pub async fn stream(&self, mut request: Request) -> Result<RouterStream, RouterError> {
         request.stream = true;
         let mut key = self.admit_key(&mut request).await?;
-        let stream = self.stream_cached(&request, &mut key).await;
+        let stream = if self.inner.responses.is_none() {
+            self.stream_routed(&request, &mut key).await
+        } else {
+            // Boxed: the cached path's future stays out of the uncached stream's.
+            Box::pin(self.stream_cached(&request, &mut key)).await
+        };
         // Not handed to an attempt: the request failed, or the response cache answered it.
         if let Some(key) = key {
             key.unused();
