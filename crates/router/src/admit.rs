@@ -51,9 +51,8 @@ pub(crate) struct Held {
     reservation: Option<Reservation>,
     /// The calling API key's admission, once this call answers the request.
     key: Option<HeldKey>,
-    /// A stream's progress, once the call streams (what a drop charges). Boxed: a whole
-    /// call's future carries the guard, and only streams need this.
-    stream: Option<Box<Streamed>>,
+    /// A stream's progress, once the call streams (what a drop charges).
+    stream: Option<Streamed>,
 }
 
 /// What a stream has delivered so far.
@@ -116,12 +115,12 @@ impl Held {
     /// The call streams from now on, on `snapshot`, having admitted `input_tokens`: its chunks
     /// are counted ([`Held::streamed`]) for what a drop charges.
     pub(crate) fn stream(&mut self, snapshot: Arc<Snapshot>, input_tokens: u64) {
-        self.stream = Some(Box::new(Streamed {
+        self.stream = Some(Streamed {
             snapshot,
             input_tokens,
             usage: None,
             chars: 0,
-        }));
+        });
     }
 
     /// Counts a chunk the stream delivered.

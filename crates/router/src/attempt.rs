@@ -42,11 +42,13 @@ pub(crate) enum Answer {
 /// A stream an attempt opened: its first chunk, the rest, and what its call holds until the
 /// stream ends.
 pub(crate) struct Opened {
-    /// The snapshot the call was routed on.
+    /// The snapshot the call was routed on, and the deployment streaming.
     pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) ix: DeploymentIx,
     pub(crate) first: BackendChunk,
     pub(crate) rest: BackendStream,
-    pub(crate) held: Held,
+    /// What the call holds; taken when the stream's outcome is recorded.
+    pub(crate) held: Option<Held>,
     /// When the attempt started, and how long its first chunk took.
     pub(crate) started: Instant,
     pub(crate) time_to_first_token: Duration,
@@ -310,27 +312,28 @@ impl Inner {
         let latency = started.elapsed();
         call.outside += latency;
         let model_group = deployment.model_name.clone();
-        let success = |answer| Success {
-            answer,
-            deployment: target.id.clone(),
-            model_group: model_group.clone(),
-        };
         let (class, message) = match result {
             Ok(Ok(Reply::Stream { first, rest })) => {
                 metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
                 held.answer_for(call.key.take());
                 held.stream(Arc::clone(snapshot), call.input_tokens);
                 held.streamed(&first);
-                return Ok(success(Answer::Stream(Box::new(Opened {
+                let opened = Opened {
                     snapshot: Arc::clone(snapshot),
+                    ix: target.ix,
                     first,
                     rest,
-                    held,
+                    held: Some(held),
                     started,
                     time_to_first_token: latency,
                     has_fallbacks: self.has_fallbacks(destination.label()),
                     tried: call.tried.clone(),
-                }))));
+                };
+                return Ok(Success {
+                    answer: Answer::Stream(Box::new(opened)),
+                    deployment: target.id.clone(),
+                    model_group,
+                });
             }
             Ok(Ok(Reply::Complete(response)))
                 if !self.content_filtered(&response.body, &model_group) =>
@@ -342,11 +345,15 @@ impl Inner {
                     time_to_first_token: response.time_to_first_token,
                 };
                 let cost = self.succeeded(snapshot, &mut held, answered).await;
-                return Ok(success(Answer::Complete {
-                    body: response.body,
-                    usage: response.usage,
-                    cost,
-                }));
+                return Ok(Success {
+                    answer: Answer::Complete {
+                        body: response.body,
+                        usage: response.usage,
+                        cost,
+                    },
+                    deployment: target.id.clone(),
+                    model_group,
+                });
             }
             Ok(Ok(Reply::Complete(_))) => (
                 ErrorClass::ContentPolicy,

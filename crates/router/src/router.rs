@@ -465,7 +465,7 @@ impl Router {
                 reason: "the backend answered a streamed call with a whole response",
             });
         };
-        let (first, tail) = Tail::new(Arc::clone(&self.inner), *opened);
+        let (first, tail) = Tail::new(Arc::clone(&self.inner), opened);
         Ok(RouterStream::new(
             success.deployment,
             success.model_group,

@@ -1,38 +1,28 @@
 //! Streams: the rest of a stream an attempt opened ([`Tail`], recorded when it ends through the
-//! attempt's one recording place, given back by its [`Held`] when dropped), the
+//! attempt's one recording place, given back by its `Held` when dropped), the
 //! [`RouterStream`] a caller reads, and the [`Recorder`] that keeps a stream's answer in the
 //! response cache.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_types::{DeploymentId, DeploymentIx};
+use ferrolite_types::DeploymentId;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::admit::Held;
 use crate::attempt::{Answered, Opened};
-use crate::backend::{BackendChunk, BackendError, BackendStream};
+use crate::backend::{BackendChunk, BackendError};
 use crate::call::Summary;
 use crate::inner::Inner;
 use crate::response_cache::{Controls, Identity, Remembered, assemble};
-use crate::snapshot::Snapshot;
 use crate::{RouterError, RouterResponse, Tried};
 
 /// The rest of a stream an attempt opened, with everything its call holds until it ends.
 pub(crate) struct Tail {
     inner: Arc<Inner>,
-    snapshot: Arc<Snapshot>,
-    ix: DeploymentIx,
-    has_fallbacks: bool,
-    /// What the call holds; taken when the stream's outcome is recorded.
-    held: Option<Held>,
-    started: Instant,
-    time_to_first_token: Duration,
-    rest: BackendStream,
-    /// The request's failed attempts before this one.
-    tried: Vec<Tried>,
+    /// The stream, and what its call holds (boxed once, by the attempt that opened it).
+    opened: Box<Opened>,
     done: bool,
     /// What the stream's end recorded, for [`RouterStream`].
     end: Arc<Mutex<Option<StreamEnd>>>,
@@ -50,8 +40,8 @@ impl Drop for Tail {
         // Dropped before its end (a client that went away): the guard gives back the slot and
         // in-flight count and charges the budget for what was generated so far (see `Held`);
         // then the queue's head is woken.
-        drop(self.held.take());
-        if let Some(deployment) = self.snapshot.deployment(self.ix) {
+        drop(self.opened.held.take());
+        if let Some(deployment) = self.opened.snapshot.deployment(self.opened.ix) {
             self.inner.wake_queue(&deployment.model_name);
         }
     }
@@ -59,27 +49,11 @@ impl Drop for Tail {
 
 impl Tail {
     /// The rest of the stream `opened`, and its first chunk.
-    pub(crate) fn new(inner: Arc<Inner>, opened: Opened) -> (BackendChunk, Self) {
-        let Opened {
-            snapshot,
-            first,
-            rest,
-            held,
-            started,
-            time_to_first_token,
-            has_fallbacks,
-            tried,
-        } = opened;
+    pub(crate) fn new(inner: Arc<Inner>, mut opened: Box<Opened>) -> (BackendChunk, Self) {
+        let first = std::mem::take(&mut opened.first);
         let tail = Tail {
             inner,
-            snapshot,
-            ix: held.ix(),
-            has_fallbacks,
-            held: Some(held),
-            started,
-            time_to_first_token,
-            rest,
-            tried,
+            opened,
             done: false,
             end: Arc::default(),
         };
@@ -91,16 +65,17 @@ impl Tail {
         if self.done {
             return None;
         }
-        let next = match &self.held {
+        let Opened { held, rest, .. } = &mut *self.opened;
+        let next = match held {
             Some(held) => {
                 let ttl = self.inner.settings.lease_ttl;
-                held.renewing(self.rest.next(), ttl).await
+                held.renewing(rest.next(), ttl).await
             }
-            None => self.rest.next().await,
+            None => rest.next().await,
         };
         match next {
             Some(Ok(chunk)) => {
-                if let Some(held) = &mut self.held {
+                if let Some(held) = &mut self.opened.held {
                     held.streamed(&chunk);
                 }
                 Some(Ok(chunk))
@@ -119,18 +94,18 @@ impl Tail {
 
     /// The stream ended cleanly: record it as a call's success.
     async fn finish(&mut self) {
-        let Some(mut held) = self.held.take() else {
+        let Some(mut held) = self.opened.held.take() else {
             return;
         };
         let usage = held.stream_usage();
         let answered = Answered {
             usage,
-            latency: self.started.elapsed(),
-            time_to_first_token: Some(self.time_to_first_token),
+            latency: self.opened.started.elapsed(),
+            time_to_first_token: Some(self.opened.time_to_first_token),
         };
         let cost = self
             .inner
-            .succeeded(&self.snapshot, &mut held, answered)
+            .succeeded(&self.opened.snapshot, &mut held, answered)
             .await;
         *self.end.lock() = Some(StreamEnd { usage, cost });
     }
@@ -139,26 +114,27 @@ impl Tail {
     /// deployment's cooldown) and end the stream with the error. The budget is charged for
     /// the usage the provider reported before it broke, else nothing.
     async fn fail(&mut self, error: BackendError) -> RouterError {
-        let model_group = self
+        let opened = &mut *self.opened;
+        let model_group = opened
             .snapshot
-            .deployment(self.ix)
+            .deployment(opened.ix)
             .map(|d| d.model_name.clone())
             .unwrap_or_default();
-        let deployment = self
+        let deployment = opened
             .snapshot
-            .target(self.ix)
+            .target(opened.ix)
             .map(|t| t.id.clone())
             .unwrap_or_else(|| DeploymentId::new(""));
-        if let Some(mut held) = self.held.take() {
-            Box::pin(self.inner.failed(
-                &self.snapshot,
+        if let Some(mut held) = opened.held.take() {
+            let failed = self.inner.failed(
+                &opened.snapshot,
                 &mut held,
-                self.has_fallbacks,
+                opened.has_fallbacks,
                 &error.class,
-            ))
-            .await;
+            );
+            Box::pin(failed).await;
         }
-        let mut tried = std::mem::take(&mut self.tried);
+        let mut tried = std::mem::take(&mut opened.tried);
         tried.push(Tried {
             model_group: model_group.clone(),
             deployment: deployment.clone(),
@@ -228,8 +204,7 @@ impl RouterStream {
         tail: Tail,
     ) -> Self {
         let end = Arc::clone(&tail.end);
-        let time_to_first_token = tail.time_to_first_token;
-        let tail = Box::new(tail);
+        let time_to_first_token = tail.opened.time_to_first_token;
         let chunks =
             futures_util::stream::unfold((Some(first), tail), |(mut first, mut tail)| async move {
                 let item = match first.take() {
