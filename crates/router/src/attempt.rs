@@ -59,7 +59,7 @@ pub(crate) struct Opened {
 }
 
 /// What a call that answered reports for its recording.
-pub(crate) struct Answered {
+pub(crate) struct Delivered {
     pub(crate) usage: Option<Usage>,
     pub(crate) latency: Duration,
     pub(crate) time_to_first_token: Option<Duration>,
@@ -339,12 +339,12 @@ impl Inner {
                 if !self.content_filtered(&response.body, &model_group) =>
             {
                 held.answer_for(call.key.take());
-                let answered = Answered {
+                let delivered = Delivered {
                     usage: response.usage,
                     latency,
                     time_to_first_token: response.time_to_first_token,
                 };
-                let cost = self.succeeded(snapshot, &mut held, answered).await;
+                let cost = self.succeeded(snapshot, &mut held, delivered).await;
                 return Ok(Success {
                     answer: Answer::Complete {
                         body: response.body,
@@ -424,16 +424,16 @@ impl Inner {
         &self,
         snapshot: &Snapshot,
         held: &mut Held,
-        answered: Answered,
+        delivered: Delivered,
     ) -> Option<f64> {
         let ix = held.ix();
         let Some(target) = snapshot.target(ix) else {
-            return held.succeed(snapshot, answered.usage).await;
+            return held.succeed(snapshot, delivered.usage).await;
         };
         if held.probing() {
             self.close_probation(snapshot, target).await;
         }
-        let cost = held.succeed(snapshot, answered.usage).await;
+        let cost = held.succeed(snapshot, delivered.usage).await;
         if let Some(health) = snapshot.health.get(ix) {
             if let Err(e) = health.successes.increment(1) {
                 tracing::debug!(error = %e, "could not count a success");
@@ -442,11 +442,11 @@ impl Inner {
         if let Some(budget) = &self.retry_budget {
             budget.deposit(self.now_ms());
         }
-        let Answered {
+        let Delivered {
             usage,
             latency,
             time_to_first_token,
-        } = answered;
+        } = delivered;
         self.emit(Event::Success {
             deployment: &target.id,
             latency,

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::attempt::{Answered, Opened};
+use crate::attempt::{Delivered, Opened};
 use crate::backend::{BackendChunk, BackendError};
 use crate::call::Summary;
 use crate::inner::Inner;
@@ -98,14 +98,14 @@ impl Tail {
             return;
         };
         let usage = held.stream_usage();
-        let answered = Answered {
+        let delivered = Delivered {
             usage,
             latency: self.opened.started.elapsed(),
             time_to_first_token: Some(self.opened.time_to_first_token),
         };
         let cost = self
             .inner
-            .succeeded(&self.opened.snapshot, &mut held, answered)
+            .succeeded(&self.opened.snapshot, &mut held, delivered)
             .await;
         *self.end.lock() = Some(StreamEnd { usage, cost });
     }
