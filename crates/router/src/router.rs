@@ -3,9 +3,10 @@
 //! ([`Call`]) as `&mut Call`:
 //!
 //! ```text
-//! Router::call / stream    validate, the response cache's front step      response_cache.rs
+//! Router::call / stream
 //!   admit_key              the API key's rpm/tpm, once per request          keys.rs
-//!   route                  take the snapshot, resolve the model            resolve.rs
+//!   front                  the response cache: hit, lead, wait or bypass    response_cache.rs
+//!   route                  validate, take the snapshot, resolve the model   resolve.rs
 //!     with_fallbacks       the destination, then its fallback chain (context-window,
 //!                          content-policy or generic, max_fallbacks, no target twice)
 //!       order_levels       the group's `order` tiers, lowest first          fallback.rs
