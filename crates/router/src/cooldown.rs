@@ -21,8 +21,8 @@ const FAILURE_RATE_MINIMUM: i64 = 5;
 /// (`SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD`).
 const LONE_FAILURE_MINIMUM: i64 = 1000;
 
-/// One failure, as the cooldown rules see it.
-pub(crate) struct Failure<'a> {
+/// One failed call of a deployment, as the cooldown rules see it.
+pub(crate) struct Incident<'a> {
     pub(crate) deployment: &'a Deployment,
     /// Its id (computed once per snapshot; `Deployment::id` hashes).
     pub(crate) id: &'a ferrolite_types::DeploymentId,
@@ -64,21 +64,21 @@ pub(crate) fn cooldown_length(
     (length.as_nanos() > 0).then_some(length)
 }
 
-/// Decides whether `failure` cools its deployment down (LiteLLM's `_should_run_cooldown_logic`
+/// Decides whether `incident` cools its deployment down (LiteLLM's `_should_run_cooldown_logic`
 /// and `_should_cooldown_deployment`); counts it first. Returns the cooldown's length.
 pub(crate) async fn decide(
     settings: &RouterSettings,
     cache: &ferrolite_cache::DualCache,
-    failure: &Failure<'_>,
+    incident: &Incident<'_>,
 ) -> Option<Duration> {
-    let Failure {
+    let Incident {
         deployment,
         id,
         health,
         class,
         group_size,
         has_fallbacks,
-    } = failure;
+    } = incident;
     if let Err(error) = health.fails.increment(1) {
         tracing::debug!(%error, "could not count a failure");
     }

@@ -133,6 +133,14 @@ pub enum RouterError {
         /// Its id.
         deployment: String,
     },
+    /// The calling API key is over its own rpm or tpm limit ([`crate::KeyLimits`]).
+    #[error("API key `{key}` is over its {limit} limit")]
+    KeyLimited {
+        /// The key's name.
+        key: String,
+        /// `rpm` or `tpm`.
+        limit: &'static str,
+    },
     /// The shared state failed (Redis down in fail-closed mode, ...).
     #[error("state: {0}")]
     Cache(#[from] CacheError),
@@ -164,8 +172,8 @@ pub enum ErrorKind<'a> {
     /// The request cannot be served as asked (unknown model, invalid field, tags that match no
     /// deployment): sending it again does not help.
     Request,
-    /// No deployment has room now (cooldown, rpm/tpm, parallel slots, wait queue, budget):
-    /// the same request may succeed later.
+    /// No deployment has room now (cooldown, rpm/tpm, parallel slots, wait queue, budget), or
+    /// the calling API key is over its own rpm/tpm: the same request may succeed later.
     Capacity,
     /// The request's own deadline passed.
     Deadline,
@@ -187,6 +195,7 @@ impl RouterError {
             RouterError::AllCooledDown { .. }
             | RouterError::NoCapacity(_)
             | RouterError::NoDeploymentInTier { .. }
+            | RouterError::KeyLimited { .. }
             | RouterError::Budget(BudgetError::Exceeded { .. }) => ErrorKind::Capacity,
             RouterError::Backend { class, .. } => ErrorKind::Upstream(class),
             RouterError::DeadlineExceeded { .. } => ErrorKind::Deadline,

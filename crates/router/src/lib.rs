@@ -5,10 +5,12 @@
 //! single usage view, admits the call (rpm and tpm, then the budget reservation), calls it
 //! through a [`Backend`] under the attempt timeout and records the outcome — and on failure
 //! classifies it, cools the deployment down when the rules say so, retries with backoff and
-//! falls back to other groups. The call path reads top to bottom in `router.rs`.
+//! falls back to other groups. The call path reads top to bottom in `router.rs`, which names
+//! each stage's module (`resolve`, `filter`, `admit`, `attempt`, `retry`, `fallback`, `stream`).
 //!
-//! Everything a call takes it gives back through guards (the admission `Permit`, the budget
-//! `Reservation`), so a call dropped by a timeout or a disconnected client leaks nothing.
+//! Everything a call takes (the rpm/tpm permit, the concurrency slot, the half-open probe, the
+//! budget reservation) is held by one guard that gives it back, so a call dropped by a timeout
+//! or a disconnected client leaks nothing.
 //! Deployments live in one immutable snapshot behind an atomic pointer: [`Router::upsert`] and
 //! [`Router::remove`] swap in a new one without blocking calls in flight, and state of unchanged
 //! deployments carries over.
@@ -40,19 +42,30 @@
 //! # Ok(()) }
 //! ```
 
+mod admit;
+mod attempt;
 mod backend;
 mod builder;
+mod call;
 mod cooldown;
 mod error;
+mod fallback;
+mod filter;
+mod health;
+mod inner;
+mod keys;
 mod observer;
 mod queue;
 mod request;
+mod resolve;
 mod response_cache;
 mod retry;
 mod retry_budget;
 mod router;
 mod settings;
 mod snapshot;
+mod stream;
+mod wildcard;
 
 pub use backend::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
@@ -62,7 +75,8 @@ pub use builder::RouterBuilder;
 pub use error::{ErrorKind, RouterError, Tried};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
-pub use request::{MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};
+pub use request::{KeyLimits, MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
-pub use router::{Router, RouterStream};
+pub use router::Router;
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};
+pub use stream::RouterStream;

@@ -53,6 +53,24 @@ pub struct Request {
     /// `allowed_model_region` (`eu`, `us`): with pre-call checks on, only deployments whose
     /// `region_name` is this region serve the request (a deployment without one does not).
     pub allowed_model_region: Option<String>,
+    /// The calling API key's own rate limits (a gateway's `api_keys` entry): the router admits
+    /// them once per request, before the response cache, with the same token estimate as a
+    /// deployment's ([`crate::Router::token_estimate`]), and settles the tpm to the tokens the
+    /// answer used.
+    pub key_limits: Option<KeyLimits>,
+}
+
+/// An API key's requests and tokens per minute, counted in the shared state under
+/// `{api-key:NAME}:rpm` and `{api-key:NAME}:tpm` (sliding minute windows), so every instance
+/// agrees. A request over either is refused with [`RouterError::KeyLimited`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// The key's name (in its counters' keys and in the refusal).
+    pub name: String,
+    /// Requests per minute, when limited.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, when limited (a request holds its estimate until it is answered).
+    pub tpm: Option<u64>,
 }
 
 /// The body fields that bound a call's output tokens: OpenAI's older `max_tokens` and its

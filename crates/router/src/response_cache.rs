@@ -16,7 +16,6 @@
 //! this many seconds), `namespace` (a separate key space).
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::Arc;
@@ -283,6 +282,7 @@ pub(crate) struct Remembered {
 }
 
 /// A request the memory tier did not answer: what the rest of the way needs.
+#[derive(Default)]
 pub(crate) struct Identity {
     /// `response:` and the SHA-256 of the canonical encoding (the Redis key, the flight's key,
     /// `x-litellm-cache-key`).
@@ -331,30 +331,135 @@ impl moka::Expiry<u64, Arc<Remembered>> for EntryExpiry {
     }
 }
 
-/// The leader of a flight: removes the flight when it lands or is dropped (a cancelled leader's
-/// waiters then see the channel close and try again).
-struct Lead<'c> {
-    cache: &'c ResponseCache,
-    key: &'c str,
-    sender: watch::Sender<Landed>,
+/// Where a request stands in its key's flight.
+enum Turn {
+    /// It leads a new flight: its answer is sent here.
+    Lead(watch::Sender<Landed>),
+    /// An identical request leads the flight in the air.
+    Wait(watch::Receiver<Landed>),
 }
 
-impl Drop for Lead<'_> {
-    fn drop(&mut self) {
+/// What the response cache's front step says of a call.
+pub(crate) enum Front<'c> {
+    /// The request passes the cache by: route it, keep nothing.
+    Bypass,
+    /// A fresh answer, in memory or in Redis.
+    Hit(Arc<Remembered>),
+    /// No answer: route the call and keep its answer ([`Miss::land`], or for a stream
+    /// [`Miss::into_parts`]).
+    Lead(Miss<'c>),
+    /// An identical request is being answered: wait for its answer ([`Waiting::landed`]).
+    Wait(Waiting),
+}
+
+/// A request the cache has no answer for: what keeping its answer needs, and the flight its
+/// waiters wait on (a whole call's). Dropped without landing (the call was cancelled), it ends
+/// the flight: the waiters see the channel close and try again.
+pub(crate) struct Miss<'c> {
+    cache: &'c ResponseCache,
+    id: Identity,
+    controls: Controls,
+    flight: Option<watch::Sender<Landed>>,
+}
+
+impl Miss<'_> {
+    /// The routed call's `answer`: kept (unless `no-store`), with its key, and sent to the
+    /// flight's waiters.
+    pub(crate) async fn land(
+        mut self,
+        answer: Result<RouterResponse, RouterError>,
+    ) -> Result<RouterResponse, RouterError> {
+        let answer = match answer {
+            Ok(answer) => {
+                self.cache
+                    .keep(&self.id, &self.controls, &answer, None)
+                    .await;
+                Ok(with_key(answer, &self.id.key))
+            }
+            Err(error) => Err(error),
+        };
+        if let Some(flight) = &self.flight {
+            flight.send_replace(Some(answer.clone()));
+        }
+        self.end_flight();
+        answer
+    }
+
+    /// What a stream's recorder needs: the request's identity and controls.
+    pub(crate) fn into_parts(mut self) -> (Identity, Controls) {
+        self.end_flight();
+        (
+            std::mem::take(&mut self.id),
+            std::mem::take(&mut self.controls),
+        )
+    }
+
+    /// Removes the flight this request leads (if it still is the key's).
+    fn end_flight(&mut self) {
+        let Some(sender) = self.flight.take() else {
+            return;
+        };
         let mut flights = self.cache.flights.lock();
         if flights
-            .get(self.key)
-            .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()))
+            .get(&self.id.key)
+            .is_some_and(|receiver| receiver.same_channel(&sender.subscribe()))
         {
-            flights.remove(self.key);
+            flights.remove(&self.id.key);
         }
     }
 }
 
-/// Where a request stands in its key's flight.
-enum Turn<'c> {
-    Lead(Lead<'c>),
-    Wait(watch::Receiver<Landed>),
+impl Drop for Miss<'_> {
+    fn drop(&mut self) {
+        self.end_flight();
+    }
+}
+
+/// A request waiting for an identical one's answer.
+pub(crate) struct Waiting {
+    receiver: watch::Receiver<Landed>,
+}
+
+impl Waiting {
+    /// The leader's answer (a hit, costing nothing), waited for no longer than `deadline` from
+    /// `started`; `None` when the leader was cancelled before it answered (look again).
+    pub(crate) async fn landed(
+        mut self,
+        deadline: Option<Duration>,
+        started: Instant,
+    ) -> Option<Result<RouterResponse, RouterError>> {
+        let landed = self.receiver.wait_for(Option::is_some);
+        let landed = match deadline {
+            Some(deadline) => {
+                match tokio::time::timeout(deadline.saturating_sub(started.elapsed()), landed).await
+                {
+                    Ok(landed) => landed,
+                    Err(_) => {
+                        return Some(Err(RouterError::DeadlineExceeded {
+                            deadline,
+                            attempts: 0,
+                        }));
+                    }
+                }
+            }
+            None => landed.await,
+        };
+        match landed.as_deref() {
+            Ok(Some(Ok(answer))) => {
+                count(true);
+                let mut answer = answer.clone();
+                answer.cache_hit = true;
+                answer.response_cost = Some(0.0);
+                answer.attempted_retries = 0;
+                answer.attempted_fallbacks = 0;
+                answer.overhead = started.elapsed();
+                Some(Ok(answer))
+            }
+            Ok(Some(Err(error))) => Some(Err(error.clone())),
+            // The leader was cancelled before it answered.
+            Ok(None) | Err(_) => None,
+        }
+    }
 }
 
 thread_local! {
@@ -595,102 +700,72 @@ impl ResponseCache {
         }
     }
 
-    /// Answers a whole (not streamed) call: from memory when `recall` found it, else from Redis;
-    /// else the first of concurrent identical requests calls `miss` and stores its answer while
-    /// the others wait for it, each no longer than its `deadline`.
-    pub(crate) async fn serve<F, Fut>(
+    /// The front step of a call through the cache: whether it passes the cache by, is
+    /// answered from it (memory, then Redis), or routes and keeps its answer. With `flights`
+    /// (whole calls), the first of concurrent identical requests that miss leads the key's
+    /// flight and the others wait for its answer; a stream routes on its own.
+    pub(crate) async fn front(
         &self,
-        recall: Recall,
-        controls: &Controls,
-        deadline: Option<Duration>,
-        miss: F,
-    ) -> Result<RouterResponse, RouterError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<RouterResponse, RouterError>>,
-    {
-        let started = Instant::now();
-        let id = match recall {
-            Recall::Hit(remembered) => {
-                metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                return Ok(remembered.answer(started));
-            }
+        model: &str,
+        body: &serde_json::Value,
+        flights: bool,
+    ) -> Result<Front<'_>, RouterError> {
+        let controls = Controls::of(body)?;
+        if self.bypassed(&controls) {
+            return Ok(Front::Bypass);
+        }
+        let id = match self.recall(model, body, &controls) {
+            Recall::Hit(remembered) => return Ok(self.count(Front::Hit(remembered))),
             Recall::Miss(id) => id,
         };
+        let miss = |id, flight| {
+            self.count(Front::Lead(Miss {
+                cache: self,
+                id,
+                controls: controls.clone(),
+                flight,
+            }))
+        };
         if controls.no_cache {
-            metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
-            let answer = miss().await?;
-            self.keep(&id, controls, &answer, None).await;
-            return Ok(with_key(answer, &id.key));
+            return Ok(miss(id, None));
         }
-        loop {
-            if let Some(remembered) = self.lookup(&id, controls).await {
-                metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                return Ok(remembered.answer(started));
-            }
-            match self.turn(&id.key) {
-                Turn::Lead(lead) => {
-                    // Another leader may have stored the answer since the lookup above.
-                    let answer = match self.lookup(&id, controls).await {
-                        Some(remembered) => {
-                            metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                            Ok(remembered.answer(started))
-                        }
-                        None => {
-                            metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
-                            match miss().await {
-                                Ok(answer) => {
-                                    self.keep(&id, controls, &answer, None).await;
-                                    Ok(with_key(answer, &id.key))
-                                }
-                                Err(error) => Err(error),
-                            }
-                        }
-                    };
-                    lead.sender.send_replace(Some(answer.clone()));
-                    return answer;
+        if let Some(remembered) = self.lookup(&id, &controls).await {
+            return Ok(self.count(Front::Hit(remembered)));
+        }
+        if !flights {
+            return Ok(miss(id, None));
+        }
+        match self.turn(&id.key) {
+            Turn::Lead(sender) => {
+                // Another leader may have stored the answer since the lookup above (this
+                // flight then lands at once: its waiters look again and find it).
+                if let Some(remembered) = self.lookup(&id, &controls).await {
+                    drop(Miss {
+                        cache: self,
+                        id,
+                        controls,
+                        flight: Some(sender),
+                    });
+                    return Ok(self.count(Front::Hit(remembered)));
                 }
-                Turn::Wait(mut receiver) => {
-                    let landed = receiver.wait_for(Option::is_some);
-                    let landed = match deadline {
-                        Some(deadline) => match tokio::time::timeout(
-                            deadline.saturating_sub(started.elapsed()),
-                            landed,
-                        )
-                        .await
-                        {
-                            Ok(landed) => landed,
-                            Err(_) => {
-                                return Err(RouterError::DeadlineExceeded {
-                                    deadline,
-                                    attempts: 0,
-                                });
-                            }
-                        },
-                        None => landed.await,
-                    };
-                    match landed.as_deref() {
-                        Ok(Some(Ok(answer))) => {
-                            metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
-                            let mut answer = answer.clone();
-                            answer.cache_hit = true;
-                            answer.response_cost = Some(0.0);
-                            answer.attempted_retries = 0;
-                            answer.attempted_fallbacks = 0;
-                            answer.overhead = started.elapsed();
-                            return Ok(answer);
-                        }
-                        Ok(Some(Err(error))) => return Err(error.clone()),
-                        // The leader was cancelled before it answered: try again.
-                        Ok(None) | Err(_) => continue,
-                    }
-                }
+                Ok(miss(id, Some(sender)))
             }
+            Turn::Wait(receiver) => Ok(Front::Wait(Waiting { receiver })),
         }
     }
 
+    /// Counts a front step's hit or miss.
+    fn count<'c>(&self, front: Front<'c>) -> Front<'c> {
+        match &front {
+            Front::Hit(_) => count(true),
+            Front::Lead(_) => count(false),
+            Front::Bypass | Front::Wait(_) => {}
+        }
+        front
+    }
+
     /// Leads `key`'s flight, or waits for the one in the air.
-    fn turn<'c>(&'c self, key: &'c str) -> Turn<'c> {
+    fn turn(&self, key: &str) -> Turn {
         let mut flights = self.flights.lock();
         if let Some(receiver) = flights.get(key) {
             // A closed channel is a flight whose leader is gone: lead a new one.
@@ -700,11 +775,7 @@ impl ResponseCache {
         }
         let (sender, receiver) = watch::channel(None);
         flights.insert(key.to_string(), receiver);
-        Turn::Lead(Lead {
-            cache: self,
-            key,
-            sender,
-        })
+        Turn::Lead(sender)
     }
 
     /// Stores a call's answer unless the request said `no-store`.
@@ -720,6 +791,15 @@ impl ResponseCache {
         }
         let entry = Entry::of(answer, chunks, self.now_ms(), self.ttl(controls));
         self.store(id, entry).await;
+    }
+}
+
+/// The response cache's hit and miss metrics, counted in this one place.
+fn count(hit: bool) {
+    if hit {
+        metrics::counter!("ferrolite_response_cache_hits_total").increment(1);
+    } else {
+        metrics::counter!("ferrolite_response_cache_misses_total").increment(1);
     }
 }
 

@@ -1,8 +1,15 @@
-//! Whether a failed attempt is retried (reference §2.7), and how long to wait first.
+//! Whether a failed attempt is retried (reference §2.7), how long to wait first ([`Decide`]),
+//! and the loop of attempts on one destination ([`Inner::with_retries`]).
 
 use std::time::Duration;
 
-use ferrolite_types::ErrorClass;
+use ferrolite_types::{DeploymentIx, ErrorClass};
+
+use crate::attempt::Success;
+use crate::call::{Call, Failure};
+use crate::inner::Inner;
+use crate::resolve::{Destination, members};
+use crate::{Event, Request};
 
 /// LiteLLM's `INITIAL_RETRY_DELAY`.
 const INITIAL_DELAY: Duration = Duration::from_millis(500);
@@ -23,6 +30,196 @@ pub(crate) struct GroupState {
     pub(crate) context_window_fallbacks: bool,
     /// Whether content-policy fallbacks are configured.
     pub(crate) content_policy_fallbacks: bool,
+    /// Retries made on the destination so far.
+    pub(crate) retry: u32,
+    /// The destination's retry limit (see [`Decide::limit`]).
+    pub(crate) limit: u32,
+}
+
+/// The retry decision for one destination of one request, shaped like tower's retry `Policy`:
+/// one method says whether a failure is retried and after how long.
+pub(crate) struct Decide<'a> {
+    inner: &'a Inner,
+    request: &'a Request,
+    /// The destination's name (its retry policy is looked up by it).
+    label: &'a str,
+}
+
+impl<'a> Decide<'a> {
+    /// The decision for `request`'s attempts on the destination `label`.
+    pub(crate) fn new(inner: &'a Inner, request: &'a Request, label: &'a str) -> Self {
+        Decide {
+            inner,
+            request,
+            label,
+        }
+    }
+
+    /// The retries a retry policy allows for `class` (none for a request that asked for no
+    /// retries).
+    fn policy(&self, class: &ErrorClass) -> Option<u32> {
+        (self.request.num_retries != Some(0))
+            .then(|| self.inner.settings.retry_policy_for(self.label))
+            .flatten()
+            .and_then(|p| p.retries_for(class))
+    }
+
+    /// The retry limit after a failure of `class`: a retry policy's count for the class, else
+    /// the limit `fixed` by an earlier failure, else the request's, the failed deployment's
+    /// (`deployment_retries`), the router's.
+    pub(crate) fn limit(
+        &self,
+        class: &ErrorClass,
+        fixed: Option<u32>,
+        deployment_retries: Option<u32>,
+    ) -> u32 {
+        self.policy(class).or(fixed).unwrap_or_else(|| {
+            self.request
+                .num_retries
+                .or(deployment_retries)
+                .unwrap_or(self.inner.settings.num_retries)
+        })
+    }
+
+    /// How long to wait before retrying after `failure`, or `None` to stop: only a deployment's
+    /// failure is retried, when a retry policy names its class or the should-retry table allows
+    /// it, below the limit, and while the retry budget (when there is one) has a retry to spend.
+    pub(crate) fn next(&self, failure: &Failure, state: &GroupState) -> Option<Duration> {
+        let Failure::Backend {
+            class, ix: Some(_), ..
+        } = failure
+        else {
+            return None;
+        };
+        let allowed = self.policy(class).is_some() || should_retry(class, state);
+        if !allowed || state.retry >= state.limit {
+            return None;
+        }
+        if let Some(budget) = &self.inner.retry_budget {
+            if !budget.withdraw(self.inner.now_ms()) {
+                metrics::counter!("ferrolite_router_retry_budget_exhausted_total").increment(1);
+                tracing::debug!(group = self.label, "retry budget spent; not retrying");
+                return None;
+            }
+        }
+        let settings = &self.inner.settings;
+        let jitter = settings.retry_jitter.mul_f64(self.inner.rng.unit());
+        Some(backoff(
+            class,
+            state.retry,
+            state,
+            jitter,
+            settings.retry_after,
+        ))
+    }
+}
+
+impl Inner {
+    /// Attempts on `destination` until one succeeds or the retry rules stop (reference §2.7,
+    /// [`Decide`]); a failure that says the deployment is wrong for the request skips it next
+    /// time; no wait after the last attempt.
+    pub(crate) async fn with_retries(
+        &self,
+        call: &mut Call<'_>,
+        destination: &Destination,
+    ) -> Result<Success, Failure> {
+        let decide = Decide::new(self, call.request, destination.label());
+        let mut skip: Vec<DeploymentIx> = Vec::new();
+        let mut limit: Option<u32> = None;
+        let mut retry = 0u32;
+        loop {
+            let failure = match self.attempt(call, destination, &skip).await {
+                Ok(success) => {
+                    // LiteLLM's headers count the retries of the group that answered.
+                    call.answered_retries = (retry, limit.filter(|_| retry > 0));
+                    return Ok(success);
+                }
+                Err(failure) => failure,
+            };
+            // Selection, deadline and state failures are not retried, nor a failure no
+            // deployment caused.
+            let Failure::Backend {
+                class,
+                ix: Some(ix),
+                ..
+            } = &failure
+            else {
+                return Err(failure);
+            };
+            let deployment_retries = call.snapshot.deployment(*ix).and_then(|d| d.num_retries);
+            let fixed = decide.limit(class, limit, deployment_retries);
+            limit = Some(fixed);
+            let state = self.group_state(call, destination, retry, fixed);
+            let Some(wait) = decide.next(&failure, &state) else {
+                return Err(failure);
+            };
+            if class.skips_failed_deployment() && !skip.contains(ix) {
+                skip.push(*ix);
+            }
+            self.wait(call, wait).await?;
+            retry += 1;
+            call.retries += 1;
+            self.emit(Event::Retry {
+                model_group: destination.label(),
+                retry: call.retries,
+                wait,
+            });
+            metrics::counter!("ferrolite_router_retries_total").increment(1);
+        }
+    }
+
+    /// Healthy and total deployments of the destination now, which chains it has, and its
+    /// retries so far against `limit`.
+    fn group_state(
+        &self,
+        call: &Call<'_>,
+        destination: &Destination,
+        retry: u32,
+        limit: u32,
+    ) -> GroupState {
+        let settings = &self.settings;
+        let snapshot = &call.snapshot;
+        let now = self.now_ms();
+        let (mut healthy, mut all) = (0, 0);
+        for ix in members(snapshot, destination) {
+            all += 1;
+            if snapshot
+                .health
+                .get(ix)
+                .is_some_and(|h| !h.cooldown.is_active(now))
+            {
+                healthy += 1;
+            }
+        }
+        GroupState {
+            healthy,
+            all,
+            has_fallbacks: self.has_fallbacks(destination.label()),
+            context_window_fallbacks: !settings.context_window_fallbacks.is_empty(),
+            content_policy_fallbacks: !settings.content_policy_fallbacks.is_empty(),
+            retry,
+            limit,
+        }
+    }
+
+    /// Waits `wait` before a retry, unless the request's deadline would pass first.
+    async fn wait(&self, call: &mut Call<'_>, wait: Duration) -> Result<(), Failure> {
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if let Some(deadline) = call.past_deadline(wait) {
+            return Err(deadline);
+        }
+        sleep(wait).await;
+        call.outside += wait;
+        Ok(())
+    }
+}
+
+/// The one place the router waits (retry backoff).
+#[allow(clippy::disallowed_methods)]
+async fn sleep(wait: Duration) {
+    tokio::time::sleep(wait).await;
 }
 
 /// LiteLLM's `should_retry_this_error` table, in its order: false sends the error on to the
@@ -86,6 +283,8 @@ mod tests {
             has_fallbacks: false,
             context_window_fallbacks: false,
             content_policy_fallbacks: false,
+            retry: 0,
+            limit: 0,
         }
     }
 

@@ -145,33 +145,7 @@ impl Snapshot {
         deployments: Vec<Deployment>,
         previous: Option<&Snapshot>,
     ) -> Result<Self, RouterError> {
-        for (index, deployment) in deployments.iter().enumerate() {
-            deployment
-                .validate()
-                .map_err(|source| RouterError::InvalidDeployment {
-                    index,
-                    model_name: deployment.model_name.clone(),
-                    source,
-                })?;
-        }
-        let targets = Targets::new(&deployments).map_err(|source| {
-            // Name the entry that repeats an earlier id.
-            let index = match &source {
-                ferrolite_types::TypesError::DuplicateId { id } => deployments
-                    .iter()
-                    .rposition(|d| d.id().as_str() == id)
-                    .unwrap_or(0),
-                _ => 0,
-            };
-            RouterError::InvalidDeployment {
-                index,
-                model_name: deployments
-                    .get(index)
-                    .map(|d| d.model_name.clone())
-                    .unwrap_or_default(),
-                source,
-            }
-        })?;
+        let targets = targets_of(&deployments)?;
         let mut groups: HashMap<String, Vec<DeploymentIx>> = HashMap::new();
         for target in targets.iter() {
             groups
@@ -192,7 +166,7 @@ impl Snapshot {
             group_names.contains(name)
                 || ids.contains(name)
                 || settings.model_group_alias.contains_key(name)
-                || crate::router::wildcard_group(&patterns, name).is_some()
+                || crate::wildcard::wildcard_group(&patterns, name).is_some()
                 || deployments.iter().any(|d| d.model == name)
         };
         settings.validate(&group_names, &serves)?;
@@ -212,48 +186,11 @@ impl Snapshot {
             targets.index(),
             &deployments,
         )?;
-        let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
         let slots = previous.map_or_else(
             || Arc::new(ferrolite_types::LearnedState::new()),
             |p| Arc::clone(&p.slots),
         );
-        let local = slots.bind(targets.index(), std::sync::atomic::AtomicU64::default);
-        let health = targets.index().try_map(|ix, id| {
-            let parallel = parallel_limit(
-                &deployments[ix.index()],
-                settings.default_max_parallel_requests,
-            )
-            .map(|(limit, shared)| Parallel {
-                limit,
-                key: hash_tagged(id.as_str(), ":parallel"),
-                shared,
-                local: local.get(ix).cloned().unwrap_or_default(),
-            });
-            let checks = if settings.enable_health_check_routing {
-                Some(Checks {
-                    passed: cache.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
-                    failed: cache.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
-                })
-            } else {
-                None
-            };
-            let probation = if settings.half_open {
-                Some(Probation {
-                    probe_key: hash_tagged(id.as_str(), ":probe"),
-                    passed: cache.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
-                })
-            } else {
-                None
-            };
-            Ok::<_, RouterError>(Health {
-                parallel,
-                checks,
-                probation,
-                cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
-                fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
-                successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
-            })
-        })?;
+        let health = health_of(cache, settings, &targets, &deployments, &slots)?;
         Ok(Snapshot {
             deployments,
             targets,
@@ -284,6 +221,87 @@ impl Snapshot {
         names.sort();
         names
     }
+}
+
+/// The targets of `deployments`, each checked first: a bad deployment, or one repeating an
+/// earlier id, is an error naming it.
+fn targets_of(deployments: &[Deployment]) -> Result<Targets, RouterError> {
+    for (index, deployment) in deployments.iter().enumerate() {
+        deployment
+            .validate()
+            .map_err(|source| RouterError::InvalidDeployment {
+                index,
+                model_name: deployment.model_name.clone(),
+                source,
+            })?;
+    }
+    Targets::new(deployments).map_err(|source| {
+        // Name the entry that repeats an earlier id.
+        let index = match &source {
+            ferrolite_types::TypesError::DuplicateId { id } => deployments
+                .iter()
+                .rposition(|d| d.id().as_str() == id)
+                .unwrap_or(0),
+            _ => 0,
+        };
+        RouterError::InvalidDeployment {
+            index,
+            model_name: deployments
+                .get(index)
+                .map(|d| d.model_name.clone())
+                .unwrap_or_default(),
+            source,
+        }
+    })
+}
+
+/// Each deployment's failure-path state, shared through `cache`; per-instance concurrency
+/// counts come from `slots` (carried over from the previous snapshot).
+fn health_of(
+    cache: &DualCache,
+    settings: &RouterSettings,
+    targets: &Targets,
+    deployments: &[Deployment],
+    slots: &ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>,
+) -> Result<PerDeployment<Health>, RouterError> {
+    let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
+    let local = slots.bind(targets.index(), std::sync::atomic::AtomicU64::default);
+    targets.index().try_map(|ix, id| {
+        let parallel = parallel_limit(
+            &deployments[ix.index()],
+            settings.default_max_parallel_requests,
+        )
+        .map(|(limit, shared)| Parallel {
+            limit,
+            key: hash_tagged(id.as_str(), ":parallel"),
+            shared,
+            local: local.get(ix).cloned().unwrap_or_default(),
+        });
+        let checks = if settings.enable_health_check_routing {
+            Some(Checks {
+                passed: cache.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
+                failed: cache.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
+            })
+        } else {
+            None
+        };
+        let probation = if settings.half_open {
+            Some(Probation {
+                probe_key: hash_tagged(id.as_str(), ":probe"),
+                passed: cache.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
+            })
+        } else {
+            None
+        };
+        Ok::<_, RouterError>(Health {
+            parallel,
+            checks,
+            probation,
+            cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
+            fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
+            successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -1010,6 +1010,9 @@ impl Permit {
     }
 }
 
+/// Dropping a permit means its call went out and ended (answered, failed, or cut short): only
+/// the in-flight count is given back; the request and its tokens stay in the window, as the
+/// provider saw them. [`Permit::undo`] is the other ending: the call never went out.
 impl Drop for Permit {
     fn drop(&mut self) {
         self.end_in_flight();

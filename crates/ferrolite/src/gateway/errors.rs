@@ -34,13 +34,6 @@ pub(super) enum GatewayError {
         /// The groups it may call.
         allowed: Vec<String>,
     },
-    /// An API key is over its rpm or tpm.
-    KeyOverLimit {
-        /// The key's name.
-        key: String,
-        /// `rpm` or `tpm`.
-        metric: &'static str,
-    },
     /// The body is over the limit of this many bytes.
     BodyTooLarge(usize),
     /// The body is JSON, but not an object.
@@ -123,9 +116,6 @@ impl GatewayError {
             E::ModelNotAllowed { .. } => {
                 Row::of(StatusCode::FORBIDDEN, "permission_error").param("model")
             }
-            E::KeyOverLimit { .. } => {
-                Row::of(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error").retry_after(1)
-            }
             E::BodyTooLarge(_) => Row::of(StatusCode::PAYLOAD_TOO_LARGE, INVALID),
             E::NotAnObject | E::InvalidJson(_) => Row::of(StatusCode::BAD_REQUEST, INVALID),
             E::NoModel => Row::of(StatusCode::BAD_REQUEST, INVALID).param("model"),
@@ -159,9 +149,6 @@ impl GatewayError {
                 "API key `{key}` may not call model group `{model}`; it may call: {}",
                 allowed.join(", ")
             ),
-            E::KeyOverLimit { key, metric } => {
-                format!("API key `{key}` is over its {metric} limit")
-            }
             E::BodyTooLarge(limit) => {
                 format!("the request body is over the limit of {limit} bytes")
             }

@@ -30,8 +30,9 @@
 //! 1. `auth`: who calls (the master key, an API key, anyone) — 401 otherwise;
 //! 2. `body`: the body read and checked (size, JSON, `model`, the endpoint's input), made the
 //!    router's request (tags, `Cache-Control`, request id);
-//! 3. `keys`: an API key's model groups (403) and rpm/tpm limits (429), its budget tag;
-//! 4. `route`: the router calls or streams the request; the key's tpm is settled;
+//! 3. `keys`: an API key's model groups (403), its rpm/tpm limits (the router admits them:
+//!    429 over them) and its budget tag;
+//! 4. `route`: the router calls or streams the request;
 //! 5. `answer` / `sse`: the answer with LiteLLM's headers, or server-sent events.
 //!
 //! Around it, `completions` gives the call its id and span and counts it; `models` and
@@ -83,16 +84,9 @@ async fn handle(
         request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
     }
     // 3. keys: an API key's groups, limits and budget.
-    let admitted = keys::admit(&router, &caller, &mut request).await?;
+    keys::admit(&caller, &mut request)?;
     // 4 and 5. route, and answer (JSON or server-sent events).
-    route::route(
-        &router,
-        request,
-        parsed.model,
-        parsed.include_usage,
-        admitted,
-    )
-    .await
+    route::route(&router, request, parsed.model, parsed.include_usage).await
 }
 
 /// Chat completions, completions and embeddings: one handler, the body says which. Each call

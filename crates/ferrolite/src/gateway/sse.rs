@@ -7,7 +7,6 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use ferrolite_router::RouterStream;
-use ferrolite_types::Usage;
 use futures_util::StreamExt;
 
 use super::answer::{Answered, litellm_headers};
@@ -23,15 +22,14 @@ pub(super) fn sse(
     stream: RouterStream,
     model: String,
     include_usage: bool,
-    ended: impl FnOnce(Option<Usage>) + Send + 'static,
 ) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
     let usage = StreamUsage::new(include_usage);
-    let events = futures_util::stream::unfold(Some((stream, Some(ended), usage)), move |state| {
+    let events = futures_util::stream::unfold(Some((stream, usage)), move |state| {
         let model = model.clone();
         async move {
-            let (mut stream, mut ended, mut usage) = state?;
+            let (mut stream, mut usage) = state?;
             loop {
                 match stream.next().await {
                     Some(Ok(chunk)) => {
@@ -39,13 +37,9 @@ pub(super) fn sse(
                             continue;
                         };
                         let event = Bytes::from(format!("data: {body}\n\n"));
-                        return Some((Ok::<_, Infallible>(event), Some((stream, ended, usage))));
+                        return Some((Ok::<_, Infallible>(event), Some((stream, usage))));
                     }
                     Some(Err(e)) => {
-                        // A broken stream's tokens are unknown: the estimate stays.
-                        if let Some(ended) = ended.take() {
-                            ended(None);
-                        }
                         let body = serde_json::json!({"error": {
                             "message": e.to_string(),
                             "type": "api_error",
@@ -55,9 +49,6 @@ pub(super) fn sse(
                         return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
                     }
                     None => {
-                        if let Some(ended) = ended.take() {
-                            ended(stream.usage());
-                        }
                         let mut tail = String::new();
                         if let Some(last) = usage.last_chunk(&model) {
                             tail.push_str(&format!("data: {last}\n\n"));
