@@ -142,6 +142,38 @@ struct AutoState {
     futile: parking_lot::Mutex<Option<(u64, i64)>>,
 }
 
+impl AutoState {
+    /// Keeps what a block claim took beyond the call's need (`extra` requests and tokens) as
+    /// this instance's claim when the claim is still for `bucket`; a claim that outlived its
+    /// bucket is given back at once.
+    fn keep_extra(
+        &self,
+        bucket: u64,
+        now_ms: u64,
+        [rpm, tpm]: [&Option<IntCounter>; 2],
+        [unused_rpm, unused_tpm]: [Option<IntCounter>; 2],
+        extra: [u64; 2],
+    ) {
+        let mut quota = self.quota.lock();
+        if quota.bucket == bucket {
+            quota.requests += extra[0];
+            quota.tokens += extra[1];
+            quota.rpm = rpm.clone();
+            quota.tpm = tpm.clone();
+            quota.unused_rpm = unused_rpm;
+            quota.unused_tpm = unused_tpm;
+            quota.last_use_ms = now_ms;
+        } else {
+            drop(quota);
+            Leftover([
+                (rpm.clone(), unused_rpm, extra[0]),
+                (tpm.clone(), unused_tpm, extra[1]),
+            ])
+            .give_back();
+        }
+    }
+}
+
 /// Admissions an instance claimed from a deployment's shared count and has not used yet
 /// ([`AdmissionMode::Auto`]), and its recent demand, which sizes the next claim.
 #[derive(Default)]
@@ -799,23 +831,7 @@ impl UsageStore {
         };
         let [rpm, tpm, unused_rpm, unused_tpm] = claimed;
         if extra != [0, 0] {
-            let mut quota = state.quota.lock();
-            if quota.bucket == bucket {
-                quota.requests += extra[0];
-                quota.tokens += extra[1];
-                quota.rpm = rpm.clone();
-                quota.tpm = tpm.clone();
-                quota.unused_rpm = unused_rpm;
-                quota.unused_tpm = unused_tpm;
-                quota.last_use_ms = now_ms;
-            } else {
-                drop(quota);
-                Leftover([
-                    (rpm.clone(), unused_rpm, extra[0]),
-                    (tpm.clone(), unused_tpm, extra[1]),
-                ])
-                .give_back();
-            }
+            state.keep_extra(bucket, now_ms, [&rpm, &tpm], [unused_rpm, unused_tpm], extra);
         }
         self.complete(target, [rpm, tpm], tokens)
     }
