@@ -12,14 +12,14 @@
     clippy::disallowed_methods
 )]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{CacheConfig, RedisConfig};
+
+mod loopback;
 
 /// Whether tests must fail rather than skip without Redis.
 pub fn redis_required() -> bool {
@@ -115,26 +115,11 @@ pub fn config(url: &str, prefix: &str) -> CacheConfig {
     }
 }
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
+pub use loopback::ping;
 
-/// Whether a Redis answers PING on the loopback port.
-pub fn ping(port: u16) -> bool {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+/// A free loopback port (panics when the system has none).
+pub fn free_port() -> u16 {
+    loopback::free_port().expect("bind a free loopback port")
 }
 
 /// A private `redis-server` on a free loopback port, killed on drop. With `durable`, every write

@@ -322,6 +322,14 @@ pub fn settings() -> RouterSettings {
     settings
 }
 
+/// [`settings`] with `n` retries.
+pub fn retries(n: u32) -> RouterSettings {
+    RouterSettings {
+        num_retries: n,
+        ..settings()
+    }
+}
+
 pub struct Setup {
     pub router: Router,
     pub script: Arc<Script>,
