@@ -281,4 +281,3 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
-

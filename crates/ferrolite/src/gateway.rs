@@ -375,7 +375,7 @@ impl Gateway {
             return Ok(None);
         }
         let tpm = checks.iter().position(|c| c.key.ends_with(":tpm"));
-        match router.cache().admit(&checks).await {
+        match router.cache().admission().admit(&checks).await {
             Ok(admission) if admission.admitted => Ok(Some(KeyAdmission {
                 admission,
                 tpm,
@@ -1276,15 +1276,15 @@ async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
     let router = gateway.router.load_full();
     let cache = router.cache();
     let stats = cache.stats();
-    let redis_down = cache.has_redis() && stats.redis_down;
-    let (status, state) = match (redis_down, cache.is_fail_open()) {
+    let redis_down = cache.shared().is_configured() && stats.redis_down;
+    let (status, state) = match (redis_down, cache.shared().is_fail_open()) {
         (false, _) => (StatusCode::OK, "healthy"),
         (true, true) => (StatusCode::OK, "degraded"),
         (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
     };
     let body = serde_json::json!({
         "status": state,
-        "cache": if cache.has_redis() { "redis" } else { "memory" },
+        "cache": if cache.shared().is_configured() { "redis" } else { "memory" },
         "redis_down": stats.redis_down,
         "redis_outages": stats.redis_outages,
         "model_groups": router.model_groups().len(),

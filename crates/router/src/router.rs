@@ -1026,7 +1026,7 @@ impl Router {
         key: &str,
         eligible: &[&'s Target],
     ) -> Option<&'s Target> {
-        let id = match self.inner.cache.get(key).await {
+        let id = match self.inner.cache.kv().get(key).await {
             Ok(id) => id?,
             Err(e) => {
                 tracing::debug!(error = %e, "could not read an affinity pin");
@@ -1040,11 +1040,11 @@ impl Router {
     /// Pins the request's affinity key to `target` (when it is not pinned there already).
     async fn pin(&self, key: &str, target: &Target) {
         let cache = &self.inner.cache;
-        if cache.get(key).await.ok().flatten().as_deref() == Some(target.id.as_str()) {
+        if cache.kv().get(key).await.ok().flatten().as_deref() == Some(target.id.as_str()) {
             return;
         }
         let ttl = self.inner.settings.deployment_affinity_ttl;
-        if let Err(e) = cache.set(key, target.id.as_str(), ttl).await {
+        if let Err(e) = cache.kv().set(key, target.id.as_str(), ttl).await {
             tracing::debug!(error = %e, "could not pin an affinity key");
         }
     }
@@ -1252,7 +1252,7 @@ impl Router {
         if !probation.half_open(&health.cooldown, self.inner.cache.clock().now_ms()) {
             return Ok(None);
         }
-        match Box::pin(self.inner.cache.lease(
+        match Box::pin(self.inner.cache.leases().take(
             &probation.probe_key,
             1,
             self.inner.settings.lease_ttl,
@@ -1286,7 +1286,7 @@ impl Router {
             Box::pin(
                 self.inner
                     .cache
-                    .lease(&cap.key, cap.limit, self.inner.settings.lease_ttl),
+                    .leases().take(&cap.key, cap.limit, self.inner.settings.lease_ttl),
             )
             .await
             .map(|l| l.map(Slot::Shared))

@@ -336,11 +336,11 @@ impl UsageStore {
                 unused_tpm: hash_tagged(id.as_str(), &format!(":{model}:tpm:unused")),
             }
         });
-        let shared = mode == AdmissionMode::Auto && cache.has_redis();
+        let shared = mode == AdmissionMode::Auto && cache.shared().is_configured();
         let states = index.try_map(|ix, id| {
             let model = targets.get(ix).map_or("", |t| t.model.as_str());
             let reclaim = if shared {
-                Some(cache.deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?)
+                Some(cache.deadlines().deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?)
             } else {
                 None
             };
@@ -361,7 +361,7 @@ impl UsageStore {
         }
         let in_flight = index.try_map(|ix, id| {
             let group = targets.get(ix).map_or("", |t| &*t.model_name);
-            cache.counter(
+            cache.counters().counter(
                 &format!("{group}_request_count:{id}"),
                 CounterOptions::ttl(IN_FLIGHT_TTL),
             )
@@ -462,7 +462,7 @@ impl UsageStore {
         let previous_start = now_ms.saturating_sub(self.window.length_ms());
         let counter = |base: &str, at: u64| {
             self.cache
-                .counter(&self.window.bucket_key(base, at), options)
+                .counters().counter(&self.window.bucket_key(base, at), options)
         };
         let continues = epoch.bucket != u64::MAX && epoch.bucket + 1 == bucket;
         let mut rpm = Vec::with_capacity(self.keys.len());
@@ -656,10 +656,10 @@ impl UsageStore {
                 });
             }
         }
-        if self.cache.has_redis() {
+        if self.cache.shared().is_configured() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
-        let admission = self.cache.admit(&checks).await?;
+        let admission = self.cache.admission().admit(&checks).await?;
         if !admission.admitted {
             return Err(refusal(target, &checks, &metrics, &admission));
         }
