@@ -1,6 +1,7 @@
 //! The admission facet ([`DualCache::admission`]), strict admission: check several windowed
-//! limits and increment all of them, or none, in one atomic step — in Redis (one Lua script) so that N instances together admit exactly the limit,
-//! or in this process when no Redis is configured or it is down and the cache is fail-open.
+//! limits and increment all of them, or none, in one atomic step — in Redis (one Lua script)
+//! so that N instances together admit exactly the limit, or in this process when no Redis is
+//! configured or it is down and the cache is fail-open.
 //!
 //! The counters are the window-bucket counters of the batched pipeline (`{base}:{bucket}`,
 //! [`crate::Window::bucket_key`]): strict admission writes the keys selection reads, so there is

@@ -21,8 +21,9 @@
 //!   `ferrolite_cache_redis_outages_total` metric. Every Redis command has a timeout, so an
 //!   outage never hangs a caller.
 //!
-//! **Its shape.** [`DualCache`] is a narrow core (`dual.rs`: connect, clock, stats, sync, shutdown) with
-//! one facet per kind of state, each a module that works on the core through its methods:
+//! **Its shape.** [`DualCache`] is a narrow core (`dual.rs`: connect, clock, stats, sync,
+//! shutdown) with one facet per kind of state, each a module that works on the core through
+//! `Inner`'s methods (its fields are private to `dual.rs`):
 //!
 //! | facet | module | what it holds |
 //! |---|---|---|
@@ -30,7 +31,7 @@
 //! | [`DualCache::counters`] | `counters.rs` | [`IntCounter`] / [`FloatCounter`] handles |
 //! | [`DualCache::deadlines`] | `deadlines.rs` | watched [`Deadline`]s (cooldowns) |
 //! | [`DualCache::leases`] | `leases.rs` | shared slots with a TTL ([`Lease`]) |
-//! | [`DualCache::admission`] | `admission.rs` | strict admission ([`LimitCheck`] -> [`Admission`]) |
+//! | [`DualCache::admission`] | `admission.rs` | strict admission ([`Admission`]) |
 //! | [`DualCache::shared`] | `shared.rs` | the shared tier alone (status, values, scripts) |
 //!
 //! Below the core, `remote.rs` names everything the cache asks of the shared tier (the
@@ -48,7 +49,12 @@
 //! // `CacheConfig::with_redis("redis://127.0.0.1:6379")` shares the state between instances.
 //! let cache = DualCache::connect(CacheConfig::default()).await?;
 //! let admission = cache.admission();
-//! let check = LimitCheck { key: "{d1}:rpm".into(), delta: 1, limit: 2, window: Window::MINUTE_SLIDING };
+//! let check = LimitCheck {
+//!     key: "{d1}:rpm".into(),
+//!     delta: 1,
+//!     limit: 2,
+//!     window: Window::MINUTE_SLIDING,
+//! };
 //! assert!(admission.admit(&[check.clone()]).await?.admitted);
 //! let second = admission.admit(&[check.clone()]).await?;
 //! assert!(second.admitted);
