@@ -375,7 +375,9 @@ impl BudgetLedger {
         let now = self.cache.clock().now_ms();
         let current = state.current(now);
         let provisional = match current {
-            Some(window) if !(window.provisional && self.cache.shared().is_up()) => return Ok(window),
+            Some(window) if !(window.provisional && self.cache.shared().is_up()) => {
+                return Ok(window);
+            }
             Some(window) => Some(window),
             None => None,
         };
@@ -394,7 +396,8 @@ impl BudgetLedger {
                 );
                 let agreed = self
                     .cache
-                    .kv().set_if_absent(&state.anchor_key, &proposed.to_string(), ttl)
+                    .kv()
+                    .set_if_absent(&state.anchor_key, &proposed.to_string(), ttl)
                     .await?;
                 agreed.parse::<u64>().map_err(|_| {
                     BudgetError::Cache(CacheError::UnexpectedReply {
@@ -654,7 +657,8 @@ impl BudgetLedger {
         }
         let Some(reply) = self
             .cache
-            .shared().eval(&self.reserve_script, &key_refs, args)
+            .shared()
+            .eval(&self.reserve_script, &key_refs, args)
             .await?
         else {
             return Ok(None);

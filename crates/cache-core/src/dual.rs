@@ -173,7 +173,8 @@ impl Inner {
     /// Whether operations must be refused: fail-closed mode while the shared tier is down.
     #[inline]
     pub(crate) fn refuse(&self, operation: &'static str) -> Result<(), CacheError> {
-        if self.remote_down() && self.config.failure_mode == FailureMode::FailClosed {
+        // The failure mode first: a fail-open cache (the default) never reads the outage state.
+        if self.config.failure_mode == FailureMode::FailClosed && self.remote_down() {
             return Err(CacheError::Unavailable {
                 operation,
                 reason: "Redis is down and the cache is fail-closed".into(),

@@ -1283,11 +1283,11 @@ impl Router {
             return Ok(None);
         };
         let taken = if cap.shared {
-            Box::pin(
-                self.inner
-                    .cache
-                    .leases().take(&cap.key, cap.limit, self.inner.settings.lease_ttl),
-            )
+            Box::pin(self.inner.cache.leases().take(
+                &cap.key,
+                cap.limit,
+                self.inner.settings.lease_ttl,
+            ))
             .await
             .map(|l| l.map(Slot::Shared))
             .map_err(|e| Refused::Failed(Failure::Other(e.into())))?

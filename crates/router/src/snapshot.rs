@@ -231,8 +231,12 @@ impl Snapshot {
             });
             let checks = if settings.enable_health_check_routing {
                 Some(Checks {
-                    passed: cache.deadlines().deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
-                    failed: cache.deadlines().deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
+                    passed: cache
+                        .deadlines()
+                        .deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
+                    failed: cache
+                        .deadlines()
+                        .deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
                 })
             } else {
                 None
@@ -240,7 +244,9 @@ impl Snapshot {
             let probation = if settings.half_open {
                 Some(Probation {
                     probe_key: hash_tagged(id.as_str(), ":probe"),
-                    passed: cache.deadlines().deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
+                    passed: cache
+                        .deadlines()
+                        .deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
                 })
             } else {
                 None
@@ -249,9 +255,15 @@ impl Snapshot {
                 parallel,
                 checks,
                 probation,
-                cooldown: cache.deadlines().deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
-                fails: cache.counters().counter(&hash_tagged(id.as_str(), ":fails"), window)?,
-                successes: cache.counters().counter(&hash_tagged(id.as_str(), ":successes"), window)?,
+                cooldown: cache
+                    .deadlines()
+                    .deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
+                fails: cache
+                    .counters()
+                    .counter(&hash_tagged(id.as_str(), ":fails"), window)?,
+                successes: cache
+                    .counters()
+                    .counter(&hash_tagged(id.as_str(), ":successes"), window)?,
             })
         })?;
         Ok(Snapshot {

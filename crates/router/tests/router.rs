@@ -391,7 +391,10 @@ async fn two_routers_on_one_redis_never_spend_past_a_budget_by_more_than_one_res
 #[tokio::test]
 async fn the_call_future_stays_small() {
     let s = setup(vec![dep("g", "1")], settings()).await;
-    let lease = s.cache.leases().take("{1}:parallel", 1, Duration::from_secs(1));
+    let lease = s
+        .cache
+        .leases()
+        .take("{1}:parallel", 1, Duration::from_secs(1));
     let lease_size = std::mem::size_of_val(&lease);
     drop(lease);
     let call = s.router.call(Request::new("g", serde_json::json!({})));

@@ -340,7 +340,11 @@ impl UsageStore {
         let states = index.try_map(|ix, id| {
             let model = targets.get(ix).map_or("", |t| t.model.as_str());
             let reclaim = if shared {
-                Some(cache.deadlines().deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?)
+                Some(
+                    cache
+                        .deadlines()
+                        .deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?,
+                )
             } else {
                 None
             };
@@ -462,7 +466,8 @@ impl UsageStore {
         let previous_start = now_ms.saturating_sub(self.window.length_ms());
         let counter = |base: &str, at: u64| {
             self.cache
-                .counters().counter(&self.window.bucket_key(base, at), options)
+                .counters()
+                .counter(&self.window.bucket_key(base, at), options)
         };
         let continues = epoch.bucket != u64::MAX && epoch.bucket + 1 == bucket;
         let mut rpm = Vec::with_capacity(self.keys.len());
@@ -831,7 +836,13 @@ impl UsageStore {
         };
         let [rpm, tpm, unused_rpm, unused_tpm] = claimed;
         if extra != [0, 0] {
-            state.keep_extra(bucket, now_ms, [&rpm, &tpm], [unused_rpm, unused_tpm], extra);
+            state.keep_extra(
+                bucket,
+                now_ms,
+                [&rpm, &tpm],
+                [unused_rpm, unused_tpm],
+                extra,
+            );
         }
         self.complete(target, [rpm, tpm], tokens)
     }

@@ -353,7 +353,8 @@ impl Setup {
     pub async fn cool(&self, id: &str, seconds: u64) {
         let until = self.cache.clock().now_ms() + seconds * 1000;
         self.cache
-            .deadlines().deadline(&format!("{{{id}}}:cooldown"))
+            .deadlines()
+            .deadline(&format!("{{{id}}}:cooldown"))
             .unwrap()
             .extend_to(until)
             .await
