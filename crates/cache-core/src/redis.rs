@@ -797,6 +797,18 @@ impl RemoteStore for RedisStore {
     }
 }
 
+/// The size of one script call's future as the Redis tier builds it, before the store boxes it
+/// (see `testing::redis_script_future_size`); 0 if no client could be built.
+#[cfg(feature = "test-support")]
+pub(crate) fn script_future_size() -> usize {
+    let config = RedisConfig::new("redis://127.0.0.1:6379");
+    let Ok(store) = RedisStore::new(&config, Arc::new(Health::new(true))) else {
+        return 0;
+    };
+    let future = store.eval(&store.lease, Vec::new(), Vec::new());
+    std::mem::size_of_val(&future)
+}
+
 /// fred's pipelines have no EVALSHA method; the raw command is hashed on its first key
 /// (argument 2) for Redis Cluster.
 fn evalsha() -> CustomCommand {

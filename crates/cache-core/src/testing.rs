@@ -122,6 +122,13 @@ pub fn free_port() -> u16 {
     loopback::free_port().expect("bind a free loopback port")
 }
 
+/// The size of one Redis script call's future (`EVALSHA`, loading the script on `NOSCRIPT`) as
+/// the Redis tier builds it: the yardstick of tests that check a caller's future does not hold
+/// one inline (the store boxes it, so no facet's future shows it).
+pub fn redis_script_future_size() -> usize {
+    crate::redis::script_future_size()
+}
+
 /// A private `redis-server` on a free loopback port, killed on drop. With `durable`, every write
 /// is appended and fsynced before Redis answers (`appendfsync always`), so a `kill -9` loses
 /// nothing Redis acknowledged — the fault tests need that to count exactly.
