@@ -218,6 +218,7 @@ impl Snapshot {
             |p| Arc::clone(&p.slots),
         );
         let local = slots.bind(targets.index(), std::sync::atomic::AtomicU64::default);
+        let (deadlines, counters) = (cache.deadlines(), cache.counters());
         let health = targets.index().try_map(|ix, id| {
             let parallel = parallel_limit(
                 &deployments[ix.index()],
@@ -231,12 +232,8 @@ impl Snapshot {
             });
             let checks = if settings.enable_health_check_routing {
                 Some(Checks {
-                    passed: cache
-                        .deadlines()
-                        .deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
-                    failed: cache
-                        .deadlines()
-                        .deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
+                    passed: deadlines.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
+                    failed: deadlines.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
                 })
             } else {
                 None
@@ -244,9 +241,7 @@ impl Snapshot {
             let probation = if settings.half_open {
                 Some(Probation {
                     probe_key: hash_tagged(id.as_str(), ":probe"),
-                    passed: cache
-                        .deadlines()
-                        .deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
+                    passed: deadlines.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
                 })
             } else {
                 None
@@ -255,15 +250,9 @@ impl Snapshot {
                 parallel,
                 checks,
                 probation,
-                cooldown: cache
-                    .deadlines()
-                    .deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
-                fails: cache
-                    .counters()
-                    .counter(&hash_tagged(id.as_str(), ":fails"), window)?,
-                successes: cache
-                    .counters()
-                    .counter(&hash_tagged(id.as_str(), ":successes"), window)?,
+                cooldown: deadlines.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
+                fails: counters.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
+                successes: counters.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
             })
         })?;
         Ok(Snapshot {
