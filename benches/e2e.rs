@@ -18,11 +18,11 @@
 use std::time::{Duration, Instant};
 
 use ferrolite::cache::{CacheConfig, DualCache, RedisConfig};
-use ferrolite::mock::MockSpec;
+use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::router::RouterSettings;
 use ferrolite::strategies::{AdmissionMode, StrategyName};
 use ferrolite::types::Deployment;
-use ferrolite::{Request, Router, RouterExt};
+use ferrolite::{Request, Router};
 
 fn deployments() -> Vec<Deployment> {
     (0..10)
@@ -75,7 +75,7 @@ async fn cached_router(
         .deployments(deployments())
         .settings(settings)
         .cache(cache)
-        .mock_all(MockSpec::reply("ok"))
+        .backend(MockBackend::new(MockSpec::reply("ok")))
         .build()
         .await
         .ok()
@@ -212,7 +212,7 @@ fn resident_only(runtime: &tokio::runtime::Runtime) {
             .collect();
         let router = Router::builder()
             .deployments(deployments)
-            .mock_all(MockSpec::reply("ok"))
+            .backend(MockBackend::new(MockSpec::reply("ok")))
             .build()
             .await
             .expect("router over 1,000 deployments");

@@ -6,13 +6,14 @@
 //!   mock deployments (as the config's `mock_*` settings and `simulation` section say) and
 //!   prints what the router did: per deployment, per group, budgets, overhead, limits.
 //! - `ferrolite check --config FILE`: validates a config and prints the groups it describes
-//!   and the keys it accepted without effect.
+//!   and the keys it accepted without effect ([`check_command`]).
 //! - `ferrolite serve --config FILE [--port 4000] [--host 127.0.0.1]`: the OpenAI-compatible
 //!   gateway over the router (`ferrolite::gateway`), reloaded on SIGHUP or when the file
 //!   changes, with LiteLLM's background health checks ([`serve`]).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
+mod check;
 mod health;
 pub mod report;
 pub mod serve;
@@ -26,6 +27,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ferrolite::Config;
 
+pub use crate::check::check_command;
 use crate::simulate::{Report, Workload};
 
 /// The example config `simulate` uses when none is given.
@@ -528,6 +530,17 @@ pub fn run_blocking(
 /// The report as the tables a user reads.
 pub fn render(report: &Report, workload: &Workload) -> String {
     let mut out = String::new();
+    write_run(&mut out, report, workload);
+    let _ = writeln!(out);
+    write_deployments(&mut out, report);
+    let _ = writeln!(out);
+    write_groups(&mut out, report);
+    write_findings(&mut out, report);
+    out
+}
+
+/// The run in one line: requests, groups, duration, time and state, outcome.
+fn write_run(out: &mut String, report: &Report, workload: &Workload) {
     let _ = writeln!(
         out,
         "{} requests to {} over {:.1} s of {} ({}, {} router instance{}): {} answered, {} failed",
@@ -555,7 +568,10 @@ pub fn render(report: &Report, workload: &Workload) -> String {
         report.succeeded,
         report.failed,
     );
-    let _ = writeln!(out);
+}
+
+/// The table of deployments: calls, outcomes, cooldowns, latency, tokens, spend, peak rpm.
+fn write_deployments(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "{:<22} {:<12} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16}",
@@ -594,7 +610,10 @@ pub fn render(report: &Report, workload: &Workload) -> String {
             limit
         );
     }
-    let _ = writeln!(out);
+}
+
+/// The table of model groups: requests, outcomes, retries and fallbacks.
+fn write_groups(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "{:<22} {:>8} {:>9} {:>7} {:>8} {:>10}",
@@ -612,6 +631,11 @@ pub fn render(report: &Report, workload: &Workload) -> String {
             g.fallbacks
         );
     }
+}
+
+/// What the tables do not show: the errors of failed requests, budgets, the response cache,
+/// the router's overhead, and whether every rpm limit held.
+fn write_findings(out: &mut String, report: &Report) {
     if !report.errors.is_empty() {
         let errors: Vec<String> = report
             .errors
@@ -659,196 +683,13 @@ pub fn render(report: &Report, workload: &Workload) -> String {
             "held (no deployment's rpm window ever counted more than its rpm)"
         }
     );
-    out
 }
 
+/// `text` cut to `width` characters, a `~` marking the cut.
 fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_string();
     }
     let kept: String = text.chars().take(width.saturating_sub(1)).collect();
     format!("{kept}~")
-}
-
-/// `ferrolite check`: the groups, their deployments, strategy, limits, fallbacks and budgets,
-/// and the keys accepted without effect; an invalid config is the error with its path.
-pub fn check_command(path: &Path) -> Result<String, String> {
-    let config = Config::from_path(path).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    // Build the router (in memory, mocked) so cross-key checks run as they would at start.
-    let mut probe = config.clone();
-    probe.cache.redis = None;
-    probe.response_cache_redis = None;
-    runtime
-        .block_on(async {
-            ferrolite::RouterBuilder::from_config(probe)
-                .mock_all(ferrolite::mock::MockSpec::default())
-                .build()
-                .await
-                .map(drop)
-        })
-        .map_err(|e| e.to_string())?;
-    let s = &config.settings;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "config OK: {} deployments, routing_strategy {}, num_retries {}, admission {:?}",
-        config.deployments.len(),
-        s.routing_strategy,
-        s.num_retries,
-        s.admission
-    );
-    let _ = writeln!(
-        out,
-        "state: {}",
-        config.cache.redis.as_ref().map_or_else(
-            || "in memory (this process only)".to_string(),
-            |r| format!("Redis {}", ferrolite::cache::redacted_url(&r.url))
-        )
-    );
-    let checks = &config.health_checks;
-    if checks.background || s.enable_health_check_routing {
-        let _ = writeln!(
-            out,
-            "health checks: {}; routing on their results: {}",
-            if checks.background {
-                format!(
-                    "every {} s under `ferrolite serve`",
-                    checks.interval.as_secs_f64()
-                )
-            } else {
-                "not run by this instance (background_health_checks: false)".to_string()
-            },
-            if s.enable_health_check_routing {
-                "on"
-            } else {
-                "off"
-            }
-        );
-    }
-    if let Some(cache) = &s.response_cache {
-        let groups: Vec<String> = cache
-            .caching_groups
-            .iter()
-            .map(|g| format!("[{}]", g.join(", ")))
-            .collect();
-        let _ = writeln!(
-            out,
-            "response cache: on, TTL {} s, memory {:.1} MiB{}{}",
-            cache.ttl.as_secs_f64(),
-            cache.memory_bytes as f64 / (1 << 20) as f64,
-            match (&config.response_cache_redis, &config.cache.redis) {
-                _ if !cache.redis => ", this process only".to_string(),
-                (Some(own), _) => format!(
-                    ", shared through its own Redis {}",
-                    ferrolite::cache::redacted_url(&own.url)
-                ),
-                (None, Some(_)) => ", shared through Redis".to_string(),
-                (None, None) => ", this process only".to_string(),
-            },
-            if groups.is_empty() {
-                String::new()
-            } else {
-                format!(", caching groups {}", groups.join(" "))
-            }
-        );
-    }
-    let mut groups: Vec<&str> = config
-        .deployments
-        .iter()
-        .map(|d| d.model_name.as_str())
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
-    for group in groups {
-        let _ = writeln!(out, "\n{group}");
-        for d in config.deployments.iter().filter(|d| d.model_name == group) {
-            let mut limits = Vec::new();
-            if let Some(rpm) = d.rpm {
-                limits.push(format!("rpm {rpm}"));
-            }
-            if let Some(tpm) = d.tpm {
-                limits.push(format!("tpm {tpm}"));
-            }
-            if let Some(max) = d.max_parallel_requests {
-                limits.push(format!("max_parallel {max}"));
-            }
-            if let Some(order) = d.order {
-                limits.push(format!("order {order}"));
-            }
-            if !d.tags.is_empty() {
-                limits.push(format!("tags {}", d.tags.join(",")));
-            }
-            let id = d.id();
-            let mocked = if config.mocks.contains_key(id.as_str()) {
-                " (mock)".to_string()
-            } else if let Some(n) = config
-                .not_callable
-                .iter()
-                .find(|n| n.deployment == id.as_str())
-            {
-                format!(" (not callable: {})", n.reason)
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                out,
-                "  {:<24} {}{mocked}  {}",
-                d.id().to_string(),
-                d.model,
-                limits.join(", ")
-            );
-        }
-        if let Some(chain) = s.fallbacks.get(group) {
-            let _ = writeln!(out, "  fallbacks -> {}", chain.join(" -> "));
-        } else if !s.default_fallbacks.is_empty() {
-            let _ = writeln!(
-                out,
-                "  fallbacks -> {} (default)",
-                s.default_fallbacks.join(" -> ")
-            );
-        }
-        if let Some(chain) = s.context_window_fallbacks.get(group) {
-            let _ = writeln!(out, "  context_window_fallbacks -> {}", chain.join(" -> "));
-        }
-    }
-    if !s.budgets.providers.is_empty() || !s.budgets.tags.is_empty() {
-        let _ = writeln!(out, "\nbudgets:");
-        for (name, budget) in s.budgets.providers.iter().chain(&s.budgets.tags) {
-            let _ = writeln!(
-                out,
-                "  {name}: ${} per {}",
-                budget.max_budget.unwrap_or(0.0),
-                budget.budget_duration.as_deref().unwrap_or("?")
-            );
-        }
-    }
-    if !config.not_callable.is_empty() {
-        let _ = writeln!(
-            out,
-            "\ndeployments ferrolite cannot call yet ({}):",
-            if config.skip_unsupported_deployments {
-                "`ferrolite serve` leaves them out of routing: skip_unsupported_deployments"
-            } else {
-                "`ferrolite serve` refuses to start unless \
-                 ferrolite_settings.skip_unsupported_deployments: true"
-            }
-        );
-        for n in &config.not_callable {
-            let _ = writeln!(out, "  {n}");
-        }
-    }
-    let notes = config.not_honoured();
-    if notes.is_empty() {
-        let _ = writeln!(out, "\nevery key is honoured");
-    } else {
-        let _ = writeln!(out, "\nkeys accepted without effect:");
-        for note in notes {
-            let _ = writeln!(out, "  {note}");
-        }
-    }
-    Ok(out)
 }

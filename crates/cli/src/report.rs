@@ -348,46 +348,9 @@ fn section(report: &Report, workload: &Workload, source: &str) -> String {
     let end = report.duration_s.max(1.0);
     let bucket = (end / 60.0).max(1.0).ceil();
     let starts = buckets(end, bucket);
-    let ids: Vec<String> = report.deployments.iter().map(|d| d.id.clone()).collect();
 
-    // Requests per deployment over time (calls per second, per bucket).
-    let mut per_deployment: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for (t, id) in &report.timeline {
-        let i = ((t / bucket) as usize).min(starts.len() - 1);
-        per_deployment
-            .entry(id.as_str())
-            .or_insert_with(|| vec![0.0; starts.len()])[i] += 1.0;
-    }
-    let requests: Vec<(String, Vec<(f64, f64)>)> = ids
-        .iter()
-        .map(|id| {
-            let counts = per_deployment.get(id.as_str()).cloned().unwrap_or_default();
-            let points = starts
-                .iter()
-                .zip(counts.iter().chain(std::iter::repeat(&0.0)))
-                .map(|(s, c)| (s + bucket / 2.0, c / bucket))
-                .collect();
-            (id.clone(), points)
-        })
-        .collect();
-
-    // Latency percentiles over time (all deployments).
-    let mut latency_buckets: Vec<Vec<f64>> = vec![Vec::new(); starts.len()];
-    for (t, ms) in &report.latencies {
-        let i = ((t / bucket) as usize).min(starts.len() - 1);
-        latency_buckets[i].push(*ms);
-    }
-    let mut p50 = Vec::new();
-    let mut p99 = Vec::new();
-    for (start, values) in starts.iter().zip(latency_buckets.iter_mut()) {
-        if values.is_empty() {
-            continue;
-        }
-        values.sort_by(f64::total_cmp);
-        let at = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize];
-        p50.push((start + bucket / 2.0, at(0.5)));
-        p99.push((start + bucket / 2.0, at(0.99)));
-    }
+    let requests = requests_over_time(report, &starts, bucket);
+    let (p50, p99) = latency_over_time(report, &starts, bucket);
 
     // Each deployment's rpm window over time, against its rpm.
     let rpm_series: Vec<(String, Vec<(f64, f64)>)> = report
@@ -407,39 +370,8 @@ fn section(report: &Report, workload: &Workload, source: &str) -> String {
         .map(|d| (d.id.clone(), d.cooldown_spans.clone()))
         .collect();
 
-    let mut rows = String::new();
-    for d in &report.deployments {
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{:.4}</td><td>{:.0} / {}</td></tr>",
-            esc(&d.id),
-            esc(&d.group),
-            d.requests,
-            d.successes,
-            d.rate_limited,
-            d.failures,
-            d.cooldowns,
-            d.p50_ms,
-            d.p99_ms,
-            d.tokens,
-            d.spend,
-            d.peak_rpm,
-            d.rpm.map_or_else(|| "-".to_string(), |r| r.to_string())
-        );
-    }
-    let mut group_rows = String::new();
-    for (group, g) in &report.groups {
-        let _ = write!(
-            group_rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(group),
-            g.requests,
-            g.succeeded,
-            g.failed,
-            g.retries,
-            g.fallbacks
-        );
-    }
+    let rows = deployment_rows(report);
+    let group_rows = group_rows(report);
     let limits_line = if report.limit_exceeded {
         r#"<p class="bad">An rpm limit was exceeded (see peak / rpm).</p>"#
     } else {
@@ -507,4 +439,100 @@ fn section(report: &Report, workload: &Workload, source: &str) -> String {
         ),
         budget_chart = budget_chart(&report.budgets),
     )
+}
+
+/// A chart series' points: (x, y).
+type Points = Vec<(f64, f64)>;
+
+/// Calls per second to each deployment, per time bucket (`starts`, each `bucket` seconds long),
+/// at the buckets' midpoints.
+fn requests_over_time(report: &Report, starts: &[f64], bucket: f64) -> Vec<(String, Points)> {
+    let mut per_deployment: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (t, id) in &report.timeline {
+        let i = ((t / bucket) as usize).min(starts.len() - 1);
+        per_deployment
+            .entry(id.as_str())
+            .or_insert_with(|| vec![0.0; starts.len()])[i] += 1.0;
+    }
+    report
+        .deployments
+        .iter()
+        .map(|d| {
+            let counts = per_deployment
+                .get(d.id.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let points = starts
+                .iter()
+                .zip(counts.iter().chain(std::iter::repeat(&0.0)))
+                .map(|(s, c)| (s + bucket / 2.0, c / bucket))
+                .collect();
+            (d.id.clone(), points)
+        })
+        .collect()
+}
+
+/// The p50 and p99 latency of successful calls (all deployments) per time bucket, at the
+/// buckets' midpoints; a bucket without calls has no point.
+fn latency_over_time(report: &Report, starts: &[f64], bucket: f64) -> (Points, Points) {
+    let mut latency_buckets: Vec<Vec<f64>> = vec![Vec::new(); starts.len()];
+    for (t, ms) in &report.latencies {
+        let i = ((t / bucket) as usize).min(starts.len() - 1);
+        latency_buckets[i].push(*ms);
+    }
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    for (start, values) in starts.iter().zip(latency_buckets.iter_mut()) {
+        if values.is_empty() {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize];
+        p50.push((start + bucket / 2.0, at(0.5)));
+        p99.push((start + bucket / 2.0, at(0.99)));
+    }
+    (p50, p99)
+}
+
+/// The rows of the deployments' table.
+fn deployment_rows(report: &Report) -> String {
+    let mut rows = String::new();
+    for d in &report.deployments {
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{:.4}</td><td>{:.0} / {}</td></tr>",
+            esc(&d.id),
+            esc(&d.group),
+            d.requests,
+            d.successes,
+            d.rate_limited,
+            d.failures,
+            d.cooldowns,
+            d.p50_ms,
+            d.p99_ms,
+            d.tokens,
+            d.spend,
+            d.peak_rpm,
+            d.rpm.map_or_else(|| "-".to_string(), |r| r.to_string())
+        );
+    }
+    rows
+}
+
+/// The rows of the groups' table.
+fn group_rows(report: &Report) -> String {
+    let mut group_rows = String::new();
+    for (group, g) in &report.groups {
+        let _ = write!(
+            group_rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(group),
+            g.requests,
+            g.succeeded,
+            g.failed,
+            g.retries,
+            g.fallbacks
+        );
+    }
+    group_rows
 }

@@ -330,12 +330,14 @@ impl Reloader<'_> {
         }
         let settings = gateway_settings(&config, self.metrics.clone());
         let checks = config.health_checks.clone();
-        let router = ferrolite::RouterBuilder::from_config(config)
-            .cache(self.cache.clone())
-            .backend(std::sync::Arc::clone(self.backend))
-            .build()
-            .await
-            .map_err(|e| e.to_string())?;
+        let state = self.cache.clone();
+        let router = ferrolite::build_from_config_with(
+            config,
+            Some(std::sync::Arc::clone(self.backend)),
+            |builder| builder.cache(state),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!(
             path = %self.path.display(),
             model_groups = router.model_groups().len(),

@@ -15,7 +15,7 @@ use ferrolite::cache::{CacheConfig, DualCache, RedisConfig, TokioClock};
 use ferrolite::mock::{FailureWindow, MockBackend, MockSpec, litellm_error_class};
 use ferrolite::router::{Event, Observer};
 use ferrolite::strategies::Rng;
-use ferrolite::{Config, Request, Router, RouterBuilder, RouterError};
+use ferrolite::{Config, Request, Router, RouterError};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -473,7 +473,7 @@ fn error_name(error: &RouterError) -> String {
         RouterError::NoCapacity(_) => "NoCapacity".into(),
         RouterError::Budget(_) => "BudgetExceeded".into(),
         RouterError::DeadlineExceeded { .. } => "DeadlineExceeded".into(),
-        other => format!("{}", other.status()),
+        other => format!("{}", ferrolite::gateway::status_of(other).as_u16()),
     }
 }
 
@@ -526,17 +526,13 @@ async fn build_routers(
         if settings.strategy.seed.is_none() {
             settings.strategy.seed = Some(workload.seed);
         }
-        let router = RouterBuilder::new()
+        let router = Router::builder()
             .deployments(config.deployments.clone())
             .settings(settings)
             .cache(cache)
             .backend(Arc::clone(&backend))
             .build()
-            .await
-            .map_err(|e| match e {
-                ferrolite::Error::Router(e) => e,
-                other => RouterError::NoCapacity(other.to_string()),
-            })?;
+            .await?;
         watch
             .clock
             .lock()

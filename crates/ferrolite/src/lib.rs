@@ -30,15 +30,14 @@ pub mod server;
 #[cfg(feature = "tower")]
 pub mod service;
 
-pub use builder::{Error, RouterBuilder, RouterExt, build_from_config};
-pub use config::{
-    ApiKey, Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, SimulatedFailure,
-    Simulation, WarningKind,
-};
+pub use builder::{Error, build_from_config, build_from_config_with, from_config};
+pub use config::{Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, WarningKind};
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
 pub use ferrolite_router as router;
-pub use ferrolite_router::{Request, Router, RouterError, RouterResponse, RouterStream};
+pub use ferrolite_router::{
+    Request, Router, RouterBuilder, RouterError, RouterResponse, RouterStream,
+};
 pub use ferrolite_strategies as strategies;
 pub use ferrolite_types as types;
 

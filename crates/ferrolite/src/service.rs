@@ -5,14 +5,14 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
-//! use ferrolite::mock::MockSpec;
+//! use ferrolite::mock::{MockBackend, MockSpec};
 //! use ferrolite::service::RouterService;
 //! use ferrolite::types::Deployment;
-//! use ferrolite::{Request, Router, RouterExt};
+//! use ferrolite::{Request, Router};
 //!
 //! let router = Router::builder()
 //!     .deployment(Deployment::new("gpt-4o", "openai/gpt-4o"))
-//!     .mock_all(MockSpec::reply("hi"))
+//!     .backend(MockBackend::new(MockSpec::reply("hi")))
 //!     .build()
 //!     .await?;
 //! let mut service = ServiceBuilder::new()

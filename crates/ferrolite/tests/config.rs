@@ -579,11 +579,10 @@ router_settings:
         error,
         "router_settings.model_group_alias.slow: names no model group, got `ghost` (line 8, column 5)"
     );
-    // The same through the builder, as `ferrolite check` builds it.
+    // The same with a backend given, as `ferrolite check` builds it.
     let config = Config::from_yaml(text).unwrap();
-    let error = ferrolite::RouterBuilder::from_config(config)
-        .mock_all(ferrolite::mock::MockSpec::default())
-        .build()
+    let mock = ferrolite::mock::MockBackend::new(ferrolite::mock::MockSpec::default());
+    let error = build_from_config(config, Some(std::sync::Arc::new(mock)))
         .await
         .unwrap_err()
         .to_string();

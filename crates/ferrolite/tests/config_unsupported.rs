@@ -10,7 +10,7 @@
 )]
 
 use ferrolite::gateway::{GatewaySettings, app, serve};
-use ferrolite::{Config, Router, RouterExt, build_from_config};
+use ferrolite::{Config, Router, build_from_config};
 
 /// A gateway on a free loopback port over `router`, with no key; its base URL.
 async fn gateway(router: Router) -> String {
@@ -112,7 +112,7 @@ async fn router_from_config_with_the_http_backend_refuses_them_too() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.yaml");
     std::fs::write(&path, UNSUPPORTED).unwrap();
-    let error = Router::from_config(&path).await.unwrap_err().to_string();
+    let error = ferrolite::from_config(&path).await.unwrap_err().to_string();
     assert!(
         error.contains("not callable: provider bedrock is not implemented"),
         "{error}"

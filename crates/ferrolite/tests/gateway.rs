@@ -17,10 +17,10 @@ use async_openai::types::{
     ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
     CreateCompletionRequestArgs, CreateEmbeddingRequestArgs,
 };
+use ferrolite::Router;
 use ferrolite::gateway::{GatewaySettings, app, serve};
-use ferrolite::mock::MockSpec;
+use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
-use ferrolite::{Router, RouterExt};
 use futures_util::StreamExt;
 
 const KEY: &str = "sk-gateway-test";
@@ -66,7 +66,7 @@ async fn mocked(spec: MockSpec) -> Router {
             id: Some("emb".into()),
             ..Deployment::new("embedder", "openai/text-embedding-3-small")
         })
-        .mock_all(spec)
+        .backend(MockBackend::new(spec))
         .build()
         .await
         .unwrap()
@@ -278,9 +278,11 @@ async fn answers_carry_litellms_headers_and_a_429_carries_retry_after() {
             num_retries: 0,
             ..Default::default()
         })
-        .mock_all(MockSpec::failing(ErrorClass::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        }))
+        .backend(MockBackend::new(MockSpec::failing(
+            ErrorClass::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+        )))
         .build()
         .await
         .unwrap();
@@ -329,11 +331,11 @@ async fn clients_that_disconnect_mid_stream_leak_nothing() {
             max_parallel_requests: Some(1000),
             ..Deployment::new("g", "openai/gpt-4o")
         })
-        .mock_all(MockSpec {
+        .backend(MockBackend::new(MockSpec {
             latency: Duration::from_secs(30),
             time_to_first_token: Some(Duration::from_millis(1)),
             ..MockSpec::reply("a b c d e f g h")
-        })
+        }))
         .build()
         .await
         .unwrap();
@@ -713,7 +715,7 @@ async fn the_response_cache_answers_repeats_with_its_headers_and_honours_cache_c
             response_cache: Some(ferrolite::router::ResponseCacheSettings::default()),
             ..Default::default()
         })
-        .mock_all(MockSpec::reply("cached words here"))
+        .backend(MockBackend::new(MockSpec::reply("cached words here")))
         .build()
         .await
         .unwrap();

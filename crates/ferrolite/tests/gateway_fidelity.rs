@@ -21,10 +21,10 @@ use async_openai::types::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions, CreateChatCompletionRequest,
     CreateChatCompletionRequestArgs,
 };
+use ferrolite::Router;
 use ferrolite::gateway::{GatewaySettings, app, serve};
-use ferrolite::mock::MockSpec;
+use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::{Deployment, DeploymentId, ErrorClass, Secret};
-use ferrolite::{Router, RouterExt};
 use futures_util::StreamExt;
 
 const KEY: &str = "sk-fidelity-master";
@@ -478,7 +478,7 @@ async fn an_openai_client_sees_the_usage_chunk_only_when_it_asked_for_it() {
     // it in a chunk of its own, one that did not never sees it.
     let router = Router::builder()
         .deployment(Deployment::new("g", "openai/gpt-4o"))
-        .mock_all(MockSpec::reply("one two"))
+        .backend(MockBackend::new(MockSpec::reply("one two")))
         .build()
         .await
         .unwrap();
@@ -511,7 +511,7 @@ async fn a_call_without_its_input_is_a_400_naming_the_field_before_any_routing()
             id: Some("one".into()),
             ..Deployment::new("g", "openai/gpt-4o")
         })
-        .mock_all(MockSpec::reply("hi"))
+        .backend(MockBackend::new(MockSpec::reply("hi")))
         .build()
         .await
         .unwrap();
@@ -687,11 +687,10 @@ async fn health_checks_every_deployment_in_litellms_shape_for_the_master_key() {
             id: Some("other".into()),
             ..Deployment::new("h", "openai/gpt-4o")
         })
-        .mock_all(MockSpec::reply("hi"))
-        .mock(
+        .backend(MockBackend::new(MockSpec::reply("hi")).with(
             "bad",
             MockSpec::failing(ErrorClass::ServerError { status: 500 }),
-        )
+        ))
         .build()
         .await
         .unwrap();
@@ -848,4 +847,84 @@ ferrolite_settings:
         "{error}"
     );
     assert!(!error.contains("sk-team-1234567"), "{error}");
+}
+
+/// A router over one deployment (with an rpm) whose state cache tracks at most `max` counter
+/// keys, and a gateway over it with the master key and an API key `team` with an rpm; the
+/// cache, to fill its registry of counter keys.
+async fn gateway_over_a_small_cache(max: usize) -> (String, ferrolite::cache::DualCache) {
+    use ferrolite::cache::{CacheConfig, DualCache};
+    let cache = DualCache::connect(CacheConfig {
+        max_tracked_keys: max,
+        ..CacheConfig::default()
+    })
+    .await
+    .unwrap();
+    let router = Router::builder()
+        .deployment(Deployment {
+            rpm: Some(1_000),
+            ..Deployment::new("g", "openai/gpt-4o")
+        })
+        .cache(cache.clone())
+        .backend(MockBackend::new(MockSpec::reply("hi")))
+        .build()
+        .await
+        .unwrap();
+    let config = ferrolite::Config::from_yaml(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o}
+ferrolite_settings:
+  api_keys:
+    - {name: team, key: sk-team-1234567, rpm: 100}
+"#,
+    )
+    .unwrap();
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        api_keys: config.api_keys,
+        ..GatewaySettings::default()
+    };
+    (gateway_with(router, settings).await, cache)
+}
+
+/// Fills the cache's registry of counter keys.
+fn fill_counter_registry(cache: &ferrolite::cache::DualCache) {
+    let options = ferrolite::cache::CounterOptions::ttl(std::time::Duration::from_secs(3_600));
+    for i in 0.. {
+        if cache
+            .counters()
+            .increment(&format!("filler-{i}"), 1, options)
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Regression: a shared-state error other than an outage was a 500 (the router's mapping) or
+/// a 503 without `Retry-After` (an API key's limits). The counter registry full is a state a
+/// retry can outlast: 503 with `Retry-After`, in OpenAI's shape.
+#[tokio::test]
+async fn a_full_counter_registry_is_a_503_with_retry_after() {
+    let (base, cache) = gateway_over_a_small_cache(64).await;
+    fill_counter_registry(&cache);
+    let response = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("sk-team-1234567")
+        .json(&serde_json::json!({"model": "g", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "api_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_tracked_keys")),
+        "{body}"
+    );
 }

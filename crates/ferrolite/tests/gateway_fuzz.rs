@@ -6,10 +6,10 @@
 
 use axum::body::Body;
 use axum::http::Request as HttpRequest;
+use ferrolite::Router;
 use ferrolite::gateway::{GatewaySettings, app};
-use ferrolite::mock::MockSpec;
+use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::Deployment;
-use ferrolite::{Router, RouterExt};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
@@ -23,7 +23,7 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn router() -> Router {
     Router::builder()
         .deployment(Deployment::new("g", "openai/gpt-4o"))
-        .mock_all(MockSpec::reply("ok"))
+        .backend(MockBackend::new(MockSpec::reply("ok")))
         .build()
         .await
         .unwrap()

@@ -21,7 +21,7 @@ use axum::routing::post;
 use ferrolite::http::HttpBackend;
 use ferrolite::router::{Backend, BackendRequest};
 use ferrolite::types::{Deployment, ErrorClass, Secret};
-use ferrolite::{Request, RouterError, RouterExt};
+use ferrolite::{Request, RouterError};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 

@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use ferrolite::cache::{CacheConfig, CacheError, DualCache};
-use ferrolite::mock::MockSpec;
+use ferrolite::mock::{MockBackend, MockSpec};
 use ferrolite::types::Deployment;
-use ferrolite::{Request, Router, RouterExt};
+use ferrolite::{Request, Router};
 
 #[tokio::test]
 async fn a_configured_redis_is_refused_naming_the_feature() {
@@ -32,7 +32,7 @@ async fn a_configured_redis_is_refused_naming_the_feature() {
 async fn a_router_routes_in_memory() {
     let router = Router::builder()
         .deployment(Deployment::new("g", "openai/gpt-4o"))
-        .mock_all(MockSpec::reply("hi"))
+        .backend(MockBackend::new(MockSpec::reply("hi")))
         .build()
         .await
         .unwrap();

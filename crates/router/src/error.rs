@@ -122,6 +122,17 @@ pub enum RouterError {
         /// Attempts made.
         attempts: u32,
     },
+    /// A deployment has nothing to call it with: the router was built without a backend.
+    #[error(
+        "deployment `{deployment}` of `{model_group}` has no backend: give the builder one with \
+         `.backend(...)`, or mock it with `mock_response`"
+    )]
+    NoBackend {
+        /// Its model group.
+        model_group: String,
+        /// Its id.
+        deployment: String,
+    },
     /// The shared state failed (Redis down in fail-closed mode, ...).
     #[error("state: {0}")]
     Cache(#[from] CacheError),
@@ -144,20 +155,49 @@ fn tried_suffix(tried: &[Tried]) -> String {
     format!(". Tried: {}", list.join("; "))
 }
 
+/// What kind of failure a [`RouterError`] is, in the router's terms (no transport's status):
+/// whether the request is at fault, there is no room now, the deadline passed, a deployment
+/// failed, the shared state failed, or the router was set up wrong. The gateway maps each kind
+/// to its HTTP status (`ferrolite::gateway`'s error table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorKind<'a> {
+    /// The request cannot be served as asked (unknown model, invalid field, tags that match no
+    /// deployment): sending it again does not help.
+    Request,
+    /// No deployment has room now (cooldown, rpm/tpm, parallel slots, wait queue, budget):
+    /// the same request may succeed later.
+    Capacity,
+    /// The request's own deadline passed.
+    Deadline,
+    /// The deployments failed as this class says, and retries and fallbacks did not help.
+    Upstream(&'a ErrorClass),
+    /// The shared state failed (found by the router itself, its budgets or its strategy).
+    State(&'a CacheError),
+    /// The router's own side failed: its settings, deployments, strategy or budget accounting.
+    Internal,
+}
+
 impl RouterError {
-    /// The HTTP status a gateway answers with.
-    pub fn status(&self) -> u16 {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind<'_> {
         match self {
             RouterError::UnknownModel { .. }
             | RouterError::InvalidRequest { .. }
-            | RouterError::NoTagMatch { .. } => 400,
+            | RouterError::NoTagMatch { .. } => ErrorKind::Request,
             RouterError::AllCooledDown { .. }
             | RouterError::NoCapacity(_)
             | RouterError::NoDeploymentInTier { .. }
-            | RouterError::Budget(BudgetError::Exceeded { .. }) => 429,
-            RouterError::Backend { class, .. } => class.status().unwrap_or(500),
-            RouterError::DeadlineExceeded { .. } => 408,
-            _ => 500,
+            | RouterError::Budget(BudgetError::Exceeded { .. }) => ErrorKind::Capacity,
+            RouterError::Backend { class, .. } => ErrorKind::Upstream(class),
+            RouterError::DeadlineExceeded { .. } => ErrorKind::Deadline,
+            RouterError::Cache(cache)
+            | RouterError::Budget(BudgetError::Cache(cache))
+            | RouterError::Strategy(StrategyError::Cache(cache)) => ErrorKind::State(cache),
+            RouterError::InvalidSettings { .. }
+            | RouterError::InvalidDeployment { .. }
+            | RouterError::NoBackend { .. }
+            | RouterError::Strategy(_)
+            | RouterError::Budget(_) => ErrorKind::Internal,
         }
     }
 }

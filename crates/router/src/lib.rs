@@ -41,6 +41,7 @@
 //! ```
 
 mod backend;
+mod builder;
 mod cooldown;
 mod error;
 mod observer;
@@ -57,7 +58,8 @@ pub use backend::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
     BackendStream, BackendStreamFuture, HealthFuture,
 };
-pub use error::{RouterError, Tried};
+pub use builder::RouterBuilder;
+pub use error::{ErrorKind, RouterError, Tried};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
 pub use request::{MAX_CHOICES, MAX_TOKENS, Request, RouterResponse};

@@ -48,7 +48,7 @@ async fn calls_past_the_cap_are_refused_at_once_and_a_finished_call_frees_its_sl
     assert_eq!(s.router.in_flight(&DeploymentId::new("1")), Some(2));
     let err = s.call("g").await.unwrap_err();
     assert!(err.to_string().contains("max_parallel_requests"), "{err}");
-    assert_eq!(err.status(), 429);
+    assert_eq!(err.kind(), ferrolite_router::ErrorKind::Capacity);
     for call in hanging {
         call.abort();
         let _ = call.await;

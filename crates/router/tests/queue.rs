@@ -130,7 +130,7 @@ async fn a_full_queue_refuses_at_once() {
         err.to_string().contains("wait queue of `g` is full"),
         "{err}"
     );
-    assert_eq!(err.status(), 429);
+    assert_eq!(err.kind(), ferrolite_router::ErrorKind::Capacity);
 }
 
 #[tokio::test(start_paused = true)]

@@ -117,7 +117,10 @@ async fn s20_not_found_is_never_retried_even_with_siblings() {
     let s = setup(vec![dep("g", "1"), dep("g", "2")], retries(3)).await;
     s.script.next([status(404)]);
     let err = s.call("g").await.unwrap_err();
-    assert_eq!(err.status(), 404);
+    assert_eq!(
+        err.kind(),
+        ferrolite_router::ErrorKind::Upstream(&ErrorClass::NotFound)
+    );
     assert_eq!(s.script.called().len(), 1);
 }
 

@@ -62,7 +62,7 @@ async fn an_unknown_model_is_a_typed_400_in_litellms_words_without_the_group_lis
         err.to_string(),
         "Invalid model name passed in model=gpt-5. Call `/v1/models` to view available models for your key."
     );
-    assert_eq!(err.status(), 400);
+    assert_eq!(err.kind(), ferrolite_router::ErrorKind::Request);
     assert!(s.script.called().is_empty());
 }
 
@@ -241,7 +241,7 @@ async fn rpm_limits_hold_and_tokens_settle_to_the_actual_count() {
         s.call("g").await.unwrap();
     }
     let err = s.call("g").await.unwrap_err();
-    assert_eq!(err.status(), 429, "{err}");
+    assert_eq!(err.kind(), ferrolite_router::ErrorKind::Capacity, "{err}");
     assert_eq!(s.script.called().len(), 3);
     // 10 + 5 tokens per call, whatever was estimated.
     assert_eq!(s.router.usage(&DeploymentId::new("1")), Some((3.0, 45.0)));

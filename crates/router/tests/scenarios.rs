@@ -278,7 +278,7 @@ async fn s121_a_deployment_id_is_served_while_cooled_and_its_server_error_is_not
 async fn s122_an_unknown_model_without_a_catch_all_is_a_400_naming_the_model() {
     let s = setup(vec![dep("g", "1")], settings()).await;
     let err = s.call("unknown").await.unwrap_err();
-    assert_eq!(err.status(), 400);
+    assert_eq!(err.kind(), ferrolite_router::ErrorKind::Request);
     // The text LiteLLM's proxy answers with (its Router's own "There are no healthy
     // deployments for this model" never reaches a proxy client for an unknown name).
     assert!(

@@ -1,0 +1,435 @@
+//! `model_list`: each entry as a [`Deployment`] completed from the model catalogue, its mock
+//! behaviour, and whether ferrolite's backends can call it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrolite_types::{Deployment, Secret};
+
+use super::budgets::check_duration;
+use crate::catalogue;
+use crate::config::raw::{MockResponseDe, RawModel, RawParams};
+use crate::config::{ConfigError, HealthChecks, NotCallable};
+use crate::mock::{MockResponse, MockSpec, litellm_error_class, parse_mock_response};
+
+/// Providers whose own protocol ferrolite's HTTP backend does not speak yet (it speaks
+/// OpenAI's, which `openai`, `azure`, `anthropic`, `gemini`, `groq`, `mistral`, `hosted_vllm`,
+/// ... serve): calls to them would be sent a protocol they do not understand.
+const NOT_IMPLEMENTED_PROVIDERS: &[&str] = &[
+    "bedrock",
+    "sagemaker",
+    "sagemaker_chat",
+    "vertex_ai",
+    "vertex_ai_beta",
+    "cohere",
+    "cohere_chat",
+    "replicate",
+    "huggingface",
+    "watsonx",
+    "watsonx_text",
+    "ai21",
+    "aleph_alpha",
+    "palm",
+    "cloudflare",
+    "predibase",
+    "triton",
+    "voyage",
+    "clarifai",
+    "petals",
+    "nlp_cloud",
+    "baseten",
+    "oobabooga",
+    "anthropic_text",
+];
+
+/// The `model_info.mode`s the gateway serves (chat, text completions, embeddings).
+const CALLABLE_MODES: &[&str] = &["chat", "completion", "embedding"];
+
+/// Why a (not mocked) deployment cannot be called, if it cannot.
+fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<String> {
+    if let Ok(provider) = deployment.provider() {
+        if NOT_IMPLEMENTED_PROVIDERS.contains(&provider.as_str()) {
+            return Some(format!("provider {provider} is not implemented"));
+        }
+        // The HTTP backend calls `api_base`, or the provider's well-known endpoint; without
+        // either every call would fail. A catch-all's provider is the request's.
+        #[cfg(feature = "http")]
+        if deployment.api_base.is_none()
+            && provider.as_str() != "*"
+            && crate::http::default_base(provider.as_str()).is_none()
+        {
+            return Some(format!(
+                "provider {provider} needs api_base (its OpenAI-compatible endpoint)"
+            ));
+        }
+    }
+    match mode {
+        Some(mode) if !CALLABLE_MODES.contains(&mode) => {
+            Some(format!("mode {mode} is not implemented"))
+        }
+        _ => None,
+    }
+}
+
+/// A request parameter of `litellm_params`: its name, value, type check and expected type.
+type Param<'p> = (
+    &'static str,
+    &'p Option<serde_json::Value>,
+    &'p dyn Fn(&serde_json::Value) -> bool,
+    &'static str,
+);
+
+/// The request parameters a deployment's `litellm_params` set (sent with every call whose
+/// request does not set them), each checked for its JSON type.
+fn default_params_of(
+    p: &RawParams,
+    at: &dyn Fn(&str) -> String,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    use serde_json::Value;
+    let number = |v: &Value| v.is_number();
+    let integer = |v: &Value| v.as_u64().is_some();
+    let stop =
+        |v: &Value| v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    let params: [Param<'_>; 10] = [
+        ("temperature", &p.temperature, &number, "a number"),
+        ("top_p", &p.top_p, &number, "a number"),
+        ("presence_penalty", &p.presence_penalty, &number, "a number"),
+        (
+            "frequency_penalty",
+            &p.frequency_penalty,
+            &number,
+            "a number",
+        ),
+        (
+            "max_tokens",
+            &p.max_tokens,
+            &integer,
+            "a non-negative integer",
+        ),
+        (
+            "max_completion_tokens",
+            &p.max_completion_tokens,
+            &integer,
+            "a non-negative integer",
+        ),
+        (
+            "seed",
+            &p.seed,
+            &|v: &Value| v.is_i64() || v.is_u64(),
+            "an integer",
+        ),
+        ("stop", &p.stop, &stop, "a string or a list of strings"),
+        (
+            "response_format",
+            &p.response_format,
+            &Value::is_object,
+            "an object",
+        ),
+        (
+            "reasoning_effort",
+            &p.reasoning_effort,
+            &Value::is_string,
+            "a string",
+        ),
+    ];
+    let mut defaults = serde_json::Map::new();
+    for (name, value, valid, expected) in params {
+        let Some(value) = value else { continue };
+        if !valid(value) {
+            return Err(ConfigError::at(
+                at(name),
+                format!("expected {expected}, got {value}"),
+            ));
+        }
+        defaults.insert(name.to_string(), value.clone());
+    }
+    Ok(defaults)
+}
+
+/// The deployments of `model_list`, their mocks, those that cannot be called, and their
+/// health-check settings.
+pub(super) struct Deployments {
+    /// The deployments, in `model_list`'s order.
+    pub(super) deployments: Vec<Deployment>,
+    /// The mock behaviour of the mocked ones, by deployment id.
+    pub(super) mocks: BTreeMap<String, MockSpec>,
+    /// The (not mocked) deployments ferrolite cannot call yet.
+    pub(super) not_callable: Vec<NotCallable>,
+    /// Their health-check timeouts and the deployments never probed (the rest of
+    /// [`HealthChecks`] comes from `general_settings`).
+    pub(super) health_checks: HealthChecks,
+}
+
+/// `model_list` as deployments: at least one; an invalid entry is an error, or with LiteLLM's
+/// `ignore_invalid_deployments` left out with a warning.
+pub(super) fn deployments_of(
+    model_list: Option<Vec<RawModel>>,
+    ignore_invalid: bool,
+) -> Result<Deployments, ConfigError> {
+    let models = model_list
+        .ok_or_else(|| ConfigError::at("model_list", "required: at least one deployment"))?;
+    let total = models.len();
+    if models.is_empty() {
+        return Err(ConfigError::at(
+            "model_list",
+            "required: at least one deployment, got an empty list",
+        ));
+    }
+    let mut out = Deployments {
+        deployments: Vec::with_capacity(models.len()),
+        mocks: BTreeMap::new(),
+        not_callable: Vec::new(),
+        health_checks: HealthChecks::default(),
+    };
+    for (i, model) in models.into_iter().enumerate() {
+        let mode = model.model_info.mode.clone();
+        let check_timeout = model.model_info.health_check_timeout;
+        let unchecked = model.model_info.disable_background_health_check == Some(true);
+        let (deployment, mock) = match deployment_of(i, model) {
+            Ok(built) => built,
+            // LiteLLM's `ignore_invalid_deployments`: skipped with a warning, not fatal.
+            Err(error) if ignore_invalid => {
+                tracing::warn!(%error, "deployment left out (ignore_invalid_deployments)");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        match mock {
+            Some(mock) => {
+                out.mocks.insert(deployment.id().to_string(), mock);
+            }
+            None => {
+                if let Some(reason) = not_callable_reason(&deployment, mode.as_deref()) {
+                    out.not_callable.push(NotCallable {
+                        index: i,
+                        deployment: deployment.id().to_string(),
+                        model_group: deployment.model_name.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        if let Some(timeout) = check_timeout {
+            if timeout.0 <= 0.0 {
+                return Err(ConfigError::at(
+                    format!("model_list[{i}].model_info.health_check_timeout"),
+                    "expected a number of seconds above 0, got 0",
+                ));
+            }
+            out.health_checks
+                .timeouts
+                .insert(deployment.id().to_string(), timeout.duration());
+        }
+        if unchecked {
+            out.health_checks
+                .disabled
+                .insert(deployment.id().to_string());
+        }
+        out.deployments.push(deployment);
+    }
+    if out.deployments.is_empty() {
+        return Err(ConfigError::at(
+            "model_list",
+            format!(
+                "every one of the {total} deployments is invalid (ignore_invalid_deployments left none)"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// One `model_list` entry as a deployment (completed from the catalogue) and its mock
+/// behaviour, if it has one.
+fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec>), ConfigError> {
+    let RawModel {
+        model_name,
+        litellm_params: mut p,
+        model_info: info,
+        rpm: entry_rpm,
+        tpm: entry_tpm,
+    } = raw;
+    let at = |field: &str| format!("model_list[{i}].litellm_params.{field}");
+    let lookup_name = info
+        .base_model
+        .clone()
+        .or(p.base_model.clone())
+        .unwrap_or_else(|| p.model.clone());
+    let facts = catalogue::lookup(&lookup_name).unwrap_or_default();
+    let default_params = default_params_of(&p, &at)?;
+    let extra_headers = headers_of(&p, &at)?;
+    let deployment = Deployment {
+        id: info.id,
+        model_name,
+        model: p.model.clone(),
+        custom_llm_provider: p.custom_llm_provider.take(),
+        api_base: p.api_base.take().map(|s| s.0),
+        api_key: p.api_key.take().map(|s| s.0),
+        api_version: p.api_version.take().map(|s| s.0),
+        rpm: p.rpm.or(info.rpm).or(entry_rpm),
+        tpm: p.tpm.or(info.tpm).or(entry_tpm),
+        max_parallel_requests: p.max_parallel_requests,
+        weight: p.weight,
+        order: p.order.or(info.order),
+        tags: std::mem::take(&mut p.tags),
+        max_input_tokens: info
+            .max_input_tokens
+            .or(p.max_input_tokens)
+            .or(facts.max_input_tokens),
+        max_output_tokens: info.max_output_tokens.or(facts.max_output_tokens),
+        input_cost_per_token: info
+            .input_cost_per_token
+            .or(p.input_cost_per_token)
+            .or(facts.input_cost_per_token),
+        output_cost_per_token: info
+            .output_cost_per_token
+            .or(p.output_cost_per_token)
+            .or(facts.output_cost_per_token),
+        timeout: p.timeout.or(p.request_timeout).map(|s| s.0),
+        stream_timeout: p.stream_timeout.map(|s| s.0),
+        num_retries: p.num_retries,
+        cooldown_time: p.cooldown_time.or(info.cooldown_time).map(|s| s.0),
+        allowed_fails: info.allowed_fails,
+        allowed_fails_policy: info.allowed_fails_policy,
+        max_budget: p.max_budget,
+        budget_duration: p.budget_duration.take(),
+        region_name: p.region_name.take().or(info.region_name),
+        default_params,
+        extra_headers,
+    };
+    check_deployment(i, &deployment, &at)?;
+    let mock = mock_of(p, &at)?;
+    Ok((deployment, mock))
+}
+
+/// The HTTP headers a deployment sends with every call: `headers`, then `extra_headers` (which
+/// wins), names lowercased; `organization` as OpenAI's SDK sends it, unless a header sets it.
+fn headers_of(
+    p: &RawParams,
+    at: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<String, Secret>, ConfigError> {
+    let mut extra_headers = BTreeMap::new();
+    for (field, headers) in [("headers", &p.headers), ("extra_headers", &p.extra_headers)] {
+        for (name, value) in headers {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(ConfigError::at(
+                    at(&format!("{field}.{name}")),
+                    format!("expected an HTTP header name (letters, digits, `-`), got {name:?}"),
+                ));
+            }
+            if value
+                .0
+                .expose()
+                .chars()
+                .any(|c| c == '\r' || c == '\n' || c == '\0')
+            {
+                return Err(ConfigError::at(
+                    at(&format!("{field}.{name}")),
+                    "expected a header value on one line (the value is not shown)",
+                ));
+            }
+            extra_headers.insert(name.to_ascii_lowercase(), value.0.clone());
+        }
+    }
+    // OpenAI's organisation id, as its SDK sends it.
+    if let Some(organization) = &p.organization {
+        extra_headers
+            .entry("openai-organization".to_string())
+            .or_insert_with(|| Secret::new(organization.0.clone()));
+    }
+    Ok(extra_headers)
+}
+
+/// The deployment's own checks (its error named at the key it came from), and its budget: a
+/// limit and a window together.
+fn check_deployment(
+    i: usize,
+    deployment: &Deployment,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    deployment.validate().map_err(|e| {
+        use ferrolite_types::TypesError;
+        let field = match &e {
+            TypesError::Empty { field }
+            | TypesError::InvalidNumber { field, .. }
+            | TypesError::OutOfRange { field, .. } => *field,
+            TypesError::UnknownProvider { .. } => "model",
+            _ => "model",
+        };
+        let path = if field == "model_name" {
+            format!("model_list[{i}].model_name")
+        } else if field == "id" {
+            format!("model_list[{i}].model_info.id")
+        } else {
+            at(field)
+        };
+        ConfigError::at(path, e.to_string())
+    })?;
+    if deployment.max_budget.is_some() || deployment.budget_duration.is_some() {
+        if deployment.max_budget.is_none() {
+            return Err(ConfigError::at(
+                at("max_budget"),
+                "required with budget_duration: the deployment's budget in USD",
+            ));
+        }
+        check_duration(
+            &at("budget_duration"),
+            deployment.budget_duration.as_deref(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The mock behaviour `litellm_params` asks for (`mock_response`, `mock_timeout`, ferrolite's
+/// `mock_*`), if any.
+fn mock_of(p: RawParams, at: &dyn Fn(&str) -> String) -> Result<Option<MockSpec>, ConfigError> {
+    let mocked = p.mock_response.is_some()
+        || p.mock_timeout == Some(true)
+        || p.mock_latency_ms.is_some()
+        || p.mock_ttft_ms.is_some()
+        || !p.mock_error_rates.is_empty()
+        || p.mock_rpm.is_some()
+        || p.mock_tpm.is_some()
+        || p.mock_output_tokens.is_some();
+    if !mocked {
+        return Ok(None);
+    }
+    let millis = |field: &str, value: Option<f64>| -> Result<Option<Duration>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1e3))),
+            Some(ms) => Err(ConfigError::at(
+                at(field),
+                format!("expected a non-negative number of milliseconds, got {ms}"),
+            )),
+        }
+    };
+    let mut error_rates = Vec::new();
+    for (name, rate) in p.mock_error_rates {
+        let class = litellm_error_class(&name).ok_or_else(|| {
+            ConfigError::at(
+                at(&format!("mock_error_rates.{name}")),
+                "not an error class: one of RateLimitError, Timeout, InternalServerError, \
+                 ServiceUnavailableError, APIConnectionError, AuthenticationError, \
+                 NotFoundError, BadRequestError, ContextWindowExceededError, \
+                 ContentPolicyViolationError",
+            )
+        })?;
+        error_rates.push((class, rate.0));
+    }
+    Ok(Some(MockSpec {
+        response: match p.mock_response {
+            None => MockSpec::default().response,
+            Some(MockResponseDe::Text(text)) => parse_mock_response(&text),
+            Some(MockResponseDe::Vector(vector)) => MockResponse::Embedding(vector),
+        },
+        timeout: p.mock_timeout.unwrap_or(false),
+        latency: millis("mock_latency_ms", p.mock_latency_ms)?.unwrap_or_default(),
+        jitter: p.mock_jitter.map_or(0.0, |s| s.0),
+        time_to_first_token: millis("mock_ttft_ms", p.mock_ttft_ms)?,
+        error_rates,
+        rpm: p.mock_rpm,
+        tpm: p.mock_tpm,
+        output_tokens: p.mock_output_tokens,
+    }))
+}

@@ -1,0 +1,228 @@
+//! The OpenAI-compatible gateway (feature `gateway`): `ferrolite serve`'s HTTP server over a
+//! [`Router`]. Any OpenAI SDK pointed at it gets routing, retries, fallbacks and limits:
+//!
+//! - `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (and the same paths
+//!   without `/v1`, as LiteLLM's proxy accepts): the body's `model` is the model group; the
+//!   answer is the deployment's body with `model` set back to what the client asked for, and
+//!   LiteLLM's `x-litellm-*` headers. `"stream": true` answers with server-sent events, passed
+//!   through chunk by chunk as they arrive and ended by `data: [DONE]`; a client that goes away
+//!   cancels the upstream call and gives back everything the call held.
+//!   The chat endpoint needs a `messages` list, completions a `prompt`, embeddings an `input`:
+//!   without it the answer is a 400 naming the field, before any routing.
+//! - Request tags are read where LiteLLM's proxy reads them (the body's `tags`,
+//!   `metadata.tags`, `litellm_metadata.tags`, the `x-litellm-tags` header, the API key's
+//!   `tags`) and given to the router (tag routing, tag budgets); the caller's API key, hashed,
+//!   is the router's affinity key (`deployment_affinity`).
+//! - A stream carries usage only when the client asked for it with
+//!   `stream_options.include_usage`, as OpenAI sends it: `"usage": null` on every chunk and a
+//!   last chunk with empty `choices` and the usage.
+//! - `GET /v1/models` (the model groups and the `model_group_alias` names not `hidden`),
+//!   `GET /v1/models/{id}`, `GET /health` (each deployment's health check, LiteLLM's shape),
+//!   `GET /health/liveliness`, `GET /health/readiness`.
+//! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
+//!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
+//!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
+//!   has capacity, 503 with `Retry-After` for every caller while a fail-closed gateway's Redis
+//!   is down, the mapped status of an upstream failure (`errors`' one table).
+//!
+//! One call passes these steps, in order (`handle`), one module each:
+//!
+//! 1. `auth`: who calls (the master key, an API key, anyone) — 401 otherwise;
+//! 2. `body`: the body read and checked (size, JSON, `model`, the endpoint's input), made the
+//!    router's request (tags, `Cache-Control`, request id);
+//! 3. `keys`: an API key's model groups (403) and rpm/tpm limits (429), its budget tag;
+//! 4. `route`: the router calls or streams the request; the key's tpm is settled;
+//! 5. `answer` / `sse`: the answer with LiteLLM's headers, or server-sent events.
+//!
+//! Around it, `completions` gives the call its id and span and counts it; `models` and
+//! `health` serve the read-only endpoints; `errors` turns every failure into OpenAI's
+//! shape.
+
+mod answer;
+mod auth;
+mod body;
+mod errors;
+mod health;
+mod keys;
+mod models;
+mod route;
+mod sse;
+mod state;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferrolite_router::Router;
+
+use body::Endpoint;
+use errors::GatewayError;
+pub use errors::status_of;
+use state::Gateway;
+pub use state::{GatewaySettings, PrometheusHandle, install_metrics};
+
+/// One call, step by step (each step's module says what it checks and answers).
+async fn handle(
+    gateway: Arc<Gateway>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+    id: &str,
+) -> Result<Response, GatewayError> {
+    // 1. auth: who calls.
+    let caller = gateway.caller(&headers)?;
+    // 2. body: read, checked, made the router's request.
+    let limit = gateway.settings.load().max_body_bytes;
+    let parsed = body::read(body, limit, endpoint).await?;
+    let mut request = body::request(parsed.body, &parsed.model, &headers, caller.key(), id);
+    let router = gateway.router.load_full();
+    if router.settings().deployment_affinity {
+        request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
+    }
+    // 3. keys: an API key's groups, limits and budget.
+    let admitted = keys::admit(&router, &caller, &mut request).await?;
+    // 4 and 5. route, and answer (JSON or server-sent events).
+    route::route(
+        &router,
+        request,
+        parsed.model,
+        parsed.include_usage,
+        admitted,
+    )
+    .await
+}
+
+/// Chat completions, completions and embeddings: one handler, the body says which. Each call
+/// runs in a `request` span carrying its id, which the answer echoes in `x-request-id` and the
+/// HTTP backend sends to the upstream.
+async fn completions(
+    State(gateway): State<Arc<Gateway>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use tracing::Instrument;
+    let id = gateway.request_id(&headers);
+    let span = tracing::info_span!("request", id = %id);
+    let started = std::time::Instant::now();
+    let endpoint = Endpoint::of(uri.path());
+    let mut response = handle(gateway, endpoint, headers, body, &id)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    metrics::counter!(
+        "ferrolite_gateway_requests_total",
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("ferrolite_gateway_request_seconds")
+        .record(started.elapsed().as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        // LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
+        response
+            .headers_mut()
+            .insert("x-litellm-call-id", value.clone());
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
+/// router they started with; new calls take the new one.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    gateway: Arc<Gateway>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle").finish_non_exhaustive()
+    }
+}
+
+impl GatewayHandle {
+    /// Serves `router` from now on.
+    pub fn reload(&self, router: Router) {
+        self.gateway.router.store(Arc::new(router));
+    }
+
+    /// Serves `router` with `settings` (master key, API keys, body limit, metrics) from now on.
+    pub fn reload_with(&self, router: Router, settings: GatewaySettings) {
+        self.gateway.settings.store(Arc::new(settings));
+        self.gateway.router.store(Arc::new(router));
+    }
+
+    /// The router served now.
+    pub fn router(&self) -> Arc<Router> {
+        self.gateway.router.load_full()
+    }
+}
+
+/// The gateway's routes over `router`.
+pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
+    app_with_handle(router, settings).0
+}
+
+/// The gateway's routes over `router`, and the handle that swaps the router (hot reload).
+pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Router, GatewayHandle) {
+    let state = Arc::new(Gateway {
+        router: arc_swap::ArcSwap::from_pointee(router),
+        settings: arc_swap::ArcSwap::from_pointee(settings),
+        id_prefix: format!("ferrolite-{}", std::process::id()),
+        requests: std::sync::atomic::AtomicU64::new(0),
+    });
+    let handle = GatewayHandle {
+        gateway: Arc::clone(&state),
+    };
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/chat/completions", post(completions))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        .route("/v1/embeddings", post(completions))
+        .route("/embeddings", post(completions))
+        .route("/v1/models", get(models::models))
+        .route("/models", get(models::models))
+        .route("/v1/models/{*id}", get(models::model))
+        .route("/models/{*id}", get(models::model))
+        .route("/health", get(health::health))
+        .route("/health/liveliness", get(health::liveliness))
+        .route("/health/readiness", get(health::readiness))
+        .route("/metrics", get(health::metrics_text))
+        .route("/provider/budgets", get(health::provider_budgets))
+        .with_state(state);
+    (app, handle)
+}
+
+/// Serves `app` on `listener` with the default [`ServerSettings`] until `shutdown` completes,
+/// then lets the calls in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, app, ServerSettings::default(), shutdown).await
+}
+
+/// Serves `app` on `listener` with `settings` (timeouts, connection cap, header limit: see
+/// [`crate::server`]) until `shutdown` completes, then lets the calls in flight finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    settings: ServerSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::server::serve(listener, app, settings, shutdown).await
+}
+
+pub use crate::server::ServerSettings;

@@ -1,0 +1,59 @@
+//! The gateway's shared state: its settings, and the router and settings every request
+//! handler reads.
+
+use ferrolite_router::Router;
+use ferrolite_types::Secret;
+
+/// How the gateway serves.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `general_settings.master_key`: when set, every API call needs `Authorization: Bearer
+    /// <master_key>`.
+    pub master_key: Option<Secret>,
+    /// Bodies larger than this are refused with 413 (default 8 MiB).
+    pub max_body_bytes: usize,
+    /// API keys besides the master key (`ferrolite_settings.api_keys`), each with its groups,
+    /// limits and budget.
+    pub api_keys: Vec<crate::config::ApiKey>,
+    /// The Prometheus recorder `/metrics` renders ([`install_metrics`]); without one `/metrics`
+    /// answers 503.
+    pub metrics: Option<PrometheusHandle>,
+    /// Names `/v1/models` does not list: the `model_group_alias` entries marked `hidden`.
+    pub hidden_models: Vec<String>,
+}
+
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Installs the process-wide Prometheus recorder the router's and the cache's metrics
+/// (`ferrolite_router_*`, `ferrolite_cache_*`) go to; its handle renders `/metrics`. Once per
+/// process: a second call fails.
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            master_key: None,
+            max_body_bytes: 8 << 20,
+            api_keys: Vec::new(),
+            metrics: None,
+            hidden_models: Vec::new(),
+        }
+    }
+}
+
+/// What every request handler shares: the router and settings served now (swapped by a
+/// reload), and the request-id counter.
+pub(super) struct Gateway {
+    /// The router served now.
+    pub(super) router: arc_swap::ArcSwap<Router>,
+    /// The settings served now.
+    pub(super) settings: arc_swap::ArcSwap<GatewaySettings>,
+    /// Request ids: this gateway's prefix and a counter.
+    pub(super) id_prefix: String,
+    /// Request ids given so far.
+    pub(super) requests: std::sync::atomic::AtomicU64,
+}
