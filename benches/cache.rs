@@ -40,7 +40,10 @@ fn local_counter(c: &mut Criterion) {
     let cache = rt
         .block_on(DualCache::connect(CacheConfig::default()))
         .expect("in-memory cache");
-    let counter = cache.counter("bench:local", OPTIONS).expect("counter");
+    let counter = cache
+        .counters()
+        .counter("bench:local", OPTIONS)
+        .expect("counter");
     let mut group = c.benchmark_group("local_counter");
     group.bench_function("increment", |b| {
         b.iter(|| black_box(counter.increment(black_box(1))))
@@ -71,7 +74,10 @@ fn watched_read(c: &mut Criterion) {
     let cache = rt
         .block_on(DualCache::connect(CacheConfig::default()))
         .expect("in-memory cache");
-    let cooldown = cache.deadline("{bench}:cooldown").expect("deadline");
+    let cooldown = cache
+        .deadlines()
+        .deadline("{bench}:cooldown")
+        .expect("deadline");
     let now = cache.clock().now_ms();
     rt.block_on(cooldown.extend_to(now + 60_000))
         .expect("extend");
@@ -92,9 +98,16 @@ fn dual_cache_batched(c: &mut Criterion) {
     let mut group = c.benchmark_group("dual_cache");
     // By string key: registry lookup + atomic add; the sync task pushes in the background.
     group.bench_function("increment_batched_by_key", |b| {
-        b.iter(|| black_box(cache.increment(black_box("bench:batched"), 1, OPTIONS)))
+        b.iter(|| {
+            black_box(
+                cache
+                    .counters()
+                    .increment(black_box("bench:batched"), 1, OPTIONS),
+            )
+        })
     });
     let handle = cache
+        .counters()
         .counter("bench:batched-handle", OPTIONS)
         .expect("counter");
     group.bench_function("increment_batched_handle", |b| {
@@ -154,9 +167,11 @@ fn strict_admission(c: &mut Criterion) {
             value
         })
     });
-    group.bench_function("one_limit", |b| b.to_async(&rt).iter(|| cache.admit(&one)));
+    group.bench_function("one_limit", |b| {
+        b.to_async(&rt).iter(|| cache.admission().admit(&one))
+    });
     group.bench_function("rpm_and_tpm", |b| {
-        b.to_async(&rt).iter(|| cache.admit(&two))
+        b.to_async(&rt).iter(|| cache.admission().admit(&two))
     });
     group.finish();
 }

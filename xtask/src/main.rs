@@ -18,10 +18,14 @@
 //! their own `redis-server` processes (a three-master cluster joined with `redis-cli`), so both
 //! binaries must be installed; `ci` stops with the install command when one is missing.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+// The loopback helpers ferrolite's test support uses too; included by path so that xtask keeps
+// no dependency on the workspace's crates (it builds before them in `cargo xtask ci`).
+#[path = "../../crates/cache-core/src/testing/loopback.rs"]
+mod loopback;
+use loopback::{free_port, ping};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -232,7 +236,7 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> Result<Self, String> {
-        let port = free_port()?;
+        let port = free_port().map_err(|e| format!("no free loopback port: {e}"))?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -276,27 +280,4 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| format!("no free loopback port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|addr| addr.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
-}
-
-fn ping(port: u16) -> bool {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }

@@ -375,7 +375,9 @@ impl BudgetLedger {
         let now = self.cache.clock().now_ms();
         let current = state.current(now);
         let provisional = match current {
-            Some(window) if !(window.provisional && self.cache.redis_up()) => return Ok(window),
+            Some(window) if !(window.provisional && self.cache.shared().is_up()) => {
+                return Ok(window);
+            }
             Some(window) => Some(window),
             None => None,
         };
@@ -394,6 +396,7 @@ impl BudgetLedger {
                 );
                 let agreed = self
                     .cache
+                    .kv()
                     .set_if_absent(&state.anchor_key, &proposed.to_string(), ttl)
                     .await?;
                 agreed.parse::<u64>().map_err(|_| {
@@ -407,7 +410,7 @@ impl BudgetLedger {
         };
         let end = state.duration.end_of_window(start);
         let ttl = Duration::from_millis(end.saturating_sub(now).saturating_add(GRACE_MS));
-        let spend = self.cache.float_counter(
+        let spend = self.cache.counters().float_counter(
             &format!("{}:{start}", state.spend_base),
             CounterOptions::fixed_ttl(ttl),
         )?;
@@ -415,7 +418,7 @@ impl BudgetLedger {
             start_ms: start,
             end_ms: end,
             spend,
-            provisional: self.cache.has_redis() && !self.cache.redis_up(),
+            provisional: self.cache.shared().is_configured() && !self.cache.shared().is_up(),
         };
         if let Some(old) = provisional {
             if old.start_ms != window.start_ms {
@@ -459,7 +462,7 @@ impl BudgetLedger {
         let now = self.cache.clock().now_ms();
         for (index, state) in self.scopes.iter().enumerate() {
             let spend = match state.current_spend(now) {
-                Some((spend, provisional)) if !provisional || !self.cache.redis_up() => spend,
+                Some((spend, provisional)) if !provisional || !self.cache.shared().is_up() => spend,
                 _ => self.window(index).await?.spend.value(),
             };
             if spend >= state.limit {
@@ -609,7 +612,7 @@ impl BudgetLedger {
                 learn: None,
             });
         }
-        let remote = if self.cache.redis_up() || !self.cache.is_fail_open() {
+        let remote = if self.cache.shared().is_up() || !self.cache.shared().is_fail_open() {
             self.reserve_in_redis(&entries, amount).await
         } else {
             Ok(None)
@@ -618,7 +621,7 @@ impl BudgetLedger {
             Ok(Some(admitted)) => admitted,
             Ok(None) => self.reserve_locally(&entries, amount)?,
             Err(BudgetError::Cache(CacheError::Unavailable { .. }))
-                if self.cache.is_fail_open() =>
+                if self.cache.shared().is_fail_open() =>
             {
                 self.reserve_locally(&entries, amount)?
             }
@@ -654,6 +657,7 @@ impl BudgetLedger {
         }
         let Some(reply) = self
             .cache
+            .shared()
             .eval(&self.reserve_script, &key_refs, args)
             .await?
         else {
@@ -798,7 +802,7 @@ impl BudgetLedger {
         for index in 0..self.scopes.len() {
             windows.push(self.window(index).await?);
         }
-        if self.cache.redis_up() {
+        if self.cache.shared().is_up() {
             self.cache.sync_now().await?;
         }
         let mut out = Vec::with_capacity(self.scopes.len());

@@ -195,6 +195,7 @@ async fn a_spend_key_holding_garbage_is_an_error_naming_the_key() {
     let start = ledger.status().await.unwrap()[0].window_start_ms.unwrap();
     let key = format!("{{budgets}}provider_spend:openai:1d:{start}");
     cache
+        .kv()
         .set(&key, "not a number", Duration::from_secs(60))
         .await
         .unwrap();

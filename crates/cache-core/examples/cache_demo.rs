@@ -23,8 +23,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = DualCache::connect(config).await?;
     println!(
         "cache instance {} ({})",
-        cache.instance_id(),
-        if cache.has_redis() {
+        cache.shared().instance_id(),
+        if cache.shared().is_configured() {
             "shared through Redis"
         } else {
             "in memory"
@@ -32,7 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // A usage counter: increments are local and instant; the sync task pushes them.
-    let tokens = cache.counter("demo:d1:tpm", CounterOptions::ttl(Duration::from_secs(60)))?;
+    let tokens = cache
+        .counters()
+        .counter("demo:d1:tpm", CounterOptions::ttl(Duration::from_secs(60)))?;
     for prompt_tokens in [120, 80, 300] {
         tokens.increment(prompt_tokens)?;
     }
@@ -40,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A watched deadline, such as a cooldown: every request reads it from memory; setting it
     // again only ever extends it, and other instances see it within one sync interval.
-    let cooldown = cache.deadline("demo:{d1}:cooldown")?;
+    let cooldown = cache.deadlines().deadline("demo:{d1}:cooldown")?;
     let now = cache.clock().now_ms();
     cooldown.extend_to(now + 5_000).await?;
     cooldown.extend_to(now + 1_000).await?; // shorter: ignored
@@ -52,13 +54,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A plain value with a TTL.
     cache
+        .kv()
         .set(
             "demo:d1:last_error",
             r#"{"status":429}"#,
             Duration::from_secs(5),
         )
         .await?;
-    println!("last error: {:?}", cache.get("demo:d1:last_error").await?);
+    println!(
+        "last error: {:?}",
+        cache.kv().get("demo:d1:last_error").await?
+    );
 
     // Strict admission: rpm = 3 over a sliding minute; five requests, exactly three admitted.
     let rpm = LimitCheck {
@@ -68,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         window: Window::MINUTE_SLIDING,
     };
     for request in 1..=5 {
-        let admission = cache.admit(std::slice::from_ref(&rpm)).await?;
+        let admission = cache.admission().admit(std::slice::from_ref(&rpm)).await?;
         println!(
             "request {request}: {} (count in window {:.0}, decided {:?})",
             if admission.admitted {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::CacheError;
+use crate::error::CacheError;
 
 /// What the cache does while Redis is unreachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::CacheError;
+use crate::error::CacheError;
 
 /// When a counter's TTL starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,14 +92,6 @@ impl Num {
         }
     }
 
-    /// The delta as a Redis argument (shortest text that reads back as the same number).
-    pub(crate) fn to_arg(self) -> String {
-        match self {
-            Num::Int(v) => v.to_string(),
-            Num::Float(v) => v.to_string(),
-        }
-    }
-
     #[inline]
     pub(crate) fn as_f64(self) -> f64 {
         match self {
@@ -122,6 +114,71 @@ impl Kind {
             Kind::Int => "integer",
             Kind::Float => "float",
         }
+    }
+}
+
+/// A number a counter holds: `i64` ([`IntCounter`](crate::IntCounter)) or `f64`
+/// ([`FloatCounter`](crate::FloatCounter)).
+pub trait CounterValue: Copy + Send + Sync + std::fmt::Debug + private::Sealed + 'static {}
+
+impl CounterValue for i64 {}
+impl CounterValue for f64 {}
+
+#[allow(private_interfaces)]
+pub(crate) mod private {
+    use super::{Kind, Num};
+    use crate::error::CacheError;
+
+    /// What the cache needs of a counter's number; sealed, so only `i64` and `f64` qualify.
+    pub trait Sealed {
+        const KIND: Kind;
+        fn to_num(self) -> Num;
+        fn from_num(n: Num) -> Self;
+        fn check(self, key: &str) -> Result<(), CacheError>;
+    }
+
+    impl Sealed for i64 {
+        const KIND: Kind = Kind::Int;
+        fn to_num(self) -> Num {
+            Num::Int(self)
+        }
+        #[inline]
+        fn from_num(n: Num) -> Self {
+            match n {
+                Num::Int(v) => v,
+                Num::Float(v) => v as i64,
+            }
+        }
+        fn check(self, _key: &str) -> Result<(), CacheError> {
+            Ok(())
+        }
+    }
+
+    impl Sealed for f64 {
+        const KIND: Kind = Kind::Float;
+        fn to_num(self) -> Num {
+            Num::Float(self)
+        }
+        #[inline]
+        fn from_num(n: Num) -> Self {
+            n.as_f64()
+        }
+        fn check(self, key: &str) -> Result<(), CacheError> {
+            super::check_finite(key, self)
+        }
+    }
+}
+
+/// An error unless `delta` is a finite number.
+pub(crate) fn check_finite(key: &str, delta: f64) -> Result<(), CacheError> {
+    if delta.is_finite() {
+        Ok(())
+    } else {
+        Err(CacheError::InvalidArgument {
+            field: "delta",
+            value: format!("{delta} (key `{key}`)"),
+            reason: "must be a finite number",
+        })
     }
 }
 

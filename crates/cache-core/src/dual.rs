@@ -1,57 +1,27 @@
-//! `DualCache`: the local tier (moka values, atomic counters) in front of the Redis tier.
+//! The core of [`DualCache`]: the registries of counters and watched deadlines, the local tier
+//! of values, the shared tier's store and its outage state, and the sync task. The facets
+//! (`kv.rs`, `counters.rs`, `deadlines.rs`, `leases.rs`, `admission.rs`, `shared.rs`) build on
+//! this module through `Inner`'s methods; its fields are private here, and nothing here names
+//! a facet.
 
 use std::collections::{HashMap, VecDeque};
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::CacheError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, FailureMode};
-use crate::counter::{CounterCell, CounterOptions, Kind};
+use crate::counter::{CounterCell, CounterOptions, CounterValue, Kind};
+use crate::error::CacheError;
 use crate::pipeline::{SyncReport, SyncState};
-use crate::redis::RedisStore;
-use crate::strict::PendingCancel;
-use crate::watched::{Deadline, WatchedCell};
-
-/// A value in the local tier, with the clock time at which it stops being served.
-#[derive(Debug, Clone)]
-struct LocalValue {
-    /// `None`: Redis had nothing (negative caching for `remote_read_ttl`).
-    value: Option<Arc<str>>,
-    ttl: Duration,
-    expires_at_ms: u64,
-}
-
-/// moka evicts entries after their own TTL; reads also check `expires_at_ms` against the
-/// cache's [`Clock`], so TTLs follow tokio's paused time in tests.
-struct ValueExpiry;
-
-impl moka::Expiry<String, LocalValue> for ValueExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &LocalValue,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &LocalValue,
-        _now: std::time::Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
+use crate::remote::{NoRemote, PendingCancel, RemoteStore};
+use crate::script::Health;
+use crate::values::LocalValues;
+use crate::watched::WatchedCell;
 
 /// Numbers describing the cache's state, for tests, metrics and operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,25 +43,41 @@ pub struct CacheStats {
     pub watched_keys: usize,
 }
 
+/// Work a user of the cache runs at the start of every sync, before the queued deltas are
+/// pushed, so what it queues reaches Redis in that same flush: auto admission gives back the
+/// unused part of its claims there. Registered with [`DualCache::add_sync_hook`] through a
+/// `Weak`, so a hook ends when its owner is dropped.
+pub trait SyncHook: Send + Sync {
+    /// Runs at the start of a sync at `now_ms` (the cache's window clock); `stopping` at the
+    /// clean stop ([`DualCache::shutdown`]), before the last flush: give everything back then.
+    /// Must not block: it runs on the sync task.
+    fn before_sync(&self, now_ms: u64, stopping: bool);
+}
+
 pub(crate) struct Inner {
-    pub(crate) config: CacheConfig,
-    pub(crate) clock: Arc<dyn Clock>,
-    local: moka::future::Cache<String, LocalValue>,
-    pub(crate) counters: RwLock<HashMap<Arc<str>, Arc<CounterCell>>>,
-    pub(crate) watched: RwLock<HashMap<Arc<str>, Arc<WatchedCell>>>,
-    pub(crate) redis: Option<RedisStore>,
+    config: CacheConfig,
+    clock: Arc<dyn Clock>,
+    values: LocalValues,
+    counters: RwLock<HashMap<Arc<str>, Arc<CounterCell>>>,
+    watched: RwLock<HashMap<Arc<str>, Arc<WatchedCell>>>,
+    /// The shared tier ([`NoRemote`] when none is configured).
+    store: Box<dyn RemoteStore>,
+    /// Whether a shared tier is configured (read on the hot path: no call through the store).
+    remote: bool,
+    /// The shared tier's outage state, shared with the store.
+    health: Arc<Health>,
     /// The exactly-once flush protocol's state (instance id, sequence, one sync at a time).
-    pub(crate) sync: SyncState,
+    sync: SyncState,
     /// Serialises local strict admissions (a multi-counter check-and-increment).
-    pub(crate) admit_lock: Mutex<()>,
-    /// Strict admissions whose reply was lost, to withdraw in Redis.
-    pub(crate) cancels: Mutex<VecDeque<PendingCancel>>,
-    /// Lease slots taken in this process (no Redis, or Redis down and fail-open).
-    pub(crate) local_slots: crate::lease::LocalSlots,
-    /// Leases given back, to remove from Redis with the next sync.
-    pub(crate) releases: Mutex<Vec<(String, String)>>,
+    admit_lock: Mutex<()>,
+    /// Strict admissions whose reply was lost, to withdraw in the shared tier.
+    cancels: Mutex<VecDeque<PendingCancel>>,
+    /// Lease slots taken in this process (no shared tier, or it is down and fail-open).
+    local_slots: LocalSlots,
+    /// Leases given back, to remove from the shared tier with the next sync.
+    releases: Mutex<Vec<(String, String)>>,
     /// The outage count when a local strict admission was last logged.
-    pub(crate) local_admission_logged: AtomicU64,
+    local_admission_logged: AtomicU64,
     /// The newest clock time windows were evaluated at (see `DualCache::window_now_ms`).
     window_clock: AtomicU64,
     overflows: AtomicU64,
@@ -110,49 +96,176 @@ pub(crate) struct Inner {
     synced: Notify,
 }
 
-/// Work a user of the cache runs at the start of every sync, before the queued deltas are
-/// pushed, so what it queues reaches Redis in that same flush: auto admission gives back the
-/// unused part of its claims there. Registered with [`DualCache::add_sync_hook`] through a
-/// `Weak`, so a hook ends when its owner is dropped.
-pub trait SyncHook: Send + Sync {
-    /// Runs at the start of a sync at `now_ms` (the cache's window clock); `stopping` at the
-    /// clean stop ([`DualCache::shutdown`]), before the last flush: give everything back then.
-    /// Must not block: it runs on the sync task.
-    fn before_sync(&self, now_ms: u64, stopping: bool);
-}
+/// Slots taken in this process, by key (the local tier of leases).
+#[derive(Debug, Default)]
+struct LocalSlots(Mutex<HashMap<String, u64>>);
 
-impl Inner {
-    /// Whether operations must be refused: fail-closed mode while Redis is down.
-    pub(crate) fn refuse(&self, operation: &'static str) -> Result<(), CacheError> {
-        match &self.redis {
-            Some(redis)
-                if self.config.failure_mode == FailureMode::FailClosed
-                    && redis.health.is_down() =>
-            {
-                Err(CacheError::Unavailable {
-                    operation,
-                    reason: "Redis is down and the cache is fail-closed".into(),
-                })
+impl LocalSlots {
+    fn take(&self, key: &str, limit: u64) -> bool {
+        let mut slots = self.0.lock();
+        // Look up first: no key is allocated for a slot that is counted already.
+        let taken = match slots.get_mut(key) {
+            Some(taken) => taken,
+            None => slots.entry(key.to_string()).or_insert(0),
+        };
+        if *taken >= limit {
+            return false;
+        }
+        *taken += 1;
+        true
+    }
+
+    fn give_back(&self, key: &str) {
+        let mut slots = self.0.lock();
+        if let Some(taken) = slots.get_mut(key) {
+            *taken = taken.saturating_sub(1);
+            if *taken == 0 {
+                slots.remove(key);
             }
-            _ => Ok(()),
         }
     }
 
-    #[inline]
-    pub(crate) fn is_remote(&self) -> bool {
-        self.redis.is_some()
+    fn taken(&self, key: &str) -> u64 {
+        self.0.lock().get(key).copied().unwrap_or(0)
+    }
+}
+
+/// What the facets ask of the core.
+impl Inner {
+    /// The cache's configuration.
+    pub(crate) fn config(&self) -> &CacheConfig {
+        &self.config
     }
 
+    /// The cache's clock.
+    #[inline]
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The local tier of values.
+    pub(crate) fn values(&self) -> &LocalValues {
+        &self.values
+    }
+
+    /// Whether a shared tier is configured.
+    #[inline]
+    pub(crate) fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The shared tier's store, if one is configured.
+    pub(crate) fn remote(&self) -> Option<&dyn RemoteStore> {
+        self.remote.then_some(&*self.store)
+    }
+
+    /// Whether the shared tier is known to be down (never without one).
+    #[inline]
+    pub(crate) fn remote_down(&self) -> bool {
+        self.remote && self.health.is_down()
+    }
+
+    /// Whether the cache serves its local view while the shared tier is down.
     pub(crate) fn fail_open(&self) -> bool {
         self.config.failure_mode == FailureMode::FailOpen
     }
 
+    /// Whether operations must be refused: fail-closed mode while the shared tier is down.
+    #[inline]
+    pub(crate) fn refuse(&self, operation: &'static str) -> Result<(), CacheError> {
+        // The failure mode first: a fail-open cache (the default) never reads the outage state.
+        if self.config.failure_mode == FailureMode::FailClosed && self.remote_down() {
+            return Err(CacheError::Unavailable {
+                operation,
+                reason: "Redis is down and the cache is fail-closed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// This instance's id in the flush protocol.
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.sync.instance
+    }
+
+    /// A token for an admission or a lease, unique across instances.
+    pub(crate) fn next_token(&self) -> String {
+        self.sync.next_token()
+    }
+
+    /// The window clock's time (see [`DualCache::window_now_ms`]).
+    pub(crate) fn window_now_ms(&self) -> u64 {
+        let now = self.clock.now_ms();
+        self.window_clock.fetch_max(now, Ordering::AcqRel).max(now)
+    }
+
+    /// Holds off every other local strict admission until the guard drops.
+    pub(crate) fn lock_admissions(&self) -> MutexGuard<'_, ()> {
+        self.admit_lock.lock()
+    }
+
+    /// The cell of a tracked counter, if `key` is tracked.
+    pub(crate) fn counter_cell(&self, key: &str) -> Option<Arc<CounterCell>> {
+        self.counters.read().get(key).cloned()
+    }
+
+    /// Takes one of `limit` slots of `key` in this process.
+    pub(crate) fn take_local_slot(&self, key: &str, limit: u64) -> bool {
+        self.local_slots.take(key, limit)
+    }
+
+    /// Gives a slot of `key` taken in this process back.
+    pub(crate) fn give_back_local_slot(&self, key: &str) {
+        self.local_slots.give_back(key);
+    }
+
+    /// Slots of `key` taken in this process.
+    pub(crate) fn local_slots_taken(&self, key: &str) -> u64 {
+        self.local_slots.taken(key)
+    }
+
+    /// Queues a lease's release for the next sync (bounded: past the bound the lease is left to
+    /// expire by its TTL).
+    pub(crate) fn queue_release(&self, key: String, token: String) {
+        let mut releases = self.releases.lock();
+        if releases.len() < self.config.max_tracked_keys {
+            releases.push((key, token));
+        }
+    }
+
+    /// Queues the withdrawal of an admission (bounded: the oldest is dropped, and logged).
+    pub(crate) fn queue_cancel(&self, cancel: PendingCancel) {
+        let mut queue = self.cancels.lock();
+        if queue.len() >= self.config.max_tracked_keys {
+            queue.pop_front();
+            metrics::counter!("ferrolite_cache_admission_cancels_dropped_total").increment(1);
+            tracing::warn!(
+                "too many admissions awaiting withdrawal; the oldest is dropped and may stay counted"
+            );
+        }
+        queue.push_back(cancel);
+    }
+
+    /// Counts an admission decided locally while a shared tier is configured, and logs the
+    /// first of each outage.
+    pub(crate) fn note_local_admission(&self) {
+        metrics::counter!("ferrolite_cache_local_admissions_total").increment(1);
+        let outages = if self.remote {
+            self.health.outages()
+        } else {
+            0
+        };
+        if self.local_admission_logged.swap(outages, Ordering::AcqRel) != outages {
+            tracing::warn!(
+                "strict admission decided on this instance's local view while Redis is unreachable: \
+                 each instance now admits up to the full limit (N instances, N x the limit) until Redis is back"
+            );
+        }
+    }
+
     /// Drops counters that expired, owe Redis nothing and have no handle outside the registry,
     /// and watched deadlines that passed with no handle left; returns how many.
-    pub(crate) fn prune_counters(
-        &self,
-        counters: &mut HashMap<Arc<str>, Arc<CounterCell>>,
-    ) -> usize {
+    fn prune_counters(&self, counters: &mut HashMap<Arc<str>, Arc<CounterCell>>) -> usize {
         let (now, remote) = (self.clock.now_ms(), self.is_remote());
         let before = counters.len();
         counters.retain(|_, cell| {
@@ -220,7 +333,8 @@ impl Inner {
         }
     }
 
-    fn cell(
+    /// The cell of counter `key`, tracked from now on (refused when the registries are full).
+    pub(crate) fn cell(
         &self,
         key: &str,
         kind: Kind,
@@ -258,7 +372,9 @@ impl Inner {
         Ok(cell)
     }
 
-    fn watched_cell(&self, key: &str) -> Result<Arc<WatchedCell>, CacheError> {
+    /// The cell of watched deadline `key`, tracked from now on (refused when the registries are
+    /// full).
+    pub(crate) fn watched_cell(&self, key: &str) -> Result<Arc<WatchedCell>, CacheError> {
         if key.is_empty() {
             return Err(CacheError::InvalidArgument {
                 field: "key",
@@ -293,12 +409,6 @@ impl Inner {
         self.sync_once_with(false).await
     }
 
-    /// The window clock's time (see [`DualCache::window_now_ms`]).
-    fn window_now_ms(&self) -> u64 {
-        let now = self.clock.now_ms();
-        self.window_clock.fetch_max(now, Ordering::AcqRel).max(now)
-    }
-
     /// Runs the live sync hooks (outside the registry's lock) and forgets the dead ones.
     fn run_hooks(&self, stopping: bool) {
         let live: Vec<Arc<dyn SyncHook>> = {
@@ -325,22 +435,22 @@ impl Inner {
         let _one_at_a_time = self.sync.one_at_a_time().await;
         self.run_hooks(stopping);
         let mut report = SyncReport::default();
-        if let Some(redis) = &self.redis {
+        if let Some(store) = self.remote() {
             let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();
             let watched: Vec<Arc<WatchedCell>> = self.watched.read().values().cloned().collect();
             if cells.is_empty() && watched.is_empty() {
                 // Nothing to sync: keep the health state fresh so an outage and the recovery are
                 // still seen.
-                redis.check_health().await;
+                store.check_health().await;
             } else {
                 let now = self.clock.now_ms();
-                crate::pipeline::flush(redis, &self.sync, &cells, &watched, now, &mut report).await;
+                crate::pipeline::flush(store, &self.sync, &cells, &watched, now, &mut report).await;
             }
-            if !redis.health.is_down() && !self.cancels.lock().is_empty() {
-                report.errors.extend(self.send_cancels(redis).await);
+            if !self.health.is_down() && !self.cancels.lock().is_empty() {
+                report.errors.extend(self.send_cancels(store).await);
             }
-            if !redis.health.is_down() {
-                self.send_releases(redis).await;
+            if !self.health.is_down() {
+                self.send_releases(store).await;
             }
             report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
         }
@@ -351,8 +461,8 @@ impl Inner {
 
     /// Queues `cell` for an immediate push, starting the task that pushes if none is running.
     /// Settlements arriving while a push is in flight go together in the next one.
-    fn push_soon(self: &Arc<Self>, cell: &Arc<CounterCell>) {
-        if self.redis.is_none() || self.shut_down.load(Ordering::Acquire) {
+    pub(crate) fn push_soon(self: &Arc<Self>, cell: &Arc<CounterCell>) {
+        if !self.remote || self.shut_down.load(Ordering::Acquire) {
             return;
         }
         let mut urgent = self.urgent.lock();
@@ -380,14 +490,14 @@ impl Inner {
                     }
                     std::mem::take(&mut urgent.0)
                 };
-                let Some(redis) = &inner.redis else { return };
-                if redis.health.is_down() {
+                let Some(store) = inner.remote() else { return };
+                if inner.health.is_down() {
                     continue; // the sync task pushes them once Redis is back
                 }
                 let _one_at_a_time = inner.sync.one_at_a_time().await;
                 let mut report = SyncReport::default();
                 let now = inner.clock.now_ms();
-                crate::pipeline::flush(redis, &inner.sync, &cells, &[], now, &mut report).await;
+                crate::pipeline::flush(store, &inner.sync, &cells, &[], now, &mut report).await;
                 inner.sync.note_errors(&report);
             }
         });
@@ -397,6 +507,55 @@ impl Inner {
     fn prune(&self) -> usize {
         self.prune_counters(&mut self.counters.write())
     }
+
+    /// Sends the queued withdrawals of lost admissions; those the store did not take stay
+    /// queued.
+    async fn send_cancels(&self, store: &dyn RemoteStore) -> Vec<CacheError> {
+        let pending: Vec<PendingCancel> = self.cancels.lock().drain(..).collect();
+        let mut errors = Vec::new();
+        let mut failed = Vec::new();
+        let mut down = false;
+        for cancel in pending {
+            if down {
+                failed.push(cancel);
+                continue;
+            }
+            match store.cancel(&cancel).await {
+                Ok(()) => {}
+                Err(e @ CacheError::Unavailable { .. }) => {
+                    down = true;
+                    errors.push(e);
+                    failed.push(cancel);
+                }
+                Err(e) => errors.push(e), // a Redis error will not go away by resending
+            }
+        }
+        if !failed.is_empty() {
+            let mut queue = self.cancels.lock();
+            for cancel in failed.into_iter().rev() {
+                queue.push_front(cancel);
+            }
+        }
+        errors
+    }
+
+    /// Sends the queued lease releases in one round trip; those the store did not take stay
+    /// queued.
+    async fn send_releases(&self, store: &dyn RemoteStore) {
+        let pending: Vec<(String, String)> = std::mem::take(&mut *self.releases.lock());
+        if pending.is_empty() {
+            return;
+        }
+        let taken = store.release_leases(&pending).await;
+        let failed: Vec<(String, String)> = pending
+            .into_iter()
+            .zip(taken)
+            .filter_map(|(release, ok)| (!ok).then_some(release))
+            .collect();
+        if !failed.is_empty() {
+            self.releases.lock().extend(failed);
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -405,10 +564,11 @@ impl Drop for Inner {
     /// time in a task on the current runtime — best effort: a runtime that shuts down cancels
     /// the task. Then the connection is closed (fred would otherwise keep it open).
     fn drop(&mut self) {
-        let Some(redis) = self.redis.take() else {
+        if !self.remote {
             return;
-        };
-        if redis.is_closed() {
+        }
+        let store = std::mem::replace(&mut self.store, Box::new(NoRemote));
+        if store.is_closed() {
             return; // shutdown() flushed and closed already: nothing to say
         }
         let cells: Vec<Arc<CounterCell>> = std::mem::take(self.counters.get_mut())
@@ -428,8 +588,8 @@ impl Drop for Inner {
         let now_ms = self.clock.now_ms();
         spawn_on(&runtime, async move {
             if cells.iter().any(|c| !c.is_settled()) {
-                let mut report = crate::SyncReport::default();
-                crate::pipeline::flush(&redis, &sync, &cells, &[], now_ms, &mut report).await;
+                let mut report = SyncReport::default();
+                crate::pipeline::flush(&*store, &sync, &cells, &[], now_ms, &mut report).await;
                 let unsettled = cells.iter().filter(|c| !c.is_settled()).count();
                 if unsettled > 0 {
                     tracing::warn!(
@@ -438,7 +598,7 @@ impl Drop for Inner {
                     );
                 }
             }
-            redis.quit().await;
+            store.quit().await;
         });
     }
 }
@@ -464,16 +624,68 @@ fn check_kind(cell: &CounterCell, kind: Kind) -> Result<(), CacheError> {
     }
 }
 
-/// The two-tier cache of ferrolite.
+/// The sync task: one sync per interval until stopped or until the cache is gone.
+async fn sync_loop(inner: Weak<Inner>, interval: Duration, stop: Arc<Notify>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.notified() => break,
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        let report = inner.sync_once().await;
+        if report.unsettled > 0 {
+            tracing::debug!(
+                unsettled = report.unsettled,
+                "cache sync incomplete; deltas kept for the next one"
+            );
+        }
+    }
+    tracing::debug!("cache sync task stopped");
+}
+
+/// The shared tier's store for `config`: Redis when one is configured (and this build has it),
+/// [`NoRemote`] otherwise. Outages are recorded in `health`.
+fn open_store(
+    config: &CacheConfig,
+    health: &Arc<Health>,
+) -> Result<Box<dyn RemoteStore>, CacheError> {
+    match &config.redis {
+        None => Ok(Box::new(NoRemote)),
+        #[cfg(feature = "redis")]
+        Some(redis) => Ok(Box::new(crate::redis::RedisStore::new(
+            redis,
+            Arc::clone(health),
+        )?)),
+        #[cfg(not(feature = "redis"))]
+        Some(redis) => {
+            let _ = health; // no store to share it with
+            Err(CacheError::InvalidConfig {
+                field: "redis",
+                value: crate::script::redact_url(&redis.url),
+                reason: "this build has no Redis support: enable ferrolite-cache's `redis` feature",
+            })
+        }
+    }
+}
+
+/// The two-tier cache of ferrolite: a narrow core with facets.
 ///
-/// - **Values** (`get` / `set` / `batch_get`): written to both tiers; read locally first, then
-///   from Redis on a miss, and a value read from Redis is trusted locally for
-///   `remote_read_ttl`.
-/// - **Counters** (`increment`, [`IntCounter`], [`FloatCounter`]): applied locally at once and
-///   pushed to Redis by the sync task every `sync_interval`, exactly once, in one pipelined round
-///   trip; the task then reads every tracked counter's global value back.
-/// - **Strict admission** ([`DualCache::admit`]): one Lua script checks and increments several
-///   windowed limits atomically in Redis.
+/// - [`kv`](Self::kv) — **values**: written to both tiers; read locally first, then from Redis
+///   on a miss, and a value read from Redis is trusted locally for `remote_read_ttl`.
+/// - [`counters`](Self::counters) — **counters** ([`IntCounter`](crate::IntCounter),
+///   [`FloatCounter`](crate::FloatCounter)): applied locally at once and pushed to Redis by the
+///   sync task every `sync_interval`, exactly once, in one pipelined round trip; the task then
+///   reads every tracked counter's global value back.
+/// - [`deadlines`](Self::deadlines) — **watched deadlines** (cooldowns): read from memory,
+///   written to Redis at once ("set if later"), read back every sync.
+/// - [`leases`](Self::leases) — **leases**: shared slots with a limit, each with a TTL.
+/// - [`admission`](Self::admission) — **strict admission**: one Lua script checks and
+///   increments several windowed limits atomically in Redis.
+/// - [`shared`](Self::shared) — the **shared tier** alone: whether it is configured and up,
+///   values without a local copy, scripts of the crates above.
 ///
 /// Without a Redis URL everything stays in this process. Clones share one cache. Call
 /// [`DualCache::shutdown`] for a last flush; dropping every clone and handle stops the sync task.
@@ -484,24 +696,26 @@ fn check_kind(cell: &CounterCell, kind: Kind) -> Result<(), CacheError> {
 /// use ferrolite_cache::{CacheConfig, CounterOptions, DualCache};
 ///
 /// let cache = DualCache::connect(CacheConfig::default()).await?; // in-memory only
-/// let rpm = cache.counter("deployment-1:rpm", CounterOptions::ttl(Duration::from_secs(60)))?;
+/// let rpm = cache
+///     .counters()
+///     .counter("deployment-1:rpm", CounterOptions::ttl(Duration::from_secs(60)))?;
 /// rpm.increment(1)?;
 /// assert_eq!(rpm.value(), 1);
-/// cache.set("deployment-1:cooldown", "429", Duration::from_secs(5)).await?;
-/// assert_eq!(cache.get("deployment-1:cooldown").await?.as_deref(), Some("429"));
-/// cache.shutdown().await;
+/// cache.kv().set("deployment-1:cooldown", "429", Duration::from_secs(5)).await?;
+/// assert_eq!(cache.kv().get("deployment-1:cooldown").await?.as_deref(), Some("429"));
+/// cache.shutdown().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct DualCache {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for DualCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DualCache")
             .field("instance", &self.inner.sync.instance)
-            .field("redis", &self.inner.redis)
+            .field("store", &self.inner.store)
             .finish_non_exhaustive()
     }
 }
@@ -521,49 +735,32 @@ impl DualCache {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, CacheError> {
         config.validate()?;
-        let redis = match &config.redis {
-            Some(redis_config) => {
-                let store =
-                    RedisStore::new(redis_config, config.failure_mode == FailureMode::FailOpen)?;
-                let connected = store.connect(redis_config.initial_connect_wait).await;
-                if !connected && config.failure_mode == FailureMode::FailClosed {
-                    store.quit().await;
-                    return Err(CacheError::Unavailable {
-                        operation: "connect",
-                        reason: format!(
-                            "no connection within {:?} and the cache is fail-closed",
-                            redis_config.initial_connect_wait
-                        ),
-                    });
-                }
-                if connected {
-                    // Load the scripts up front; a failure here is retried on first use.
-                    for script in [
-                        &store.incr,
-                        &store.admit,
-                        &store.admit_cancel,
-                        &store.set_later,
-                    ] {
-                        let _ = store.load(script).await;
-                    }
-                }
-                Some(store)
+        let health = Arc::new(Health::new(config.failure_mode == FailureMode::FailOpen));
+        let store = open_store(&config, &health)?;
+        if let Some(redis_config) = &config.redis {
+            let connected = store.connect(redis_config.initial_connect_wait).await;
+            if !connected && config.failure_mode == FailureMode::FailClosed {
+                store.quit().await;
+                return Err(CacheError::Unavailable {
+                    operation: "connect",
+                    reason: format!(
+                        "no connection within {:?} and the cache is fail-closed",
+                        redis_config.initial_connect_wait
+                    ),
+                });
             }
-            None => None,
-        };
-        let local = moka::future::Cache::builder()
-            .max_capacity(config.max_local_values)
-            .expire_after(ValueExpiry)
-            .build();
+        }
         let inner = Arc::new(Inner {
-            local,
+            values: LocalValues::new(config.max_local_values),
             counters: RwLock::new(HashMap::new()),
             watched: RwLock::new(HashMap::new()),
-            redis,
+            remote: store.is_configured(),
+            store,
+            health,
             sync: SyncState::new(),
             admit_lock: Mutex::new(()),
             cancels: Mutex::new(VecDeque::new()),
-            local_slots: crate::lease::LocalSlots::default(),
+            local_slots: LocalSlots::default(),
             releases: Mutex::new(Vec::new()),
             local_admission_logged: AtomicU64::new(0),
             window_clock: AtomicU64::new(0),
@@ -591,15 +788,39 @@ impl DualCache {
         Ok(DualCache { inner })
     }
 
-    /// This instance's id in the flush protocol (unique per `DualCache`).
-    pub fn instance_id(&self) -> &str {
-        &self.inner.sync.instance
+    /// The core the facets work on.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The cache's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     /// The cache clock's time for window arithmetic: it never moves backwards, so a wall clock
     /// stepped back (NTP, a resumed VM) cannot reopen a rate window that was full.
     pub fn window_now_ms(&self) -> u64 {
         self.inner.window_now_ms()
+    }
+
+    /// How often pending increments are pushed and shared values read back.
+    pub fn sync_interval(&self) -> Duration {
+        self.inner.config.sync_interval
+    }
+
+    /// Current numbers: tracked keys, overflows, outages.
+    pub fn stats(&self) -> CacheStats {
+        let (health, remote) = (&self.inner.health, self.inner.remote);
+        CacheStats {
+            tracked_keys: self.inner.counters.read().len(),
+            tracked_key_overflows: self.inner.overflows.load(Ordering::Relaxed),
+            redis_outages: if remote { health.outages() } else { 0 },
+            redis_errors: if remote { health.errors() } else { 0 },
+            redis_down: self.inner.remote_down(),
+            prune_scans: self.inner.prune_scans.load(Ordering::Relaxed),
+            watched_keys: self.inner.watched.read().len(),
+        }
     }
 
     /// Registers `hook` to run at the start of every sync from now on, and at the clean stop
@@ -616,372 +837,9 @@ impl DualCache {
         self.inner.synced.notified()
     }
 
-    /// How often pending increments are pushed and shared values read back.
-    pub fn sync_interval(&self) -> Duration {
-        self.inner.config.sync_interval
-    }
-
-    /// The cache's clock.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
-    }
-
-    /// Whether a Redis tier is configured.
-    pub fn has_redis(&self) -> bool {
-        self.inner.is_remote()
-    }
-
-    /// Current numbers: tracked keys, overflows, outages.
-    pub fn stats(&self) -> CacheStats {
-        let redis = self.inner.redis.as_ref();
-        CacheStats {
-            tracked_keys: self.inner.counters.read().len(),
-            tracked_key_overflows: self.inner.overflows.load(Ordering::Relaxed),
-            redis_outages: redis.map_or(0, |r| r.health.outages()),
-            redis_errors: redis.map_or(0, |r| r.health.errors()),
-            redis_down: redis.is_some_and(|r| r.health.is_down()),
-            prune_scans: self.inner.prune_scans.load(Ordering::Relaxed),
-            watched_keys: self.inner.watched.read().len(),
-        }
-    }
-
-    // ---- values ---------------------------------------------------------------------------
-
-    /// Stores `value` for `ttl` in both tiers. While Redis is down a fail-open cache keeps the
-    /// value locally and returns `Ok`; a fail-closed one returns [`CacheError::Unavailable`].
-    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
-        self.inner.refuse("set")?;
-        if ttl.is_zero() {
-            return Err(CacheError::InvalidArgument {
-                field: "ttl",
-                value: format!("{ttl:?} (key `{key}`)"),
-                reason: "a value needs a TTL of at least 1 ms",
-            });
-        }
-        self.set_local(key, Some(Arc::from(value)), ttl).await;
-        match &self.inner.redis {
-            Some(redis) => match redis.set(key, value, ttl).await {
-                Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => Ok(()),
-                other => other,
-            },
-            None => Ok(()),
-        }
-    }
-
-    async fn set_local(&self, key: &str, value: Option<Arc<str>>, ttl: Duration) {
-        let expires_at_ms = self
-            .inner
-            .clock
-            .now_ms()
-            .saturating_add(ttl.as_millis() as u64);
-        self.inner
-            .local
-            .insert(
-                key.to_string(),
-                LocalValue {
-                    value,
-                    ttl,
-                    expires_at_ms,
-                },
-            )
-            .await;
-    }
-
-    /// The local tier's value, if present and not expired.
-    pub async fn get_local(&self, key: &str) -> Option<Arc<str>> {
-        self.lookup_local(key).await.flatten()
-    }
-
-    /// The local tier's entry: `Some(None)` is a cached "Redis has nothing".
-    async fn lookup_local(&self, key: &str) -> Option<Option<Arc<str>>> {
-        let entry = self.inner.local.get(key).await?;
-        (self.inner.clock.now_ms() < entry.expires_at_ms).then_some(entry.value)
-    }
-
-    /// Whether a read must skip Redis: it is known to be down. Fail-open answers from the local
-    /// tier; fail-closed refuses at once (no caller waits for a command timeout).
-    fn skip_redis(&self, operation: &'static str) -> Result<bool, CacheError> {
-        match &self.inner.redis {
-            None => Ok(true),
-            Some(redis) if redis.health.is_down() => {
-                self.inner.refuse(operation)?;
-                Ok(true)
-            }
-            Some(_) => Ok(false),
-        }
-    }
-
-    /// The value of `key`: local first, then Redis on a miss. What Redis answers — a value or
-    /// "nothing" — is kept locally for `remote_read_ttl`, so a key that is normally absent costs
-    /// one round trip per `remote_read_ttl`, not one per call. While Redis is known to be down
-    /// a fail-open cache answers from the local tier at once and a fail-closed one refuses.
-    pub async fn get(&self, key: &str) -> Result<Option<Arc<str>>, CacheError> {
-        if let Some(value) = self.lookup_local(key).await {
-            return Ok(value);
-        }
-        if self.skip_redis("get")? {
-            return Ok(None);
-        }
-        let Some(redis) = &self.inner.redis else {
-            return Ok(None);
-        };
-        match redis.get(key).await {
-            Ok(value) => {
-                let value: Option<Arc<str>> = value.map(Arc::from);
-                self.set_local(key, value.clone(), self.inner.config.remote_read_ttl)
-                    .await;
-                Ok(value)
-            }
-            Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Stores `value` for `ttl` in Redis only, without a local copy (for values a caller keeps
-    /// in its own, differently bounded, local tier: response bodies). Whether Redis took it:
-    /// `false` without Redis or while it is down. A Redis error other than unavailability is
-    /// returned.
-    pub async fn set_shared(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<bool, CacheError> {
-        if ttl.is_zero() {
-            return Err(CacheError::InvalidArgument {
-                field: "ttl",
-                value: format!("{ttl:?} (key `{key}`)"),
-                reason: "a value needs a TTL of at least 1 ms",
-            });
-        }
-        let Some(redis) = &self.inner.redis else {
-            return Ok(false);
-        };
-        if redis.health.is_down() {
-            return Ok(false);
-        }
-        match redis.set(key, value, ttl).await {
-            Ok(()) => Ok(true),
-            Err(CacheError::Unavailable { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The value of `key` in Redis only, without keeping a local copy; `None` without Redis,
-    /// while it is down, or when it has none.
-    pub async fn get_shared(&self, key: &str) -> Result<Option<String>, CacheError> {
-        let Some(redis) = &self.inner.redis else {
-            return Ok(None);
-        };
-        if redis.health.is_down() {
-            return Ok(None);
-        }
-        match redis.get(key).await {
-            Ok(value) => Ok(value),
-            Err(CacheError::Unavailable { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The values of several keys, in order: local hits (and cached misses), then one `MGET`
-    /// for the rest, whose answers are kept locally like [`get`](Self::get)'s.
-    pub async fn batch_get(&self, keys: &[&str]) -> Result<Vec<Option<Arc<str>>>, CacheError> {
-        let mut out = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            match self.lookup_local(key).await {
-                Some(value) => out.push(value),
-                None => {
-                    missing.push(i);
-                    out.push(None);
-                }
-            }
-        }
-        if missing.is_empty() || self.skip_redis("batch_get")? {
-            return Ok(out);
-        }
-        let Some(redis) = &self.inner.redis else {
-            return Ok(out);
-        };
-        let miss_keys: Vec<&str> = missing.iter().map(|i| keys[*i]).collect();
-        let values = match redis.mget(&miss_keys).await {
-            Ok(values) => values,
-            Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for (i, value) in missing.into_iter().zip(values) {
-            let value: Option<Arc<str>> = value.map(Arc::from);
-            self.set_local(keys[i], value.clone(), self.inner.config.remote_read_ttl)
-                .await;
-            out[i] = value;
-        }
-        Ok(out)
-    }
-
-    /// Stores `value` under `key` for `ttl` unless the key holds a value already; returns the
-    /// value now stored, so that concurrent callers on every instance agree on one (the first
-    /// writer's). With Redis this is one atomic `SET … NX PX … GET`; while Redis is down a
-    /// fail-open cache agrees locally only.
-    pub async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<Arc<str>, CacheError> {
-        self.inner.refuse("set_if_absent")?;
-        if let Some(redis) = &self.inner.redis {
-            match redis.set_if_absent(key, value, ttl).await {
-                Ok(stored) => {
-                    let stored: Arc<str> = Arc::from(stored);
-                    self.set_local(key, Some(Arc::clone(&stored)), ttl).await;
-                    return Ok(stored);
-                }
-                Err(CacheError::Unavailable { .. }) if self.inner.fail_open() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // One writer at a time in this process: moka's entry API inserts only when absent.
-        let now = self.inner.clock.now_ms();
-        let candidate = LocalValue {
-            value: Some(Arc::from(value)),
-            ttl,
-            expires_at_ms: now.saturating_add(ttl.as_millis() as u64),
-        };
-        let entry = self
-            .inner
-            .local
-            .entry(key.to_string())
-            .and_upsert_with(|existing| async move {
-                match existing.map(|e| e.into_value()) {
-                    Some(current) if now < current.expires_at_ms && current.value.is_some() => {
-                        current
-                    }
-                    _ => candidate,
-                }
-            })
-            .await;
-        Ok(entry.into_value().value.unwrap_or_else(|| Arc::from(value)))
-    }
-
-    /// Runs `script` in Redis (by SHA, loading it on `NOSCRIPT`) with `keys` (namespaced like
-    /// every other key) and `args`; the reply as a [`ScriptReply`] for the script's own typed
-    /// decoder. `Ok(None)` when no Redis is configured. While Redis is down,
-    /// [`CacheError::Unavailable`] at once, and the caller decides how to degrade.
-    pub async fn eval(
-        &self,
-        script: &crate::LuaScript,
-        keys: &[&str],
-        args: Vec<String>,
-    ) -> Result<Option<ScriptReply>, CacheError> {
-        let Some(redis) = &self.inner.redis else {
-            return Ok(None);
-        };
-        if redis.health.is_down() {
-            return Err(CacheError::Unavailable {
-                operation: "script",
-                reason: "Redis is down".into(),
-            });
-        }
-        let keys = keys.iter().map(|k| redis.key(k)).collect();
-        redis.eval(script, keys, args).await.map(Some)
-    }
-
-    /// Whether Redis is configured and currently reachable (as far as the last command knew).
-    pub fn redis_up(&self) -> bool {
-        self.inner
-            .redis
-            .as_ref()
-            .is_some_and(|r| !r.health.is_down())
-    }
-
-    /// Whether the cache serves its local view while Redis is down.
-    pub fn is_fail_open(&self) -> bool {
-        self.inner.fail_open()
-    }
-
-    // ---- counters -------------------------------------------------------------------------
-
-    /// A handle on the integer counter `key`, tracked (and synced) while it or the key is live.
-    /// Keep the handle on hot paths: its `increment` is one atomic add.
-    pub fn counter(&self, key: &str, options: CounterOptions) -> Result<IntCounter, CacheError> {
-        self.typed_counter(key, options)
-    }
-
-    /// A handle on the float counter `key` (spend in USD, for instance).
-    pub fn float_counter(
-        &self,
-        key: &str,
-        options: CounterOptions,
-    ) -> Result<FloatCounter, CacheError> {
-        self.typed_counter(key, options)
-    }
-
-    fn typed_counter<V: CounterValue>(
-        &self,
-        key: &str,
-        options: CounterOptions,
-    ) -> Result<Counter<V>, CacheError> {
-        let cell = self.inner.cell(key, V::KIND, options)?;
-        Ok(Counter {
-            cell,
-            cache: Arc::clone(&self.inner),
-            _value: PhantomData,
-        })
-    }
-
-    /// Adds `delta` to the integer counter `key`; returns the local view at once. The delta
-    /// reaches Redis with the next sync.
-    pub fn increment(
-        &self,
-        key: &str,
-        delta: i64,
-        options: CounterOptions,
-    ) -> Result<i64, CacheError> {
-        self.inner.refuse("increment")?;
-        let cell = self.inner.cell(key, Kind::Int, options)?;
-        self.inner.add(&cell, delta)
-    }
-
-    /// Adds `delta` to the float counter `key`; returns the local view at once.
-    pub fn increment_float(
-        &self,
-        key: &str,
-        delta: f64,
-        options: CounterOptions,
-    ) -> Result<f64, CacheError> {
-        check_finite(key, delta)?;
-        self.inner.refuse("increment")?;
-        let cell = self.inner.cell(key, Kind::Float, options)?;
-        self.inner.add(&cell, delta)
-    }
-
-    /// The local view of a tracked counter (`None` if the key is not tracked).
-    pub fn counter_value(&self, key: &str) -> Option<f64> {
-        let cell = self.inner.counters.read().get(key).cloned()?;
-        Some(
-            cell.value(self.inner.clock.now_ms(), self.inner.is_remote())
-                .as_f64(),
-        )
-    }
-
-    // ---- watched deadlines ------------------------------------------------------------------
-
-    /// A handle on the watched deadline `key` (a cooldown, a failed health check, a half-open
-    /// probe): registered once, read back by the sync task every interval, read by callers
-    /// from memory. See [`Deadline`].
-    pub fn deadline(&self, key: &str) -> Result<Deadline, CacheError> {
-        let cell = self.inner.watched_cell(key)?;
-        Ok(Deadline {
-            cell,
-            cache: Arc::clone(&self.inner),
-        })
-    }
-
-    // ---- lifecycle ------------------------------------------------------------------------
-
     /// Runs one sync now (push queued deltas, read tracked counters back, prune expired keys)
     /// and reports what happened. The sync task does the same every `sync_interval`.
-    pub async fn sync_now(&self) -> Result<crate::SyncReport, CacheError> {
+    pub async fn sync_now(&self) -> Result<SyncReport, CacheError> {
         Ok(self.inner.sync_once().await)
     }
 
@@ -999,8 +857,8 @@ impl DualCache {
         }
         let report = self.inner.sync_once_with(true).await;
         self.inner.shut_down.store(true, Ordering::Release);
-        if let Some(redis) = &self.inner.redis {
-            redis.quit().await;
+        if let Some(store) = self.inner.remote() {
+            store.quit().await;
         }
         match report.errors.into_iter().next() {
             Some(error) if report.unsettled > 0 => Err(error),
@@ -1012,220 +870,5 @@ impl DualCache {
     #[doc(hidden)]
     pub fn downgrade(&self) -> Weak<impl Sized + Send + Sync + use<>> {
         Arc::downgrade(&self.inner)
-    }
-}
-
-pub(crate) fn check_finite(key: &str, delta: f64) -> Result<(), CacheError> {
-    if delta.is_finite() {
-        Ok(())
-    } else {
-        Err(CacheError::InvalidArgument {
-            field: "delta",
-            value: format!("{delta} (key `{key}`)"),
-            reason: "must be a finite number",
-        })
-    }
-}
-
-/// The sync task: one sync per interval until stopped or until the cache is gone.
-async fn sync_loop(inner: Weak<Inner>, interval: Duration, stop: Arc<Notify>) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // the first tick is immediate
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.notified() => break,
-        }
-        let Some(inner) = inner.upgrade() else { break };
-        let report = inner.sync_once().await;
-        if report.unsettled > 0 {
-            tracing::debug!(
-                unsettled = report.unsettled,
-                "cache sync incomplete; deltas kept for the next one"
-            );
-        }
-    }
-    tracing::debug!("cache sync task stopped");
-}
-
-/// A number a counter holds: `i64` ([`IntCounter`]) or `f64` ([`FloatCounter`]).
-pub trait CounterValue: Copy + Send + Sync + std::fmt::Debug + private::Sealed + 'static {}
-
-impl CounterValue for i64 {}
-impl CounterValue for f64 {}
-
-#[allow(private_interfaces)]
-mod private {
-    use crate::CacheError;
-    use crate::counter::{Kind, Num};
-
-    /// What the cache needs of a counter's number; sealed, so only `i64` and `f64` qualify.
-    pub trait Sealed {
-        const KIND: Kind;
-        fn to_num(self) -> Num;
-        fn from_num(n: Num) -> Self;
-        fn check(self, key: &str) -> Result<(), CacheError>;
-    }
-
-    impl Sealed for i64 {
-        const KIND: Kind = Kind::Int;
-        fn to_num(self) -> Num {
-            Num::Int(self)
-        }
-        #[inline]
-        fn from_num(n: Num) -> Self {
-            match n {
-                Num::Int(v) => v,
-                Num::Float(v) => v as i64,
-            }
-        }
-        fn check(self, _key: &str) -> Result<(), CacheError> {
-            Ok(())
-        }
-    }
-
-    impl Sealed for f64 {
-        const KIND: Kind = Kind::Float;
-        fn to_num(self) -> Num {
-            Num::Float(self)
-        }
-        #[inline]
-        fn from_num(n: Num) -> Self {
-            n.as_f64()
-        }
-        fn check(self, key: &str) -> Result<(), CacheError> {
-            super::check_finite(key, self)
-        }
-    }
-}
-
-/// A handle on a counter. Cloning is cheap; `increment` is one atomic add and never waits on
-/// Redis. [`IntCounter`] for counts, [`FloatCounter`] for spend.
-pub struct Counter<V> {
-    cell: Arc<CounterCell>,
-    cache: Arc<Inner>,
-    _value: PhantomData<fn() -> V>,
-}
-
-/// A counter of integers (requests, tokens, calls in flight).
-pub type IntCounter = Counter<i64>;
-
-/// A counter of floats (spend in USD).
-pub type FloatCounter = Counter<f64>;
-
-impl<V> Clone for Counter<V> {
-    fn clone(&self) -> Self {
-        Counter {
-            cell: Arc::clone(&self.cell),
-            cache: Arc::clone(&self.cache),
-            _value: PhantomData,
-        }
-    }
-}
-
-impl<V> std::fmt::Debug for Counter<V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Counter")
-            .field("key", &self.cell.key)
-            .finish()
-    }
-}
-
-impl<V: CounterValue> Counter<V> {
-    /// Adds `delta` (finite, for floats); returns the new local view. Fails only in fail-closed
-    /// mode while Redis is down, and then adds nothing.
-    pub fn increment(&self, delta: V) -> Result<V, CacheError> {
-        self.cache.add(&self.cell, delta)
-    }
-
-    /// Adds `delta` as [`increment`](Self::increment) does, and pushes it to Redis at once in a
-    /// background task instead of with the next sync: for a value other instances must see
-    /// before their next decision (a settled spend). The caller does not wait on Redis. The push
-    /// is the sync's exactly-once push (increments made meanwhile, here or by other handles, go
-    /// with it); if it fails, the delta stays owed and the next sync sends it.
-    pub fn increment_now(&self, delta: V) -> Result<V, CacheError> {
-        let value = self.cache.add(&self.cell, delta)?;
-        self.cache.push_soon(&self.cell);
-        Ok(value)
-    }
-
-    /// The local view: the last global value read plus deltas not yet acknowledged.
-    #[inline]
-    pub fn value(&self) -> V {
-        self.value_at(self.cache.clock.now_ms())
-    }
-
-    /// The local view at `now_ms`, a time the caller read from the cache's [`Clock`] once for
-    /// many counters (a routing decision over hundreds of deployments reads the clock once).
-    #[inline]
-    pub fn value_at(&self, now_ms: u64) -> V {
-        V::from_num(self.cell.value(now_ms, self.cache.is_remote()))
-    }
-
-    /// Tells the counter its global value, as a script that changed the key in Redis returned
-    /// it, so the local view does not wait for the next read-back. Ignored while a push of this
-    /// counter awaits its acknowledgement (the read-back after it is exact).
-    pub fn observe_global(&self, value: V) {
-        if value.check(&self.cell.key).is_ok() {
-            self.cell.refresh(value.to_num(), self.cache.clock.now_ms());
-        }
-    }
-
-    /// An error when the last value Redis returned for this key could not be read as a number
-    /// (the key holds something else): the local view is then not the shared one.
-    pub fn check_remote(&self) -> Result<(), CacheError> {
-        if self.cell.has_bad_reply() {
-            return Err(CacheError::UnexpectedReply {
-                key: self.cell.key.to_string(),
-                expected: match V::KIND {
-                    Kind::Int => "an integer",
-                    Kind::Float => "a number",
-                },
-                got: "a value that is not a number (see the sync warning)".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The counter's key (without the Redis namespace prefix).
-    pub fn key(&self) -> &str {
-        &self.cell.key
-    }
-}
-
-/// A script's reply, decoded by the script's own typed decoder (no Redis client type leaks into
-/// ferrolite's public API).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ScriptReply {
-    /// Nil.
-    Nil,
-    /// An integer.
-    Int(i64),
-    /// A bulk or simple string (a float comes back as text from Lua).
-    Text(String),
-    /// An array.
-    Array(Vec<ScriptReply>),
-    /// Anything else, described.
-    Other(String),
-}
-
-impl ScriptReply {
-    /// The integer, or the text parsed as one.
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            ScriptReply::Int(i) => Some(*i),
-            ScriptReply::Text(t) => t.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    /// The number (integer or text), finite.
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            ScriptReply::Int(i) => Some(*i as f64),
-            ScriptReply::Text(t) => t.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
-            _ => None,
-        }
     }
 }

@@ -83,16 +83,3 @@ pub enum CacheError {
         limit: usize,
     },
 }
-
-/// Shortens a reply for an error message.
-pub(crate) fn truncate(text: &str) -> String {
-    const MAX: usize = 64;
-    if text.len() <= MAX {
-        return text.to_string();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}

@@ -2,7 +2,8 @@
 //! deadlines are read back.
 //!
 //! Every `sync_interval` the sync task runs `Inner::sync_once` (in `dual.rs`), which calls
-//! [`flush`]:
+//! [`flush`]; the round trip itself is the store's ([`RemoteStore::sync`], in `redis.rs` for
+//! Redis):
 //! 1. For every tracked counter, take what it owes Redis (`CounterCell::take_for_flush`): the
 //!    unacknowledged push of the last sync if there is one (same sequence number), otherwise
 //!    everything pending under a new sequence number. Deltas are coalesced per key: a counter
@@ -13,7 +14,8 @@
 //!    write did not reach Redis, `EVALSHA ferrolite_set_later_v1` again).
 //! 3. Per reply: set the counter's base to the global value and clear what was acknowledged.
 //!    A reply that did not arrive leaves the push unacknowledged, to be sent again as is.
-//! 4. Send the withdrawals of strict admissions whose reply was lost (`strict.rs`).
+//! 4. Send the withdrawals of strict admissions whose reply was lost (`admission.rs`) and the
+//!    releases of leases given back (`leases.rs`).
 //! 5. Prune counters that expired, owe nothing and have no live handle.
 //!
 //! The queue is bounded by the tracked-key bound (`max_tracked_keys`): values coalesce per key,
@@ -24,35 +26,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[cfg(feature = "redis")]
-use fred::prelude::{ClientLike, KeysInterface};
-#[cfg(feature = "redis")]
-use fred::types::{ClusterHash, CustomCommand, Value};
 use parking_lot::Mutex;
 
-use crate::CacheError;
 use crate::clock::{Clock, SystemClock};
-use crate::counter::{CounterCell, ExpiryMode, Kind, Num};
-#[cfg(feature = "redis")]
-use crate::redis::{RedisStore, decode_deadline, decode_number};
-
-/// Without Redis support there is nothing to flush to (and no store to call this with).
-#[cfg(not(feature = "redis"))]
-pub(crate) async fn flush(
-    redis: &crate::redis::RedisStore,
-    sync: &SyncState,
-    cells: &[Arc<CounterCell>],
-    watched: &[Arc<WatchedCell>],
-    now_ms: u64,
-    report: &mut SyncReport,
-) {
-    redis.flush(sync, cells, watched, now_ms, report).await;
-}
+use crate::counter::{CounterCell, Num};
+use crate::error::CacheError;
+use crate::remote::{RemoteStore, SyncItem, SyncReply};
 use crate::watched::WatchedCell;
-
-/// How long a counter's sequence hash outlives the counter: a push resent after the counter
-/// expired (the reply was lost, Redis came back late) is still recognised as applied.
-pub(crate) const SEQ_GRACE_MS: u64 = 600_000;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,8 +56,8 @@ pub struct SyncReport {
 pub(crate) struct SyncState {
     /// This instance's id in the protocol.
     pub(crate) instance: String,
-    /// Last sequence number used (they only grow); strict admission tokens draw from it too.
-    pub(crate) seq: AtomicU64,
+    /// Last sequence number used (they only grow); admission and lease tokens draw from it too.
+    seq: AtomicU64,
     /// One sync at a time: a manual `sync_now` racing the sync task would otherwise apply an
     /// older read-back after a newer one, or acknowledge one push twice.
     lock: tokio::sync::Mutex<()>,
@@ -108,6 +88,12 @@ impl SyncState {
 
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A token no other admission or lease of any instance uses: the instance id and the next
+    /// sequence number.
+    pub(crate) fn next_token(&self) -> String {
+        format!("{}-{}", self.instance, self.next_seq())
     }
 
     /// Logs each key that went bad in this sync (and, at debug level, those that recovered).
@@ -155,209 +141,118 @@ fn instance_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
-#[cfg(feature = "redis")]
-enum Planned {
-    Push(Num),
-    Read,
-}
-
-#[cfg(feature = "redis")]
 /// Pushes what `cells` owe and reads the others (and the watched deadlines) back, in one
-/// pipeline (see the module docs).
+/// round trip to `store` (see the module docs).
 pub(crate) async fn flush(
-    redis: &RedisStore,
+    store: &dyn RemoteStore,
     sync: &SyncState,
     cells: &[Arc<CounterCell>],
     watched: &[Arc<WatchedCell>],
     now_ms: u64,
     report: &mut SyncReport,
 ) {
-    let pipe = redis.client().pipeline();
-    let mut plan = Vec::with_capacity(cells.len());
-    for cell in cells {
-        let full = redis.key(&cell.key);
-        let taken = cell.take_for_flush(|| sync.next_seq());
-        // Queuing into a pipeline only fails for invalid arguments, which these are not; a
-        // failure here surfaces as a missing reply below.
-        let queued: Result<(), _> = match taken {
-            Some((seq, delta)) => {
-                let seq_key = RedisStore::seq_key(&full);
-                let args = [
-                    sync.instance.clone(),
-                    seq.to_string(),
-                    delta.to_arg(),
-                    cell.ttl_ms.to_string(),
-                    match cell.expiry {
-                        ExpiryMode::FromFirstWrite => "nx".to_string(),
-                        ExpiryMode::FromLastWrite => "always".to_string(),
-                    },
-                    match cell.kind {
-                        Kind::Int => "int".to_string(),
-                        Kind::Float => "float".to_string(),
-                    },
-                    SEQ_GRACE_MS.to_string(),
-                ];
-                plan.push(Planned::Push(delta));
-                pipe.custom(
-                    evalsha(),
-                    script_args(&redis.incr.sha, [full, seq_key], args),
-                )
-                .await
+    let (items, deltas) = plan(sync, cells, watched, now_ms);
+    let trip = store.sync(&sync.instance, &items).await;
+    let mut replies = trip.replies.into_iter();
+    for ((cell, delta), reply) in cells.iter().zip(deltas).zip(replies.by_ref()) {
+        match (delta, reply) {
+            (Some(delta), Some(Ok(SyncReply::Pushed { global, ttl_ms }))) => {
+                cell.ack(global, delta, now_ms, ttl_ms);
+                cell.set_bad_reply(false);
+                report.pushed += 1;
             }
-            None => {
-                plan.push(Planned::Read);
-                pipe.get(full).await
+            (None, Some(Ok(SyncReply::Value(global)))) => {
+                cell.refresh(global, now_ms);
+                cell.set_bad_reply(false);
+                report.refreshed += 1;
             }
-        };
-        if let Err(e) = queued {
-            tracing::debug!(error = %e, "could not queue a pipeline command");
-        }
-    }
-    for cell in watched {
-        let full = redis.key(&cell.key);
-        let until = cell.until();
-        if cell.is_unsent() && until <= now_ms {
-            // It passed before Redis could take it: nothing left to send (and the registry may
-            // forget it).
-            cell.set_unsent(false);
-        }
-        let queued: Result<(), _> = if cell.is_unsent() && until > now_ms {
-            let args = [until.to_string(), (until - now_ms).to_string()];
-            pipe.custom(evalsha(), script_args(&redis.set_later.sha, [full], args))
-                .await
-        } else {
-            pipe.get(full).await
-        };
-        if let Err(e) = queued {
-            tracing::debug!(error = %e, "could not queue a pipeline command");
-        }
-    }
-
-    let replies: Vec<Result<Value, fred::error::Error>> = pipe.try_all().await;
-    let expected = plan.len() + watched.len();
-    if replies.len() != expected {
-        let reason = replies
-            .iter()
-            .find_map(|r| r.as_ref().err().map(|e| e.details().to_string()))
-            .unwrap_or_else(|| format!("{} replies for {expected} commands", replies.len()));
-        redis.health.record_unavailable("sync", &reason);
-        report.errors.push(CacheError::Unavailable {
-            operation: "sync",
-            reason,
-        });
-        return;
-    }
-
-    let mut reload_script = false;
-    let mut unavailable = None;
-    let mut any_ok = false;
-    let mut replies = replies.into_iter();
-    for ((cell, planned), reply) in cells.iter().zip(plan).zip(replies.by_ref()) {
-        match reply {
-            Ok(value) => {
-                any_ok = true;
-                let decoded = match planned {
-                    Planned::Push(delta) => {
-                        decode_push(&cell.key, value, cell.kind).map(|(global, ttl)| {
-                            cell.ack(global, delta, now_ms, ttl);
-                            report.pushed += 1;
-                        })
-                    }
-                    Planned::Read => decode_number(&cell.key, value, cell.kind).map(|global| {
-                        cell.refresh(global, now_ms);
-                        report.refreshed += 1;
-                    }),
-                };
-                cell.set_bad_reply(decoded.is_err());
-                if let Err(e) = decoded {
-                    report.errors.push(e);
+            (_, Some(Ok(other))) => report.errors.push(CacheError::UnexpectedReply {
+                key: cell.key.to_string(),
+                expected: "a counter's value",
+                got: format!("{other:?}"),
+            }),
+            (_, Some(Err(e))) => {
+                // A reply that is no number: the local view is not the shared one (see
+                // `Counter::check_remote`). A command Redis refused says nothing about that.
+                if matches!(e, CacheError::UnexpectedReply { .. }) {
+                    cell.set_bad_reply(true);
                 }
+                report.errors.push(e);
             }
-            Err(e) if e.details().starts_with("NOSCRIPT") => reload_script = true,
-            Err(e) => match redis.error("sync", &cell.key, &e) {
-                CacheError::Unavailable { .. } => unavailable = Some(e.details().to_string()),
-                typed => report.errors.push(typed),
-            },
+            (_, None) => {}
         }
     }
     for (cell, reply) in watched.iter().zip(replies) {
         match reply {
-            Ok(value) => {
-                any_ok = true;
-                match decode_deadline(&cell.key, value) {
-                    Ok(until) => {
-                        cell.observe(until);
-                        if until >= cell.until() {
-                            cell.set_unsent(false);
-                        }
-                        report.refreshed += 1;
-                    }
-                    Err(e) => report.errors.push(e),
+            Some(Ok(SyncReply::Deadline(until))) => {
+                cell.observe(until);
+                if until >= cell.until() {
+                    cell.set_unsent(false);
+                }
+                report.refreshed += 1;
+            }
+            Some(Ok(other)) => report.errors.push(CacheError::UnexpectedReply {
+                key: cell.key.to_string(),
+                expected: "a deadline",
+                got: format!("{other:?}"),
+            }),
+            Some(Err(e)) => report.errors.push(e),
+            None => {}
+        }
+    }
+    report.errors.extend(trip.errors);
+}
+
+/// The round trip's items: for each counter what it owes (`take_for_flush`, the delta kept to
+/// acknowledge it) or a read, then for each watched deadline a read or, when a local write did
+/// not reach the store and still lies ahead, the write again.
+fn plan<'a>(
+    sync: &SyncState,
+    cells: &'a [Arc<CounterCell>],
+    watched: &'a [Arc<WatchedCell>],
+    now_ms: u64,
+) -> (Vec<SyncItem<'a>>, Vec<Option<Num>>) {
+    let mut items = Vec::with_capacity(cells.len() + watched.len());
+    let mut deltas = Vec::with_capacity(cells.len());
+    for cell in cells {
+        let item = match cell.take_for_flush(|| sync.next_seq()) {
+            Some((seq, delta)) => {
+                deltas.push(Some(delta));
+                SyncItem::Push {
+                    key: &cell.key,
+                    seq,
+                    delta,
+                    ttl_ms: cell.ttl_ms,
+                    expiry: cell.expiry,
+                    kind: cell.kind,
                 }
             }
-            Err(e) if e.details().starts_with("NOSCRIPT") => reload_script = true,
-            Err(e) => match redis.error("sync", &cell.key, &e) {
-                CacheError::Unavailable { .. } => unavailable = Some(e.details().to_string()),
-                typed => report.errors.push(typed),
-            },
-        }
-    }
-    if let Some(reason) = unavailable {
-        report.errors.push(CacheError::Unavailable {
-            operation: "sync",
-            reason,
-        });
-    } else if any_ok {
-        redis.health.record_ok();
-    }
-    if reload_script {
-        // Redis restarted or flushed its scripts: load them; the unacknowledged pushes go again
-        // next time with the same sequence numbers.
-        for script in [&redis.incr, &redis.set_later] {
-            if let Err(e) = redis.load(script).await {
-                report.errors.push(e);
+            None => {
+                deltas.push(None);
+                SyncItem::Read {
+                    key: &cell.key,
+                    kind: cell.kind,
+                }
             }
-        }
+        };
+        items.push(item);
     }
-}
-
-#[cfg(feature = "redis")]
-/// fred's pipelines have no EVALSHA method; the raw command is hashed on its first key
-/// (argument 2) for Redis Cluster.
-fn evalsha() -> CustomCommand {
-    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
-}
-
-#[cfg(feature = "redis")]
-fn script_args<const K: usize, const A: usize>(
-    sha: &str,
-    keys: [String; K],
-    args: [String; A],
-) -> Vec<String> {
-    let mut command = Vec::with_capacity(2 + K + A);
-    command.push(sha.to_string());
-    command.push(K.to_string());
-    command.extend(keys);
-    command.extend(args);
-    command
-}
-
-#[cfg(feature = "redis")]
-/// `ferrolite_incr_v2`'s reply: `[value or nil, pttl]`.
-fn decode_push(key: &str, value: Value, kind: Kind) -> Result<(Num, Option<u64>), CacheError> {
-    match value {
-        Value::Array(mut items) if items.len() == 2 => {
-            let ttl = items
-                .pop()
-                .and_then(|t| t.as_i64())
-                .and_then(|t| u64::try_from(t).ok());
-            let global = decode_number(key, items.pop().unwrap_or(Value::Null), kind)?;
-            Ok((global, ttl))
+    for cell in watched {
+        let until = cell.until();
+        if cell.is_unsent() && until <= now_ms {
+            // It passed before the store could take it: nothing left to send (and the registry
+            // may forget it).
+            cell.set_unsent(false);
         }
-        other => Err(CacheError::UnexpectedReply {
-            key: key.to_string(),
-            expected: "[value, ttl] from ferrolite_incr_v2",
-            got: crate::error::truncate(&format!("{other:?}")),
-        }),
+        items.push(if cell.is_unsent() && until > now_ms {
+            SyncItem::SendDeadline {
+                key: &cell.key,
+                until_ms: until,
+                ttl_ms: until - now_ms,
+            }
+        } else {
+            SyncItem::ReadDeadline { key: &cell.key }
+        });
     }
+    (items, deltas)
 }

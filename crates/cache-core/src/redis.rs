@@ -1,21 +1,37 @@
-//! The Redis tier: a fred client set up so that an outage never hangs a caller, the key
-//! namespace, Lua scripts run by SHA, and typed decoding of replies.
+//! The Redis tier, the [`RemoteStore`] of ferrolite's shared state: a fred client set up so
+//! that an outage never hangs a caller, the key namespace, the Lua scripts (run by SHA, loaded
+//! again on `NOSCRIPT`), the sync's pipeline, and typed decoding of replies.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use fred::clients::Pipeline;
 use fred::prelude::{
     Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, KeysInterface,
     LuaInterface, Options, ReconnectPolicy,
 };
-use fred::types::Value;
+use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::CacheError;
-use crate::ScriptReply;
 use crate::config::RedisConfig;
-use crate::counter::{Kind, Num};
-use crate::error::truncate;
-pub(crate) use crate::script::{Health, LuaScript, redact_url};
+use crate::counter::{ExpiryMode, Kind, Num};
+use crate::error::CacheError;
+use crate::remote::ScriptReply;
+use crate::remote::{
+    AdmitCheck, AdmitReceipt, BoxFuture, PendingCancel, RemoteStore, RoundTrip, SyncItem, SyncReply,
+};
+use crate::script::{Health, LuaScript, redact_url};
+
+/// How long a counter's sequence hash outlives the counter: a push resent after the counter
+/// expired (the reply was lost, Redis came back late) is still recognised as applied.
+const SEQ_GRACE_MS: u64 = 600_000;
+
+/// How long an admission's marker (and a withdrawal's tombstone) lives. A withdrawal is sent at
+/// the first sync after Redis answers again, so a minute covers it with room to spare; one that
+/// came later would find no marker and leave the admission counted — the safe direction (a slot
+/// held too long, never one given twice). Every strict admission writes one such key, so it is
+/// kept short.
+const MARKER_TTL_MS: u64 = 60_000;
 
 /// Whether a fred error means "Redis could not be reached / cannot serve right now" (as opposed
 /// to Redis answering with an error about the command). fred reports some of these with
@@ -49,6 +65,7 @@ fn has_hash_tag(key: &str) -> bool {
         .is_some_and(|close| close > 0)
 }
 
+/// The Redis tier (see the module documentation).
 pub(crate) struct RedisStore {
     client: Client,
     prefix: String,
@@ -56,12 +73,13 @@ pub(crate) struct RedisStore {
     /// Where to probe for a quick "connection refused" at startup (host, port).
     probe: Vec<(String, u16)>,
     connect_timeout: Duration,
-    pub(crate) incr: LuaScript,
-    pub(crate) admit: LuaScript,
-    pub(crate) admit_cancel: LuaScript,
-    pub(crate) set_later: LuaScript,
-    pub(crate) lease: LuaScript,
-    pub(crate) health: Health,
+    incr: LuaScript,
+    admit: LuaScript,
+    admit_cancel: LuaScript,
+    set_later: LuaScript,
+    lease: LuaScript,
+    /// The outage state, shared with the cache (which reads it on its hot path).
+    health: Arc<Health>,
     /// Set once the connection was closed, so it is closed once (fred logs a warning for a
     /// second QUIT).
     closed: AtomicBool,
@@ -76,8 +94,8 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Parses the URL and builds the client (no I/O yet).
-    pub(crate) fn new(config: &RedisConfig, fail_open: bool) -> Result<Self, CacheError> {
+    /// Parses the URL and builds the client (no I/O yet); outages are recorded in `health`.
+    pub(crate) fn new(config: &RedisConfig, health: Arc<Health>) -> Result<Self, CacheError> {
         let invalid = |reason: String| CacheError::InvalidRedisUrl {
             url: redact_url(&config.url),
             reason,
@@ -146,14 +164,15 @@ impl RedisStore {
                 include_str!("lua/set_later_v1.lua"),
             ),
             lease: LuaScript::new("ferrolite_lease_v1", include_str!("lua/lease_v1.lua")),
-            health: Health::new(fail_open),
+            health,
             closed: AtomicBool::new(false),
         })
     }
 
-    /// Starts connecting and waits up to `wait` for the first connection. Returns whether it
-    /// connected; the client keeps reconnecting in the background either way.
-    pub(crate) async fn connect(&self, wait: Duration) -> bool {
+    /// Starts connecting and waits up to `wait` for the first connection, then loads the
+    /// scripts (a failure there is retried on first use). Returns whether it connected; the
+    /// client keeps reconnecting in the background either way.
+    async fn connect(&self, wait: Duration) -> bool {
         let _handle = self.client.connect();
         // Nothing listening answers at once: do not wait the whole `wait` for it (the client
         // keeps reconnecting in the background either way).
@@ -166,6 +185,9 @@ impl RedisStore {
         };
         if connected {
             self.health.record_ok();
+            for script in [&self.incr, &self.admit, &self.admit_cancel, &self.set_later] {
+                let _ = self.load(script).await;
+            }
         } else {
             self.health
                 .record_unavailable("connect", "no connection within initial_connect_wait");
@@ -194,7 +216,7 @@ impl RedisStore {
     }
 
     /// A cheap `GET` that keeps the health state fresh when a sync has nothing else to send.
-    pub(crate) async fn check_health(&self) {
+    async fn check_health(&self) {
         let ping: Result<Value, _> = self.client.get(self.key("ferrolite:health")).await;
         match ping {
             Ok(_) => self.health.record_ok(),
@@ -205,19 +227,19 @@ impl RedisStore {
     }
 
     /// Closes the connection (once).
-    pub(crate) async fn quit(&self) {
+    async fn quit(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             let _ = self.client.quit().await;
         }
     }
 
     /// Whether [`quit`](Self::quit) ran.
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// The namespaced key.
-    pub(crate) fn key(&self, key: &str) -> String {
+    fn key(&self, key: &str) -> String {
         let mut full = String::with_capacity(self.prefix.len() + key.len());
         full.push_str(&self.prefix);
         full.push_str(key);
@@ -226,7 +248,7 @@ impl RedisStore {
 
     /// A prefix in the hash slot of `full_key`: its `{hash tag}` section (with whatever
     /// precedes it), or the whole key in braces when it has none.
-    pub(crate) fn tag_of(full_key: &str) -> String {
+    fn tag_of(full_key: &str) -> String {
         if has_hash_tag(full_key) {
             if let Some(close) = full_key
                 .find('{')
@@ -239,7 +261,7 @@ impl RedisStore {
     }
 
     /// The key of the per-counter hash of applied sequence numbers, in the counter's hash slot.
-    pub(crate) fn seq_key(full_key: &str) -> String {
+    fn seq_key(full_key: &str) -> String {
         if has_hash_tag(full_key) {
             format!("{full_key}:seq")
         } else {
@@ -247,17 +269,8 @@ impl RedisStore {
         }
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// Maps a fred error to a typed error and updates the health state.
-    pub(crate) fn error(
-        &self,
-        operation: &'static str,
-        key: &str,
-        error: &FredError,
-    ) -> CacheError {
+    fn error(&self, operation: &'static str, key: &str, error: &FredError) -> CacheError {
         if is_unavailable(error) {
             self.health.record_unavailable(operation, error.details());
             CacheError::Unavailable {
@@ -274,7 +287,7 @@ impl RedisStore {
     }
 
     /// `GET` with fail-fast options.
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         let reply: Result<Value, _> = self
             .client
             .with_options(&self.fast)
@@ -290,16 +303,12 @@ impl RedisStore {
     }
 
     /// `ZREM key member` with fail-fast options.
-    pub(crate) async fn remove_member(&self, key: &str, member: &str) -> Result<(), CacheError> {
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), CacheError> {
         let reply: Result<Value, _> = self
             .client
             .with_options(&self.fast)
             .custom(
-                fred::types::CustomCommand::new_static(
-                    "ZREM",
-                    fred::types::ClusterHash::FirstKey,
-                    false,
-                ),
+                CustomCommand::new_static("ZREM", ClusterHash::FirstKey, false),
                 vec![self.key(key), member.to_string()],
             )
             .await;
@@ -313,18 +322,13 @@ impl RedisStore {
     }
 
     /// `SET key value PX ttl` with fail-fast options.
-    pub(crate) async fn set(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<(), CacheError> {
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         self.set_px("set", key, value, ttl, false).await.map(|_| ())
     }
 
     /// `SET key value NX PX ttl GET` with fail-fast options: the value now stored (the one given
     /// if the key was absent, else the one that was there).
-    pub(crate) async fn set_if_absent(
+    async fn set_if_absent(
         &self,
         key: &str,
         value: &str,
@@ -365,7 +369,7 @@ impl RedisStore {
     }
 
     /// `MGET` with fail-fast options; one entry per key, `None` where Redis has nothing.
-    pub(crate) async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -397,7 +401,7 @@ impl RedisStore {
     }
 
     /// Runs a script by SHA with fail-fast options, loading it on `NOSCRIPT`.
-    pub(crate) async fn eval(
+    async fn eval(
         &self,
         script: &LuaScript,
         keys: Vec<String>,
@@ -424,9 +428,8 @@ impl RedisStore {
     }
 
     /// `ZREM`s each `(key, member)` in one pipeline; whether Redis took each.
-    pub(crate) async fn remove_members(&self, pending: &[(String, String)]) -> Vec<bool> {
-        use fred::types::{ClusterHash, CustomCommand};
-        let pipe = self.client().pipeline();
+    async fn remove_members(&self, pending: &[(String, String)]) -> Vec<bool> {
+        let pipe = self.client.pipeline();
         for (key, member) in pending {
             let queued: Result<(), _> = pipe
                 .custom(
@@ -446,7 +449,7 @@ impl RedisStore {
 
     /// `SCRIPT LOAD`s a script — on every primary of a Redis Cluster, where each node keeps its
     /// own script cache (a script loaded on one node answers `NOSCRIPT` on the others).
-    pub(crate) async fn load(&self, script: &LuaScript) -> Result<(), CacheError> {
+    async fn load(&self, script: &LuaScript) -> Result<(), CacheError> {
         let client = self.client.with_options(&self.fast);
         let loaded: Result<String, _> = if self.client.is_clustered() {
             client
@@ -468,8 +471,489 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Queues one sync item into `pipe`. Queuing only fails for invalid arguments, which these
+    /// are not; a failure here surfaces as a missing reply.
+    async fn queue_item(&self, pipe: &Pipeline<Client>, instance: &str, item: &SyncItem<'_>) {
+        let queued: Result<(), FredError> = match *item {
+            SyncItem::Push {
+                key,
+                seq,
+                delta,
+                ttl_ms,
+                expiry,
+                kind,
+            } => {
+                let full = self.key(key);
+                let seq_key = Self::seq_key(&full);
+                let args = [
+                    instance.to_string(),
+                    seq.to_string(),
+                    num_arg(delta),
+                    ttl_ms.to_string(),
+                    match expiry {
+                        ExpiryMode::FromFirstWrite => "nx".to_string(),
+                        ExpiryMode::FromLastWrite => "always".to_string(),
+                    },
+                    match kind {
+                        Kind::Int => "int".to_string(),
+                        Kind::Float => "float".to_string(),
+                    },
+                    SEQ_GRACE_MS.to_string(),
+                ];
+                pipe.custom(
+                    evalsha(),
+                    script_args(&self.incr.sha, [full, seq_key], args),
+                )
+                .await
+            }
+            SyncItem::Read { key, .. } | SyncItem::ReadDeadline { key } => {
+                pipe.get(self.key(key)).await
+            }
+            SyncItem::SendDeadline {
+                key,
+                until_ms,
+                ttl_ms,
+            } => {
+                let args = [until_ms.to_string(), ttl_ms.to_string()];
+                pipe.custom(
+                    evalsha(),
+                    script_args(&self.set_later.sha, [self.key(key)], args),
+                )
+                .await
+            }
+        };
+        if let Err(e) = queued {
+            tracing::debug!(error = %e, "could not queue a pipeline command");
+        }
+    }
+
+    /// One sync round trip: every item in one pipeline, each reply decoded as its item's type.
+    async fn sync_items(&self, instance: &str, items: &[SyncItem<'_>]) -> RoundTrip {
+        let pipe = self.client.pipeline();
+        for item in items {
+            self.queue_item(&pipe, instance, item).await;
+        }
+        let replies: Vec<Result<Value, FredError>> = pipe.try_all().await;
+        let mut trip = RoundTrip::default();
+        if replies.len() != items.len() {
+            let reason = replies
+                .iter()
+                .find_map(|r| r.as_ref().err().map(|e| e.details().to_string()))
+                .unwrap_or_else(|| {
+                    format!("{} replies for {} commands", replies.len(), items.len())
+                });
+            self.health.record_unavailable("sync", &reason);
+            trip.replies = vec![None; items.len()];
+            trip.errors.push(CacheError::Unavailable {
+                operation: "sync",
+                reason,
+            });
+            return trip;
+        }
+        let (mut reload_scripts, mut unavailable, mut any_ok) = (false, None, false);
+        for (item, reply) in items.iter().zip(replies) {
+            trip.replies.push(match reply {
+                Ok(value) => {
+                    any_ok = true;
+                    Some(decode_item(item, value))
+                }
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    reload_scripts = true;
+                    None
+                }
+                Err(e) => match self.error("sync", item_key(item), &e) {
+                    CacheError::Unavailable { .. } => {
+                        unavailable = Some(e.details().to_string());
+                        None
+                    }
+                    typed => Some(Err(typed)),
+                },
+            });
+        }
+        if let Some(reason) = unavailable {
+            trip.errors.push(CacheError::Unavailable {
+                operation: "sync",
+                reason,
+            });
+        } else if any_ok {
+            self.health.record_ok();
+        }
+        if reload_scripts {
+            // Redis restarted or flushed its scripts: load them; the unacknowledged pushes go
+            // again next time with the same sequence numbers.
+            for script in [&self.incr, &self.set_later] {
+                if let Err(e) = self.load(script).await {
+                    trip.errors.push(e);
+                }
+            }
+        }
+        trip
+    }
+
+    /// The key of an admission's marker: in the hash slot of its first counter.
+    fn marker(&self, first_counter: &str, token: &str) -> String {
+        format!(
+            "{}:admission:{token}",
+            Self::tag_of(&self.key(first_counter))
+        )
+    }
+
+    /// `ferrolite_admit_v2` over `checks`.
+    async fn admit_checks(
+        &self,
+        token: &str,
+        checks: &[AdmitCheck<'_>],
+    ) -> Result<AdmitReceipt, CacheError> {
+        let first = checks.first().map_or("", |c| c.current);
+        let mut keys = Vec::with_capacity(1 + 2 * checks.len());
+        let mut args = Vec::with_capacity(1 + 5 * checks.len());
+        keys.push(self.marker(first, token));
+        args.push(MARKER_TTL_MS.to_string());
+        for check in checks {
+            keys.push(self.key(check.current));
+            keys.push(self.key(&check.previous));
+            args.push(check.delta.to_string());
+            args.push(check.limit.to_string());
+            args.push(check.bucket_start_ms.to_string());
+            args.push(check.sliding_ms.to_string());
+            args.push(check.retention_ms.to_string());
+        }
+        let reply = self.eval(&self.admit, keys, args).await?;
+        decode_admission(reply, checks.len())
+    }
+
+    /// `ferrolite_admit_cancel_v2` for one lost admission.
+    async fn cancel_admission(&self, cancel: &PendingCancel) -> Result<(), CacheError> {
+        let first = cancel.counters.first().map_or("", String::as_str);
+        let mut keys = Vec::with_capacity(1 + cancel.counters.len());
+        keys.push(self.marker(first, &cancel.token));
+        keys.extend(cancel.counters.iter().map(|k| self.key(k)));
+        let mut args = vec![MARKER_TTL_MS.to_string()];
+        args.extend(cancel.deltas.iter().map(u64::to_string));
+        self.eval(&self.admit_cancel, keys, args).await.map(|_| ())
+    }
+
+    /// `ferrolite_lease_v1` with `operation` (`take` or `renew`).
+    async fn lease_script(
+        &self,
+        operation: &str,
+        key: &str,
+        token: &str,
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<ScriptReply, CacheError> {
+        self.eval(
+            &self.lease,
+            vec![self.key(key)],
+            vec![
+                operation.to_string(),
+                token.to_string(),
+                limit.to_string(),
+                ttl.as_millis().to_string(),
+            ],
+        )
+        .await
+    }
+
+    /// `ferrolite_set_later_v1`: the deadline now stored.
+    async fn set_deadline(&self, key: &str, until_ms: u64, ttl_ms: u64) -> Result<u64, CacheError> {
+        let reply = self
+            .eval(
+                &self.set_later,
+                vec![self.key(key)],
+                vec![until_ms.to_string(), ttl_ms.to_string()],
+            )
+            .await?;
+        deadline_reply(key, &reply)
+    }
+}
+
+impl RemoteStore for RedisStore {
+    fn is_configured(&self) -> bool {
+        true
+    }
+
+    fn connect(&self, wait: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(RedisStore::connect(self, wait))
+    }
+
+    fn check_health(&self) -> BoxFuture<'_, ()> {
+        Box::pin(RedisStore::check_health(self))
+    }
+
+    fn quit(&self) -> BoxFuture<'_, ()> {
+        Box::pin(RedisStore::quit(self))
+    }
+
+    fn is_closed(&self) -> bool {
+        RedisStore::is_closed(self)
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, CacheError>> {
+        Box::pin(RedisStore::get(self, key))
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>, CacheError>> {
+        Box::pin(self.mget(keys))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(RedisStore::set(self, key, value, ttl))
+    }
+
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<String, CacheError>> {
+        Box::pin(RedisStore::set_if_absent(self, key, value, ttl))
+    }
+
+    fn eval<'a>(
+        &'a self,
+        script: &'a LuaScript,
+        keys: &'a [&'a str],
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<ScriptReply, CacheError>> {
+        let keys = keys.iter().map(|k| self.key(k)).collect();
+        Box::pin(RedisStore::eval(self, script, keys, args))
+    }
+
+    fn sync<'a>(
+        &'a self,
+        instance: &'a str,
+        items: &'a [SyncItem<'a>],
+    ) -> BoxFuture<'a, RoundTrip> {
+        Box::pin(self.sync_items(instance, items))
+    }
+
+    fn set_later<'a>(
+        &'a self,
+        key: &'a str,
+        until_ms: u64,
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, CacheError>> {
+        Box::pin(self.set_deadline(key, until_ms, ttl_ms))
+    }
+
+    fn admit<'a>(
+        &'a self,
+        token: &'a str,
+        checks: &'a [AdmitCheck<'a>],
+    ) -> BoxFuture<'a, Result<AdmitReceipt, CacheError>> {
+        Box::pin(self.admit_checks(token, checks))
+    }
+
+    fn cancel<'a>(&'a self, cancel: &'a PendingCancel) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(self.cancel_admission(cancel))
+    }
+
+    fn take_lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        limit: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        Box::pin(async move {
+            let reply = self.lease_script("take", key, token, limit, ttl).await?;
+            Ok(int_reply(key, &reply, "an integer")? == 1)
+        })
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            self.lease_script("renew", key, token, 0, ttl)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(self.remove_member(key, token))
+    }
+
+    fn release_leases<'a>(&'a self, pending: &'a [(String, String)]) -> BoxFuture<'a, Vec<bool>> {
+        Box::pin(self.remove_members(pending))
+    }
+}
+
+/// The size of one script call's future as the Redis tier builds it, before the store boxes it
+/// (see `testing::redis_script_future_size`); 0 if no client could be built.
+#[cfg(feature = "test-support")]
+pub(crate) fn script_future_size() -> usize {
+    let config = RedisConfig::new("redis://127.0.0.1:6379");
+    let Ok(store) = RedisStore::new(&config, Arc::new(Health::new(true))) else {
+        return 0;
+    };
+    let future = store.eval(&store.lease, Vec::new(), Vec::new());
+    std::mem::size_of_val(&future)
+}
+
+/// fred's pipelines have no EVALSHA method; the raw command is hashed on its first key
+/// (argument 2) for Redis Cluster.
+fn evalsha() -> CustomCommand {
+    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
+}
+
+fn script_args<const K: usize, const A: usize>(
+    sha: &str,
+    keys: [String; K],
+    args: [String; A],
+) -> Vec<String> {
+    let mut command = Vec::with_capacity(2 + K + A);
+    command.push(sha.to_string());
+    command.push(K.to_string());
+    command.extend(keys);
+    command.extend(args);
+    command
+}
+
+/// A delta as a Redis argument (shortest text that reads back as the same number).
+fn num_arg(delta: Num) -> String {
+    match delta {
+        Num::Int(v) => v.to_string(),
+        Num::Float(v) => v.to_string(),
+    }
+}
+
+/// The key a sync item is about (without the namespace).
+fn item_key<'a>(item: &SyncItem<'a>) -> &'a str {
+    match *item {
+        SyncItem::Push { key, .. }
+        | SyncItem::Read { key, .. }
+        | SyncItem::ReadDeadline { key }
+        | SyncItem::SendDeadline { key, .. } => key,
+    }
+}
+
+/// A sync item's reply, read as the item's type.
+fn decode_item(item: &SyncItem<'_>, value: Value) -> Result<SyncReply, CacheError> {
+    match *item {
+        SyncItem::Push { key, kind, .. } => decode_push(key, value, kind)
+            .map(|(global, ttl_ms)| SyncReply::Pushed { global, ttl_ms }),
+        SyncItem::Read { key, kind } => decode_number(key, value, kind).map(SyncReply::Value),
+        SyncItem::ReadDeadline { key } | SyncItem::SendDeadline { key, .. } => {
+            decode_deadline(key, value).map(SyncReply::Deadline)
+        }
+    }
+}
+
+/// `ferrolite_incr_v2`'s reply: `[value or nil, pttl]`.
+fn decode_push(key: &str, value: Value, kind: Kind) -> Result<(Num, Option<u64>), CacheError> {
+    match value {
+        Value::Array(mut items) if items.len() == 2 => {
+            let ttl = items
+                .pop()
+                .and_then(|t| t.as_i64())
+                .and_then(|t| u64::try_from(t).ok());
+            let global = decode_number(key, items.pop().unwrap_or(Value::Null), kind)?;
+            Ok((global, ttl))
+        }
+        other => Err(CacheError::UnexpectedReply {
+            key: key.to_string(),
+            expected: "[value, ttl] from ferrolite_incr_v2",
+            got: truncate(&format!("{other:?}")),
+        }),
+    }
+}
+
+/// Decodes `ferrolite_admit_v2`'s `{status, now_ms, (count_i, raw_i)...}`.
+fn decode_admission(reply: ScriptReply, n: usize) -> Result<AdmitReceipt, CacheError> {
+    let unexpected = |got: &dyn std::fmt::Debug| CacheError::UnexpectedReply {
+        key: "ferrolite_admit_v2".into(),
+        expected: "[status, now_ms, then a count and a raw value per limit]",
+        got: truncate(&format!("{got:?}")),
+    };
+    let items = match reply {
+        ScriptReply::Array(items) if items.len() == 2 + 2 * n => items,
+        other => return Err(unexpected(&other)),
+    };
+    let admitted = match items[0].as_i64() {
+        Some(1) => true,
+        Some(0) => false,
+        _ => return Err(unexpected(&items[0])),
+    };
+    let now_ms = items[1]
+        .as_i64()
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| unexpected(&items[1]))?;
+    let mut counts = Vec::with_capacity(n);
+    let mut raw = Vec::with_capacity(n);
+    for pair in items[2..].chunks(2) {
+        counts.push(
+            pair[0]
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| unexpected(&pair[0]))?,
+        );
+        raw.push(pair[1].as_i64().ok_or_else(|| unexpected(&pair[1]))?);
+    }
+    Ok(AdmitReceipt {
+        admitted,
+        counts,
+        raw,
+        now_ms,
+    })
+}
+
+/// A script's integer reply for `key` (nil is 0), or a typed error saying what was expected.
+fn int_reply(key: &str, reply: &ScriptReply, expected: &'static str) -> Result<i64, CacheError> {
+    match reply {
+        ScriptReply::Nil => Ok(0),
+        other => other.as_i64().ok_or_else(|| CacheError::UnexpectedReply {
+            key: key.to_string(),
+            expected,
+            got: truncate(&format!("{other:?}")),
+        }),
+    }
+}
+
+/// A watched deadline's script reply: nil is 0 (not set), otherwise Unix ms.
+fn deadline_reply(key: &str, reply: &ScriptReply) -> Result<u64, CacheError> {
+    let expected = "a deadline in Unix milliseconds";
+    let value = int_reply(key, reply, expected)?;
+    u64::try_from(value).map_err(|_| CacheError::UnexpectedReply {
+        key: key.to_string(),
+        expected,
+        got: value.to_string(),
+    })
+}
+
+/// Shortens a reply for an error message.
+fn truncate(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// A reply that should be a string value or nil.
-pub(crate) fn decode_string(key: &str, value: Value) -> Result<Option<String>, CacheError> {
+fn decode_string(key: &str, value: Value) -> Result<Option<String>, CacheError> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.to_string())),
@@ -493,7 +977,7 @@ pub(crate) fn decode_string(key: &str, value: Value) -> Result<Option<String>, C
 }
 
 /// The client's reply as a [`ScriptReply`] (no fred type crosses the crate's API).
-pub(crate) fn reply_of(value: Value) -> ScriptReply {
+fn reply_of(value: Value) -> ScriptReply {
     match value {
         Value::Null => ScriptReply::Nil,
         Value::Integer(i) => ScriptReply::Int(i),
@@ -507,7 +991,7 @@ pub(crate) fn reply_of(value: Value) -> ScriptReply {
 }
 
 /// A watched deadline's reply: nil is 0 (not set), otherwise Unix ms.
-pub(crate) fn decode_deadline(key: &str, value: Value) -> Result<u64, CacheError> {
+fn decode_deadline(key: &str, value: Value) -> Result<u64, CacheError> {
     match decode_number(key, value, Kind::Int)? {
         Num::Int(v) if v >= 0 => Ok(v as u64),
         other => Err(CacheError::UnexpectedReply {
@@ -519,7 +1003,7 @@ pub(crate) fn decode_deadline(key: &str, value: Value) -> Result<u64, CacheError
 }
 
 /// A reply that should be a counter of `kind`; nil is 0.
-pub(crate) fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, CacheError> {
+fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, CacheError> {
     let expected = match kind {
         Kind::Int => "an integer",
         Kind::Float => "a number",
@@ -642,5 +1126,35 @@ mod tests {
             decode_number("k", Value::Array(vec![]), Kind::Float),
             Err(CacheError::UnexpectedReply { .. })
         ));
+    }
+
+    #[test]
+    fn replies_of_the_wrong_shape_are_typed_errors() {
+        let err = decode_admission(ScriptReply::Text("OK".into()), 1)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, CacheError::UnexpectedReply { ref key, .. } if key == "ferrolite_admit_v2")
+        );
+        let bad_count = ScriptReply::Array(vec![
+            ScriptReply::Int(1),
+            ScriptReply::Int(5),
+            ScriptReply::Text("x".into()),
+            ScriptReply::Int(1),
+        ]);
+        assert!(decode_admission(bad_count, 1).is_err());
+        let cancelled = ScriptReply::Array(vec![ScriptReply::Int(2), ScriptReply::Int(5)]);
+        assert!(decode_admission(cancelled, 1).is_err());
+        let ok = ScriptReply::Array(vec![
+            ScriptReply::Int(0),
+            ScriptReply::Int(5),
+            ScriptReply::Text("2.5".into()),
+            ScriptReply::Int(2),
+        ]);
+        let decoded = decode_admission(ok, 1).unwrap();
+        assert!(!decoded.admitted);
+        assert_eq!(decoded.counts, vec![2.5]);
+        assert_eq!(decoded.raw, vec![2]);
+        assert_eq!(decoded.now_ms, 5);
     }
 }

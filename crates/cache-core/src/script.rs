@@ -9,11 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// instances can run side by side during a rolling deploy.
 ///
 /// Crates above ferrolite-cache ship their own scripts this way (`include_str!` of a `.lua`
-/// file) and run them with [`crate::DualCache::eval`].
+/// file) and run them with [`Shared::eval`](crate::Shared::eval).
 #[derive(Debug, Clone)]
 pub struct LuaScript {
     pub(crate) name: &'static str,
     pub(crate) body: &'static str,
+    /// The SHA-1 `EVALSHA` names the script by (computed by the Redis tier's client library,
+    /// so only with the `redis` feature).
+    #[cfg(feature = "redis")]
     pub(crate) sha: String,
 }
 
@@ -25,14 +28,17 @@ impl LuaScript {
             body,
             #[cfg(feature = "redis")]
             sha: fred::util::sha1_hash(body),
-            #[cfg(not(feature = "redis"))]
-            sha: String::new(),
         }
     }
 
     /// The script's versioned name.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The script's text.
+    pub fn body(&self) -> &'static str {
+        self.body
     }
 }
 
@@ -44,6 +50,7 @@ pub(crate) struct Health {
     outages: AtomicU64,
     errors: AtomicU64,
     /// Whether the cache serves its local view during an outage (the log line says which).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // recorded by the Redis tier only
     fail_open: bool,
 }
 
@@ -68,12 +75,16 @@ impl Health {
         self.errors.load(Ordering::Relaxed)
     }
 
+    /// A command reached the shared tier: an outage, if there was one, is over.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // recorded by the Redis tier only
     pub(crate) fn record_ok(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!("Redis reachable again; queued deltas are being flushed");
         }
     }
 
+    /// A command could not reach the shared tier: counted, and an outage starts (logged once).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // recorded by the Redis tier only
     pub(crate) fn record_unavailable(&self, operation: &'static str, reason: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ferrolite_cache_redis_errors_total").increment(1);
@@ -148,36 +159,4 @@ pub fn hash_tagged(tag: &str, rest: &str) -> String {
     key.push('}');
     key.push_str(rest);
     key
-}
-
-/// A script's integer reply for `key` (nil is 0), or a typed error saying what was expected.
-pub(crate) fn int_reply(
-    key: &str,
-    reply: &crate::ScriptReply,
-    expected: &'static str,
-) -> Result<i64, crate::CacheError> {
-    match reply {
-        crate::ScriptReply::Nil => Ok(0),
-        other => other
-            .as_i64()
-            .ok_or_else(|| crate::CacheError::UnexpectedReply {
-                key: key.to_string(),
-                expected,
-                got: crate::error::truncate(&format!("{other:?}")),
-            }),
-    }
-}
-
-/// A watched deadline's script reply: nil is 0 (not set), otherwise Unix ms.
-pub(crate) fn deadline_reply(
-    key: &str,
-    reply: &crate::ScriptReply,
-) -> Result<u64, crate::CacheError> {
-    let expected = "a deadline in Unix milliseconds";
-    let value = int_reply(key, reply, expected)?;
-    u64::try_from(value).map_err(|_| crate::CacheError::UnexpectedReply {
-        key: key.to_string(),
-        expected,
-        got: value.to_string(),
-    })
 }

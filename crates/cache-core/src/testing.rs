@@ -12,14 +12,14 @@
     clippy::disallowed_methods
 )]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{CacheConfig, RedisConfig};
+
+mod loopback;
 
 /// Whether tests must fail rather than skip without Redis.
 pub fn redis_required() -> bool {
@@ -115,26 +115,18 @@ pub fn config(url: &str, prefix: &str) -> CacheConfig {
     }
 }
 
-/// A free loopback port.
+pub use loopback::ping;
+
+/// A free loopback port (panics when the system has none).
 pub fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    loopback::free_port().expect("bind a free loopback port")
 }
 
-/// Whether a Redis answers PING on the loopback port.
-pub fn ping(port: u16) -> bool {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+/// The size of one Redis script call's future (`EVALSHA`, loading the script on `NOSCRIPT`) as
+/// the Redis tier builds it: the yardstick of tests that check a caller's future does not hold
+/// one inline (the store boxes it, so no facet's future shows it).
+pub fn redis_script_future_size() -> usize {
+    crate::redis::script_future_size()
 }
 
 /// A private `redis-server` on a free loopback port, killed on drop. With `durable`, every write

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::CacheError;
+use crate::error::CacheError;
 
 /// How counts age out of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -52,7 +52,7 @@ async fn a_clean_stop_logs_no_warning_and_a_lossy_drop_does() {
     let cache = DualCache::connect(config(&url, &unique_prefix("clean-stop")))
         .await
         .unwrap();
-    cache.increment("k", 1, minute).unwrap();
+    cache.counters().increment("k", 1, minute).unwrap();
     cache.shutdown().await.unwrap();
     drop(cache);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -63,7 +63,7 @@ async fn a_clean_stop_logs_no_warning_and_a_lossy_drop_does() {
     let lossy = DualCache::connect(config(&url, &unique_prefix("lossy-drop")))
         .await
         .unwrap();
-    lossy.increment("k", 1, minute).unwrap();
+    lossy.counters().increment("k", 1, minute).unwrap();
     drop(lossy);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logged = captured.take();

@@ -37,21 +37,22 @@ async fn the_cache_runs_on_a_three_master_cluster() {
     let minute = CounterOptions::ttl(Duration::from_secs(60));
     for i in 0..50 {
         let key = format!("{{d{i}}}:rpm");
-        a.increment(&key, 2, minute).unwrap();
-        b.increment(&key, 3, minute).unwrap();
+        a.counters().increment(&key, 2, minute).unwrap();
+        b.counters().increment(&key, 3, minute).unwrap();
     }
     a.sync_now().await.unwrap();
     b.sync_now().await.unwrap();
     let report = a.sync_now().await.unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
     for i in 0..50 {
-        assert_eq!(a.counter_value(&format!("{{d{i}}}:rpm")), Some(5.0));
+        assert_eq!(a.counters().value(&format!("{{d{i}}}:rpm")), Some(5.0));
     }
 
     // Watched deadlines.
-    let seen = b.deadline("{d7}:cooldown").unwrap();
+    let seen = b.deadlines().deadline("{d7}:cooldown").unwrap();
     let now = a.clock().now_ms();
-    a.deadline("{d7}:cooldown")
+    a.deadlines()
+        .deadline("{d7}:cooldown")
         .unwrap()
         .extend_to(now + 10_000)
         .await
@@ -80,7 +81,7 @@ async fn the_cache_runs_on_a_three_master_cluster() {
     let mut admitted_tokens = 0;
     for i in 0..40 {
         let cache = if i % 2 == 0 { &a } else { &b };
-        let admission = cache.admit(&checks(100)).await.unwrap();
+        let admission = cache.admission().admit(&checks(100)).await.unwrap();
         if admission.admitted {
             admitted_tokens += 100;
         }
@@ -92,16 +93,17 @@ async fn the_cache_runs_on_a_three_master_cluster() {
     for i in 0..30 {
         let key = format!("response:{i:064x}");
         let stored = a
-            .set_shared(&key, &format!("answer {i}"), Duration::from_secs(60))
+            .shared()
+            .set(&key, &format!("answer {i}"), Duration::from_secs(60))
             .await
             .unwrap();
         assert!(stored);
         assert_eq!(
-            b.get_shared(&key).await.unwrap(),
+            b.shared().get(&key).await.unwrap(),
             Some(format!("answer {i}"))
         );
     }
-    assert_eq!(b.get_shared("response:none").await.unwrap(), None);
+    assert_eq!(b.shared().get("response:none").await.unwrap(), None);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

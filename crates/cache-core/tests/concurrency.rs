@@ -24,7 +24,7 @@ async fn hammer(cache: &DualCache, key: &str, tasks: usize, per_task: usize) {
         let key = key.to_string();
         handles.push(tokio::spawn(async move {
             for _ in 0..per_task {
-                cache.increment(&key, 1, OPTIONS).unwrap();
+                cache.counters().increment(&key, 1, OPTIONS).unwrap();
             }
         }));
     }
@@ -37,7 +37,7 @@ async fn hammer(cache: &DualCache, key: &str, tasks: usize, per_task: usize) {
 async fn ten_thousand_concurrent_local_increments_sum_exactly() {
     let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
     hammer(&cache, "k", 10_000, 1).await;
-    assert_eq!(cache.counter_value("k"), Some(10_000.0));
+    assert_eq!(cache.counters().value("k"), Some(10_000.0));
     cache.shutdown().await.unwrap();
 }
 
@@ -57,7 +57,7 @@ async fn concurrent_increments_while_the_sync_task_runs_reach_redis_exactly() {
     })
     .await
     .unwrap();
-    check.increment("k", 0, OPTIONS).unwrap();
+    check.counters().increment("k", 0, OPTIONS).unwrap();
     check.sync_now().await.unwrap();
-    assert_eq!(check.counter_value("k"), Some(20_000.0));
+    assert_eq!(check.counters().value("k"), Some(20_000.0));
 }

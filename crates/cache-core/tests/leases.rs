@@ -22,16 +22,22 @@ async fn two_instances_share_the_slots_and_a_dropped_lease_frees_its_slot() {
     let mut held = Vec::new();
     for i in 0..6 {
         let cache = if i % 2 == 0 { &a } else { &b };
-        if let Some(lease) = cache.lease("{d1}:parallel", 4, ttl).await.unwrap() {
+        if let Some(lease) = cache.leases().take("{d1}:parallel", 4, ttl).await.unwrap() {
             held.push(lease);
         }
     }
     assert_eq!(held.len(), 4, "4 slots across both instances");
-    assert!(b.lease("{d1}:parallel", 4, ttl).await.unwrap().is_none());
+    assert!(
+        b.leases()
+            .take("{d1}:parallel", 4, ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(held.pop());
     a.sync_now().await.unwrap();
     b.sync_now().await.unwrap();
-    let again = b.lease("{d1}:parallel", 4, ttl).await.unwrap();
+    let again = b.leases().take("{d1}:parallel", 4, ttl).await.unwrap();
     assert!(
         again.is_some(),
         "the released slot is free for the other instance"
@@ -52,7 +58,8 @@ async fn a_lease_whose_holder_crashed_expires_after_its_ttl() {
     let crashed = DualCache::connect(config(&url, &prefix)).await.unwrap();
     let ttl = Duration::from_millis(300);
     let lease = crashed
-        .lease("{d1}:parallel", 1, ttl)
+        .leases()
+        .take("{d1}:parallel", 1, ttl)
         .await
         .unwrap()
         .unwrap();
@@ -60,7 +67,8 @@ async fn a_lease_whose_holder_crashed_expires_after_its_ttl() {
     let other = DualCache::connect(config(&url, &prefix)).await.unwrap();
     assert!(
         other
-            .lease("{d1}:parallel", 1, ttl)
+            .leases()
+            .take("{d1}:parallel", 1, ttl)
             .await
             .unwrap()
             .is_none()
@@ -68,7 +76,8 @@ async fn a_lease_whose_holder_crashed_expires_after_its_ttl() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(
         other
-            .lease("{d1}:parallel", 1, ttl)
+            .leases()
+            .take("{d1}:parallel", 1, ttl)
             .await
             .unwrap()
             .is_some(),
@@ -82,14 +91,14 @@ async fn a_lease_whose_holder_crashed_expires_after_its_ttl() {
 async fn without_redis_slots_are_counted_in_process() {
     let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
     let ttl = Duration::from_secs(30);
-    let first = cache.lease("k", 2, ttl).await.unwrap().unwrap();
-    let second = cache.lease("k", 2, ttl).await.unwrap().unwrap();
-    assert!(cache.lease("k", 2, ttl).await.unwrap().is_none());
-    assert_eq!(cache.local_leases("k"), 2);
+    let first = cache.leases().take("k", 2, ttl).await.unwrap().unwrap();
+    let second = cache.leases().take("k", 2, ttl).await.unwrap().unwrap();
+    assert!(cache.leases().take("k", 2, ttl).await.unwrap().is_none());
+    assert_eq!(cache.leases().taken_locally("k"), 2);
     drop(first);
-    assert_eq!(cache.local_leases("k"), 1);
-    assert!(cache.lease("k", 2, ttl).await.unwrap().is_some());
+    assert_eq!(cache.leases().taken_locally("k"), 1);
+    assert!(cache.leases().take("k", 2, ttl).await.unwrap().is_some());
     drop(second);
-    assert!(cache.lease("", 2, ttl).await.is_err());
+    assert!(cache.leases().take("", 2, ttl).await.is_err());
     cache.shutdown().await.unwrap();
 }

@@ -118,18 +118,23 @@ async fn killing_redis_mid_run_loses_nothing_doubles_nothing_and_blocks_no_calle
             while Instant::now() < deadline {
                 let delta = (n % 3 + 1) as i64;
                 waits
-                    .time(async { cache.increment("requests", delta, OPTIONS).unwrap() })
+                    .time(async {
+                        cache
+                            .counters()
+                            .increment("requests", delta, OPTIONS)
+                            .unwrap()
+                    })
                     .await;
                 total.fetch_add(delta as u64, Ordering::Relaxed);
                 if n % 20 == 0 {
-                    let _ = waits.time(cache.get("some-cooldown")).await.unwrap();
+                    let _ = waits.time(cache.kv().get("some-cooldown")).await.unwrap();
                     let check = LimitCheck {
                         key: format!("w{i}"),
                         delta: 1,
                         limit: 1_000_000_000,
                         window: Window::MINUTE_SLIDING,
                     };
-                    let _ = waits.time(cache.admit(&[check])).await.unwrap();
+                    let _ = waits.time(cache.admission().admit(&[check])).await.unwrap();
                 }
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -151,7 +156,7 @@ async fn killing_redis_mid_run_loses_nothing_doubles_nothing_and_blocks_no_calle
     let expected = total.load(Ordering::Relaxed) as i64;
     assert!(expected > 1_000, "the writers ran: {expected}");
     assert_eq!(global(&url, &format!("{prefix}requests")).await, expected);
-    assert_eq!(a.counter_value("requests"), Some(expected as f64));
+    assert_eq!(a.counters().value("requests"), Some(expected as f64));
 
     assert!(
         a.stats().redis_outages >= 1 && b.stats().redis_outages >= 1,
@@ -181,7 +186,7 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
     let cache = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailClosed))
         .await
         .unwrap();
-    cache.increment("k", 1, OPTIONS).unwrap();
+    cache.counters().increment("k", 1, OPTIONS).unwrap();
     wait_settled(&cache).await;
 
     server.kill();
@@ -191,7 +196,7 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(matches!(
-        cache.increment("k", 1, OPTIONS),
+        cache.counters().increment("k", 1, OPTIONS),
         Err(CacheError::Unavailable { .. })
     ));
     let check = LimitCheck {
@@ -205,7 +210,7 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
     let started = Instant::now();
     for _ in 0..20 {
         assert!(matches!(
-            cache.admit(std::slice::from_ref(&check)).await,
+            cache.admission().admit(std::slice::from_ref(&check)).await,
             Err(CacheError::Unavailable { .. })
         ));
     }
@@ -217,8 +222,8 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers() {
 
     server.restart();
     wait_settled(&cache).await;
-    assert_eq!(cache.increment("k", 1, OPTIONS), Ok(2));
-    let admission = cache.admit(&[check]).await.unwrap();
+    assert_eq!(cache.counters().increment("k", 1, OPTIONS), Ok(2));
+    let admission = cache.admission().admit(&[check]).await.unwrap();
     assert_eq!(admission.source, AdmissionSource::Redis);
     cache.shutdown().await.unwrap();
 }
@@ -246,8 +251,8 @@ async fn fail_open_starts_without_redis_and_fail_closed_does_not() {
         started.elapsed()
     );
     assert!(cache.stats().redis_down);
-    assert_eq!(cache.increment("k", 2, OPTIONS), Ok(2));
-    assert_eq!(cache.get("k2").await, Ok(None));
+    assert_eq!(cache.counters().increment("k", 2, OPTIONS), Ok(2));
+    assert_eq!(cache.kv().get("k2").await, Ok(None));
     let closed = CacheConfig {
         failure_mode: FailureMode::FailClosed,
         ..open
@@ -296,7 +301,9 @@ async fn admissions_refused_while_redis_was_frozen_consume_nothing() {
     let mut calls = Vec::new();
     for _ in 0..30 {
         let (cache, check) = (cache.clone(), check.clone());
-        calls.push(tokio::spawn(async move { cache.admit(&[check]).await }));
+        calls.push(tokio::spawn(async move {
+            cache.admission().admit(&[check]).await
+        }));
     }
     for call in calls {
         assert!(matches!(
@@ -318,6 +325,7 @@ async fn admissions_refused_while_redis_was_frozen_consume_nothing() {
     for _ in 0..15 {
         admitted += usize::from(
             fresh
+                .admission()
                 .admit(std::slice::from_ref(&check))
                 .await
                 .unwrap()
@@ -342,7 +350,7 @@ async fn a_deadline_set_during_an_outage_reaches_redis_when_it_is_back() {
     let cache = DualCache::connect(cache_config(&url, "p:", FailureMode::FailOpen))
         .await
         .unwrap();
-    let cooldown = cache.deadline("{d1}:cooldown").unwrap();
+    let cooldown = cache.deadlines().deadline("{d1}:cooldown").unwrap();
     server.kill();
     let until = cache.clock().now_ms() + 60_000;
     let started = Instant::now();
@@ -353,7 +361,7 @@ async fn a_deadline_set_during_an_outage_reaches_redis_when_it_is_back() {
         "held locally during the outage"
     );
     // A short one that passes before Redis is back: nothing to send, and forgotten.
-    let brief = cache.deadline("{d2}:cooldown").unwrap();
+    let brief = cache.deadlines().deadline("{d2}:cooldown").unwrap();
     brief.extend_to(cache.clock().now_ms() + 50).await.unwrap();
     drop(brief);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -382,7 +390,11 @@ async fn fail_open_admissions_during_a_freeze_are_counted_once() {
     server.pause();
     let mut admitted = 0;
     for _ in 0..15 {
-        let admission = cache.admit(std::slice::from_ref(&check)).await.unwrap();
+        let admission = cache
+            .admission()
+            .admit(std::slice::from_ref(&check))
+            .await
+            .unwrap();
         assert_eq!(admission.source, AdmissionSource::Local);
         admitted += usize::from(admission.admitted);
     }
@@ -396,7 +408,11 @@ async fn fail_open_admissions_during_a_freeze_are_counted_once() {
     let fresh = DualCache::connect(cache_config(&url, &prefix, FailureMode::FailOpen))
         .await
         .unwrap();
-    let after = fresh.admit(std::slice::from_ref(&check)).await.unwrap();
+    let after = fresh
+        .admission()
+        .admit(std::slice::from_ref(&check))
+        .await
+        .unwrap();
     assert_eq!(after.source, AdmissionSource::Redis);
     assert!(!after.admitted, "{after:?}");
     assert!((after.counts[0] - 10.0).abs() < 1e-9, "{after:?}");

@@ -39,11 +39,11 @@ async fn two_instances_converge_on_the_global_counter_after_one_sync_each() {
     let prefix = unique_prefix("converge");
     let (a, b) = pair(&url, &prefix).await;
     for _ in 0..7 {
-        a.increment("d1:rpm", 1, MINUTE).unwrap();
+        a.counters().increment("d1:rpm", 1, MINUTE).unwrap();
     }
-    b.increment("d1:rpm", 5, MINUTE).unwrap();
+    b.counters().increment("d1:rpm", 5, MINUTE).unwrap();
     assert_eq!(
-        a.counter_value("d1:rpm"),
+        a.counters().value("d1:rpm"),
         Some(7.0),
         "local view before any sync"
     );
@@ -52,8 +52,8 @@ async fn two_instances_converge_on_the_global_counter_after_one_sync_each() {
     b.sync_now().await.unwrap();
     a.sync_now().await.unwrap(); // a reads back b's push
 
-    assert_eq!(a.counter_value("d1:rpm"), Some(12.0));
-    assert_eq!(b.counter_value("d1:rpm"), Some(12.0));
+    assert_eq!(a.counters().value("d1:rpm"), Some(12.0));
+    assert_eq!(b.counters().value("d1:rpm"), Some(12.0));
     let raw = raw_client(&url).await;
     let global: i64 = raw.get(format!("{prefix}d1:rpm")).await.unwrap();
     assert_eq!(global, 12);
@@ -67,17 +67,17 @@ async fn the_sync_task_pushes_without_being_asked() {
     let prefix = unique_prefix("background");
     let a = DualCache::connect(config(&url, &prefix)).await.unwrap();
     let b = DualCache::connect(config(&url, &prefix)).await.unwrap();
-    let counter = a.counter("spend", MINUTE).unwrap();
+    let counter = a.counters().counter("spend", MINUTE).unwrap();
     counter.increment(3).unwrap();
-    b.increment("spend", 4, MINUTE).unwrap();
+    b.counters().increment("spend", 4, MINUTE).unwrap();
     // sync_interval is 20 ms in tests: a few intervals later both see 7.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while counter.value() != 7 || b.counter_value("spend") != Some(7.0) {
+    while counter.value() != 7 || b.counters().value("spend") != Some(7.0) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no convergence: {} / {:?}",
             counter.value(),
-            b.counter_value("spend")
+            b.counters().value("spend")
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -91,7 +91,7 @@ async fn the_flush_script_applies_a_resent_sequence_only_once() {
     let prefix = unique_prefix("exactly-once");
     let (a, _) = pair(&url, &prefix).await;
     let raw = raw_client(&url).await;
-    a.increment("k", 10, MINUTE).unwrap();
+    a.counters().increment("k", 10, MINUTE).unwrap();
     a.sync_now().await.unwrap();
     // A flush whose reply was lost is resent with the same (instance, sequence): the script
     // must apply it once however often it arrives.
@@ -116,7 +116,7 @@ async fn the_flush_script_applies_a_resent_sequence_only_once() {
     let global: i64 = raw.get(&key).await.unwrap();
     assert_eq!(global, 13, "10 from the cache + 3 applied once");
     a.sync_now().await.unwrap();
-    assert_eq!(a.counter_value("k"), Some(13.0));
+    assert_eq!(a.counters().value("k"), Some(13.0));
     a.shutdown().await.unwrap();
 }
 
@@ -181,13 +181,17 @@ async fn float_counters_sum_across_instances() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("float");
     let (a, b) = pair(&url, &prefix).await;
-    a.increment_float("spend:openai", 0.25, MINUTE).unwrap();
-    b.increment_float("spend:openai", 0.5, MINUTE).unwrap();
+    a.counters()
+        .increment_float("spend:openai", 0.25, MINUTE)
+        .unwrap();
+    b.counters()
+        .increment_float("spend:openai", 0.5, MINUTE)
+        .unwrap();
     a.sync_now().await.unwrap();
     b.sync_now().await.unwrap();
     a.sync_now().await.unwrap();
-    assert_eq!(a.counter_value("spend:openai"), Some(0.75));
-    assert_eq!(b.counter_value("spend:openai"), Some(0.75));
+    assert_eq!(a.counters().value("spend:openai"), Some(0.75));
+    assert_eq!(b.counters().value("spend:openai"), Some(0.75));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -199,7 +203,7 @@ async fn counters_expire_in_redis_with_their_ttl() {
     let (a, _) = pair(&url, &prefix).await;
     let raw = raw_client(&url).await;
     let first_write = CounterOptions::fixed_ttl(Duration::from_secs(30));
-    a.increment("fails", 1, first_write).unwrap();
+    a.counters().increment("fails", 1, first_write).unwrap();
     a.sync_now().await.unwrap();
     let ttl: i64 = raw.pttl(format!("{prefix}fails")).await.unwrap();
     assert!((29_000..=30_000).contains(&ttl), "ttl {ttl}");
@@ -207,7 +211,7 @@ async fn counters_expire_in_redis_with_their_ttl() {
     raw.pexpire::<(), _>(format!("{prefix}fails"), 10_000, None)
         .await
         .unwrap();
-    a.increment("fails", 1, first_write).unwrap();
+    a.counters().increment("fails", 1, first_write).unwrap();
     a.sync_now().await.unwrap();
     let ttl: i64 = raw.pttl(format!("{prefix}fails")).await.unwrap();
     assert!(ttl <= 10_000, "ttl extended to {ttl}");
@@ -233,7 +237,7 @@ async fn a_key_holding_text_gives_a_typed_error_naming_it() {
         .unwrap();
 
     // Read back only: the GET returns "abc" where a counter is expected.
-    a.increment("rpm", 0, MINUTE).unwrap();
+    a.counters().increment("rpm", 0, MINUTE).unwrap();
     let report = a.sync_now().await.unwrap();
     assert!(
         report.errors.contains(&CacheError::UnexpectedReply {
@@ -246,14 +250,14 @@ async fn a_key_holding_text_gives_a_typed_error_naming_it() {
 
     // A delta on a key of the wrong type: Redis rejects the script; the error names the key and
     // the delta stays queued (nothing lost).
-    a.increment("list", 2, MINUTE).unwrap();
+    a.counters().increment("list", 2, MINUTE).unwrap();
     let report = a.sync_now().await.unwrap();
     assert!(
         report.errors.iter().any(|e| matches!(e, CacheError::Redis { key, reason, .. } if key == "list" && reason.contains("WRONGTYPE"))),
         "{report:?}"
     );
     assert_eq!(report.unsettled, 1);
-    assert_eq!(a.counter_value("list"), Some(2.0));
+    assert_eq!(a.counters().value("list"), Some(2.0));
     // Stopping cannot flush it either, and says so with an error naming a failing key (the
     // first of its last sync: the rejected delta's or the unreadable counter's).
     let stop = a.shutdown().await.unwrap_err();
@@ -267,9 +271,9 @@ async fn a_key_holding_text_gives_a_typed_error_naming_it() {
 #[tokio::test]
 async fn a_key_used_as_two_kinds_is_a_typed_error() {
     let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
-    cache.increment("k", 1, MINUTE).unwrap();
+    cache.counters().increment("k", 1, MINUTE).unwrap();
     assert_eq!(
-        cache.increment_float("k", 1.0, MINUTE),
+        cache.counters().increment_float("k", 1.0, MINUTE),
         Err(CacheError::KindMismatch {
             key: "k".into(),
             existing: "integer",
@@ -277,11 +281,13 @@ async fn a_key_used_as_two_kinds_is_a_typed_error() {
         })
     );
     assert!(matches!(
-        cache.increment_float("f", f64::NAN, MINUTE),
+        cache.counters().increment_float("f", f64::NAN, MINUTE),
         Err(CacheError::InvalidArgument { field: "delta", .. })
     ));
     assert!(matches!(
-        cache.increment("z", 1, CounterOptions::ttl(Duration::ZERO)),
+        cache
+            .counters()
+            .increment("z", 1, CounterOptions::ttl(Duration::ZERO)),
         Err(CacheError::InvalidArgument { field: "ttl", .. })
     ));
     cache.shutdown().await.unwrap();
@@ -292,25 +298,31 @@ async fn values_are_shared_through_redis_and_read_locally_first() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("values");
     let (a, b) = pair(&url, &prefix).await;
-    a.set(
-        "deployment:d1:cooldown",
-        "{\"status\":429}",
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    assert_eq!(b.get_local("deployment:d1:cooldown").await, None);
+    a.kv()
+        .set(
+            "deployment:d1:cooldown",
+            "{\"status\":429}",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.kv().get_local("deployment:d1:cooldown").await, None);
     assert_eq!(
-        b.get("deployment:d1:cooldown").await.unwrap().as_deref(),
+        b.kv()
+            .get("deployment:d1:cooldown")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("{\"status\":429}")
     );
     assert!(
-        b.get_local("deployment:d1:cooldown").await.is_some(),
+        b.kv().get_local("deployment:d1:cooldown").await.is_some(),
         "back-filled locally"
     );
 
-    a.set("x", "1", Duration::from_secs(5)).await.unwrap();
+    a.kv().set("x", "1", Duration::from_secs(5)).await.unwrap();
     let got = b
+        .kv()
         .batch_get(&["x", "missing", "deployment:d1:cooldown"])
         .await
         .unwrap();
@@ -327,13 +339,14 @@ async fn local_values_expire_on_the_cache_clock() {
         .await
         .unwrap();
     cache
+        .kv()
         .set("cooldown", "1", Duration::from_secs(5))
         .await
         .unwrap();
     tokio::time::advance(Duration::from_millis(4_999)).await;
-    assert!(cache.get("cooldown").await.unwrap().is_some());
+    assert!(cache.kv().get("cooldown").await.unwrap().is_some());
     tokio::time::advance(Duration::from_millis(1)).await;
-    assert!(cache.get("cooldown").await.unwrap().is_none());
+    assert!(cache.kv().get("cooldown").await.unwrap().is_none());
     cache.shutdown().await.unwrap();
 }
 
@@ -401,10 +414,10 @@ async fn the_tracked_key_set_is_bounded_and_pruned() {
         .unwrap();
     let short = CounterOptions::ttl(Duration::from_secs(1));
     for key in ["a", "b", "c"] {
-        cache.increment(key, 1, short).unwrap();
+        cache.counters().increment(key, 1, short).unwrap();
     }
     assert_eq!(
-        cache.increment("d", 1, short),
+        cache.counters().increment("d", 1, short),
         Err(CacheError::TrackedKeysFull {
             key: "d".into(),
             limit: 3
@@ -413,7 +426,7 @@ async fn the_tracked_key_set_is_bounded_and_pruned() {
     assert_eq!(cache.stats().tracked_key_overflows, 1);
     clock.advance_ms(1_000);
     // The expired keys make room.
-    cache.increment("d", 1, short).unwrap();
+    cache.counters().increment("d", 1, short).unwrap();
     let report = cache.sync_now().await.unwrap();
     assert_eq!(report.pruned, 0, "a, b, c were pruned when d needed room");
     assert_eq!(cache.stats().tracked_keys, 1);
@@ -426,7 +439,7 @@ async fn dropping_the_cache_stops_the_sync_task() {
     let cache = DualCache::connect(config(&url, &unique_prefix("drop")))
         .await
         .unwrap();
-    cache.increment("k", 1, MINUTE).unwrap();
+    cache.counters().increment("k", 1, MINUTE).unwrap();
     let weak = cache.downgrade();
     drop(cache);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -448,7 +461,7 @@ async fn shutdown_flushes_what_is_queued() {
         ..config(&url, &prefix)
     };
     let cache = DualCache::connect(cfg).await.unwrap();
-    cache.increment("k", 42, MINUTE).unwrap();
+    cache.counters().increment("k", 42, MINUTE).unwrap();
     cache.shutdown().await.unwrap();
     let raw = raw_client(&url).await;
     let global: i64 = raw.get(format!("{prefix}k")).await.unwrap();
@@ -464,7 +477,7 @@ async fn dropping_a_cache_without_shutdown_still_flushes_what_it_owes() {
         ..config(&url, &prefix)
     };
     let cache = DualCache::connect(cfg).await.unwrap();
-    cache.increment("k", 17, MINUTE).unwrap();
+    cache.counters().increment("k", 17, MINUTE).unwrap();
     drop(cache);
     let raw = raw_client(&url).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -487,7 +500,7 @@ async fn concurrent_syncs_neither_double_acknowledge_nor_go_back_in_time() {
     let prefix = unique_prefix("concurrent-syncs");
     let (a, _) = pair(&url, &prefix).await;
     for round in 1..=20 {
-        a.increment("k", 1, MINUTE).unwrap();
+        a.counters().increment("k", 1, MINUTE).unwrap();
         let syncs: Vec<_> = (0..8)
             .map(|_| {
                 let a = a.clone();
@@ -498,7 +511,7 @@ async fn concurrent_syncs_neither_double_acknowledge_nor_go_back_in_time() {
             sync.await.unwrap();
         }
         assert_eq!(
-            a.counter_value("k"),
+            a.counters().value("k"),
             Some(f64::from(round)),
             "round {round}"
         );
@@ -514,15 +527,16 @@ async fn shared_values_live_in_redis_only_expire_with_their_ttl_and_need_one() {
     let prefix = unique_prefix("shared-values");
     let (a, b) = pair(&url, &prefix).await;
     assert!(
-        a.set_shared("v", "kept", Duration::from_millis(300))
+        a.shared()
+            .set("v", "kept", Duration::from_millis(300))
             .await
             .unwrap()
     );
-    assert_eq!(b.get_shared("v").await.unwrap().as_deref(), Some("kept"));
+    assert_eq!(b.shared().get("v").await.unwrap().as_deref(), Some("kept"));
     // Redis's TTL ends it for every reader.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(b.get_shared("v").await.unwrap(), None);
-    let error = a.set_shared("v", "x", Duration::ZERO).await.unwrap_err();
+    assert_eq!(b.shared().get("v").await.unwrap(), None);
+    let error = a.shared().set("v", "x", Duration::ZERO).await.unwrap_err();
     assert!(
         matches!(error, CacheError::InvalidArgument { field: "ttl", .. }),
         "{error:?}"
@@ -531,11 +545,12 @@ async fn shared_values_live_in_redis_only_expire_with_their_ttl_and_need_one() {
     let local = DualCache::connect(CacheConfig::default()).await.unwrap();
     assert!(
         !local
-            .set_shared("v", "x", Duration::from_secs(1))
+            .shared()
+            .set("v", "x", Duration::from_secs(1))
             .await
             .unwrap()
     );
-    assert_eq!(local.get_shared("v").await.unwrap(), None);
+    assert_eq!(local.shared().get("v").await.unwrap(), None);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -547,7 +562,7 @@ async fn increment_now_reaches_redis_without_a_sync_and_only_once() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("increment-now");
     let (a, b) = pair(&url, &prefix).await;
-    let spend = a.float_counter("spend", MINUTE).unwrap();
+    let spend = a.counters().float_counter("spend", MINUTE).unwrap();
     spend.increment(0.25).unwrap(); // batched: goes with the next push
     spend.increment_now(0.5).unwrap();
     let raw = raw_client(&url).await;
@@ -565,11 +580,11 @@ async fn increment_now_reaches_redis_without_a_sync_and_only_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     a.sync_now().await.unwrap();
-    b.increment_float("spend", 0.0, MINUTE).unwrap();
+    b.counters().increment_float("spend", 0.0, MINUTE).unwrap();
     b.sync_now().await.unwrap();
     let global: f64 = raw.get(&key).await.unwrap();
     assert_eq!(global, 0.75, "nothing sent twice");
-    assert_eq!(b.counter_value("spend"), Some(0.75));
+    assert_eq!(b.counters().value("spend"), Some(0.75));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -31,9 +31,9 @@ async fn storm(caches: &[DualCache], check: LimitCheck, attempts: usize) -> (usi
     for i in 0..attempts {
         let cache = caches[i % caches.len()].clone();
         let check = check.clone();
-        handles.push(tokio::spawn(
-            async move { cache.admit(&[check]).await.unwrap() },
-        ));
+        handles.push(tokio::spawn(async move {
+            cache.admission().admit(&[check]).await.unwrap()
+        }));
     }
     let mut admitted = 0;
     let mut buckets = Vec::new();
@@ -92,7 +92,11 @@ async fn an_admission_over_several_limits_increments_all_or_none() {
         window: minute,
     };
 
-    let first = cache.admit(&[rpm.clone(), tpm(900)]).await.unwrap();
+    let first = cache
+        .admission()
+        .admit(&[rpm.clone(), tpm(900)])
+        .await
+        .unwrap();
     assert!(first.admitted);
     assert_eq!(first.counts.len(), 2);
     assert!(
@@ -101,9 +105,17 @@ async fn an_admission_over_several_limits_increments_all_or_none() {
     );
 
     // The token limit has no room for 200 more: neither counter moves.
-    let denied = cache.admit(&[rpm.clone(), tpm(200)]).await.unwrap();
+    let denied = cache
+        .admission()
+        .admit(&[rpm.clone(), tpm(200)])
+        .await
+        .unwrap();
     assert!(!denied.admitted);
-    let after = cache.admit(&[rpm.clone(), tpm(100)]).await.unwrap();
+    let after = cache
+        .admission()
+        .admit(&[rpm.clone(), tpm(100)])
+        .await
+        .unwrap();
     assert!(after.admitted);
     assert!(
         (after.counts[0] - 2.0).abs() < 1e-3,
@@ -112,14 +124,18 @@ async fn an_admission_over_several_limits_increments_all_or_none() {
     // The strict counters are the batched ones selection reads: one key family.
     let now = cache.window_now_ms();
     assert_eq!(
-        cache.counter_value(&minute.bucket_key("{d1}:rpm", now)),
+        cache.counters().value(&minute.bucket_key("{d1}:rpm", now)),
         Some(2.0)
     );
     // Giving an admission back (the budget refused the call) frees its room, through Redis.
     after.undo().unwrap();
     cache.sync_now().await.unwrap();
     let reader = DualCache::connect(config(&url, &prefix)).await.unwrap();
-    let again = reader.admit(&[rpm.clone(), tpm(100)]).await.unwrap();
+    let again = reader
+        .admission()
+        .admit(&[rpm.clone(), tpm(100)])
+        .await
+        .unwrap();
     assert!(again.admitted);
     assert!((again.counts[0] - 2.0).abs() < 1e-3, "{again:?}");
     reader.shutdown().await.unwrap();
@@ -133,6 +149,7 @@ async fn a_zero_limit_blocks_every_request() {
         .await
         .unwrap();
     let admission = cache
+        .admission()
         .admit(&[rpm("k", 0, Window::MINUTE_SLIDING)])
         .await
         .unwrap();
@@ -146,7 +163,7 @@ async fn bad_checks_and_wrong_key_types_are_typed_errors() {
     let prefix = unique_prefix("strict-bad");
     let cache = DualCache::connect(config(&url, &prefix)).await.unwrap();
     assert!(matches!(
-        cache.admit(&[]).await,
+        cache.admission().admit(&[]).await,
         Err(CacheError::InvalidArgument {
             field: "checks",
             ..
@@ -157,7 +174,7 @@ async fn bad_checks_and_wrong_key_types_are_typed_errors() {
         ..rpm("k", 1, Window::MINUTE_SLIDING)
     };
     assert!(matches!(
-        cache.admit(&[huge]).await,
+        cache.admission().admit(&[huge]).await,
         Err(CacheError::InvalidArgument { field: "delta", .. })
     ));
 
@@ -165,10 +182,12 @@ async fn bad_checks_and_wrong_key_types_are_typed_errors() {
     let now = cache.window_now_ms();
     let taken = Window::MINUTE_SLIDING.bucket_key("{t}:rpm", now);
     cache
+        .kv()
         .set(&taken, "not a number", Duration::from_secs(60))
         .await
         .unwrap();
     let err = cache
+        .admission()
         .admit(&[rpm("{t}:rpm", 5, Window::MINUTE_SLIDING)])
         .await
         .unwrap_err();
@@ -193,7 +212,7 @@ async fn without_redis_admission_is_exact_in_process_and_windows_follow_the_cloc
         let cache = cache.clone();
         let fixed = fixed.clone();
         handles.push(tokio::spawn(async move {
-            cache.admit(&[fixed]).await.unwrap().admitted
+            cache.admission().admit(&[fixed]).await.unwrap().admitted
         }));
     }
     let mut admitted = 0;
@@ -202,7 +221,7 @@ async fn without_redis_admission_is_exact_in_process_and_windows_follow_the_cloc
     }
     assert_eq!(admitted, 50);
     tokio::time::advance(Duration::from_secs(60)).await;
-    let next = cache.admit(&[fixed]).await.unwrap();
+    let next = cache.admission().admit(&[fixed]).await.unwrap();
     assert!(next.admitted, "a fixed window resets at the minute");
     assert_eq!(next.source, AdmissionSource::Local);
     cache.shutdown().await.unwrap();

@@ -51,6 +51,7 @@ async fn a_hook_s_increments_reach_redis_in_the_same_sync_and_the_clean_stop_tel
     };
     let hook = Arc::new(Adds {
         counter: cache
+            .counters()
             .counter("k", CounterOptions::ttl(Duration::from_secs(60)))
             .unwrap(),
         runs: AtomicUsize::new(0),
@@ -88,6 +89,7 @@ async fn a_hook_s_increments_reach_redis_in_the_same_sync_and_the_clean_stop_tel
 async fn a_dropped_hook_no_longer_runs() {
     let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
     let counter = cache
+        .counters()
         .counter("k", CounterOptions::ttl(Duration::from_secs(60)))
         .unwrap();
     let hook: Arc<dyn SyncHook> = Arc::new(Adds {

@@ -20,11 +20,12 @@ async fn a_deadline_set_on_one_instance_is_seen_by_another_after_one_sync() {
     let prefix = unique_prefix("deadline-seen");
     let a = DualCache::connect(config(&url, &prefix)).await.unwrap();
     let b = DualCache::connect(config(&url, &prefix)).await.unwrap();
-    let seen_by_b = b.deadline("{d1}:cooldown").unwrap();
+    let seen_by_b = b.deadlines().deadline("{d1}:cooldown").unwrap();
     let now = a.clock().now_ms();
     assert!(!seen_by_b.is_active(now));
 
-    a.deadline("{d1}:cooldown")
+    a.deadlines()
+        .deadline("{d1}:cooldown")
         .unwrap()
         .extend_to(now + 5_000)
         .await
@@ -44,13 +45,15 @@ async fn re_setting_a_deadline_only_ever_extends_it() {
     let a = DualCache::connect(config(&url, &prefix)).await.unwrap();
     let b = DualCache::connect(config(&url, &prefix)).await.unwrap();
     let now = a.clock().now_ms();
-    a.deadline("{d1}:cooldown")
+    a.deadlines()
+        .deadline("{d1}:cooldown")
         .unwrap()
         .extend_to(now + 60_000)
         .await
         .unwrap();
     // b has not synced: it proposes a shorter cooldown; Redis keeps the later one and says so.
     let held = b
+        .deadlines()
         .deadline("{d1}:cooldown")
         .unwrap()
         .extend_to(now + 5_000)
@@ -79,7 +82,7 @@ async fn a_missing_key_is_read_from_redis_once_per_remote_read_ttl() {
     })
     .await
     .unwrap();
-    assert_eq!(cache.get("cooldown").await.unwrap(), None);
+    assert_eq!(cache.kv().get("cooldown").await.unwrap(), None);
     // Another instance writes it; within remote_read_ttl the cached "absent" is served (no
     // round trip), afterwards Redis is asked again.
     let raw = raw_client(&url).await;
@@ -87,10 +90,16 @@ async fn a_missing_key_is_read_from_redis_once_per_remote_read_ttl() {
         .set(format!("{prefix}cooldown"), "429", None, None, false)
         .await
         .unwrap();
-    assert_eq!(cache.get("cooldown").await.unwrap(), None);
-    assert_eq!(cache.batch_get(&["cooldown"]).await.unwrap(), vec![None]);
+    assert_eq!(cache.kv().get("cooldown").await.unwrap(), None);
+    assert_eq!(
+        cache.kv().batch_get(&["cooldown"]).await.unwrap(),
+        vec![None]
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(cache.get("cooldown").await.unwrap().as_deref(), Some("429"));
+    assert_eq!(
+        cache.kv().get("cooldown").await.unwrap().as_deref(),
+        Some("429")
+    );
     cache.shutdown().await.unwrap();
 }
 
@@ -112,6 +121,7 @@ async fn a_full_registry_is_scanned_at_most_once_per_sync_interval() {
     let live: Vec<_> = (0..10)
         .map(|i| {
             cache
+                .counters()
                 .counter(
                     &format!("live{i}"),
                     CounterOptions::ttl(Duration::from_secs(60)),
@@ -121,7 +131,7 @@ async fn a_full_registry_is_scanned_at_most_once_per_sync_interval() {
         .collect();
     for i in 0..1_000 {
         assert!(matches!(
-            cache.counter(
+            cache.counters().counter(
                 &format!("new{i}"),
                 CounterOptions::ttl(Duration::from_secs(60))
             ),
@@ -132,13 +142,14 @@ async fn a_full_registry_is_scanned_at_most_once_per_sync_interval() {
     assert_eq!(cache.stats().tracked_key_overflows, 1_000);
     // Watched deadlines share the bound.
     assert!(matches!(
-        cache.deadline("{d}:cooldown"),
+        cache.deadlines().deadline("{d}:cooldown"),
         Err(CacheError::TrackedKeysFull { .. })
     ));
     clock.advance_ms(3_600_000);
     drop(live);
     // A sync interval later the next refused key may scan again, and this time frees room.
     cache
+        .counters()
         .counter("after", CounterOptions::ttl(Duration::from_secs(60)))
         .unwrap();
     assert_eq!(cache.stats().prune_scans, 2);

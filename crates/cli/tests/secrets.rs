@@ -14,11 +14,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-
-use common::exchange_raw;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::exchange_raw;
+use ferrolite_cache::testing::free_port;
 
 /// The text of every secret in the wrong-shape configs.
 const SECRET: &str = "zq-SEKRET-7431";
@@ -121,14 +122,6 @@ fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ferrolite-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn signal(child: &std::process::Child, signal: &str) {

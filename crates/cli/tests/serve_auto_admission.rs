@@ -114,7 +114,7 @@ ferrolite_settings:
             let mut requests = 0;
             for at in [now, now.saturating_sub(60_000), now.saturating_sub(120_000)] {
                 let key = Window::MINUTE_SLIDING.bucket_key("{auto-e2e}:openai/gpt-4o:rpm", at);
-                if let Some(value) = cache.get(&key).await.unwrap() {
+                if let Some(value) = cache.kv().get(&key).await.unwrap() {
                     requests += value.parse::<usize>().unwrap();
                 }
             }

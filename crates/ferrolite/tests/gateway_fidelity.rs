@@ -893,7 +893,11 @@ ferrolite_settings:
 fn fill_counter_registry(cache: &ferrolite::cache::DualCache) {
     let options = ferrolite::cache::CounterOptions::ttl(std::time::Duration::from_secs(3_600));
     for i in 0.. {
-        if cache.increment(&format!("filler-{i}"), 1, options).is_err() {
+        if cache
+            .counters()
+            .increment(&format!("filler-{i}"), 1, options)
+            .is_err()
+        {
             break;
         }
     }

@@ -301,7 +301,8 @@ impl Inner {
         }
         match Box::pin(
             self.cache
-                .lease(&probation.probe_key, 1, self.settings.lease_ttl),
+                .leases()
+                .take(&probation.probe_key, 1, self.settings.lease_ttl),
         )
         .await
         {
@@ -331,7 +332,8 @@ impl Inner {
         let taken = if cap.shared {
             Box::pin(
                 self.cache
-                    .lease(&cap.key, cap.limit, self.settings.lease_ttl),
+                    .leases()
+                    .take(&cap.key, cap.limit, self.settings.lease_ttl),
             )
             .await
             .map(|l| l.map(Slot::Shared))

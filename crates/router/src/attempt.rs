@@ -255,7 +255,7 @@ impl Inner {
         key: &str,
         eligible: &[&'s Target],
     ) -> Option<&'s Target> {
-        let id = match self.cache.get(key).await {
+        let id = match self.cache.kv().get(key).await {
             Ok(id) => id?,
             Err(e) => {
                 tracing::debug!(error = %e, "could not read an affinity pin");
@@ -269,11 +269,11 @@ impl Inner {
     /// Pins the request's affinity key to `target` (when it is not pinned there already).
     async fn pin(&self, key: &str, target: &Target) {
         let cache = &self.cache;
-        if cache.get(key).await.ok().flatten().as_deref() == Some(target.id.as_str()) {
+        if cache.kv().get(key).await.ok().flatten().as_deref() == Some(target.id.as_str()) {
             return;
         }
         let ttl = self.settings.deployment_affinity_ttl;
-        if let Err(e) = cache.set(key, target.id.as_str(), ttl).await {
+        if let Err(e) = cache.kv().set(key, target.id.as_str(), ttl).await {
             tracing::debug!(error = %e, "could not pin an affinity key");
         }
     }

@@ -175,7 +175,7 @@ impl Allowance {
     ) -> bool {
         let key = hash_tagged(id.as_str(), &format!(":allowed_fails:{}", self.suffix));
         let window = CounterOptions::fixed_ttl(ttl.max(Duration::from_millis(1)));
-        match cache.increment(&key, 1, window) {
+        match cache.counters().increment(&key, 1, window) {
             Ok(count) => count > i64::from(self.allowed),
             Err(error) => {
                 tracing::warn!(%error, "could not count an allowed failure");

@@ -80,7 +80,7 @@ impl Inner {
             return Ok(None);
         }
         let tpm = checks.iter().position(|c| c.key.ends_with(":tpm"));
-        let admission = Box::pin(self.cache.admit(&checks)).await?;
+        let admission = Box::pin(self.cache.admission().admit(&checks)).await?;
         if admission.admitted {
             return Ok(Some(HeldKey(Box::new(Admitted {
                 admission,

@@ -611,7 +611,7 @@ impl ResponseCache {
         if !self.settings.redis {
             return None;
         }
-        let text = match self.shared.get_shared(&id.key).await {
+        let text = match self.shared.shared().get(&id.key).await {
             Ok(Some(text)) => text,
             Ok(None) => return None,
             Err(error) => {
@@ -660,7 +660,7 @@ impl ResponseCache {
         if self.settings.redis {
             match serde_json::to_string(&entry) {
                 Ok(text) => {
-                    if let Err(error) = self.shared.set_shared(&id.key, &text, ttl).await {
+                    if let Err(error) = self.shared.shared().set(&id.key, &text, ttl).await {
                         tracing::debug!(%error, "response cache: Redis write failed");
                     }
                 }

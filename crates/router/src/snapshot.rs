@@ -266,6 +266,7 @@ fn health_of(
 ) -> Result<PerDeployment<Health>, RouterError> {
     let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
     let local = slots.bind(targets.index(), std::sync::atomic::AtomicU64::default);
+    let (deadlines, counters) = (cache.deadlines(), cache.counters());
     targets.index().try_map(|ix, id| {
         let parallel = parallel_limit(
             &deployments[ix.index()],
@@ -279,8 +280,8 @@ fn health_of(
         });
         let checks = if settings.enable_health_check_routing {
             Some(Checks {
-                passed: cache.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
-                failed: cache.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
+                passed: deadlines.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
+                failed: deadlines.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
             })
         } else {
             None
@@ -288,7 +289,7 @@ fn health_of(
         let probation = if settings.half_open {
             Some(Probation {
                 probe_key: hash_tagged(id.as_str(), ":probe"),
-                passed: cache.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
+                passed: deadlines.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
             })
         } else {
             None
@@ -297,9 +298,9 @@ fn health_of(
             parallel,
             checks,
             probation,
-            cooldown: cache.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
-            fails: cache.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
-            successes: cache.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
+            cooldown: deadlines.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
+            fails: counters.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
+            successes: counters.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
         })
     })
 }

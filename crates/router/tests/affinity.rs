@@ -119,12 +119,22 @@ async fn the_key_itself_is_never_stored() {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(secret.as_bytes());
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let pinned = s.cache.get(&format!("affinity:g:{hex}")).await.unwrap();
+    let pinned = s
+        .cache
+        .kv()
+        .get(&format!("affinity:g:{hex}"))
+        .await
+        .unwrap();
     assert_eq!(
         pinned.as_deref(),
         Some(used.as_str()),
         "the pin is kept under the key's hash"
     );
-    let raw = s.cache.get(&format!("affinity:g:{secret}")).await.unwrap();
+    let raw = s
+        .cache
+        .kv()
+        .get(&format!("affinity:g:{secret}"))
+        .await
+        .unwrap();
     assert_eq!(raw, None);
 }

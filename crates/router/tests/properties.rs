@@ -152,7 +152,7 @@ proptest! {
             for i in 0..3 {
                 let id = format!("d{i}");
                 prop_assert!(s.script.max_concurrency(&id) <= PARALLEL, "{id}: {}", s.script.max_concurrency(&id));
-                prop_assert_eq!(s.cache.local_leases(&format!("{{{id}}}:parallel")), 0);
+                prop_assert_eq!(s.cache.leases().taken_locally(&format!("{{{id}}}:parallel")), 0);
             }
             Ok(())
         })?;

@@ -500,7 +500,8 @@ async fn a_corrupt_entry_in_redis_is_a_miss_never_an_answer() {
     ] {
         assert!(
             cache_a
-                .set_shared(&key, garbage, Duration::from_secs(60))
+                .shared()
+                .set(&key, garbage, Duration::from_secs(60))
                 .await
                 .unwrap()
         );

@@ -14,13 +14,6 @@ use common::*;
 use ferrolite_router::{Request, RetryPolicy, RouterError, RouterSettings};
 use ferrolite_types::{Deployment, ErrorClass};
 
-fn retries(n: u32) -> RouterSettings {
-    RouterSettings {
-        num_retries: n,
-        ..settings()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn s13_lone_deployment_rate_limit_retries_with_exponential_backoff() {
     let s = setup(vec![dep("g", "1")], retries(2)).await;

@@ -14,13 +14,6 @@ use common::*;
 use ferrolite_router::{Request, RetryPolicy, RouterError, RouterSettings};
 use ferrolite_types::{AllowedFailsPolicy, Deployment, ErrorClass};
 
-fn retries(n: u32) -> RouterSettings {
-    RouterSettings {
-        num_retries: n,
-        ..settings()
-    }
-}
-
 fn class_of(err: &RouterError) -> ErrorClass {
     match err {
         RouterError::Backend { class, .. } => class.clone(),

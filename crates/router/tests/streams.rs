@@ -29,13 +29,6 @@ fn streamed() -> Request {
     )
 }
 
-fn retries(n: u32) -> RouterSettings {
-    RouterSettings {
-        num_retries: n,
-        ..settings()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_stream_passes_chunks_in_order_and_records_usage_and_cost_when_it_ends() {
     let d = Deployment {

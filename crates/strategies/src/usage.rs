@@ -142,6 +142,38 @@ struct AutoState {
     futile: parking_lot::Mutex<Option<(u64, i64)>>,
 }
 
+impl AutoState {
+    /// Keeps what a block claim took beyond the call's need (`extra` requests and tokens) as
+    /// this instance's claim when the claim is still for `bucket`; a claim that outlived its
+    /// bucket is given back at once.
+    fn keep_extra(
+        &self,
+        bucket: u64,
+        now_ms: u64,
+        [rpm, tpm]: [&Option<IntCounter>; 2],
+        [unused_rpm, unused_tpm]: [Option<IntCounter>; 2],
+        extra: [u64; 2],
+    ) {
+        let mut quota = self.quota.lock();
+        if quota.bucket == bucket {
+            quota.requests += extra[0];
+            quota.tokens += extra[1];
+            quota.rpm = rpm.clone();
+            quota.tpm = tpm.clone();
+            quota.unused_rpm = unused_rpm;
+            quota.unused_tpm = unused_tpm;
+            quota.last_use_ms = now_ms;
+        } else {
+            drop(quota);
+            Leftover([
+                (rpm.clone(), unused_rpm, extra[0]),
+                (tpm.clone(), unused_tpm, extra[1]),
+            ])
+            .give_back();
+        }
+    }
+}
+
 /// Admissions an instance claimed from a deployment's shared count and has not used yet
 /// ([`AdmissionMode::Auto`]), and its recent demand, which sizes the next claim.
 #[derive(Default)]
@@ -304,11 +336,15 @@ impl UsageStore {
                 unused_tpm: hash_tagged(id.as_str(), &format!(":{model}:tpm:unused")),
             }
         });
-        let shared = mode == AdmissionMode::Auto && cache.has_redis();
+        let shared = mode == AdmissionMode::Auto && cache.shared().is_configured();
         let states = index.try_map(|ix, id| {
             let model = targets.get(ix).map_or("", |t| t.model.as_str());
             let reclaim = if shared {
-                Some(cache.deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?)
+                Some(
+                    cache
+                        .deadlines()
+                        .deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?,
+                )
             } else {
                 None
             };
@@ -329,7 +365,7 @@ impl UsageStore {
         }
         let in_flight = index.try_map(|ix, id| {
             let group = targets.get(ix).map_or("", |t| &*t.model_name);
-            cache.counter(
+            cache.counters().counter(
                 &format!("{group}_request_count:{id}"),
                 CounterOptions::ttl(IN_FLIGHT_TTL),
             )
@@ -430,6 +466,7 @@ impl UsageStore {
         let previous_start = now_ms.saturating_sub(self.window.length_ms());
         let counter = |base: &str, at: u64| {
             self.cache
+                .counters()
                 .counter(&self.window.bucket_key(base, at), options)
         };
         let continues = epoch.bucket != u64::MAX && epoch.bucket + 1 == bucket;
@@ -624,10 +661,10 @@ impl UsageStore {
                 });
             }
         }
-        if self.cache.has_redis() {
+        if self.cache.shared().is_configured() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
-        let admission = self.cache.admit(&checks).await?;
+        let admission = self.cache.admission().admit(&checks).await?;
         if !admission.admitted {
             return Err(refusal(target, &checks, &metrics, &admission));
         }
@@ -799,23 +836,13 @@ impl UsageStore {
         };
         let [rpm, tpm, unused_rpm, unused_tpm] = claimed;
         if extra != [0, 0] {
-            let mut quota = state.quota.lock();
-            if quota.bucket == bucket {
-                quota.requests += extra[0];
-                quota.tokens += extra[1];
-                quota.rpm = rpm.clone();
-                quota.tpm = tpm.clone();
-                quota.unused_rpm = unused_rpm;
-                quota.unused_tpm = unused_tpm;
-                quota.last_use_ms = now_ms;
-            } else {
-                drop(quota);
-                Leftover([
-                    (rpm.clone(), unused_rpm, extra[0]),
-                    (tpm.clone(), unused_tpm, extra[1]),
-                ])
-                .give_back();
-            }
+            state.keep_extra(
+                bucket,
+                now_ms,
+                [&rpm, &tpm],
+                [unused_rpm, unused_tpm],
+                extra,
+            );
         }
         self.complete(target, [rpm, tpm], tokens)
     }

@@ -173,15 +173,15 @@ pub(super) async fn readiness(State(gateway): State<Arc<Gateway>>) -> Response {
     let router = gateway.router.load_full();
     let cache = router.cache();
     let stats = cache.stats();
-    let redis_down = cache.has_redis() && stats.redis_down;
-    let (status, state) = match (redis_down, cache.is_fail_open()) {
+    let redis_down = cache.shared().is_configured() && stats.redis_down;
+    let (status, state) = match (redis_down, cache.shared().is_fail_open()) {
         (false, _) => (StatusCode::OK, "healthy"),
         (true, true) => (StatusCode::OK, "degraded"),
         (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
     };
     let body = serde_json::json!({
         "status": state,
-        "cache": if cache.has_redis() { "redis" } else { "memory" },
+        "cache": if cache.shared().is_configured() { "redis" } else { "memory" },
         "redis_down": stats.redis_down,
         "redis_outages": stats.redis_outages,
         "model_groups": router.model_groups().len(),

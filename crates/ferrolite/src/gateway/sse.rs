@@ -18,11 +18,7 @@ use super::errors::status_of;
 ///
 /// The upstream is always asked for usage (the router needs the counts); the client sees it
 /// only when it asked (`include_usage`), as OpenAI sends it ([`StreamUsage`]).
-pub(super) fn sse(
-    stream: RouterStream,
-    model: String,
-    include_usage: bool,
-) -> Response {
+pub(super) fn sse(stream: RouterStream, model: String, include_usage: bool) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
     let usage = StreamUsage::new(include_usage);

@@ -322,6 +322,14 @@ pub fn settings() -> RouterSettings {
     settings
 }
 
+/// [`settings`] with `n` retries.
+pub fn retries(n: u32) -> RouterSettings {
+    RouterSettings {
+        num_retries: n,
+        ..settings()
+    }
+}
+
 pub struct Setup {
     pub router: Router,
     pub script: Arc<Script>,
@@ -345,6 +353,7 @@ impl Setup {
     pub async fn cool(&self, id: &str, seconds: u64) {
         let until = self.cache.clock().now_ms() + seconds * 1000;
         self.cache
+            .deadlines()
             .deadline(&format!("{{{id}}}:cooldown"))
             .unwrap()
             .extend_to(until)

@@ -1,6 +1,7 @@
-//! Strict admission: check several windowed limits and increment all of them, or none, in one
-//! atomic step — in Redis (one Lua script) so that N instances together admit exactly the limit,
-//! or in this process when no Redis is configured or it is down and the cache is fail-open.
+//! The admission facet ([`DualCache::admission`]), strict admission: check several windowed
+//! limits and increment all of them, or none, in one atomic step — in Redis (one Lua script)
+//! so that N instances together admit exactly the limit, or in this process when no Redis is
+//! configured or it is down and the cache is fail-open.
 //!
 //! The counters are the window-bucket counters of the batched pipeline (`{base}:{bucket}`,
 //! [`crate::Window::bucket_key`]): strict admission writes the keys selection reads, so there is
@@ -14,23 +15,39 @@
 //! that reports [`CacheError::Unavailable`] has consumed nothing, and a fail-open one that then
 //! decides locally counts the call once (locally, pushed to Redis by the pipeline later).
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::CacheError;
-use crate::ScriptReply;
 use crate::counter::CounterOptions;
-use crate::dual::{DualCache, IntCounter};
-use crate::error::truncate;
-use crate::redis::RedisStore;
+use crate::counters::IntCounter;
+use crate::dual::{DualCache, Inner};
+use crate::error::CacheError;
+use crate::remote::{AdmitCheck, PendingCancel};
 use crate::window::{Window, WindowKind};
 
-/// How long an admission's marker (and a withdrawal's tombstone) lives. A withdrawal is sent at
-/// the first sync after Redis answers again, so a minute covers it with room to spare; one that
-/// came later would find no marker and leave the admission counted — the safe direction (a slot
-/// held too long, never one given twice). Every strict admission writes one such key, so it is
-/// kept short.
-const MARKER_TTL_MS: u64 = 60_000;
+/// The cache's strict admissions (see [`DualCache::admission`]).
+#[derive(Clone, Copy)]
+pub struct Admissions<'a> {
+    cache: &'a DualCache,
+    inner: &'a Arc<Inner>,
+}
+
+impl std::fmt::Debug for Admissions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admissions").finish_non_exhaustive()
+    }
+}
+
+impl DualCache {
+    /// Strict admission: [`admit`](Admissions::admit) a request against several windowed
+    /// limits at once.
+    pub fn admission(&self) -> Admissions<'_> {
+        Admissions {
+            cache: self,
+            inner: self.inner(),
+        }
+    }
+}
 
 /// One limit an admission must respect: `count(key) + delta <= limit` within `window`.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +75,7 @@ pub enum AdmissionSource {
     Local,
 }
 
-/// The outcome of [`DualCache::admit`].
+/// The outcome of [`Admissions::admit`].
 #[derive(Debug, Clone)]
 #[must_use = "an admission took capacity; undo it if the call does not go ahead"]
 pub struct Admission {
@@ -94,15 +111,6 @@ impl Admission {
         }
         Ok(())
     }
-}
-
-/// A withdrawal of an admission whose reply was lost, waiting to reach Redis.
-#[derive(Debug, Clone)]
-pub(crate) struct PendingCancel {
-    marker: String,
-    counters: Vec<String>,
-    deltas: Vec<u64>,
-    marker_ttl_ms: u64,
 }
 
 fn validate(checks: &[LimitCheck]) -> Result<(), CacheError> {
@@ -141,7 +149,7 @@ struct Slot {
     previous_weight: f64,
 }
 
-impl DualCache {
+impl Admissions<'_> {
     /// Admits a request against every limit in `checks` atomically: if each `count + delta <=
     /// limit`, all counters are incremented and `admitted` is true; otherwise none is.
     ///
@@ -149,60 +157,48 @@ impl DualCache {
     /// to be down, a fail-open cache decides locally at once ([`AdmissionSource::Local`]) and a
     /// fail-closed one refuses at once with [`CacheError::Unavailable`] — neither waits for a
     /// timeout. A reply that times out is withdrawn (see the module documentation).
-    pub async fn admit(&self, checks: &[LimitCheck]) -> Result<Admission, CacheError> {
+    pub async fn admit(self, checks: &[LimitCheck]) -> Result<Admission, CacheError> {
         validate(checks)?;
-        let now = self.window_now_ms();
+        let inner = self.inner;
+        let now = inner.window_now_ms();
         let slots = checks
             .iter()
             .map(|c| self.slot(c, now))
             .collect::<Result<Vec<_>, _>>()?;
-        let inner = &self.inner;
-        let Some(redis) = &inner.redis else {
+        let Some(store) = inner.remote() else {
             return self.admit_locally(checks, slots, now);
         };
-        if redis.health.is_down() {
+        if inner.remote_down() {
             return self.degrade(checks, slots, now, "Redis is down");
         }
-        let token = format!(
-            "{}-{}",
-            inner.sync.instance,
-            inner.sync.seq.fetch_add(1, Ordering::Relaxed) + 1
-        );
-        let first = redis.key(slots[0].current.key());
-        let marker = format!("{}:admission:{token}", RedisStore::tag_of(&first));
-        let marker_ttl = MARKER_TTL_MS;
-        let mut keys = Vec::with_capacity(1 + 2 * checks.len());
-        let mut args = Vec::with_capacity(1 + 5 * checks.len());
-        keys.push(marker.clone());
-        args.push(marker_ttl.to_string());
-        for (check, slot) in checks.iter().zip(&slots) {
-            keys.push(redis.key(slot.current.key()));
-            keys.push(
-                redis.key(
-                    &check
-                        .window
-                        .bucket_key(&check.key, now.saturating_sub(check.window.length_ms())),
-                ),
-            );
-            args.push(check.delta.to_string());
-            args.push(check.limit.to_string());
-            args.push(slot.bucket_start_ms.to_string());
-            args.push(match check.window.kind() {
-                WindowKind::Fixed => "0".to_string(),
-                WindowKind::Sliding => check.window.length_ms().to_string(),
-            });
-            args.push(check.window.retention_ms().to_string());
-        }
-        match redis.eval(&redis.admit, keys, args).await {
-            Ok(reply) => {
-                let decoded = decode_admission(reply, checks.len())?;
-                for (slot, raw) in slots.iter().zip(&decoded.raw) {
+        let token = inner.next_token();
+        let remote_checks: Vec<AdmitCheck<'_>> = checks
+            .iter()
+            .zip(&slots)
+            .map(|(check, slot)| AdmitCheck {
+                current: slot.current.key(),
+                previous: check
+                    .window
+                    .bucket_key(&check.key, now.saturating_sub(check.window.length_ms())),
+                delta: check.delta,
+                limit: check.limit,
+                bucket_start_ms: slot.bucket_start_ms,
+                sliding_ms: match check.window.kind() {
+                    WindowKind::Fixed => 0,
+                    WindowKind::Sliding => check.window.length_ms(),
+                },
+                retention_ms: check.window.retention_ms(),
+            })
+            .collect();
+        match store.admit(&token, &remote_checks).await {
+            Ok(receipt) => {
+                for (slot, raw) in slots.iter().zip(&receipt.raw) {
                     slot.current.observe_global(*raw);
                 }
                 Ok(Admission {
-                    admitted: decoded.admitted,
-                    counts: decoded.counts,
-                    now_ms: decoded.now_ms,
+                    admitted: receipt.admitted,
+                    counts: receipt.counts,
+                    now_ms: receipt.now_ms,
                     source: AdmissionSource::Redis,
                     taken: taken(checks, slots),
                 })
@@ -210,10 +206,9 @@ impl DualCache {
             Err(CacheError::Unavailable { reason, .. }) => {
                 // The script may or may not run; withdraw it either way.
                 inner.queue_cancel(PendingCancel {
-                    counters: slots.iter().map(|s| redis.key(s.current.key())).collect(),
+                    token,
+                    counters: slots.iter().map(|s| s.current.key().to_string()).collect(),
                     deltas: checks.iter().map(|c| c.delta).collect(),
-                    marker,
-                    marker_ttl_ms: marker_ttl,
                 });
                 self.degrade(checks, slots, now, &reason)
             }
@@ -224,7 +219,7 @@ impl DualCache {
     /// Redis cannot decide: fail-open decides locally (and says so once per outage), fail-closed
     /// refuses.
     fn degrade(
-        &self,
+        self,
         checks: &[LimitCheck],
         slots: Vec<Slot>,
         now: u64,
@@ -240,15 +235,16 @@ impl DualCache {
         self.admit_locally(checks, slots, now)
     }
 
-    fn slot(&self, check: &LimitCheck, now: u64) -> Result<Slot, CacheError> {
+    fn slot(self, check: &LimitCheck, now: u64) -> Result<Slot, CacheError> {
         let options = CounterOptions::ttl(Duration::from_millis(check.window.retention_ms()));
-        let current = self.counter(&check.window.bucket_key(&check.key, now), options)?;
+        let counters = self.cache.counters();
+        let current = counters.counter(&check.window.bucket_key(&check.key, now), options)?;
         let (previous, previous_weight) = match check.window.kind() {
             WindowKind::Fixed => (None, 0.0),
             WindowKind::Sliding => {
                 let at = now.saturating_sub(check.window.length_ms());
                 (
-                    Some(self.counter(&check.window.bucket_key(&check.key, at), options)?),
+                    Some(counters.counter(&check.window.bucket_key(&check.key, at), options)?),
                     check.window.previous_weight(now),
                 )
             }
@@ -264,12 +260,12 @@ impl DualCache {
     /// The same check-and-increment in this process, under one lock, on the local view of the
     /// same counters (increments reach Redis through the pipeline when it is reachable).
     fn admit_locally(
-        &self,
+        self,
         checks: &[LimitCheck],
         slots: Vec<Slot>,
         now: u64,
     ) -> Result<Admission, CacheError> {
-        let _serial = self.inner.admit_lock.lock();
+        let _serial = self.inner.lock_admissions();
         let counts: Vec<f64> = slots
             .iter()
             .map(|s| {
@@ -308,148 +304,4 @@ fn taken(checks: &[LimitCheck], slots: Vec<Slot>) -> Vec<(IntCounter, u64)> {
         .zip(checks)
         .map(|(s, c)| (s.current, c.delta))
         .collect()
-}
-
-impl crate::dual::Inner {
-    /// Queues the withdrawal of an admission (bounded: the oldest is dropped, and logged).
-    pub(crate) fn queue_cancel(&self, cancel: PendingCancel) {
-        let mut queue = self.cancels.lock();
-        if queue.len() >= self.config.max_tracked_keys {
-            queue.pop_front();
-            metrics::counter!("ferrolite_cache_admission_cancels_dropped_total").increment(1);
-            tracing::warn!(
-                "too many admissions awaiting withdrawal; the oldest is dropped and may stay counted"
-            );
-        }
-        queue.push_back(cancel);
-    }
-
-    /// Sends the queued withdrawals; those Redis did not take stay queued.
-    pub(crate) async fn send_cancels(&self, redis: &RedisStore) -> Vec<CacheError> {
-        let pending: Vec<PendingCancel> = self.cancels.lock().drain(..).collect();
-        let mut errors = Vec::new();
-        let mut failed = Vec::new();
-        let mut down = false;
-        for cancel in pending {
-            if down {
-                failed.push(cancel);
-                continue;
-            }
-            let mut keys = Vec::with_capacity(1 + cancel.counters.len());
-            keys.push(cancel.marker.clone());
-            keys.extend(cancel.counters.iter().cloned());
-            let mut args = vec![cancel.marker_ttl_ms.to_string()];
-            args.extend(cancel.deltas.iter().map(u64::to_string));
-            match redis.eval(&redis.admit_cancel, keys, args).await {
-                Ok(_) => {}
-                Err(e @ CacheError::Unavailable { .. }) => {
-                    down = true;
-                    errors.push(e);
-                    failed.push(cancel);
-                }
-                Err(e) => errors.push(e), // a Redis error will not go away by resending
-            }
-        }
-        if !failed.is_empty() {
-            let mut queue = self.cancels.lock();
-            for cancel in failed.into_iter().rev() {
-                queue.push_front(cancel);
-            }
-        }
-        errors
-    }
-
-    /// Counts an admission decided locally while Redis is configured, and logs the first of each
-    /// outage.
-    fn note_local_admission(&self) {
-        metrics::counter!("ferrolite_cache_local_admissions_total").increment(1);
-        let outages = self.redis.as_ref().map_or(0, |r| r.health.outages());
-        if self.local_admission_logged.swap(outages, Ordering::AcqRel) != outages {
-            tracing::warn!(
-                "strict admission decided on this instance's local view while Redis is unreachable: \
-                 each instance now admits up to the full limit (N instances, N x the limit) until Redis is back"
-            );
-        }
-    }
-}
-
-struct Decoded {
-    admitted: bool,
-    counts: Vec<f64>,
-    raw: Vec<i64>,
-    now_ms: u64,
-}
-
-/// Decodes `{status, now_ms, (count_i, raw_i)...}`.
-fn decode_admission(reply: ScriptReply, n: usize) -> Result<Decoded, CacheError> {
-    let unexpected = |got: &dyn std::fmt::Debug| CacheError::UnexpectedReply {
-        key: "ferrolite_admit_v2".into(),
-        expected: "[status, now_ms, then a count and a raw value per limit]",
-        got: truncate(&format!("{got:?}")),
-    };
-    let items = match reply {
-        ScriptReply::Array(items) if items.len() == 2 + 2 * n => items,
-        other => return Err(unexpected(&other)),
-    };
-    let admitted = match items[0].as_i64() {
-        Some(1) => true,
-        Some(0) => false,
-        _ => return Err(unexpected(&items[0])),
-    };
-    let now_ms = items[1]
-        .as_i64()
-        .and_then(|v| u64::try_from(v).ok())
-        .ok_or_else(|| unexpected(&items[1]))?;
-    let mut counts = Vec::with_capacity(n);
-    let mut raw = Vec::with_capacity(n);
-    for pair in items[2..].chunks(2) {
-        counts.push(
-            pair[0]
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| unexpected(&pair[0]))?,
-        );
-        raw.push(pair[1].as_i64().ok_or_else(|| unexpected(&pair[1]))?);
-    }
-    Ok(Decoded {
-        admitted,
-        counts,
-        raw,
-        now_ms,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_of_the_wrong_shape_are_typed_errors() {
-        let err = decode_admission(ScriptReply::Text("OK".into()), 1)
-            .err()
-            .unwrap();
-        assert!(
-            matches!(err, CacheError::UnexpectedReply { ref key, .. } if key == "ferrolite_admit_v2")
-        );
-        let bad_count = ScriptReply::Array(vec![
-            ScriptReply::Int(1),
-            ScriptReply::Int(5),
-            ScriptReply::Text("x".into()),
-            ScriptReply::Int(1),
-        ]);
-        assert!(decode_admission(bad_count, 1).is_err());
-        let cancelled = ScriptReply::Array(vec![ScriptReply::Int(2), ScriptReply::Int(5)]);
-        assert!(decode_admission(cancelled, 1).is_err());
-        let ok = ScriptReply::Array(vec![
-            ScriptReply::Int(0),
-            ScriptReply::Int(5),
-            ScriptReply::Text("2.5".into()),
-            ScriptReply::Int(2),
-        ]);
-        let decoded = decode_admission(ok, 1).unwrap();
-        assert!(!decoded.admitted);
-        assert_eq!(decoded.counts, vec![2.5]);
-        assert_eq!(decoded.raw, vec![2]);
-        assert_eq!(decoded.now_ms, 5);
-    }
 }
