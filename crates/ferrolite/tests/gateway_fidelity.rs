@@ -928,3 +928,28 @@ async fn a_full_counter_registry_is_a_503_with_retry_after() {
         "{body}"
     );
 }
+
+/// Regression: the router's own rate counters met a full counter registry (its usage window
+/// could not get its first counters) and the call was a 500 "deployment index ... does not
+/// belong to this snapshot", hiding the cause. It is the shared-state error it is: 503 with
+/// `Retry-After`, naming the registry's bound.
+#[tokio::test]
+async fn a_full_counter_registry_met_by_the_router_names_the_registry_not_a_stale_index() {
+    let (base, cache) = gateway_over_a_small_cache(64).await;
+    fill_counter_registry(&cache);
+    let response = http()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "g", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.unwrap(), "1");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_tracked_keys"), "{body}");
+    assert!(!message.contains("does not belong"), "{body}");
+}

@@ -285,6 +285,9 @@ struct Epoch {
     tpm: Vec<[Option<IntCounter>; 2]>,
     /// Auto mode: the current bucket's counts of claimed-and-unused requests and tokens.
     unused: Vec<[Option<IntCounter>; 2]>,
+    /// Why the store has no counters yet: its first rotation failed (the cache's key registry
+    /// is full). An admission then fails with this error, not as an unknown deployment.
+    failed: Option<CacheError>,
 }
 
 /// Per-deployment usage of one snapshot's deployments, reached by [`DeploymentIx`].
@@ -381,6 +384,7 @@ impl UsageStore {
                 rpm: Vec::new(),
                 tpm: Vec::new(),
                 unused: Vec::new(),
+                failed: None,
             }),
             in_flight,
             claims,
@@ -451,6 +455,9 @@ impl UsageStore {
         match self.next_epoch(&epoch, bucket, now_ms) {
             Ok(next) => *epoch = next,
             Err(error) => {
+                if epoch.bucket == u64::MAX {
+                    epoch.failed = Some(error.clone());
+                }
                 let n = self.rotation_failures.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("ferrolite_usage_rotation_failures_total").increment(1);
                 if n == 0 || n.is_power_of_two() {
@@ -503,6 +510,7 @@ impl UsageStore {
             rpm,
             tpm,
             unused,
+            failed: None,
         })
     }
 
@@ -1070,7 +1078,11 @@ impl UsageView<'_> {
             self.epoch.tpm.get(position).and_then(|c| c[0].as_ref()),
         ) {
             (Some(rpm), Some(tpm)) => Ok((rpm, tpm)),
-            _ => Err(StrategyError::UnknownDeployment { ix }),
+            _ => Err(self
+                .epoch
+                .failed
+                .clone()
+                .map_or(StrategyError::UnknownDeployment { ix }, StrategyError::Cache)),
         }
     }
 
