@@ -1,4 +1,5 @@
-//! Budget scenarios (shared/scenarios.md §4.8), windows on a hand-moved clock, reservations.
+//! Budget scenarios (LiteLLM's `RouterBudgetLimiting`: provider, deployment and tag budgets),
+//! windows on a hand-moved clock, reservations.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -3,7 +3,8 @@
 //!
 //! Two kinds of windows:
 //! - **fixed**: calendar-aligned buckets (`floor(now / length)`), LiteLLM's behaviour. A client
-//!   can spend the limit at 12:00:59 and again at 12:01:00 (reference §5 W1).
+//!   can spend the limit at 12:00:59 and again at 12:01:00 (LiteLLM keys its per-minute
+//!   counters by calendar minute; sliding windows, LiteLLM issue #3065, are not implemented).
 //! - **sliding** (ferrolite's default): the sliding-window-counter approximation used by
 //!   Cloudflare and Redis' rate-limiting patterns: `estimate = prev * (1 - elapsed/length) + cur`,
 //!   where `elapsed` is the time since the current bucket started. It bounds a burst across a

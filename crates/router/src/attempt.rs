@@ -468,8 +468,9 @@ impl Inner {
 
     /// Records a call that went out and failed with `class` (a whole call, or a stream that
     /// broke after its first chunk) and gives back what it held: the strategy's and the
-    /// observers' view, the failure metric, and the cooldown the rules decide (reference §2.9),
-    /// decided while a half-open deployment's probe is still held.
+    /// observers' view, the failure metric, and the cooldown the rules decide (LiteLLM's
+    /// `router_utils/cooldown_handlers.py`), decided while a half-open deployment's probe is
+    /// still held.
     pub(crate) async fn failed(
         &self,
         snapshot: &Snapshot,
@@ -586,7 +587,7 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
             object.remove(field);
         }
         // A client-side fallback given as an object (`{"model": "b", "messages": [...]}`):
-        // its other fields replace the request's for that hop (reference S50).
+        // its other fields replace the request's for that hop (LiteLLM's client-side fallbacks).
         let hop = request
             .body
             .get("fallbacks")
@@ -614,8 +615,8 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
     }
 }
 
-/// The attempt timeout (reference §2.10): a stream's `stream_timeout` (deployment, then router)
-/// first; else the request's `timeout`, the deployment's, the router's.
+/// The attempt timeout (LiteLLM's `_get_timeout`): a stream's `stream_timeout` (deployment, then
+/// router) first; else the request's `timeout`, the deployment's, the router's.
 fn attempt_timeout(
     settings: &RouterSettings,
     request: &Request,

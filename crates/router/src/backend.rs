@@ -130,7 +130,7 @@ pub trait Backend: Send + Sync {
         })
     }
 
-    /// Checks that `deployment` answers (reference §2.17: LiteLLM's background health checks).
+    /// Checks that `deployment` answers (LiteLLM's background health checks).
     /// The router runs it from [`Router::check_health`](crate::Router::check_health) and keeps
     /// a failed deployment out of picks until the next check passes. The default passes.
     fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {

@@ -1,4 +1,5 @@
-//! When a failure cools a deployment down (reference §2.9), and for how long.
+//! When a failure cools a deployment down (LiteLLM's `router_utils/cooldown_handlers.py`), and
+//! for how long.
 //!
 //! Cooldowns are watched deadlines (`{id}:cooldown`): written to Redis at once ("set if later",
 //! so re-cooling only extends), read by every instance from memory, seen by the others within

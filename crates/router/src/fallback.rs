@@ -1,6 +1,6 @@
-//! Fallbacks (reference §2.8): a destination, then its fallback chain (context-window,
-//! content-policy or generic, `max_fallbacks`, no target twice); and a group's `order` tiers,
-//! lowest first, each with its own retries.
+//! Fallbacks (LiteLLM's `async_function_with_fallbacks`): a destination, then its fallback chain
+//! (context-window, content-policy or generic, `max_fallbacks`, no target twice); and a group's
+//! `order` tiers, lowest first, each with its own retries.
 
 use ferrolite_types::ErrorClass;
 

@@ -77,9 +77,9 @@ impl Inner {
         Ok(eligible)
     }
 
-    /// Health-check state (reference §2.17): a deployment whose latest check failed is left
-    /// out, unless that leaves none (a check that fails everywhere says more about the check
-    /// than the deployments).
+    /// Health-check state (LiteLLM's `enable_health_check_routing`): a deployment whose latest
+    /// check failed is left out, unless that leaves none (a check that fails everywhere says more
+    /// about the check than the deployments).
     fn filter_unhealthy(&self, snapshot: &Snapshot, eligible: &mut Vec<&Target>) {
         let now = self.now_ms();
         let unhealthy = |t: &Target| {
@@ -152,11 +152,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Tag routing (reference §2.13): deployments carrying the request's tags (any of them, or
-    /// all with `tag_filtering_match_any: false`), none carrying a `!tag`, all carrying every
-    /// `&tag`; else, when no deployment of the group knows the request's tags, those tagged
-    /// `default`; an untagged request goes to `default` deployments when there are any, else
-    /// to all.
+    /// Tag routing (LiteLLM's `tag_based_routing.py`): deployments carrying the request's tags (any
+    /// of them, or all with `tag_filtering_match_any: false`), none carrying a `!tag`, all carrying
+    /// every `&tag`; else, when no deployment of the group knows the request's tags, those tagged
+    /// `default`; an untagged request goes to `default` deployments when there are any, else to
+    /// all.
     fn filter_tags<'s>(
         &self,
         call: &'s Call<'_>,
@@ -225,8 +225,8 @@ impl Inner {
     }
 }
 
-/// The region pre-call check (reference §2.12): a request that allows one region goes only to
-/// deployments in it; a deployment without a `region_name` is not in any.
+/// The region pre-call check (LiteLLM's `_pre_call_checks`): a request that allows one region goes
+/// only to deployments in it; a deployment without a `region_name` is not in any.
 fn filter_region<'s>(
     call: &'s Call<'_>,
     destination: &Destination,
@@ -251,9 +251,9 @@ fn filter_region<'s>(
     Ok(eligible)
 }
 
-/// The context-window pre-call check (reference §2.12): deployments whose `max_input_tokens`
-/// the request's input exceeds are dropped (the tokens are counted once per request); when none
-/// is left, a context-window error, which takes the context-window fallbacks.
+/// The context-window pre-call check (LiteLLM's `_pre_call_checks`): deployments whose
+/// `max_input_tokens` the request's input exceeds are dropped (the tokens are counted once per
+/// request); when none is left, a context-window error, which takes the context-window fallbacks.
 fn filter_context_window<'s>(
     call: &'s Call<'_>,
     destination: &Destination,

@@ -1,5 +1,6 @@
-//! Health checks (reference §2.17): every deployment's [`crate::Backend::health_check`] at once,
-//! the results recorded in the shared state for health-check routing.
+//! Health checks (LiteLLM's background health checks): every deployment's
+//! [`crate::Backend::health_check`] at once, the results recorded in the shared state for
+//! health-check routing (LiteLLM's `enable_health_check_routing`).
 
 use ferrolite_types::{DeploymentId, ErrorClass};
 

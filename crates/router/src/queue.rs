@@ -1,7 +1,7 @@
 //! The wait queue: with [`WaitQueueSettings`], a request that finds no capacity in its group
 //! (every eligible deployment's rpm/tpm or `max_parallel_requests` slots taken) waits for a
-//! turn instead of failing at once, in `priority` order (reference §2.16: 0-255, lower first;
-//! a request without one after every prioritised one; first come, first served within a
+//! turn instead of failing at once, in `priority` order (as LiteLLM's `Scheduler`: 0-255, lower
+//! first; a request without one after every prioritised one; first come, first served within a
 //! priority), bounded in length and in time.
 //!
 //! Only the head of a group's queue tries; when a call of the group ends, the head is woken at

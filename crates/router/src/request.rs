@@ -35,14 +35,15 @@ pub struct Request {
     /// `disable_fallbacks`.
     pub disable_fallbacks: bool,
     /// `priority` (0-255, lower first): the request's place in the wait queue when its group
-    /// has no capacity (reference §2.16; only with `RouterSettings::wait_queue`).
+    /// has no capacity (as LiteLLM's `Scheduler`; only with `RouterSettings::wait_queue`).
     pub priority: Option<u8>,
     /// The affinity key (a user's API key, a session id) for `deployment_affinity`: requests
     /// with the same key stay on one deployment of a group while it can take them. Only a hash
     /// of it is stored.
     pub affinity_key: Option<String>,
     /// Client-side `fallbacks`: the groups (or deployment ids) to try, in order, when the
-    /// requested group fails; used instead of the configured chains (reference §2.8).
+    /// requested group fails; used instead of the configured chains (LiteLLM's
+    /// client-side fallbacks).
     pub fallbacks: Vec<String>,
     /// Budget scopes charged besides `tags` (as tag budgets), never used for routing: the
     /// gateway puts an API key's budget here.

@@ -1,5 +1,6 @@
-//! Resolution (reference §2.3): the model a request names -> where the call goes (a
-//! [`Destination`]), the deployments it covers, and the model each deployment is called with.
+//! Resolution (LiteLLM's `_common_checks_available_deployment`): the model a request names -> where
+//! the call goes (a [`Destination`]), the deployments it covers, and the model each deployment is
+//! called with.
 
 use ferrolite_types::{Deployment, DeploymentId, DeploymentIx};
 
@@ -33,8 +34,9 @@ impl Destination {
     }
 }
 
-/// Resolution (reference §2.3): a model group, an alias of one, a deployment id, a wildcard
-/// group, the deployments with that `litellm_params.model`, else the first default fallback.
+/// Resolution (LiteLLM's `_common_checks_available_deployment`): a model group, an alias of one, a
+/// deployment id, a wildcard group, the deployments with that `litellm_params.model`, else the
+/// first default fallback.
 pub(crate) fn resolve(
     snapshot: &Snapshot,
     settings: &RouterSettings,

@@ -1,5 +1,5 @@
-//! Whether a failed attempt is retried (reference §2.7), how long to wait first ([`Decide`]),
-//! and the loop of attempts on one destination ([`Inner::with_retries`]).
+//! Whether a failed attempt is retried (LiteLLM's `should_retry_this_error`), how long to wait
+//! first ([`Decide`]), and the loop of attempts on one destination ([`Inner::with_retries`]).
 
 use std::time::Duration;
 
@@ -115,9 +115,9 @@ impl<'a> Decide<'a> {
 }
 
 impl Inner {
-    /// Attempts on `destination` until one succeeds or the retry rules stop (reference §2.7,
-    /// [`Decide`]); a failure that says the deployment is wrong for the request skips it next
-    /// time; no wait after the last attempt.
+    /// Attempts on `destination` until one succeeds or the retry rules stop (LiteLLM's
+    /// `async_function_with_retries`, [`Decide`]); a failure that says the deployment is wrong for
+    /// the request skips it next time; no wait after the last attempt.
     pub(crate) async fn with_retries(
         &self,
         call: &mut Call<'_>,

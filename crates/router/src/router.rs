@@ -171,8 +171,9 @@ impl Router {
 
     /// Runs every deployment's [`Backend::health_check`] at once (each under the router's
     /// timeout) and records the results in the shared state, so every instance's health-check
-    /// routing sees them (reference §2.17). Call it on an interval (LiteLLM's proxy: every
-    /// 300 s); the gateway does. Returns each deployment's result.
+    /// routing sees them (LiteLLM's `enable_health_check_routing`). Call it on an interval
+    /// (LiteLLM's proxy: every `health_check_interval`, 300 s); the gateway does. Returns each
+    /// deployment's result.
     pub async fn check_health(&self) -> Vec<(DeploymentId, Result<(), BackendError>)> {
         self.inner.check_health().await
     }

@@ -1,4 +1,4 @@
-//! The router's settings: LiteLLM's routing settings (reference §2.1) with LiteLLM's effective
+//! The router's settings: LiteLLM's routing settings (`Router.__init__`) with LiteLLM's effective
 //! defaults, and the checks that run when a router is built.
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +13,8 @@ use crate::RouterError;
 use crate::{ResponseCacheSettings, WaitQueueSettings};
 
 /// Retries per error class (LiteLLM's `RetryPolicy`); `None` leaves a class to the next rule.
-/// A policy that gives a count for the error replaces the should-retry table (reference §2.7).
+/// A policy that gives a count for the error replaces the should-retry table (in LiteLLM, a
+/// count from `get_num_retries_from_retry_policy` skips `should_retry_this_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetryPolicy {
     /// 400s, including context-window and content-policy errors.
@@ -56,7 +57,7 @@ impl RetryPolicy {
 }
 
 /// How a router routes, retries, cools down and falls back. `Default` gives LiteLLM's effective
-/// defaults (reference §2.1) where design.md does not say otherwise.
+/// defaults (those of `Router.__init__`) where design.md does not say otherwise.
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
     /// `routing_strategy` (default `simple-shuffle`).
@@ -111,21 +112,21 @@ pub struct RouterSettings {
     /// An overall deadline over a request's attempts, backoffs and fallbacks (new in
     /// ferrolite; LiteLLM gives each attempt the full timeout and has none). `None`: no deadline.
     pub request_deadline: Option<Duration>,
-    /// `enable_tag_filtering` (reference §2.13).
+    /// `enable_tag_filtering` (LiteLLM's tag-based routing).
     pub enable_tag_filtering: bool,
     /// `tag_filtering_match_any` (default true): a deployment matches when it carries any of
     /// the request's tags; false: all of them.
     pub tag_filtering_match_any: bool,
     /// `enable_pre_call_checks`: drop deployments whose `max_input_tokens` the request exceeds
-    /// (reference §2.12).
+    /// (LiteLLM's `_pre_call_checks`).
     pub enable_pre_call_checks: bool,
     /// `default_max_parallel_requests`: the concurrency cap of deployments that derive none.
     pub default_max_parallel_requests: Option<u32>,
     /// An optional retry budget (new in ferrolite): retries allowed as a share of recent
     /// successes, so a failing provider cannot start a retry storm.
     pub retry_budget: Option<RetryBudgetSettings>,
-    /// `enable_health_check_routing` (reference §2.17): deployments whose last health check
-    /// ([`Router::check_health`](crate::Router::check_health)) failed are not picked.
+    /// `enable_health_check_routing` (LiteLLM's setting of that name): deployments whose last
+    /// health check ([`Router::check_health`](crate::Router::check_health)) failed are not picked.
     pub enable_health_check_routing: bool,
     /// `health_check_staleness_threshold`: a failed check older than this no longer counts
     /// (LiteLLM: twice the 300 s check interval).
@@ -140,7 +141,7 @@ pub struct RouterSettings {
     /// after a cooldown ends, one call at a time (shared by every instance) probes the
     /// deployment until one succeeds; a failure while half-open cools it down again at once.
     pub half_open: bool,
-    /// `deployment_affinity` (an `optional_pre_call_checks` entry in LiteLLM, reference §2.12):
+    /// `deployment_affinity` (an `optional_pre_call_checks` entry in LiteLLM):
     /// a request with an affinity key (a user's key, a session) goes to the deployment that key
     /// used last in the group, so provider prompt caches hit; it yields when that deployment is
     /// cooled down, unhealthy, full or over budget, and the pin moves to the one used.
@@ -151,8 +152,8 @@ pub struct RouterSettings {
     /// crashed instance's slots free themselves after this long (default 30 s; a running call
     /// renews its slot every third of it).
     pub lease_ttl: Duration,
-    /// `default_priority`: the priority of a request that gives none (reference §2.16); `None`
-    /// queues such requests after every prioritised one.
+    /// `default_priority`: the priority of a request that gives none (LiteLLM's `Scheduler`);
+    /// `None` queues such requests after every prioritised one.
     pub default_priority: Option<u8>,
     /// `cache_responses`: answer identical requests from a response cache (memory, and Redis
     /// when the router's cache has it) without calling a deployment; `None`, the default, as

@@ -106,8 +106,8 @@ impl Drop for LocalSlot {
     }
 }
 
-/// LiteLLM's concurrency cap (reference §2.11): `max_parallel_requests`, else `rpm`, else
-/// `tpm / 1000 x 6` (at least 1; "Azure: 6 rpm per 1000 tpm"), else the router's default; and
+/// LiteLLM's concurrency cap (`MaxParallelRequestsLimit`): `max_parallel_requests`, else `rpm`,
+/// else `tpm / 1000 x 6` (at least 1; "Azure: 6 rpm per 1000 tpm"), else the router's default; and
 /// whether it was set explicitly (see [`Parallel::shared`]).
 pub(crate) fn parallel_limit(deployment: &Deployment, default: Option<u32>) -> Option<(u64, bool)> {
     if let Some(max) = deployment.max_parallel_requests {

@@ -1,5 +1,5 @@
-//! Deployment affinity (reference §2.12 `deployment_affinity`): a key stays on the deployment
-//! it used last, and yields when that deployment cannot take the call.
+//! Deployment affinity (LiteLLM's `deployment_affinity` pre-call check): a key stays on the
+//! deployment it used last, and yields when that deployment cannot take the call.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

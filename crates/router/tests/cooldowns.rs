@@ -1,4 +1,4 @@
-//! Cooldowns (scenarios.md §4.4), on paused time.
+//! Cooldowns (LiteLLM's `router_utils/cooldown_handlers.py`), on paused time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,4 +1,5 @@
-//! Fallbacks (scenarios.md §4.3), on paused time.
+//! Fallbacks (LiteLLM's `async_function_with_fallbacks`): chains, attempted-fallbacks counts,
+//! `disable_fallbacks`, per-target fields; on paused time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,5 +1,6 @@
-//! Health-check routing (reference §2.17): a deployment whose latest health check failed is not
-//! picked while that result is fresh, in every instance sharing the state.
+//! Health-check routing (LiteLLM's `enable_health_check_routing`): a deployment whose latest
+//! health check failed is not picked while that result is fresh, in every instance sharing the
+//! state.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

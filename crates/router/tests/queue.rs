@@ -1,6 +1,6 @@
-//! The wait queue (reference §2.16, §2.11): with `wait_queue` set, a request that finds no
-//! capacity waits for a slot in `priority` order instead of failing at once; bounded in length
-//! and time. On paused time: the turns are exact.
+//! The wait queue (LiteLLM's `Scheduler` and `max_parallel_requests`): with `wait_queue` set, a
+//! request that finds no capacity waits for a slot in `priority` order instead of failing at once;
+//! bounded in length and time. On paused time: the turns are exact.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

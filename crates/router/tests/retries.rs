@@ -1,4 +1,4 @@
-//! Retries and backoff (scenarios.md §4.2), on paused time.
+//! Retries and backoff (LiteLLM's `async_function_with_retries`), on paused time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -403,8 +403,9 @@ async fn the_call_future_stays_small() {
     );
 }
 
-/// Reference §2.3 step 5: wildcard groups (`openai/*`, `*`) take models that name no group, and
-/// the deployment is called with the requested model in place of its `*`.
+/// As LiteLLM's `_common_checks_available_deployment`: wildcard groups (`openai/*`, `*`) take
+/// models that name no group, and the deployment is called with the requested model in place
+/// of its `*`.
 #[tokio::test]
 async fn wildcard_groups_take_unknown_models_and_call_them_by_name() {
     let wildcard = |group: &str, model: &str, id: &str| Deployment {
@@ -456,7 +457,8 @@ async fn wildcard_groups_take_unknown_models_and_call_them_by_name() {
     );
 }
 
-/// Reference §2.3 step 8: a model that matches nothing goes to the first default fallback.
+/// As LiteLLM's `_common_checks_available_deployment`: a model that matches nothing goes to the
+/// first default fallback.
 #[tokio::test]
 async fn an_unknown_model_goes_to_the_first_default_fallback() {
     let s = setup(
@@ -533,8 +535,8 @@ async fn a_default_max_tokens_counts_in_the_tpm_estimate() {
     first.abort();
 }
 
-/// Reference §2.3 step 7: a name that is no group, alias, id or wildcard is tried as a
-/// deployment's `litellm_params.model`.
+/// As LiteLLM's `_common_checks_available_deployment`: a name that is no group, alias, id or
+/// wildcard is tried as a deployment's `litellm_params.model`.
 #[tokio::test(start_paused = true)]
 async fn a_deployments_own_model_name_routes_to_the_deployments_with_it() {
     let s = setup(

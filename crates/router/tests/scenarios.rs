@@ -1,6 +1,7 @@
-//! The remaining scenarios of shared/scenarios.md §4.2, §4.4 and §4.9, each named by its
-//! scenario and behaviour (the others live in retries.rs, fallbacks.rs, cooldowns.rs,
-//! filters.rs, queue.rs and streams.rs). On paused time.
+//! The remaining scenarios (retry policies and retries with no healthy deployment left,
+//! failure-rate and `allowed_fails` cooldowns, deployment-id and unknown-model routing), each
+//! named by its scenario and behaviour (the others live in retries.rs, fallbacks.rs,
+//! cooldowns.rs, filters.rs, queue.rs and streams.rs). On paused time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,6 +1,6 @@
-//! Streamed calls (reference §2.10, §2.8): time to first token under `stream_timeout`, retries
-//! and fallbacks before the first chunk, the documented policy after it, usage recorded when the
-//! stream ends, and nothing held once a stream is dropped. On paused time.
+//! Streamed calls (LiteLLM's `stream_timeout` and mid-stream fallbacks): time to first token under
+//! `stream_timeout`, retries and fallbacks before the first chunk, the documented policy after it,
+//! usage recorded when the stream ends, and nothing held once a stream is dropped. On paused time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

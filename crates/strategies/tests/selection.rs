@@ -1,4 +1,5 @@
-//! Selection scenarios of shared/scenarios.md §4.1 and §4.5-4.7, one behaviour per test.
+//! Selection scenarios for LiteLLM's strategies (simple-shuffle with `order` and weights,
+//! latency-based, usage-based-routing-v2, least-busy and cost-based), one behaviour per test.
 //! Where ferrolite deliberately differs from LiteLLM the test name says so.
 #![allow(
     clippy::unwrap_used,
@@ -17,7 +18,7 @@ use ferrolite_strategies::{
 };
 use ferrolite_types::{DeploymentId, ErrorClass, Usage};
 
-// ---- simple-shuffle (§4.1) ------------------------------------------------------------------
+// ---- simple-shuffle (LiteLLM's `simple_shuffle.py`) -----------------------------------------
 
 #[tokio::test]
 async fn s01_shuffle_never_picks_a_deployment_without_the_declared_weight() {
@@ -146,7 +147,7 @@ async fn ferrolite_difference_shuffle_skips_a_deployment_at_its_rpm_limit() {
     );
 }
 
-// ---- latency-based (§4.5) -------------------------------------------------------------------
+// ---- latency-based (LiteLLM's `lowest_latency.py`) ------------------------------------------
 
 fn done(latency: f64, completion_tokens: Option<u64>, ttft: Option<f64>) -> CallOutcome {
     CallOutcome {
@@ -345,7 +346,7 @@ async fn s89_ferrolite_zero_limits_block_and_large_or_unset_limits_do_not() {
     }
 }
 
-// ---- usage-based (§4.6) ---------------------------------------------------------------------
+// ---- usage-based (LiteLLM's `lowest_tpm_rpm_v2.py`) -----------------------------------------
 
 #[tokio::test]
 async fn s91_usage_based_picks_the_deployment_with_fewer_tokens() {
@@ -465,7 +466,7 @@ async fn ferrolite_difference_sliding_windows_allow_no_burst_at_the_minute_bound
     assert!(s.pick_from(&ctx, &eligible).is_ok());
 }
 
-// ---- least-busy and cost (§4.7) -------------------------------------------------------------
+// ---- least-busy and cost (LiteLLM's `least_busy.py`, `lowest_cost.py`) ----------------------
 
 #[tokio::test]
 async fn s101_least_busy_picks_the_fewest_in_flight() {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 /// The class of a failed provider call. The router's retry, cooldown and fallback decisions read
 /// only this, never provider-specific error text.
 ///
-/// The predicates follow LiteLLM 1.109.1 (reference §2.7 `should_retry`, §2.9
-/// `_is_cooldown_required`).
+/// The predicates follow LiteLLM 1.109.1 (the `should_retry` status table of its retries, and
+/// `_is_cooldown_required` in `router_utils/cooldown_handlers.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ErrorClass {

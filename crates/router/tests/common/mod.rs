@@ -1,5 +1,5 @@
-//! A scripted backend and router setup for the router's scenario tests (reference
-//! scenarios.md §4.2-4.4), on tokio's paused time: waits are exact and nothing sleeps for real.
+//! A scripted backend and router setup for the router's scenario tests (retries and backoff,
+//! fallbacks, cooldowns), on tokio's paused time: waits are exact and nothing sleeps for real.
 #![allow(
     dead_code,
     clippy::unwrap_used,
