@@ -1078,11 +1078,10 @@ impl UsageView<'_> {
             self.epoch.tpm.get(position).and_then(|c| c[0].as_ref()),
         ) {
             (Some(rpm), Some(tpm)) => Ok((rpm, tpm)),
-            _ => Err(self
-                .epoch
-                .failed
-                .clone()
-                .map_or(StrategyError::UnknownDeployment { ix }, StrategyError::Cache)),
+            _ => Err(self.epoch.failed.clone().map_or(
+                StrategyError::UnknownDeployment { ix },
+                StrategyError::Cache,
+            )),
         }
     }
 
