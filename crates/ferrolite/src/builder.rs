@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ferrolite_cache::{CacheConfig, CacheError};
@@ -27,7 +28,7 @@ use ferrolite_router::{
     Backend, BackendError, BackendFuture, BackendRequest, BackendStreamFuture, HealthFuture,
     Router, RouterBuilder, RouterError,
 };
-use ferrolite_types::{Deployment, ErrorClass};
+use ferrolite_types::{Deployment, DeploymentId, ErrorClass};
 
 use crate::config::{Config, ConfigError};
 use crate::mock::{MockBackend, MockSpec};
@@ -150,13 +151,14 @@ fn router_builder(config: Config, backend: Option<Arc<dyn Backend>>) -> RouterBu
 /// Sends mocked deployments to the mock backend and the others to the given one.
 struct Dispatch {
     mock: MockBackend,
-    mocked: Vec<String>,
+    /// The mocked deployments' ids: one lookup of the id the router passes with the call.
+    mocked: HashSet<String>,
     other: Option<Arc<dyn Backend>>,
 }
 
 impl Dispatch {
-    fn pick(&self, deployment: &Deployment) -> Option<&dyn Backend> {
-        if self.mocked.iter().any(|id| id == deployment.id().as_str()) {
+    fn pick(&self, id: &DeploymentId) -> Option<&dyn Backend> {
+        if self.mocked.contains(id.as_str()) {
             return Some(&self.mock);
         }
         self.other.as_deref()
@@ -176,7 +178,7 @@ impl Backend for Dispatch {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
-        match self.pick(deployment) {
+        match self.pick(&request.deployment_id_of(deployment)) {
             Some(backend) => backend.call(deployment, request),
             None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
         }
@@ -187,14 +189,14 @@ impl Backend for Dispatch {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
-        match self.pick(deployment) {
+        match self.pick(&request.deployment_id_of(deployment)) {
             Some(backend) => backend.stream(deployment, request),
             None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
         }
     }
 
     fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
-        match self.pick(deployment) {
+        match self.pick(&deployment.id()) {
             Some(backend) => backend.health_check(deployment),
             None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
         }

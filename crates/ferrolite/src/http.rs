@@ -350,6 +350,7 @@ impl Backend for HttpBackend {
                 body,
                 stream: false,
                 request_id: None,
+                deployment_id: None,
             };
             self.call(deployment, &request).await.map(drop)
         })

@@ -261,7 +261,7 @@ impl MockBackend {
     /// Decides the call: the request's `mock_response` and `mock_timeout`, else the spec, its
     /// provider-side limits and error rates.
     fn plan(&self, deployment: &Deployment, request: &BackendRequest) -> Plan {
-        let id = deployment.id();
+        let id = request.deployment_id_of(deployment);
         let spec = self.spec(id.as_str());
         let body = &request.body;
         let timeout = body

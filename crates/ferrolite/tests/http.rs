@@ -186,6 +186,7 @@ fn chat(stream: bool) -> BackendRequest {
         body: serde_json::json!({"model": "ignored", "messages": [{"role": "user", "content": "hi"}], "mock_response": "x"}),
         stream,
         request_id: Some("req-42".into()),
+        deployment_id: None,
     }
 }
 
@@ -223,6 +224,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         body: serde_json::json!({"model": "x", "input": ["a", "b"]}),
         stream: false,
         request_id: None,
+        deployment_id: None,
     };
     let response = backend
         .call(&openai(&base, "embedder"), &embed)
@@ -233,6 +235,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         body: serde_json::json!({"model": "x", "prompt": "once upon"}),
         stream: false,
         request_id: None,
+        deployment_id: None,
     };
     backend
         .call(&openai(&base, "davinci"), &complete)

@@ -23,6 +23,7 @@ fn chat(stream: bool) -> BackendRequest {
         body: serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}),
         stream,
         request_id: None,
+        deployment_id: None,
     }
 }
 
@@ -185,6 +186,7 @@ async fn embeddings_and_completions_get_their_shapes() {
         body: serde_json::json!({"model": "e", "input": ["a"]}),
         stream: false,
         request_id: None,
+        deployment_id: None,
     };
     let answer = backend.call(&deployment(), &embed).await.unwrap();
     assert_eq!(answer.body["object"], "list");
@@ -193,6 +195,7 @@ async fn embeddings_and_completions_get_their_shapes() {
         body: serde_json::json!({"model": "c", "prompt": "once"}),
         stream: false,
         request_id: None,
+        deployment_id: None,
     };
     let answer = backend.call(&deployment(), &complete).await.unwrap();
     assert_eq!(answer.body["object"], "text_completion");

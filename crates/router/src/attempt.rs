@@ -295,7 +295,8 @@ impl Inner {
                 "a deployment left the snapshot".to_string(),
             )));
         };
-        let request = backend_request(call.request, deployment, destination.label());
+        let mut request = backend_request(call.request, deployment, destination.label());
+        request.deployment_id = Some(target.id.clone());
         let timeout = attempt_timeout(&self.settings, call.request, deployment);
         let started = Instant::now();
         let (until, callers) = match call.deadline {
@@ -612,6 +613,7 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
         body,
         stream: request.stream,
         request_id: request.request_id.clone(),
+        deployment_id: None,
     }
 }
 

@@ -1,10 +1,11 @@
 //! The `Backend` trait: how the router calls one deployment.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use ferrolite_types::{Deployment, ErrorClass, Usage};
+use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
 
 /// A request body as the backend receives it: the caller's body with `model` replaced by the
 /// deployment's model.
@@ -17,6 +18,22 @@ pub struct BackendRequest {
     /// The request's id ([`Request::request_id`](crate::Request::request_id)), for the
     /// provider's logs (the HTTP backend sends it as `x-request-id`).
     pub request_id: Option<String>,
+    /// The called deployment's id as the router knows it (derived once per snapshot), so a
+    /// backend that dispatches by id does not derive it again per call
+    /// ([`Deployment::id`] hashes the deployment's identity); `None` in a request built by
+    /// hand, where a backend derives it ([`BackendRequest::deployment_id_of`]).
+    pub deployment_id: Option<DeploymentId>,
+}
+
+impl BackendRequest {
+    /// The id of `deployment`, the one this request is for: the router's (borrowed), else
+    /// derived.
+    pub fn deployment_id_of(&self, deployment: &Deployment) -> Cow<'_, DeploymentId> {
+        match &self.deployment_id {
+            Some(id) => Cow::Borrowed(id),
+            None => Cow::Owned(deployment.id()),
+        }
+    }
 }
 
 /// A backend's successful answer.

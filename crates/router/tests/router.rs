@@ -554,3 +554,45 @@ async fn a_deployments_own_model_name_routes_to_the_deployments_with_it() {
         RouterError::UnknownModel { .. }
     ));
 }
+
+/// Records the deployment id each call is given.
+struct IdRecorder(parking_lot::Mutex<Vec<Option<DeploymentId>>>);
+
+impl ferrolite_router::Backend for IdRecorder {
+    fn call<'a>(
+        &'a self,
+        _deployment: &'a Deployment,
+        request: &'a ferrolite_router::BackendRequest,
+    ) -> ferrolite_router::BackendFuture<'a> {
+        self.0.lock().push(request.deployment_id.clone());
+        Box::pin(async {
+            Ok(ferrolite_router::BackendResponse {
+                body: serde_json::json!({}),
+                usage: None,
+                time_to_first_token: None,
+            })
+        })
+    }
+}
+
+/// A backend that dispatches by deployment (the facade's mock dispatch) is given the id the
+/// router derived once for its snapshot, so it never derives it again per call: the same id
+/// `Deployment::id` gives, for a deployment without an explicit id too.
+#[tokio::test]
+async fn a_backend_is_given_the_called_deployments_id() {
+    let deployment = Deployment::new("g", "openai/gpt-4o");
+    assert!(deployment.id.is_none());
+    let expected = deployment.id();
+    let recorder = Arc::new(IdRecorder(parking_lot::Mutex::new(Vec::new())));
+    let router = Router::builder()
+        .deployment(deployment)
+        .backend(recorder.clone())
+        .build()
+        .await
+        .unwrap();
+    router
+        .call(Request::new("g", serde_json::json!({"messages": []})))
+        .await
+        .unwrap();
+    assert_eq!(*recorder.0.lock(), vec![Some(expected)]);
+}
