@@ -299,12 +299,12 @@ impl Inner {
         if !probation.half_open(&health.cooldown, self.now_ms()) {
             return Ok(None);
         }
-        match Box::pin(
-            self.cache
-                .leases()
-                .take(&probation.probe_key, 1, self.settings.lease_ttl),
-        )
-        .await
+        // The store boxes its Redis command, so this future is small: no second box.
+        match self
+            .cache
+            .leases()
+            .take(&probation.probe_key, 1, self.settings.lease_ttl)
+            .await
         {
             Ok(Some(lease)) => Ok(Some(lease)),
             Ok(None) => Err(Refused::Full(RouterError::NoCapacity(format!(
@@ -330,14 +330,12 @@ impl Inner {
             return Ok(None);
         };
         let taken = if cap.shared {
-            Box::pin(
-                self.cache
-                    .leases()
-                    .take(&cap.key, cap.limit, self.settings.lease_ttl),
-            )
-            .await
-            .map(|l| l.map(Slot::Shared))
-            .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
+            self.cache
+                .leases()
+                .take(&cap.key, cap.limit, self.settings.lease_ttl)
+                .await
+                .map(|l| l.map(Slot::Shared))
+                .map_err(|e| Refused::Failed(Failure::Other(e.into())))?
         } else {
             LocalSlot::take(&cap.local, cap.limit).map(Slot::Local)
         };
