@@ -9,10 +9,12 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrolite_cache::testing::free_port;
 
@@ -80,27 +82,7 @@ fn check_startup_and_reload_refuse_a_malformed_redis_url_alike_without_the_passw
     // Reload: a running gateway is handed the same file.
     let live = dir.join("live.yaml");
     std::fs::write(&live, GOOD).unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            live.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, _port) = common::spawn_serve(&live, &[], Stdio::piped(), Stdio::piped());
     std::fs::write(&live, MALFORMED_REDIS).unwrap();
     let kill = |signal: &str| {
         assert!(
@@ -252,27 +234,7 @@ fn check_lists_deployments_it_cannot_call_and_serve_refuses_them_unless_told_to_
         format!("{UNSUPPORTED}ferrolite_settings:\n  skip_unsupported_deployments: true\n"),
     )
     .unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, _port) = common::spawn_serve(&config, &[], Stdio::piped(), Stdio::piped());
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

@@ -7,6 +7,8 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,26 +42,7 @@ fn serve_closes_idle_connections_after_the_configured_keep_alive_timeout_and_a_r
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolite"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, port) = common::spawn_serve(&config, &[], Stdio::piped(), Stdio::piped());
     let after = idle_close_after(port).expect("the idle connection still open after 5 s");
     assert!(
         after >= Duration::from_millis(250) && after < Duration::from_secs(2),
