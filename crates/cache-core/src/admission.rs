@@ -15,12 +15,11 @@
 //! that reports [`CacheError::Unavailable`] has consumed nothing, and a fail-open one that then
 //! decides locally counts the call once (locally, pushed to Redis by the pipeline later).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::counter::CounterOptions;
 use crate::counters::IntCounter;
-use crate::dual::{DualCache, Inner};
+use crate::dual::DualCache;
 use crate::error::CacheError;
 use crate::remote::{AdmitCheck, PendingCancel};
 use crate::window::{Window, WindowKind};
@@ -29,7 +28,6 @@ use crate::window::{Window, WindowKind};
 #[derive(Clone, Copy)]
 pub struct Admissions<'a> {
     cache: &'a DualCache,
-    inner: &'a Arc<Inner>,
 }
 
 impl std::fmt::Debug for Admissions<'_> {
@@ -42,10 +40,7 @@ impl DualCache {
     /// Strict admission: [`admit`](Admissions::admit) a request against several windowed
     /// limits at once.
     pub fn admission(&self) -> Admissions<'_> {
-        Admissions {
-            cache: self,
-            inner: self.inner(),
-        }
+        Admissions { cache: self }
     }
 }
 
@@ -159,7 +154,7 @@ impl Admissions<'_> {
     /// timeout. A reply that times out is withdrawn (see the module documentation).
     pub async fn admit(self, checks: &[LimitCheck]) -> Result<Admission, CacheError> {
         validate(checks)?;
-        let inner = self.inner;
+        let inner = self.cache.inner();
         let now = inner.window_now_ms();
         let slots = checks
             .iter()
@@ -225,13 +220,13 @@ impl Admissions<'_> {
         now: u64,
         reason: &str,
     ) -> Result<Admission, CacheError> {
-        if !self.inner.fail_open() {
+        if !self.cache.inner().fail_open() {
             return Err(CacheError::Unavailable {
                 operation: "admit",
                 reason: format!("{reason}; the cache is fail-closed"),
             });
         }
-        self.inner.note_local_admission();
+        self.cache.inner().note_local_admission();
         self.admit_locally(checks, slots, now)
     }
 
@@ -265,7 +260,7 @@ impl Admissions<'_> {
         slots: Vec<Slot>,
         now: u64,
     ) -> Result<Admission, CacheError> {
-        let _serial = self.inner.lock_admissions();
+        let _serial = self.cache.inner().lock_admissions();
         let counts: Vec<f64> = slots
             .iter()
             .map(|s| {
