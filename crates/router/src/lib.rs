@@ -45,6 +45,7 @@
 mod admit;
 mod attempt;
 mod backend;
+mod body;
 mod builder;
 mod call;
 mod cooldown;
@@ -71,6 +72,7 @@ pub use backend::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
     BackendStream, BackendStreamFuture, HealthFuture,
 };
+pub use body::{Body, BodyError};
 pub use builder::RouterBuilder;
 pub use error::{ErrorKind, RouterError, Tried};
 pub use observer::{Event, Observer};
