@@ -285,9 +285,10 @@ impl Backend for HttpBackend {
             }
             // The answer's bytes pass through as they are: checked as one JSON object, the
             // usage read from them (no tree is built).
-            let bytes = response.bytes().await.map_err(|e| {
-                bad_answer(format!("the answer is not JSON: {}", without_url(&e)))
-            })?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| bad_answer(format!("the answer is not JSON: {}", without_url(&e))))?;
             let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
             Ok(BackendResponse {
                 usage: body.usage(),

@@ -533,7 +533,11 @@ fn whole(answer: &Answer, usage: &Usage) -> Body {
             push_head(
                 &mut out,
                 answer,
-                if chat { "chat.completion" } else { "text_completion" },
+                if chat {
+                    "chat.completion"
+                } else {
+                    "text_completion"
+                },
             );
             out.extend_from_slice(br#","choices":["#);
             for i in 0..answer.count {
@@ -587,7 +591,11 @@ fn whole(answer: &Answer, usage: &Usage) -> Body {
 /// One OpenAI-shaped stream chunk: `piece` for each of the answer's choices; the first chunk
 /// of a chat stream says the role, the last one why it stopped and (with `usage`) the usage.
 fn chunk(answer: &Answer, piece: &str, first: bool, usage: Option<&Usage>) -> Body {
-    let finish: &[u8] = if usage.is_some() { br#""stop""# } else { b"null" };
+    let finish: &[u8] = if usage.is_some() {
+        br#""stop""#
+    } else {
+        b"null"
+    };
     let mut out = Vec::with_capacity(192 + piece.len() * answer.count as usize);
     let mut text = Vec::with_capacity(piece.len() + 2);
     push_json(&mut text, piece);
@@ -595,7 +603,11 @@ fn chunk(answer: &Answer, piece: &str, first: bool, usage: Option<&Usage>) -> Bo
     push_head(
         &mut out,
         answer,
-        if completion { "text_completion" } else { "chat.completion.chunk" },
+        if completion {
+            "text_completion"
+        } else {
+            "chat.completion.chunk"
+        },
     );
     out.extend_from_slice(br#","choices":["#);
     for i in 0..answer.count {

@@ -203,7 +203,9 @@ impl Body {
             return self.bytes.clone();
         }
         if let Some(place) = self.layout.known[MODEL] {
-            if !self.layout.irregular && self.bytes.get(place.start..place.end) == Some(&quoted(model)[..]) {
+            if !self.layout.irregular
+                && self.bytes.get(place.start..place.end) == Some(&quoted(model)[..])
+            {
                 return self.bytes.clone();
             }
         }
@@ -242,13 +244,16 @@ impl Body {
     fn splice(&self, edits: &[(&str, Option<&RawValue>)], out: &mut Vec<u8>) -> bool {
         let bytes = &self.bytes[..];
         // (from, to, what goes there) over the bytes, in order.
-        let mut cuts: Vec<(usize, usize, Option<&RawValue>, &str)> = Vec::with_capacity(edits.len());
+        let mut cuts: Vec<(usize, usize, Option<&RawValue>, &str)> =
+            Vec::with_capacity(edits.len());
         let mut added: Vec<(&str, &RawValue)> = Vec::new();
         let mut removed = 0;
         for &(name, value) in edits {
             match (self.place(name), value) {
                 (Some(place), _) if place.key.is_none() => return false,
-                (Some(place), Some(value)) => cuts.push((place.start, place.end, Some(value), name)),
+                (Some(place), Some(value)) => {
+                    cuts.push((place.start, place.end, Some(value), name))
+                }
                 (Some(place), None) => {
                     removed += 1;
                     if place.before == self.layout.open {
@@ -366,7 +371,8 @@ impl From<&serde_json::Value> for Body {
 impl serde::Serialize for Body {
     /// The bytes as they are (with `serde_json`: written verbatim).
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw: &RawValue = serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
+        let raw: &RawValue =
+            serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }
@@ -469,9 +475,11 @@ fn scan(bytes: &[u8], open: usize) -> Result<Layout, serde_json::Error> {
                 let end = start + value.get().len();
                 if let Some(i) = KNOWN.iter().position(|k| *k == key.as_str()) {
                     let key_at = match key {
-                        Key::Borrowed(key) => {
-                            Some(offset(self.bytes, key).map_err(de::Error::custom)?.saturating_sub(1))
-                        }
+                        Key::Borrowed(key) => Some(
+                            offset(self.bytes, key)
+                                .map_err(de::Error::custom)?
+                                .saturating_sub(1),
+                        ),
                         Key::Decoded(_) => None,
                     };
                     layout.irregular |= key_at.is_none() || layout.known[i].is_some();
@@ -523,7 +531,9 @@ fn find(bytes: &[u8], open: usize, name: &str) -> Option<Place> {
                 let end = start + value.get().len();
                 if key.as_str() == self.name {
                     let key_at = match key {
-                        Key::Borrowed(key) => offset(self.bytes, key).ok().map(|k| k.saturating_sub(1)),
+                        Key::Borrowed(key) => {
+                            offset(self.bytes, key).ok().map(|k| k.saturating_sub(1))
+                        }
                         Key::Decoded(_) => None,
                     };
                     found = Some(Place {
@@ -611,7 +621,8 @@ fn usage_of(json: &str) -> Option<Usage> {
     if json == "null" {
         return None;
     }
-    let count = |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
+    let count =
+        |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
     let [prompt, completion, total] =
         fields(json, ["prompt_tokens", "completion_tokens", "total_tokens"]).unwrap_or_default();
     let mut usage = Usage::new(count(prompt).unwrap_or(0), count(completion).unwrap_or(0));
@@ -636,7 +647,10 @@ mod tests {
     #[test]
     fn the_model_is_replaced_where_it_stands_and_nothing_else_changes() {
         assert_eq!(
-            model(r#"{ "z": 1e400, "model" : "up\u00e9", "a":12345678901234567890 }"#, "gpt-4o"),
+            model(
+                r#"{ "z": 1e400, "model" : "up\u00e9", "a":12345678901234567890 }"#,
+                "gpt-4o"
+            ),
             r#"{ "z": 1e400, "model" : "gpt-4o", "a":12345678901234567890 }"#
         );
         assert_eq!(model(r#"{"model":"a"}"#, "b\"c"), r#"{"model":"b\"c"}"#);
@@ -671,8 +685,14 @@ mod tests {
             body(text).write_edited(edits, &mut out);
             String::from_utf8(out).unwrap()
         };
-        assert_eq!(edit(r#"{"usage":{"a":1}, "id":"x"}"#, &[("usage", None)]), r#"{"id":"x"}"#);
-        assert_eq!(edit(r#"{"id":"x", "usage":{"a":1}}"#, &[("usage", None)]), r#"{"id":"x"}"#);
+        assert_eq!(
+            edit(r#"{"usage":{"a":1}, "id":"x"}"#, &[("usage", None)]),
+            r#"{"id":"x"}"#
+        );
+        assert_eq!(
+            edit(r#"{"id":"x", "usage":{"a":1}}"#, &[("usage", None)]),
+            r#"{"id":"x"}"#
+        );
         assert_eq!(edit(r#"{"usage":1}"#, &[("usage", None)]), r#"{}"#);
         assert_eq!(
             edit(
@@ -682,11 +702,17 @@ mod tests {
             r#"{"id":"x","model":null,"c":[]}"#
         );
         assert_eq!(
-            edit(r#"{"usage":1}"#, &[("usage", None), ("model", Some(RawValue::TRUE))]),
+            edit(
+                r#"{"usage":1}"#,
+                &[("usage", None), ("model", Some(RawValue::TRUE))]
+            ),
             r#"{"model":true}"#
         );
         // Touching edits (the first two fields removed) go through the tree.
-        let edited = edit(r#"{"model":1,"usage":2,"x":3}"#, &[("model", None), ("usage", None)]);
+        let edited = edit(
+            r#"{"model":1,"usage":2,"x":3}"#,
+            &[("model", None), ("usage", None)],
+        );
         assert_eq!(edited, r#"{"x":3}"#);
     }
 
@@ -695,8 +721,14 @@ mod tests {
         assert!(matches!(Body::parse("[1]"), Err(BodyError::NotAnObject)));
         assert!(matches!(Body::parse("42"), Err(BodyError::NotAnObject)));
         assert!(matches!(Body::parse(r#"{"a":1"#), Err(BodyError::Json(_))));
-        assert!(matches!(Body::parse(r#"{"a":1} x"#), Err(BodyError::Json(_))));
-        assert!(matches!(Body::parse(b"{\"a\":\"\xff\"}".to_vec()), Err(BodyError::Json(_))));
+        assert!(matches!(
+            Body::parse(r#"{"a":1} x"#),
+            Err(BodyError::Json(_))
+        ));
+        assert!(matches!(
+            Body::parse(b"{\"a\":\"\xff\"}".to_vec()),
+            Err(BodyError::Json(_))
+        ));
         assert!(matches!(Body::parse(""), Err(BodyError::Json(_))));
     }
 
@@ -705,7 +737,10 @@ mod tests {
         let answer = body(r#"{"choices":[{"finish_reason":"stop"}],"n":3,"model":"m"}"#);
         assert_eq!(answer.get::<u64>("n"), Some(3));
         assert_eq!(answer.get::<&str>("model"), Some("m"));
-        assert_eq!(answer.raw("choices").map(RawValue::get), Some(r#"[{"finish_reason":"stop"}]"#));
+        assert_eq!(
+            answer.raw("choices").map(RawValue::get),
+            Some(r#"[{"finish_reason":"stop"}]"#)
+        );
         assert!(answer.raw("absent").is_none());
     }
 

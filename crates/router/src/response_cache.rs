@@ -967,8 +967,10 @@ fn chunk_of_value(body: &serde_json::Value) -> serde_json::Value {
 /// arguments concatenated, the last finish reason; the first chunk's id, model and created;
 /// the last usage. (Once per stored stream: the chunks' trees are built here.)
 pub(crate) fn assemble(chunks: &[Body]) -> Body {
-    let values: Vec<serde_json::Value> =
-        chunks.iter().filter_map(|chunk| chunk.to_value().ok()).collect();
+    let values: Vec<serde_json::Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.to_value().ok())
+        .collect();
     Body::from_value(&assemble_values(&values))
 }
 
