@@ -53,13 +53,18 @@ pub enum BodyError {
     /// The bytes are JSON, but not an object.
     #[error("not a JSON object")]
     NotAnObject,
+    /// More than 4 GiB.
+    #[error("over 4 GiB")]
+    TooLarge,
 }
 
 /// Where a top-level field stands in the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Place {
-    /// The end of the previous field's value, or just after the `{` for the first field.
-    before: usize,
+    /// Whether it is the object's first field.
+    first: bool,
+    /// Where a removal starts when it is not the first: the comma before it.
+    comma: usize,
     /// The key's opening quote; `None` when the key is written with escapes.
     key: Option<usize>,
     /// The value's first byte and the byte past its end.
@@ -67,21 +72,19 @@ struct Place {
     end: usize,
 }
 
-/// What checking a body found.
+/// What checking a body found: kept small (a body is moved with every answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Layout {
     /// Whether the body is an object (else it passes through unedited).
     object: bool,
-    /// Just after the opening `{`, and the closing `}`.
-    open: usize,
-    close: usize,
-    /// The number of top-level fields.
-    fields: usize,
-    /// The places of the [`KNOWN`] fields (the last, when a key repeats).
-    known: [Option<Place>; KNOWN.len()],
     /// A known key repeats or is written with escapes: edits go through a tree, which reads
     /// such an object as any JSON parser does.
     irregular: bool,
+    /// The number of top-level fields.
+    fields: u32,
+    /// The values of the [`KNOWN`] fields (the last, when a key repeats): first byte and the
+    /// byte past the end; `(0, 0)` when absent (no value starts at 0 in an object).
+    known: [(u32, u32); KNOWN.len()],
 }
 
 impl Body {
@@ -90,13 +93,16 @@ impl Body {
     /// tree is built.
     pub fn parse(bytes: impl Into<Bytes>) -> Result<Body, BodyError> {
         let bytes = bytes.into();
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(BodyError::TooLarge);
+        }
         let open = first_non_space(&bytes, 0);
         if bytes.get(open) != Some(&b'{') {
             // Still a JSON error when it is not JSON at all.
             serde_json::from_slice::<IgnoredAny>(&bytes)?;
             return Err(BodyError::NotAnObject);
         }
-        let layout = scan(&bytes, open)?;
+        let layout = scan(&bytes)?;
         Ok(Body { bytes, layout })
     }
 
@@ -190,8 +196,8 @@ impl Body {
     /// unsigned integer counts 0): `None` without `usage` or with `"usage": null`. Read from the
     /// bytes of `usage` alone.
     pub fn usage(&self) -> Option<Usage> {
-        let place = self.layout.known[USAGE]?;
-        let text = std::str::from_utf8(self.bytes.get(place.start..place.end)?).ok()?;
+        let (start, end) = self.span(USAGE)?;
+        let text = std::str::from_utf8(self.bytes.get(start..end)?).ok()?;
         usage_of(text)
     }
 
@@ -202,10 +208,8 @@ impl Body {
         if !self.layout.object {
             return self.bytes.clone();
         }
-        if let Some(place) = self.layout.known[MODEL] {
-            if !self.layout.irregular
-                && self.bytes.get(place.start..place.end) == Some(&quoted(model)[..])
-            {
+        if let Some((start, end)) = self.span(MODEL) {
+            if !self.layout.irregular && self.bytes.get(start..end) == Some(&quoted(model)[..]) {
                 return self.bytes.clone();
             }
         }
@@ -234,8 +238,19 @@ impl Body {
             return None;
         }
         match KNOWN.iter().position(|known| *known == name) {
-            Some(i) => self.layout.known[i],
-            None => find(&self.bytes, self.layout.open, name),
+            Some(i) => {
+                let (start, end) = self.span(i)?;
+                Some(place_of(&self.bytes, name, start, end))
+            }
+            None => find(&self.bytes, name),
+        }
+    }
+
+    /// The value span of the known field `i`.
+    fn span(&self, i: usize) -> Option<(usize, usize)> {
+        match self.layout.known.get(i) {
+            Some(&(start, end)) if end > 0 => Some((start as usize, end as usize)),
+            _ => None,
         }
     }
 
@@ -256,7 +271,7 @@ impl Body {
                 }
                 (Some(place), None) => {
                     removed += 1;
-                    if place.before == self.layout.open {
+                    if place.first {
                         // The first field goes with the comma after it.
                         let mut to = first_non_space(bytes, place.end);
                         if bytes.get(to) == Some(&b',') {
@@ -264,7 +279,7 @@ impl Body {
                         }
                         cuts.push((place.key.unwrap_or(place.start), to, None, name));
                     } else {
-                        cuts.push((place.before, place.end, None, name));
+                        cuts.push((place.comma, place.end, None, name));
                     }
                 }
                 (None, Some(value)) => added.push((name, value)),
@@ -283,9 +298,11 @@ impl Body {
             }
             at = *to;
         }
-        let close = self.layout.close;
+        // The closing `}`: the last byte that is not whitespace.
+        let trailing = bytes.iter().rev().take_while(|b| is_space(**b)).count();
+        let close = bytes.len().saturating_sub(trailing + 1);
         out.extend_from_slice(&bytes[at..close]);
-        let mut fields = self.layout.fields - removed;
+        let mut fields = self.layout.fields as usize - removed;
         for (name, value) in added {
             if fields > 0 {
                 out.push(b',');
@@ -328,8 +345,6 @@ impl Default for Body {
             bytes: Bytes::from_static(b"{}"),
             layout: Layout {
                 object: true,
-                open: 1,
-                close: 1,
                 ..Layout::default()
             },
         }
@@ -386,13 +401,47 @@ impl<'de> serde::Deserialize<'de> for Body {
     }
 }
 
+/// Whether `byte` is JSON whitespace.
+fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// The index of the first byte at or after `from` that is not JSON whitespace.
 fn first_non_space(bytes: &[u8], from: usize) -> usize {
     let mut at = from;
-    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+    while bytes.get(at).copied().is_some_and(is_space) {
         at += 1;
     }
     at
+}
+
+/// The index of the last byte before `before` that is not JSON whitespace (0 when none).
+fn last_non_space(bytes: &[u8], before: usize) -> usize {
+    let mut at = before;
+    while at > 0 {
+        at -= 1;
+        if !bytes.get(at).copied().is_some_and(is_space) {
+            return at;
+        }
+    }
+    0
+}
+
+/// The place of the known field `name` (its key written without escapes) whose value spans
+/// `start..end` in a checked object: what stands before the value is, backwards, whitespace,
+/// `:`, whitespace, `"name"`, whitespace, and `,` or `{`.
+fn place_of(bytes: &[u8], name: &str, start: usize, end: usize) -> Place {
+    let colon = last_non_space(bytes, start);
+    let closing = last_non_space(bytes, colon);
+    let key = closing.saturating_sub(name.len() + 1);
+    let comma = last_non_space(bytes, key);
+    Place {
+        first: bytes.get(comma) == Some(&b'{'),
+        comma,
+        key: Some(key),
+        start,
+        end,
+    }
 }
 
 /// `text` as a JSON string's bytes.
@@ -451,11 +500,10 @@ fn offset(whole: &[u8], part: &str) -> Result<usize, serde_json::Error> {
         .ok_or_else(|| de::Error::custom("a field outside the body"))
 }
 
-/// Checks the object starting at `open` (its `{`) and lays out its top-level fields.
-fn scan(bytes: &[u8], open: usize) -> Result<Layout, serde_json::Error> {
+/// Checks the object `bytes` and lays out its top-level fields.
+fn scan(bytes: &[u8]) -> Result<Layout, serde_json::Error> {
     struct Scan<'b> {
         bytes: &'b [u8],
-        open: usize,
     }
     impl<'de> Visitor<'de> for Scan<'_> {
         type Value = Layout;
@@ -465,56 +513,35 @@ fn scan(bytes: &[u8], open: usize) -> Result<Layout, serde_json::Error> {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Layout, A::Error> {
             let mut layout = Layout {
                 object: true,
-                open: self.open + 1,
                 ..Layout::default()
             };
-            let mut before = layout.open;
             while let Some(key) = map.next_key::<Key<'de>>()? {
                 let value: &'de RawValue = map.next_value()?;
-                let start = offset(self.bytes, value.get()).map_err(de::Error::custom)?;
-                let end = start + value.get().len();
                 if let Some(i) = KNOWN.iter().position(|k| *k == key.as_str()) {
-                    let key_at = match key {
-                        Key::Borrowed(key) => Some(
-                            offset(self.bytes, key)
-                                .map_err(de::Error::custom)?
-                                .saturating_sub(1),
-                        ),
-                        Key::Decoded(_) => None,
-                    };
-                    layout.irregular |= key_at.is_none() || layout.known[i].is_some();
-                    layout.known[i] = Some(Place {
-                        before,
-                        key: key_at,
-                        start,
-                        end,
-                    });
+                    let start = offset(self.bytes, value.get()).map_err(de::Error::custom)?;
+                    let end = start + value.get().len();
+                    let span = (
+                        u32::try_from(start).map_err(de::Error::custom)?,
+                        u32::try_from(end).map_err(de::Error::custom)?,
+                    );
+                    layout.irregular |= matches!(key, Key::Decoded(_)) || layout.known[i].1 > 0;
+                    layout.known[i] = span;
                 }
-                layout.fields += 1;
-                before = end;
+                layout.fields = layout.fields.saturating_add(1);
             }
             Ok(layout)
         }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let mut layout = de::Deserializer::deserialize_map(&mut deserializer, Scan { bytes, open })?;
+    let layout = de::Deserializer::deserialize_map(&mut deserializer, Scan { bytes })?;
     deserializer.end()?;
-    // The closing `}`: the last byte that is not whitespace.
-    let trailing = bytes
-        .iter()
-        .rev()
-        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        .count();
-    layout.close = bytes.len().saturating_sub(trailing + 1);
     Ok(layout)
 }
 
-/// The place of the last top-level field `name` of the checked object whose `{` is just before
-/// `open`.
-fn find(bytes: &[u8], open: usize, name: &str) -> Option<Place> {
+/// The place of the last top-level field `name` of a checked object.
+fn find(bytes: &[u8], name: &str) -> Option<Place> {
     struct Find<'b, 'n> {
         bytes: &'b [u8],
-        open: usize,
         name: &'n str,
     }
     impl<'de> Visitor<'de> for Find<'_, '_> {
@@ -524,32 +551,23 @@ fn find(bytes: &[u8], open: usize, name: &str) -> Option<Place> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Place>, A::Error> {
             let mut found = None;
-            let mut before = self.open;
             while let Some(key) = map.next_key::<Key<'de>>()? {
                 let value: &'de RawValue = map.next_value()?;
-                let start = offset(self.bytes, value.get()).map_err(de::Error::custom)?;
-                let end = start + value.get().len();
                 if key.as_str() == self.name {
-                    let key_at = match key {
-                        Key::Borrowed(key) => {
-                            offset(self.bytes, key).ok().map(|k| k.saturating_sub(1))
-                        }
-                        Key::Decoded(_) => None,
-                    };
-                    found = Some(Place {
-                        before,
-                        key: key_at,
-                        start,
-                        end,
-                    });
+                    let start = offset(self.bytes, value.get()).map_err(de::Error::custom)?;
+                    let end = start + value.get().len();
+                    let mut place = place_of(self.bytes, self.name, start, end);
+                    if matches!(key, Key::Decoded(_)) {
+                        place.key = None;
+                    }
+                    found = Some(place);
                 }
-                before = end;
             }
             Ok(found)
         }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    de::Deserializer::deserialize_map(&mut deserializer, Find { bytes, open, name })
+    de::Deserializer::deserialize_map(&mut deserializer, Find { bytes, name })
         .ok()
         .flatten()
 }
@@ -714,6 +732,15 @@ mod tests {
             &[("model", None), ("usage", None)],
         );
         assert_eq!(edited, r#"{"x":3}"#);
+    }
+
+    #[test]
+    fn a_body_stays_small() {
+        assert!(
+            std::mem::size_of::<Body>() <= 72,
+            "{}",
+            std::mem::size_of::<Body>()
+        );
     }
 
     #[test]
