@@ -89,7 +89,7 @@ general_settings:
     format!("http://{addr}")
 }
 
-async fn post(base: &str, body: serde_json::Value) -> (u16, String) {
+async fn ask(base: &str, body: serde_json::Value) -> (u16, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
@@ -116,7 +116,7 @@ fn hello(stream: Option<bool>, include_usage: bool) -> serde_json::Value {
 #[tokio::test]
 async fn a_whole_answer_is_the_upstreams_bytes_with_only_the_model_changed() {
     let base = gateway().await;
-    let (status, text) = post(&base, hello(None, false)).await;
+    let (status, text) = ask(&base, hello(None, false)).await;
     assert_eq!(status, 200, "{text}");
     let expected = ANSWER.replace("\"model\": \"gpt-4o-2024-08-06\"", "\"model\": \"g\"");
     assert_ne!(expected, ANSWER);
@@ -126,7 +126,7 @@ async fn a_whole_answer_is_the_upstreams_bytes_with_only_the_model_changed() {
 #[tokio::test]
 async fn streamed_chunks_are_the_upstreams_bytes_with_only_the_model_changed() {
     let base = gateway().await;
-    let (status, text) = post(&base, hello(Some(true), false)).await;
+    let (status, text) = ask(&base, hello(Some(true), false)).await;
     assert_eq!(status, 200, "{text}");
     let chunk = CHUNK.replace("\"model\" :\"up\"", "\"model\" :\"g\"");
     assert_eq!(
@@ -139,7 +139,7 @@ async fn streamed_chunks_are_the_upstreams_bytes_with_only_the_model_changed() {
 #[tokio::test]
 async fn streamed_chunks_asked_for_usage_gain_only_a_null_usage() {
     let base = gateway().await;
-    let (status, text) = post(&base, hello(Some(true), true)).await;
+    let (status, text) = ask(&base, hello(Some(true), true)).await;
     assert_eq!(status, 200, "{text}");
     let chunk = CHUNK
         .replace("\"model\" :\"up\"", "\"model\" :\"g\"")
