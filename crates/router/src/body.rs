@@ -302,15 +302,14 @@ impl Body {
         let trailing = bytes.iter().rev().take_while(|b| is_space(**b)).count();
         let close = bytes.len().saturating_sub(trailing + 1);
         out.extend_from_slice(&bytes[at..close]);
-        let mut fields = self.layout.fields as usize - removed;
-        for (name, value) in added {
-            if fields > 0 {
+        let remaining = (self.layout.fields as usize).saturating_sub(removed);
+        for (i, (name, value)) in added.into_iter().enumerate() {
+            if remaining + i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(&quoted(name));
             out.push(b':');
             out.extend_from_slice(value.get().as_bytes());
-            fields += 1;
         }
         out.extend_from_slice(&bytes[close..]);
         true
