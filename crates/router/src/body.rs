@@ -316,7 +316,8 @@ impl Body {
     }
 
     /// The edits on a tree of the body, for the rare body splicing cannot edit (a repeated or
-    /// escaped key): parsed, edited and written again.
+    /// escaped key): parsed, edited and written again. A body no tree can hold either (such a
+    /// key and a number beyond `f64`) is written unedited.
     fn edit_tree(&self, edits: &[(&str, Option<&RawValue>)], out: &mut Vec<u8>) {
         let Ok(serde_json::Value::Object(mut object)) = self.to_value() else {
             out.extend_from_slice(&self.bytes);
