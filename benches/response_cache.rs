@@ -33,7 +33,8 @@ impl Backend for Answer {
                         "role": "assistant",
                         "content": "word ".repeat(80)}}],
                     "usage": {"prompt_tokens": 500, "completion_tokens": 80, "total_tokens": 580}
-                }),
+                })
+                .into(),
                 usage: Some(Usage::new(500, 80)),
                 time_to_first_token: None,
             })

@@ -28,7 +28,7 @@ impl Backend for Instant {
     fn call<'a>(&'a self, _: &'a Deployment, _: &'a BackendRequest) -> BackendFuture<'a> {
         Box::pin(async {
             Ok(BackendResponse {
-                body: serde_json::Value::Null,
+                body: serde_json::Value::Null.into(),
                 usage: Some(Usage::new(300, 100)),
                 time_to_first_token: None,
             })

@@ -30,11 +30,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::{Buf, Bytes, BytesMut};
 use ferrolite_router::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
-    BackendStream, BackendStreamFuture, HealthFuture,
+    BackendStream, BackendStreamFuture, Body, HealthFuture,
 };
-use ferrolite_types::{Deployment, ErrorClass, Usage};
+use ferrolite_types::{Deployment, ErrorClass};
 use futures_util::StreamExt;
 
 /// Body fields that never reach a provider (LiteLLM test hooks and routing controls).
@@ -265,25 +266,9 @@ async fn failed(response: reqwest::Response) -> BackendError {
     classify(status, retry, &body)
 }
 
-/// The usage an OpenAI-shaped body reports.
-fn usage_of(body: &serde_json::Value) -> Option<Usage> {
-    let usage = body.get("usage")?;
-    if usage.is_null() {
-        return None;
-    }
-    let prompt = usage
-        .get("prompt_tokens")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
-    let completion = usage
-        .get("completion_tokens")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
-    let mut out = Usage::new(prompt, completion);
-    if let Some(total) = usage.get("total_tokens").and_then(|v| v.as_u64()) {
-        out.total_tokens = total;
-    }
-    Some(out)
+/// An answer that could not be read, or is not one JSON object: the upstream failed (502).
+fn bad_answer(message: String) -> BackendError {
+    BackendError::new(ErrorClass::ServerError { status: 502 }, message)
 }
 
 impl Backend for HttpBackend {
@@ -298,14 +283,15 @@ impl Backend for HttpBackend {
             if !response.status().is_success() {
                 return Err(failed(response).await);
             }
-            let body: serde_json::Value = response.json().await.map_err(|e| {
-                BackendError::new(
-                    ErrorClass::ServerError { status: 502 },
-                    format!("the answer is not JSON: {}", without_url(&e)),
-                )
-            })?;
+            // The answer's bytes pass through as they are: checked as one JSON object, the
+            // usage read from them (no tree is built).
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| bad_answer(format!("the answer is not JSON: {}", without_url(&e))))?;
+            let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
             Ok(BackendResponse {
-                usage: usage_of(&body),
+                usage: body.usage(),
                 body,
                 time_to_first_token: None,
             })
@@ -357,11 +343,12 @@ impl Backend for HttpBackend {
     }
 }
 
-/// Server-sent events of an OpenAI stream, parsed as they arrive: each `data:` line a chunk,
-/// `data: [DONE]` the end. A body that breaks off is an error chunk.
+/// Server-sent events of an OpenAI stream, read as they arrive: each `data:` line a chunk (its
+/// bytes, checked as one JSON object, with the usage read from them), `data: [DONE]` the end.
+/// A body that breaks off is an error chunk.
 struct SseEvents<S> {
     bytes: S,
-    buffer: Vec<u8>,
+    buffer: BytesMut,
     done: bool,
 }
 
@@ -372,20 +359,21 @@ where
     fn new(bytes: S) -> Self {
         SseEvents {
             bytes,
-            buffer: Vec::new(),
+            buffer: BytesMut::new(),
             done: false,
         }
     }
 
-    /// The next complete line in the buffer, without its line ending.
-    fn line(&mut self) -> Option<String> {
+    /// The next complete line in the buffer, without its line ending (its bytes, shared with
+    /// the buffer's).
+    fn line(&mut self) -> Option<Bytes> {
         let end = self.buffer.iter().position(|b| *b == b'\n')?;
-        let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
-        line.pop();
+        let mut line = self.buffer.split_to(end + 1).freeze();
+        line.truncate(end);
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line.truncate(end - 1);
         }
-        Some(String::from_utf8_lossy(&line).into_owned())
+        Some(line)
     }
 
     /// The next chunk, error or end.
@@ -394,39 +382,37 @@ where
             if self.done {
                 return None;
             }
-            while let Some(line) = self.line() {
-                let Some(data) = line.strip_prefix("data:") else {
+            while let Some(mut data) = self.line() {
+                if !data.starts_with(b"data:") {
                     continue; // comments, event names, blank separators
-                };
-                let data = data.trim();
-                if data == "[DONE]" {
+                }
+                data.advance(5);
+                let data = trim(data);
+                if &data[..] == b"[DONE]" {
                     self.done = true;
                     return None;
                 }
                 if data.is_empty() {
                     continue;
                 }
-                let body: serde_json::Value = match serde_json::from_str(data) {
+                let body = match Body::parse(data) {
                     Ok(body) => body,
                     Err(e) => {
                         self.done = true;
-                        return Some(Err(BackendError::new(
-                            ErrorClass::ServerError { status: 502 },
-                            format!("a stream event is not JSON: {e}"),
-                        )));
+                        return Some(Err(bad_answer(format!("a stream event is {e}"))));
                     }
                 };
-                if let Some(error) = body.get("error") {
+                if let Some(error) = body.raw("error") {
                     self.done = true;
-                    let status = error
-                        .get("code")
-                        .and_then(|c| c.as_u64())
+                    let status = serde_json::from_str::<serde_json::Value>(error.get())
+                        .ok()
+                        .and_then(|e| e.get("code").and_then(serde_json::Value::as_u64))
                         .and_then(|c| u16::try_from(c).ok())
                         .unwrap_or(500);
-                    return Some(Err(classify(status, None, &body.to_string())));
+                    return Some(Err(classify(status, None, body.as_str())));
                 }
                 return Some(Ok(BackendChunk {
-                    usage: usage_of(&body),
+                    usage: body.usage(),
                     body,
                 }));
             }
@@ -460,6 +446,21 @@ where
             events.next_chunk().await.map(|item| (item, events))
         })
     }
+}
+
+/// `data` without the whitespace around it.
+fn trim(mut data: Bytes) -> Bytes {
+    let start = data
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(data.len());
+    let end = data
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |end| end + 1);
+    data.truncate(end);
+    data.advance(start);
+    data
 }
 
 #[cfg(test)]

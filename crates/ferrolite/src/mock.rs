@@ -23,7 +23,7 @@
 //! let cache = DualCache::connect(CacheConfig::default()).await?;
 //! let router = Router::new(vec![deployment], RouterSettings::default(), cache, Arc::new(backend))?;
 //! let answer = router.call(Request::new("gpt-4o", serde_json::json!({"messages": []}))).await?;
-//! assert_eq!(answer.body["choices"][0]["message"]["content"], "Hello!");
+//! assert_eq!(answer.body.to_value()?["choices"][0]["message"]["content"], "Hello!");
 //! # Ok(()) }
 //! ```
 
@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use ferrolite_router::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
-    BackendStream, BackendStreamFuture, HealthFuture,
+    BackendStream, BackendStreamFuture, Body, HealthFuture,
 };
 use ferrolite_strategies::Rng;
 use ferrolite_types::{ApproxTokenCounter, Deployment, ErrorClass, TokenCounter, Usage};
@@ -476,87 +476,175 @@ pub(crate) fn kind(body: &serde_json::Value) -> Kind {
     }
 }
 
-fn usage_json(usage: &Usage) -> serde_json::Value {
-    serde_json::json!({
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    })
+/// Appends `value` as JSON.
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing a string, a number or a `Value` to a vector cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// An OpenAI-shaped whole response.
-fn whole(answer: &Answer, usage: &Usage) -> serde_json::Value {
-    let choices = 0..answer.count;
-    match answer.kind {
-        Kind::Chat => serde_json::json!({
-            "id": answer.id,
-            "object": "chat.completion",
-            "created": answer.created,
-            "model": answer.model,
-            "choices": choices.map(|i| serde_json::json!({
-                "index": i,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": "stop"
-            })).collect::<Vec<_>>(),
-            "usage": usage_json(usage),
-        }),
-        Kind::Completion => serde_json::json!({
-            "id": answer.id,
-            "object": "text_completion",
-            "created": answer.created,
-            "model": answer.model,
-            "choices": choices.map(|i| serde_json::json!({
-                "index": i, "text": answer.text, "logprobs": null, "finish_reason": "stop"
-            })).collect::<Vec<_>>(),
-            "usage": usage_json(usage),
-        }),
-        Kind::Embedding => serde_json::json!({
-            "object": "list",
-            "model": answer.model,
-            "data": choices.map(|i| serde_json::json!({
-                "object": "embedding", "index": i, "embedding": answer.embedding
-            })).collect::<Vec<_>>(),
-            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
-        }),
+/// Appends `n` as JSON.
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write;
+    let _ = write!(out, "{n}");
+}
+
+/// Appends OpenAI's `usage` object.
+fn push_usage(out: &mut Vec<u8>, prompt: u64, completion: Option<u64>, total: u64) {
+    out.extend_from_slice(br#"{"prompt_tokens":"#);
+    push_number(out, prompt);
+    if let Some(completion) = completion {
+        out.extend_from_slice(br#","completion_tokens":"#);
+        push_number(out, completion);
     }
+    out.extend_from_slice(br#","total_tokens":"#);
+    push_number(out, total);
+    out.push(b'}');
+}
+
+/// Appends the fields every answer of a completion starts with: `{"id":..,"object":..,
+/// "created":..,"model":..,` (in OpenAI's order).
+fn push_head(out: &mut Vec<u8>, answer: &Answer, object: &str) {
+    out.extend_from_slice(br#"{"id":"#);
+    push_json(out, &answer.id);
+    out.extend_from_slice(br#","object":""#);
+    out.extend_from_slice(object.as_bytes());
+    out.extend_from_slice(br#"","created":"#);
+    push_number(out, answer.created);
+    out.extend_from_slice(br#","model":"#);
+    push_json(out, &answer.model);
+}
+
+/// The bytes written as a body (they are JSON by construction; checked all the same).
+fn body_of(out: Vec<u8>) -> Body {
+    Body::parse(out).unwrap_or_default()
+}
+
+/// An OpenAI-shaped whole response, written straight as its bytes (no tree per call).
+fn whole(answer: &Answer, usage: &Usage) -> Body {
+    let mut out = Vec::with_capacity(256 + answer.text.len() * answer.count as usize);
+    let text = {
+        let mut text = Vec::with_capacity(answer.text.len() + 2);
+        push_json(&mut text, answer.text.as_str());
+        text
+    };
+    match answer.kind {
+        Kind::Chat | Kind::Completion => {
+            let chat = answer.kind == Kind::Chat;
+            push_head(
+                &mut out,
+                answer,
+                if chat {
+                    "chat.completion"
+                } else {
+                    "text_completion"
+                },
+            );
+            out.extend_from_slice(br#","choices":["#);
+            for i in 0..answer.count {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(br#"{"index":"#);
+                push_number(&mut out, i);
+                if chat {
+                    out.extend_from_slice(br#","message":{"role":"assistant","content":"#);
+                    out.extend_from_slice(&text);
+                    out.extend_from_slice(br#"},"finish_reason":"stop"}"#);
+                } else {
+                    out.extend_from_slice(br#","text":"#);
+                    out.extend_from_slice(&text);
+                    out.extend_from_slice(br#","logprobs":null,"finish_reason":"stop"}"#);
+                }
+            }
+            out.extend_from_slice(br#"],"usage":"#);
+            push_usage(
+                &mut out,
+                usage.prompt_tokens,
+                Some(usage.completion_tokens),
+                usage.total_tokens,
+            );
+        }
+        Kind::Embedding => {
+            let mut vector = Vec::with_capacity(answer.embedding.len() * 4);
+            push_json(&mut vector, &answer.embedding);
+            out.extend_from_slice(br#"{"object":"list","model":"#);
+            push_json(&mut out, &answer.model);
+            out.extend_from_slice(br#","data":["#);
+            for i in 0..answer.count {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(br#"{"object":"embedding","index":"#);
+                push_number(&mut out, i);
+                out.extend_from_slice(br#","embedding":"#);
+                out.extend_from_slice(&vector);
+                out.push(b'}');
+            }
+            out.extend_from_slice(br#"],"usage":"#);
+            push_usage(&mut out, usage.prompt_tokens, None, usage.prompt_tokens);
+        }
+    }
+    out.push(b'}');
+    body_of(out)
 }
 
 /// One OpenAI-shaped stream chunk: `piece` for each of the answer's choices; the first chunk
-/// of a chat stream says the role, the last one why it stopped.
-fn chunk(answer: &Answer, piece: &str, first: bool, last: bool) -> serde_json::Value {
-    let finish = if last {
-        serde_json::json!("stop")
+/// of a chat stream says the role, the last one why it stopped and (with `usage`) the usage.
+fn chunk(answer: &Answer, piece: &str, first: bool, usage: Option<&Usage>) -> Body {
+    let finish: &[u8] = if usage.is_some() {
+        br#""stop""#
     } else {
-        serde_json::Value::Null
+        b"null"
     };
-    let choices = 0..answer.count;
-    match answer.kind {
-        Kind::Completion => serde_json::json!({
-            "id": answer.id,
-            "object": "text_completion",
-            "created": answer.created,
-            "model": answer.model,
-            "choices": choices.map(|i| serde_json::json!({
-                "index": i, "text": piece, "logprobs": null, "finish_reason": finish
-            })).collect::<Vec<_>>(),
-        }),
-        _ => {
-            let delta = if first {
-                serde_json::json!({"role": "assistant", "content": piece})
-            } else {
-                serde_json::json!({"content": piece})
-            };
-            serde_json::json!({
-                "id": answer.id,
-                "object": "chat.completion.chunk",
-                "created": answer.created,
-                "model": answer.model,
-                "choices": choices.map(|i| serde_json::json!({
-                    "index": i, "delta": delta, "finish_reason": finish
-                })).collect::<Vec<_>>(),
-            })
+    let mut out = Vec::with_capacity(192 + piece.len() * answer.count as usize);
+    let mut text = Vec::with_capacity(piece.len() + 2);
+    push_json(&mut text, piece);
+    let completion = answer.kind == Kind::Completion;
+    push_head(
+        &mut out,
+        answer,
+        if completion {
+            "text_completion"
+        } else {
+            "chat.completion.chunk"
+        },
+    );
+    out.extend_from_slice(br#","choices":["#);
+    for i in 0..answer.count {
+        if i > 0 {
+            out.push(b',');
         }
+        out.extend_from_slice(br#"{"index":"#);
+        push_number(&mut out, i);
+        if completion {
+            out.extend_from_slice(br#","text":"#);
+            out.extend_from_slice(&text);
+            out.extend_from_slice(br#","logprobs":null"#);
+        } else if first {
+            out.extend_from_slice(br#","delta":{"role":"assistant","content":"#);
+            out.extend_from_slice(&text);
+            out.push(b'}');
+        } else {
+            out.extend_from_slice(br#","delta":{"content":"#);
+            out.extend_from_slice(&text);
+            out.push(b'}');
+        }
+        out.extend_from_slice(br#","finish_reason":"#);
+        out.extend_from_slice(finish);
+        out.push(b'}');
     }
+    out.push(b']');
+    if let Some(usage) = usage {
+        out.extend_from_slice(br#","usage":"#);
+        push_usage(
+            &mut out,
+            usage.prompt_tokens,
+            Some(usage.completion_tokens),
+            usage.total_tokens,
+        );
+    }
+    out.push(b'}');
+    body_of(out)
 }
 
 /// The one place the mock backend waits.
@@ -645,14 +733,9 @@ impl Backend for MockBackend {
                         match pieces.next() {
                             Some((i, piece)) => {
                                 sleep(if first_one { first } else { gap }).await;
-                                let last = i + 1 == count;
-                                let body = chunk(&answer, &piece, first_one, last);
-                                let mut out = BackendChunk { body, usage: None };
-                                if last {
-                                    out.body["usage"] = usage_json(&usage);
-                                    out.usage = Some(usage);
-                                }
-                                Some((Ok(out), (pieces, false)))
+                                let usage = (i + 1 == count).then_some(usage);
+                                let body = chunk(&answer, &piece, first_one, usage.as_ref());
+                                Some((Ok(BackendChunk { body, usage }), (pieces, false)))
                             }
                             None => None,
                         }

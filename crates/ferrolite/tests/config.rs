@@ -84,7 +84,7 @@ router_settings:
     assert_eq!(answer.model_group, "claude");
     assert_eq!(answer.attempted_fallbacks, 1);
     assert_eq!(
-        answer.body["choices"][0]["message"]["content"],
+        answer.body.to_value().unwrap()["choices"][0]["message"]["content"],
         "I am Claude"
     );
 }

@@ -429,24 +429,31 @@ fn undo(permit: Permit) {
 
 /// The characters of generated text in a stream chunk: each choice's `delta.content`, `text`
 /// and tool-call arguments.
-fn streamed_text_len(body: &serde_json::Value) -> usize {
-    let Some(choices) = body.get("choices").and_then(serde_json::Value::as_array) else {
+fn streamed_text_len(body: &crate::Body) -> usize {
+    use crate::body::{fields, items, string_len};
+    let Some(choices) = body.raw("choices").and_then(|c| items(c.get())) else {
         return 0;
     };
-    let len =
-        |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).map_or(0, str::len);
     choices
         .iter()
         .map(|choice| {
-            let delta = choice.get("delta");
-            let calls: usize = delta
-                .and_then(|d| d.get("tool_calls"))
-                .and_then(serde_json::Value::as_array)
+            let [delta, text] = fields(choice.get(), ["delta", "text"]).unwrap_or_default();
+            let [content, calls] = delta
+                .and_then(|d| fields(d.get(), ["content", "tool_calls"]))
+                .unwrap_or_default();
+            let calls: usize = calls
+                .and_then(|c| items(c.get()))
                 .into_iter()
                 .flatten()
-                .map(|call| len(call.get("function").and_then(|f| f.get("arguments"))))
+                .map(|call| {
+                    let [function] = fields(call.get(), ["function"]).unwrap_or_default();
+                    let [arguments] = function
+                        .and_then(|f| fields(f.get(), ["arguments"]))
+                        .unwrap_or_default();
+                    string_len(arguments)
+                })
                 .sum();
-            len(delta.and_then(|d| d.get("content"))) + len(choice.get("text")) + calls
+            string_len(content) + string_len(text) + calls
         })
         .sum()
 }

@@ -31,7 +31,7 @@ pub(crate) struct Success {
 pub(crate) enum Answer {
     /// A whole response, recorded already.
     Complete {
-        body: serde_json::Value,
+        body: crate::Body,
         usage: Option<Usage>,
         cost: Option<f64>,
     },
@@ -567,13 +567,17 @@ impl Inner {
 
     /// A non-streamed response the provider cut with `finish_reason: content_filter` counts as a
     /// content-policy error when content-policy fallbacks exist for the group (LiteLLM).
-    fn content_filtered(&self, body: &serde_json::Value, group: &str) -> bool {
+    fn content_filtered(&self, body: &crate::Body, group: &str) -> bool {
         self.settings.content_policy_fallbacks.contains_key(group)
-            && body
-                .pointer("/choices/0/finish_reason")
-                .and_then(|r| r.as_str())
-                == Some("content_filter")
+            && finish_reason(body).as_deref() == Some("content_filter")
     }
+}
+
+/// `choices[0].finish_reason` of an answer, read from its bytes.
+fn finish_reason(body: &crate::Body) -> Option<std::borrow::Cow<'_, str>> {
+    let choices = crate::body::items(body.raw("choices")?.get())?;
+    let [reason] = crate::body::fields(choices.first()?.get(), ["finish_reason"])?;
+    crate::body::string_of(reason?)
 }
 
 /// The body a deployment is called with: the request's, with the deployment's model, without

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
 
+use crate::Body;
+
 /// A request body as the backend receives it: the caller's body with `model` replaced by the
 /// deployment's model.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +41,9 @@ impl BackendRequest {
 /// A backend's successful answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BackendResponse {
-    /// The provider's response body.
-    pub body: serde_json::Value,
+    /// The provider's response body, as its bytes ([`Body::parse`] checks an upstream's answer;
+    /// [`Body::from_value`] makes one from a tree).
+    pub body: Body,
     /// Token usage, when the provider reported it (its `cost`, when known, is the call's cost;
     /// otherwise the router prices the usage with the deployment's per-token prices).
     pub usage: Option<Usage>,
@@ -75,8 +78,8 @@ pub type BackendFuture<'a> =
 /// One chunk of a streamed answer, as the provider sent it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BackendChunk {
-    /// The chunk's body (an OpenAI `chat.completion.chunk`, say).
-    pub body: serde_json::Value,
+    /// The chunk's body (an OpenAI `chat.completion.chunk`, say), as the provider's bytes.
+    pub body: Body,
     /// Token usage, when this chunk reports it (OpenAI's last chunk with
     /// `stream_options.include_usage`). The last usage seen is the call's.
     pub usage: Option<Usage>,
@@ -110,7 +113,7 @@ pub type HealthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BackendError>
 ///                 return Err(BackendError::new(ErrorClass::NotFound, "no model"));
 ///             }
 ///             Ok(BackendResponse {
-///                 body: serde_json::json!({"model": request.body["model"], "choices": []}),
+///                 body: serde_json::json!({"model": request.body["model"], "choices": []}).into(),
 ///                 usage: Some(Usage::new(10, 5)),
 ///                 time_to_first_token: None,
 ///             })

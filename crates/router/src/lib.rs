@@ -28,7 +28,7 @@
 //! impl Backend for Echo {
 //!     fn call<'a>(&'a self, _: &'a Deployment, request: &'a BackendRequest) -> BackendFuture<'a> {
 //!         Box::pin(async move {
-//!             Ok(BackendResponse { body: request.body.clone(), usage: Some(Usage::new(5, 5)), time_to_first_token: None })
+//!             Ok(BackendResponse { body: (&request.body).into(), usage: Some(Usage::new(5, 5)), time_to_first_token: None })
 //!         })
 //!     }
 //! }
@@ -45,6 +45,7 @@
 mod admit;
 mod attempt;
 mod backend;
+mod body;
 mod builder;
 mod call;
 mod cooldown;
@@ -71,6 +72,7 @@ pub use backend::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
     BackendStream, BackendStreamFuture, HealthFuture,
 };
+pub use body::{Body, BodyError};
 pub use builder::RouterBuilder;
 pub use error::{ErrorKind, RouterError, Tried};
 pub use observer::{Event, Observer};

@@ -284,8 +284,8 @@ fn text_of(content: Option<&serde_json::Value>) -> std::borrow::Cow<'_, str> {
 /// A routed call's answer, with what LiteLLM puts in its `x-litellm-*` headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterResponse {
-    /// The provider's response body.
-    pub body: serde_json::Value,
+    /// The provider's response body, as the provider's bytes.
+    pub body: crate::Body,
     /// Token usage, when reported.
     pub usage: Option<Usage>,
     /// `x-litellm-model-id`: the deployment that answered.

@@ -17,7 +17,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::{BackendChunk, RouterError, RouterResponse};
+use crate::{BackendChunk, Body, RouterError, RouterResponse};
 
 /// Body fields that do not change the answer: left out of the key.
 pub const IGNORED: [&str; 10] = [
@@ -132,11 +131,11 @@ pub(crate) struct Entry {
     pub(crate) v: u32,
     pub(crate) stored_ms: u64,
     pub(crate) expires_ms: u64,
-    /// The whole answer (for a streamed one: its chunks assembled).
-    pub(crate) body: serde_json::Value,
+    /// The whole answer (for a streamed one: its chunks assembled), as its bytes.
+    pub(crate) body: Body,
     /// A streamed answer's chunks as the deployment sent them (replayed as they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) chunks: Option<Vec<serde_json::Value>>,
+    pub(crate) chunks: Option<Vec<Body>>,
     pub(crate) usage: Option<(u64, u64, u64)>,
     pub(crate) deployment: String,
     pub(crate) model_group: String,
@@ -149,7 +148,7 @@ impl Entry {
     /// The entry for `answer`, kept for `ttl` from `now_ms`.
     pub(crate) fn of(
         answer: &RouterResponse,
-        chunks: Option<Vec<serde_json::Value>>,
+        chunks: Option<Vec<Body>>,
         now_ms: u64,
         ttl: Duration,
     ) -> Self {
@@ -784,7 +783,7 @@ impl ResponseCache {
         id: &Identity,
         controls: &Controls,
         answer: &RouterResponse,
-        chunks: Option<Vec<serde_json::Value>>,
+        chunks: Option<Vec<Body>>,
     ) {
         if controls.no_store {
             return;
@@ -837,8 +836,8 @@ impl Remembered {
     /// and some bookkeeping.
     fn weight(&self) -> usize {
         let entry = &self.entry;
-        let chunks: usize = entry.chunks.iter().flatten().map(json_len).sum();
-        json_len(&entry.body)
+        let chunks: usize = entry.chunks.iter().flatten().map(Body::len).sum();
+        entry.body.len()
             + chunks
             + entry.deployment.len()
             + entry.model_group.len()
@@ -848,28 +847,7 @@ impl Remembered {
     }
 }
 
-/// The length of `value` as JSON.
-fn json_len(value: &serde_json::Value) -> usize {
-    let mut counter = Counted(0);
-    // Writing to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
-}
-
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// A writer that only counts bytes.
-struct Counted(usize);
-
-impl Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Appends `value`'s canonical encoding: a tag byte per value, lengths before strings, arrays
 /// and objects (so no two values encode alike), object keys in sorted order whatever order the
@@ -945,8 +923,20 @@ fn encode_object<'v>(
 
 /// One stream chunk carrying a whole answer: a chat completion becomes a
 /// `chat.completion.chunk` whose deltas hold each choice's message; a text completion is
-/// already in its streamed shape.
-pub(crate) fn chunk_of(body: &serde_json::Value) -> serde_json::Value {
+/// already in its streamed shape. (A cached whole answer replayed to a stream: its tree is
+/// built here, once.)
+pub(crate) fn chunk_of(body: &Body) -> Body {
+    if body.get::<&str>("object") != Some("chat.completion") {
+        return body.clone();
+    }
+    match body.to_value() {
+        Ok(value) => Body::from_value(&chunk_of_value(&value)),
+        Err(_) => body.clone(),
+    }
+}
+
+/// [`chunk_of`] on a tree.
+fn chunk_of_value(body: &serde_json::Value) -> serde_json::Value {
     let mut chunk = body.clone();
     let Some(object) = chunk.as_object_mut() else {
         return chunk;
@@ -975,8 +965,17 @@ pub(crate) fn chunk_of(body: &serde_json::Value) -> serde_json::Value {
 
 /// The whole answer a stream's chunks make: per choice, the content (or text) and tool-call
 /// arguments concatenated, the last finish reason; the first chunk's id, model and created;
-/// the last usage.
-pub(crate) fn assemble(chunks: &[serde_json::Value]) -> serde_json::Value {
+/// the last usage. (Once per stored stream: the chunks' trees are built here.)
+pub(crate) fn assemble(chunks: &[Body]) -> Body {
+    let values: Vec<serde_json::Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.to_value().ok())
+        .collect();
+    Body::from_value(&assemble_values(&values))
+}
+
+/// [`assemble`] on trees.
+fn assemble_values(chunks: &[serde_json::Value]) -> serde_json::Value {
     use serde_json::{Map, Value};
     let Some(first) = chunks.first() else {
         return Value::Null;
@@ -1149,7 +1148,7 @@ mod tests {
                                {"index": 0, "delta": {}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
         ];
-        let whole = assemble(&chunks);
+        let whole = assemble_values(&chunks);
         assert_eq!(
             whole,
             json!({"id": "c", "object": "chat.completion", "created": 5, "model": "m",
@@ -1160,11 +1159,11 @@ mod tests {
                                            "function": {"name": "get", "arguments": "{\"a\":1}"}}]}}],
                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
         );
-        let chunk = chunk_of(&whole);
+        let chunk = chunk_of_value(&whole);
         assert_eq!(chunk["object"], "chat.completion.chunk");
         assert_eq!(chunk["choices"][0]["delta"]["content"], "Hello");
         assert_eq!(
-            assemble(&[chunk]),
+            assemble_values(&[chunk]),
             whole,
             "one chunk of a whole answer assembles back"
         );
@@ -1177,11 +1176,11 @@ mod tests {
             json!({"id": "t", "object": "text_completion", "model": "m", "choices": [{"index": 0, "text": "b", "finish_reason": "length"}]}),
         ];
         assert_eq!(
-            assemble(&chunks),
+            assemble_values(&chunks),
             json!({"id": "t", "object": "text_completion", "model": "m",
                    "choices": [{"index": 0, "text": "ab", "finish_reason": "length"}]})
         );
-        assert_eq!(assemble(&[]), serde_json::Value::Null);
+        assert_eq!(assemble_values(&[]), serde_json::Value::Null);
     }
 
     #[test]
@@ -1205,7 +1204,6 @@ mod tests {
         ] {
             assert_ne!(encoded(a), encoded(b), "{a} vs {b}");
         }
-        assert_eq!(json_len(&json!({"a": [1, "x"]})), r#"{"a":[1,"x"]}"#.len());
     }
 
     #[tokio::test]
@@ -1227,7 +1225,7 @@ mod tests {
             v: VERSION,
             stored_ms: cache.now_ms(),
             expires_ms: cache.now_ms() + 60_000,
-            body: json!("the answer to b"),
+            body: json!("the answer to b").into(),
             chunks: None,
             usage: None,
             deployment: "d".into(),

@@ -310,7 +310,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    async fn store(self, chunks: Vec<serde_json::Value>) {
+    async fn store(self, chunks: Vec<crate::Body>) {
         let Some(responses) = &self.inner.responses else {
             return;
         };

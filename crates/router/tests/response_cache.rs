@@ -292,7 +292,7 @@ async fn collect(router: &Router, request: Request) -> (bool, Vec<serde_json::Va
     let hit = stream.cache_hit;
     let mut bodies = Vec::new();
     while let Some(chunk) = stream.next().await {
-        bodies.push(chunk.unwrap().body);
+        bodies.push(chunk.unwrap().body.to_value().unwrap());
     }
     (hit, bodies)
 }

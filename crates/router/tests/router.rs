@@ -567,7 +567,7 @@ impl ferrolite_router::Backend for IdRecorder {
         self.0.lock().push(request.deployment_id.clone());
         Box::pin(async {
             Ok(ferrolite_router::BackendResponse {
-                body: serde_json::json!({}),
+                body: serde_json::json!({}).into(),
                 usage: None,
                 time_to_first_token: None,
             })

@@ -3,21 +3,22 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use ferrolite_router::{RouterResponse, RouterStream};
 
-/// The answer to a call: the deployment's body with `model` set to what the client asked for,
-/// and the answer headers.
+/// The answer to a call: the deployment's bytes with only `model` set to what the client asked
+/// for (spliced in where it stands: key order, numbers and escapes stay the upstream's), and
+/// the answer headers.
 pub(super) fn json(answer: RouterResponse, model: String) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&answer));
-    let mut body = answer.body;
-    if let Some(object) = body.as_object_mut() {
-        object.insert("model".into(), model.into());
-    }
-    let mut response = axum::Json(body).into_response();
-    response.headers_mut().extend(headers);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut response = Response::new(axum::body::Body::from(answer.body.with_model(&model)));
+    *response.headers_mut() = headers;
     response
 }
 

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use ferrolite_router::RouterStream;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 
 use super::answer::{Answered, litellm_headers};
 use super::errors::status_of;
@@ -21,37 +22,39 @@ use super::errors::status_of;
 pub(super) fn sse(stream: RouterStream, model: String, include_usage: bool) -> Response {
     let mut headers = HeaderMap::new();
     litellm_headers(&mut headers, Answered::from(&stream));
-    let usage = StreamUsage::new(include_usage);
-    let events = futures_util::stream::unfold(Some((stream, usage)), move |state| {
-        let model = model.clone();
-        async move {
-            let (mut stream, mut usage) = state?;
-            loop {
-                match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        let Some(body) = usage.chunk(chunk.body, &model) else {
-                            continue;
-                        };
-                        let event = Bytes::from(format!("data: {body}\n\n"));
-                        return Some((Ok::<_, Infallible>(event), Some((stream, usage))));
+    let usage = StreamUsage::new(include_usage, &model);
+    let events = futures_util::stream::unfold(Some((stream, usage)), move |state| async move {
+        let (mut stream, mut usage) = state?;
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    let mut event = Vec::with_capacity(chunk.body.len() + 32);
+                    event.extend_from_slice(b"data: ");
+                    if !usage.chunk(&chunk.body, &mut event) {
+                        continue;
                     }
-                    Some(Err(e)) => {
-                        let body = serde_json::json!({"error": {
-                            "message": e.to_string(),
-                            "type": "api_error",
-                            "param": null,
-                            "code": status_of(&e).as_u16().to_string(),
-                        }});
-                        return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
+                    event.extend_from_slice(b"\n\n");
+                    return Some((
+                        Ok::<_, Infallible>(Bytes::from(event)),
+                        Some((stream, usage)),
+                    ));
+                }
+                Some(Err(e)) => {
+                    let body = serde_json::json!({"error": {
+                        "message": e.to_string(),
+                        "type": "api_error",
+                        "param": null,
+                        "code": status_of(&e).as_u16().to_string(),
+                    }});
+                    return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
+                }
+                None => {
+                    let mut tail = Vec::new();
+                    if usage.last_chunk(&mut tail) {
+                        tail.extend_from_slice(b"\n\n");
                     }
-                    None => {
-                        let mut tail = String::new();
-                        if let Some(last) = usage.last_chunk(&model) {
-                            tail.push_str(&format!("data: {last}\n\n"));
-                        }
-                        tail.push_str("data: [DONE]\n\n");
-                        return Some((Ok(Bytes::from(tail)), None));
-                    }
+                    tail.extend_from_slice(b"data: [DONE]\n\n");
+                    return Some((Ok(Bytes::from(tail)), None));
                 }
             }
         }
@@ -68,85 +71,109 @@ pub(super) fn sse(stream: RouterStream, model: String, include_usage: bool) -> R
     response
 }
 
+/// A JSON text this module writes, as a raw value.
+fn raw(json: String) -> Box<RawValue> {
+    RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 /// A stream's usage as the client asked for it. Without `stream_options.include_usage` no
 /// chunk carries `usage` and the usage-only chunk (empty `choices`) is not sent, so code that
 /// reads `chunk.choices[0]` never meets an empty list; with it, as OpenAI: `"usage": null` on
 /// every chunk with choices and one last chunk with empty `choices` and the usage (made from
 /// the last chunk when the upstream put its usage on a chunk with choices).
+///
+/// Each chunk is written as the upstream's bytes with only `model` (and `usage`, as above)
+/// changed.
 struct StreamUsage {
     include: bool,
+    /// The model the client asked for, as a JSON string.
+    model: Box<RawValue>,
     /// Usage seen on a chunk with choices, not yet sent.
-    held: Option<serde_json::Value>,
+    held: Option<Box<RawValue>>,
     /// Whether the usage-only chunk was sent.
     sent: bool,
     /// The last chunk with choices: the fields the made-up last chunk copies.
-    last: Option<serde_json::Map<String, serde_json::Value>>,
+    last: Option<ferrolite_router::Body>,
 }
 
 impl StreamUsage {
-    fn new(include: bool) -> Self {
+    fn new(include: bool, model: &str) -> Self {
         StreamUsage {
             include,
+            model: raw(serde_json::to_string(model).unwrap_or_default()),
             held: None,
             sent: false,
             last: None,
         }
     }
 
-    /// The chunk as the client sees it, with `model` set to what it asked for; `None` drops it.
-    fn chunk(&mut self, mut body: serde_json::Value, model: &str) -> Option<serde_json::Value> {
-        let Some(object) = body.as_object_mut() else {
-            return Some(body);
-        };
-        object.insert("model".into(), model.into());
-        let usage = object.remove("usage").filter(|u| !u.is_null());
-        let usage_only = object
-            .get("choices")
-            .and_then(|c| c.as_array())
-            .is_some_and(Vec::is_empty);
+    /// Appends the chunk as the client sees it, with `model` set to what it asked for;
+    /// `false` (having appended nothing) drops it.
+    fn chunk(&mut self, body: &ferrolite_router::Body, out: &mut Vec<u8>) -> bool {
+        if !body.is_object() {
+            out.extend_from_slice(body.as_bytes());
+            return true;
+        }
+        let model = Some(&*self.model);
+        let usage = body.raw("usage").filter(|u| u.get() != "null");
+        let usage_only = body.is_empty_array("choices");
         if !self.include {
             // A chunk that only carried the usage the client did not ask for is not sent.
-            return (!(usage_only && usage.is_some())).then_some(body);
+            if usage_only && usage.is_some() {
+                return false;
+            }
+            body.write_edited(&[("model", model), ("usage", None)], out);
+            return true;
         }
         match usage {
-            Some(usage) if usage_only => {
-                object.insert("usage".into(), usage);
+            Some(_) if usage_only => {
+                body.write_edited(&[("model", model)], out);
                 self.held = None;
                 self.sent = true;
             }
             usage => {
-                if usage.is_some() {
-                    self.held = usage;
+                if let Some(usage) = usage {
+                    self.held = Some(usage.to_owned());
                 }
-                object.insert("usage".into(), serde_json::Value::Null);
+                body.write_edited(&[("model", model), ("usage", Some(RawValue::NULL))], out);
                 if !usage_only {
-                    let mut last = object.clone();
-                    last.remove("choices");
-                    self.last = Some(last);
+                    self.last = Some(body.clone());
                 }
             }
         }
-        Some(body)
+        true
     }
 
-    /// The usage-only chunk still owed to a client that asked for usage, at the stream's end.
-    fn last_chunk(&mut self, model: &str) -> Option<serde_json::Value> {
+    /// Appends `data: ` and the usage-only chunk still owed to a client that asked for usage,
+    /// at the stream's end: the last chunk with choices, its `choices` emptied and the usage
+    /// set; `false` (having appended nothing) when none is owed.
+    fn last_chunk(&mut self, out: &mut Vec<u8>) -> bool {
         if !self.include || self.sent {
-            return None;
+            return false;
         }
-        let usage = self.held.take()?;
-        let mut chunk = self.last.take().unwrap_or_default();
-        for (field, default) in [
-            ("id", serde_json::json!("")),
-            ("object", serde_json::json!("chat.completion.chunk")),
-            ("created", serde_json::json!(0)),
-        ] {
-            chunk.entry(field).or_insert(default);
-        }
-        chunk.insert("model".into(), model.into());
-        chunk.insert("choices".into(), serde_json::json!([]));
-        chunk.insert("usage".into(), usage);
+        let Some(usage) = self.held.take() else {
+            return false;
+        };
+        let last = self.last.take().unwrap_or_default();
+        let defaults = [
+            ("id", raw("\"\"".into())),
+            ("object", raw("\"chat.completion.chunk\"".into())),
+            ("created", raw("0".into())),
+        ];
+        let empty = raw("[]".into());
+        let mut edits: Vec<(&str, Option<&RawValue>)> = defaults
+            .iter()
+            .filter(|(field, _)| last.raw(field).is_none())
+            .map(|(field, value)| (*field, Some(&**value)))
+            .collect();
+        edits.extend([
+            ("model", Some(&*self.model)),
+            ("choices", Some(&*empty)),
+            ("usage", Some(&*usage)),
+        ]);
+        out.extend_from_slice(b"data: ");
+        last.write_edited(&edits, out);
         self.sent = true;
-        Some(serde_json::Value::Object(chunk))
+        true
     }
 }

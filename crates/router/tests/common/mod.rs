@@ -218,7 +218,7 @@ impl Backend for Script {
                             Piece::Chunk => {
                                 n += 1;
                                 let chunk = BackendChunk {
-                                    body: serde_json::json!({ "n": n }),
+                                    body: serde_json::json!({ "n": n }).into(),
                                     usage: None,
                                 };
                                 return Some((Ok(chunk), (pieces, n, running)));
@@ -228,14 +228,15 @@ impl Backend for Script {
                                     body: serde_json::json!({
                                         "object": "chat.completion.chunk",
                                         "choices": [{"index": 0, "delta": {"content": text}}],
-                                    }),
+                                    })
+                                    .into(),
                                     usage: None,
                                 };
                                 return Some((Ok(chunk), (pieces, n, running)));
                             }
                             Piece::Usage(usage) => {
                                 let chunk = BackendChunk {
-                                    body: serde_json::json!({ "usage": true }),
+                                    body: serde_json::json!({ "usage": true }).into(),
                                     usage: Some(usage),
                                 };
                                 return Some((Ok(chunk), (pieces, n, running)));
@@ -276,12 +277,14 @@ impl Backend for Script {
             };
             match step {
                 Step::Delay(_) | Step::Ok => Ok(BackendResponse {
-                    body: serde_json::json!({"model": model, "choices": [{"finish_reason": "stop"}]}),
+                    body:
+                        serde_json::json!({"model": model, "choices": [{"finish_reason": "stop"}]})
+                            .into(),
                     usage: Some(Usage::new(10, 5)),
                     time_to_first_token: None,
                 }),
                 Step::Body(body) => Ok(BackendResponse {
-                    body,
+                    body: body.into(),
                     usage: Some(Usage::new(10, 5)),
                     time_to_first_token: None,
                 }),
@@ -293,7 +296,7 @@ impl Backend for Script {
                     Err(BackendError::new(ErrorClass::Connection, "unreachable"))
                 }
                 Step::Stream(pieces) => Ok(BackendResponse {
-                    body: serde_json::json!({"model": model}),
+                    body: serde_json::json!({"model": model}).into(),
                     usage: pieces.iter().rev().find_map(|p| match p {
                         Piece::Usage(u) => Some(*u),
                         _ => None,
