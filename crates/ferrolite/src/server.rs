@@ -550,12 +550,12 @@ mod running {
                         .deadline
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
                     match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        this.finished = true;
-                        this.conn.body_timed_out.store(true, Ordering::Relaxed);
-                        Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
-                    }
-                    Poll::Pending => Poll::Pending,
+                        Poll::Ready(()) => {
+                            this.finished = true;
+                            this.conn.body_timed_out.store(true, Ordering::Relaxed);
+                            Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
+                        }
+                        Poll::Pending => Poll::Pending,
                     }
                 }
             }

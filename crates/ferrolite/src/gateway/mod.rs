@@ -123,11 +123,7 @@ async fn completions(
     let status = response.status().as_u16();
     gateway.telemetry.record(status, elapsed);
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = elapsed.as_secs_f64() * 1e3,
-            "answered"
-        );
+        tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });
     if let Some(value) = id_header {
         let headers = response.headers_mut();

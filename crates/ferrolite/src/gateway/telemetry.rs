@@ -72,7 +72,9 @@ impl Handles {
         Handles {
             recorder: recorder_id,
             seconds: recorder.register_histogram(&Key::from_static_name(SECONDS), &METADATA),
-            requests: (FIRST_STATUS..=LAST_STATUS).map(|_| OnceLock::new()).collect(),
+            requests: (FIRST_STATUS..=LAST_STATUS)
+                .map(|_| OnceLock::new())
+                .collect(),
         }
     }
 }
