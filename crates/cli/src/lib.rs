@@ -15,6 +15,7 @@
 
 mod check;
 mod health;
+mod logs;
 pub mod report;
 pub mod serve;
 pub mod simulate;
@@ -150,11 +151,14 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Lines go to standard error through a writer thread of their own (`logs`); `flush`
+    // writes what is left when dropped.
+    let (writer, flush) = logs::batched_stderr();
     // Colour only for a person at a terminal: a pipe, a file or a log collector gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match cli.log_format {
         LogFormat::Text => logs.try_init(),
         LogFormat::Json => logs.json().try_init(),
@@ -164,6 +168,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
         Command::Serve(args) => serve::serve_command(&args),
     };
+    // Every line logged so far is written before the process says anything more or exits.
+    drop(flush);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -105,6 +105,8 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         let router = ferrolite::build_from_config(config, Some(std::sync::Arc::clone(&backend)))
             .await
             .map_err(|e| e.to_string())?;
+        // The signal handlers first: a SIGTERM sent as soon as the port answers stops cleanly.
+        let stop_signal = shutdown_signal();
         let address = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&address)
             .await
@@ -121,7 +123,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         // Shutdown: the signal stops new connections; calls in flight get `--drain` to finish.
         let (stopping, stopped) = tokio::sync::watch::channel(false);
         let signal = async move {
-            shutdown_signal().await;
+            stop_signal.await;
             let _ = stopping.send(true);
         };
         let serving = ferrolite::gateway::serve_with(listener, app, server, signal);
@@ -353,24 +355,47 @@ impl Reloader<'_> {
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed when it is called, not when it is
+/// first polled: a signal sent once the gateway listens stops it cleanly (not by the signal's
+/// default action) however soon it comes.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut terminate, mut interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let terminate = async {
+                match terminate.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let interrupt = async {
+                match interrupt.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = terminate => {}
+                () = interrupt => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

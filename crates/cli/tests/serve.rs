@@ -1105,3 +1105,51 @@ fn mock_timeout_fails_the_call_as_a_timeout_after_the_timeout() {
     assert!(status.success(), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_last_answered_line_is_in_the_log_after_sigterm() {
+    // Log lines are written by a thread of their own, in batches: SIGTERM right after the last
+    // answer must still find that answer's line written when the process has exited.
+    let dir = std::env::temp_dir().join(format!("ferrolite-lastline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let (mut child, port) = start_with(&config, &[]);
+    let mut last_id = String::new();
+    for _ in 0..50 {
+        let (status, head) = chat_with(port, "sk-serve-test", "gpt-4o");
+        assert_eq!(status, 200, "{head}");
+        last_id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap()
+            .trim()
+            .to_string();
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let answered = stderr
+        .lines()
+        .filter(|l| l.contains("answered status=200"))
+        .count();
+    assert_eq!(answered, 50, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&format!("request{{id={last_id}}}")) && l.contains("answered")),
+        "no line for {last_id}: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

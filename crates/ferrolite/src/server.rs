@@ -100,11 +100,19 @@ mod running {
     /// One open connection, as the accept loop and its own task see it.
     struct Conn {
         phase: Mutex<Phase>,
+        /// Whether headers starting must wake the connection's task: only when their timeout is
+        /// shorter than the keep-alive timeout (otherwise the task's timer, armed no later than
+        /// the keep-alive deadline, fires in time and finds the headers' deadline itself).
+        wake_on_head: bool,
+        /// The request being read ran past `body_read_timeout` (HTTP/1: one request at a
+        /// time per connection; cleared when the next one begins).
+        body_timed_out: AtomicBool,
         /// Set when the connection must close to make room (notified once).
         evict: Notify,
         /// Chosen to make room already: not chosen twice.
         evicted: AtomicBool,
-        /// Notified when the phase's deadline changes (headers begin, a request ends).
+        /// Notified when the phase's deadline moves earlier than the task's timer (headers begin,
+        /// with `wake_on_head`).
         changed: Notify,
         /// The registry's: notified when a request ends or a connection closes.
         freed: Arc<Notify>,
@@ -116,8 +124,10 @@ mod running {
             if let Phase::Idle(_) = *phase {
                 *phase = Phase::Head(Instant::now());
                 drop(phase);
-                // Its deadline is now the header timeout's.
-                self.changed.notify_one();
+                if self.wake_on_head {
+                    // Its deadline is now the header timeout's, sooner than the timer's.
+                    self.changed.notify_one();
+                }
             }
         }
 
@@ -127,6 +137,8 @@ mod running {
                 Phase::Busy(n) => Phase::Busy(n.saturating_add(1)),
                 Phase::Idle(_) | Phase::Head(_) => Phase::Busy(1),
             };
+            drop(phase);
+            self.body_timed_out.store(false, Ordering::Relaxed);
             InFlight(Arc::clone(self))
         }
     }
@@ -142,7 +154,8 @@ mod running {
                 _ => Phase::Idle(Instant::now()),
             };
             drop(phase);
-            self.0.changed.notify_one();
+            // The connection's timer needs no wake: it is armed no later than a keep-alive
+            // deadline starting now (see `Connection::run`).
             // A client waiting for room may now take this connection's place.
             self.0.freed.notify_waiters();
         }
@@ -158,10 +171,12 @@ mod running {
     }
 
     impl Registry {
-        fn open(&self) -> (u64, Arc<Conn>) {
+        fn open(&self, settings: &ServerSettings) -> (u64, Arc<Conn>) {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
             let conn = Arc::new(Conn {
                 phase: Mutex::new(Phase::Idle(Instant::now())),
+                wake_on_head: settings.header_read_timeout < settings.keep_alive_timeout,
+                body_timed_out: AtomicBool::new(false),
                 evict: Notify::new(),
                 evicted: AtomicBool::new(false),
                 changed: Notify::new(),
@@ -259,7 +274,7 @@ mod running {
                 }
             }
             let _ = stream.set_nodelay(true);
-            let (id, conn) = registry.open();
+            let (id, conn) = registry.open(&settings);
             let task = Connection {
                 app: app.clone(),
                 conn,
@@ -336,23 +351,19 @@ mod running {
             if closing {
                 return;
             }
+            // One timer for the connection's life, re-armed in place (no timer registered or
+            // task woken per request). It is always armed no later than the deadline of the
+            // phase in progress and of any idle spell that begins later: at most
+            // `keep_alive_timeout` after it was armed. When it fires early, the phase is looked
+            // at and the timer re-armed.
+            let keep_alive = settings.keep_alive_timeout;
+            let timer = tokio::time::sleep_until(Instant::now() + keep_alive);
+            let mut timer = std::pin::pin!(timer);
             loop {
-                let phase = *conn.phase.lock();
-                if closing && !matches!(phase, Phase::Busy(_)) {
+                if closing && !matches!(*conn.phase.lock(), Phase::Busy(_)) {
                     // Nothing in progress: closing now loses nothing.
                     return;
                 }
-                let deadline = match phase {
-                    Phase::Idle(since) => Some(since + settings.keep_alive_timeout),
-                    Phase::Head(since) => Some(since + settings.header_read_timeout),
-                    Phase::Busy(_) => None,
-                };
-                let expired = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     // The connection first: bytes already received count before a deadline.
                     biased;
@@ -362,7 +373,11 @@ mod running {
                         }
                         return;
                     }
-                    () = conn.changed.notified() => {}
+                    () = conn.changed.notified() => {
+                        let phase = *conn.phase.lock();
+                        let at = rearm_at(phase, Instant::now(), &settings).min(timer.deadline());
+                        timer.as_mut().reset(at);
+                    }
                     () = conn.evict.notified(), if !closing => {
                         tracing::debug!("closing a connection to make room for a new one");
                         closing = true;
@@ -372,10 +387,11 @@ mod running {
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     }
-                    () = expired => {
+                    () = timer.as_mut() => {
                         let now = Instant::now();
-                        match *conn.phase.lock() {
-                            Phase::Idle(since) if now >= since + settings.keep_alive_timeout => {
+                        let phase = *conn.phase.lock();
+                        match phase {
+                            Phase::Idle(since) if now >= since + keep_alive => {
                                 tracing::debug!("closing an idle connection (keep_alive_timeout)");
                                 return;
                             }
@@ -386,11 +402,23 @@ mod running {
                                 );
                                 return;
                             }
-                            _ => {}
+                            _ => timer.as_mut().reset(rearm_at(phase, now, &settings)),
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// When a connection's timer fires next, looked at `now` in `phase`: the phase's deadline,
+    /// but no later than a keep-alive deadline starting now (the request in progress may end
+    /// at once and the connection go idle).
+    fn rearm_at(phase: Phase, now: Instant, settings: &ServerSettings) -> Instant {
+        let idle_from_now = now + settings.keep_alive_timeout;
+        match phase {
+            Phase::Idle(since) => since + settings.keep_alive_timeout,
+            Phase::Head(since) => (since + settings.header_read_timeout).min(idle_from_now),
+            Phase::Busy(_) => idle_from_now,
         }
     }
 
@@ -405,12 +433,12 @@ mod running {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let in_flight = conn.begin();
-        let timed_out = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| {
             Body::new(TimedBody {
                 inner: body,
-                deadline: Box::pin(tokio::time::sleep(body_read_timeout)),
-                timed_out: Arc::clone(&timed_out),
+                deadline: None,
+                started: Instant::now(),
+                conn: Arc::clone(&conn),
                 timeout: body_read_timeout,
                 finished: false,
             })
@@ -419,7 +447,7 @@ mod running {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        let response = if timed_out.load(Ordering::Relaxed) {
+        let response = if conn.body_timed_out.load(Ordering::Relaxed) {
             body_timeout_response(body_read_timeout)
         } else {
             response
@@ -476,11 +504,15 @@ mod running {
 
     impl std::error::Error for BodyTimeout {}
 
-    /// A request body that fails once its deadline passes before its end arrived.
+    /// A request body that fails once its deadline (`timeout` after `started`) passes before
+    /// its end arrived. Its timer is made only when the body is not all there at once (a
+    /// small body arrives with its headers: no timer per request).
     struct TimedBody {
         inner: Incoming,
-        deadline: Pin<Box<tokio::time::Sleep>>,
-        timed_out: Arc<AtomicBool>,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        started: Instant,
+        /// Its connection, marked when the deadline passes.
+        conn: Arc<Conn>,
         timeout: Duration,
         finished: bool,
     }
@@ -512,14 +544,20 @@ mod running {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        this.finished = true;
-                        this.timed_out.store(true, Ordering::Relaxed);
-                        Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
+                Poll::Pending => {
+                    let at = this.started + this.timeout;
+                    let deadline = this
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    match deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            this.finished = true;
+                            this.conn.body_timed_out.store(true, Ordering::Relaxed);
+                            Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
+                        }
+                        Poll::Pending => Poll::Pending,
                     }
-                    Poll::Pending => Poll::Pending,
-                },
+                }
             }
         }
 

@@ -5,24 +5,26 @@ use axum::http::{HeaderMap, header};
 use ferrolite_types::Secret;
 
 use super::errors::GatewayError;
-use super::state::Gateway;
+use super::state::{Gateway, GatewaySettings};
 use crate::config::ApiKey;
 
 /// Who is calling.
-pub(super) enum Caller {
+pub(super) enum Caller<'a> {
     /// No key is configured: anyone may call.
     Anyone,
     /// The master key's holder.
     Master,
-    /// One of the API keys.
-    Key(Box<ApiKey>),
+    /// One of the API keys (the call's settings').
+    Key(&'a ApiKey),
 }
 
 impl Gateway {
-    /// Who calls: the master key's holder, one of the API keys, or anyone when neither is
-    /// configured; a 401 otherwise.
-    pub(super) fn caller(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
-        let settings = self.settings.load();
+    /// Who calls, by `settings`: the master key's holder, one of the API keys, or anyone when
+    /// neither is configured; a 401 otherwise.
+    pub(super) fn caller<'a>(
+        settings: &'a GatewaySettings,
+        headers: &HeaderMap,
+    ) -> Result<Caller<'a>, GatewayError> {
         if settings.master_key.is_none() && settings.api_keys.is_empty() {
             return Ok(Caller::Anyone);
         }
@@ -45,12 +47,13 @@ impl Gateway {
             .iter()
             .find(|k| constant_time_eq(&k.key_sha256, &hash))
         {
-            Some(key) => Ok(Caller::Key(Box::new(key.clone()))),
+            Some(key) => Ok(Caller::Key(key)),
             None => Err(GatewayError::InvalidKey),
         }
     }
 
-    /// The request's id: the caller's `x-request-id`, else one of this gateway's.
+    /// The request's id: the caller's `x-request-id`, else one of this gateway's (its prefix,
+    /// `-`, and the count of ids given).
     pub(super) fn request_id(&self, headers: &HeaderMap) -> String {
         headers
             .get("x-request-id")
@@ -62,18 +65,24 @@ impl Gateway {
                         .requests
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                         + 1;
-                    format!("{}-{n}", self.id_prefix)
+                    let mut digits = itoa::Buffer::new();
+                    let digits = digits.format(n);
+                    let mut id = String::with_capacity(self.id_prefix.len() + 1 + digits.len());
+                    id.push_str(&self.id_prefix);
+                    id.push('-');
+                    id.push_str(digits);
+                    id
                 },
                 str::to_string,
             )
     }
 }
 
-impl Caller {
+impl Caller<'_> {
     /// The API key calling, if it is one.
     pub(super) fn key(&self) -> Option<&ApiKey> {
         match self {
-            Caller::Key(key) => Some(key),
+            Caller::Key(key) => Some(*key),
             _ => None,
         }
     }
@@ -83,15 +92,16 @@ impl Caller {
     /// is the one kept at load; the master key's is computed only here, for a router that
     /// uses affinity.
     pub(super) fn affinity_key(&self, master: Option<&Secret>) -> Option<String> {
-        use std::fmt::Write;
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let hash = match self {
             Caller::Anyone => return None,
             Caller::Master => ApiKey::hash(master?.expose()),
             Caller::Key(key) => key.key_sha256,
         };
-        let mut hex = String::with_capacity(64);
+        let mut hex = String::with_capacity(2 * hash.len());
         for byte in hash {
-            let _ = write!(hex, "{byte:02x}");
+            hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
         }
         Some(hex)
     }

@@ -43,7 +43,8 @@ pub(super) async fn read(
     };
     endpoint.check_input(&body)?;
     let include_usage = body
-        .pointer("/stream_options/include_usage")
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     Ok(Parsed {
@@ -60,12 +61,12 @@ pub(super) fn request(
     model: &str,
     headers: &HeaderMap,
     key: Option<&ApiKey>,
-    id: &str,
+    id: String,
 ) -> Request {
     cache_control(headers, &mut body);
     let tags = request_tags(headers, &mut body, key);
     let mut request = Request::new(model, body);
-    request.request_id = Some(id.to_string());
+    request.request_id = Some(id);
     request.tags = tags;
     request
 }

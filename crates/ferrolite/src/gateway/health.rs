@@ -23,11 +23,12 @@ pub(super) async fn health(
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    match gateway.caller(&headers) {
+    let settings = gateway.settings.load_full();
+    match Gateway::caller(&settings, &headers) {
         Err(refused) => return refused.into_response(),
         Ok(Caller::Key(key)) => {
             return GatewayError::NeedsMaster {
-                key: key.name,
+                key: key.name.clone(),
                 path: "/health",
             }
             .into_response();
@@ -128,7 +129,7 @@ pub(super) async fn provider_budgets(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = gateway.caller(&headers) {
+    if let Err(refused) = Gateway::caller(&gateway.settings.load_full(), &headers) {
         return refused.into_response();
     }
     let router = gateway.router.load_full();

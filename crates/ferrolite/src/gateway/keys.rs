@@ -11,7 +11,7 @@ use crate::config::ApiKey;
 
 /// Readies the call of `request` by `caller`: nothing to do for the master key or anyone; an
 /// API key's groups (403), limits and budget tag otherwise.
-pub(super) fn admit(caller: &Caller, request: &mut Request) -> Result<(), GatewayError> {
+pub(super) fn admit(caller: &Caller<'_>, request: &mut Request) -> Result<(), GatewayError> {
     let Some(key) = caller.key() else {
         return Ok(());
     };

@@ -49,12 +49,13 @@ mod models;
 mod route;
 mod sse;
 mod state;
+mod telemetry;
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferrolite_router::Router;
@@ -65,68 +66,69 @@ pub use errors::status_of;
 use state::Gateway;
 pub use state::{GatewaySettings, PrometheusHandle, install_metrics};
 
-/// One call, step by step (each step's module says what it checks and answers).
+/// One call, step by step (each step's module says what it checks and answers); `id` is the
+/// request's id, given to the router's request.
 async fn handle(
-    gateway: Arc<Gateway>,
+    gateway: &Gateway,
     endpoint: Endpoint,
     headers: HeaderMap,
     body: Body,
-    id: &str,
+    id: String,
 ) -> Result<Response, GatewayError> {
+    // The settings of this call, whatever a reload swaps in meanwhile.
+    let settings = gateway.settings.load_full();
     // 1. auth: who calls.
-    let caller = gateway.caller(&headers)?;
+    let caller = Gateway::caller(&settings, &headers)?;
     // 2. body: read, checked, made the router's request.
-    let limit = gateway.settings.load().max_body_bytes;
-    let parsed = body::read(body, limit, endpoint).await?;
-    let mut request = body::request(parsed.body, &parsed.model, &headers, caller.key(), id);
+    let parsed = body::read(body, settings.max_body_bytes, endpoint).await?;
+    let model = parsed.model;
+    let mut request = body::request(parsed.body, &model, &headers, caller.key(), id);
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {
-        request.affinity_key = caller.affinity_key(gateway.settings.load().master_key.as_ref());
+        request.affinity_key = caller.affinity_key(settings.master_key.as_ref());
     }
     // 3. keys: an API key's groups, limits and budget.
     keys::admit(&caller, &mut request)?;
     // 4 and 5. route, and answer (JSON or server-sent events).
-    route::route(&router, request, parsed.model, parsed.include_usage).await
+    route::route(&router, request, model, parsed.include_usage).await
 }
+
+/// LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
+const CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
+
+/// The request id echoed to the client.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Chat completions, completions and embeddings: one handler, the body says which. Each call
 /// runs in a `request` span carrying its id, which the answer echoes in `x-request-id` and the
 /// HTTP backend sends to the upstream.
 async fn completions(
     State(gateway): State<Arc<Gateway>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
     use tracing::Instrument;
+    // The request taken apart, not its headers and URI extracted as copies.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let id = gateway.request_id(&headers);
+    let id_header = HeaderValue::from_str(&id).ok();
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
-    let endpoint = Endpoint::of(uri.path());
-    let mut response = handle(gateway, endpoint, headers, body, &id)
+    let endpoint = Endpoint::of(parts.uri.path());
+    let mut response = handle(&gateway, endpoint, headers, body, id)
         .instrument(span.clone())
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    metrics::counter!(
-        "ferrolite_gateway_requests_total",
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!("ferrolite_gateway_request_seconds")
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    gateway.telemetry.record(status, elapsed);
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "answered"
-        );
+        tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        // LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
-        response
-            .headers_mut()
-            .insert("x-litellm-call-id", value.clone());
-        response.headers_mut().insert("x-request-id", value);
+    if let Some(value) = id_header {
+        let headers = response.headers_mut();
+        headers.insert(CALL_ID, value.clone());
+        headers.insert(REQUEST_ID, value);
     }
     response
 }
@@ -174,6 +176,7 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         settings: arc_swap::ArcSwap::from_pointee(settings),
         id_prefix: format!("ferrolite-{}", std::process::id()),
         requests: std::sync::atomic::AtomicU64::new(0),
+        telemetry: telemetry::Telemetry::default(),
     });
     let handle = GatewayHandle {
         gateway: Arc::clone(&state),

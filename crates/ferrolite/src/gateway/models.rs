@@ -18,12 +18,12 @@ fn visible_models(
     headers: &HeaderMap,
     with_hidden: bool,
 ) -> Result<Vec<String>, GatewayError> {
-    let caller = gateway.caller(headers)?;
-    let allowed: Option<Vec<String>> = match caller {
-        Caller::Key(key) => Some(key.models).filter(|m| !m.is_empty()),
+    let settings = gateway.settings.load_full();
+    let caller = Gateway::caller(&settings, headers)?;
+    let allowed: Option<&Vec<String>> = match caller {
+        Caller::Key(key) => Some(&key.models).filter(|m| !m.is_empty()),
         _ => None,
     };
-    let settings = gateway.settings.load();
     let router = gateway.router.load();
     let mut names = router.model_groups();
     names.extend(

@@ -56,4 +56,6 @@ pub(super) struct Gateway {
     pub(super) id_prefix: String,
     /// Request ids given so far.
     pub(super) requests: std::sync::atomic::AtomicU64,
+    /// The gateway's own metrics' handles.
+    pub(super) telemetry: super::telemetry::Telemetry,
 }
