@@ -168,7 +168,7 @@ impl Strategy for LatencyBased {
         let floor = eligible
             .iter()
             .filter(|t| keep(t))
-            .map(|t| score(t))
+            .map(&score)
             .fold(f64::INFINITY, f64::min);
         if floor.is_infinite() {
             return Err(no_capacity());
