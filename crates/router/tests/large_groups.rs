@@ -119,3 +119,28 @@ async fn a_large_group_picks_from_its_lowest_available_tier() {
     tokio::time::advance(Duration::from_secs(10)).await;
     assert!(tier(&answered(&s, 100).await, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_member_of_a_large_group_is_skipped_while_its_failed_check_is_fresh() {
+    let settings = RouterSettings {
+        enable_health_check_routing: true,
+        health_check_staleness: Duration::from_secs(60),
+        ..no_retries()
+    };
+    let s = setup(group(40), settings).await;
+    // Every check passes: the group's summary of failed checks lets calls skip the scan.
+    s.router.check_health().await;
+    assert_eq!(answered(&s, 400).await.len(), 40);
+    s.script.health(
+        "3",
+        Some(ferrolite_types::ErrorClass::ServerError { status: 500 }),
+    );
+    tokio::time::advance(Duration::from_millis(5)).await;
+    s.router.check_health().await;
+    let seen = answered(&s, 400).await;
+    assert!(!seen.contains("3"), "the unhealthy deployment was picked");
+    assert_eq!(seen.len(), 39);
+    // The failed result goes stale: the deployment is eligible again.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(answered(&s, 800).await.contains("3"));
+}

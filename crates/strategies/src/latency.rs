@@ -165,17 +165,21 @@ impl Strategy for LatencyBased {
             // Without a buffer the candidates are the ties at the lowest: one pass.
             return lowest(eligible.iter(), &self.rng, &keep, score).ok_or_else(no_capacity);
         }
-        let floor = eligible
-            .iter()
-            .filter(|t| keep(t))
-            .map(&score)
-            .fold(f64::INFINITY, f64::min);
+        // The limits of a candidate scoring above the floor so far are not read.
+        let floor = eligible.iter().fold(f64::INFINITY, |floor, t| {
+            let value = score(t);
+            if value < floor && keep(t) {
+                value
+            } else {
+                floor
+            }
+        });
         if floor.is_infinite() {
             return Err(no_capacity());
         }
         let ceiling = floor * (1.0 + self.buffer);
         uniform(eligible.iter(), &self.rng, |t| {
-            keep(t) && score(t) <= ceiling
+            score(t) <= ceiling && keep(t)
         })
         .ok_or_else(no_capacity)
     }

@@ -5,6 +5,10 @@ use crate::{Rng, Target, UsageView};
 
 /// The candidate with the lowest `score` among those `keep` accepts; ties broken uniformly at
 /// random by reservoir sampling (LiteLLM's least-busy picked the first of equals, #39322).
+///
+/// The score is read first: a candidate scoring above the best so far cannot be the answer,
+/// so its limits (`keep`, the dearer check) are not read. The decisions and the random draws
+/// are those of checking `keep` first.
 pub(crate) fn lowest<'t>(
     eligible: impl IntoIterator<Item = &'t Target>,
     rng: &Rng,
@@ -14,10 +18,10 @@ pub(crate) fn lowest<'t>(
     let mut best: Option<(&'t Target, f64)> = None;
     let mut ties = 0usize;
     for target in eligible {
-        if !keep(target) {
+        let value = score(target);
+        if best.is_some_and(|(_, b)| value > b) || !keep(target) {
             continue;
         }
-        let value = score(target);
         match best {
             Some((_, b)) if value > b => {}
             Some((_, b)) if value == b => {
