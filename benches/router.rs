@@ -3,7 +3,11 @@
 //! the router's whole cost per call (resolve, filter, pick, admit, reserve, call, settle,
 //! record), since the backend answers at once.
 //!
-//! Run: `cargo bench -p ferrolite-benches --bench router`.
+//! `router_scale` calls through one group of 10, 1,000 and 10,000 deployments per strategy (in
+//! memory, batched, rpm/tpm limits checked on every call, no budget): the cost of a call as the
+//! group grows.
+//!
+//! Run: `cargo bench -p ferrolite-benches --bench router` (`-- router_scale` for the sizes only).
 
 // A benchmark that cannot set up has nothing to measure: failing loudly is right here.
 #![allow(clippy::expect_used, clippy::disallowed_methods)]
@@ -12,7 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ferrolite_budgets::{BudgetConfig, BudgetsConfig};
 use ferrolite_cache::{CacheConfig, DualCache, RedisConfig};
 use ferrolite_router::{
@@ -166,5 +170,57 @@ fn concurrency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, call, concurrency);
+/// A group of `n` deployments with limits, weights and prices (five price levels, seven weights).
+fn group_of(n: usize) -> Vec<Deployment> {
+    (0..n)
+        .map(|i| Deployment {
+            id: Some(format!("d{i}")),
+            rpm: Some(1 << 50),
+            tpm: Some(1 << 60),
+            weight: Some(1.0 + (i % 7) as f64),
+            input_cost_per_token: Some(1e-9 * (1 + i % 5) as f64),
+            output_cost_per_token: Some(2e-9),
+            ..Deployment::new("gpt-4o", format!("azure/gpt-4o-{i}"))
+        })
+        .collect()
+}
+
+/// `Router::call` through groups of 10, 1,000 and 10,000 deployments, per strategy.
+fn scale(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut group = c.benchmark_group("router_scale");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for name in [
+        StrategyName::SimpleShuffle,
+        StrategyName::LeastBusy,
+        StrategyName::UsageBasedV2,
+        StrategyName::CostBased,
+        StrategyName::LatencyBased,
+        StrategyName::P2cEwma,
+    ] {
+        for n in [10, 1_000, 10_000] {
+            let cache = rt
+                .block_on(DualCache::connect(CacheConfig::default()))
+                .expect("cache");
+            let mut settings = RouterSettings {
+                routing_strategy: name,
+                ..RouterSettings::default()
+            };
+            settings.strategy.seed = Some(7);
+            let router =
+                Router::new(group_of(n), settings, cache, Arc::new(Instant)).expect("router");
+            group.bench_function(BenchmarkId::new(name.as_str(), n), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { black_box(router.call(request()).await.expect("routed")) })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, call, concurrency, scale);
 criterion_main!(benches);

@@ -499,6 +499,12 @@ impl BudgetLedger {
             .all(|s| check.exceeded[*s].is_none())
     }
 
+    /// Whether the check leaves every deployment within budget (no scope is exceeded): a
+    /// caller then need not ask [`BudgetLedger::allows`] of each.
+    pub fn blocks_nothing(check: &BudgetCheck) -> bool {
+        check.exceeded.iter().all(Option::is_none)
+    }
+
     /// The error for a request none of whose `candidates` is within budget: every exceeded scope
     /// that blocks one of them, with its spend and limit.
     pub fn exceeded_error(&self, check: &BudgetCheck, candidates: &[DeploymentIx]) -> BudgetError {

@@ -134,4 +134,36 @@ impl Deadline {
     pub fn key(&self) -> &str {
         &self.cell.key
     }
+
+    /// Keeps `latest` at or after this deadline from now on, wherever it is moved (here, or
+    /// by another instance and read back by the sync task).
+    pub fn report_to(&self, latest: &LatestDeadline) {
+        self.cell.report_to(&latest.0);
+    }
+}
+
+/// The latest of a set of [`Deadline`]s, kept up to date as any of them moves
+/// ([`Deadline::report_to`]): when it lies in the past, so does every deadline of the set,
+/// which one atomic load tells (a group of deployments none of which is cooling down). It
+/// only moves later, as deadlines do.
+#[derive(Debug, Clone, Default)]
+pub struct LatestDeadline(Arc<std::sync::atomic::AtomicU64>);
+
+impl LatestDeadline {
+    /// A summary of no deadline yet.
+    pub fn new() -> Self {
+        LatestDeadline::default()
+    }
+
+    /// The latest deadline reported (Unix ms; 0 when none was ever set).
+    #[inline]
+    pub fn until_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether some deadline of the set may lie after `now_ms` (`false`: none does).
+    #[inline]
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.until_ms() > now_ms
+    }
 }

@@ -94,7 +94,7 @@ pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{CacheConfig, FailureMode, RECONNECT_MAX_DELAY, RedisConfig};
 pub use counter::{CounterOptions, CounterValue, ExpiryMode};
 pub use counters::{Counter, Counters, FloatCounter, IntCounter};
-pub use deadlines::{Deadline, Deadlines};
+pub use deadlines::{Deadline, Deadlines, LatestDeadline};
 pub use dual::{CacheStats, DualCache, SyncHook};
 pub use error::CacheError;
 pub use kv::Kv;

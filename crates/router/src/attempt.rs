@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_strategies::{CallOutcome, Outcome, RouteContext, StrategyError, Target};
+use ferrolite_strategies::{CallOutcome, Candidates, Outcome, RouteContext, StrategyError, Target};
 use ferrolite_types::{Deployment, DeploymentId, DeploymentIx, ErrorClass, Usage};
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -186,7 +186,7 @@ impl Inner {
         let mut eligible = self.filter(call, destination, skip).await?;
         let affinity = self.affinity_key(call, destination);
         let mut pinned = match &affinity {
-            Some(key) => Box::pin(self.pinned(snapshot, key, &eligible)).await,
+            Some(key) => Box::pin(self.pinned(snapshot, key, eligible.candidates())).await,
             None => None,
         };
         let ctx = RouteContext {
@@ -206,7 +206,7 @@ impl Inner {
                 target
             } else {
                 let view = snapshot.usage.view();
-                match snapshot.strategy.pick(&ctx, &eligible, &view) {
+                match snapshot.strategy.pick(&ctx, eligible.candidates(), &view) {
                     Ok(target) => target,
                     Err(StrategyError::NoCapacity(no)) => {
                         return Err(Failure::Selection(RouterError::NoCapacity(no.to_string())));
@@ -224,7 +224,7 @@ impl Inner {
                 }
                 Err(Refused::Full(reason)) => {
                     // Another request took the last slot, or the budget: pick again among the others.
-                    eligible.retain(|t| t.ix != target.ix);
+                    eligible.remove(target.ix);
                     if eligible.is_empty() {
                         return Err(Failure::Selection(reason));
                     }
@@ -253,7 +253,7 @@ impl Inner {
         &self,
         snapshot: &'s Snapshot,
         key: &str,
-        eligible: &[&'s Target],
+        eligible: Candidates<'s, '_>,
     ) -> Option<&'s Target> {
         let id = match self.cache.kv().get(key).await {
             Ok(id) => id?,
@@ -262,8 +262,8 @@ impl Inner {
                 return None;
             }
         };
-        let ix = snapshot.targets.by_id(&DeploymentId::new(&*id))?.ix;
-        eligible.iter().copied().find(|t| t.ix == ix)
+        let target = snapshot.targets.by_id(&DeploymentId::new(&*id))?;
+        eligible.contains(target.ix).then_some(target)
     }
 
     /// Pins the request's affinity key to `target` (when it is not pinned there already).
@@ -533,7 +533,7 @@ impl Inner {
             group_size: snapshot
                 .groups
                 .get(&deployment.model_name)
-                .map_or(1, Vec::len),
+                .map_or(1, |g| g.len()),
             has_fallbacks,
         };
         let settings = &self.settings;

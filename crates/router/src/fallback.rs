@@ -102,15 +102,12 @@ impl Inner {
             return self.with_retries(call, destination).await;
         };
         let snapshot = &call.snapshot;
-        let mut levels: Vec<u32> = snapshot
+        // The group's `order` levels, ascending (prepared with the snapshot).
+        let levels: Vec<u32> = snapshot
             .groups
             .get(name)
-            .into_iter()
-            .flatten()
-            .filter_map(|ix| snapshot.deployment(*ix).and_then(|d| d.order))
-            .collect();
-        levels.sort_unstable();
-        levels.dedup();
+            .map(|g| g.tiers.iter().map(|t| t.order).collect())
+            .unwrap_or_default();
         if levels.len() <= 1 {
             // One tier (or none): the order filter alone keeps the call on it.
             return self.with_retries(call, destination).await;

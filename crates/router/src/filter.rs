@@ -5,29 +5,169 @@
 
 use std::time::Duration;
 
-use ferrolite_strategies::Target;
+use ferrolite_strategies::{Candidates, Exclusions, Pool, Target, Targets};
 use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass};
 
 use crate::call::{Call, Failure};
 use crate::inner::Inner;
 use crate::resolve::{Destination, members};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Group, Snapshot};
 use crate::{Event, Request, RouterError};
+
+/// The group a selection draws from: the snapshot's (a model group), or one prepared for the
+/// request (a deployment named by id, the deployments of one model name).
+enum Prepared<'s> {
+    Shared(&'s Group),
+    Own(Box<Group>),
+}
+
+/// What the filters leave a pick: the destination's group, or one `order` tier of it, less the
+/// members they left out. Nothing is collected while no filter leaves anything out.
+pub(crate) struct Selection<'s> {
+    targets: &'s Targets,
+    group: Prepared<'s>,
+    /// The tier of the group picked from, when the order filter chose one.
+    tier: Option<usize>,
+    /// Positions of the pool (the group's, or the tier's) left out.
+    excluded: Option<Exclusions>,
+}
+
+impl<'s> Selection<'s> {
+    fn group(&self) -> &Group {
+        match &self.group {
+            Prepared::Shared(group) => group,
+            Prepared::Own(group) => group,
+        }
+    }
+
+    /// The pool picked from.
+    fn pool(&self) -> &Pool {
+        let group = self.group();
+        self.tier
+            .and_then(|t| group.tiers.get(t))
+            .map_or(&group.pool, |tier| &tier.pool)
+    }
+
+    /// The candidates of the pick.
+    pub(crate) fn candidates(&self) -> Candidates<'s, '_> {
+        match &self.excluded {
+            Some(excluded) => Candidates::without(self.targets, self.pool(), excluded),
+            None => Candidates::new(self.targets, self.pool()),
+        }
+    }
+
+    /// Whether no candidate is left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.candidates().is_empty()
+    }
+
+    fn any(&self, f: impl Fn(&Target) -> bool) -> bool {
+        self.candidates().iter().any(f)
+    }
+
+    /// Leaves out the candidates `keep` refuses (one pass; nothing is allocated when it keeps
+    /// them all).
+    fn retain(&mut self, keep: impl Fn(&Target) -> bool) {
+        let candidates = self.candidates();
+        let len = candidates.pool().len();
+        let dropped: Vec<usize> = (0..len)
+            .filter(|p| candidates.at(*p).is_some_and(|t| !keep(t)))
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        let excluded = self.excluded.get_or_insert_with(|| Exclusions::new(len));
+        for position in dropped {
+            excluded.insert(position);
+        }
+    }
+
+    /// Leaves out the deployment `ix` (found full at admission).
+    pub(crate) fn remove(&mut self, ix: DeploymentIx) {
+        let pool = self.pool();
+        let (Some(position), len) = (pool.position(ix), pool.len()) else {
+            return;
+        };
+        self.excluded
+            .get_or_insert_with(|| Exclusions::new(len))
+            .insert(position);
+    }
+
+    /// Picks from tier `index` of the group: the tier's members still candidates.
+    fn enter_tier(&mut self, index: usize) {
+        let Some(tier) = self.group().tiers.get(index) else {
+            return;
+        };
+        let excluded = self.excluded.as_ref().map(|group_excluded| {
+            let mut excluded = Exclusions::new(tier.pool.len());
+            for (position, in_group) in tier.in_group.iter().enumerate() {
+                if group_excluded.contains(*in_group as usize) {
+                    excluded.insert(position);
+                }
+            }
+            excluded
+        });
+        self.excluded = excluded.filter(|e| e.count() > 0);
+        self.tier = Some(index);
+    }
+
+    /// Whether some member of tier `index` of the group is still a candidate.
+    fn tier_has_candidates(&self, index: usize) -> bool {
+        let Some(tier) = self.group().tiers.get(index) else {
+            return false;
+        };
+        match &self.excluded {
+            None => !tier.in_group.is_empty(),
+            Some(excluded) => tier
+                .in_group
+                .iter()
+                .any(|p| !excluded.contains(*p as usize)),
+        }
+    }
+
+    /// Leaves out everything.
+    fn clear(&mut self) {
+        let len = self.pool().len();
+        let mut excluded = Exclusions::new(len);
+        for position in 0..len {
+            excluded.insert(position);
+        }
+        self.excluded = Some(excluded);
+    }
+}
 
 impl Inner {
     /// The deployments of `destination` a pick may choose: not cooling down (except a
     /// deployment named by id), within budget, and not skipped by an earlier failure of this
-    /// request (unless that leaves none).
+    /// request (unless that leaves none). A filter that cannot leave anything out for this
+    /// group and request (nobody cooling down or unhealthy, no budget exceeded, no member
+    /// with tags, limits or tiers that matter) is not run.
     pub(crate) async fn filter<'s>(
         &self,
         call: &'s Call<'_>,
         destination: &Destination,
         skip: &[DeploymentIx],
-    ) -> Result<Vec<&'s Target>, Failure> {
+    ) -> Result<Selection<'s>, Failure> {
         let snapshot: &'s Snapshot = &call.snapshot;
-        let mut eligible: Vec<&Target> = members(snapshot, destination)
-            .filter_map(|ix| snapshot.target(ix))
-            .collect();
+        let shared = match destination {
+            Destination::Group { name, .. } => snapshot.groups.get(name),
+            _ => None,
+        };
+        let group = match shared {
+            Some(group) => Prepared::Shared(group),
+            None => Prepared::Own(Box::new(Group::new(
+                &snapshot.targets,
+                &snapshot.deployments,
+                None,
+                members(snapshot, destination).collect(),
+            ))),
+        };
+        let mut eligible = Selection {
+            targets: &snapshot.targets,
+            group,
+            tier: None,
+            excluded: None,
+        };
         let by_id = matches!(destination, Destination::Deployment { .. });
         if self.settings.enable_health_check_routing && !by_id {
             self.filter_unhealthy(snapshot, &mut eligible);
@@ -40,18 +180,18 @@ impl Inner {
                 .await?;
         }
         if self.settings.enable_tag_filtering {
-            eligible = self.filter_tags(call, destination, eligible)?;
+            self.filter_tags(call, destination, &mut eligible)?;
         }
         if self.settings.enable_pre_call_checks {
-            eligible = filter_region(call, destination, eligible)?;
-            eligible = filter_context_window(call, destination, eligible)?;
+            filter_region(call, destination, &mut eligible)?;
+            filter_context_window(call, destination, &mut eligible)?;
         }
         match destination {
             Destination::Group {
                 name,
                 order: Some(order),
             } => {
-                eligible = filter_order(snapshot, Some(*order), eligible);
+                filter_order(&mut eligible, Some(*order));
                 if eligible.is_empty() {
                     return Err(Failure::Selection(RouterError::NoDeploymentInTier {
                         model_group: name.clone(),
@@ -60,18 +200,15 @@ impl Inner {
                 }
             }
             Destination::Group { order: None, .. } | Destination::Model { .. } => {
-                eligible = filter_order(snapshot, None, eligible);
+                filter_order(&mut eligible, None);
             }
             Destination::Deployment { .. } => {}
         }
         if !skip.is_empty() {
-            let kept: Vec<&Target> = eligible
-                .iter()
-                .copied()
-                .filter(|t| !skip.contains(&t.ix))
-                .collect();
-            if !kept.is_empty() {
-                eligible = kept;
+            let candidates = eligible.candidates();
+            let skipped = candidates.iter().filter(|t| skip.contains(&t.ix)).count();
+            if skipped < candidates.len() {
+                eligible.retain(|t| !skip.contains(&t.ix));
             }
         }
         Ok(eligible)
@@ -79,9 +216,18 @@ impl Inner {
 
     /// Health-check state (LiteLLM's `enable_health_check_routing`): a deployment whose latest
     /// check failed is left out, unless that leaves none (a check that fails everywhere says more
-    /// about the check than the deployments).
-    fn filter_unhealthy(&self, snapshot: &Snapshot, eligible: &mut Vec<&Target>) {
+    /// about the check than the deployments). When no member's failed check is still fresh
+    /// (the group's summary), nothing is scanned.
+    fn filter_unhealthy(&self, snapshot: &Snapshot, eligible: &mut Selection<'_>) {
         let now = self.now_ms();
+        if eligible
+            .group()
+            .failing
+            .as_ref()
+            .is_some_and(|latest| !latest.is_active(now))
+        {
+            return;
+        }
         let unhealthy = |t: &Target| {
             snapshot
                 .health
@@ -89,20 +235,29 @@ impl Inner {
                 .and_then(|h| h.checks.as_ref())
                 .is_some_and(|c| c.unhealthy(now))
         };
-        if eligible.iter().any(|t| !unhealthy(t)) {
+        if eligible.any(|t| !unhealthy(t)) {
             eligible.retain(|t| !unhealthy(t));
         }
     }
 
     /// Deployments cooling down are left out; when that leaves none, the error says when the
-    /// first is back.
+    /// first is back. When no member's cooldown runs past now (the group's summary), nothing is
+    /// scanned.
     fn filter_cooling(
         &self,
         snapshot: &Snapshot,
         destination: &Destination,
-        eligible: &mut Vec<&Target>,
+        eligible: &mut Selection<'_>,
     ) -> Result<(), Failure> {
         let now = self.now_ms();
+        if eligible
+            .group()
+            .cooling
+            .as_ref()
+            .is_some_and(|latest| !latest.is_active(now))
+        {
+            return Ok(());
+        }
         let cooling_until = |t: &Target| {
             snapshot
                 .health
@@ -128,22 +283,27 @@ impl Inner {
     }
 
     /// Deployments a budget of the call (provider, deployment, tag) has no room for are left
-    /// out; when none is left, the budget error.
+    /// out; when none is left, the budget error. When no budget is exceeded, nothing is
+    /// scanned.
     async fn filter_budgets(
         &self,
         call: &Call<'_>,
         destination: &Destination,
-        eligible: &mut Vec<&Target>,
+        eligible: &mut Selection<'_>,
     ) -> Result<(), Failure> {
         let ledger = &call.snapshot.ledger;
         let check = Box::pin(ledger.check(&call.budget_tags))
             .await
             .map_err(|e| Failure::Other(e.into()))?;
-        if !eligible.iter().any(|t| ledger.allows(&check, t.ix)) {
+        if ferrolite_budgets::BudgetLedger::blocks_nothing(&check) {
+            return Ok(());
+        }
+        if !eligible.any(|t| ledger.allows(&check, t.ix)) {
             self.emit(Event::BudgetRefused {
                 model_group: destination.label(),
             });
-            let candidates: Vec<DeploymentIx> = eligible.iter().map(|t| t.ix).collect();
+            let candidates: Vec<DeploymentIx> =
+                eligible.candidates().iter().map(|t| t.ix).collect();
             return Err(Failure::Selection(
                 ledger.exceeded_error(&check, &candidates).into(),
             ));
@@ -156,31 +316,30 @@ impl Inner {
     /// of them, or all with `tag_filtering_match_any: false`), none carrying a `!tag`, all carrying
     /// every `&tag`; else, when no deployment of the group knows the request's tags, those tagged
     /// `default`; an untagged request goes to `default` deployments when there are any, else to
-    /// all.
-    fn filter_tags<'s>(
+    /// all (then nothing is scanned when no member is tagged `default`).
+    fn filter_tags(
         &self,
-        call: &'s Call<'_>,
+        call: &Call<'_>,
         destination: &Destination,
-        eligible: Vec<&'s Target>,
-    ) -> Result<Vec<&'s Target>, Failure> {
+        eligible: &mut Selection<'_>,
+    ) -> Result<(), Failure> {
         let snapshot: &Snapshot = &call.snapshot;
+        let request = &call.request.tags;
+        if request.is_empty() && !eligible.group().any_default {
+            return Ok(());
+        }
         let tags_of = |t: &Target| {
             snapshot
                 .deployment(t.ix)
                 .map_or(&[][..], |d| d.tags.as_slice())
         };
-        let defaults: Vec<&Target> = eligible
-            .iter()
-            .copied()
-            .filter(|t| tags_of(t).iter().any(|tag| tag == "default"))
-            .collect();
-        let request = &call.request.tags;
+        let is_default = |t: &Target| tags_of(t).iter().any(|tag| tag == "default");
+        let any_default = eligible.any(is_default);
         if request.is_empty() {
-            return Ok(if defaults.is_empty() {
-                eligible
-            } else {
-                defaults
-            });
+            if any_default {
+                eligible.retain(is_default);
+            }
+            return Ok(());
         }
         let plain: Vec<&str> = request
             .iter()
@@ -190,24 +349,19 @@ impl Inner {
         let excluded: Vec<&str> = request.iter().filter_map(|t| t.strip_prefix('!')).collect();
         let required: Vec<&str> = request.iter().filter_map(|t| t.strip_prefix('&')).collect();
         let any = self.settings.tag_filtering_match_any;
-        let matching: Vec<&Target> = eligible
-            .iter()
-            .copied()
-            .filter(|t| {
-                let has = |tag: &str| tags_of(t).iter().any(|d| d == tag);
-                let plain_ok = plain.is_empty()
-                    || if any {
-                        plain.iter().any(|tag| has(tag))
-                    } else {
-                        plain.iter().all(|tag| has(tag))
-                    };
-                plain_ok
-                    && !excluded.iter().any(|tag| has(tag))
-                    && required.iter().all(|tag| has(tag))
-            })
-            .collect();
-        if !matching.is_empty() {
-            return Ok(matching);
+        let matches = |t: &Target| {
+            let has = |tag: &str| tags_of(t).iter().any(|d| d == tag);
+            let plain_ok = plain.is_empty()
+                || if any {
+                    plain.iter().any(|tag| has(tag))
+                } else {
+                    plain.iter().all(|tag| has(tag))
+                };
+            plain_ok && !excluded.iter().any(|tag| has(tag)) && required.iter().all(|tag| has(tag))
+        };
+        if eligible.any(matches) {
+            eligible.retain(matches);
+            return Ok(());
         }
         // As LiteLLM's `get_deployments_for_tag`: a tag some deployment of the group carries
         // (one cooling down included) is a routing rule, and a request it does not fit is
@@ -215,8 +369,9 @@ impl Inner {
         let known = members(snapshot, destination)
             .filter_map(|ix| snapshot.deployment(ix))
             .any(|d| d.tags.iter().any(|tag| plain.contains(&tag.as_str())));
-        if !defaults.is_empty() && !known {
-            return Ok(defaults);
+        if any_default && !known {
+            eligible.retain(is_default);
+            return Ok(());
         }
         Err(Failure::Selection(RouterError::NoTagMatch {
             model_group: destination.label().to_string(),
@@ -227,13 +382,13 @@ impl Inner {
 
 /// The region pre-call check (LiteLLM's `_pre_call_checks`): a request that allows one region goes
 /// only to deployments in it; a deployment without a `region_name` is not in any.
-fn filter_region<'s>(
-    call: &'s Call<'_>,
+fn filter_region(
+    call: &Call<'_>,
     destination: &Destination,
-    mut eligible: Vec<&'s Target>,
-) -> Result<Vec<&'s Target>, Failure> {
+    eligible: &mut Selection<'_>,
+) -> Result<(), Failure> {
     let Some(region) = call.request.allowed_model_region.as_deref() else {
-        return Ok(eligible);
+        return Ok(());
     };
     eligible.retain(|t| {
         call.snapshot
@@ -248,24 +403,32 @@ fn filter_region<'s>(
             reason: "no deployment of the group serves from this region",
         }));
     }
-    Ok(eligible)
+    Ok(())
 }
 
 /// The context-window pre-call check (LiteLLM's `_pre_call_checks`): deployments whose
 /// `max_input_tokens` the request's input exceeds are dropped (the tokens are counted once per
 /// request); when none is left, a context-window error, which takes the context-window fallbacks.
-fn filter_context_window<'s>(
-    call: &'s Call<'_>,
+/// Nothing is scanned when the input fits the group's smallest limit.
+fn filter_context_window(
+    call: &Call<'_>,
     destination: &Destination,
-    mut eligible: Vec<&'s Target>,
-) -> Result<Vec<&'s Target>, Failure> {
+    eligible: &mut Selection<'_>,
+) -> Result<(), Failure> {
     let tokens = call.input_tokens;
+    if eligible
+        .group()
+        .min_input_limit
+        .is_none_or(|smallest| tokens <= smallest)
+    {
+        return Ok(());
+    }
     let limit = |t: &Target| {
         call.snapshot
             .deployment(t.ix)
             .and_then(|d| d.max_input_tokens)
     };
-    let largest = eligible.iter().filter_map(|t| limit(t)).max();
+    let largest = eligible.candidates().iter().filter_map(limit).max();
     eligible.retain(|t| limit(t).is_none_or(|max| tokens <= max));
     if eligible.is_empty() {
         return Err(Failure::Backend {
@@ -280,27 +443,28 @@ fn filter_context_window<'s>(
             ),
         });
     }
-    Ok(eligible)
+    Ok(())
 }
 
 /// LiteLLM's order filter (`get_order_filtered_deployments`), run on the deployments still
 /// available (not cooling down, unhealthy, over budget or filtered out): a targeted tier keeps
 /// its own deployments, possibly none (a lower tier is not picked again); otherwise the lowest
 /// `order` among them wins and deployments without an `order` are left out — unless none of
-/// the available ones has an `order`.
-fn filter_order<'s>(
-    snapshot: &'s Snapshot,
-    target: Option<u32>,
-    eligible: Vec<&'s Target>,
-) -> Vec<&'s Target> {
-    let order_of = |t: &Target| snapshot.deployment(t.ix).and_then(|d| d.order);
-    let Some(order) = target.or_else(|| eligible.iter().filter_map(|t| order_of(t)).min()) else {
-        return eligible;
+/// the available ones has an `order`. The tiers are prepared with the snapshot: the pick then
+/// draws from the tier's own pool.
+fn filter_order(eligible: &mut Selection<'_>, target: Option<u32>) {
+    let tiers = &eligible.group().tiers;
+    let chosen = match target {
+        Some(order) => match tiers.iter().position(|t| t.order == order) {
+            Some(index) => index,
+            None => return eligible.clear(),
+        },
+        None => match (0..tiers.len()).find(|i| eligible.tier_has_candidates(*i)) {
+            Some(index) => index,
+            None => return, // no available deployment has an `order`: all stay
+        },
     };
-    eligible
-        .into_iter()
-        .filter(|t| order_of(t) == Some(order))
-        .collect()
+    eligible.enter_tier(chosen);
 }
 
 /// Refuses a request whose `max_tokens` (or `max_completion_tokens`) is above the output
@@ -314,16 +478,20 @@ pub(crate) fn check_output_limit(
     let Some(asked) = request.max_tokens else {
         return Ok(());
     };
-    let mut limit = Some(0u64);
-    for ix in members(snapshot, destination) {
-        limit = match (
-            limit,
-            snapshot.deployment(ix).and_then(|d| d.max_output_tokens),
-        ) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-    }
+    let group = match destination {
+        Destination::Group { name, .. } => snapshot.groups.get(name),
+        _ => None,
+    };
+    let limit = match group {
+        // Prepared with the snapshot.
+        Some(group) => group.output_limit,
+        None => members(snapshot, destination).try_fold(0u64, |max, ix| {
+            snapshot
+                .deployment(ix)
+                .and_then(|d| d.max_output_tokens)
+                .map(|limit| max.max(limit))
+        }),
+    };
     match limit {
         Some(limit) if limit > 0 && asked > limit => {
             let field = crate::request::OUTPUT_FIELDS

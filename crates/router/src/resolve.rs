@@ -97,7 +97,7 @@ pub(crate) fn members<'s>(
         Destination::Model { members, .. } => (None, members.as_slice()),
         Destination::Group { name, .. } => (
             None,
-            snapshot.groups.get(name).map_or(&[][..], Vec::as_slice),
+            snapshot.groups.get(name).map_or(&[][..], |g| g.members()),
         ),
     };
     one.into_iter().chain(group.iter().copied())

@@ -41,7 +41,7 @@ use crate::filter::check_output_limit;
 use crate::inner::Inner;
 use crate::keys::HeldKey;
 use crate::queue::WaitQueue;
-use crate::resolve::{default_max_tokens, members, resolve};
+use crate::resolve::{Destination, default_max_tokens, members, resolve};
 use crate::response_cache::{Controls, Front, ResponseCache};
 use crate::retry_budget::RetryBudget;
 use crate::snapshot::Snapshot;
@@ -300,9 +300,17 @@ impl Router {
             return Ok(input.saturating_add(request.output_tokens(None)));
         };
         check_output_limit(&snapshot, &destination, request)?;
-        let default = members(&snapshot, &destination)
-            .filter_map(|ix| default_max_tokens(snapshot.deployment(ix)))
-            .max();
+        let group = match &destination {
+            Destination::Group { name, .. } => snapshot.groups.get(name),
+            _ => None,
+        };
+        let default = match group {
+            // Prepared with the snapshot.
+            Some(group) => group.default_max_tokens,
+            None => members(&snapshot, &destination)
+                .filter_map(|ix| default_max_tokens(snapshot.deployment(ix)))
+                .max(),
+        };
         Ok(input.saturating_add(request.output_tokens(default)))
     }
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_budgets::BudgetLedger;
-use ferrolite_cache::{CounterOptions, Deadline, DualCache, IntCounter, hash_tagged};
-use ferrolite_strategies::{Strategy, Target, Targets, UsageStore, build};
+use ferrolite_cache::{
+    CounterOptions, Deadline, DualCache, IntCounter, LatestDeadline, hash_tagged,
+};
+use ferrolite_strategies::{Pool, Strategy, Target, Targets, UsageStore, build};
 use ferrolite_types::{Deployment, DeploymentIx, PerDeployment};
 
 use crate::{RouterError, RouterSettings};
@@ -120,11 +122,118 @@ pub(crate) fn parallel_limit(deployment: &Deployment, default: Option<u32>) -> O
         .or(default.map(|d| (u64::from(d), true)))
 }
 
+/// One `order` tier of a group: its pool, and where each member sits in the group's pool.
+pub(crate) struct Tier {
+    pub(crate) order: u32,
+    pub(crate) pool: Pool,
+    pub(crate) in_group: Vec<u32>,
+}
+
+/// What the filters and the pick need of a set of deployments (a model group, or the
+/// deployments a request names otherwise), prepared once: the members as a [`Pool`], its
+/// `order` tiers, what any member declares (so a filter that cannot remove anything is not
+/// run), and summaries of the members' cooldowns and failed health checks (so that when none
+/// is cooling or unhealthy, finding so costs one atomic load).
+pub(crate) struct Group {
+    pub(crate) pool: Pool,
+    /// The tiers by ascending `order`; empty when no member has an `order`.
+    pub(crate) tiers: Vec<Tier>,
+    /// Whether some member is tagged `default`.
+    pub(crate) any_default: bool,
+    /// The smallest `max_input_tokens` of a member, when one has any.
+    pub(crate) min_input_limit: Option<u64>,
+    /// The largest `max_output_tokens`, when every member has one.
+    pub(crate) output_limit: Option<u64>,
+    /// The largest default `max_tokens` of a member.
+    pub(crate) default_max_tokens: Option<u64>,
+    /// The latest cooldown end of a member (`None`: not kept; scan).
+    pub(crate) cooling: Option<LatestDeadline>,
+    /// The latest failed health check's staleness time of a member (`None`: not kept; scan).
+    pub(crate) failing: Option<LatestDeadline>,
+}
+
+impl Group {
+    /// The group of `members` of `snapshot`'s `targets` and `deployments`; with `health`, its
+    /// members report their cooldowns and failed checks to the group's summaries.
+    pub(crate) fn new(
+        targets: &Targets,
+        deployments: &[Deployment],
+        health: Option<&PerDeployment<Health>>,
+        members: Vec<DeploymentIx>,
+    ) -> Self {
+        let pool = Pool::new(targets, members);
+        let deployment = |ix: &DeploymentIx| {
+            targets
+                .index()
+                .position(*ix)
+                .and_then(|p| deployments.get(p))
+        };
+        let of_members = || pool.members().iter().filter_map(deployment);
+        let mut orders: Vec<u32> = of_members().filter_map(|d| d.order).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        let tiers = orders
+            .into_iter()
+            .map(|order| {
+                let (in_group, ixs): (Vec<u32>, Vec<DeploymentIx>) = pool
+                    .members()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, ix)| deployment(ix).and_then(|d| d.order) == Some(order))
+                    .map(|(p, ix)| (p as u32, *ix))
+                    .unzip();
+                Tier {
+                    order,
+                    pool: Pool::new(targets, ixs),
+                    in_group,
+                }
+            })
+            .collect();
+        let output_limit = of_members().try_fold(0u64, |max, d| {
+            d.max_output_tokens.map(|limit| max.max(limit))
+        });
+        let summary = |deadline: fn(&Health) -> Option<&Deadline>| {
+            health.map(|health| {
+                let latest = LatestDeadline::new();
+                for ix in pool.members() {
+                    if let Some(d) = health.get(*ix).and_then(deadline) {
+                        d.report_to(&latest);
+                    }
+                }
+                latest
+            })
+        };
+        Group {
+            tiers,
+            any_default: of_members().any(|d| d.tags.iter().any(|t| t == "default")),
+            min_input_limit: of_members().filter_map(|d| d.max_input_tokens).min(),
+            output_limit: output_limit.filter(|_| !pool.is_empty()),
+            default_max_tokens: of_members()
+                .filter_map(|d| crate::resolve::default_max_tokens(Some(d)))
+                .max(),
+            cooling: summary(|h| Some(&h.cooldown)),
+            failing: summary(|h| h.checks.as_ref().map(|c| &c.failed)),
+            pool,
+        }
+    }
+
+    /// The members, in configuration order.
+    pub(crate) fn members(&self) -> &[DeploymentIx] {
+        self.pool.members()
+    }
+
+    /// How many members.
+    pub(crate) fn len(&self) -> usize {
+        self.pool.len()
+    }
+}
+
 pub(crate) struct Snapshot {
     pub(crate) deployments: Vec<Deployment>,
     pub(crate) targets: Targets,
-    /// Group name -> its deployments, in configuration order.
-    pub(crate) groups: HashMap<String, Vec<DeploymentIx>>,
+    /// Group name -> its deployments (in configuration order) and what routing prepared of
+    /// them.
+    pub(crate) groups: HashMap<String, Group>,
     /// Wildcard group names (`openai/*`, `*`), longest fixed part first: the order requests
     /// that name no group are matched in.
     pub(crate) patterns: Vec<String>,
@@ -146,16 +255,16 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Self, RouterError> {
         let targets = targets_of(&deployments)?;
-        let mut groups: HashMap<String, Vec<DeploymentIx>> = HashMap::new();
+        let mut members: HashMap<String, Vec<DeploymentIx>> = HashMap::new();
         for target in targets.iter() {
-            groups
+            members
                 .entry(target.model_name.to_string())
                 .or_default()
                 .push(target.ix);
         }
-        let group_names: HashSet<String> = groups.keys().cloned().collect();
+        let group_names: HashSet<String> = members.keys().cloned().collect();
         let ids: HashSet<String> = targets.iter().map(|t| t.id.to_string()).collect();
-        let mut patterns: Vec<String> = groups
+        let mut patterns: Vec<String> = members
             .keys()
             .filter(|name| name.matches('*').count() == 1)
             .cloned()
@@ -191,6 +300,13 @@ impl Snapshot {
             |p| Arc::clone(&p.slots),
         );
         let health = health_of(cache, settings, &targets, &deployments, &slots)?;
+        let groups = members
+            .into_iter()
+            .map(|(name, members)| {
+                let group = Group::new(&targets, &deployments, Some(&health), members);
+                (name, group)
+            })
+            .collect();
         Ok(Snapshot {
             deployments,
             targets,

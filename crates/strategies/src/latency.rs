@@ -9,6 +9,7 @@ use ferrolite_cache::Clock;
 use ferrolite_types::{ErrorClass, LearnedState, PerDeployment};
 use parking_lot::Mutex;
 
+use crate::candidates::Candidates;
 use crate::pick::{fits, lowest, uniform};
 use crate::{
     Outcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
@@ -144,27 +145,43 @@ impl Strategy for LatencyBased {
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
-        eligible: &[&'t Target],
+        eligible: Candidates<'t, '_>,
         view: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError> {
         let now = self.clock.now_ms();
         let keep = fits(view, ctx.estimated_tokens());
         let score = |t: &Target| self.score(t, ctx.stream, now);
         let no_capacity = || StrategyError::no_capacity(ctx, eligible, view);
+        // A score is never below 0 (a deployment without samples scores 0): when a candidate
+        // with room scores 0, the floor is 0 and so is the ceiling whatever the buffer, and the
+        // answer is a uniform draw among the candidates with room at 0 — what a random draw
+        // accepted only at 0 is. A few such draws first; else the passes below.
+        if !eligible.is_small() {
+            if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
+                return Ok(chosen);
+            }
+        }
         if self.buffer == 0.0 {
             // Without a buffer the candidates are the ties at the lowest: one pass.
-            return lowest(eligible, &self.rng, &keep, score).ok_or_else(no_capacity);
+            return lowest(eligible.iter(), &self.rng, &keep, score).ok_or_else(no_capacity);
         }
-        let floor = eligible
-            .iter()
-            .filter(|t| keep(t))
-            .map(|t| score(t))
-            .fold(f64::INFINITY, f64::min);
+        // The limits of a candidate scoring above the floor so far are not read.
+        let floor = eligible.iter().fold(f64::INFINITY, |floor, t| {
+            let value = score(t);
+            if value < floor && keep(t) {
+                value
+            } else {
+                floor
+            }
+        });
         if floor.is_infinite() {
             return Err(no_capacity());
         }
         let ceiling = floor * (1.0 + self.buffer);
-        uniform(eligible, &self.rng, |t| keep(t) && score(t) <= ceiling).ok_or_else(no_capacity)
+        uniform(eligible.iter(), &self.rng, |t| {
+            score(t) <= ceiling && keep(t)
+        })
+        .ok_or_else(no_capacity)
     }
 
     fn observe(&self, target: &Target, outcome: &Outcome<'_>) {

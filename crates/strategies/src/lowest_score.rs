@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::pick::{fits, lowest};
+use crate::candidates::{Candidates, TRIES};
+use crate::pick::{fits, lowest, uniform};
 use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView};
 
 /// The lowest-score strategies:
@@ -18,6 +19,13 @@ use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Ta
 ///   (unpriced deployments cost [`crate::DEFAULT_COST_PER_TOKEN`] each way, as in LiteLLM).
 ///   Deliberate difference: equal costs are broken at random instead of by list order, so twin
 ///   deployments share the load.
+///
+/// Cost: cost-based walks the pool's cost levels (prepared per snapshot) from the cheapest and
+/// draws among the candidates with room at the first level that has any. least-busy and
+/// usage-based first draw a few candidates at random and take one with nothing in flight (no
+/// tokens in the window) and room: the score is never below 0, so when any candidate with room
+/// scores 0 the answer is a uniform draw among those, which is what a draw accepted only at 0
+/// is. Otherwise (a loaded group) they scan the candidates, one pass over dense counters.
 #[derive(Debug)]
 pub struct LowestScore {
     rng: Rng,
@@ -54,6 +62,28 @@ impl LowestScore {
     }
 }
 
+impl LowestScore {
+    /// cost-based: at the cheapest cost level with a candidate `keep` accepts, one of those
+    /// uniformly (a few draws within the level, else a pass over it).
+    fn cheapest<'t>(
+        &self,
+        eligible: Candidates<'t, '_>,
+        keep: &impl Fn(&Target) -> bool,
+    ) -> Option<&'t Target> {
+        eligible.pool().cost_levels().find_map(|level| {
+            (0..TRIES)
+                .find_map(|_| {
+                    let position = level.get(self.rng.below(level.len()))?;
+                    eligible.at(*position as usize).filter(|t| keep(t))
+                })
+                .or_else(|| {
+                    let members = level.iter().filter_map(|p| eligible.at(*p as usize));
+                    uniform(members, &self.rng, keep)
+                })
+        })
+    }
+}
+
 impl Strategy for LowestScore {
     fn name(&self) -> StrategyName {
         self.name
@@ -62,16 +92,22 @@ impl Strategy for LowestScore {
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
-        eligible: &[&'t Target],
+        eligible: Candidates<'t, '_>,
         view: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError> {
-        lowest(
-            eligible,
-            &self.rng,
-            fits(view, ctx.estimated_tokens()),
-            |t| (self.score)(view, t),
-        )
-        .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
+        let keep = fits(view, ctx.estimated_tokens());
+        let score = |t: &Target| (self.score)(view, t);
+        let chosen = if eligible.is_small() {
+            // A small pool is scanned at once (see `Candidates::is_small`).
+            lowest(eligible.iter(), &self.rng, &keep, score)
+        } else if self.name == StrategyName::CostBased {
+            self.cheapest(eligible, &keep)
+        } else {
+            eligible
+                .draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t))
+                .or_else(|| lowest(eligible.iter(), &self.rng, &keep, score))
+        };
+        chosen.ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
     }
 
     fn for_snapshot(&self, _targets: &Targets) -> Arc<dyn Strategy> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ferrolite_cache::Clock;
 use ferrolite_types::{ErrorClass, LearnedState, PerDeployment};
 
+use crate::candidates::{Candidates, TRIES};
 use crate::latency::TIMEOUT_PENALTY_SECS;
 use crate::pick::{fits, lowest};
 use crate::{
@@ -86,6 +87,36 @@ impl P2cEwma {
     }
 }
 
+impl P2cEwma {
+    /// Two distinct candidates, each uniformly at random: positions of the pool, redrawn while
+    /// they fall on a member left out (a few times; `None` when that does not find two).
+    fn two<'t>(&self, eligible: Candidates<'t, '_>) -> Option<(&'t Target, &'t Target)> {
+        if eligible.is_small() && !eligible.is_whole() {
+            // As over a list of the candidates (a seeded strategy draws what it always did).
+            let list: Vec<&'t Target> = eligible.iter().collect();
+            let n = list.len();
+            let a = self.rng.below(n);
+            let b = (a + 1 + self.rng.below(n - 1)) % n;
+            return list.get(a).copied().zip(list.get(b).copied());
+        }
+        let n = eligible.pool().len();
+        if eligible.is_whole() {
+            let a = self.rng.below(n);
+            let b = (a + 1 + self.rng.below(n - 1)) % n;
+            return eligible.at(a).zip(eligible.at(b));
+        }
+        let a = (0..TRIES).find_map(|_| {
+            let p = self.rng.below(n);
+            eligible.at(p).map(|t| (p, t))
+        })?;
+        let b = (0..TRIES).find_map(|_| {
+            let p = self.rng.below(n);
+            (p != a.0).then(|| eligible.at(p)).flatten()
+        })?;
+        Some((a.1, b))
+    }
+}
+
 impl Strategy for P2cEwma {
     fn name(&self) -> StrategyName {
         StrategyName::P2cEwma
@@ -94,29 +125,27 @@ impl Strategy for P2cEwma {
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
-        eligible: &[&'t Target],
+        eligible: Candidates<'t, '_>,
         view: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError> {
         let keep = fits(view, ctx.estimated_tokens());
-        let n = eligible.len();
-        if n > 2 {
-            let a = self.rng.below(n);
-            let b = (a + 1 + self.rng.below(n - 1)) % n;
-            let (ta, tb) = (eligible[a], eligible[b]);
-            match (keep(ta), keep(tb)) {
-                (true, true) => {
-                    return Ok(if self.load(view, tb) < self.load(view, ta) {
-                        tb
-                    } else {
-                        ta
-                    });
+        if eligible.len() > 2 {
+            if let Some((ta, tb)) = self.two(eligible) {
+                match (keep(ta), keep(tb)) {
+                    (true, true) => {
+                        return Ok(if self.load(view, tb) < self.load(view, ta) {
+                            tb
+                        } else {
+                            ta
+                        });
+                    }
+                    (true, false) => return Ok(ta),
+                    (false, true) => return Ok(tb),
+                    (false, false) => {} // both full: look at everyone
                 }
-                (true, false) => return Ok(ta),
-                (false, true) => return Ok(tb),
-                (false, false) => {} // both full: look at everyone
             }
         }
-        lowest(eligible, &self.rng, keep, |t| self.load(view, t))
+        lowest(eligible.iter(), &self.rng, keep, |t| self.load(view, t))
             .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
     }
 

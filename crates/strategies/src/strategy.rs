@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferrolite_cache::CacheError;
 use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass, Usage};
 
-use crate::{RouteContext, StrategyName, Target, Targets, UsageView};
+use crate::{Candidates, RouteContext, StrategyName, Target, Targets, UsageView};
 
 /// What a successful call looked like, for the strategies that learn from it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -81,7 +81,7 @@ impl std::fmt::Display for NoCapacity {
 
 impl NoCapacity {
     /// The snapshot of `eligible` in `view`.
-    pub fn of(ctx: &RouteContext<'_>, eligible: &[&Target], view: &UsageView<'_>) -> Self {
+    pub fn of(ctx: &RouteContext<'_>, eligible: Candidates<'_, '_>, view: &UsageView<'_>) -> Self {
         NoCapacity {
             model_group: ctx.model_group.to_string(),
             tokens: ctx.estimated_tokens(),
@@ -159,14 +159,19 @@ pub enum StrategyError {
 
 impl StrategyError {
     /// The error of a pick that found no room: every eligible deployment with its usage.
-    pub fn no_capacity(ctx: &RouteContext<'_>, eligible: &[&Target], view: &UsageView<'_>) -> Self {
+    pub fn no_capacity(
+        ctx: &RouteContext<'_>,
+        eligible: Candidates<'_, '_>,
+        view: &UsageView<'_>,
+    ) -> Self {
         StrategyError::NoCapacity(NoCapacity::of(ctx, eligible, view))
     }
 }
 
 /// A routing algorithm with one job: given the request and the deployments the router found
-/// eligible (healthy, within budget, right tags and context window), pick one, reading usage
-/// from the one [`UsageView`] the router took for this request. Admission and in-flight
+/// eligible (healthy, within budget, right tags and context window) as [`Candidates`] — a
+/// [`crate::Pool`] prepared per snapshot, less what the filters left out — pick one, reading
+/// usage from the one [`UsageView`] the router took for this request. Admission and in-flight
 /// accounting are the router's ([`crate::UsageStore::admit`] and its [`crate::Permit`]);
 /// strategies that learn from outcomes do so through [`Strategy::observe`].
 ///
@@ -175,8 +180,8 @@ impl StrategyError {
 /// use std::sync::Arc;
 /// use ferrolite_cache::{CacheConfig, DualCache, Window};
 /// use ferrolite_strategies::{
-///     AdmissionMode, CallOutcome, Outcome, RouteContext, StrategyConfig, StrategyName, Targets,
-///     UsageStore, build,
+///     AdmissionMode, CallOutcome, Candidates, Outcome, Pool, RouteContext, StrategyConfig,
+///     StrategyName, Targets, UsageStore, build,
 /// };
 /// use ferrolite_types::Deployment;
 ///
@@ -186,9 +191,10 @@ impl StrategyError {
 /// let usage = UsageStore::new(cache.clone(), &targets, Window::MINUTE_SLIDING, AdmissionMode::Batched)?;
 /// let strategy = build(StrategyName::LeastBusy, &StrategyConfig::default(), &targets, cache.clock().clone())?;
 ///
+/// // Once per snapshot: the group's pool (members, running weights, cost levels).
+/// let pool = Pool::new(&targets, targets.group("gpt-4o").map(|t| t.ix));
 /// let ctx = RouteContext::new("gpt-4o");
-/// let eligible: Vec<_> = targets.group("gpt-4o").collect();
-/// let chosen = strategy.pick(&ctx, &eligible, &usage.view())?;
+/// let chosen = strategy.pick(&ctx, Candidates::new(&targets, &pool), &usage.view())?;
 /// let permit = usage.admit(chosen, ctx.estimated_tokens()).await?; // in flight until dropped
 /// strategy.observe(chosen, &Outcome::Success(&CallOutcome::default()));
 /// drop(permit);
@@ -202,7 +208,7 @@ pub trait Strategy: Send + Sync {
     fn pick<'t>(
         &self,
         ctx: &RouteContext<'_>,
-        eligible: &[&'t Target],
+        eligible: Candidates<'t, '_>,
         usage: &UsageView<'_>,
     ) -> Result<&'t Target, StrategyError>;
 

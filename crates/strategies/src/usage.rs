@@ -440,6 +440,7 @@ impl UsageStore {
             previous_weight: self.window.previous_weight(now_ms),
             epoch,
             now_ms,
+            auto: self.mode == AdmissionMode::Auto,
         }
     }
 
@@ -1060,6 +1061,8 @@ pub struct UsageView<'a> {
     epoch: RwLockReadGuard<'a, Epoch>,
     now_ms: u64,
     previous_weight: f64,
+    /// Auto mode: unused claims count as room (read per candidate only in that mode).
+    auto: bool,
 }
 
 impl UsageView<'_> {
@@ -1194,6 +1197,9 @@ impl UsageView<'_> {
     /// current bucket, by every instance; 0 in the other modes.
     #[inline]
     fn unused_at(&self, position: usize, metric: usize) -> f64 {
+        if !self.auto {
+            return 0.0;
+        }
         self.epoch
             .unused
             .get(position)

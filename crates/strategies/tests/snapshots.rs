@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::*;
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock, Window};
 use ferrolite_strategies::{
-    AdmissionMode, CallOutcome, Outcome, RouteContext, StrategyConfig, StrategyError, StrategyName,
-    Targets, UsageStore, build,
+    AdmissionMode, CallOutcome, Candidates, Outcome, Pool, RouteContext, StrategyConfig,
+    StrategyError, StrategyName, Targets, UsageStore, build,
 };
 use ferrolite_types::Deployment;
 
@@ -41,10 +41,17 @@ async fn learned_latency_carries_over_a_swap_that_reorders_and_adds_deployments(
             Targets::new(&[deployment("fast"), deployment("new"), deployment("slow")]).unwrap();
         let strategy = s.strategy.for_snapshot(&next);
         let usage = s.usage_for(&next);
-        let eligible: Vec<_> = next.iter().filter(|t| t.id.as_str() != "new").collect();
+        let pool = Pool::new(
+            &next,
+            next.iter().filter(|t| t.id.as_str() != "new").map(|t| t.ix),
+        );
         for _ in 0..20 {
             let picked = strategy
-                .pick(&RouteContext::new(GROUP), &eligible, &usage.view())
+                .pick(
+                    &RouteContext::new(GROUP),
+                    Candidates::new(&next, &pool),
+                    &usage.view(),
+                )
                 .unwrap();
             assert_eq!(
                 picked.id.as_str(),
@@ -152,12 +159,16 @@ async fn a_failed_window_rotation_keeps_the_old_counters_and_picks_go_on() {
     let a = targets.iter().next().unwrap();
     drop(usage.admit(a, 0).await.unwrap());
     clock.advance_ms(60_000);
-    let eligible = vec![a];
+    let pool = Pool::new(&targets, [a.ix]);
     for _ in 0..10 {
         let view = usage.view();
         assert_eq!(
             strategy
-                .pick(&RouteContext::new(GROUP), &eligible, &view)
+                .pick(
+                    &RouteContext::new(GROUP),
+                    Candidates::new(&targets, &pool),
+                    &view
+                )
                 .unwrap()
                 .id
                 .as_str(),

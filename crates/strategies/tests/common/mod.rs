@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock, Window};
 use ferrolite_strategies::{
-    AdmissionMode, CallOutcome, Outcome, Permit, RouteContext, Strategy, StrategyConfig,
-    StrategyError, StrategyName, Target, Targets, UsageStore, build,
+    AdmissionMode, CallOutcome, Candidates, Exclusions, Outcome, Permit, Pool, RouteContext,
+    Strategy, StrategyConfig, StrategyError, StrategyName, Target, Targets, UsageStore, build,
 };
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass};
 use parking_lot::Mutex;
@@ -38,13 +38,22 @@ impl Setup {
         self.targets.iter().collect()
     }
 
-    /// The strategy's pick among `eligible`, on a fresh usage view.
-    pub fn pick_from<'t>(
+    /// The strategy's pick among `eligible`, on a fresh usage view: the pool of every target,
+    /// less those not in `eligible` (as the router's filters leave them out).
+    pub fn pick_from(
         &self,
         ctx: &RouteContext<'_>,
-        eligible: &[&'t Target],
-    ) -> Result<&'t Target, StrategyError> {
-        self.strategy.pick(ctx, eligible, &self.usage.view())
+        eligible: &[&Target],
+    ) -> Result<&Target, StrategyError> {
+        let pool = Pool::new(&self.all, self.all.iter().map(|t| t.ix));
+        let mut excluded = Exclusions::new(pool.len());
+        for (position, ix) in pool.members().iter().enumerate() {
+            if !eligible.iter().any(|t| t.ix == *ix) {
+                excluded.insert(position);
+            }
+        }
+        let candidates = Candidates::without(&self.all, &pool, &excluded);
+        self.strategy.pick(ctx, candidates, &self.usage.view())
     }
 
     pub fn pick(&self, ctx: &RouteContext<'_>) -> &Target {
