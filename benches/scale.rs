@@ -117,7 +117,9 @@ fn config(mode: &str, size: usize, upstream: u16) -> String {
         let params = if mode == "mock" {
             format!("model: openai/gpt-4o-{i}, api_key: sk-x, mock_response: ok")
         } else {
-            format!("model: openai/gpt-4o, api_base: \"http://127.0.0.1:{upstream}/d{i}/v1\", api_key: sk-x")
+            format!(
+                "model: openai/gpt-4o, api_base: \"http://127.0.0.1:{upstream}/d{i}/v1\", api_key: sk-x"
+            )
         };
         let _ = writeln!(
             yaml,

@@ -65,7 +65,8 @@ fn main() {
             .await
             .expect("router");
         eprintln!("router built: {:.1} MiB", rss_mib());
-        let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
         let mut failed = 0;
         for _ in 0..calls {
             if router
