@@ -1,21 +1,26 @@
 //! A watched deadline's state (a cooldown, a failed health check, a half-open probe), shared by
 //! the registry, the handles ([`crate::Deadline`], in `deadlines.rs`) and the sync task.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One watched key's state, shared by the registry, the handles and the sync task.
 #[derive(Debug)]
 pub(crate) struct WatchedCell {
-    pub(crate) key: Arc<str>,
+    pub(crate) key: Box<str>,
     /// The deadline in Unix ms; 0 when not set. Only moves later (`fetch_max`).
     until: AtomicU64,
     /// A local write Redis has not acknowledged yet.
     unsent: AtomicBool,
 }
 
+impl crate::registry::Keyed for WatchedCell {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl WatchedCell {
-    pub(crate) fn new(key: Arc<str>) -> Self {
+    pub(crate) fn new(key: Box<str>) -> Self {
         WatchedCell {
             key,
             until: AtomicU64::new(0),
