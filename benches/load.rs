@@ -199,13 +199,12 @@ async fn connection(
         if Instant::now() >= deadline {
             break;
         }
-        if let Some(budget) = &budget {
-            if budget
+        if let Some(budget) = &budget
+            && budget
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_err()
-            {
-                break;
-            }
+        {
+            break;
         }
         let sent = Instant::now();
         write.write_all(&request).await.expect("write");
