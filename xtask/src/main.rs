@@ -7,7 +7,11 @@
 //!   prints its URL and runs until interrupted.
 //! - `cargo xtask bench [ARGS]`: runs the criterion benches (`cargo bench -p ferrolite-benches`),
 //!   then the end-to-end load (`cargo run --release -p ferrolite-benches --bin e2e`), which
-//!   prints one JSON line.
+//!   prints one JSON line, then the scale benchmark (below).
+//! - `cargo xtask bench scale [ARGS]`: only the scale benchmark: builds the release `ferrolite`
+//!   and runs `benches/scale.rs` (`ferrolite serve` over one group of 10 / 1,000 / 10,000
+//!   deployments, mocked and over HTTP to a loopback upstream, loaded by `benches/load.rs` in
+//!   another process); a table, and JSON in `target/scale.json`. `ci` never runs it.
 //! - `cargo xtask catalogue --from FILE`: refreshes the model catalogue the facade embeds
 //!   (`crates/ferrolite/data/catalogue.json`) from LiteLLM's `model_prices_and_context_window.json`,
 //!   keeping the fields the router uses.
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("redis") => redis_foreground(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("scale") => scale(&args[2..]),
         Some("bench") => cargo(
             &[
                 &["bench", "-p", "ferrolite-benches", "--"],
@@ -53,7 +58,8 @@ fn main() -> ExitCode {
                 ],
                 &[],
             )
-        }),
+        })
+        .and_then(|()| scale(&[])),
         Some("catalogue") => match (args.get(1).map(String::as_str), args.get(2)) {
             (Some("--from"), Some(file)) => catalogue(file),
             _ => Err(
@@ -61,7 +67,8 @@ fn main() -> ExitCode {
             ),
         },
         _ => Err(
-            "usage: cargo xtask <ci | redis | bench [criterion args] | catalogue --from FILE>"
+            "usage: cargo xtask <ci | redis | bench [criterion args] | bench scale [scale args] \
+             | catalogue --from FILE>"
                 .to_string(),
         ),
     };
@@ -118,6 +125,45 @@ fn catalogue(from: &str) -> Result<(), String> {
     std::fs::write(&target, out).map_err(|e| format!("cannot write {}: {e}", target.display()))?;
     println!("{kept} models written to {}", target.display());
     Ok(())
+}
+
+/// The scale benchmark: builds the release `ferrolite` binary and the benches' `load` and
+/// `scale` binaries, then runs `scale` (which starts `ferrolite serve` over 10 / 1,000 /
+/// 10,000 deployments and loads it from another process) with `args`.
+fn scale(args: &[String]) -> Result<(), String> {
+    cargo(
+        &[
+            "build",
+            "--release",
+            "-p",
+            "ferrolite-cli",
+            "-p",
+            "ferrolite-benches",
+            "--bin",
+            "ferrolite",
+            "--bin",
+            "load",
+            "--bin",
+            "scale",
+        ],
+        &[],
+    )?;
+    cargo(
+        &[
+            &[
+                "run",
+                "--release",
+                "-p",
+                "ferrolite-benches",
+                "--bin",
+                "scale",
+                "--",
+            ],
+            &as_strs(args)[..],
+        ]
+        .concat(),
+        &[],
+    )
 }
 
 fn as_strs(args: &[String]) -> Vec<&str> {

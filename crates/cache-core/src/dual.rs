@@ -18,6 +18,7 @@ use crate::config::{CacheConfig, FailureMode};
 use crate::counter::{CounterCell, CounterOptions, CounterValue, Kind};
 use crate::error::CacheError;
 use crate::pipeline::{SyncReport, SyncState};
+use crate::registry::{ByKey, Registry, lookup};
 use crate::remote::{NoRemote, PendingCancel, RemoteStore};
 use crate::script::Health;
 use crate::values::LocalValues;
@@ -58,8 +59,8 @@ pub(crate) struct Inner {
     config: CacheConfig,
     clock: Arc<dyn Clock>,
     values: LocalValues,
-    counters: RwLock<HashMap<Arc<str>, Arc<CounterCell>>>,
-    watched: RwLock<HashMap<Arc<str>, Arc<WatchedCell>>>,
+    counters: RwLock<Registry<CounterCell>>,
+    watched: RwLock<Registry<WatchedCell>>,
     /// The shared tier ([`NoRemote`] when none is configured).
     store: Box<dyn RemoteStore>,
     /// Whether a shared tier is configured (read on the hot path: no call through the store).
@@ -206,7 +207,7 @@ impl Inner {
 
     /// The cell of a tracked counter, if `key` is tracked.
     pub(crate) fn counter_cell(&self, key: &str) -> Option<Arc<CounterCell>> {
-        self.counters.read().get(key).cloned()
+        lookup(&self.counters.read(), key).cloned()
     }
 
     /// Takes one of `limit` slots of `key` in this process.
@@ -265,16 +266,20 @@ impl Inner {
 
     /// Drops counters that expired, owe Redis nothing and have no handle outside the registry,
     /// and watched deadlines that passed with no handle left; returns how many.
-    fn prune_counters(&self, counters: &mut HashMap<Arc<str>, Arc<CounterCell>>) -> usize {
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
+    )]
+    fn prune_counters(&self, counters: &mut Registry<CounterCell>) -> usize {
         let (now, remote) = (self.clock.now_ms(), self.is_remote());
         let before = counters.len();
-        counters.retain(|_, cell| {
+        counters.retain(|ByKey(cell)| {
             !(Arc::strong_count(cell) == 1 && cell.is_expired_and_settled(now, remote))
         });
         let pruned = before - counters.len();
         let mut watched = self.watched.write();
         let before = watched.len();
-        watched.retain(|_, cell| !(Arc::strong_count(cell) == 1 && cell.is_idle(now)));
+        watched.retain(|ByKey(cell)| !(Arc::strong_count(cell) == 1 && cell.is_idle(now)));
         pruned + (before - watched.len())
     }
 
@@ -303,7 +308,11 @@ impl Inner {
     /// A caller's path found the registry full: scan it for expired keys at most once per sync
     /// interval (the sync task prunes every interval anyway). During an outage nothing can be
     /// pruned, and an O(n) scan under the write lock on every refused call would stall callers.
-    fn prune_if_due(&self, counters: &mut HashMap<Arc<str>, Arc<CounterCell>>) {
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
+    )]
+    fn prune_if_due(&self, counters: &mut Registry<CounterCell>) {
         let now = self.clock.now_ms();
         let last = self.last_prune_ms.load(Ordering::Acquire);
         let interval = self.config.sync_interval.as_millis() as u64;
@@ -347,12 +356,12 @@ impl Inner {
                 reason: "keys must not be empty",
             });
         }
-        if let Some(cell) = self.counters.read().get(key) {
+        if let Some(cell) = lookup(&self.counters.read(), key) {
             return check_kind(cell, kind).map(|()| Arc::clone(cell));
         }
         let ttl_ms = options.ttl_ms(key)?;
         let mut counters = self.counters.write();
-        if let Some(cell) = counters.get(key) {
+        if let Some(cell) = lookup(&counters, key) {
             return check_kind(cell, kind).map(|()| Arc::clone(cell));
         }
         if self.tracked(counters.len()) >= self.config.max_tracked_keys {
@@ -361,14 +370,8 @@ impl Inner {
         if self.tracked(counters.len()) >= self.config.max_tracked_keys {
             return Err(self.refuse_key(key));
         }
-        let key: Arc<str> = Arc::from(key);
-        let cell = Arc::new(CounterCell::new(
-            Arc::clone(&key),
-            kind,
-            ttl_ms,
-            options.expiry,
-        ));
-        counters.insert(key, Arc::clone(&cell));
+        let cell = Arc::new(CounterCell::new(key.into(), kind, ttl_ms, options.expiry));
+        counters.insert(ByKey(Arc::clone(&cell)));
         Ok(cell)
     }
 
@@ -382,7 +385,7 @@ impl Inner {
                 reason: "keys must not be empty",
             });
         }
-        if let Some(cell) = self.watched.read().get(key) {
+        if let Some(cell) = lookup(&self.watched.read(), key) {
             return Ok(Arc::clone(cell));
         }
         let mut counters = self.counters.write();
@@ -390,15 +393,14 @@ impl Inner {
             self.prune_if_due(&mut counters);
         }
         let mut watched = self.watched.write();
-        if let Some(cell) = watched.get(key) {
+        if let Some(cell) = lookup(&watched, key) {
             return Ok(Arc::clone(cell));
         }
         if counters.len() + watched.len() >= self.config.max_tracked_keys {
             return Err(self.refuse_key(key));
         }
-        let key: Arc<str> = Arc::from(key);
-        let cell = Arc::new(WatchedCell::new(Arc::clone(&key)));
-        watched.insert(key, Arc::clone(&cell));
+        let cell = Arc::new(WatchedCell::new(key.into()));
+        watched.insert(ByKey(Arc::clone(&cell)));
         Ok(cell)
     }
 }
@@ -436,8 +438,18 @@ impl Inner {
         self.run_hooks(stopping);
         let mut report = SyncReport::default();
         if let Some(store) = self.remote() {
-            let cells: Vec<Arc<CounterCell>> = self.counters.read().values().cloned().collect();
-            let watched: Vec<Arc<WatchedCell>> = self.watched.read().values().cloned().collect();
+            let cells: Vec<Arc<CounterCell>> = self
+                .counters
+                .read()
+                .iter()
+                .map(|e| Arc::clone(&e.0))
+                .collect();
+            let watched: Vec<Arc<WatchedCell>> = self
+                .watched
+                .read()
+                .iter()
+                .map(|e| Arc::clone(&e.0))
+                .collect();
             if cells.is_empty() && watched.is_empty() {
                 // Nothing to sync: keep the health state fresh so an outage and the recovery are
                 // still seen.
@@ -572,7 +584,8 @@ impl Drop for Inner {
             return; // shutdown() flushed and closed already: nothing to say
         }
         let cells: Vec<Arc<CounterCell>> = std::mem::take(self.counters.get_mut())
-            .into_values()
+            .into_iter()
+            .map(|e| e.0)
             .collect();
         let owed = cells.iter().filter(|c| !c.is_settled()).count();
         if owed > 0 {
@@ -752,8 +765,8 @@ impl DualCache {
         }
         let inner = Arc::new(Inner {
             values: LocalValues::new(config.max_local_values),
-            counters: RwLock::new(HashMap::new()),
-            watched: RwLock::new(HashMap::new()),
+            counters: RwLock::new(Registry::new()),
+            watched: RwLock::new(Registry::new()),
             remote: store.is_configured(),
             store,
             health,

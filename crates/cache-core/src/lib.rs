@@ -79,6 +79,7 @@ mod leases;
 mod pipeline;
 #[cfg(feature = "redis")]
 mod redis;
+mod registry;
 mod remote;
 mod script;
 mod shared;

@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 /// One watched key's state, shared by the registry, the handles and the sync task.
 #[derive(Debug)]
 pub(crate) struct WatchedCell {
-    pub(crate) key: Arc<str>,
+    pub(crate) key: Box<str>,
     /// The deadline in Unix ms; 0 when not set. Only moves later (`fetch_max`).
     until: AtomicU64,
     /// A local write Redis has not acknowledged yet.
@@ -19,8 +19,14 @@ pub(crate) struct WatchedCell {
     reports: RwLock<Vec<Weak<AtomicU64>>>,
 }
 
+impl crate::registry::Keyed for WatchedCell {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl WatchedCell {
-    pub(crate) fn new(key: Arc<str>) -> Self {
+    pub(crate) fn new(key: Box<str>) -> Self {
         WatchedCell {
             key,
             until: AtomicU64::new(0),

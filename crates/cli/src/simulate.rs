@@ -7,7 +7,7 @@
 //! is the router's own overhead. With `--redis` it runs in real time against Redis, with
 //! `--instances` routers sharing it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -598,15 +598,17 @@ fn summarize(
     overheads.sort_by(f64::total_cmp);
     report.overhead_p50_us = Some(percentile(&overheads, 0.5));
     report.overhead_p99_us = Some(percentile(&overheads, 0.99));
-    let attempts = watch.attempts.lock().clone();
+    let attempts = std::mem::take(&mut *watch.attempts.lock());
+    // Each deployment's attempts (cache-clock ms, seconds into the run), in the order they
+    // were made: one pass over the attempts, not one per deployment.
+    let mut by_deployment: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
+    for (t, ms, d) in &attempts {
+        by_deployment.entry(d.as_str()).or_default().push((*ms, *t));
+    }
     let window = config.settings.window;
     for deployment in &config.deployments {
         let id = deployment.id().to_string();
-        let mut calls: Vec<(u64, f64)> = attempts
-            .iter()
-            .filter(|(_, _, d)| *d == id)
-            .map(|(t, ms, _)| (*ms, *t))
-            .collect();
+        let mut calls = by_deployment.get(id.as_str()).cloned().unwrap_or_default();
         calls.sort_by_key(|c| c.0);
         let times: Vec<u64> = calls.iter().map(|(ms, _)| *ms).collect();
         let counts = window_counts(&times, window);

@@ -20,7 +20,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use ferrolite_cache::{CacheConfig, CacheError};
@@ -131,10 +131,7 @@ fn router_builder(config: Config, backend: Option<Arc<dyn Backend>>) -> RouterBu
     let backend: Arc<dyn Backend> = match backend {
         Some(backend) if config.mocks.is_empty() => backend,
         other => {
-            let mut mock = MockBackend::new(MockSpec::default());
-            for (id, spec) in &config.mocks {
-                mock = mock.with(id.clone(), spec.clone());
-            }
+            let mut mock = mock_backend(&config.mocks);
             if let Some(seed) = config.settings.strategy.seed {
                 mock = mock.seeded(seed ^ 0x5851_f42d);
             }
@@ -147,6 +144,44 @@ fn router_builder(config: Config, backend: Option<Arc<dyn Backend>>) -> RouterBu
     };
     builder.settings(config.settings).backend(backend)
 }
+
+/// The mock backend of the mocked deployments `mocks` (id -> spec). The spec most of them share
+/// is the backend's default, so only the others are stored by id: a fleet of 10,000 deployments
+/// mocked alike holds one spec, not 10,000 copies (about 290 bytes each with the id's slot).
+/// Only mocked deployments reach this backend ([`Dispatch`]), so the default answers none other.
+fn mock_backend(mocks: &BTreeMap<String, MockSpec>) -> MockBackend {
+    let common = most_common(mocks.values()).cloned().unwrap_or_default();
+    let mut mock = MockBackend::new(common.clone());
+    for (id, spec) in mocks {
+        if *spec != common {
+            mock = mock.with(id.clone(), spec.clone());
+        }
+    }
+    mock
+}
+
+/// The value most of `values` equal (the first of those tied), comparing each with at most
+/// [`DISTINCT_SEEN`] distinct values met first; `None` when there are none.
+pub(crate) fn most_common<'a, T: PartialEq>(
+    values: impl IntoIterator<Item = &'a T>,
+) -> Option<&'a T> {
+    let mut seen: Vec<(&T, usize)> = Vec::new();
+    for value in values {
+        if let Some((_, count)) = seen.iter_mut().find(|(v, _)| *v == value) {
+            *count += 1;
+        } else if seen.len() < DISTINCT_SEEN {
+            seen.push((value, 1));
+        }
+    }
+    let best = seen.iter().map(|(_, count)| *count).max()?;
+    seen.into_iter()
+        .find(|(_, count)| *count == best)
+        .map(|(value, _)| value)
+}
+
+/// How many distinct values [`most_common`] keeps count of (a config mocks its deployments a
+/// few ways at most; past this, one of the first ones is a good enough default).
+const DISTINCT_SEEN: usize = 16;
 
 /// Sends mocked deployments to the mock backend and the others to the given one.
 struct Dispatch {
@@ -226,5 +261,59 @@ fn at_config_path(error: RouterError, text: Option<&str>) -> Error {
         )),
         RouterError::Cache(cache) => Error::Cache(cache),
         other => Error::Router(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_common_value_is_found_and_ties_go_to_the_first() {
+        assert_eq!(most_common::<u32>([]), None);
+        assert_eq!(most_common(&[3, 1, 3, 2, 1, 3]), Some(&3));
+        assert_eq!(most_common(&[2, 1, 1, 2]), Some(&2));
+        // Past the distinct values it counts, later ones are not counted.
+        let many: Vec<u32> = (0..100).chain([99, 99]).collect();
+        assert_eq!(most_common(&many), Some(&0));
+    }
+
+    /// Every mocked deployment answers as its own spec says, whether that spec became the
+    /// backend's default or was stored by id.
+    #[tokio::test]
+    async fn each_mocked_deployment_answers_its_own_spec() {
+        let mut mocks = BTreeMap::new();
+        for i in 0..5 {
+            mocks.insert(format!("common-{i}"), MockSpec::reply("common"));
+        }
+        mocks.insert("odd".to_string(), MockSpec::reply("odd"));
+        let backend = mock_backend(&mocks);
+        for (id, expected) in [
+            ("common-0", "common"),
+            ("common-4", "common"),
+            ("odd", "odd"),
+        ] {
+            let deployment = Deployment {
+                id: Some(id.to_string()),
+                ..Deployment::new("g", "openai/gpt-4o")
+            };
+            let request = BackendRequest {
+                body: serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+                stream: false,
+                request_id: None,
+                deployment_id: None,
+            };
+            let answer = backend
+                .call(&deployment, &request)
+                .await
+                .map_err(|e| e.to_string());
+            let text = answer.map(|a| {
+                a.body["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+            assert_eq!(text.as_deref(), Ok(expected), "deployment {id}");
+        }
     }
 }
