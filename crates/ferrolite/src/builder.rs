@@ -308,7 +308,7 @@ mod tests {
                 .await
                 .map_err(|e| e.to_string());
             let text = answer.map(|a| {
-                a.body["choices"][0]["message"]["content"]
+                a.body.to_value().unwrap_or_default()["choices"][0]["message"]["content"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string()
