@@ -539,24 +539,18 @@ fn whole(answer: &Answer, usage: &Usage) -> Body {
                     "text_completion"
                 },
             );
-            out.extend_from_slice(br#","choices":["#);
-            for i in 0..answer.count {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(br#"{"index":"#);
-                push_number(&mut out, i);
+            push_choices(&mut out, answer.count, |out| {
                 if chat {
                     out.extend_from_slice(br#","message":{"role":"assistant","content":"#);
                     out.extend_from_slice(&text);
-                    out.extend_from_slice(br#"},"finish_reason":"stop"}"#);
+                    out.extend_from_slice(br#"},"finish_reason":"stop""#);
                 } else {
                     out.extend_from_slice(br#","text":"#);
                     out.extend_from_slice(&text);
-                    out.extend_from_slice(br#","logprobs":null,"finish_reason":"stop"}"#);
+                    out.extend_from_slice(br#","logprobs":null,"finish_reason":"stop""#);
                 }
-            }
-            out.extend_from_slice(br#"],"usage":"#);
+            });
+            out.extend_from_slice(br#","usage":"#);
             push_usage(
                 &mut out,
                 usage.prompt_tokens,
@@ -588,6 +582,22 @@ fn whole(answer: &Answer, usage: &Usage) -> Body {
     body_of(out)
 }
 
+/// `,"choices":[...]`: `count` choice objects, each `{"index":I` followed by what `fields`
+/// writes, then `}` (shared by whole answers and stream chunks).
+fn push_choices(out: &mut Vec<u8>, count: u64, mut fields: impl FnMut(&mut Vec<u8>)) {
+    out.extend_from_slice(br#","choices":["#);
+    for i in 0..count {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"index":"#);
+        push_number(out, i);
+        fields(out);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
 /// One OpenAI-shaped stream chunk: `piece` for each of the answer's choices; the first chunk
 /// of a chat stream says the role, the last one why it stopped and (with `usage`) the usage.
 fn chunk(answer: &Answer, piece: &str, first: bool, usage: Option<&Usage>) -> Body {
@@ -609,13 +619,7 @@ fn chunk(answer: &Answer, piece: &str, first: bool, usage: Option<&Usage>) -> Bo
             "chat.completion.chunk"
         },
     );
-    out.extend_from_slice(br#","choices":["#);
-    for i in 0..answer.count {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(br#"{"index":"#);
-        push_number(&mut out, i);
+    push_choices(&mut out, answer.count, |out| {
         if completion {
             out.extend_from_slice(br#","text":"#);
             out.extend_from_slice(&text);
@@ -631,9 +635,7 @@ fn chunk(answer: &Answer, piece: &str, first: bool, usage: Option<&Usage>) -> Bo
         }
         out.extend_from_slice(br#","finish_reason":"#);
         out.extend_from_slice(finish);
-        out.push(b'}');
-    }
-    out.push(b']');
+    });
     if let Some(usage) = usage {
         out.extend_from_slice(br#","usage":"#);
         push_usage(
