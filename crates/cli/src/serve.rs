@@ -219,10 +219,24 @@ fn gateway_settings(
     }
 }
 
+/// The sections of a config the restart-only keys are in; the rest (`model_list`, 10,000
+/// entries in a large config) is skipped by the parser, not built into a tree.
+#[derive(serde::Deserialize)]
+struct RestartOnlySections {
+    #[serde(default)]
+    router_settings: serde_json::Value,
+    #[serde(default)]
+    ferrolite_settings: serde_json::Value,
+}
+
 /// The values of the restart-only keys ([`RESTART_ONLY_KEYS`], in order) in a config's YAML,
 /// parsed (so quoting and anchors do not count); `None` when the text does not parse.
 fn restart_only_values(text: &str) -> Option<Vec<Option<serde_json::Value>>> {
-    let parsed = serde_saphyr::from_str::<serde_json::Value>(text).ok()?;
+    let sections = serde_saphyr::from_str::<RestartOnlySections>(text).ok()?;
+    let parsed = serde_json::json!({
+        "router_settings": sections.router_settings,
+        "ferrolite_settings": sections.ferrolite_settings,
+    });
     Some(
         RESTART_ONLY_KEYS
             .iter()
@@ -430,5 +444,40 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_restart_only_key_is_in_a_section_the_served_config_keeps() {
+        for key in RESTART_ONLY_KEYS {
+            let section = key.split('.').next().unwrap_or_default();
+            assert!(
+                ["router_settings", "ferrolite_settings"].contains(&section),
+                "{key}: add its section to RestartOnlySections"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_restart_only_keys_that_changed_and_only_those() {
+        let old = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n\
+                   router_settings:\n  redis_host: &h localhost\n  redis_port: 6379\n\
+                   ferrolite_settings:\n  failure_mode: fail_open\n";
+        let applied = restart_only_values(old).unwrap();
+        // Quoting and anchors are no change; the port and the failure mode are.
+        let new = "router_settings:\n  redis_host: \"localhost\"\n  redis_port: 6380\n\
+                   ferrolite_settings:\n  failure_mode: fail_closed\n\
+                   model_list:\n  - model_name: b\n    litellm_params: {model: openai/y}\n";
+        assert_eq!(
+            restart_only_changes(Some(&applied), new),
+            vec!["router_settings.redis_port", "ferrolite_settings.failure_mode"]
+        );
+        assert!(restart_only_changes(Some(&applied), old).is_empty());
+        assert!(restart_only_changes(Some(&applied), "model_list: [").is_empty());
+        assert!(restart_only_changes(None, new).is_empty());
     }
 }
