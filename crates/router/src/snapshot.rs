@@ -27,10 +27,12 @@ pub(crate) struct Health {
     pub(crate) successes: IntCounter,
     /// The deployment's concurrency cap and the key of its slots (`{id}:parallel`).
     pub(crate) parallel: Option<Parallel>,
-    /// With health-check routing: when its last health checks passed and failed.
-    pub(crate) checks: Option<Checks>,
-    /// With half-open recovery: the probe lease's key and `{id}:probe_passed`.
-    pub(crate) probation: Option<Probation>,
+    /// With health-check routing: when its last health checks passed and failed (boxed: off by
+    /// default, and 8 bytes a deployment then rather than the 32 of the unboxed option).
+    pub(crate) checks: Option<Box<Checks>>,
+    /// With half-open recovery: the probe lease's key and `{id}:probe_passed` (boxed, as
+    /// `checks`).
+    pub(crate) probation: Option<Box<Probation>>,
 }
 
 /// How long after a cooldown ends the deployment stays half-open unless a call succeeds
@@ -77,7 +79,9 @@ impl Checks {
 /// A deployment's concurrency cap.
 pub(crate) struct Parallel {
     pub(crate) limit: u64,
-    pub(crate) key: String,
+    /// The key of the shared slots' lease (`{id}:parallel`); empty for a per-instance cap,
+    /// which takes no lease (10,000 deployments with derived caps kept 10,000 unused keys).
+    pub(crate) key: Box<str>,
     /// Set explicitly (`max_parallel_requests` or the router's default): shared exactly by every
     /// instance through leases. Derived from rpm/tpm (LiteLLM's heuristic): held per instance,
     /// as LiteLLM holds it, without a Redis round trip per call.
@@ -390,23 +394,27 @@ fn health_of(
         )
         .map(|(limit, shared)| Parallel {
             limit,
-            key: hash_tagged(id.as_str(), ":parallel"),
+            key: if shared {
+                hash_tagged(id.as_str(), ":parallel").into()
+            } else {
+                Box::default()
+            },
             shared,
             local: local.get(ix).cloned().unwrap_or_default(),
         });
         let checks = if settings.enable_health_check_routing {
-            Some(Checks {
+            Some(Box::new(Checks {
                 passed: deadlines.deadline(&hash_tagged(id.as_str(), ":healthy_at"))?,
                 failed: deadlines.deadline(&hash_tagged(id.as_str(), ":unhealthy_at"))?,
-            })
+            }))
         } else {
             None
         };
         let probation = if settings.half_open {
-            Some(Probation {
+            Some(Box::new(Probation {
                 probe_key: hash_tagged(id.as_str(), ":probe"),
                 passed: deadlines.deadline(&hash_tagged(id.as_str(), ":probe_passed"))?,
-            })
+            }))
         } else {
             None
         };
@@ -424,6 +432,17 @@ fn health_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deployments_failure_path_state_stays_small() {
+        // Built for every deployment (10,000 in one group is a supported size): the optional
+        // parts are boxed and a per-instance cap keeps no lease key.
+        assert!(
+            std::mem::size_of::<Health>() <= 104,
+            "Health is {} bytes",
+            std::mem::size_of::<Health>()
+        );
+    }
 
     #[test]
     fn the_concurrency_cap_is_derived_as_litellm_does() {

@@ -15,19 +15,32 @@ use crate::{ErrorClass, Provider, Secret, TypesError};
 /// as a SHA-256: the key itself is never hashed into the id directly nor stored. Unlike
 /// LiteLLM's id it does not depend on the order in which the configuration lists the fields,
 /// and limits, prices and other settings are not part of it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DeploymentId(String);
+// Shared, not copied: the id is kept by every per-deployment table (the index, learned state,
+// targets, the usage store), and a derived id is 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeploymentId(std::sync::Arc<str>);
 
 impl DeploymentId {
     /// An explicit id.
     pub fn new(id: impl Into<String>) -> Self {
-        DeploymentId(id.into())
+        DeploymentId(id.into().into())
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl Serialize for DeploymentId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeploymentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(DeploymentId::new)
     }
 }
 
@@ -249,7 +262,7 @@ impl Deployment {
     /// per request.
     pub fn id(&self) -> DeploymentId {
         if let Some(id) = &self.id {
-            return DeploymentId(id.clone());
+            return DeploymentId::new(id.as_str());
         }
         // Serializing through `Value` sorts the keys.
         let mut identity = serde_json::json!({
@@ -265,7 +278,7 @@ impl Deployment {
             object.insert("api_key_sha256".into(), hex(&digest).into());
         }
         let digest = Sha256::digest(identity.to_string().as_bytes());
-        DeploymentId(hex(&digest[..16]))
+        DeploymentId(hex(&digest[..16]).into())
     }
 
     /// The provider: `custom_llm_provider` when set, otherwise derived from `model`. A
