@@ -775,4 +775,57 @@ mod tests {
         );
         assert_eq!(model_name("gpt-4o"), "gpt-4o");
     }
+
+    /// The body as the backend wrote it before: a copy of the caller's, edited, serialised.
+    fn copied_and_edited(
+        body: &serde_json::Value,
+        model: &str,
+        stream: bool,
+        usage: bool,
+    ) -> Vec<u8> {
+        let mut body = body.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("model".into(), model.into());
+            for field in NOT_FOR_PROVIDERS {
+                object.remove(field);
+            }
+            if stream {
+                object.insert("stream".into(), true.into());
+                if usage {
+                    object
+                        .entry("stream_options")
+                        .or_insert_with(|| serde_json::json!({}))
+                        .as_object_mut()
+                        .map(|o| o.insert("include_usage".into(), true.into()));
+                }
+            } else {
+                object.remove("stream");
+            }
+        }
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    #[test]
+    fn the_body_is_written_as_the_edited_copy_was() {
+        let bodies = [
+            serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}),
+            serde_json::json!({"messages": [], "mock_response": "x", "cache": {"no-cache": true},
+                "caching": false, "metadata_litellm": 1, "stream": false, "a": null, "zz": [1, 2.5]}),
+            serde_json::json!({"model": "g", "input": ["a"], "stream": true}),
+            serde_json::json!({"prompt": "p", "stream_options": {"x": 1, "include_usage": false}}),
+            serde_json::json!({"prompt": "p", "stream_options": "odd", "max_tokens": 3}),
+            serde_json::json!({"A": 1, "Z": 2, "_": 3, "model": "m", "~": "\u{e9}\n\"é"}),
+            serde_json::json!(["not", "an", "object"]),
+            serde_json::json!({}),
+        ];
+        for body in &bodies {
+            for (stream, usage) in [(false, true), (true, true), (true, false)] {
+                assert_eq!(
+                    String::from_utf8(body_bytes(body, "gpt-4o", stream, usage)).unwrap(),
+                    String::from_utf8(copied_and_edited(body, "gpt-4o", stream, usage)).unwrap(),
+                    "{body} stream {stream} usage {usage}"
+                );
+            }
+        }
+    }
 }
