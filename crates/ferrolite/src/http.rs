@@ -196,17 +196,18 @@ impl HttpBackend {
                             plain::Failed::ConnectTimeout => ErrorClass::Timeout,
                             _ => ErrorClass::Connection,
                         };
-                        match e {
-                            plain::Failed::Body(e) => {
-                                bad_answer(format!("the answer is not JSON: {e}"))
-                            }
-                            e => BackendError::new(class, format!("request failed: {e}")),
-                        }
+                        BackendError::new(class, format!("request failed: {e}"))
                     })?;
+                let body = match answer.body {
+                    Ok(body) => body,
+                    // An error answer that broke off is classified by its status.
+                    Err(_) if !(200..300).contains(&answer.status) => Bytes::new(),
+                    Err(e) => return Err(bad_answer(format!("the answer is not JSON: {e}"))),
+                };
                 return Ok(Reply {
                     status: answer.status,
                     headers: answer.headers,
-                    body: answer.body,
+                    body,
                 });
             }
         }

@@ -642,3 +642,26 @@ async fn a_call_dropped_half_way_does_not_leave_its_connection_for_the_next() {
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn an_error_answer_that_breaks_off_is_still_classified_by_its_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head =
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\n{\"err";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        // Closed with 95 bytes of the body missing.
+    });
+    let class = class_of(&format!("http://{addr}"), "gpt-4o").await;
+    assert_eq!(
+        class,
+        ErrorClass::RateLimited {
+            retry_after: Some(Duration::from_secs(7))
+        }
+    );
+}

@@ -41,11 +41,11 @@ pub(super) struct Pool {
     keepalive: Duration,
 }
 
-/// An answer: status, headers, the body's bytes.
+/// An answer: status, headers, the body's bytes (or how reading them failed).
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: HeaderMap,
-    pub(super) body: Bytes,
+    pub(super) body: Result<Bytes, hyper::Error>,
 }
 
 /// Why a call got no answer.
@@ -57,8 +57,6 @@ pub(super) enum Failed {
     Connect(std::io::Error),
     /// The connection failed before the answer's head.
     Send(hyper::Error),
-    /// The connection ended while the answer's body was read.
-    Body(hyper::Error),
     /// The connection closed before it answered.
     Closed,
 }
@@ -69,7 +67,6 @@ impl std::fmt::Display for Failed {
             Failed::ConnectTimeout => f.write_str("could not connect: timed out"),
             Failed::Connect(e) => write!(f, "could not connect: {e}"),
             Failed::Send(e) => write!(f, "the connection failed: {e}"),
-            Failed::Body(e) => write!(f, "the answer broke off: {e}"),
             Failed::Closed => f.write_str("the connection closed before an answer"),
         }
     }
@@ -216,7 +213,7 @@ impl Conn {
                 sender.ready().await.map_err(Failed::Send)?;
                 let response = sender.send_request(request).await.map_err(Failed::Send)?;
                 let (parts, mut body) = response.into_parts();
-                let bytes = collect(&mut body).await.map_err(Failed::Body)?;
+                let bytes = collect(&mut body).await;
                 Ok::<_, Failed>(Answer {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
@@ -244,7 +241,8 @@ impl Conn {
             })
             .await?
         };
-        Ok((answer, !ended && !self.sender.is_closed()))
+        let reusable = !ended && answer.body.is_ok() && !self.sender.is_closed();
+        Ok((answer, reusable))
     }
 }
 
