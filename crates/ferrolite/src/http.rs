@@ -28,6 +28,7 @@
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
 //! body as a content-policy error, connection failures, and a stream that breaks mid-way.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -38,14 +39,35 @@ use ferrolite_router::{
 use ferrolite_types::{Deployment, ErrorClass};
 use futures_util::StreamExt;
 
+mod plain;
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection is kept for the next call.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keepalive probes' idle time.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// Body fields that never reach a provider (LiteLLM test hooks and routing controls).
 const NOT_FOR_PROVIDERS: [&str; 4] = ["mock_response", "metadata_litellm", "caching", "cache"];
 
 /// Calls OpenAI-compatible endpoints (see the module documentation). Cloning is cheap and
 /// shares the connection pool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpBackend {
     client: reqwest::Client,
+    /// Plain-HTTP upstreams' connections, driven by the calls themselves (`None`: every call
+    /// goes through `client`).
+    plain: Option<Arc<plain::Pool>>,
+}
+
+impl std::fmt::Debug for HttpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBackend")
+            .field("client", &self.client)
+            .field("plain", &self.plain.is_some())
+            .finish()
+    }
 }
 
 /// The HTTP client could not be built.
@@ -55,30 +77,48 @@ pub struct HttpBackendError(String);
 
 impl HttpBackend {
     /// A backend with a pooled client: 10 s to connect, TCP keepalive, HTTP/2 when offered.
+    /// Plain-HTTP (`http://`) upstreams are called over HTTP/1.1 connections of its own, each
+    /// driven by the call that uses it (no connection task to hand the request to and the
+    /// answer back from), unless a proxy is configured (`http_proxy`, `all_proxy`), which
+    /// reqwest then honours for every call.
     pub fn new() -> Result<Self, HttpBackendError> {
         // reqwest with `rustls-no-provider` needs a process-wide crypto provider; a second
         // install (another backend, another library) is refused harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .build()
             .map_err(|e| HttpBackendError(e.to_string()))?;
-        Ok(HttpBackend { client })
+        let proxied = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        let plain = (!proxied).then(|| {
+            Arc::new(plain::Pool::new(
+                CONNECT_TIMEOUT,
+                IDLE_TIMEOUT,
+                TCP_KEEPALIVE,
+            ))
+        });
+        Ok(HttpBackend { client, plain })
     }
 
-    /// A backend over a client the application configured (proxies, certificates, timeouts).
+    /// A backend over a client the application configured (proxies, certificates, timeouts):
+    /// every call goes through it.
     pub fn with_client(client: reqwest::Client) -> Self {
-        HttpBackend { client }
+        HttpBackend {
+            client,
+            plain: None,
+        }
     }
 
-    /// The request for one call of `deployment`.
-    fn request(
+    /// One call of `deployment` as it goes out: URL, key header, body bytes.
+    fn outgoing<'a>(
         &self,
-        deployment: &Deployment,
-        request: &BackendRequest,
-    ) -> Result<reqwest::RequestBuilder, BackendError> {
+        deployment: &'a Deployment,
+        request: &'a BackendRequest,
+    ) -> Result<Outgoing<'a>, BackendError> {
         let provider = deployment.provider().map_err(|e| {
             BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string())
         })?;
@@ -93,29 +133,11 @@ impl HttpBackend {
             Some(asked) if deployment.model.contains('*') => asked,
             _ => deployment.model.as_str(),
         };
-        let model = model_name(wanted).to_string();
+        let model = model_name(wanted);
         let path = endpoint(&request.body);
-        let mut body = request.body.clone();
-        if let Some(object) = body.as_object_mut() {
-            object.insert("model".into(), model.clone().into());
-            for field in NOT_FOR_PROVIDERS {
-                object.remove(field);
-            }
-            if request.stream {
-                object.insert("stream".into(), true.into());
-                if path != "embeddings" {
-                    object
-                        .entry("stream_options")
-                        .or_insert_with(|| serde_json::json!({}))
-                        .as_object_mut()
-                        .map(|o| o.insert("include_usage".into(), true.into()));
-                }
-            } else {
-                object.remove("stream");
-            }
-        }
+        let body = body_bytes(&request.body, model, request.stream, path != "embeddings");
         let key = deployment.api_key.as_ref().map(|k| k.expose());
-        let builder = if provider == "azure" {
+        let (url, key) = if provider == "azure" {
             let base = deployment.api_base.as_deref().ok_or_else(|| {
                 BackendError::new(
                     ErrorClass::BadRequest { status: 400 },
@@ -127,11 +149,7 @@ impl HttpBackend {
                 "{}/openai/deployments/{model}/{path}?api-version={version}",
                 base.trim_end_matches('/')
             );
-            let builder = self.client.post(url);
-            match key {
-                Some(key) => builder.header("api-key", key),
-                None => builder,
-            }
+            (url, key.map(Key::ApiKey))
         } else {
             let base = deployment
                 .api_base
@@ -146,22 +164,167 @@ impl HttpBackend {
                         ),
                     )
                 })?;
-            let url = format!("{}/{path}", base.trim_end_matches('/'));
-            let builder = self.client.post(url);
-            match key {
-                Some(key) => builder.bearer_auth(key),
-                None => builder,
-            }
+            let base = base.trim_end_matches('/');
+            let mut url = String::with_capacity(base.len() + 1 + path.len());
+            url.push_str(base);
+            url.push('/');
+            url.push_str(path);
+            (url, key.map(Key::Bearer))
         };
-        let mut builder = match &request.request_id {
+        Ok(Outgoing {
+            url,
+            key,
+            request_id: request.request_id.as_deref(),
+            deployment,
+            body,
+        })
+    }
+
+    /// Sends a call and reads its whole answer: a plain-HTTP upstream through the pool, any
+    /// other through reqwest.
+    async fn send(&self, outgoing: Outgoing<'_>) -> Result<Reply, BackendError> {
+        if let Some(pool) = &self.plain {
+            if let Some(target) = plain::target(&outgoing.url) {
+                let headers = outgoing.headers().map_err(|message| {
+                    BackendError::new(ErrorClass::Connection, format!("request failed: {message}"))
+                })?;
+                let answer = pool
+                    .send(&target, headers, Bytes::from(outgoing.body))
+                    .await
+                    .map_err(|e| {
+                        let class = match e {
+                            plain::Failed::ConnectTimeout => ErrorClass::Timeout,
+                            _ => ErrorClass::Connection,
+                        };
+                        BackendError::new(class, format!("request failed: {e}"))
+                    })?;
+                let body = match answer.body {
+                    Ok(body) => body,
+                    // An error answer that broke off is classified by its status.
+                    Err(_) if !(200..300).contains(&answer.status) => Bytes::new(),
+                    Err(e) => return Err(bad_answer(format!("the answer is not JSON: {e}"))),
+                };
+                return Ok(Reply {
+                    status: answer.status,
+                    headers: answer.headers,
+                    body,
+                });
+            }
+        }
+        let response = self
+            .client
+            .execute(outgoing.reqwest(&self.client)?)
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if !(200..300).contains(&status) {
+            let body = response.bytes().await.unwrap_or_default();
+            return Ok(Reply {
+                status,
+                headers,
+                body,
+            });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| bad_answer(format!("the answer is not JSON: {}", without_url(&e))))?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The key header of a call.
+enum Key<'a> {
+    /// `Authorization: Bearer {key}`.
+    Bearer(&'a str),
+    /// Azure's `api-key: {key}`.
+    ApiKey(&'a str),
+}
+
+/// One call as it goes out.
+struct Outgoing<'a> {
+    url: String,
+    key: Option<Key<'a>>,
+    request_id: Option<&'a str>,
+    /// The deployment called (its extra headers).
+    deployment: &'a Deployment,
+    /// The body's JSON, written once.
+    body: Vec<u8>,
+}
+
+impl Outgoing<'_> {
+    /// The call's headers for the plain-HTTP pool: those reqwest would send (`accept: */*`,
+    /// the key, `x-request-id`, the deployment's extra headers, `content-type` unless an extra
+    /// header set it), `host` and `content-length` left to the pool and hyper.
+    fn headers(&self) -> Result<hyper::HeaderMap, String> {
+        use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+        let mut headers = hyper::HeaderMap::with_capacity(6 + self.deployment.extra_headers.len());
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        match self.key {
+            Some(Key::Bearer(key)) => {
+                let mut value = String::with_capacity(7 + key.len());
+                value.push_str("Bearer ");
+                value.push_str(key);
+                let (name, value) = plain::header("authorization", &value, true)?;
+                headers.append(name, value);
+            }
+            Some(Key::ApiKey(key)) => {
+                let (name, value) = plain::header("api-key", key, true)?;
+                headers.append(name, value);
+            }
+            None => {}
+        }
+        if let Some(id) = self.request_id {
+            let (name, value) = plain::header("x-request-id", id, false)?;
+            headers.append(name, value);
+        }
+        for (name, value) in &self.deployment.extra_headers {
+            let (name, value) = plain::header(name, value.expose(), false)?;
+            headers.append(name, value);
+        }
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Ok(headers)
+    }
+
+    /// The call as a reqwest request.
+    fn reqwest(self, client: &reqwest::Client) -> Result<reqwest::Request, BackendError> {
+        let builder = client.post(self.url);
+        let builder = match self.key {
+            Some(Key::Bearer(key)) => builder.bearer_auth(key),
+            Some(Key::ApiKey(key)) => builder.header("api-key", key),
+            None => builder,
+        };
+        let mut builder = match self.request_id {
             Some(id) => builder.header("x-request-id", id),
             None => builder,
         };
-        for (name, value) in &deployment.extra_headers {
+        for (name, value) in &self.deployment.extra_headers {
             builder = builder.header(name.as_str(), value.expose());
         }
-        Ok(builder.json(&body))
+        let mut request = builder.build().map_err(|e| transport_error(&e))?;
+        request
+            .headers_mut()
+            .entry(reqwest::header::CONTENT_TYPE)
+            .or_insert(reqwest::header::HeaderValue::from_static(
+                "application/json",
+            ));
+        *request.body_mut() = Some(self.body.into());
+        Ok(request)
     }
+}
+
+/// A whole answer, any status.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
 }
 
 /// The model name a provider expects: the deployment's model without its provider prefix.
@@ -172,6 +335,115 @@ fn model_name(model: &str) -> &str {
 /// The endpoint a body is for.
 fn endpoint(body: &serde_json::Value) -> &'static str {
     crate::mock::kind(body).path()
+}
+
+/// The body a provider gets, written once from the caller's: `model` set, the fields that
+/// never reach a provider left out, and for a stream `stream: true` and (when `usage_option`:
+/// not for embeddings) `stream_options.include_usage: true`; `stream` left out otherwise. The
+/// keys come out in the order a `serde_json::Map` keeps them (sorted), as when the edits were
+/// made on a copy of the caller's body and that copy serialised.
+fn body_bytes(body: &serde_json::Value, model: &str, stream: bool, usage_option: bool) -> Vec<u8> {
+    let Some(object) = body.as_object() else {
+        // Not an object: sent as it is (a `Value` always serialises).
+        return serde_json::to_vec(body).unwrap_or_default();
+    };
+    let mut edits: [(&str, Option<Field<'_>>); 7] = [
+        ("model", Some(Field::Str(model))),
+        (NOT_FOR_PROVIDERS[0], None),
+        (NOT_FOR_PROVIDERS[1], None),
+        (NOT_FOR_PROVIDERS[2], None),
+        (NOT_FOR_PROVIDERS[3], None),
+        ("stream", stream.then_some(Field::True)),
+        ("stream_options", None),
+    ];
+    let edit_count = if stream && usage_option {
+        edits[6].1 = Some(match object.get("stream_options") {
+            Some(serde_json::Value::Object(options)) => Field::Usage(Some(options)),
+            Some(other) => Field::Value(other),
+            None => Field::Usage(None),
+        });
+        7
+    } else {
+        6
+    };
+    let fields = Fields(edited(object, &edits[..edit_count]));
+    let mut out = Vec::with_capacity(128);
+    // Writing into a Vec does not fail, nor does a tree of `Value`s.
+    let _ = serde_json::to_writer(&mut out, &fields);
+    out
+}
+
+/// A field of the body a provider gets.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    /// The caller's value.
+    Value(&'a serde_json::Value),
+    /// A string (`model`).
+    Str(&'a str),
+    /// `true` (`stream`).
+    True,
+    /// `stream_options` with `include_usage: true`: the caller's other options, if any.
+    Usage(Option<&'a serde_json::Map<String, serde_json::Value>>),
+}
+
+/// An object's fields in the order they are written.
+struct Fields<'a>(Vec<(&'a str, Field<'a>)>);
+
+/// `object`'s fields with `edits` made: a field named there is replaced (`Some`) or left out
+/// (`None`), a replacement the object does not have added, in the map's own (sorted) order.
+fn edited<'a>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    edits: &[(&'a str, Option<Field<'a>>)],
+) -> Vec<(&'a str, Field<'a>)> {
+    let mut fields = Vec::with_capacity(object.len() + edits.len());
+    for (name, value) in object {
+        match edits.iter().find(|(edit, _)| *edit == name.as_str()) {
+            Some((_, Some(field))) => fields.push((name.as_str(), *field)),
+            Some((_, None)) => {}
+            None => fields.push((name.as_str(), Field::Value(value))),
+        }
+    }
+    let mut added = false;
+    for (name, field) in edits {
+        if let Some(field) = field {
+            if !object.contains_key(*name) {
+                fields.push((*name, *field));
+                added = true;
+            }
+        }
+    }
+    if added {
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    fields
+}
+
+impl serde::Serialize for Fields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, field) in &self.0 {
+            map.serialize_entry(name, field)?;
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for Field<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Value(value) => value.serialize(serializer),
+            Field::Str(text) => serializer.serialize_str(text),
+            Field::True => serializer.serialize_bool(true),
+            Field::Usage(options) => {
+                let edit = [("include_usage", Some(Field::True))];
+                match options {
+                    Some(options) => Fields(edited(options, &edit)).serialize(serializer),
+                    None => Fields(vec![("include_usage", Field::True)]).serialize(serializer),
+                }
+            }
+        }
+    }
 }
 
 /// A provider's OpenAI-compatible endpoint, when it has a well-known one (the `api_base` a
@@ -277,19 +549,17 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
-        let sent = self.request(deployment, request);
+        let outgoing = self.outgoing(deployment, request);
         Box::pin(async move {
-            let response = sent?.send().await.map_err(|e| transport_error(&e))?;
-            if !response.status().is_success() {
-                return Err(failed(response).await);
+            let reply = self.send(outgoing?).await?;
+            if !(200..300).contains(&reply.status) {
+                let body = String::from_utf8_lossy(&reply.body);
+                return Err(classify(reply.status, retry_after(&reply.headers), &body));
             }
             // The answer's bytes pass through as they are: checked as one JSON object, the
             // usage read from them (no tree is built).
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| bad_answer(format!("the answer is not JSON: {}", without_url(&e))))?;
-            let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
+            let body =
+                Body::parse(reply.body).map_err(|e| bad_answer(format!("the answer is {e}")))?;
             Ok(BackendResponse {
                 usage: body.usage(),
                 body,
@@ -303,9 +573,15 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
-        let sent = self.request(deployment, request);
+        let sent = self
+            .outgoing(deployment, request)
+            .and_then(|outgoing| outgoing.reqwest(&self.client));
         Box::pin(async move {
-            let response = sent?.send().await.map_err(|e| transport_error(&e))?;
+            let response = self
+                .client
+                .execute(sent?)
+                .await
+                .map_err(|e| transport_error(&e))?;
             if !response.status().is_success() {
                 return Err(failed(response).await);
             }
@@ -499,5 +775,58 @@ mod tests {
             "meta-llama/Llama-3-8B"
         );
         assert_eq!(model_name("gpt-4o"), "gpt-4o");
+    }
+
+    /// The body as the backend wrote it before: a copy of the caller's, edited, serialised.
+    fn copied_and_edited(
+        body: &serde_json::Value,
+        model: &str,
+        stream: bool,
+        usage: bool,
+    ) -> Vec<u8> {
+        let mut body = body.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("model".into(), model.into());
+            for field in NOT_FOR_PROVIDERS {
+                object.remove(field);
+            }
+            if stream {
+                object.insert("stream".into(), true.into());
+                if usage {
+                    object
+                        .entry("stream_options")
+                        .or_insert_with(|| serde_json::json!({}))
+                        .as_object_mut()
+                        .map(|o| o.insert("include_usage".into(), true.into()));
+                }
+            } else {
+                object.remove("stream");
+            }
+        }
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    #[test]
+    fn the_body_is_written_as_the_edited_copy_was() {
+        let bodies = [
+            serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}),
+            serde_json::json!({"messages": [], "mock_response": "x", "cache": {"no-cache": true},
+                "caching": false, "metadata_litellm": 1, "stream": false, "a": null, "zz": [1, 2.5]}),
+            serde_json::json!({"model": "g", "input": ["a"], "stream": true}),
+            serde_json::json!({"prompt": "p", "stream_options": {"x": 1, "include_usage": false}}),
+            serde_json::json!({"prompt": "p", "stream_options": "odd", "max_tokens": 3}),
+            serde_json::json!({"A": 1, "Z": 2, "_": 3, "model": "m", "~": "\u{e9}\n\"é"}),
+            serde_json::json!(["not", "an", "object"]),
+            serde_json::json!({}),
+        ];
+        for body in &bodies {
+            for (stream, usage) in [(false, true), (true, true), (true, false)] {
+                assert_eq!(
+                    String::from_utf8(body_bytes(body, "gpt-4o", stream, usage)).unwrap(),
+                    String::from_utf8(copied_and_edited(body, "gpt-4o", stream, usage)).unwrap(),
+                    "{body} stream {stream} usage {usage}"
+                );
+            }
+        }
     }
 }

@@ -448,3 +448,220 @@ async fn through_the_router_a_hanging_server_times_out_a_sibling_answers_and_a_s
     assert!(n >= 1);
     assert!(stream.time_to_first_token > Duration::ZERO);
 }
+
+/// What a scripted upstream saw: per request, its connection's number, head and body bytes.
+#[derive(Default)]
+struct Script {
+    connections: std::sync::atomic::AtomicUsize,
+    requests: Mutex<Vec<(usize, String, Vec<u8>)>>,
+}
+
+/// A raw HTTP/1.1 upstream on loopback that records each request's bytes and answers a small
+/// chat completion; with `close`, it closes each connection after its answer (with
+/// `connection: close` when `say_close`, silently otherwise).
+async fn scripted(close: bool, say_close: bool) -> (String, Arc<Script>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let script = Arc::new(Script::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::clone(&script);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let number = seen
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                    };
+                    let head = String::from_utf8(buffer[..head_end].to_vec()).unwrap();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buffer.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        let n = socket.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "the body broke off");
+                        buffer.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = buffer[head_end..head_end + length].to_vec();
+                    buffer.drain(..head_end + length);
+                    seen.requests.lock().push((number, head, body));
+                    let answer = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+                    let extra = if say_close {
+                        "connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    socket.write_all(head.as_bytes()).await.unwrap();
+                    socket.write_all(answer).await.unwrap();
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), script)
+}
+
+#[tokio::test]
+async fn the_body_a_provider_gets_is_the_callers_with_only_the_calls_edits_in_sorted_key_order() {
+    let (base, script) = scripted(false, false).await;
+    let backend = HttpBackend::new().unwrap();
+    let request = BackendRequest {
+        body: serde_json::json!({
+            "temperature": 0.5, "model": "g", "messages": [{"role": "user", "content": "h\u{e9}\"i"}],
+            "mock_response": "x", "caching": true, "stream": true, "user": "u-1",
+            "metadata_litellm": {}, "cache": {"no-cache": true}, "n": 1,
+        }),
+        stream: false,
+        request_id: Some("req-7".into()),
+        deployment_id: None,
+    };
+    backend
+        .call(&openai(&base, "gpt-4o"), &request)
+        .await
+        .unwrap();
+    let mut streamed = request.clone();
+    streamed.stream = true;
+    streamed.body["stream_options"] = serde_json::json!({"zeta": 1, "include_usage": false});
+    // The default stream goes through reqwest; its body is written the same way.
+    let _ = backend.stream(&openai(&base, "gpt-4o"), &streamed).await;
+    let requests = script.requests.lock();
+    assert_eq!(
+        String::from_utf8(requests[0].2.clone()).unwrap(),
+        r#"{"messages":[{"content":"hé\"i","role":"user"}],"model":"gpt-4o","n":1,"temperature":0.5,"user":"u-1"}"#
+    );
+    assert_eq!(
+        String::from_utf8(requests[1].2.clone()).unwrap(),
+        r#"{"messages":[{"content":"hé\"i","role":"user"}],"model":"gpt-4o","n":1,"stream":true,"stream_options":{"include_usage":true,"zeta":1},"temperature":0.5,"user":"u-1"}"#
+    );
+    let head = requests[0].1.to_ascii_lowercase();
+    for header in [
+        "authorization: bearer sk-test-123\r\n",
+        "x-request-id: req-7\r\n",
+        "x-org: acme\r\n",
+        "content-type: application/json\r\n",
+        "accept: */*\r\n",
+    ] {
+        assert!(head.contains(header), "{header} missing in {head}");
+    }
+    assert!(
+        head.starts_with("post /v1/chat/completions http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("host: {}\r\n", base.trim_start_matches("http://"))),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_upstream_keeps_its_connection_and_one_that_closes_gets_a_new_one() {
+    let (base, script) = scripted(false, false).await;
+    let backend = HttpBackend::new().unwrap();
+    for _ in 0..3 {
+        let answer = backend
+            .call(&openai(&base, "gpt-4o"), &chat(false))
+            .await
+            .unwrap();
+        assert_eq!(answer.usage.unwrap().total_tokens, 4);
+    }
+    assert_eq!(
+        script.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one kept-alive connection for three calls"
+    );
+
+    for say_close in [true, false] {
+        let (base, script) = scripted(true, say_close).await;
+        for _ in 0..3 {
+            backend
+                .call(&openai(&base, "gpt-4o"), &chat(false))
+                .await
+                .unwrap();
+            // Let a silent close reach this end before the next call takes the connection.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            script.connections.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "a closed connection is not used again (connection: close said: {say_close})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_call_dropped_half_way_does_not_leave_its_connection_for_the_next() {
+    // A server that never answers: the call is dropped (the router's timeout does that), and
+    // the next call to it opens a connection of its own rather than reuse the half-used one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let backend = HttpBackend::new().unwrap();
+    let deployment = openai(&format!("http://{addr}"), "gpt-4o");
+    for _ in 0..2 {
+        let request = chat(false);
+        let call = backend.call(&deployment, &request);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), call)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_error_answer_that_breaks_off_is_still_classified_by_its_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head =
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\n{\"err";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        // Closed with 95 bytes of the body missing.
+    });
+    let class = class_of(&format!("http://{addr}"), "gpt-4o").await;
+    assert_eq!(
+        class,
+        ErrorClass::RateLimited {
+            retry_after: Some(Duration::from_secs(7))
+        }
+    );
+}
