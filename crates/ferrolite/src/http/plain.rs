@@ -6,7 +6,7 @@
 //!
 //! TLS upstreams, and every call when a proxy is configured, go through reqwest instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,7 +35,7 @@ struct Idle {
 
 /// Idle connections per `host:port`.
 pub(super) struct Pool {
-    idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+    idle: Mutex<HashMap<Box<str>, VecDeque<Idle>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     keepalive: Duration,
@@ -151,7 +151,7 @@ impl Pool {
     fn checkout(&self, address: &str) -> Option<Conn> {
         let mut idle = self.idle.lock();
         let conns = idle.get_mut(address)?;
-        while let Some(Idle { mut conn, since }) = conns.pop() {
+        while let Some(Idle { mut conn, since }) = conns.pop_back() {
             if since.elapsed() < self.idle_timeout && conn.open() {
                 return Some(conn);
             }
@@ -167,9 +167,20 @@ impl Pool {
         };
         let mut pool = self.idle.lock();
         match pool.get_mut(address) {
-            Some(conns) => conns.push(idle),
+            Some(conns) => {
+                // Checked in in time order: the oldest are at the front. Those past the idle
+                // timeout are closed here, so connections a burst opened do not stay open (and
+                // their sockets held) until a later burst reaches them.
+                while conns
+                    .front()
+                    .is_some_and(|old| old.since.elapsed() >= self.idle_timeout)
+                {
+                    conns.pop_front();
+                }
+                conns.push_back(idle);
+            }
             None => {
-                pool.insert(address.into(), vec![idle]);
+                pool.insert(address.into(), VecDeque::from([idle]));
             }
         }
     }
