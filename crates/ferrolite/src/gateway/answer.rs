@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use ferrolite_router::{RouterResponse, RouterStream};
 
@@ -11,7 +11,7 @@ use ferrolite_router::{RouterResponse, RouterStream};
 /// for (spliced in where it stands: key order, numbers and escapes stay the upstream's), and
 /// the answer headers.
 pub(super) fn json(answer: RouterResponse, model: String) -> Response {
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
     litellm_headers(&mut headers, Answered::from(&answer));
     headers.insert(
         header::CONTENT_TYPE,
@@ -71,36 +71,161 @@ impl<'a> From<&'a RouterStream> for Answered<'a> {
     }
 }
 
+/// LiteLLM's `x-litellm-*` answer headers and ferrolite's own, named once.
+const MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
+const MODEL_GROUP: HeaderName = HeaderName::from_static("x-litellm-model-group");
+const ATTEMPTED_RETRIES: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
+const MAX_RETRIES: HeaderName = HeaderName::from_static("x-litellm-max-retries");
+const MODEL_API_BASE: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
+const ATTEMPTED_FALLBACKS: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
+const RESPONSE_COST: HeaderName = HeaderName::from_static("x-litellm-response-cost");
+const CACHE_KEY: HeaderName = HeaderName::from_static("x-litellm-cache-key");
+const CACHE_HIT: HeaderName = HeaderName::from_static("x-ferrolite-cache-hit");
+const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-ferrolite-overhead-ms");
+
+/// The headers [`litellm_headers`] sets at most, and the two the answer adds (content type,
+/// request id): room for them all at once.
+pub(super) const ANSWER_HEADERS: usize = 14;
+
 /// The headers LiteLLM's proxy sets on an answer, plus ferrolite's overhead and cache-hit
-/// headers.
+/// headers. Names are constants and values are written without `format!` (small counts are
+/// static values): a text value costs one copy, a number none or one.
 pub(super) fn litellm_headers(headers: &mut HeaderMap, answered: Answered<'_>) {
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    let mut set = |name: HeaderName, value: Option<HeaderValue>| {
+        if let Some(value) = value {
             headers.insert(name, value);
         }
     };
-    set("x-litellm-model-id", answered.deployment.to_string());
-    set("x-litellm-model-group", answered.group.to_string());
-    set("x-litellm-attempted-retries", answered.retries.to_string());
+    set(MODEL_ID, text(answered.deployment));
+    set(MODEL_GROUP, text(answered.group));
+    set(ATTEMPTED_RETRIES, Some(count(answered.retries)));
     if let Some(max) = answered.max_retries {
-        set("x-litellm-max-retries", max.to_string());
+        set(MAX_RETRIES, Some(count(max)));
     }
     if let Some(base) = answered.api_base {
-        set("x-litellm-model-api-base", base.to_string());
+        set(MODEL_API_BASE, text(base));
     }
-    set(
-        "x-litellm-attempted-fallbacks",
-        answered.fallbacks.to_string(),
-    );
+    set(ATTEMPTED_FALLBACKS, Some(count(answered.fallbacks)));
     if let Some(cost) = answered.cost {
-        set("x-litellm-response-cost", format!("{cost}"));
+        set(RESPONSE_COST, cost_value(cost));
     }
     if let Some(key) = answered.cache_key {
-        set("x-litellm-cache-key", key.to_string());
-        set("x-ferrolite-cache-hit", answered.cache_hit.to_string());
+        set(CACHE_KEY, text(key));
+        set(
+            CACHE_HIT,
+            Some(HeaderValue::from_static(if answered.cache_hit {
+                "true"
+            } else {
+                "false"
+            })),
+        );
     }
-    set(
-        "x-ferrolite-overhead-ms",
-        format!("{:.3}", answered.overhead.as_secs_f64() * 1e3),
-    );
+    set(OVERHEAD_MS, overhead_value(answered.overhead));
+}
+
+/// A text header's value (`None` when it holds a byte a header may not).
+fn text(value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value).ok()
+}
+
+/// A count's value, as its decimal digits: 0-9 without an allocation.
+fn count(n: u32) -> HeaderValue {
+    const DIGITS: [HeaderValue; 10] = [
+        HeaderValue::from_static("0"),
+        HeaderValue::from_static("1"),
+        HeaderValue::from_static("2"),
+        HeaderValue::from_static("3"),
+        HeaderValue::from_static("4"),
+        HeaderValue::from_static("5"),
+        HeaderValue::from_static("6"),
+        HeaderValue::from_static("7"),
+        HeaderValue::from_static("8"),
+        HeaderValue::from_static("9"),
+    ];
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| DIGITS.get(i).cloned())
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+/// `x-litellm-response-cost`: the cost as Rust's `Display` of an `f64` writes it (`0.00042`,
+/// `0`), written on the stack (a cost too long for it, `format!`).
+fn cost_value(cost: f64) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut buffer = [0u8; 48];
+    let mut rest = &mut buffer[..];
+    if write!(rest, "{cost}").is_ok() {
+        let written = 48 - rest.len();
+        return HeaderValue::from_bytes(buffer.get(..written)?).ok();
+    }
+    HeaderValue::from_str(&cost.to_string()).ok()
+}
+
+/// `x-ferrolite-overhead-ms`: the overhead in milliseconds with three decimals, as
+/// `format!("{:.3}", overhead.as_secs_f64() * 1e3)` writes it, from the integer nanoseconds
+/// (rounded to the nearest microsecond; a time exactly halfway between two microseconds,
+/// where the float's own rounding decides, is formatted as before).
+fn overhead_value(overhead: Duration) -> Option<HeaderValue> {
+    let nanos = overhead.as_nanos();
+    if nanos % 1_000 == 500 {
+        return HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1e3)).ok();
+    }
+    let micros = (nanos + 500) / 1_000;
+    let mut digits = itoa::Buffer::new();
+    let whole = digits.format(micros / 1_000).as_bytes();
+    let thousandths = u16::try_from(micros % 1_000).unwrap_or(0);
+    let mut buffer = [0u8; 44];
+    let (digits, tail) = buffer.split_at_mut(whole.len());
+    digits.copy_from_slice(whole);
+    let tail = tail.get_mut(..4)?;
+    tail.copy_from_slice(&[
+        b'.',
+        b'0' + digit(thousandths / 100),
+        b'0' + digit(thousandths / 10 % 10),
+        b'0' + digit(thousandths % 10),
+    ]);
+    HeaderValue::from_bytes(buffer.get(..whole.len() + 4)?).ok()
+}
+
+/// A decimal digit (0-9) as a byte's offset from `b'0'`.
+fn digit(d: u16) -> u8 {
+    u8::try_from(d % 10).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::{cost_value, count, overhead_value};
+
+    #[test]
+    fn the_overhead_is_written_as_the_float_formatting_wrote_it() {
+        let mut nanos: Vec<u64> = (0..5_000).collect();
+        nanos.extend((0..5_000).map(|n| n * 997 + 1_234_567));
+        nanos.extend([
+            999_499,
+            999_500,
+            999_501,
+            9_999_999_999,
+            86_400_000_000_123,
+            u64::from(u32::MAX) * 1_000 + 499,
+        ]);
+        for n in nanos {
+            let overhead = Duration::from_nanos(n);
+            let before = format!("{:.3}", overhead.as_secs_f64() * 1e3);
+            assert_eq!(overhead_value(overhead).unwrap(), before.as_str(), "{n} ns");
+        }
+    }
+
+    #[test]
+    fn a_cost_and_a_count_are_written_as_display_writes_them() {
+        for cost in [0.0, 1.0, 0.00042, 1.5e-7, 123_456.789, 1e-300, f64::MAX] {
+            assert_eq!(cost_value(cost).unwrap(), cost.to_string().as_str());
+        }
+        for n in [0, 1, 9, 10, 11, 99, 1_000, u32::MAX] {
+            assert_eq!(count(n), n.to_string().as_str());
+        }
+    }
 }

@@ -10,7 +10,7 @@ use ferrolite_router::RouterStream;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 
-use super::answer::{Answered, litellm_headers};
+use super::answer::{ANSWER_HEADERS, Answered, litellm_headers};
 use super::errors::status_of;
 
 /// A routed stream as server-sent events: each chunk as it arrives, `data: [DONE]` at the end,
@@ -20,7 +20,7 @@ use super::errors::status_of;
 /// The upstream is always asked for usage (the router needs the counts); the client sees it
 /// only when it asked (`include_usage`), as OpenAI sends it ([`StreamUsage`]).
 pub(super) fn sse(stream: RouterStream, model: String, include_usage: bool) -> Response {
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
     litellm_headers(&mut headers, Answered::from(&stream));
     let usage = StreamUsage::new(include_usage, &model);
     let events = futures_util::stream::unfold(Some((stream, usage)), move |state| async move {
