@@ -293,7 +293,12 @@ impl MockBackend {
             MockResponse::Error(class) => {
                 return Plan::Fail(class, "mock_response: a mocked failure".into());
             }
-            MockResponse::Text(text) => (text, vec![0.0; DEFAULT_EMBEDDING_DIMENSIONS]),
+            // Only an embedding call writes the vector: a chat or text answer does not pay for
+            // 1,536 zeros it never reads.
+            MockResponse::Text(text) if kind == Kind::Embedding => {
+                (text, vec![0.0; DEFAULT_EMBEDDING_DIMENSIONS])
+            }
+            MockResponse::Text(text) => (text, Vec::new()),
             MockResponse::Embedding(vector) => {
                 (serde_json::Value::from(vector.clone()).to_string(), vector)
             }

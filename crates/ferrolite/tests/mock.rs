@@ -196,7 +196,13 @@ async fn embeddings_and_completions_get_their_shapes() {
     };
     let answer = backend.call(&deployment(), &embed).await.unwrap();
     assert_eq!(answer.body.to_value().unwrap()["object"], "list");
-    assert!(answer.body.to_value().unwrap()["data"][0]["embedding"].is_array());
+    let vector = &answer.body.to_value().unwrap()["data"][0]["embedding"];
+    // LiteLLM's mock_embedding: 1,536 zeros when mock_response gives no vector.
+    assert_eq!(
+        vector.as_array().map(Vec::len),
+        Some(ferrolite::mock::DEFAULT_EMBEDDING_DIMENSIONS)
+    );
+    assert!(vector.as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)));
     let complete = BackendRequest {
         body: serde_json::json!({"model": "c", "prompt": "once"}),
         stream: false,
