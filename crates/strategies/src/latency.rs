@@ -115,6 +115,10 @@ impl Slot {
     }
 }
 
+/// Up to this many members within the buffer are walked in the tree; more are drawn from (a
+/// walk reads members in order, a draw at random: a cache miss each over a large pool).
+const FEW: usize = 64;
+
 /// Pools with a score tree a strategy keeps at most; past it they are all dropped (a router
 /// prepares one pool per group and `order` tier per snapshot, far fewer).
 const MAX_TREES: usize = 1024;
@@ -206,9 +210,12 @@ impl LatencyBased {
         tree
     }
 
-    /// latency-based over a large pool, not streaming, through the pool's score tree: the
-    /// lowest score with room by a descent, then a uniform draw among the candidates with room
-    /// within the buffer of it (a few draws over the pool, else the tree's members within).
+    /// latency-based over a large pool, not streaming, through the pool's score tree: when some
+    /// member scores 0, the draws at 0 as for streaming picks; then the lowest score with room
+    /// by a descent, and a uniform choice among the candidates with room within the buffer of
+    /// it: by reservoir over the tree's members within when they are few, else by draws over
+    /// the pool (whose accepted draw is uniform over the same set), else by reservoir over all
+    /// of them. Which way is taken depends on the state only, not on the draws.
     fn pick_by_tree<'t>(
         &self,
         eligible: Candidates<'t, '_>,
@@ -217,6 +224,11 @@ impl LatencyBased {
     ) -> Option<&'t Target> {
         let score = |t: &Target| self.score(t, false, now);
         let tree = self.tree(eligible.pool());
+        if tree.lowest(now) <= 0.0 {
+            if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
+                return Some(chosen);
+            }
+        }
         let floor = tree.floor(now, |position, below| {
             let target = eligible.at(position)?;
             let value = score(target);
@@ -227,10 +239,10 @@ impl LatencyBased {
         }
         let ceiling = floor * (1.0 + self.buffer);
         let within = |t: &Target| score(t) <= ceiling && keep(t);
-        eligible.draw_uniform(&self.rng, &within).or_else(|| {
+        let by_reservoir = |limit: usize| {
             let mut chosen = None;
             let mut seen = 0usize;
-            tree.each_within(now, ceiling, |position| {
+            let complete = tree.each_within(now, ceiling, limit, |position| {
                 if let Some(target) = eligible.at(position).filter(|t| within(t)) {
                     seen += 1;
                     if self.rng.below(seen) == 0 {
@@ -238,8 +250,14 @@ impl LatencyBased {
                     }
                 }
             });
-            chosen
-        })
+            complete.then_some(chosen)
+        };
+        if let Some(chosen) = by_reservoir(FEW) {
+            return chosen;
+        }
+        eligible
+            .draw_uniform(&self.rng, within)
+            .or_else(|| by_reservoir(usize::MAX).flatten())
     }
 
     fn score(&self, target: &Target, stream: bool, now_ms: u64) -> f64 {
@@ -276,13 +294,13 @@ impl Strategy for LatencyBased {
         // answer is a uniform draw among the candidates with room at 0 — what a random draw
         // accepted only at 0 is. A few such draws first; else the passes below.
         if !eligible.is_small() {
-            if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
-                return Ok(chosen);
-            }
             if !ctx.stream {
                 return self
                     .pick_by_tree(eligible, now, &keep)
                     .ok_or_else(no_capacity);
+            }
+            if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
+                return Ok(chosen);
             }
         }
         if self.buffer == 0.0 {
@@ -501,7 +519,7 @@ mod tests {
                 prop_assert_eq!(tree_floor, floor);
                 let mut within = BTreeSet::new();
                 if floor.is_finite() {
-                    tree.each_within(now, ceiling, |p| {
+                    tree.each_within(now, ceiling, usize::MAX, |p| {
                         if let Some(t) = eligible.at(p).filter(|t| keep(t) && score(t) <= ceiling) {
                             within.insert(t.ix.index());
                         }

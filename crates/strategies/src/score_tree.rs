@@ -173,13 +173,34 @@ impl ScoreTree {
         self.floor_below(nodes, second, now_ms, best, leaf);
     }
 
+    /// The lowest score of any member at `now_ms` (room not considered).
+    pub(crate) fn lowest(&self, now_ms: u64) -> f64 {
+        self.nodes
+            .read()
+            .get(1)
+            .map_or(f64::INFINITY, |root| root.lowest(now_ms, self.ttl_ms))
+    }
+
     /// Calls `visit` with the position of every member whose score at `now_ms` may be at most
     /// `ceiling` (exactly those, while the tree is up to date), in position order; subtrees
-    /// whose lowest score is above it are skipped.
-    pub(crate) fn each_within(&self, now_ms: u64, ceiling: f64, mut visit: impl FnMut(usize)) {
+    /// whose lowest score is above it are skipped. Stops after `limit` members: whether it
+    /// visited them all.
+    pub(crate) fn each_within(
+        &self,
+        now_ms: u64,
+        ceiling: f64,
+        limit: usize,
+        mut visit: impl FnMut(usize),
+    ) -> bool {
         let nodes = self.nodes.read();
-        let mut stack = vec![1usize];
-        while let Some(i) = stack.pop() {
+        // A depth-first walk holds at most one pending sibling per level.
+        let mut stack = [0usize; 2 * usize::BITS as usize];
+        let mut depth = 1;
+        stack[0] = 1;
+        let mut visited = 0usize;
+        while depth > 0 {
+            depth -= 1;
+            let i = stack[depth];
             let Some(node) = nodes.get(i) else { continue };
             if node.lowest(now_ms, self.ttl_ms) > ceiling {
                 continue;
@@ -187,13 +208,19 @@ impl ScoreTree {
             if i >= self.width {
                 let position = i - self.width;
                 if position < self.len {
+                    if visited == limit {
+                        return false;
+                    }
+                    visited += 1;
                     visit(position);
                 }
-            } else {
-                stack.push(2 * i + 1);
-                stack.push(2 * i);
+            } else if depth + 2 <= stack.len() {
+                stack[depth] = 2 * i + 1;
+                stack[depth + 1] = 2 * i;
+                depth += 2;
             }
         }
+        true
     }
 }
 
@@ -217,16 +244,21 @@ mod tests {
         // A new sample moves a member.
         tree.set(3, || (0.5, 10_400));
         let mut within = Vec::new();
-        tree.each_within(10_500, 1.0, |p| within.push(p));
+        assert!(tree.each_within(10_500, 1.0, usize::MAX, |p| within.push(p)));
         assert_eq!(within, vec![0, 3]);
         // Past the TTL of the samples at 10,000 every other member scores 0.
         let mut within = Vec::new();
-        tree.each_within(11_000, 0.0, |p| within.push(p));
+        assert!(tree.each_within(11_000, 0.0, usize::MAX, |p| within.push(p)));
         assert_eq!(within, vec![0, 1, 2, 4]);
+        let mut within = Vec::new();
+        assert!(!tree.each_within(11_000, 0.0, 2, |p| within.push(p)));
+        assert_eq!(within, vec![0, 1]);
+        assert_eq!(tree.lowest(11_000), 0.0);
+        assert_eq!(tree.lowest(10_500), 0.5);
         // No sample: 0.
         tree.set(3, || (f64::NAN, 0));
         let mut within = Vec::new();
-        tree.each_within(10_500, 0.0, |p| within.push(p));
+        assert!(tree.each_within(10_500, 0.0, usize::MAX, |p| within.push(p)));
         assert_eq!(within, vec![3]);
     }
 }
