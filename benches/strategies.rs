@@ -1,7 +1,7 @@
 //! `Strategy::pick` for every strategy at 10, 1,000 and 10,000 deployments, with usage state
 //! populated (requests, tokens, calls in flight on four in five, latency samples on all) and
-//! every deployment within its limits: usage-based and latency-based scan every candidate,
-//! the others draw from the group's pool. Each iteration takes the usage view, as
+//! every deployment within its limits: usage-based scans every candidate, latency-based
+//! descends the pool's score tree, the others draw from the group's pool. Each iteration takes the usage view, as
 //! the router does once per request, and picks on it. `admission/batched` admits a call and
 //! drops its permit (the in-process path every request takes after the pick).
 //!

@@ -6,6 +6,8 @@
 //! dense list (by position), the cumulative weights of each weight metric (simple-shuffle draws
 //! by binary search) and its members by cost (cost-based walks the cheapest level first).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ferrolite_types::DeploymentIx;
 
 use crate::{Rng, Target, Targets};
@@ -29,6 +31,9 @@ pub(crate) fn metric_weight(target: &Target, m: usize) -> f64 {
 /// scanning.
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
+    /// Tells pools apart (0 for the empty default): a strategy keeps what it prepares for a
+    /// pool (latency-based's score tree) under it. Clones keep it: they have the same members.
+    id: u64,
     /// The members, in snapshot order (ascending index).
     members: Vec<DeploymentIx>,
     /// Per weight metric: the running sum of the members' weights, when any is positive.
@@ -75,12 +80,20 @@ impl Pool {
             }
         }
         cost_levels.push(by_cost.len() as u32);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Pool {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             members,
             cumulative,
             by_cost,
             cost_levels,
         }
+    }
+
+    /// The pool's identity: the same for a pool and its clones, different for every other pool
+    /// built (0 for the empty default).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The members, in snapshot order.

@@ -1,16 +1,17 @@
 //! `latency-based-routing`: the deployment that answered fastest lately (`lowest_latency.py`).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrolite_cache::Clock;
 use ferrolite_types::{ErrorClass, LearnedState, PerDeployment};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
-use crate::candidates::Candidates;
+use crate::candidates::{Candidates, Pool};
 use crate::pick::{fits, lowest, uniform};
+use crate::score_tree::ScoreTree;
 use crate::{
     Outcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
 };
@@ -64,12 +65,25 @@ impl Samples {
         }
         Some(f64::from_bits(self.mean.load(Ordering::Acquire))).filter(|m| !m.is_nan())
     }
+
+    /// The published mean (NaN: none) and the newest sample's time (0: none), as a
+    /// [`ScoreTree`] keeps them.
+    fn state(&self) -> (f64, u64) {
+        (
+            f64::from_bits(self.mean.load(Ordering::Acquire)),
+            self.newest_ms.load(Ordering::Acquire),
+        )
+    }
 }
 
 #[derive(Debug)]
 struct Slot {
     latency: Samples,
     ttft: Samples,
+    /// The score trees this deployment is a leaf of (tree, position), told when its latency
+    /// samples change. A slot outlives snapshots (it is kept by id), so a strategy of an older
+    /// snapshot recording a sample updates the trees of the newer one.
+    trees: Mutex<Vec<(Weak<ScoreTree>, usize)>>,
 }
 
 impl Slot {
@@ -77,9 +91,37 @@ impl Slot {
         Slot {
             latency: Samples::new(),
             ttft: Samples::new(),
+            trees: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Makes this deployment leaf `position` of `tree` (and forgets trees dropped since).
+    fn watch(&self, tree: &Arc<ScoreTree>, position: usize) {
+        let mut trees = self.trees.lock();
+        trees.retain(|(t, _)| t.strong_count() > 0);
+        trees.push((Arc::downgrade(tree), position));
+    }
+
+    /// Tells the trees this deployment is in its latency samples' new state. Locks the slot's
+    /// list, then each tree (building a tree never holds the tree while it takes a slot's list).
+    fn latency_changed(&self) {
+        let mut trees = self.trees.lock();
+        trees.retain(|(t, _)| t.strong_count() > 0);
+        for (tree, position) in trees.iter() {
+            if let Some(tree) = tree.upgrade() {
+                tree.set(*position, || self.latency.state());
+            }
         }
     }
 }
+
+/// Up to this many members within the buffer are walked in the tree; more are drawn from (a
+/// walk reads members in order, a draw at random: a cache miss each over a large pool).
+const FEW: usize = 64;
+
+/// Pools with a score tree a strategy keeps at most; past it they are all dropped (a router
+/// prepares one pool per group and `order` tier per snapshot, far fewer).
+const MAX_TREES: usize = 1024;
 
 /// Lowest mean latency over the last `max_latency_list_size` samples younger than `ttl`:
 /// seconds per output token for completions that report usage (raw seconds otherwise), time to
@@ -90,6 +132,17 @@ impl Slot {
 ///
 /// Samples are kept per deployment id ([`LearnedState`]): a new snapshot keeps what was learned
 /// of unchanged deployments.
+///
+/// Cost: over a pool of more than 32 members a few random draws first look for a candidate
+/// with room and no fresh sample (score 0, the lowest there is). Failing that, a non-streaming
+/// pick descends the pool's score tree (a tournament tree over the members' means, updated
+/// when a sample is recorded; expiry needs no update, see `score_tree.rs`): the lowest score
+/// with room, skipping subtrees that cannot beat it, then a uniform draw among the candidates
+/// with room within the buffer of it — a few draws over the pool, else the tree's members
+/// within. The decisions are the scan's: the same floor, the same set, each member of it
+/// equally likely (the random sequence differs from the scan's). Streaming picks rank by time
+/// to first token, falling back to the latency mean when it expired: no subtree minimum
+/// captures that switch, so they scan (one pass for the floor, one for the draw).
 #[derive(Debug)]
 pub struct LatencyBased {
     rng: Rng,
@@ -99,6 +152,9 @@ pub struct LatencyBased {
     ttl_ms: u64,
     buffer: f64,
     size: usize,
+    /// Per pool ([`Pool::id`]) of more than a few members: the tree over its members' latency
+    /// scores (streaming picks, ranked by time to first token, scan instead).
+    trees: RwLock<HashMap<u64, Arc<ScoreTree>>>,
 }
 
 impl LatencyBased {
@@ -120,7 +176,88 @@ impl LatencyBased {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             buffer,
             size: max_samples,
+            trees: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The score tree of `pool`, built on the first pick over it.
+    fn tree(&self, pool: &Pool) -> Arc<ScoreTree> {
+        if let Some(tree) = self.trees.read().get(&pool.id()) {
+            if tree.len() == pool.len() {
+                return Arc::clone(tree);
+            }
+        }
+        let tree = Arc::new(ScoreTree::new(pool.len(), self.ttl_ms));
+        let members = pool.members();
+        // Each slot learns of the tree before the tree reads it: a sample recorded meanwhile
+        // updates the tree after the fill (which holds the tree), or is read by it.
+        for (position, ix) in members.iter().enumerate() {
+            if let Some(slot) = self.slots.get(*ix) {
+                slot.watch(&tree, position);
+            }
+        }
+        tree.fill(|position| {
+            members
+                .get(position)
+                .and_then(|ix| self.slots.get(*ix))
+                .map_or((f64::NAN, 0), |slot| slot.latency.state())
+        });
+        let mut trees = self.trees.write();
+        if trees.len() >= MAX_TREES {
+            trees.clear();
+        }
+        trees.insert(pool.id(), Arc::clone(&tree));
+        tree
+    }
+
+    /// latency-based over a large pool, not streaming, through the pool's score tree: when some
+    /// member scores 0, the draws at 0 as for streaming picks; then the lowest score with room
+    /// by a descent, and a uniform choice among the candidates with room within the buffer of
+    /// it: by reservoir over the tree's members within when they are few, else by draws over
+    /// the pool (whose accepted draw is uniform over the same set), else by reservoir over all
+    /// of them. Which way is taken depends on the state only, not on the draws.
+    fn pick_by_tree<'t>(
+        &self,
+        eligible: Candidates<'t, '_>,
+        now: u64,
+        keep: &impl Fn(&Target) -> bool,
+    ) -> Option<&'t Target> {
+        let score = |t: &Target| self.score(t, false, now);
+        let tree = self.tree(eligible.pool());
+        if tree.lowest(now) <= 0.0 {
+            if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
+                return Some(chosen);
+            }
+        }
+        let floor = tree.floor(now, |position, below| {
+            let target = eligible.at(position)?;
+            let value = score(target);
+            (value < below && keep(target)).then_some(value)
+        });
+        if floor.is_infinite() {
+            return None;
+        }
+        let ceiling = floor * (1.0 + self.buffer);
+        let within = |t: &Target| score(t) <= ceiling && keep(t);
+        let by_reservoir = |limit: usize| {
+            let mut chosen = None;
+            let mut seen = 0usize;
+            let complete = tree.each_within(now, ceiling, limit, |position| {
+                if let Some(target) = eligible.at(position).filter(|t| within(t)) {
+                    seen += 1;
+                    if self.rng.below(seen) == 0 {
+                        chosen = Some(target);
+                    }
+                }
+            });
+            complete.then_some(chosen)
+        };
+        if let Some(chosen) = by_reservoir(FEW) {
+            return chosen;
+        }
+        eligible
+            .draw_uniform(&self.rng, within)
+            .or_else(|| by_reservoir(usize::MAX).flatten())
     }
 
     fn score(&self, target: &Target, stream: bool, now_ms: u64) -> f64 {
@@ -157,6 +294,11 @@ impl Strategy for LatencyBased {
         // answer is a uniform draw among the candidates with room at 0 — what a random draw
         // accepted only at 0 is. A few such draws first; else the passes below.
         if !eligible.is_small() {
+            if !ctx.stream {
+                return self
+                    .pick_by_tree(eligible, now, &keep)
+                    .ok_or_else(no_capacity);
+            }
             if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
                 return Ok(chosen);
             }
@@ -197,6 +339,7 @@ impl Strategy for LatencyBased {
                     _ => seconds,
                 };
                 slot.latency.record(sample, now, self.size, self.ttl_ms);
+                slot.latency_changed();
                 if let Some(ttft) = call.time_to_first_token {
                     slot.ttft
                         .record(ttft.as_secs_f64(), now, self.size, self.ttl_ms);
@@ -205,6 +348,7 @@ impl Strategy for LatencyBased {
             Outcome::Failure(ErrorClass::Timeout) => {
                 slot.latency
                     .record(TIMEOUT_PENALTY_SECS, now, self.size, self.ttl_ms);
+                slot.latency_changed();
             }
             Outcome::Failure(_) => {}
         }
@@ -219,6 +363,180 @@ impl Strategy for LatencyBased {
             ttl_ms: self.ttl_ms,
             buffer: self.buffer,
             size: self.size,
+            trees: RwLock::new(HashMap::new()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ferrolite_cache::{CacheConfig, Clock, DualCache, ManualClock, Window};
+    use ferrolite_types::Deployment;
+    use proptest::prelude::*;
+
+    use super::LatencyBased;
+    use crate::candidates::SMALL;
+    use crate::pick::fits;
+    use crate::Strategy as _;
+    use crate::{
+        AdmissionMode, CallOutcome, Candidates, Exclusions, Outcome, Pool, RouteContext, Rng,
+        StrategyError, Targets, UsageStore,
+    };
+
+    const T0: u64 = 1_767_225_630_000;
+    const TTL_MS: u64 = 1_000;
+
+    /// One deployment: its rpm limit, requests already in the window, latency samples as
+    /// (time after T0 in ms, seconds), and whether the filters left it out.
+    #[derive(Debug, Clone)]
+    struct Spec {
+        rpm: Option<u64>,
+        requests: u64,
+        samples: Vec<(u64, u64)>,
+        excluded: bool,
+    }
+
+    fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
+        (
+            prop_oneof![Just(None), (1u64..3).prop_map(Some)],
+            0u64..3,
+            // Few distinct latencies (ties) and times on both sides of the TTL.
+            proptest::collection::vec((0u64..2_500, 1u64..5), 0..3),
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(rpm, requests, samples, excluded)| Spec {
+                rpm,
+                requests,
+                samples,
+                excluded,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Over a pool larger than [`SMALL`], the tree finds the floor the scan finds and the
+        /// same set of candidates within the buffer of it (the tree built before the samples,
+        /// kept up to date by them), and the pick is one of them.
+        #[test]
+        fn the_tree_gives_the_scans_floor_and_set(
+            specs in proptest::collection::vec(spec(), SMALL + 1..SMALL + 60),
+            buffer in prop_oneof![Just(0.0), Just(0.5), Just(2.0)],
+            now in 2_000u64..3_000,
+            seed in any::<u64>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let clock = ManualClock::new(T0);
+                let cache = DualCache::connect_with_clock(
+                    CacheConfig::default(),
+                    Arc::new(clock.clone()),
+                )
+                .await
+                .unwrap();
+                let deployments: Vec<Deployment> = specs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| Deployment {
+                        id: Some(format!("d{i}")),
+                        rpm: s.rpm,
+                        ..Deployment::new("g", format!("openai/m{i}"))
+                    })
+                    .collect();
+                let targets = Targets::new(&deployments).unwrap();
+                let usage = UsageStore::new(
+                    cache.clone(),
+                    &targets,
+                    Window::MINUTE_SLIDING,
+                    AdmissionMode::Batched,
+                )
+                .unwrap();
+                let strategy = LatencyBased::new(
+                    &targets,
+                    Rng::seeded(seed),
+                    Arc::new(clock.clone()),
+                    Duration::from_millis(TTL_MS),
+                    buffer,
+                    2,
+                );
+                let pool = Pool::new(&targets, targets.iter().map(|t| t.ix));
+                let mut excluded = Exclusions::new(pool.len());
+                for (p, s) in specs.iter().enumerate() {
+                    if s.excluded {
+                        excluded.insert(p);
+                    }
+                }
+                let eligible = Candidates::without(&targets, &pool, &excluded);
+                // The tree exists before any sample: every one reaches it as an update.
+                let tree = strategy.tree(&pool);
+                let mut samples: Vec<(u64, usize, u64)> = specs
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, s)| s.samples.iter().map(move |(at, secs)| (*at, i, *secs)))
+                    .collect();
+                samples.sort();
+                for (at, i, secs) in samples {
+                    clock.set_ms(T0 + at);
+                    let call = CallOutcome {
+                        latency: Duration::from_millis(secs * 100),
+                        ..CallOutcome::default()
+                    };
+                    let target = targets.iter().nth(i).unwrap();
+                    strategy.observe(target, &Outcome::Success(&call));
+                }
+                clock.set_ms(T0 + now);
+                for (target, s) in targets.iter().zip(&specs) {
+                    usage.record(target, s.requests as i64, 0).unwrap();
+                }
+                let view = usage.view();
+                let keep = fits(&view, 0);
+                let now = clock.now_ms();
+                let score = |t: &crate::Target| strategy.score(t, false, now);
+
+                // The scan.
+                let floor = eligible
+                    .iter()
+                    .filter(|t| keep(t))
+                    .map(score)
+                    .fold(f64::INFINITY, f64::min);
+                let ceiling = floor * (1.0 + buffer);
+                let expected: BTreeSet<usize> = eligible
+                    .iter()
+                    .filter(|t| keep(t) && score(t) <= ceiling)
+                    .map(|t| t.ix.index())
+                    .collect();
+
+                // The tree.
+                let tree_floor = tree.floor(now, |p, below| {
+                    let t = eligible.at(p)?;
+                    let v = score(t);
+                    (v < below && keep(t)).then_some(v)
+                });
+                prop_assert_eq!(tree_floor, floor);
+                let mut within = BTreeSet::new();
+                if floor.is_finite() {
+                    tree.each_within(now, ceiling, usize::MAX, |p| {
+                        if let Some(t) = eligible.at(p).filter(|t| keep(t) && score(t) <= ceiling) {
+                            within.insert(t.ix.index());
+                        }
+                    });
+                }
+                prop_assert_eq!(&within, &expected);
+
+                let ctx = RouteContext::new("g");
+                for _ in 0..20 {
+                    match strategy.pick(&ctx, eligible, &view) {
+                        Ok(t) => prop_assert!(expected.contains(&t.ix.index())),
+                        Err(StrategyError::NoCapacity(_)) => prop_assert!(expected.is_empty()),
+                        Err(other) => prop_assert!(false, "{other:?}"),
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
 }

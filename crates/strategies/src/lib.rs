@@ -26,7 +26,9 @@
 //! group and `order` tier (its members, the running weights simple-shuffle draws from, the
 //! cost levels cost-based walks), less the [`Exclusions`] its filters made. The strategies
 //! draw from the pool first and scan only when a few draws found nothing: a pick costs about
-//! the same over ten deployments as over ten thousand unless the group is loaded.
+//! the same over ten deployments as over ten thousand unless the group is loaded. Loaded,
+//! latency-based descends a tree over the pool's latency scores kept up to date as samples
+//! are recorded (O(log N)); usage-based still scans (see [`LowestScore`] for why).
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite`. The router
 //! filters (cooldown, budgets, tags, context window, order) before a strategy sees the list.
@@ -39,6 +41,7 @@ mod lowest_score;
 mod p2c;
 mod pick;
 mod rng;
+mod score_tree;
 mod shuffle;
 mod strategy;
 mod target;
