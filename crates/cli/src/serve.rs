@@ -251,10 +251,7 @@ fn restart_only_values(text: &str) -> Option<Vec<Option<serde_json::Value>>> {
 /// The restart-only keys whose values differ between the served config (`old`, its
 /// [`restart_only_values`]) and the YAML `new` (never printed): what a refusal names once the
 /// state cache the new config describes differs.
-fn restart_only_changes(
-    old: Option<&[Option<serde_json::Value>]>,
-    new: &str,
-) -> Vec<&'static str> {
+fn restart_only_changes(old: Option<&[Option<serde_json::Value>]>, new: &str) -> Vec<&'static str> {
     let (Some(old), Some(new)) = (old, restart_only_values(new)) else {
         return Vec::new();
     };
@@ -474,7 +471,10 @@ mod tests {
                    model_list:\n  - model_name: b\n    litellm_params: {model: openai/y}\n";
         assert_eq!(
             restart_only_changes(Some(&applied), new),
-            vec!["router_settings.redis_port", "ferrolite_settings.failure_mode"]
+            vec![
+                "router_settings.redis_port",
+                "ferrolite_settings.failure_mode"
+            ]
         );
         assert!(restart_only_changes(Some(&applied), old).is_empty());
         assert!(restart_only_changes(Some(&applied), "model_list: [").is_empty());

@@ -202,7 +202,13 @@ async fn embeddings_and_completions_get_their_shapes() {
         vector.as_array().map(Vec::len),
         Some(ferrolite::mock::DEFAULT_EMBEDDING_DIMENSIONS)
     );
-    assert!(vector.as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)));
+    assert!(
+        vector
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_f64() == Some(0.0))
+    );
     let complete = BackendRequest {
         body: serde_json::json!({"model": "c", "prompt": "once"}),
         stream: false,

@@ -1,8 +1,8 @@
 //! `latency-based-routing`: the deployment that answered fastest lately (`lowest_latency.py`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ferrolite_cache::Clock;
@@ -379,11 +379,11 @@ mod tests {
     use proptest::prelude::*;
 
     use super::LatencyBased;
+    use crate::Strategy as _;
     use crate::candidates::SMALL;
     use crate::pick::fits;
-    use crate::Strategy as _;
     use crate::{
-        AdmissionMode, CallOutcome, Candidates, Exclusions, Outcome, Pool, RouteContext, Rng,
+        AdmissionMode, CallOutcome, Candidates, Exclusions, Outcome, Pool, Rng, RouteContext,
         StrategyError, Targets, UsageStore,
     };
 

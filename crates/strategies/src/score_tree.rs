@@ -237,10 +237,7 @@ mod tests {
         let score = |p: usize| 1.0 + p as f64;
         assert_eq!(tree.floor(10_500, |p, _| Some(score(p))), 1.0);
         // Without room at the lowest, the next.
-        assert_eq!(
-            tree.floor(10_500, |p, _| (p != 0).then(|| score(p))),
-            2.0
-        );
+        assert_eq!(tree.floor(10_500, |p, _| (p != 0).then(|| score(p))), 2.0);
         // A new sample moves a member.
         tree.set(3, || (0.5, 10_400));
         let mut within = Vec::new();

@@ -280,8 +280,7 @@ mod tests {
     fn per_deployment_values_are_allocated_for_exactly_the_deployments() {
         let names: Vec<String> = (0..1_000).map(|i| format!("d{i}")).collect();
         let index =
-            DeploymentIndex::from_ids(names.iter().map(|n| DeploymentId::new(n.as_str())))
-                .unwrap();
+            DeploymentIndex::from_ids(names.iter().map(|n| DeploymentId::new(n.as_str()))).unwrap();
         let made = index
             .try_map(|ix, _| Ok::<_, TypesError>(ix.index()))
             .unwrap();
