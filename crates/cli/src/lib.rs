@@ -539,6 +539,7 @@ pub fn render(report: &Report, workload: &Workload) -> String {
     write_run(&mut out, report, workload);
     let _ = writeln!(out);
     write_deployments(&mut out, report);
+    write_left_out(&mut out, report);
     let _ = writeln!(out);
     write_groups(&mut out, report);
     write_findings(&mut out, report);
@@ -594,7 +595,14 @@ fn write_deployments(out: &mut String, report: &Report) {
         "spend $",
         "peak rpm / rpm"
     );
-    for d in &report.deployments {
+    let shown = shown_deployments(report);
+    for d in report
+        .deployments
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| shown.as_ref().is_none_or(|s| s.contains(i)))
+        .map(|(_, d)| d)
+    {
         let limit = d.rpm.map_or_else(
             || format!("{:.0} / -", d.peak_rpm),
             |rpm| format!("{:.0} / {rpm}", d.peak_rpm),
@@ -616,6 +624,44 @@ fn write_deployments(out: &mut String, report: &Report) {
             limit
         );
     }
+}
+
+/// Rows of the deployments table past which only the most telling deployments are printed.
+const DEPLOYMENT_ROWS: usize = 40;
+
+/// Which deployments the table prints when there are more than [`DEPLOYMENT_ROWS`] (positions
+/// in the report; `None`: all): first those with something to see (failures, 429s, cooldowns,
+/// a peak over the limit), then the busiest. A line after the table says how many were left
+/// out; `--json` and `--report` keep every one.
+fn shown_deployments(report: &Report) -> Option<std::collections::HashSet<usize>> {
+    if report.deployments.len() <= DEPLOYMENT_ROWS {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..report.deployments.len()).collect();
+    order.sort_by_key(|&i| {
+        let d = &report.deployments[i];
+        let exceeded = d.rpm.is_some_and(|rpm| d.peak_rpm > rpm as f64);
+        let notable = exceeded || d.failures > 0 || d.rate_limited > 0 || d.cooldowns > 0;
+        (std::cmp::Reverse(notable), std::cmp::Reverse(d.requests), i)
+    });
+    Some(order.into_iter().take(DEPLOYMENT_ROWS).collect())
+}
+
+/// The line under a shortened deployments table: how many deployments and requests it leaves out.
+fn write_left_out(out: &mut String, report: &Report) {
+    let Some(shown) = shown_deployments(report) else {
+        return;
+    };
+    let (count, requests) = report
+        .deployments
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !shown.contains(i))
+        .fold((0u64, 0u64), |(n, r), (_, d)| (n + 1, r + d.requests));
+    let _ = writeln!(
+        out,
+        "... {count} more deployments with {requests} requests not shown (those with failures, 429s or cooldowns and the busiest are); --json or --report lists all"
+    );
 }
 
 /// The table of model groups: requests, outcomes, retries and fallbacks.

@@ -432,3 +432,51 @@ general_settings:
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_large_fleet_prints_the_telling_and_busiest_deployments_and_counts_the_rest() {
+    use ferrolite_cli::simulate::{DeploymentReport, Report};
+    let deployments: Vec<DeploymentReport> = (0..500u64)
+        .map(|i| DeploymentReport {
+            id: format!("d{i}"),
+            group: "g".into(),
+            requests: i % 97,
+            successes: i % 97,
+            // d7 failed and d300 was cooled down: both quiet, both printed.
+            failures: u64::from(i == 7),
+            cooldowns: u64::from(i == 300),
+            ..DeploymentReport::default()
+        })
+        .collect();
+    let total: u64 = deployments.iter().map(|d| d.requests).sum();
+    let report = Report {
+        requests: total,
+        deployments,
+        ..Report::default()
+    };
+    let text = ferrolite_cli::render(&report, &workload(total, 1));
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('d') && l[1..].starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 40, "{text}");
+    assert!(rows.iter().any(|r| r.starts_with("d7 ")), "{text}");
+    assert!(rows.iter().any(|r| r.starts_with("d300 ")), "{text}");
+    // The busiest (96 requests: d96, d193, d290, d387, d484) are printed.
+    assert!(rows.iter().any(|r| r.starts_with("d96 ")), "{text}");
+    let shown: u64 = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    let line = format!(
+        "... 460 more deployments with {} requests not shown",
+        total - shown
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    // Rows keep the report's order.
+    let ids: Vec<u64> = rows
+        .iter()
+        .map(|r| r.split_whitespace().next().unwrap()[1..].parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
