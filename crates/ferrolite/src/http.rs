@@ -221,8 +221,8 @@ impl HttpBackend {
         {
             return None;
         }
-        let mut paths = targets.into_iter().map(|t| t.path);
-        let paths = [paths.next()?, paths.next()?, paths.next()?];
+        let mut paths = targets.iter().map(|t| t.path.path_and_query().cloned());
+        let paths = [paths.next()??, paths.next()??, paths.next()??];
         let key = match deployment.api_key.as_ref().map(|k| k.expose()) {
             Some(key) if azure => Some(plain::header("api-key", key, true).ok()?),
             Some(key) => Some(plain::header("authorization", &bearer(key), true).ok()?),
@@ -254,7 +254,7 @@ impl HttpBackend {
             match &outgoing.to {
                 To::Ready(ready, kind) => {
                     let headers = outgoing.ready_headers(ready).map_err(header_failed)?;
-                    let path = ready.path(*kind).clone();
+                    let path = hyper::Uri::from(ready.path(*kind).clone());
                     let body = Bytes::from(outgoing.body);
                     return plain_reply(pool.send(&ready.route, path, headers, body).await);
                 }
@@ -317,7 +317,7 @@ struct Ready {
     /// The host's connections and `host` header.
     route: plain::Route,
     /// The request target of each endpoint: chat completions, text completions, embeddings.
-    paths: [hyper::Uri; 3],
+    paths: [hyper::http::uri::PathAndQuery; 3],
     /// The key header (`authorization: Bearer …` or azure's `api-key`), marked sensitive.
     key: Option<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// The deployment's extra headers, in order.
@@ -328,7 +328,7 @@ struct Ready {
 
 impl Ready {
     /// The request target of `kind`'s endpoint.
-    fn path(&self, kind: crate::mock::Kind) -> &hyper::Uri {
+    fn path(&self, kind: crate::mock::Kind) -> &hyper::http::uri::PathAndQuery {
         let [chat, completion, embedding] = &self.paths;
         match kind {
             crate::mock::Kind::Chat => chat,
