@@ -105,6 +105,7 @@ fn picks(c: &mut Criterion) {
             }
             // The group's pool, as the router prepares it once per snapshot.
             let pool = Pool::new(&targets, targets.iter().map(|t| t.ix));
+            strategy.prepare(&pool);
             group.bench_with_input(BenchmarkId::new(name.as_str(), n), &pool, |b, pool| {
                 b.iter(|| {
                     let view = usage.view();

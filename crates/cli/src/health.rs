@@ -11,6 +11,7 @@ use std::time::Duration;
 use ferrolite::HealthChecks;
 use ferrolite::router::{
     Backend, BackendError, BackendFuture, BackendRequest, BackendStreamFuture, HealthFuture,
+    Prepared,
 };
 use ferrolite::types::{Deployment, ErrorClass};
 use tokio::sync::watch;
@@ -46,6 +47,10 @@ impl Backend for CheckTimeouts {
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
         self.inner.stream(deployment, request)
+    }
+
+    fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
+        self.inner.prepare(deployment)
     }
 
     fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {

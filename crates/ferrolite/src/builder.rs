@@ -26,7 +26,7 @@ use std::sync::Arc;
 use ferrolite_cache::{CacheConfig, CacheError};
 use ferrolite_router::{
     Backend, BackendError, BackendFuture, BackendRequest, BackendStreamFuture, HealthFuture,
-    Router, RouterBuilder, RouterError,
+    Prepared, Router, RouterBuilder, RouterError,
 };
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass};
 
@@ -236,6 +236,10 @@ impl Backend for Dispatch {
             None => Box::pin(std::future::ready(Err(no_backend(deployment)))),
         }
     }
+
+    fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
+        self.pick(&deployment.id())?.prepare(deployment)
+    }
 }
 
 /// A router's refusal of a configuration's deployment or setting, as a [`ConfigError`] at its
@@ -302,6 +306,7 @@ mod tests {
                 stream: false,
                 request_id: None,
                 deployment_id: None,
+                prepared: None,
             };
             let answer = backend
                 .call(&deployment, &request)

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use ferrolite_router::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
-    BackendStream, BackendStreamFuture, Body, HealthFuture,
+    BackendStream, BackendStreamFuture, Body, HealthFuture, Prepared,
 };
 use ferrolite_types::{Deployment, ErrorClass};
 use futures_util::StreamExt;
@@ -75,20 +75,29 @@ impl std::fmt::Debug for HttpBackend {
 #[error("the HTTP client could not be built: {0}")]
 pub struct HttpBackendError(String);
 
-impl HttpBackend {
-    /// A backend with a pooled client: 10 s to connect, TCP keepalive, HTTP/2 when offered.
-    /// Plain-HTTP (`http://`) upstreams are called over HTTP/1.1 connections of its own, each
-    /// driven by the call that uses it (no connection task to hand the request to and the
-    /// answer back from), unless a proxy is configured (`http_proxy`, `all_proxy`), which
-    /// reqwest then honours for every call.
-    pub fn new() -> Result<Self, HttpBackendError> {
+/// Builds an [`HttpBackend`] with settings other than the defaults.
+#[derive(Debug, Clone)]
+pub struct HttpBackendBuilder {
+    idle_timeout: Duration,
+}
+
+impl HttpBackendBuilder {
+    /// How long an idle connection is kept for the next call (default 90 s); one idle longer
+    /// is closed, not used again.
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// The backend (see [`HttpBackend::new`]).
+    pub fn build(self) -> Result<HttpBackend, HttpBackendError> {
         // reqwest with `rustls-no-provider` needs a process-wide crypto provider; a second
         // install (another backend, another library) is refused harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_keepalive(TCP_KEEPALIVE)
-            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_idle_timeout(self.idle_timeout)
             .build()
             .map_err(|e| HttpBackendError(e.to_string()))?;
         let proxied = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
@@ -97,11 +106,30 @@ impl HttpBackend {
         let plain = (!proxied).then(|| {
             Arc::new(plain::Pool::new(
                 CONNECT_TIMEOUT,
-                IDLE_TIMEOUT,
+                self.idle_timeout,
                 TCP_KEEPALIVE,
             ))
         });
         Ok(HttpBackend { client, plain })
+    }
+}
+
+impl HttpBackend {
+    /// A backend with a pooled client: 10 s to connect, TCP keepalive, HTTP/2 when offered,
+    /// idle connections kept 90 s ([`HttpBackend::builder`] sets otherwise).
+    /// Plain-HTTP (`http://`) upstreams are called over HTTP/1.1 connections of its own, each
+    /// driven by the call that uses it (no connection task to hand the request to and the
+    /// answer back from), unless a proxy is configured (`http_proxy`, `all_proxy`), which
+    /// reqwest then honours for every call.
+    pub fn new() -> Result<Self, HttpBackendError> {
+        Self::builder().build()
+    }
+
+    /// A builder of a backend with other settings than [`HttpBackend::new`]'s.
+    pub fn builder() -> HttpBackendBuilder {
+        HttpBackendBuilder {
+            idle_timeout: IDLE_TIMEOUT,
+        }
     }
 
     /// A backend over a client the application configured (proxies, certificates, timeouts):
@@ -113,16 +141,14 @@ impl HttpBackend {
         }
     }
 
-    /// One call of `deployment` as it goes out: URL, key header, body bytes.
+    /// One call of `deployment` as it goes out: URL (unless `prepared` has it), key header, body
+    /// bytes.
     fn outgoing<'a>(
         &self,
         deployment: &'a Deployment,
         request: &'a BackendRequest,
+        prepared: Option<&'a Ready>,
     ) -> Result<Outgoing<'a>, BackendError> {
-        let provider = deployment.provider().map_err(|e| {
-            BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string())
-        })?;
-        let provider = provider.as_str();
         // A wildcard deployment (`openai/*`) calls the model the client asked for, which the
         // router puts in the body (`openai/o1-mini`); any other calls its own model.
         let wanted = match request
@@ -134,45 +160,29 @@ impl HttpBackend {
             _ => deployment.model.as_str(),
         };
         let model = model_name(wanted);
-        let path = endpoint(&request.body);
-        let body = body_bytes(&request.body, model, request.stream, path != "embeddings");
+        let kind = crate::mock::kind(&request.body);
+        let body = body_bytes(
+            &request.body,
+            model,
+            request.stream,
+            kind != crate::mock::Kind::Embedding,
+        );
         let key = deployment.api_key.as_ref().map(|k| k.expose());
-        let (url, key) = if provider == "azure" {
-            let base = deployment.api_base.as_deref().ok_or_else(|| {
-                BackendError::new(
-                    ErrorClass::BadRequest { status: 400 },
-                    format!("azure deployment `{}` needs api_base", deployment.id()),
-                )
-            })?;
-            let version = deployment.api_version.as_deref().unwrap_or("2024-10-21");
-            let url = format!(
-                "{}/openai/deployments/{model}/{path}?api-version={version}",
-                base.trim_end_matches('/')
-            );
-            (url, key.map(Key::ApiKey))
-        } else {
-            let base = deployment
-                .api_base
-                .as_deref()
-                .or_else(|| default_base(provider))
-                .ok_or_else(|| {
-                    BackendError::new(
-                        ErrorClass::BadRequest { status: 400 },
-                        format!(
-                            "deployment `{}` ({provider}) needs api_base: its OpenAI-compatible endpoint",
-                            deployment.id()
-                        ),
-                    )
-                })?;
-            let base = base.trim_end_matches('/');
-            let mut url = String::with_capacity(base.len() + 1 + path.len());
-            url.push_str(base);
-            url.push('/');
-            url.push_str(path);
-            (url, key.map(Key::Bearer))
+        let (to, key) = match prepared {
+            Some(ready) => (To::Ready(ready, kind), None),
+            None => {
+                let provider = provider_of(deployment)?;
+                let url = url_of(deployment, &provider, model, kind.path())?;
+                let key = key.map(if provider == "azure" {
+                    Key::ApiKey
+                } else {
+                    Key::Bearer
+                });
+                (To::Url(url), key)
+            }
         };
         Ok(Outgoing {
-            url,
+            to,
             key,
             request_id: request.request_id.as_deref(),
             deployment,
@@ -180,35 +190,82 @@ impl HttpBackend {
         })
     }
 
+    /// What every plain-HTTP call of `deployment` sends alike, when they can all be sent
+    /// through the pool: the URL of each endpoint split, the host's connections found, the key
+    /// and extra headers validated. `None` (each call works it out, or fails as it would) for a
+    /// TLS upstream, with a proxy, for a deployment whose calls fail before they are sent, and
+    /// for a wildcard azure deployment (its URL names the model the client asks for).
+    fn ready(&self, deployment: &Deployment) -> Option<Ready> {
+        let pool = self.plain.as_ref()?;
+        let provider = provider_of(deployment).ok()?;
+        let azure = provider == "azure";
+        if azure && deployment.model.contains('*') {
+            return None;
+        }
+        let model = model_name(&deployment.model);
+        let kinds = [
+            crate::mock::Kind::Chat,
+            crate::mock::Kind::Completion,
+            crate::mock::Kind::Embedding,
+        ];
+        let mut targets = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            let url = url_of(deployment, &provider, model, kind.path()).ok()?;
+            targets.push(plain::target(&url)?);
+        }
+        let route = pool.route(targets.first()?);
+        // Every endpoint's URL shares the deployment's base, so its host.
+        if targets
+            .iter()
+            .any(|t| t.authority != targets[0].authority || t.address != targets[0].address)
+        {
+            return None;
+        }
+        let mut paths = targets.iter().map(|t| t.path.path_and_query().cloned());
+        let paths = [paths.next()??, paths.next()??, paths.next()??];
+        let key = match deployment.api_key.as_ref().map(|k| k.expose()) {
+            Some(key) if azure => Some(plain::header("api-key", key, true).ok()?),
+            Some(key) => Some(plain::header("authorization", &bearer(key), true).ok()?),
+            None => None,
+        };
+        let mut extra = Vec::with_capacity(deployment.extra_headers.len());
+        for (name, value) in &deployment.extra_headers {
+            extra.push(plain::header(name, value.expose(), false).ok()?);
+        }
+        let content_type = !extra
+            .iter()
+            .any(|(name, _)| name == hyper::header::CONTENT_TYPE);
+        Some(Ready {
+            route,
+            paths,
+            key,
+            extra: extra.into_boxed_slice(),
+            content_type,
+        })
+    }
+
     /// Sends a call and reads its whole answer: a plain-HTTP upstream through the pool, any
     /// other through reqwest.
     async fn send(&self, outgoing: Outgoing<'_>) -> Result<Reply, BackendError> {
         if let Some(pool) = &self.plain {
-            if let Some(target) = plain::target(&outgoing.url) {
-                let headers = outgoing.headers().map_err(|message| {
-                    BackendError::new(ErrorClass::Connection, format!("request failed: {message}"))
-                })?;
-                let answer = pool
-                    .send(&target, headers, Bytes::from(outgoing.body))
-                    .await
-                    .map_err(|e| {
-                        let class = match e {
-                            plain::Failed::ConnectTimeout => ErrorClass::Timeout,
-                            _ => ErrorClass::Connection,
-                        };
-                        BackendError::new(class, format!("request failed: {e}"))
-                    })?;
-                let body = match answer.body {
-                    Ok(body) => body,
-                    // An error answer that broke off is classified by its status.
-                    Err(_) if !(200..300).contains(&answer.status) => Bytes::new(),
-                    Err(e) => return Err(bad_answer(format!("the answer is not JSON: {e}"))),
-                };
-                return Ok(Reply {
-                    status: answer.status,
-                    headers: answer.headers,
-                    body,
-                });
+            let header_failed = |message| {
+                BackendError::new(ErrorClass::Connection, format!("request failed: {message}"))
+            };
+            match &outgoing.to {
+                To::Ready(ready, kind) => {
+                    let headers = outgoing.ready_headers(ready).map_err(header_failed)?;
+                    let path = hyper::Uri::from(ready.path(*kind).clone());
+                    let body = Bytes::from(outgoing.body);
+                    return plain_reply(pool.send(&ready.route, path, headers, body).await);
+                }
+                To::Url(url) => {
+                    if let Some(target) = plain::target(url) {
+                        let headers = outgoing.headers().map_err(header_failed)?;
+                        let route = pool.route(&target);
+                        let body = Bytes::from(outgoing.body);
+                        return plain_reply(pool.send(&route, target.path, headers, body).await);
+                    }
+                }
             }
         }
         let response = self
@@ -246,9 +303,45 @@ enum Key<'a> {
     ApiKey(&'a str),
 }
 
+/// Where a call goes.
+enum To<'a> {
+    /// Through the plain-HTTP pool as its deployment was prepared, to this endpoint.
+    Ready(&'a Ready, crate::mock::Kind),
+    /// This URL, worked out for the call.
+    Url(String),
+}
+
+/// What every plain-HTTP call of one deployment sends alike, worked out once per snapshot
+/// ([`Backend::prepare`]).
+struct Ready {
+    /// The host's connections and `host` header.
+    route: plain::Route,
+    /// The request target of each endpoint: chat completions, text completions, embeddings.
+    paths: [hyper::http::uri::PathAndQuery; 3],
+    /// The key header (`authorization: Bearer …` or azure's `api-key`), marked sensitive.
+    key: Option<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// The deployment's extra headers, in order.
+    extra: Box<[(hyper::header::HeaderName, hyper::header::HeaderValue)]>,
+    /// Whether `content-type: application/json` is added (no extra header sets it).
+    content_type: bool,
+}
+
+impl Ready {
+    /// The request target of `kind`'s endpoint.
+    fn path(&self, kind: crate::mock::Kind) -> &hyper::http::uri::PathAndQuery {
+        let [chat, completion, embedding] = &self.paths;
+        match kind {
+            crate::mock::Kind::Chat => chat,
+            crate::mock::Kind::Completion => completion,
+            crate::mock::Kind::Embedding => embedding,
+        }
+    }
+}
+
 /// One call as it goes out.
 struct Outgoing<'a> {
-    url: String,
+    to: To<'a>,
+    /// The key header, when the call works out its own headers (`to` is a URL).
     key: Option<Key<'a>>,
     request_id: Option<&'a str>,
     /// The deployment called (its extra headers).
@@ -258,6 +351,29 @@ struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
+    /// The headers of a call through a prepared deployment, in the order [`Outgoing::headers`]
+    /// writes them: only `x-request-id` is validated per call.
+    fn ready_headers(&self, ready: &Ready) -> Result<hyper::HeaderMap, String> {
+        use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+        let mut headers = hyper::HeaderMap::with_capacity(4 + ready.extra.len());
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        if let Some((name, value)) = &ready.key {
+            headers.append(name.clone(), value.clone());
+        }
+        if let Some(id) = self.request_id {
+            let value = HeaderValue::from_str(id)
+                .map_err(|_| "the value of the header `x-request-id` is not valid".to_string())?;
+            headers.append(X_REQUEST_ID, value);
+        }
+        for (name, value) in &ready.extra {
+            headers.append(name.clone(), value.clone());
+        }
+        if ready.content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Ok(headers)
+    }
+
     /// The call's headers for the plain-HTTP pool: those reqwest would send (`accept: */*`,
     /// the key, `x-request-id`, the deployment's extra headers, `content-type` unless an extra
     /// header set it), `host` and `content-length` left to the pool and hyper.
@@ -267,10 +383,7 @@ impl Outgoing<'_> {
         headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         match self.key {
             Some(Key::Bearer(key)) => {
-                let mut value = String::with_capacity(7 + key.len());
-                value.push_str("Bearer ");
-                value.push_str(key);
-                let (name, value) = plain::header("authorization", &value, true)?;
+                let (name, value) = plain::header("authorization", &bearer(key), true)?;
                 headers.append(name, value);
             }
             Some(Key::ApiKey(key)) => {
@@ -295,7 +408,14 @@ impl Outgoing<'_> {
 
     /// The call as a reqwest request.
     fn reqwest(self, client: &reqwest::Client) -> Result<reqwest::Request, BackendError> {
-        let builder = client.post(self.url);
+        let To::Url(url) = self.to else {
+            // A prepared call goes through the plain-HTTP pool, never here.
+            return Err(BackendError::new(
+                ErrorClass::Connection,
+                "request failed: a prepared call has no URL of its own",
+            ));
+        };
+        let builder = client.post(url);
         let builder = match self.key {
             Some(Key::Bearer(key)) => builder.bearer_auth(key),
             Some(Key::ApiKey(key)) => builder.header("api-key", key),
@@ -332,9 +452,89 @@ fn model_name(model: &str) -> &str {
     model.split_once('/').map_or(model, |(_, rest)| rest)
 }
 
-/// The endpoint a body is for.
-fn endpoint(body: &serde_json::Value) -> &'static str {
-    crate::mock::kind(body).path()
+/// `x-request-id`.
+const X_REQUEST_ID: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-request-id");
+
+/// `Bearer {key}`.
+fn bearer(key: &str) -> String {
+    let mut value = String::with_capacity(7 + key.len());
+    value.push_str("Bearer ");
+    value.push_str(key);
+    value
+}
+
+/// A deployment's provider, or the bad-request error of a call to it.
+fn provider_of(deployment: &Deployment) -> Result<String, BackendError> {
+    deployment
+        .provider()
+        .map(|provider| provider.as_str().to_string())
+        .map_err(|e| BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string()))
+}
+
+/// The URL of a call of `deployment` (of `provider`) to `model`'s endpoint `path` (see the
+/// module documentation), or the bad-request error of a deployment without the `api_base` it
+/// needs.
+fn url_of(
+    deployment: &Deployment,
+    provider: &str,
+    model: &str,
+    path: &str,
+) -> Result<String, BackendError> {
+    if provider == "azure" {
+        let base = deployment.api_base.as_deref().ok_or_else(|| {
+            BackendError::new(
+                ErrorClass::BadRequest { status: 400 },
+                format!("azure deployment `{}` needs api_base", deployment.id()),
+            )
+        })?;
+        let version = deployment.api_version.as_deref().unwrap_or("2024-10-21");
+        return Ok(format!(
+            "{}/openai/deployments/{model}/{path}?api-version={version}",
+            base.trim_end_matches('/')
+        ));
+    }
+    let base = deployment
+        .api_base
+        .as_deref()
+        .or_else(|| default_base(provider))
+        .ok_or_else(|| {
+            BackendError::new(
+                ErrorClass::BadRequest { status: 400 },
+                format!(
+                    "deployment `{}` ({provider}) needs api_base: its OpenAI-compatible endpoint",
+                    deployment.id()
+                ),
+            )
+        })?;
+    let base = base.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + 1 + path.len());
+    url.push_str(base);
+    url.push('/');
+    url.push_str(path);
+    Ok(url)
+}
+
+/// A plain-HTTP call's answer as a reply, or its failure classified.
+fn plain_reply(answer: Result<plain::Answer, plain::Failed>) -> Result<Reply, BackendError> {
+    let answer = answer.map_err(|e| {
+        let class = match e {
+            plain::Failed::ConnectTimeout => ErrorClass::Timeout,
+            _ => ErrorClass::Connection,
+        };
+        BackendError::new(class, format!("request failed: {e}"))
+    })?;
+    let body = match answer.body {
+        Ok(body) => body,
+        // An error answer that broke off is classified by its status.
+        Err(_) if !(200..300).contains(&answer.status) => Bytes::new(),
+        Err(e) => return Err(bad_answer(format!("the answer is not JSON: {e}"))),
+    };
+    Ok(Reply {
+        status: answer.status,
+        headers: answer.headers,
+        body,
+    })
 }
 
 /// The body a provider gets, written once from the caller's: `model` set, the fields that
@@ -549,7 +749,11 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
-        let outgoing = self.outgoing(deployment, request);
+        let ready = request
+            .prepared
+            .as_ref()
+            .and_then(|prepared| prepared.get::<Ready>());
+        let outgoing = self.outgoing(deployment, request, ready);
         Box::pin(async move {
             let reply = self.send(outgoing?).await?;
             if !(200..300).contains(&reply.status) {
@@ -574,7 +778,7 @@ impl Backend for HttpBackend {
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
         let sent = self
-            .outgoing(deployment, request)
+            .outgoing(deployment, request, None)
             .and_then(|outgoing| outgoing.reqwest(&self.client));
         Box::pin(async move {
             let response = self
@@ -613,9 +817,14 @@ impl Backend for HttpBackend {
                 stream: false,
                 request_id: None,
                 deployment_id: None,
+                prepared: None,
             };
             self.call(deployment, &request).await.map(drop)
         })
+    }
+
+    fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
+        self.ready(deployment).map(Prepared::new)
     }
 }
 

@@ -194,6 +194,7 @@ async fn answer_of(response: &'static [u8], stream: bool) -> ErrorClass {
         stream,
         request_id: None,
         deployment_id: None,
+        prepared: None,
     };
     let backend = HttpBackend::new().unwrap();
     if stream {

@@ -187,6 +187,7 @@ fn chat(stream: bool) -> BackendRequest {
         stream,
         request_id: Some("req-42".into()),
         deployment_id: None,
+        prepared: None,
     }
 }
 
@@ -228,6 +229,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         stream: false,
         request_id: None,
         deployment_id: None,
+        prepared: None,
     };
     let response = backend
         .call(&openai(&base, "embedder"), &embed)
@@ -239,6 +241,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         stream: false,
         request_id: None,
         deployment_id: None,
+        prepared: None,
     };
     backend
         .call(&openai(&base, "davinci"), &complete)
@@ -449,10 +452,12 @@ async fn through_the_router_a_hanging_server_times_out_a_sibling_answers_and_a_s
     assert!(stream.time_to_first_token > Duration::ZERO);
 }
 
-/// What a scripted upstream saw: per request, its connection's number, head and body bytes.
+/// What a scripted upstream saw: per request, its connection's number, head and body bytes;
+/// how many connections it accepted and how many the caller closed.
 #[derive(Default)]
 struct Script {
     connections: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicUsize,
     requests: Mutex<Vec<(usize, String, Vec<u8>)>>,
 }
 
@@ -482,6 +487,8 @@ async fn scripted(close: bool, say_close: bool) -> (String, Arc<Script>) {
                         let mut chunk = [0u8; 4096];
                         let n = socket.read(&mut chunk).await.unwrap_or(0);
                         if n == 0 {
+                            seen.closed
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             return;
                         }
                         buffer.extend_from_slice(&chunk[..n]);
@@ -539,6 +546,7 @@ async fn the_body_a_provider_gets_is_the_callers_with_only_the_calls_edits_in_so
         stream: false,
         request_id: Some("req-7".into()),
         deployment_id: None,
+        prepared: None,
     };
     backend
         .call(&openai(&base, "gpt-4o"), &request)
@@ -664,4 +672,153 @@ async fn an_error_answer_that_breaks_off_is_still_classified_by_its_status() {
             retry_after: Some(Duration::from_secs(7))
         }
     );
+}
+
+/// The head a scripted upstream got, with the port of its `host` header as `PORT`.
+fn head_of(script: &Script, index: usize, base: &str) -> String {
+    let port = base.rsplit(':').next().unwrap();
+    script.requests.lock()[index]
+        .1
+        .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:PORT")
+}
+
+/// The bytes a plain-HTTP upstream gets are the same whether the call's deployment was
+/// prepared (as the router does once per snapshot) or not: the request line with azure's
+/// deployment path and `api-version` query, the key header (`api-key` for azure, a bearer
+/// `authorization` otherwise), `x-request-id`, the extra headers in order, `content-type`
+/// unless an extra header sets it, `host`; and the same body.
+#[tokio::test]
+async fn a_prepared_deployment_sends_the_same_bytes_as_one_worked_out_per_call() {
+    let (base, script) = scripted(false, false).await;
+    let backend = HttpBackend::new().unwrap();
+    let azure = Deployment {
+        api_base: Some(format!("{base}/")),
+        api_key: Some(Secret::new("azure-key")),
+        api_version: Some("2024-06-01".into()),
+        extra_headers: [
+            ("x-org".to_string(), Secret::new("acme")),
+            ("x-team".to_string(), Secret::new("blue")),
+        ]
+        .into(),
+        ..Deployment::new("g", "azure/my-gpt")
+    };
+    let typed = Deployment {
+        extra_headers: [(
+            "Content-Type".to_string(),
+            Secret::new("application/json; charset=utf-8"),
+        )]
+        .into(),
+        ..openai(&base, "gpt-4o")
+    };
+    let keyless = Deployment {
+        api_base: Some(format!("{base}/v1")),
+        ..Deployment::new("g", "hosted_vllm/llama")
+    };
+    let embed = BackendRequest {
+        body: serde_json::json!({"input": ["a"], "model": "g"}),
+        stream: false,
+        request_id: None,
+        deployment_id: None,
+        prepared: None,
+    };
+    let mut calls = 0;
+    for (deployment, request) in [
+        (&azure, chat(false)),
+        (&azure, embed.clone()),
+        (&typed, chat(false)),
+        (&keyless, embed.clone()),
+    ] {
+        let prepared = backend.prepare(deployment);
+        assert!(prepared.is_some(), "{deployment:?}");
+        let mut ready = request.clone();
+        ready.prepared = prepared;
+        backend.call(deployment, &request).await.unwrap();
+        backend.call(deployment, &ready).await.unwrap();
+        let requests = script.requests.lock();
+        assert_eq!(requests[calls].1, requests[calls + 1].1, "{deployment:?}");
+        assert_eq!(requests[calls].2, requests[calls + 1].2, "{deployment:?}");
+        drop(requests);
+        calls += 2;
+    }
+    assert_eq!(
+        head_of(&script, 0, &base),
+        "POST /openai/deployments/my-gpt/chat/completions?api-version=2024-06-01 HTTP/1.1\r\n\
+         accept: */*\r\napi-key: azure-key\r\nx-request-id: req-42\r\nx-org: acme\r\n\
+         x-team: blue\r\ncontent-type: application/json\r\nhost: 127.0.0.1:PORT\r\n\
+         content-length: 62\r\n\r\n"
+    );
+    assert_eq!(
+        head_of(&script, 2, &base),
+        "POST /openai/deployments/my-gpt/embeddings?api-version=2024-06-01 HTTP/1.1\r\n\
+         accept: */*\r\napi-key: azure-key\r\nx-org: acme\r\nx-team: blue\r\n\
+         content-type: application/json\r\nhost: 127.0.0.1:PORT\r\ncontent-length: 32\r\n\r\n"
+    );
+    assert_eq!(
+        head_of(&script, 4, &base),
+        "POST /v1/chat/completions HTTP/1.1\r\naccept: */*\r\n\
+         authorization: Bearer sk-test-123\r\nx-request-id: req-42\r\n\
+         content-type: application/json; charset=utf-8\r\nhost: 127.0.0.1:PORT\r\n\
+         content-length: 62\r\n\r\n"
+    );
+    assert_eq!(
+        head_of(&script, 6, &base),
+        "POST /v1/embeddings HTTP/1.1\r\naccept: */*\r\ncontent-type: application/json\r\n\
+         host: 127.0.0.1:PORT\r\ncontent-length: 31\r\n\r\n"
+    );
+}
+
+/// An idle connection past the backend's idle timeout is closed, not used again: when a call
+/// finds it idle too long (it opens another), and when a connection is put back after it (the
+/// stale one behind is closed then).
+#[tokio::test]
+async fn an_idle_connection_past_the_idle_timeout_is_closed_and_not_reused() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (base, script) = scripted(false, false).await;
+    let idle = Duration::from_millis(1_000);
+    let backend = HttpBackend::builder().idle_timeout(idle).build().unwrap();
+    let deployment = openai(&base, "gpt-4o");
+    let call = || async {
+        backend.call(&deployment, &chat(false)).await.unwrap();
+    };
+    let closed = |n: usize| {
+        let script = Arc::clone(&script);
+        async move {
+            for _ in 0..100 {
+                if script.closed.load(SeqCst) >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            script.closed.load(SeqCst)
+        }
+    };
+
+    // Two calls at once open two connections, both kept.
+    tokio::join!(call(), call());
+    assert_eq!(script.connections.load(SeqCst), 2);
+    // Half the timeout later one is used (and put back fresh); the other stays idle.
+    tokio::time::sleep(idle / 2).await;
+    call().await;
+    assert_eq!(script.connections.load(SeqCst), 2);
+    // Past the timeout for the other, not for the one used: the call takes the fresh one, and
+    // putting it back closes the stale one.
+    tokio::time::sleep(idle * 6 / 10).await;
+    call().await;
+    assert_eq!(script.connections.load(SeqCst), 2);
+    assert_eq!(
+        closed(1).await,
+        1,
+        "the stale connection is closed at checkin"
+    );
+
+    // Past the timeout for the last one too: the next call closes it and opens a new one.
+    tokio::time::sleep(idle * 11 / 10).await;
+    call().await;
+    assert_eq!(script.connections.load(SeqCst), 3, "a new connection");
+    assert_eq!(closed(2).await, 2, "the idle one is closed at checkout");
+
+    // Within the timeout the connection is kept.
+    call().await;
+    assert_eq!(script.connections.load(SeqCst), 3);
+    assert_eq!(script.closed.load(SeqCst), 2);
 }

@@ -24,6 +24,7 @@ fn chat(stream: bool) -> BackendRequest {
         stream,
         request_id: None,
         deployment_id: None,
+        prepared: None,
     }
 }
 
@@ -193,6 +194,7 @@ async fn embeddings_and_completions_get_their_shapes() {
         stream: false,
         request_id: None,
         deployment_id: None,
+        prepared: None,
     };
     let answer = backend.call(&deployment(), &embed).await.unwrap();
     assert_eq!(answer.body.to_value().unwrap()["object"], "list");
@@ -214,6 +216,7 @@ async fn embeddings_and_completions_get_their_shapes() {
         stream: false,
         request_id: None,
         deployment_id: None,
+        prepared: None,
     };
     let answer = backend.call(&deployment(), &complete).await.unwrap();
     assert_eq!(answer.body.to_value().unwrap()["object"], "text_completion");

@@ -297,6 +297,7 @@ impl Inner {
         };
         let mut request = backend_request(call.request, deployment, destination.label());
         request.deployment_id = Some(target.id.clone());
+        request.prepared = snapshot.prepared(held.ix()).cloned();
         let timeout = attempt_timeout(&self.settings, call.request, deployment);
         let started = Instant::now();
         let (until, callers) = match call.deadline {
@@ -618,6 +619,7 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
         stream: request.stream,
         request_id: request.request_id.clone(),
         deployment_id: None,
+        prepared: None,
     }
 }
 

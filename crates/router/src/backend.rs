@@ -1,8 +1,10 @@
 //! The `Backend` trait: how the router calls one deployment.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
@@ -25,6 +27,42 @@ pub struct BackendRequest {
     /// ([`Deployment::id`] hashes the deployment's identity); `None` in a request built by
     /// hand, where a backend derives it ([`BackendRequest::deployment_id_of`]).
     pub deployment_id: Option<DeploymentId>,
+    /// What the backend prepared of the called deployment ([`Backend::prepare`]) when the
+    /// router took it into its snapshot; `None` in a request built by hand, or when the backend
+    /// prepared nothing. Only the backend that prepared it reads it.
+    pub prepared: Option<Prepared>,
+}
+
+/// What a backend prepared of one deployment once ([`Backend::prepare`]), so that its calls do
+/// not work it out again (a URL parsed, headers validated): the router keeps it with the
+/// deployment for the life of its snapshot and hands it to every call of that deployment in
+/// [`BackendRequest::prepared`]. Cloning shares it.
+#[derive(Clone)]
+pub struct Prepared(Arc<dyn Any + Send + Sync>);
+
+impl Prepared {
+    /// `value`, prepared.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Prepared(Arc::new(value))
+    }
+
+    /// The prepared value, when it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared(..)")
+    }
+}
+
+/// Two requests' prepared values are equal when they are the same one.
+impl PartialEq for Prepared {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl BackendRequest {
@@ -156,6 +194,16 @@ pub trait Backend: Send + Sync {
     fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
         let _ = deployment;
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Works out once what every call of `deployment` would otherwise work out again (the
+    /// HTTP backend: its URLs parsed, its key and extra headers validated). The router calls it
+    /// for each deployment as it builds a snapshot and passes the result with each call of
+    /// that deployment in [`BackendRequest::prepared`]; a call without it must behave the same.
+    /// The default prepares nothing.
+    fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
+        let _ = deployment;
+        None
     }
 }
 

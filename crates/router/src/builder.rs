@@ -11,6 +11,7 @@ use ferrolite_types::{Deployment, ErrorClass};
 
 use crate::backend::{
     Backend, BackendError, BackendFuture, BackendRequest, BackendStreamFuture, HealthFuture,
+    Prepared,
 };
 use crate::{Router, RouterError, RouterSettings};
 
@@ -182,5 +183,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
 
     fn health_check<'a>(&'a self, deployment: &'a Deployment) -> HealthFuture<'a> {
         (**self).health_check(deployment)
+    }
+
+    fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
+        (**self).prepare(deployment)
     }
 }

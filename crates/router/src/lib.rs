@@ -70,7 +70,7 @@ mod wildcard;
 
 pub use backend::{
     Backend, BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse,
-    BackendStream, BackendStreamFuture, HealthFuture,
+    BackendStream, BackendStreamFuture, HealthFuture, Prepared,
 };
 pub use body::{Body, BodyError};
 pub use builder::RouterBuilder;

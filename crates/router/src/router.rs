@@ -83,7 +83,7 @@ impl Router {
         cache: DualCache,
         backend: Arc<dyn Backend>,
     ) -> Result<Self, RouterError> {
-        let snapshot = Snapshot::build(&cache, &settings, deployments, None)?;
+        let snapshot = Snapshot::build(&cache, &settings, &*backend, deployments, None)?;
         let rng = settings
             .strategy
             .seed
@@ -214,6 +214,7 @@ impl Router {
         let next = Snapshot::build(
             &self.inner.cache,
             &self.inner.settings,
+            &*self.inner.backend,
             list,
             Some(&current),
         )?;

@@ -13,6 +13,7 @@ use ferrolite_cache::{
 use ferrolite_strategies::{Pool, Strategy, Target, Targets, UsageStore, build};
 use ferrolite_types::{Deployment, DeploymentIx, PerDeployment};
 
+use crate::backend::{Backend, Prepared};
 use crate::{RouterError, RouterSettings};
 
 /// How long a deployment's failure and success counts last (LiteLLM's `{id}:fails` TTL).
@@ -234,6 +235,8 @@ impl Group {
 
 pub(crate) struct Snapshot {
     pub(crate) deployments: Vec<Deployment>,
+    /// What the backend prepared of each deployment (by position), handed to its calls.
+    pub(crate) prepared: Vec<Option<Prepared>>,
     pub(crate) targets: Targets,
     /// Group name -> its deployments (in configuration order) and what routing prepared of
     /// them.
@@ -250,11 +253,13 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot of `deployments`; a `previous` snapshot's strategy hands over what it
-    /// learned of the deployments still present.
+    /// Builds a snapshot of `deployments`, each prepared by `backend` for its calls; a
+    /// `previous` snapshot's strategy hands over what it learned of the deployments still
+    /// present.
     pub(crate) fn build(
         cache: &DualCache,
         settings: &RouterSettings,
+        backend: &dyn Backend,
         deployments: Vec<Deployment>,
         previous: Option<&Snapshot>,
     ) -> Result<Self, RouterError> {
@@ -308,11 +313,17 @@ impl Snapshot {
             .into_iter()
             .map(|(name, members)| {
                 let group = Group::new(&targets, &deployments, Some(&health), members);
+                strategy.prepare(&group.pool);
+                for tier in &group.tiers {
+                    strategy.prepare(&tier.pool);
+                }
                 (name, group)
             })
             .collect();
+        let prepared = deployments.iter().map(|d| backend.prepare(d)).collect();
         Ok(Snapshot {
             deployments,
+            prepared,
             targets,
             groups,
             patterns,
@@ -329,6 +340,15 @@ impl Snapshot {
             .index()
             .position(ix)
             .and_then(|p| self.deployments.get(p))
+    }
+
+    /// What the backend prepared of the deployment `ix`.
+    pub(crate) fn prepared(&self, ix: DeploymentIx) -> Option<&Prepared> {
+        self.targets
+            .index()
+            .position(ix)
+            .and_then(|p| self.prepared.get(p))
+            .and_then(Option::as_ref)
     }
 
     pub(crate) fn target(&self, ix: DeploymentIx) -> Option<&Target> {

@@ -596,3 +596,74 @@ async fn a_backend_is_given_the_called_deployments_id() {
         .unwrap();
     assert_eq!(*recorder.0.lock(), vec![Some(expected)]);
 }
+
+/// What [`Preparer`] prepares of a deployment: its id and `api_base`.
+type IdAndBase = (String, Option<String>);
+
+/// Prepares each deployment's id and `api_base`; records what each call is given of it.
+struct Preparer(parking_lot::Mutex<Vec<Option<IdAndBase>>>);
+
+impl ferrolite_router::Backend for Preparer {
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        request: &'a ferrolite_router::BackendRequest,
+    ) -> ferrolite_router::BackendFuture<'a> {
+        let prepared = request.prepared.as_ref().and_then(|p| p.get::<IdAndBase>());
+        // Prepared of the deployment called, not of another.
+        if let Some((id, _)) = prepared {
+            assert_eq!(*id, deployment.id().as_str());
+        }
+        self.0.lock().push(prepared.cloned());
+        Box::pin(async {
+            Ok(ferrolite_router::BackendResponse {
+                body: serde_json::json!({}).into(),
+                usage: None,
+                time_to_first_token: None,
+            })
+        })
+    }
+
+    fn prepare(&self, deployment: &Deployment) -> Option<ferrolite_router::Prepared> {
+        Some(ferrolite_router::Prepared::new((
+            deployment.id().as_str().to_string(),
+            deployment.api_base.clone(),
+        )))
+    }
+}
+
+/// A backend's preparation of a deployment reaches each call of it, and a new snapshot
+/// (a deployment replaced) carries the new deployment's.
+#[tokio::test]
+async fn a_call_is_given_what_the_backend_prepared_of_its_deployment() {
+    let deployment = |base: &str| Deployment {
+        id: Some("1".into()),
+        api_base: Some(base.into()),
+        ..Deployment::new("g", "openai/gpt-4o")
+    };
+    let preparer = Arc::new(Preparer(parking_lot::Mutex::new(Vec::new())));
+    let router = Router::builder()
+        .deployment(deployment("http://first"))
+        .deployment(Deployment {
+            id: Some("2".into()),
+            ..Deployment::new("h", "openai/gpt-4o")
+        })
+        .backend(preparer.clone())
+        .build()
+        .await
+        .unwrap();
+    let call =
+        |group: &'static str| router.call(Request::new(group, serde_json::json!({"messages": []})));
+    call("g").await.unwrap();
+    call("h").await.unwrap();
+    router.upsert(deployment("http://second")).unwrap();
+    call("g").await.unwrap();
+    assert_eq!(
+        *preparer.0.lock(),
+        vec![
+            Some(("1".into(), Some("http://first".into()))),
+            Some(("2".into(), None)),
+            Some(("1".into(), Some("http://second".into()))),
+        ]
+    );
+}

@@ -6,10 +6,11 @@
 //! dense list (by position), the cumulative weights of each weight metric (simple-shuffle draws
 //! by binary search) and its members by cost (cost-based walks the cheapest level first).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ferrolite_types::DeploymentIx;
 
+use crate::score_tree::ScoreTree;
 use crate::{Rng, Target, Targets};
 
 /// simple-shuffle's static weight metrics, in the order they decide: `weight`, `rpm`, `tpm`.
@@ -31,9 +32,10 @@ pub(crate) fn metric_weight(target: &Target, m: usize) -> f64 {
 /// scanning.
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
-    /// Tells pools apart (0 for the empty default): a strategy keeps what it prepares for a
-    /// pool (latency-based's score tree) under it. Clones keep it: they have the same members.
-    id: u64,
+    /// latency-based's score tree over the members, built once (when the strategy prepares the
+    /// pool, else on its first pick over it) and dropped with the pool. Clones made after it
+    /// was built share it.
+    scores: OnceLock<PoolScores>,
     /// The members, in snapshot order (ascending index).
     members: Vec<DeploymentIx>,
     /// Per weight metric: the running sum of the members' weights, when any is positive.
@@ -42,6 +44,14 @@ pub struct Pool {
     by_cost: Vec<u32>,
     /// Where each cost level starts in `by_cost` (and its length at the end).
     cost_levels: Vec<u32>,
+}
+
+/// A score tree built for a pool, and the family of latency-based strategies whose samples
+/// keep it up to date (a strategy and those it hands over to for later snapshots).
+#[derive(Debug, Clone)]
+struct PoolScores {
+    family: u64,
+    tree: Arc<ScoreTree>,
 }
 
 impl Pool {
@@ -80,9 +90,8 @@ impl Pool {
             }
         }
         cost_levels.push(by_cost.len() as u32);
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Pool {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            scores: OnceLock::new(),
             members,
             cumulative,
             by_cost,
@@ -90,10 +99,19 @@ impl Pool {
         }
     }
 
-    /// The pool's identity: the same for a pool and its clones, different for every other pool
-    /// built (0 for the empty default).
-    pub(crate) fn id(&self) -> u64 {
-        self.id
+    /// The score tree of this pool for the latency-based strategies of `family`, built by
+    /// `build` the first time; `None` when a strategy of another family built it first (the
+    /// caller then scans: a router's pools are picked over by one snapshot's strategy only).
+    pub(crate) fn scores(
+        &self,
+        family: u64,
+        build: impl FnOnce() -> Arc<ScoreTree>,
+    ) -> Option<&Arc<ScoreTree>> {
+        let scores = self.scores.get_or_init(|| PoolScores {
+            family,
+            tree: build(),
+        });
+        (scores.family == family).then_some(&scores.tree)
     }
 
     /// The members, in snapshot order.

@@ -1,13 +1,13 @@
 //! `latency-based-routing`: the deployment that answered fastest lately (`lowest_latency.py`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ferrolite_cache::Clock;
 use ferrolite_types::{ErrorClass, LearnedState, PerDeployment};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::candidates::{Candidates, Pool};
 use crate::pick::{fits, lowest, uniform};
@@ -119,10 +119,6 @@ impl Slot {
 /// walk reads members in order, a draw at random: a cache miss each over a large pool).
 const FEW: usize = 64;
 
-/// Pools with a score tree a strategy keeps at most; past it they are all dropped (a router
-/// prepares one pool per group and `order` tier per snapshot, far fewer).
-const MAX_TREES: usize = 1024;
-
 /// Lowest mean latency over the last `max_latency_list_size` samples younger than `ttl`:
 /// seconds per output token for completions that report usage (raw seconds otherwise), time to
 /// first token for streaming requests when known; a timeout records a 1000 s penalty.
@@ -152,9 +148,16 @@ pub struct LatencyBased {
     ttl_ms: u64,
     buffer: f64,
     size: usize,
-    /// Per pool ([`Pool::id`]) of more than a few members: the tree over its members' latency
-    /// scores (streaming picks, ranked by time to first token, scan instead).
-    trees: RwLock<HashMap<u64, Arc<ScoreTree>>>,
+    /// This strategy and those it hands over to share the samples (`learned`) that keep a
+    /// pool's score tree up to date: the tree a pool keeps is theirs when built by one of
+    /// this family.
+    family: u64,
+}
+
+/// A new family of latency-based strategies.
+fn new_family() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl LatencyBased {
@@ -176,17 +179,19 @@ impl LatencyBased {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             buffer,
             size: max_samples,
-            trees: RwLock::new(HashMap::new()),
+            family: new_family(),
         }
     }
 
-    /// The score tree of `pool`, built on the first pick over it.
-    fn tree(&self, pool: &Pool) -> Arc<ScoreTree> {
-        if let Some(tree) = self.trees.read().get(&pool.id()) {
-            if tree.len() == pool.len() {
-                return Arc::clone(tree);
-            }
-        }
+    /// The score tree of `pool`: the pool keeps it, built on the first call for the pool
+    /// (when the router prepares it, else the first pick over it) and dropped with it; `None`
+    /// when a strategy of another family built the pool's tree.
+    fn tree<'p>(&self, pool: &'p Pool) -> Option<&'p Arc<ScoreTree>> {
+        pool.scores(self.family, || self.build_tree(pool))
+    }
+
+    /// A score tree over `pool`'s members, its leaves watching their latency samples.
+    fn build_tree(&self, pool: &Pool) -> Arc<ScoreTree> {
         let tree = Arc::new(ScoreTree::new(pool.len(), self.ttl_ms));
         let members = pool.members();
         // Each slot learns of the tree before the tree reads it: a sample recorded meanwhile
@@ -202,11 +207,6 @@ impl LatencyBased {
                 .and_then(|ix| self.slots.get(*ix))
                 .map_or((f64::NAN, 0), |slot| slot.latency.state())
         });
-        let mut trees = self.trees.write();
-        if trees.len() >= MAX_TREES {
-            trees.clear();
-        }
-        trees.insert(pool.id(), Arc::clone(&tree));
         tree
     }
 
@@ -219,11 +219,11 @@ impl LatencyBased {
     fn pick_by_tree<'t>(
         &self,
         eligible: Candidates<'t, '_>,
+        tree: &ScoreTree,
         now: u64,
         keep: &impl Fn(&Target) -> bool,
     ) -> Option<&'t Target> {
         let score = |t: &Target| self.score(t, false, now);
-        let tree = self.tree(eligible.pool());
         if tree.lowest(now) <= 0.0 {
             if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
                 return Some(chosen);
@@ -295,9 +295,11 @@ impl Strategy for LatencyBased {
         // accepted only at 0 is. A few such draws first; else the passes below.
         if !eligible.is_small() {
             if !ctx.stream {
-                return self
-                    .pick_by_tree(eligible, now, &keep)
-                    .ok_or_else(no_capacity);
+                if let Some(tree) = self.tree(eligible.pool()) {
+                    return self
+                        .pick_by_tree(eligible, tree, now, &keep)
+                        .ok_or_else(no_capacity);
+                }
             }
             if let Some(chosen) = eligible.draw_uniform(&self.rng, |t| score(t) <= 0.0 && keep(t)) {
                 return Ok(chosen);
@@ -363,8 +365,16 @@ impl Strategy for LatencyBased {
             ttl_ms: self.ttl_ms,
             buffer: self.buffer,
             size: self.size,
-            trees: RwLock::new(HashMap::new()),
+            family: self.family,
         })
+    }
+
+    /// Builds the score tree of a pool of more than a few members, so that the first pick over
+    /// it does not.
+    fn prepare(&self, pool: &Pool) {
+        if pool.len() > crate::candidates::SMALL {
+            self.tree(pool);
+        }
     }
 }
 
@@ -414,6 +424,83 @@ mod tests {
                 samples,
                 excluded,
             })
+    }
+
+    /// A pool keeps its score tree: the one the strategy prepared is the one its picks (and the
+    /// strategy's successor for a later snapshot) read, another strategy's picks over the pool
+    /// do not use it, and it goes when the pool goes.
+    #[test]
+    fn a_pools_score_tree_lives_with_the_pool() {
+        let clock = ManualClock::new(T0);
+        let deployments: Vec<Deployment> = (0..SMALL + 8)
+            .map(|i| Deployment {
+                id: Some(format!("d{i}")),
+                ..Deployment::new("g", format!("openai/m{i}"))
+            })
+            .collect();
+        let targets = Targets::new(&deployments).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache = rt
+            .block_on(DualCache::connect_with_clock(
+                CacheConfig::default(),
+                Arc::new(clock.clone()),
+            ))
+            .unwrap();
+        let usage = UsageStore::new(
+            cache,
+            &targets,
+            Window::MINUTE_SLIDING,
+            AdmissionMode::Batched,
+        )
+        .unwrap();
+        let view = usage.view();
+        let latency = |seed| {
+            LatencyBased::new(
+                &targets,
+                Rng::seeded(seed),
+                Arc::new(clock.clone()),
+                Duration::from_millis(TTL_MS),
+                0.0,
+                2,
+            )
+        };
+        let strategy = latency(1);
+        let pool = Pool::new(&targets, targets.iter().map(|t| t.ix));
+        strategy.prepare(&pool);
+        let prepared = Arc::downgrade(strategy.tree(&pool).unwrap());
+
+        // The fastest deployment is the one pick: the tree heard of the samples.
+        for (i, target) in targets.iter().enumerate() {
+            let call = CallOutcome {
+                latency: Duration::from_millis(100 + i as u64),
+                ..CallOutcome::default()
+            };
+            strategy.observe(target, &Outcome::Success(&call));
+        }
+        let excluded = Exclusions::new(pool.len());
+        let eligible = Candidates::without(&targets, &pool, &excluded);
+        let ctx = RouteContext::new("g");
+        let first = targets.iter().next().unwrap().ix;
+        assert_eq!(strategy.pick(&ctx, eligible, &view).unwrap().ix, first);
+        let successor = strategy.for_snapshot(&targets);
+        assert_eq!(successor.pick(&ctx, eligible, &view).unwrap().ix, first);
+        let kept = strategy.tree(&pool).unwrap();
+        assert!(Arc::ptr_eq(kept, &prepared.upgrade().unwrap()));
+
+        // A strategy of another family scans: it has not heard of the samples.
+        let other = latency(2);
+        assert!(other.tree(&pool).is_none());
+        let mut picked = BTreeSet::new();
+        for _ in 0..200 {
+            picked.insert(other.pick(&ctx, eligible, &view).unwrap().ix.index());
+        }
+        assert!(picked.len() > 1, "{picked:?}");
+
+        drop(pool);
+        assert!(prepared.upgrade().is_none());
     }
 
     proptest! {
@@ -472,7 +559,7 @@ mod tests {
                 }
                 let eligible = Candidates::without(&targets, &pool, &excluded);
                 // The tree exists before any sample: every one reaches it as an update.
-                let tree = strategy.tree(&pool);
+                let tree = strategy.tree(&pool).unwrap();
                 let mut samples: Vec<(u64, usize, u64)> = specs
                     .iter()
                     .enumerate()

@@ -87,11 +87,6 @@ impl ScoreTree {
         }
     }
 
-    /// How many members.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// Sets every member's samples (`state(p)` is `(mean, newest_ms)` of the member at `p`)
     /// and builds the nodes above them.
     pub(crate) fn fill(&self, mut state: impl FnMut(usize) -> (f64, u64)) {

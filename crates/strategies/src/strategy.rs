@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferrolite_cache::CacheError;
 use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass, Usage};
 
-use crate::{Candidates, RouteContext, StrategyName, Target, Targets, UsageView};
+use crate::{Candidates, Pool, RouteContext, StrategyName, Target, Targets, UsageView};
 
 /// What a successful call looked like, for the strategies that learn from it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -219,6 +219,12 @@ pub trait Strategy: Send + Sync {
     /// The same strategy for a new snapshot of the deployment list, keeping what it learned of
     /// the deployments still present (by id).
     fn for_snapshot(&self, targets: &Targets) -> Arc<dyn Strategy>;
+
+    /// Prepares what picks over `pool` read (latency-based's score tree, which the pool then
+    /// keeps), so that the first pick does not build it. A router calls it for each pool of a
+    /// snapshot as it builds the snapshot; without it, the first pick over the pool prepares
+    /// it. Most strategies prepare nothing.
+    fn prepare(&self, _pool: &Pool) {}
 }
 
 // The router holds strategies as trait objects.

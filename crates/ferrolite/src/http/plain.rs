@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -33,9 +34,23 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections per `host:port`.
+/// One `host:port`: the address to connect to and its idle connections, newest last.
+pub(super) struct Host {
+    address: Box<str>,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+/// Where calls to one `host[:port]` go, resolved once (for a deployment, when the router takes
+/// it into a snapshot): the `host` header's value, and the address's idle connections (shared
+/// by every deployment on that address).
+pub(super) struct Route {
+    host_header: Option<HeaderValue>,
+    host: Arc<Host>,
+}
+
+/// The hosts called so far, per `host:port`, and how their connections are kept.
 pub(super) struct Pool {
-    idle: Mutex<HashMap<Box<str>, VecDeque<Idle>>>,
+    hosts: Mutex<HashMap<Box<str>, Arc<Host>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     keepalive: Duration,
@@ -115,42 +130,70 @@ impl Pool {
         keepalive: Duration,
     ) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
             connect_timeout,
             idle_timeout,
             keepalive,
         }
     }
 
-    /// Sends `body` with `headers` (the pool adds `host`) to `target` and reads the answer.
+    /// The route of calls to `target`'s host (its idle connections found by address once, not
+    /// per call).
+    pub(super) fn route(&self, target: &Target) -> Route {
+        let host = {
+            let mut hosts = self.hosts.lock();
+            match hosts.get(target.address.as_str()) {
+                Some(host) => Arc::clone(host),
+                None => {
+                    let host = Arc::new(Host {
+                        address: target.address.as_str().into(),
+                        idle: Mutex::new(VecDeque::new()),
+                    });
+                    hosts.insert(target.address.as_str().into(), Arc::clone(&host));
+                    host
+                }
+            }
+        };
+        Route {
+            host_header: HeaderValue::from_str(&target.authority).ok(),
+            host,
+        }
+    }
+
+    /// Sends `body` with `headers` (the pool adds `host`) to `path` on `route` and reads the
+    /// answer.
     pub(super) async fn send(
         &self,
-        target: &Target,
+        route: &Route,
+        path: hyper::Uri,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Answer, Failed> {
         let mut request = hyper::Request::new(Full::new(body));
         *request.method_mut() = hyper::Method::POST;
-        *request.uri_mut() = target.path.clone();
+        *request.uri_mut() = path;
         *request.headers_mut() = headers;
-        if let Ok(host) = HeaderValue::from_str(&target.authority) {
-            request.headers_mut().insert(hyper::header::HOST, host);
+        if let Some(host) = &route.host_header {
+            request
+                .headers_mut()
+                .insert(hyper::header::HOST, host.clone());
         }
-        let mut conn = match self.checkout(&target.address) {
+        let host = &*route.host;
+        let mut conn = match self.checkout(host) {
             Some(conn) => conn,
-            None => self.connect(&target.address).await?,
+            None => self.connect(&host.address).await?,
         };
         let (answer, reusable) = conn.exchange(request).await?;
         if reusable {
-            self.checkin(&target.address, conn);
+            self.checkin(host, conn);
         }
         Ok(answer)
     }
 
-    /// An idle connection to `address` that is still open.
-    fn checkout(&self, address: &str) -> Option<Conn> {
-        let mut idle = self.idle.lock();
-        let conns = idle.get_mut(address)?;
+    /// An idle connection to `host` that is still open; those past the idle timeout, or closed
+    /// by the server, are closed on the way.
+    fn checkout(&self, host: &Host) -> Option<Conn> {
+        let mut conns = host.idle.lock();
         while let Some(Idle { mut conn, since }) = conns.pop_back() {
             if since.elapsed() < self.idle_timeout && conn.open() {
                 return Some(conn);
@@ -159,30 +202,23 @@ impl Pool {
         None
     }
 
-    /// Puts `conn` back for the next call to `address`.
-    fn checkin(&self, address: &str, conn: Conn) {
+    /// Puts `conn` back for the next call to `host`.
+    fn checkin(&self, host: &Host, conn: Conn) {
         let idle = Idle {
             conn,
             since: Instant::now(),
         };
-        let mut pool = self.idle.lock();
-        match pool.get_mut(address) {
-            Some(conns) => {
-                // Checked in in time order: the oldest are at the front. Those past the idle
-                // timeout are closed here, so connections a burst opened do not stay open (and
-                // their sockets held) until a later burst reaches them.
-                while conns
-                    .front()
-                    .is_some_and(|old| old.since.elapsed() >= self.idle_timeout)
-                {
-                    conns.pop_front();
-                }
-                conns.push_back(idle);
-            }
-            None => {
-                pool.insert(address.into(), VecDeque::from([idle]));
-            }
+        let mut conns = host.idle.lock();
+        // Checked in in time order: the oldest are at the front. Those past the idle timeout
+        // are closed here, so connections a burst opened do not stay open (and their sockets
+        // held) until a later burst reaches them.
+        while conns
+            .front()
+            .is_some_and(|old| old.since.elapsed() >= self.idle_timeout)
+        {
+            conns.pop_front();
         }
+        conns.push_back(idle);
     }
 
     /// A new connection to `address`.
