@@ -28,7 +28,8 @@
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
 //! body as a content-policy error, connection failures, and a stream that breaks mid-way.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -59,6 +60,35 @@ pub struct HttpBackend {
     /// Plain-HTTP upstreams' connections, driven by the calls themselves (`None`: every call
     /// goes through `client`).
     plain: Option<Arc<plain::Pool>>,
+    /// The prepared deployments alive, one per distinct set of what they send alike: the
+    /// deployments of one endpoint with one key (10,000 model names behind one server) share
+    /// one [`Ready`] instead of one each.
+    ready: Arc<parking_lot::Mutex<Interned>>,
+}
+
+/// The live [`Ready`]s by what they hold (see [`Ready::fingerprint`]); dead entries are dropped
+/// when the map has doubled since the last sweep.
+#[derive(Default)]
+struct Interned {
+    live: HashMap<Vec<u8>, Weak<Ready>>,
+    sweep_at: usize,
+}
+
+impl Interned {
+    /// The live `Ready` equal to `ready`, else `ready` itself, kept for the next.
+    fn share(&mut self, ready: Ready) -> Arc<Ready> {
+        let fingerprint = ready.fingerprint();
+        if let Some(live) = self.live.get(&fingerprint).and_then(Weak::upgrade) {
+            return live;
+        }
+        let ready = Arc::new(ready);
+        if self.live.len() >= self.sweep_at {
+            self.live.retain(|_, r| r.strong_count() > 0);
+            self.sweep_at = (self.live.len() * 2).max(64);
+        }
+        self.live.insert(fingerprint, Arc::downgrade(&ready));
+        ready
+    }
 }
 
 impl std::fmt::Debug for HttpBackend {
@@ -110,7 +140,11 @@ impl HttpBackendBuilder {
                 TCP_KEEPALIVE,
             ))
         });
-        Ok(HttpBackend { client, plain })
+        Ok(HttpBackend {
+            client,
+            plain,
+            ready: Arc::default(),
+        })
     }
 }
 
@@ -138,6 +172,7 @@ impl HttpBackend {
         HttpBackend {
             client,
             plain: None,
+            ready: Arc::default(),
         }
     }
 
@@ -327,6 +362,28 @@ struct Ready {
 }
 
 impl Ready {
+    /// Everything it holds, as bytes: two `Ready`s with the same fingerprint send the same
+    /// bytes to the same host (the key's value included: it is kept in memory as the
+    /// deployment keeps it, never printed).
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        let mut put = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        put(self.route.address().as_bytes());
+        put(self.route.host_header().map_or(&[][..], |h| h.as_bytes()));
+        for path in &self.paths {
+            put(path.as_str().as_bytes());
+        }
+        for (name, value) in self.key.iter().chain(self.extra.iter()) {
+            put(name.as_str().as_bytes());
+            put(value.as_bytes());
+        }
+        put(&[u8::from(self.key.is_some()), u8::from(self.content_type)]);
+        out
+    }
+
     /// The request target of `kind`'s endpoint.
     fn path(&self, kind: crate::mock::Kind) -> &hyper::http::uri::PathAndQuery {
         let [chat, completion, embedding] = &self.paths;
@@ -824,7 +881,8 @@ impl Backend for HttpBackend {
     }
 
     fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
-        self.ready(deployment).map(Prepared::new)
+        let ready = self.ready(deployment)?;
+        Some(Prepared::shared(self.ready.lock().share(ready)))
     }
 }
 

@@ -822,3 +822,38 @@ async fn an_idle_connection_past_the_idle_timeout_is_closed_and_not_reused() {
     assert_eq!(script.connections.load(SeqCst), 3);
     assert_eq!(script.closed.load(SeqCst), 2);
 }
+
+#[tokio::test]
+async fn deployments_that_send_alike_share_one_prepared_value() {
+    let backend = HttpBackend::new().unwrap();
+    let base = "http://127.0.0.1:9";
+    // 100 model names behind one server with one key: one prepared value for them all.
+    let fleet: Vec<_> = (0..100)
+        .map(|i| {
+            backend
+                .prepare(&openai(base, &format!("model-{i}")))
+                .unwrap()
+        })
+        .collect();
+    assert!(fleet.iter().all(|p| *p == fleet[0]));
+    // Another key, another path, another extra header: each its own.
+    let other_key = Deployment {
+        api_key: Some(Secret::new("another-key")),
+        ..openai(base, "model-0")
+    };
+    let other_path = openai(&format!("{base}/v2"), "model-0");
+    let other_header = Deployment {
+        extra_headers: [("x-team".to_string(), Secret::new("blue"))].into(),
+        ..openai(base, "model-0")
+    };
+    let others: Vec<_> = [&other_key, &other_path, &other_header]
+        .into_iter()
+        .map(|d| backend.prepare(d).unwrap())
+        .collect();
+    for (i, p) in others.iter().enumerate() {
+        assert!(*p != fleet[0], "deployment {i} shares the fleet's value");
+        for q in &others[i + 1..] {
+            assert!(p != q);
+        }
+    }
+}

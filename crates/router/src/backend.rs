@@ -46,6 +46,11 @@ impl Prepared {
         Prepared(Arc::new(value))
     }
 
+    /// A value already shared (several deployments prepared alike hold one).
+    pub fn shared<T: Any + Send + Sync>(value: Arc<T>) -> Self {
+        Prepared(value)
+    }
+
     /// The prepared value, when it is a `T`.
     pub fn get<T: Any>(&self) -> Option<&T> {
         self.0.downcast_ref()

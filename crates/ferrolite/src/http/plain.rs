@@ -48,6 +48,18 @@ pub(super) struct Route {
     host: Arc<Host>,
 }
 
+impl Route {
+    /// The host's `host:port`.
+    pub(super) fn address(&self) -> &str {
+        &self.host.address
+    }
+
+    /// The `host` header sent to it.
+    pub(super) fn host_header(&self) -> Option<&HeaderValue> {
+        self.host_header.as_ref()
+    }
+}
+
 /// The hosts called so far, per `host:port`, and how their connections are kept.
 pub(super) struct Pool {
     hosts: Mutex<HashMap<Box<str>, Arc<Host>>>,
