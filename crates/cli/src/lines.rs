@@ -675,6 +675,31 @@ mod tests {
     }
 
     #[test]
+    fn coloured_text_lines_are_left_to_tracing_subscriber() {
+        let coloured = |short: bool| {
+            let sink = Sink::default();
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(true)
+                .with_writer(sink.clone());
+            if short {
+                let subscriber = builder.map_event_format(super::Lines::text).finish();
+                tracing::subscriber::with_default(subscriber, || answered("a-1", 200, 0.5));
+            } else {
+                tracing::subscriber::with_default(builder.finish(), || answered("a-1", 200, 0.5));
+            }
+            let text = String::from_utf8(sink.0.lock().clone()).unwrap();
+            text.split_once('Z').unwrap().1.to_owned()
+        };
+        SHORT.with(|short| short.set(0));
+        let old = coloured(false);
+        let new = coloured(true);
+        assert_eq!(SHORT.with(Cell::get), 0);
+        assert!(new.contains('\u{1b}'), "{new:?}");
+        // The timestamps aside (up to their `Z`), the same line.
+        assert_eq!(new, old);
+    }
+
+    #[test]
     fn timestamps_are_utc_rfc_3339_with_microseconds() {
         for (seconds, micros, text) in [
             (0, 0, "1970-01-01T00:00:00.000000Z"),
