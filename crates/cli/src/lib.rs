@@ -15,6 +15,7 @@
 
 mod check;
 mod health;
+mod lines;
 mod logs;
 pub mod report;
 pub mod serve;
@@ -159,9 +160,11 @@ pub fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
+    // The request path's lines (the gateway's `answered`) are written by `lines`' short way,
+    // in the same text or JSON.
     let _ = match cli.log_format {
-        LogFormat::Text => logs.try_init(),
-        LogFormat::Json => logs.json().try_init(),
+        LogFormat::Text => logs.map_event_format(lines::Lines::text).try_init(),
+        LogFormat::Json => logs.json().map_event_format(lines::Lines::json).try_init(),
     };
     let result = match cli.command {
         Command::Simulate(args) => simulate_command(&args),
