@@ -153,12 +153,25 @@ impl Admissions<'_> {
     /// fail-closed one refuses at once with [`CacheError::Unavailable`] — neither waits for a
     /// timeout. A reply that times out is withdrawn (see the module documentation).
     pub async fn admit(self, checks: &[LimitCheck]) -> Result<Admission, CacheError> {
+        self.admit_with(checks, &[]).await
+    }
+
+    /// [`admit`](Self::admit), on the counters in `known` where one has the key of a check's
+    /// current or previous bucket (a counter of a [`CounterFamily`](crate::CounterFamily) the
+    /// caller reads its usage from); the other buckets' counters are found by key as `admit`
+    /// does. A family's counter is not in the registry by key: without it here, the admission
+    /// would count on a keyed counter of its own, which the family sees only through Redis.
+    pub async fn admit_with(
+        self,
+        checks: &[LimitCheck],
+        known: &[IntCounter],
+    ) -> Result<Admission, CacheError> {
         validate(checks)?;
         let inner = self.cache.inner();
         let now = inner.window_now_ms();
         let slots = checks
             .iter()
-            .map(|c| self.slot(c, now))
+            .map(|c| self.slot(c, now, known))
             .collect::<Result<Vec<_>, _>>()?;
         let Some(store) = inner.remote() else {
             return self.admit_locally(checks, slots, now);
@@ -167,11 +180,14 @@ impl Admissions<'_> {
             return self.degrade(checks, slots, now, "Redis is down");
         }
         let token = inner.next_token();
+        let current_keys: Vec<std::borrow::Cow<'_, str>> =
+            slots.iter().map(|s| s.current.key()).collect();
         let remote_checks: Vec<AdmitCheck<'_>> = checks
             .iter()
             .zip(&slots)
-            .map(|(check, slot)| AdmitCheck {
-                current: slot.current.key(),
+            .zip(&current_keys)
+            .map(|((check, slot), current)| AdmitCheck {
+                current: current.as_ref(),
                 previous: check
                     .window
                     .bucket_key(&check.key, now.saturating_sub(check.window.length_ms())),
@@ -202,7 +218,7 @@ impl Admissions<'_> {
                 // The script may or may not run; withdraw it either way.
                 inner.queue_cancel(PendingCancel {
                     token,
-                    counters: slots.iter().map(|s| s.current.key().to_string()).collect(),
+                    counters: current_keys.iter().map(|k| k.to_string()).collect(),
                     deltas: checks.iter().map(|c| c.delta).collect(),
                 });
                 self.degrade(checks, slots, now, &reason)
@@ -230,16 +246,20 @@ impl Admissions<'_> {
         self.admit_locally(checks, slots, now)
     }
 
-    fn slot(self, check: &LimitCheck, now: u64) -> Result<Slot, CacheError> {
+    fn slot(self, check: &LimitCheck, now: u64, known: &[IntCounter]) -> Result<Slot, CacheError> {
         let options = CounterOptions::ttl(Duration::from_millis(check.window.retention_ms()));
         let counters = self.cache.counters();
-        let current = counters.counter(&check.window.bucket_key(&check.key, now), options)?;
+        let counter = |key: String| match known.iter().find(|c| *c.key() == *key) {
+            Some(known) => Ok(known.clone()),
+            None => counters.counter(&key, options),
+        };
+        let current = counter(check.window.bucket_key(&check.key, now))?;
         let (previous, previous_weight) = match check.window.kind() {
             WindowKind::Fixed => (None, 0.0),
             WindowKind::Sliding => {
                 let at = now.saturating_sub(check.window.length_ms());
                 (
-                    Some(counters.counter(&check.window.bucket_key(&check.key, at), options)?),
+                    Some(counter(check.window.bucket_key(&check.key, at))?),
                     check.window.previous_weight(now),
                 )
             }

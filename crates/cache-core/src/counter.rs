@@ -181,19 +181,14 @@ pub(crate) fn check_finite(key: &str, delta: f64) -> Result<(), CacheError> {
     }
 }
 
-/// One counter's state. Shared by the registry, the handles and the sync task.
+/// The state of one counter without its key and TTL: what a counter family holds per cell
+/// (`dense.rs`), and the first part of a keyed [`CounterCell`].
 ///
-/// Laid out for the read path and for memory: what a read loads (the five atomics and `kind`)
-/// comes first, and the cell is padded so that its `Arc` allocation is exactly 128 bytes (the
-/// cell's 112 and the two reference counts), a jemalloc size class whose slots start on 64-byte
-/// boundaries, so a read touches one cache line (bytes 16-59 of the slot) — a pick over 1,000
-/// deployments reads 4,000 counters, and their cells outgrow the L2 cache. An `align(64)` on the cell did the same
-/// at 192 bytes a cell (the reference counts padded to a line of their own): a router tracks
-/// about seven counters per deployment, so 64 bytes a counter is 4.5 MB at 10,000 deployments.
-/// The key is stored once, here (the registry finds the cell by it, see `registry.rs`).
+/// 56 bytes: the five atomics a read loads, the kind (read with every value: it says how to read
+/// the bits), and what only writes and the sync task touch.
 #[derive(Debug)]
 #[repr(C)]
-pub(crate) struct CounterCell {
+pub(crate) struct CellCore {
     base: AtomicU64,
     pending: AtomicU64,
     inflight: AtomicU64,
@@ -203,18 +198,40 @@ pub(crate) struct CounterCell {
     /// whose local expiry passed still serves `base` when it was read back after that expiry:
     /// the key lives on in Redis (other instances write it) and the sync keeps `base` fresh.
     refreshed_at: AtomicU64,
-    /// Read with every value (it says how to read the bits): on the atomics' line.
     pub(crate) kind: Kind,
     pub(crate) expiry: ExpiryMode,
     /// Whether the last reply for this key could not be decoded (a string where a number is
     /// expected): the local view is then not the shared one, and readers that must know ask.
     bad_reply: std::sync::atomic::AtomicBool,
+    /// Taken by the sync task's steps and by a read-back told from outside, so that a push, its
+    /// acknowledgement and a read-back do not interleave.
+    lock: Mutex<()>,
+    /// Sequence number of the unacknowledged push in `inflight`; 0 when none. Read and written
+    /// under `lock` only.
+    unacked: AtomicU64,
+}
+
+/// A family cell's size (see [`CellCore`]).
+pub(crate) const CORE_SIZE: usize = 56;
+const _: () = assert!(std::mem::size_of::<CellCore>() == CORE_SIZE);
+
+/// One keyed counter's state. Shared by the registry, the handles and the sync task.
+///
+/// Laid out for the read path and for memory: what a read loads (the five atomics and `kind`)
+/// comes first, and the cell is padded so that its `Arc` allocation is exactly 128 bytes (the
+/// cell's 112 and the two reference counts), a jemalloc size class whose slots start on 64-byte
+/// boundaries, so a read touches one cache line (bytes 16-59 of the slot) — a pick over 1,000
+/// deployments reads 4,000 counters, and their cells outgrow the L2 cache. An `align(64)` on the cell did the same
+/// at 192 bytes a cell (the reference counts padded to a line of their own). Counters kept per
+/// deployment belong in a counter family (`dense.rs`): 56 bytes a cell and no key stored.
+/// The key is stored once, here (the registry finds the cell by it, see `registry.rs`).
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct CounterCell {
+    pub(crate) core: CellCore,
     // Below: what only writes, the sync task and errors read (the slot's second line).
     pub(crate) ttl_ms: u64,
     pub(crate) key: Box<str>,
-    /// Sequence number of the unacknowledged push in `inflight`; 0 when none. Only the sync
-    /// task takes this lock.
-    unacked: Mutex<u64>,
     /// Up to [`CELL_SIZE`] (see the type's documentation).
     _pad: [u8; CELL_PADDING],
 }
@@ -222,14 +239,14 @@ pub(crate) struct CounterCell {
 /// The size of a [`CounterCell`]: with the `Arc`'s two counts, a 128-byte allocation.
 const CELL_SIZE: usize = 112;
 
-/// The bytes after the cell's last field that bring it to [`CELL_SIZE`]: the fields take 88
-/// (five atomics, three one-byte fields padded to 48, `ttl_ms`, the key, the lock).
-const CELL_PADDING: usize = CELL_SIZE - 88;
+/// The bytes after the cell's last field that bring it to [`CELL_SIZE`]: the fields take 80
+/// (the core's 56, `ttl_ms`, the key).
+const CELL_PADDING: usize = CELL_SIZE - 80;
 
 // The cell is exactly `CELL_SIZE` bytes (a field added must come out of the padding), and what
 // a read loads ends before byte 48 of the slot's first line (the `Arc`'s counts take 16).
 const _: () = assert!(std::mem::size_of::<CounterCell>() == CELL_SIZE);
-const _: () = assert!(std::mem::offset_of!(CounterCell, bad_reply) < 48);
+const _: () = assert!(std::mem::offset_of!(CellCore, bad_reply) < 48);
 
 impl super::registry::Keyed for CounterCell {
     fn key(&self) -> &str {
@@ -237,13 +254,43 @@ impl super::registry::Keyed for CounterCell {
     }
 }
 
+impl std::ops::Deref for CounterCell {
+    type Target = CellCore;
+
+    #[inline]
+    fn deref(&self) -> &CellCore {
+        &self.core
+    }
+}
+
 impl CounterCell {
     pub(crate) fn new(key: Box<str>, kind: Kind, ttl_ms: u64, expiry: ExpiryMode) -> Self {
-        let zero = Self::zero_bits(kind);
         CounterCell {
+            core: CellCore::new(kind, expiry),
             key,
-            kind,
             ttl_ms,
+            _pad: [0; CELL_PADDING],
+        }
+    }
+
+    /// Adds `delta` locally and queues it for Redis; returns the new local view.
+    #[cfg(test)]
+    pub(crate) fn increment(&self, delta: Num, now_ms: u64, remote: bool) -> Num {
+        self.core.increment(delta, now_ms, remote, self.ttl_ms)
+    }
+
+    /// See [`CellCore::touch_with`].
+    #[cfg(test)]
+    pub(crate) fn touch_with(&self, now_ms: u64, remote: bool, between: impl FnOnce()) {
+        self.core.touch_with(now_ms, remote, self.ttl_ms, between);
+    }
+}
+
+impl CellCore {
+    pub(crate) fn new(kind: Kind, expiry: ExpiryMode) -> Self {
+        let zero = Self::zero_bits(kind);
+        CellCore {
+            kind,
             expiry,
             base: AtomicU64::new(zero),
             pending: AtomicU64::new(zero),
@@ -251,8 +298,8 @@ impl CounterCell {
             expires_at: AtomicU64::new(0),
             refreshed_at: AtomicU64::new(0),
             bad_reply: std::sync::atomic::AtomicBool::new(false),
-            unacked: Mutex::new(0),
-            _pad: [0; CELL_PADDING],
+            lock: Mutex::new(()),
+            unacked: AtomicU64::new(0),
         }
     }
 
@@ -304,15 +351,21 @@ impl CounterCell {
 
     /// Applies the TTL rules at `now_ms` before a write: an expired counter restarts from zero
     /// (keeping deltas still owed to Redis when `remote`), and the expiry is set or extended.
-    fn touch(&self, now_ms: u64, remote: bool) {
-        self.touch_with(now_ms, remote, || {});
+    fn touch(&self, now_ms: u64, remote: bool, ttl_ms: u64) {
+        self.touch_with(now_ms, remote, ttl_ms, || {});
     }
 
     /// [`touch`](Self::touch), with `between` run after the expiry is claimed and before the
     /// reset: tests use it to land an increment exactly there.
-    pub(crate) fn touch_with(&self, now_ms: u64, remote: bool, between: impl FnOnce()) {
+    pub(crate) fn touch_with(
+        &self,
+        now_ms: u64,
+        remote: bool,
+        ttl_ms: u64,
+        between: impl FnOnce(),
+    ) {
         let expires = self.expires_at.load(Ordering::Acquire);
-        let next = now_ms.saturating_add(self.ttl_ms);
+        let next = now_ms.saturating_add(ttl_ms);
         if expires == 0 || now_ms >= expires {
             // What the expired period holds, read before the expiry is claimed: the reset takes
             // exactly this away, so an increment landing after the claim (the next period's)
@@ -346,9 +399,10 @@ impl CounterCell {
         }
     }
 
-    /// Adds `delta` locally and queues it for Redis; returns the new local view.
-    pub(crate) fn increment(&self, delta: Num, now_ms: u64, remote: bool) -> Num {
-        self.touch(now_ms, remote);
+    /// Adds `delta` locally and queues it for Redis; returns the new local view. `ttl_ms` is the
+    /// counter's (the keyed cell's own, or its family's).
+    pub(crate) fn increment(&self, delta: Num, now_ms: u64, remote: bool, ttl_ms: u64) -> Num {
+        self.touch(now_ms, remote, ttl_ms);
         Self::add(&self.pending, delta);
         self.value(now_ms, remote)
     }
@@ -386,9 +440,10 @@ impl CounterCell {
     /// push failed (same sequence, so Redis applies it at most once), otherwise everything
     /// pending under a new sequence number. `None` when there is nothing to push.
     pub(crate) fn take_for_flush(&self, next_seq: impl FnOnce() -> u64) -> Option<(u64, Num)> {
-        let mut unacked = self.unacked.lock();
-        if *unacked != 0 {
-            return Some((*unacked, self.load(&self.inflight)));
+        let _guard = self.lock.lock();
+        let unacked = self.unacked.load(Ordering::Acquire);
+        if unacked != 0 {
+            return Some((unacked, self.load(&self.inflight)));
         }
         let pending = self.load(&self.pending);
         if pending.is_zero() {
@@ -397,8 +452,9 @@ impl CounterCell {
         // inflight first, then pending: a concurrent reader sees the delta twice, never zero times.
         Self::add(&self.inflight, pending);
         Self::add(&self.pending, pending.neg());
-        *unacked = next_seq();
-        Some((*unacked, pending))
+        let seq = next_seq();
+        self.unacked.store(seq, Ordering::Release);
+        Some((seq, pending))
     }
 
     /// Redis applied (or had already applied) the push of `delta` at `now_ms`; `global` is the
@@ -406,7 +462,7 @@ impl CounterCell {
     /// A fixed-TTL counter takes Redis' expiry (set by the first instance that wrote the key),
     /// so increments are not counted locally in a key that Redis is about to drop.
     pub(crate) fn ack(&self, global: Num, delta: Num, now_ms: u64, ttl_ms: Option<u64>) {
-        let mut unacked = self.unacked.lock();
+        let _guard = self.lock.lock();
         self.store(&self.base, global);
         Self::add(&self.inflight, delta.neg());
         self.refreshed_at.store(now_ms, Ordering::Release);
@@ -416,14 +472,14 @@ impl CounterCell {
                     .store(now_ms.saturating_add(ttl).max(1), Ordering::Release);
             }
         }
-        *unacked = 0;
+        self.unacked.store(0, Ordering::Release);
     }
 
     /// A read-back of the global value at `now_ms`; ignored while a push is unacknowledged (the
     /// reply to that push is exact).
     pub(crate) fn refresh(&self, global: Num, now_ms: u64) {
-        let unacked = self.unacked.lock();
-        if *unacked == 0 {
+        let _guard = self.lock.lock();
+        if self.unacked.load(Ordering::Acquire) == 0 {
             self.store(&self.base, global);
             self.refreshed_at.store(now_ms, Ordering::Release);
         }
@@ -431,7 +487,8 @@ impl CounterCell {
 
     /// Whether nothing is owed to Redis.
     pub(crate) fn is_settled(&self) -> bool {
-        *self.unacked.lock() == 0 && self.load(&self.pending).is_zero()
+        let _guard = self.lock.lock();
+        self.unacked.load(Ordering::Acquire) == 0 && self.load(&self.pending).is_zero()
     }
 
     /// Whether the counter has expired (or was never written) at `now_ms` and owes Redis
@@ -503,7 +560,7 @@ mod tests {
         let c = CounterCell::new("k".into(), Kind::Int, 1_000, ExpiryMode::FromFirstWrite);
         c.increment(Num::Int(5), 0, false);
         // At 1_000 the counter has expired; another caller's increment lands mid-reset.
-        c.touch_with(1_000, false, || CounterCell::add(&c.pending, Num::Int(1)));
+        c.touch_with(1_000, false, || CellCore::add(&c.core.pending, Num::Int(1)));
         assert_eq!(c.value(1_001, false), Num::Int(1));
     }
 

@@ -2,10 +2,12 @@
 //! once and summed across instances by the sync task (see `counter.rs` for a cell's state and
 //! `pipeline.rs` for the exactly-once push).
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::counter::{CounterCell, CounterOptions, CounterValue, Kind, check_finite};
+use crate::counter::{CounterOptions, CounterValue, Kind, check_finite};
+use crate::dense::{CellRef, CounterFamily, FamilyKeys};
 use crate::dual::{DualCache, Inner};
 use crate::error::CacheError;
 
@@ -55,10 +57,44 @@ impl Counters<'_> {
     ) -> Result<Counter<V>, CacheError> {
         let cell = self.inner.cell(key, V::KIND, options)?;
         Ok(Counter {
-            cell,
+            cell: CellRef::Single(cell),
             cache: Arc::clone(self.inner),
             _value: PhantomData,
         })
+    }
+
+    /// A family of `len` integer counters allocated together, one per index, keyed in Redis as
+    /// `keys` says (see [`CounterFamily`]): for a counter kept per deployment, 56 bytes a
+    /// counter and no key stored. Its counters count against `max_tracked_keys` (refused as a
+    /// whole when they do not fit) and live while a handle on the family or one of its counters
+    /// does, or while a counter has not expired or owes Redis a delta.
+    pub fn family(
+        self,
+        len: usize,
+        keys: Arc<dyn FamilyKeys>,
+        options: CounterOptions,
+    ) -> Result<CounterFamily<i64>, CacheError> {
+        self.typed_family(len, keys, options)
+    }
+
+    /// A family of float counters (see [`family`](Self::family)).
+    pub fn float_family(
+        self,
+        len: usize,
+        keys: Arc<dyn FamilyKeys>,
+        options: CounterOptions,
+    ) -> Result<CounterFamily<f64>, CacheError> {
+        self.typed_family(len, keys, options)
+    }
+
+    fn typed_family<V: CounterValue>(
+        self,
+        len: usize,
+        keys: Arc<dyn FamilyKeys>,
+        options: CounterOptions,
+    ) -> Result<CounterFamily<V>, CacheError> {
+        let family = self.inner.family(len, keys, V::KIND, options)?;
+        Ok(CounterFamily::new(family, Arc::clone(self.inner)))
     }
 
     /// Adds `delta` to the integer counter `key`; returns the local view at once. The delta
@@ -71,7 +107,7 @@ impl Counters<'_> {
     ) -> Result<i64, CacheError> {
         self.inner.refuse("increment")?;
         let cell = self.inner.cell(key, Kind::Int, options)?;
-        self.inner.add(&cell, delta)
+        self.inner.add_ref(&CellRef::Single(cell), delta)
     }
 
     /// Adds `delta` to the float counter `key`; returns the local view at once.
@@ -84,14 +120,16 @@ impl Counters<'_> {
         check_finite(key, delta)?;
         self.inner.refuse("increment")?;
         let cell = self.inner.cell(key, Kind::Float, options)?;
-        self.inner.add(&cell, delta)
+        self.inner.add_ref(&CellRef::Single(cell), delta)
     }
 
-    /// The local view of a tracked counter (`None` if the key is not tracked).
+    /// The local view of a tracked counter (`None` if the key is not tracked). A counter of a
+    /// family is found too, by building its family's keys: for inspection, not for hot paths.
     pub fn value(self, key: &str) -> Option<f64> {
         let cell = self.inner.counter_cell(key)?;
         Some(
-            cell.value(self.inner.clock().now_ms(), self.inner.is_remote())
+            cell.core()
+                .value(self.inner.clock().now_ms(), self.inner.is_remote())
                 .as_f64(),
         )
     }
@@ -100,7 +138,7 @@ impl Counters<'_> {
 /// A handle on a counter. Cloning is cheap; `increment` is one atomic add and never waits on
 /// Redis. [`IntCounter`] for counts, [`FloatCounter`] for spend.
 pub struct Counter<V> {
-    cell: Arc<CounterCell>,
+    cell: CellRef,
     cache: Arc<Inner>,
     _value: PhantomData<fn() -> V>,
 }
@@ -114,7 +152,7 @@ pub type FloatCounter = Counter<f64>;
 impl<V> Clone for Counter<V> {
     fn clone(&self) -> Self {
         Counter {
-            cell: Arc::clone(&self.cell),
+            cell: self.cell.clone(),
             cache: Arc::clone(&self.cache),
             _value: PhantomData,
         }
@@ -124,16 +162,24 @@ impl<V> Clone for Counter<V> {
 impl<V> std::fmt::Debug for Counter<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Counter")
-            .field("key", &self.cell.key)
+            .field("key", &self.cell.key())
             .finish()
     }
 }
 
 impl<V: CounterValue> Counter<V> {
+    pub(crate) fn from_ref(cell: CellRef, cache: Arc<Inner>) -> Self {
+        Counter {
+            cell,
+            cache,
+            _value: PhantomData,
+        }
+    }
+
     /// Adds `delta` (finite, for floats); returns the new local view. Fails only in fail-closed
     /// mode while Redis is down, and then adds nothing.
     pub fn increment(&self, delta: V) -> Result<V, CacheError> {
-        self.cache.add(&self.cell, delta)
+        self.cache.add_ref(&self.cell, delta)
     }
 
     /// Adds `delta` as [`increment`](Self::increment) does, and pushes it to Redis at once in a
@@ -142,7 +188,7 @@ impl<V: CounterValue> Counter<V> {
     /// is the sync's exactly-once push (increments made meanwhile, here or by other handles, go
     /// with it); if it fails, the delta stays owed and the next sync sends it.
     pub fn increment_now(&self, delta: V) -> Result<V, CacheError> {
-        let value = self.cache.add(&self.cell, delta)?;
+        let value = self.cache.add_ref(&self.cell, delta)?;
         self.cache.push_soon(&self.cell);
         Ok(value)
     }
@@ -158,15 +204,16 @@ impl<V: CounterValue> Counter<V> {
     /// deployments reads the clock once).
     #[inline]
     pub fn value_at(&self, now_ms: u64) -> V {
-        V::from_num(self.cell.value(now_ms, self.cache.is_remote()))
+        V::from_num(self.cell.core().value(now_ms, self.cache.is_remote()))
     }
 
     /// Tells the counter its global value, as a script that changed the key in Redis returned
     /// it, so the local view does not wait for the next read-back. Ignored while a push of this
     /// counter awaits its acknowledgement (the read-back after it is exact).
     pub fn observe_global(&self, value: V) {
-        if value.check(&self.cell.key).is_ok() {
+        if value.check("").is_ok() {
             self.cell
+                .core()
                 .refresh(value.to_num(), self.cache.clock().now_ms());
         }
     }
@@ -174,9 +221,9 @@ impl<V: CounterValue> Counter<V> {
     /// An error when the last value Redis returned for this key could not be read as a number
     /// (the key holds something else): the local view is then not the shared one.
     pub fn check_remote(&self) -> Result<(), CacheError> {
-        if self.cell.has_bad_reply() {
+        if self.cell.core().has_bad_reply() {
             return Err(CacheError::UnexpectedReply {
-                key: self.cell.key.to_string(),
+                key: self.cell.key().into_owned(),
                 expected: match V::KIND {
                     Kind::Int => "an integer",
                     Kind::Float => "a number",
@@ -187,8 +234,13 @@ impl<V: CounterValue> Counter<V> {
         Ok(())
     }
 
-    /// The counter's key (without the Redis namespace prefix).
-    pub fn key(&self) -> &str {
-        &self.cell.key
+    /// The counter's key (without the Redis namespace prefix); a family's counter builds it.
+    pub fn key(&self) -> Cow<'_, str> {
+        self.cell.key()
+    }
+
+    /// Whether both handles are on the same counter cell of this process.
+    pub fn same_cell(&self, other: &Counter<V>) -> bool {
+        self.cell.same(&other.cell)
     }
 }

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, FailureMode};
-use crate::counter::{CounterCell, CounterOptions, CounterValue, Kind};
+use crate::counter::{CellCore, CounterCell, CounterOptions, CounterValue, Kind};
+use crate::dense::{CellRef, DenseFamily, FamilyKeys};
 use crate::error::CacheError;
 use crate::pipeline::{SyncReport, SyncState};
 use crate::registry::{ByKey, Registry, lookup};
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     values: LocalValues,
     counters: RwLock<Registry<CounterCell>>,
+    /// Counter families (`dense.rs`): one entry each, counted as their cells.
+    families: RwLock<Vec<Arc<DenseFamily>>>,
     watched: RwLock<Registry<WatchedCell>>,
     /// The shared tier ([`NoRemote`] when none is configured).
     store: Box<dyn RemoteStore>,
@@ -86,7 +89,7 @@ pub(crate) struct Inner {
     last_prune_ms: AtomicU64,
     prune_scans: AtomicU64,
     /// Counters to push at once (`Counter::increment_now`), and whether a task is on it.
-    urgent: Mutex<(Vec<Arc<CounterCell>>, bool)>,
+    urgent: Mutex<(Vec<CellRef>, bool)>,
     /// `shutdown()` ran: the last flush is done and the connection closed.
     shut_down: AtomicBool,
     stop: Arc<Notify>,
@@ -205,9 +208,24 @@ impl Inner {
         self.admit_lock.lock()
     }
 
-    /// The cell of a tracked counter, if `key` is tracked.
-    pub(crate) fn counter_cell(&self, key: &str) -> Option<Arc<CounterCell>> {
-        lookup(&self.counters.read(), key).cloned()
+    /// The cell of a tracked counter, if `key` is tracked: a keyed one, or else a family's
+    /// (found by building the families' keys, one by one).
+    pub(crate) fn counter_cell(&self, key: &str) -> Option<CellRef> {
+        if let Some(cell) = lookup(&self.counters.read(), key) {
+            return Some(CellRef::Single(Arc::clone(cell)));
+        }
+        let families = self.families.read();
+        let mut built = String::new();
+        for family in families.iter() {
+            for index in 0..family.cells.len() {
+                built.clear();
+                family.keys().write_key(index, &mut built);
+                if built == key {
+                    return Some(family.resolve(family, index));
+                }
+            }
+        }
+        None
     }
 
     /// Takes one of `limit` slots of `key` in this process.
@@ -280,29 +298,132 @@ impl Inner {
         let mut watched = self.watched.write();
         let before = watched.len();
         watched.retain(|ByKey(cell)| !(Arc::strong_count(cell) == 1 && cell.is_idle(now)));
-        pruned + (before - watched.len())
+        let pruned = pruned + (before - watched.len());
+        let mut families = self.families.write();
+        let before: usize = families.iter().map(|f| f.cells.len()).sum();
+        families.retain(|family| {
+            !(Arc::strong_count(family) == 1 && family.is_expired_and_settled(now))
+        });
+        let after: usize = families.iter().map(|f| f.cells.len()).sum();
+        pruned + (before - after)
     }
 
     /// Adds `delta` to `cell` (the one increment path of handles and keys); fails only in
     /// fail-closed mode while Redis is down, and then adds nothing.
     #[inline]
-    pub(crate) fn add<V: CounterValue>(
+    pub(crate) fn add_ref<V: CounterValue>(
         &self,
-        cell: &CounterCell,
+        cell: &CellRef,
         delta: V,
     ) -> Result<V, CacheError> {
-        delta.check(&cell.key)?;
+        self.add_to(cell.core(), cell.ttl_ms(), || cell.key(), delta)
+    }
+
+    /// [`add_ref`](Self::add_ref) on a cell's state, its TTL, and its key (built only for an
+    /// error).
+    #[inline]
+    fn add_to<'k, V: CounterValue>(
+        &self,
+        core: &CellCore,
+        ttl_ms: u64,
+        key: impl FnOnce() -> std::borrow::Cow<'k, str>,
+        delta: V,
+    ) -> Result<V, CacheError> {
+        if delta.check("").is_err() {
+            delta.check(&key())?;
+        }
         self.refuse("increment")?;
-        Ok(V::from_num(cell.increment(
+        Ok(V::from_num(core.increment(
             delta.to_num(),
             self.clock.now_ms(),
             self.is_remote(),
+            ttl_ms,
         )))
     }
 
-    /// Whether the registries are full: counters and watched keys share `max_tracked_keys`.
+    /// Whether the registries are full: counters, families' cells and watched keys share
+    /// `max_tracked_keys`.
     fn tracked(&self, counters: usize) -> usize {
-        counters + self.watched.read().len()
+        counters + self.watched.read().len() + self.family_cells()
+    }
+
+    /// The cells of every tracked family.
+    fn family_cells(&self) -> usize {
+        self.families.read().iter().map(|f| f.cells.len()).sum()
+    }
+
+    /// A new family of `len` counters, tracked from now on (refused as a whole when its cells
+    /// do not fit under `max_tracked_keys`).
+    pub(crate) fn family(
+        &self,
+        len: usize,
+        keys: Arc<dyn FamilyKeys>,
+        kind: Kind,
+        options: CounterOptions,
+    ) -> Result<Arc<DenseFamily>, CacheError> {
+        let name = || {
+            let mut key = String::new();
+            if len > 0 {
+                keys.write_key(0, &mut key);
+            }
+            format!("{key} (a family of {len})")
+        };
+        if u32::try_from(len).is_err() {
+            return Err(CacheError::InvalidArgument {
+                field: "len",
+                value: len.to_string(),
+                reason: "a counter family holds at most 2^32 - 1 counters",
+            });
+        }
+        let ttl_ms = options.ttl_ms(&name())?;
+        let mut counters = self.counters.write();
+        let fits = |counters: &Registry<CounterCell>| {
+            self.tracked(counters.len()).saturating_add(len) <= self.config.max_tracked_keys
+        };
+        if !fits(&counters) {
+            self.prune_if_due(&mut counters);
+        }
+        if !fits(&counters) {
+            return Err(self.refuse_key(&name()));
+        }
+        let class = keys.class().to_string();
+        let mut family =
+            DenseFamily::new(len, keys, kind, ttl_ms, options.expiry, self.is_remote());
+        let mut families = self.families.write();
+        if !class.is_empty() {
+            let live: Vec<Arc<DenseFamily>> = families
+                .iter()
+                .filter(|f| f.keys().class() == class)
+                .cloned()
+                .collect();
+            if !live.is_empty() {
+                family.share_with(&live, kind);
+            }
+        }
+        let family = Arc::new(family);
+        families.push(Arc::clone(&family));
+        Ok(family)
+    }
+
+    /// Every tracked counter cell: the keyed ones, then each family's.
+    fn all_cells(&self) -> Vec<CellRef> {
+        let mut cells: Vec<CellRef> = self
+            .counters
+            .read()
+            .iter()
+            .map(|e| CellRef::Single(Arc::clone(&e.0)))
+            .collect();
+        for family in self.families.read().iter() {
+            cells.reserve(family.cells.len());
+            for index in 0..family.cells.len() {
+                // Another family's cell is listed with that family.
+                if !family.is_alias(index) {
+                    // A family's length fits `u32` (checked when it was made).
+                    cells.push(CellRef::Dense(Arc::clone(family), index as u32));
+                }
+            }
+        }
+        cells
     }
 
     /// A caller's path found the registry full: scan it for expired keys at most once per sync
@@ -396,7 +517,7 @@ impl Inner {
         if let Some(cell) = lookup(&watched, key) {
             return Ok(Arc::clone(cell));
         }
-        if counters.len() + watched.len() >= self.config.max_tracked_keys {
+        if counters.len() + watched.len() + self.family_cells() >= self.config.max_tracked_keys {
             return Err(self.refuse_key(key));
         }
         let cell = Arc::new(WatchedCell::new(key.into()));
@@ -438,12 +559,7 @@ impl Inner {
         self.run_hooks(stopping);
         let mut report = SyncReport::default();
         if let Some(store) = self.remote() {
-            let cells: Vec<Arc<CounterCell>> = self
-                .counters
-                .read()
-                .iter()
-                .map(|e| Arc::clone(&e.0))
-                .collect();
+            let cells = self.all_cells();
             let watched: Vec<Arc<WatchedCell>> = self
                 .watched
                 .read()
@@ -464,7 +580,7 @@ impl Inner {
             if !self.health.is_down() {
                 self.send_releases(store).await;
             }
-            report.unsettled = cells.iter().filter(|c| !c.is_settled()).count();
+            report.unsettled = cells.iter().filter(|c| !c.core().is_settled()).count();
         }
         report.pruned = self.prune();
         self.sync.note_errors(&report);
@@ -473,13 +589,13 @@ impl Inner {
 
     /// Queues `cell` for an immediate push, starting the task that pushes if none is running.
     /// Settlements arriving while a push is in flight go together in the next one.
-    pub(crate) fn push_soon(self: &Arc<Self>, cell: &Arc<CounterCell>) {
+    pub(crate) fn push_soon(self: &Arc<Self>, cell: &CellRef) {
         if !self.remote || self.shut_down.load(Ordering::Acquire) {
             return;
         }
         let mut urgent = self.urgent.lock();
-        if !urgent.0.iter().any(|c| Arc::ptr_eq(c, cell)) {
-            urgent.0.push(Arc::clone(cell));
+        if !urgent.0.iter().any(|c| c.same(cell)) {
+            urgent.0.push(cell.clone());
         }
         if urgent.1 {
             return;
@@ -583,11 +699,10 @@ impl Drop for Inner {
         if store.is_closed() {
             return; // shutdown() flushed and closed already: nothing to say
         }
-        let cells: Vec<Arc<CounterCell>> = std::mem::take(self.counters.get_mut())
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        let owed = cells.iter().filter(|c| !c.is_settled()).count();
+        let cells = self.all_cells();
+        self.counters.get_mut().clear();
+        self.families.get_mut().clear();
+        let owed = cells.iter().filter(|c| !c.core().is_settled()).count();
         if owed > 0 {
             tracing::warn!(
                 owed,
@@ -600,10 +715,10 @@ impl Drop for Inner {
         let sync = std::mem::take(&mut self.sync);
         let now_ms = self.clock.now_ms();
         spawn_on(&runtime, async move {
-            if cells.iter().any(|c| !c.is_settled()) {
+            if cells.iter().any(|c| !c.core().is_settled()) {
                 let mut report = SyncReport::default();
                 crate::pipeline::flush(&*store, &sync, &cells, &[], now_ms, &mut report).await;
-                let unsettled = cells.iter().filter(|c| !c.is_settled()).count();
+                let unsettled = cells.iter().filter(|c| !c.core().is_settled()).count();
                 if unsettled > 0 {
                     tracing::warn!(
                         unsettled,
@@ -766,6 +881,7 @@ impl DualCache {
         let inner = Arc::new(Inner {
             values: LocalValues::new(config.max_local_values),
             counters: RwLock::new(Registry::new()),
+            families: RwLock::new(Vec::new()),
             watched: RwLock::new(Registry::new()),
             remote: store.is_configured(),
             store,
@@ -826,7 +942,7 @@ impl DualCache {
     pub fn stats(&self) -> CacheStats {
         let (health, remote) = (&self.inner.health, self.inner.remote);
         CacheStats {
-            tracked_keys: self.inner.counters.read().len(),
+            tracked_keys: self.inner.counters.read().len() + self.inner.family_cells(),
             tracked_key_overflows: self.inner.overflows.load(Ordering::Relaxed),
             redis_outages: if remote { health.outages() } else { 0 },
             redis_errors: if remote { health.errors() } else { 0 },

@@ -28,7 +28,7 @@
 //! | facet | module | what it holds |
 //! |---|---|---|
 //! | [`DualCache::kv`] | `kv.rs` | values in both tiers |
-//! | [`DualCache::counters`] | `counters.rs` | [`IntCounter`] / [`FloatCounter`] handles |
+//! | [`DualCache::counters`] | `counters.rs`, `dense.rs` | [`IntCounter`] / [`FloatCounter`] handles, [`CounterFamily`] slabs |
 //! | [`DualCache::deadlines`] | `deadlines.rs` | watched [`Deadline`]s (cooldowns) |
 //! | [`DualCache::leases`] | `leases.rs` | shared slots with a TTL ([`Lease`]) |
 //! | [`DualCache::admission`] | `admission.rs` | strict admission ([`Admission`]) |
@@ -72,6 +72,7 @@ mod config;
 mod counter;
 mod counters;
 mod deadlines;
+mod dense;
 mod dual;
 mod error;
 mod kv;
@@ -96,6 +97,7 @@ pub use config::{CacheConfig, FailureMode, RECONNECT_MAX_DELAY, RedisConfig};
 pub use counter::{CounterOptions, CounterValue, ExpiryMode};
 pub use counters::{Counter, Counters, FloatCounter, IntCounter};
 pub use deadlines::{Deadline, Deadlines, LatestDeadline};
+pub use dense::{CounterFamily, FamilyKeys, IntCounterFamily};
 pub use dual::{CacheStats, DualCache, SyncHook};
 pub use error::CacheError;
 pub use kv::Kv;

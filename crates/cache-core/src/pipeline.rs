@@ -4,7 +4,7 @@
 //! Every `sync_interval` the sync task runs `Inner::sync_once` (in `dual.rs`), which calls
 //! [`flush`]; the round trip itself is the store's ([`RemoteStore::sync`], in `redis.rs` for
 //! Redis):
-//! 1. For every tracked counter, take what it owes Redis (`CounterCell::take_for_flush`): the
+//! 1. For every tracked counter, take what it owes Redis (`CellCore::take_for_flush`): the
 //!    unacknowledged push of the last sync if there is one (same sequence number), otherwise
 //!    everything pending under a new sequence number. Deltas are coalesced per key: a counter
 //!    incremented 10,000 times since the last sync sends one number.
@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
-use crate::counter::{CounterCell, Num};
+use crate::counter::Num;
+use crate::dense::CellRef;
 use crate::error::CacheError;
 use crate::remote::{RemoteStore, SyncItem, SyncReply};
 use crate::watched::WatchedCell;
@@ -146,15 +147,18 @@ fn instance_id() -> String {
 pub(crate) async fn flush(
     store: &dyn RemoteStore,
     sync: &SyncState,
-    cells: &[Arc<CounterCell>],
+    cells: &[CellRef],
     watched: &[Arc<WatchedCell>],
     now_ms: u64,
     report: &mut SyncReport,
 ) {
-    let (items, deltas) = plan(sync, cells, watched, now_ms);
+    // A family's keys are built here, for this round trip only (`dense.rs`).
+    let keys: Vec<std::borrow::Cow<'_, str>> = cells.iter().map(CellRef::key).collect();
+    let (items, deltas) = plan(sync, cells, &keys, watched, now_ms);
     let trip = store.sync(&sync.instance, &items).await;
     let mut replies = trip.replies.into_iter();
-    for ((cell, delta), reply) in cells.iter().zip(deltas).zip(replies.by_ref()) {
+    for (((cell, key), delta), reply) in cells.iter().zip(&keys).zip(deltas).zip(replies.by_ref()) {
+        let cell = cell.core();
         match (delta, reply) {
             (Some(delta), Some(Ok(SyncReply::Pushed { global, ttl_ms }))) => {
                 cell.ack(global, delta, now_ms, ttl_ms);
@@ -167,7 +171,7 @@ pub(crate) async fn flush(
                 report.refreshed += 1;
             }
             (_, Some(Ok(other))) => report.errors.push(CacheError::UnexpectedReply {
-                key: cell.key.to_string(),
+                key: key.to_string(),
                 expected: "a counter's value",
                 got: format!("{other:?}"),
             }),
@@ -208,21 +212,23 @@ pub(crate) async fn flush(
 /// not reach the store and still lies ahead, the write again.
 fn plan<'a>(
     sync: &SyncState,
-    cells: &'a [Arc<CounterCell>],
+    cells: &'a [CellRef],
+    keys: &'a [std::borrow::Cow<'a, str>],
     watched: &'a [Arc<WatchedCell>],
     now_ms: u64,
 ) -> (Vec<SyncItem<'a>>, Vec<Option<Num>>) {
     let mut items = Vec::with_capacity(cells.len() + watched.len());
     let mut deltas = Vec::with_capacity(cells.len());
-    for cell in cells {
+    for (cell_ref, key) in cells.iter().zip(keys) {
+        let cell = cell_ref.core();
         let item = match cell.take_for_flush(|| sync.next_seq()) {
             Some((seq, delta)) => {
                 deltas.push(Some(delta));
                 SyncItem::Push {
-                    key: &cell.key,
+                    key,
                     seq,
                     delta,
-                    ttl_ms: cell.ttl_ms,
+                    ttl_ms: cell_ref.ttl_ms(),
                     expiry: cell.expiry,
                     kind: cell.kind,
                 }
@@ -230,7 +236,7 @@ fn plan<'a>(
             None => {
                 deltas.push(None);
                 SyncItem::Read {
-                    key: &cell.key,
+                    key,
                     kind: cell.kind,
                 }
             }

@@ -48,6 +48,32 @@ async fn the_cache_runs_on_a_three_master_cluster() {
         assert_eq!(a.counters().value(&format!("{{d{i}}}:rpm")), Some(5.0));
     }
 
+    // A counter family on one instance and keyed counters on the other, over the same
+    // hash-tagged keys (every slot): one sum.
+    struct Tagged;
+    impl ferrolite_cache::FamilyKeys for Tagged {
+        fn write_key(&self, index: usize, out: &mut String) {
+            out.push_str(&ferrolite_cache::hash_tagged(&format!("d{index}"), ":tpm"));
+        }
+    }
+    let family = a
+        .counters()
+        .family(50, std::sync::Arc::new(Tagged), minute)
+        .unwrap();
+    for i in 0..50 {
+        family.increment(i, 2).unwrap();
+        b.counters()
+            .increment(&format!("{{d{i}}}:tpm"), 3, minute)
+            .unwrap();
+    }
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    let report = a.sync_now().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    for i in 0..50 {
+        assert_eq!(family.value(i), 5);
+    }
+
     // Watched deadlines.
     let seen = b.deadlines().deadline("{d7}:cooldown").unwrap();
     let now = a.clock().now_ms();

@@ -436,8 +436,8 @@ impl Inner {
             self.close_probation(snapshot, target).await;
         }
         let cost = held.succeed(snapshot, delivered.usage).await;
-        if let Some(health) = snapshot.health.get(ix) {
-            if let Err(e) = health.successes.increment(1) {
+        if snapshot.health.get(ix).is_some() {
+            if let Err(e) = snapshot.outcomes.successes.increment(ix.index(), 1) {
                 tracing::debug!(error = %e, "could not count a success");
             }
         }
@@ -529,7 +529,8 @@ impl Inner {
         let incident = cooldown::Incident {
             deployment,
             id: &target.id,
-            health,
+            outcomes: &snapshot.outcomes,
+            position: target.ix.index(),
             class,
             group_size: snapshot
                 .groups

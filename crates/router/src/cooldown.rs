@@ -11,7 +11,6 @@ use ferrolite_cache::{CounterOptions, hash_tagged};
 use ferrolite_types::{Deployment, ErrorClass};
 
 use crate::RouterSettings;
-use crate::snapshot::Health;
 
 /// LiteLLM's `DEFAULT_FAILURE_THRESHOLD_PERCENT`: a deployment failing more than this share of
 /// its calls in the minute is cooled down...
@@ -27,7 +26,9 @@ pub(crate) struct Incident<'a> {
     pub(crate) deployment: &'a Deployment,
     /// Its id (computed once per snapshot; `Deployment::id` hashes).
     pub(crate) id: &'a ferrolite_types::DeploymentId,
-    pub(crate) health: &'a Health,
+    /// The snapshot's failure and success counts, and the deployment's position in them.
+    pub(crate) outcomes: &'a crate::snapshot::Outcomes,
+    pub(crate) position: usize,
     pub(crate) class: &'a ErrorClass,
     /// Deployments in the deployment's group.
     pub(crate) group_size: usize,
@@ -75,12 +76,13 @@ pub(crate) async fn decide(
     let Incident {
         deployment,
         id,
-        health,
+        outcomes,
+        position,
         class,
         group_size,
         has_fallbacks,
     } = incident;
-    if let Err(error) = health.fails.increment(1) {
+    if let Err(error) = outcomes.fails.increment(*position, 1) {
         tracing::debug!(%error, "could not count a failure");
     }
     if settings.disable_cooldowns {
@@ -122,8 +124,8 @@ pub(crate) async fn decide(
         allowance.exceeded(cache, id, ttl)
     } else if settings.allowed_fails_policy.is_none() && settings.allowed_fails.is_none() {
         // LiteLLM's default: failure rates in the minute.
-        let fails = health.fails.value().max(0);
-        let total = fails + health.successes.value().max(0);
+        let fails = outcomes.fails.value(*position).max(0);
+        let total = fails + outcomes.successes.value(*position).max(0);
         let rate = if total == 0 {
             0.0
         } else {

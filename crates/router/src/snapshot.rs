@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferrolite_budgets::BudgetLedger;
 use ferrolite_cache::{
-    CounterOptions, Deadline, DualCache, IntCounter, LatestDeadline, hash_tagged,
+    CounterOptions, Deadline, DualCache, FamilyKeys, IntCounterFamily, LatestDeadline, hash_tagged,
 };
 use ferrolite_strategies::{Pool, Strategy, Target, Targets, UsageStore, build};
 use ferrolite_types::{Deployment, DeploymentIx, PerDeployment};
@@ -23,9 +23,6 @@ pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub(crate) struct Health {
     /// `{id}:cooldown`: until when the deployment is cooled down.
     pub(crate) cooldown: Deadline,
-    /// `{id}:fails` and `{id}:successes` in the current minute.
-    pub(crate) fails: IntCounter,
-    pub(crate) successes: IntCounter,
     /// The deployment's concurrency cap and the key of its slots (`{id}:parallel`).
     pub(crate) parallel: Option<Parallel>,
     /// With health-check routing: when its last health checks passed and failed (boxed: off by
@@ -34,6 +31,54 @@ pub(crate) struct Health {
     /// With half-open recovery: the probe lease's key and `{id}:probe_passed` (boxed, as
     /// `checks`).
     pub(crate) probation: Option<Box<Probation>>,
+}
+
+/// `{id}:fails` and `{id}:successes` in the current minute, of every deployment of a snapshot
+/// by position: two counter families (56 bytes a counter, the keys built when synced).
+pub(crate) struct Outcomes {
+    pub(crate) fails: IntCounterFamily,
+    pub(crate) successes: IntCounterFamily,
+}
+
+impl Outcomes {
+    fn new(cache: &DualCache, targets: &Targets) -> Result<Self, RouterError> {
+        let ids: Arc<[ferrolite_types::DeploymentId]> =
+            targets.index().iter().map(|(_, id)| id.clone()).collect();
+        let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
+        let family = |suffix: &'static str| {
+            let keys = OutcomeKeys {
+                ids: Arc::clone(&ids),
+                suffix,
+            };
+            cache.counters().family(ids.len(), Arc::new(keys), window)
+        };
+        Ok(Outcomes {
+            fails: family(":fails")?,
+            successes: family(":successes")?,
+        })
+    }
+}
+
+/// `{id}<suffix>` by position.
+struct OutcomeKeys {
+    ids: Arc<[ferrolite_types::DeploymentId]>,
+    suffix: &'static str,
+}
+
+impl FamilyKeys for OutcomeKeys {
+    fn write_key(&self, index: usize, out: &mut String) {
+        if let Some(id) = self.ids.get(index) {
+            out.push('{');
+            out.push_str(id.as_str());
+            out.push('}');
+            out.push_str(self.suffix);
+        }
+    }
+
+    /// The next snapshot's counts of an unchanged deployment are this one's cells.
+    fn class(&self) -> &str {
+        self.suffix
+    }
 }
 
 /// How long after a cooldown ends the deployment stays half-open unless a call succeeds
@@ -248,6 +293,8 @@ pub(crate) struct Snapshot {
     pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) ledger: BudgetLedger,
     pub(crate) health: PerDeployment<Health>,
+    /// Failures and successes in the current minute, by position.
+    pub(crate) outcomes: Outcomes,
     /// Per-instance concurrency counts by deployment id, shared with the next snapshot.
     pub(crate) slots: Arc<ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>>,
 }
@@ -309,6 +356,7 @@ impl Snapshot {
             |p| Arc::clone(&p.slots),
         );
         let health = health_of(cache, settings, &targets, &deployments, &slots)?;
+        let outcomes = Outcomes::new(cache, &targets)?;
         let groups = members
             .into_iter()
             .map(|(name, members)| {
@@ -331,6 +379,7 @@ impl Snapshot {
             strategy,
             ledger,
             health,
+            outcomes,
             slots,
         })
     }
@@ -404,9 +453,8 @@ fn health_of(
     deployments: &[Deployment],
     slots: &ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>,
 ) -> Result<PerDeployment<Health>, RouterError> {
-    let window = CounterOptions::fixed_ttl(FAILURE_WINDOW);
     let local = slots.bind(targets.index(), std::sync::atomic::AtomicU64::default);
-    let (deadlines, counters) = (cache.deadlines(), cache.counters());
+    let deadlines = cache.deadlines();
     targets.index().try_map(|ix, id| {
         let parallel = parallel_limit(
             &deployments[ix.index()],
@@ -443,8 +491,6 @@ fn health_of(
             checks,
             probation,
             cooldown: deadlines.deadline(&hash_tagged(id.as_str(), ":cooldown"))?,
-            fails: counters.counter(&hash_tagged(id.as_str(), ":fails"), window)?,
-            successes: counters.counter(&hash_tagged(id.as_str(), ":successes"), window)?,
         })
     })
 }
@@ -458,7 +504,7 @@ mod tests {
         // Built for every deployment (10,000 in one group is a supported size): the optional
         // parts are boxed and a per-instance cap keeps no lease key.
         assert!(
-            std::mem::size_of::<Health>() <= 104,
+            std::mem::size_of::<Health>() <= 72,
             "Health is {} bytes",
             std::mem::size_of::<Health>()
         );

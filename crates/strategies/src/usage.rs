@@ -10,20 +10,22 @@
 //! increments them, and strict admission (`ferrolite_admit_v2`) checks and increments the same
 //! keys in Redis.
 //!
-//! Hot path: the counter handles of the current (and, for sliding windows, previous) bucket of
-//! every deployment live in one epoch, swapped once per window. A view takes the epoch's read
-//! lock once and reads the clock once; per candidate it does a few atomic loads — no key is
-//! built, hashed or allocated.
+//! Hot path: the counters of the current (and, for sliding windows, previous) bucket of every
+//! deployment live in one epoch, swapped once per window, as counter families
+//! ([`IntCounterFamily`]: one slab of cells per metric and bucket, indexed by the deployment's
+//! position, keys built only when the cache syncs a cell). A view takes the epoch's read lock
+//! once and reads the clock once; per candidate it does a few atomic loads in those slabs — no
+//! key is built, hashed or allocated, and no handle is followed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrolite_cache::{
-    Admission, CacheError, CounterOptions, Deadline, DualCache, IntCounter, LimitCheck, SyncHook,
-    Window, hash_tagged,
+    Admission, CacheError, CounterOptions, Deadline, DualCache, FamilyKeys, IntCounter,
+    IntCounterFamily, LimitCheck, SyncHook, Window,
 };
-use ferrolite_types::{DeploymentIx, PerDeployment};
+use ferrolite_types::{DeploymentId, DeploymentIx};
 use parking_lot::{RwLock, RwLockReadGuard};
 
 use crate::{StrategyError, Target, Targets};
@@ -73,7 +75,8 @@ const IDLE_SYNCS: u64 = 2;
 /// the start of every sync, where it gives back claims left unused; dropping it (the store
 /// was replaced) gives back every claim.
 struct Claims {
-    states: PerDeployment<AutoState>,
+    /// Built in auto mode only (empty otherwise).
+    states: Vec<AutoState>,
     window: Window,
     /// A claim idle for this long is given back (ms).
     idle_ms: u64,
@@ -270,21 +273,81 @@ impl Quota {
     }
 }
 
-struct Keys {
-    rpm: String,
-    tpm: String,
-    /// Auto mode's counts of claimed-and-unused requests and tokens.
-    unused_rpm: String,
-    unused_tpm: String,
+/// What a deployment's keys are built from (its id, its model and its group; equal models and
+/// groups share one string).
+struct KeyParts {
+    id: DeploymentId,
+    model: Arc<str>,
+    group: Arc<str>,
 }
 
-/// The counters of one window bucket (and the one before, for sliding windows), by position.
+impl KeyParts {
+    /// `{id}:{model}:{metric}`: the base key of a metric (the window's bucket is appended).
+    fn base_key(&self, metric: &str) -> String {
+        let mut key = String::new();
+        self.write_base(metric, &mut key);
+        key
+    }
+
+    fn write_base(&self, metric: &str, out: &mut String) {
+        out.push('{');
+        out.push_str(self.id.as_str());
+        out.push_str("}:");
+        out.push_str(&self.model);
+        out.push(':');
+        out.push_str(metric);
+    }
+}
+
+/// The keys of one metric's counters in one window bucket: `{id}:{model}:{metric}:{bucket}`.
+struct BucketKeys {
+    parts: Arc<[KeyParts]>,
+    metric: &'static str,
+    /// `:{bucket}` (what [`Window::bucket_key`] appends).
+    bucket: Box<str>,
+    /// The metric and the bucket: stores of two snapshots share the cells of a key.
+    class: Box<str>,
+}
+
+impl FamilyKeys for BucketKeys {
+    fn write_key(&self, index: usize, out: &mut String) {
+        if let Some(parts) = self.parts.get(index) {
+            parts.write_base(self.metric, out);
+            out.push_str(&self.bucket);
+        }
+    }
+
+    fn class(&self) -> &str {
+        &self.class
+    }
+}
+
+/// The keys of the in-flight counters: `{group}_request_count:{id}`.
+struct InFlightKeys(Arc<[KeyParts]>);
+
+impl FamilyKeys for InFlightKeys {
+    fn write_key(&self, index: usize, out: &mut String) {
+        if let Some(parts) = self.0.get(index) {
+            out.push_str(&parts.group);
+            out.push_str("_request_count:");
+            out.push_str(parts.id.as_str());
+        }
+    }
+
+    fn class(&self) -> &str {
+        "request_count"
+    }
+}
+
+/// The counters of one window bucket (and the one before, for sliding windows): one family per
+/// metric, indexed by position.
 struct Epoch {
     bucket: u64,
-    rpm: Vec<[Option<IntCounter>; 2]>,
-    tpm: Vec<[Option<IntCounter>; 2]>,
+    /// The current bucket's and, for sliding windows, the previous one's.
+    rpm: [Option<IntCounterFamily>; 2],
+    tpm: [Option<IntCounterFamily>; 2],
     /// Auto mode: the current bucket's counts of claimed-and-unused requests and tokens.
-    unused: Vec<[Option<IntCounter>; 2]>,
+    unused: [Option<IntCounterFamily>; 2],
     /// Why the store has no counters yet: its first rotation failed (the cache's key registry
     /// is full). An admission then fails with this error, not as an unknown deployment.
     failed: Option<CacheError>,
@@ -296,9 +359,10 @@ pub struct UsageStore {
     window: Window,
     mode: AdmissionMode,
     generation: u32,
-    keys: PerDeployment<Keys>,
+    /// What the keys are built from, by position.
+    parts: Arc<[KeyParts]>,
     epoch: RwLock<Epoch>,
-    in_flight: PerDeployment<IntCounter>,
+    in_flight: IntCounterFamily,
     /// Auto mode's claims, per deployment (the cache's sync hook holds it weakly).
     claims: Arc<Claims>,
     /// Admission scripts sent to Redis (strict and auto mode).
@@ -313,7 +377,7 @@ impl std::fmt::Debug for UsageStore {
         f.debug_struct("UsageStore")
             .field("window", &self.window)
             .field("mode", &self.mode)
-            .field("deployments", &self.keys.len())
+            .field("deployments", &self.parts.len())
             .finish_non_exhaustive()
     }
 }
@@ -330,32 +394,45 @@ impl UsageStore {
         mode: AdmissionMode,
     ) -> Result<Self, StrategyError> {
         let index = targets.index();
-        let keys = index.map(|ix, id| {
-            let model = targets.get(ix).map_or("", |t| t.model.as_str());
-            Keys {
-                rpm: hash_tagged(id.as_str(), &format!(":{model}:rpm")),
-                tpm: hash_tagged(id.as_str(), &format!(":{model}:tpm")),
-                unused_rpm: hash_tagged(id.as_str(), &format!(":{model}:rpm:unused")),
-                unused_tpm: hash_tagged(id.as_str(), &format!(":{model}:tpm:unused")),
+        let mut strings: std::collections::HashMap<String, Arc<str>> = Default::default();
+        let mut shared = |text: &str| -> Arc<str> {
+            if let Some(known) = strings.get(text) {
+                return Arc::clone(known);
             }
-        });
-        let shared = mode == AdmissionMode::Auto && cache.shared().is_configured();
-        let states = index.try_map(|ix, id| {
-            let model = targets.get(ix).map_or("", |t| t.model.as_str());
-            let reclaim = if shared {
-                Some(
-                    cache
-                        .deadlines()
-                        .deadline(&hash_tagged(id.as_str(), &format!(":{model}:reclaim")))?,
-                )
-            } else {
-                None
-            };
-            Ok::<_, CacheError>(AutoState {
-                reclaim,
-                ..AutoState::default()
+            let made: Arc<str> = Arc::from(text);
+            strings.insert(text.to_string(), Arc::clone(&made));
+            made
+        };
+        let parts: Arc<[KeyParts]> = index
+            .iter()
+            .map(|(ix, id)| {
+                let target = targets.get(ix);
+                KeyParts {
+                    id: id.clone(),
+                    model: shared(target.map_or("", |t| t.model.as_str())),
+                    group: shared(target.map_or("", |t| &*t.model_name)),
+                }
             })
-        })?;
+            .collect();
+        let shared = mode == AdmissionMode::Auto && cache.shared().is_configured();
+        let states = if mode == AdmissionMode::Auto {
+            parts
+                .iter()
+                .map(|parts| {
+                    let reclaim = if shared {
+                        Some(cache.deadlines().deadline(&parts.base_key("reclaim"))?)
+                    } else {
+                        None
+                    };
+                    Ok::<_, CacheError>(AutoState {
+                        reclaim,
+                        ..AutoState::default()
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         let interval_ms = u64::try_from(cache.sync_interval().as_millis()).unwrap_or(u64::MAX);
         let claims = Arc::new(Claims {
             states,
@@ -366,24 +443,22 @@ impl UsageStore {
             let hook: Arc<dyn SyncHook> = claims.clone();
             cache.add_sync_hook(Arc::downgrade(&hook));
         }
-        let in_flight = index.try_map(|ix, id| {
-            let group = targets.get(ix).map_or("", |t| &*t.model_name);
-            cache.counters().counter(
-                &format!("{group}_request_count:{id}"),
-                CounterOptions::ttl(IN_FLIGHT_TTL),
-            )
-        })?;
+        let in_flight = cache.counters().family(
+            parts.len(),
+            Arc::new(InFlightKeys(Arc::clone(&parts))),
+            CounterOptions::ttl(IN_FLIGHT_TTL),
+        )?;
         Ok(UsageStore {
             cache,
             window,
             mode,
             generation: index.generation(),
-            keys,
+            parts,
             epoch: RwLock::new(Epoch {
                 bucket: u64::MAX,
-                rpm: Vec::new(),
-                tpm: Vec::new(),
-                unused: Vec::new(),
+                rpm: [None, None],
+                tpm: [None, None],
+                unused: [None, None],
                 failed: None,
             }),
             in_flight,
@@ -472,40 +547,39 @@ impl UsageStore {
         let options = CounterOptions::ttl(Duration::from_millis(self.window.retention_ms()));
         let sliding = self.window.kind() == ferrolite_cache::WindowKind::Sliding;
         let previous_start = now_ms.saturating_sub(self.window.length_ms());
-        let counter = |base: &str, at: u64| {
+        let family = |metric: &'static str, at: u64| {
+            let bucket: Box<str> = self.window.bucket_key("", at).into();
+            let keys = BucketKeys {
+                parts: Arc::clone(&self.parts),
+                metric,
+                class: format!("{metric}{bucket}").into(),
+                bucket,
+            };
             self.cache
                 .counters()
-                .counter(&self.window.bucket_key(base, at), options)
+                .family(self.parts.len(), Arc::new(keys), options)
         };
         let continues = epoch.bucket != u64::MAX && epoch.bucket + 1 == bucket;
-        let mut rpm = Vec::with_capacity(self.keys.len());
-        let mut tpm = Vec::with_capacity(self.keys.len());
-        let mut unused = Vec::with_capacity(self.keys.len());
-        for (position, keys) in self.keys.iter().enumerate() {
-            let (rpm_prev, tpm_prev) = if !sliding {
-                (None, None)
-            } else if continues {
-                (
-                    epoch.rpm.get(position).and_then(|c| c[0].clone()),
-                    epoch.tpm.get(position).and_then(|c| c[0].clone()),
-                )
-            } else {
-                (
-                    Some(counter(&keys.rpm, previous_start)?),
-                    Some(counter(&keys.tpm, previous_start)?),
-                )
-            };
-            rpm.push([Some(counter(&keys.rpm, now_ms)?), rpm_prev]);
-            tpm.push([Some(counter(&keys.tpm, now_ms)?), tpm_prev]);
-            unused.push(if self.mode == AdmissionMode::Auto {
-                [
-                    Some(counter(&keys.unused_rpm, now_ms)?),
-                    Some(counter(&keys.unused_tpm, now_ms)?),
-                ]
-            } else {
-                [None, None]
-            });
-        }
+        let (rpm_prev, tpm_prev) = if !sliding {
+            (None, None)
+        } else if continues {
+            (epoch.rpm[0].clone(), epoch.tpm[0].clone())
+        } else {
+            (
+                Some(family("rpm", previous_start)?),
+                Some(family("tpm", previous_start)?),
+            )
+        };
+        let rpm = [Some(family("rpm", now_ms)?), rpm_prev];
+        let tpm = [Some(family("tpm", now_ms)?), tpm_prev];
+        let unused = if self.mode == AdmissionMode::Auto {
+            [
+                Some(family("rpm:unused", now_ms)?),
+                Some(family("tpm:unused", now_ms)?),
+            ]
+        } else {
+            [None, None]
+        };
         Ok(Epoch {
             bucket,
             rpm,
@@ -535,9 +609,8 @@ impl UsageStore {
         }
         let in_flight = self
             .in_flight
-            .get(target.ix)
-            .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?
-            .clone();
+            .counter(target.ix.index())
+            .map_err(|_| StrategyError::UnknownDeployment { ix: target.ix })?;
         // The slot first: if it cannot be taken (fail-closed, Redis down) nothing else is.
         in_flight.increment(1)?;
         let tokens_i = i64::try_from(tokens).unwrap_or(i64::MAX);
@@ -624,7 +697,7 @@ impl UsageStore {
                 current,
             });
         }
-        Ok((rpm.clone(), tpm.clone()))
+        Ok((rpm, tpm))
     }
 
     /// Claims `requests` and `tokens` from `target`'s limited windows in Redis with the strict
@@ -639,20 +712,18 @@ impl UsageStore {
         tokens: u64,
         unused: [u64; 2],
     ) -> Result<[Option<IntCounter>; 4], StrategyError> {
-        let keys = self
-            .keys
-            .get(target.ix)
+        let parts = self
+            .parts
+            .get(target.ix.index())
+            .filter(|_| target.ix.generation() == self.generation)
             .ok_or(StrategyError::UnknownDeployment { ix: target.ix })?;
         let mut checks = Vec::with_capacity(4);
         let mut metrics = Vec::with_capacity(2);
-        for (metric, key, delta, limit) in [
-            ("rpm", &keys.rpm, requests, target.rpm),
-            ("tpm", &keys.tpm, tokens, target.tpm),
-        ] {
+        for (metric, delta, limit) in [("rpm", requests, target.rpm), ("tpm", tokens, target.tpm)] {
             if let Some(limit) = limit {
                 metrics.push(metric);
                 checks.push(LimitCheck {
-                    key: key.clone(),
+                    key: parts.base_key(metric),
                     delta,
                     limit,
                     window: self.window,
@@ -660,10 +731,10 @@ impl UsageStore {
             }
         }
         // Unlimited counts, checked against no limit: they ride along.
-        for (key, delta) in [(&keys.unused_rpm, unused[0]), (&keys.unused_tpm, unused[1])] {
+        for (metric, delta) in [("rpm:unused", unused[0]), ("tpm:unused", unused[1])] {
             if delta > 0 {
                 checks.push(LimitCheck {
-                    key: key.clone(),
+                    key: parts.base_key(metric),
                     delta,
                     limit: u64::MAX,
                     window: self.window,
@@ -673,7 +744,9 @@ impl UsageStore {
         if self.cache.shared().is_configured() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
-        let admission = self.cache.admission().admit(&checks).await?;
+        // The epoch's counters, so that the admission counts in the cells selection reads.
+        let known = self.view().known(target.ix);
+        let admission = self.cache.admission().admit_with(&checks, &known).await?;
         if !admission.admitted {
             return Err(refusal(target, &checks, &metrics, &admission));
         }
@@ -694,11 +767,11 @@ impl UsageStore {
         [rpm, tpm]: [Option<IntCounter>; 2],
         tokens: u64,
     ) -> Result<(IntCounter, IntCounter), StrategyError> {
-        let counted = |claimed: Option<IntCounter>, view: &IntCounter, delta: i64| match claimed {
+        let counted = |claimed: Option<IntCounter>, view: IntCounter, delta: i64| match claimed {
             Some(counter) => Ok::<_, StrategyError>(counter),
             None => {
                 view.increment(delta)?;
-                Ok(view.clone())
+                Ok(view)
             }
         };
         let view = self.view();
@@ -716,7 +789,7 @@ impl UsageStore {
         target: &Target,
         tokens: u64,
     ) -> Option<Result<(IntCounter, IntCounter), StrategyError>> {
-        let Some(state) = self.claims.states.get(target.ix) else {
+        let Some(state) = self.auto_state(target.ix) else {
             return Some(Err(StrategyError::UnknownDeployment { ix: target.ix }));
         };
         let need_requests = u64::from(target.rpm.is_some());
@@ -744,7 +817,7 @@ impl UsageStore {
         tokens: u64,
     ) -> Result<(IntCounter, IntCounter), StrategyError> {
         let unknown = || StrategyError::UnknownDeployment { ix: target.ix };
-        let state = self.claims.states.get(target.ix).ok_or_else(unknown)?;
+        let state = self.auto_state(target.ix).ok_or_else(unknown)?;
         let need_requests = u64::from(target.rpm.is_some());
         let need_tokens = if target.tpm.is_some() { tokens } else { 0 };
         let _one_claim = state.claiming.lock().await;
@@ -948,6 +1021,13 @@ impl UsageStore {
     }
 
     /// Gives what is left of this instance's claim back to the shared count.
+    /// Auto mode's state of `ix` (`None` in other modes or for another snapshot's index).
+    fn auto_state(&self, ix: DeploymentIx) -> Option<&AutoState> {
+        (ix.generation() == self.generation)
+            .then(|| self.claims.states.get(ix.index()))
+            .flatten()
+    }
+
     fn return_claim(&self, state: &AutoState) {
         let left = state.quota.lock().drain();
         left.give_back();
@@ -1072,15 +1152,15 @@ impl UsageView<'_> {
         (ix.generation() == self.store.generation).then_some(ix.index())
     }
 
-    fn counters(&self, ix: DeploymentIx) -> Result<(&IntCounter, &IntCounter), StrategyError> {
+    fn counters(&self, ix: DeploymentIx) -> Result<(IntCounter, IntCounter), StrategyError> {
         let position = self
             .position(ix)
             .ok_or(StrategyError::UnknownDeployment { ix })?;
-        match (
-            self.epoch.rpm.get(position).and_then(|c| c[0].as_ref()),
-            self.epoch.tpm.get(position).and_then(|c| c[0].as_ref()),
-        ) {
-            (Some(rpm), Some(tpm)) => Ok((rpm, tpm)),
+        match (&self.epoch.rpm[0], &self.epoch.tpm[0]) {
+            (Some(rpm), Some(tpm)) => match (rpm.counter(position), tpm.counter(position)) {
+                (Ok(rpm), Ok(tpm)) => Ok((rpm, tpm)),
+                _ => Err(StrategyError::UnknownDeployment { ix }),
+            },
             _ => Err(self.epoch.failed.clone().map_or(
                 StrategyError::UnknownDeployment { ix },
                 StrategyError::Cache,
@@ -1088,33 +1168,46 @@ impl UsageView<'_> {
         }
     }
 
-    fn previous(&self, counters: &[[Option<IntCounter>; 2]], ix: DeploymentIx) -> f64 {
+    /// The epoch's counters of `ix` (current and previous buckets, every metric), for an
+    /// admission to count in.
+    fn known(&self, ix: DeploymentIx) -> Vec<IntCounter> {
+        let Some(position) = self.position(ix) else {
+            return Vec::new();
+        };
+        let epoch = &self.epoch;
+        epoch
+            .rpm
+            .iter()
+            .chain(&epoch.tpm)
+            .chain(&epoch.unused)
+            .flatten()
+            .filter_map(|family| family.counter(position).ok())
+            .collect()
+    }
+
+    fn previous(&self, counters: &[Option<IntCounterFamily>; 2], ix: DeploymentIx) -> f64 {
         self.position(ix)
-            .and_then(|p| counters.get(p))
-            .map_or(0.0, |c| self.weighted(c[1].as_ref()))
+            .map_or(0.0, |p| self.weighted(counters[1].as_ref(), p))
     }
 
     /// The previous bucket's count, weighted by its overlap with the window.
     #[inline]
-    fn weighted(&self, previous: Option<&IntCounter>) -> f64 {
+    fn weighted(&self, previous: Option<&IntCounterFamily>, position: usize) -> f64 {
         match previous {
-            Some(previous) => previous.value_at(self.now_ms).max(0) as f64 * self.previous_weight,
+            Some(previous) => {
+                previous.value_at(position, self.now_ms).max(0) as f64 * self.previous_weight
+            }
             None => 0.0,
         }
     }
 
     /// The window's count at a position already checked against this snapshot.
     #[inline]
-    fn estimate_at(&self, counters: &[[Option<IntCounter>; 2]], position: usize) -> f64 {
-        match counters.get(position) {
-            Some([current, previous]) => {
-                let current = current
-                    .as_ref()
-                    .map_or(0, |c| c.value_at(self.now_ms).max(0));
-                current as f64 + self.weighted(previous.as_ref())
-            }
-            None => 0.0,
-        }
+    fn estimate_at(&self, counters: &[Option<IntCounterFamily>; 2], position: usize) -> f64 {
+        let current = counters[0]
+            .as_ref()
+            .map_or(0, |c| c.value_at(position, self.now_ms).max(0));
+        current as f64 + self.weighted(counters[1].as_ref(), position)
     }
 
     /// Requests in the deployment's window now.
@@ -1135,32 +1228,34 @@ impl UsageView<'_> {
     /// bucket (as far as the last read-back and this instance's own claims tell: this
     /// instance's unused claims are counted here until given back).
     fn claimed_elsewhere(&self, ix: DeploymentIx) -> bool {
-        self.position(ix)
-            .and_then(|p| self.epoch.unused.get(p))
-            .is_some_and(|counts| counts.iter().flatten().any(|c| c.value_at(self.now_ms) > 0))
+        self.position(ix).is_some_and(|p| {
+            self.epoch
+                .unused
+                .iter()
+                .flatten()
+                .any(|c| c.value_at(p, self.now_ms) > 0)
+        })
     }
 
     /// Auto mode: the shared unused counts (requests + tokens) of the current bucket.
     fn unused_total(&self, ix: DeploymentIx) -> i64 {
-        self.position(ix)
-            .and_then(|p| self.epoch.unused.get(p))
-            .map_or(0, |counts| {
-                counts
-                    .iter()
-                    .flatten()
-                    .map(|c| c.value_at(self.now_ms))
-                    .sum()
-            })
+        self.position(ix).map_or(0, |p| {
+            self.epoch
+                .unused
+                .iter()
+                .flatten()
+                .map(|c| c.value_at(p, self.now_ms))
+                .sum()
+        })
     }
 
     /// Calls in flight on the deployment, never below 0 (a decrement after the counter expired
     /// cannot make a deployment look idler than idle — LiteLLM #39322).
     #[inline]
     pub fn in_flight(&self, ix: DeploymentIx) -> u64 {
-        self.store
-            .in_flight
-            .get(ix)
-            .map_or(0, |c| c.value_at(self.now_ms).max(0) as u64)
+        self.position(ix).map_or(0, |p| {
+            self.store.in_flight.value_at(p, self.now_ms).max(0) as u64
+        })
     }
 
     /// The time of this view (the cache's window clock, ms since the epoch).
@@ -1200,11 +1295,9 @@ impl UsageView<'_> {
         if !self.auto {
             return 0.0;
         }
-        self.epoch
-            .unused
-            .get(position)
-            .and_then(|counts| counts[metric].as_ref())
-            .map_or(0.0, |c| c.value_at(self.now_ms).max(0) as f64)
+        self.epoch.unused[metric]
+            .as_ref()
+            .map_or(0.0, |c| c.value_at(position, self.now_ms).max(0) as f64)
     }
 }
 
