@@ -66,28 +66,64 @@ pub struct HttpBackend {
     ready: Arc<parking_lot::Mutex<Interned>>,
 }
 
-/// The live [`Ready`]s by what they hold (see [`Ready::fingerprint`]); dead entries are dropped
-/// when the map has doubled since the last sweep.
+/// The live prepared values by what they hold: whole [`Ready`]s (deployments that differ in
+/// nothing sent) and their [`Common`] parts (deployments on one host with one key and the same
+/// headers, whatever their paths).
 #[derive(Default)]
 struct Interned {
-    live: HashMap<Vec<u8>, Weak<Ready>>,
+    ready: Live<Ready>,
+    common: Live<Common>,
+}
+
+/// Live values by fingerprint; dead entries are dropped when the map has doubled since the
+/// last sweep.
+struct Live<T> {
+    map: HashMap<Vec<u8>, Weak<T>>,
     sweep_at: usize,
 }
 
-impl Interned {
-    /// The live `Ready` equal to `ready`, else `ready` itself, kept for the next.
-    fn share(&mut self, ready: Ready) -> Arc<Ready> {
-        let fingerprint = ready.fingerprint();
-        if let Some(live) = self.live.get(&fingerprint).and_then(Weak::upgrade) {
+impl<T> Default for Live<T> {
+    fn default() -> Self {
+        Live {
+            map: HashMap::new(),
+            sweep_at: 0,
+        }
+    }
+}
+
+impl<T> Live<T> {
+    /// The live value of `fingerprint`, else `value` itself, kept for the next.
+    fn share(&mut self, fingerprint: Vec<u8>, value: T) -> Arc<T> {
+        if let Some(live) = self.map.get(&fingerprint).and_then(Weak::upgrade) {
             return live;
         }
-        let ready = Arc::new(ready);
-        if self.live.len() >= self.sweep_at {
-            self.live.retain(|_, r| r.strong_count() > 0);
-            self.sweep_at = (self.live.len() * 2).max(64);
+        let value = Arc::new(value);
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, r| r.strong_count() > 0);
+            self.sweep_at = (self.map.len() * 2).max(64);
         }
-        self.live.insert(fingerprint, Arc::downgrade(&ready));
-        ready
+        self.map.insert(fingerprint, Arc::downgrade(&value));
+        value
+    }
+}
+
+impl Interned {
+    /// The live `Ready` equal to `ready`'s parts, else a new one sharing what it can.
+    fn share(&mut self, common: Common, paths: Bytes, ends: [u16; 2]) -> Arc<Ready> {
+        let mut fingerprint = common.fingerprint();
+        fingerprint.extend_from_slice(&paths);
+        fingerprint.extend_from_slice(&ends[0].to_le_bytes());
+        fingerprint.extend_from_slice(&ends[1].to_le_bytes());
+        let common_fingerprint = common.fingerprint();
+        let common = self.common.share(common_fingerprint, common);
+        self.ready.share(
+            fingerprint,
+            Ready {
+                common,
+                paths,
+                ends,
+            },
+        )
     }
 }
 
@@ -230,7 +266,7 @@ impl HttpBackend {
     /// and extra headers validated. `None` (each call works it out, or fails as it would) for a
     /// TLS upstream, with a proxy, for a deployment whose calls fail before they are sent, and
     /// for a wildcard azure deployment (its URL names the model the client asks for).
-    fn ready(&self, deployment: &Deployment) -> Option<Ready> {
+    fn ready(&self, deployment: &Deployment) -> Option<Arc<Ready>> {
         let pool = self.plain.as_ref()?;
         let provider = provider_of(deployment).ok()?;
         let azure = provider == "azure";
@@ -256,8 +292,13 @@ impl HttpBackend {
         {
             return None;
         }
-        let mut paths = targets.iter().map(|t| t.path.path_and_query().cloned());
-        let paths = [paths.next()??, paths.next()??, paths.next()??];
+        // The three request targets, one after another in one buffer.
+        let mut paths = Vec::new();
+        let mut ends = [0u16; 3];
+        for (end, target) in ends.iter_mut().zip(&targets) {
+            paths.extend_from_slice(target.path.path_and_query()?.as_str().as_bytes());
+            *end = u16::try_from(paths.len()).ok()?;
+        }
         let key = match deployment.api_key.as_ref().map(|k| k.expose()) {
             Some(key) if azure => Some(plain::header("api-key", key, true).ok()?),
             Some(key) => Some(plain::header("authorization", &bearer(key), true).ok()?),
@@ -270,13 +311,25 @@ impl HttpBackend {
         let content_type = !extra
             .iter()
             .any(|(name, _)| name == hyper::header::CONTENT_TYPE);
-        Some(Ready {
+        let common = Common {
             route,
-            paths,
             key,
             extra: extra.into_boxed_slice(),
             content_type,
-        })
+        };
+        let ready = self
+            .ready
+            .lock()
+            .share(common, Bytes::from(paths), [ends[0], ends[1]]);
+        // Every path is taken as the call will take it.
+        [
+            crate::mock::Kind::Chat,
+            crate::mock::Kind::Completion,
+            crate::mock::Kind::Embedding,
+        ]
+        .into_iter()
+        .all(|kind| ready.path(kind).is_some())
+        .then_some(ready)
     }
 
     /// Sends a call and reads its whole answer: a plain-HTTP upstream through the pool, any
@@ -289,9 +342,14 @@ impl HttpBackend {
             match &outgoing.to {
                 To::Ready(ready, kind) => {
                     let headers = outgoing.ready_headers(ready).map_err(header_failed)?;
-                    let path = hyper::Uri::from(ready.path(*kind).clone());
+                    let path = ready.path(*kind).ok_or_else(|| {
+                        header_failed("the deployment's request target is not valid".to_string())
+                    })?;
                     let body = Bytes::from(outgoing.body);
-                    return plain_reply(pool.send(&ready.route, path, headers, body).await);
+                    return plain_reply(
+                        pool.send(&ready.common.route, hyper::Uri::from(path), headers, body)
+                            .await,
+                    );
                 }
                 To::Url(url) => {
                     if let Some(target) = plain::target(url) {
@@ -347,12 +405,20 @@ enum To<'a> {
 }
 
 /// What every plain-HTTP call of one deployment sends alike, worked out once per snapshot
-/// ([`Backend::prepare`]).
+/// ([`Backend::prepare`]): the part it shares with the deployments on its host with its key
+/// and headers, and its own request targets.
 struct Ready {
+    common: Arc<Common>,
+    /// The request targets of chat completions, text completions and embeddings, one after
+    /// another; `ends` are where the first two end.
+    paths: Bytes,
+    ends: [u16; 2],
+}
+
+/// What the deployments on one host with one key and the same extra headers send alike.
+struct Common {
     /// The host's connections and `host` header.
     route: plain::Route,
-    /// The request target of each endpoint: chat completions, text completions, embeddings.
-    paths: [hyper::http::uri::PathAndQuery; 3],
     /// The key header (`authorization: Bearer …` or azure's `api-key`), marked sensitive.
     key: Option<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// The deployment's extra headers, in order.
@@ -361,10 +427,10 @@ struct Ready {
     content_type: bool,
 }
 
-impl Ready {
-    /// Everything it holds, as bytes: two `Ready`s with the same fingerprint send the same
-    /// bytes to the same host (the key's value included: it is kept in memory as the
-    /// deployment keeps it, never printed).
+impl Common {
+    /// Everything it holds, as bytes: two with the same fingerprint send the same bytes to the
+    /// same host (the key's value included: it is kept in memory as the deployment keeps it,
+    /// never printed).
     fn fingerprint(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         let mut put = |bytes: &[u8]| {
@@ -373,9 +439,6 @@ impl Ready {
         };
         put(self.route.address().as_bytes());
         put(self.route.host_header().map_or(&[][..], |h| h.as_bytes()));
-        for path in &self.paths {
-            put(path.as_str().as_bytes());
-        }
         for (name, value) in self.key.iter().chain(self.extra.iter()) {
             put(name.as_str().as_bytes());
             put(value.as_bytes());
@@ -383,15 +446,23 @@ impl Ready {
         put(&[u8::from(self.key.is_some()), u8::from(self.content_type)]);
         out
     }
+}
 
-    /// The request target of `kind`'s endpoint.
-    fn path(&self, kind: crate::mock::Kind) -> &hyper::http::uri::PathAndQuery {
-        let [chat, completion, embedding] = &self.paths;
-        match kind {
-            crate::mock::Kind::Chat => chat,
-            crate::mock::Kind::Completion => completion,
-            crate::mock::Kind::Embedding => embedding,
-        }
+impl Ready {
+    /// The request target of `kind`'s endpoint (a slice of the shared buffer, checked when
+    /// the deployment was prepared).
+    fn path(&self, kind: crate::mock::Kind) -> Option<hyper::http::uri::PathAndQuery> {
+        let [first, second] = self.ends.map(usize::from);
+        let range = match kind {
+            crate::mock::Kind::Chat => 0..first,
+            crate::mock::Kind::Completion => first..second,
+            crate::mock::Kind::Embedding => second..self.paths.len(),
+        };
+        let bytes = self
+            .paths
+            .get(range.clone())
+            .map(|_| self.paths.slice(range))?;
+        hyper::http::uri::PathAndQuery::from_maybe_shared(bytes).ok()
     }
 }
 
@@ -412,6 +483,7 @@ impl Outgoing<'_> {
     /// writes them: only `x-request-id` is validated per call.
     fn ready_headers(&self, ready: &Ready) -> Result<hyper::HeaderMap, String> {
         use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+        let ready = &*ready.common;
         let mut headers = hyper::HeaderMap::with_capacity(4 + ready.extra.len());
         headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         if let Some((name, value)) = &ready.key {
@@ -881,8 +953,7 @@ impl Backend for HttpBackend {
     }
 
     fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
-        let ready = self.ready(deployment)?;
-        Some(Prepared::shared(self.ready.lock().share(ready)))
+        self.ready(deployment).map(Prepared::shared)
     }
 }
 
