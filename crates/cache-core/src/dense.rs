@@ -124,6 +124,16 @@ impl DenseFamily {
         }
     }
 
+    /// The cells this family owns (its slots less those that are another family's cells):
+    /// what it counts against `max_tracked_keys` and what the sync reads back for it.
+    pub(crate) fn owned(&self) -> usize {
+        let aliased = self
+            .aliases
+            .as_ref()
+            .map_or(0, |a| a.iter().filter(|c| c.is_some()).count());
+        self.cells.len() - aliased
+    }
+
     /// Whether cell `index` is another family's (its slot here stays unused).
     pub(crate) fn is_alias(&self, index: usize) -> bool {
         self.aliases

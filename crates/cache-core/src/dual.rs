@@ -300,11 +300,11 @@ impl Inner {
         watched.retain(|ByKey(cell)| !(Arc::strong_count(cell) == 1 && cell.is_idle(now)));
         let pruned = pruned + (before - watched.len());
         let mut families = self.families.write();
-        let before: usize = families.iter().map(|f| f.cells.len()).sum();
+        let before: usize = families.iter().map(|f| f.owned()).sum();
         families.retain(|family| {
             !(Arc::strong_count(family) == 1 && family.is_expired_and_settled(now))
         });
-        let after: usize = families.iter().map(|f| f.cells.len()).sum();
+        let after: usize = families.iter().map(|f| f.owned()).sum();
         pruned + (before - after)
     }
 
@@ -347,13 +347,15 @@ impl Inner {
         counters + self.watched.read().len() + self.family_cells()
     }
 
-    /// The cells of every tracked family.
+    /// The cells the tracked families own (a slot that is another family's cell counts once,
+    /// with the family that owns it).
     fn family_cells(&self) -> usize {
-        self.families.read().iter().map(|f| f.cells.len()).sum()
+        self.families.read().iter().map(|f| f.owned()).sum()
     }
 
-    /// A new family of `len` counters, tracked from now on (refused as a whole when its cells
-    /// do not fit under `max_tracked_keys`).
+    /// A new family of `len` counters, tracked from now on (refused as a whole when the cells
+    /// it owns do not fit under `max_tracked_keys`: the cells of keys a live family of its
+    /// class holds are that family's, counted once).
     pub(crate) fn family(
         &self,
         len: usize,
@@ -361,10 +363,11 @@ impl Inner {
         kind: Kind,
         options: CounterOptions,
     ) -> Result<Arc<DenseFamily>, CacheError> {
+        let named = Arc::clone(&keys);
         let name = || {
             let mut key = String::new();
             if len > 0 {
-                keys.write_key(0, &mut key);
+                named.write_key(0, &mut key);
             }
             format!("{key} (a family of {len})")
         };
@@ -376,22 +379,15 @@ impl Inner {
             });
         }
         let ttl_ms = options.ttl_ms(&name())?;
+        // Families are made one at a time: under the counters' lock, held to the end.
         let mut counters = self.counters.write();
-        let fits = |counters: &Registry<CounterCell>| {
-            self.tracked(counters.len()).saturating_add(len) <= self.config.max_tracked_keys
-        };
-        if !fits(&counters) {
-            self.prune_if_due(&mut counters);
-        }
-        if !fits(&counters) {
-            return Err(self.refuse_key(&name()));
-        }
         let class = keys.class().to_string();
         let mut family =
             DenseFamily::new(len, keys, kind, ttl_ms, options.expiry, self.is_remote());
-        let mut families = self.families.write();
         if !class.is_empty() {
-            let live: Vec<Arc<DenseFamily>> = families
+            let live: Vec<Arc<DenseFamily>> = self
+                .families
+                .read()
                 .iter()
                 .filter(|f| f.keys().class() == class)
                 .cloned()
@@ -400,8 +396,19 @@ impl Inner {
                 family.share_with(&live, kind);
             }
         }
+        // The families it shares cells with are held by it: a prune cannot drop them.
+        let owned = family.owned();
+        let fits = |counters: &Registry<CounterCell>| {
+            self.tracked(counters.len()).saturating_add(owned) <= self.config.max_tracked_keys
+        };
+        if !fits(&counters) {
+            self.prune_if_due(&mut counters);
+        }
+        if !fits(&counters) {
+            return Err(self.refuse_key(&name()));
+        }
         let family = Arc::new(family);
-        families.push(Arc::clone(&family));
+        self.families.write().push(Arc::clone(&family));
         Ok(family)
     }
 

@@ -422,3 +422,49 @@ async fn killing_redis_mid_run_loses_nothing_in_a_family_and_fail_closed_refuses
         cache.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_family_counts_only_the_cells_it_owns_against_the_bound() {
+    // A reload makes the next snapshot's family while the old one lives: the keys they share
+    // are one cell each, counted once, so the reload fits where a second full copy would not.
+    struct Shifted(usize);
+    impl FamilyKeys for Shifted {
+        fn write_key(&self, index: usize, out: &mut String) {
+            out.push_str(&hash_tagged(&format!("d{}", index + self.0), ":rpm"));
+        }
+        fn class(&self) -> &str {
+            "rpm:reload"
+        }
+    }
+    let cfg = CacheConfig {
+        max_tracked_keys: 12,
+        ..CacheConfig::default()
+    };
+    let cache = DualCache::connect(cfg).await.unwrap();
+    let first = cache
+        .counters()
+        .family(10, Arc::new(Shifted(0)), MINUTE)
+        .unwrap();
+    assert_eq!(cache.stats().tracked_keys, 10);
+    // d1..d10: nine keys of the first family, one new.
+    let second = cache
+        .counters()
+        .family(10, Arc::new(Shifted(1)), MINUTE)
+        .unwrap();
+    assert_eq!(cache.stats().tracked_keys, 11);
+    let third = cache
+        .counters()
+        .family(10, Arc::new(Shifted(2)), MINUTE)
+        .unwrap();
+    assert_eq!(cache.stats().tracked_keys, 12);
+    // Two new keys do not fit.
+    assert!(matches!(
+        cache.counters().family(10, Arc::new(Shifted(4)), MINUTE),
+        Err(CacheError::TrackedKeysFull { limit: 12, .. })
+    ));
+    // The shared cells are one: what one family counts, the others see.
+    third.increment(0, 4).unwrap(); // d2
+    assert_eq!(first.value(2), 4);
+    assert_eq!(second.value(1), 4);
+    cache.shutdown().await.unwrap();
+}
