@@ -110,11 +110,11 @@ impl<T> Live<T> {
 impl Interned {
     /// The live `Ready` equal to `ready`'s parts, else a new one sharing what it can.
     fn share(&mut self, common: Common, paths: Bytes, ends: [u16; 2]) -> Arc<Ready> {
-        let mut fingerprint = common.fingerprint();
+        let common_fingerprint = common.fingerprint();
+        let mut fingerprint = common_fingerprint.clone();
         fingerprint.extend_from_slice(&paths);
         fingerprint.extend_from_slice(&ends[0].to_le_bytes());
         fingerprint.extend_from_slice(&ends[1].to_le_bytes());
-        let common_fingerprint = common.fingerprint();
         let common = self.common.share(common_fingerprint, common);
         self.ready.share(
             fingerprint,
