@@ -26,6 +26,7 @@ impl Backend for Answer {
     fn call<'a>(&'a self, _: &'a Deployment, _: &'a BackendRequest) -> BackendFuture<'a> {
         Box::pin(async {
             Ok(BackendResponse {
+                protocol: Default::default(),
                 body: serde_json::json!({
                     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_767_225_600,
                     "model": "gpt-4o-2024-08-06",

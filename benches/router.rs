@@ -32,6 +32,7 @@ impl Backend for Instant {
     fn call<'a>(&'a self, _: &'a Deployment, _: &'a BackendRequest) -> BackendFuture<'a> {
         Box::pin(async {
             Ok(BackendResponse {
+                protocol: Default::default(),
                 body: serde_json::Value::Null.into(),
                 usage: Some(Usage::new(300, 100)),
                 time_to_first_token: None,

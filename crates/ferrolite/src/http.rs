@@ -56,7 +56,7 @@ const NOT_FOR_PROVIDERS: [&str; 4] = ["mock_response", "metadata_litellm", "cach
 /// shares the connection pool.
 #[derive(Clone)]
 pub struct HttpBackend {
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     /// Plain-HTTP upstreams' connections, driven by the calls themselves (`None`: every call
     /// goes through `client`).
     plain: Option<Arc<plain::Pool>>,
@@ -577,7 +577,7 @@ struct Reply {
 }
 
 /// The model name a provider expects: the deployment's model without its provider prefix.
-fn model_name(model: &str) -> &str {
+pub(crate) fn model_name(model: &str) -> &str {
     model.split_once('/').map_or(model, |(_, rest)| rest)
 }
 
@@ -586,7 +586,7 @@ const X_REQUEST_ID: hyper::header::HeaderName =
     hyper::header::HeaderName::from_static("x-request-id");
 
 /// `Bearer {key}`.
-fn bearer(key: &str) -> String {
+pub(crate) fn bearer(key: &str) -> String {
     let mut value = String::with_capacity(7 + key.len());
     value.push_str("Bearer ");
     value.push_str(key);
@@ -594,7 +594,7 @@ fn bearer(key: &str) -> String {
 }
 
 /// A deployment's provider, or the bad-request error of a call to it.
-fn provider_of(deployment: &Deployment) -> Result<String, BackendError> {
+pub(crate) fn provider_of(deployment: &Deployment) -> Result<String, BackendError> {
     deployment
         .provider()
         .map(|provider| provider.as_str().to_string())
@@ -792,7 +792,7 @@ pub fn default_base(provider: &str) -> Option<&'static str> {
 }
 
 /// A failure before any answer: the transport's kind.
-fn transport_error(error: &reqwest::Error) -> BackendError {
+pub(crate) fn transport_error(error: &reqwest::Error) -> BackendError {
     let class = if error.is_timeout() {
         ErrorClass::Timeout
     } else {
@@ -802,7 +802,7 @@ fn transport_error(error: &reqwest::Error) -> BackendError {
 }
 
 /// A reqwest error's text without the URL (it can carry a key in its query).
-fn without_url(error: &reqwest::Error) -> String {
+pub(crate) fn without_url(error: &reqwest::Error) -> String {
     let mut shown = error.to_string();
     if let Some(url) = error.url() {
         shown = shown.replace(url.as_str(), "<url>");
@@ -811,7 +811,7 @@ fn without_url(error: &reqwest::Error) -> String {
 }
 
 /// `Retry-After`: seconds, or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -829,7 +829,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// Classifies an error answer: the status, refined by the body (context length, content
 /// filter), with `Retry-After`.
-fn classify(status: u16, retry: Option<Duration>, body: &str) -> BackendError {
+pub(crate) fn classify(status: u16, retry: Option<Duration>, body: &str) -> BackendError {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let error = parsed.as_ref().and_then(|b| b.get("error"));
     let code = error
@@ -860,7 +860,7 @@ fn classify(status: u16, retry: Option<Duration>, body: &str) -> BackendError {
 }
 
 /// Reads an error answer and classifies it.
-async fn failed(response: reqwest::Response) -> BackendError {
+pub(crate) async fn failed(response: reqwest::Response) -> BackendError {
     let status = response.status().as_u16();
     let retry = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
@@ -868,7 +868,7 @@ async fn failed(response: reqwest::Response) -> BackendError {
 }
 
 /// An answer that could not be read, or is not one JSON object: the upstream failed (502).
-fn bad_answer(message: String) -> BackendError {
+pub(crate) fn bad_answer(message: String) -> BackendError {
     BackendError::new(ErrorClass::ServerError { status: 502 }, message)
 }
 
@@ -878,6 +878,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
+        if let Some(protocol) = crate::providers::native(deployment) {
+            return crate::providers::call(self, protocol, deployment, request);
+        }
         let ready = request
             .prepared
             .as_ref()
@@ -897,6 +900,7 @@ impl Backend for HttpBackend {
                 usage: body.usage(),
                 body,
                 time_to_first_token: None,
+                protocol: ferrolite_types::Protocol::OpenAiChat,
             })
         })
     }
@@ -906,6 +910,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
+        if let Some(protocol) = crate::providers::native(deployment) {
+            return crate::providers::stream(self, protocol, deployment, request);
+        }
         let sent = self
             .outgoing(deployment, request, None)
             .and_then(|outgoing| outgoing.reqwest(&self.client));
@@ -947,12 +954,16 @@ impl Backend for HttpBackend {
                 request_id: None,
                 deployment_id: None,
                 prepared: None,
+                native: None,
             };
             self.call(deployment, &request).await.map(drop)
         })
     }
 
     fn prepare(&self, deployment: &Deployment) -> Option<Prepared> {
+        if let Some(protocol) = crate::providers::native(deployment) {
+            return crate::providers::prepare(self, protocol, deployment);
+        }
         self.ready(deployment).map(Prepared::shared)
     }
 }
@@ -1028,6 +1039,7 @@ where
                 return Some(Ok(BackendChunk {
                     usage: body.usage(),
                     body,
+                    protocol: ferrolite_types::Protocol::OpenAiChat,
                 }));
             }
             match self.bytes.next().await {

@@ -26,6 +26,8 @@ pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod mock;
+#[cfg(feature = "http")]
+mod providers;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod service;

@@ -691,6 +691,7 @@ impl Backend for MockBackend {
                 } => {
                     sleep(latency).await;
                     Ok(BackendResponse {
+                        protocol: Default::default(),
                         body: whole(&answer, &usage),
                         usage: Some(usage),
                         time_to_first_token: None,
@@ -742,7 +743,14 @@ impl Backend for MockBackend {
                                 sleep(if first_one { first } else { gap }).await;
                                 let usage = (i + 1 == count).then_some(usage);
                                 let body = chunk(&answer, &piece, first_one, usage.as_ref());
-                                Some((Ok(BackendChunk { body, usage }), (pieces, false)))
+                                Some((
+                                    Ok(BackendChunk {
+                                        protocol: Default::default(),
+                                        body,
+                                        usage,
+                                    }),
+                                    (pieces, false),
+                                ))
                             }
                             None => None,
                         }

@@ -183,6 +183,7 @@ fn openai(base: &str, model: &str) -> Deployment {
 
 fn chat(stream: bool) -> BackendRequest {
     BackendRequest {
+        native: None,
         body: serde_json::json!({"model": "ignored", "messages": [{"role": "user", "content": "hi"}], "mock_response": "x"}),
         stream,
         request_id: Some("req-42".into()),
@@ -225,6 +226,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
     let (base, seen) = serve().await;
     let backend = HttpBackend::new().unwrap();
     let embed = BackendRequest {
+        native: None,
         body: serde_json::json!({"model": "x", "input": ["a", "b"]}),
         stream: false,
         request_id: None,
@@ -237,6 +239,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         .unwrap();
     assert_eq!(response.usage.unwrap().prompt_tokens, 4);
     let complete = BackendRequest {
+        native: None,
         body: serde_json::json!({"model": "x", "prompt": "once upon"}),
         stream: false,
         request_id: None,
@@ -538,6 +541,7 @@ async fn the_body_a_provider_gets_is_the_callers_with_only_the_calls_edits_in_so
     let (base, script) = scripted(false, false).await;
     let backend = HttpBackend::new().unwrap();
     let request = BackendRequest {
+        native: None,
         body: serde_json::json!({
             "temperature": 0.5, "model": "g", "messages": [{"role": "user", "content": "h\u{e9}\"i"}],
             "mock_response": "x", "caching": true, "stream": true, "user": "u-1",
@@ -715,6 +719,7 @@ async fn a_prepared_deployment_sends_the_same_bytes_as_one_worked_out_per_call()
         ..Deployment::new("g", "hosted_vllm/llama")
     };
     let embed = BackendRequest {
+        native: None,
         body: serde_json::json!({"input": ["a"], "model": "g"}),
         stream: false,
         request_id: None,

@@ -34,6 +34,7 @@ pub(crate) enum Answer {
         body: crate::Body,
         usage: Option<Usage>,
         cost: Option<f64>,
+        protocol: ferrolite_types::Protocol,
     },
     /// A stream's first chunk and the rest, recorded when it ends.
     Stream(Box<Opened>),
@@ -352,6 +353,7 @@ impl Inner {
                         body: response.body,
                         usage: response.usage,
                         cost,
+                        protocol: response.protocol,
                     },
                     deployment: target.id.clone(),
                     model_group,
@@ -621,6 +623,7 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
         request_id: request.request_id.clone(),
         deployment_id: None,
         prepared: None,
+        native: request.native.clone(),
     }
 }
 

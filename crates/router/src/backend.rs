@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
+use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Protocol, Usage};
 
-use crate::Body;
+use crate::{Body, Native};
 
 /// A request body as the backend receives it: the caller's body with `model` replaced by the
 /// deployment's model.
@@ -31,6 +31,11 @@ pub struct BackendRequest {
     /// router took it into its snapshot; `None` in a request built by hand, or when the backend
     /// prepared nothing. Only the backend that prepared it reads it.
     pub prepared: Option<Prepared>,
+    /// The caller's request in its own protocol, when it came in another one than the
+    /// canonical chat form ([`Request::native`](crate::Request::native)): a backend whose
+    /// deployment speaks that protocol may send it as it is, and then answers in it
+    /// ([`BackendResponse::protocol`]); any other sends `body`.
+    pub native: Option<Native>,
 }
 
 /// What a backend prepared of one deployment once ([`Backend::prepare`]), so that its calls do
@@ -92,6 +97,9 @@ pub struct BackendResponse {
     pub usage: Option<Usage>,
     /// Time to the first streamed chunk, for streamed calls.
     pub time_to_first_token: Option<Duration>,
+    /// The protocol `body` is in: the canonical chat form unless the backend passed the
+    /// caller's own request through ([`BackendRequest::native`]) and answers in its protocol.
+    pub protocol: Protocol,
 }
 
 /// A backend's failure, classified.
@@ -126,6 +134,10 @@ pub struct BackendChunk {
     /// Token usage, when this chunk reports it (OpenAI's last chunk with
     /// `stream_options.include_usage`). The last usage seen is the call's.
     pub usage: Option<Usage>,
+    /// The protocol `body` is in ([`BackendResponse::protocol`]): a pass-through stream's
+    /// chunks are the events of the caller's protocol, each one's `data` (whose `type` names
+    /// the event, in Anthropic's and the Responses API's streams).
+    pub protocol: Protocol,
 }
 
 /// A streamed answer: chunks until the provider ends it, or an error that ends it.
@@ -159,6 +171,7 @@ pub type HealthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BackendError>
 ///                 body: serde_json::json!({"model": request.body["model"], "choices": []}).into(),
 ///                 usage: Some(Usage::new(10, 5)),
 ///                 time_to_first_token: None,
+///                 protocol: Default::default(),
 ///             })
 ///         })
 ///     }
@@ -185,6 +198,7 @@ pub trait Backend: Send + Sync {
             let chunk = BackendChunk {
                 body: response.body,
                 usage: response.usage,
+                protocol: response.protocol,
             };
             Ok(
                 Box::pin(futures_util::stream::once(std::future::ready(Ok(chunk))))

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use ferrolite_types::{ApproxTokenCounter, ChatMessage, DeploymentId, TokenCounter, Usage};
+use ferrolite_types::{
+    ApproxTokenCounter, ChatMessage, DeploymentId, Protocol, TokenCounter, Usage,
+};
 
 use crate::RouterError;
 
@@ -59,6 +61,20 @@ pub struct Request {
     /// deployment's ([`crate::Router::token_estimate`]), and settles the tpm to the tokens the
     /// answer used.
     pub key_limits: Option<KeyLimits>,
+    /// The caller's request in its own protocol, when it came in another protocol than the
+    /// canonical one (`body` is then its translation): a backend that speaks that protocol
+    /// sends it as it is (pass-through) and answers in it.
+    pub native: Option<Native>,
+}
+
+/// A request as the caller wrote it, in a protocol other than the canonical chat form
+/// ([`Request::native`]). Cloning shares the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Native {
+    /// The protocol it is written in.
+    pub protocol: Protocol,
+    /// The request's body as the caller sent it.
+    pub body: std::sync::Arc<serde_json::Value>,
 }
 
 /// An API key's requests and tokens per minute, counted in the shared state under
@@ -311,4 +327,7 @@ pub struct RouterResponse {
     pub cache_hit: bool,
     /// `x-litellm-cache-key`: the response cache's key for this request, when the cache is on.
     pub cache_key: Option<String>,
+    /// The protocol `body` is in: the canonical chat form, or the caller's own when the
+    /// deployment passed the caller's request through ([`BackendResponse::protocol`](crate::BackendResponse::protocol)).
+    pub protocol: Protocol,
 }

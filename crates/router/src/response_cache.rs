@@ -181,6 +181,7 @@ impl Entry {
             overhead: started.elapsed(),
             cache_hit: true,
             cache_key: Some(key.to_string()),
+            protocol: ferrolite_types::Protocol::OpenAiChat,
         }
     }
 
@@ -197,12 +198,14 @@ impl Entry {
                     .map(|(i, body)| BackendChunk {
                         body: body.clone(),
                         usage: if i == last { usage } else { None },
+                        protocol: ferrolite_types::Protocol::OpenAiChat,
                     })
                     .collect()
             }
             None => vec![BackendChunk {
                 body: chunk_of(&self.body),
                 usage,
+                protocol: ferrolite_types::Protocol::OpenAiChat,
             }],
         }
     }
@@ -785,7 +788,9 @@ impl ResponseCache {
         answer: &RouterResponse,
         chunks: Option<Vec<Body>>,
     ) {
-        if controls.no_store {
+        // A pass-through answer (the caller's own protocol) is not stored: the cache keeps
+        // answers in the canonical form, which every caller's protocol is translated from.
+        if controls.no_store || answer.protocol != ferrolite_types::Protocol::OpenAiChat {
             return;
         }
         let entry = Entry::of(answer, chunks, self.now_ms(), self.ttl(controls));

@@ -387,7 +387,13 @@ impl Router {
         key: &mut Option<HeldKey>,
     ) -> Result<RouterResponse, RouterError> {
         let (success, summary) = self.route(request, key).await?;
-        let Answer::Complete { body, usage, cost } = success.answer else {
+        let Answer::Complete {
+            body,
+            usage,
+            cost,
+            protocol,
+        } = success.answer
+        else {
             return Err(streamed());
         };
         Ok(RouterResponse {
@@ -403,6 +409,7 @@ impl Router {
             overhead: summary.overhead,
             cache_hit: false,
             cache_key: None,
+            protocol,
         })
     }
 

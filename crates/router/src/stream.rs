@@ -268,6 +268,11 @@ impl RouterStream {
             (chunks, Vec::new(), Some(recorder)),
             |(mut chunks, mut seen, recorder)| async move {
                 match chunks.next().await {
+                    // A pass-through stream (the caller's own protocol) is not stored: the
+                    // cache keeps answers in the canonical form.
+                    Some(Ok(chunk)) if chunk.protocol != ferrolite_types::Protocol::OpenAiChat => {
+                        Some((Ok(chunk), (chunks, Vec::new(), None)))
+                    }
                     Some(Ok(chunk)) => {
                         if recorder.is_some() {
                             seen.push(chunk.body.clone());
@@ -331,6 +336,7 @@ impl Recorder {
             overhead: Duration::ZERO,
             cache_hit: false,
             cache_key: None,
+            protocol: ferrolite_types::Protocol::OpenAiChat,
         };
         responses
             .keep(&self.id, &self.controls, &answer, Some(chunks))

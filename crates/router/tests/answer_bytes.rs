@@ -43,6 +43,7 @@ impl Backend for Odd {
         let body = Body::parse(ANSWER).unwrap();
         Box::pin(async move {
             Ok(BackendResponse {
+                protocol: Default::default(),
                 usage: body.usage(),
                 body,
                 time_to_first_token: None,
@@ -57,6 +58,7 @@ impl Backend for Odd {
             .map(|text| {
                 let body = Body::parse(*text).unwrap();
                 Ok(BackendChunk {
+                    protocol: Default::default(),
                     usage: body.usage(),
                     body,
                 })

@@ -567,6 +567,7 @@ impl ferrolite_router::Backend for IdRecorder {
         self.0.lock().push(request.deployment_id.clone());
         Box::pin(async {
             Ok(ferrolite_router::BackendResponse {
+                protocol: Default::default(),
                 body: serde_json::json!({}).into(),
                 usage: None,
                 time_to_first_token: None,
@@ -617,6 +618,7 @@ impl ferrolite_router::Backend for Preparer {
         self.0.lock().push(prepared.cloned());
         Box::pin(async {
             Ok(ferrolite_router::BackendResponse {
+                protocol: Default::default(),
                 body: serde_json::json!({}).into(),
                 usage: None,
                 time_to_first_token: None,

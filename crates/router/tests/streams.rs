@@ -290,6 +290,7 @@ impl Backend for Whole {
     fn call<'a>(&'a self, _: &'a Deployment, request: &'a BackendRequest) -> BackendFuture<'a> {
         Box::pin(async move {
             Ok(BackendResponse {
+                protocol: Default::default(),
                 body: serde_json::json!({"model": request.body["model"], "whole": true}).into(),
                 usage: Some(Usage::new(3, 4)),
                 time_to_first_token: None,

@@ -224,7 +224,17 @@ pub struct Deployment {
     /// `headers`): a gateway's own key, an organisation id. Values are secrets: never printed.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra_headers: std::collections::BTreeMap<String, Secret>,
+    /// The provider's own `litellm_params`, as LiteLLM spells them: `aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_session_token`, `aws_region_name` (Bedrock),
+    /// `vertex_project`, `vertex_location`, `vertex_credentials` (Vertex AI). Values are
+    /// secrets: never printed. The region and project names are part of the derived id (two
+    /// regions are two deployments), the credentials only as a SHA-256.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub provider_params: std::collections::BTreeMap<String, Secret>,
 }
+
+/// Provider parameters that name a place, not a credential: part of the id in clear.
+const PLACE_PARAMS: [&str; 3] = ["aws_region_name", "vertex_project", "vertex_location"];
 
 impl Deployment {
     /// A deployment of `model` serving `model_name`, with every other field unset.
@@ -276,6 +286,18 @@ impl Deployment {
         if let (Some(key), Some(object)) = (&self.api_key, identity.as_object_mut()) {
             let digest = Sha256::digest(key.expose().as_bytes());
             object.insert("api_key_sha256".into(), hex(&digest).into());
+        }
+        // Provider parameters (none for most deployments, whose ids stay as they were): the
+        // names of places as they are, anything else hashed.
+        if let Some(object) = identity.as_object_mut() {
+            for (name, value) in &self.provider_params {
+                let value = if PLACE_PARAMS.contains(&name.as_str()) {
+                    value.expose().to_string()
+                } else {
+                    hex(&Sha256::digest(value.expose().as_bytes()))
+                };
+                object.insert(format!("provider_param:{name}"), value.into());
+            }
         }
         let digest = Sha256::digest(identity.to_string().as_bytes());
         DeploymentId(hex(&digest[..16]).into())

@@ -49,6 +49,34 @@ impl<'de> Deserialize<'de> for SecretValue {
     }
 }
 
+/// A credential written as a string (literal, a file's path, or `os.environ/NAME`) or as a
+/// mapping (a service account's JSON inline, as LiteLLM accepts `vertex_credentials`): a
+/// mapping is kept as its JSON text. Never printed.
+#[derive(Clone, PartialEq)]
+pub(super) struct CredentialValue(pub(super) Secret);
+
+impl fmt::Debug for CredentialValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(value) => {
+                resolve_env(&value).map(|v| CredentialValue(Secret::new(v)))
+            }
+            value @ serde_json::Value::Object(_) => {
+                Ok(CredentialValue(Secret::new(value.to_string())))
+            }
+            _ => Err(serde::de::Error::custom(
+                "expected a string (a value, a file's path or os.environ/NAME) or a mapping",
+            )),
+        }
+    }
+}
+
 /// `value`, or the environment variable it names (`os.environ/NAME`).
 fn resolve_env<E: serde::de::Error>(value: &str) -> Result<String, E> {
     match value.strip_prefix("os.environ/") {

@@ -11,7 +11,9 @@ use ferrolite_types::AllowedFailsPolicy;
 use serde::{Deserialize, Deserializer};
 
 use super::Simulation;
-use super::env::{EnvString, Seconds, SecretValue, Share, env_opt, env_string, env_string_opt};
+use super::env::{
+    CredentialValue, EnvString, Seconds, SecretValue, Share, env_opt, env_string, env_string_opt,
+};
 
 #[derive(Debug, Default, Deserialize)]
 /// The document: LiteLLM's sections, ferrolite's own and the `simulation` workload.
@@ -120,6 +122,21 @@ pub(super) struct RawParams {
     pub(super) headers: BTreeMap<String, SecretValue>,
     #[serde(default)]
     pub(super) organization: Option<EnvString>,
+    // provider credentials and places (Bedrock, Vertex AI), as LiteLLM names them
+    #[serde(default)]
+    pub(super) aws_access_key_id: Option<SecretValue>,
+    #[serde(default)]
+    pub(super) aws_secret_access_key: Option<SecretValue>,
+    #[serde(default)]
+    pub(super) aws_session_token: Option<SecretValue>,
+    #[serde(default)]
+    pub(super) aws_region_name: Option<SecretValue>,
+    #[serde(default)]
+    pub(super) vertex_project: Option<SecretValue>,
+    #[serde(default)]
+    pub(super) vertex_location: Option<SecretValue>,
+    #[serde(default)]
+    pub(super) vertex_credentials: Option<CredentialValue>,
     // ferrolite's mock behaviour (for `ferrolite simulate` and tests)
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) mock_latency_ms: Option<f64>,

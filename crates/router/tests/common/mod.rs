@@ -218,6 +218,7 @@ impl Backend for Script {
                             Piece::Chunk => {
                                 n += 1;
                                 let chunk = BackendChunk {
+                                    protocol: Default::default(),
                                     body: serde_json::json!({ "n": n }).into(),
                                     usage: None,
                                 };
@@ -225,6 +226,7 @@ impl Backend for Script {
                             }
                             Piece::Text(text) => {
                                 let chunk = BackendChunk {
+                                    protocol: Default::default(),
                                     body: serde_json::json!({
                                         "object": "chat.completion.chunk",
                                         "choices": [{"index": 0, "delta": {"content": text}}],
@@ -236,6 +238,7 @@ impl Backend for Script {
                             }
                             Piece::Usage(usage) => {
                                 let chunk = BackendChunk {
+                                    protocol: Default::default(),
                                     body: serde_json::json!({ "usage": true }).into(),
                                     usage: Some(usage),
                                 };
@@ -277,6 +280,7 @@ impl Backend for Script {
             };
             match step {
                 Step::Delay(_) | Step::Ok => Ok(BackendResponse {
+                    protocol: Default::default(),
                     body:
                         serde_json::json!({"model": model, "choices": [{"finish_reason": "stop"}]})
                             .into(),
@@ -284,6 +288,7 @@ impl Backend for Script {
                     time_to_first_token: None,
                 }),
                 Step::Body(body) => Ok(BackendResponse {
+                    protocol: Default::default(),
                     body: body.into(),
                     usage: Some(Usage::new(10, 5)),
                     time_to_first_token: None,
@@ -296,6 +301,7 @@ impl Backend for Script {
                     Err(BackendError::new(ErrorClass::Connection, "unreachable"))
                 }
                 Step::Stream(pieces) => Ok(BackendResponse {
+                    protocol: Default::default(),
                     body: serde_json::json!({"model": model}).into(),
                     usage: pieces.iter().rev().find_map(|p| match p {
                         Piece::Usage(u) => Some(*u),

@@ -295,10 +295,34 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         region_name: p.region_name.take().or(info.region_name),
         default_params,
         extra_headers,
+        provider_params: provider_params_of(&mut p),
     };
     check_deployment(i, &deployment, &at)?;
     let mock = mock_of(p, &at)?;
     Ok((deployment, mock))
+}
+
+/// The provider's own parameters (Bedrock's and Vertex AI's credentials and places), by their
+/// LiteLLM names.
+fn provider_params_of(p: &mut RawParams) -> BTreeMap<String, Secret> {
+    [
+        ("aws_access_key_id", p.aws_access_key_id.take().map(|s| s.0)),
+        (
+            "aws_secret_access_key",
+            p.aws_secret_access_key.take().map(|s| s.0),
+        ),
+        ("aws_session_token", p.aws_session_token.take().map(|s| s.0)),
+        ("aws_region_name", p.aws_region_name.take().map(|s| s.0)),
+        ("vertex_project", p.vertex_project.take().map(|s| s.0)),
+        ("vertex_location", p.vertex_location.take().map(|s| s.0)),
+        (
+            "vertex_credentials",
+            p.vertex_credentials.take().map(|s| s.0),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name.to_string(), value?)))
+    .collect()
 }
 
 /// The HTTP headers a deployment sends with every call: `headers`, then `extra_headers` (which

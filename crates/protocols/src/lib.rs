@@ -1,0 +1,46 @@
+//! # ferrolite-protocols
+//!
+//! The wire protocols ferrolite speaks, as translators to and from one canonical form: OpenAI's
+//! chat completions, the form the router routes, caches and counts. A protocol clients call in
+//! ([`anthropic::client`], [`responses`]) has a translator from its requests to the canonical
+//! form and from canonical answers (whole and streamed) back to its own; a protocol upstreams
+//! are called in ([`anthropic::upstream`], [`converse`], [`gemini`]) has one from canonical
+//! requests to its own and from its answers back. N protocols in and M out take N + M
+//! translators.
+//!
+//! Every translator works on `serde_json::Value` trees and is pure (no I/O): the gateway and
+//! the HTTP backends do the sending. What a protocol cannot express is refused with a
+//! [`TranslateError`] naming the field, never dropped silently.
+//!
+//! This crate sits beside the router in the layering (`types <- protocols <- ferrolite`): it
+//! knows nothing of routing.
+
+pub mod anthropic;
+pub mod converse;
+pub mod gemini;
+pub mod responses;
+pub mod sse;
+
+pub use ferrolite_types::Protocol;
+
+/// A request or answer that cannot be translated: the field (a JSON path such as
+/// `messages[2].content[0].type`) and why. The gateway answers it as a 400 naming the field;
+/// a backend as a bad request (a request) or a bad answer (an upstream's answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {reason}")]
+pub struct TranslateError {
+    /// The field, as a JSON path in the body being translated.
+    pub field: String,
+    /// Why it cannot be translated.
+    pub reason: String,
+}
+
+impl TranslateError {
+    /// `field` cannot be translated because of `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        TranslateError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
