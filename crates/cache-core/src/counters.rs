@@ -67,7 +67,10 @@ impl Counters<'_> {
     /// `keys` says (see [`CounterFamily`]): for a counter kept per deployment, 56 bytes a
     /// counter and no key stored. Its counters count against `max_tracked_keys` (refused as a
     /// whole when they do not fit) and live while a handle on the family or one of its counters
-    /// does, or while a counter has not expired or owes Redis a delta.
+    /// does, or while a counter has not expired or owes Redis a delta. When `keys` has a class,
+    /// the family adopts the cells of its keys that live families of the class own (their
+    /// counts and what they owe move to it; the old families' counters forward to it), so the
+    /// next snapshot's family keeps the counts and the old one goes with its last user.
     pub fn family(
         self,
         len: usize,

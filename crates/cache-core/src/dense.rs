@@ -512,3 +512,148 @@ impl<V: CounterValue> CounterFamily<V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ids;
+
+    impl FamilyKeys for Ids {
+        fn write_key(&self, index: usize, out: &mut String) {
+            out.push_str(&format!("{{d{index}}}:c"));
+        }
+
+        fn class(&self) -> &str {
+            "c"
+        }
+    }
+
+    fn family(len: usize) -> DenseFamily {
+        DenseFamily::new(
+            len,
+            Arc::new(Ids),
+            Kind::Int,
+            60_000,
+            ExpiryMode::FromLastWrite,
+            true,
+        )
+    }
+
+    fn adopt(old: &Arc<DenseFamily>, len: usize) -> Arc<DenseFamily> {
+        let new = family(len);
+        let live = [Arc::clone(old)];
+        let adoption = Adoption::plan(&new, &live, Kind::Int);
+        assert_eq!(adoption.len(), old.cells.len().min(len));
+        let new = Arc::new(new);
+        adoption.apply(&new, &live);
+        new
+    }
+
+    fn value(cell: &CellRef) -> Num {
+        cell.core().value(10, true)
+    }
+
+    /// A push taken before the move is acknowledged where it moved, or resent from there with
+    /// the same sequence when its reply is lost; the old cell refuses every sync step.
+    #[test]
+    fn an_unacknowledged_push_moves_with_its_cell() {
+        let old = Arc::new(family(2));
+        let at0 = CellRef::Dense(Arc::clone(&old), 0);
+        let at1 = CellRef::Dense(Arc::clone(&old), 1);
+        at0.core().increment(Num::Int(5), 1, true, 60_000);
+        at1.core().increment(Num::Int(7), 1, true, 60_000);
+        let taken0 = at0.on_live(|c| c.take_for_flush(|| 1));
+        let taken1 = at1.on_live(|c| c.take_for_flush(|| 2));
+        assert_eq!(
+            (taken0, taken1),
+            (Some((1, Num::Int(5))), Some((2, Num::Int(7))))
+        );
+        let new = adopt(&old, 3);
+        assert_eq!(old.owned(), 0);
+        assert_eq!(old.cells[0].take_for_flush(|| 9), Err(Moved));
+        assert_eq!(
+            old.cells[0].ack(Num::Int(5), Num::Int(5), 2, None),
+            Err(Moved)
+        );
+        assert_eq!(old.cells[0].refresh(Num::Int(5), 2), Err(Moved));
+        // The reply to cell 0's push arrives: acknowledged on the new family's cell.
+        at0.on_live(|c| c.ack(Num::Int(5), Num::Int(5), 2, None));
+        let new0 = CellRef::Dense(Arc::clone(&new), 0);
+        assert_eq!(value(&new0), Num::Int(5));
+        assert!(new0.core().is_settled());
+        // Cell 1's reply was lost: the new cell resends it as it was.
+        let new1 = CellRef::Dense(Arc::clone(&new), 1);
+        assert_eq!(
+            value(&new1),
+            Num::Int(7),
+            "counted once while unacknowledged"
+        );
+        assert_eq!(
+            new1.on_live(|c| c.take_for_flush(|| 3)),
+            Some((2, Num::Int(7)))
+        );
+        assert!(at1.same(&new1));
+        assert!(!at0.same(&new1));
+    }
+
+    /// An increment that resolved the old cell just before its move lands there; the drain hands
+    /// it on, once.
+    #[test]
+    fn an_increment_racing_the_move_is_handed_on_once() {
+        let old = Arc::new(family(1));
+        let at0 = CellRef::Dense(Arc::clone(&old), 0);
+        at0.core().increment(Num::Int(2), 1, true, 60_000);
+        let new = adopt(&old, 1);
+        let new0 = CellRef::Dense(Arc::clone(&new), 0);
+        assert_eq!(value(&new0), Num::Int(2));
+        // The raced increment: on the old cell itself.
+        old.cells[0].increment(Num::Int(3), 2, true, 60_000);
+        assert!(
+            !old.is_expired_and_settled(2),
+            "it owes the raced increment"
+        );
+        old.drain_strays(3, true);
+        old.drain_strays(3, true);
+        assert_eq!(value(&new0), Num::Int(5));
+        assert!(old.is_expired_and_settled(3));
+        assert_eq!(
+            new0.on_live(|c| c.take_for_flush(|| 1)),
+            Some((1, Num::Int(5)))
+        );
+        // Through the old family's handle: resolved to the new cell.
+        at0.core().increment(Num::Int(1), 4, true, 60_000);
+        assert_eq!(value(&new0), Num::Int(6));
+    }
+
+    /// Chains collapse: after three adoptions the oldest family's table names only the newest
+    /// family, so the ones between are not held.
+    #[test]
+    fn an_old_family_holds_only_the_current_owners_of_its_cells() {
+        let first = Arc::new(family(2));
+        let second = adopt(&first, 3);
+        let third = {
+            let new = family(4);
+            let live = [Arc::clone(&first), Arc::clone(&second)];
+            let adoption = Adoption::plan(&new, &live, Kind::Int);
+            assert_eq!(adoption.len(), 3, "each key from its one owner");
+            let new = Arc::new(new);
+            adoption.apply(&new, &live);
+            new
+        };
+        assert_eq!((first.owned(), second.owned(), third.owned()), (0, 0, 4));
+        let forward = first.forward.read().clone().unwrap();
+        assert_eq!(forward.targets.len(), 1);
+        assert!(Arc::ptr_eq(&forward.targets[0], &third));
+        drop(forward);
+        assert_eq!(
+            Arc::strong_count(&second),
+            1,
+            "nothing holds the family between"
+        );
+        CellRef::Dense(Arc::clone(&first), 1)
+            .core()
+            .increment(Num::Int(4), 1, true, 60_000);
+        assert_eq!(value(&CellRef::Dense(third, 1)), Num::Int(4));
+    }
+}
