@@ -20,10 +20,13 @@
 //! reloaded configuration are one cell for the old store (its permits still settle there) and
 //! the new one, counted once. Ownership only moves forward: a new family holds no reference to
 //! an old one, and an old family lives only while something of its own uses it (its store, a
-//! permit's handle) or its own cells (those of keys no newer family holds: a removed
-//! deployment's) have not expired or still owe Redis a delta. Reloads therefore keep no chain
-//! of old slabs alive: the live families of a class are the live configurations' and the old
-//! ones still in use, whatever the number of reloads.
+//! permit's handle). Then the prune moves the cells it still owns that count (those of keys no
+//! newer family holds — a removed or renamed deployment's — unexpired or owing Redis) into
+//! keyed counters (`spill_to_keys`), which a later family bringing the key back adopts like a
+//! family's cell, and the slab goes. Reloads therefore keep no old slab alive: the live
+//! families of a class are the live configuration's and the old ones still in use, whatever
+//! the number of reloads. A family no newer one adopted from (a whole configuration's, or a
+//! window bucket's) is kept whole while it has not expired, as before.
 //!
 //! An increment that resolved an old cell just before its move lands there after it; the sync
 //! hands it on to the cell that adopted it (`drain_strays`), so it reaches Redis once, through
@@ -49,6 +52,7 @@ use crate::counter::{CellCore, CounterCell, CounterValue, ExpiryMode, Kind, Move
 use crate::counters::Counter;
 use crate::dual::Inner;
 use crate::error::CacheError;
+use crate::registry::{ByKey, Registry, lookup};
 
 /// How a family names its cells in Redis: the key of cell `index`, without the namespace
 /// prefix, exactly the key a keyed counter of the same thing would have (a cluster of
@@ -239,6 +243,46 @@ impl DenseFamily {
         *self.forward.write() = Some(Arc::new(forward));
     }
 
+    /// A reload's leftover that no one uses (the registry holds the only reference, and the
+    /// registries' locks are held): moves the cells it still owns that count (unexpired, or
+    /// owing Redis) into keyed counters in `counters`, so its slab can go; returns how many.
+    /// `None` (nothing moved) when it is no leftover (no newer family adopted any of its
+    /// cells: it is a whole configuration's, kept as it is until it expires) or a key it would
+    /// move is a keyed counter already.
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
+    )]
+    pub(crate) fn spill_to_keys(
+        &self,
+        counters: &mut Registry<CounterCell>,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if self.keys.class().is_empty() || !self.has_moved() {
+            return None;
+        }
+        let mut keyed = Vec::new();
+        for (index, cell) in self.cells.iter().enumerate() {
+            if !cell.is_moved() && !cell.is_expired_and_settled(now_ms, self.remote) {
+                let key = self.key(index);
+                if key.is_empty() || lookup(counters, &key).is_some() {
+                    return None;
+                }
+                keyed.push((index, key));
+            }
+        }
+        for (index, key) in &keyed {
+            let cell = &self.cells[*index];
+            let counter =
+                CounterCell::new(key.as_str().into(), cell.kind, self.ttl_ms, cell.expiry);
+            if cell.move_into(&counter.core) {
+                self.owned.fetch_sub(1, Ordering::AcqRel);
+            }
+            counters.insert(ByKey(Arc::new(counter)));
+        }
+        Some(keyed.len())
+    }
+
     /// Whether every cell it owns expired (or was never written) and owes Redis nothing, and no
     /// moved cell holds an increment that raced its move.
     pub(crate) fn is_expired_and_settled(&self, now_ms: u64) -> bool {
@@ -252,12 +296,24 @@ impl DenseFamily {
 /// the new family's cell)`, planned before the family is admitted under `max_tracked_keys`.
 pub(crate) struct Adoption {
     moves: Vec<(usize, u32, u32)>,
+    /// Keyed counters no one holds (a leftover's cells kept as keys, see
+    /// [`DenseFamily::spill_to_keys`]) and the new family's cell each becomes.
+    keyed: Vec<(Arc<CounterCell>, u32)>,
 }
 
 impl Adoption {
     /// For every key of `new` that a cell of kind `kind` owned by one of `live` holds, that
-    /// cell.
-    pub(crate) fn plan(new: &DenseFamily, live: &[Arc<DenseFamily>], kind: Kind) -> Self {
+    /// cell; for the others, a keyed counter of `counters` that no handle holds, if any.
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
+    )]
+    pub(crate) fn plan(
+        new: &DenseFamily,
+        live: &[Arc<DenseFamily>],
+        counters: &Registry<CounterCell>,
+        kind: Kind,
+    ) -> Self {
         let mut held: HashMap<String, (usize, u32)> = HashMap::new();
         for (f, family) in live.iter().enumerate() {
             for (index, cell) in family.cells.iter().enumerate() {
@@ -266,9 +322,9 @@ impl Adoption {
                 }
             }
         }
-        let mut moves = Vec::new();
-        if held.is_empty() {
-            return Adoption { moves };
+        let (mut moves, mut keyed) = (Vec::new(), Vec::new());
+        if held.is_empty() && counters.is_empty() {
+            return Adoption { moves, keyed };
         }
         let mut key = String::new();
         for index in 0..new.cells.len() {
@@ -276,20 +332,40 @@ impl Adoption {
             new.keys.write_key(index, &mut key);
             if let Some((f, at)) = held.remove(&key) {
                 moves.push((f, at, index as u32));
+            } else if let Some(cell) = lookup(counters, &key) {
+                // The registry's reference only: no handle can write it meanwhile.
+                if Arc::strong_count(cell) == 1 && cell.kind == kind && !cell.is_moved() {
+                    keyed.push((Arc::clone(cell), index as u32));
+                }
             }
         }
-        Adoption { moves }
+        Adoption { moves, keyed }
     }
 
     /// How many cells move.
     pub(crate) fn len(&self) -> usize {
-        self.moves.len()
+        self.moves.len() + self.keyed.len()
     }
 
     /// Moves the planned cells into `new` (which no one else reaches yet): first each losing
     /// family's table says where they go, then each cell moves under its lock (and is marked
     /// moved), then every live family's table is rebuilt to name the current owners.
-    pub(crate) fn apply(self, new: &Arc<DenseFamily>, live: &[Arc<DenseFamily>]) {
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
+    )]
+    pub(crate) fn apply(
+        self,
+        new: &Arc<DenseFamily>,
+        live: &[Arc<DenseFamily>],
+        counters: &mut Registry<CounterCell>,
+    ) {
+        for (cell, index) in &self.keyed {
+            if let Some(to) = new.cells.get(*index as usize) {
+                cell.core.move_into(to);
+                counters.remove(&*cell.key);
+            }
+        }
         if self.moves.is_empty() {
             return;
         }
@@ -543,10 +619,10 @@ mod tests {
     fn adopt(old: &Arc<DenseFamily>, len: usize) -> Arc<DenseFamily> {
         let new = family(len);
         let live = [Arc::clone(old)];
-        let adoption = Adoption::plan(&new, &live, Kind::Int);
+        let adoption = Adoption::plan(&new, &live, &Registry::new(), Kind::Int);
         assert_eq!(adoption.len(), old.cells.len().min(len));
         let new = Arc::new(new);
-        adoption.apply(&new, &live);
+        adoption.apply(&new, &live, &mut Registry::new());
         new
     }
 
@@ -635,10 +711,10 @@ mod tests {
         let third = {
             let new = family(4);
             let live = [Arc::clone(&first), Arc::clone(&second)];
-            let adoption = Adoption::plan(&new, &live, Kind::Int);
+            let adoption = Adoption::plan(&new, &live, &Registry::new(), Kind::Int);
             assert_eq!(adoption.len(), 3, "each key from its one owner");
             let new = Arc::new(new);
-            adoption.apply(&new, &live);
+            adoption.apply(&new, &live, &mut Registry::new());
             new
         };
         assert_eq!((first.owned(), second.owned(), third.owned()), (0, 0, 4));

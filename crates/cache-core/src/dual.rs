@@ -287,7 +287,10 @@ impl Inner {
     }
 
     /// Drops counters that expired, owe Redis nothing and have no handle outside the registry,
-    /// and watched deadlines that passed with no handle left; returns how many.
+    /// and watched deadlines that passed with no handle left; returns how many. A family no one
+    /// uses any more that a newer one adopted cells of (a reload's leftover) and whose own cells
+    /// still count (a removed deployment's, unexpired or owing Redis) is not kept whole: those
+    /// cells become keyed counters (`DenseFamily::spill_to_keys`) and its slab goes.
     #[expect(
         clippy::mutable_key_type,
         reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
@@ -308,11 +311,25 @@ impl Inner {
             family.drain_strays(now, remote);
         }
         let before: usize = families.iter().map(|f| f.owned()).sum();
+        let mut kept_as_keys = 0;
         families.retain(|family| {
-            !(Arc::strong_count(family) == 1 && family.is_expired_and_settled(now))
+            if Arc::strong_count(family) != 1 {
+                return true;
+            }
+            if family.is_expired_and_settled(now) {
+                return false;
+            }
+            // A reload's leftover: its cells that still count become keyed counters.
+            match family.spill_to_keys(counters, now) {
+                Some(cells) => {
+                    kept_as_keys += cells;
+                    false
+                }
+                None => true,
+            }
         });
         let after: usize = families.iter().map(|f| f.owned()).sum();
-        pruned + (before - after)
+        pruned + (before - after - kept_as_keys)
     }
 
     /// Adds `delta` to `cell` (the one increment path of handles and keys); fails only in
@@ -401,7 +418,7 @@ impl Inner {
                 .cloned()
                 .collect()
         };
-        let adoption = Adoption::plan(&family, &live, kind);
+        let adoption = Adoption::plan(&family, &live, &counters, kind);
         // The cells it adopts leave their families: they count once, with it.
         let added = len - adoption.len();
         let fits = |counters: &Registry<CounterCell>| {
@@ -414,7 +431,7 @@ impl Inner {
             return Err(self.refuse_key(&name()));
         }
         let family = Arc::new(family);
-        adoption.apply(&family, &live);
+        adoption.apply(&family, &live, &mut counters);
         self.families.write().push(Arc::clone(&family));
         Ok(family)
     }

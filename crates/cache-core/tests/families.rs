@@ -675,9 +675,12 @@ async fn a_removed_deployment_s_cell_is_no_longer_read_back_once_its_last_family
     let report = cache.sync_now().await.unwrap();
     assert_eq!(synced(&report), 3, "d0, d1 and the old d2: {report:?}");
     drop(old);
-    // Gone from use, but its own cell was written within its TTL: kept, and read.
+    // Gone from use, but its own cell was written within its TTL: kept (as a keyed counter,
+    // without the old slab), and read.
     let report = cache.sync_now().await.unwrap();
     assert_eq!(synced(&report), 3, "{report:?}");
+    assert_eq!(cache.counters().family_stats(class).families, 1);
+    assert_eq!(cache.stats().tracked_keys, 3);
     clock.advance_ms(60_000);
     let report = cache.sync_now().await.unwrap();
     assert_eq!(report.pruned, 1, "the old family's own cell: {report:?}");
@@ -778,5 +781,81 @@ async fn reloads_racing_increments_and_syncs_lose_and_double_nothing() {
     assert_eq!(seen, total, "the newest family's view");
     let stats = cache.counters().family_stats(class);
     assert_eq!(stats.families, 1, "{stats:?}");
+    cache.shutdown().await.unwrap();
+}
+
+/// `{d<n>}:<suffix>` for the names `n` by position, in the class `class`.
+struct Named {
+    names: Vec<usize>,
+    class: &'static str,
+}
+
+impl FamilyKeys for Named {
+    fn write_key(&self, index: usize, out: &mut String) {
+        if let Some(n) = self.names.get(index) {
+            out.push_str(&hash_tagged(&format!("d{n}"), ":x"));
+        }
+    }
+
+    fn class(&self) -> &str {
+        self.class
+    }
+}
+
+/// Regression: a reload that renames a deployment kept the old slab for the renamed one's
+/// count. Now the old family goes with its last user; the count of the deployment it alone
+/// held stays (a keyed counter, until it expires) and is adopted if the name comes back.
+#[tokio::test]
+async fn fifty_reloads_renaming_a_deployment_each_keep_one_family_and_the_renamed_counts() {
+    let clock = ManualClock::new(1_000_000);
+    let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let class = "x:renames";
+    let named = |names: Vec<usize>| -> Arc<dyn FamilyKeys> { Arc::new(Named { names, class }) };
+    let mut current = cache
+        .counters()
+        .family(2, named(vec![0, 1]), MINUTE)
+        .unwrap();
+    current.increment(0, 1).unwrap();
+    for k in 1..=50usize {
+        current.increment(1, k as i64).unwrap(); // d<k>
+        let next = cache
+            .counters()
+            .family(2, named(vec![0, k + 1]), MINUTE)
+            .unwrap();
+        current = next;
+        cache.sync_now().await.unwrap();
+        let stats = cache.counters().family_stats(class);
+        assert_eq!(
+            (stats.families, stats.slots, stats.owned),
+            (1, 2, 2),
+            "reload {k}"
+        );
+        // d1..d<k> are keyed counters now: 128 bytes each, not a slab each.
+        assert_eq!(cache.stats().tracked_keys, 2 + k, "reload {k}");
+        assert_eq!(current.value(0), 1, "d0 carried over, reload {k}");
+    }
+    let d7 = hash_tagged("d7", ":x");
+    assert_eq!(cache.counters().value(&d7), Some(7.0));
+    // d7 comes back: its count is adopted, not started again.
+    let back = cache
+        .counters()
+        .family(3, named(vec![0, 51, 7]), MINUTE)
+        .unwrap();
+    assert_eq!(back.value(2), 7);
+    assert_eq!(cache.counters().value(&d7), Some(7.0), "one cell");
+    drop(current);
+    cache.sync_now().await.unwrap();
+    assert_eq!(
+        cache.stats().tracked_keys,
+        3 + 49,
+        "d7 counted once, with the family"
+    );
+    // The renamed ones expire like any counter.
+    clock.advance_ms(60_000);
+    back.increment(0, 1).unwrap();
+    cache.sync_now().await.unwrap();
+    assert_eq!(cache.stats().tracked_keys, 3);
     cache.shutdown().await.unwrap();
 }
