@@ -248,7 +248,7 @@ impl DenseFamily {
     /// owing Redis) into keyed counters in `counters`, so its slab can go; returns how many.
     /// `None` (nothing moved) when it is no leftover (no newer family adopted any of its
     /// cells: it is a whole configuration's, kept as it is until it expires) or a key it would
-    /// move is a keyed counter already.
+    /// move is a keyed counter already (or twice in it).
     #[expect(
         clippy::mutable_key_type,
         reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
@@ -262,10 +262,11 @@ impl DenseFamily {
             return None;
         }
         let mut keyed = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (index, cell) in self.cells.iter().enumerate() {
             if !cell.is_moved() && !cell.is_expired_and_settled(now_ms, self.remote) {
                 let key = self.key(index);
-                if key.is_empty() || lookup(counters, &key).is_some() {
+                if key.is_empty() || lookup(counters, &key).is_some() || !seen.insert(key.clone()) {
                     return None;
                 }
                 keyed.push((index, key));
