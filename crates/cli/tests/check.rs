@@ -375,6 +375,9 @@ model_list:
         line("anthropic/claude-sonnet-4-5").contains("(anthropic_messages)"),
         "{shown}"
     );
-    assert!(line("anthropic/claude-haiku-4-5").contains("(mock)"), "{shown}");
+    assert!(
+        line("anthropic/claude-haiku-4-5").contains("(mock)"),
+        "{shown}"
+    );
     assert!(!shown.contains("sk-ant-test"), "{shown}");
 }

@@ -337,6 +337,23 @@ fn max_tokens_defaults_to_litellms_default_and_max_completion_tokens_wins() {
 }
 
 #[test]
+fn with_thinking_on_and_no_max_tokens_max_tokens_leaves_room_above_the_budget() {
+    let out = upstream::request_from_chat(&chat(json!({"reasoning_effort": "high"})), "m").unwrap();
+    assert_eq!(out["thinking"]["budget_tokens"], 4096);
+    assert_eq!(out["max_tokens"], 4096 + 256);
+    let out = upstream::request_from_chat(
+        &chat(json!({"thinking": {"type": "enabled", "budget_tokens": 10000}})),
+        "m",
+    )
+    .unwrap();
+    assert_eq!(out["thinking"]["budget_tokens"], 10000);
+    assert_eq!(out["max_tokens"], 10256);
+    let out = upstream::request_from_chat(&chat(json!({"reasoning_effort": "none"})), "m").unwrap();
+    assert!(out.get("thinking").is_none());
+    assert_eq!(out["max_tokens"], 4096);
+}
+
+#[test]
 fn tool_choice_and_parallel_tool_calls_map_as_litellm_maps_them() {
     let out = upstream::request_from_chat(&chat(json!({"tool_choice": "required"})), "m").unwrap();
     assert_eq!(out["tool_choice"], json!({"type": "any"}));

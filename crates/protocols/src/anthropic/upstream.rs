@@ -18,6 +18,10 @@ use super::finish_reason_of;
 /// `max_completion_tokens` (Anthropic requires it): LiteLLM's `DEFAULT_ANTHROPIC_CHAT_MAX_TOKENS`.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The tokens added to a thinking budget for `max_tokens` when the canonical request gives no
+/// `max_tokens` (LiteLLM's `DEFAULT_MAX_TOKENS`): Anthropic wants `max_tokens` above the budget.
+pub const THINKING_ANSWER_TOKENS: u64 = 256;
+
 /// The name of the tool a `response_format` becomes (LiteLLM's `RESPONSE_FORMAT_TOOL_NAME`):
 /// the model is made to call it, and its input is the JSON answer.
 pub const RESPONSE_FORMAT_TOOL: &str = "json_tool_call";
@@ -64,7 +68,8 @@ const REFUSED: &[&str] = &[
 ///   Anthropic's form, with `input_schema`, as it is), `tool_choice` (`auto`, `none`,
 ///   `required` as `any`, a named function as `tool`), `parallel_tool_calls` as
 ///   `disable_parallel_tool_use`, `max_tokens` / `max_completion_tokens` (else
-///   [`DEFAULT_MAX_TOKENS`]), `stop` as `stop_sequences`, `temperature`, `top_p`, `top_k`,
+///   [`DEFAULT_MAX_TOKENS`], or with thinking on its budget and [`THINKING_ANSWER_TOKENS`]),
+///   `stop` as `stop_sequences`, `temperature`, `top_p`, `top_k`,
 ///   `thinking`, `user` as `metadata.user_id`, `stream`.
 /// - `response_format` `json_object` / `json_schema` as LiteLLM maps it for Anthropic: a tool
 ///   named [`RESPONSE_FORMAT_TOOL`] whose input schema is the wanted schema, forced with
@@ -109,6 +114,22 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
         out.insert("system".into(), value);
     }
 
+    // `reasoning_effort` as a thinking budget, else the caller's own `thinking`.
+    let thinking = match request.get("reasoning_effort").filter(|v| !v.is_null()) {
+        Some(effort) => thinking_budget(effort)?
+            .map(|budget| json!({"type": "enabled", "budget_tokens": budget})),
+        None => request.get("thinking").filter(|v| !v.is_null()).cloned(),
+    };
+    let budget = thinking
+        .as_ref()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled"))
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64);
+    let thinking_on = budget.is_some();
+    if let Some(thinking) = thinking {
+        out.insert("thinking".into(), thinking);
+    }
+
     let max_tokens = match (
         request
             .get("max_completion_tokens")
@@ -117,20 +138,13 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
     ) {
         (Some(tokens), _) => positive(tokens, "max_completion_tokens")?,
         (None, Some(tokens)) => positive(tokens, "max_tokens")?,
-        (None, None) => DEFAULT_MAX_TOKENS,
+        // Room for the thinking and an answer, as LiteLLM's
+        // `update_optional_params_with_thinking_tokens` leaves.
+        (None, None) => budget.map_or(DEFAULT_MAX_TOKENS, |b| {
+            b.saturating_add(THINKING_ANSWER_TOKENS)
+        }),
     };
     out.insert("max_tokens".into(), max_tokens.into());
-
-    let mut thinking_on = false;
-    if let Some(effort) = request.get("reasoning_effort").filter(|v| !v.is_null()) {
-        if let Some(budget) = thinking_budget(effort)? {
-            out.insert(
-                "thinking".into(),
-                json!({"type": "enabled", "budget_tokens": budget}),
-            );
-            thinking_on = true;
-        }
-    }
 
     let mut tools = Vec::new();
     if let Some(given) = request.get("tools").filter(|v| !v.is_null()) {
@@ -235,6 +249,7 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
         "max_tokens",
         "max_completion_tokens",
         "reasoning_effort",
+        "thinking",
         "tools",
         "tool_choice",
         "parallel_tool_calls",
@@ -257,9 +272,6 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
                 name.clone(),
                 "Anthropic's Messages API has no such parameter",
             ));
-        }
-        if name == "thinking" && out.contains_key("thinking") {
-            continue; // reasoning_effort said it already
         }
         out.insert(name.clone(), value.clone());
     }
