@@ -734,6 +734,13 @@ fn a_stream_that_ends_without_a_finish_reason_is_closed_by_finish() {
     assert!(events.finish().is_empty(), "finish gives its events once");
 }
 
+#[test]
+fn finish_without_any_chunk_gives_nothing() {
+    // A stream passed through in Messages form never reaches the translator; the gateway still
+    // calls finish at its end.
+    assert!(client::EventsFromChat::new("m").finish().is_empty());
+}
+
 // ---- errors ----
 
 #[test]

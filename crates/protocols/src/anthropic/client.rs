@@ -766,11 +766,13 @@ impl EventsFromChat {
 
     /// The events that end the stream once the canonical one has ended: the open block's
     /// `content_block_stop`, `message_delta` (the finish reason seen, else `end_turn`; the
-    /// usage seen) and `message_stop`, unless they were given already.
+    /// usage seen) and `message_stop`, unless they were given already. Nothing when no chunk
+    /// was pushed (a stream passed through in Messages form never reaches the translator).
     pub fn finish(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
-        self.start(None, &mut out);
-        self.end(&mut out);
+        if self.started {
+            self.end(&mut out);
+        }
         out
     }
 }
