@@ -849,3 +849,110 @@ async fn an_api_base_that_names_the_messages_endpoint_is_called_as_it_is() {
         .unwrap();
     assert_eq!(seen.requests.lock().len(), 1);
 }
+
+/// The gateway on a free port over `router`, behind a master key; its base URL.
+#[cfg(feature = "gateway")]
+async fn gateway(router: Router) -> String {
+    use ferrolite::gateway::{GatewaySettings, app, serve};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new("sk-gateway")),
+        ..GatewaySettings::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// The `type`s of a raw Messages event stream, checking each `event:` line names its data.
+fn event_types(text: &str) -> Vec<String> {
+    let events = ferrolite_protocols::sse::SseParser::new().push(text.as_bytes());
+    events
+        .iter()
+        .map(|e| {
+            let data: Value = serde_json::from_str(&e.data).unwrap();
+            let kind = data["type"].as_str().unwrap().to_string();
+            assert_eq!(e.event.as_deref(), Some(kind.as_str()));
+            kind
+        })
+        .collect()
+}
+
+#[cfg(feature = "gateway")]
+#[tokio::test]
+async fn through_the_gateway_a_messages_stream_to_an_anthropic_deployment_comes_back_event_for_event()
+ {
+    let (base, seen) = serve().await;
+    let router = router(
+        vec![claude(&base, "claude", "claude-ok")],
+        RouterSettings::default(),
+    )
+    .await;
+    let gateway = gateway(router).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .post(format!("{gateway}/v1/messages"))
+        .header("x-api-key", "sk-gateway")
+        .header("anthropic-version", "2023-06-01")
+        .json(&native_request(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        event_types(&text),
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "ping",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    let mut expected = native_request(true);
+    expected["model"] = "claude-ok".into();
+    assert_eq!(seen.last().1, expected);
+}
+
+#[cfg(feature = "gateway")]
+#[tokio::test]
+async fn through_the_gateway_a_chat_stream_to_an_anthropic_deployment_is_openai_chunks() {
+    let (base, _) = serve().await;
+    let router = router(
+        vec![claude(&base, "claude", "claude-ok")],
+        RouterSettings::default(),
+    )
+    .await;
+    let gateway = gateway(router).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .post(format!("{gateway}/v1/chat/completions"))
+        .bearer_auth("sk-gateway")
+        .json(&json!({"model": "claude", "stream": true,
+            "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let events = ferrolite_protocols::sse::SseParser::new().push(text.as_bytes());
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let content: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, "Hello from Claude");
+}
