@@ -106,6 +106,17 @@ fn invalid(body: &Value) -> Option<String> {
     if turns.is_empty() {
         return Some("messages: at least one message is required".into());
     }
+    let tool_blocks = turns.iter().any(|t| {
+        t["content"].as_array().is_some_and(|b| {
+            b.iter()
+                .any(|b| b["type"] == "tool_use" || b["type"] == "tool_result")
+        })
+    });
+    if tool_blocks && body["tools"].as_array().is_none_or(Vec::is_empty) {
+        return Some(
+            "Requests which include `tool_use` or `tool_result` blocks must define tools.".into(),
+        );
+    }
     let mut calls: Vec<String> = Vec::new();
     for (i, turn) in turns.iter().enumerate() {
         let role = turn["role"].as_str().unwrap_or("");

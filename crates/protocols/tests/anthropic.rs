@@ -193,6 +193,12 @@ fn canonical_request() -> impl Strategy<Value = Value> {
                 if answered || messages.iter().all(|m| m["role"] == "system") {
                     messages.push(last);
                 }
+                let mut tools = tools;
+                if tools.is_empty() && messages.iter().any(|m| m["role"] == "tool") {
+                    // Anthropic wants the tools declared when the messages hold tool calls.
+                    tools.push(json!({"type": "function", "function": {"name": "fn_lookup",
+                        "parameters": {"type": "object", "properties": {}}}}));
+                }
                 let mut request =
                     json!({"model": "claude-test", "messages": messages, "max_tokens": max});
                 if !tools.is_empty() {
@@ -381,7 +387,7 @@ fn consecutive_tool_results_are_one_user_turn_and_a_following_user_message_joins
         {"role": "tool", "tool_call_id": "a", "content": "sun"},
         {"role": "tool", "tool_call_id": "b", "content": "rain"},
         {"role": "user", "content": "thanks"},
-    ]});
+    ], "tools": [{"type": "function", "function": {"name": "w"}}]});
     let out = upstream::request_from_chat(&request, "m").unwrap();
     let turns = out["messages"].as_array().unwrap();
     assert_eq!(turns.len(), 3);
@@ -527,6 +533,15 @@ fn what_messages_cannot_express_is_refused_naming_the_field() {
     assert_eq!(
         refused_field(upstream::request_from_chat(&json!({"model": "m"}), "m")),
         "messages"
+    );
+    let calls_without_tools = json!({"model": "m", "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "a", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "r"}]});
+    assert_eq!(
+        refused_field(upstream::request_from_chat(&calls_without_tools, "m")),
+        "tools"
     );
 }
 

@@ -83,14 +83,14 @@ const REFUSED: &[&str] = &[
 /// `presence_penalty`, `frequency_penalty`, `seed`, `audio`, `modalities`, `prediction`, the
 /// legacy `functions` / `function_call`, `web_search_options`, `store`, audio and other content
 /// parts Anthropic has no block for, tool call arguments that are not a JSON object, a
-/// `reasoning_effort` without a budget.
+/// `reasoning_effort` without a budget, and tool calls or results in the messages without
+/// `tools` (Anthropic refuses those; LiteLLM too unless `modify_params` adds a dummy tool).
 ///
 /// Left out as LiteLLM leaves them out (nothing in the answer depends on them): `stream_options`
 /// (Anthropic always reports usage), `metadata` (LiteLLM's own request metadata),
 /// `extra_headers` (sent as headers by the backend), ferrolite's and LiteLLM's routing fields
 /// (`mock_response`, `caching`, `cache`, `metadata_litellm`), a message's `name`, an image's
-/// `detail`, a function's `strict`, whitespace-only stop sequences (Anthropic refuses them), a
-/// `user` that is an e-mail address or a phone number (Anthropic refuses those as `user_id`),
+/// `detail`, a function's `strict`, a `user` that is an e-mail address or a phone number (Anthropic refuses those as `user_id`),
 /// `response_format: {"type": "text"}`, `n: 1` and `logprobs: false`.
 pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateError> {
     let request = chat
@@ -182,6 +182,12 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
             }
         }
     }
+    if tools.is_empty() && has_tool_blocks(&out["messages"]) {
+        return Err(TranslateError::new(
+            "tools",
+            "Anthropic needs the tools declared when the messages hold tool calls or results",
+        ));
+    }
     if !tools.is_empty() {
         out.insert("tools".into(), Value::Array(tools));
     }
@@ -208,10 +214,6 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
                 ));
             }
         };
-        let sequences: Vec<Value> = sequences
-            .into_iter()
-            .filter(|s| !s.as_str().is_some_and(|s| s.trim().is_empty()))
-            .collect();
         if !sequences.is_empty() {
             out.insert("stop_sequences".into(), Value::Array(sequences));
         }
@@ -276,6 +278,22 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
         out.insert(name.clone(), value.clone());
     }
     Ok(Value::Object(out))
+}
+
+/// Whether Messages `turns` hold `tool_use` or `tool_result` blocks.
+fn has_tool_blocks(turns: &Value) -> bool {
+    turns.as_array().into_iter().flatten().any(|turn| {
+        turn["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|block| {
+                matches!(
+                    block.get("type").and_then(Value::as_str),
+                    Some("tool_use" | "tool_result")
+                )
+            })
+    })
 }
 
 /// A positive whole number of tokens.
