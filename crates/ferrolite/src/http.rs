@@ -24,6 +24,11 @@
 //! `deepseek` `https://api.deepseek.com/v1`. vLLM (`hosted_vllm/...`) and other self-hosted
 //! servers need `api_base`, e.g. `http://gpu-1:8000/v1`.
 //!
+//! A caller's own Responses API request (`POST /v1/responses`) to an `openai` or `azure`
+//! deployment goes to that deployment's Responses endpoint untranslated (`{api_base}/responses`;
+//! azure's `{api_base}/openai/responses?api-version=…`) and its answer comes back in the
+//! Responses API's form; other providers get its chat translation.
+//!
 //! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
 //! body as a content-policy error, connection failures, and a stream that breaks mid-way.
@@ -41,6 +46,7 @@ use ferrolite_types::{Deployment, ErrorClass};
 use futures_util::StreamExt;
 
 mod plain;
+mod responses;
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -878,6 +884,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
+        if let Some(native) = responses::passes_through(deployment, request) {
+            return responses::call(self, deployment, request, native);
+        }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::call(self, protocol, deployment, request);
         }
@@ -910,6 +919,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
+        if let Some(native) = responses::passes_through(deployment, request) {
+            return responses::stream(self, deployment, request, native);
+        }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::stream(self, protocol, deployment, request);
         }
