@@ -611,7 +611,12 @@ fn usage_from_chat(usage: &Value) -> Value {
         .unwrap_or(input.saturating_add(output));
     json!({
         "input_tokens": input,
-        "input_tokens_details": {"cached_tokens": count(&["prompt_tokens_details", "cached_tokens"])},
+        "input_tokens_details": {
+            "cached_tokens": count(&["prompt_tokens_details", "cached_tokens"]),
+            // Tokens written to a prompt cache (LiteLLM's `cache_creation_input_tokens`, from
+            // the upstreams that count them).
+            "cache_write_tokens": count(&["cache_creation_input_tokens"]),
+        },
         "output_tokens": output,
         "output_tokens_details": {
             "reasoning_tokens": count(&["completion_tokens_details", "reasoning_tokens"]),

@@ -369,6 +369,7 @@ fn assert_sdk_response(response: &Value) {
             assert!(usage[field].is_u64(), "usage.{field}");
         }
         assert!(usage["input_tokens_details"]["cached_tokens"].is_u64());
+        assert!(usage["input_tokens_details"]["cache_write_tokens"].is_u64());
         assert!(usage["output_tokens_details"]["reasoning_tokens"].is_u64());
     }
 }
