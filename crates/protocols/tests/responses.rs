@@ -929,3 +929,55 @@ fn settings_chat_cannot_express_are_refused_naming_them() {
     );
     assert_eq!(e.field, "input[0].arguments");
 }
+
+#[test]
+fn interleaved_tool_calls_each_keep_their_own_arguments() {
+    let mut translator = EventsFromChat::new(&json!({"model": "m", "input": "x"}));
+    let call = |index: u64, id: Option<&str>, name: Option<&str>, arguments: &str| {
+        let mut call = json!({"index": index, "function": {"arguments": arguments}});
+        if let Some(id) = id {
+            call["id"] = json!(id);
+        }
+        if let Some(name) = name {
+            call["function"]["name"] = json!(name);
+        }
+        json!({"id": "chatcmpl-p", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+    };
+    let mut events = Vec::new();
+    for chunk in [
+        call(0, Some("call_a"), Some("f"), "{\"x\":"),
+        call(1, Some("call_b"), Some("g"), "{\"y\":"),
+        call(0, None, None, "1}"),
+        call(1, None, None, "2}"),
+        json!({"id": "chatcmpl-p", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+               "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}),
+    ] {
+        events.extend(translator.push(&chunk).unwrap());
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(
+        calls_of(&last["response"]),
+        [
+            (
+                "call_a".to_string(),
+                "f".to_string(),
+                "{\"x\":1}".to_string()
+            ),
+            (
+                "call_b".to_string(),
+                "g".to_string(),
+                "{\"y\":2}".to_string()
+            ),
+        ]
+    );
+    let done: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.done")
+        .collect();
+    assert_eq!(done[0]["arguments"], "{\"x\":1}");
+    assert_eq!(done[1]["arguments"], "{\"y\":2}");
+    for (n, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence_number"], n);
+    }
+}
