@@ -312,7 +312,7 @@ async fn azure_deployments_pass_through_to_their_responses_endpoint_with_the_api
         .unwrap();
     assert_eq!(answer.protocol, Protocol::OpenAiResponses);
     let preview = Deployment {
-        api_base: Some(format!("{base}/")),
+        api_base: Some(format!("{base}/openai/v1/")),
         id: Some("preview".into()),
         ..deployment(&base, "azure/my-gpt-4o")
     };
@@ -322,6 +322,18 @@ async fn azure_deployments_pass_through_to_their_responses_endpoint_with_the_api
         .await
         .unwrap();
     assert_eq!(answer.usage.unwrap().total_tokens, 28);
+    // An api_base that names the resource with a slash.
+    let slashed = Deployment {
+        api_base: Some(format!("{base}/")),
+        api_version: Some("2025-04-01-preview".into()),
+        id: Some("slashed".into()),
+        ..deployment(&base, "azure/my-gpt-4o")
+    };
+    router(vec![slashed])
+        .await
+        .call(request(false))
+        .await
+        .unwrap();
 
     let requests = seen.requests.lock();
     assert_eq!(requests[0].0, "/openai/responses");
@@ -329,6 +341,7 @@ async fn azure_deployments_pass_through_to_their_responses_endpoint_with_the_api
     assert_eq!(requests[0].2, sent_body("my-gpt-4o", false));
     assert_eq!(requests[1].0, "/openai/v1/responses");
     assert_eq!(requests[1].1, "api-version=preview");
+    assert_eq!(requests[2].0, "/openai/responses");
 }
 
 #[tokio::test]

@@ -210,10 +210,16 @@ fn url_of(deployment: &Deployment, provider: &str) -> Result<String, BackendErro
         } else {
             "/openai/responses"
         };
-        let base = base
-            .strip_suffix("/openai/v1/responses")
-            .or_else(|| base.strip_suffix("/openai/responses"))
-            .unwrap_or(base);
+        // The resource's endpoint, also when `api_base` names a path under it.
+        let base = [
+            "/openai/v1/responses",
+            "/openai/responses",
+            "/openai/v1",
+            "/openai",
+        ]
+        .iter()
+        .find_map(|path| base.strip_suffix(path))
+        .unwrap_or(base);
         return Ok(format!("{base}{path}?api-version={version}"));
     }
     let base = deployment
