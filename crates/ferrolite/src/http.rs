@@ -27,7 +27,8 @@
 //! A caller's own Responses API request (`POST /v1/responses`) to an `openai` or `azure`
 //! deployment goes to that deployment's Responses endpoint untranslated (`{api_base}/responses`;
 //! azure's `{api_base}/openai/responses?api-version=…`) and its answer comes back in the
-//! Responses API's form; other providers get its chat translation.
+//! Responses API's form; other providers get its chat translation, and refuse one continuing a
+//! stored conversation (`previous_response_id`).
 //!
 //! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
@@ -884,8 +885,8 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
-        if let Some(native) = responses::passes_through(deployment, request) {
-            return responses::call(self, deployment, request, native);
+        if let Some(call) = responses::call_natively(self, deployment, request) {
+            return call;
         }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::call(self, protocol, deployment, request);
@@ -919,8 +920,8 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
-        if let Some(native) = responses::passes_through(deployment, request) {
-            return responses::stream(self, deployment, request, native);
+        if let Some(stream) = responses::stream_natively(self, deployment, request) {
+            return stream;
         }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::stream(self, protocol, deployment, request);

@@ -356,7 +356,14 @@ async fn a_request_without_a_native_body_or_to_another_provider_goes_to_chat_com
     assert_eq!(answer.usage.unwrap().total_tokens, 6);
     // A Responses request to a provider without the Responses API: its chat translation.
     let vllm = router(vec![deployment(&base, "hosted_vllm/llama")]).await;
-    let answer = vllm.call(request(false)).await.unwrap();
+    let mut fresh = request(false);
+    let mut body = native_body(false);
+    body.as_object_mut().unwrap().remove("previous_response_id");
+    fresh.native = Some(Native {
+        protocol: Protocol::OpenAiResponses,
+        body: Arc::new(body),
+    });
+    let answer = vllm.call(fresh).await.unwrap();
     assert_eq!(answer.protocol, Protocol::OpenAiChat);
 
     let requests = seen.requests.lock();
@@ -366,6 +373,37 @@ async fn a_request_without_a_native_body_or_to_another_provider_goes_to_chat_com
         assert!(body.get("messages").is_some());
         assert!(body.get("previous_response_id").is_none());
     }
+}
+
+#[tokio::test]
+async fn a_continuation_to_a_deployment_without_the_responses_api_is_refused_naming_the_field() {
+    let (base, seen) = serve().await;
+    let router = router(vec![deployment(&base, "hosted_vllm/llama")]).await;
+    let refused = |err: RouterError| match err {
+        RouterError::Backend { class, message, .. } => {
+            assert_eq!(class, ErrorClass::BadRequest { status: 400 });
+            assert!(message.contains("`previous_response_id`"), "{message}");
+            assert!(message.contains("/v1/responses"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    };
+    refused(router.call(request(false)).await.unwrap_err());
+    refused(router.stream(request(true)).await.unwrap_err());
+    // Nothing was sent.
+    assert!(seen.requests.lock().is_empty());
+    // Without the continuation, the same request goes as its chat translation.
+    let mut fresh = request(false);
+    let mut body = native_body(false);
+    body.as_object_mut().unwrap().remove("previous_response_id");
+    fresh.native = Some(Native {
+        protocol: Protocol::OpenAiResponses,
+        body: Arc::new(body),
+    });
+    assert_eq!(
+        router.call(fresh).await.unwrap().protocol,
+        Protocol::OpenAiChat
+    );
+    assert_eq!(seen.requests.lock()[0].0, "/v1/chat/completions");
 }
 
 #[tokio::test]

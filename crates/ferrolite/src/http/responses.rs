@@ -20,7 +20,9 @@
 //! with its error.
 //!
 //! Deployments of other providers get the request's chat translation, as LiteLLM's bridge
-//! does.
+//! does; one that continues a stored conversation (`previous_response_id`, `conversation`),
+//! which only the upstream that stored it has, is refused by them as a bad request naming the
+//! field.
 
 use bytes::Bytes;
 use ferrolite_protocols::sse::SseParser;
@@ -40,12 +42,60 @@ use super::{
 /// `AZURE_DEFAULT_RESPONSES_API_VERSION`).
 const AZURE_DEFAULT_VERSION: &str = "preview";
 
+/// The call of `deployment` when the caller's request is a Responses request it cannot take
+/// translated: passed through to a deployment that serves the Responses API itself, refused
+/// (naming `previous_response_id`) by any other when the request continues a stored
+/// conversation. `None`: the call goes as its canonical translation.
+pub(crate) fn call_natively<'a>(
+    backend: &'a HttpBackend,
+    deployment: &'a Deployment,
+    request: &'a BackendRequest,
+) -> Option<BackendFuture<'a>> {
+    if let Some(native) = passes_through(deployment, request) {
+        return Some(call(backend, deployment, request, native));
+    }
+    let refused = refused(request)?;
+    Some(Box::pin(async move { Err(refused) }))
+}
+
+/// [`call_natively`], streamed.
+pub(crate) fn stream_natively<'a>(
+    backend: &'a HttpBackend,
+    deployment: &'a Deployment,
+    request: &'a BackendRequest,
+) -> Option<BackendStreamFuture<'a>> {
+    if let Some(native) = passes_through(deployment, request) {
+        return Some(stream(backend, deployment, request, native));
+    }
+    let refused = refused(request)?;
+    Some(Box::pin(async move { Err(refused) }))
+}
+
+/// The refusal of a Responses request continuing a stored conversation
+/// (`previous_response_id`, `conversation`) by a deployment it does not pass through to: its
+/// translation left that out, and only the upstream that stored the conversation has it.
+fn refused(request: &BackendRequest) -> Option<BackendError> {
+    let native = request.native.as_ref()?;
+    if native.protocol != Protocol::OpenAiResponses {
+        return None;
+    }
+    let field = ["previous_response_id", "conversation"]
+        .into_iter()
+        .find(|field| native.body.get(field).is_some_and(|v| !v.is_null()))?;
+    let error = ferrolite_protocols::TranslateError::new(
+        field,
+        "needs the upstream's stored conversation: only an OpenAI deployment called through \
+         /v1/responses can continue it",
+    );
+    Some(BackendError::new(
+        ErrorClass::BadRequest { status: 400 },
+        error.to_string(),
+    ))
+}
+
 /// The caller's Responses request, when `deployment` serves the Responses API itself and the
 /// call passes through.
-pub(crate) fn passes_through<'a>(
-    deployment: &Deployment,
-    request: &'a BackendRequest,
-) -> Option<&'a Native> {
+fn passes_through<'a>(deployment: &Deployment, request: &'a BackendRequest) -> Option<&'a Native> {
     let native = request.native.as_ref()?;
     if native.protocol != Protocol::OpenAiResponses {
         return None;
@@ -55,7 +105,7 @@ pub(crate) fn passes_through<'a>(
 }
 
 /// Calls `deployment`'s Responses endpoint with the caller's request; the whole answer.
-pub(crate) fn call<'a>(
+fn call<'a>(
     backend: &'a HttpBackend,
     deployment: &'a Deployment,
     request: &'a BackendRequest,
@@ -90,7 +140,7 @@ pub(crate) fn call<'a>(
 
 /// Streams a call of `deployment`'s Responses endpoint with the caller's request: each event
 /// as one chunk.
-pub(crate) fn stream<'a>(
+fn stream<'a>(
     backend: &'a HttpBackend,
     deployment: &'a Deployment,
     request: &'a BackendRequest,
