@@ -809,14 +809,14 @@ impl EventsFromChat {
         Ok(events)
     }
 
-    /// The events that end the stream once the canonical one has ended.
+    /// The events that end the stream once the canonical one has ended. A translator that
+    /// was given no chunk adds nothing: its stream was not translated (a pass-through stream
+    /// carries its own events, `response.completed` included).
     pub fn finish(&mut self) -> Vec<Value> {
         let mut events = Vec::new();
-        if self.done {
+        if self.done || self.head.is_none() {
+            self.done = true;
             return events;
-        }
-        if self.head.is_none() {
-            self.start(&Map::new(), &mut events);
         }
         self.close_all(&mut events);
         self.end(&mut events);
