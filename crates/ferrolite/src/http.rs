@@ -31,6 +31,12 @@
 //! |---|---|---|---|
 //! | `anthropic` | Anthropic's Messages API | `{api_base}/v1/messages`, `api_base` defaulting to `https://api.anthropic.com` | `x-api-key` (and `anthropic-version`) |
 //!
+//! A caller's own Responses API request (`POST /v1/responses`) to an `openai` or `azure`
+//! deployment goes to that deployment's Responses endpoint untranslated (`{api_base}/responses`;
+//! azure's `{api_base}/openai/responses?api-version=…`) and its answer comes back in the
+//! Responses API's form; other providers get its chat translation, and refuse one continuing a
+//! stored conversation (`previous_response_id`).
+//!
 //! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
 //! body as a content-policy error, connection failures, and a stream that breaks mid-way.
@@ -48,6 +54,7 @@ use ferrolite_types::{Deployment, ErrorClass};
 use futures_util::StreamExt;
 
 mod plain;
+mod responses;
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -885,6 +892,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
+        if let Some(call) = responses::call_natively(self, deployment, request) {
+            return call;
+        }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::call(self, protocol, deployment, request);
         }
@@ -917,6 +927,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
+        if let Some(stream) = responses::stream_natively(self, deployment, request) {
+            return stream;
+        }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::stream(self, protocol, deployment, request);
         }
