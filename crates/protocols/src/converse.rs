@@ -124,9 +124,9 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                 }
             }
             "max_tokens" | "max_completion_tokens" => {
-                let tokens = value.as_u64().ok_or_else(|| {
-                    TranslateError::new(name, "expected a non-negative integer")
-                })?;
+                let tokens = value
+                    .as_u64()
+                    .ok_or_else(|| TranslateError::new(name, "expected a non-negative integer"))?;
                 inference.insert("maxTokens".into(), tokens.into());
             }
             "temperature" => {
@@ -352,9 +352,9 @@ fn response_format_tool(value: &Value) -> Result<Option<(Value, Value)>, Transla
         "text" => return Ok(None),
         "json_object" => (None, None),
         "json_schema" => {
-            let spec = value.get("json_schema").ok_or_else(|| {
-                TranslateError::new("response_format.json_schema", "required")
-            })?;
+            let spec = value
+                .get("json_schema")
+                .ok_or_else(|| TranslateError::new("response_format.json_schema", "required"))?;
             (
                 spec.get("schema").cloned(),
                 spec.get("description").and_then(Value::as_str),
@@ -371,7 +371,9 @@ fn response_format_tool(value: &Value) -> Result<Option<(Value, Value)>, Transla
         .get("response_schema")
         .cloned()
         .or(schema)
-        .unwrap_or_else(|| json!({"type": "object", "additionalProperties": true, "properties": {}}));
+        .unwrap_or_else(
+            || json!({"type": "object", "additionalProperties": true, "properties": {}}),
+        );
     let mut spec = Map::new();
     spec.insert("name".into(), RESPONSE_FORMAT_TOOL_NAME.into());
     if let Some(description) = description {
@@ -470,9 +472,10 @@ fn text_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> 
                 let at = format!("{at}[{j}]");
                 match part.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        let text = part.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            TranslateError::new(format!("{at}.text"), "required")
-                        })?;
+                        let text = part
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| TranslateError::new(format!("{at}.text"), "required"))?;
                         if !text.is_empty() {
                             blocks.push(json!({"text": text}));
                             blocks.extend(cache_point(part));
@@ -488,7 +491,10 @@ fn text_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> 
             }
             Ok(blocks)
         }
-        _ => Err(TranslateError::new(at, "expected a string or an array of parts")),
+        _ => Err(TranslateError::new(
+            at,
+            "expected a string or an array of parts",
+        )),
     }
 }
 
@@ -509,7 +515,9 @@ fn user_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> 
                     .get("image_url")
                     .and_then(|u| u.get("url").or(Some(u)))
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.image_url.url"), "required"))?;
+                    .ok_or_else(|| {
+                        TranslateError::new(format!("{at}.image_url.url"), "required")
+                    })?;
                 blocks.push(image_block(url, &format!("{at}.image_url.url"))?);
                 blocks.extend(cache_point(part));
             }
@@ -543,9 +551,7 @@ fn image_block(url: &str, at: &str) -> Result<Value, TranslateError> {
         .strip_prefix("image/")
         .map(|f| if f == "jpg" { "jpeg" } else { f })
         .filter(|f| IMAGE_FORMATS.contains(f))
-        .ok_or_else(|| {
-            TranslateError::new(at, "Converse takes png, jpeg, gif and webp images")
-        })?;
+        .ok_or_else(|| TranslateError::new(at, "Converse takes png, jpeg, gif and webp images"))?;
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
 }
 
@@ -653,8 +659,7 @@ pub fn usage_to_chat(usage: &Value) -> Value {
         "completion_tokens": completion,
         "total_tokens": total,
     });
-    if usage.get("cacheReadInputTokens").is_some() || usage.get("cacheWriteInputTokens").is_some()
-    {
+    if usage.get("cacheReadInputTokens").is_some() || usage.get("cacheWriteInputTokens").is_some() {
         out["prompt_tokens_details"] = json!({"cached_tokens": read});
         out["cache_read_input_tokens"] = read.into();
         out["cache_creation_input_tokens"] = write.into();
@@ -728,9 +733,8 @@ pub fn answer_to_chat_in(
         }
     }
     let mut message = json!({"role": "assistant", "content": text});
-    let json_call = json_mode
-        && calls.len() == 1
-        && calls[0]["function"]["name"] == RESPONSE_FORMAT_TOOL_NAME;
+    let json_call =
+        json_mode && calls.len() == 1 && calls[0]["function"]["name"] == RESPONSE_FORMAT_TOOL_NAME;
     if json_call {
         let arguments = calls[0]["function"]["arguments"].as_str().unwrap_or("{}");
         let content = match serde_json::from_str::<Value>(arguments) {
@@ -997,7 +1001,10 @@ mod tests {
         assert_eq!(body["system"], json!([{"text": "be brief"}]));
         let messages = body["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 3);
-        assert_eq!(messages[0]["content"], json!([{"text": "a"}, {"text": "b"}]));
+        assert_eq!(
+            messages[0]["content"],
+            json!([{"text": "a"}, {"text": "b"}])
+        );
         assert_eq!(
             messages[1]["content"][0]["toolUse"],
             json!({"toolUseId": "t1", "name": "f", "input": {"x": 1}})
@@ -1055,12 +1062,24 @@ mod tests {
         let mut all = Vec::new();
         for (kind, payload) in [
             ("messageStart", json!({"role": "assistant"})),
-            ("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}})),
+            (
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+            ),
             ("contentBlockStop", json!({"contentBlockIndex": 0})),
-            ("contentBlockStart", json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t", "name": "f"}}})),
-            ("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\""}}})),
+            (
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t", "name": "f"}}}),
+            ),
+            (
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\""}}}),
+            ),
             ("messageStop", json!({"stopReason": "tool_use"})),
-            ("metadata", json!({"usage": {"inputTokens": 5, "outputTokens": 7, "totalTokens": 12, "cacheReadInputTokens": 2}, "metrics": {"latencyMs": 10}})),
+            (
+                "metadata",
+                json!({"usage": {"inputTokens": 5, "outputTokens": 7, "totalTokens": 12, "cacheReadInputTokens": 2}, "metrics": {"latencyMs": 10}}),
+            ),
         ] {
             all.extend(chunks.push(kind, &payload).unwrap());
         }
