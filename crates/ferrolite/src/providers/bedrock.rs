@@ -783,5 +783,18 @@ mod tests {
             ErrorClass::ServerError { status: 503 }
         );
         assert_eq!(class(403, None, "{}"), ErrorClass::PermissionDenied);
+        // A Retry-After, when sent, reaches the rate limit.
+        assert_eq!(
+            classify(
+                429,
+                Some(Duration::from_secs(3)),
+                Some("ThrottlingException"),
+                "{}"
+            )
+            .class,
+            ErrorClass::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
     }
 }
