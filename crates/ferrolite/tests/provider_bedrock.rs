@@ -1114,3 +1114,72 @@ model_list:
     );
     assert!(!error.contains("AKID"), "{error}");
 }
+
+/// From a LiteLLM config to an OpenAI client's chat completion, whole and streamed, through
+/// the gateway.
+#[cfg(feature = "gateway")]
+#[tokio::test]
+async fn a_config_deployment_answers_an_openai_client_through_the_gateway() {
+    use ferrolite::gateway::{GatewaySettings, app, serve};
+    let (base, fake) = fake(None).await;
+    let config = ferrolite::Config::from_yaml(&format!(
+        r#"
+model_list:
+  - model_name: claude
+    litellm_params:
+      model: bedrock/converse/{MODEL}
+      api_base: {base}
+      aws_region_name: {REGION}
+      aws_access_key_id: {ACCESS_KEY}
+      aws_secret_access_key: {SECRET_KEY}
+"#
+    ))
+    .unwrap()
+    .for_serving()
+    .unwrap();
+    let router = ferrolite::build_from_config(config, Some(Arc::new(HttpBackend::new().unwrap())))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app(router, GatewaySettings::default()),
+        std::future::pending(),
+    ));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/v1/chat/completions");
+    let request = json!({"model": "claude", "messages": [{"role": "user", "content": "Hi there"}], "user": "u-1"});
+    let response = client.post(&url).json(&request).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: Hi there");
+    assert_eq!(body["usage"]["total_tokens"], 17);
+
+    let mut streamed = request;
+    streamed["stream"] = true.into();
+    let text = client
+        .post(&url)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let content: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, "echo: Hi there", "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(fake.seen.lock().len(), 2);
+}

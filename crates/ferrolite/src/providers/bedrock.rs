@@ -59,7 +59,7 @@ use crate::http::{HttpBackend, bad_answer, retry_after, transport_error, without
 const SERVICE: &str = "bedrock";
 
 /// What every call of one deployment uses alike, worked out once.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ready {
     /// `{endpoint}/model/{modelId}` (the model encoded), or `None` for a wildcard deployment,
     /// whose model is the request's.
@@ -244,17 +244,6 @@ fn ready<'a>(
                 format!("bedrock deployment `{}` {missing}", deployment.id()),
             )
         })
-}
-
-impl Clone for Ready {
-    fn clone(&self) -> Self {
-        Ready {
-            base: self.base.clone(),
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            identity: self.identity.clone(),
-        }
-    }
 }
 
 /// The model the call asks for (the request's, for a wildcard deployment) and its id.
