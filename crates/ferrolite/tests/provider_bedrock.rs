@@ -1183,3 +1183,61 @@ model_list:
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert_eq!(fake.seen.lock().len(), 2);
 }
+
+/// `response_format` as LiteLLM asks it of Converse: one forced tool, whose input comes back as
+/// the content; a streamed request is answered whole and sent as chunks.
+#[tokio::test]
+async fn a_response_format_is_a_forced_tool_whose_input_is_the_content_whole_and_streamed() {
+    let (base, fake) = fake(None).await;
+    let router = router(vec![bedrock(&base, MODEL, None)]).await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+    let request = json!({
+        "messages": [{"role": "user", "content": "Where?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    });
+    let answer = router
+        .call(Request::new("g", request.clone()))
+        .await
+        .unwrap();
+    let body = answer.body.to_value().unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(
+        serde_json::from_str::<Value>(message["content"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert!(message.get("tool_calls").is_none(), "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let sent = fake.seen.lock()[0].body.clone();
+    assert_eq!(
+        sent["toolConfig"],
+        json!({
+            "tools": [{"toolSpec": {"name": "json_tool_call", "inputSchema": {"json": schema}}}],
+            "toolChoice": {"tool": {"name": "json_tool_call"}},
+        })
+    );
+
+    let mut streamed = request;
+    streamed["stream"] = true.into();
+    let mut stream = router.stream(Request::new("g", streamed)).await.unwrap();
+    let mut content = String::new();
+    let mut last = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        let value = chunk.body.to_value().unwrap();
+        content.push_str(
+            value["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or(""),
+        );
+        last = Some((value, chunk.usage));
+    }
+    assert_eq!(
+        serde_json::from_str::<Value>(&content).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let (value, usage) = last.unwrap();
+    assert_eq!(value["choices"], json!([]));
+    assert_eq!(usage.unwrap().total_tokens, 17);
+    // Answered whole: the second call went to `converse`, not `converse-stream`.
+    assert!(fake.seen.lock()[1].path.ends_with("/converse"));
+}

@@ -91,6 +91,8 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
     let mut tools: Vec<Value> = Vec::new();
     let mut tool_choice: Option<Value> = None;
     let mut thinking: Option<Value> = None;
+    // The tool a `response_format` forces, over any `tool_choice`.
+    let mut forced: Option<Value> = None;
 
     for (name, value) in object {
         let name = name.as_str();
@@ -162,7 +164,7 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
             "response_format" => {
                 if let Some((tool, choice)) = response_format_tool(value)? {
                     tools.push(tool);
-                    tool_choice = Some(choice);
+                    forced = Some(choice);
                 }
             }
             "thinking" => thinking = Some(value.clone()),
@@ -221,6 +223,9 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
         }
     }
 
+    if forced.is_some() {
+        tool_choice = forced;
+    }
     if let Some(thinking) = thinking {
         let enabled = thinking.get("type").and_then(Value::as_str) == Some("enabled");
         if enabled {
