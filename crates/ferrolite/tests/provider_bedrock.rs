@@ -488,6 +488,20 @@ async fn runtime(
         ));
         return event_stream(frames);
     }
+    if model == "stream-cut" {
+        frames.extend(frame(
+            "event",
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"text": "Hel"}}),
+        ));
+        let next = frame(
+            "event",
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"text": "lo"}}),
+        );
+        frames.extend(&next[..next.len() / 2]);
+        return event_stream(frames);
+    }
     if model == "stream-throttled" {
         frames.extend(frame(
             "exception",
@@ -924,6 +938,7 @@ async fn each_error_answer_and_stream_exception_is_classified() {
             ErrorClass::RateLimited { retry_after: None },
             1,
         ),
+        ("stream-cut", ErrorClass::Connection, 2),
     ] {
         let mut stream = backend
             .stream(&bedrock(&base, model, None), &chat_request(true))
