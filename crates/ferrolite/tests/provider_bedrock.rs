@@ -1196,7 +1196,13 @@ model_list:
         .collect();
     assert_eq!(content, "echo: Hi there", "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert_eq!(fake.seen.lock().len(), 2);
+    let seen = fake.seen.lock();
+    assert_eq!(seen.len(), 2);
+    // Nothing the gateway or the client added (`user`, `stream_options`) reached Bedrock.
+    for request in seen.iter() {
+        let fields: Vec<&String> = request.body.as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["messages"], "{}", request.body);
+    }
 }
 
 /// `response_format` as LiteLLM asks it of Converse: one forced tool, whose input comes back as
