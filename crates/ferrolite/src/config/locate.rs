@@ -322,6 +322,9 @@ mod tests {
         }
         assert!(found.len() >= 9, "{found:?}");
         assert!(super::is_secret("litellm_settings.cache_params.url"));
+        assert!(super::is_secret(
+            "model_list[0].litellm_params.vertex_credentials"
+        ));
         assert!(!super::is_secret("model_list[0].litellm_params.rpm"));
     }
 }
