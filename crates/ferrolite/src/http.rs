@@ -19,10 +19,13 @@
 //! Most providers speak this protocol: set `api_base` to their OpenAI-compatible endpoint.
 //! Defaults when `api_base` is not set: `openai` `https://api.openai.com/v1`, `groq`
 //! `https://api.groq.com/openai/v1`, `together_ai` `https://api.together.xyz/v1`, `ollama`
-//! `http://localhost:11434/v1`, `gemini` `https://generativelanguage.googleapis.com/v1beta/openai`,
-//! `anthropic` `https://api.anthropic.com/v1`, `mistral` `https://api.mistral.ai/v1`,
-//! `deepseek` `https://api.deepseek.com/v1`. vLLM (`hosted_vllm/...`) and other self-hosted
-//! servers need `api_base`, e.g. `http://gpu-1:8000/v1`.
+//! `http://localhost:11434/v1`, `anthropic` `https://api.anthropic.com/v1`, `mistral`
+//! `https://api.mistral.ai/v1`, `deepseek` `https://api.deepseek.com/v1`. vLLM
+//! (`hosted_vllm/...`) and other self-hosted servers need `api_base`, e.g.
+//! `http://gpu-1:8000/v1`.
+//!
+//! Providers with a protocol of their own go to their backends in [`crate::providers`]
+//! instead: `gemini`, `vertex_ai` and `vertex_ai_beta` to Gemini's `generateContent`.
 //!
 //! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
@@ -64,6 +67,8 @@ pub struct HttpBackend {
     /// deployments of one endpoint with one key (10,000 model names behind one server) share
     /// one [`Ready`] instead of one each.
     ready: Arc<parking_lot::Mutex<Interned>>,
+    /// Vertex AI's access tokens, one source per service account in use.
+    pub(crate) google: Arc<crate::providers::gemini::Accounts>,
 }
 
 /// The live prepared values by what they hold: whole [`Ready`]s (deployments that differ in
@@ -180,6 +185,7 @@ impl HttpBackendBuilder {
             client,
             plain,
             ready: Arc::default(),
+            google: Arc::default(),
         })
     }
 }
@@ -209,6 +215,7 @@ impl HttpBackend {
             client,
             plain: None,
             ready: Arc::default(),
+            google: Arc::default(),
         }
     }
 
@@ -783,7 +790,6 @@ pub fn default_base(provider: &str) -> Option<&'static str> {
         "groq" => "https://api.groq.com/openai/v1",
         "together_ai" => "https://api.together.xyz/v1",
         "ollama" | "ollama_chat" => "http://localhost:11434/v1",
-        "gemini" => "https://generativelanguage.googleapis.com/v1beta/openai",
         "anthropic" => "https://api.anthropic.com/v1",
         "mistral" => "https://api.mistral.ai/v1",
         "deepseek" => "https://api.deepseek.com/v1",

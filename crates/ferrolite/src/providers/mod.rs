@@ -13,8 +13,10 @@ use ferrolite_types::{Deployment, Protocol};
 
 use crate::http::HttpBackend;
 
+pub(crate) mod gemini;
+
 /// The protocols with a backend of their own here.
-const NATIVE: &[Protocol] = &[];
+const NATIVE: &[Protocol] = &[Protocol::Gemini];
 
 /// The protocol `deployment` is called in, when it is not OpenAI's.
 pub(crate) fn native(deployment: &Deployment) -> Option<Protocol> {
@@ -34,6 +36,7 @@ pub(crate) fn call<'a>(
     // Each provider's module adds its arm.
     #[allow(clippy::match_single_binding)]
     match protocol {
+        Protocol::Gemini => gemini::call(backend, deployment, request),
         _ => unreachable_protocol(protocol),
     }
 }
@@ -49,6 +52,7 @@ pub(crate) fn stream<'a>(
     // Each provider's module adds its arm.
     #[allow(clippy::match_single_binding)]
     match protocol {
+        Protocol::Gemini => gemini::stream(backend, deployment, request),
         _ => Box::pin(async move { Err(not_native(protocol)) }),
     }
 }
@@ -60,7 +64,10 @@ pub(crate) fn prepare(
     deployment: &Deployment,
 ) -> Option<Prepared> {
     let _ = (backend, protocol, deployment);
-    None
+    match protocol {
+        Protocol::Gemini => gemini::prepare(backend, deployment),
+        _ => None,
+    }
 }
 
 fn unreachable_protocol<'a>(protocol: Protocol) -> BackendFuture<'a> {

@@ -13,14 +13,13 @@ use crate::config::{ConfigError, HealthChecks, NotCallable};
 use crate::mock::{MockResponse, MockSpec, litellm_error_class, parse_mock_response};
 
 /// Providers whose own protocol ferrolite's HTTP backend does not speak yet (it speaks
-/// OpenAI's, which `openai`, `azure`, `anthropic`, `gemini`, `groq`, `mistral`, `hosted_vllm`,
-/// ... serve): calls to them would be sent a protocol they do not understand.
+/// OpenAI's, which `openai`, `azure`, `anthropic`, `groq`, `mistral`, `hosted_vllm`, ...
+/// serve, and Gemini's, which `gemini`, `vertex_ai` and `vertex_ai_beta` serve): calls to them
+/// would be sent a protocol they do not understand.
 const NOT_IMPLEMENTED_PROVIDERS: &[&str] = &[
     "bedrock",
     "sagemaker",
     "sagemaker_chat",
-    "vertex_ai",
-    "vertex_ai_beta",
     "cohere",
     "cohere_chat",
     "replicate",
@@ -52,10 +51,12 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
             return Some(format!("provider {provider} is not implemented"));
         }
         // The HTTP backend calls `api_base`, or the provider's well-known endpoint; without
-        // either every call would fail. A catch-all's provider is the request's.
+        // either every call would fail. A catch-all's provider is the request's. Providers
+        // with a protocol of their own know their endpoints.
         #[cfg(feature = "http")]
         if deployment.api_base.is_none()
             && provider.as_str() != "*"
+            && crate::providers::native(deployment).is_none()
             && crate::http::default_base(provider.as_str()).is_none()
         {
             return Some(format!(
@@ -299,7 +300,58 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     };
     check_deployment(i, &deployment, &at)?;
     let mock = mock_of(p, &at)?;
+    if mock.is_none() {
+        check_vertex(&deployment, &at)?;
+    }
     Ok((deployment, mock))
+}
+
+/// A (not mocked) Vertex AI deployment names its credentials, a service-account key (its JSON
+/// or a readable file holding it), and a project (`vertex_project`, or the key's
+/// `project_id`). The error names the field, never the credentials' content.
+fn check_vertex(deployment: &Deployment, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let vertex = deployment
+        .provider()
+        .is_ok_and(|p| matches!(p.as_str(), "vertex_ai" | "vertex_ai_beta"));
+    if !vertex {
+        return Ok(());
+    }
+    let param = |name: &str| {
+        deployment
+            .provider_params
+            .get(name)
+            .map(|s| s.expose().trim())
+            .filter(|s| !s.is_empty())
+    };
+    let credentials = param("vertex_credentials").ok_or_else(|| {
+        ConfigError::at(
+            at("vertex_credentials"),
+            "required for vertex_ai: a service-account key (its JSON, or the path of its file); \
+             application default credentials are not read",
+        )
+    })?;
+    #[cfg(feature = "http")]
+    {
+        let (account, _) = crate::providers::gemini::ServiceAccount::load(credentials)
+            .map_err(|why| ConfigError::at(at("vertex_credentials"), why))?;
+        if param("vertex_project").is_none() && account.project_id().is_none() {
+            return Err(ConfigError::at(
+                at("vertex_project"),
+                "required for vertex_ai (the service-account key names no project_id)",
+            ));
+        }
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        let _ = credentials;
+        if param("vertex_project").is_none() {
+            return Err(ConfigError::at(
+                at("vertex_project"),
+                "required for vertex_ai",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The provider's own parameters (Bedrock's and Vertex AI's credentials and places), by their
