@@ -24,7 +24,7 @@
 //! (`hosted_vllm/...`) and other self-hosted servers need `api_base`, e.g.
 //! `http://gpu-1:8000/v1`.
 //!
-//! Providers with a protocol of their own go to their backends in [`crate::providers`]
+//! Providers with a protocol of their own go to backends of their own (`providers/`)
 //! instead: `gemini`, `vertex_ai` and `vertex_ai_beta` to Gemini's `generateContent`.
 //!
 //! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or

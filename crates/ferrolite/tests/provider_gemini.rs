@@ -98,6 +98,9 @@ fn base64_decode(text: &str, url: bool) -> Vec<u8> {
     out
 }
 
+/// One call the fake saw: path, query, headers, body.
+type Seen = (String, HashMap<String, String>, HeaderMap, Value);
+
 /// The fake's state: what it accepts and what it saw.
 #[derive(Default)]
 struct Fake {
@@ -110,7 +113,7 @@ struct Fake {
     token_fetches: AtomicU64,
     token_refusals: AtomicU64,
     /// Per generateContent call: path, query, headers, body.
-    seen: Mutex<Vec<(String, HashMap<String, String>, HeaderMap, Value)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 fn google_error(status: StatusCode, google: &str, message: &str) -> Response {
@@ -200,6 +203,7 @@ fn invalid(body: &Value) -> Option<String> {
 }
 
 /// An answer for `model` (a model name the tests use to ask for a behaviour).
+#[allow(clippy::result_large_err)]
 fn answer_for(model: &str, body: &Value) -> Result<Vec<Value>, Response> {
     let usage = json!({"promptTokenCount": 11, "candidatesTokenCount": 4, "totalTokenCount": 15});
     Ok(match model {
