@@ -1056,23 +1056,31 @@ async fn a_jwt_signed_with_another_key_is_refused_by_the_token_endpoint_as_an_au
     let forged = credentials(&base, &other);
     let deployment = vertex_deployment(&base, "gemini-2.5-flash", &forged);
     let backend = HttpBackend::new().unwrap();
-    let error = backend
-        .call(&deployment, &chat(hello(), false))
-        .await
-        .unwrap_err();
-    assert_eq!(error.class, ErrorClass::Authentication, "{}", error.message);
-    assert!(
-        error.message.contains("vertex_credentials"),
-        "{}",
-        error.message
-    );
-    assert!(
-        error.message.contains("Invalid JWT Signature"),
-        "{}",
-        error.message
-    );
-    assert!(!error.message.contains("PRIVATE KEY"));
+    let request = BackendRequest {
+        prepared: backend.prepare(&deployment),
+        ..chat(hello(), false)
+    };
+    // Eight calls at once wait for one fetch and all get its failure.
+    let calls = (0..8).map(|_| backend.call(&deployment, &request));
+    for result in futures_util::future::join_all(calls).await {
+        let error = result.unwrap_err();
+        assert_eq!(error.class, ErrorClass::Authentication, "{}", error.message);
+        assert!(
+            error.message.contains("vertex_credentials"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("Invalid JWT Signature"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("PRIVATE KEY"));
+    }
     assert_eq!(fake.token_refusals.load(Ordering::SeqCst), 1);
+    // A later call tries again.
+    backend.call(&deployment, &request).await.unwrap_err();
+    assert_eq!(fake.token_refusals.load(Ordering::SeqCst), 2);
     assert_eq!(fake.token_fetches.load(Ordering::SeqCst), 0);
     assert!(fake.seen.lock().is_empty(), "no call without a token");
 

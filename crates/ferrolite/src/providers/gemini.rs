@@ -62,20 +62,35 @@ pub(crate) struct Accounts {
 }
 
 impl Accounts {
-    /// The token source of `credentials` (a service-account key's JSON), shared.
-    fn source(&self, account: ServiceAccount, fingerprint: [u8; 32]) -> Arc<TokenSource> {
+    /// The token source of `credentials` (`vertex_credentials`), shared: the live one of the
+    /// same key, else a new one (the key read and its private key parsed only then).
+    fn source(&self, credentials: &str) -> Result<Arc<TokenSource>, String> {
+        let text = ServiceAccount::text(credentials)?;
+        let fingerprint: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(text.as_bytes()).into()
+        };
+        if let Some(live) = self
+            .sources
+            .lock()
+            .get(&fingerprint)
+            .and_then(Weak::upgrade)
+        {
+            return Ok(live);
+        }
+        let account = ServiceAccount::parse(&text)?;
         let mut sources = self.sources.lock();
         if let Some(live) = sources.get(&fingerprint).and_then(Weak::upgrade) {
-            return live;
+            return Ok(live);
         }
         sources.retain(|_, s| s.strong_count() > 0);
         let source = Arc::new(TokenSource {
             account,
-            current: parking_lot::Mutex::new(None),
+            current: parking_lot::Mutex::default(),
             fetch: tokio::sync::Mutex::new(()),
         });
         sources.insert(fingerprint, Arc::downgrade(&source));
-        source
+        Ok(source)
     }
 }
 
@@ -99,20 +114,22 @@ impl std::fmt::Debug for ServiceAccount {
 impl ServiceAccount {
     /// Reads `vertex_credentials`: a service-account key's JSON, or the path of a file holding
     /// it. The error says what is wrong without the credentials' content.
-    pub fn load(credentials: &str) -> Result<(ServiceAccount, [u8; 32]), String> {
-        let trimmed = credentials.trim_start();
-        let text = if trimmed.starts_with('{') {
-            credentials.to_string()
-        } else {
-            std::fs::read_to_string(credentials.trim()).map_err(|e| {
-                format!("the service-account key file cannot be read ({})", e.kind())
-            })?
-        };
-        let fingerprint: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(text.as_bytes()).into()
-        };
-        let json: Value = serde_json::from_str(&text)
+    pub fn load(credentials: &str) -> Result<ServiceAccount, String> {
+        Self::parse(&Self::text(credentials)?)
+    }
+
+    /// The key's JSON text: `credentials` itself, or the file it names.
+    fn text(credentials: &str) -> Result<String, String> {
+        if credentials.trim_start().starts_with('{') {
+            return Ok(credentials.to_string());
+        }
+        std::fs::read_to_string(credentials.trim())
+            .map_err(|e| format!("the service-account key file cannot be read ({})", e.kind()))
+    }
+
+    /// A service-account key from its JSON text.
+    fn parse(text: &str) -> Result<ServiceAccount, String> {
+        let json: Value = serde_json::from_str(text)
             .map_err(|_| "not a service-account key: not JSON".to_string())?;
         let field = |name: &str| {
             json.get(name)
@@ -137,15 +154,12 @@ impl ServiceAccount {
             .get("project_id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        Ok((
-            ServiceAccount {
-                client_email,
-                token_uri,
-                project_id,
-                key,
-            },
-            fingerprint,
-        ))
+        Ok(ServiceAccount {
+            client_email,
+            token_uri,
+            project_id,
+            key,
+        })
     }
 
     /// The project the key belongs to, when it says.
@@ -182,9 +196,19 @@ impl ServiceAccount {
 /// A service account's current access token and the one fetch of the next.
 pub(crate) struct TokenSource {
     account: ServiceAccount,
-    current: parking_lot::Mutex<Option<Token>>,
+    current: parking_lot::Mutex<Current>,
     /// Held while a token is fetched: concurrent callers wait for that fetch, not their own.
     fetch: tokio::sync::Mutex<()>,
+}
+
+/// The token in use and how the last fetch went.
+#[derive(Default)]
+struct Current {
+    token: Option<Token>,
+    /// Fetches tried so far.
+    attempts: u64,
+    /// The last fetch's failure, until one succeeds.
+    failure: Option<BackendError>,
 }
 
 struct Token {
@@ -196,26 +220,51 @@ impl TokenSource {
     fn valid(&self) -> Option<Arc<str>> {
         let current = self.current.lock();
         current
+            .token
             .as_ref()
             .filter(|t| Instant::now() < t.refresh_at)
             .map(|t| t.value.clone())
     }
 
     /// A valid access token: the current one, or a new one fetched once for every caller
-    /// waiting.
+    /// waiting (who all get its failure, if it fails, rather than each trying again).
     async fn token(&self, client: &reqwest::Client) -> Result<Arc<str>, BackendError> {
         if let Some(token) = self.valid() {
             return Ok(token);
         }
+        let attempts = self.current.lock().attempts;
         let _fetching = self.fetch.lock().await;
-        // Another caller may have fetched it while this one waited.
-        if let Some(token) = self.valid() {
-            return Ok(token);
+        {
+            let current = self.current.lock();
+            // Another caller fetched while this one waited: its token, or its failure.
+            if let Some(token) = current
+                .token
+                .as_ref()
+                .filter(|t| Instant::now() < t.refresh_at)
+            {
+                return Ok(token.value.clone());
+            }
+            if current.attempts != attempts {
+                if let Some(failure) = &current.failure {
+                    return Err(failure.clone());
+                }
+            }
         }
-        let token = self.fetch_token(client).await?;
-        let value = token.value.clone();
-        *self.current.lock() = Some(token);
-        Ok(value)
+        let fetched = self.fetch_token(client).await;
+        let mut current = self.current.lock();
+        current.attempts += 1;
+        match fetched {
+            Ok(token) => {
+                let value = token.value.clone();
+                current.token = Some(token);
+                current.failure = None;
+                Ok(value)
+            }
+            Err(error) => {
+                current.failure = Some(error.clone());
+                Err(error)
+            }
+        }
     }
 
     async fn fetch_token(&self, client: &reqwest::Client) -> Result<Token, BackendError> {
@@ -364,14 +413,14 @@ fn target(
             deployment.id()
         ))
     })?;
-    let (account, fingerprint) = ServiceAccount::load(&credentials).map_err(|why| {
+    let source = backend.google.source(&credentials).map_err(|why| {
         BackendError::new(
             ErrorClass::Authentication,
             format!("vertex_credentials: {why}"),
         )
     })?;
     let project = param("vertex_project")
-        .or_else(|| account.project_id().map(str::to_string))
+        .or_else(|| source.account.project_id().map(str::to_string))
         .ok_or_else(|| {
             bad(format!(
                 "vertex_ai deployment `{}` needs vertex_project",
@@ -385,7 +434,7 @@ fn target(
     };
     Ok(Target {
         base,
-        auth: Auth::Vertex(backend.google.source(account, fingerprint)),
+        auth: Auth::Vertex(source),
     })
 }
 

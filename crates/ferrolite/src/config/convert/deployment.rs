@@ -332,7 +332,7 @@ fn check_vertex(deployment: &Deployment, at: &dyn Fn(&str) -> String) -> Result<
     })?;
     #[cfg(feature = "http")]
     {
-        let (account, _) = crate::providers::gemini::ServiceAccount::load(credentials)
+        let account = crate::providers::gemini::ServiceAccount::load(credentials)
             .map_err(|why| ConfigError::at(at("vertex_credentials"), why))?;
         if param("vertex_project").is_none() && account.project_id().is_none() {
             return Err(ConfigError::at(
