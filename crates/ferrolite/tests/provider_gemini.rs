@@ -238,6 +238,7 @@ fn answer_for(model: &str, body: &Value) -> Result<Vec<Value>, Response> {
                 "The model is overloaded. Please try again later.",
             ));
         }
+        "empty" => Vec::new(),
         "blocked" => vec![json!({"promptFeedback": {"blockReason": "SAFETY"},
             "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}})],
         "unsafe-answer" => vec![
@@ -1158,4 +1159,73 @@ fn vertex_deployments_without_usable_credentials_or_a_project_are_refused_at_loa
     )
     .unwrap();
     assert!(config.not_callable.is_empty(), "{:?}", config.not_callable);
+}
+
+#[test]
+fn vertex_partner_models_and_gemini_embeddings_are_reported_not_callable() {
+    let config = ferrolite::Config::from_yaml(
+        r#"
+model_list:
+  - model_name: claude
+    litellm_params: {model: vertex_ai/claude-3-5-sonnet-v2@20241022, vertex_project: p}
+  - model_name: embed
+    litellm_params: {model: gemini/text-embedding-004, api_key: k}
+    model_info: {mode: embedding}
+  - model_name: chat
+    litellm_params: {model: gemini/gemini-2.5-flash, api_key: k}
+"#,
+    )
+    .unwrap();
+    let reasons: Vec<(usize, &str)> = config
+        .not_callable
+        .iter()
+        .map(|n| (n.index, n.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                0,
+                "provider vertex_ai: claude models (Vertex AI partner models) are not implemented, only Google's Gemini models"
+            ),
+            (
+                1,
+                "provider gemini: mode embedding is not implemented (chat only)"
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_embedding_request_to_a_gemini_deployment_is_a_bad_request_before_any_call() {
+    let key = test_key();
+    let (base, fake) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    let error = backend
+        .call(
+            &gemini(&base, "gemini-2.5-flash"),
+            &chat(json!({"input": ["a"]}), false),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.class, ErrorClass::BadRequest { status: 400 });
+    assert!(
+        error.message.contains("chat completions only"),
+        "{}",
+        error.message
+    );
+    assert!(fake.seen.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_an_event_is_a_bad_answer() {
+    let key = test_key();
+    let (base, _) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    assert_eq!(
+        collect(&backend, &gemini(&base, "empty"), hello())
+            .await
+            .unwrap_err(),
+        ErrorClass::ServerError { status: 502 }
+    );
 }

@@ -487,6 +487,15 @@ async fn send(
     request: &BackendRequest,
     stream: bool,
 ) -> Result<(reqwest::Response, String), BackendError> {
+    if request.body.get("messages").is_none() {
+        return Err(BackendError::new(
+            ErrorClass::BadRequest { status: 400 },
+            format!(
+                "deployment `{}` serves chat completions only (Gemini's generateContent)",
+                deployment.id()
+            ),
+        ));
+    }
     let (target, model) = target_of(backend, deployment, request)?;
     let mut chat = request.body.clone();
     if let Some(object) = chat.as_object_mut() {
@@ -505,7 +514,16 @@ async fn send(
     };
     let mut builder = backend.client.post(url);
     builder = match &target.auth {
-        Auth::ApiKey(key) => builder.header("x-goog-api-key", key.expose()),
+        Auth::ApiKey(key) => {
+            let mut value = reqwest::header::HeaderValue::from_str(key.expose()).map_err(|_| {
+                BackendError::new(
+                    ErrorClass::Authentication,
+                    "the api_key is not a valid header value",
+                )
+            })?;
+            value.set_sensitive(true);
+            builder.header("x-goog-api-key", value)
+        }
         Auth::Vertex(source) => {
             let token = source.token(&backend.client).await?;
             builder.bearer_auth(&*token)
@@ -590,6 +608,7 @@ pub(crate) fn stream<'a>(
             chunks: ChatChunks::new(&model),
             ready: std::collections::VecDeque::new(),
             done: false,
+            answered: false,
         };
         let stream = futures_util::stream::unfold(state, |mut events| async move {
             events.next().await.map(|item| (item, events))
@@ -609,6 +628,8 @@ struct Events {
     chunks: ChatChunks,
     ready: std::collections::VecDeque<Result<BackendChunk, BackendError>>,
     done: bool,
+    /// Whether any event came.
+    answered: bool,
 }
 
 impl Events {
@@ -627,6 +648,7 @@ impl Events {
         if data.is_empty() || data == "[DONE]" {
             return true;
         }
+        self.answered = true;
         let event: Value = match serde_json::from_str(data) {
             Ok(event) => event,
             Err(e) => {
@@ -692,7 +714,11 @@ impl Events {
                     if let Some(event) = self.parser.finish() {
                         going = self.event(&event.data);
                     }
-                    if going {
+                    if going && !self.answered {
+                        self.ready.push_back(Err(bad_answer(
+                            "the stream ended without an event".to_string(),
+                        )));
+                    } else if going {
                         let last = self.chunks.finish();
                         self.ready.extend(last.iter().map(|c| Ok(Self::chunk(c))));
                     }

@@ -64,10 +64,54 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
             ));
         }
     }
+    if let Some(reason) = not_callable_on_gemini(deployment, mode) {
+        return Some(reason);
+    }
     match mode {
         Some(mode) if !CALLABLE_MODES.contains(&mode) => {
             Some(format!("mode {mode} is not implemented"))
         }
+        _ => None,
+    }
+}
+
+/// Model families Vertex AI serves in their makers' protocols (Anthropic's, OpenAI's), not in
+/// Gemini's `generateContent`.
+const VERTEX_PARTNER_MODELS: &[&str] = &[
+    "claude",
+    "llama",
+    "mistral",
+    "codestral",
+    "jamba",
+    "deepseek",
+    "qwen",
+    "gpt-oss",
+    "meta/",
+];
+
+/// Why a `gemini/` or `vertex_ai/` deployment cannot be called, if it cannot: the Gemini
+/// backend serves chat completions of Google's models only (not embeddings, not Vertex AI's
+/// partner models).
+fn not_callable_on_gemini(deployment: &Deployment, mode: Option<&str>) -> Option<String> {
+    let provider = deployment.provider().ok()?;
+    let provider = provider.as_str();
+    if !matches!(provider, "gemini" | "vertex_ai" | "vertex_ai_beta") {
+        return None;
+    }
+    let model = deployment.model.to_ascii_lowercase();
+    if provider != "gemini" {
+        if let Some(family) = VERTEX_PARTNER_MODELS.iter().find(|f| model.contains(*f)) {
+            let family = family.trim_end_matches('/');
+            return Some(format!(
+                "provider {provider}: {family} models (Vertex AI partner models) are not implemented, only Google's Gemini models"
+            ));
+        }
+    }
+    let mode = mode.or_else(|| catalogue::mode(&deployment.model));
+    match mode {
+        Some(mode) if mode != "chat" => Some(format!(
+            "provider {provider}: mode {mode} is not implemented (chat only)"
+        )),
         _ => None,
     }
 }
@@ -250,6 +294,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         tpm: entry_tpm,
     } = raw;
     let at = |field: &str| format!("model_list[{i}].litellm_params.{field}");
+    let mode = info.mode.clone();
     let lookup_name = info
         .base_model
         .clone()
@@ -300,7 +345,8 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     };
     check_deployment(i, &deployment, &at)?;
     let mock = mock_of(p, &at)?;
-    if mock.is_none() {
+    // A deployment not callable anyway is reported as such, not refused for its credentials.
+    if mock.is_none() && not_callable_on_gemini(&deployment, mode.as_deref()).is_none() {
         check_vertex(&deployment, &at)?;
     }
     Ok((deployment, mock))
