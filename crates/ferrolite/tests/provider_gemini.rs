@@ -609,7 +609,7 @@ async fn a_gemini_call_sends_the_key_in_a_header_and_a_translated_body_and_reads
 
     let answer = response.body.to_value().unwrap();
     assert_eq!(answer["object"], "chat.completion");
-    assert_eq!(answer["model"], "gemini/gemini-2.5-flash");
+    assert_eq!(answer["model"], "gemini-2.5-flash");
     let message = &answer["choices"][0]["message"];
     assert_eq!(message["content"], "Hello from gemini-2.5-flash after 3");
     assert_eq!(message["reasoning_content"], "thinking…");
@@ -1228,4 +1228,18 @@ async fn a_stream_that_ends_without_an_event_is_a_bad_answer() {
             .unwrap_err(),
         ErrorClass::ServerError { status: 502 }
     );
+}
+
+#[tokio::test]
+async fn a_wildcard_gemini_deployment_calls_the_model_the_client_asked_for() {
+    let key = test_key();
+    let (base, fake) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    let wildcard = gemini(&base, "*");
+    assert!(backend.prepare(&wildcard).is_none());
+    let mut body = hello();
+    body["model"] = json!("gemini/gemini-2.5-pro");
+    let response = backend.call(&wildcard, &chat(body, false)).await.unwrap();
+    assert_eq!(fake.seen.lock()[0].0, "gemini-2.5-pro:generateContent");
+    assert_eq!(response.body.to_value().unwrap()["model"], "gemini-2.5-pro");
 }

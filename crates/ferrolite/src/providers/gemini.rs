@@ -545,8 +545,9 @@ async fn send(
     if !response.status().is_success() {
         return Err(failed(response).await);
     }
-    // The model the answer names: the deployment's as the router knows it.
-    Ok((response, deployment.model.clone()))
+    // The answer names the model as the provider knows it (without the provider prefix), as
+    // an OpenAI-compatible provider's answer does.
+    Ok((response, model))
 }
 
 /// Calls a Gemini or Vertex AI deployment and reads its whole answer.
