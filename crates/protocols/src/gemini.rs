@@ -76,7 +76,11 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| err("messages", "required: a list of messages"))?;
-    let (system, contents) = contents_of(messages)?;
+    let (system, mut contents) = contents_of(messages)?;
+    if contents.is_empty() && !system.is_empty() {
+        // Gemini needs one turn: LiteLLM's `_default_user_message_when_system_message_passed`.
+        contents.push(json!({"role": "user", "parts": [{"text": "."}]}));
+    }
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({ "parts": system }));
     }
@@ -351,7 +355,12 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
                 }
             }
             "user" => {
-                let parts = user_parts(message.get("content"), &at("content"))?;
+                let mut parts = user_parts(message.get("content"), &at("content"))?;
+                if !parts.is_empty() && !parts.iter().any(|p| p.get("text").is_some()) {
+                    // Vertex AI refuses a user turn without text ("must have a text
+                    // parameter"); LiteLLM adds a blank one.
+                    parts.push(json!({ "text": " " }));
+                }
                 push(&mut turns, "user", parts);
             }
             "assistant" => {

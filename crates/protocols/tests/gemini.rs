@@ -325,3 +325,21 @@ fn a_blocked_prompt_is_a_content_filter_choice() {
     assert_eq!(chat["choices"][0]["message"]["content"], Value::Null);
     assert_eq!(chat["usage"]["prompt_tokens"], 7);
 }
+
+#[test]
+fn a_system_message_alone_gets_a_user_turn_and_media_alone_gets_a_blank_text() {
+    let chat = json!({"messages": [{"role": "system", "content": "Reply with OK"}]});
+    let gemini = request_from_chat(&chat).unwrap();
+    assert_eq!(
+        gemini["contents"],
+        json!([{"role": "user", "parts": [{"text": "."}]}])
+    );
+    let chat = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "gs://b/c.png"}}]}]});
+    let gemini = request_from_chat(&chat).unwrap();
+    assert_eq!(
+        gemini["contents"][0]["parts"],
+        json!([
+        {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/c.png"}}, {"text": " "}])
+    );
+}
