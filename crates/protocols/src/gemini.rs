@@ -16,8 +16,8 @@
 //! | `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`, `top_k`, `stop`, `n`, `seed`, `presence_penalty`, `frequency_penalty`, `logprobs`, `top_logprobs` | `generationConfig` `maxOutputTokens`, `temperature`, `topP`, `topK`, `stopSequences`, `candidateCount`, `seed`, `presencePenalty`, `frequencyPenalty`, `responseLogprobs`, `logprobs` |
 //! | `response_format` `json_object` / `json_schema` / `text` | `responseMimeType` (+ `responseSchema`, without `additionalProperties` and `strict`) |
 //! | `reasoning_effort` | `thinkingConfig` (`thinkingBudget` and `includeThoughts`; `thinkingLevel` for Gemini 3) |
-//! | `tools` (functions) | `tools[0].functionDeclarations` |
-//! | `tool_choice` `auto` / `none` / `required` / a function | `toolConfig.functionCallingConfig` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
+//! | `tools` (functions), the older `functions` | `tools[0].functionDeclarations` |
+//! | `tool_choice` (or the older `function_call`) `auto` / `none` / `required` / a function | `toolConfig.functionCallingConfig` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //!
 //! Answers: the candidates' text parts joined (`thought: true` parts as `reasoning_content`),
 //! `functionCall` parts as `tool_calls` (ids generated from the answer), `finishReason` as
@@ -145,6 +145,32 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
             }
             "tools" => tools = tools_of(value)?,
             "tool_choice" => tool_config = Some(tool_choice(value)?),
+            // OpenAI's older function calling: `functions` as tools, `function_call` as the
+            // choice (`auto`, `none`, or `{name}`).
+            "functions" => {
+                let functions = value
+                    .as_array()
+                    .ok_or_else(|| err(field, "expected a list of functions"))?;
+                let as_tools: Vec<Value> = functions
+                    .iter()
+                    .map(|f| json!({"type": "function", "function": f}))
+                    .collect();
+                tools = tools_of(&Value::Array(as_tools)).map_err(|e| {
+                    err(
+                        e.field
+                            .replacen("tools", "functions", 1)
+                            .replace(".function", ""),
+                        e.reason,
+                    )
+                })?;
+            }
+            "function_call" => {
+                let choice = match value {
+                    Value::Object(f) => json!({"type": "function", "function": f}),
+                    other => other.clone(),
+                };
+                tool_config = Some(tool_choice(&choice).map_err(|e| err(field, e.reason))?);
+            }
             "parallel_tool_calls" => {
                 let several = object
                     .get("tools")
@@ -368,30 +394,24 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
                     .into_iter()
                     .map(|text| json!({ "text": text }))
                     .collect();
+                if let Some(call) = message.get("function_call").filter(|c| !c.is_null()) {
+                    parts.push(function_call_part(call, &at("function_call"))?);
+                }
                 if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
                     let calls = calls
                         .as_array()
                         .ok_or_else(|| err(at("tool_calls"), "expected a list"))?;
                     for (j, call) in calls.iter().enumerate() {
-                        let at = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
-                        let function = call
-                            .get("function")
-                            .ok_or_else(|| err(at("function"), "required"))?;
-                        let name = function
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| err(at("function.name"), "required"))?;
-                        let arguments = function
-                            .get("arguments")
-                            .and_then(Value::as_str)
-                            .unwrap_or("{}");
-                        let args: Value = if arguments.trim().is_empty() {
-                            json!({})
-                        } else {
-                            serde_json::from_str(arguments)
-                                .map_err(|_| err(at("function.arguments"), "not a JSON object"))?
-                        };
-                        parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                        let function = call.get("function").ok_or_else(|| {
+                            err(
+                                format!("messages[{i}].tool_calls[{j}].function"),
+                                "required",
+                            )
+                        })?;
+                        parts.push(function_call_part(
+                            function,
+                            &format!("messages[{i}].tool_calls[{j}].function"),
+                        )?);
                     }
                 }
                 push(&mut turns, "model", parts);
@@ -420,6 +440,28 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
         .map(|(role, parts)| json!({"role": role, "parts": parts}))
         .collect();
     Ok((system, contents))
+}
+
+/// A call of a function (`{name, arguments}` with the arguments as JSON text) as a
+/// `functionCall` part.
+fn function_call_part(function: &Value, at: &str) -> Result<Value, TranslateError> {
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(format!("{at}.name"), "required"))?;
+    let arguments = function
+        .get("arguments")
+        .and_then(Value::as_str)
+        .unwrap_or("{}");
+    let args: Value = if arguments.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(arguments)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| err(format!("{at}.arguments"), "not a JSON object"))?
+    };
+    Ok(json!({"functionCall": {"name": name, "args": args}}))
 }
 
 /// The function a tool message answers: the name of the assistant's tool call it names by

@@ -343,3 +343,35 @@ fn a_system_message_alone_gets_a_user_turn_and_media_alone_gets_a_blank_text() {
         {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/c.png"}}, {"text": " "}])
     );
 }
+
+#[test]
+fn the_older_function_calling_fields_map_as_tools_do() {
+    let chat = json!({"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "function_call": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+        {"role": "function", "name": "get_weather", "content": "cold"},
+    ], "functions": [{"name": "get_weather", "parameters": {"type": "object"}}],
+       "function_call": {"name": "get_weather"}});
+    let gemini = request_from_chat(&chat).unwrap();
+    assert_eq!(
+        gemini["contents"][1]["parts"],
+        json!([{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}])
+    );
+    assert_eq!(
+        gemini["contents"][2]["parts"],
+        json!([{"functionResponse": {"name": "get_weather", "response": {"content": "cold"}}}])
+    );
+    assert_eq!(
+        gemini["tools"][0]["functionDeclarations"][0]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        gemini["toolConfig"]["functionCallingConfig"],
+        json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
+    );
+    let bad = json!({"messages": [{"role": "user", "content": "x"}], "functions": [{"description": "no name"}]});
+    assert_eq!(
+        request_from_chat(&bad).unwrap_err().field,
+        "functions[0].name"
+    );
+}
