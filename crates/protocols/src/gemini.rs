@@ -19,6 +19,10 @@
 //! | `tools` (functions), the older `functions` | `tools[0].functionDeclarations` |
 //! | `tool_choice` (or the older `function_call`) `auto` / `none` / `required` / a function | `toolConfig.functionCallingConfig` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //!
+//! Gemini's own `safety_settings` and `cached_content` go as `safetySettings` and
+//! `cachedContent`; the router's and LiteLLM's controls (`metadata`, `tags`, `timeout`, `user`,
+//! ...) are not sent.
+//!
 //! Answers: the candidates' text parts joined (`thought: true` parts as `reasoning_content`),
 //! `functionCall` parts as `tool_calls` (ids generated from the answer), `finishReason` as
 //! LiteLLM maps it (`STOP` → `stop`, `MAX_TOKENS` → `length`, `SAFETY`, `RECITATION`,
@@ -49,8 +53,12 @@ const NOT_SENT: &[&str] = &[
     "store",
     "mock_response",
     "metadata_litellm",
+    "litellm_metadata",
     "caching",
     "cache",
+    "tags",
+    "timeout",
+    "request_timeout",
 ];
 
 /// LiteLLM's thinking budgets for `reasoning_effort` (`DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET`).
@@ -142,6 +150,19 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                     .as_str()
                     .ok_or_else(|| err(field, "expected a string"))?;
                 config.insert("thinkingConfig".into(), thinking_config(effort, model)?);
+            }
+            // Gemini's own parameters, passed as LiteLLM passes them.
+            "safety_settings" => {
+                if !value.is_array() {
+                    return Err(err(field, "expected a list of safety settings"));
+                }
+                out.insert("safetySettings".into(), value.clone());
+            }
+            "cached_content" => {
+                if !value.is_string() {
+                    return Err(err(field, "expected the name of a cached content"));
+                }
+                out.insert("cachedContent".into(), value.clone());
             }
             "tools" => tools = tools_of(value)?,
             "tool_choice" => tool_config = Some(tool_choice(value)?),

@@ -375,3 +375,16 @@ fn the_older_function_calling_fields_map_as_tools_do() {
         "functions[0].name"
     );
 }
+
+#[test]
+fn gemini_parameters_pass_and_routing_controls_stay_behind() {
+    let chat = json!({"messages": [{"role": "user", "content": "x"}],
+        "safety_settings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
+        "cached_content": "cachedContents/abc", "timeout": 30, "user": "u1", "tags": ["a"],
+        "metadata": {"k": "v"}, "stream_options": {"include_usage": true}});
+    let gemini = request_from_chat(&chat).unwrap();
+    assert_eq!(gemini["safetySettings"][0]["threshold"], "BLOCK_NONE");
+    assert_eq!(gemini["cachedContent"], "cachedContents/abc");
+    let keys: Vec<&String> = gemini.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["cachedContent", "contents", "safetySettings"]);
+}
