@@ -24,7 +24,8 @@
 //! ...) are not sent.
 //!
 //! Answers: the candidates' text parts joined (`thought: true` parts as `reasoning_content`),
-//! `functionCall` parts as `tool_calls` (ids generated from the answer), `finishReason` as
+//! `functionCall` parts as `tool_calls` (ids generated from the answer, with the call's
+//! `thoughtSignature` after [`THOUGHT_SIGNATURE_SEPARATOR`], sent back with the call), `finishReason` as
 //! LiteLLM maps it (`STOP` → `stop`, `MAX_TOKENS` → `length`, `SAFETY`, `RECITATION`,
 //! `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`, ... → `content_filter`; `tool_calls` when the
 //! candidate called a function), `usageMetadata` as `usage` (`cachedContentTokenCount` as
@@ -60,6 +61,11 @@ const NOT_SENT: &[&str] = &[
     "timeout",
     "request_timeout",
 ];
+
+/// What separates a tool call's id from the thought signature Gemini gave its call (LiteLLM's
+/// `THOUGHT_SIGNATURE_SEPARATOR`): the signature travels in the id through OpenAI clients and
+/// goes back to Gemini with the call in the next turn, as Gemini 3 requires.
+pub const THOUGHT_SIGNATURE_SEPARATOR: &str = "__thought__";
 
 /// LiteLLM's thinking budgets for `reasoning_effort` (`DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET`).
 const THINKING_BUDGET_MINIMAL: i64 = 128;
@@ -429,10 +435,20 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
                                 "required",
                             )
                         })?;
-                        parts.push(function_call_part(
+                        let mut part = function_call_part(
                             function,
                             &format!("messages[{i}].tool_calls[{j}].function"),
-                        )?);
+                        )?;
+                        let signature = call
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .and_then(|id| id.split_once(THOUGHT_SIGNATURE_SEPARATOR))
+                            .map(|(_, signature)| signature)
+                            .filter(|signature| !signature.is_empty());
+                        if let Some(signature) = signature {
+                            part["thoughtSignature"] = signature.into();
+                        }
+                        parts.push(part);
                     }
                 }
                 push(&mut turns, "model", parts);
@@ -787,8 +803,13 @@ fn parts_of(
             })?;
             let args = call.get("args").cloned().unwrap_or_else(|| json!({}));
             let n = first_call + out.calls.len();
+            let mut id = call_id(answer, index, n, call);
+            if let Some(signature) = part.get("thoughtSignature").and_then(Value::as_str) {
+                id.push_str(THOUGHT_SIGNATURE_SEPARATOR);
+                id.push_str(signature);
+            }
             out.calls.push(json!({
-                "id": call_id(answer, index, n, call),
+                "id": id,
                 "type": "function",
                 "function": {"name": name, "arguments": args.to_string()},
             }));

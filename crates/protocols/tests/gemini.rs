@@ -388,3 +388,33 @@ fn gemini_parameters_pass_and_routing_controls_stay_behind() {
     let keys: Vec<&String> = gemini.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["cachedContent", "contents", "safetySettings"]);
 }
+
+#[test]
+fn a_function_calls_thought_signature_goes_back_with_it() {
+    let answer = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "CiQB4/H+sig=="}]},
+        "finishReason": "STOP"}]});
+    let chat = answer_to_chat(&answer, "gemini-3-pro-preview").unwrap();
+    let call = chat["choices"][0]["message"]["tool_calls"][0].clone();
+    assert!(
+        call["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("__thought__CiQB4/H+sig=="),
+        "{call}"
+    );
+    let next = json!({"model": "gemini-3-pro-preview", "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "done"},
+    ]});
+    let gemini = request_from_chat(&next).unwrap();
+    assert_eq!(
+        gemini["contents"][1]["parts"][0],
+        json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "CiQB4/H+sig=="})
+    );
+    assert_eq!(
+        gemini["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "f"
+    );
+}
