@@ -207,11 +207,16 @@ fn invalid(body: &Value) -> Option<String> {
 fn answer_for(model: &str, body: &Value) -> Result<Vec<Value>, Response> {
     let usage = json!({"promptTokenCount": 11, "candidatesTokenCount": 4, "totalTokenCount": 15});
     Ok(match model {
-        "rate-limited" => {
+        "rate-limited" | "rate-limited-long" => {
+            let delay = if model == "rate-limited" {
+                "0.05s"
+            } else {
+                "30s"
+            };
             let mut r = (
                 StatusCode::TOO_MANY_REQUESTS,
                 axum::Json(json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
-                    "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.05s"}]}})),
+                    "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}})),
             )
                 .into_response();
             r.headers_mut().insert("x-fake", "429".parse().unwrap());
@@ -876,12 +881,13 @@ async fn through_the_router_a_rate_limited_gemini_deployment_is_retried_elsewher
  {
     let key = test_key();
     let (base, _) = serve(&key, 3600).await;
-    // The rate-limited deployment comes first (order 1) until it is cooled down.
+    // The rate-limited deployment comes first (order 1) until it is cooled down (Google asks
+    // for 30 s).
     let limited = Deployment {
         id: Some("limited".into()),
         model_name: "g".into(),
         order: Some(1),
-        ..gemini(&base, "rate-limited")
+        ..gemini(&base, "rate-limited-long")
     };
     let good = Deployment {
         id: Some("good".into()),
@@ -927,6 +933,10 @@ async fn through_the_router_a_rate_limited_gemini_deployment_is_retried_elsewher
     assert_eq!(tokens, 4.0 * 17.0);
 
     // Alone, the rate limit is what the caller gets.
+    let limited = Deployment {
+        order: None,
+        ..gemini(&base, "rate-limited")
+    };
     let router = ferrolite::Router::builder()
         .deployments([limited])
         .settings(RouterSettings {
