@@ -244,6 +244,10 @@ fn answer_for(model: &str, body: &Value) -> Result<Vec<Value>, Response> {
             ));
         }
         "empty" => Vec::new(),
+        "breaks" => vec![
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}]}),
+            json!({"error": {"code": 500, "message": "Internal error encountered.", "status": "INTERNAL"}}),
+        ],
         "blocked" => vec![json!({"promptFeedback": {"blockReason": "SAFETY"},
             "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}})],
         "unsafe-answer" => vec![
@@ -1252,4 +1256,32 @@ async fn a_wildcard_gemini_deployment_calls_the_model_the_client_asked_for() {
     let response = backend.call(&wildcard, &chat(body, false)).await.unwrap();
     assert_eq!(fake.seen.lock()[0].0, "gemini-2.5-pro:generateContent");
     assert_eq!(response.body.to_value().unwrap()["model"], "gemini-2.5-pro");
+}
+
+#[tokio::test]
+async fn an_error_event_in_the_middle_of_a_stream_ends_it_classified() {
+    let key = test_key();
+    let (base, _) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    let mut stream = backend
+        .stream(&gemini(&base, "breaks"), &chat(hello(), true))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                let chunk = chunk.body.to_value().unwrap();
+                if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+                    text.push_str(t);
+                }
+            }
+            Err(e) => error = Some(e),
+        }
+    }
+    assert_eq!(text, "Hel");
+    let error = error.expect("the stream ends with an error");
+    assert_eq!(error.class, ErrorClass::ServerError { status: 500 });
+    assert!(error.message.contains("INTERNAL"), "{}", error.message);
 }
