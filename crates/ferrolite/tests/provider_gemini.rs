@@ -936,6 +936,32 @@ async fn through_the_router_a_rate_limited_gemini_deployment_is_retried_elsewher
     assert_eq!(requests, 4.0);
     assert_eq!(tokens, 4.0 * 17.0);
 
+    // A stream through the router, with an image: its text comes back and its usage is
+    // counted too.
+    let mut body = hello();
+    body["stream"] = json!(true);
+    body["messages"][3]["content"] = json!([
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]);
+    let mut stream = router.stream(Request::new("g", body)).await.unwrap();
+    assert_eq!(stream.deployment_id.as_str(), "good");
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap().body.to_value().unwrap();
+        if let Some(t) = chunk["choices"]
+            .get(0)
+            .and_then(|c| c["delta"]["content"].as_str())
+        {
+            text.push_str(t);
+        }
+    }
+    assert_eq!(text, "Hello from gemini-2.5-flash after 3");
+    let (requests, tokens) = router
+        .usage(&ferrolite::types::DeploymentId::new("good"))
+        .unwrap();
+    assert_eq!((requests, tokens), (5.0, 5.0 * 17.0));
+
     // Alone, the rate limit is what the caller gets.
     let limited = Deployment {
         order: None,
