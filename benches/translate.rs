@@ -47,9 +47,12 @@ fn chat_answer() -> Value {
 
 fn translate(c: &mut Criterion) {
     let chat = chat_request();
-    assert!(chat.to_string().len() >= 2_000, "{}", chat.to_string().len());
-    let messages =
-        anthropic::upstream::request_from_chat(&chat, "claude").expect("to Messages");
+    assert!(
+        chat.to_string().len() >= 2_000,
+        "{}",
+        chat.to_string().len()
+    );
+    let messages = anthropic::upstream::request_from_chat(&chat, "claude").expect("to Messages");
     let answer = chat_answer();
     let native_answer = anthropic::client::answer_from_chat(&answer).expect("to Messages");
     let responses_request = json!({

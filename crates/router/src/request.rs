@@ -78,7 +78,8 @@ pub struct Native {
     /// What the canonical translation could not carry, when it is not whole: the request is
     /// routed on the rest, and only a deployment that takes the caller's body as it is (one of
     /// its protocol) may answer it; any other refuses the call naming the field.
-    pub untranslated: Option<Untranslated>,
+    /// (Shared: a request's future holds it, and is kept small.)
+    pub untranslated: Option<std::sync::Arc<Untranslated>>,
 }
 
 /// A field of a caller's request its canonical translation could not carry

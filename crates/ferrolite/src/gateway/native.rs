@@ -290,9 +290,11 @@ async fn handle(
     request.native = Some(Native {
         protocol: inbound.protocol(),
         body: Arc::clone(&native),
-        untranslated: untranslated.map(|e| Untranslated {
-            field: e.field,
-            reason: e.reason,
+        untranslated: untranslated.map(|e| {
+            Arc::new(Untranslated {
+                field: e.field,
+                reason: e.reason,
+            })
         }),
     });
     let router = gateway.router.load_full();
