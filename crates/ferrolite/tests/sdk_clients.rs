@@ -1,0 +1,723 @@
+//! The official Python SDKs (`openai`, `anthropic`) as clients of the gateway: each script in
+//! `tests/sdk/` runs in the Python that `FERROLITE_PYTHON` names (`cargo xtask ci` makes that
+//! virtual environment and sets it; without it the venv at `target/python-venv` is used when
+//! present), against a gateway served on loopback with a master key, routing to scripted
+//! upstreams on loopback. The SDKs parse what the gateway sends as they parse OpenAI's and
+//! Anthropic's own answers, so a field out of shape fails here even when plain HTTP looks fine.
+//!
+//! Without Python the tests print a note and pass, unless `FERROLITE_REQUIRE_PYTHON=1` (set by
+//! `cargo xtask ci`), when they fail.
+//!
+//! The matrix: every script runs against every model group of [`groups`]; each group's
+//! upstream scripts the same answer ([`TEXT`], [`USAGE`], the [`TOOL`] call), so the assertions
+//! are the same whichever provider's protocol the gateway translated to. A provider's fake joins
+//! the matrix as one more [`Group`].
+#![cfg(all(feature = "gateway", feature = "http"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferrolite::gateway::{GatewaySettings, app, serve};
+use serde_json::{Value, json};
+
+/// The gateway's master key, which the SDKs send as their API key.
+const KEY: &str = "sk-sdk-master";
+
+/// The key the gateway sends to the OpenAI-compatible upstream.
+const UPSTREAM_KEY: &str = "sk-sdk-upstream";
+
+/// The model the OpenAI-compatible deployment names upstream.
+const UPSTREAM_MODEL: &str = "gpt-4o-upstream";
+
+/// The text every upstream answers a call without tools with, and the pieces it streams it in.
+const TEXT: &str = "Hello from upstream";
+const PIECES: [&str; 3] = ["Hel", "lo from", " upstream"];
+
+/// The usage every upstream reports: prompt (input) and completion (output) tokens.
+const USAGE: (u64, u64) = (11, 7);
+
+/// The tool every tool step offers and every upstream calls when offered tools, with these
+/// arguments.
+const TOOL: &str = "get_weather";
+const TOOL_ARGUMENTS: &str = r#"{"city":"Paris"}"#;
+
+/// How long one script may run (several calls, the SDK's import included).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The Python interpreter with the SDKs, or `None` (and a note) when there is none and the
+/// run does not require it.
+fn python() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FERROLITE_PYTHON").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    // The venv `cargo xtask python` makes, complete when its marker is written.
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python-venv");
+    if venv.join("ferrolite-requirements.txt").exists() {
+        return Some(venv.join("bin/python"));
+    }
+    assert!(
+        std::env::var("FERROLITE_REQUIRE_PYTHON").as_deref() != Ok("1"),
+        "FERROLITE_REQUIRE_PYTHON=1 but FERROLITE_PYTHON is not set: run `cargo xtask python` \
+         and set FERROLITE_PYTHON to the interpreter it prints"
+    );
+    eprintln!(
+        "note: SDK client test skipped: FERROLITE_PYTHON is not set and target/python-venv does \
+         not exist (`cargo xtask python` makes it)"
+    );
+    None
+}
+
+/// What an upstream received: each call's body, by the step named in its user message.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<BTreeMap<String, Vec<Value>>>>);
+
+impl Received {
+    /// The bodies of the calls `step` made upstream.
+    fn of(&self, step: &str) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(step)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// One model group of the matrix: its `model_list` entries (YAML list items, indented two
+/// spaces) and, for the OpenAI-compatible upstream, the calls it received.
+struct Group {
+    name: &'static str,
+    model_list: String,
+    received: Option<Received>,
+}
+
+/// The model groups every script runs against. Another provider's fake joins as one more
+/// group whose upstream answers [`TEXT`], [`USAGE`] and the [`TOOL`] call as
+/// [`openai_upstream`] does.
+async fn groups() -> Vec<Group> {
+    vec![openai_compatible().await]
+}
+
+/// The OpenAI-compatible deployment (`openai/`), over [`openai_upstream`].
+async fn openai_compatible() -> Group {
+    let received = Received::default();
+    let base = openai_upstream(received.clone()).await;
+    Group {
+        name: "sdk-openai",
+        model_list: format!(
+            "  - model_name: sdk-openai\n    litellm_params: {{model: openai/{UPSTREAM_MODEL}, \
+             api_base: \"{base}\", api_key: {UPSTREAM_KEY}}}\n"
+        ),
+        received: Some(received),
+    }
+}
+
+/// The step a request's last user message names (`Say hello (STEP)`), whether its content is
+/// a string or a list of text parts.
+fn step_of(body: &Value) -> String {
+    let last_user = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"));
+    let text = match last_user.map(|m| &m["content"]) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<String>(),
+        _ => String::new(),
+    };
+    text.rsplit_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// What is wrong with a chat completion request, as OpenAI would refuse it.
+fn invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
+    let bearer = format!("Bearer {UPSTREAM_KEY}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        return Some("authorization: not the deployment's key".into());
+    }
+    if body["model"] != UPSTREAM_MODEL {
+        return Some(format!("model: {} is not {UPSTREAM_MODEL}", body["model"]));
+    }
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Some("messages: a non-empty list is required".into());
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or("");
+        if !["system", "developer", "user", "assistant", "tool"].contains(&role) {
+            return Some(format!("messages[{i}].role: {role:?}"));
+        }
+        if role != "assistant" && message["content"].is_null() {
+            return Some(format!("messages[{i}].content: required"));
+        }
+    }
+    if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
+        let Some(tools) = tools.as_array() else {
+            return Some("tools: a list is required".into());
+        };
+        for (i, tool) in tools.iter().enumerate() {
+            if tool["type"] != "function" || !tool["function"]["name"].is_string() {
+                return Some(format!("tools[{i}]: a function with a name is required"));
+            }
+        }
+    }
+    if !matches!(
+        body.get("stream"),
+        None | Some(Value::Bool(_)) | Some(Value::Null)
+    ) {
+        return Some("stream: a boolean".into());
+    }
+    None
+}
+
+/// A scripted OpenAI-compatible upstream: it checks each chat completion request as OpenAI
+/// would (key, model, messages, tools) and answers [`TEXT`] (or, offered tools, a call of the
+/// first one with [`TOOL_ARGUMENTS`]) whole or streamed, with [`USAGE`] (streamed: in a last
+/// chunk when asked with `stream_options.include_usage`). Its base URL.
+async fn openai_upstream(received: Received) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    received
+                        .0
+                        .lock()
+                        .unwrap()
+                        .entry(step_of(&body))
+                        .or_default()
+                        .push(body.clone());
+                    if let Some(reason) = invalid(&headers, &body) {
+                        let error = json!({"error": {"message": format!("fake upstream: {reason}"),
+                        "type": "invalid_request_error", "param": null, "code": null}});
+                        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+                    }
+                    let tool = body["tools"][0]["function"]["name"]
+                        .as_str()
+                        .map(str::to_string);
+                    if body["stream"] == true {
+                        let include_usage = body["stream_options"]["include_usage"] == true;
+                        streamed(tool.as_deref(), include_usage)
+                    } else {
+                        axum::Json(whole(tool.as_deref())).into_response()
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+fn usage_json() -> Value {
+    json!({"prompt_tokens": USAGE.0, "completion_tokens": USAGE.1,
+        "total_tokens": USAGE.0 + USAGE.1})
+}
+
+/// The whole answer: [`TEXT`], or a call of `tool`.
+fn whole(tool: Option<&str>) -> Value {
+    let (message, finish) = match tool {
+        Some(name) => (
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_weather",
+                "type": "function", "function": {"name": name, "arguments": TOOL_ARGUMENTS}}]}),
+            "tool_calls",
+        ),
+        None => (json!({"role": "assistant", "content": TEXT}), "stop"),
+    };
+    json!({"id": "chatcmpl-sdk", "object": "chat.completion", "created": 1,
+        "model": UPSTREAM_MODEL, "choices": [{"index": 0, "message": message,
+        "finish_reason": finish}], "usage": usage_json()})
+}
+
+/// The streamed answer, as OpenAI sends it: a role chunk, the pieces, a finish chunk, the
+/// usage chunk when asked for, `[DONE]`.
+fn streamed(tool: Option<&str>, include_usage: bool) -> Response {
+    let chunk = |delta: Value, finish: Value| {
+        let mut chunk = json!({"id": "chatcmpl-sdk", "object": "chat.completion.chunk",
+            "created": 1, "model": UPSTREAM_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        format!("data: {chunk}\n\n")
+    };
+    let mut text = String::new();
+    match tool {
+        Some(name) => {
+            text.push_str(&chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+                    "id": "call_weather", "type": "function",
+                    "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            let (a, b) = TOOL_ARGUMENTS.split_at(8);
+            for piece in [a, b] {
+                text.push_str(&chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
+            text.push_str(&chunk(json!({}), "tool_calls".into()));
+        }
+        None => {
+            text.push_str(&chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ));
+            for piece in PIECES {
+                text.push_str(&chunk(json!({"content": piece}), Value::Null));
+            }
+            text.push_str(&chunk(json!({}), "stop".into()));
+        }
+    }
+    if include_usage {
+        let usage = json!({"id": "chatcmpl-sdk", "object": "chat.completion.chunk",
+            "created": 1, "model": UPSTREAM_MODEL, "choices": [], "usage": usage_json()});
+        text.push_str(&format!("data: {usage}\n\n"));
+    }
+    text.push_str("data: [DONE]\n\n");
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(text))
+        .unwrap()
+}
+
+/// A gateway on a free loopback port over `groups` (the HTTP backend, the master key [`KEY`]),
+/// built from YAML as `ferrolite serve` builds it; its base URL.
+async fn gateway(groups: &[Group]) -> String {
+    let model_list: String = groups.iter().map(|g| g.model_list.as_str()).collect();
+    let yaml = format!("model_list:\n{model_list}general_settings:\n  master_key: {KEY}\n");
+    let config = ferrolite::Config::from_yaml(&yaml).unwrap();
+    let settings = GatewaySettings {
+        master_key: config.master_key.clone(),
+        api_keys: config.api_keys.clone(),
+        ..GatewaySettings::default()
+    };
+    let backend: Arc<dyn ferrolite::router::Backend> =
+        Arc::new(ferrolite::http::HttpBackend::new().unwrap());
+    let router = ferrolite::build_from_config(config, Some(backend))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// What one script printed: its steps' lines by step name.
+struct Steps {
+    script: String,
+    lines: BTreeMap<String, Value>,
+}
+
+impl Steps {
+    /// The line of `step`, which must have succeeded (the SDK raised nothing).
+    fn ok(&self, step: &str) -> &Value {
+        let line = self.line(step);
+        assert!(
+            line.get("exception").is_none(),
+            "{}: step {step} raised {}: {}\n{}",
+            self.script,
+            line["exception"],
+            line["message"],
+            line["traceback"].as_str().unwrap_or("")
+        );
+        line
+    }
+
+    /// The line of `step`, which must have raised; its exception class, status and body.
+    fn raised(&self, step: &str) -> &Value {
+        let line = self.line(step);
+        assert!(
+            line.get("exception").is_some(),
+            "{}: step {step} did not raise: {line}",
+            self.script
+        );
+        line
+    }
+
+    fn line(&self, step: &str) -> &Value {
+        self.lines
+            .get(step)
+            .unwrap_or_else(|| panic!("{}: no line for step {step}: {:?}", self.script, self.lines))
+    }
+}
+
+/// Runs `tests/sdk/{script} {suite}` with `python` against the gateway at `base`, calling
+/// model group `model`; the steps it printed.
+async fn run(python: &PathBuf, script: &str, suite: &str, base: &str, model: &str) -> Steps {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let child = tokio::process::Command::new(python)
+        .arg(dir.join(script))
+        .arg(suite)
+        .env("FERROLITE_GATEWAY", base)
+        .env("FERROLITE_KEY", KEY)
+        .env("FERROLITE_MODEL", model)
+        // The SDKs must reach the gateway directly, whatever proxy the machine names.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} {suite} ran over {SCRIPT_TIMEOUT:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} {suite} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let lines = stdout
+        .lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{script}: not a JSON line ({e}): {line}\n{stderr}"));
+            (value["step"].as_str().unwrap().to_string(), value)
+        })
+        .collect();
+    Steps {
+        script: format!("{script} {suite} ({model})"),
+        lines,
+    }
+}
+
+/// The usage OpenAI's chat completions report, as the upstream scripted it.
+fn assert_chat_usage(usage: &Value, context: &str) {
+    assert_eq!(usage["prompt_tokens"], USAGE.0, "{context}: {usage}");
+    assert_eq!(usage["completion_tokens"], USAGE.1, "{context}: {usage}");
+    assert_eq!(
+        usage["total_tokens"],
+        USAGE.0 + USAGE.1,
+        "{context}: {usage}"
+    );
+}
+
+/// The usage the Responses API and the Messages API report (`input_tokens`, `output_tokens`).
+fn assert_io_usage(usage: &Value, context: &str) {
+    assert_eq!(usage["input_tokens"], USAGE.0, "{context}: {usage}");
+    assert_eq!(usage["output_tokens"], USAGE.1, "{context}: {usage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_gets_chat_completions_whole_and_streamed_with_usage() {
+    let Some(python) = python() else { return };
+    let groups = groups().await;
+    let base = gateway(&groups).await;
+    for group in &groups {
+        let steps = run(&python, "openai_client.py", "chat", &base, group.name).await;
+        let chat = steps.ok("chat");
+        assert_eq!(chat["model"], group.name, "{chat}");
+        assert_eq!(chat["text"], TEXT, "{chat}");
+        assert_eq!(chat["finish_reason"], "stop", "{chat}");
+        assert_chat_usage(&chat["usage"], "chat");
+
+        let stream = steps.ok("chat_stream");
+        assert_eq!(stream["text"], TEXT, "{stream}");
+        assert_eq!(stream["finish_reason"], "stop", "{stream}");
+        assert_chat_usage(&stream["usage"], "chat_stream");
+
+        if let Some(received) = &group.received {
+            let sent = received.of("chat_stream");
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            assert_eq!(sent[0]["stream"], true, "{}", sent[0]);
+        }
+    }
+}
+
+/// The text and usage a Responses API `response` object carries, as the upstream scripted them.
+fn assert_response(response: &Value, group: &str, context: &str) {
+    assert!(
+        response["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("resp")),
+        "{context}: {response}"
+    );
+    assert_eq!(response["object"], "response", "{context}: {response}");
+    assert_eq!(response["status"], "completed", "{context}: {response}");
+    assert_eq!(response["model"], group, "{context}: {response}");
+    assert_eq!(response["text"], TEXT, "{context}: {response}");
+    assert_io_usage(&response["usage"], context);
+    assert_eq!(
+        response["usage"]["total_tokens"],
+        USAGE.0 + USAGE.1,
+        "{context}: {response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_the_helper() {
+    let Some(python) = python() else { return };
+    let groups = groups().await;
+    let base = gateway(&groups).await;
+    for group in &groups {
+        let steps = run(&python, "openai_client.py", "responses", &base, group.name).await;
+
+        let plain = steps.ok("responses_create");
+        assert_response(plain, group.name, "responses_create");
+
+        let stream = steps.ok("responses_stream");
+        let types: Vec<&str> = stream["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(types.first(), Some(&"response.created"), "{stream}");
+        assert_eq!(types.last(), Some(&"response.completed"), "{stream}");
+        for expected in [
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+        ] {
+            assert!(types.contains(&expected), "no {expected}: {stream}");
+        }
+        let deltas: String = stream["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, TEXT, "{stream}");
+        assert_response(
+            &stream["completed"],
+            group.name,
+            "responses_stream completed",
+        );
+
+        let tool = steps.ok("responses_tool");
+        let calls: Vec<&Value> = tool["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item["type"] == "function_call")
+            .collect();
+        assert_eq!(calls.len(), 1, "{tool}");
+        assert_eq!(calls[0]["name"], TOOL, "{tool}");
+        let arguments: Value = serde_json::from_str(calls[0]["arguments"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("arguments not JSON ({e}): {tool}"));
+        assert_eq!(
+            arguments,
+            serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+        );
+        assert!(
+            calls[0]["call_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{tool}"
+        );
+        assert_io_usage(&tool["usage"], "responses_tool");
+
+        let helper = steps.ok("responses_helper");
+        let deltas: String = helper["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, TEXT, "{helper}");
+        assert_response(&helper["final"], group.name, "responses_helper final");
+
+        if let Some(received) = &group.received {
+            // `instructions` reach the upstream as the system message, before the input.
+            let sent = received.of("responses_create");
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            let messages = sent[0]["messages"].as_array().unwrap();
+            assert!(
+                ["system", "developer"].contains(&messages[0]["role"].as_str().unwrap()),
+                "{}",
+                sent[0]
+            );
+            assert_eq!(messages.last().unwrap()["role"], "user", "{}", sent[0]);
+            let sent = received.of("responses_tool");
+            assert_eq!(sent[0]["tools"][0]["function"]["name"], TOOL, "{}", sent[0]);
+        }
+    }
+}
+
+/// The text of a Messages API answer's `text` blocks.
+fn text_of(message: &Value) -> String {
+    message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|block| block["type"] == "text")
+        .map(|block| block["text"].as_str().unwrap())
+        .collect()
+}
+
+/// A Messages API `message` with the upstream's text, usage and `end_turn`.
+fn assert_message(message: &Value, group: &str, context: &str) {
+    assert_eq!(message["type"], "message", "{context}: {message}");
+    assert_eq!(message["role"], "assistant", "{context}: {message}");
+    assert!(
+        message["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{context}: {message}"
+    );
+    assert_eq!(message["model"], group, "{context}: {message}");
+    assert_eq!(text_of(message), TEXT, "{context}: {message}");
+    assert_eq!(message["stop_reason"], "end_turn", "{context}: {message}");
+    assert_io_usage(&message["usage"], context);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_counted() {
+    let Some(python) = python() else { return };
+    let groups = groups().await;
+    let base = gateway(&groups).await;
+    for group in &groups {
+        let steps = run(
+            &python,
+            "anthropic_client.py",
+            "messages",
+            &base,
+            group.name,
+        )
+        .await;
+
+        assert_message(steps.ok("messages_create"), group.name, "messages_create");
+
+        let tool = steps.ok("messages_system_tool");
+        assert_eq!(tool["stop_reason"], "tool_use", "{tool}");
+        let uses: Vec<&Value> = tool["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|block| block["type"] == "tool_use")
+            .collect();
+        assert_eq!(uses.len(), 1, "{tool}");
+        assert_eq!(uses[0]["name"], TOOL, "{tool}");
+        assert_eq!(
+            uses[0]["input"],
+            serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap(),
+            "{tool}"
+        );
+        assert!(
+            uses[0]["id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{tool}"
+        );
+        assert_io_usage(&tool["usage"], "messages_system_tool");
+
+        let helper = steps.ok("messages_stream_helper");
+        assert_eq!(helper["text"], TEXT, "{helper}");
+        assert_message(&helper["final"], group.name, "messages_stream_helper final");
+
+        let events = steps.ok("messages_stream_events");
+        let types: Vec<&str> = events["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        // Anthropic's order: message_start, then each block's start, deltas and stop, then
+        // message_delta and message_stop (ping events may come anywhere).
+        let order: Vec<&str> = types.iter().copied().filter(|t| *t != "ping").collect();
+        assert_eq!(order.first(), Some(&"message_start"), "{events}");
+        assert_eq!(
+            order[order.len().saturating_sub(2)..],
+            ["message_delta", "message_stop"],
+            "{events}"
+        );
+        let start = order.iter().position(|t| *t == "content_block_start");
+        let stop = order.iter().position(|t| *t == "content_block_stop");
+        let delta = order.iter().position(|t| *t == "content_block_delta");
+        assert!(start < delta && delta < stop && start.is_some(), "{events}");
+        let deltas: String = events["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, TEXT, "{events}");
+
+        let count = steps.ok("count_tokens");
+        assert!(
+            count["input_tokens"].as_u64().is_some_and(|n| n > 0),
+            "{count}"
+        );
+
+        if let Some(received) = &group.received {
+            // `system` reaches the upstream as the system message; the tool as a function.
+            let sent = received.of("messages_system_tool");
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            let first = &sent[0]["messages"][0];
+            assert_eq!(first["role"], "system", "{}", sent[0]);
+            assert_eq!(sent[0]["tools"][0]["function"]["name"], TOOL, "{}", sent[0]);
+            assert_eq!(sent[0]["max_tokens"], 100, "{}", sent[0]);
+            // count_tokens is answered by the gateway, not the upstream.
+            assert!(received.of("count_tokens").is_empty());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_is_each_sdks_own_error() {
+    let Some(python) = python() else { return };
+    let groups = groups().await;
+    let base = gateway(&groups).await;
+    let model = groups[0].name;
+
+    let openai = run(&python, "openai_client.py", "errors", &base, model).await;
+    for step in ["chat_unknown_model", "responses_unknown_model"] {
+        let error = openai.raised(step);
+        // LiteLLM answers an unknown model with a 400 (`Invalid model name passed in model=`).
+        assert_eq!(error["exception"], "BadRequestError", "{step}: {error}");
+        assert_eq!(error["status"], 400, "{step}: {error}");
+        // The openai SDK's `body` is the parsed `error` object.
+        let message = error["body"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("no-such-model"), "{step}: {error}");
+    }
+
+    let anthropic = run(&python, "anthropic_client.py", "errors", &base, model).await;
+    let error = anthropic.raised("unknown_model");
+    assert!(
+        ["BadRequestError", "NotFoundError"].contains(&error["exception"].as_str().unwrap()),
+        "{error}"
+    );
+    // Anthropic's error shape, which the SDK parses into `body`.
+    assert_eq!(error["body"]["type"], "error", "{error}");
+    assert!(
+        ["invalid_request_error", "not_found_error"]
+            .contains(&error["body"]["error"]["type"].as_str().unwrap_or("")),
+        "{error}"
+    );
+    let message = error["body"]["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("no-such-model"), "{error}");
+
+    let error = anthropic.raised("wrong_key");
+    assert_eq!(error["exception"], "AuthenticationError", "{error}");
+    assert_eq!(error["status"], 401, "{error}");
+    assert_eq!(error["body"]["type"], "error", "{error}");
+    assert_eq!(
+        error["body"]["error"]["type"], "authentication_error",
+        "{error}"
+    );
+}
