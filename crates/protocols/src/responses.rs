@@ -9,14 +9,20 @@ use crate::TranslateError;
 /// A Responses request as the canonical chat request.
 pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
     let _ = request;
-    Err(TranslateError::new("", "the Responses API is not translated yet"))
+    Err(TranslateError::new(
+        "",
+        "the Responses API is not translated yet",
+    ))
 }
 
 /// A canonical `chat.completion` as a Responses answer (`object: response`), for `request`
 /// (the Responses request it answers: its `instructions`, tools and settings are echoed).
 pub fn answer_from_chat(answer: &Value, request: &Value) -> Result<Value, TranslateError> {
     let _ = (answer, request);
-    Err(TranslateError::new("", "the Responses API is not translated yet"))
+    Err(TranslateError::new(
+        "",
+        "the Responses API is not translated yet",
+    ))
 }
 
 /// A canonical stream as Responses stream events: each event's data, whose `type` names it
@@ -37,7 +43,10 @@ impl EventsFromChat {
     /// The events one canonical chunk makes.
     pub fn push(&mut self, chunk: &Value) -> Result<Vec<Value>, TranslateError> {
         let _ = (chunk, &self.request);
-        Err(TranslateError::new("", "the Responses API is not translated yet"))
+        Err(TranslateError::new(
+            "",
+            "the Responses API is not translated yet",
+        ))
     }
 
     /// The events that end the stream once the canonical one has ended.

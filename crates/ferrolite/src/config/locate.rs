@@ -224,7 +224,19 @@ fn is_secret(path: &str) -> bool {
     in_headers
         || matches!(
             last,
-            "api_key" | "master_key" | "redis_url" | "url" | "password" | "redis_password"
+            "api_key"
+                | "master_key"
+                | "redis_url"
+                | "url"
+                | "password"
+                | "redis_password"
+                | "aws_access_key_id"
+                | "aws_secret_access_key"
+                | "aws_session_token"
+                | "aws_region_name"
+                | "vertex_project"
+                | "vertex_location"
+                | "vertex_credentials"
         )
         || (last == "key" && path.contains("api_keys["))
 }
@@ -310,6 +322,9 @@ mod tests {
         }
         assert!(found.len() >= 9, "{found:?}");
         assert!(super::is_secret("litellm_settings.cache_params.url"));
+        assert!(super::is_secret(
+            "model_list[0].litellm_params.vertex_credentials"
+        ));
         assert!(!super::is_secret("model_list[0].litellm_params.rpm"));
     }
 }

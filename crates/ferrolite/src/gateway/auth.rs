@@ -32,7 +32,9 @@ impl Gateway {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()));
+            .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+            // Anthropic's clients send it as `x-api-key`.
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         let Some(given) = given.filter(|g| !g.is_empty()) else {
             return Err(GatewayError::NoKey);
         };

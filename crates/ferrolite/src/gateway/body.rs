@@ -26,14 +26,7 @@ pub(super) async fn read(
     limit: usize,
     endpoint: Endpoint,
 ) -> Result<Parsed, GatewayError> {
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| GatewayError::BodyTooLarge(limit))?;
-    let body: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(body @ serde_json::Value::Object(_)) => body,
-        Ok(_) => return Err(GatewayError::NotAnObject),
-        Err(e) => return Err(GatewayError::InvalidJson(e.to_string())),
-    };
+    let body = read_object(body, limit).await?;
     let Some(model) = body
         .get("model")
         .and_then(|m| m.as_str())
@@ -52,6 +45,21 @@ pub(super) async fn read(
         model,
         include_usage,
     })
+}
+
+/// Reads `body` (413 over `limit` bytes) as one JSON object (400 otherwise).
+pub(super) async fn read_object(
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Value, GatewayError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| GatewayError::BodyTooLarge(limit))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(body @ serde_json::Value::Object(_)) => Ok(body),
+        Ok(_) => Err(GatewayError::NotAnObject),
+        Err(e) => Err(GatewayError::InvalidJson(e.to_string())),
+    }
 }
 
 /// The router's request for `body`: the `Cache-Control` header applied, the tags taken out

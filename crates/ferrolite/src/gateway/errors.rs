@@ -53,6 +53,11 @@ pub(super) enum GatewayError {
     ModelNotFound(String),
     /// `/metrics` without a recorder.
     NoMetrics,
+    /// The request cannot be translated to the canonical form (a field its protocol has and
+    /// chat completions do not): a 400 naming the field.
+    Untranslatable(ferrolite_protocols::TranslateError),
+    /// A deployment's answer could not be translated to the caller's protocol (502).
+    BadAnswer(String),
     /// The router (or the shared state it reads) failed.
     Router(RouterError),
 }
@@ -125,6 +130,8 @@ impl GatewayError {
                 ..Row::of(StatusCode::NOT_FOUND, INVALID)
             },
             E::NoMetrics => Row::of(StatusCode::SERVICE_UNAVAILABLE, "api_error"),
+            E::Untranslatable(e) => Row::of(StatusCode::BAD_REQUEST, INVALID).param(&e.field),
+            E::BadAnswer(_) => Row::of(StatusCode::BAD_GATEWAY, "api_error"),
             E::Router(e) => router_row(e),
         }
     }
@@ -160,6 +167,8 @@ impl GatewayError {
                 format!("The model `{id}` does not exist or you do not have access to it.")
             }
             E::NoMetrics => "metrics are not recorded by this gateway".into(),
+            E::Untranslatable(e) => format!("the request cannot be translated: {e}"),
+            E::BadAnswer(e) => format!("the deployment's answer cannot be translated: {e}"),
             E::Router(e) => match e.kind() {
                 ErrorKind::State(cache @ CacheError::Unavailable { .. }) => {
                     format!("the shared state is unavailable, retry later: {cache}")
@@ -265,6 +274,41 @@ pub(super) fn set_retry_after(response: &mut Response, seconds: u64) {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+}
+
+impl GatewayError {
+    /// The status and the message the client reads.
+    pub(super) fn status_and_message(&self) -> (StatusCode, String) {
+        (self.row().status, self.message())
+    }
+
+    /// The error in Anthropic's shape (`/v1/messages`), with the table's status and
+    /// `Retry-After`.
+    pub(super) fn into_anthropic_response(self) -> Response {
+        let row = self.row();
+        let body = anthropic_body(row.status, &self.message());
+        let mut response = (row.status, axum::Json(body)).into_response();
+        if let Some(seconds) = row.retry_after {
+            set_retry_after(&mut response, seconds);
+        }
+        response
+    }
+}
+
+/// Anthropic's error body, `{"type": "error", "error": {"type", "message"}}`, with the error
+/// type Anthropic gives `status`.
+pub(super) fn anthropic_body(status: StatusCode, message: &str) -> serde_json::Value {
+    let kind = match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
 impl IntoResponse for GatewayError {

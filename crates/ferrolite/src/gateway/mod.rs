@@ -16,6 +16,10 @@
 //! - A stream carries usage only when the client asked for it with
 //!   `stream_options.include_usage`, as OpenAI sends it: `"usage": null` on every chunk and a
 //!   last chunk with empty `choices` and the usage.
+//! - `POST /v1/messages` (Anthropic's Messages API, `x-api-key` accepted as the key),
+//!   `/v1/messages/count_tokens` and `POST /v1/responses` (OpenAI's Responses API): translated
+//!   to and from the canonical chat form, or passed through to a deployment of the same
+//!   protocol (`native`).
 //! - `GET /v1/models` (the model groups and the `model_group_alias` names not `hidden`),
 //!   `GET /v1/models/{id}`, `GET /health` (each deployment's health check, LiteLLM's shape),
 //!   `GET /health/liveliness`, `GET /health/readiness`.
@@ -46,6 +50,7 @@ mod errors;
 mod health;
 mod keys;
 mod models;
+mod native;
 mod route;
 mod sse;
 mod state;
@@ -188,6 +193,12 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/completions", post(completions))
         .route("/v1/embeddings", post(completions))
         .route("/embeddings", post(completions))
+        .route("/v1/messages", post(native::messages))
+        .route("/messages", post(native::messages))
+        .route("/v1/messages/count_tokens", post(native::count_tokens))
+        .route("/messages/count_tokens", post(native::count_tokens))
+        .route("/v1/responses", post(native::responses))
+        .route("/responses", post(native::responses))
         .route("/v1/models", get(models::models))
         .route("/models", get(models::models))
         .route("/v1/models/{*id}", get(models::model))

@@ -9,13 +9,19 @@ use crate::TranslateError;
 /// A Messages request as the canonical chat request.
 pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
     let _ = request;
-    Err(TranslateError::new("", "the Messages API is not translated yet"))
+    Err(TranslateError::new(
+        "",
+        "the Messages API is not translated yet",
+    ))
 }
 
 /// A canonical `chat.completion` as a Messages answer (`type: message`).
 pub fn answer_from_chat(answer: &Value) -> Result<Value, TranslateError> {
     let _ = answer;
-    Err(TranslateError::new("", "the Messages API is not translated yet"))
+    Err(TranslateError::new(
+        "",
+        "the Messages API is not translated yet",
+    ))
 }
 
 /// A canonical stream (`chat.completion.chunk`s) as Messages stream events: each event's data,
@@ -37,7 +43,10 @@ impl EventsFromChat {
     /// The events one canonical chunk makes.
     pub fn push(&mut self, chunk: &Value) -> Result<Vec<Value>, TranslateError> {
         let _ = (chunk, &self.model);
-        Err(TranslateError::new("", "the Messages API is not translated yet"))
+        Err(TranslateError::new(
+            "",
+            "the Messages API is not translated yet",
+        ))
     }
 
     /// The events that end the stream once the canonical one has ended.

@@ -1,0 +1,430 @@
+//! Clients of other protocols than OpenAI's chat completions: Anthropic's Messages API
+//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI's Responses API
+//! (`POST /v1/responses`).
+//!
+//! A call takes the same steps as a chat completion (auth, body, keys, route, answer), with
+//! its body translated to the canonical chat form the router routes
+//! ([`ferrolite_protocols`]), so groups, limits, budgets, fallbacks, the response cache and the
+//! `x-litellm-*` headers work the same whatever protocol came in. The caller's own body goes
+//! with the request ([`ferrolite_router::Native`]): a deployment that speaks the caller's
+//! protocol (an `anthropic/` deployment for `/v1/messages`, an `openai/` or `azure/` one for
+//! `/v1/responses`) is sent it untranslated, cache-control blocks and every provider field
+//! intact, and its answer passes back untranslated too. Any other deployment is called in its
+//! own protocol and its canonical answer translated to the caller's: whole, or as the
+//! protocol's streaming events (`event: {type}` and `data: {json}`, as Anthropic and OpenAI
+//! send them).
+//!
+//! Errors are in the caller's protocol's shape: Anthropic's
+//! `{"type": "error", "error": {"type", "message"}}` for `/v1/messages`, OpenAI's for
+//! `/v1/responses`, with the status and `Retry-After` of the gateway's one table
+//! ([`super::errors`]). A request a protocol cannot translate is a 400 naming the field.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use ferrolite_protocols::{TranslateError, anthropic, responses};
+use ferrolite_router::{Native, RouterResponse, RouterStream};
+use ferrolite_types::{ChatMessage, Protocol, TiktokenCounter, TokenCounter};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::answer::{ANSWER_HEADERS, Answered, litellm_headers};
+use super::errors::GatewayError;
+use super::state::Gateway;
+use super::{CALL_ID, REQUEST_ID, body, keys};
+
+/// The protocol a client called in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Inbound {
+    /// Anthropic's Messages API.
+    Messages,
+    /// Anthropic's token counting (`/v1/messages/count_tokens`): no call is routed.
+    CountTokens,
+    /// OpenAI's Responses API.
+    Responses,
+}
+
+/// Fields of a caller's body that are the gateway's and the router's, never a provider's:
+/// taken out of the native body that passes through.
+const GATEWAY_FIELDS: [&str; 11] = [
+    "tags",
+    "litellm_metadata",
+    "fallbacks",
+    "priority",
+    "num_retries",
+    "disable_fallbacks",
+    "mock_response",
+    "metadata_litellm",
+    "caching",
+    "cache",
+    "timeout",
+];
+
+impl Inbound {
+    /// The protocol of its bodies.
+    fn protocol(self) -> Protocol {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => Protocol::AnthropicMessages,
+            Inbound::Responses => Protocol::OpenAiResponses,
+        }
+    }
+
+    /// The caller's request in the canonical chat form. A Responses request continuing a
+    /// stored conversation (`previous_response_id`) is translated without it: only a
+    /// deployment that passes the caller's body through can continue it, and any other
+    /// refuses the call naming the field.
+    fn to_chat(self, request: &Value) -> Result<Value, TranslateError> {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => anthropic::client::request_to_chat(request),
+            Inbound::Responses => match request.get("previous_response_id") {
+                Some(id) if !id.is_null() => {
+                    let mut rest = request.clone();
+                    if let Some(object) = rest.as_object_mut() {
+                        object.remove("previous_response_id");
+                    }
+                    responses::request_to_chat(&rest)
+                }
+                _ => responses::request_to_chat(request),
+            },
+        }
+    }
+
+    /// A canonical answer as the caller's protocol's.
+    fn answer_from_chat(self, answer: &Value, request: &Value) -> Result<Value, TranslateError> {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => anthropic::client::answer_from_chat(answer),
+            Inbound::Responses => responses::answer_from_chat(answer, request),
+        }
+    }
+
+    /// An error in the caller's protocol's shape.
+    fn error(self, error: GatewayError) -> Response {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => error.into_anthropic_response(),
+            Inbound::Responses => error.into_response(),
+        }
+    }
+}
+
+/// `POST /v1/messages`.
+pub(super) async fn messages(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+) -> Response {
+    call(&gateway, Inbound::Messages, request).await
+}
+
+/// `POST /v1/messages/count_tokens`.
+pub(super) async fn count_tokens(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+) -> Response {
+    call(&gateway, Inbound::CountTokens, request).await
+}
+
+/// `POST /v1/responses`.
+pub(super) async fn responses(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+) -> Response {
+    call(&gateway, Inbound::Responses, request).await
+}
+
+/// One call in `inbound`'s protocol, in its `request` span, counted and logged as a chat
+/// completion is.
+async fn call(gateway: &Gateway, inbound: Inbound, request: axum::extract::Request) -> Response {
+    use tracing::Instrument;
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let id = gateway.request_id(&headers);
+    let id_header = HeaderValue::from_str(&id).ok();
+    let span = tracing::info_span!("request", id = %id);
+    let started = std::time::Instant::now();
+    let mut response = handle(gateway, inbound, headers, body, id)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|error| inbound.error(error));
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    gateway.telemetry.record(status, elapsed);
+    span.in_scope(|| {
+        tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
+    });
+    if let Some(value) = id_header {
+        let headers = response.headers_mut();
+        headers.insert(CALL_ID, value.clone());
+        headers.insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The steps of one call (see the module documentation).
+async fn handle(
+    gateway: &Gateway,
+    inbound: Inbound,
+    headers: HeaderMap,
+    body: Body,
+    id: String,
+) -> Result<Response, GatewayError> {
+    let settings = gateway.settings.load_full();
+    // 1. auth (Anthropic's clients send the key as `x-api-key`).
+    let caller = Gateway::caller(&settings, &headers)?;
+    // 2. body: read, translated, made the router's request with the caller's own body.
+    let mut native = body::read_object(body, settings.max_body_bytes).await?;
+    let Some(model) = native
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Err(GatewayError::NoModel);
+    };
+    let chat = inbound
+        .to_chat(&native)
+        .map_err(GatewayError::Untranslatable)?;
+    if inbound == Inbound::CountTokens {
+        return Ok(axum::Json(serde_json::json!({
+            "input_tokens": count_tokens_of(&model, &chat),
+        }))
+        .into_response());
+    }
+    let mut request = body::request(chat, &model, &headers, caller.key(), id);
+    if let Some(object) = native.as_object_mut() {
+        for field in GATEWAY_FIELDS {
+            object.remove(field);
+        }
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("tags");
+        }
+    }
+    let native = Arc::new(native);
+    request.native = Some(Native {
+        protocol: inbound.protocol(),
+        body: Arc::clone(&native),
+    });
+    let router = gateway.router.load_full();
+    if router.settings().deployment_affinity {
+        request.affinity_key = caller.affinity_key(settings.master_key.as_ref());
+    }
+    // 3. keys.
+    keys::admit(&caller, &mut request)?;
+    // 4 and 5. route, and answer in the caller's protocol.
+    if request.stream {
+        let stream = router.stream(request).await?;
+        return Ok(events(stream, inbound, model, native));
+    }
+    let answer = router.call(request).await?;
+    whole(answer, inbound, &model, &native)
+}
+
+/// A whole answer in the caller's protocol: a pass-through answer as it came, a canonical
+/// one translated, with `model` the name the client asked for.
+fn whole(
+    answer: RouterResponse,
+    inbound: Inbound,
+    model: &str,
+    request: &Value,
+) -> Result<Response, GatewayError> {
+    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
+    litellm_headers(&mut headers, Answered::from(&answer));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let bytes = if answer.protocol == inbound.protocol() {
+        Bytes::from(answer.body.as_bytes().to_vec())
+    } else {
+        let canonical = answer
+            .body
+            .to_value()
+            .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
+        let mut translated = inbound
+            .answer_from_chat(&canonical, request)
+            .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
+        if let Some(object) = translated.as_object_mut() {
+            object.insert("model".into(), model.into());
+        }
+        Bytes::from(translated.to_string())
+    };
+    let mut response = Response::new(Body::from(bytes));
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// What turns a canonical stream into the caller's protocol's events.
+enum Events {
+    Messages(anthropic::client::EventsFromChat),
+    Responses(Box<responses::EventsFromChat>),
+}
+
+impl Events {
+    fn new(inbound: Inbound, model: &str, request: &Value) -> Self {
+        match inbound {
+            Inbound::Responses => {
+                Events::Responses(Box::new(responses::EventsFromChat::new(request)))
+            }
+            Inbound::Messages | Inbound::CountTokens => {
+                Events::Messages(anthropic::client::EventsFromChat::new(model))
+            }
+        }
+    }
+
+    fn push(&mut self, chunk: &Value) -> Result<Vec<Value>, TranslateError> {
+        match self {
+            Events::Messages(events) => events.push(chunk),
+            Events::Responses(events) => events.push(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Value> {
+        match self {
+            Events::Messages(events) => events.finish(),
+            Events::Responses(events) => events.finish(),
+        }
+    }
+}
+
+/// Appends one event: `event: {type}` (the data's `type`, when it has one) and `data: {json}`.
+fn write(out: &mut Vec<u8>, data: &[u8], kind: Option<&str>) {
+    ferrolite_protocols::sse::write_event(out, kind, data);
+}
+
+/// The `type` of an event's data.
+fn kind_of(data: &Value) -> Option<&str> {
+    data.get("type").and_then(Value::as_str)
+}
+
+/// A routed stream as the caller's protocol's server-sent events: a pass-through stream's
+/// events as they came, a canonical stream's chunks translated as they arrive. A stream that
+/// breaks ends with the protocol's error event.
+fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Value>) -> Response {
+    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
+    litellm_headers(&mut headers, Answered::from(&stream));
+    let translator = Events::new(inbound, &model, &request);
+    let events =
+        futures_util::stream::unfold(Some((stream, translator)), move |state| async move {
+            let (mut stream, mut translator) = state?;
+            loop {
+                let mut out = Vec::new();
+                match stream.next().await {
+                    Some(Ok(chunk)) if chunk.protocol == inbound.protocol() => {
+                        let kind = chunk
+                            .body
+                            .raw("type")
+                            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+                        write(&mut out, chunk.body.as_bytes(), kind.as_deref());
+                    }
+                    Some(Ok(chunk)) => {
+                        let translated = chunk
+                            .body
+                            .to_value()
+                            .map_err(|e| TranslateError::new("", e.to_string()))
+                            .and_then(|canonical| translator.push(&canonical));
+                        match translated {
+                            Ok(events) => {
+                                for event in &events {
+                                    write(&mut out, event.to_string().as_bytes(), kind_of(event));
+                                }
+                            }
+                            Err(e) => {
+                                let error = GatewayError::BadAnswer(e.to_string());
+                                return Some((Ok(error_event(inbound, error)), None));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Some((Ok(error_event(inbound, GatewayError::Router(e))), None));
+                    }
+                    None => {
+                        for event in translator.finish() {
+                            write(&mut out, event.to_string().as_bytes(), kind_of(&event));
+                        }
+                        if out.is_empty() {
+                            return None;
+                        }
+                        return Some((Ok::<_, Infallible>(Bytes::from(out)), None));
+                    }
+                }
+                if !out.is_empty() {
+                    return Some((Ok(Bytes::from(out)), Some((stream, translator))));
+                }
+            }
+        });
+    let mut response = Response::new(Body::from_stream(events));
+    response.headers_mut().extend(headers);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The event that ends a broken stream: Anthropic's `error` event, or the Responses API's.
+fn error_event(inbound: Inbound, error: GatewayError) -> Bytes {
+    let (status, message) = error.status_and_message();
+    let data = match inbound {
+        Inbound::Messages | Inbound::CountTokens => super::errors::anthropic_body(status, &message),
+        Inbound::Responses => serde_json::json!({
+            "type": "error",
+            "code": status.as_u16().to_string(),
+            "message": message,
+            "param": null,
+        }),
+    };
+    let mut out = Vec::new();
+    write(&mut out, data.to_string().as_bytes(), Some("error"));
+    Bytes::from(out)
+}
+
+/// Input tokens of a canonical request, as `/v1/messages/count_tokens` answers them: its
+/// messages (text parts) and tools counted with the model's tokenizer (tiktoken's; the
+/// provider's own tokenizer may count a few percent otherwise).
+fn count_tokens_of(model: &str, chat: &Value) -> usize {
+    let counter = TiktokenCounter;
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for message in chat
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let content = match message.get("content") {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        };
+        let calls = message
+            .get("tool_calls")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        texts.push((role, content + &calls));
+    }
+    let messages: Vec<ChatMessage<'_>> = texts
+        .iter()
+        .map(|(role, content)| ChatMessage {
+            role,
+            content,
+            name: None,
+        })
+        .collect();
+    let tools = chat
+        .get("tools")
+        .map(|tools| counter.count_text(model, &tools.to_string()))
+        .unwrap_or(0);
+    counter.count_messages(model, &messages) + tools
+}
