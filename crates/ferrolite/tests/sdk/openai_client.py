@@ -1,7 +1,7 @@
 """The official `openai` SDK against the gateway: chat completions and the Responses API.
 
 Usage: FERROLITE_GATEWAY=... FERROLITE_KEY=... FERROLITE_MODEL=... python openai_client.py SUITE
-with SUITE one of `chat`, `responses`, `errors` (steps.py says what it prints).
+with SUITE one of `chat`, `responses`, `stream`, `errors` (steps.py says what it prints).
 """
 
 import openai
@@ -123,6 +123,7 @@ run(
     {
         "chat": [chat, chat_stream],
         "responses": [responses_create, responses_stream, responses_tool, responses_helper],
+        "stream": [responses_stream, responses_helper],
         "errors": [chat_unknown_model, responses_unknown_model],
     }
 )
