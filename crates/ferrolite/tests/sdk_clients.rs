@@ -77,21 +77,56 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-/// What an upstream received: each call's body, by the step named in its user message.
+/// One call an upstream received: its path, the step its user message names, its body.
+struct Call {
+    path: &'static str,
+    step: String,
+    body: Value,
+}
+
+/// What an upstream received, in order.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<BTreeMap<String, Vec<Value>>>>);
+struct Received(Arc<Mutex<Vec<Call>>>);
 
 impl Received {
-    /// The bodies of the calls `step` made upstream.
-    fn of(&self, step: &str) -> Vec<Value> {
+    fn push(&self, path: &'static str, step: String, body: Value) {
+        self.0.lock().unwrap().push(Call { path, step, body });
+    }
+
+    /// The bodies of the calls `step` made to `path` upstream.
+    fn at(&self, path: &str, step: &str) -> Vec<Value> {
         self.0
             .lock()
             .unwrap()
-            .get(step)
-            .cloned()
-            .unwrap_or_default()
+            .iter()
+            .filter(|call| call.path == path && call.step == step)
+            .map(|call| call.body.clone())
+            .collect()
+    }
+
+    /// The chat completions `step` made upstream (the canonical form, translated).
+    fn of(&self, step: &str) -> Vec<Value> {
+        self.at(CHAT_PATH, step)
+    }
+
+    /// The Responses API calls `step` made upstream (a caller's request passed through).
+    fn passed_through(&self, step: &str) -> Vec<Value> {
+        self.at(RESPONSES_PATH, step)
+    }
+
+    /// How many calls `step` made upstream, whatever the path.
+    fn all(&self, step: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|call| call.step == step)
+            .count()
     }
 }
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+const RESPONSES_PATH: &str = "/v1/responses";
 
 /// One model group of the matrix: its `model_list` entries (YAML list items, indented two
 /// spaces) and, for the OpenAI-compatible upstream, the calls it received.
@@ -123,17 +158,25 @@ async fn openai_compatible() -> Group {
 }
 
 /// The step a request's last user message names (`Say hello (STEP)`), whether its content is
-/// a string or a list of text parts.
+/// a string or a list of text parts; in a chat completion's `messages` or a Responses
+/// request's `input`.
 fn step_of(body: &Value) -> String {
-    let last_user = body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"));
-    let text = match last_user.map(|m| &m["content"]) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
+    let text_of = |content: &Value| match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
             .iter()
             .filter_map(|p| p["text"].as_str())
             .collect::<String>(),
+        _ => String::new(),
+    };
+    let text = match (&body["messages"], &body["input"]) {
+        (Value::Array(messages), _) | (_, Value::Array(messages)) => messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .map(|m| text_of(&m["content"]))
+            .unwrap_or_default(),
+        (_, Value::String(input)) => input.clone(),
         _ => String::new(),
     };
     text.rsplit_once('(')
@@ -185,22 +228,29 @@ fn invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
 /// A scripted OpenAI-compatible upstream: it checks each chat completion request as OpenAI
 /// would (key, model, messages, tools) and answers [`TEXT`] (or, offered tools, a call of the
 /// first one with [`TOOL_ARGUMENTS`]) whole or streamed, with [`USAGE`] (streamed: in a last
-/// chunk when asked with `stream_options.include_usage`). Its base URL.
+/// chunk when asked with `stream_options.include_usage`); a Responses API request passed
+/// through is answered the same in the Responses API's shape ([`responses_upstream`]). Its
+/// base URL.
 async fn openai_upstream(received: Received) -> String {
     use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
+    let responses = received.clone();
+    let app = axum::Router::new()
+        .route(
+            RESPONSES_PATH,
+            post(
+                move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                    let received = responses.clone();
+                    async move { responses_upstream(&received, &headers, body) }
+                },
+            ),
+        )
+        .route(
+        CHAT_PATH,
         post(
             move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
                 let received = received.clone();
                 async move {
-                    received
-                        .0
-                        .lock()
-                        .unwrap()
-                        .entry(step_of(&body))
-                        .or_default()
-                        .push(body.clone());
+                    received.push(CHAT_PATH, step_of(&body), body.clone());
                     if let Some(reason) = invalid(&headers, &body) {
                         let error = json!({"error": {"message": format!("fake upstream: {reason}"),
                         "type": "invalid_request_error", "param": null, "code": null}});
@@ -223,6 +273,96 @@ async fn openai_upstream(received: Received) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/v1")
+}
+
+/// OpenAI's Responses API as the upstream answers it, for a caller's request the gateway
+/// passed through: checked as OpenAI would (key, model, `input`), answered with [`TEXT`] (or a
+/// `function_call` of the first tool) and [`USAGE`], whole or as the API's events.
+fn responses_upstream(received: &Received, headers: &HeaderMap, body: Value) -> Response {
+    received.push(RESPONSES_PATH, step_of(&body), body.clone());
+    let bearer = format!("Bearer {UPSTREAM_KEY}");
+    let problem =
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+            Some("authorization: not the deployment's key".to_string())
+        } else if body["model"] != UPSTREAM_MODEL {
+            Some(format!("model: {} is not {UPSTREAM_MODEL}", body["model"]))
+        } else if !(body["input"].is_string() || body["input"].is_array()) {
+            Some("input: a string or a list is required".to_string())
+        } else {
+            None
+        };
+    if let Some(reason) = problem {
+        let error = json!({"error": {"message": format!("fake upstream: {reason}"),
+            "type": "invalid_request_error", "param": null, "code": null}});
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
+    let tool = body["tools"][0]["name"].as_str();
+    let item = |status: &str, text: &str| match tool {
+        Some(name) => json!({"type": "function_call", "id": "fc_sdk", "call_id": "call_weather",
+            "name": name, "arguments": TOOL_ARGUMENTS, "status": status}),
+        None => json!({"type": "message", "id": "msg_sdk", "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+    };
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_upstream", "object": "response", "created_at": 1, "status": status,
+            "model": UPSTREAM_MODEL, "instructions": body["instructions"], "output": output,
+            "tools": body.get("tools").cloned().unwrap_or(json!([])), "tool_choice": "auto",
+            "parallel_tool_calls": true, "usage": usage})
+    };
+    let usage = json!({"input_tokens": USAGE.0, "output_tokens": USAGE.1,
+        "total_tokens": USAGE.0 + USAGE.1, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0}});
+    let done = response("completed", json!([item("completed", TEXT)]), usage);
+    if body["stream"] != true {
+        return axum::Json(done).into_response();
+    }
+    let mut events = vec![
+        json!({"type": "response.created",
+            "response": response("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+            "item": item("in_progress", "")}),
+    ];
+    if tool.is_none() {
+        let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+        let at = json!({"item_id": "msg_sdk", "output_index": 0, "content_index": 0});
+        let with = |mut event: Value| {
+            for (k, v) in at.as_object().unwrap() {
+                event[k] = v.clone();
+            }
+            event
+        };
+        events.push(with(
+            json!({"type": "response.content_part.added", "part": part("")}),
+        ));
+        for piece in PIECES {
+            events.push(with(
+                json!({"type": "response.output_text.delta", "delta": piece}),
+            ));
+        }
+        events.push(with(
+            json!({"type": "response.output_text.done", "text": TEXT}),
+        ));
+        events.push(with(
+            json!({"type": "response.content_part.done", "part": part(TEXT)}),
+        ));
+    }
+    events.push(
+        json!({"type": "response.output_item.done", "output_index": 0,
+        "item": item("completed", TEXT)}),
+    );
+    events.push(json!({"type": "response.completed", "response": done}));
+    let mut text = String::new();
+    for (n, mut event) in events.into_iter().enumerate() {
+        event["sequence_number"] = n.into();
+        text.push_str(&format!(
+            "event: {}\ndata: {event}\n\n",
+            event["type"].as_str().unwrap()
+        ));
+    }
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(text))
+        .unwrap()
 }
 
 fn usage_json() -> Value {
@@ -363,15 +503,26 @@ impl Steps {
     }
 }
 
-/// Runs `tests/sdk/{script} {suite}` with `python` against the gateway at `base`, calling
-/// model group `model`; the steps it printed.
+/// Runs `tests/sdk/{script} {suite}` with `python` against the gateway at `base` with its
+/// master key, calling model group `model`; the steps it printed.
 async fn run(python: &PathBuf, script: &str, suite: &str, base: &str, model: &str) -> Steps {
+    run_as(python, script, suite, (base, KEY), model).await
+}
+
+/// [`run`] against the server at `base` with `key`.
+async fn run_as(
+    python: &PathBuf,
+    script: &str,
+    suite: &str,
+    (base, key): (&str, &str),
+    model: &str,
+) -> Steps {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     let child = tokio::process::Command::new(python)
         .arg(dir.join(script))
         .arg(suite)
         .env("FERROLITE_GATEWAY", base)
-        .env("FERROLITE_KEY", KEY)
+        .env("FERROLITE_KEY", key)
         .env("FERROLITE_MODEL", model)
         // The SDKs must reach the gateway directly, whatever proxy the machine names.
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -424,6 +575,20 @@ fn assert_io_usage(usage: &Value, context: &str) {
     assert_eq!(usage["output_tokens"], USAGE.1, "{context}: {usage}");
 }
 
+/// The `chat` suite's steps: the upstream's text and usage, whole and streamed, under `model`.
+fn assert_chat_steps(steps: &Steps, model: &str) {
+    let chat = steps.ok("chat");
+    assert_eq!(chat["model"], model, "{chat}");
+    assert_eq!(chat["text"], TEXT, "{chat}");
+    assert_eq!(chat["finish_reason"], "stop", "{chat}");
+    assert_chat_usage(&chat["usage"], "chat");
+
+    let stream = steps.ok("chat_stream");
+    assert_eq!(stream["text"], TEXT, "{stream}");
+    assert_eq!(stream["finish_reason"], "stop", "{stream}");
+    assert_chat_usage(&stream["usage"], "chat_stream");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_gets_chat_completions_whole_and_streamed_with_usage() {
     let Some(python) = python() else { return };
@@ -431,17 +596,7 @@ async fn the_openai_sdk_gets_chat_completions_whole_and_streamed_with_usage() {
     let base = gateway(&groups).await;
     for group in &groups {
         let steps = run(&python, "openai_client.py", "chat", &base, group.name).await;
-        let chat = steps.ok("chat");
-        assert_eq!(chat["model"], group.name, "{chat}");
-        assert_eq!(chat["text"], TEXT, "{chat}");
-        assert_eq!(chat["finish_reason"], "stop", "{chat}");
-        assert_chat_usage(&chat["usage"], "chat");
-
-        let stream = steps.ok("chat_stream");
-        assert_eq!(stream["text"], TEXT, "{stream}");
-        assert_eq!(stream["finish_reason"], "stop", "{stream}");
-        assert_chat_usage(&stream["usage"], "chat_stream");
-
+        assert_chat_steps(&steps, group.name);
         if let Some(received) = &group.received {
             let sent = received.of("chat_stream");
             assert_eq!(sent.len(), 1, "{sent:?}");
@@ -473,6 +628,80 @@ fn assert_response(response: &Value, group: Option<&str>, context: &str) {
     );
 }
 
+/// The `responses` suite's steps: the upstream's text, tool call and usage, whole, streamed
+/// (the events in order) and through the SDK's stream helper; a whole response names `model`,
+/// a streamed one `stream_model` when given.
+fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>) {
+    let plain = steps.ok("responses_create");
+    assert_response(plain, Some(model), "responses_create");
+
+    let stream = steps.ok("responses_stream");
+    let types: Vec<&str> = stream["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"response.created"), "{stream}");
+    assert_eq!(types.last(), Some(&"response.completed"), "{stream}");
+    for expected in [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ] {
+        assert!(types.contains(&expected), "no {expected}: {stream}");
+    }
+    let deltas: String = stream["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, TEXT, "{stream}");
+    // The model a streamed response names: `a_streamed_response_names_the_group_asked_for`.
+    assert_response(
+        &stream["completed"],
+        stream_model,
+        "responses_stream completed",
+    );
+
+    let tool = steps.ok("responses_tool");
+    let calls: Vec<&Value> = tool["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["type"] == "function_call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{tool}");
+    assert_eq!(calls[0]["name"], TOOL, "{tool}");
+    let arguments: Value = serde_json::from_str(calls[0]["arguments"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("arguments not JSON ({e}): {tool}"));
+    assert_eq!(
+        arguments,
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+    );
+    assert!(
+        calls[0]["call_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{tool}"
+    );
+    assert_io_usage(&tool["usage"], "responses_tool");
+
+    let helper = steps.ok("responses_helper");
+    let deltas: String = helper["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, TEXT, "{helper}");
+    assert_response(&helper["final"], stream_model, "responses_helper final");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_the_helper() {
     let Some(python) = python() else { return };
@@ -481,86 +710,63 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
     for group in &groups {
         let steps = run(&python, "openai_client.py", "responses", &base, group.name).await;
 
-        let plain = steps.ok("responses_create");
-        assert_response(plain, Some(group.name), "responses_create");
-
-        let stream = steps.ok("responses_stream");
-        let types: Vec<&str> = stream["types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap())
-            .collect();
-        assert_eq!(types.first(), Some(&"response.created"), "{stream}");
-        assert_eq!(types.last(), Some(&"response.completed"), "{stream}");
-        for expected in [
-            "response.output_item.added",
-            "response.content_part.added",
-            "response.output_text.delta",
-            "response.output_text.done",
-            "response.content_part.done",
-            "response.output_item.done",
-        ] {
-            assert!(types.contains(&expected), "no {expected}: {stream}");
-        }
-        let deltas: String = stream["deltas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap())
-            .collect();
-        assert_eq!(deltas, TEXT, "{stream}");
-        // The model a streamed response names: `a_streamed_response_names_the_group_asked_for`.
-        assert_response(&stream["completed"], None, "responses_stream completed");
-
-        let tool = steps.ok("responses_tool");
-        let calls: Vec<&Value> = tool["output"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|item| item["type"] == "function_call")
-            .collect();
-        assert_eq!(calls.len(), 1, "{tool}");
-        assert_eq!(calls[0]["name"], TOOL, "{tool}");
-        let arguments: Value = serde_json::from_str(calls[0]["arguments"].as_str().unwrap())
-            .unwrap_or_else(|e| panic!("arguments not JSON ({e}): {tool}"));
-        assert_eq!(
-            arguments,
-            serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
-        );
-        assert!(
-            calls[0]["call_id"]
-                .as_str()
-                .is_some_and(|id| !id.is_empty()),
-            "{tool}"
-        );
-        assert_io_usage(&tool["usage"], "responses_tool");
-
-        let helper = steps.ok("responses_helper");
-        let deltas: String = helper["deltas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap())
-            .collect();
-        assert_eq!(deltas, TEXT, "{helper}");
-        assert_response(&helper["final"], None, "responses_helper final");
+        assert_responses_steps(&steps, group.name, None);
 
         if let Some(received) = &group.received {
-            // `instructions` reach the upstream as the system message, before the input.
-            let sent = received.of("responses_create");
-            assert_eq!(sent.len(), 1, "{sent:?}");
-            let messages = sent[0]["messages"].as_array().unwrap();
-            assert!(
-                ["system", "developer"].contains(&messages[0]["role"].as_str().unwrap()),
-                "{}",
-                sent[0]
-            );
-            assert_eq!(messages.last().unwrap()["role"], "user", "{}", sent[0]);
-            let sent = received.of("responses_tool");
-            assert_eq!(sent[0]["tools"][0]["function"]["name"], TOOL, "{}", sent[0]);
+            // Translated, `instructions` reach the upstream as the system message, before the
+            // input; passed through, as they were.
+            assert_eq!(received.all("responses_create"), 1);
+            if let Some(sent) = received.passed_through("responses_create").first() {
+                assert_eq!(sent["instructions"], "Answer briefly.", "{sent}");
+                assert_eq!(sent["input"], "Say hello (responses_create)", "{sent}");
+            } else {
+                let sent = &received.of("responses_create")[0];
+                let messages = sent["messages"].as_array().unwrap();
+                assert!(
+                    ["system", "developer"].contains(&messages[0]["role"].as_str().unwrap()),
+                    "{sent}"
+                );
+                assert_eq!(messages.last().unwrap()["role"], "user", "{sent}");
+            }
+            assert_eq!(received.all("responses_tool"), 1);
+            let tool_name = match received.passed_through("responses_tool").first() {
+                Some(sent) => sent["tools"][0]["name"].clone(),
+                None => received.of("responses_tool")[0]["tools"][0]["function"]["name"].clone(),
+            };
+            assert_eq!(tool_name, TOOL);
         }
     }
+}
+
+/// The control: the fake upstream's own answers (chat completions, and the Responses API as
+/// a pass-through would reach it) parse in the SDK and meet the same assertions, so a failure
+/// through the gateway is the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_upstream_answers_the_openai_sdk_as_openai_does() {
+    let Some(python) = python() else { return };
+    let received = Received::default();
+    let upstream = openai_upstream(received.clone()).await;
+    let base = upstream.strip_suffix("/v1").unwrap();
+    let steps = run_as(
+        &python,
+        "openai_client.py",
+        "chat",
+        (base, UPSTREAM_KEY),
+        UPSTREAM_MODEL,
+    )
+    .await;
+    assert_chat_steps(&steps, UPSTREAM_MODEL);
+    let steps = run_as(
+        &python,
+        "openai_client.py",
+        "responses",
+        (base, UPSTREAM_KEY),
+        UPSTREAM_MODEL,
+    )
+    .await;
+    assert_responses_steps(&steps, UPSTREAM_MODEL, Some(UPSTREAM_MODEL));
+    assert_eq!(received.passed_through("responses_create").len(), 1);
+    assert_eq!(received.passed_through("responses_stream").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
