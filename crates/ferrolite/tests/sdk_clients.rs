@@ -51,6 +51,9 @@ const USAGE: (u64, u64) = (11, 7);
 const TOOL: &str = "get_weather";
 const TOOL_ARGUMENTS: &str = r#"{"city":"Paris"}"#;
 
+/// The 1x1 PNG the image steps send (`tests/sdk/steps.py`'s `PNG_BASE64`).
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
 /// How long one script may run (several calls, the SDK's import included).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -205,6 +208,38 @@ fn invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
         if role != "assistant" && message["content"].is_null() {
             return Some(format!("messages[{i}].content: required"));
         }
+        if let Some(parts) = message["content"].as_array() {
+            for (j, part) in parts.iter().enumerate() {
+                let ok = match part["type"].as_str() {
+                    Some("text") => part["text"].is_string(),
+                    Some("image_url") => part["image_url"]["url"].is_string(),
+                    _ => false,
+                };
+                if !ok {
+                    return Some(format!("messages[{i}].content[{j}]: {part}"));
+                }
+            }
+        }
+        if role == "tool" && !message["tool_call_id"].is_string() {
+            return Some(format!("messages[{i}].tool_call_id: required"));
+        }
+        for (j, call) in message["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let arguments = call["function"]["arguments"].as_str();
+            if call["type"] != "function"
+                || !call["id"].is_string()
+                || !call["function"]["name"].is_string()
+                || arguments
+                    .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                    .is_none()
+            {
+                return Some(format!("messages[{i}].tool_calls[{j}]: {call}"));
+            }
+        }
     }
     if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
         let Some(tools) = tools.as_array() else {
@@ -226,8 +261,9 @@ fn invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
 }
 
 /// A scripted OpenAI-compatible upstream: it checks each chat completion request as OpenAI
-/// would (key, model, messages, tools) and answers [`TEXT`] (or, offered tools, a call of the
-/// first one with [`TOOL_ARGUMENTS`]) whole or streamed, with [`USAGE`] (streamed: in a last
+/// would (key, model, messages and their parts, tool calls and results, tools) and answers
+/// [`TEXT`] (or, offered tools and not answering a tool's result, a call of the first one with
+/// [`TOOL_ARGUMENTS`]) whole or streamed, with [`USAGE`] (streamed: in a last
 /// chunk when asked with `stream_options.include_usage`); a Responses API request passed
 /// through is answered the same in the Responses API's shape ([`responses_upstream`]). Its
 /// base URL.
@@ -256,8 +292,14 @@ async fn openai_upstream(received: Received) -> String {
                         "type": "invalid_request_error", "param": null, "code": null}});
                         return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
                     }
+                    // A tool's result answered: the text; offered tools: a call.
+                    let answered = body["messages"]
+                        .as_array()
+                        .and_then(|m| m.last())
+                        .is_some_and(|m| m["role"] == "tool");
                     let tool = body["tools"][0]["function"]["name"]
                         .as_str()
+                        .filter(|_| !answered)
                         .map(str::to_string);
                     if body["stream"] == true {
                         let include_usage = body["stream_options"]["include_usage"] == true;
@@ -296,7 +338,11 @@ fn responses_upstream(received: &Received, headers: &HeaderMap, body: Value) -> 
             "type": "invalid_request_error", "param": null, "code": null}});
         return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
     }
-    let tool = body["tools"][0]["name"].as_str();
+    let answered = body["input"]
+        .as_array()
+        .and_then(|i| i.last())
+        .is_some_and(|i| i["type"] == "function_call_output");
+    let tool = body["tools"][0]["name"].as_str().filter(|_| !answered);
     let item = |status: &str, text: &str| match tool {
         Some(name) => json!({"type": "function_call", "id": "fc_sdk", "call_id": "call_weather",
             "name": name, "arguments": TOOL_ARGUMENTS, "status": status}),
@@ -558,6 +604,43 @@ async fn run_as(
     }
 }
 
+/// A translated tool round trip as the upstream received it: the assistant's call `call_id`
+/// of [`TOOL`] with [`TOOL_ARGUMENTS`], then the tool's result (`Sunny`) for it.
+fn assert_tool_round_trip(sent: &Value, call_id: &str) {
+    let messages = sent["messages"].as_array().unwrap();
+    let call = messages
+        .iter()
+        .find_map(|m| m["tool_calls"].as_array().and_then(|c| c.first()))
+        .unwrap_or_else(|| panic!("no tool call: {sent}"));
+    assert_eq!(call["id"], call_id, "{sent}");
+    assert_eq!(call["function"]["name"], TOOL, "{sent}");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        arguments,
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+    );
+    let result = messages
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no tool result: {sent}"));
+    assert_eq!(result["tool_call_id"], call_id, "{sent}");
+    assert!(result["content"].to_string().contains("Sunny"), "{sent}");
+}
+
+/// A translated image as the upstream received it: an `image_url` part with the PNG's data URL.
+fn assert_image(sent: &Value) {
+    let url = format!("data:image/png;base64,{PNG_BASE64}");
+    let found = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .any(|part| part["type"] == "image_url" && part["image_url"]["url"] == url.as_str());
+    assert!(found, "no image_url part with the PNG: {sent}");
+}
+
 /// The usage OpenAI's chat completions report, as the upstream scripted it.
 fn assert_chat_usage(usage: &Value, context: &str) {
     assert_eq!(usage["prompt_tokens"], USAGE.0, "{context}: {usage}");
@@ -691,6 +774,11 @@ fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>
     );
     assert_io_usage(&tool["usage"], "responses_tool");
 
+    let answered = steps.ok("responses_tool_output");
+    assert_response(answered, Some(model), "responses_tool_output");
+    let image = steps.ok("responses_image");
+    assert_response(image, Some(model), "responses_image");
+
     let helper = steps.ok("responses_helper");
     let deltas: String = helper["deltas"]
         .as_array()
@@ -734,6 +822,20 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
                 None => received.of("responses_tool")[0]["tools"][0]["function"]["name"].clone(),
             };
             assert_eq!(tool_name, TOOL);
+            match received.passed_through("responses_tool_output").first() {
+                Some(sent) => assert_eq!(sent["input"].as_array().unwrap().len(), 3, "{sent}"),
+                None => {
+                    assert_tool_round_trip(&received.of("responses_tool_output")[0], "call_weather")
+                }
+            }
+            match received.passed_through("responses_image").first() {
+                Some(sent) => assert_eq!(
+                    sent["input"][0]["content"][0]["image_url"],
+                    format!("data:image/png;base64,{PNG_BASE64}"),
+                    "{sent}"
+                ),
+                None => assert_image(&received.of("responses_image")[0]),
+            }
         }
     }
 }
@@ -848,6 +950,13 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
         );
         assert_io_usage(&tool["usage"], "messages_system_tool");
 
+        assert_message(
+            steps.ok("messages_tool_result"),
+            group.name,
+            "messages_tool_result",
+        );
+        assert_message(steps.ok("messages_image"), group.name, "messages_image");
+
         let helper = steps.ok("messages_stream_helper");
         assert_eq!(helper["text"], TEXT, "{helper}");
         assert_message(&helper["final"], group.name, "messages_stream_helper final");
@@ -894,6 +1003,8 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
             assert_eq!(first["role"], "system", "{}", sent[0]);
             assert_eq!(sent[0]["tools"][0]["function"]["name"], TOOL, "{}", sent[0]);
             assert_eq!(sent[0]["max_tokens"], 100, "{}", sent[0]);
+            assert_tool_round_trip(&received.of("messages_tool_result")[0], "toolu_weather");
+            assert_image(&received.of("messages_image")[0]);
             // count_tokens is answered by the gateway, not the upstream.
             assert!(received.of("count_tokens").is_empty());
         }

@@ -7,7 +7,7 @@ gateway's root and sends the gateway's key as `x-api-key`.
 
 import anthropic
 
-from steps import KEY, GATEWAY, MODEL, WEATHER_PARAMETERS, prompt, run
+from steps import KEY, GATEWAY, MODEL, PNG_BASE64, WEATHER_PARAMETERS, prompt, run
 
 client = anthropic.Anthropic(base_url=GATEWAY, api_key=KEY, max_retries=0, timeout=30)
 
@@ -44,6 +44,55 @@ def messages_system_tool(step):
         system="Answer briefly.",
         tools=[WEATHER_TOOL],
         messages=[{"role": "user", "content": prompt(step)}],
+    )
+    return message_fields(message)
+
+
+def messages_tool_result(step):
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": prompt(step)},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_weather",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_weather", "content": "Sunny"}
+                ],
+            },
+        ],
+    )
+    return message_fields(message)
+
+
+def messages_image(step):
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": PNG_BASE64},
+                    },
+                    {"type": "text", "text": prompt(step)},
+                ],
+            }
+        ],
     )
     return message_fields(message)
 
@@ -106,6 +155,8 @@ run(
         "messages": [
             messages_create,
             messages_system_tool,
+            messages_tool_result,
+            messages_image,
             messages_stream_helper,
             messages_stream_events,
             count_tokens,

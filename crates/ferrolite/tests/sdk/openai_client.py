@@ -6,7 +6,7 @@ with SUITE one of `chat`, `responses`, `stream`, `errors` (steps.py says what it
 
 import openai
 
-from steps import KEY, GATEWAY, MODEL, WEATHER_PARAMETERS, prompt, run
+from steps import KEY, GATEWAY, MODEL, PNG_BASE64, WEATHER_PARAMETERS, prompt, run
 
 client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=KEY, max_retries=0, timeout=30)
 
@@ -95,6 +95,47 @@ def responses_tool(step):
     return response_fields(response)
 
 
+def responses_tool_output(step):
+    response = client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": prompt(step)},
+            {
+                "type": "function_call",
+                "call_id": "call_weather",
+                "name": "get_weather",
+                "arguments": '{"city":"Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "call_weather", "output": "Sunny"},
+        ],
+        tools=[
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "The weather in a city.",
+                "parameters": WEATHER_PARAMETERS,
+            }
+        ],
+    )
+    return response_fields(response)
+
+
+def responses_image(step):
+    response = client.responses.create(
+        model=MODEL,
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_BASE64}"},
+                    {"type": "input_text", "text": prompt(step)},
+                ],
+            }
+        ],
+    )
+    return response_fields(response)
+
+
 def responses_helper(step):
     deltas = []
     with client.responses.stream(
@@ -122,7 +163,14 @@ def chat_unknown_model(step):
 run(
     {
         "chat": [chat, chat_stream],
-        "responses": [responses_create, responses_stream, responses_tool, responses_helper],
+        "responses": [
+            responses_create,
+            responses_stream,
+            responses_tool,
+            responses_tool_output,
+            responses_image,
+            responses_helper,
+        ],
         "stream": [responses_stream, responses_helper],
         "errors": [chat_unknown_model, responses_unknown_model],
     }

@@ -28,6 +28,12 @@ WEATHER_PARAMETERS = {
 }
 
 
+# A 1x1 PNG, for the image steps.
+PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
 def prompt(step):
     """The user's message of `step`: the upstream fakes record requests by it."""
     return f"Say hello ({step})"
