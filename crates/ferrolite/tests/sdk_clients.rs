@@ -1012,21 +1012,44 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_model_is_each_sdks_own_error() {
+async fn an_unknown_model_or_a_stored_conversation_is_each_sdks_own_error() {
     let Some(python) = python() else { return };
     let groups = groups().await;
     let base = gateway(&groups).await;
     let model = groups[0].name;
 
-    let openai = run(&python, "openai_client.py", "errors", &base, model).await;
-    for step in ["chat_unknown_model", "responses_unknown_model"] {
-        let error = openai.raised(step);
-        // LiteLLM answers an unknown model with a 400 (`Invalid model name passed in model=`).
-        assert_eq!(error["exception"], "BadRequestError", "{step}: {error}");
-        assert_eq!(error["status"], 400, "{step}: {error}");
-        // The openai SDK's `body` is the parsed `error` object.
-        let message = error["body"]["message"].as_str().unwrap_or("");
-        assert!(message.contains("no-such-model"), "{step}: {error}");
+    for group in &groups {
+        let openai = run(&python, "openai_client.py", "errors", &base, group.name).await;
+        for step in ["chat_unknown_model", "responses_unknown_model"] {
+            let error = openai.raised(step);
+            // LiteLLM answers an unknown model with a 400 (`Invalid model name passed in model=`).
+            assert_eq!(error["exception"], "BadRequestError", "{step}: {error}");
+            assert_eq!(error["status"], 400, "{step}: {error}");
+            // The openai SDK's `body` is the parsed `error` object.
+            let message = error["body"]["message"].as_str().unwrap_or("");
+            assert!(message.contains("no-such-model"), "{step}: {error}");
+        }
+        // `previous_response_id` continues a conversation OpenAI stored: passed through to an
+        // OpenAI deployment as it is, refused naming the field by any other.
+        let step = "responses_previous_response_id";
+        let passed = group
+            .received
+            .as_ref()
+            .and_then(|r| r.passed_through(step).first().cloned());
+        match passed {
+            Some(sent) => {
+                assert_eq!(sent["previous_response_id"], "resp_earlier", "{sent}");
+                openai.ok(step);
+            }
+            None => {
+                let error = openai.raised(step);
+                assert_eq!(error["status"], 400, "{error}");
+                assert!(
+                    error["body"].to_string().contains("previous_response_id"),
+                    "{error}"
+                );
+            }
+        }
     }
 
     let anthropic = run(&python, "anthropic_client.py", "errors", &base, model).await;

@@ -153,6 +153,13 @@ def responses_unknown_model(step):
     return {"unexpected_answer": response.model_dump()}
 
 
+def responses_previous_response_id(step):
+    response = client.responses.create(
+        model=MODEL, input=prompt(step), previous_response_id="resp_earlier"
+    )
+    return response_fields(response)
+
+
 def chat_unknown_model(step):
     answer = client.chat.completions.create(
         model="no-such-model", messages=[{"role": "user", "content": prompt(step)}]
@@ -172,6 +179,6 @@ run(
             responses_helper,
         ],
         "stream": [responses_stream, responses_helper],
-        "errors": [chat_unknown_model, responses_unknown_model],
+        "errors": [chat_unknown_model, responses_unknown_model, responses_previous_response_id],
     }
 )
