@@ -711,6 +711,57 @@ fn assert_response(response: &Value, group: Option<&str>, context: &str) {
     );
 }
 
+/// A response whose one output item is a `function_call` of [`TOOL`] with [`TOOL_ARGUMENTS`],
+/// with the upstream's usage.
+fn assert_function_call(response: &Value, context: &str) {
+    let calls: Vec<&Value> = response["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["type"] == "function_call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{context}: {response}");
+    assert_eq!(calls[0]["name"], TOOL, "{context}: {response}");
+    let arguments: Value = serde_json::from_str(calls[0]["arguments"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{context}: arguments not JSON ({e}): {response}"));
+    assert_eq!(
+        arguments,
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap(),
+        "{context}: {response}"
+    );
+    assert!(
+        calls[0]["call_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{context}: {response}"
+    );
+    assert_io_usage(&response["usage"], context);
+}
+
+/// A message whose answer is one `tool_use` of [`TOOL`] with [`TOOL_ARGUMENTS`], stopped for
+/// it, with the upstream's usage.
+fn assert_tool_use(message: &Value, context: &str) {
+    assert_eq!(message["stop_reason"], "tool_use", "{context}: {message}");
+    let uses: Vec<&Value> = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|block| block["type"] == "tool_use")
+        .collect();
+    assert_eq!(uses.len(), 1, "{context}: {message}");
+    assert_eq!(uses[0]["name"], TOOL, "{context}: {message}");
+    assert_eq!(
+        uses[0]["input"],
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap(),
+        "{context}: {message}"
+    );
+    assert!(
+        uses[0]["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{context}: {message}"
+    );
+    assert_io_usage(&message["usage"], context);
+}
+
 /// The `responses` suite's steps: the upstream's text, tool call and usage, whole, streamed
 /// (the events in order) and through the SDK's stream helper; a whole response names `model`,
 /// a streamed one `stream_model` when given.
@@ -751,28 +802,24 @@ fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>
         "responses_stream completed",
     );
 
-    let tool = steps.ok("responses_tool");
-    let calls: Vec<&Value> = tool["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|item| item["type"] == "function_call")
-        .collect();
-    assert_eq!(calls.len(), 1, "{tool}");
-    assert_eq!(calls[0]["name"], TOOL, "{tool}");
-    let arguments: Value = serde_json::from_str(calls[0]["arguments"].as_str().unwrap())
-        .unwrap_or_else(|e| panic!("arguments not JSON ({e}): {tool}"));
-    assert_eq!(
-        arguments,
-        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
-    );
-    assert!(
-        calls[0]["call_id"]
-            .as_str()
-            .is_some_and(|id| !id.is_empty()),
-        "{tool}"
-    );
-    assert_io_usage(&tool["usage"], "responses_tool");
+    assert_function_call(steps.ok("responses_tool"), "responses_tool");
+    let stream = steps.ok("responses_stream_tool");
+    assert_function_call(&stream["final"], "responses_stream_tool");
+    for expected in [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ] {
+        assert!(
+            stream["types"]
+                .as_array()
+                .unwrap()
+                .contains(&expected.into()),
+            "no {expected}: {stream}"
+        );
+    }
 
     let answered = steps.ok("responses_tool_output");
     assert_response(answered, Some(model), "responses_tool_output");
@@ -929,26 +976,16 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
 
         assert_message(steps.ok("messages_create"), group.name, "messages_create");
 
-        let tool = steps.ok("messages_system_tool");
-        assert_eq!(tool["stop_reason"], "tool_use", "{tool}");
-        let uses: Vec<&Value> = tool["content"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|block| block["type"] == "tool_use")
-            .collect();
-        assert_eq!(uses.len(), 1, "{tool}");
-        assert_eq!(uses[0]["name"], TOOL, "{tool}");
-        assert_eq!(
-            uses[0]["input"],
-            serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap(),
-            "{tool}"
-        );
+        assert_tool_use(steps.ok("messages_system_tool"), "messages_system_tool");
+        let stream = steps.ok("messages_stream_tool");
+        assert_tool_use(&stream["final"], "messages_stream_tool");
         assert!(
-            uses[0]["id"].as_str().is_some_and(|id| !id.is_empty()),
-            "{tool}"
+            stream["types"]
+                .as_array()
+                .unwrap()
+                .contains(&"content_block_start".into()),
+            "{stream}"
         );
-        assert_io_usage(&tool["usage"], "messages_system_tool");
 
         assert_message(
             steps.ok("messages_tool_result"),

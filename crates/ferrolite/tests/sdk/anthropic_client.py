@@ -109,6 +109,18 @@ def messages_stream_helper(step):
     return {"text": text, "final": message_fields(final)}
 
 
+def messages_stream_tool(step):
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=100,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": prompt(step)}],
+    ) as stream:
+        types = [event.type for event in stream]
+        final = stream.get_final_message()
+    return {"types": types, "final": message_fields(final)}
+
+
 def messages_stream_events(step):
     stream = client.messages.create(
         model=MODEL,
@@ -158,6 +170,7 @@ run(
             messages_tool_result,
             messages_image,
             messages_stream_helper,
+            messages_stream_tool,
             messages_stream_events,
             count_tokens,
         ],

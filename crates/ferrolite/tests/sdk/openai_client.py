@@ -95,6 +95,24 @@ def responses_tool(step):
     return response_fields(response)
 
 
+def responses_stream_tool(step):
+    with client.responses.stream(
+        model=MODEL,
+        input=prompt(step),
+        tools=[
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "The weather in a city.",
+                "parameters": WEATHER_PARAMETERS,
+            }
+        ],
+    ) as stream:
+        types = [event.type for event in stream]
+        final = stream.get_final_response()
+    return {"types": types, "final": response_fields(final)}
+
+
 def responses_tool_output(step):
     response = client.responses.create(
         model=MODEL,
@@ -174,6 +192,7 @@ run(
             responses_create,
             responses_stream,
             responses_tool,
+            responses_stream_tool,
             responses_tool_output,
             responses_image,
             responses_helper,
