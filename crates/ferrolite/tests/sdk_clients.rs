@@ -343,9 +343,11 @@ fn responses_upstream(received: &Received, headers: &HeaderMap, body: Value) -> 
         .and_then(|i| i.last())
         .is_some_and(|i| i["type"] == "function_call_output");
     let tool = body["tools"][0]["name"].as_str().filter(|_| !answered);
+    // An output item; its text or arguments are empty while it is in progress.
     let item = |status: &str, text: &str| match tool {
         Some(name) => json!({"type": "function_call", "id": "fc_sdk", "call_id": "call_weather",
-            "name": name, "arguments": TOOL_ARGUMENTS, "status": status}),
+            "name": name, "status": status,
+            "arguments": if text.is_empty() { "" } else { TOOL_ARGUMENTS }}),
         None => json!({"type": "message", "id": "msg_sdk", "role": "assistant", "status": status,
             "content": [{"type": "output_text", "text": text, "annotations": []}]}),
     };
@@ -368,7 +370,15 @@ fn responses_upstream(received: &Received, headers: &HeaderMap, body: Value) -> 
         json!({"type": "response.output_item.added", "output_index": 0,
             "item": item("in_progress", "")}),
     ];
-    if tool.is_none() {
+    if tool.is_some() {
+        let (a, b) = TOOL_ARGUMENTS.split_at(8);
+        for piece in [a, b] {
+            events.push(json!({"type": "response.function_call_arguments.delta",
+                "item_id": "fc_sdk", "output_index": 0, "delta": piece}));
+        }
+        events.push(json!({"type": "response.function_call_arguments.done",
+            "item_id": "fc_sdk", "output_index": 0, "arguments": TOOL_ARGUMENTS}));
+    } else {
         let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
         let at = json!({"item_id": "msg_sdk", "output_index": 0, "content_index": 0});
         let with = |mut event: Value| {
