@@ -864,6 +864,7 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
             if let Some(sent) = received.passed_through("responses_create").first() {
                 assert_eq!(sent["instructions"], "Answer briefly.", "{sent}");
                 assert_eq!(sent["input"], "Say hello (responses_create)", "{sent}");
+                assert_eq!(sent["max_output_tokens"], 50, "{sent}");
             } else {
                 let sent = &received.of("responses_create")[0];
                 let messages = sent["messages"].as_array().unwrap();
@@ -871,8 +872,17 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
                     ["system", "developer"].contains(&messages[0]["role"].as_str().unwrap()),
                     "{sent}"
                 );
+                assert_eq!(messages[0]["content"], "Answer briefly.", "{sent}");
                 assert_eq!(messages.last().unwrap()["role"], "user", "{sent}");
+                // `max_output_tokens` is the chat request's token limit.
+                let limit = sent
+                    .get("max_completion_tokens")
+                    .unwrap_or(&sent["max_tokens"]);
+                assert_eq!(*limit, 50, "{sent}");
             }
+            let mut sent = received.of("responses_create");
+            sent.extend(received.passed_through("responses_create"));
+            assert_eq!(sent[0]["temperature"], 0.5, "{}", sent[0]);
             assert_eq!(received.all("responses_tool"), 1);
             let tool_name = match received.passed_through("responses_tool").first() {
                 Some(sent) => sent["tools"][0]["name"].clone(),
@@ -1050,6 +1060,11 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
             assert_eq!(first["role"], "system", "{}", sent[0]);
             assert_eq!(sent[0]["tools"][0]["function"]["name"], TOOL, "{}", sent[0]);
             assert_eq!(sent[0]["max_tokens"], 100, "{}", sent[0]);
+            // Sampling settings: `stop_sequences` is the chat request's `stop`.
+            let sent = &received.of("messages_create")[0];
+            assert_eq!(sent["temperature"], 0.5, "{sent}");
+            let stop = &sent["stop"];
+            assert!(stop == &json!(["END"]) || stop == "END", "{sent}");
             assert_tool_round_trip(&received.of("messages_tool_result")[0], "toolu_weather");
             assert_image(&received.of("messages_image")[0]);
             // count_tokens is answered by the gateway, not the upstream.

@@ -32,7 +32,11 @@ def message_fields(message):
 
 def messages_create(step):
     message = client.messages.create(
-        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": prompt(step)}]
+        model=MODEL,
+        max_tokens=100,
+        temperature=0.5,
+        stop_sequences=["END"],
+        messages=[{"role": "user", "content": prompt(step)}],
     )
     return message_fields(message)
 

@@ -60,7 +60,11 @@ def response_fields(response):
 
 def responses_create(step):
     response = client.responses.create(
-        model=MODEL, input=prompt(step), instructions="Answer briefly."
+        model=MODEL,
+        input=prompt(step),
+        instructions="Answer briefly.",
+        temperature=0.5,
+        max_output_tokens=50,
     )
     return response_fields(response)
 
