@@ -34,7 +34,6 @@ def messages_create(step):
     message = client.messages.create(
         model=MODEL,
         max_tokens=100,
-        temperature=0.5,
         stop_sequences=["END"],
         messages=[{"role": "user", "content": prompt(step)}],
     )
