@@ -147,7 +147,8 @@ fn write_groups(out: &mut String, config: &Config) {
     }
 }
 
-/// One deployment's line: id, model, whether it is mocked or cannot be called, its limits.
+/// One deployment's line: id, model, whether it is mocked, cannot be called or the protocol
+/// its calls are sent in, its limits.
 fn write_deployment(out: &mut String, config: &Config, d: &Deployment) {
     let mut limits = Vec::new();
     if let Some(rpm) = d.rpm {
@@ -175,7 +176,12 @@ fn write_deployment(out: &mut String, config: &Config, d: &Deployment) {
     {
         format!(" (not callable: {})", n.reason)
     } else {
-        String::new()
+        // The protocol its calls go out in.
+        let protocol = d
+            .provider()
+            .map(|p| ferrolite::types::Protocol::of_provider(p.as_str()))
+            .unwrap_or_default();
+        format!(" ({protocol})")
     };
     let _ = writeln!(
         out,

@@ -340,3 +340,44 @@ fn every_example_config_and_every_whole_config_in_the_docs_passes_check() {
         "{checked:?}"
     );
 }
+
+/// `check` names the protocol each deployment is called in: OpenAI's for `openai/`, Anthropic's
+/// Messages API for `anthropic/` (issue 20), never for a mocked one.
+#[test]
+fn check_shows_the_protocol_each_deployment_is_called_in() {
+    let dir = scratch("check-protocols");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        r#"
+model_list:
+  - model_name: gpt
+    litellm_params: {model: openai/gpt-4o, api_key: sk-test}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-test}
+  - model_name: mocked
+    litellm_params: {model: anthropic/claude-haiku-4-5, mock_response: "hi"}
+"#,
+    )
+    .unwrap();
+    let output = ferrolite(&["check", "--config", config.to_str().unwrap()], &[]);
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}{}", text(&output.stderr));
+    let line = |model: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(model))
+            .unwrap_or_else(|| panic!("no line for {model}: {shown}"))
+            .to_string()
+    };
+    assert!(line("openai/gpt-4o").contains("(openai_chat)"), "{shown}");
+    assert!(
+        line("anthropic/claude-sonnet-4-5").contains("(anthropic_messages)"),
+        "{shown}"
+    );
+    assert!(
+        line("anthropic/claude-haiku-4-5").contains("(mock)"),
+        "{shown}"
+    );
+    assert!(!shown.contains("sk-ant-test"), "{shown}");
+}

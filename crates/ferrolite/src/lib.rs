@@ -36,6 +36,7 @@ pub use builder::{Error, build_from_config, build_from_config_with, from_config}
 pub use config::{Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, WarningKind};
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
+pub use ferrolite_protocols as protocols;
 pub use ferrolite_router as router;
 pub use ferrolite_router::{
     Request, Router, RouterBuilder, RouterError, RouterResponse, RouterStream,

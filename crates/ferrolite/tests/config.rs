@@ -260,7 +260,7 @@ fn keys_litellm_knows_but_ferrolite_does_not_implement_are_listed() {
         r#"
 model_list:
   - model_name: gpt-4o
-    litellm_params: {model: openai/gpt-4o, vertex_project: p, mystery_knob: 1}
+    litellm_params: {model: openai/gpt-4o, aws_role_name: r, mystery_knob: 1}
 router_settings:
   cache_kwargs: {}
   typo_setting: 3
@@ -272,7 +272,7 @@ litellm_settings:
     let lines = config.not_honoured();
     assert!(
         lines.contains(
-            &"model_list[0].litellm_params.vertex_project: accepted, not implemented".to_string()
+            &"model_list[0].litellm_params.aws_role_name: accepted, not implemented".to_string()
         ),
         "{lines:?}"
     );

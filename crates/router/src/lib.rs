@@ -28,7 +28,7 @@
 //! impl Backend for Echo {
 //!     fn call<'a>(&'a self, _: &'a Deployment, request: &'a BackendRequest) -> BackendFuture<'a> {
 //!         Box::pin(async move {
-//!             Ok(BackendResponse { body: (&request.body).into(), usage: Some(Usage::new(5, 5)), time_to_first_token: None })
+//!             Ok(BackendResponse { body: (&request.body).into(), usage: Some(Usage::new(5, 5)), time_to_first_token: None, protocol: Default::default() })
 //!         })
 //!     }
 //! }

@@ -192,6 +192,8 @@ async fn handle(
         .into_response());
     }
     let mut request = body::request(chat, &model, &headers, caller.key(), id);
+    // A stream is what the caller asked for, whatever its translation says.
+    request.stream = native.get("stream").and_then(Value::as_bool) == Some(true);
     if let Some(object) = native.as_object_mut() {
         for field in GATEWAY_FIELDS {
             object.remove(field);
