@@ -160,8 +160,9 @@ async fn openai_compatible() -> Group {
     }
 }
 
-/// The step a request's last user message names (`Say hello (STEP)`), whether its content is
-/// a string or a list of text parts; in a chat completion's `messages` or a Responses
+/// The step the request's user message names (`Say hello (STEP)`, the last user message with
+/// text: Anthropic sends a tool's result as a user message), whether its content is a string
+/// or a list of text parts; in `messages` (chat completions, Anthropic) or a Responses
 /// request's `input`.
 fn step_of(body: &Value) -> String {
     let text_of = |content: &Value| match content {
@@ -176,8 +177,9 @@ fn step_of(body: &Value) -> String {
         (Value::Array(messages), _) | (_, Value::Array(messages)) => messages
             .iter()
             .rev()
-            .find(|m| m["role"] == "user")
+            .filter(|m| m["role"] == "user")
             .map(|m| text_of(&m["content"]))
+            .find(|text| !text.is_empty())
             .unwrap_or_default(),
         (_, Value::String(input)) => input.clone(),
         _ => String::new(),
