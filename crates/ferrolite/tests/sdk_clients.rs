@@ -137,6 +137,9 @@ struct Group {
     name: &'static str,
     model_list: String,
     received: Option<Received>,
+    /// The model a `/v1/messages` answer names: the group when the gateway translated it, the
+    /// deployment's own when an Anthropic deployment's answer passed through as it came.
+    messages_model: &'static str,
 }
 
 /// The model groups every script runs against. Another provider's fake joins as one more
@@ -144,6 +147,179 @@ struct Group {
 /// [`openai_upstream`] does.
 async fn groups() -> Vec<Group> {
     vec![openai_compatible().await]
+}
+
+/// The model an `anthropic/` deployment names upstream.
+const ANTHROPIC_MODEL: &str = "claude-upstream";
+
+/// The path of Anthropic's Messages API.
+const MESSAGES_PATH: &str = "/v1/messages";
+
+/// The Anthropic deployment (`anthropic/`), over [`anthropic_upstream`]: one more group for
+/// [`groups`] once `anthropic/` deployments are served (the Anthropic backend).
+#[allow(dead_code)]
+async fn anthropic_native() -> Group {
+    let received = Received::default();
+    let base = anthropic_upstream(received).await;
+    Group {
+        name: "sdk-anthropic",
+        model_list: format!(
+            "  - model_name: sdk-anthropic\n    litellm_params: {{model: anthropic/{ANTHROPIC_MODEL}, \
+             api_base: \"{base}\", api_key: {UPSTREAM_KEY}}}\n"
+        ),
+        received: None,
+        messages_model: ANTHROPIC_MODEL,
+    }
+}
+
+/// What is wrong with a Messages request, as Anthropic would refuse it.
+fn invalid_message(headers: &HeaderMap, body: &Value) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("x-api-key") != Some(UPSTREAM_KEY) {
+        return Some("x-api-key: not the deployment's key".into());
+    }
+    if header("anthropic-version").is_none() {
+        return Some("anthropic-version: required".into());
+    }
+    if body["model"] != ANTHROPIC_MODEL {
+        return Some(format!("model: {} is not {ANTHROPIC_MODEL}", body["model"]));
+    }
+    if !body["max_tokens"].is_u64() {
+        return Some("max_tokens: required".into());
+    }
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Some("messages: a non-empty list is required".into());
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or("");
+        if !["user", "assistant"].contains(&role) {
+            return Some(format!("messages[{i}].role: {role:?}"));
+        }
+        let blocks = match &message["content"] {
+            Value::String(_) => continue,
+            Value::Array(blocks) => blocks,
+            _ => return Some(format!("messages[{i}].content: required")),
+        };
+        for (j, block) in blocks.iter().enumerate() {
+            let ok = match block["type"].as_str() {
+                Some("text") => block["text"].is_string(),
+                Some("image") => block["source"]["type"].is_string(),
+                Some("tool_use") => block["id"].is_string() && block["input"].is_object(),
+                Some("tool_result") => block["tool_use_id"].is_string(),
+                _ => false,
+            };
+            if !ok {
+                return Some(format!("messages[{i}].content[{j}]: {block}"));
+            }
+        }
+    }
+    for (i, tool) in body["tools"].as_array().into_iter().flatten().enumerate() {
+        if !tool["name"].is_string() || !tool["input_schema"].is_object() {
+            return Some(format!(
+                "tools[{i}]: a name and an input_schema are required"
+            ));
+        }
+    }
+    None
+}
+
+/// A scripted Anthropic Messages API: it checks each request as Anthropic would and answers
+/// [`TEXT`] (or, offered tools and not answering a tool's result, a `tool_use` of the first
+/// one) with [`USAGE`], whole or as Anthropic's events. Its base URL (without `/v1`).
+async fn anthropic_upstream(received: Received) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        MESSAGES_PATH,
+        post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    received.push(MESSAGES_PATH, step_of(&body), body.clone());
+                    if let Some(reason) = invalid_message(&headers, &body) {
+                        let error = json!({"type": "error", "error": {
+                            "type": "invalid_request_error",
+                            "message": format!("fake upstream: {reason}")}});
+                        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+                    }
+                    let answered = body["messages"]
+                        .as_array()
+                        .and_then(|m| m.last())
+                        .and_then(|m| m["content"].as_array())
+                        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+                    let tool = body["tools"][0]["name"]
+                        .as_str()
+                        .filter(|_| !answered)
+                        .map(str::to_string);
+                    message_answer(tool.as_deref(), body["stream"] == true)
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Anthropic's answer, whole or streamed: [`TEXT`], or a `tool_use` of `tool`.
+fn message_answer(tool: Option<&str>, stream: bool) -> Response {
+    let (block, stop) = match tool {
+        Some(name) => (
+            json!({"type": "tool_use", "id": "toolu_upstream", "name": name,
+                "input": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()}),
+            "tool_use",
+        ),
+        None => (json!({"type": "text", "text": TEXT}), "end_turn"),
+    };
+    let message = |content: Value, stop: Value, output: u64| {
+        json!({"id": "msg_upstream", "type": "message", "role": "assistant",
+            "model": ANTHROPIC_MODEL, "content": content, "stop_reason": stop,
+            "stop_sequence": null, "usage": {"input_tokens": USAGE.0, "output_tokens": output}})
+    };
+    if !stream {
+        return axum::Json(message(json!([block]), stop.into(), USAGE.1)).into_response();
+    }
+    let mut events =
+        vec![json!({"type": "message_start", "message": message(json!([]), Value::Null, 1)})];
+    match tool {
+        Some(name) => {
+            events.push(json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_upstream", "name": name,
+                "input": {}}}));
+            let (a, b) = TOOL_ARGUMENTS.split_at(8);
+            for piece in [a, b] {
+                events.push(json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}));
+            }
+        }
+        None => {
+            events.push(json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}));
+            events.push(json!({"type": "ping"}));
+            for piece in PIECES {
+                events.push(json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": piece}}));
+            }
+        }
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null},
+        "usage": {"output_tokens": USAGE.1}}));
+    events.push(json!({"type": "message_stop"}));
+    let text: String = events
+        .iter()
+        .map(|event| {
+            format!(
+                "event: {}\ndata: {event}\n\n",
+                event["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(text))
+        .unwrap()
 }
 
 /// The OpenAI-compatible deployment (`openai/`), over [`openai_upstream`].
@@ -157,6 +333,7 @@ async fn openai_compatible() -> Group {
              api_base: \"{base}\", api_key: {UPSTREAM_KEY}}}\n"
         ),
         received: Some(received),
+        messages_model: "sdk-openai",
     }
 }
 
@@ -967,15 +1144,15 @@ fn text_of(message: &Value) -> String {
         .collect()
 }
 
-/// A Messages API `message` with the upstream's text, usage and `end_turn`.
-fn assert_message(message: &Value, group: &str, context: &str) {
+/// A Messages API `message` naming `model`, with the upstream's text, usage and `end_turn`.
+fn assert_message(message: &Value, model: &str, context: &str) {
     assert_eq!(message["type"], "message", "{context}: {message}");
     assert_eq!(message["role"], "assistant", "{context}: {message}");
     assert!(
         message["id"].as_str().is_some_and(|id| !id.is_empty()),
         "{context}: {message}"
     );
-    assert_eq!(message["model"], group, "{context}: {message}");
+    assert_eq!(message["model"], model, "{context}: {message}");
     assert_eq!(text_of(message), TEXT, "{context}: {message}");
     assert_eq!(message["stop_reason"], "end_turn", "{context}: {message}");
     assert_io_usage(&message["usage"], context);
@@ -996,7 +1173,11 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
         )
         .await;
 
-        assert_message(steps.ok("messages_create"), group.name, "messages_create");
+        assert_message(
+            steps.ok("messages_create"),
+            group.messages_model,
+            "messages_create",
+        );
 
         assert_tool_use(steps.ok("messages_system_tool"), "messages_system_tool");
         let stream = steps.ok("messages_stream_tool");
@@ -1011,14 +1192,22 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
 
         assert_message(
             steps.ok("messages_tool_result"),
-            group.name,
+            group.messages_model,
             "messages_tool_result",
         );
-        assert_message(steps.ok("messages_image"), group.name, "messages_image");
+        assert_message(
+            steps.ok("messages_image"),
+            group.messages_model,
+            "messages_image",
+        );
 
         let helper = steps.ok("messages_stream_helper");
         assert_eq!(helper["text"], TEXT, "{helper}");
-        assert_message(&helper["final"], group.name, "messages_stream_helper final");
+        assert_message(
+            &helper["final"],
+            group.messages_model,
+            "messages_stream_helper final",
+        );
 
         let events = steps.ok("messages_stream_events");
         let types: Vec<&str> = events["types"]
