@@ -8,10 +8,18 @@
 //! Without Python the tests print a note and pass, unless `FERROLITE_REQUIRE_PYTHON=1` (set by
 //! `cargo xtask ci`), when they fail.
 //!
+//! The scripts (`openai_client.py`, `anthropic_client.py`, their shared `steps.py`) run one
+//! suite of SDK calls each time and print one JSON line per call (what the SDK parsed, or the
+//! exception it raised), which the tests here assert on.
+//!
 //! The matrix: every script runs against every model group of [`groups`]; each group's
-//! upstream scripts the same answer ([`TEXT`], [`USAGE`], the [`TOOL`] call), so the assertions
-//! are the same whichever provider's protocol the gateway translated to. A provider's fake joins
-//! the matrix as one more [`Group`].
+//! upstream scripts the same answer ([`TEXT`], [`USAGE`], the [`TOOL`] call when offered tools,
+//! the text again once given the tool's result), so the assertions are the same whichever
+//! provider's protocol the gateway translated to. A provider's fake joins the matrix as one
+//! more [`Group`]: its `model_list` entry pointing at the fake, pushed in [`groups`]
+//! ([`anthropic_native`] is such a group, over a scripted Anthropic Messages API).
+//! `Group::received` carries what the OpenAI-compatible upstream received, for the checks of
+//! the translated request (system prompt, tools, tool results, images, limits).
 #![cfg(all(feature = "gateway", feature = "http"))]
 #![allow(
     clippy::unwrap_used,
