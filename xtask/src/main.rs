@@ -300,14 +300,18 @@ fn python_venv() -> Result<String, String> {
         return Ok(python_text);
     }
     // `ensurepip` is what Debian's `python3` lacks without `python3-venv`: `venv` then fails.
+    // The pinned SDKs need Python 3.10 or later.
     if !runs(
         std::path::Path::new("python3"),
-        &["-c", "import venv, ensurepip"],
+        &[
+            "-c",
+            "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))",
+        ],
     ) {
         return Err(
-            "`python3` with its `venv` module is needed for the SDK client tests. Install it \
-             with `apt-get install -y python3 python3-venv` (Debian/Ubuntu) or \
-             `brew install python` (macOS), then run `cargo xtask ci` again"
+            "`python3` (3.10 or later) with its `venv` module is needed for the SDK client \
+             tests. Install it with `apt-get install -y python3 python3-venv` (Debian/Ubuntu) \
+             or `brew install python` (macOS), then run `cargo xtask ci` again"
                 .to_string(),
         );
     }
