@@ -204,12 +204,21 @@ pub(crate) struct CellCore {
     /// expected): the local view is then not the shared one, and readers that must know ask.
     bad_reply: std::sync::atomic::AtomicBool,
     /// Taken by the sync task's steps and by a read-back told from outside, so that a push, its
-    /// acknowledgement and a read-back do not interleave.
+    /// acknowledgement and a read-back do not interleave, and by a move (`move_into`).
     lock: Mutex<()>,
+    /// A newer counter family of the class adopted this cell (`dense.rs`): its state now lives
+    /// in the family's cell, and this one only catches increments that raced the move, which
+    /// are drained there. Set once, under `lock`; never cleared.
+    moved: std::sync::atomic::AtomicBool,
     /// Sequence number of the unacknowledged push in `inflight`; 0 when none. Read and written
     /// under `lock` only.
     unacked: AtomicU64,
 }
+
+/// A cell operation found the cell moved to a newer family (`CellCore::move_into`): resolve
+/// the cell again and retry there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moved;
 
 /// A family cell's size (see [`CellCore`]).
 pub(crate) const CORE_SIZE: usize = 56;
@@ -299,7 +308,64 @@ impl CellCore {
             refreshed_at: AtomicU64::new(0),
             bad_reply: std::sync::atomic::AtomicBool::new(false),
             lock: Mutex::new(()),
+            moved: std::sync::atomic::AtomicBool::new(false),
             unacked: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a newer family adopted this cell (see `moved`).
+    #[inline]
+    pub(crate) fn is_moved(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
+    }
+
+    /// Moves this cell's state into `target`, a cell of a new family that no one else reaches
+    /// yet, and marks this one moved (see [`DenseFamily`](crate::dense)): the global value and
+    /// when it was read, the expiry, an unacknowledged push (its sequence and delta: the sync
+    /// acknowledges it on `target`, which sends it again as is if the reply is lost), and what
+    /// is pending, taken atomically (an increment racing the move lands here after it, and
+    /// [`take_stray`](Self::take_stray) hands it on). The value here is left as it was, for a
+    /// reader that resolved this cell just before the move. False if it was moved already.
+    pub(crate) fn move_into(&self, target: &CellCore) -> bool {
+        let _guard = self.lock.lock();
+        if self.is_moved() {
+            return false;
+        }
+        let _target = target.lock.lock();
+        for (from, to) in [
+            (&self.base, &target.base),
+            (&self.inflight, &target.inflight),
+            (&self.expires_at, &target.expires_at),
+            (&self.refreshed_at, &target.refreshed_at),
+            (&self.unacked, &target.unacked),
+        ] {
+            to.store(from.load(Ordering::Acquire), Ordering::Release);
+        }
+        target.set_bad_reply(self.has_bad_reply());
+        let pending = self
+            .pending
+            .swap(Self::zero_bits(self.kind), Ordering::AcqRel);
+        Self::add(&target.pending, self.num(pending));
+        self.moved.store(true, Ordering::Release);
+        true
+    }
+
+    /// What increments that raced the move of this (moved) cell left here, taken: to add to the
+    /// cell that adopted it. `None` when nothing is left or the cell was not moved.
+    pub(crate) fn take_stray(&self) -> Option<Num> {
+        if !self.is_moved() || self.load(&self.pending).is_zero() {
+            return None;
+        }
+        let pending = self
+            .pending
+            .swap(Self::zero_bits(self.kind), Ordering::AcqRel);
+        Some(self.num(pending)).filter(|n| !n.is_zero())
+    }
+
+    fn num(&self, bits: u64) -> Num {
+        match self.kind {
+            Kind::Int => Num::Int(bits as i64),
+            Kind::Float => Num::Float(f64::from_bits(bits)),
         }
     }
 
@@ -312,11 +378,7 @@ impl CellCore {
 
     #[inline]
     fn load(&self, cell: &AtomicU64) -> Num {
-        let bits = cell.load(Ordering::Acquire);
-        match self.kind {
-            Kind::Int => Num::Int(bits as i64),
-            Kind::Float => Num::Float(f64::from_bits(bits)),
-        }
+        self.num(cell.load(Ordering::Acquire))
     }
 
     fn store(&self, cell: &AtomicU64, value: Num) {
@@ -438,9 +500,20 @@ impl CellCore {
 
     /// The delta to push now, with its sequence number: the unacknowledged one again if the last
     /// push failed (same sequence, so Redis applies it at most once), otherwise everything
-    /// pending under a new sequence number. `None` when there is nothing to push.
-    pub(crate) fn take_for_flush(&self, next_seq: impl FnOnce() -> u64) -> Option<(u64, Num)> {
+    /// pending under a new sequence number. `None` when there is nothing to push; `Err(Moved)`
+    /// when the cell was moved (the caller resolves the cell again and retries there).
+    pub(crate) fn take_for_flush(
+        &self,
+        next_seq: impl FnOnce() -> u64,
+    ) -> Result<Option<(u64, Num)>, Moved> {
         let _guard = self.lock.lock();
+        if self.is_moved() {
+            return Err(Moved);
+        }
+        Ok(self.take_locked(next_seq))
+    }
+
+    fn take_locked(&self, next_seq: impl FnOnce() -> u64) -> Option<(u64, Num)> {
         let unacked = self.unacked.load(Ordering::Acquire);
         if unacked != 0 {
             return Some((unacked, self.load(&self.inflight)));
@@ -461,8 +534,17 @@ impl CellCore {
     /// counter's value after it and `ttl_ms` the key's remaining lifetime in Redis, when known.
     /// A fixed-TTL counter takes Redis' expiry (set by the first instance that wrote the key),
     /// so increments are not counted locally in a key that Redis is about to drop.
-    pub(crate) fn ack(&self, global: Num, delta: Num, now_ms: u64, ttl_ms: Option<u64>) {
+    pub(crate) fn ack(
+        &self,
+        global: Num,
+        delta: Num,
+        now_ms: u64,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), Moved> {
         let _guard = self.lock.lock();
+        if self.is_moved() {
+            return Err(Moved);
+        }
         self.store(&self.base, global);
         Self::add(&self.inflight, delta.neg());
         self.refreshed_at.store(now_ms, Ordering::Release);
@@ -473,27 +555,39 @@ impl CellCore {
             }
         }
         self.unacked.store(0, Ordering::Release);
+        Ok(())
     }
 
     /// A read-back of the global value at `now_ms`; ignored while a push is unacknowledged (the
-    /// reply to that push is exact).
-    pub(crate) fn refresh(&self, global: Num, now_ms: u64) {
+    /// reply to that push is exact); `Err(Moved)` as for [`take_for_flush`](Self::take_for_flush).
+    pub(crate) fn refresh(&self, global: Num, now_ms: u64) -> Result<(), Moved> {
         let _guard = self.lock.lock();
+        if self.is_moved() {
+            return Err(Moved);
+        }
         if self.unacked.load(Ordering::Acquire) == 0 {
             self.store(&self.base, global);
             self.refreshed_at.store(now_ms, Ordering::Release);
         }
+        Ok(())
     }
 
-    /// Whether nothing is owed to Redis.
+    /// Whether nothing is owed to Redis (a moved cell owes only what raced its move).
     pub(crate) fn is_settled(&self) -> bool {
         let _guard = self.lock.lock();
+        if self.is_moved() {
+            return self.load(&self.pending).is_zero();
+        }
         self.unacked.load(Ordering::Acquire) == 0 && self.load(&self.pending).is_zero()
     }
 
     /// Whether the counter has expired (or was never written) at `now_ms` and owes Redis
     /// nothing (without Redis, nothing is ever owed: `pending` is the local value itself).
     pub(crate) fn is_expired_and_settled(&self, now_ms: u64, remote: bool) -> bool {
+        if self.is_moved() {
+            // Its state lives in the cell that adopted it; only a raced increment is left.
+            return self.load(&self.pending).is_zero();
+        }
         let expires = self.expires_at.load(Ordering::Acquire);
         (expires == 0 || now_ms >= expires) && (!remote || self.is_settled())
     }
@@ -539,16 +633,16 @@ mod tests {
     fn a_failed_push_is_resent_with_the_same_sequence() {
         let c = cell(Kind::Int);
         c.increment(Num::Int(5), 0, true);
-        let first = c.take_for_flush(|| 7);
+        let first = c.take_for_flush(|| 7).unwrap();
         assert_eq!(first, Some((7, Num::Int(5))));
         c.increment(Num::Int(2), 1, true);
         // No ack: the same push again, the new delta waits.
-        assert_eq!(c.take_for_flush(|| 8), Some((7, Num::Int(5))));
+        assert_eq!(c.take_for_flush(|| 8).unwrap(), Some((7, Num::Int(5))));
         assert_eq!(c.value(2, true), Num::Int(7));
-        c.ack(Num::Int(5), Num::Int(5), 2, None);
+        c.ack(Num::Int(5), Num::Int(5), 2, None).unwrap();
         assert_eq!(c.value(2, true), Num::Int(7));
-        assert_eq!(c.take_for_flush(|| 9), Some((9, Num::Int(2))));
-        c.ack(Num::Int(107), Num::Int(2), 3, None); // another instance added 100 meanwhile
+        assert_eq!(c.take_for_flush(|| 9).unwrap(), Some((9, Num::Int(2))));
+        c.ack(Num::Int(107), Num::Int(2), 3, None).unwrap(); // another instance added 100 meanwhile
         assert_eq!(c.value(3, true), Num::Int(107));
         assert!(c.is_settled());
     }
@@ -571,20 +665,20 @@ mod tests {
     fn a_remote_counter_past_its_local_ttl_serves_the_global_value_read_back() {
         let c = CounterCell::new("k".into(), Kind::Int, 1_000, ExpiryMode::FromLastWrite);
         c.increment(Num::Int(1), 0, true);
-        let (seq, delta) = c.take_for_flush(|| 1).unwrap();
+        let (seq, delta) = c.take_for_flush(|| 1).unwrap().unwrap();
         assert_eq!(seq, 1);
-        c.ack(Num::Int(1), delta, 10, None);
+        c.ack(Num::Int(1), delta, 10, None).unwrap();
         // Other instances keep the key alive; the sync reads 40 back after our TTL ran out.
-        c.refresh(Num::Int(40), 5_000);
+        c.refresh(Num::Int(40), 5_000).unwrap();
         assert_eq!(c.value(5_001, true), Num::Int(40));
         // An increment after the local expiry keeps the live base.
         assert_eq!(c.increment(Num::Int(2), 5_002, true), Num::Int(42));
         // Without a read-back since the expiry, the old base is not served.
         let d = CounterCell::new("d".into(), Kind::Int, 1_000, ExpiryMode::FromLastWrite);
-        d.refresh(Num::Int(9), 1);
+        d.refresh(Num::Int(9), 1).unwrap();
         d.increment(Num::Int(1), 2, true);
-        let (_, delta) = d.take_for_flush(|| 2).unwrap();
-        d.ack(Num::Int(10), delta, 3, None);
+        let (_, delta) = d.take_for_flush(|| 2).unwrap().unwrap();
+        d.ack(Num::Int(10), delta, 3, None).unwrap();
         assert_eq!(d.value(2_000, true), Num::Int(0));
     }
 
@@ -593,9 +687,9 @@ mod tests {
     fn a_fixed_ttl_counter_takes_the_expiry_redis_reports() {
         let c = CounterCell::new("k".into(), Kind::Int, 60_000, ExpiryMode::FromFirstWrite);
         c.increment(Num::Int(1), 50_000, true);
-        let (_, delta) = c.take_for_flush(|| 1).unwrap();
+        let (_, delta) = c.take_for_flush(|| 1).unwrap().unwrap();
         // Another instance created the key at 0: Redis drops it at 60_000, not 110_000.
-        c.ack(Num::Int(7), delta, 50_100, Some(9_900));
+        c.ack(Num::Int(7), delta, 50_100, Some(9_900)).unwrap();
         assert_eq!(c.value(59_999, true), Num::Int(7));
         c.increment(Num::Int(1), 60_000, true);
         assert_eq!(c.value(60_001, true), Num::Int(1), "a new window");
@@ -651,14 +745,14 @@ mod tests {
                     Step::Increment(d) => { c.increment(Num::Int(d), 0, true); local_sum += d; }
                     Step::Remote(d) => { redis += d; remote_sum += d; }
                     Step::Flush(outcome) => {
-                        if let Some((seq, delta)) = c.take_for_flush(|| { next_seq += 1; next_seq }) {
+                        if let Some((seq, delta)) = c.take_for_flush(|| { next_seq += 1; next_seq }).unwrap() {
                             match outcome {
-                                Outcome::Applied => { apply(seq, delta, &mut redis); c.ack(Num::Int(redis), delta, 0, None); }
+                                Outcome::Applied => { apply(seq, delta, &mut redis); c.ack(Num::Int(redis), delta, 0, None).unwrap(); }
                                 Outcome::Lost => {}
                                 Outcome::AppliedReplyLost => apply(seq, delta, &mut redis),
                             }
                         } else {
-                            c.refresh(Num::Int(redis), 0);
+                            c.refresh(Num::Int(redis), 0).unwrap();
                         }
                     }
                 }

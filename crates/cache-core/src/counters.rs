@@ -67,7 +67,10 @@ impl Counters<'_> {
     /// `keys` says (see [`CounterFamily`]): for a counter kept per deployment, 56 bytes a
     /// counter and no key stored. Its counters count against `max_tracked_keys` (refused as a
     /// whole when they do not fit) and live while a handle on the family or one of its counters
-    /// does, or while a counter has not expired or owes Redis a delta.
+    /// does, or while a counter has not expired or owes Redis a delta. When `keys` has a class,
+    /// the family adopts the cells of its keys that live families of the class own (their
+    /// counts and what they owe move to it; the old families' counters forward to it), so the
+    /// next snapshot's family keeps the counts and the old one goes with its last user.
     pub fn family(
         self,
         len: usize,
@@ -95,6 +98,15 @@ impl Counters<'_> {
     ) -> Result<CounterFamily<V>, CacheError> {
         let family = self.inner.family(len, keys, V::KIND, options)?;
         Ok(CounterFamily::new(family, Arc::clone(self.inner)))
+    }
+
+    /// Diagnostics: the counter families of `class` ([`FamilyKeys::class`]; `""` for the
+    /// families that share nothing) this cache tracks now — those in use, and those kept until
+    /// their own cells expire and owe Redis nothing — their slots and the cells they own. What
+    /// reloads leave behind shows here: for tests and operators, not for hot paths (it takes
+    /// the families' lock).
+    pub fn family_stats(self, class: &str) -> FamilyStats {
+        self.inner.family_stats(class)
     }
 
     /// Adds `delta` to the integer counter `key`; returns the local view at once. The delta
@@ -133,6 +145,18 @@ impl Counters<'_> {
                 .as_f64(),
         )
     }
+}
+
+/// The counter families of one class a cache tracks ([`Counters::family_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FamilyStats {
+    /// Families tracked.
+    pub families: usize,
+    /// Their slots (a family's length), 56 bytes each.
+    pub slots: usize,
+    /// The cells they own (slots less those a newer family adopted): what counts against
+    /// `max_tracked_keys` and what the sync pushes or reads back.
+    pub owned: usize,
 }
 
 /// A handle on a counter. Cloning is cheap; `increment` is one atomic add and never waits on
@@ -212,9 +236,9 @@ impl<V: CounterValue> Counter<V> {
     /// counter awaits its acknowledgement (the read-back after it is exact).
     pub fn observe_global(&self, value: V) {
         if value.check("").is_ok() {
+            let now_ms = self.cache.clock().now_ms();
             self.cell
-                .core()
-                .refresh(value.to_num(), self.cache.clock().now_ms());
+                .on_live(|core| core.refresh(value.to_num(), now_ms));
         }
     }
 

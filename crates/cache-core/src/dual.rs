@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, FailureMode};
 use crate::counter::{CellCore, CounterCell, CounterOptions, CounterValue, Kind};
-use crate::dense::{CellRef, DenseFamily, FamilyKeys};
+use crate::dense::{Adoption, CellRef, DenseFamily, FamilyKeys};
 use crate::error::CacheError;
 use crate::pipeline::{SyncReport, SyncState};
 use crate::registry::{ByKey, Registry, lookup};
@@ -208,8 +208,8 @@ impl Inner {
         self.admit_lock.lock()
     }
 
-    /// The cell of a tracked counter, if `key` is tracked: a keyed one, or else a family's
-    /// (found by building the families' keys, one by one).
+    /// The cell of a tracked counter, if `key` is tracked: a keyed one, or else the family cell
+    /// that owns the key (found by building the families' keys, one by one).
     pub(crate) fn counter_cell(&self, key: &str) -> Option<CellRef> {
         if let Some(cell) = lookup(&self.counters.read(), key) {
             return Some(CellRef::Single(Arc::clone(cell)));
@@ -217,11 +217,15 @@ impl Inner {
         let families = self.families.read();
         let mut built = String::new();
         for family in families.iter() {
-            for index in 0..family.cells.len() {
+            for (index, cell) in family.cells.iter().enumerate() {
+                if cell.is_moved() {
+                    continue; // the family that adopted it is listed too
+                }
                 built.clear();
                 family.keys().write_key(index, &mut built);
                 if built == key {
-                    return Some(family.resolve(family, index));
+                    // A family's length fits `u32` (checked when it was made).
+                    return Some(CellRef::Dense(Arc::clone(family), index as u32));
                 }
             }
         }
@@ -283,7 +287,10 @@ impl Inner {
     }
 
     /// Drops counters that expired, owe Redis nothing and have no handle outside the registry,
-    /// and watched deadlines that passed with no handle left; returns how many.
+    /// and watched deadlines that passed with no handle left; returns how many. A family no one
+    /// uses any more that a newer one adopted cells of (a reload's leftover) and whose own cells
+    /// still count (a removed deployment's, unexpired or owing Redis) is not kept whole: those
+    /// cells become keyed counters (`DenseFamily::spill_to_keys`) and its slab goes.
     #[expect(
         clippy::mutable_key_type,
         reason = "an entry hashes by its cell's key, which never changes (registry.rs)"
@@ -300,12 +307,29 @@ impl Inner {
         watched.retain(|ByKey(cell)| !(Arc::strong_count(cell) == 1 && cell.is_idle(now)));
         let pruned = pruned + (before - watched.len());
         let mut families = self.families.write();
+        for family in families.iter() {
+            family.drain_strays(now, remote);
+        }
         let before: usize = families.iter().map(|f| f.owned()).sum();
+        let mut kept_as_keys = 0;
         families.retain(|family| {
-            !(Arc::strong_count(family) == 1 && family.is_expired_and_settled(now))
+            if Arc::strong_count(family) != 1 {
+                return true;
+            }
+            if family.is_expired_and_settled(now) {
+                return false;
+            }
+            // A reload's leftover: its cells that still count become keyed counters.
+            match family.spill_to_keys(counters, now) {
+                Some(cells) => {
+                    kept_as_keys += cells;
+                    false
+                }
+                None => true,
+            }
         });
         let after: usize = families.iter().map(|f| f.owned()).sum();
-        pruned + (before - after)
+        pruned + (before - after - kept_as_keys)
     }
 
     /// Adds `delta` to `cell` (the one increment path of handles and keys); fails only in
@@ -316,7 +340,8 @@ impl Inner {
         cell: &CellRef,
         delta: V,
     ) -> Result<V, CacheError> {
-        self.add_to(cell.core(), cell.ttl_ms(), || cell.key(), delta)
+        let core = cell.core();
+        self.add_to(&core, core.ttl_ms(), || cell.key(), delta)
     }
 
     /// [`add_ref`](Self::add_ref) on a cell's state, its TTL, and its key (built only for an
@@ -347,15 +372,15 @@ impl Inner {
         counters + self.watched.read().len() + self.family_cells()
     }
 
-    /// The cells the tracked families own (a slot that is another family's cell counts once,
-    /// with the family that owns it).
+    /// The cells the tracked families own (a cell a newer family adopted counts once, with the
+    /// family that adopted it).
     fn family_cells(&self) -> usize {
         self.families.read().iter().map(|f| f.owned()).sum()
     }
 
     /// A new family of `len` counters, tracked from now on (refused as a whole when the cells
-    /// it owns do not fit under `max_tracked_keys`: the cells of keys a live family of its
-    /// class holds are that family's, counted once).
+    /// it adds do not fit under `max_tracked_keys`: the cells of keys a live family of its
+    /// class holds move to it, and count once, with it).
     pub(crate) fn family(
         &self,
         len: usize,
@@ -382,24 +407,22 @@ impl Inner {
         // Families are made one at a time: under the counters' lock, held to the end.
         let mut counters = self.counters.write();
         let class = keys.class().to_string();
-        let mut family =
-            DenseFamily::new(len, keys, kind, ttl_ms, options.expiry, self.is_remote());
-        if !class.is_empty() {
-            let live: Vec<Arc<DenseFamily>> = self
-                .families
+        let family = DenseFamily::new(len, keys, kind, ttl_ms, options.expiry, self.is_remote());
+        let live: Vec<Arc<DenseFamily>> = if class.is_empty() {
+            Vec::new()
+        } else {
+            self.families
                 .read()
                 .iter()
                 .filter(|f| f.keys().class() == class)
                 .cloned()
-                .collect();
-            if !live.is_empty() {
-                family.share_with(&live, kind);
-            }
-        }
-        // The families it shares cells with are held by it: a prune cannot drop them.
-        let owned = family.owned();
+                .collect()
+        };
+        let adoption = Adoption::plan(&family, &live, &counters, kind);
+        // The cells it adopts leave their families: they count once, with it.
+        let added = len - adoption.len();
         let fits = |counters: &Registry<CounterCell>| {
-            self.tracked(counters.len()).saturating_add(owned) <= self.config.max_tracked_keys
+            self.tracked(counters.len()).saturating_add(added) <= self.config.max_tracked_keys
         };
         if !fits(&counters) {
             self.prune_if_due(&mut counters);
@@ -408,8 +431,21 @@ impl Inner {
             return Err(self.refuse_key(&name()));
         }
         let family = Arc::new(family);
+        adoption.apply(&family, &live, &mut counters);
         self.families.write().push(Arc::clone(&family));
         Ok(family)
+    }
+
+    /// The tracked families of `class` (diagnostics: see `Counters::family_stats`).
+    pub(crate) fn family_stats(&self, class: &str) -> crate::counters::FamilyStats {
+        let families = self.families.read();
+        let mut stats = crate::counters::FamilyStats::default();
+        for family in families.iter().filter(|f| f.keys().class() == class) {
+            stats.families += 1;
+            stats.slots += family.cells.len();
+            stats.owned += family.owned();
+        }
+        stats
     }
 
     /// Every tracked counter cell: the keyed ones, then each family's.
@@ -420,11 +456,13 @@ impl Inner {
             .iter()
             .map(|e| CellRef::Single(Arc::clone(&e.0)))
             .collect();
+        let now = self.clock.now_ms();
         for family in self.families.read().iter() {
-            cells.reserve(family.cells.len());
-            for index in 0..family.cells.len() {
-                // Another family's cell is listed with that family.
-                if !family.is_alias(index) {
+            family.drain_strays(now, self.is_remote());
+            cells.reserve(family.owned());
+            for (index, cell) in family.cells.iter().enumerate() {
+                // A cell a newer family adopted is listed with that family.
+                if !cell.is_moved() {
                     // A family's length fits `u32` (checked when it was made).
                     cells.push(CellRef::Dense(Arc::clone(family), index as u32));
                 }

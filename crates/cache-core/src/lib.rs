@@ -95,7 +95,7 @@ pub use admission::{Admission, AdmissionSource, Admissions, LimitCheck};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{CacheConfig, FailureMode, RECONNECT_MAX_DELAY, RedisConfig};
 pub use counter::{CounterOptions, CounterValue, ExpiryMode};
-pub use counters::{Counter, Counters, FloatCounter, IntCounter};
+pub use counters::{Counter, Counters, FamilyStats, FloatCounter, IntCounter};
 pub use deadlines::{Deadline, Deadlines, LatestDeadline};
 pub use dense::{CounterFamily, FamilyKeys, IntCounterFamily};
 pub use dual::{CacheStats, DualCache, SyncHook};

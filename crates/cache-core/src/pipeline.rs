@@ -158,16 +158,23 @@ pub(crate) async fn flush(
     let trip = store.sync(&sync.instance, &items).await;
     let mut replies = trip.replies.into_iter();
     for (((cell, key), delta), reply) in cells.iter().zip(&keys).zip(deltas).zip(replies.by_ref()) {
-        let cell = cell.core();
+        // A cell a newer family adopted since the push was taken is acknowledged where the push
+        // moved (`dense.rs`).
         match (delta, reply) {
             (Some(delta), Some(Ok(SyncReply::Pushed { global, ttl_ms }))) => {
-                cell.ack(global, delta, now_ms, ttl_ms);
-                cell.set_bad_reply(false);
+                cell.on_live(|core| {
+                    core.ack(global, delta, now_ms, ttl_ms)?;
+                    core.set_bad_reply(false);
+                    Ok(())
+                });
                 report.pushed += 1;
             }
             (None, Some(Ok(SyncReply::Value(global)))) => {
-                cell.refresh(global, now_ms);
-                cell.set_bad_reply(false);
+                cell.on_live(|core| {
+                    core.refresh(global, now_ms)?;
+                    core.set_bad_reply(false);
+                    Ok(())
+                });
                 report.refreshed += 1;
             }
             (_, Some(Ok(other))) => report.errors.push(CacheError::UnexpectedReply {
@@ -179,7 +186,7 @@ pub(crate) async fn flush(
                 // A reply that is no number: the local view is not the shared one (see
                 // `Counter::check_remote`). A command Redis refused says nothing about that.
                 if matches!(e, CacheError::UnexpectedReply { .. }) {
-                    cell.set_bad_reply(true);
+                    cell.core().set_bad_reply(true);
                 }
                 report.errors.push(e);
             }
@@ -220,27 +227,28 @@ fn plan<'a>(
     let mut items = Vec::with_capacity(cells.len() + watched.len());
     let mut deltas = Vec::with_capacity(cells.len());
     for (cell_ref, key) in cells.iter().zip(keys) {
-        let cell = cell_ref.core();
-        let item = match cell.take_for_flush(|| sync.next_seq()) {
-            Some((seq, delta)) => {
-                deltas.push(Some(delta));
-                SyncItem::Push {
-                    key,
-                    seq,
-                    delta,
-                    ttl_ms: cell_ref.ttl_ms(),
-                    expiry: cell.expiry,
-                    kind: cell.kind,
+        let item = cell_ref.on_live(|cell| {
+            Ok(match cell.take_for_flush(|| sync.next_seq())? {
+                Some((seq, delta)) => {
+                    deltas.push(Some(delta));
+                    SyncItem::Push {
+                        key,
+                        seq,
+                        delta,
+                        ttl_ms: cell.ttl_ms(),
+                        expiry: cell.expiry,
+                        kind: cell.kind,
+                    }
                 }
-            }
-            None => {
-                deltas.push(None);
-                SyncItem::Read {
-                    key,
-                    kind: cell.kind,
+                None => {
+                    deltas.push(None);
+                    SyncItem::Read {
+                        key,
+                        kind: cell.kind,
+                    }
                 }
-            }
-        };
+            })
+        });
         items.push(item);
     }
     for cell in watched {

@@ -468,3 +468,394 @@ async fn a_family_counts_only_the_cells_it_owns_against_the_bound() {
     assert_eq!(second.value(1), 4);
     cache.shutdown().await.unwrap();
 }
+
+/// `{d<i>}:<suffix>` for `i < len`, in the class `class`: one configuration's deployments.
+struct Fleet {
+    len: usize,
+    suffix: &'static str,
+    class: &'static str,
+}
+
+impl FamilyKeys for Fleet {
+    fn write_key(&self, index: usize, out: &mut String) {
+        if index < self.len {
+            out.push_str(&hash_tagged(&format!("d{index}"), self.suffix));
+        }
+    }
+
+    fn class(&self) -> &str {
+        self.class
+    }
+}
+
+fn fleet(len: usize, suffix: &'static str, class: &'static str) -> Arc<dyn FamilyKeys> {
+    Arc::new(Fleet { len, suffix, class })
+}
+
+/// Regression: a new family aliased the cells old families of its class held, so every old
+/// family stayed alive while a newer one used any of its cells — 50 reloads that each add a
+/// deployment kept 51 full slabs alive for good. Now the new family adopts them: the old one
+/// goes with the last thing using it, and every count stays exact through the moves.
+#[tokio::test]
+async fn fifty_reloads_adding_a_deployment_each_keep_the_families_bounded_and_the_counts_exact() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("family-reloads");
+    let (a, b) = pair(&url, &prefix).await;
+    let (counts, in_flight) = ("rpm:reloads", "in_flight:reloads");
+    let mut len = 10;
+    let mut current = a
+        .counters()
+        .family(len, fleet(len, ":rpm", counts), MINUTE)
+        .unwrap();
+    let mut calls = a
+        .counters()
+        .family(len, fleet(len, ":calls", in_flight), MINUTE)
+        .unwrap();
+    let mut expected = vec![0i64; 60];
+    for reload in 0..50 {
+        // A call in flight on the old configuration, and a handle of its store's.
+        let call = reload % len;
+        let permit = calls.counter(call).unwrap();
+        permit.increment(1).unwrap();
+        let stale = current.counter(reload % 3).unwrap();
+        current.increment(call, 2).unwrap();
+        expected[call] += 2;
+        if reload % 5 == 0 {
+            a.sync_now().await.unwrap(); // some moves carry an acknowledged count, some not
+        }
+        // The reload: the next configuration adds a deployment.
+        len += 1;
+        let next = a
+            .counters()
+            .family(len, fleet(len, ":rpm", counts), MINUTE)
+            .unwrap();
+        let next_calls = a
+            .counters()
+            .family(len, fleet(len, ":calls", in_flight), MINUTE)
+            .unwrap();
+        assert_eq!(
+            next_calls.value(call),
+            1,
+            "the call in flight, reload {reload}"
+        );
+        assert_eq!(
+            next.value(call),
+            expected[call],
+            "carried over, reload {reload}"
+        );
+        // Both configurations count while both live: one cell per key.
+        current.increment(call, 1).unwrap();
+        stale.increment(3).unwrap();
+        next.increment(len - 1, 4).unwrap();
+        next.increment(call, 5).unwrap();
+        expected[call] += 6;
+        expected[reload % 3] += 3;
+        expected[len - 1] += 4;
+        assert_eq!(
+            current.value(call),
+            expected[call],
+            "old view, reload {reload}"
+        );
+        assert_eq!(
+            next.value(call),
+            expected[call],
+            "new view, reload {reload}"
+        );
+        // The call ends on the old configuration's handle; the old store goes.
+        permit.increment(-1).unwrap();
+        assert_eq!(
+            next_calls.value(call),
+            0,
+            "in flight ends at 0, reload {reload}"
+        );
+        drop((permit, stale));
+        current = next;
+        calls = next_calls;
+        a.sync_now().await.unwrap();
+        for class in [counts, in_flight] {
+            let stats = a.counters().family_stats(class);
+            assert_eq!(stats.families, 1, "reload {reload}, {class}: {stats:?}");
+            assert_eq!(stats.slots, len, "reload {reload}, {class}: {stats:?}");
+            assert_eq!(stats.owned, len, "reload {reload}, {class}: {stats:?}");
+        }
+    }
+    assert_eq!(a.stats().tracked_keys, 2 * len, "each key counted once");
+    // Another instance counted on the same keys meanwhile.
+    let other = b
+        .counters()
+        .family(len, fleet(len, ":rpm", counts), MINUTE)
+        .unwrap();
+    other.increment(0, 100).unwrap();
+    expected[0] += 100;
+    b.sync_now().await.unwrap();
+    a.sync_now().await.unwrap();
+    let raw = raw_client(&url).await;
+    for (i, expected) in expected.iter().enumerate().take(len) {
+        let global: Option<i64> = raw
+            .get(format!("{prefix}{}", key(i, ":rpm")))
+            .await
+            .unwrap();
+        assert_eq!(global.unwrap_or(0), *expected, "Redis, d{i}");
+        assert_eq!(current.value(i), *expected, "local view, d{i}");
+        let calls_global: Option<i64> = raw
+            .get(format!("{prefix}{}", key(i, ":calls")))
+            .await
+            .unwrap();
+        assert_eq!(calls_global.unwrap_or(0), 0, "in flight in Redis, d{i}");
+        assert_eq!(calls.value(i), 0, "in flight here, d{i}");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// While an old configuration lives (a call in flight on it), the families of its class are
+/// the old one and the live one: reloads in between do not pile up slabs either.
+#[tokio::test]
+async fn a_long_lived_old_family_keeps_only_itself_and_the_newest_family_alive() {
+    let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
+    let class = "in_flight:long";
+    let first = cache
+        .counters()
+        .family(10, fleet(10, ":c", class), MINUTE)
+        .unwrap();
+    let permit = first.counter(4).unwrap();
+    permit.increment(1).unwrap();
+    let mut current = None;
+    for len in 11..61 {
+        current = Some(
+            cache
+                .counters()
+                .family(len, fleet(len, ":c", class), MINUTE)
+                .unwrap(),
+        );
+        cache.sync_now().await.unwrap();
+        let stats = cache.counters().family_stats(class);
+        assert!(stats.families <= 2, "{len}: {stats:?}");
+        assert_eq!(stats.owned, len, "{len}: {stats:?}");
+    }
+    let current = current.unwrap();
+    assert_eq!(current.value(4), 1);
+    permit.increment(-1).unwrap();
+    assert_eq!(current.value(4), 0);
+    drop((first, permit));
+    cache.sync_now().await.unwrap();
+    assert_eq!(cache.counters().family_stats(class).families, 1);
+    cache.shutdown().await.unwrap();
+}
+
+/// A removed deployment's cell stays with the old family that owns it, read back at every sync
+/// while that family lives, and not once it is gone (its last handle dropped and its cells
+/// expired and settled).
+#[tokio::test]
+async fn a_removed_deployment_s_cell_is_no_longer_read_back_once_its_last_family_is_gone() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("family-removed");
+    let clock = ManualClock::new(1_000_000);
+    let cfg = CacheConfig {
+        sync_interval: Duration::from_secs(3600),
+        ..config(&url, &prefix)
+    };
+    let cache = DualCache::connect_with_clock(cfg, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let class = "rpm:removed";
+    let old = cache
+        .counters()
+        .family(3, fleet(3, ":rpm", class), MINUTE)
+        .unwrap();
+    old.increment(0, 1).unwrap();
+    old.increment(2, 7).unwrap(); // d2, about to be removed
+    // The next configuration drops d2.
+    let new = cache
+        .counters()
+        .family(2, fleet(2, ":rpm", class), MINUTE)
+        .unwrap();
+    assert_eq!(new.value(0), 1);
+    let synced = |report: &ferrolite_cache::SyncReport| report.pushed + report.refreshed;
+    let report = cache.sync_now().await.unwrap();
+    assert_eq!(synced(&report), 3, "d0, d1 and the old d2: {report:?}");
+    drop(old);
+    // Gone from use, but its own cell was written within its TTL: kept (as a keyed counter,
+    // without the old slab), and read.
+    let report = cache.sync_now().await.unwrap();
+    assert_eq!(synced(&report), 3, "{report:?}");
+    assert_eq!(cache.counters().family_stats(class).families, 1);
+    assert_eq!(cache.stats().tracked_keys, 3);
+    clock.advance_ms(60_000);
+    let report = cache.sync_now().await.unwrap();
+    assert_eq!(report.pruned, 1, "the old family's own cell: {report:?}");
+    let report = cache.sync_now().await.unwrap();
+    assert_eq!(
+        synced(&report),
+        2,
+        "only the live configuration's cells: {report:?}"
+    );
+    let stats = cache.counters().family_stats(class);
+    assert_eq!(
+        stats,
+        ferrolite_cache::FamilyStats {
+            families: 1,
+            slots: 2,
+            owned: 2
+        }
+    );
+    let raw = raw_client(&url).await;
+    let d2: i64 = raw
+        .get(format!("{prefix}{}", key(2, ":rpm")))
+        .await
+        .unwrap();
+    assert_eq!(d2, 7, "its count reached Redis once");
+    cache.shutdown().await.unwrap();
+}
+
+/// Reloads racing increments on other threads and the sync: whatever family an increment went
+/// through (one adopted meanwhile, or one that raced the move), it reaches Redis exactly once
+/// and the newest family's view sums them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_racing_increments_and_syncs_lose_and_double_nothing() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("family-race");
+    let cfg = CacheConfig {
+        sync_interval: Duration::from_millis(5),
+        ..config(&url, &prefix)
+    };
+    let cache = DualCache::connect(cfg).await.unwrap();
+    let class = "rpm:race";
+    let first = cache
+        .counters()
+        .family(4, fleet(4, ":r", class), MINUTE)
+        .unwrap();
+    let current = Arc::new(parking_lot::Mutex::new(first));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (current, stop) = (Arc::clone(&current), Arc::clone(&stop));
+        writers.push(std::thread::spawn(move || {
+            let mut total = 0i64;
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // A handle taken before a reload, used after it.
+                let family = current.lock().clone();
+                let held = family.counter(n % 4).unwrap();
+                for _ in 0..50 {
+                    family.increment((n + w) % 4, 1).unwrap();
+                    held.increment(2).unwrap();
+                    total += 3;
+                    n += 1;
+                }
+            }
+            total
+        }));
+    }
+    for len in 5..45 {
+        let next = cache
+            .counters()
+            .family(len, fleet(len, ":r", class), MINUTE)
+            .unwrap();
+        *current.lock() = next;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let total: i64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let family = current.lock().clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = cache.sync_now().await.unwrap();
+        if report.unsettled == 0 && report.errors.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "unsettled: {report:?}");
+    }
+    // One more: what the last sync's prune handed on from a raced move is pushed.
+    cache.sync_now().await.unwrap();
+    let raw = raw_client(&url).await;
+    let mut in_redis = 0;
+    let mut seen = 0;
+    for i in 0..4 {
+        let global: Option<i64> = raw.get(format!("{prefix}{}", key(i, ":r"))).await.unwrap();
+        in_redis += global.unwrap_or(0);
+        seen += family.value(i);
+    }
+    assert!(total > 1_000, "the writers ran: {total}");
+    assert_eq!(in_redis, total, "nothing lost, nothing doubled in Redis");
+    assert_eq!(seen, total, "the newest family's view");
+    let stats = cache.counters().family_stats(class);
+    assert_eq!(stats.families, 1, "{stats:?}");
+    cache.shutdown().await.unwrap();
+}
+
+/// `{d<n>}:<suffix>` for the names `n` by position, in the class `class`.
+struct Named {
+    names: Vec<usize>,
+    class: &'static str,
+}
+
+impl FamilyKeys for Named {
+    fn write_key(&self, index: usize, out: &mut String) {
+        if let Some(n) = self.names.get(index) {
+            out.push_str(&hash_tagged(&format!("d{n}"), ":x"));
+        }
+    }
+
+    fn class(&self) -> &str {
+        self.class
+    }
+}
+
+/// Regression: a reload that renames a deployment kept the old slab for the renamed one's
+/// count. Now the old family goes with its last user; the count of the deployment it alone
+/// held stays (a keyed counter, until it expires) and is adopted if the name comes back.
+#[tokio::test]
+async fn fifty_reloads_renaming_a_deployment_each_keep_one_family_and_the_renamed_counts() {
+    let clock = ManualClock::new(1_000_000);
+    let cache = DualCache::connect_with_clock(CacheConfig::default(), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let class = "x:renames";
+    let named = |names: Vec<usize>| -> Arc<dyn FamilyKeys> { Arc::new(Named { names, class }) };
+    let mut current = cache
+        .counters()
+        .family(2, named(vec![0, 1]), MINUTE)
+        .unwrap();
+    current.increment(0, 1).unwrap();
+    for k in 1..=50usize {
+        current.increment(1, k as i64).unwrap(); // d<k>
+        let next = cache
+            .counters()
+            .family(2, named(vec![0, k + 1]), MINUTE)
+            .unwrap();
+        current = next;
+        cache.sync_now().await.unwrap();
+        let stats = cache.counters().family_stats(class);
+        assert_eq!(
+            (stats.families, stats.slots, stats.owned),
+            (1, 2, 2),
+            "reload {k}"
+        );
+        // d1..d<k> are keyed counters now: 128 bytes each, not a slab each.
+        assert_eq!(cache.stats().tracked_keys, 2 + k, "reload {k}");
+        assert_eq!(current.value(0), 1, "d0 carried over, reload {k}");
+    }
+    let d7 = hash_tagged("d7", ":x");
+    assert_eq!(cache.counters().value(&d7), Some(7.0));
+    // d7 comes back: its count is adopted, not started again.
+    let back = cache
+        .counters()
+        .family(3, named(vec![0, 51, 7]), MINUTE)
+        .unwrap();
+    assert_eq!(back.value(2), 7);
+    assert_eq!(cache.counters().value(&d7), Some(7.0), "one cell");
+    drop(current);
+    cache.sync_now().await.unwrap();
+    assert_eq!(
+        cache.stats().tracked_keys,
+        3 + 49,
+        "d7 counted once, with the family"
+    );
+    // The renamed ones expire like any counter.
+    clock.advance_ms(60_000);
+    back.increment(0, 1).unwrap();
+    cache.sync_now().await.unwrap();
+    assert_eq!(cache.stats().tracked_keys, 3);
+    cache.shutdown().await.unwrap();
+}

@@ -20,9 +20,22 @@
 //! Defaults when `api_base` is not set: `openai` `https://api.openai.com/v1`, `groq`
 //! `https://api.groq.com/openai/v1`, `together_ai` `https://api.together.xyz/v1`, `ollama`
 //! `http://localhost:11434/v1`, `gemini` `https://generativelanguage.googleapis.com/v1beta/openai`,
-//! `anthropic` `https://api.anthropic.com/v1`, `mistral` `https://api.mistral.ai/v1`,
-//! `deepseek` `https://api.deepseek.com/v1`. vLLM (`hosted_vllm/...`) and other self-hosted
-//! servers need `api_base`, e.g. `http://gpu-1:8000/v1`.
+//! `mistral` `https://api.mistral.ai/v1`, `deepseek` `https://api.deepseek.com/v1`. vLLM
+//! (`hosted_vllm/...`) and other self-hosted servers need `api_base`, e.g.
+//! `http://gpu-1:8000/v1`.
+//!
+//! Providers with a protocol of their own have a backend of their own, which this one hands
+//! their deployments to:
+//!
+//! | provider | protocol | URL | key header |
+//! |---|---|---|---|
+//! | `anthropic` | Anthropic's Messages API | `{api_base}/v1/messages`, `api_base` defaulting to `https://api.anthropic.com` | `x-api-key` (and `anthropic-version`) |
+//!
+//! A caller's own Responses API request (`POST /v1/responses`) to an `openai` or `azure`
+//! deployment goes to that deployment's Responses endpoint untranslated (`{api_base}/responses`;
+//! azure's `{api_base}/openai/responses?api-version=…`) and its answer comes back in the
+//! Responses API's form; other providers get its chat translation, and refuse one continuing a
+//! stored conversation (`previous_response_id`).
 //!
 //! Failures are classified for the router: the HTTP status (429 with `Retry-After` in seconds or
 //! as an HTTP date), a context-length error body as a context-window error, a content-filter
@@ -41,6 +54,7 @@ use ferrolite_types::{Deployment, ErrorClass};
 use futures_util::StreamExt;
 
 mod plain;
+mod responses;
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -776,7 +790,8 @@ impl serde::Serialize for Field<'_> {
 }
 
 /// A provider's OpenAI-compatible endpoint, when it has a well-known one (the `api_base` a
-/// deployment of that provider may leave out; `azure` has none).
+/// deployment of that provider may leave out; `azure` has none, nor do providers called in
+/// their own protocol, such as `anthropic`, whose backends know their endpoints).
 pub fn default_base(provider: &str) -> Option<&'static str> {
     Some(match provider {
         "openai" | "text-completion-openai" => "https://api.openai.com/v1",
@@ -784,7 +799,6 @@ pub fn default_base(provider: &str) -> Option<&'static str> {
         "together_ai" => "https://api.together.xyz/v1",
         "ollama" | "ollama_chat" => "http://localhost:11434/v1",
         "gemini" => "https://generativelanguage.googleapis.com/v1beta/openai",
-        "anthropic" => "https://api.anthropic.com/v1",
         "mistral" => "https://api.mistral.ai/v1",
         "deepseek" => "https://api.deepseek.com/v1",
         _ => return None,
@@ -878,6 +892,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
+        if let Some(call) = responses::call_natively(self, deployment, request) {
+            return call;
+        }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::call(self, protocol, deployment, request);
         }
@@ -910,6 +927,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
+        if let Some(stream) = responses::stream_natively(self, deployment, request) {
+            return stream;
+        }
         if let Some(protocol) = crate::providers::native(deployment) {
             return crate::providers::stream(self, protocol, deployment, request);
         }

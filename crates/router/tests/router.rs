@@ -669,3 +669,92 @@ async fn a_call_is_given_what_the_backend_prepared_of_its_deployment() {
         ]
     );
 }
+
+/// Regression: every reload that added a deployment kept one more full-length slab of the
+/// `{id}:fails`, `{id}:successes` and in-flight counter families alive for good (a new family
+/// aliased the old one's cells). Now the live families of each class are the live snapshot's
+/// and, while a call still runs on it, the old snapshot's; counts carry over exactly.
+#[tokio::test]
+async fn fifty_reloads_adding_a_deployment_each_keep_the_router_s_counter_families_bounded() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("router-reloads");
+    let cache = DualCache::connect(CacheConfig {
+        sync_interval: Duration::from_secs(3600),
+        ..config(&url, &prefix)
+    })
+    .await
+    .unwrap();
+    let script = Arc::new(Script::default());
+    let router = Router::new(
+        vec![dep("g", "0")],
+        settings(),
+        cache.clone(),
+        script.clone(),
+    )
+    .unwrap();
+    let request = || {
+        Request::new(
+            "g",
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    // A call in flight on the first snapshot through the first reloads.
+    script.next([Step::Delay(Duration::from_millis(200))]);
+    let long = {
+        let (router, request) = (router.clone(), request());
+        tokio::spawn(async move { router.call(request).await })
+    };
+    let first = DeploymentId::new("0");
+    while router.in_flight(&first) != Some(1) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let classes = [":fails", ":successes", "request_count"];
+    let mut answered = 1; // the long call
+    for k in 1..=50usize {
+        router.upsert(dep("g", &k.to_string())).unwrap();
+        router.call(request()).await.unwrap();
+        answered += 1;
+        cache.sync_now().await.unwrap();
+        for class in classes {
+            let stats = cache.counters().family_stats(class);
+            assert!(stats.families <= 2, "reload {k}, {class}: {stats:?}");
+            assert!(stats.slots <= 2 * (k + 1), "reload {k}, {class}: {stats:?}");
+            assert_eq!(stats.owned, k + 1, "reload {k}, {class}: {stats:?}");
+        }
+    }
+    long.await.unwrap().unwrap();
+    cache.sync_now().await.unwrap();
+    // What Redis holds, read back by another instance.
+    let other = DualCache::connect(CacheConfig {
+        sync_interval: Duration::from_secs(3600),
+        ..config(&url, &prefix)
+    })
+    .await
+    .unwrap();
+    let window = ferrolite_cache::CounterOptions::fixed_ttl(Duration::from_secs(60));
+    let counted: Vec<_> = (0..=50usize)
+        .map(|k| {
+            other
+                .counters()
+                .counter(&format!("{{{k}}}:successes"), window)
+                .unwrap()
+        })
+        .collect();
+    other.sync_now().await.unwrap();
+    let successes: i64 = counted.iter().map(|c| c.value()).sum();
+    for k in 0..=50usize {
+        let id = DeploymentId::new(k.to_string());
+        assert_eq!(router.in_flight(&id), Some(0), "deployment {k}");
+    }
+    assert_eq!(
+        successes, answered,
+        "every success counted once across the reloads"
+    );
+    for class in classes {
+        let stats = cache.counters().family_stats(class);
+        assert_eq!(stats.families, 1, "{class}: {stats:?}");
+        assert_eq!(stats.slots, 51, "{class}: {stats:?}");
+    }
+    cache.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+}

@@ -13,8 +13,10 @@ use ferrolite_types::{Deployment, Protocol};
 
 use crate::http::HttpBackend;
 
+pub(crate) mod anthropic;
+
 /// The protocols with a backend of their own here.
-const NATIVE: &[Protocol] = &[];
+const NATIVE: &[Protocol] = &[Protocol::AnthropicMessages];
 
 /// The protocol `deployment` is called in, when it is not OpenAI's.
 pub(crate) fn native(deployment: &Deployment) -> Option<Protocol> {
@@ -30,10 +32,9 @@ pub(crate) fn call<'a>(
     deployment: &'a Deployment,
     request: &'a BackendRequest,
 ) -> BackendFuture<'a> {
-    let _ = (backend, deployment, request);
     // Each provider's module adds its arm.
-    #[allow(clippy::match_single_binding)]
     match protocol {
+        Protocol::AnthropicMessages => anthropic::call(backend, deployment, request),
         _ => unreachable_protocol(protocol),
     }
 }
@@ -45,10 +46,9 @@ pub(crate) fn stream<'a>(
     deployment: &'a Deployment,
     request: &'a BackendRequest,
 ) -> BackendStreamFuture<'a> {
-    let _ = (backend, deployment, request);
     // Each provider's module adds its arm.
-    #[allow(clippy::match_single_binding)]
     match protocol {
+        Protocol::AnthropicMessages => anthropic::stream(backend, deployment, request),
         _ => Box::pin(async move { Err(not_native(protocol)) }),
     }
 }

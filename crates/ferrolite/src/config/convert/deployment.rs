@@ -13,8 +13,9 @@ use crate::config::{ConfigError, HealthChecks, NotCallable};
 use crate::mock::{MockResponse, MockSpec, litellm_error_class, parse_mock_response};
 
 /// Providers whose own protocol ferrolite's HTTP backend does not speak yet (it speaks
-/// OpenAI's, which `openai`, `azure`, `anthropic`, `gemini`, `groq`, `mistral`, `hosted_vllm`,
-/// ... serve): calls to them would be sent a protocol they do not understand.
+/// OpenAI's, which `openai`, `azure`, `gemini`, `groq`, `mistral`, `hosted_vllm`, ... serve,
+/// and Anthropic's Messages API): calls to them would be sent a protocol they do not
+/// understand.
 const NOT_IMPLEMENTED_PROVIDERS: &[&str] = &[
     "bedrock",
     "sagemaker",
@@ -52,10 +53,12 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
             return Some(format!("provider {provider} is not implemented"));
         }
         // The HTTP backend calls `api_base`, or the provider's well-known endpoint; without
-        // either every call would fail. A catch-all's provider is the request's.
+        // either every call would fail. A catch-all's provider is the request's; a provider
+        // with a backend of its own (`anthropic`) knows its endpoint.
         #[cfg(feature = "http")]
         if deployment.api_base.is_none()
             && provider.as_str() != "*"
+            && crate::providers::native(deployment).is_none()
             && crate::http::default_base(provider.as_str()).is_none()
         {
             return Some(format!(
