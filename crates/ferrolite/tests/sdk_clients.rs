@@ -996,7 +996,7 @@ fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>
         .map(|d| d.as_str().unwrap())
         .collect();
     assert_eq!(deltas, TEXT, "{stream}");
-    // The model a streamed response names: `a_streamed_response_names_the_model_a_whole_one_names`.
+    // The streamed model: `a_streamed_response_names_the_model_a_whole_one_names`.
     assert_response(
         &stream["completed"],
         stream_model,
