@@ -1130,8 +1130,6 @@ async fn the_fake_upstream_answers_the_openai_sdk_as_openai_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway defect: a /v1/responses stream translated from another protocol names \
-            the deployment's model (the upstream's `model`), the whole answer the group asked for"]
 async fn a_streamed_response_names_the_model_a_whole_one_names() {
     let Some(python) = python() else { return };
     let groups = groups().await;
