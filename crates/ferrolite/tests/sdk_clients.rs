@@ -964,9 +964,8 @@ fn assert_tool_use(message: &Value, context: &str) {
 }
 
 /// The `responses` suite's steps: the upstream's text, tool call and usage, whole, streamed
-/// (the events in order) and through the SDK's stream helper; a whole response names `model`,
-/// a streamed one `stream_model` when given.
-fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>) {
+/// (the events in order) and through the SDK's stream helper, each response naming `model`.
+fn assert_responses_steps(steps: &Steps, model: &str) {
     let plain = steps.ok("responses_create");
     assert_response(plain, Some(model), "responses_create");
 
@@ -996,10 +995,9 @@ fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>
         .map(|d| d.as_str().unwrap())
         .collect();
     assert_eq!(deltas, TEXT, "{stream}");
-    // The streamed model: `a_streamed_response_names_the_model_a_whole_one_names`.
     assert_response(
         &stream["completed"],
-        stream_model,
+        Some(model),
         "responses_stream completed",
     );
 
@@ -1035,7 +1033,7 @@ fn assert_responses_steps(steps: &Steps, model: &str, stream_model: Option<&str>
         .map(|d| d.as_str().unwrap())
         .collect();
     assert_eq!(deltas, TEXT, "{helper}");
-    assert_response(&helper["final"], stream_model, "responses_helper final");
+    assert_response(&helper["final"], Some(model), "responses_helper final");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1046,7 +1044,7 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
     for group in &groups {
         let steps = run(&python, "openai_client.py", "responses", &base, group.name).await;
 
-        assert_responses_steps(&steps, group.responses_model, None);
+        assert_responses_steps(&steps, group.responses_model);
 
         if let Some(received) = &group.received {
             // Translated, `instructions` reach the upstream as the system message, before the
@@ -1124,31 +1122,9 @@ async fn the_fake_upstream_answers_the_openai_sdk_as_openai_does() {
         UPSTREAM_MODEL,
     )
     .await;
-    assert_responses_steps(&steps, UPSTREAM_MODEL, Some(UPSTREAM_MODEL));
+    assert_responses_steps(&steps, UPSTREAM_MODEL);
     assert_eq!(received.passed_through("responses_create").len(), 1);
     assert_eq!(received.passed_through("responses_stream").len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_response_names_the_model_a_whole_one_names() {
-    let Some(python) = python() else { return };
-    let groups = groups().await;
-    let base = gateway(&groups).await;
-    for group in &groups {
-        let steps = run(&python, "openai_client.py", "stream", &base, group.name).await;
-        let stream = steps.ok("responses_stream");
-        assert_response(
-            &stream["completed"],
-            Some(group.responses_model),
-            "responses_stream",
-        );
-        let helper = steps.ok("responses_helper");
-        assert_response(
-            &helper["final"],
-            Some(group.responses_model),
-            "responses_helper",
-        );
-    }
 }
 
 /// The text of a Messages API answer's `text` blocks.

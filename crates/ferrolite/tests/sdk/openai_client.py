@@ -1,7 +1,7 @@
 """The official `openai` SDK against the gateway: chat completions and the Responses API.
 
 Usage: FERROLITE_GATEWAY=... FERROLITE_KEY=... FERROLITE_MODEL=... python openai_client.py SUITE
-with SUITE one of `chat`, `responses`, `stream`, `errors`, `conversation` (steps.py says what it prints).
+with SUITE one of `chat`, `responses`, `errors`, `conversation` (steps.py says what it prints).
 """
 
 import openai
@@ -201,7 +201,6 @@ run(
             responses_image,
             responses_helper,
         ],
-        "stream": [responses_stream, responses_helper],
         "errors": [chat_unknown_model, responses_unknown_model],
         "conversation": [responses_previous_response_id],
     }
