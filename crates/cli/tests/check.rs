@@ -181,12 +181,12 @@ litellm_settings:
 const UNSUPPORTED: &str = r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: bedrock/anthropic.claude-3-sonnet}
+    litellm_params: {model: sagemaker/my-endpoint}
   - model_name: gpt-4o
     litellm_params: {model: openai/gpt-4o, mock_response: hi}
 "#;
 
-/// Regression (issue 16): a bedrock deployment was accepted and sent OpenAI's protocol.
+/// Regression (issue 16): a sagemaker deployment was accepted and sent OpenAI's protocol.
 #[test]
 fn check_lists_deployments_it_cannot_call_and_serve_refuses_them_unless_told_to_skip() {
     let dir = scratch("unsupported");
@@ -196,7 +196,7 @@ fn check_lists_deployments_it_cannot_call_and_serve_refuses_them_unless_told_to_
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        shown.contains("(not callable: provider bedrock is not implemented)"),
+        shown.contains("(not callable: provider sagemaker is not implemented)"),
         "{shown}"
     );
     assert!(
@@ -224,7 +224,7 @@ fn check_lists_deployments_it_cannot_call_and_serve_refuses_them_unless_told_to_
         "{error}"
     );
     assert!(
-        error.contains("not callable: provider bedrock is not implemented"),
+        error.contains("not callable: provider sagemaker is not implemented"),
         "{error}"
     );
 
@@ -261,7 +261,7 @@ fn check_lists_deployments_it_cannot_call_and_serve_refuses_them_unless_told_to_
     assert!(stdout.contains("(1 model groups)"), "{stdout}");
     assert_eq!(
         stderr
-            .matches("not callable: provider bedrock is not implemented; left out of routing")
+            .matches("not callable: provider sagemaker is not implemented; left out of routing")
             .count(),
         1,
         "{stderr}"

@@ -886,12 +886,47 @@ pub(crate) fn bad_answer(message: String) -> BackendError {
     BackendError::new(ErrorClass::ServerError { status: 502 }, message)
 }
 
+/// The refusal of a call whose caller's request its canonical translation could not carry
+/// whole ([`ferrolite_router::Native::untranslated`]) by a deployment that would send the
+/// translation: only one that takes the caller's body as it is (an `anthropic` deployment for
+/// a Messages request, an `openai` or `azure` one for a Responses request) may answer it.
+fn untranslatable(deployment: &Deployment, request: &BackendRequest) -> Option<BackendError> {
+    let native = request.native.as_ref()?;
+    let missing = native.untranslated.as_ref()?;
+    let passes_through = match native.protocol {
+        ferrolite_types::Protocol::AnthropicMessages => {
+            crate::providers::native(deployment)
+                == Some(ferrolite_types::Protocol::AnthropicMessages)
+        }
+        ferrolite_types::Protocol::OpenAiResponses => responses::serves_responses(deployment),
+        _ => false,
+    };
+    if passes_through {
+        return None;
+    }
+    let provider = deployment
+        .provider()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    Some(BackendError::new(
+        ErrorClass::BadRequest { status: 400 },
+        format!(
+            "`{}`: {}; a {provider} deployment is sent its translation, which cannot carry it \
+             (only a deployment of the caller's protocol, {}, takes the request as it is)",
+            missing.field, missing.reason, native.protocol
+        ),
+    ))
+}
+
 impl Backend for HttpBackend {
     fn call<'a>(
         &'a self,
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendFuture<'a> {
+        if let Some(refused) = untranslatable(deployment, request) {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         if let Some(call) = responses::call_natively(self, deployment, request) {
             return call;
         }
@@ -927,6 +962,9 @@ impl Backend for HttpBackend {
         deployment: &'a Deployment,
         request: &'a BackendRequest,
     ) -> BackendStreamFuture<'a> {
+        if let Some(refused) = untranslatable(deployment, request) {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         if let Some(stream) = responses::stream_natively(self, deployment, request) {
             return stream;
         }

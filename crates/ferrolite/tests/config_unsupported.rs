@@ -1,4 +1,4 @@
-//! Deployments ferrolite cannot call yet (a provider with a protocol of its own, a
+//! Deployments ferrolite cannot call yet (a provider with a protocol of its own not implemented, a
 //! `model_info.mode` the gateway does not serve): listed by the loader, refused for serving
 //! unless `skip_unsupported_deployments` leaves them out of routing.
 #![cfg(all(feature = "gateway", feature = "http"))]
@@ -40,7 +40,7 @@ async fn chat(base: &str, model: &str) -> (u16, serde_json::Value) {
 const UNSUPPORTED: &str = r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: bedrock/anthropic.claude-3-sonnet, aws_region_name: us-east-1}
+    litellm_params: {model: sagemaker/my-endpoint}
   - model_name: gemini
     litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p}
   - model_name: dall-e
@@ -52,7 +52,7 @@ model_list:
     litellm_params: {model: bedrock/x, mock_response: hi}
 "#;
 
-/// Regression (issue 16): a bedrock, Vertex AI or image-generation deployment was sent
+/// Regression (issue 16): a SageMaker, Vertex AI or image-generation deployment was sent
 /// OpenAI's protocol.
 #[tokio::test]
 async fn deployments_ferrolite_cannot_call_are_refused_for_serving_or_left_out_when_asked() {
@@ -65,7 +65,7 @@ async fn deployments_ferrolite_cannot_call_are_refused_for_serving_or_left_out_w
     assert_eq!(
         reasons,
         vec![
-            (0, "provider bedrock is not implemented"),
+            (0, "provider sagemaker is not implemented"),
             (1, "provider vertex_ai is not implemented"),
             (2, "mode image_generation is not implemented"),
         ]
@@ -78,7 +78,7 @@ async fn deployments_ferrolite_cannot_call_are_refused_for_serving_or_left_out_w
         "{error}"
     );
     assert!(
-        error.contains("not callable: provider bedrock is not implemented"),
+        error.contains("not callable: provider sagemaker is not implemented"),
         "{error}"
     );
     assert!(error.contains("model_list[2] (dall-e, id "), "{error}");
@@ -114,7 +114,7 @@ async fn router_from_config_with_the_http_backend_refuses_them_too() {
     std::fs::write(&path, UNSUPPORTED).unwrap();
     let error = ferrolite::from_config(&path).await.unwrap_err().to_string();
     assert!(
-        error.contains("not callable: provider bedrock is not implemented"),
+        error.contains("not callable: provider sagemaker is not implemented"),
         "{error}"
     );
     let _ = std::fs::remove_dir_all(dir);

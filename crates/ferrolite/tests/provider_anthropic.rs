@@ -742,6 +742,7 @@ fn native_call(stream: bool) -> Request {
     let mut request = Request::new("claude", canonical);
     request.stream = stream;
     request.native = Some(Native {
+        untranslated: None,
         protocol: Protocol::AnthropicMessages,
         body: Arc::new(native),
     });

@@ -75,6 +75,20 @@ pub struct Native {
     pub protocol: Protocol,
     /// The request's body as the caller sent it.
     pub body: std::sync::Arc<serde_json::Value>,
+    /// What the canonical translation could not carry, when it is not whole: the request is
+    /// routed on the rest, and only a deployment that takes the caller's body as it is (one of
+    /// its protocol) may answer it; any other refuses the call naming the field.
+    pub untranslated: Option<Untranslated>,
+}
+
+/// A field of a caller's request its canonical translation could not carry
+/// ([`Native::untranslated`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslated {
+    /// The field, as a JSON path in the caller's body (`tools[0].type`).
+    pub field: String,
+    /// Why it could not be translated.
+    pub reason: String,
 }
 
 /// An API key's requests and tokens per minute, counted in the shared state under

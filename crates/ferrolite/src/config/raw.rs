@@ -132,6 +132,8 @@ pub(super) struct RawParams {
     #[serde(default)]
     pub(super) aws_region_name: Option<SecretValue>,
     #[serde(default)]
+    pub(super) aws_bedrock_runtime_endpoint: Option<EnvString>,
+    #[serde(default)]
     pub(super) vertex_project: Option<SecretValue>,
     #[serde(default)]
     pub(super) vertex_location: Option<SecretValue>,

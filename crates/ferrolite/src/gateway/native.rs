@@ -27,7 +27,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ferrolite_protocols::{TranslateError, anthropic, responses};
-use ferrolite_router::{Native, RouterResponse, RouterStream};
+use ferrolite_router::{Native, RouterResponse, RouterStream, Untranslated};
 use ferrolite_types::{ChatMessage, Protocol, TiktokenCounter, TokenCounter};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -64,6 +64,63 @@ const GATEWAY_FIELDS: [&str; 11] = [
     "timeout",
 ];
 
+/// The most parts of a request left out of its translation before it is refused.
+const MOST_PARTS_LEFT_OUT: usize = 16;
+
+/// Top-level fields a request is not routed without.
+const ESSENTIAL: [&str; 4] = ["model", "messages", "input", "system"];
+
+/// Takes the part of `request` the JSON path `field` names out of it: the innermost list item
+/// on the path (`messages[2].content[0].type` takes out `messages[2].content[0]`), else the
+/// top-level field (`tools`, `previous_response_id`). `false` when there is nothing it may
+/// take out (an empty path, an essential field, a path that is not in the request).
+fn leave_out(request: &mut Value, field: &str) -> bool {
+    // The path's steps: object keys and list indices.
+    let mut steps: Vec<Result<&str, usize>> = Vec::new();
+    for part in field.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            steps.push(Ok(name));
+        }
+        while let Some(end) = rest.find(']') {
+            match rest[1..end].parse::<usize>() {
+                Ok(index) => steps.push(Err(index)),
+                Err(_) => return false,
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    let cut = match steps.iter().rposition(Result::is_err) {
+        Some(at) => at,
+        None => match steps.first() {
+            Some(Ok(name)) if !ESSENTIAL.contains(name) => 0,
+            _ => return false,
+        },
+    };
+    let mut at = request;
+    for step in &steps[..cut] {
+        let next = match step {
+            Ok(name) => at.get_mut(*name),
+            Err(index) => at.get_mut(*index),
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match (steps.get(cut), at) {
+        (Some(Err(index)), Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        (Some(Ok(name)), Value::Object(object)) => object.remove(*name).is_some(),
+        _ => false,
+    }
+}
+
 impl Inbound {
     /// The protocol of its bodies.
     fn protocol(self) -> Protocol {
@@ -73,24 +130,41 @@ impl Inbound {
         }
     }
 
-    /// The caller's request in the canonical chat form. A Responses request continuing a
-    /// stored conversation (`previous_response_id`) is translated without it: only a
-    /// deployment that passes the caller's body through can continue it, and any other
-    /// refuses the call naming the field.
+    /// The caller's request in the canonical chat form.
     fn to_chat(self, request: &Value) -> Result<Value, TranslateError> {
         match self {
             Inbound::Messages | Inbound::CountTokens => anthropic::client::request_to_chat(request),
-            Inbound::Responses => match request.get("previous_response_id") {
-                Some(id) if !id.is_null() => {
-                    let mut rest = request.clone();
-                    if let Some(object) = rest.as_object_mut() {
-                        object.remove("previous_response_id");
-                    }
-                    responses::request_to_chat(&rest)
-                }
-                _ => responses::request_to_chat(request),
-            },
+            Inbound::Responses => responses::request_to_chat(request),
         }
+    }
+
+    /// The caller's request in the canonical chat form, and what the form could not carry
+    /// when it is not whole. A request with a field the chat form has no place for (a
+    /// provider's server tool, `previous_response_id`, a document block, ...) is translated
+    /// without it, a part at a time (the list item, else the top-level field, the error
+    /// names), so that it can still be routed to a deployment that takes the caller's body as
+    /// it is; one without its `model`, its messages or its input is refused with the first
+    /// error.
+    fn to_chat_leniently(
+        self,
+        request: &Value,
+    ) -> Result<(Value, Option<TranslateError>), TranslateError> {
+        let first = match self.to_chat(request) {
+            Ok(chat) => return Ok((chat, None)),
+            Err(first) => first,
+        };
+        let mut rest = request.clone();
+        let mut error = first.clone();
+        for _ in 0..MOST_PARTS_LEFT_OUT {
+            if !leave_out(&mut rest, &error.field) {
+                break;
+            }
+            match self.to_chat(&rest) {
+                Ok(chat) => return Ok((chat, Some(first))),
+                Err(next) => error = next,
+            }
+        }
+        Err(first)
     }
 
     /// A canonical answer as the caller's protocol's.
@@ -182,30 +256,44 @@ async fn handle(
     else {
         return Err(GatewayError::NoModel);
     };
-    let chat = inbound
-        .to_chat(&native)
-        .map_err(GatewayError::Untranslatable)?;
+    // The gateway's and the router's fields (tags, fallbacks, num_retries, cache controls),
+    // taken out of the caller's body: they go to the router with its translation, never to a
+    // provider.
+    let routing = gateway_fields(&mut native);
     if inbound == Inbound::CountTokens {
+        let chat = inbound
+            .to_chat(&native)
+            .map_err(GatewayError::Untranslatable)?;
         return Ok(axum::Json(serde_json::json!({
             "input_tokens": count_tokens_of(&model, &chat),
         }))
         .into_response());
     }
+    let (mut chat, untranslated) = inbound
+        .to_chat_leniently(&native)
+        .map_err(GatewayError::Untranslatable)?;
+    if let Some(object) = chat.as_object_mut() {
+        object.extend(routing);
+        // A translation that is not whole is no key for the response cache: it would match
+        // the answers of requests without what it left out.
+        if untranslated.is_some() {
+            object.insert(
+                "cache".into(),
+                serde_json::json!({"no-cache": true, "no-store": true}),
+            );
+        }
+    }
     let mut request = body::request(chat, &model, &headers, caller.key(), id);
     // A stream is what the caller asked for, whatever its translation says.
     request.stream = native.get("stream").and_then(Value::as_bool) == Some(true);
-    if let Some(object) = native.as_object_mut() {
-        for field in GATEWAY_FIELDS {
-            object.remove(field);
-        }
-        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("tags");
-        }
-    }
     let native = Arc::new(native);
     request.native = Some(Native {
         protocol: inbound.protocol(),
         body: Arc::clone(&native),
+        untranslated: untranslated.map(|e| Untranslated {
+            field: e.field,
+            reason: e.reason,
+        }),
     });
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {
@@ -220,6 +308,33 @@ async fn handle(
     }
     let answer = router.call(request).await?;
     whole(answer, inbound, &model, &native)
+}
+
+/// Takes the gateway's and the router's fields out of a caller's body ([`GATEWAY_FIELDS`], and
+/// `metadata.tags`, given as the top-level `tags`), to be given to the router with its
+/// translation.
+fn gateway_fields(native: &mut Value) -> serde_json::Map<String, Value> {
+    let mut taken = serde_json::Map::new();
+    let Some(object) = native.as_object_mut() else {
+        return taken;
+    };
+    for field in GATEWAY_FIELDS {
+        if let Some(value) = object.remove(field) {
+            taken.insert(field.to_string(), value);
+        }
+    }
+    let metadata = object.get_mut("metadata").and_then(Value::as_object_mut);
+    if let Some(tags) = metadata.and_then(|metadata| metadata.remove("tags")) {
+        let mut all = match taken.remove("tags") {
+            Some(Value::Array(tags)) => tags,
+            _ => Vec::new(),
+        };
+        if let Value::Array(more) = tags {
+            all.extend(more);
+        }
+        taken.insert("tags".into(), Value::Array(all));
+    }
+    taken
 }
 
 /// A whole answer in the caller's protocol: a pass-through answer as it came, a canonical
@@ -307,12 +422,15 @@ fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Va
     litellm_headers(&mut headers, Answered::from(&stream));
     let translator = Events::new(inbound, &model, &request);
     let events =
-        futures_util::stream::unfold(Some((stream, translator)), move |state| async move {
-            let (mut stream, mut translator) = state?;
+        futures_util::stream::unfold(Some((stream, translator, false)), move |state| async move {
+            // `passed`: the stream is passed through (its chunks in the caller's protocol), so
+            // the translator has nothing to end.
+            let (mut stream, mut translator, mut passed) = state?;
             loop {
                 let mut out = Vec::new();
                 match stream.next().await {
                     Some(Ok(chunk)) if chunk.protocol == inbound.protocol() => {
+                        passed = true;
                         let kind = chunk
                             .body
                             .raw("type")
@@ -340,6 +458,7 @@ fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Va
                     Some(Err(e)) => {
                         return Some((Ok(error_event(inbound, GatewayError::Router(e))), None));
                     }
+                    None if passed => return None,
                     None => {
                         for event in translator.finish() {
                             write(&mut out, event.to_string().as_bytes(), kind_of(&event));
@@ -351,7 +470,7 @@ fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Va
                     }
                 }
                 if !out.is_empty() {
-                    return Some((Ok(Bytes::from(out)), Some((stream, translator))));
+                    return Some((Ok(Bytes::from(out)), Some((stream, translator, passed))));
                 }
             }
         });

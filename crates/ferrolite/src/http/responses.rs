@@ -100,8 +100,14 @@ fn passes_through<'a>(deployment: &Deployment, request: &'a BackendRequest) -> O
     if native.protocol != Protocol::OpenAiResponses {
         return None;
     }
-    let provider = deployment.provider().ok()?;
-    matches!(provider.as_str(), "openai" | "azure").then_some(native)
+    serves_responses(deployment).then_some(native)
+}
+
+/// Whether `deployment` serves the Responses API itself (an `openai` or `azure` one).
+pub(crate) fn serves_responses(deployment: &Deployment) -> bool {
+    deployment
+        .provider()
+        .is_ok_and(|provider| matches!(provider.as_str(), "openai" | "azure"))
 }
 
 /// Calls `deployment`'s Responses endpoint with the caller's request; the whole answer.

@@ -14,9 +14,10 @@ use ferrolite_types::{Deployment, Protocol};
 use crate::http::HttpBackend;
 
 pub(crate) mod anthropic;
+pub(crate) mod bedrock;
 
 /// The protocols with a backend of their own here.
-const NATIVE: &[Protocol] = &[Protocol::AnthropicMessages];
+const NATIVE: &[Protocol] = &[Protocol::AnthropicMessages, Protocol::BedrockConverse];
 
 /// The protocol `deployment` is called in, when it is not OpenAI's.
 pub(crate) fn native(deployment: &Deployment) -> Option<Protocol> {
@@ -35,6 +36,7 @@ pub(crate) fn call<'a>(
     // Each provider's module adds its arm.
     match protocol {
         Protocol::AnthropicMessages => anthropic::call(backend, deployment, request),
+        Protocol::BedrockConverse => bedrock::call(backend, deployment, request),
         _ => unreachable_protocol(protocol),
     }
 }
@@ -49,6 +51,7 @@ pub(crate) fn stream<'a>(
     // Each provider's module adds its arm.
     match protocol {
         Protocol::AnthropicMessages => anthropic::stream(backend, deployment, request),
+        Protocol::BedrockConverse => bedrock::stream(backend, deployment, request),
         _ => Box::pin(async move { Err(not_native(protocol)) }),
     }
 }
@@ -59,8 +62,11 @@ pub(crate) fn prepare(
     protocol: Protocol,
     deployment: &Deployment,
 ) -> Option<Prepared> {
-    let _ = (backend, protocol, deployment);
-    None
+    let _ = backend;
+    match protocol {
+        Protocol::BedrockConverse => bedrock::prepare(deployment),
+        _ => None,
+    }
 }
 
 fn unreachable_protocol<'a>(protocol: Protocol) -> BackendFuture<'a> {

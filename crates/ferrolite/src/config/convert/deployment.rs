@@ -17,7 +17,6 @@ use crate::mock::{MockResponse, MockSpec, litellm_error_class, parse_mock_respon
 /// and Anthropic's Messages API): calls to them would be sent a protocol they do not
 /// understand.
 const NOT_IMPLEMENTED_PROVIDERS: &[&str] = &[
-    "bedrock",
     "sagemaker",
     "sagemaker_chat",
     "vertex_ai",
@@ -60,6 +59,7 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
             && provider.as_str() != "*"
             && crate::providers::native(deployment).is_none()
             && crate::http::default_base(provider.as_str()).is_none()
+            && crate::providers::native(deployment).is_none()
         {
             return Some(format!(
                 "provider {provider} needs api_base (its OpenAI-compatible endpoint)"
@@ -302,6 +302,9 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     };
     check_deployment(i, &deployment, &at)?;
     let mock = mock_of(p, &at)?;
+    if mock.is_none() {
+        check_provider_params(&deployment, &at)?;
+    }
     Ok((deployment, mock))
 }
 
@@ -316,6 +319,12 @@ fn provider_params_of(p: &mut RawParams) -> BTreeMap<String, Secret> {
         ),
         ("aws_session_token", p.aws_session_token.take().map(|s| s.0)),
         ("aws_region_name", p.aws_region_name.take().map(|s| s.0)),
+        (
+            "aws_bedrock_runtime_endpoint",
+            p.aws_bedrock_runtime_endpoint
+                .take()
+                .map(|s| Secret::new(s.0)),
+        ),
         ("vertex_project", p.vertex_project.take().map(|s| s.0)),
         ("vertex_location", p.vertex_location.take().map(|s| s.0)),
         (
@@ -404,6 +413,28 @@ fn check_deployment(
             deployment.budget_duration.as_deref(),
         )?;
     }
+    Ok(())
+}
+
+/// A called (not mocked) deployment of a provider that signs its calls has what it signs
+/// with: a `bedrock` one its region and keys, from its parameters or the environment.
+fn check_provider_params(
+    deployment: &Deployment,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    #[cfg(feature = "http")]
+    if deployment.provider().is_ok_and(|p| p.as_str() == "bedrock") {
+        use crate::providers::bedrock;
+        if let Err(bedrock::Missing(param, how)) = bedrock::region_of(deployment)
+            .and_then(|_| bedrock::credentials_of(deployment).map(drop))
+        {
+            return Err(ConfigError::at(
+                at(param),
+                format!("required for a bedrock deployment ({how})"),
+            ));
+        }
+    }
+    let _ = (deployment, at);
     Ok(())
 }
 
