@@ -19,17 +19,19 @@
 //! Most providers speak this protocol: set `api_base` to their OpenAI-compatible endpoint.
 //! Defaults when `api_base` is not set: `openai` `https://api.openai.com/v1`, `groq`
 //! `https://api.groq.com/openai/v1`, `together_ai` `https://api.together.xyz/v1`, `ollama`
-//! `http://localhost:11434/v1`, `gemini` `https://generativelanguage.googleapis.com/v1beta/openai`,
-//! `mistral` `https://api.mistral.ai/v1`, `deepseek` `https://api.deepseek.com/v1`. vLLM
-//! (`hosted_vllm/...`) and other self-hosted servers need `api_base`, e.g.
-//! `http://gpu-1:8000/v1`.
+//! `http://localhost:11434/v1`, `mistral` `https://api.mistral.ai/v1`, `deepseek`
+//! `https://api.deepseek.com/v1`. vLLM (`hosted_vllm/...`) and other self-hosted servers need
+//! `api_base`, e.g. `http://gpu-1:8000/v1`.
 //!
-//! Providers with a protocol of their own have a backend of their own, which this one hands
-//! their deployments to:
+//! Providers with a protocol of their own have a backend of their own (`providers/`), which
+//! this one hands their deployments to:
 //!
 //! | provider | protocol | URL | key header |
 //! |---|---|---|---|
 //! | `anthropic` | Anthropic's Messages API | `{api_base}/v1/messages`, `api_base` defaulting to `https://api.anthropic.com` | `x-api-key` (and `anthropic-version`) |
+//! | `bedrock` | Bedrock's Converse / ConverseStream | `{endpoint}/model/{modelId}/converse`, endpoint `https://bedrock-runtime.{region}.amazonaws.com` unless `api_base` | SigV4 |
+//! | `gemini` | Gemini's `generateContent` | `{api_base}/models/{model}:generateContent`, `api_base` defaulting to `https://generativelanguage.googleapis.com/v1beta` | `x-goog-api-key` |
+//! | `vertex_ai`, `vertex_ai_beta` | Gemini's `generateContent` | `https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent` | `Authorization: Bearer` (a service account's token) |
 //!
 //! A caller's own Responses API request (`POST /v1/responses`) to an `openai` or `azure`
 //! deployment goes to that deployment's Responses endpoint untranslated (`{api_base}/responses`;
@@ -78,6 +80,8 @@ pub struct HttpBackend {
     /// deployments of one endpoint with one key (10,000 model names behind one server) share
     /// one [`Ready`] instead of one each.
     ready: Arc<parking_lot::Mutex<Interned>>,
+    /// Vertex AI's access tokens, one source per service account in use.
+    pub(crate) google: Arc<crate::providers::gemini::Accounts>,
 }
 
 /// The live prepared values by what they hold: whole [`Ready`]s (deployments that differ in
@@ -194,6 +198,7 @@ impl HttpBackendBuilder {
             client,
             plain,
             ready: Arc::default(),
+            google: Arc::default(),
         })
     }
 }
@@ -223,6 +228,7 @@ impl HttpBackend {
             client,
             plain: None,
             ready: Arc::default(),
+            google: Arc::default(),
         }
     }
 
@@ -798,7 +804,6 @@ pub fn default_base(provider: &str) -> Option<&'static str> {
         "groq" => "https://api.groq.com/openai/v1",
         "together_ai" => "https://api.together.xyz/v1",
         "ollama" | "ollama_chat" => "http://localhost:11434/v1",
-        "gemini" => "https://generativelanguage.googleapis.com/v1beta/openai",
         "mistral" => "https://api.mistral.ai/v1",
         "deepseek" => "https://api.deepseek.com/v1",
         _ => return None,

@@ -41,8 +41,8 @@ const UNSUPPORTED: &str = r#"
 model_list:
   - model_name: claude
     litellm_params: {model: sagemaker/my-endpoint}
-  - model_name: gemini
-    litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p}
+  - model_name: command
+    litellm_params: {model: cohere/command-r-plus}
   - model_name: dall-e
     litellm_params: {model: openai/dall-e-3}
     model_info: {mode: image_generation}
@@ -66,7 +66,7 @@ async fn deployments_ferrolite_cannot_call_are_refused_for_serving_or_left_out_w
         reasons,
         vec![
             (0, "provider sagemaker is not implemented"),
-            (1, "provider vertex_ai is not implemented"),
+            (1, "provider cohere is not implemented"),
             (2, "mode image_generation is not implemented"),
         ]
     );

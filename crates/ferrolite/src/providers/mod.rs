@@ -15,9 +15,14 @@ use crate::http::HttpBackend;
 
 pub(crate) mod anthropic;
 pub(crate) mod bedrock;
+pub(crate) mod gemini;
 
 /// The protocols with a backend of their own here.
-const NATIVE: &[Protocol] = &[Protocol::AnthropicMessages, Protocol::BedrockConverse];
+const NATIVE: &[Protocol] = &[
+    Protocol::AnthropicMessages,
+    Protocol::BedrockConverse,
+    Protocol::Gemini,
+];
 
 /// The protocol `deployment` is called in, when it is not OpenAI's.
 pub(crate) fn native(deployment: &Deployment) -> Option<Protocol> {
@@ -37,6 +42,7 @@ pub(crate) fn call<'a>(
     match protocol {
         Protocol::AnthropicMessages => anthropic::call(backend, deployment, request),
         Protocol::BedrockConverse => bedrock::call(backend, deployment, request),
+        Protocol::Gemini => gemini::call(backend, deployment, request),
         _ => unreachable_protocol(protocol),
     }
 }
@@ -52,6 +58,7 @@ pub(crate) fn stream<'a>(
     match protocol {
         Protocol::AnthropicMessages => anthropic::stream(backend, deployment, request),
         Protocol::BedrockConverse => bedrock::stream(backend, deployment, request),
+        Protocol::Gemini => gemini::stream(backend, deployment, request),
         _ => Box::pin(async move { Err(not_native(protocol)) }),
     }
 }
@@ -62,9 +69,9 @@ pub(crate) fn prepare(
     protocol: Protocol,
     deployment: &Deployment,
 ) -> Option<Prepared> {
-    let _ = backend;
     match protocol {
         Protocol::BedrockConverse => bedrock::prepare(deployment),
+        Protocol::Gemini => gemini::prepare(backend, deployment),
         _ => None,
     }
 }

@@ -13,14 +13,12 @@ use crate::config::{ConfigError, HealthChecks, NotCallable};
 use crate::mock::{MockResponse, MockSpec, litellm_error_class, parse_mock_response};
 
 /// Providers whose own protocol ferrolite's HTTP backend does not speak yet (it speaks
-/// OpenAI's, which `openai`, `azure`, `gemini`, `groq`, `mistral`, `hosted_vllm`, ... serve,
-/// and Anthropic's Messages API): calls to them would be sent a protocol they do not
-/// understand.
+/// OpenAI's, which `openai`, `azure`, `groq`, `mistral`, `hosted_vllm`, ... serve, Anthropic's
+/// Messages API, Bedrock's Converse API and Gemini's, which `gemini`, `vertex_ai` and
+/// `vertex_ai_beta` serve): calls to them would be sent a protocol they do not understand.
 const NOT_IMPLEMENTED_PROVIDERS: &[&str] = &[
     "sagemaker",
     "sagemaker_chat",
-    "vertex_ai",
-    "vertex_ai_beta",
     "cohere",
     "cohere_chat",
     "replicate",
@@ -52,8 +50,8 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
             return Some(format!("provider {provider} is not implemented"));
         }
         // The HTTP backend calls `api_base`, or the provider's well-known endpoint; without
-        // either every call would fail. A catch-all's provider is the request's; a provider
-        // with a backend of its own (`anthropic`) knows its endpoint.
+        // either every call would fail. A catch-all's provider is the request's; providers
+        // with a backend of their own know their endpoints.
         #[cfg(feature = "http")]
         if deployment.api_base.is_none()
             && provider.as_str() != "*"
@@ -66,10 +64,54 @@ fn not_callable_reason(deployment: &Deployment, mode: Option<&str>) -> Option<St
             ));
         }
     }
+    if let Some(reason) = not_callable_on_gemini(deployment, mode) {
+        return Some(reason);
+    }
     match mode {
         Some(mode) if !CALLABLE_MODES.contains(&mode) => {
             Some(format!("mode {mode} is not implemented"))
         }
+        _ => None,
+    }
+}
+
+/// Model families Vertex AI serves in their makers' protocols (Anthropic's, OpenAI's), not in
+/// Gemini's `generateContent`.
+const VERTEX_PARTNER_MODELS: &[&str] = &[
+    "claude",
+    "llama",
+    "mistral",
+    "codestral",
+    "jamba",
+    "deepseek",
+    "qwen",
+    "gpt-oss",
+    "meta/",
+];
+
+/// Why a `gemini/` or `vertex_ai/` deployment cannot be called, if it cannot: the Gemini
+/// backend serves chat completions of Google's models only (not embeddings, not Vertex AI's
+/// partner models).
+fn not_callable_on_gemini(deployment: &Deployment, mode: Option<&str>) -> Option<String> {
+    let provider = deployment.provider().ok()?;
+    let provider = provider.as_str();
+    if !matches!(provider, "gemini" | "vertex_ai" | "vertex_ai_beta") {
+        return None;
+    }
+    let model = deployment.model.to_ascii_lowercase();
+    if provider != "gemini" {
+        if let Some(family) = VERTEX_PARTNER_MODELS.iter().find(|f| model.contains(*f)) {
+            let family = family.trim_end_matches('/');
+            return Some(format!(
+                "provider {provider}: {family} models (Vertex AI partner models) are not implemented, only Google's Gemini models"
+            ));
+        }
+    }
+    let mode = mode.or_else(|| catalogue::mode(&deployment.model));
+    match mode {
+        Some(mode) if mode != "chat" => Some(format!(
+            "provider {provider}: mode {mode} is not implemented (chat only)"
+        )),
         _ => None,
     }
 }
@@ -252,6 +294,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
         tpm: entry_tpm,
     } = raw;
     let at = |field: &str| format!("model_list[{i}].litellm_params.{field}");
+    let mode = info.mode.clone();
     let lookup_name = info
         .base_model
         .clone()
@@ -302,10 +345,60 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     };
     check_deployment(i, &deployment, &at)?;
     let mock = mock_of(p, &at)?;
-    if mock.is_none() {
+    // A deployment not callable anyway is reported as such, not refused for its credentials.
+    if mock.is_none() && not_callable_on_gemini(&deployment, mode.as_deref()).is_none() {
         check_provider_params(&deployment, &at)?;
+        check_vertex(&deployment, &at)?;
     }
     Ok((deployment, mock))
+}
+
+/// A (not mocked) Vertex AI deployment names its credentials, a service-account key (its JSON
+/// or a readable file holding it), and a project (`vertex_project`, or the key's
+/// `project_id`). The error names the field, never the credentials' content.
+fn check_vertex(deployment: &Deployment, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let vertex = deployment
+        .provider()
+        .is_ok_and(|p| matches!(p.as_str(), "vertex_ai" | "vertex_ai_beta"));
+    if !vertex {
+        return Ok(());
+    }
+    let param = |name: &str| {
+        deployment
+            .provider_params
+            .get(name)
+            .map(|s| s.expose().trim())
+            .filter(|s| !s.is_empty())
+    };
+    let credentials = param("vertex_credentials").ok_or_else(|| {
+        ConfigError::at(
+            at("vertex_credentials"),
+            "required for vertex_ai: a service-account key (its JSON, or the path of its file); \
+             application default credentials are not read",
+        )
+    })?;
+    #[cfg(feature = "http")]
+    {
+        let account = crate::providers::gemini::ServiceAccount::load(credentials)
+            .map_err(|why| ConfigError::at(at("vertex_credentials"), why))?;
+        if param("vertex_project").is_none() && account.project_id().is_none() {
+            return Err(ConfigError::at(
+                at("vertex_project"),
+                "required for vertex_ai (the service-account key names no project_id)",
+            ));
+        }
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        let _ = credentials;
+        if param("vertex_project").is_none() {
+            return Err(ConfigError::at(
+                at("vertex_project"),
+                "required for vertex_ai",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The provider's own parameters (Bedrock's and Vertex AI's credentials and places), by their
