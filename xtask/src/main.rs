@@ -21,6 +21,14 @@
 //! is set so that a test needing Redis fails instead of skipping. Fault and cluster tests start
 //! their own `redis-server` processes (a three-master cluster joined with `redis-cli`), so both
 //! binaries must be installed; `ci` stops with the install command when one is missing.
+//!
+//! Python for the tests: the official `openai` and `anthropic` SDKs, at the versions pinned in
+//! `xtask/python-requirements.txt`, in a virtual environment at `target/python-venv` (created
+//! with `python3 -m venv`, filled by its own pip, and reused while its marker matches the
+//! requirements file, so only the first run installs). `FERROLITE_PYTHON` names its interpreter
+//! and `FERROLITE_REQUIRE_PYTHON=1` makes a test needing it fail instead of skipping. `ci` stops
+//! with the install command when `python3` or its `venv` module is missing.
+//! `cargo xtask python` makes (or checks) the same environment and prints its interpreter's path.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +44,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("redis") => redis_foreground(),
+        Some("python") => python_venv().map(|python| println!("{python}")),
         Some("bench") if args.get(1).map(String::as_str) == Some("scale") => scale(&args[2..]),
         Some("bench") => cargo(
             &[
@@ -67,7 +76,7 @@ fn main() -> ExitCode {
             ),
         },
         _ => Err(
-            "usage: cargo xtask <ci | redis | bench [criterion args] | bench scale [scale args] \
+            "usage: cargo xtask <ci | redis | python | bench [criterion args] | bench scale [scale args] \
              | catalogue --from FILE>"
                 .to_string(),
         ),
@@ -183,6 +192,8 @@ fn ci() -> Result<(), String> {
             ));
         }
     }
+    // The SDKs' environment first: a missing Python stops the run before anything is built.
+    let python = python_venv()?;
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(
         &[
@@ -214,6 +225,8 @@ fn ci() -> Result<(), String> {
             &[
                 ("REDIS_URL", url.as_str()),
                 ("FERROLITE_REQUIRE_REDIS", "1"),
+                ("FERROLITE_PYTHON", python.as_str()),
+                ("FERROLITE_REQUIRE_PYTHON", "1"),
             ],
         )?;
         // Doc tests run separately: `--all-targets` does not include them.
@@ -246,6 +259,103 @@ fn ci() -> Result<(), String> {
     )?;
     println!("xtask: ci passed");
     Ok(())
+}
+
+/// The pinned SDKs, one `name==version` a line (comments allowed), as pip reads them.
+const PYTHON_REQUIREMENTS: &str = "xtask/python-requirements.txt";
+
+/// The workspace's root (xtask lives one level below it).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// Makes the tests' Python environment, `target/python-venv` (git ignores `target/`), with the
+/// SDKs of [`PYTHON_REQUIREMENTS`], unless it is already complete: its marker file holds the
+/// requirements it was filled from and is written only after pip succeeded, so an interrupted
+/// install is redone and a changed requirements file reinstalls. The interpreter's path.
+fn python_venv() -> Result<String, String> {
+    let root = workspace_root();
+    let requirements_path = root.join(PYTHON_REQUIREMENTS);
+    let requirements = std::fs::read_to_string(&requirements_path)
+        .map_err(|e| format!("cannot read {}: {e}", requirements_path.display()))?;
+    let venv = root.join("target").join("python-venv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join("ferrolite-requirements.txt");
+    let python_text = python.display().to_string();
+    let runs = |program: &std::path::Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == requirements)
+        && runs(&python, &["-c", ""])
+    {
+        eprintln!("xtask: Python SDKs already in {}", venv.display());
+        return Ok(python_text);
+    }
+    // `ensurepip` is what Debian's `python3` lacks without `python3-venv`: `venv` then fails.
+    // The pinned SDKs need Python 3.10 or later.
+    if !runs(
+        std::path::Path::new("python3"),
+        &[
+            "-c",
+            "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))",
+        ],
+    ) {
+        return Err(
+            "`python3` (3.10 or later) with its `venv` module is needed for the SDK client \
+             tests. Install it with `apt-get install -y python3 python3-venv` (Debian/Ubuntu) \
+             or `brew install python` (macOS), then run `cargo xtask ci` again"
+                .to_string(),
+        );
+    }
+    let started = Instant::now();
+    // A fresh environment: whatever an older or interrupted install left is thrown away.
+    let _ = std::fs::remove_dir_all(&venv);
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("-r")
+            .arg(&requirements_path),
+        "pip install",
+    )?;
+    std::fs::write(&marker, &requirements)
+        .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+    eprintln!(
+        "xtask: Python SDKs installed in {} ({:.1?})",
+        venv.display(),
+        started.elapsed()
+    );
+    Ok(python_text)
+}
+
+/// Runs `command`, which `what` names in the error when it fails.
+fn run(command: &mut Command, what: &str) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = command
+        .status()
+        .map_err(|e| format!("could not run {what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{what}` failed ({status})"))
+    }
 }
 
 fn redis_foreground() -> Result<(), String> {

@@ -859,7 +859,7 @@ impl EventsFromChat {
         self.head = Some((
             format!("resp_{suffix}"),
             chunk.get("created").cloned().unwrap_or(json!(0)),
-            model_of(chunk.get("model"), &self.request),
+            model_of(self.request.get("model"), &self.request),
         ));
         let response = self.response("in_progress", Value::Null, None);
         self.emit(events, "response.created", json!({"response": response}));
