@@ -428,3 +428,59 @@ async fn a_request_the_chat_form_cannot_carry_whole_is_refused_by_a_translating_
         "{error}"
     );
 }
+
+/// The response cache keys on the canonical form: a repeated Messages call is answered from it
+/// (no deployment called) in Anthropic's shape, a repeated Responses call in the Responses API's,
+/// with LiteLLM's cache headers.
+#[tokio::test]
+async fn repeated_calls_of_either_protocol_are_answered_from_the_response_cache() {
+    let router = Router::builder()
+        .deployment(Deployment {
+            id: Some("one".into()),
+            ..Deployment::new("claude", "anthropic/claude-sonnet-4-5")
+        })
+        .settings(ferrolite::RouterSettings {
+            response_cache: Some(ferrolite::router::ResponseCacheSettings::default()),
+            ..ferrolite::RouterSettings::default()
+        })
+        .backend(MockBackend::new(MockSpec::reply("Cached words")))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        ..GatewaySettings::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    let body = json!({"model": "claude", "max_tokens": 32, "messages": [{"role": "user", "content": "Cache me"}]});
+    let first = anthropic(&base, "/v1/messages", body.clone()).await;
+    assert_eq!(first.headers()["x-ferrolite-cache-hit"], "false");
+    let second = anthropic(&base, "/v1/messages", body).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-ferrolite-cache-hit"], "true");
+    assert_eq!(second.headers()["x-litellm-response-cost"], "0");
+    let answer: Value = second.json().await.unwrap();
+    assert_eq!(answer["type"], "message", "{answer}");
+    assert_eq!(answer["content"][0]["text"], "Cached words");
+
+    let request = || {
+        http()
+            .post(format!("{base}/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "claude", "input": "Cache me too"}))
+            .send()
+    };
+    let first = request().await.unwrap();
+    assert_eq!(first.headers()["x-ferrolite-cache-hit"], "false");
+    let second = request().await.unwrap();
+    assert_eq!(second.headers()["x-ferrolite-cache-hit"], "true");
+    let answer: Value = second.json().await.unwrap();
+    assert_eq!(answer["object"], "response", "{answer}");
+    assert_eq!(answer["output"][0]["content"][0]["text"], "Cached words");
+}
