@@ -158,7 +158,12 @@ struct Group {
 /// provider's fake joins as one more group whose upstream answers [`TEXT`], [`USAGE`] and the
 /// [`TOOL`] call as [`openai_upstream`] does.
 async fn groups() -> Vec<Group> {
-    vec![openai_compatible().await, anthropic_native().await]
+    vec![
+        openai_compatible().await,
+        anthropic_native().await,
+        bedrock_converse().await,
+        gemini_native().await,
+    ]
 }
 
 /// The model an `anthropic/` deployment names upstream.
@@ -326,6 +331,425 @@ fn message_answer(tool: Option<&str>, stream: bool) -> Response {
                 event["type"].as_str().unwrap()
             )
         })
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(text))
+        .unwrap()
+}
+
+/// The model id a `bedrock/` deployment names upstream.
+const BEDROCK_MODEL: &str = "anthropic.claude-sdk-v1:0";
+
+/// The AWS credentials and region of the `bedrock/` deployment.
+const AWS_KEY_ID: &str = "AKIDSDKCLIENTS";
+const AWS_SECRET: &str = "sdk-clients-secret-key";
+const AWS_REGION: &str = "us-west-2";
+
+/// The paths of Bedrock's Converse API for [`BEDROCK_MODEL`] (its `:` percent-encoded).
+const CONVERSE_PATH: &str = "/model/anthropic.claude-sdk-v1%3A0/converse";
+const CONVERSE_STREAM_PATH: &str = "/model/anthropic.claude-sdk-v1%3A0/converse-stream";
+
+/// The Bedrock deployment (`bedrock/`, the Converse API), over [`bedrock_runtime`].
+async fn bedrock_converse() -> Group {
+    let base = bedrock_runtime(Received::default()).await;
+    Group {
+        name: "sdk-bedrock",
+        model_list: format!(
+            "  - model_name: sdk-bedrock\n    litellm_params: {{model: \"bedrock/{BEDROCK_MODEL}\", \
+             api_base: \"{base}\", aws_access_key_id: {AWS_KEY_ID}, \
+             aws_secret_access_key: {AWS_SECRET}, aws_region_name: {AWS_REGION}}}\n"
+        ),
+        received: None,
+        messages_model: "sdk-bedrock",
+        responses_model: "sdk-bedrock",
+    }
+}
+
+/// What is wrong with a Converse request, as Bedrock would refuse it: the signature's
+/// presence (its key id and date; `provider_bedrock.rs` recomputes whole signatures), then
+/// the body (messages alternate starting with the user's, each content block one known
+/// member, tool blocks only with a `toolConfig`).
+fn invalid_converse(headers: &HeaderMap, body: &Value) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let credential = format!("AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/");
+    if !header("authorization").is_some_and(|a| a.starts_with(&credential)) {
+        return Some("authorization: not signed with the deployment's key".into());
+    }
+    if header("x-amz-date").is_none() {
+        return Some("x-amz-date: required".into());
+    }
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Some("messages: a non-empty list is required".into());
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let expected = if i % 2 == 0 { "user" } else { "assistant" };
+        if message["role"] != expected {
+            return Some(format!(
+                "A conversation must alternate between user and assistant roles (messages.{i})"
+            ));
+        }
+        let Some(blocks) = message["content"].as_array().filter(|c| !c.is_empty()) else {
+            return Some(format!(
+                "messages.{i}.content: a non-empty list is required"
+            ));
+        };
+        for (j, block) in blocks.iter().enumerate() {
+            let ok = match block.as_object().map(|o| o.keys().collect::<Vec<_>>()) {
+                Some(keys) if keys.len() == 1 => match keys[0].as_str() {
+                    "text" => block["text"].is_string(),
+                    "image" => block["image"]["source"]["bytes"].is_string(),
+                    "toolUse" => {
+                        block["toolUse"]["toolUseId"].is_string()
+                            && block["toolUse"]["input"].is_object()
+                            && body["toolConfig"].is_object()
+                    }
+                    "toolResult" => {
+                        block["toolResult"]["toolUseId"].is_string()
+                            && block["toolResult"]["content"].is_array()
+                            && body["toolConfig"].is_object()
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return Some(format!("messages.{i}.content.{j}: {block}"));
+            }
+        }
+    }
+    for (i, tool) in body["toolConfig"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if !tool["toolSpec"]["name"].is_string()
+            || !tool["toolSpec"]["inputSchema"]["json"].is_object()
+        {
+            return Some(format!(
+                "toolConfig.tools.{i}: a toolSpec with a name and an inputSchema"
+            ));
+        }
+    }
+    None
+}
+
+/// A scripted Bedrock runtime: it checks each Converse request ([`invalid_converse`]) and
+/// answers [`TEXT`] (or, given a `toolConfig` and not answering a tool's result, a `toolUse`
+/// of its first tool) with [`USAGE`], whole or as event-stream frames. Its base URL.
+async fn bedrock_runtime(received: Received) -> String {
+    use axum::routing::post;
+    let handler = |path: &'static str| {
+        let received = received.clone();
+        post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    received.push(path, step_of(&body), body.clone());
+                    if let Some(reason) = invalid_converse(&headers, &body) {
+                        let mut response = (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"message": format!("fake upstream: {reason}")})),
+                        )
+                            .into_response();
+                        response
+                            .headers_mut()
+                            .insert("x-amzn-errortype", "ValidationException".parse().unwrap());
+                        return response;
+                    }
+                    let answered = body["messages"]
+                        .as_array()
+                        .and_then(|m| m.last())
+                        .and_then(|m| m["content"].as_array())
+                        .is_some_and(|blocks| blocks.iter().any(|b| b.get("toolResult").is_some()));
+                    let tool = body["toolConfig"]["tools"][0]["toolSpec"]["name"]
+                        .as_str()
+                        .filter(|_| !answered);
+                    converse_answer(tool, path == CONVERSE_STREAM_PATH)
+                }
+            },
+        )
+    };
+    let app = axum::Router::new()
+        .route(CONVERSE_PATH, handler(CONVERSE_PATH))
+        .route(CONVERSE_STREAM_PATH, handler(CONVERSE_STREAM_PATH));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// One AWS event-stream frame of an event `name` with a JSON payload.
+fn event_frame(name: &str, payload: &Value) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let header = |name: &str, value: &str| {
+        Header::new(
+            name.to_string(),
+            HeaderValue::String(value.to_string().into()),
+        )
+    };
+    let message = Message::new_from_parts(
+        vec![
+            header(":message-type", "event"),
+            header(":event-type", name),
+            header(":content-type", "application/json"),
+        ],
+        serde_json::to_vec(payload).unwrap(),
+    );
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+/// Converse's answer, whole or as `/converse-stream`'s frames: [`TEXT`], or a `toolUse` of
+/// `tool`.
+fn converse_answer(tool: Option<&str>, stream: bool) -> Response {
+    let stop = if tool.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    let usage = json!({"inputTokens": USAGE.0, "outputTokens": USAGE.1,
+        "totalTokens": USAGE.0 + USAGE.1});
+    if !stream {
+        let block = match tool {
+            Some(name) => json!({"toolUse": {"toolUseId": "tooluse_weather", "name": name,
+                "input": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()}}),
+            None => json!({"text": TEXT}),
+        };
+        return axum::Json(json!({
+            "output": {"message": {"role": "assistant", "content": [block]}},
+            "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 1}}))
+        .into_response();
+    }
+    let mut frames = event_frame("messageStart", &json!({"role": "assistant"}));
+    match tool {
+        Some(name) => {
+            frames.extend(event_frame(
+                "contentBlockStart",
+                &json!({"contentBlockIndex": 0,
+                    "start": {"toolUse": {"toolUseId": "tooluse_weather", "name": name}}}),
+            ));
+            let (a, b) = TOOL_ARGUMENTS.split_at(8);
+            for piece in [a, b] {
+                frames.extend(event_frame(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                ));
+            }
+        }
+        None => {
+            for piece in PIECES {
+                frames.extend(event_frame(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"text": piece}}),
+                ));
+            }
+        }
+    }
+    frames.extend(event_frame(
+        "contentBlockStop",
+        &json!({"contentBlockIndex": 0}),
+    ));
+    frames.extend(event_frame("messageStop", &json!({"stopReason": stop})));
+    frames.extend(event_frame(
+        "metadata",
+        &json!({"usage": usage, "metrics": {"latencyMs": 1}}),
+    ));
+    // Cut at an odd place, so the gateway decodes frames split across reads.
+    let cut = frames.len() / 3;
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(frames[..cut].to_vec()), Ok(frames[cut..].to_vec())];
+    Response::builder()
+        .header("content-type", "application/vnd.amazon.eventstream")
+        .body(axum::body::Body::from_stream(futures_util::stream::iter(
+            parts,
+        )))
+        .unwrap()
+}
+
+/// The model a `gemini/` deployment names upstream.
+const GEMINI_MODEL: &str = "gemini-sdk-upstream";
+
+/// The paths of the Gemini API's `generateContent` and `streamGenerateContent` for
+/// [`GEMINI_MODEL`].
+const GENERATE_PATH: &str = "/v1beta/models/gemini-sdk-upstream:generateContent";
+const GENERATE_STREAM_PATH: &str = "/v1beta/models/gemini-sdk-upstream:streamGenerateContent";
+
+/// The Gemini API deployment (`gemini/`, an API key), over [`gemini_api`].
+async fn gemini_native() -> Group {
+    let base = gemini_api(Received::default()).await;
+    Group {
+        name: "sdk-gemini",
+        model_list: format!(
+            "  - model_name: sdk-gemini\n    litellm_params: {{model: gemini/{GEMINI_MODEL}, \
+             api_base: \"{base}/v1beta\", api_key: {UPSTREAM_KEY}}}\n"
+        ),
+        received: None,
+        messages_model: "sdk-gemini",
+        responses_model: "sdk-gemini",
+    }
+}
+
+/// What is wrong with a `generateContent` request, as Google would refuse it: the key, the
+/// `alt=sse` of a stream, `contents` of `user` and `model` turns whose parts are each one
+/// known member, the request's fields.
+fn invalid_generate(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    stream: bool,
+    body: &Value,
+) -> Option<String> {
+    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(UPSTREAM_KEY) {
+        return Some("x-goog-api-key: not the deployment's key".into());
+    }
+    if stream && query != Some("alt=sse") {
+        return Some(format!("alt=sse is required, the query is {query:?}"));
+    }
+    let Some(contents) = body["contents"].as_array().filter(|c| !c.is_empty()) else {
+        return Some("contents is not specified".into());
+    };
+    for (i, content) in contents.iter().enumerate() {
+        if !["user", "model"].contains(&content["role"].as_str().unwrap_or("")) {
+            return Some(format!("contents[{i}].role must be user or model"));
+        }
+        let Some(parts) = content["parts"].as_array().filter(|p| !p.is_empty()) else {
+            return Some(format!("contents[{i}].parts must not be empty"));
+        };
+        for (j, part) in parts.iter().enumerate() {
+            let ok = match part.as_object().map(|o| o.keys().collect::<Vec<_>>()) {
+                Some(keys) if keys.len() == 1 => match keys[0].as_str() {
+                    "text" => part["text"].is_string(),
+                    "inlineData" => {
+                        part["inlineData"]["mimeType"].is_string()
+                            && part["inlineData"]["data"].is_string()
+                    }
+                    "functionCall" => part["functionCall"]["name"].is_string(),
+                    "functionResponse" => {
+                        part["functionResponse"]["name"].is_string()
+                            && part["functionResponse"]["response"].is_object()
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return Some(format!("contents[{i}].parts[{j}]: {part}"));
+            }
+        }
+    }
+    let known = [
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "tools",
+        "toolConfig",
+        "safetySettings",
+    ];
+    if let Some(field) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+    {
+        return Some(format!(
+            "Invalid JSON payload received. Unknown name \"{field}\""
+        ));
+    }
+    None
+}
+
+/// A scripted Gemini API: it checks each request ([`invalid_generate`]) and answers [`TEXT`]
+/// (or, given tools and not answering a function's result, a `functionCall` of the first one)
+/// with [`USAGE`], whole or as server-sent events. Its base URL (without `/v1beta`).
+async fn gemini_api(received: Received) -> String {
+    use axum::routing::post;
+    let handler = |path: &'static str| {
+        let received = received.clone();
+        post(
+            move |uri: axum::http::Uri, headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    let as_messages: Vec<Value> = body["contents"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| json!({"role": c["role"], "content": c["parts"]}))
+                        .collect();
+                    received.push(
+                        path,
+                        step_of(&json!({"messages": as_messages})),
+                        body.clone(),
+                    );
+                    let stream = path == GENERATE_STREAM_PATH;
+                    if let Some(reason) = invalid_generate(&headers, uri.query(), stream, &body) {
+                        let error = json!({"error": {"code": 400,
+                            "message": format!("fake upstream: {reason}"),
+                            "status": "INVALID_ARGUMENT"}});
+                        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+                    }
+                    let answered = body["contents"]
+                        .as_array()
+                        .and_then(|c| c.last())
+                        .and_then(|c| c["parts"].as_array())
+                        .is_some_and(|parts| {
+                            parts.iter().any(|p| p.get("functionResponse").is_some())
+                        });
+                    let tool = body["tools"][0]["functionDeclarations"][0]["name"]
+                        .as_str()
+                        .filter(|_| !answered);
+                    gemini_answer(tool, stream)
+                }
+            },
+        )
+    };
+    let app = axum::Router::new()
+        .route(GENERATE_PATH, handler(GENERATE_PATH))
+        .route(GENERATE_STREAM_PATH, handler(GENERATE_STREAM_PATH));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// The Gemini API's answer, whole or as `alt=sse` events: [`TEXT`], or a `functionCall` of
+/// `tool`.
+fn gemini_answer(tool: Option<&str>, stream: bool) -> Response {
+    let usage = json!({"promptTokenCount": USAGE.0, "candidatesTokenCount": USAGE.1,
+        "totalTokenCount": USAGE.0 + USAGE.1});
+    let event = |parts: Value, last: bool| {
+        let mut event = json!({"candidates": [{"content": {"role": "model", "parts": parts},
+            "index": 0}], "responseId": "resp-sdk", "modelVersion": GEMINI_MODEL});
+        if last {
+            event["candidates"][0]["finishReason"] = "STOP".into();
+            event["usageMetadata"] = usage.clone();
+        } else {
+            event["usageMetadata"] = json!({"promptTokenCount": USAGE.0,
+                "totalTokenCount": USAGE.0});
+        }
+        event
+    };
+    let call = |name: &str| {
+        json!([{"functionCall": {"name": name,
+            "args": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()}}])
+    };
+    if !stream {
+        let parts = match tool {
+            Some(name) => call(name),
+            None => json!([{"text": TEXT}]),
+        };
+        return axum::Json(event(parts, true)).into_response();
+    }
+    let events = match tool {
+        Some(name) => vec![event(call(name), true)],
+        None => PIECES
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| event(json!([{"text": piece}]), i == PIECES.len() - 1))
+            .collect(),
+    };
+    let text: String = events
+        .iter()
+        .map(|e| format!("data: {e}\r\n\r\n"))
         .collect();
     Response::builder()
         .header("content-type", "text/event-stream")
