@@ -17,9 +17,12 @@
 //! the text again once given the tool's result), so the assertions are the same whichever
 //! provider's protocol the gateway translated to. A provider's fake joins the matrix as one
 //! more [`Group`]: its `model_list` entry pointing at the fake, pushed in [`groups`] (as
-//! [`anthropic_native`], over a scripted Anthropic Messages API).
-//! `Group::received` carries what the OpenAI-compatible upstream received, for the checks of
-//! the translated request (system prompt, tools, tool results, images, limits).
+//! [`anthropic_native`] over a scripted Anthropic Messages API, [`bedrock_converse`] over a
+//! scripted Bedrock runtime, [`gemini_native`] over a scripted Gemini API).
+//! `Group::received` carries what the OpenAI-compatible upstream received, `Group::calls`
+//! what any group's upstream received, for the checks of the translated request (system
+//! prompt, tools, tool results, images, limits, stop sequences, temperature) in the
+//! upstream's own API.
 #![cfg(all(feature = "gateway", feature = "http"))]
 #![allow(
     clippy::unwrap_used,
@@ -150,11 +153,25 @@ struct Group {
     messages_model: &'static str,
     /// The same for `/v1/responses` (passed through by an OpenAI deployment).
     responses_model: &'static str,
+    /// The API the group's upstream speaks.
+    api: Api,
+    /// What the group's upstream received, whatever its API.
+    calls: Received,
+}
+
+/// The API of a group's upstream, for the checks of what it received.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Api {
+    OpenAi,
+    Anthropic,
+    Bedrock,
+    Gemini,
 }
 
 /// The model groups every script runs against: an OpenAI-compatible deployment (the caller's
-/// Responses requests pass through, chat and Messages requests are translated) and an
-/// Anthropic one (Messages requests pass through, the others are translated). Another
+/// Responses requests pass through, chat and Messages requests are translated), an
+/// Anthropic one (Messages requests pass through, the others are translated), a Bedrock
+/// (Converse) and a Gemini API one (every request translated). Another
 /// provider's fake joins as one more group whose upstream answers [`TEXT`], [`USAGE`] and the
 /// [`TOOL`] call as [`openai_upstream`] does.
 async fn groups() -> Vec<Group> {
@@ -175,7 +192,7 @@ const MESSAGES_PATH: &str = "/v1/messages";
 /// The Anthropic deployment (`anthropic/`), over [`anthropic_upstream`].
 async fn anthropic_native() -> Group {
     let received = Received::default();
-    let base = anthropic_upstream(received).await;
+    let base = anthropic_upstream(received.clone()).await;
     Group {
         name: "sdk-anthropic",
         model_list: format!(
@@ -185,6 +202,8 @@ async fn anthropic_native() -> Group {
         received: None,
         messages_model: ANTHROPIC_MODEL,
         responses_model: "sdk-anthropic",
+        api: Api::Anthropic,
+        calls: received,
     }
 }
 
@@ -352,7 +371,8 @@ const CONVERSE_STREAM_PATH: &str = "/model/anthropic.claude-sdk-v1%3A0/converse-
 
 /// The Bedrock deployment (`bedrock/`, the Converse API), over [`bedrock_runtime`].
 async fn bedrock_converse() -> Group {
-    let base = bedrock_runtime(Received::default()).await;
+    let received = Received::default();
+    let base = bedrock_runtime(received.clone()).await;
     Group {
         name: "sdk-bedrock",
         model_list: format!(
@@ -363,6 +383,8 @@ async fn bedrock_converse() -> Group {
         received: None,
         messages_model: "sdk-bedrock",
         responses_model: "sdk-bedrock",
+        api: Api::Bedrock,
+        calls: received,
     }
 }
 
@@ -579,7 +601,8 @@ const GENERATE_STREAM_PATH: &str = "/v1beta/models/gemini-sdk-upstream:streamGen
 
 /// The Gemini API deployment (`gemini/`, an API key), over [`gemini_api`].
 async fn gemini_native() -> Group {
-    let base = gemini_api(Received::default()).await;
+    let received = Received::default();
+    let base = gemini_api(received.clone()).await;
     Group {
         name: "sdk-gemini",
         model_list: format!(
@@ -589,6 +612,8 @@ async fn gemini_native() -> Group {
         received: None,
         messages_model: "sdk-gemini",
         responses_model: "sdk-gemini",
+        api: Api::Gemini,
+        calls: received,
     }
 }
 
@@ -767,9 +792,11 @@ async fn openai_compatible() -> Group {
             "  - model_name: sdk-openai\n    litellm_params: {{model: openai/{UPSTREAM_MODEL}, \
              api_base: \"{base}\", api_key: {UPSTREAM_KEY}}}\n"
         ),
-        received: Some(received),
+        received: Some(received.clone()),
         messages_model: "sdk-openai",
         responses_model: UPSTREAM_MODEL,
+        api: Api::OpenAi,
+        calls: received,
     }
 }
 
@@ -1229,6 +1256,154 @@ async fn run_as(
     }
 }
 
+/// The one request `step` sent to `group`'s upstream on `path`.
+fn sent_once(group: &Group, path: &str, step: &str) -> Value {
+    let sent = group.calls.at(path, step);
+    assert_eq!(
+        sent.len(),
+        1,
+        "{}: {step} sent to {path}: {sent:?}",
+        group.name
+    );
+    sent.into_iter().next().unwrap()
+}
+
+/// The paths of `group`'s upstream for a whole and a streamed call, when its API is not
+/// OpenAI's (whose checks are `Group::received`'s).
+fn native_paths(group: &Group) -> Option<(&'static str, &'static str)> {
+    match group.api {
+        Api::OpenAi => None,
+        Api::Anthropic => Some((MESSAGES_PATH, MESSAGES_PATH)),
+        Api::Bedrock => Some((CONVERSE_PATH, CONVERSE_STREAM_PATH)),
+        Api::Gemini => Some((GENERATE_PATH, GENERATE_STREAM_PATH)),
+    }
+}
+
+/// The content blocks (Converse) or parts (Gemini) of a translated request that have `key`,
+/// in order, whatever turn they are in.
+fn members(sent: &Value, key: &str) -> Vec<Value> {
+    let (turns, blocks) = match sent.get("contents") {
+        Some(_) => ("contents", "parts"),
+        None => ("messages", "content"),
+    };
+    sent[turns]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|turn| turn[blocks].as_array())
+        .flatten()
+        .filter_map(|block| block.get(key).cloned())
+        .collect()
+}
+
+/// The system prompt, token limit and stop sequences or temperature of a request translated
+/// to Converse or the Gemini API, as `group`'s upstream received it.
+fn assert_generation(
+    group: &Group,
+    sent: &Value,
+    system: Option<&str>,
+    limit: u64,
+    setting: (&str, Value),
+) {
+    let (config, system_text, limit_field, setting_field) = match group.api {
+        Api::Bedrock => (
+            &sent["inferenceConfig"],
+            &sent["system"][0]["text"],
+            "maxTokens",
+            setting.0,
+        ),
+        Api::Gemini => (
+            &sent["generationConfig"],
+            &sent["systemInstruction"]["parts"][0]["text"],
+            "maxOutputTokens",
+            setting.0,
+        ),
+        _ => unreachable!(),
+    };
+    match system {
+        Some(system) => assert_eq!(system_text, system, "{}: {sent}", group.name),
+        None => assert!(system_text.is_null(), "{}: {sent}", group.name),
+    }
+    assert_eq!(config[limit_field], limit, "{}: {sent}", group.name);
+    assert_eq!(config[setting_field], setting.1, "{}: {sent}", group.name);
+}
+
+/// The translated tool round trip as a Converse or Gemini upstream received it: the call of
+/// [`TOOL`] with [`TOOL_ARGUMENTS`] (Converse: under `call_id`), then its result `Sunny`.
+fn assert_native_round_trip(group: &Group, sent: &Value, call_id: &str) {
+    let arguments = serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap();
+    match group.api {
+        Api::Bedrock => {
+            let uses = members(sent, "toolUse");
+            assert_eq!(uses.len(), 1, "{sent}");
+            assert_eq!(uses[0]["toolUseId"], call_id, "{sent}");
+            assert_eq!(uses[0]["name"], TOOL, "{sent}");
+            assert_eq!(uses[0]["input"], arguments, "{sent}");
+            let results = members(sent, "toolResult");
+            assert_eq!(results.len(), 1, "{sent}");
+            assert_eq!(results[0]["toolUseId"], call_id, "{sent}");
+            assert!(
+                results[0]["content"].to_string().contains("Sunny"),
+                "{sent}"
+            );
+            assert_eq!(
+                sent["toolConfig"]["tools"][0]["toolSpec"]["name"], TOOL,
+                "{sent}"
+            );
+        }
+        Api::Gemini => {
+            let calls = members(sent, "functionCall");
+            assert_eq!(calls.len(), 1, "{sent}");
+            assert_eq!(calls[0]["name"], TOOL, "{sent}");
+            assert_eq!(calls[0]["args"], arguments, "{sent}");
+            let results = members(sent, "functionResponse");
+            assert_eq!(results.len(), 1, "{sent}");
+            assert_eq!(results[0]["name"], TOOL, "{sent}");
+            assert!(
+                results[0]["response"].to_string().contains("Sunny"),
+                "{sent}"
+            );
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// The translated PNG as a Converse (`image` bytes) or Gemini (`inlineData`) upstream received it.
+fn assert_native_image(group: &Group, sent: &Value) {
+    match group.api {
+        Api::Bedrock => {
+            let images = members(sent, "image");
+            assert_eq!(images.len(), 1, "{sent}");
+            assert_eq!(images[0]["format"], "png", "{sent}");
+            assert_eq!(images[0]["source"]["bytes"], PNG_BASE64, "{sent}");
+        }
+        Api::Gemini => {
+            let images = members(sent, "inlineData");
+            assert_eq!(images.len(), 1, "{sent}");
+            assert_eq!(images[0]["mimeType"], "image/png", "{sent}");
+            assert_eq!(images[0]["data"], PNG_BASE64, "{sent}");
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// A tool offered as a Converse `toolSpec` or a Gemini `functionDeclaration`, its schema kept.
+fn assert_native_tool(group: &Group, sent: &Value) {
+    let (name, schema) = match group.api {
+        Api::Bedrock => {
+            let spec = &sent["toolConfig"]["tools"][0]["toolSpec"];
+            (&spec["name"], &spec["inputSchema"]["json"])
+        }
+        Api::Gemini => {
+            let declaration = &sent["tools"][0]["functionDeclarations"][0];
+            (&declaration["name"], &declaration["parameters"])
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(name, TOOL, "{sent}");
+    assert_eq!(schema["properties"]["city"]["type"], "string", "{sent}");
+}
+
 /// A translated tool round trip as the upstream received it: the assistant's call `call_id`
 /// of [`TOOL`] with [`TOOL_ARGUMENTS`], then the tool's result (`Sunny`) for it.
 fn assert_tool_round_trip(sent: &Value, call_id: &str) {
@@ -1309,6 +1484,12 @@ async fn the_openai_sdk_gets_chat_completions_whole_and_streamed_with_usage() {
             let sent = received.of("chat_stream");
             assert_eq!(sent.len(), 1, "{sent:?}");
             assert_eq!(sent[0]["stream"], true, "{}", sent[0]);
+        }
+        if let Some((_, stream)) = native_paths(group) {
+            let sent = sent_once(group, stream, "chat_stream");
+            if group.api == Api::Anthropic {
+                assert_eq!(sent["stream"], true, "{sent}");
+            }
         }
     }
 }
@@ -1517,6 +1698,33 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
                 None => assert_image(&received.of("responses_image")[0]),
             }
         }
+        match group.api {
+            Api::OpenAi => {}
+            Api::Anthropic => {
+                // Translated to the Messages API: `instructions` as the system prompt.
+                let sent = sent_once(group, MESSAGES_PATH, "responses_create");
+                assert!(
+                    sent["system"].to_string().contains("Answer briefly."),
+                    "{sent}"
+                );
+                assert_eq!(sent["max_tokens"], 50, "{sent}");
+                assert_eq!(sent["temperature"], 0.5, "{sent}");
+            }
+            Api::Bedrock | Api::Gemini => {
+                let (whole, stream) = native_paths(group).unwrap();
+                let sent = sent_once(group, whole, "responses_create");
+                let temperature = ("temperature", json!(0.5));
+                assert_generation(group, &sent, Some("Answer briefly."), 50, temperature);
+                sent_once(group, stream, "responses_stream");
+                assert_native_tool(group, &sent_once(group, whole, "responses_tool"));
+                assert_native_round_trip(
+                    group,
+                    &sent_once(group, whole, "responses_tool_output"),
+                    "call_weather",
+                );
+                assert_native_image(group, &sent_once(group, whole, "responses_image"));
+            }
+        }
     }
 }
 
@@ -1679,6 +1887,39 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
             // count_tokens is answered by the gateway, not the upstream.
             assert!(received.of("count_tokens").is_empty());
         }
+        assert_eq!(group.calls.all("count_tokens"), 0, "{}", group.name);
+        match group.api {
+            Api::OpenAi => {}
+            Api::Anthropic => {
+                // Passed through as the SDK sent it.
+                let sent = sent_once(group, MESSAGES_PATH, "messages_create");
+                assert_eq!(sent["stop_sequences"], json!(["END"]), "{sent}");
+                let sent = sent_once(group, MESSAGES_PATH, "messages_system_tool");
+                assert_eq!(sent["system"], "Answer briefly.", "{sent}");
+                assert_eq!(sent["tools"][0]["name"], TOOL, "{sent}");
+            }
+            Api::Bedrock | Api::Gemini => {
+                let (whole, stream) = native_paths(group).unwrap();
+                let sent = sent_once(group, whole, "messages_create");
+                assert_generation(group, &sent, None, 100, ("stopSequences", json!(["END"])));
+                let sent = sent_once(group, whole, "messages_system_tool");
+                assert_generation(
+                    group,
+                    &sent,
+                    Some("Answer briefly."),
+                    100,
+                    ("stopSequences", Value::Null),
+                );
+                assert_native_tool(group, &sent);
+                assert_native_tool(group, &sent_once(group, stream, "messages_stream_tool"));
+                assert_native_round_trip(
+                    group,
+                    &sent_once(group, whole, "messages_tool_result"),
+                    "toolu_weather",
+                );
+                assert_native_image(group, &sent_once(group, whole, "messages_image"));
+            }
+        }
     }
 }
 
@@ -1756,6 +1997,7 @@ async fn a_stored_conversation_passes_through_to_openai_or_is_refused_naming_the
             }
             None => {
                 let error = openai.raised(step);
+                assert_eq!(group.calls.all(step), 0, "{}", group.name);
                 assert_eq!(error["status"], 400, "{error}");
                 assert!(
                     error["body"].to_string().contains("previous_response_id"),
