@@ -17,9 +17,12 @@
 //! the text again once given the tool's result), so the assertions are the same whichever
 //! provider's protocol the gateway translated to. A provider's fake joins the matrix as one
 //! more [`Group`]: its `model_list` entry pointing at the fake, pushed in [`groups`] (as
-//! [`anthropic_native`], over a scripted Anthropic Messages API).
-//! `Group::received` carries what the OpenAI-compatible upstream received, for the checks of
-//! the translated request (system prompt, tools, tool results, images, limits).
+//! [`anthropic_native`] over a scripted Anthropic Messages API, [`bedrock_converse`] over a
+//! scripted Bedrock runtime, [`gemini_native`] over a scripted Gemini API).
+//! `Group::received` carries what the OpenAI-compatible upstream received, `Group::calls`
+//! what any group's upstream received, for the checks of the translated request (system
+//! prompt, tools, tool results, images, limits, stop sequences, temperature) in the
+//! upstream's own API.
 #![cfg(all(feature = "gateway", feature = "http"))]
 #![allow(
     clippy::unwrap_used,
@@ -150,15 +153,34 @@ struct Group {
     messages_model: &'static str,
     /// The same for `/v1/responses` (passed through by an OpenAI deployment).
     responses_model: &'static str,
+    /// The API the group's upstream speaks.
+    api: Api,
+    /// What the group's upstream received, whatever its API.
+    calls: Received,
+}
+
+/// The API of a group's upstream, for the checks of what it received.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Api {
+    OpenAi,
+    Anthropic,
+    Bedrock,
+    Gemini,
 }
 
 /// The model groups every script runs against: an OpenAI-compatible deployment (the caller's
-/// Responses requests pass through, chat and Messages requests are translated) and an
-/// Anthropic one (Messages requests pass through, the others are translated). Another
+/// Responses requests pass through, chat and Messages requests are translated), an
+/// Anthropic one (Messages requests pass through, the others are translated), a Bedrock
+/// (Converse) and a Gemini API one (every request translated). Another
 /// provider's fake joins as one more group whose upstream answers [`TEXT`], [`USAGE`] and the
 /// [`TOOL`] call as [`openai_upstream`] does.
 async fn groups() -> Vec<Group> {
-    vec![openai_compatible().await, anthropic_native().await]
+    vec![
+        openai_compatible().await,
+        anthropic_native().await,
+        bedrock_converse().await,
+        gemini_native().await,
+    ]
 }
 
 /// The model an `anthropic/` deployment names upstream.
@@ -170,7 +192,7 @@ const MESSAGES_PATH: &str = "/v1/messages";
 /// The Anthropic deployment (`anthropic/`), over [`anthropic_upstream`].
 async fn anthropic_native() -> Group {
     let received = Received::default();
-    let base = anthropic_upstream(received).await;
+    let base = anthropic_upstream(received.clone()).await;
     Group {
         name: "sdk-anthropic",
         model_list: format!(
@@ -180,6 +202,8 @@ async fn anthropic_native() -> Group {
         received: None,
         messages_model: ANTHROPIC_MODEL,
         responses_model: "sdk-anthropic",
+        api: Api::Anthropic,
+        calls: received,
     }
 }
 
@@ -333,6 +357,431 @@ fn message_answer(tool: Option<&str>, stream: bool) -> Response {
         .unwrap()
 }
 
+/// The model id a `bedrock/` deployment names upstream.
+const BEDROCK_MODEL: &str = "anthropic.claude-sdk-v1:0";
+
+/// The AWS credentials and region of the `bedrock/` deployment.
+const AWS_KEY_ID: &str = "AKIDSDKCLIENTS";
+const AWS_SECRET: &str = "sdk-clients-secret-key";
+const AWS_REGION: &str = "us-west-2";
+
+/// The paths of Bedrock's Converse API for [`BEDROCK_MODEL`] (its `:` percent-encoded).
+const CONVERSE_PATH: &str = "/model/anthropic.claude-sdk-v1%3A0/converse";
+const CONVERSE_STREAM_PATH: &str = "/model/anthropic.claude-sdk-v1%3A0/converse-stream";
+
+/// The Bedrock deployment (`bedrock/`, the Converse API), over [`bedrock_runtime`].
+async fn bedrock_converse() -> Group {
+    let received = Received::default();
+    let base = bedrock_runtime(received.clone()).await;
+    Group {
+        name: "sdk-bedrock",
+        model_list: format!(
+            "  - model_name: sdk-bedrock\n    litellm_params: {{model: \"bedrock/{BEDROCK_MODEL}\", \
+             api_base: \"{base}\", aws_access_key_id: {AWS_KEY_ID}, \
+             aws_secret_access_key: {AWS_SECRET}, aws_region_name: {AWS_REGION}}}\n"
+        ),
+        received: None,
+        messages_model: "sdk-bedrock",
+        responses_model: "sdk-bedrock",
+        api: Api::Bedrock,
+        calls: received,
+    }
+}
+
+/// What is wrong with a Converse request, as Bedrock would refuse it: the signature's
+/// presence (its key id and date; `provider_bedrock.rs` recomputes whole signatures), then
+/// the body (messages alternate starting with the user's, each content block one known
+/// member, tool blocks only with a `toolConfig`).
+fn invalid_converse(headers: &HeaderMap, body: &Value) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let credential = format!("AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/");
+    if !header("authorization").is_some_and(|a| a.starts_with(&credential)) {
+        return Some("authorization: not signed with the deployment's key".into());
+    }
+    if header("x-amz-date").is_none() {
+        return Some("x-amz-date: required".into());
+    }
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Some("messages: a non-empty list is required".into());
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let expected = if i % 2 == 0 { "user" } else { "assistant" };
+        if message["role"] != expected {
+            return Some(format!(
+                "A conversation must alternate between user and assistant roles (messages.{i})"
+            ));
+        }
+        let Some(blocks) = message["content"].as_array().filter(|c| !c.is_empty()) else {
+            return Some(format!(
+                "messages.{i}.content: a non-empty list is required"
+            ));
+        };
+        for (j, block) in blocks.iter().enumerate() {
+            let ok = match block.as_object().map(|o| o.keys().collect::<Vec<_>>()) {
+                Some(keys) if keys.len() == 1 => match keys[0].as_str() {
+                    "text" => block["text"].is_string(),
+                    "image" => block["image"]["source"]["bytes"].is_string(),
+                    "toolUse" => {
+                        block["toolUse"]["toolUseId"].is_string()
+                            && block["toolUse"]["input"].is_object()
+                            && body["toolConfig"].is_object()
+                    }
+                    "toolResult" => {
+                        block["toolResult"]["toolUseId"].is_string()
+                            && block["toolResult"]["content"].is_array()
+                            && body["toolConfig"].is_object()
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return Some(format!("messages.{i}.content.{j}: {block}"));
+            }
+        }
+    }
+    for (i, tool) in body["toolConfig"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if !tool["toolSpec"]["name"].is_string()
+            || !tool["toolSpec"]["inputSchema"]["json"].is_object()
+        {
+            return Some(format!(
+                "toolConfig.tools.{i}: a toolSpec with a name and an inputSchema"
+            ));
+        }
+    }
+    None
+}
+
+/// A scripted Bedrock runtime: it checks each Converse request ([`invalid_converse`]) and
+/// answers [`TEXT`] (or, given a `toolConfig` and not answering a tool's result, a `toolUse`
+/// of its first tool) with [`USAGE`], whole or as event-stream frames. Its base URL.
+async fn bedrock_runtime(received: Received) -> String {
+    use axum::routing::post;
+    let handler = |path: &'static str| {
+        let received = received.clone();
+        post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    received.push(path, step_of(&body), body.clone());
+                    if let Some(reason) = invalid_converse(&headers, &body) {
+                        let mut response = (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"message": format!("fake upstream: {reason}")})),
+                        )
+                            .into_response();
+                        response
+                            .headers_mut()
+                            .insert("x-amzn-errortype", "ValidationException".parse().unwrap());
+                        return response;
+                    }
+                    let answered = body["messages"]
+                        .as_array()
+                        .and_then(|m| m.last())
+                        .and_then(|m| m["content"].as_array())
+                        .is_some_and(|blocks| blocks.iter().any(|b| b.get("toolResult").is_some()));
+                    let tool = body["toolConfig"]["tools"][0]["toolSpec"]["name"]
+                        .as_str()
+                        .filter(|_| !answered);
+                    converse_answer(tool, path == CONVERSE_STREAM_PATH)
+                }
+            },
+        )
+    };
+    let app = axum::Router::new()
+        .route(CONVERSE_PATH, handler(CONVERSE_PATH))
+        .route(CONVERSE_STREAM_PATH, handler(CONVERSE_STREAM_PATH));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// One AWS event-stream frame of an event `name` with a JSON payload.
+fn event_frame(name: &str, payload: &Value) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let header = |name: &str, value: &str| {
+        Header::new(
+            name.to_string(),
+            HeaderValue::String(value.to_string().into()),
+        )
+    };
+    let message = Message::new_from_parts(
+        vec![
+            header(":message-type", "event"),
+            header(":event-type", name),
+            header(":content-type", "application/json"),
+        ],
+        serde_json::to_vec(payload).unwrap(),
+    );
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+/// Converse's answer, whole or as `/converse-stream`'s frames: [`TEXT`], or a `toolUse` of
+/// `tool`.
+fn converse_answer(tool: Option<&str>, stream: bool) -> Response {
+    let stop = if tool.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    let usage = json!({"inputTokens": USAGE.0, "outputTokens": USAGE.1,
+        "totalTokens": USAGE.0 + USAGE.1});
+    if !stream {
+        let block = match tool {
+            Some(name) => json!({"toolUse": {"toolUseId": "tooluse_weather", "name": name,
+                "input": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()}}),
+            None => json!({"text": TEXT}),
+        };
+        return axum::Json(json!({
+            "output": {"message": {"role": "assistant", "content": [block]}},
+            "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 1}}))
+        .into_response();
+    }
+    let mut frames = event_frame("messageStart", &json!({"role": "assistant"}));
+    match tool {
+        Some(name) => {
+            frames.extend(event_frame(
+                "contentBlockStart",
+                &json!({"contentBlockIndex": 0,
+                    "start": {"toolUse": {"toolUseId": "tooluse_weather", "name": name}}}),
+            ));
+            let (a, b) = TOOL_ARGUMENTS.split_at(8);
+            for piece in [a, b] {
+                frames.extend(event_frame(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                ));
+            }
+        }
+        None => {
+            for piece in PIECES {
+                frames.extend(event_frame(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"text": piece}}),
+                ));
+            }
+        }
+    }
+    frames.extend(event_frame(
+        "contentBlockStop",
+        &json!({"contentBlockIndex": 0}),
+    ));
+    frames.extend(event_frame("messageStop", &json!({"stopReason": stop})));
+    frames.extend(event_frame(
+        "metadata",
+        &json!({"usage": usage, "metrics": {"latencyMs": 1}}),
+    ));
+    // Cut at an odd place, so the gateway decodes frames split across reads.
+    let cut = frames.len() / 3;
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(frames[..cut].to_vec()), Ok(frames[cut..].to_vec())];
+    Response::builder()
+        .header("content-type", "application/vnd.amazon.eventstream")
+        .body(axum::body::Body::from_stream(futures_util::stream::iter(
+            parts,
+        )))
+        .unwrap()
+}
+
+/// The model a `gemini/` deployment names upstream.
+const GEMINI_MODEL: &str = "gemini-sdk-upstream";
+
+/// The paths of the Gemini API's `generateContent` and `streamGenerateContent` for
+/// [`GEMINI_MODEL`].
+const GENERATE_PATH: &str = "/v1beta/models/gemini-sdk-upstream:generateContent";
+const GENERATE_STREAM_PATH: &str = "/v1beta/models/gemini-sdk-upstream:streamGenerateContent";
+
+/// The Gemini API deployment (`gemini/`, an API key), over [`gemini_api`].
+async fn gemini_native() -> Group {
+    let received = Received::default();
+    let base = gemini_api(received.clone()).await;
+    Group {
+        name: "sdk-gemini",
+        model_list: format!(
+            "  - model_name: sdk-gemini\n    litellm_params: {{model: gemini/{GEMINI_MODEL}, \
+             api_base: \"{base}/v1beta\", api_key: {UPSTREAM_KEY}}}\n"
+        ),
+        received: None,
+        messages_model: "sdk-gemini",
+        responses_model: "sdk-gemini",
+        api: Api::Gemini,
+        calls: received,
+    }
+}
+
+/// What is wrong with a `generateContent` request, as Google would refuse it: the key, the
+/// `alt=sse` of a stream, `contents` of `user` and `model` turns whose parts are each one
+/// known member, the request's fields.
+fn invalid_generate(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    stream: bool,
+    body: &Value,
+) -> Option<String> {
+    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(UPSTREAM_KEY) {
+        return Some("x-goog-api-key: not the deployment's key".into());
+    }
+    if stream && query != Some("alt=sse") {
+        return Some(format!("alt=sse is required, the query is {query:?}"));
+    }
+    let Some(contents) = body["contents"].as_array().filter(|c| !c.is_empty()) else {
+        return Some("contents is not specified".into());
+    };
+    for (i, content) in contents.iter().enumerate() {
+        if !["user", "model"].contains(&content["role"].as_str().unwrap_or("")) {
+            return Some(format!("contents[{i}].role must be user or model"));
+        }
+        let Some(parts) = content["parts"].as_array().filter(|p| !p.is_empty()) else {
+            return Some(format!("contents[{i}].parts must not be empty"));
+        };
+        for (j, part) in parts.iter().enumerate() {
+            let ok = match part.as_object().map(|o| o.keys().collect::<Vec<_>>()) {
+                Some(keys) if keys.len() == 1 => match keys[0].as_str() {
+                    "text" => part["text"].is_string(),
+                    "inlineData" => {
+                        part["inlineData"]["mimeType"].is_string()
+                            && part["inlineData"]["data"].is_string()
+                    }
+                    "functionCall" => part["functionCall"]["name"].is_string(),
+                    "functionResponse" => {
+                        part["functionResponse"]["name"].is_string()
+                            && part["functionResponse"]["response"].is_object()
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return Some(format!("contents[{i}].parts[{j}]: {part}"));
+            }
+        }
+    }
+    let known = [
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "tools",
+        "toolConfig",
+        "safetySettings",
+    ];
+    if let Some(field) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+    {
+        return Some(format!(
+            "Invalid JSON payload received. Unknown name \"{field}\""
+        ));
+    }
+    None
+}
+
+/// A scripted Gemini API: it checks each request ([`invalid_generate`]) and answers [`TEXT`]
+/// (or, given tools and not answering a function's result, a `functionCall` of the first one)
+/// with [`USAGE`], whole or as server-sent events. Its base URL (without `/v1beta`).
+async fn gemini_api(received: Received) -> String {
+    use axum::routing::post;
+    let handler = |path: &'static str| {
+        let received = received.clone();
+        post(
+            move |uri: axum::http::Uri, headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    let as_messages: Vec<Value> = body["contents"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| json!({"role": c["role"], "content": c["parts"]}))
+                        .collect();
+                    received.push(
+                        path,
+                        step_of(&json!({"messages": as_messages})),
+                        body.clone(),
+                    );
+                    let stream = path == GENERATE_STREAM_PATH;
+                    if let Some(reason) = invalid_generate(&headers, uri.query(), stream, &body) {
+                        let error = json!({"error": {"code": 400,
+                            "message": format!("fake upstream: {reason}"),
+                            "status": "INVALID_ARGUMENT"}});
+                        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+                    }
+                    let answered = body["contents"]
+                        .as_array()
+                        .and_then(|c| c.last())
+                        .and_then(|c| c["parts"].as_array())
+                        .is_some_and(|parts| {
+                            parts.iter().any(|p| p.get("functionResponse").is_some())
+                        });
+                    let tool = body["tools"][0]["functionDeclarations"][0]["name"]
+                        .as_str()
+                        .filter(|_| !answered);
+                    gemini_answer(tool, stream)
+                }
+            },
+        )
+    };
+    let app = axum::Router::new()
+        .route(GENERATE_PATH, handler(GENERATE_PATH))
+        .route(GENERATE_STREAM_PATH, handler(GENERATE_STREAM_PATH));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// The Gemini API's answer, whole or as `alt=sse` events: [`TEXT`], or a `functionCall` of
+/// `tool`.
+fn gemini_answer(tool: Option<&str>, stream: bool) -> Response {
+    let usage = json!({"promptTokenCount": USAGE.0, "candidatesTokenCount": USAGE.1,
+        "totalTokenCount": USAGE.0 + USAGE.1});
+    let event = |parts: Value, last: bool| {
+        let mut event = json!({"candidates": [{"content": {"role": "model", "parts": parts},
+            "index": 0}], "responseId": "resp-sdk", "modelVersion": GEMINI_MODEL});
+        if last {
+            event["candidates"][0]["finishReason"] = "STOP".into();
+            event["usageMetadata"] = usage.clone();
+        } else {
+            event["usageMetadata"] = json!({"promptTokenCount": USAGE.0,
+                "totalTokenCount": USAGE.0});
+        }
+        event
+    };
+    let call = |name: &str| {
+        json!([{"functionCall": {"name": name,
+            "args": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()}}])
+    };
+    if !stream {
+        let parts = match tool {
+            Some(name) => call(name),
+            None => json!([{"text": TEXT}]),
+        };
+        return axum::Json(event(parts, true)).into_response();
+    }
+    let events = match tool {
+        Some(name) => vec![event(call(name), true)],
+        None => PIECES
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| event(json!([{"text": piece}]), i == PIECES.len() - 1))
+            .collect(),
+    };
+    let text: String = events
+        .iter()
+        .map(|e| format!("data: {e}\r\n\r\n"))
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(text))
+        .unwrap()
+}
+
 /// The OpenAI-compatible deployment (`openai/`), over [`openai_upstream`].
 async fn openai_compatible() -> Group {
     let received = Received::default();
@@ -343,9 +792,11 @@ async fn openai_compatible() -> Group {
             "  - model_name: sdk-openai\n    litellm_params: {{model: openai/{UPSTREAM_MODEL}, \
              api_base: \"{base}\", api_key: {UPSTREAM_KEY}}}\n"
         ),
-        received: Some(received),
+        received: Some(received.clone()),
         messages_model: "sdk-openai",
         responses_model: UPSTREAM_MODEL,
+        api: Api::OpenAi,
+        calls: received,
     }
 }
 
@@ -805,6 +1256,154 @@ async fn run_as(
     }
 }
 
+/// The one request `step` sent to `group`'s upstream on `path`.
+fn sent_once(group: &Group, path: &str, step: &str) -> Value {
+    let sent = group.calls.at(path, step);
+    assert_eq!(
+        sent.len(),
+        1,
+        "{}: {step} sent to {path}: {sent:?}",
+        group.name
+    );
+    sent.into_iter().next().unwrap()
+}
+
+/// The paths of `group`'s upstream for a whole and a streamed call, when its API is not
+/// OpenAI's (whose checks are `Group::received`'s).
+fn native_paths(group: &Group) -> Option<(&'static str, &'static str)> {
+    match group.api {
+        Api::OpenAi => None,
+        Api::Anthropic => Some((MESSAGES_PATH, MESSAGES_PATH)),
+        Api::Bedrock => Some((CONVERSE_PATH, CONVERSE_STREAM_PATH)),
+        Api::Gemini => Some((GENERATE_PATH, GENERATE_STREAM_PATH)),
+    }
+}
+
+/// The content blocks (Converse) or parts (Gemini) of a translated request that have `key`,
+/// in order, whatever turn they are in.
+fn members(sent: &Value, key: &str) -> Vec<Value> {
+    let (turns, blocks) = match sent.get("contents") {
+        Some(_) => ("contents", "parts"),
+        None => ("messages", "content"),
+    };
+    sent[turns]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|turn| turn[blocks].as_array())
+        .flatten()
+        .filter_map(|block| block.get(key).cloned())
+        .collect()
+}
+
+/// The system prompt, token limit and stop sequences or temperature of a request translated
+/// to Converse or the Gemini API, as `group`'s upstream received it.
+fn assert_generation(
+    group: &Group,
+    sent: &Value,
+    system: Option<&str>,
+    limit: u64,
+    setting: (&str, Value),
+) {
+    let (config, system_text, limit_field, setting_field) = match group.api {
+        Api::Bedrock => (
+            &sent["inferenceConfig"],
+            &sent["system"][0]["text"],
+            "maxTokens",
+            setting.0,
+        ),
+        Api::Gemini => (
+            &sent["generationConfig"],
+            &sent["systemInstruction"]["parts"][0]["text"],
+            "maxOutputTokens",
+            setting.0,
+        ),
+        _ => unreachable!(),
+    };
+    match system {
+        Some(system) => assert_eq!(system_text, system, "{}: {sent}", group.name),
+        None => assert!(system_text.is_null(), "{}: {sent}", group.name),
+    }
+    assert_eq!(config[limit_field], limit, "{}: {sent}", group.name);
+    assert_eq!(config[setting_field], setting.1, "{}: {sent}", group.name);
+}
+
+/// The translated tool round trip as a Converse or Gemini upstream received it: the call of
+/// [`TOOL`] with [`TOOL_ARGUMENTS`] (Converse: under `call_id`), then its result `Sunny`.
+fn assert_native_round_trip(group: &Group, sent: &Value, call_id: &str) {
+    let arguments = serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap();
+    match group.api {
+        Api::Bedrock => {
+            let uses = members(sent, "toolUse");
+            assert_eq!(uses.len(), 1, "{sent}");
+            assert_eq!(uses[0]["toolUseId"], call_id, "{sent}");
+            assert_eq!(uses[0]["name"], TOOL, "{sent}");
+            assert_eq!(uses[0]["input"], arguments, "{sent}");
+            let results = members(sent, "toolResult");
+            assert_eq!(results.len(), 1, "{sent}");
+            assert_eq!(results[0]["toolUseId"], call_id, "{sent}");
+            assert!(
+                results[0]["content"].to_string().contains("Sunny"),
+                "{sent}"
+            );
+            assert_eq!(
+                sent["toolConfig"]["tools"][0]["toolSpec"]["name"], TOOL,
+                "{sent}"
+            );
+        }
+        Api::Gemini => {
+            let calls = members(sent, "functionCall");
+            assert_eq!(calls.len(), 1, "{sent}");
+            assert_eq!(calls[0]["name"], TOOL, "{sent}");
+            assert_eq!(calls[0]["args"], arguments, "{sent}");
+            let results = members(sent, "functionResponse");
+            assert_eq!(results.len(), 1, "{sent}");
+            assert_eq!(results[0]["name"], TOOL, "{sent}");
+            assert!(
+                results[0]["response"].to_string().contains("Sunny"),
+                "{sent}"
+            );
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// The translated PNG as a Converse (`image` bytes) or Gemini (`inlineData`) upstream received it.
+fn assert_native_image(group: &Group, sent: &Value) {
+    match group.api {
+        Api::Bedrock => {
+            let images = members(sent, "image");
+            assert_eq!(images.len(), 1, "{sent}");
+            assert_eq!(images[0]["format"], "png", "{sent}");
+            assert_eq!(images[0]["source"]["bytes"], PNG_BASE64, "{sent}");
+        }
+        Api::Gemini => {
+            let images = members(sent, "inlineData");
+            assert_eq!(images.len(), 1, "{sent}");
+            assert_eq!(images[0]["mimeType"], "image/png", "{sent}");
+            assert_eq!(images[0]["data"], PNG_BASE64, "{sent}");
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// A tool offered as a Converse `toolSpec` or a Gemini `functionDeclaration`, its schema kept.
+fn assert_native_tool(group: &Group, sent: &Value) {
+    let (name, schema) = match group.api {
+        Api::Bedrock => {
+            let spec = &sent["toolConfig"]["tools"][0]["toolSpec"];
+            (&spec["name"], &spec["inputSchema"]["json"])
+        }
+        Api::Gemini => {
+            let declaration = &sent["tools"][0]["functionDeclarations"][0];
+            (&declaration["name"], &declaration["parameters"])
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(name, TOOL, "{sent}");
+    assert_eq!(schema["properties"]["city"]["type"], "string", "{sent}");
+}
+
 /// A translated tool round trip as the upstream received it: the assistant's call `call_id`
 /// of [`TOOL`] with [`TOOL_ARGUMENTS`], then the tool's result (`Sunny`) for it.
 fn assert_tool_round_trip(sent: &Value, call_id: &str) {
@@ -885,6 +1484,12 @@ async fn the_openai_sdk_gets_chat_completions_whole_and_streamed_with_usage() {
             let sent = received.of("chat_stream");
             assert_eq!(sent.len(), 1, "{sent:?}");
             assert_eq!(sent[0]["stream"], true, "{}", sent[0]);
+        }
+        if let Some((_, stream)) = native_paths(group) {
+            let sent = sent_once(group, stream, "chat_stream");
+            if group.api == Api::Anthropic {
+                assert_eq!(sent["stream"], true, "{sent}");
+            }
         }
     }
 }
@@ -1093,6 +1698,33 @@ async fn the_openai_sdk_gets_responses_whole_streamed_with_a_tool_and_through_th
                 None => assert_image(&received.of("responses_image")[0]),
             }
         }
+        match group.api {
+            Api::OpenAi => {}
+            Api::Anthropic => {
+                // Translated to the Messages API: `instructions` as the system prompt.
+                let sent = sent_once(group, MESSAGES_PATH, "responses_create");
+                assert!(
+                    sent["system"].to_string().contains("Answer briefly."),
+                    "{sent}"
+                );
+                assert_eq!(sent["max_tokens"], 50, "{sent}");
+                assert_eq!(sent["temperature"], 0.5, "{sent}");
+            }
+            Api::Bedrock | Api::Gemini => {
+                let (whole, stream) = native_paths(group).unwrap();
+                let sent = sent_once(group, whole, "responses_create");
+                let temperature = ("temperature", json!(0.5));
+                assert_generation(group, &sent, Some("Answer briefly."), 50, temperature);
+                sent_once(group, stream, "responses_stream");
+                assert_native_tool(group, &sent_once(group, whole, "responses_tool"));
+                assert_native_round_trip(
+                    group,
+                    &sent_once(group, whole, "responses_tool_output"),
+                    "call_weather",
+                );
+                assert_native_image(group, &sent_once(group, whole, "responses_image"));
+            }
+        }
     }
 }
 
@@ -1255,6 +1887,39 @@ async fn the_anthropic_sdk_gets_messages_with_system_and_tools_streamed_and_coun
             // count_tokens is answered by the gateway, not the upstream.
             assert!(received.of("count_tokens").is_empty());
         }
+        assert_eq!(group.calls.all("count_tokens"), 0, "{}", group.name);
+        match group.api {
+            Api::OpenAi => {}
+            Api::Anthropic => {
+                // Passed through as the SDK sent it.
+                let sent = sent_once(group, MESSAGES_PATH, "messages_create");
+                assert_eq!(sent["stop_sequences"], json!(["END"]), "{sent}");
+                let sent = sent_once(group, MESSAGES_PATH, "messages_system_tool");
+                assert_eq!(sent["system"], "Answer briefly.", "{sent}");
+                assert_eq!(sent["tools"][0]["name"], TOOL, "{sent}");
+            }
+            Api::Bedrock | Api::Gemini => {
+                let (whole, stream) = native_paths(group).unwrap();
+                let sent = sent_once(group, whole, "messages_create");
+                assert_generation(group, &sent, None, 100, ("stopSequences", json!(["END"])));
+                let sent = sent_once(group, whole, "messages_system_tool");
+                assert_generation(
+                    group,
+                    &sent,
+                    Some("Answer briefly."),
+                    100,
+                    ("stopSequences", Value::Null),
+                );
+                assert_native_tool(group, &sent);
+                assert_native_tool(group, &sent_once(group, stream, "messages_stream_tool"));
+                assert_native_round_trip(
+                    group,
+                    &sent_once(group, whole, "messages_tool_result"),
+                    "toolu_weather",
+                );
+                assert_native_image(group, &sent_once(group, whole, "messages_image"));
+            }
+        }
     }
 }
 
@@ -1332,6 +1997,7 @@ async fn a_stored_conversation_passes_through_to_openai_or_is_refused_naming_the
             }
             None => {
                 let error = openai.raised(step);
+                assert_eq!(group.calls.all(step), 0, "{}", group.name);
                 assert_eq!(error["status"], 400, "{error}");
                 assert!(
                     error["body"].to_string().contains("previous_response_id"),
