@@ -20,13 +20,13 @@ fn chat_request() -> Value {
         "max_tokens": 512,
         "temperature": 0.2,
         "messages": [
-            {"role": "system", "content": "You are a careful assistant. ".repeat(8)},
-            {"role": "user", "content": "Where is the weather worse today, Paris or Berlin? ".repeat(6)},
+            {"role": "system", "content": "You are a careful assistant. ".repeat(16)},
+            {"role": "user", "content": "Where is the weather worse today, Paris or Berlin? ".repeat(9)},
             {"role": "assistant", "content": null, "tool_calls": [{
                 "id": "call_1", "type": "function",
                 "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "Paris: rain, 9 C, wind 30 km/h. ".repeat(4)},
-            {"role": "user", "content": "And what should I wear there? ".repeat(6)},
+            {"role": "user", "content": "And what should I wear there? ".repeat(14)},
         ],
         "tools": [{"type": "function", "function": {
             "name": "weather", "description": "The weather in a city today.",
@@ -57,12 +57,12 @@ fn translate(c: &mut Criterion) {
     let native_answer = anthropic::client::answer_from_chat(&answer).expect("to Messages");
     let responses_request = json!({
         "model": "claude",
-        "instructions": "You are a careful assistant. ".repeat(8),
+        "instructions": "You are a careful assistant. ".repeat(16),
         "input": [
-            {"role": "user", "content": "Where is the weather worse today, Paris or Berlin? ".repeat(6)},
+            {"role": "user", "content": "Where is the weather worse today, Paris or Berlin? ".repeat(9)},
             {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
             {"type": "function_call_output", "call_id": "call_1", "output": "Paris: rain, 9 C, wind 30 km/h. ".repeat(4)},
-            {"role": "user", "content": "And what should I wear there? ".repeat(6)},
+            {"role": "user", "content": "And what should I wear there? ".repeat(14)},
         ],
         "tools": [{"type": "function", "name": "weather", "description": "The weather in a city today.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],

@@ -296,19 +296,9 @@ impl GatewayError {
 }
 
 /// Anthropic's error body, `{"type": "error", "error": {"type", "message"}}`, with the error
-/// type Anthropic gives `status`.
+/// type Anthropic gives `status` (the protocols crate's one table).
 pub(super) fn anthropic_body(status: StatusCode, message: &str) -> serde_json::Value {
-    let kind = match status.as_u16() {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    };
-    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+    ferrolite_protocols::anthropic::client::error_body(status.as_u16(), message)
 }
 
 impl IntoResponse for GatewayError {

@@ -86,11 +86,13 @@ fn leave_out(request: &mut Value, field: &str) -> bool {
             steps.push(Ok(name));
         }
         while let Some(end) = rest.find(']') {
-            match rest[1..end].parse::<usize>() {
-                Ok(index) => steps.push(Err(index)),
-                Err(_) => return false,
+            // The path may hold a client's key names: `get` refuses a cut inside a character
+            // (`"a[0]é]"`), and anything but `[digits]` ends the walk.
+            match rest.get(1..end).map(str::parse::<usize>) {
+                Some(Ok(index)) => steps.push(Err(index)),
+                _ => return false,
             }
-            rest = &rest[end + 1..];
+            rest = rest.get(end + 1..).unwrap_or_default();
         }
     }
     let cut = match steps.iter().rposition(Result::is_err) {
@@ -261,6 +263,12 @@ async fn handle(
     // provider.
     let routing = gateway_fields(&mut native);
     if inbound == Inbound::CountTokens {
+        // An API key counts only for the groups it may call (no call is made: its limits are
+        // not spent).
+        keys::admit(
+            &caller,
+            &mut ferrolite_router::Request::new(model.as_str(), Value::Null),
+        )?;
         let chat = inbound
             .to_chat(&native)
             .map_err(GatewayError::Untranslatable)?;
@@ -550,4 +558,52 @@ fn count_tokens_of(model: &str, chat: &Value) -> usize {
         .map(|tools| counter.count_text(model, &tools.to_string()))
         .unwrap_or(0);
     counter.count_messages(model, &messages) + tools
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::leave_out;
+
+    #[test]
+    fn the_innermost_list_item_or_the_top_level_field_is_left_out() {
+        let mut request = json!({
+            "model": "m",
+            "tools": [{"type": "web_search"}],
+            "messages": [{"role": "user", "content": [{"type": "text"}, {"type": "document"}]}],
+        });
+        assert!(leave_out(&mut request, "messages[0].content[1].type"));
+        assert_eq!(request["messages"][0]["content"], json!([{"type": "text"}]));
+        assert!(leave_out(&mut request, "tools[0].type"));
+        assert_eq!(request["tools"], json!([]));
+        assert!(leave_out(&mut request, "tools"));
+        assert!(request.get("tools").is_none());
+        // What a request is not routed without, and paths that are not in it.
+        assert!(!leave_out(&mut request, "messages"));
+        assert!(!leave_out(&mut request, "model"));
+        assert!(!leave_out(&mut request, ""));
+        assert!(!leave_out(&mut request, "messages[7].content"));
+    }
+
+    /// Regression: a client's key name in the error's path (`"a[0]é]"`) cut a string inside a
+    /// character and panicked the handler.
+    #[test]
+    fn a_path_with_a_clients_odd_key_names_is_walked_without_a_panic() {
+        let mut request = json!({"model": "m", "a[0]é]": 1, "metadata": {"ü[": 2}});
+        for path in [
+            "a[0]é]",
+            "metadata.ü[",
+            "[é]",
+            "x[1",
+            "]",
+            "[]",
+            "a[99999999999999999999999]",
+        ] {
+            let _ = leave_out(&mut request, path);
+        }
+        assert_eq!(request["model"], "m");
+    }
 }
