@@ -439,9 +439,9 @@ async fn repeated_calls_of_either_protocol_are_answered_from_the_response_cache(
             id: Some("one".into()),
             ..Deployment::new("claude", "anthropic/claude-sonnet-4-5")
         })
-        .settings(ferrolite::RouterSettings {
+        .settings(ferrolite::router::RouterSettings {
             response_cache: Some(ferrolite::router::ResponseCacheSettings::default()),
-            ..ferrolite::RouterSettings::default()
+            ..ferrolite::router::RouterSettings::default()
         })
         .backend(MockBackend::new(MockSpec::reply("Cached words")))
         .build()
