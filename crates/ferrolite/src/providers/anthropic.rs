@@ -182,7 +182,11 @@ pub(crate) fn call<'a>(
         if native {
             let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
             return Ok(BackendResponse {
-                usage: Some(usage_of_native(answer.get("usage"))),
+                // No `usage` in the answer is no usage known, not zero tokens.
+                usage: answer
+                    .get("usage")
+                    .filter(|u| u.is_object())
+                    .map(|u| usage_of_native(Some(u))),
                 body,
                 time_to_first_token: None,
                 protocol: Protocol::AnthropicMessages,
