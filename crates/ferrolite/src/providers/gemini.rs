@@ -341,12 +341,22 @@ impl TokenSource {
                 .and_then(Value::as_u64)
                 .unwrap_or(3600),
         );
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
         Ok(Token {
             value: Arc::from(value),
-            refresh_at: started + (lifetime - margin),
+            refresh_at: refresh_at(started, lifetime),
         })
     }
+}
+
+/// The longest a token is used for, whatever lifetime the token endpoint gave it.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// When a token fetched at `started` that lives `lifetime` is fetched again: a margin before it
+/// expires, and within [`MAX_TOKEN_LIFETIME`].
+fn refresh_at(started: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
+    let margin = REFRESH_MARGIN.min(lifetime / 2);
+    started.checked_add(lifetime - margin).unwrap_or(started)
 }
 
 /// How one deployment is called, worked out once per snapshot ([`prepare`]).
@@ -794,7 +804,7 @@ fn retry_delay(error: &Value) -> Option<Duration> {
     error.get("details")?.as_array()?.iter().find_map(|detail| {
         let delay = detail.get("retryDelay")?.as_str()?;
         let seconds: f64 = delay.strip_suffix('s')?.parse().ok()?;
-        (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+        crate::http::delay_of_seconds(seconds)
     })
 }
 
@@ -868,6 +878,21 @@ fn form_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_retry_delays_and_token_lifetimes_are_capped_not_a_panic() {
+        let error = serde_json::json!({"details": [{"retryDelay": "1e20s"}]});
+        assert_eq!(retry_delay(&error), Some(Duration::from_secs(86_400)));
+        let error = serde_json::json!({"details": [{"retryDelay": "2.5s"}]});
+        assert_eq!(retry_delay(&error), Some(Duration::from_millis(2500)));
+        let now = Instant::now();
+        let at = refresh_at(now, Duration::from_secs(u64::MAX));
+        assert_eq!(at, now + Duration::from_secs(86_400) - REFRESH_MARGIN);
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(3600)),
+            now + Duration::from_secs(3600) - REFRESH_MARGIN
+        );
+    }
 
     #[test]
     fn base64url_encodes_without_padding() {
