@@ -883,7 +883,9 @@ async fn gateway(router: Router) -> String {
 
 /// The `type`s of a raw Messages event stream, checking each `event:` line names its data.
 fn event_types(text: &str) -> Vec<String> {
-    let events = ferrolite_protocols::sse::SseParser::new().push(text.as_bytes());
+    let events = ferrolite_protocols::sse::SseParser::new()
+        .push(text.as_bytes())
+        .unwrap();
     events
         .iter()
         .map(|e| {
@@ -956,7 +958,9 @@ async fn through_the_gateway_a_chat_stream_to_an_anthropic_deployment_is_openai_
         .unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let events = ferrolite_protocols::sse::SseParser::new().push(text.as_bytes());
+    let events = ferrolite_protocols::sse::SseParser::new()
+        .push(text.as_bytes())
+        .unwrap();
     assert_eq!(events.last().unwrap().data, "[DONE]");
     let content: String = events[..events.len() - 1]
         .iter()

@@ -345,11 +345,14 @@ where
                 return None;
             }
             match self.bytes.next().await {
-                Some(Ok(bytes)) => {
-                    for event in self.parser.push(&bytes) {
-                        self.take(&event);
+                Some(Ok(bytes)) => match self.parser.push(&bytes) {
+                    Ok(events) => {
+                        for event in events {
+                            self.take(&event);
+                        }
                     }
-                }
+                    Err(e) => self.fail(bad_answer(format!("the stream is cut off: {e}"))),
+                },
                 Some(Err(e)) => self.fail(BackendError::new(
                     ErrorClass::Connection,
                     format!("the stream broke: {}", without_url(&e)),

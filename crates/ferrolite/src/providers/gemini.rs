@@ -484,10 +484,34 @@ fn target_of<'a>(
         _ => deployment.model.as_str(),
     };
     let model = model_name(wanted).to_string();
+    if deployment.model.contains('*') {
+        check_model(&model)?;
+    }
     if let Some(target) = request.prepared.as_ref().and_then(|p| p.get::<Target>()) {
         return Ok((Cow::Borrowed(target), model));
     }
     Ok((Cow::Owned(target(backend, deployment, &model)?), model))
+}
+
+/// Refuses a model name a client asked a wildcard deployment for that could not stand as one
+/// path segment of the URL as it is: characters other than ASCII letters, digits and `._@-`,
+/// or a `.` / `..` segment (the URL would then name another path on Google's host, called with
+/// the deployment's credentials).
+fn check_model(model: &str) -> Result<(), BackendError> {
+    let fits = !model.is_empty()
+        && model != "."
+        && model != ".."
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if fits {
+        return Ok(());
+    }
+    let shown: String = model.chars().take(200).collect();
+    Err(BackendError::new(
+        ErrorClass::BadRequest { status: 400 },
+        format!("model `{shown}` is not a Google model name (letters, digits and `._@-` only)"),
+    ))
 }
 
 /// The call as a reqwest request: the translated body to `{base}:{method}`, authenticated.
@@ -620,6 +644,7 @@ pub(crate) fn stream<'a>(
             ready: std::collections::VecDeque::new(),
             done: false,
             answered: false,
+            finished: false,
         };
         let stream = futures_util::stream::unfold(state, |mut events| async move {
             events.next().await.map(|item| (item, events))
@@ -641,6 +666,8 @@ struct Events {
     done: bool,
     /// Whether any event came.
     answered: bool,
+    /// Whether a candidate's `finishReason` came (a stream without one was cut off).
+    finished: bool,
 }
 
 impl Events {
@@ -681,6 +708,13 @@ impl Events {
             self.ready.push_back(Err(error));
             return false;
         }
+        if event
+            .get("candidates")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c.get("finishReason").is_some()))
+        {
+            self.finished = true;
+        }
         match self.chunks.push(&event) {
             Ok(chunks) => {
                 self.ready.extend(chunks.iter().map(|c| Ok(Self::chunk(c))));
@@ -704,14 +738,20 @@ impl Events {
                 return None;
             }
             match self.bytes.next().await {
-                Some(Ok(bytes)) => {
-                    for event in self.parser.push(&bytes) {
-                        if !self.event(&event.data) {
-                            self.done = true;
-                            break;
+                Some(Ok(bytes)) => match self.parser.push(&bytes) {
+                    Ok(events) => {
+                        for event in events {
+                            if !self.event(&event.data) {
+                                self.done = true;
+                                break;
+                            }
                         }
                     }
-                }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(bad_answer(format!("the stream is cut off: {e}"))));
+                    }
+                },
                 Some(Err(e)) => {
                     self.done = true;
                     return Some(Err(BackendError::new(
@@ -728,6 +768,11 @@ impl Events {
                     if going && !self.answered {
                         self.ready.push_back(Err(bad_answer(
                             "the stream ended without an event".to_string(),
+                        )));
+                    } else if going && !self.finished {
+                        self.ready.push_back(Err(BackendError::new(
+                            ErrorClass::Connection,
+                            "the stream ended before a finishReason",
                         )));
                     } else if going {
                         let last = self.chunks.finish();
