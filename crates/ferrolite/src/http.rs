@@ -637,6 +637,22 @@ fn url_of(
                 format!("azure deployment `{}` needs api_base", deployment.id()),
             )
         })?;
+        // A wildcard deployment's model is the client's: it must stay one segment of the path
+        // (an Azure deployment name: letters, digits, `._-`), not move the URL elsewhere on
+        // the operator's resource.
+        let fits = !matches!(model, "" | "." | "..")
+            && model
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if deployment.model.contains('*') && !fits {
+            let shown: String = model.chars().take(200).collect();
+            return Err(BackendError::new(
+                ErrorClass::BadRequest { status: 400 },
+                format!(
+                    "model `{shown}` is not an Azure deployment name (letters, digits and `._-` only)"
+                ),
+            ));
+        }
         let version = deployment.api_version.as_deref().unwrap_or("2024-10-21");
         return Ok(format!(
             "{}/openai/deployments/{model}/{path}?api-version={version}",
