@@ -637,6 +637,22 @@ fn url_of(
                 format!("azure deployment `{}` needs api_base", deployment.id()),
             )
         })?;
+        // A wildcard deployment's model is the client's: it must stay one segment of the path
+        // (an Azure deployment name: letters, digits, `._-`), not move the URL elsewhere on
+        // the operator's resource.
+        let fits = !matches!(model, "" | "." | "..")
+            && model
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if deployment.model.contains('*') && !fits {
+            let shown: String = model.chars().take(200).collect();
+            return Err(BackendError::new(
+                ErrorClass::BadRequest { status: 400 },
+                format!(
+                    "model `{shown}` is not an Azure deployment name (letters, digits and `._-` only)"
+                ),
+            ));
+        }
         let version = deployment.api_version.as_deref().unwrap_or("2024-10-21");
         return Ok(format!(
             "{}/openai/deployments/{model}/{path}?api-version={version}",
@@ -837,13 +853,33 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .ok()?
         .trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return delay_of_seconds(seconds);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     // The one wall-clock read of the backend: an HTTP date is wall-clock time.
     #[allow(clippy::disallowed_methods)]
     let now = SystemTime::now();
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_DELAY),
+    )
+}
+
+/// The longest wait an upstream's retry delay is taken at (a longer one is cut to it).
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A retry delay an upstream gave in seconds, at most [`MAX_RETRY_DELAY`]; `None` when it is
+/// negative or not a number.
+pub(crate) fn delay_of_seconds(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(MAX_RETRY_DELAY)
+            .min(MAX_RETRY_DELAY),
+    )
 }
 
 /// Classifies an error answer: the status, refined by the body (context length, content
@@ -1155,6 +1191,24 @@ fn trim(mut data: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_or_odd_retry_after_is_capped_or_ignored_not_a_panic() {
+        let delay = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            retry_after(&headers)
+        };
+        assert_eq!(delay("1e20"), Some(MAX_RETRY_DELAY));
+        assert_eq!(delay("inf"), Some(MAX_RETRY_DELAY));
+        assert_eq!(delay("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(delay("-3"), None);
+        assert_eq!(delay("NaN"), None);
+        assert_eq!(
+            delay("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_DELAY)
+        );
+    }
 
     #[test]
     fn error_bodies_are_classified_by_what_they_say() {

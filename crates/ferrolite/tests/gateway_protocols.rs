@@ -68,7 +68,7 @@ async fn anthropic(base: &str, path: &str, body: Value) -> reqwest::Response {
 async fn events(response: reqwest::Response) -> Vec<SseEvent> {
     let bytes = response.bytes().await.unwrap();
     let mut parser = SseParser::new();
-    let mut events = parser.push(&bytes);
+    let mut events = parser.push(&bytes).unwrap();
     events.extend(parser.finish());
     events
 }

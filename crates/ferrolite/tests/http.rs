@@ -862,3 +862,35 @@ async fn deployments_that_send_alike_share_one_prepared_value() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_azure_wildcard_model_name_that_would_change_the_url_is_refused_before_any_call() {
+    let (base, seen) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let wildcard = Deployment {
+        api_base: Some(base.clone()),
+        api_key: Some(Secret::new("azure-key")),
+        ..Deployment::new("g", "azure/*")
+    };
+    for asked in [
+        "azure/../../v1/chat/completions?x=",
+        "azure/..",
+        "azure/a b",
+    ] {
+        let mut request = chat(false);
+        request.body["model"] = serde_json::json!(asked);
+        let error = backend.call(&wildcard, &request).await.unwrap_err();
+        assert_eq!(
+            error.class,
+            ErrorClass::BadRequest { status: 400 },
+            "{asked}"
+        );
+        assert!(error.message.contains(&asked[6..]), "{}", error.message);
+    }
+    assert!(seen.requests.lock().is_empty());
+    // A deployment name goes through.
+    let mut request = chat(false);
+    request.body["model"] = serde_json::json!("azure/my-gpt4o.eu_2");
+    backend.call(&wildcard, &request).await.unwrap();
+    assert_eq!(seen.requests.lock()[0].0, "my-gpt4o.eu_2/chat/completions");
+}

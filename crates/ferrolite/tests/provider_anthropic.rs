@@ -346,11 +346,12 @@ async fn messages(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Strin
         }
         return sse(&events);
     }
-    axum::Json(
-        json!({"id": "msg_01whole", "type": "message", "role": "assistant", "model": model,
-        "content": blocks, "stop_reason": stop, "stop_sequence": null, "usage": usage}),
-    )
-    .into_response()
+    let mut answer = json!({"id": "msg_01whole", "type": "message", "role": "assistant", "model": model,
+        "content": blocks, "stop_reason": stop, "stop_sequence": null, "usage": usage});
+    if model == "claude-no-usage" {
+        answer.as_object_mut().unwrap().remove("usage");
+    }
+    axum::Json(answer).into_response()
 }
 
 /// The fake on a free loopback port: its base URL and what it saw.
@@ -882,7 +883,9 @@ async fn gateway(router: Router) -> String {
 
 /// The `type`s of a raw Messages event stream, checking each `event:` line names its data.
 fn event_types(text: &str) -> Vec<String> {
-    let events = ferrolite_protocols::sse::SseParser::new().push(text.as_bytes());
+    let events = ferrolite_protocols::sse::SseParser::new()
+        .push(text.as_bytes())
+        .unwrap();
     events
         .iter()
         .map(|e| {
@@ -955,7 +958,9 @@ async fn through_the_gateway_a_chat_stream_to_an_anthropic_deployment_is_openai_
         .unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let events = ferrolite_protocols::sse::SseParser::new().push(text.as_bytes());
+    let events = ferrolite_protocols::sse::SseParser::new()
+        .push(text.as_bytes())
+        .unwrap();
     assert_eq!(events.last().unwrap().data, "[DONE]");
     let content: String = events[..events.len() - 1]
         .iter()
@@ -967,4 +972,34 @@ async fn through_the_gateway_a_chat_stream_to_an_anthropic_deployment_is_openai_
         })
         .collect();
     assert_eq!(content, "Hello from Claude");
+}
+
+#[tokio::test]
+async fn a_passed_through_answer_without_usage_has_no_usage_rather_than_zero() {
+    let (base, _) = serve().await;
+    let backend = HttpBackend::new().unwrap();
+    let native = native_request(false);
+    let canonical = ferrolite_protocols::anthropic::client::request_to_chat(&native).unwrap();
+    let request = BackendRequest {
+        native: Some(Native {
+            untranslated: None,
+            protocol: Protocol::AnthropicMessages,
+            body: Arc::new(native),
+        }),
+        ..call_of(canonical, false)
+    };
+    let answer = backend
+        .call(&claude(&base, "claude", "claude-no-usage"), &request)
+        .await
+        .unwrap();
+    assert_eq!(answer.protocol, Protocol::AnthropicMessages);
+    assert!(answer.body.to_value().unwrap().get("usage").is_none());
+    assert_eq!(answer.usage, None);
+    // With its usage, the same answer is counted.
+    let answer = backend
+        .call(&claude(&base, "claude", "claude-ok"), &request)
+        .await
+        .unwrap();
+    let usage = answer.usage.unwrap();
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (112, 7));
 }

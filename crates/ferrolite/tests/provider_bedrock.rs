@@ -502,6 +502,22 @@ async fn runtime(
         frames.extend(&next[..next.len() / 2]);
         return event_stream(frames);
     }
+    if model == "stream-closed" || model == "stream-no-metadata" {
+        // Whole frames, then the connection closes cleanly before the answer's end.
+        frames.extend(frame(
+            "event",
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"text": "Hel"}}),
+        ));
+        if model == "stream-no-metadata" {
+            frames.extend(frame(
+                "event",
+                "messageStop",
+                &json!({"stopReason": "end_turn"}),
+            ));
+        }
+        return event_stream(frames);
+    }
     if model == "stream-throttled" {
         frames.extend(frame(
             "exception",
@@ -939,6 +955,8 @@ async fn each_error_answer_and_stream_exception_is_classified() {
             1,
         ),
         ("stream-cut", ErrorClass::Connection, 2),
+        ("stream-closed", ErrorClass::Connection, 2),
+        ("stream-no-metadata", ErrorClass::Connection, 3),
     ] {
         let mut stream = backend
             .stream(&bedrock(&base, model, None), &chat_request(true))
@@ -954,6 +972,13 @@ async fn each_error_answer_and_stream_exception_is_classified() {
         };
         assert_eq!(good, chunks_before, "{model}");
         assert_eq!(error.class, expected, "{model}: {error:?}");
+        if model == "stream-closed" {
+            assert!(
+                error.message.contains("ended before messageStop"),
+                "{}",
+                error.message
+            );
+        }
         assert!(stream.next().await.is_none());
     }
 }
@@ -1261,4 +1286,38 @@ async fn a_response_format_is_a_forced_tool_whose_input_is_the_content_whole_and
     assert_eq!(usage.unwrap().total_tokens, 17);
     // Answered whole: the second call went to `converse`, not `converse-stream`.
     assert!(fake.seen.lock()[1].path.ends_with("/converse"));
+}
+
+#[tokio::test]
+async fn a_wildcard_model_id_of_dots_is_refused_before_any_call() {
+    let (base, fake) = fake(None).await;
+    let backend = HttpBackend::new().unwrap();
+    let wildcard = bedrock(&base, "*", None);
+    for asked in ["bedrock/..", "bedrock/.", "bedrock/converse/.."] {
+        let mut request = chat_request(false);
+        request.body["model"] = json!(asked);
+        let error = backend.call(&wildcard, &request).await.unwrap_err();
+        assert_eq!(
+            error.class,
+            ErrorClass::BadRequest { status: 400 },
+            "{asked}"
+        );
+        assert!(error.message.contains(asked), "{}", error.message);
+        request.stream = true;
+        let error = match backend.stream(&wildcard, &request).await {
+            Err(error) => error,
+            Ok(_) => panic!("{asked}: the stream started"),
+        };
+        assert_eq!(
+            error.class,
+            ErrorClass::BadRequest { status: 400 },
+            "{asked}"
+        );
+    }
+    assert!(fake.seen.lock().is_empty());
+    // A slash or colon in a model id is encoded into its one segment and goes through.
+    let mut request = chat_request(false);
+    request.body["model"] = json!(format!("bedrock/{MODEL}"));
+    backend.call(&wildcard, &request).await.unwrap();
+    assert_eq!(fake.calls_of(MODEL), 1);
 }

@@ -114,6 +114,16 @@ struct Fake {
     token_refusals: AtomicU64,
     /// Per generateContent call: path, query, headers, body.
     seen: Mutex<Vec<Seen>>,
+    /// Requests to any other path (method and path).
+    stray: Mutex<Vec<String>>,
+}
+
+/// Any path the fake does not serve: recorded, 404.
+async fn stray(State(fake): State<Arc<Fake>>, request: axum::extract::Request) -> Response {
+    fake.stray
+        .lock()
+        .push(format!("{} {}", request.method(), request.uri()));
+    google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such path")
 }
 
 fn google_error(status: StatusCode, google: &str, message: &str) -> Response {
@@ -244,6 +254,15 @@ fn answer_for(model: &str, body: &Value) -> Result<Vec<Value>, Response> {
             ));
         }
         "empty" => Vec::new(),
+        // Part of an answer, then the connection closes cleanly without a finishReason.
+        "cut" => vec![
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}],
+                "usageMetadata": {"promptTokenCount": 11, "totalTokenCount": 11}}),
+        ],
+        // One event whose line is longer than a server-sent event may be (16 MiB).
+        "long-line" => vec![
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "x".repeat(17 << 20)}]}, "index": 0}]}),
+        ],
         "breaks" => vec![
             json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}]}),
             json!({"error": {"code": 500, "message": "Internal error encountered.", "status": "INTERNAL"}}),
@@ -496,6 +515,7 @@ async fn serve(key: &TestKey, expires_in: u64) -> (String, Arc<Fake>) {
         .route("/v1beta/models/{*rest}", post(gemini_api))
         .route("/v1/projects/{*rest}", post(vertex))
         .route("/token", post(token))
+        .fallback(stray)
         .with_state(Arc::clone(&fake));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1310,4 +1330,110 @@ async fn an_error_event_in_the_middle_of_a_stream_ends_it_classified() {
     let error = error.expect("the stream ends with an error");
     assert_eq!(error.class, ErrorClass::ServerError { status: 500 });
     assert!(error.message.contains("INTERNAL"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_wildcard_model_name_that_would_change_the_url_is_refused_before_any_call() {
+    let key = test_key();
+    let (base, fake) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    let evil = "../../../../x/endpoints/E:rawPredict?";
+    for (deployment, asked) in [
+        (gemini(&base, "*"), format!("gemini/{evil}")),
+        (gemini(&base, "*"), "gemini/..".to_string()),
+        (gemini(&base, "*"), "gemini/a b".to_string()),
+        (
+            Deployment {
+                api_base: None,
+                ..vertex_deployment(&base, "*", &credentials(&base, &key))
+            },
+            format!("vertex_ai/{evil}"),
+        ),
+    ] {
+        let mut body = hello();
+        body["model"] = json!(asked);
+        for stream in [false, true] {
+            let error = if stream {
+                match backend.stream(&deployment, &chat(body.clone(), true)).await {
+                    Err(error) => error,
+                    Ok(_) => panic!("{asked}: the stream started"),
+                }
+            } else {
+                backend
+                    .call(&deployment, &chat(body.clone(), false))
+                    .await
+                    .unwrap_err()
+            };
+            assert_eq!(
+                error.class,
+                ErrorClass::BadRequest { status: 400 },
+                "{asked}"
+            );
+            let name = asked.split_once('/').unwrap().1;
+            assert!(error.message.contains(name), "{}", error.message);
+        }
+    }
+    assert!(fake.seen.lock().is_empty());
+    assert!(fake.stray.lock().is_empty(), "{:?}", fake.stray.lock());
+    assert_eq!(fake.token_fetches.load(Ordering::SeqCst), 0);
+    // A model name Google uses still goes through.
+    let mut body = hello();
+    body["model"] = json!("gemini/gemini-2.0-flash-001");
+    backend
+        .call(&gemini(&base, "*"), &chat(body, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.seen.lock()[0].0,
+        "gemini-2.0-flash-001:generateContent"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_closes_before_its_finish_reason_ends_with_a_connection_error() {
+    let key = test_key();
+    let (base, _) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    let mut stream = backend
+        .stream(&gemini(&base, "cut"), &chat(hello(), true))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                let chunk = chunk.body.to_value().unwrap();
+                assert!(chunk["choices"][0]["finish_reason"].is_null(), "{chunk}");
+                if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+                    text.push_str(t);
+                }
+            }
+            Err(e) => error = Some(e),
+        }
+    }
+    assert_eq!(text, "Hel");
+    let error = error.expect("the stream ends with an error");
+    assert_eq!(error.class, ErrorClass::Connection);
+    assert!(error.message.contains("ended before"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn an_over_long_event_line_ends_the_stream_as_a_bad_answer() {
+    let key = test_key();
+    let (base, _) = serve(&key, 3600).await;
+    let backend = HttpBackend::new().unwrap();
+    let mut stream = backend
+        .stream(&gemini(&base, "long-line"), &chat(hello(), true))
+        .await
+        .unwrap();
+    let mut error = None;
+    while let Some(chunk) = stream.next().await {
+        if let Err(e) = chunk {
+            error = Some(e);
+        }
+    }
+    let error = error.expect("the stream ends with an error");
+    assert_eq!(error.class, ErrorClass::ServerError { status: 502 });
+    assert!(error.message.contains("16 MiB"), "{}", error.message);
 }

@@ -653,12 +653,14 @@ pub fn usage_to_chat(usage: &Value) -> Value {
     let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
     let read = count("cacheReadInputTokens");
     let write = count("cacheWriteInputTokens");
-    let prompt = count("inputTokens") + read + write;
+    let prompt = count("inputTokens")
+        .saturating_add(read)
+        .saturating_add(write);
     let completion = count("outputTokens");
     let total = usage
         .get("totalTokens")
         .and_then(Value::as_u64)
-        .unwrap_or(prompt + completion);
+        .unwrap_or(prompt.saturating_add(completion));
     let mut out = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -977,6 +979,16 @@ impl ChatChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_token_counts_saturate_instead_of_overflowing() {
+        let max = u64::MAX;
+        let usage = usage_to_chat(&json!({"inputTokens": max, "outputTokens": max,
+            "cacheReadInputTokens": max, "cacheWriteInputTokens": 5}));
+        assert_eq!(usage["prompt_tokens"], max);
+        assert_eq!(usage["completion_tokens"], max);
+        assert_eq!(usage["total_tokens"], max);
+    }
 
     #[test]
     fn an_http_image_url_is_refused_naming_the_field() {

@@ -722,14 +722,14 @@ pub fn usage_of(metadata: &Value) -> Value {
     let thoughts = count("thoughtsTokenCount");
     let mut completion = candidates;
     if let Some(thoughts) = thoughts.filter(|t| *t > 0) {
-        if total != Some(prompt + candidates) {
-            completion += thoughts;
+        if total != Some(prompt.saturating_add(candidates)) {
+            completion = completion.saturating_add(thoughts);
         }
     }
     let mut usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": total.unwrap_or(prompt + completion),
+        "total_tokens": total.unwrap_or(prompt.saturating_add(completion)),
     });
     if let Some(cached) = count("cachedContentTokenCount") {
         usage["prompt_tokens_details"] = json!({ "cached_tokens": cached });
@@ -1077,6 +1077,22 @@ impl ChatChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_token_counts_saturate_instead_of_overflowing() {
+        let max = u64::MAX;
+        let usage = usage_of(
+            &json!({"promptTokenCount": max, "candidatesTokenCount": max,
+            "thoughtsTokenCount": max}),
+        );
+        assert_eq!(usage["prompt_tokens"], max);
+        assert_eq!(usage["completion_tokens"], max);
+        assert_eq!(usage["total_tokens"], max);
+        let usage = usage_of(&json!({"promptTokenCount": 3, "candidatesTokenCount": max,
+            "thoughtsTokenCount": 4, "totalTokenCount": 10}));
+        assert_eq!(usage["completion_tokens"], max);
+        assert_eq!(usage["total_tokens"], 10);
+    }
 
     #[test]
     fn create_time_is_read_as_unix_seconds() {

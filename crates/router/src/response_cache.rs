@@ -249,9 +249,10 @@ impl Controls {
         let seconds = |name: &str| -> Result<Option<Duration>, RouterError> {
             match object.get(name) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => match v.as_f64() {
-                    Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-                    _ => Err(invalid(
+                // A number too large for a duration (`1e20`) is refused like a negative one.
+                Some(v) => match v.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+                    Some(duration) => Ok(Some(duration)),
+                    None => Err(invalid(
                         "ttl and s-maxage are non-negative numbers of seconds",
                     )),
                 },
@@ -1137,6 +1138,24 @@ fn merge_tool_call(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_ttl_too_large_for_a_duration_is_a_typed_error_not_a_panic() {
+        for ttl in [json!(1e20), json!(-1), json!("x")] {
+            let error = Controls::of(&json!({"cache": {"ttl": ttl}})).unwrap_err();
+            assert!(
+                matches!(error, RouterError::InvalidRequest { field: "cache", .. }),
+                "{error:?}"
+            );
+        }
+        let error = Controls::of(&json!({"cache": {"s-maxage": 1e300}})).unwrap_err();
+        assert!(matches!(
+            error,
+            RouterError::InvalidRequest { field: "cache", .. }
+        ));
+        let controls = Controls::of(&json!({"cache": {"ttl": 1.5}})).unwrap();
+        assert_eq!(controls.ttl, Some(Duration::from_millis(1500)));
+    }
 
     #[test]
     fn a_chat_stream_assembles_into_the_whole_answer_and_back() {

@@ -346,7 +346,13 @@ impl Events {
                 return None;
             }
             match self.bytes.next().await {
-                Some(Ok(bytes)) => self.ready.extend(self.parser.push(&bytes)),
+                Some(Ok(bytes)) => match self.parser.push(&bytes) {
+                    Ok(events) => self.ready.extend(events),
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(bad_answer(format!("the stream is cut off: {e}"))));
+                    }
+                },
                 Some(Err(e)) => {
                     self.done = true;
                     return Some(Err(BackendError::new(

@@ -182,7 +182,11 @@ pub(crate) fn call<'a>(
         if native {
             let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
             return Ok(BackendResponse {
-                usage: Some(usage_of_native(answer.get("usage"))),
+                // No `usage` in the answer is no usage known, not zero tokens.
+                usage: answer
+                    .get("usage")
+                    .filter(|u| u.is_object())
+                    .map(|u| usage_of_native(Some(u))),
                 body,
                 time_to_first_token: None,
                 protocol: Protocol::AnthropicMessages,
@@ -341,11 +345,14 @@ where
                 return None;
             }
             match self.bytes.next().await {
-                Some(Ok(bytes)) => {
-                    for event in self.parser.push(&bytes) {
-                        self.take(&event);
+                Some(Ok(bytes)) => match self.parser.push(&bytes) {
+                    Ok(events) => {
+                        for event in events {
+                            self.take(&event);
+                        }
                     }
-                }
+                    Err(e) => self.fail(bad_answer(format!("the stream is cut off: {e}"))),
+                },
                 Some(Err(e)) => self.fail(BackendError::new(
                     ErrorClass::Connection,
                     format!("the stream broke: {}", without_url(&e)),

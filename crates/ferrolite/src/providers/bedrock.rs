@@ -205,14 +205,25 @@ impl Ready {
 
     /// `{endpoint}/model/{modelId}/{action}` for a call asking for `asked` (the request's
     /// model, which a wildcard deployment calls).
-    fn url(&self, asked: &str, action: &str) -> String {
+    /// A model id that is empty, `.` or `..` is refused: percent-encoding leaves dots as they
+    /// are, and such a segment would move the URL to another path of the endpoint.
+    fn url(&self, asked: &str, action: &str) -> Result<String, BackendError> {
         match &self.base {
-            Some(base) => format!("{base}/{action}"),
-            None => format!(
-                "{}/model/{}/{action}",
-                self.endpoint,
-                encode_segment(model_id(asked))
-            ),
+            Some(base) => Ok(format!("{base}/{action}")),
+            None => {
+                let id = model_id(asked);
+                if matches!(id, "" | "." | "..") {
+                    return Err(BackendError::new(
+                        ErrorClass::BadRequest { status: 400 },
+                        format!("model `{asked}` is not a Bedrock model id"),
+                    ));
+                }
+                Ok(format!(
+                    "{}/model/{}/{action}",
+                    self.endpoint,
+                    encode_segment(id)
+                ))
+            }
         }
     }
 }
@@ -352,7 +363,7 @@ async fn whole(
 ) -> Result<Value, BackendError> {
     let ready = ready(deployment, request)?;
     let model = model_id(asked(deployment, request));
-    let url = ready.url(asked(deployment, request), "converse");
+    let url = ready.url(asked(deployment, request), "converse")?;
     let sent = signed(
         backend,
         deployment,
@@ -405,7 +416,7 @@ pub(crate) fn stream<'a>(
         }
         let ready = ready(deployment, request)?;
         let model = model_id(asked(deployment, request)).to_string();
-        let url = ready.url(asked(deployment, request), "converse-stream");
+        let url = ready.url(asked(deployment, request), "converse-stream")?;
         let sent = signed(
             backend,
             deployment,
@@ -430,6 +441,8 @@ pub(crate) fn stream<'a>(
             chunks: ChatChunks::with_id(&model, &id),
             pending: std::collections::VecDeque::new(),
             done: false,
+            stopped: false,
+            metadata: false,
         };
         Ok(Box::pin(events.into_stream()) as BackendStream)
     })
@@ -491,6 +504,10 @@ struct Events<S> {
     chunks: ChatChunks,
     pending: std::collections::VecDeque<Value>,
     done: bool,
+    /// `messageStop` was read.
+    stopped: bool,
+    /// `metadata` (the usage, the last event) was read.
+    metadata: bool,
 }
 
 /// A header's string value.
@@ -529,6 +546,11 @@ where
         }
         .ok_or_else(|| bad_answer("a stream event without its type".to_string()))?
         .to_string();
+        match kind.as_str() {
+            "messageStop" => self.stopped = true,
+            "metadata" => self.metadata = true,
+            _ => {}
+        }
         self.chunks.push(&kind, &payload).map_err(|f| match f {
             StreamFailure::Exception {
                 exception_type,
@@ -569,6 +591,17 @@ where
                             return Some(Err(BackendError::new(
                                 ErrorClass::Connection,
                                 "the stream ended in the middle of an event",
+                            )));
+                        }
+                        if !self.stopped || !self.metadata {
+                            let missing = if self.stopped {
+                                "its metadata"
+                            } else {
+                                "messageStop"
+                            };
+                            return Some(Err(BackendError::new(
+                                ErrorClass::Connection,
+                                format!("the stream ended before {missing}"),
                             )));
                         }
                     }

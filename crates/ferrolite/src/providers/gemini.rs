@@ -341,12 +341,22 @@ impl TokenSource {
                 .and_then(Value::as_u64)
                 .unwrap_or(3600),
         );
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
         Ok(Token {
             value: Arc::from(value),
-            refresh_at: started + (lifetime - margin),
+            refresh_at: refresh_at(started, lifetime),
         })
     }
+}
+
+/// The longest a token is used for, whatever lifetime the token endpoint gave it.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// When a token fetched at `started` that lives `lifetime` is fetched again: a margin before it
+/// expires, and within [`MAX_TOKEN_LIFETIME`].
+fn refresh_at(started: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
+    let margin = REFRESH_MARGIN.min(lifetime / 2);
+    started.checked_add(lifetime - margin).unwrap_or(started)
 }
 
 /// How one deployment is called, worked out once per snapshot ([`prepare`]).
@@ -474,10 +484,34 @@ fn target_of<'a>(
         _ => deployment.model.as_str(),
     };
     let model = model_name(wanted).to_string();
+    if deployment.model.contains('*') {
+        check_model(&model)?;
+    }
     if let Some(target) = request.prepared.as_ref().and_then(|p| p.get::<Target>()) {
         return Ok((Cow::Borrowed(target), model));
     }
     Ok((Cow::Owned(target(backend, deployment, &model)?), model))
+}
+
+/// Refuses a model name a client asked a wildcard deployment for that could not stand as one
+/// path segment of the URL as it is: characters other than ASCII letters, digits and `._@-`,
+/// or a `.` / `..` segment (the URL would then name another path on Google's host, called with
+/// the deployment's credentials).
+fn check_model(model: &str) -> Result<(), BackendError> {
+    let fits = !model.is_empty()
+        && model != "."
+        && model != ".."
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if fits {
+        return Ok(());
+    }
+    let shown: String = model.chars().take(200).collect();
+    Err(BackendError::new(
+        ErrorClass::BadRequest { status: 400 },
+        format!("model `{shown}` is not a Google model name (letters, digits and `._@-` only)"),
+    ))
 }
 
 /// The call as a reqwest request: the translated body to `{base}:{method}`, authenticated.
@@ -610,6 +644,7 @@ pub(crate) fn stream<'a>(
             ready: std::collections::VecDeque::new(),
             done: false,
             answered: false,
+            finished: false,
         };
         let stream = futures_util::stream::unfold(state, |mut events| async move {
             events.next().await.map(|item| (item, events))
@@ -631,6 +666,8 @@ struct Events {
     done: bool,
     /// Whether any event came.
     answered: bool,
+    /// Whether a candidate's `finishReason` came (a stream without one was cut off).
+    finished: bool,
 }
 
 impl Events {
@@ -671,6 +708,13 @@ impl Events {
             self.ready.push_back(Err(error));
             return false;
         }
+        if event
+            .get("candidates")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c.get("finishReason").is_some()))
+        {
+            self.finished = true;
+        }
         match self.chunks.push(&event) {
             Ok(chunks) => {
                 self.ready.extend(chunks.iter().map(|c| Ok(Self::chunk(c))));
@@ -694,14 +738,20 @@ impl Events {
                 return None;
             }
             match self.bytes.next().await {
-                Some(Ok(bytes)) => {
-                    for event in self.parser.push(&bytes) {
-                        if !self.event(&event.data) {
-                            self.done = true;
-                            break;
+                Some(Ok(bytes)) => match self.parser.push(&bytes) {
+                    Ok(events) => {
+                        for event in events {
+                            if !self.event(&event.data) {
+                                self.done = true;
+                                break;
+                            }
                         }
                     }
-                }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(bad_answer(format!("the stream is cut off: {e}"))));
+                    }
+                },
                 Some(Err(e)) => {
                     self.done = true;
                     return Some(Err(BackendError::new(
@@ -718,6 +768,11 @@ impl Events {
                     if going && !self.answered {
                         self.ready.push_back(Err(bad_answer(
                             "the stream ended without an event".to_string(),
+                        )));
+                    } else if going && !self.finished {
+                        self.ready.push_back(Err(BackendError::new(
+                            ErrorClass::Connection,
+                            "the stream ended before a finishReason",
                         )));
                     } else if going {
                         let last = self.chunks.finish();
@@ -794,7 +849,7 @@ fn retry_delay(error: &Value) -> Option<Duration> {
     error.get("details")?.as_array()?.iter().find_map(|detail| {
         let delay = detail.get("retryDelay")?.as_str()?;
         let seconds: f64 = delay.strip_suffix('s')?.parse().ok()?;
-        (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+        crate::http::delay_of_seconds(seconds)
     })
 }
 
@@ -868,6 +923,21 @@ fn form_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_retry_delays_and_token_lifetimes_are_capped_not_a_panic() {
+        let error = serde_json::json!({"details": [{"retryDelay": "1e20s"}]});
+        assert_eq!(retry_delay(&error), Some(Duration::from_secs(86_400)));
+        let error = serde_json::json!({"details": [{"retryDelay": "2.5s"}]});
+        assert_eq!(retry_delay(&error), Some(Duration::from_millis(2500)));
+        let now = Instant::now();
+        let at = refresh_at(now, Duration::from_secs(u64::MAX));
+        assert_eq!(at, now + Duration::from_secs(86_400) - REFRESH_MARGIN);
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(3600)),
+            now + Duration::from_secs(3600) - REFRESH_MARGIN
+        );
+    }
 
     #[test]
     fn base64url_encodes_without_padding() {
