@@ -91,13 +91,15 @@ fn main() -> ExitCode {
 }
 
 /// The fields of a LiteLLM catalogue entry the router uses.
-const CATALOGUE_FIELDS: [&str; 6] = [
+const CATALOGUE_FIELDS: [&str; 8] = [
     "litellm_provider",
     "mode",
     "max_input_tokens",
     "max_output_tokens",
     "input_cost_per_token",
     "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
 ];
 
 /// Writes the trimmed catalogue: one entry per line, sorted by name, so a refresh diffs well.

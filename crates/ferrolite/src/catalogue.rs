@@ -1,8 +1,8 @@
 //! The model catalogue: LiteLLM's map of model prices and context windows (MIT, Berri AI; see
 //! `data/README.md`), trimmed and embedded at build time. The router uses it where a deployment
 //! does not say: `max_input_tokens` for the context-window check (through `base_model` for Azure
-//! deployments, whose model names are deployment names), the prices per token for cost-based
-//! routing and for every response's cost (so budgets work without hand-entered prices). A
+//! deployments, whose model names are deployment names), the prices per token (prompt-cache reads
+//! and writes included) for cost-based routing and for every response's cost (so budgets work without hand-entered prices). A
 //! deployment's own `model_info` always wins.
 //!
 //! Lookup is LiteLLM's: the exact name (`azure/gpt-4o` has its own entry), then the name without
@@ -27,6 +27,11 @@ pub struct ModelFacts {
     pub input_cost_per_token: Option<f64>,
     /// USD per output token.
     pub output_cost_per_token: Option<f64>,
+    /// USD per input token read from the prompt cache.
+    pub cache_read_input_token_cost: Option<f64>,
+    /// USD per input token written to the prompt cache (five-minute entries where the
+    /// provider has several).
+    pub cache_creation_input_token_cost: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +96,7 @@ mod tests {
         let gpt4o = lookup("gpt-4o").unwrap_or_default();
         assert_eq!(gpt4o.max_input_tokens, Some(128_000));
         assert_eq!(gpt4o.input_cost_per_token, Some(2.5e-6));
+        assert_eq!(gpt4o.cache_read_input_token_cost, Some(1.25e-6));
         assert_eq!(
             lookup("openai/gpt-4o"),
             Some(gpt4o),

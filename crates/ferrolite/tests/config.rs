@@ -355,10 +355,29 @@ model_list:
     model_info: {max_input_tokens: 1000}
   - model_name: custom
     litellm_params: {model: openai/my-own-model}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5, cache_creation_input_token_cost: 0.5}
+    model_info: {cache_read_input_token_cost: 0.25}
 "#,
     )
     .unwrap();
     let d = &config.deployments;
+    let claude = ferrolite::catalogue::lookup("claude-sonnet-4-5").unwrap();
+    assert_eq!(d[4].cache_read_input_token_cost, Some(3e-7));
+    assert_eq!(d[4].cache_creation_input_token_cost, Some(3.75e-6));
+    assert_eq!(
+        d[4].cache_read_input_token_cost,
+        claude.cache_read_input_token_cost
+    );
+    assert_eq!(
+        d[5].cache_read_input_token_cost,
+        Some(0.25),
+        "model_info wins"
+    );
+    assert_eq!(d[5].cache_creation_input_token_cost, Some(0.5));
+    assert_eq!(d[3].cache_read_input_token_cost, None);
     let facts = ferrolite::catalogue::lookup("gpt-4o").unwrap();
     assert_eq!(d[0].max_input_tokens, facts.max_input_tokens);
     assert_eq!(d[0].input_cost_per_token, facts.input_cost_per_token);

@@ -150,6 +150,25 @@ async fn behave(
                 .body(Body::from_stream(parts))
                 .unwrap()
         }
+        // 100 of its 120 prompt tokens read from OpenAI's prompt cache, whole or streamed.
+        "gpt-4o-mini" => {
+            let usage = serde_json::json!({"prompt_tokens": 120, "completion_tokens": 5,
+                "total_tokens": 125, "prompt_tokens_details": {"cached_tokens": 100, "audio_tokens": 0}});
+            if body["stream"] == true {
+                let events = [
+                    serde_json::json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]}),
+                    serde_json::json!({"choices": [], "usage": usage}),
+                ];
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Body::from(sse(&events, true)))
+                    .unwrap()
+            } else {
+                let mut body = answer(&model, false);
+                body["usage"] = usage;
+                json(StatusCode::OK, body)
+            }
+        }
         "embedder" => json(
             StatusCode::OK,
             serde_json::json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}],
@@ -893,4 +912,55 @@ async fn an_azure_wildcard_model_name_that_would_change_the_url_is_refused_befor
     request.body["model"] = serde_json::json!("azure/my-gpt4o.eu_2");
     backend.call(&wildcard, &request).await.unwrap();
     assert_eq!(seen.requests.lock()[0].0, "my-gpt4o.eu_2/chat/completions");
+}
+
+#[tokio::test]
+async fn cached_prompt_tokens_cost_the_catalogues_cache_read_price_whole_and_streamed() {
+    let (base, _) = serve().await;
+    let config = ferrolite::Config::from_yaml(&format!(
+        r#"
+model_list:
+  - model_name: mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{base}/v1", api_key: sk-test-123}}
+"#
+    ))
+    .unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(HttpBackend::new().unwrap());
+    let router = ferrolite::build_from_config(config, Some(backend))
+        .await
+        .unwrap();
+    let facts = ferrolite::catalogue::lookup("gpt-4o-mini").unwrap();
+    let (input, read, output) = (
+        facts.input_cost_per_token.unwrap(),
+        facts.cache_read_input_token_cost.unwrap(),
+        facts.output_cost_per_token.unwrap(),
+    );
+    assert!(read < input, "the catalogue prices cache reads below input");
+    // LiteLLM's generic_cost_per_token: the uncached prompt tokens at the input price, the
+    // cached ones at the cache-read price.
+    let expected = 20.0 * input + 100.0 * read + 5.0 * output;
+    let hello = || serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+
+    let answer = router.call(Request::new("mini", hello())).await.unwrap();
+    let usage = answer.usage.unwrap();
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.cache_read_tokens,
+            usage.completion_tokens
+        ),
+        (120, 100, 5)
+    );
+    let cost = answer.response_cost.unwrap();
+    assert!((cost - expected).abs() < 1e-15, "{cost} != {expected}");
+
+    let mut request = Request::new("mini", hello());
+    request.stream = true;
+    let mut stream = router.stream(request).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+    assert_eq!(stream.usage().unwrap().cache_read_tokens, 100);
+    let cost = stream.response_cost().unwrap();
+    assert!((cost - expected).abs() < 1e-15, "{cost} != {expected}");
 }

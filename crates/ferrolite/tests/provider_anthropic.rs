@@ -216,14 +216,21 @@ fn reply(body: &Value) -> (Vec<Value>, &'static str) {
     }
 }
 
-/// The usage of an answer: 100 cache-read tokens when anything was marked for caching.
+/// The usage of an answer: 100 cache-read tokens when anything was marked for caching, and 20
+/// cache-write tokens when the text `<a new book>` was.
 fn usage(body: &Value) -> Value {
-    let cached = if body.to_string().contains("cache_control") {
+    let text = body.to_string();
+    let cached = if text.contains("cache_control") {
         100
     } else {
         0
     };
-    json!({"input_tokens": 12, "cache_creation_input_tokens": 0,
+    let written = if cached > 0 && text.contains("<a new book>") {
+        20
+    } else {
+        0
+    };
+    json!({"input_tokens": 12, "cache_creation_input_tokens": written,
            "cache_read_input_tokens": cached, "output_tokens": 7})
 }
 
@@ -773,14 +780,80 @@ async fn a_callers_messages_request_passes_through_with_its_cache_control() {
     assert_eq!(body["id"], "msg_01whole");
     assert_eq!(body["content"][0]["text"], "Hello from Claude");
     assert_eq!(body["usage"]["cache_read_input_tokens"], 100);
-    // Cache reads count in the prompt tokens (as LiteLLM counts them), and in the cost.
+    // Cache reads count in the prompt tokens (as LiteLLM counts them), and in the cost at the
+    // deployment's price for them (no cache price: the input price).
     let usage = answer.usage.unwrap();
-    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (112, 7));
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.cache_read_tokens,
+            usage.completion_tokens
+        ),
+        (112, 100, 7)
+    );
     let cost = answer.response_cost.unwrap();
     assert!(
         (cost - (112.0 * 0.000_003 + 7.0 * 0.000_015)).abs() < 1e-12,
         "{cost}"
     );
+}
+
+#[tokio::test]
+async fn cache_reads_and_writes_cost_the_catalogues_claude_cache_prices_whole_and_streamed() {
+    let (base, _) = serve().await;
+    let facts = ferrolite::catalogue::lookup("anthropic/claude-sonnet-4-5").unwrap();
+    let (input, output) = (
+        facts.input_cost_per_token.unwrap(),
+        facts.output_cost_per_token.unwrap(),
+    );
+    let (read, write) = (
+        facts.cache_read_input_token_cost.unwrap(),
+        facts.cache_creation_input_token_cost.unwrap(),
+    );
+    assert!((read - 0.1 * input).abs() < 1e-15 && (write - 1.25 * input).abs() < 1e-15);
+    let deployment = Deployment {
+        input_cost_per_token: Some(input),
+        output_cost_per_token: Some(output),
+        cache_read_input_token_cost: Some(read),
+        cache_creation_input_token_cost: Some(write),
+        ..claude(&base, "claude", "claude-ok")
+    };
+    let router = router(vec![deployment], RouterSettings::default()).await;
+    // LiteLLM's generic_cost_per_token: 12 uncached input tokens, 100 cache reads, 7 output.
+    let expected = 12.0 * input + 100.0 * read + 7.0 * output;
+
+    let answer = router.call(native_call(false)).await.unwrap();
+    let usage = answer.usage.unwrap();
+    assert_eq!((usage.prompt_tokens, usage.cache_read_tokens), (112, 100));
+    let cost = answer.response_cost.unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+
+    let mut stream = router.stream(native_call(true)).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+    assert_eq!(stream.usage().unwrap().cache_read_tokens, 100);
+    let cost = stream.response_cost().unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+
+    // A chat request, translated, with 20 cache writes as well: the canonical usage carries
+    // both counts to the cost.
+    let request = Request::new(
+        "claude",
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<a new book>", "cache_control": {"type": "ephemeral"}}]}]}),
+    );
+    let answer = router.call(request).await.unwrap();
+    let chat = answer.body.to_value().unwrap();
+    assert_eq!(chat["usage"]["prompt_tokens"], 132);
+    let usage = answer.usage.unwrap();
+    assert_eq!(
+        (usage.cache_read_tokens, usage.cache_write_tokens),
+        (100, 20)
+    );
+    let expected = 12.0 * input + 100.0 * read + 20.0 * write + 7.0 * output;
+    let cost = answer.response_cost.unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
 }
 
 #[tokio::test]

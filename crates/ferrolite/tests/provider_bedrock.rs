@@ -635,6 +635,7 @@ async fn a_whole_call_is_signed_translated_and_its_usage_and_cost_counted() {
     let deployment = Deployment {
         input_cost_per_token: Some(1e-6),
         output_cost_per_token: Some(2e-6),
+        cache_read_input_token_cost: Some(1e-7),
         ..bedrock(&base, MODEL, Some("session-token-1"))
     };
     let router = router(vec![deployment]).await;
@@ -659,8 +660,13 @@ async fn a_whole_call_is_signed_translated_and_its_usage_and_cost_counted() {
         ),
         (12, 5, 17)
     );
+    assert_eq!(usage.cache_read_tokens, 2);
+    // The two cache reads at their own price, the other ten input tokens at the input price.
     let cost = answer.response_cost.unwrap();
-    assert!((cost - (12.0 * 1e-6 + 5.0 * 2e-6)).abs() < 1e-12, "{cost}");
+    assert!(
+        (cost - (10.0 * 1e-6 + 2.0 * 1e-7 + 5.0 * 2e-6)).abs() < 1e-12,
+        "{cost}"
+    );
 
     let seen = fake.seen.lock()[0].clone();
     assert_eq!(

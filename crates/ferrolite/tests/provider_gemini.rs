@@ -661,6 +661,7 @@ async fn a_gemini_call_sends_the_key_in_a_header_and_a_translated_body_and_reads
         ),
         (11, 6, 17)
     );
+    assert_eq!(usage.cache_read_tokens, 3, "cachedContentTokenCount");
 }
 
 #[tokio::test]

@@ -144,10 +144,10 @@ impl Held {
     pub(crate) async fn succeed(
         &mut self,
         snapshot: &Snapshot,
-        usage: Option<Usage>,
+        usage: Option<&Usage>,
     ) -> Option<f64> {
         release(self.slot.take()).await;
-        if let (Some(u), Some(permit)) = (&usage, &mut self.permit) {
+        if let (Some(u), Some(permit)) = (usage, &mut self.permit) {
             if let Err(e) = permit.settle_tokens(u.total_tokens) {
                 tracing::warn!(error = %e, "could not settle tokens");
             }
@@ -155,7 +155,7 @@ impl Held {
         if let Some(key) = self.key.take() {
             key.settle(usage.map(|u| u.total_tokens));
         }
-        let cost = usage.map(|u| cost_of(snapshot.deployment(self.ix), u));
+        let cost = usage.map(|u| cost_of(snapshot.deployment(self.ix), *u));
         if let Some(reservation) = self.reservation.take() {
             let settled = match usage {
                 Some(u) => snapshot.ledger.settle_output(
@@ -390,18 +390,12 @@ async fn renewing<F: std::future::Future>(work: F, lease: &Lease, ttl: Duration)
     }
 }
 
-/// A call's cost: the provider's, else its usage at the deployment's per-token prices.
+/// A call's cost: the provider's, else its usage at the deployment's per-token prices (cache
+/// reads and writes at the deployment's cache prices, when it has them).
 fn cost_of(deployment: Option<&Deployment>, usage: Usage) -> f64 {
-    usage.cost.unwrap_or_else(|| {
-        usage.cost_at(
-            deployment
-                .and_then(|d| d.input_cost_per_token)
-                .unwrap_or(0.0),
-            deployment
-                .and_then(|d| d.output_cost_per_token)
-                .unwrap_or(0.0),
-        )
-    })
+    usage
+        .cost
+        .unwrap_or_else(|| deployment.map_or(0.0, |d| usage.cost_with(&d.token_prices())))
 }
 
 /// Gives a concurrency slot back: a shared one at once in Redis.

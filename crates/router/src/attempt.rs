@@ -347,7 +347,7 @@ impl Inner {
                     latency,
                     time_to_first_token: response.time_to_first_token,
                 };
-                let cost = self.succeeded(snapshot, &mut held, delivered).await;
+                let cost = self.succeeded(snapshot, &mut held, &delivered).await;
                 return Ok(Success {
                     answer: Answer::Complete {
                         body: response.body,
@@ -428,16 +428,16 @@ impl Inner {
         &self,
         snapshot: &Snapshot,
         held: &mut Held,
-        delivered: Delivered,
+        delivered: &Delivered,
     ) -> Option<f64> {
         let ix = held.ix();
         let Some(target) = snapshot.target(ix) else {
-            return held.succeed(snapshot, delivered.usage).await;
+            return held.succeed(snapshot, delivered.usage.as_ref()).await;
         };
         if held.probing() {
             self.close_probation(snapshot, target).await;
         }
-        let cost = held.succeed(snapshot, delivered.usage).await;
+        let cost = held.succeed(snapshot, delivered.usage.as_ref()).await;
         if snapshot.health.get(ix).is_some() {
             if let Err(e) = snapshot.outcomes.successes.increment(ix.index(), 1) {
                 tracing::debug!(error = %e, "could not count a success");
@@ -446,7 +446,7 @@ impl Inner {
         if let Some(budget) = &self.retry_budget {
             budget.deposit(self.now_ms());
         }
-        let Delivered {
+        let &Delivered {
             usage,
             latency,
             time_to_first_token,

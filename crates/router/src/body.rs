@@ -193,8 +193,10 @@ impl Body {
 
     /// The token usage the body reports (OpenAI's `usage`: `prompt_tokens`,
     /// `completion_tokens`, and `total_tokens` when given, else their sum; a count that is no
-    /// unsigned integer counts 0): `None` without `usage` or with `"usage": null`. Read from the
-    /// bytes of `usage` alone.
+    /// unsigned integer counts 0): `None` without `usage` or with `"usage": null`. Cache reads
+    /// are `prompt_tokens_details.cached_tokens` (else LiteLLM's `cache_read_input_tokens`),
+    /// cache writes `prompt_tokens_details.cache_creation_tokens` (else LiteLLM's
+    /// `cache_creation_input_tokens`). Read from the bytes of `usage` alone.
     pub fn usage(&self) -> Option<Usage> {
         let (start, end) = self.span(USAGE)?;
         let text = std::str::from_utf8(self.bytes.get(start..end)?).ok()?;
@@ -641,12 +643,39 @@ fn usage_of(json: &str) -> Option<Usage> {
     }
     let count =
         |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
-    let [prompt, completion, total] =
-        fields(json, ["prompt_tokens", "completion_tokens", "total_tokens"]).unwrap_or_default();
+    let [prompt, completion, total, details, read, created] = fields(
+        json,
+        [
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ],
+    )
+    .unwrap_or_default();
+    let [cached, creation, write] = details
+        .and_then(|d| {
+            fields(
+                d.get(),
+                [
+                    "cached_tokens",
+                    "cache_creation_tokens",
+                    "cache_write_tokens",
+                ],
+            )
+        })
+        .unwrap_or_default();
     let mut usage = Usage::new(count(prompt).unwrap_or(0), count(completion).unwrap_or(0));
     if let Some(total) = count(total) {
         usage.total_tokens = total;
     }
+    usage.cache_read_tokens = count(cached).or(count(read)).unwrap_or(0);
+    usage.cache_write_tokens = count(creation)
+        .or(count(write))
+        .or(count(created))
+        .unwrap_or(0);
     Some(usage)
 }
 
@@ -694,6 +723,40 @@ mod tests {
         let edited = model(r#"{"mod\u0065l":"a","x":1}"#, "m");
         let value: serde_json::Value = serde_json::from_str(&edited).unwrap();
         assert_eq!(value, serde_json::json!({"model": "m", "x": 1}));
+    }
+
+    #[test]
+    fn cache_reads_and_writes_are_read_from_the_usage() {
+        let openai = body(
+            r#"{"usage":{"prompt_tokens":120,"completion_tokens":5,"total_tokens":125,
+                "prompt_tokens_details":{"cached_tokens":100,"audio_tokens":0}}}"#,
+        )
+        .usage()
+        .unwrap();
+        assert_eq!(
+            (
+                openai.prompt_tokens,
+                openai.cache_read_tokens,
+                openai.cache_write_tokens
+            ),
+            (120, 100, 0)
+        );
+        // LiteLLM's Anthropic usage: the counts under their own names as well.
+        let anthropic = body(
+            r#"{"usage":{"prompt_tokens":330,"completion_tokens":5,
+                "prompt_tokens_details":{"cached_tokens":100},
+                "cache_read_input_tokens":100,"cache_creation_input_tokens":200}}"#,
+        )
+        .usage()
+        .unwrap();
+        assert_eq!(
+            (anthropic.cache_read_tokens, anthropic.cache_write_tokens),
+            (100, 200)
+        );
+        let plain = body(r#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#)
+            .usage()
+            .unwrap();
+        assert_eq!(plain, Usage::new(3, 4));
     }
 
     #[test]

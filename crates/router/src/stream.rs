@@ -105,7 +105,7 @@ impl Tail {
         };
         let cost = self
             .inner
-            .succeeded(&self.opened.snapshot, &mut held, delivered)
+            .succeeded(&self.opened.snapshot, &mut held, &delivered)
             .await;
         *self.end.lock() = Some(StreamEnd { usage, cost });
     }

@@ -187,6 +187,14 @@ pub struct Deployment {
     /// USD per output token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_cost_per_token: Option<f64>,
+    /// USD per input token read from the provider's prompt cache (LiteLLM's
+    /// `cache_read_input_token_cost`); cache reads cost `input_cost_per_token` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_token_cost: Option<f64>,
+    /// USD per input token written to the provider's prompt cache (LiteLLM's
+    /// `cache_creation_input_token_cost`); cache writes cost `input_cost_per_token` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_token_cost: Option<f64>,
     /// Per-attempt timeout in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
@@ -250,6 +258,16 @@ impl Deployment {
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(Secret::new(key));
         self
+    }
+
+    /// The per-token prices that price a call here (an unknown input or output price: 0).
+    pub fn token_prices(&self) -> crate::TokenPrices {
+        crate::TokenPrices {
+            input: self.input_cost_per_token.unwrap_or(0.0),
+            output: self.output_cost_per_token.unwrap_or(0.0),
+            cache_read: self.cache_read_input_token_cost,
+            cache_write: self.cache_creation_input_token_cost,
+        }
     }
 
     /// The deployment's id: the explicit `id` if set, otherwise the first 32 hex digits of the
@@ -349,6 +367,14 @@ impl Deployment {
             ("weight", self.weight),
             ("input_cost_per_token", self.input_cost_per_token),
             ("output_cost_per_token", self.output_cost_per_token),
+            (
+                "cache_read_input_token_cost",
+                self.cache_read_input_token_cost,
+            ),
+            (
+                "cache_creation_input_token_cost",
+                self.cache_creation_input_token_cost,
+            ),
             ("cooldown_time", self.cooldown_time),
             ("max_budget", self.max_budget),
             ("timeout", self.timeout),
@@ -563,6 +589,17 @@ mod tests {
             Err(TypesError::InvalidNumber {
                 field: "input_cost_per_token",
                 value: -1.0
+            })
+        );
+        let neg_cache = Deployment {
+            cache_read_input_token_cost: Some(-1e-7),
+            ..base()
+        };
+        assert_eq!(
+            neg_cache.validate(),
+            Err(TypesError::InvalidNumber {
+                field: "cache_read_input_token_cost",
+                value: -1e-7
             })
         );
         let zero_timeout = Deployment {

@@ -26,4 +26,4 @@ pub use protocol::Protocol;
 pub use provider::Provider;
 pub use secret::Secret;
 pub use tokens::{ApproxTokenCounter, ChatMessage, TiktokenCounter, TokenCounter};
-pub use usage::Usage;
+pub use usage::{TokenPrices, Usage};

@@ -89,6 +89,10 @@ pub(super) struct RawParams {
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) output_cost_per_token: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
+    pub(super) cache_read_input_token_cost: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
+    pub(super) cache_creation_input_token_cost: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
     pub(super) max_input_tokens: Option<u64>,
     #[serde(default)]
     pub(super) mock_response: Option<MockResponseDe>,
@@ -171,6 +175,10 @@ pub(super) struct RawModelInfo {
     pub(super) input_cost_per_token: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) output_cost_per_token: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
+    pub(super) cache_read_input_token_cost: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
+    pub(super) cache_creation_input_token_cost: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) rpm: Option<u64>,
     #[serde(default, deserialize_with = "env_opt")]

@@ -296,6 +296,10 @@ fn usage_of(json: Option<&str>) -> Option<Usage> {
     if let Some(total) = count("total_tokens") {
         found.total_tokens = total;
     }
+    found.cache_read_tokens = usage
+        .pointer("/input_tokens_details/cached_tokens")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
     Some(found)
 }
 
@@ -436,9 +440,10 @@ mod tests {
             (
                 usage.prompt_tokens,
                 usage.completion_tokens,
-                usage.total_tokens
+                usage.total_tokens,
+                usage.cache_read_tokens
             ),
-            (12, 5, 17)
+            (12, 5, 17, 2)
         );
         assert!(usage_of(Some(r#"{"prompt_tokens": 1}"#)).is_none());
     }

@@ -147,10 +147,14 @@ fn usage_of_native(usage: Option<&Value>) -> Usage {
     usage_of_chat(&upstream::usage_to_chat(usage))
 }
 
-/// The usage of a canonical `usage` object.
+/// The usage of a canonical `usage` object, with its cache reads and writes.
 fn usage_of_chat(usage: &Value) -> Usage {
     let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
-    Usage::new(count("prompt_tokens"), count("completion_tokens"))
+    Usage {
+        cache_read_tokens: count("cache_read_input_tokens"),
+        cache_write_tokens: count("cache_creation_input_tokens"),
+        ..Usage::new(count("prompt_tokens"), count("completion_tokens"))
+    }
 }
 
 /// Calls `deployment` and reads its whole answer.

@@ -330,6 +330,14 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
             .output_cost_per_token
             .or(p.output_cost_per_token)
             .or(facts.output_cost_per_token),
+        cache_read_input_token_cost: info
+            .cache_read_input_token_cost
+            .or(p.cache_read_input_token_cost)
+            .or(facts.cache_read_input_token_cost),
+        cache_creation_input_token_cost: info
+            .cache_creation_input_token_cost
+            .or(p.cache_creation_input_token_cost)
+            .or(facts.cache_creation_input_token_cost),
         timeout: p.timeout.or(p.request_timeout).map(|s| s.0),
         stream_timeout: p.stream_timeout.map(|s| s.0),
         num_retries: p.num_retries,
