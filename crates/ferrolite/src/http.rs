@@ -934,21 +934,13 @@ pub(crate) fn bad_answer(message: String) -> BackendError {
 fn untranslatable(deployment: &Deployment, request: &BackendRequest) -> Option<BackendError> {
     let native = request.native.as_ref()?;
     let missing = native.untranslated.as_ref()?;
-    let passes_through = match native.protocol {
-        ferrolite_types::Protocol::AnthropicMessages => {
-            crate::providers::native(deployment)
-                == Some(ferrolite_types::Protocol::AnthropicMessages)
-        }
-        ferrolite_types::Protocol::OpenAiResponses => responses::serves_responses(deployment),
-        _ => false,
-    };
-    if passes_through {
-        return None;
-    }
     let provider = deployment
         .provider()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    if native.protocol.passes_through_to(&provider) {
+        return None;
+    }
     Some(BackendError::new(
         ErrorClass::BadRequest { status: 400 },
         format!(

@@ -484,3 +484,77 @@ async fn repeated_calls_of_either_protocol_are_answered_from_the_response_cache(
     assert_eq!(answer["object"], "response", "{answer}");
     assert_eq!(answer["output"][0]["content"][0]["text"], "Cached words");
 }
+
+/// A Messages request with a part the chat form cannot carry (an Anthropic server tool) goes,
+/// in a group that mixes an `anthropic/` deployment with an OpenAI-compatible one, only to the
+/// deployment that takes it as it is: every call is answered, none refused by the other (which
+/// would be picked about half the time without the filter).
+#[tokio::test]
+async fn in_a_mixed_group_an_untranslatable_request_goes_to_the_deployment_that_takes_it_whole() {
+    // A minimal Anthropic upstream: records what it got, answers one Messages answer.
+    let received = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<Value>::new()));
+    let seen = std::sync::Arc::clone(&received);
+    let upstream = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = std::sync::Arc::clone(&seen);
+            async move {
+                seen.lock().push(body);
+                axum::Json(json!({
+                    "id": "msg_1", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5", "stop_reason": "end_turn", "stop_sequence": null,
+                    "content": [{"type": "text", "text": "searched"}],
+                    "usage": {"input_tokens": 9, "output_tokens": 2},
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    let router = Router::builder()
+        .deployment(Deployment {
+            id: Some("claude".into()),
+            api_base: Some(format!("http://{up}")),
+            ..Deployment::new("mixed", "anthropic/claude-sonnet-4-5").with_api_key("sk-ant")
+        })
+        .deployment(Deployment {
+            id: Some("compat".into()),
+            api_base: Some("http://127.0.0.1:9/v1".into()),
+            ..Deployment::new("mixed", "hosted_vllm/llama").with_api_key("sk-up")
+        })
+        .backend(ferrolite::http::HttpBackend::new().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let settings = GatewaySettings {
+        master_key: Some(Secret::new(KEY)),
+        ..GatewaySettings::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        app(router, settings),
+        std::future::pending(),
+    ));
+    let tool = json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 2});
+    for _ in 0..12 {
+        let response = anthropic(
+            &base,
+            "/v1/messages",
+            json!({"model": "mixed", "max_tokens": 64, "tools": [tool.clone()],
+                   "messages": [{"role": "user", "content": "Search the news"}]}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-litellm-model-id"], "claude");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["content"][0]["text"], "searched", "{answer}");
+    }
+    // Passed through whole: the server tool reached the upstream as the client wrote it.
+    let received = received.lock();
+    assert_eq!(received.len(), 12);
+    assert_eq!(received[0]["tools"][0], tool);
+    assert_eq!(received[0]["model"], "claude-sonnet-4-5");
+}

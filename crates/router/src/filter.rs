@@ -182,6 +182,7 @@ impl Inner {
         if self.settings.enable_tag_filtering {
             self.filter_tags(call, destination, &mut eligible)?;
         }
+        filter_untranslated(call, &mut eligible);
         if self.settings.enable_pre_call_checks {
             filter_region(call, destination, &mut eligible)?;
             filter_context_window(call, destination, &mut eligible)?;
@@ -377,6 +378,29 @@ impl Inner {
             model_group: destination.label().to_string(),
             tags: request.clone(),
         }))
+    }
+}
+
+/// A caller's request its canonical translation could not carry whole
+/// ([`crate::Native::untranslated`]) goes only to the deployments that take it as it is (of
+/// the caller's protocol), when the destination has any: a group mixing `anthropic/` and
+/// `bedrock/` deployments sends a Messages request with a server tool to the former. When it
+/// has none, nothing is left out, and the deployment picked refuses the call naming the field.
+fn filter_untranslated(call: &Call<'_>, eligible: &mut Selection<'_>) {
+    let Some(native) = &call.request.native else {
+        return;
+    };
+    if native.untranslated.is_none() {
+        return;
+    }
+    let takes = |t: &Target| {
+        call.snapshot.deployment(t.ix).is_some_and(|d| {
+            d.provider()
+                .is_ok_and(|p| native.protocol.passes_through_to(p.as_str()))
+        })
+    };
+    if eligible.any(takes) {
+        eligible.retain(takes);
     }
 }
 

@@ -48,8 +48,42 @@ impl Protocol {
     }
 }
 
+impl Protocol {
+    /// Whether a deployment of `provider` takes a caller's request written in `self` as it is
+    /// (passed through untranslated): an `anthropic` deployment a Messages request, an
+    /// `openai` or `azure` one a Responses request (they serve the Responses API), any
+    /// deployment a chat request.
+    pub fn passes_through_to(self, provider: &str) -> bool {
+        match self {
+            Protocol::OpenAiChat => true,
+            Protocol::OpenAiResponses => matches!(provider, "openai" | "azure"),
+            other => Protocol::of_provider(provider) == other,
+        }
+    }
+}
+
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Protocol;
+
+    #[test]
+    fn a_callers_protocol_passes_through_only_to_deployments_that_speak_it() {
+        let messages = Protocol::AnthropicMessages;
+        assert!(messages.passes_through_to("anthropic"));
+        assert!(!messages.passes_through_to("bedrock"));
+        assert!(!messages.passes_through_to("openai"));
+        let responses = Protocol::OpenAiResponses;
+        assert!(responses.passes_through_to("openai"));
+        assert!(responses.passes_through_to("azure"));
+        assert!(!responses.passes_through_to("hosted_vllm"));
+        assert!(!responses.passes_through_to("anthropic"));
+        assert!(Protocol::OpenAiChat.passes_through_to("gemini"));
+        assert_eq!(Protocol::of_provider("vertex_ai"), Protocol::Gemini);
     }
 }
