@@ -258,6 +258,17 @@ async fn count_tokens_counts_the_translated_prompt_without_a_call() {
     let long = count(&"hello world ".repeat(50)).await;
     assert!(short > 0);
     assert!(long >= short + 90, "{short} {long}");
+    // A part the chat form cannot carry (a server tool) is counted without, not refused.
+    let response = anthropic(
+        &base,
+        "/v1/messages/count_tokens",
+        json!({"model": "claude", "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+               "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["input_tokens"].as_u64().unwrap(), short);
 }
 
 #[tokio::test]

@@ -576,7 +576,11 @@ fn assistant_blocks(
                         "text".into(),
                         block.get("thinking").cloned().unwrap_or_else(|| "".into()),
                     );
-                    if let Some(signature) = block.get("signature").filter(|s| !s.is_null()) {
+                    // An empty signature is none (Bedrock refuses it).
+                    if let Some(signature) = block
+                        .get("signature")
+                        .filter(|s| !s.is_null() && s.as_str() != Some(""))
+                    {
                         text.insert("signature".into(), signature.clone());
                     }
                     blocks.push(json!({"reasoningContent": {"reasoningText": text}}));

@@ -851,3 +851,81 @@ fn error_bodies_use_anthropics_error_type_for_each_status() {
         }
     }
 }
+
+/// Regression: a canonical stream from Bedrock carries a thinking block's signature (and
+/// redacted thinking) in `delta.thinking_blocks`; a Messages client must get them as
+/// `signature_delta` and a `redacted_thinking` block, or its next turn sends `signature: ""`
+/// back and Bedrock refuses it. The signature's block goes back to Converse with it, and an
+/// empty signature goes as none.
+#[test]
+fn a_streamed_thinking_signature_reaches_a_messages_client_and_goes_back_upstream() {
+    let chunk = |delta: Value| {
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    };
+    let mut events = client::EventsFromChat::new("claude");
+    let mut out = Vec::new();
+    out.extend(
+        events
+            .push(&chunk(
+                json!({"role": "assistant", "reasoning_content": "Let me think."}),
+            ))
+            .unwrap(),
+    );
+    out.extend(
+        events
+            .push(&chunk(json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "sig-1"}]})))
+            .unwrap(),
+    );
+    out.extend(
+        events
+            .push(&chunk(
+                json!({"thinking_blocks": [{"type": "redacted_thinking", "data": "opaque"}]}),
+            ))
+            .unwrap(),
+    );
+    out.extend(events.push(&chunk(json!({"content": "Answer."}))).unwrap());
+    out.extend(events.finish());
+    let signature = out
+        .iter()
+        .find(|e| e["delta"]["type"] == "signature_delta")
+        .expect("a signature_delta");
+    assert_eq!(signature["delta"]["signature"], "sig-1");
+    let thinking_index = out
+        .iter()
+        .find(|e| e["type"] == "content_block_start" && e["content_block"]["type"] == "thinking")
+        .unwrap()["index"]
+        .clone();
+    assert_eq!(
+        signature["index"], thinking_index,
+        "the signature closes the thinking block"
+    );
+    assert!(
+        out.iter().any(|e| e["type"] == "content_block_start"
+            && e["content_block"] == json!({"type": "redacted_thinking", "data": "opaque"})),
+        "{out:?}"
+    );
+    // Indices of the blocks started are 0, 1, 2 in order (thinking, redacted, text).
+    let starts: Vec<u64> = out
+        .iter()
+        .filter(|e| e["type"] == "content_block_start")
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts, vec![0, 1, 2]);
+
+    // Back to Bedrock: a signed thinking block keeps its signature, an empty one has none.
+    let next = |signature: &str| {
+        json!({"model": "m", "max_tokens": 64, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Answer.", "thinking_blocks": [
+                {"type": "thinking", "thinking": "Let me think.", "signature": signature}]},
+            {"role": "user", "content": "and?"},
+        ]})
+    };
+    let converse = ferrolite_protocols::converse::request_from_chat(&next("sig-1")).unwrap();
+    let reasoning = &converse["messages"][1]["content"][0]["reasoningContent"]["reasoningText"];
+    assert_eq!(reasoning["signature"], "sig-1", "{converse}");
+    let converse = ferrolite_protocols::converse::request_from_chat(&next("")).unwrap();
+    let reasoning = &converse["messages"][1]["content"][0]["reasoningContent"]["reasoningText"];
+    assert!(reasoning.get("signature").is_none(), "{converse}");
+}

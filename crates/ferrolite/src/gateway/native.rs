@@ -269,8 +269,10 @@ async fn handle(
             &caller,
             &mut ferrolite_router::Request::new(model.as_str(), Value::Null),
         )?;
-        let chat = inbound
-            .to_chat(&native)
+        // What the chat form cannot carry (a document block, a server tool) is left out of
+        // the count rather than refused: the count is an estimate either way.
+        let (chat, _) = inbound
+            .to_chat_leniently(&native)
             .map_err(GatewayError::Untranslatable)?;
         return Ok(axum::Json(serde_json::json!({
             "input_tokens": count_tokens_of(&model, &chat),
@@ -555,6 +557,7 @@ fn count_tokens_of(model: &str, chat: &Value) -> usize {
         .collect();
     let tools = chat
         .get("tools")
+        .filter(|tools| tools.as_array().is_none_or(|tools| !tools.is_empty()))
         .map(|tools| counter.count_text(model, &tools.to_string()))
         .unwrap_or(0);
     counter.count_messages(model, &messages) + tools

@@ -688,6 +688,45 @@ impl EventsFromChat {
                 "delta": {"type": "thinking_delta", "thinking": reasoning},
             }));
         }
+        // A thinking block's signature (and redacted thinking), which a client sends back
+        // with its next turn: Bedrock's and Anthropic's streams carry them apart from the text.
+        for block in delta
+            .and_then(|d| d.get("thinking_blocks"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match block.get("type").and_then(Value::as_str) {
+                Some("thinking") => {
+                    if let Some(signature) = block
+                        .get("signature")
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                    {
+                        let index = self.open(
+                            Open::Thinking,
+                            json!({"type": "thinking", "thinking": "", "signature": ""}),
+                            &mut out,
+                        );
+                        out.push(json!({
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "signature_delta", "signature": signature},
+                        }));
+                    }
+                }
+                Some("redacted_thinking") => {
+                    self.close(&mut out);
+                    let index = self.next;
+                    self.next += 1;
+                    let data = block.get("data").cloned().unwrap_or(Value::Null);
+                    out.push(json!({"type": "content_block_start", "index": index,
+                        "content_block": {"type": "redacted_thinking", "data": data}}));
+                    out.push(json!({"type": "content_block_stop", "index": index}));
+                }
+                _ => {}
+            }
+        }
         if let Some(text) = delta
             .and_then(|d| d.get("content"))
             .and_then(Value::as_str)
