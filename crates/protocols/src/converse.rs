@@ -609,31 +609,7 @@ fn assistant_blocks(
         }
         for (k, call) in calls.iter().enumerate() {
             let at = format!("{at}.tool_calls[{k}]");
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.id"), "required"))?;
-            let function = call
-                .get("function")
-                .ok_or_else(|| TranslateError::new(format!("{at}.function"), "required"))?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.function.name"), "required"))?;
-            let arguments = function
-                .get("arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let input: Value = if arguments.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(arguments).map_err(|_| {
-                    TranslateError::new(
-                        format!("{at}.function.arguments"),
-                        "Converse takes a tool call's arguments as a JSON value",
-                    )
-                })?
-            };
+            let (id, name, input) = crate::tool_call_parts(call, &at)?;
             blocks.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
         }
     }

@@ -35,6 +35,39 @@ pub struct TranslateError {
     pub reason: String,
 }
 
+/// A canonical assistant tool call's parts, as every upstream protocol takes them: its `id`,
+/// its function's `name`, and its `arguments` parsed (empty arguments as `{}`); `at` is the
+/// call's path, for the error naming a missing or malformed part.
+pub(crate) fn tool_call_parts<'c>(
+    call: &'c serde_json::Value,
+    at: &str,
+) -> Result<(&'c str, &'c str, serde_json::Value), TranslateError> {
+    use serde_json::Value;
+    let id = call
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TranslateError::new(format!("{at}.id"), "missing"))?;
+    let function = call
+        .get("function")
+        .ok_or_else(|| TranslateError::new(format!("{at}.function"), "missing"))?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TranslateError::new(format!("{at}.function.name"), "missing"))?;
+    let arguments = function
+        .get("arguments")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let input = if arguments.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(arguments).map_err(|e| {
+            TranslateError::new(format!("{at}.function.arguments"), format!("not JSON: {e}"))
+        })?
+    };
+    Ok((id, name, input))
+}
+
 impl TranslateError {
     /// `field` cannot be translated because of `reason`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {

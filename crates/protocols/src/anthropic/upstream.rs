@@ -582,28 +582,7 @@ fn source_of(url: &str, at: &str) -> Result<Value, TranslateError> {
 
 /// An assistant tool call as a `tool_use` block.
 fn tool_use_of(call: &Value, at: &str) -> Result<Value, TranslateError> {
-    let id = call
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.id"), "missing"))?;
-    let function = call
-        .get("function")
-        .ok_or_else(|| TranslateError::new(format!("{at}.function"), "missing"))?;
-    let name = function
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.function.name"), "missing"))?;
-    let arguments = function
-        .get("arguments")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let input: Value = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(arguments).map_err(|e| {
-            TranslateError::new(format!("{at}.function.arguments"), format!("not JSON: {e}"))
-        })?
-    };
+    let (id, name, input) = crate::tool_call_parts(call, at)?;
     if !input.is_object() {
         return Err(TranslateError::new(
             format!("{at}.function.arguments"),
