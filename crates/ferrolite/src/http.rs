@@ -963,13 +963,17 @@ impl Backend for HttpBackend {
         if let Some(call) = responses::call_natively(self, deployment, request) {
             return call;
         }
-        if let Some(protocol) = crate::providers::native(deployment) {
-            return crate::providers::call(self, protocol, deployment, request);
-        }
         let ready = request
             .prepared
             .as_ref()
             .and_then(|prepared| prepared.get::<Ready>());
+        // A deployment prepared as `Ready` speaks OpenAI's protocol (`prepare` hands the
+        // others to their own backends): its calls skip working out the provider again.
+        if ready.is_none() {
+            if let Some(protocol) = crate::providers::native(deployment) {
+                return crate::providers::call(self, protocol, deployment, request);
+            }
+        }
         let outgoing = self.outgoing(deployment, request, ready);
         Box::pin(async move {
             let reply = self.send(outgoing?).await?;
