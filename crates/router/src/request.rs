@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ferrolite_types::{
-    ApproxTokenCounter, ChatMessage, DeploymentId, Protocol, TokenCounter, Usage,
+    ApproxTokenCounter, ChatMessage, DeploymentId, ManagedResponseId, Protocol, TokenCounter, Usage,
 };
 
 use crate::RouterError;
@@ -80,6 +80,20 @@ pub struct Native {
     /// its protocol) may answer it; any other refuses the call naming the field.
     /// (Shared: a request's future holds it, and is kept small.)
     pub untranslated: Option<std::sync::Arc<Untranslated>>,
+}
+
+impl Native {
+    /// The deployment that stored the conversation this request continues: for a Responses
+    /// request, the one its `previous_response_id` names when the id is one the router handed
+    /// out ([`ManagedResponseId`], LiteLLM's form). The router sends the request there while
+    /// that deployment is among the candidates; the backend sends the upstream its own id.
+    pub fn continues(&self) -> Option<String> {
+        if self.protocol != Protocol::OpenAiResponses {
+            return None;
+        }
+        let id = self.body.get("previous_response_id")?.as_str()?;
+        ManagedResponseId::decode(id).map(|id| id.deployment)
+    }
 }
 
 /// A field of a caller's request its canonical translation could not carry
