@@ -221,6 +221,7 @@ fn request(stream: bool) -> Request {
     let mut request = Request::new("g", canonical);
     request.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(native_body(stream)),
     });
@@ -366,6 +367,7 @@ async fn a_request_without_a_native_body_or_to_another_provider_goes_to_chat_com
     body.as_object_mut().unwrap().remove("previous_response_id");
     fresh.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -407,6 +409,7 @@ async fn a_continuation_to_a_deployment_without_the_responses_api_is_refused_nam
     body.as_object_mut().unwrap().remove("previous_response_id");
     fresh.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -473,6 +476,7 @@ fn continuing(previous: &str, stream: bool) -> Request {
     body["previous_response_id"] = json!(previous);
     request.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -629,6 +633,7 @@ impl HttpBackendCall {
             prepared: None,
             native: Some(Native {
                 untranslated: None,
+                headers: None,
                 protocol: Protocol::OpenAiResponses,
                 body: Arc::new(native_body(false)),
             }),

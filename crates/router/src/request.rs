@@ -80,6 +80,11 @@ pub struct Native {
     /// its protocol) may answer it; any other refuses the call naming the field.
     /// (Shared: a request's future holds it, and is kept small.)
     pub untranslated: Option<std::sync::Arc<Untranslated>>,
+    /// Headers of the caller's request for the upstream of its protocol, `(name, value)` with
+    /// lowercase names (a Messages caller's `anthropic-beta` and `anthropic-version`): sent
+    /// with the body when it passes through, never with a translation. (Shared, as
+    /// `untranslated`.)
+    pub headers: Option<std::sync::Arc<Vec<(String, String)>>>,
 }
 
 impl Native {
