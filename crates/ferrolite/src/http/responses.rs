@@ -19,6 +19,12 @@
 //! event. Errors are classified as the chat endpoint's are; an `error` event ends the stream
 //! with its error.
 //!
+//! The response's id, in the whole answer and in every event that carries it, is the one
+//! LiteLLM hands out ([`ManagedResponseId`]: the provider, the deployment's id and the
+//! upstream's id, base64-encoded), so that a follow-up's `previous_response_id` leads the
+//! router back to the deployment that stored the conversation
+//! ([`ferrolite_router::Native::continues`]); the upstream is sent its own id back.
+//!
 //! Deployments of other providers get the request's chat translation, as LiteLLM's bridge
 //! does; one that continues a stored conversation (`previous_response_id`, `conversation`),
 //! which only the upstream that stored it has, is refused by them as a bad request naming the
