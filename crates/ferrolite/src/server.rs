@@ -6,8 +6,9 @@
 //!   byte (LiteLLM's uvicorn closes idle connections after 5 s), a new connection too.
 //! - A request's headers must arrive whole within `header_read_timeout` of their first byte
 //!   (a client sending one byte at a time is cut off), its body within `body_read_timeout` of
-//!   the end of its headers (the whole body, not each read): past it the answer is a 408 and
-//!   the connection closes.
+//!   the end of its headers (the whole body, not each read): past it the answer is a 408 (in
+//!   Anthropic's error shape on the Messages API's paths, OpenAI's elsewhere) and the
+//!   connection closes.
 //! - At most `max_connections` connections are open. At the cap a new client makes room by
 //!   closing the connection idle for the longest time (or sending the slowest headers); when
 //!   every connection has a request in progress, the new client waits (in the listen queue)
@@ -433,6 +434,8 @@ mod running {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let in_flight = conn.begin();
+        // Kept for the shape of a 408 the server answers itself.
+        let path = request.uri().path().to_string();
         let request = request.map(|body| {
             Body::new(TimedBody {
                 inner: body,
@@ -448,7 +451,7 @@ mod running {
             Err(never) => match never {},
         };
         let response = if conn.body_timed_out.load(Ordering::Relaxed) {
-            body_timeout_response(body_read_timeout)
+            body_timeout_response(&path, body_read_timeout)
         } else {
             response
         };
@@ -460,20 +463,13 @@ mod running {
         }))
     }
 
-    /// The 408 of a body that did not arrive in time, in OpenAI's error shape; the connection
-    /// closes after it.
-    fn body_timeout_response(timeout: Duration) -> Response<Body> {
-        let body = serde_json::json!({
-            "error": {
-                "message": format!(
-                    "the request body did not arrive within body_read_timeout ({}s)",
-                    timeout.as_secs_f64()
-                ),
-                "type": "timeout",
-                "param": null,
-                "code": "408",
-            }
-        });
+    /// The 408 of a body that did not arrive in time, in the error shape of the API `path`
+    /// belongs to (Anthropic's on the Messages API's paths, OpenAI's elsewhere); the
+    /// connection closes after it.
+    fn body_timeout_response(path: &str, timeout: Duration) -> Response<Body> {
+        let message = BodyTimeout(timeout).to_string();
+        let body =
+            crate::gateway::error_body_for(path, StatusCode::REQUEST_TIMEOUT, "timeout", &message);
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
         let headers = response.headers_mut();

@@ -2,6 +2,8 @@
 //! LiteLLM would (every deployment mocked with `mock_response`, so no network).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashSet;
 
 use ferrolite::{Config, Request, Router, build_from_config};
@@ -356,9 +358,9 @@ model_list:
   - model_name: custom
     litellm_params: {model: openai/my-own-model}
   - model_name: claude
-    litellm_params: {model: anthropic/claude-sonnet-4-5}
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-test}
   - model_name: claude
-    litellm_params: {model: anthropic/claude-sonnet-4-5, cache_creation_input_token_cost: 0.5}
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-test, cache_creation_input_token_cost: 0.5}
     model_info: {cache_read_input_token_cost: 0.25}
 "#,
     )
@@ -649,4 +651,63 @@ model_list:
         ),
         "{bad}"
     );
+}
+
+/// A config of `anthropic/` deployments: one with its own key, one without (and one mocked,
+/// which needs none).
+const ANTHROPIC_KEYS: &str = r#"
+model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-own}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-haiku-4-5}
+  - model_name: mocked
+    litellm_params: {model: anthropic/claude-haiku-4-5, mock_response: "hi"}
+"#;
+
+/// As LiteLLM reads it: an `anthropic/` deployment without `api_key` takes the
+/// `ANTHROPIC_API_KEY` environment variable when the config is loaded (one with its own key
+/// keeps it); without either, the error names the deployment's `litellm_params.api_key`.
+#[test]
+fn an_anthropic_deployment_without_api_key_takes_anthropic_api_key_from_the_environment() {
+    common::child::in_child(
+        "child_anthropic_keys_come_from_the_environment",
+        &[],
+        &[("ANTHROPIC_API_KEY", "sk-ant-from-the-environment")],
+    );
+    common::child::in_child(
+        "child_an_anthropic_deployment_without_any_key_is_refused_naming_api_key",
+        &["ANTHROPIC_API_KEY"],
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "run by an_anthropic_deployment_without_api_key_takes_anthropic_api_key_from_the_environment"]
+fn child_anthropic_keys_come_from_the_environment() {
+    let config = Config::from_yaml(ANTHROPIC_KEYS).unwrap();
+    let keys: Vec<Option<&str>> = config
+        .deployments
+        .iter()
+        .map(|d| d.api_key.as_ref().map(|k| k.expose()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            Some("sk-ant-own"),
+            Some("sk-ant-from-the-environment"),
+            None
+        ]
+    );
+    assert!(!format!("{config:?}").contains("sk-ant-from-the-environment"));
+}
+
+#[test]
+#[ignore = "run by an_anthropic_deployment_without_api_key_takes_anthropic_api_key_from_the_environment"]
+fn child_an_anthropic_deployment_without_any_key_is_refused_naming_api_key() {
+    let error = Config::from_yaml(ANTHROPIC_KEYS).unwrap_err();
+    assert_eq!(error.path(), "model_list[1].litellm_params.api_key");
+    let message = error.to_string();
+    assert!(message.contains("ANTHROPIC_API_KEY"), "{message}");
+    assert!(!message.contains("sk-ant-own"), "{message}");
 }

@@ -341,3 +341,53 @@ fn server_settings_default_as_documented_and_bad_values_name_their_key() {
         assert!(error.contains(key), "{server}: {error}");
     }
 }
+
+/// Sends `path` the headers of a JSON body and part of it, then stalls (the connection kept
+/// open); the answer.
+async fn stalled_body(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body =
+        r#"{"model": "fast", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}"#;
+    let (part, _) = body.split_at(20);
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nx-api-key: sk-any\r\nanthropic-version: 2023-06-01\r\nContent-Length: {}\r\n\r\n{part}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (status, text) = response(&mut stream).await;
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+/// The server's 408 for a body that did not arrive in time is in the error shape of the API
+/// the client called: Anthropic's on the Messages API's paths
+/// (`protocols::anthropic::client::error_body`), OpenAI's on the chat endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_on_the_messages_api_gets_its_408_in_anthropics_error_shape() {
+    let addr = gateway("{body_read_timeout: 0.3}").await;
+    for path in [
+        "/v1/messages",
+        "/messages",
+        "/v1/messages/count_tokens",
+        "/messages/count_tokens",
+    ] {
+        let (status, error) = stalled_body(addr, path).await;
+        assert_eq!(status, 408, "{path}: {error}");
+        assert_eq!(error["type"], "error", "{path}: {error}");
+        assert_eq!(
+            error["error"]["type"], "invalid_request_error",
+            "{path}: {error}"
+        );
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("body_read_timeout"), "{path}: {error}");
+    }
+    let (status, error) = stalled_body(addr, "/v1/chat/completions").await;
+    assert_eq!(status, 408);
+    assert_eq!(error["error"]["type"], "timeout", "{error}");
+    assert_eq!(error["error"]["code"], "408", "{error}");
+    assert!(error.get("type").is_none(), "{error}");
+}

@@ -386,23 +386,26 @@ async fn a_request_the_chat_form_cannot_carry_whole_is_refused_by_a_translating_
     let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("`tools[0]"), "{error}");
     assert!(message.contains("hosted_vllm"), "{error}");
-    // A stored conversation.
-    let response = http()
-        .post(format!("{base}/v1/responses"))
-        .bearer_auth(KEY)
-        .json(&json!({"model": "compat", "input": "hi", "previous_response_id": "resp_1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let error: Value = response.json().await.unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("previous_response_id"),
-        "{error}"
-    );
+    // A stored conversation, also one whose id names the deployment itself.
+    let managed = ferrolite::types::ManagedResponseId::encode("hosted_vllm", "compat", "resp_1");
+    for previous in ["resp_1", managed.as_str()] {
+        let response = http()
+            .post(format!("{base}/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "compat", "input": "hi", "previous_response_id": previous}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("previous_response_id"),
+            "{error}"
+        );
+    }
     // An Anthropic server tool, in Anthropic's error shape.
     let response = anthropic(
         &base,

@@ -751,6 +751,7 @@ fn native_call(stream: bool) -> Request {
     request.stream = stream;
     request.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::AnthropicMessages,
         body: Arc::new(native),
     });
@@ -1056,6 +1057,7 @@ async fn a_passed_through_answer_without_usage_has_no_usage_rather_than_zero() {
     let request = BackendRequest {
         native: Some(Native {
             untranslated: None,
+            headers: None,
             protocol: Protocol::AnthropicMessages,
             body: Arc::new(native),
         }),
@@ -1075,4 +1077,82 @@ async fn a_passed_through_answer_without_usage_has_no_usage_rather_than_zero() {
         .unwrap();
     let usage = answer.usage.unwrap();
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (112, 7));
+}
+
+/// As LiteLLM's proxy forwards `anthropic-beta`: a Messages request passed through to an
+/// `anthropic/` deployment carries its caller's `anthropic-beta` (after the deployment's own
+/// betas) and `anthropic-version` (instead of the default); a chat completion, translated for
+/// the same deployment, carries neither.
+#[cfg(feature = "gateway")]
+#[tokio::test]
+async fn through_the_gateway_a_passed_through_messages_request_carries_the_callers_anthropic_headers()
+ {
+    let (base, seen) = serve().await;
+    let deployment = Deployment {
+        extra_headers: [(
+            "anthropic-beta".to_string(),
+            Secret::new("prompt-caching-2024-07-31"),
+        )]
+        .into(),
+        ..claude(&base, "claude", "claude-ok")
+    };
+    let gateway = gateway(router(vec![deployment], RouterSettings::default()).await).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{gateway}/v1/messages"))
+        .header("x-api-key", "sk-gateway")
+        .header("anthropic-version", "2023-01-01")
+        .header(
+            "anthropic-beta",
+            "context-1m-2025-08-07,prompt-caching-2024-07-31",
+        )
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&native_request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (headers, _) = seen.last();
+    let versions: Vec<_> = headers.get_all("anthropic-version").iter().collect();
+    assert_eq!(versions, ["2023-01-01"]);
+    let betas: Vec<_> = headers.get_all("anthropic-beta").iter().collect();
+    assert_eq!(
+        betas,
+        ["prompt-caching-2024-07-31,context-1m-2025-08-07,interleaved-thinking-2025-05-14"]
+    );
+
+    // Translated (a chat completion): the deployment's headers alone.
+    let response = client
+        .post(format!("{gateway}/v1/chat/completions"))
+        .bearer_auth("sk-gateway")
+        .header("anthropic-version", "2023-01-01")
+        .header("anthropic-beta", "context-1m-2025-08-07")
+        .json(&json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (headers, _) = seen.last();
+    assert_eq!(
+        headers["anthropic-version"],
+        ferrolite_protocols::anthropic::ANTHROPIC_VERSION
+    );
+    assert_eq!(headers["anthropic-beta"], "prompt-caching-2024-07-31");
+
+    // Without the caller's headers: the default version.
+    let response = client
+        .post(format!("{gateway}/v1/messages"))
+        .header("x-api-key", "sk-gateway")
+        .json(&native_request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (headers, _) = seen.last();
+    assert_eq!(
+        headers["anthropic-version"],
+        ferrolite_protocols::anthropic::ANTHROPIC_VERSION
+    );
+    assert_eq!(headers["anthropic-beta"], "prompt-caching-2024-07-31");
 }

@@ -15,6 +15,8 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -1048,21 +1050,7 @@ const AWS_VARIABLES: [&str; 6] = [
 /// Runs the ignored test `name` of this binary in a child process whose `AWS_*` environment is
 /// exactly `env`, and checks that it passed.
 fn in_child(name: &str, env: &[(&str, &str)]) {
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command.args([name, "--exact", "--ignored", "--test-threads=1"]);
-    for variable in AWS_VARIABLES {
-        command.env_remove(variable);
-    }
-    for (variable, value) in env {
-        command.env(variable, value);
-    }
-    let out = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::child::in_child(name, &AWS_VARIABLES, env);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ferrolite::http::HttpBackend;
 use ferrolite::router::Native;
-use ferrolite::types::{Deployment, ErrorClass, Protocol, Secret};
+use ferrolite::types::{Deployment, ErrorClass, ManagedResponseId, Protocol, Secret};
 use ferrolite::{Request, RouterError};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -221,6 +221,7 @@ fn request(stream: bool) -> Request {
     let mut request = Request::new("g", canonical);
     request.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(native_body(stream)),
     });
@@ -245,7 +246,11 @@ async fn a_responses_request_reaches_openais_responses_endpoint_untranslated() {
 
     assert_eq!(answer.protocol, Protocol::OpenAiResponses);
     let body: Value = serde_json::from_str(answer.body.as_str()).unwrap();
-    assert_eq!(body, response_object("gpt-4.1"));
+    // As the upstream wrote it, but for the id, which names the deployment that answered.
+    let mut expected = response_object("gpt-4.1");
+    let id = ManagedResponseId::encode("openai", answer.deployment_id.as_str(), "resp_upstream_1");
+    expected["id"] = json!(id);
+    assert_eq!(body, expected);
     let usage = answer.usage.unwrap();
     assert_eq!(
         (
@@ -362,6 +367,7 @@ async fn a_request_without_a_native_body_or_to_another_provider_goes_to_chat_com
     body.as_object_mut().unwrap().remove("previous_response_id");
     fresh.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -391,6 +397,10 @@ async fn a_continuation_to_a_deployment_without_the_responses_api_is_refused_nam
     };
     refused(router.call(request(false)).await.unwrap_err());
     refused(router.stream(request(true)).await.unwrap_err());
+    // Also when the id names the deployment itself.
+    let id = router.deployments()[0].id();
+    let managed = ManagedResponseId::encode("hosted_vllm", id.as_str(), "resp_1");
+    refused(router.call(continuing(&managed, false)).await.unwrap_err());
     // Nothing was sent.
     assert!(seen.requests.lock().is_empty());
     // Without the continuation, the same request goes as its chat translation.
@@ -399,6 +409,7 @@ async fn a_continuation_to_a_deployment_without_the_responses_api_is_refused_nam
     body.as_object_mut().unwrap().remove("previous_response_id");
     fresh.native = Some(Native {
         untranslated: None,
+        headers: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -458,6 +469,148 @@ async fn failures_of_the_responses_endpoint_are_classified() {
     }
 }
 
+/// A Responses request continuing `previous` (as `request` makes one, else alike).
+fn continuing(previous: &str, stream: bool) -> Request {
+    let mut request = request(stream);
+    let mut body = native_body(stream);
+    body["previous_response_id"] = json!(previous);
+    request.native = Some(Native {
+        untranslated: None,
+        headers: None,
+        protocol: Protocol::OpenAiResponses,
+        body: Arc::new(body),
+    });
+    request
+}
+
+/// Two `openai` deployments of group `g` on one fake upstream, told apart by their models.
+fn two_deployments(base: &str) -> Vec<Deployment> {
+    vec![
+        Deployment {
+            id: Some("east".into()),
+            ..deployment(base, "openai/gpt-4.1-east")
+        },
+        Deployment {
+            id: Some("west".into()),
+            ..deployment(base, "openai/gpt-4.1-west")
+        },
+    ]
+}
+
+/// The models of the calls the upstream received, and the `previous_response_id` of each.
+fn received(seen: &Seen) -> Vec<(String, Value)> {
+    seen.requests
+        .lock()
+        .iter()
+        .map(|(_, _, body)| {
+            (
+                body["model"].as_str().unwrap().to_string(),
+                body["previous_response_id"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// As LiteLLM's `ResponsesApiDeploymentCheck`: the id of a passed-through answer names the
+/// deployment that answered (LiteLLM's `_build_responses_api_response_id`), and a follow-up
+/// whose `previous_response_id` is that id goes to that deployment, every time, with the
+/// upstream's own id sent upstream.
+#[tokio::test]
+async fn a_follow_up_goes_to_the_deployment_that_stored_its_previous_response() {
+    let (base, seen) = serve().await;
+    let router = router(two_deployments(&base)).await;
+    let first = router.call(continuing("resp_prev_7", false)).await.unwrap();
+    let answered: Value = serde_json::from_str(first.body.as_str()).unwrap();
+    let id = answered["id"].as_str().unwrap().to_string();
+    let decoded = ManagedResponseId::decode(&id).unwrap();
+    assert_eq!(decoded.provider, "openai");
+    assert_eq!(decoded.deployment, first.deployment_id.as_str());
+    assert_eq!(decoded.response_id, "resp_upstream_1");
+    let model = format!("gpt-4.1-{}", first.deployment_id.as_str());
+
+    for _ in 0..20 {
+        let next = router.call(continuing(&id, false)).await.unwrap();
+        assert_eq!(next.deployment_id, first.deployment_id);
+    }
+    let calls = received(&seen);
+    assert_eq!(calls.len(), 21);
+    for (called, previous) in &calls[1..] {
+        assert_eq!(called, &model);
+        assert_eq!(previous, "resp_upstream_1");
+    }
+}
+
+/// A streamed answer's events carry the managed id wherever they carry the response's
+/// (`response.created`, `response.completed`), and a streamed follow-up goes back too.
+#[tokio::test]
+async fn a_streamed_answer_names_its_deployment_in_every_response_id() {
+    let (base, seen) = serve().await;
+    let router = router(two_deployments(&base)).await;
+    let mut stream = router.stream(request(true)).await.unwrap();
+    let deployment = stream.deployment_id.as_str().to_string();
+    let expected = ManagedResponseId::encode("openai", &deployment, "resp_upstream_1");
+    let mut ids = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let data: Value = serde_json::from_str(chunk.unwrap().body.as_str()).unwrap();
+        if let Some(id) = data.pointer("/response/id") {
+            ids.push((data["type"].as_str().unwrap().to_string(), id.clone()));
+        }
+    }
+    assert_eq!(
+        ids,
+        [
+            ("response.created".to_string(), json!(expected)),
+            ("response.completed".to_string(), json!(expected)),
+        ]
+    );
+    for _ in 0..5 {
+        let mut next = router.stream(continuing(&expected, true)).await.unwrap();
+        assert_eq!(next.deployment_id.as_str(), deployment);
+        while next.next().await.is_some() {}
+    }
+    for (_, previous) in &received(&seen)[1..] {
+        assert_eq!(previous, "resp_upstream_1");
+    }
+}
+
+/// A managed id naming a deployment that is not in the group routes as usual (as LiteLLM's
+/// check keeps every deployment), and the upstream still gets its own id.
+#[tokio::test]
+async fn a_previous_response_of_a_deployment_outside_the_group_routes_as_usual() {
+    let (base, seen) = serve().await;
+    let router = router(two_deployments(&base)).await;
+    let elsewhere = ManagedResponseId::encode("openai", "elsewhere", "resp_upstream_9");
+    let mut answered_by = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let answer = router.call(continuing(&elsewhere, false)).await.unwrap();
+        answered_by.insert(answer.deployment_id.as_str().to_string());
+    }
+    // Both deployments answered (all 40 on one: a chance of 2^-39).
+    assert_eq!(answered_by.len(), 2, "{answered_by:?}");
+    for (_, previous) in received(&seen) {
+        assert_eq!(previous, "resp_upstream_9");
+    }
+}
+
+/// An id that is not in the managed form (an upstream's own, base64 of something else, not
+/// base64 at all) goes upstream as the client wrote it.
+#[tokio::test]
+async fn a_previous_response_id_not_in_the_managed_form_goes_upstream_unchanged() {
+    let (base, seen) = serve().await;
+    let router = router(two_deployments(&base)).await;
+    let ids = [
+        "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+        "resp_bm90IGxpdGVsbG0=",
+        "resp_bGl0ZWxsbTpjdXN0b21fbGxtX3Byb3ZpZGVyOm9wZW5haQ==",
+        "resp_%%%",
+    ];
+    for id in ids {
+        router.call(continuing(id, false)).await.unwrap();
+    }
+    let previous: Vec<Value> = received(&seen).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(previous, ids.map(|id| json!(id)));
+}
+
 /// One call of a deployment straight through the backend, for its error class.
 struct HttpBackendCall {
     deployment: Deployment,
@@ -480,6 +633,7 @@ impl HttpBackendCall {
             prepared: None,
             native: Some(Native {
                 untranslated: None,
+                headers: None,
                 protocol: Protocol::OpenAiResponses,
                 body: Arc::new(native_body(false)),
             }),

@@ -187,6 +187,7 @@ impl Inner {
             filter_region(call, destination, &mut eligible)?;
             filter_context_window(call, destination, &mut eligible)?;
         }
+        filter_continued(call, &mut eligible);
         match destination {
             Destination::Group {
                 name,
@@ -401,6 +402,21 @@ fn filter_untranslated(call: &Call<'_>, eligible: &mut Selection<'_>) {
     };
     if eligible.any(takes) {
         eligible.retain(takes);
+    }
+}
+
+/// A request that continues a conversation one deployment stored ([`crate::Native::continues`]:
+/// a Responses request whose `previous_response_id` names the deployment that answered it) goes
+/// only to that deployment while it is among the candidates, as LiteLLM's
+/// `ResponsesApiDeploymentCheck`; otherwise nothing is left out. Running before the order
+/// filter, it takes the deployment's own tier.
+fn filter_continued(call: &Call<'_>, eligible: &mut Selection<'_>) {
+    let Some(deployment) = call.request.native.as_ref().and_then(|n| n.continues()) else {
+        return;
+    };
+    let named = |t: &Target| t.id.as_str() == deployment.as_str();
+    if eligible.any(named) {
+        eligible.retain(named);
     }
 }
 

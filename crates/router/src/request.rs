@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ferrolite_types::{
-    ApproxTokenCounter, ChatMessage, DeploymentId, Protocol, TokenCounter, Usage,
+    ApproxTokenCounter, ChatMessage, DeploymentId, ManagedResponseId, Protocol, TokenCounter, Usage,
 };
 
 use crate::RouterError;
@@ -80,6 +80,25 @@ pub struct Native {
     /// its protocol) may answer it; any other refuses the call naming the field.
     /// (Shared: a request's future holds it, and is kept small.)
     pub untranslated: Option<std::sync::Arc<Untranslated>>,
+    /// Headers of the caller's request for the upstream of its protocol, `(name, value)` with
+    /// lowercase names (a Messages caller's `anthropic-beta` and `anthropic-version`): sent
+    /// with the body when it passes through, never with a translation. (Shared, as
+    /// `untranslated`.)
+    pub headers: Option<std::sync::Arc<Vec<(String, String)>>>,
+}
+
+impl Native {
+    /// The deployment that stored the conversation this request continues: for a Responses
+    /// request, the one its `previous_response_id` names when the id is one the router handed
+    /// out ([`ManagedResponseId`], LiteLLM's form). The router sends the request there while
+    /// that deployment is among the candidates; the backend sends the upstream its own id.
+    pub fn continues(&self) -> Option<String> {
+        if self.protocol != Protocol::OpenAiResponses {
+            return None;
+        }
+        let id = self.body.get("previous_response_id")?.as_str()?;
+        ManagedResponseId::decode(id).map(|id| id.deployment)
+    }
 }
 
 /// A field of a caller's request its canonical translation could not carry

@@ -169,6 +169,38 @@ impl GatewayHandle {
     }
 }
 
+/// The paths of Anthropic's Messages API the gateway serves (`messages`, then
+/// `count_tokens`, each with and without `/v1`): their errors are in Anthropic's shape.
+const MESSAGES_PATHS: [&str; 4] = [
+    "/v1/messages",
+    "/messages",
+    "/v1/messages/count_tokens",
+    "/messages/count_tokens",
+];
+
+/// The error body the client of `path` reads, for an error the server answers before the
+/// gateway's handler does (a body that did not arrive in time): Anthropic's
+/// `{"type": "error", "error": {...}}` on the Messages API's paths, OpenAI's
+/// `{"error": {...}}` elsewhere.
+pub(crate) fn error_body_for(
+    path: &str,
+    status: axum::http::StatusCode,
+    kind: &str,
+    message: &str,
+) -> serde_json::Value {
+    if MESSAGES_PATHS.contains(&path) {
+        return errors::anthropic_body(status, message);
+    }
+    serde_json::json!({
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": null,
+            "code": status.as_u16().to_string(),
+        }
+    })
+}
+
 /// The gateway's routes over `router`.
 pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
     app_with_handle(router, settings).0
@@ -193,10 +225,10 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/completions", post(completions))
         .route("/v1/embeddings", post(completions))
         .route("/embeddings", post(completions))
-        .route("/v1/messages", post(native::messages))
-        .route("/messages", post(native::messages))
-        .route("/v1/messages/count_tokens", post(native::count_tokens))
-        .route("/messages/count_tokens", post(native::count_tokens))
+        .route(MESSAGES_PATHS[0], post(native::messages))
+        .route(MESSAGES_PATHS[1], post(native::messages))
+        .route(MESSAGES_PATHS[2], post(native::count_tokens))
+        .route(MESSAGES_PATHS[3], post(native::count_tokens))
         .route("/v1/responses", post(native::responses))
         .route("/responses", post(native::responses))
         .route("/v1/models", get(models::models))

@@ -64,6 +64,11 @@ const GATEWAY_FIELDS: [&str; 11] = [
     "timeout",
 ];
 
+/// A Messages caller's headers an `anthropic/` deployment gets with the request it passes
+/// through (as LiteLLM's proxy forwards `anthropic-beta`): the beta features it asked for, and
+/// the API version it writes (instead of the default).
+const FORWARDED: [&str; 2] = ["anthropic-beta", "anthropic-version"];
+
 /// The most parts of a request left out of its translation before it is refused.
 const MOST_PARTS_LEFT_OUT: usize = 16;
 
@@ -175,6 +180,28 @@ impl Inbound {
             Inbound::Messages | Inbound::CountTokens => anthropic::client::answer_from_chat(answer),
             Inbound::Responses => responses::answer_from_chat(answer, request),
         }
+    }
+
+    /// The caller's headers its protocol's upstream gets when the request passes through
+    /// ([`FORWARDED`]), a repeated one's values joined by commas.
+    fn forwarded(self, headers: &HeaderMap) -> Option<Arc<Vec<(String, String)>>> {
+        if self != Inbound::Messages {
+            return None;
+        }
+        let forwarded: Vec<(String, String)> = FORWARDED
+            .iter()
+            .filter_map(|name| {
+                let values: Vec<&str> = headers
+                    .get_all(*name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                (!values.is_empty()).then(|| (name.to_string(), values.join(",")))
+            })
+            .collect();
+        (!forwarded.is_empty()).then(|| Arc::new(forwarded))
     }
 
     /// An error in the caller's protocol's shape.
@@ -306,6 +333,7 @@ async fn handle(
                 reason: e.reason,
             })
         }),
+        headers: inbound.forwarded(&headers),
     });
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {

@@ -19,6 +19,12 @@
 //! event. Errors are classified as the chat endpoint's are; an `error` event ends the stream
 //! with its error.
 //!
+//! The response's id, in the whole answer and in every event that carries it, is the one
+//! LiteLLM hands out ([`ManagedResponseId`]: the provider, the deployment's id and the
+//! upstream's id, base64-encoded), so that a follow-up's `previous_response_id` leads the
+//! router back to the deployment that stored the conversation
+//! ([`ferrolite_router::Native::continues`]); the upstream is sent its own id back.
+//!
 //! Deployments of other providers get the request's chat translation, as LiteLLM's bridge
 //! does; one that continues a stored conversation (`previous_response_id`, `conversation`),
 //! which only the upstream that stored it has, is refused by them as a bad request naming the
@@ -30,7 +36,7 @@ use ferrolite_router::{
     BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse, BackendStream,
     BackendStreamFuture, Body, Native,
 };
-use ferrolite_types::{Deployment, ErrorClass, Protocol, Usage};
+use ferrolite_types::{Deployment, ErrorClass, ManagedResponseId, Protocol, Usage};
 use futures_util::StreamExt;
 
 use super::{
@@ -135,6 +141,7 @@ fn call<'a>(
             .await
             .map_err(|e| bad_answer(format!("the answer is not JSON: {}", without_url(&e))))?;
         let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
+        let body = Answerer::of(deployment, request).whole(body);
         Ok(BackendResponse {
             usage: usage_of(body.raw("usage").map(|raw| raw.get())),
             body,
@@ -163,6 +170,7 @@ fn stream<'a>(
             return Err(failed(response).await);
         }
         let events = Events {
+            answerer: Answerer::of(deployment, request),
             bytes: Box::pin(response.bytes_stream()),
             parser: SseParser::new(),
             ready: std::collections::VecDeque::new(),
@@ -215,6 +223,17 @@ fn outgoing(
     }
     for field in NOT_FOR_PROVIDERS {
         body.remove(field);
+    }
+    // The upstream's own id of a response the router handed out under its managed id.
+    if let Some(id) = body
+        .get("previous_response_id")
+        .and_then(serde_json::Value::as_str)
+        .and_then(ManagedResponseId::decode)
+    {
+        body.insert(
+            "previous_response_id".into(),
+            serde_json::Value::String(id.response_id),
+        );
     }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let builder = backend.client.post(url);
@@ -303,6 +322,71 @@ fn usage_of(json: Option<&str>) -> Option<Usage> {
     Some(found)
 }
 
+/// The deployment a pass-through call answers from, as the ids of its responses name it
+/// ([`ManagedResponseId`]): a follow-up's `previous_response_id` then leads the router back to
+/// it.
+struct Answerer {
+    provider: String,
+    deployment: String,
+}
+
+impl Answerer {
+    fn of(deployment: &Deployment, request: &BackendRequest) -> Self {
+        Answerer {
+            provider: provider_of(deployment).unwrap_or_default(),
+            deployment: request.deployment_id_of(deployment).as_str().to_string(),
+        }
+    }
+
+    /// `id` as the router hands it out.
+    fn managed(&self, id: &str) -> String {
+        ManagedResponseId::encode(&self.provider, &self.deployment, id)
+    }
+
+    /// A whole answer with its `id` managed; every other byte as the upstream wrote it.
+    fn whole(&self, body: Body) -> Body {
+        let Some(id) = body.get::<String>("id") else {
+            return body;
+        };
+        let Ok(managed) = serde_json::value::to_raw_value(&self.managed(&id)) else {
+            return body;
+        };
+        let mut out = Vec::with_capacity(body.len() + managed.get().len());
+        body.write_edited(&[("id", Some(&managed))], &mut out);
+        Body::parse(Bytes::from(out)).unwrap_or(body)
+    }
+
+    /// A stream event with the id of the response it carries managed (`response.id`:
+    /// `response.created`, `response.in_progress`, `response.completed`, ...; a top-level
+    /// `response_id`); an event that carries none as it came.
+    fn event(&self, body: Body) -> Body {
+        if body.raw("response").is_none() && body.raw("response_id").is_none() {
+            return body;
+        }
+        let Ok(mut event) = body.to_value() else {
+            return body;
+        };
+        let mut changed = false;
+        if let Some(id) = event.pointer_mut("/response/id") {
+            if let Some(upstream) = id.as_str() {
+                *id = self.managed(upstream).into();
+                changed = true;
+            }
+        }
+        if let Some(id) = event.get_mut("response_id") {
+            if let Some(upstream) = id.as_str() {
+                *id = self.managed(upstream).into();
+                changed = true;
+            }
+        }
+        if changed {
+            Body::from_value(&event)
+        } else {
+            body
+        }
+    }
+}
+
 /// The types of the events that end a Responses stream.
 const LAST_EVENTS: [&str; 3] = [
     "response.completed",
@@ -312,6 +396,8 @@ const LAST_EVENTS: [&str; 3] = [
 
 /// A Responses stream's events as they arrive.
 struct Events {
+    /// Who answers: the ids of its events' responses name it.
+    answerer: Answerer,
     bytes: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static>,
     >,
@@ -403,6 +489,7 @@ impl Events {
             let wrapped = format!("{{\"error\":{data}}}");
             return Some(Err(classify(500, None, &wrapped)));
         }
+        let body = self.answerer.event(body);
         let usage = if LAST_EVENTS.contains(&kind.as_str()) {
             self.ended = true;
             body.raw("response")

@@ -5,7 +5,10 @@
 //!   is called as it is (as LiteLLM's `AnthropicModelInfo.get_complete_url` does).
 //! - Headers: `x-api-key` (the deployment's key), `anthropic-version`
 //!   ([`ANTHROPIC_VERSION`] unless the deployment's extra headers set it), `content-type:
-//!   application/json` (unless they set it), the extra headers, `x-request-id`.
+//!   application/json` (unless they set it), the extra headers, `x-request-id`. A request that
+//!   passes through also carries its caller's `anthropic-beta` (after the deployment's own
+//!   betas) and `anthropic-version` (unless the extra headers set one), as LiteLLM's proxy
+//!   forwards them; a translated one never does.
 //! - The model is the deployment's without its `anthropic/` prefix (for a wildcard deployment,
 //!   the one the client asked for).
 //! - A canonical request is translated ([`upstream::request_from_chat`]) and the answer
@@ -95,12 +98,14 @@ fn body_of(
     Ok((serde_json::to_vec(&body).unwrap_or_default(), native))
 }
 
-/// The call as a reqwest request.
+/// The call as a reqwest request; `native`: the caller's own request passes through, with
+/// its forwarded headers ([`forward`]).
 fn request_of(
     backend: &HttpBackend,
     deployment: &Deployment,
     request: &BackendRequest,
     body: Vec<u8>,
+    native: bool,
 ) -> Result<reqwest::Request, BackendError> {
     let mut builder = backend
         .client
@@ -117,6 +122,9 @@ fn request_of(
     }
     let mut sent = builder.build().map_err(|e| transport_error(&e))?;
     let headers = sent.headers_mut();
+    if native {
+        forward(request, headers);
+    }
     headers
         .entry("anthropic-version")
         .or_insert(reqwest::header::HeaderValue::from_static(ANTHROPIC_VERSION));
@@ -129,6 +137,42 @@ fn request_of(
     }
     *sent.body_mut() = Some(body.into());
     Ok(sent)
+}
+
+/// The caller's headers on a call its request passes through
+/// ([`ferrolite_router::Native::headers`]): its `anthropic-version` where the deployment's extra
+/// headers set none (it then replaces the default), its `anthropic-beta` features after the
+/// deployment's own (each once). A value that is no valid header is not sent.
+fn forward(request: &BackendRequest, headers: &mut reqwest::header::HeaderMap) {
+    let forwarded = request.native.as_ref().and_then(|n| n.headers.as_deref());
+    for (name, value) in forwarded.into_iter().flatten() {
+        let value = match name.as_str() {
+            "anthropic-beta" => {
+                let mut betas: Vec<&str> = Vec::new();
+                let own = headers.get(name).and_then(|v| v.to_str().ok());
+                for beta in own
+                    .into_iter()
+                    .chain([value.as_str()])
+                    .flat_map(|v| v.split(','))
+                {
+                    let beta = beta.trim();
+                    if !beta.is_empty() && !betas.contains(&beta) {
+                        betas.push(beta);
+                    }
+                }
+                betas.join(",")
+            }
+            "anthropic-version" if !headers.contains_key(name) => value.clone(),
+            _ => continue,
+        };
+        let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&value),
+        ) else {
+            continue;
+        };
+        headers.insert(name, value);
+    }
 }
 
 /// Reads an error answer and classifies it as Anthropic's errors are.
@@ -165,7 +209,7 @@ pub(crate) fn call<'a>(
 ) -> BackendFuture<'a> {
     Box::pin(async move {
         let (body, native) = body_of(deployment, request, false)?;
-        let sent = request_of(backend, deployment, request, body)?;
+        let sent = request_of(backend, deployment, request, body, native)?;
         let response = backend
             .client
             .execute(sent)
@@ -215,7 +259,7 @@ pub(crate) fn stream<'a>(
 ) -> BackendStreamFuture<'a> {
     Box::pin(async move {
         let (body, native) = body_of(deployment, request, true)?;
-        let sent = request_of(backend, deployment, request, body)?;
+        let sent = request_of(backend, deployment, request, body, native)?;
         let response = backend
             .client
             .execute(sent)

@@ -303,7 +303,7 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     let facts = catalogue::lookup(&lookup_name).unwrap_or_default();
     let default_params = default_params_of(&p, &at)?;
     let extra_headers = headers_of(&p, &at)?;
-    let deployment = Deployment {
+    let mut deployment = Deployment {
         id: info.id,
         model_name,
         model: p.model.clone(),
@@ -357,8 +357,51 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     if mock.is_none() && not_callable_on_gemini(&deployment, mode.as_deref()).is_none() {
         check_provider_params(&deployment, &at)?;
         check_vertex(&deployment, &at)?;
+        key_from_env(&mut deployment, &|name| std::env::var(name).ok(), &at)?;
     }
     Ok((deployment, mock))
+}
+
+/// The environment variable a (not mocked) deployment of a provider takes its key from when
+/// its `litellm_params` set no `api_key`, as LiteLLM reads it.
+const KEY_VARIABLES: [(&str, &str); 1] = [("anthropic", "ANTHROPIC_API_KEY")];
+
+/// A deployment of a provider in [`KEY_VARIABLES`] without an `api_key` (or with an empty one)
+/// takes the provider's variable from `env`; without either, the error names `api_key` (and
+/// the variable), never a value.
+fn key_from_env(
+    deployment: &mut Deployment,
+    env: &dyn Fn(&str) -> Option<String>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if deployment
+        .api_key
+        .as_ref()
+        .is_some_and(|key| !key.expose().trim().is_empty())
+    {
+        return Ok(());
+    }
+    let Ok(provider) = deployment.provider() else {
+        return Ok(());
+    };
+    let Some((provider, variable)) = KEY_VARIABLES
+        .iter()
+        .find(|(name, _)| *name == provider.as_str())
+    else {
+        return Ok(());
+    };
+    match env(variable).filter(|key| !key.trim().is_empty()) {
+        Some(key) => {
+            deployment.api_key = Some(Secret::new(key.trim()));
+            Ok(())
+        }
+        None => Err(ConfigError::at(
+            at("api_key"),
+            format!(
+                "required for an {provider} deployment (or the {variable} environment variable)"
+            ),
+        )),
+    }
 }
 
 /// A (not mocked) Vertex AI deployment names its credentials, a service-account key (its JSON

@@ -275,7 +275,11 @@ fn pre_call_checks_of(s: &mut RouterSettings, rs: &RawRouterSettings) {
     for (i, check) in rs.optional_pre_call_checks.iter().enumerate() {
         match check.as_str() {
             "deployment_affinity" | "session_affinity" => s.deployment_affinity = true,
-            "router_budget_limiting" | "enforce_model_rate_limits" => {}
+            // Always on: budgets and limits, and a Responses follow-up's route to the
+            // deployment that stored its conversation.
+            "router_budget_limiting"
+            | "enforce_model_rate_limits"
+            | "responses_api_deployment_check" => {}
             other => {
                 tracing::warn!(
                     check = other,
