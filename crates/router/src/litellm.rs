@@ -335,14 +335,17 @@ pub mod proxy_labels {
 /// One deployment's handles.
 struct Handles {
     state: Gauge,
-    remaining_requests: Gauge,
-    remaining_tokens: Gauge,
+    /// Registered at the first value (LiteLLM shows no series until it has one: a gauge at 0
+    /// would say nothing is left).
+    remaining_requests: OnceLock<Gauge>,
+    remaining_tokens: OnceLock<Gauge>,
     success: Counter,
     total: Counter,
     latency_per_output_token: Histogram,
     request_total_latency: Histogram,
     llm_api_latency: Histogram,
-    time_to_first_token: Histogram,
+    /// Registered at the first stream's (LiteLLM has none for whole answers).
+    time_to_first_token: OnceLock<Histogram>,
     /// A counter of USD in LiteLLM; the `metrics` facade's counters count integers, so a gauge
     /// that only grows (the exposition's `# TYPE` says `gauge`).
     spend: Gauge,
@@ -365,8 +368,8 @@ impl Handles {
         let histogram = |name, names| recorder.register_histogram(&key(name, names), &METADATA);
         Handles {
             state: gauge(names::DEPLOYMENT_STATE, labels::DEPLOYMENT_STATE),
-            remaining_requests: gauge(names::REMAINING_REQUESTS, labels::REMAINING),
-            remaining_tokens: gauge(names::REMAINING_TOKENS, labels::REMAINING),
+            remaining_requests: OnceLock::new(),
+            remaining_tokens: OnceLock::new(),
             success: counter(names::DEPLOYMENT_SUCCESS, labels::DEPLOYMENT_TOTAL),
             total: counter(names::DEPLOYMENT_TOTAL, labels::DEPLOYMENT_TOTAL),
             latency_per_output_token: histogram(
@@ -378,7 +381,7 @@ impl Handles {
                 labels::REQUEST_TOTAL_LATENCY,
             ),
             llm_api_latency: histogram(names::LLM_API_LATENCY, labels::LLM_API_LATENCY),
-            time_to_first_token: histogram(names::TIME_TO_FIRST_TOKEN, labels::LLM_API_LATENCY),
+            time_to_first_token: OnceLock::new(),
             spend: gauge(names::SPEND, labels::SPEND),
             total_tokens: counter(names::TOTAL_TOKENS, labels::TOKENS),
             input_tokens: counter(names::INPUT_TOKENS, labels::TOKENS),
@@ -454,14 +457,22 @@ impl LitellmMetrics {
     /// A deployment answered: LiteLLM's success event (`set_llm_deployment_success_metrics`,
     /// the latency, spend and token metrics) and `set_deployment_healthy`.
     pub(crate) fn succeeded(&self, position: usize, call: &Succeeded<'_>) {
-        self.with(position, |h, _, _| {
+        self.with(position, |h, labels, recorder| {
+            let key = |name: &'static str, names: &[&'static str]| {
+                Key::from_parts(name, labels.pick(names, &[]))
+            };
             h.state.set(0.0);
             h.success.increment(1);
             h.total.increment(1);
             let latency = call.latency.as_secs_f64();
             h.llm_api_latency.record(latency);
             if let Some(ttft) = call.time_to_first_token {
-                h.time_to_first_token.record(ttft.as_secs_f64());
+                h.time_to_first_token
+                    .get_or_init(|| {
+                        let key = key(names::TIME_TO_FIRST_TOKEN, labels::LLM_API_LATENCY);
+                        recorder.register_histogram(&key, &METADATA)
+                    })
+                    .record(ttft.as_secs_f64());
             }
             if let Some(usage) = call.usage {
                 let (input, output) = (usage.prompt_tokens, usage.completion_tokens);
@@ -479,11 +490,25 @@ impl LitellmMetrics {
             if let Some(cost) = call.cost.filter(|c| c.is_finite() && *c > 0.0) {
                 h.spend.increment(cost);
             }
-            if let Some(requests) = call.remaining.0 {
-                h.remaining_requests.set(requests);
-            }
-            if let Some(tokens) = call.remaining.1 {
-                h.remaining_tokens.set(tokens);
+            let remaining = [
+                (
+                    &h.remaining_requests,
+                    names::REMAINING_REQUESTS,
+                    call.remaining.0,
+                ),
+                (
+                    &h.remaining_tokens,
+                    names::REMAINING_TOKENS,
+                    call.remaining.1,
+                ),
+            ];
+            for (slot, name, left) in remaining {
+                if let Some(left) = left {
+                    slot.get_or_init(|| {
+                        recorder.register_gauge(&key(name, labels::REMAINING), &METADATA)
+                    })
+                    .set(left);
+                }
             }
         });
     }
