@@ -479,7 +479,7 @@ fn metrics_show_litellm_names_labels_and_values_after_successes_a_cooldown_and_a
         REMAINING,
     );
     assert!(
-        tokens_left < 100_000.0 && tokens_left >= 99_000.0,
+        (99_000.0..100_000.0).contains(&tokens_left),
         "{tokens_left}"
     );
 
@@ -745,7 +745,7 @@ fn metrics_show_litellm_names_labels_and_values_after_successes_a_cooldown_and_a
         &[("api_provider", "openai")],
         &["api_provider"],
     );
-    assert!(left < 10.0 && left > 9.99, "10 USD less the spend: {left}");
+    assert!((9.99..10.0).contains(&left), "10 USD less the spend: {left}");
 
     // `dead` fails, and so does its fallback `gone`.
     let (status, body) = chat(port, "dead", false);
