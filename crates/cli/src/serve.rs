@@ -215,6 +215,8 @@ fn gateway_settings(
         api_keys: config.api_keys.clone(),
         hidden_models: config.hidden_aliases.clone(),
         metrics,
+        litellm_metrics: config.settings.litellm_metrics,
+        require_auth_for_metrics: config.require_auth_for_metrics,
         ..Default::default()
     }
 }

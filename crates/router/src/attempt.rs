@@ -64,6 +64,8 @@ pub(crate) struct Delivered {
     pub(crate) usage: Option<Usage>,
     pub(crate) latency: Duration,
     pub(crate) time_to_first_token: Option<Duration>,
+    /// Whether the call was streamed (its time to first token is a stream's).
+    pub(crate) streamed: bool,
 }
 
 /// A deployment picked and admitted.
@@ -346,6 +348,7 @@ impl Inner {
                     usage: response.usage,
                     latency,
                     time_to_first_token: response.time_to_first_token,
+                    streamed: false,
                 };
                 let cost = self.succeeded(snapshot, &mut held, &delivered).await;
                 return Ok(Success {
@@ -450,7 +453,34 @@ impl Inner {
             usage,
             latency,
             time_to_first_token,
+            streamed,
         } = delivered;
+        if let Some((litellm, position)) = snapshot.litellm(ix) {
+            // LiteLLM's `get_remaining_model_group_usage`: the limit less the window's use.
+            let remaining = if target.rpm.is_some() || target.tpm.is_some() {
+                let view = snapshot.usage.view();
+                (
+                    target
+                        .rpm
+                        .map(|limit| (limit as f64 - view.rpm(ix)).max(0.0)),
+                    target
+                        .tpm
+                        .map(|limit| (limit as f64 - view.tpm(ix)).max(0.0)),
+                )
+            } else {
+                (None, None)
+            };
+            litellm.succeeded(
+                position,
+                &crate::litellm::Succeeded {
+                    latency,
+                    time_to_first_token: time_to_first_token.filter(|_| streamed),
+                    usage: usage.as_ref(),
+                    cost,
+                    remaining,
+                },
+            );
+        }
         self.emit(Event::Success {
             deployment: &target.id,
             latency,
@@ -522,6 +552,9 @@ impl Inner {
         });
         metrics::counter!("ferrolite_router_attempt_failures_total", "class" => class_label(class))
             .increment(1);
+        if let Some((litellm, position)) = snapshot.litellm(target.ix) {
+            litellm.failed(position, class);
+        }
         let (Some(health), Some(deployment)) = (
             snapshot.health.get(target.ix),
             snapshot.deployment(target.ix),
@@ -560,6 +593,9 @@ impl Inner {
                 tracing::warn!(error = %e, "could not record a cooldown");
             }
             metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
+            if let Some((litellm, position)) = snapshot.litellm(target.ix) {
+                litellm.cooled_down(position, class);
+            }
             self.emit(Event::CooldownSet {
                 deployment: &target.id,
                 until_ms: until,

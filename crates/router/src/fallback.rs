@@ -56,13 +56,43 @@ impl Inner {
                 to: &target,
             });
             tracing::debug!(from = destination.label(), to = %target, "falling back");
-            match Box::pin(self.with_fallbacks(call, next, &target)).await {
+            let result = Box::pin(self.with_fallbacks(call, next, &target)).await;
+            if self.settings.litellm_metrics {
+                self.count_fallback(call, &failure, destination.label(), &target, result.is_ok());
+            }
+            match result {
                 Ok(success) => return Ok(success),
                 Err(deadline @ Failure::Deadline(_)) => return Err(deadline),
                 Err(_) => continue,
             }
         }
         Err(failure)
+    }
+
+    /// LiteLLM's fallback metrics: a fallback from `from` to `to` after `failure` answered
+    /// (`succeeded`) or failed.
+    fn count_fallback(
+        &self,
+        call: &Call<'_>,
+        failure: &Failure,
+        from: &str,
+        to: &str,
+        succeeded: bool,
+    ) {
+        let provider = match failure {
+            Failure::Backend { ix: Some(ix), .. } => call
+                .snapshot
+                .deployment(*ix)
+                .and_then(|d| d.provider().ok()),
+            _ => None,
+        };
+        crate::litellm::fallback(
+            succeeded,
+            from,
+            to,
+            failure.class(),
+            provider.as_ref().map(|p| p.as_str()),
+        );
     }
 
     /// The fallback targets for a failure of a destination known by `names` (its own name

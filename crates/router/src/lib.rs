@@ -55,6 +55,7 @@ mod filter;
 mod health;
 mod inner;
 mod keys;
+pub mod litellm;
 mod observer;
 mod queue;
 mod request;

@@ -519,11 +519,13 @@ impl Router {
             Ok(success) => {
                 let overhead = call.started.elapsed().saturating_sub(call.outside);
                 let snapshot = &call.snapshot;
-                let api_base = snapshot
-                    .targets
-                    .by_id(&success.deployment)
+                let answered = snapshot.targets.by_id(&success.deployment);
+                let api_base = answered
                     .and_then(|t| snapshot.deployment(t.ix))
                     .and_then(|d| d.api_base.clone());
+                if let Some((litellm, position)) = answered.and_then(|t| snapshot.litellm(t.ix)) {
+                    litellm.answered(position, call.started.elapsed());
+                }
                 metrics::histogram!("ferrolite_router_overhead_seconds")
                     .record(overhead.as_secs_f64());
                 let summary = Summary {

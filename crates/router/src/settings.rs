@@ -148,6 +148,9 @@ pub struct RouterSettings {
     pub deployment_affinity: bool,
     /// `deployment_affinity_ttl_seconds`: how long a pin lasts after it was made (default 1 h).
     pub deployment_affinity_ttl: Duration,
+    /// `ferrolite_settings.litellm_metrics`: record LiteLLM's Prometheus metrics
+    /// ([`crate::litellm`]) beside ferrolite's own (default on).
+    pub litellm_metrics: bool,
     /// How long a shared concurrency slot (or half-open probe) is held without renewal: a
     /// crashed instance's slots free themselves after this long (default 30 s; a running call
     /// renews its slot every third of it).
@@ -221,6 +224,7 @@ impl Default for RouterSettings {
             half_open: false,
             deployment_affinity: false,
             deployment_affinity_ttl: Duration::from_secs(3600),
+            litellm_metrics: true,
             default_priority: None,
             lease_ttl: Duration::from_secs(30),
             response_cache: None,

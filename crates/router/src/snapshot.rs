@@ -297,6 +297,8 @@ pub(crate) struct Snapshot {
     pub(crate) outcomes: Outcomes,
     /// Per-instance concurrency counts by deployment id, shared with the next snapshot.
     pub(crate) slots: Arc<ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>>,
+    /// LiteLLM's Prometheus metrics of the deployments, unless turned off.
+    pub(crate) litellm: Option<crate::litellm::LitellmMetrics>,
 }
 
 impl Snapshot {
@@ -369,6 +371,9 @@ impl Snapshot {
             })
             .collect();
         let prepared = deployments.iter().map(|d| backend.prepare(d)).collect();
+        let litellm = settings
+            .litellm_metrics
+            .then(|| crate::litellm::LitellmMetrics::new(&deployments));
         Ok(Snapshot {
             deployments,
             prepared,
@@ -381,6 +386,7 @@ impl Snapshot {
             health,
             outcomes,
             slots,
+            litellm,
         })
     }
 
@@ -398,6 +404,15 @@ impl Snapshot {
             .position(ix)
             .and_then(|p| self.prepared.get(p))
             .and_then(Option::as_ref)
+    }
+
+    /// LiteLLM's metrics of the deployment `ix` (when they are on), and its position.
+    pub(crate) fn litellm(
+        &self,
+        ix: DeploymentIx,
+    ) -> Option<(&crate::litellm::LitellmMetrics, usize)> {
+        let metrics = self.litellm.as_ref()?;
+        Some((metrics, self.targets.index().position(ix)?))
     }
 
     pub(crate) fn target(&self, ix: DeploymentIx) -> Option<&Target> {

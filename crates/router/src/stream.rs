@@ -102,6 +102,7 @@ impl Tail {
             usage,
             latency: self.opened.started.elapsed(),
             time_to_first_token: Some(self.opened.time_to_first_token),
+            streamed: true,
         };
         let cost = self
             .inner

@@ -92,6 +92,9 @@ pub struct Config {
     pub hidden_aliases: Vec<String>,
     /// `ferrolite_settings.server`: the gateway's connection timeouts and limits.
     pub server: crate::server::ServerSettings,
+    /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` needs the master key
+    /// (default false: open, as LiteLLM documents it).
+    pub require_auth_for_metrics: bool,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,

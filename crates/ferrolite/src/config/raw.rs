@@ -285,6 +285,8 @@ pub(super) struct RawLitellmSettings {
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) cache: Option<bool>,
     pub(super) cache_params: Option<RawCacheParams>,
+    #[serde(default, deserialize_with = "env_opt")]
+    pub(super) require_auth_for_metrics_endpoint: Option<bool>,
 }
 
 /// LiteLLM proxy's `litellm_settings.cache_params` (the keys ferrolite honours; the rest are
@@ -353,6 +355,8 @@ pub(super) struct RawFerroliteSettings {
     pub(super) api_keys: Vec<RawApiKey>,
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) skip_unsupported_deployments: Option<bool>,
+    #[serde(default, deserialize_with = "env_opt")]
+    pub(super) litellm_metrics: Option<bool>,
     pub(super) server: RawServer,
 }
 

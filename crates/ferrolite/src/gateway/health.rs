@@ -96,17 +96,39 @@ pub(super) async fn health(
 }
 
 /// `GET /metrics`: Prometheus text of the router's and the cache's metrics, with each budget's
-/// remaining USD (`ferrolite_budget_remaining_usd{scope, name}`, once per budget) read fresh
-/// for the scrape.
-pub(super) async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Response {
+/// remaining USD (`ferrolite_budget_remaining_usd{scope, name}`, once per budget, and LiteLLM's
+/// `litellm_provider_remaining_budget_metric{api_provider}` for provider budgets) read fresh
+/// for the scrape. With `require_auth_for_metrics_endpoint` only the master key's holder may
+/// read it (LiteLLM's `PrometheusAuthMiddleware`): 401 otherwise.
+pub(super) async fn metrics_text(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Response {
     let settings = gateway.settings.load_full();
+    if settings.require_auth_for_metrics {
+        if let Err(refused) = metrics_caller(&settings, &headers) {
+            return refused.into_response();
+        }
+    }
     match &settings.metrics {
         Some(handle) => {
             let router = gateway.router.load_full();
             // Reading the budgets sets each one's `ferrolite_budget_remaining_usd{scope, name}`
             // gauge; setting it here too, under other labels, showed every budget twice.
-            if let Err(e) = router.budget_status().await {
-                tracing::debug!(error = %e, "budgets not read for /metrics");
+            match router.budget_status().await {
+                Ok(status) if settings.litellm_metrics => {
+                    for scope in status {
+                        if let ferrolite_budgets::Scope::Provider(provider) = &scope.scope {
+                            metrics::gauge!(
+                                ferrolite_router::litellm::names::PROVIDER_REMAINING_BUDGET,
+                                "api_provider" => provider.clone()
+                            )
+                            .set(scope.remaining);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "budgets not read for /metrics"),
             }
             if let Some((entries, bytes)) = router.response_cache_usage() {
                 metrics::gauge!("ferrolite_response_cache_entries").set(entries as f64);
@@ -120,6 +142,24 @@ pub(super) async fn metrics_text(State(gateway): State<Arc<Gateway>>) -> Respons
                 .into_response()
         }
         None => GatewayError::NoMetrics.into_response(),
+    }
+}
+
+/// Who may read `/metrics` when it needs a key: the master key's holder (a gateway without a
+/// master key has none to ask for, and stays open).
+fn metrics_caller(
+    settings: &super::state::GatewaySettings,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    if settings.master_key.is_none() {
+        return Ok(());
+    }
+    match Gateway::caller(settings, headers)? {
+        Caller::Key(key) => Err(GatewayError::NeedsMaster {
+            key: key.name.clone(),
+            path: "/metrics",
+        }),
+        _ => Ok(()),
     }
 }
 

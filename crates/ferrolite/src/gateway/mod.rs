@@ -49,6 +49,7 @@ mod body;
 mod errors;
 mod health;
 mod keys;
+mod litellm;
 mod models;
 mod native;
 mod route;
@@ -79,6 +80,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
     id: String,
+    asked: &mut Option<String>,
 ) -> Result<Response, GatewayError> {
     // The settings of this call, whatever a reload swaps in meanwhile.
     let settings = gateway.settings.load_full();
@@ -87,6 +89,9 @@ async fn handle(
     // 2. body: read, checked, made the router's request.
     let parsed = body::read(body, settings.max_body_bytes, endpoint).await?;
     let model = parsed.model;
+    if settings.litellm_metrics {
+        *asked = Some(model.clone());
+    }
     let mut request = body::request(parsed.body, &model, &headers, caller.key(), id);
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {
@@ -120,13 +125,15 @@ async fn completions(
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
     let endpoint = Endpoint::of(parts.uri.path());
-    let mut response = handle(&gateway, endpoint, headers, body, id)
+    let mut asked = None;
+    let mut response = handle(&gateway, endpoint, headers, body, id, &mut asked)
         .instrument(span.clone())
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     gateway.telemetry.record(status, elapsed);
+    gateway.count_litellm(parts.uri.path(), asked.as_deref(), &response);
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });
@@ -136,6 +143,25 @@ async fn completions(
         headers.insert(REQUEST_ID, value);
     }
     response
+}
+
+impl Gateway {
+    /// LiteLLM's proxy metrics of a request to `route` that asked for `asked` and was
+    /// answered with `response` (when they are on).
+    fn count_litellm(&self, route: &str, asked: Option<&str>, response: &Response) {
+        if !self.settings.load().litellm_metrics {
+            return;
+        }
+        self.litellm.record(&litellm::Answered {
+            route,
+            requested_model: asked,
+            model_id: response
+                .headers()
+                .get("x-litellm-model-id")
+                .and_then(|v| v.to_str().ok()),
+            status: response.status().as_u16(),
+        });
+    }
 }
 
 /// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
@@ -214,6 +240,7 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         id_prefix: format!("ferrolite-{}", std::process::id()),
         requests: std::sync::atomic::AtomicU64::new(0),
         telemetry: telemetry::Telemetry::default(),
+        litellm: litellm::ProxyMetrics::default(),
     });
     let handle = GatewayHandle {
         gateway: Arc::clone(&state),

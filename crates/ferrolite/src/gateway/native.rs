@@ -247,13 +247,15 @@ async fn call(gateway: &Gateway, inbound: Inbound, request: axum::extract::Reque
     let id_header = HeaderValue::from_str(&id).ok();
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
-    let mut response = handle(gateway, inbound, headers, body, id)
+    let mut asked = None;
+    let mut response = handle(gateway, inbound, headers, body, id, &mut asked)
         .instrument(span.clone())
         .await
         .unwrap_or_else(|error| inbound.error(error));
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     gateway.telemetry.record(status, elapsed);
+    gateway.count_litellm(parts.uri.path(), asked.as_deref(), &response);
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });
@@ -272,6 +274,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
     id: String,
+    asked: &mut Option<String>,
 ) -> Result<Response, GatewayError> {
     let settings = gateway.settings.load_full();
     // 1. auth (Anthropic's clients send the key as `x-api-key`).
@@ -285,6 +288,9 @@ async fn handle(
     else {
         return Err(GatewayError::NoModel);
     };
+    if settings.litellm_metrics {
+        *asked = Some(model.clone());
+    }
     // The gateway's and the router's fields (tags, fallbacks, num_retries, cache controls),
     // taken out of the caller's body: they go to the router with its translation, never to a
     // provider.

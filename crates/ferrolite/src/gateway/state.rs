@@ -20,17 +20,38 @@ pub struct GatewaySettings {
     pub metrics: Option<PrometheusHandle>,
     /// Names `/v1/models` does not list: the `model_group_alias` entries marked `hidden`.
     pub hidden_models: Vec<String>,
+    /// `ferrolite_settings.litellm_metrics`: count LiteLLM's proxy metrics
+    /// (`litellm_proxy_total_requests_metric`, `litellm_proxy_failed_requests_metric`) and
+    /// render `litellm_provider_remaining_budget_metric` (default on).
+    pub litellm_metrics: bool,
+    /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` answers only the
+    /// master key's holder (401 otherwise); open when false (the default).
+    pub require_auth_for_metrics: bool,
 }
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Installs the process-wide Prometheus recorder the router's and the cache's metrics
-/// (`ferrolite_router_*`, `ferrolite_cache_*`) go to; its handle renders `/metrics`. Once per
-/// process: a second call fails.
+/// (`ferrolite_router_*`, `ferrolite_cache_*`, LiteLLM's `litellm_*`) go to; its handle renders
+/// `/metrics`. Once per process: a second call fails.
 pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    prometheus_builder()?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+}
+
+/// The Prometheus exporter [`install_metrics`] installs: ferrolite's histograms rendered as
+/// summaries, LiteLLM's as histograms with LiteLLM's buckets (its dashboards read their
+/// `_bucket` series).
+pub fn prometheus_builder() -> Result<metrics_exporter_prometheus::PrometheusBuilder, String> {
+    use metrics_exporter_prometheus::Matcher;
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    for (name, buckets) in ferrolite_router::litellm::HISTOGRAMS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
+            .map_err(|e| format!("cannot set the buckets of {name}: {e}"))?;
+    }
+    Ok(builder)
 }
 
 impl Default for GatewaySettings {
@@ -41,6 +62,8 @@ impl Default for GatewaySettings {
             api_keys: Vec::new(),
             metrics: None,
             hidden_models: Vec::new(),
+            litellm_metrics: true,
+            require_auth_for_metrics: false,
         }
     }
 }
@@ -58,4 +81,6 @@ pub(super) struct Gateway {
     pub(super) requests: std::sync::atomic::AtomicU64,
     /// The gateway's own metrics' handles.
     pub(super) telemetry: super::telemetry::Telemetry,
+    /// LiteLLM's proxy metrics' handles.
+    pub(super) litellm: super::litellm::ProxyMetrics,
 }

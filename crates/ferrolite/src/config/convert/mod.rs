@@ -58,6 +58,9 @@ impl RawConfig {
             .filter(|(_, target)| matches!(target, AliasTarget::Detailed { hidden: true, .. }))
             .map(|(alias, _)| alias.clone())
             .collect();
+        let require_auth_for_metrics = litellm_settings
+            .require_auth_for_metrics_endpoint
+            .unwrap_or(false);
         let mut settings = settings_of(router_settings, litellm_settings, ferrolite_settings)?;
         settings.budgets.tags.extend(key_budgets);
         health_checks_of(
@@ -81,6 +84,7 @@ impl RawConfig {
             health_checks,
             hidden_aliases,
             server,
+            require_auth_for_metrics,
             source: Source(None),
         })
     }

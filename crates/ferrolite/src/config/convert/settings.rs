@@ -39,6 +39,7 @@ pub(super) fn settings_of(
     admission_of(&mut s, &fs);
     retry_budget_of(&mut s, &fs)?;
     s.half_open = fs.half_open.unwrap_or(false);
+    s.litellm_metrics = fs.litellm_metrics.unwrap_or(true);
     if let Some(affinity) = fs.deployment_affinity {
         s.deployment_affinity = affinity;
     }
