@@ -149,6 +149,11 @@ impl Route {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The route as JSON text, its fields in the order documented.
+    pub fn to_json_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "null".to_string())
+    }
+
     /// A one-line summary for a header: `group=g; pick=d; excluded=a:cooldown,b:rpm;
     /// attempts=a:error(server_error 500),d:success; fallbacks=g>h`. Printable ASCII only (any
     /// other character is `?`), at most [`SUMMARY_MAX`] bytes (cut with `...`).
@@ -384,7 +389,8 @@ impl Recorder {
             error: class.map(class_label),
             status: class.and_then(ErrorClass::status),
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            latency_ms: latency.as_secs_f64() * 1e3,
+            // To the microsecond.
+            latency_ms: latency.as_micros() as f64 / 1e3,
         });
     }
 

@@ -43,7 +43,7 @@ impl Inner {
     /// Reports a request's routing explanation: to the log (debug level) and the observers.
     pub(crate) fn explained(&self, route: &crate::Route) {
         if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(summary = %route.summary(), route = %route.to_json(), "routing explained");
+            tracing::debug!(summary = %route.summary(), route = %route.to_json_text(), "routing explained");
         }
         self.emit(Event::Explained { route });
     }
