@@ -88,6 +88,7 @@ async fn handle(
     let parsed = body::read(body, settings.max_body_bytes, endpoint).await?;
     let model = parsed.model;
     let mut request = body::request(parsed.body, &model, &headers, caller.key(), id);
+    request.explain = caller.explains(&headers);
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {
         request.affinity_key = caller.affinity_key(settings.master_key.as_ref());
