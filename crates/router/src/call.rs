@@ -63,7 +63,10 @@ impl<'r> Call<'r> {
                 .cloned()
                 .collect()
         };
-        let snapshot_strategy = snapshot.strategy.name();
+        let explain = request.explain.then(|| {
+            let strategy = snapshot.strategy.name().as_str();
+            Box::new(Mutex::new(Recorder::new(&request.model, strategy)))
+        });
         Call {
             snapshot,
             input_tokens: request.input_tokens(),
@@ -79,10 +82,7 @@ impl<'r> Call<'r> {
             tried: Vec::new(),
             outside: Duration::ZERO,
             key: None,
-            explain: request.explain.then(|| {
-                let strategy = snapshot_strategy.as_str();
-                Box::new(Mutex::new(Recorder::new(&request.model, strategy)))
-            }),
+            explain,
         }
     }
 
