@@ -14,6 +14,7 @@
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
 mod check;
+pub mod explain;
 mod health;
 mod lines;
 mod logs;
@@ -132,6 +133,10 @@ pub struct SimulateArgs {
     /// router_settings, or ferrolite_settings for ferrolite's own keys).
     #[arg(long, value_name = "KEY=A,B")]
     pub compare: Option<String>,
+    /// Explain how the N-th request sent (1 for the first) was routed: the deployments left
+    /// out and why, the strategy's scores, the pick, every attempt and fallback.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub explain: Option<u64>,
 }
 
 /// `ferrolite check`.
@@ -260,6 +265,7 @@ pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String
         instances: args.instances,
         redis: args.redis.clone(),
         seed: args.seed,
+        explain: args.explain,
     })
 }
 
@@ -460,6 +466,11 @@ fn simulate_command(args: &SimulateArgs) -> Result<(), String> {
         println!("{json}");
     } else {
         print!("{}", render(&report, &workload));
+        if let Some(explained) = &report.explained {
+            print!("\n{}", explain::render(explained));
+        } else if let Some(n) = workload.explain {
+            println!("\nrequest {n} was not sent (the run ended before it)");
+        }
     }
     write_report(args, |source| report::html(&report, &workload, source))
 }

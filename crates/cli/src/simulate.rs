@@ -52,6 +52,9 @@ pub struct Workload {
     pub redis: Option<String>,
     /// Random seed.
     pub seed: u64,
+    /// The request (1 for the first sent) whose routing is explained in the report
+    /// ([`Report::explained`]).
+    pub explain: Option<u64>,
 }
 
 /// What one deployment saw.
@@ -147,6 +150,21 @@ pub struct Report {
     /// Every successful call: when it ended (seconds) and its latency (ms).
     #[serde(skip)]
     pub latencies: Vec<(f64, f64)>,
+    /// How the request `--explain` named was routed (absent without `--explain`, or when the
+    /// run ended before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explained: Option<Explained>,
+}
+
+/// The routing of one request of the run (`--explain N`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Explained {
+    /// Which request (1 for the first sent).
+    pub request: u64,
+    /// Seconds into the run when it was routed.
+    pub at_s: f64,
+    /// How.
+    pub route: ferrolite::router::Route,
 }
 
 /// Events the routers report, gathered across instances.
@@ -164,6 +182,8 @@ struct Watch {
     fallbacks: Mutex<BTreeMap<String, u64>>,
     /// Successful calls' latency (ms) by deployment, with when they ended.
     latencies: Mutex<BTreeMap<String, Vec<(f64, f64)>>>,
+    /// The routing of the request asked to be explained, with when (seconds into the run).
+    explained: Mutex<Option<(f64, ferrolite::router::Route)>>,
 }
 
 impl Watch {
@@ -226,6 +246,9 @@ impl Observer for Watch {
             Event::Fallback { from, .. } => {
                 *self.fallbacks.lock().entry(from.to_string()).or_default() += 1;
             }
+            Event::Explained { route } => {
+                *self.explained.lock() = Some((now, (*route).clone()));
+            }
             _ => {}
         }
     }
@@ -280,9 +303,16 @@ pub async fn run(
             }
         };
         let router = &routers[(i % routers.len() as u64) as usize];
+        let explain = workload.explain == Some(i + 1);
         async move {
-            let outcome =
-                one_request(router, &group, prompt, workload.max_tokens, stream, tag).await;
+            let outcome = one_request(
+                router,
+                &group,
+                prompt,
+                (workload.max_tokens, stream, explain),
+                tag,
+            )
+            .await;
             outcomes.lock().push(outcome);
             let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(finished, workload.requests);
@@ -338,6 +368,13 @@ pub async fn run(
         None => Vec::new(),
     };
     let mut report = summarize(&config, &watch, outcomes.into_inner(), duration, budgets);
+    report.explained = watch.explained.lock().take().and_then(|(at_s, route)| {
+        Some(Explained {
+            request: workload.explain?,
+            at_s,
+            route,
+        })
+    });
     report.cpu_per_request_us =
         wall.elapsed().as_secs_f64() * 1e6 / workload.requests.max(1) as f64;
     if workload.redis.is_none() {
@@ -402,8 +439,7 @@ async fn one_request(
     router: &Router,
     group: &str,
     prompt: Prompt,
-    max_tokens: u64,
-    stream: bool,
+    (max_tokens, stream, explain): (u64, bool, bool),
     tag: Option<String>,
 ) -> Outcome {
     let content = format!("{}: {}", prompt.label, "word ".repeat(prompt.words));
@@ -414,6 +450,7 @@ async fn one_request(
     });
     let mut request = Request::new(group, body);
     request.tags = tag.into_iter().collect();
+    request.explain = explain;
     let mut outcome = Outcome {
         group: group.to_string(),
         cache_hit: false,

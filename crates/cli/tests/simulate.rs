@@ -22,6 +22,7 @@ fn workload(requests: u64, concurrency: u32) -> Workload {
         instances: 1,
         redis: None,
         seed: 3,
+        explain: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn the_example_config_runs_and_its_totals_equal_the_requests_sent() {
             json: false,
             report: None,
             compare: None,
+            explain: None,
         },
     )
     .unwrap();
@@ -479,4 +481,56 @@ fn a_large_fleet_prints_the_telling_and_busiest_deployments_and_counts_the_rest(
         .map(|r| r.split_whitespace().next().unwrap()[1..].parse().unwrap())
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[test]
+fn simulate_explains_the_nth_request_in_the_terminal_and_in_json() {
+    let dir = std::env::temp_dir().join(format!("ferrolite-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("failing.yaml");
+    // Every request to `g`, whose deployments fail: they cool down, and `backup` answers.
+    let yaml = FAILING.replace("simulation:\n", "simulation:\n  groups: {g: 1}\n");
+    std::fs::write(&path, yaml).unwrap();
+    let config = path.to_str().unwrap();
+    let args = [
+        "simulate",
+        "--config",
+        config,
+        "--requests",
+        "20",
+        "--concurrency",
+        "1",
+        "--stream-share",
+        "0",
+        "--explain",
+        "3",
+    ];
+    let out = ferrolite(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("request 3 (at "), "{text}");
+    assert!(text.contains("model g, strategy simple-shuffle"), "{text}");
+    assert!(text.contains("answered by c (backup)"), "{text}");
+    assert!(text.contains("pick 1: g"), "{text}");
+    assert!(text.contains("\nattempts\n"), "{text}");
+    assert!(text.contains("g -> backup (fallback after "), "{text}");
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let out = ferrolite(&json_args);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let explained = &report["explained"];
+    assert_eq!(explained["request"], 3);
+    assert_eq!(explained["route"]["deployment"], "c");
+    assert_eq!(explained["route"]["fallbacks"][0]["to"], "backup");
+
+    let out = ferrolite(&["simulate", "--explain", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -14,6 +14,7 @@ use crate::admit::{Held, Refused};
 use crate::backend::{BackendChunk, BackendError, BackendRequest, BackendResponse, BackendStream};
 use crate::call::{Call, Failure};
 use crate::cooldown;
+use crate::explain::{Excluded, class_label};
 use crate::inner::Inner;
 use crate::queue::Ticket;
 use crate::resolve::{Destination, model_for};
@@ -153,7 +154,12 @@ impl Inner {
         skip: &[DeploymentIx],
         ticket: &mut Option<Ticket<'_>>,
     ) -> Result<Success, Failure> {
-        let Picked { ix, held, affinity } = self.pick(call, destination, skip).await?;
+        // Scoped: the result does not stay in the future's state across the call below.
+        let Picked { ix, held, affinity } = {
+            let picked = self.pick(call, destination, skip).await;
+            call.explain(|r| r.end_pick(picked.as_ref().err().map(Failure::describe)));
+            picked?
+        };
         // Admitted: out of the queue, which wakes the next waiter.
         drop(ticket.take());
         let result = self.call_deployment(call, destination, held).await;
@@ -206,9 +212,13 @@ impl Inner {
         };
         loop {
             let target = if let Some(target) = pinned.take() {
+                call.explain(|r| r.pinned());
                 target
             } else {
                 let view = snapshot.usage.view();
+                if call.explain.is_some() {
+                    explain_pick(call, &ctx, &eligible, &view);
+                }
                 match snapshot.strategy.pick(&ctx, eligible.candidates(), &view) {
                     Ok(target) => target,
                     Err(StrategyError::NoCapacity(no)) => {
@@ -219,6 +229,7 @@ impl Inner {
             };
             match self.admit(call, target).await {
                 Ok(held) => {
+                    call.explain(|r| r.picked(target.id.as_str()));
                     return Ok(Picked {
                         ix: target.ix,
                         held,
@@ -227,6 +238,9 @@ impl Inner {
                 }
                 Err(Refused::Full(reason)) => {
                     // Another request took the last slot, or the budget: pick again among the others.
+                    call.explain(|r| {
+                        r.exclude(target.ix, Excluded::Full, Some(reason.to_string()))
+                    });
                     eligible.remove(target.ix);
                     if eligible.is_empty() {
                         return Err(Failure::Selection(reason));
@@ -319,6 +333,9 @@ impl Inner {
         let model_group = deployment.model_name.clone();
         let (class, message) = match result {
             Ok(Ok(Reply::Stream { first, rest })) => {
+                call.explain(|r| {
+                    r.attempt(target.id.as_str(), &model_group, "streaming", None, latency);
+                });
                 metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
                 held.answer_for(call.key.take());
                 held.stream(Arc::clone(snapshot), call.input_tokens);
@@ -343,6 +360,9 @@ impl Inner {
             Ok(Ok(Reply::Complete(response)))
                 if !self.content_filtered(&response.body, &model_group) =>
             {
+                call.explain(|r| {
+                    r.attempt(target.id.as_str(), &model_group, "success", None, latency);
+                });
                 held.answer_for(call.key.take());
                 let delivered = Delivered {
                     usage: response.usage,
@@ -369,6 +389,9 @@ impl Inner {
             Ok(Err(error)) => (error.class, error.message),
             Err(_) if callers => {
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
+                call.explain(|r| {
+                    r.attempt(target.id.as_str(), &model_group, "deadline", None, latency);
+                });
                 held.fail(snapshot).await;
                 return Err(Failure::Deadline(RouterError::DeadlineExceeded {
                     deadline: call.deadline.map_or(timeout, |(_, d)| d),
@@ -384,6 +407,15 @@ impl Inner {
                 format!("no answer within the attempt timeout of {timeout:?}"),
             ),
         };
+        call.explain(|r| {
+            r.attempt(
+                target.id.as_str(),
+                &model_group,
+                "error",
+                Some(&class),
+                latency,
+            );
+        });
         let has_fallbacks = self.has_fallbacks(destination.label());
         Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class)).await;
         call.tried.push(Tried {
@@ -684,18 +716,42 @@ fn attempt_timeout(
         .unwrap_or(settings.timeout)
 }
 
-fn class_label(class: &ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::RateLimited { .. } => "rate_limited",
-        ErrorClass::Timeout => "timeout",
-        ErrorClass::ContextWindowExceeded => "context_window",
-        ErrorClass::ContentPolicy => "content_policy",
-        ErrorClass::Authentication => "authentication",
-        ErrorClass::PermissionDenied => "permission_denied",
-        ErrorClass::NotFound => "not_found",
-        ErrorClass::BadRequest { .. } => "bad_request",
-        ErrorClass::BudgetExceeded => "budget_exceeded",
-        ErrorClass::ServerError { .. } => "server_error",
-        ErrorClass::Connection => "connection",
-    }
+/// Records the strategy's view of the candidates left by the filters: each one's score, and
+/// those at their rpm or tpm limit (which the strategy passes over) with the numbers.
+fn explain_pick(
+    call: &Call<'_>,
+    ctx: &RouteContext<'_>,
+    eligible: &crate::filter::Selection<'_>,
+    view: &ferrolite_strategies::UsageView<'_>,
+) {
+    let strategy = &call.snapshot.strategy;
+    let tokens = ctx.estimated_tokens();
+    call.explain(|r| {
+        r.by_strategy();
+        for target in eligible.candidates().iter() {
+            if let Some(score) = strategy.score(ctx, target, view) {
+                r.score(target.ix, score.name, score.value);
+            }
+            if view.fits(target, tokens) {
+                continue;
+            }
+            let rpm = view.rpm(target.ix);
+            match target.rpm {
+                Some(limit) if limit == 0 || rpm + 1.0 > limit as f64 + 1e-9 => {
+                    r.exclude(target.ix, Excluded::Rpm, Some(format!("rpm {rpm}/{limit}")));
+                    continue;
+                }
+                _ => {}
+            }
+            let tpm = view.tpm(target.ix);
+            let limit = target
+                .tpm
+                .map_or_else(|| "none".to_string(), |l| l.to_string());
+            r.exclude(
+                target.ix,
+                Excluded::Tpm,
+                Some(format!("tpm {tpm} + {tokens} > {limit}")),
+            );
+        }
+    });
 }

@@ -1,13 +1,15 @@
 //! One request's running state across its attempts, retries and fallbacks ([`Call`]), and why
 //! a destination failed ([`Failure`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass};
 use tokio::time::Instant;
 
+use parking_lot::Mutex;
+
+use crate::explain::Recorder;
 use crate::keys::HeldKey;
 use crate::snapshot::Snapshot;
 use crate::{Request, RouterError, Tried};
@@ -29,13 +31,16 @@ pub(crate) struct Call<'r> {
     /// The retries of the group (or tier) that answered, and its retry limit when it retried.
     pub(crate) answered_retries: (u32, Option<u32>),
     pub(crate) fallbacks: u32,
-    /// Destinations named so far (no target twice in one request).
-    pub(crate) attempted: HashSet<String>,
+    /// Destinations named so far (no target twice in one request): a handful, searched in
+    /// order (a list is half a set's size in the call's future, and needs no hasher).
+    pub(crate) attempted: Vec<String>,
     pub(crate) tried: Vec<Tried>,
     /// Time spent in backends and backoffs (the rest is the router's overhead).
     pub(crate) outside: Duration,
     /// The calling API key's admission, until an attempt answers (it then holds it).
     pub(crate) key: Option<HeldKey>,
+    /// The request's routing explanation, recorded only when it asks for one.
+    pub(crate) explain: Option<Box<Mutex<Recorder>>>,
 }
 
 impl<'r> Call<'r> {
@@ -58,6 +63,10 @@ impl<'r> Call<'r> {
                 .cloned()
                 .collect()
         };
+        let explain = request.explain.then(|| {
+            let strategy = snapshot.strategy.name().as_str();
+            Box::new(Mutex::new(Recorder::new(&request.model, strategy)))
+        });
         Call {
             snapshot,
             input_tokens: request.input_tokens(),
@@ -69,10 +78,19 @@ impl<'r> Call<'r> {
             retries: 0,
             answered_retries: (0, None),
             fallbacks: 0,
-            attempted: HashSet::from([first.to_string()]),
+            attempted: vec![first.to_string()],
             tried: Vec::new(),
             outside: Duration::ZERO,
             key: None,
+            explain,
+        }
+    }
+
+    /// Records into the request's explanation, when it asks for one (nothing otherwise).
+    #[inline]
+    pub(crate) fn explain(&self, record: impl FnOnce(&mut Recorder)) {
+        if let Some(recorder) = &self.explain {
+            record(&mut recorder.lock());
         }
     }
 
@@ -109,6 +127,14 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// What went wrong, in a line (an explanation's `error`).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Failure::Backend { message, .. } => message.clone(),
+            Failure::Selection(e) | Failure::Deadline(e) | Failure::Other(e) => e.to_string(),
+        }
+    }
+
     /// The backend's error class, when a backend failed.
     pub(crate) fn class(&self) -> Option<&ErrorClass> {
         match self {
@@ -158,4 +184,6 @@ pub(crate) struct Summary {
     pub(crate) api_base: Option<String>,
     /// The router's own time (to the first chunk, for a stream).
     pub(crate) overhead: Duration,
+    /// How the request was routed, when it asked.
+    pub(crate) route: Option<Box<crate::Route>>,
 }

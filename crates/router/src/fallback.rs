@@ -38,9 +38,10 @@ impl Inner {
             if call.fallbacks >= self.settings.max_fallbacks {
                 break;
             }
-            if !call.attempted.insert(target.clone()) {
+            if call.attempted.contains(&target) {
                 continue; // no target twice in one request
             }
+            call.attempted.push(target.clone());
             let Ok(next) = resolve(&call.snapshot, &self.settings, &target) else {
                 continue;
             };
@@ -56,6 +57,7 @@ impl Inner {
                 to: &target,
             });
             tracing::debug!(from = destination.label(), to = %target, "falling back");
+            call.explain(|r| r.fallback(destination.label(), &target, "fallback", failure.class()));
             let result = Box::pin(self.with_fallbacks(call, next, &target)).await;
             if self.settings.litellm_metrics {
                 self.count_fallback(call, &failure, destination.label(), &target, result.is_ok());
@@ -144,12 +146,18 @@ impl Inner {
         }
         // As LiteLLM: the lowest available tier first, then each higher tier as a target.
         let tiers = std::iter::once(None).chain(levels.iter().skip(1).copied().map(Some));
-        let mut first = None;
+        let mut first: Option<Failure> = None;
         for order in tiers {
             let level = Destination::Group {
                 name: name.clone(),
                 order,
             };
+            if let (Some(order), Some(failed)) = (order, &first) {
+                call.explain(|r| {
+                    let to = format!("{name} order {order}");
+                    r.fallback(name, &to, "order", failed.class());
+                });
+            }
             match self.with_retries(call, &level).await {
                 Ok(success) => return Ok(success),
                 Err(failure) => {

@@ -9,6 +9,7 @@ use ferrolite_strategies::{Candidates, Exclusions, Pool, Target, Targets};
 use ferrolite_types::{DeploymentId, DeploymentIx, ErrorClass};
 
 use crate::call::{Call, Failure};
+use crate::explain::Excluded;
 use crate::inner::Inner;
 use crate::resolve::{Destination, members};
 use crate::snapshot::{Group, Snapshot};
@@ -168,24 +169,48 @@ impl Inner {
             tier: None,
             excluded: None,
         };
+        if call.explain.is_some() {
+            begin_explaining(call, destination, &eligible);
+        }
         let by_id = matches!(destination, Destination::Deployment { .. });
         if self.settings.enable_health_check_routing && !by_id {
             self.filter_unhealthy(snapshot, &mut eligible);
+            self.explain(call, &eligible, Excluded::Unhealthy, false);
         }
         if !by_id {
-            self.filter_cooling(snapshot, destination, &mut eligible)?;
+            if let Err(failure) = self.filter_cooling(snapshot, destination, &mut eligible) {
+                self.explain(call, &eligible, Excluded::Cooldown, true);
+                return Err(failure);
+            }
+            self.explain(call, &eligible, Excluded::Cooldown, false);
         }
         if !snapshot.ledger.is_empty() && !eligible.is_empty() {
-            self.filter_budgets(call, destination, &mut eligible)
-                .await?;
+            if let Err(failure) = self.filter_budgets(call, destination, &mut eligible).await {
+                self.explain(call, &eligible, Excluded::Budget, true);
+                return Err(failure);
+            }
+            self.explain(call, &eligible, Excluded::Budget, false);
         }
         if self.settings.enable_tag_filtering {
-            self.filter_tags(call, destination, &mut eligible)?;
+            if let Err(failure) = self.filter_tags(call, destination, &mut eligible) {
+                self.explain(call, &eligible, Excluded::Tags, true);
+                return Err(failure);
+            }
+            self.explain(call, &eligible, Excluded::Tags, false);
         }
         filter_untranslated(call, &mut eligible);
+        self.explain(call, &eligible, Excluded::Untranslatable, false);
         if self.settings.enable_pre_call_checks {
-            filter_region(call, destination, &mut eligible)?;
-            filter_context_window(call, destination, &mut eligible)?;
+            if let Err(failure) = filter_region(call, destination, &mut eligible) {
+                self.explain(call, &eligible, Excluded::Region, true);
+                return Err(failure);
+            }
+            self.explain(call, &eligible, Excluded::Region, false);
+            if let Err(failure) = filter_context_window(call, destination, &mut eligible) {
+                self.explain(call, &eligible, Excluded::ContextWindow, true);
+                return Err(failure);
+            }
+            self.explain(call, &eligible, Excluded::ContextWindow, false);
         }
         filter_continued(call, &mut eligible);
         match destination {
@@ -194,6 +219,7 @@ impl Inner {
                 order: Some(order),
             } => {
                 filter_order(&mut eligible, Some(*order));
+                self.explain(call, &eligible, Excluded::Order, false);
                 if eligible.is_empty() {
                     return Err(Failure::Selection(RouterError::NoDeploymentInTier {
                         model_group: name.clone(),
@@ -203,6 +229,7 @@ impl Inner {
             }
             Destination::Group { order: None, .. } | Destination::Model { .. } => {
                 filter_order(&mut eligible, None);
+                self.explain(call, &eligible, Excluded::Order, false);
             }
             Destination::Deployment { .. } => {}
         }
@@ -211,9 +238,35 @@ impl Inner {
             let skipped = candidates.iter().filter(|t| skip.contains(&t.ix)).count();
             if skipped < candidates.len() {
                 eligible.retain(|t| !skip.contains(&t.ix));
+                self.explain(call, &eligible, Excluded::Skipped, false);
             }
         }
         Ok(eligible)
+    }
+
+    /// Records, for a request that asks for an explanation, the members of the selection that
+    /// the filter just run left out (all that were left, when it `failed`), with `why` and its
+    /// numbers. Nothing for any other request.
+    #[inline]
+    fn explain(&self, call: &Call<'_>, eligible: &Selection<'_>, why: Excluded, failed: bool) {
+        let Some(recorder) = &call.explain else {
+            return;
+        };
+        let left: Vec<DeploymentIx> = if failed {
+            Vec::new()
+        } else {
+            eligible.candidates().iter().map(|t| t.ix).collect()
+        };
+        let now = self.now_ms();
+        let mut recorder = recorder.lock();
+        let members: Vec<DeploymentIx> = members_of(eligible);
+        for ix in members {
+            if left.contains(&ix) || recorder.is_excluded(ix) {
+                continue;
+            }
+            let detail = detail(call, eligible, why, ix, now);
+            recorder.exclude(ix, why, detail);
+        }
     }
 
     /// Health-check state (LiteLLM's `enable_health_check_routing`): a deployment whose latest
@@ -554,5 +607,95 @@ pub(crate) fn check_output_limit(
             })
         }
         _ => Ok(()),
+    }
+}
+
+/// Starts the explanation of a selection of `destination`: every member of its group.
+fn begin_explaining(call: &Call<'_>, destination: &Destination, eligible: &Selection<'_>) {
+    let label = match destination {
+        Destination::Group {
+            name,
+            order: Some(order),
+        } => format!("{name} order {order}"),
+        other => other.label().to_string(),
+    };
+    let members: Vec<(DeploymentIx, String)> = eligible
+        .group()
+        .pool
+        .members()
+        .iter()
+        .filter_map(|ix| call.snapshot.target(*ix))
+        .map(|t| (t.ix, t.id.as_str().to_string()))
+        .collect();
+    call.explain(|r| r.begin(label, members));
+}
+
+/// Every member of the selection's group.
+fn members_of(eligible: &Selection<'_>) -> Vec<DeploymentIx> {
+    eligible.group().pool.members().to_vec()
+}
+
+/// The numbers of why `ix` was left out.
+fn detail(
+    call: &Call<'_>,
+    eligible: &Selection<'_>,
+    why: Excluded,
+    ix: DeploymentIx,
+    now_ms: u64,
+) -> Option<String> {
+    let snapshot = &call.snapshot;
+    let deployment = snapshot.deployment(ix);
+    match why {
+        Excluded::Unhealthy => Some("its latest health check failed".to_string()),
+        Excluded::Cooldown => {
+            let until = snapshot.health.get(ix)?.cooldown.until_ms()?;
+            let left = until.saturating_sub(now_ms) as f64 / 1e3;
+            Some(format!(
+                "cooldown until {until} (unix ms, {left:.1} s left)"
+            ))
+        }
+        Excluded::Budget => Some("a budget of the call has no room for it".to_string()),
+        Excluded::Tags => Some(format!(
+            "deployment tags {:?}, request tags {:?}",
+            deployment.map_or(&[][..], |d| d.tags.as_slice()),
+            call.request.tags
+        )),
+        Excluded::Untranslatable => {
+            let native = call.request.native.as_ref()?;
+            let untranslated = native.untranslated.as_ref()?;
+            Some(format!(
+                "`{}` does not translate ({}); only a deployment taking {:?} as it is can answer",
+                untranslated.field, untranslated.reason, native.protocol
+            ))
+        }
+        Excluded::Region => Some(format!(
+            "region {}, request allows {}",
+            deployment
+                .and_then(|d| d.region_name.as_deref())
+                .unwrap_or("none"),
+            call.request
+                .allowed_model_region
+                .as_deref()
+                .unwrap_or("any")
+        )),
+        Excluded::ContextWindow => Some(format!(
+            "max_input_tokens {} < input {}",
+            deployment
+                .and_then(|d| d.max_input_tokens)
+                .map_or_else(|| "none".to_string(), |m| m.to_string()),
+            call.input_tokens
+        )),
+        Excluded::Order => {
+            let order = deployment
+                .and_then(|d| d.order)
+                .map_or_else(|| "none".to_string(), |o| o.to_string());
+            let tier = eligible
+                .tier
+                .and_then(|t| eligible.group().tiers.get(t))
+                .map_or_else(|| "none".to_string(), |t| t.order.to_string());
+            Some(format!("order {order}, tier order {tier} picked"))
+        }
+        Excluded::Skipped => Some("failed earlier in this request".to_string()),
+        Excluded::Rpm | Excluded::Tpm | Excluded::Full => None,
     }
 }

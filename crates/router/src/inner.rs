@@ -40,6 +40,14 @@ impl Inner {
         }
     }
 
+    /// Reports a request's routing explanation: to the log (debug level) and the observers.
+    pub(crate) fn explained(&self, route: &crate::Route) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(summary = %route.summary(), route = %route.to_json_text(), "routing explained");
+        }
+        self.emit(Event::Explained { route });
+    }
+
     /// Wakes the head of `group`'s wait queue, if there is one.
     pub(crate) fn wake_queue(&self, group: &str) {
         if let Some(queue) = &self.queue {

@@ -50,6 +50,7 @@ mod builder;
 mod call;
 mod cooldown;
 mod error;
+mod explain;
 mod fallback;
 mod filter;
 mod health;
@@ -76,6 +77,7 @@ pub use backend::{
 pub use body::{Body, BodyError};
 pub use builder::RouterBuilder;
 pub use error::{ErrorKind, RouterError, Tried};
+pub use explain::{Attempt, Candidate, Excluded, Fallback, Pick, Route, SUMMARY_MAX};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
 pub use request::{

@@ -61,6 +61,12 @@ pub enum Event<'a> {
         /// The group.
         model_group: &'a str,
     },
+    /// A request that asked for an explanation ([`crate::Request::explain`]) was routed,
+    /// whether it was answered or failed: how.
+    Explained {
+        /// The request's route.
+        route: &'a crate::Route,
+    },
 }
 
 /// Receives a router's [`Event`]s. Called inline on the call path: keep it quick (count, send

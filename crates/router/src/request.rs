@@ -65,6 +65,10 @@ pub struct Request {
     /// canonical one (`body` is then its translation): a backend that speaks that protocol
     /// sends it as it is (pass-through) and answers in it.
     pub native: Option<Native>,
+    /// Whether to explain how the request is routed: the answer's [`RouterResponse::route`]
+    /// (or [`crate::RouterStream::route`]) then tells every deployment left out and why, the
+    /// strategy's scores, the pick, every attempt and fallback. Off, nothing is recorded.
+    pub explain: bool,
 }
 
 /// A request as the caller wrote it, in a protocol other than the canonical chat form
@@ -364,4 +368,6 @@ pub struct RouterResponse {
     /// The protocol `body` is in: the canonical chat form, or the caller's own when the
     /// deployment passed the caller's request through ([`BackendResponse::protocol`](crate::BackendResponse::protocol)).
     pub protocol: Protocol,
+    /// How the request was routed, when it asked ([`Request::explain`]).
+    pub route: Option<Box<crate::Route>>,
 }

@@ -182,6 +182,7 @@ impl Entry {
             cache_hit: true,
             cache_key: Some(key.to_string()),
             protocol: ferrolite_types::Protocol::OpenAiChat,
+            route: None,
         }
     }
 

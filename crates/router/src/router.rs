@@ -317,22 +317,59 @@ impl Router {
 
     /// Routes one call: resolves `request.model`, picks and calls a deployment, retries, cools
     /// down and falls back as the settings say. A streamed call goes through [`Router::stream`].
-    pub async fn call(&self, mut request: Request) -> Result<RouterResponse, RouterError> {
+    ///
+    /// (Written as a function returning its future so that the request is kept once in the
+    /// future, where an `async fn` keeps its argument and a copy of it.)
+    #[allow(clippy::manual_async_fn)] // the `async fn` form would copy the request
+    pub fn call(
+        &self,
+        mut request: Request,
+    ) -> impl std::future::Future<Output = Result<RouterResponse, RouterError>> + Send + '_ {
+        async move { self.call_owned(&mut request).await }
+    }
+
+    /// [`Router::call`] on the request it owns.
+    async fn call_owned(&self, request: &mut Request) -> Result<RouterResponse, RouterError> {
         if request.stream {
             return Err(streamed());
         }
-        let mut key = self.admit_key(&mut request).await?;
-        let answer = if self.inner.responses.is_none() {
-            self.call_routed(&request, &mut key).await
+        let mut key = self.admit_key(request).await?;
+        let mut answer = if self.inner.responses.is_none() {
+            self.call_routed(request, &mut key).await
         } else {
             // Boxed: the cached path's future stays out of the uncached call's.
-            Box::pin(self.call_cached(&request, &mut key)).await
+            Box::pin(self.call_cached(request, &mut key)).await
         };
         // Not handed to an attempt: the request failed, or the response cache answered it.
         if let Some(key) = key {
             key.unused();
         }
+        if let Ok(answer) = &mut answer {
+            if answer.cache_hit {
+                // A stored answer, or another request's call: nothing was routed for this one.
+                answer.route = request.explain.then(|| self.cache_hit_route(request));
+            }
+        }
         answer
+    }
+
+    /// The explanation of a request the response cache answered.
+    fn cache_hit_route(&self, request: &Request) -> Box<crate::Route> {
+        let route = crate::Route {
+            model: request.model.clone(),
+            strategy: self
+                .inner
+                .snapshot
+                .load()
+                .strategy
+                .name()
+                .as_str()
+                .to_string(),
+            cache_hit: true,
+            ..crate::Route::default()
+        };
+        self.inner.explained(&route);
+        Box::new(route)
     }
 
     /// Admits the request's API key ([`Request::key_limits`]) with its token estimate.
@@ -410,6 +447,7 @@ impl Router {
             cache_hit: false,
             cache_key: None,
             protocol,
+            route: summary.route,
         })
     }
 
@@ -425,12 +463,17 @@ impl Router {
     pub async fn stream(&self, mut request: Request) -> Result<RouterStream, RouterError> {
         request.stream = true;
         let mut key = self.admit_key(&mut request).await?;
-        let stream = if self.inner.responses.is_none() {
+        let mut stream = if self.inner.responses.is_none() {
             self.stream_routed(&request, &mut key).await
         } else {
             // Boxed: the cached path's future stays out of the uncached stream's.
             Box::pin(self.stream_cached(&request, &mut key)).await
         };
+        if let Ok(stream) = &mut stream {
+            if stream.cache_hit && request.explain {
+                stream.route = Some(self.cache_hit_route(&request));
+            }
+        }
         // Not handed to an attempt: the request failed, or the response cache answered it.
         if let Some(key) = key {
             key.unused();
@@ -517,6 +560,13 @@ impl Router {
             .await
         {
             Ok(success) => {
+                let route = call.explain.take().map(|recorder| {
+                    let mut route = recorder.into_inner().finish(None);
+                    route.model_group = Some(success.model_group.clone());
+                    route.deployment = Some(success.deployment.as_str().to_string());
+                    self.inner.explained(&route);
+                    Box::new(route)
+                });
                 let overhead = call.started.elapsed().saturating_sub(call.outside);
                 let snapshot = &call.snapshot;
                 let answered = snapshot.targets.by_id(&success.deployment);
@@ -533,11 +583,16 @@ impl Router {
                     fallbacks: call.fallbacks,
                     api_base,
                     overhead,
+                    route,
                 };
                 Ok((success, summary))
             }
             Err(failure) => {
                 metrics::counter!("ferrolite_router_failures_total").increment(1);
+                if let Some(recorder) = call.explain.take() {
+                    self.inner
+                        .explained(&recorder.into_inner().finish(Some(failure.describe())));
+                }
                 *key = call.key.take();
                 Err(failure.into_error(primary, call.tried))
             }

@@ -180,6 +180,9 @@ pub struct RouterStream {
     pub cache_hit: bool,
     /// `x-litellm-cache-key`: the response cache's key for this request, when the cache is on.
     pub cache_key: Option<String>,
+    /// How the request was routed up to its first chunk, when it asked
+    /// ([`crate::Request::explain`]).
+    pub route: Option<Box<crate::Route>>,
     end: Arc<Mutex<Option<StreamEnd>>>,
     chunks: std::pin::Pin<
         Box<dyn futures_core::Stream<Item = Result<BackendChunk, RouterError>> + Send>,
@@ -204,6 +207,7 @@ impl RouterStream {
         first: BackendChunk,
         tail: Tail,
     ) -> Self {
+        let route = summary.route;
         let end = Arc::clone(&tail.end);
         let time_to_first_token = tail.opened.time_to_first_token;
         let chunks =
@@ -225,6 +229,7 @@ impl RouterStream {
             time_to_first_token,
             cache_hit: false,
             cache_key: None,
+            route,
             end,
             chunks: Box::pin(chunks),
         }
@@ -245,6 +250,7 @@ impl RouterStream {
             time_to_first_token: started.elapsed(),
             cache_hit: true,
             cache_key: Some(remembered.key().to_string()),
+            route: None,
             end: Arc::new(Mutex::new(Some(StreamEnd {
                 usage: entry.usage(),
                 cost: Some(0.0),
@@ -338,6 +344,7 @@ impl Recorder {
             cache_hit: false,
             cache_key: None,
             protocol: ferrolite_types::Protocol::OpenAiChat,
+            route: None,
         };
         responses
             .keep(&self.id, &self.controls, &answer, Some(chunks))

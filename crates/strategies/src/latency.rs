@@ -13,7 +13,8 @@ use crate::candidates::{Candidates, Pool};
 use crate::pick::{fits, lowest, uniform};
 use crate::score_tree::ScoreTree;
 use crate::{
-    Outcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
+    Outcome, Rng, RouteContext, Score, Strategy, StrategyError, StrategyName, Target, Targets,
+    UsageView,
 };
 
 /// LiteLLM's penalty sample for a timed-out call: 1000 s.
@@ -277,6 +278,19 @@ impl LatencyBased {
 impl Strategy for LatencyBased {
     fn name(&self) -> StrategyName {
         StrategyName::LatencyBased
+    }
+
+    fn score(
+        &self,
+        ctx: &RouteContext<'_>,
+        target: &Target,
+        _view: &UsageView<'_>,
+    ) -> Option<Score> {
+        let name = if ctx.stream { "ttft" } else { "latency" };
+        Some(Score::lower(
+            name,
+            self.score(target, ctx.stream, self.clock.now_ms()),
+        ))
     }
 
     fn pick<'t>(

@@ -55,6 +55,8 @@ pub use lowest_score::LowestScore;
 pub use p2c::{DEFAULT_DECAY, P2cEwma};
 pub use rng::Rng;
 pub use shuffle::SimpleShuffle;
-pub use strategy::{CallOutcome, CapacitySnapshot, NoCapacity, Outcome, Strategy, StrategyError};
+pub use strategy::{
+    CallOutcome, CapacitySnapshot, NoCapacity, Outcome, Score, Strategy, StrategyError,
+};
 pub use target::{DEFAULT_COST_PER_TOKEN, Target, Targets};
 pub use usage::{AdmissionMode, IN_FLIGHT_TTL, Permit, UsageStore, UsageView};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::candidates::{Candidates, TRIES};
 use crate::pick::{fits, lowest, uniform};
-use crate::{Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView};
+use crate::{
+    Rng, RouteContext, Score, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
+};
 
 /// The lowest-score strategies:
 /// - **least-busy**: fewest calls in flight, counted across instances through the cache
@@ -108,6 +110,20 @@ impl Strategy for LowestScore {
                 .or_else(|| lowest(eligible.iter(), &self.rng, &keep, score))
         };
         chosen.ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
+    }
+
+    fn score(
+        &self,
+        _ctx: &RouteContext<'_>,
+        target: &Target,
+        view: &UsageView<'_>,
+    ) -> Option<Score> {
+        let name = match self.name {
+            StrategyName::LeastBusy => "in_flight",
+            StrategyName::CostBased => "cost_per_token",
+            _ => "tpm",
+        };
+        Some(Score::lower(name, (self.score)(view, target)))
     }
 
     fn for_snapshot(&self, _targets: &Targets) -> Arc<dyn Strategy> {

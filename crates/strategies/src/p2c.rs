@@ -18,7 +18,8 @@ use crate::candidates::{Candidates, TRIES};
 use crate::latency::TIMEOUT_PENALTY_SECS;
 use crate::pick::{fits, lowest};
 use crate::{
-    Outcome, Rng, RouteContext, Strategy, StrategyError, StrategyName, Target, Targets, UsageView,
+    Outcome, Rng, RouteContext, Score, Strategy, StrategyError, StrategyName, Target, Targets,
+    UsageView,
 };
 
 /// Decay time constant of the EWMA (tower's default is 10 s as well).
@@ -147,6 +148,15 @@ impl Strategy for P2cEwma {
         }
         lowest(eligible.iter(), &self.rng, keep, |t| self.load(view, t))
             .ok_or_else(|| StrategyError::no_capacity(ctx, eligible, view))
+    }
+
+    fn score(
+        &self,
+        _ctx: &RouteContext<'_>,
+        target: &Target,
+        view: &UsageView<'_>,
+    ) -> Option<Score> {
+        Some(Score::lower("load", self.load(view, target)))
     }
 
     fn observe(&self, target: &Target, outcome: &Outcome<'_>) {

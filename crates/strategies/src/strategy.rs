@@ -28,6 +28,29 @@ pub enum Outcome<'a> {
     Failure(&'a ErrorClass),
 }
 
+/// What a strategy ranks a deployment by for one request ([`Strategy::score`]), as an
+/// explanation of a pick shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// What is measured (`in_flight`, `tpm`, `cost_per_token`, `latency`, `ttft`, `load`).
+    pub name: &'static str,
+    /// Its value for the deployment now.
+    pub value: f64,
+    /// Whether the strategy prefers a lower value (every scoring strategy here does).
+    pub lower_is_better: bool,
+}
+
+impl Score {
+    /// A score where lower wins.
+    pub fn lower(name: &'static str, value: f64) -> Self {
+        Score {
+            name,
+            value,
+            lower_is_better: true,
+        }
+    }
+}
+
 /// One deployment's state in a [`NoCapacity`] error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapacitySnapshot {
@@ -225,6 +248,18 @@ pub trait Strategy: Send + Sync {
     /// snapshot as it builds the snapshot; without it, the first pick over the pool prepares
     /// it. Most strategies prepare nothing.
     fn prepare(&self, _pool: &Pool) {}
+
+    /// What the strategy ranks `target` by for the request `ctx` in `usage`, for explaining a
+    /// pick (never called on a pick's own path). A strategy that does not rank (a random
+    /// draw) reports none, which is the default.
+    fn score(
+        &self,
+        _ctx: &RouteContext<'_>,
+        _target: &Target,
+        _usage: &UsageView<'_>,
+    ) -> Option<Score> {
+        None
+    }
 }
 
 // The router holds strategies as trait objects.

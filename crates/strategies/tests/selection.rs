@@ -716,3 +716,72 @@ async fn a_refused_admission_leaves_no_call_in_flight() {
     drop(first);
     assert_eq!(s.usage.view().in_flight(a.ix), 0);
 }
+
+// ---- scores, for explaining a pick -------------------------------------------------------
+
+#[tokio::test]
+async fn each_ranking_strategy_reports_the_score_it_picks_by_and_shuffle_reports_none() {
+    let priced = |id: &str, cost: f64| ferrolite_types::Deployment {
+        input_cost_per_token: Some(cost),
+        output_cost_per_token: Some(cost),
+        ..deployment(id)
+    };
+    let ctx = RouteContext::new(GROUP);
+    let score = |s: &Setup, id: &str| {
+        s.strategy
+            .score(&ctx, s.target(id), &s.usage.view())
+            .map(|score| (score.name, score.value, score.lower_is_better))
+    };
+
+    let s = setup(
+        vec![deployment("a"), deployment("b")],
+        StrategyName::LeastBusy,
+    )
+    .await;
+    s.hold_in_flight(s.target("a"), 2).await;
+    assert_eq!(score(&s, "a"), Some(("in_flight", 2.0, true)));
+    assert_eq!(score(&s, "b"), Some(("in_flight", 0.0, true)));
+
+    let s = setup(
+        vec![priced("a", 0.5), priced("b", 1.0)],
+        StrategyName::CostBased,
+    )
+    .await;
+    assert_eq!(score(&s, "a"), Some(("cost_per_token", 1.0, true)));
+
+    let s = setup(
+        vec![deployment("a"), deployment("b")],
+        StrategyName::UsageBasedV2,
+    )
+    .await;
+    s.record_tokens(s.target("a"), 300);
+    assert_eq!(score(&s, "a"), Some(("tpm", 300.0, true)));
+
+    let s = setup(
+        vec![deployment("a"), deployment("b")],
+        StrategyName::LatencyBased,
+    )
+    .await;
+    s.succeed(s.target("a"), &done(2.0, None, None));
+    assert_eq!(score(&s, "a"), Some(("latency", 2.0, true)));
+    let stream = RouteContext {
+        stream: true,
+        ..RouteContext::new(GROUP)
+    };
+    let ttft = s.strategy.score(&stream, s.target("b"), &s.usage.view());
+    assert_eq!(ttft.map(|t| t.name), Some("ttft"));
+
+    let s = setup(
+        vec![deployment("a"), deployment("b")],
+        StrategyName::P2cEwma,
+    )
+    .await;
+    assert_eq!(score(&s, "a").map(|(name, ..)| name), Some("load"));
+
+    let s = setup(
+        vec![deployment("a"), deployment("b")],
+        StrategyName::SimpleShuffle,
+    )
+    .await;
+    assert_eq!(score(&s, "a"), None);
+}

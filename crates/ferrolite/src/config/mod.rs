@@ -265,6 +265,9 @@ pub struct ApiKey {
     /// Tags every request made with it carries (tag routing, tag budgets), besides the
     /// request's own, as LiteLLM's key `metadata.tags`.
     pub tags: Vec<String>,
+    /// Whether its callers may ask for a routing explanation (`x-ferrolite-explain: true`):
+    /// the deployments left out and why, the scores, the pick, the attempts.
+    pub explain: bool,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -276,6 +279,7 @@ impl std::fmt::Debug for ApiKey {
             .field("tpm", &self.tpm)
             .field("budget", &self.budget)
             .field("tags", &self.tags)
+            .field("explain", &self.explain)
             .finish_non_exhaustive()
     }
 }

@@ -389,6 +389,8 @@ pub(super) struct RawApiKey {
     pub(super) budget_duration: Option<String>,
     #[serde(default)]
     pub(super) tags: Vec<String>,
+    #[serde(default)]
+    pub(super) explain: bool,
 }
 
 /// `ferrolite_settings.admission`.

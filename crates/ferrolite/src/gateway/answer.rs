@@ -17,9 +17,39 @@ pub(super) fn json(answer: RouterResponse, model: String) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let mut response = Response::new(axum::body::Body::from(answer.body.with_model(&model)));
+    let bytes = match &answer.route {
+        Some(route) => with_route(&answer.body, Some(&model), route).into(),
+        None => answer.body.with_model(&model),
+    };
+    let mut response = Response::new(axum::body::Body::from(bytes));
     *response.headers_mut() = headers;
     response
+}
+
+/// The answer's field that explains its routing (`x-ferrolite-explain: true`).
+pub(super) const ROUTE_FIELD: &str = "ferrolite_route";
+
+/// The answer's bytes with `ferrolite_route` set to `route` (and `model` to `model`, when
+/// given), every other byte as the upstream's.
+pub(super) fn with_route(
+    body: &ferrolite_router::Body,
+    model: Option<&str>,
+    route: &ferrolite_router::Route,
+) -> Vec<u8> {
+    use serde_json::value::RawValue;
+    let raw = |json: String| RawValue::from_string(json).ok();
+    let route = raw(route.to_json_text());
+    let model = model.and_then(|m| raw(serde_json::Value::from(m).to_string()));
+    let mut edits: Vec<(&str, Option<&RawValue>)> = Vec::with_capacity(2);
+    if let Some(model) = &model {
+        edits.push(("model", Some(model)));
+    }
+    if let Some(route) = &route {
+        edits.push((ROUTE_FIELD, Some(route)));
+    }
+    let mut out = Vec::with_capacity(body.len() + 1024);
+    body.write_edited(&edits, &mut out);
+    out
 }
 
 /// What the answer headers say about a routed call.
@@ -34,6 +64,7 @@ pub(super) struct Answered<'a> {
     overhead: Duration,
     cache_key: Option<&'a str>,
     cache_hit: bool,
+    route: Option<&'a ferrolite_router::Route>,
 }
 
 impl<'a> From<&'a RouterResponse> for Answered<'a> {
@@ -49,6 +80,7 @@ impl<'a> From<&'a RouterResponse> for Answered<'a> {
             overhead: answer.overhead,
             cache_key: answer.cache_key.as_deref(),
             cache_hit: answer.cache_hit,
+            route: answer.route.as_deref(),
         }
     }
 }
@@ -67,6 +99,7 @@ impl<'a> From<&'a RouterStream> for Answered<'a> {
             overhead: stream.overhead,
             cache_key: stream.cache_key.as_deref(),
             cache_hit: stream.cache_hit,
+            route: stream.route.as_deref(),
         }
     }
 }
@@ -82,10 +115,11 @@ const RESPONSE_COST: HeaderName = HeaderName::from_static("x-litellm-response-co
 const CACHE_KEY: HeaderName = HeaderName::from_static("x-litellm-cache-key");
 const CACHE_HIT: HeaderName = HeaderName::from_static("x-ferrolite-cache-hit");
 const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-ferrolite-overhead-ms");
+const ROUTE: HeaderName = HeaderName::from_static("x-ferrolite-route");
 
 /// The headers [`litellm_headers`] sets at most, and the two the answer adds (content type,
 /// request id): room for them all at once.
-pub(super) const ANSWER_HEADERS: usize = 14;
+pub(super) const ANSWER_HEADERS: usize = 15;
 
 /// The headers LiteLLM's proxy sets on an answer, plus ferrolite's overhead and cache-hit
 /// headers. Names are constants and values are written without `format!` (small counts are
@@ -121,6 +155,10 @@ pub(super) fn litellm_headers(headers: &mut HeaderMap, answered: Answered<'_>) {
         );
     }
     set(OVERHEAD_MS, overhead_value(answered.overhead));
+    if let Some(route) = answered.route {
+        // One line of printable ASCII, bounded (`Route::summary`).
+        set(ROUTE, text(&route.summary()));
+    }
 }
 
 /// A text header's value (`None` when it holds a byte a header may not).

@@ -80,7 +80,34 @@ impl Gateway {
     }
 }
 
+/// The header that asks for a routing explanation.
+const EXPLAIN: &str = "x-ferrolite-explain";
+
 impl Caller<'_> {
+    /// Whether the request asks for a routing explanation (`x-ferrolite-explain: true`) and
+    /// its caller may have one: the master key's holder, an API key configured with
+    /// `explain: true`, or anyone on a gateway without keys. Any other caller's header is
+    /// ignored (the call is answered without an explanation).
+    pub(super) fn explains(&self, headers: &HeaderMap) -> bool {
+        let asked = headers
+            .get(EXPLAIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
+        if !asked {
+            return false;
+        }
+        let allowed = match self {
+            Caller::Anyone | Caller::Master => true,
+            Caller::Key(key) => key.explain,
+        };
+        if !allowed {
+            tracing::debug!(
+                "x-ferrolite-explain ignored: the API key may not ask for explanations"
+            );
+        }
+        allowed
+    }
+
     /// The API key calling, if it is one.
     pub(super) fn key(&self) -> Option<&ApiKey> {
         match self {

@@ -93,6 +93,7 @@ async fn handle(
         *asked = Some(model.clone());
     }
     let mut request = body::request(parsed.body, &model, &headers, caller.key(), id);
+    request.explain = caller.explains(&headers);
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {
         request.affinity_key = caller.affinity_key(settings.master_key.as_ref());

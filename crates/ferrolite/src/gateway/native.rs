@@ -32,7 +32,7 @@ use ferrolite_types::{ChatMessage, Protocol, TiktokenCounter, TokenCounter};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::answer::{ANSWER_HEADERS, Answered, litellm_headers};
+use super::answer::{ANSWER_HEADERS, Answered, ROUTE_FIELD, litellm_headers, with_route};
 use super::errors::GatewayError;
 use super::state::Gateway;
 use super::{CALL_ID, REQUEST_ID, body, keys};
@@ -327,6 +327,7 @@ async fn handle(
         }
     }
     let mut request = body::request(chat, &model, &headers, caller.key(), id);
+    request.explain = caller.explains(&headers);
     // A stream is what the caller asked for, whatever its translation says.
     request.stream = native.get("stream").and_then(Value::as_bool) == Some(true);
     let native = Arc::new(native);
@@ -398,7 +399,10 @@ fn whole(
         HeaderValue::from_static("application/json"),
     );
     let bytes = if answer.protocol == inbound.protocol() {
-        Bytes::from(answer.body.as_bytes().to_vec())
+        match &answer.route {
+            Some(route) => Bytes::from(with_route(&answer.body, None, route)),
+            None => Bytes::from(answer.body.as_bytes().to_vec()),
+        }
     } else {
         let canonical = answer
             .body
@@ -409,6 +413,9 @@ fn whole(
             .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
         if let Some(object) = translated.as_object_mut() {
             object.insert("model".into(), model.into());
+            if let Some(route) = &answer.route {
+                object.insert(ROUTE_FIELD.into(), route.to_json());
+            }
         }
         Bytes::from(translated.to_string())
     };

@@ -142,6 +142,7 @@ pub(super) fn api_keys_of(
             tpm: key.tpm,
             budget: key.max_budget.is_some(),
             tags: key.tags.clone(),
+            explain: key.explain,
         };
         if keys
             .iter()
