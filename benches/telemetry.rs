@@ -42,8 +42,11 @@ impl Backend for Instant {
     }
 }
 
+/// How a variant changes the router's settings.
+type Configure = fn(&mut RouterSettings);
+
 /// The variants measured: a name and how it changes the router's settings.
-const VARIANTS: &[(&str, fn(&mut RouterSettings))] = &[
+const VARIANTS: &[(&str, Configure)] = &[
     ("litellm_off", |s| s.litellm_metrics = false),
     ("litellm_on", |s| s.litellm_metrics = true),
 ];

@@ -745,7 +745,10 @@ fn metrics_show_litellm_names_labels_and_values_after_successes_a_cooldown_and_a
         &[("api_provider", "openai")],
         &["api_provider"],
     );
-    assert!((9.99..10.0).contains(&left), "10 USD less the spend: {left}");
+    assert!(
+        (9.99..10.0).contains(&left),
+        "10 USD less the spend: {left}"
+    );
 
     // `dead` fails, and so does its fallback `gone`.
     let (status, body) = chat(port, "dead", false);

@@ -70,7 +70,7 @@ use body::Endpoint;
 use errors::GatewayError;
 pub use errors::status_of;
 use state::Gateway;
-pub use state::{GatewaySettings, PrometheusHandle, install_metrics};
+pub use state::{GatewaySettings, PrometheusHandle, install_metrics, prometheus_builder};
 
 /// One call, step by step (each step's module says what it checks and answers); `id` is the
 /// request's id, given to the router's request.
