@@ -933,7 +933,7 @@ pub(crate) fn bad_answer(message: String) -> BackendError {
 /// a Messages request, an `openai` or `azure` one for a Responses request) may answer it.
 fn untranslatable(deployment: &Deployment, request: &BackendRequest) -> Option<BackendError> {
     let native = request.native.as_ref()?;
-    let missing = native.untranslated.as_ref()?;
+    let missing = native.untranslated()?;
     let provider = deployment
         .provider()
         .map(|p| p.as_str().to_string())

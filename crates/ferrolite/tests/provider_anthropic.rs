@@ -750,8 +750,7 @@ fn native_call(stream: bool) -> Request {
     let mut request = Request::new("claude", canonical);
     request.stream = stream;
     request.native = Some(Native {
-        untranslated: None,
-        headers: None,
+        extras: None,
         protocol: Protocol::AnthropicMessages,
         body: Arc::new(native),
     });
@@ -1056,8 +1055,7 @@ async fn a_passed_through_answer_without_usage_has_no_usage_rather_than_zero() {
     let canonical = ferrolite_protocols::anthropic::client::request_to_chat(&native).unwrap();
     let request = BackendRequest {
         native: Some(Native {
-            untranslated: None,
-            headers: None,
+            extras: None,
             protocol: Protocol::AnthropicMessages,
             body: Arc::new(native),
         }),

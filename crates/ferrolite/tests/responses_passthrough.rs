@@ -220,8 +220,7 @@ fn request(stream: bool) -> Request {
     }
     let mut request = Request::new("g", canonical);
     request.native = Some(Native {
-        untranslated: None,
-        headers: None,
+        extras: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(native_body(stream)),
     });
@@ -366,8 +365,7 @@ async fn a_request_without_a_native_body_or_to_another_provider_goes_to_chat_com
     let mut body = native_body(false);
     body.as_object_mut().unwrap().remove("previous_response_id");
     fresh.native = Some(Native {
-        untranslated: None,
-        headers: None,
+        extras: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -408,8 +406,7 @@ async fn a_continuation_to_a_deployment_without_the_responses_api_is_refused_nam
     let mut body = native_body(false);
     body.as_object_mut().unwrap().remove("previous_response_id");
     fresh.native = Some(Native {
-        untranslated: None,
-        headers: None,
+        extras: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -475,8 +472,7 @@ fn continuing(previous: &str, stream: bool) -> Request {
     let mut body = native_body(stream);
     body["previous_response_id"] = json!(previous);
     request.native = Some(Native {
-        untranslated: None,
-        headers: None,
+        extras: None,
         protocol: Protocol::OpenAiResponses,
         body: Arc::new(body),
     });
@@ -632,8 +628,7 @@ impl HttpBackendCall {
             deployment_id: None,
             prepared: None,
             native: Some(Native {
-                untranslated: None,
-                headers: None,
+                extras: None,
                 protocol: Protocol::OpenAiResponses,
                 body: Arc::new(native_body(false)),
             }),

@@ -444,7 +444,7 @@ fn filter_untranslated(call: &Call<'_>, eligible: &mut Selection<'_>) {
     let Some(native) = &call.request.native else {
         return;
     };
-    if native.untranslated.is_none() {
+    if native.untranslated().is_none() {
         return;
     }
     let takes = |t: &Target| {

@@ -81,7 +81,7 @@ pub use explain::{Attempt, Candidate, Excluded, Fallback, Pick, Route, SUMMARY_M
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
 pub use request::{
-    KeyLimits, MAX_CHOICES, MAX_TOKENS, Native, Request, RouterResponse, Untranslated,
+    KeyLimits, MAX_CHOICES, MAX_TOKENS, Native, NativeExtras, Request, RouterResponse, Untranslated,
 };
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
 pub use router::Router;

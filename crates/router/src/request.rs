@@ -79,19 +79,38 @@ pub struct Native {
     pub protocol: Protocol,
     /// The request's body as the caller sent it.
     pub body: std::sync::Arc<serde_json::Value>,
+    /// What the router and the backends know of it besides its body, when there is anything
+    /// ([`NativeExtras`]; shared: a request's future holds it, and is kept small).
+    pub extras: Option<std::sync::Arc<NativeExtras>>,
+}
+
+/// What the router and the backends know of a caller's request besides its body
+/// ([`Native::extras`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NativeExtras {
     /// What the canonical translation could not carry, when it is not whole: the request is
     /// routed on the rest, and only a deployment that takes the caller's body as it is (one of
     /// its protocol) may answer it; any other refuses the call naming the field.
-    /// (Shared: a request's future holds it, and is kept small.)
-    pub untranslated: Option<std::sync::Arc<Untranslated>>,
+    pub untranslated: Option<Untranslated>,
     /// Headers of the caller's request for the upstream of its protocol, `(name, value)` with
     /// lowercase names (a Messages caller's `anthropic-beta` and `anthropic-version`): sent
-    /// with the body when it passes through, never with a translation. (Shared, as
-    /// `untranslated`.)
-    pub headers: Option<std::sync::Arc<Vec<(String, String)>>>,
+    /// with the body when it passes through, never with a translation.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Native {
+    /// What the canonical translation could not carry ([`NativeExtras::untranslated`]).
+    pub fn untranslated(&self) -> Option<&Untranslated> {
+        self.extras.as_deref()?.untranslated.as_ref()
+    }
+
+    /// The caller's headers for the upstream of its protocol ([`NativeExtras::headers`]).
+    pub fn headers(&self) -> &[(String, String)] {
+        self.extras
+            .as_deref()
+            .map_or(&[][..], |extras| extras.headers.as_slice())
+    }
+
     /// The deployment that stored the conversation this request continues: for a Responses
     /// request, the one its `previous_response_id` names when the id is one the router handed
     /// out ([`ManagedResponseId`], LiteLLM's form). The router sends the request there while
@@ -106,7 +125,7 @@ impl Native {
 }
 
 /// A field of a caller's request its canonical translation could not carry
-/// ([`Native::untranslated`]).
+/// ([`NativeExtras::untranslated`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Untranslated {
     /// The field, as a JSON path in the caller's body (`tools[0].type`).

@@ -27,7 +27,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ferrolite_protocols::{TranslateError, anthropic, responses};
-use ferrolite_router::{Native, RouterResponse, RouterStream, Untranslated};
+use ferrolite_router::{Native, NativeExtras, RouterResponse, RouterStream, Untranslated};
 use ferrolite_types::{ChatMessage, Protocol, TiktokenCounter, TokenCounter};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -182,13 +182,30 @@ impl Inbound {
         }
     }
 
-    /// The caller's headers its protocol's upstream gets when the request passes through
-    /// ([`FORWARDED`]), a repeated one's values joined by commas.
-    fn forwarded(self, headers: &HeaderMap) -> Option<Arc<Vec<(String, String)>>> {
+    /// What the router and the backends know of the caller's request besides its body: what
+    /// its translation left out, and the caller's headers its protocol's upstream gets when
+    /// the request passes through ([`FORWARDED`], a repeated one's values joined by commas).
+    fn extras(
+        self,
+        headers: &HeaderMap,
+        untranslated: Option<TranslateError>,
+    ) -> Option<Arc<NativeExtras>> {
+        let extras = NativeExtras {
+            untranslated: untranslated.map(|e| Untranslated {
+                field: e.field,
+                reason: e.reason,
+            }),
+            headers: self.forwarded(headers),
+        };
+        (extras != NativeExtras::default()).then(|| Arc::new(extras))
+    }
+
+    /// The caller's headers its protocol's upstream gets when the request passes through.
+    fn forwarded(self, headers: &HeaderMap) -> Vec<(String, String)> {
         if self != Inbound::Messages {
-            return None;
+            return Vec::new();
         }
-        let forwarded: Vec<(String, String)> = FORWARDED
+        FORWARDED
             .iter()
             .filter_map(|name| {
                 let values: Vec<&str> = headers
@@ -200,8 +217,7 @@ impl Inbound {
                     .collect();
                 (!values.is_empty()).then(|| (name.to_string(), values.join(",")))
             })
-            .collect();
-        (!forwarded.is_empty()).then(|| Arc::new(forwarded))
+            .collect()
     }
 
     /// An error in the caller's protocol's shape.
@@ -334,13 +350,7 @@ async fn handle(
     request.native = Some(Native {
         protocol: inbound.protocol(),
         body: Arc::clone(&native),
-        untranslated: untranslated.map(|e| {
-            Arc::new(Untranslated {
-                field: e.field,
-                reason: e.reason,
-            })
-        }),
-        headers: inbound.forwarded(&headers),
+        extras: inbound.extras(&headers, untranslated),
     });
     let router = gateway.router.load_full();
     if router.settings().deployment_affinity {

@@ -144,8 +144,8 @@ fn request_of(
 /// headers set none (it then replaces the default), its `anthropic-beta` features after the
 /// deployment's own (each once). A value that is no valid header is not sent.
 fn forward(request: &BackendRequest, headers: &mut reqwest::header::HeaderMap) {
-    let forwarded = request.native.as_ref().and_then(|n| n.headers.as_deref());
-    for (name, value) in forwarded.into_iter().flatten() {
+    let forwarded = request.native.as_ref().map_or(&[][..], |n| n.headers());
+    for (name, value) in forwarded {
         let value = match name.as_str() {
             "anthropic-beta" => {
                 let mut betas: Vec<&str> = Vec::new();
