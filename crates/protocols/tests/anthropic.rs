@@ -302,6 +302,17 @@ proptest! {
             prop_assert_ne!(&pair[0]["role"], &pair[1]["role"]);
         }
         prop_assert!(messages["max_tokens"].as_u64().unwrap() > 0);
+        // The bytes the backend sends are that request, with `stream` as the call is.
+        for stream in [false, true] {
+            let bytes = upstream::request_bytes_from_chat(&request, "claude-test", stream).unwrap();
+            let mut expected = messages.clone();
+            if stream {
+                expected["stream"] = json!(true);
+            } else {
+                expected.as_object_mut().unwrap().remove("stream");
+            }
+            prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
+        }
         let back = client::request_to_chat(&messages).unwrap();
         prop_assert_eq!(back, request);
     }

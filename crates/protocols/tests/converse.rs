@@ -308,6 +308,9 @@ proptest! {
     #[test]
     fn a_request_converse_expresses_keeps_every_field((chat, expected) in request()) {
         let body = request_from_chat(&chat).unwrap();
+        // The bytes the backend sends are that body.
+        let bytes = ferrolite_protocols::converse::request_bytes_from_chat(&chat).unwrap();
+        prop_assert_eq!(&serde_json::from_slice::<Value>(&bytes).unwrap(), &body);
         for field in ["system", "messages", "inferenceConfig", "toolConfig"] {
             prop_assert_eq!(body.get(field), expected.get(field), "{}", field);
         }

@@ -8,6 +8,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::out::{self, Obj, Out, obj};
+use serde_json::value::RawValue;
 
 use super::stop_reason_of;
 
@@ -465,16 +467,16 @@ fn count(usage: Option<&Value>, path: &[&str]) -> u64 {
 /// from nor written to the cache, `cache_read_input_tokens` the cached ones
 /// (`prompt_tokens_details.cached_tokens`), `cache_creation_input_tokens` LiteLLM's field of
 /// that name, `output_tokens` the completion tokens.
-fn usage_from_chat(usage: Option<&Value>) -> Value {
+fn usage_from_chat<'a>(usage: Option<&Value>) -> Out<'a> {
     let prompt = count(usage, &["prompt_tokens"]);
     let read = count(usage, &["prompt_tokens_details", "cached_tokens"]);
     let created = count(usage, &["cache_creation_input_tokens"]);
-    json!({
+    obj! {
         "input_tokens": prompt.saturating_sub(read).saturating_sub(created),
         "cache_creation_input_tokens": created,
         "cache_read_input_tokens": read,
         "output_tokens": count(usage, &["completion_tokens"]),
-    })
+    }
 }
 
 /// The Messages id of a canonical answer's id.
@@ -491,6 +493,18 @@ fn message_id(id: Option<&str>) -> String {
 /// `finish_reason` as `stop_reason`, the usage as Anthropic counts it (prompt tokens less the
 /// cached ones as `input_tokens`).
 pub fn answer_from_chat(answer: &Value) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, None)?.into_value())
+}
+
+/// [`answer_from_chat`] written straight to the bytes the client gets, with `model` as the
+/// answer's model (the name the client asked for): the same answer, built from the borrowed
+/// parts of `answer` without a tree of its own.
+pub fn answer_bytes_from_chat(answer: &Value, model: &str) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, Some(model))?)
+}
+
+/// The Messages answer of `answer`, borrowing from it; `model` over the answer's own.
+fn answer_out<'a>(answer: &'a Value, model: Option<&'a str>) -> Result<Out<'a>, TranslateError> {
     let choice = answer
         .get("choices")
         .and_then(|c| c.get(0))
@@ -498,71 +512,77 @@ pub fn answer_from_chat(answer: &Value) -> Result<Value, TranslateError> {
     let message = choice
         .get("message")
         .ok_or_else(|| TranslateError::new("choices[0].message", "missing"))?;
-    let mut content = Vec::new();
+    let calls = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut content = Vec::with_capacity(2 + calls.len());
     match message.get("thinking_blocks").and_then(Value::as_array) {
-        Some(blocks) if !blocks.is_empty() => content.extend(blocks.iter().cloned()),
+        Some(blocks) if !blocks.is_empty() => content.extend(blocks.iter().map(Out::Ref)),
         _ => {
             if let Some(reasoning) = message
                 .get("reasoning_content")
                 .and_then(Value::as_str)
                 .filter(|r| !r.is_empty())
             {
-                content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
+                content.push(obj! {"type": "thinking", "thinking": reasoning, "signature": ""});
             }
         }
     }
-    let calls = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
     match message.get("content") {
         Some(Value::String(text)) if !text.is_empty() || calls.is_empty() => {
-            content.push(json!({"type": "text", "text": text}));
+            content.push(obj! {"type": "text", "text": text});
         }
         Some(Value::Array(parts)) => {
             for part in parts {
                 if let Some(text) = part.get("text").and_then(Value::as_str) {
-                    content.push(json!({"type": "text", "text": text}));
+                    content.push(obj! {"type": "text", "text": text});
                 }
             }
         }
         _ => {}
     }
     for (j, call) in calls.iter().enumerate() {
-        let at = format!("choices[0].message.tool_calls[{j}]");
         let function = call.get("function");
         let arguments = function
             .and_then(|f| f.get("arguments"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        let input: Value = if arguments.trim().is_empty() {
-            json!({})
+        let input = if arguments.trim().is_empty() {
+            Out::Object(Obj::new())
         } else {
-            serde_json::from_str(arguments).map_err(|e| {
-                TranslateError::new(format!("{at}.function.arguments"), format!("not JSON: {e}"))
-            })?
+            Out::Raw(serde_json::from_str::<&RawValue>(arguments).map_err(|e| {
+                TranslateError::new(
+                    format!("choices[0].message.tool_calls[{j}].function.arguments"),
+                    format!("not JSON: {e}"),
+                )
+            })?)
         };
-        content.push(json!({
+        content.push(obj! {
             "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or(Value::Null),
-            "name": function.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+            "id": call.get("id").map_or(Out::Null, Out::Ref),
+            "name": function.and_then(|f| f.get("name")).map_or(Out::Null, Out::Ref),
             "input": input,
-        }));
+        });
     }
     let finish = choice
         .get("finish_reason")
         .and_then(Value::as_str)
         .unwrap_or("stop");
-    Ok(json!({
+    let model = match model {
+        Some(model) => Out::Str(model),
+        None => answer.get("model").map_or(Out::Str(""), Out::Ref),
+    };
+    Ok(obj! {
         "id": message_id(answer.get("id").and_then(Value::as_str)),
         "type": "message",
         "role": "assistant",
-        "model": answer.get("model").cloned().unwrap_or_else(|| "".into()),
+        "model": model,
         "content": content,
         "stop_reason": stop_reason_of(finish),
-        "stop_sequence": null,
+        "stop_sequence": Out::Null,
         "usage": usage_from_chat(answer.get("usage")),
-    }))
+    })
 }
 
 /// The open content block of a stream.
@@ -654,7 +674,7 @@ impl EventsFromChat {
         }
         self.ended = true;
         self.close(out);
-        let usage = usage_from_chat(self.usage.as_ref());
+        let usage = usage_from_chat(self.usage.as_ref()).into_value();
         out.push(json!({
             "type": "message_delta",
             "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
