@@ -745,6 +745,28 @@ pub fn answer_to_chat_in(
     model: &str,
     json_mode: bool,
 ) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, model, json_mode, "chatcmpl-")?.into_value())
+}
+
+/// [`answer_to_chat_in`] written straight to the bytes of the canonical answer, with `id` as
+/// its id: the same answer, built from the borrowed parts of `answer` without a tree of its
+/// own.
+pub fn answer_bytes_to_chat(
+    answer: &Value,
+    model: &str,
+    json_mode: bool,
+    id: &str,
+) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, model, json_mode, id)?)
+}
+
+/// The `chat.completion` of a Converse answer, borrowing from it.
+fn answer_out<'a>(
+    answer: &'a Value,
+    model: &'a str,
+    json_mode: bool,
+    id: &'a str,
+) -> Result<Out<'a>, TranslateError> {
     let content = answer
         .get("output")
         .and_then(|o| o.get("message"))
@@ -755,63 +777,82 @@ pub fn answer_to_chat_in(
         })
         .transpose()?
         .map_or(&[][..], Vec::as_slice);
-    let mut text = String::new();
+    let mut texts: Vec<&str> = Vec::with_capacity(1);
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
-    let mut calls = Vec::new();
+    // Each tool use's id, name and input.
+    let mut calls: Vec<(&str, &str, Option<&Value>)> = Vec::new();
     for (i, block) in content.iter().enumerate() {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
-            text.push_str(t);
+            texts.push(t);
         }
         if let Some(tool) = block.get("toolUse") {
-            let at = format!("output.message.content[{i}].toolUse");
+            let at = |field: &str| format!("output.message.content[{i}].toolUse.{field}");
             let id = tool
                 .get("toolUseId")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.toolUseId"), "required"))?;
+                .ok_or_else(|| TranslateError::new(at("toolUseId"), "required"))?;
             let name = tool
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.name"), "required"))?;
-            let input = tool.get("input").cloned().unwrap_or_else(|| json!({}));
-            calls.push(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": input.to_string()},
-            }));
+                .ok_or_else(|| TranslateError::new(at("name"), "required"))?;
+            calls.push((id, name, tool.get("input")));
         }
         if let Some(r) = block.get("reasoningContent") {
             if let Some(rt) = r.get("reasoningText") {
                 let t = rt.get("text").and_then(Value::as_str).unwrap_or("");
                 reasoning.push_str(t);
-                let mut b = json!({"type": "thinking", "thinking": t});
+                let mut b = Obj::with_capacity(3);
+                b.push("type", "thinking");
+                b.push("thinking", t);
                 if let Some(sig) = rt.get("signature") {
-                    b["signature"] = sig.clone();
+                    b.push("signature", sig);
                 }
-                thinking_blocks.push(b);
+                thinking_blocks.push(Out::Object(b));
             } else if let Some(data) = r.get("redactedContent") {
-                thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}));
+                thinking_blocks.push(obj! {"type": "redacted_thinking", "data": data});
             }
         }
     }
-    let mut message = json!({"role": "assistant", "content": text});
-    let json_call =
-        json_mode && calls.len() == 1 && calls[0]["function"]["name"] == RESPONSE_FORMAT_TOOL_NAME;
+    // A call's input as JSON text (none: `{}`).
+    let arguments =
+        |input: Option<&Value>| input.map_or_else(|| "{}".to_string(), Value::to_string);
+    let text = match texts.as_slice() {
+        [text] => Out::Str(text),
+        texts => Out::String(texts.concat()),
+    };
+    let mut message = Obj::with_capacity(5);
+    message.push("role", "assistant");
+    let json_call = json_mode
+        && matches!(calls.as_slice(), [(_, name, _)] if *name == RESPONSE_FORMAT_TOOL_NAME);
     if json_call {
-        let arguments = calls[0]["function"]["arguments"].as_str().unwrap_or("{}");
-        let content = match serde_json::from_str::<Value>(arguments) {
-            Ok(Value::Object(o)) if o.len() == 1 && o.contains_key("properties") => {
+        let input = calls.first().and_then(|(_, _, input)| *input);
+        let content = match input {
+            Some(Value::Object(o)) if o.len() == 1 && o.contains_key("properties") => {
                 o["properties"].to_string()
             }
-            _ => arguments.to_string(),
+            _ => arguments(input),
         };
-        message["content"] = content.into();
-    } else if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
+        message.push("content", content);
+    } else {
+        message.push("content", text);
+        if !calls.is_empty() {
+            let tool_calls: Vec<Out<'_>> = calls
+                .iter()
+                .map(|(id, name, input)| {
+                    obj! {
+                        "id": *id,
+                        "type": "function",
+                        "function": obj! {"name": *name, "arguments": arguments(*input)},
+                    }
+                })
+                .collect();
+            message.push("tool_calls", tool_calls);
+        }
     }
     if !thinking_blocks.is_empty() {
-        message["reasoning_content"] = reasoning.into();
-        message["thinking_blocks"] = Value::Array(thinking_blocks);
+        message.push("reasoning_content", reasoning);
+        message.push("thinking_blocks", thinking_blocks);
     }
     let stop = answer
         .get("stopReason")
@@ -822,15 +863,15 @@ pub fn answer_to_chat_in(
     } else {
         finish_reason(stop)
     };
-    let mut out = json!({
-        "id": "chatcmpl-",
+    let mut out = obj! {
+        "id": id,
         "object": "chat.completion",
         "created": unix_now(),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-    });
+        "choices": vec![obj! {"index": 0u64, "message": message, "finish_reason": finish}],
+    };
     if let Some(usage) = answer.get("usage") {
-        out["usage"] = usage_to_chat(usage);
+        out.set_field("usage", usage_to_chat(usage));
     }
     Ok(out)
 }

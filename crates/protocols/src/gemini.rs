@@ -83,21 +83,22 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
 /// documentation). The model and whether it streams are not in the body: the caller puts them
 /// in the URL.
 pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
-    Ok(request_out(chat)?.into_value())
+    let model = chat.get("model").and_then(Value::as_str).unwrap_or("");
+    Ok(request_out(chat, model)?.into_value())
 }
 
-/// [`request_from_chat`] written straight to the bytes sent: the same body, built from the
-/// borrowed parts of `chat` without a tree of its own.
-pub fn request_bytes_from_chat(chat: &Value) -> Result<Vec<u8>, TranslateError> {
-    out::to_bytes(&request_out(chat)?)
+/// [`request_from_chat`] for `model` (the Gemini model called, whatever the request's own
+/// `model` says) written straight to the bytes sent: the same body, built from the borrowed
+/// parts of `chat` without a tree of its own.
+pub fn request_bytes_from_chat(chat: &Value, model: &str) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&request_out(chat, model)?)
 }
 
-/// The `GenerateContentRequest` of `chat`, borrowing from it.
-fn request_out(chat: &Value) -> Result<Out<'_>, TranslateError> {
+/// The `GenerateContentRequest` of `chat` for `model`, borrowing from `chat`.
+fn request_out<'a>(chat: &'a Value, model: &str) -> Result<Out<'a>, TranslateError> {
     let object = chat
         .as_object()
         .ok_or_else(|| err("", "the request is not a JSON object"))?;
-    let model = object.get("model").and_then(Value::as_str).unwrap_or("");
     let mut out = Obj::with_capacity(6);
     let messages = object
         .get("messages")

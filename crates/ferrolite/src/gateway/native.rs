@@ -169,11 +169,18 @@ impl Inbound {
         Err(first)
     }
 
-    /// A canonical answer as the caller's protocol's.
-    fn answer_from_chat(self, answer: &Value, request: &Value) -> Result<Value, TranslateError> {
+    /// A canonical answer as the caller's protocol's bytes, with `model` as its model.
+    fn answer_from_chat(
+        self,
+        answer: &Value,
+        request: &Value,
+        model: &str,
+    ) -> Result<Vec<u8>, TranslateError> {
         match self {
-            Inbound::Messages | Inbound::CountTokens => anthropic::client::answer_from_chat(answer),
-            Inbound::Responses => responses::answer_from_chat(answer, request),
+            Inbound::Messages | Inbound::CountTokens => {
+                anthropic::client::answer_bytes_from_chat(answer, model)
+            }
+            Inbound::Responses => responses::answer_bytes_from_chat(answer, request, model),
         }
     }
 
@@ -370,13 +377,10 @@ fn whole(
             .body
             .to_value()
             .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
-        let mut translated = inbound
-            .answer_from_chat(&canonical, request)
+        let translated = inbound
+            .answer_from_chat(&canonical, request, model)
             .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
-        if let Some(object) = translated.as_object_mut() {
-            object.insert("model".into(), model.into());
-        }
-        Bytes::from(translated.to_string())
+        Bytes::from(translated)
     };
     let mut response = Response::new(Body::from(bytes));
     *response.headers_mut() = headers;

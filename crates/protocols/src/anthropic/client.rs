@@ -47,17 +47,17 @@ pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
         Some(Value::String(text)) => messages.push(json!({"role": "system", "content": text})),
         Some(Value::Array(blocks)) => {
             for (i, block) in blocks.iter().enumerate() {
-                let at = format!("system[{i}]");
+                let at = || format!("system[{i}]");
                 if block.get("type").and_then(Value::as_str) != Some("text") {
                     return Err(TranslateError::new(
-                        format!("{at}.type"),
+                        format!("{}.type", at()),
                         "a system block must be text",
                     ));
                 }
                 let text = block
                     .get("text")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.text"), "missing"))?;
+                    .ok_or_else(|| TranslateError::new(format!("{}.text", at()), "missing"))?;
                 match block.get("cache_control").filter(|v| !v.is_null()) {
                     None => messages.push(json!({"role": "system", "content": text})),
                     Some(cache) => messages.push(json!({"role": "system", "content": [
@@ -78,7 +78,7 @@ pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
         .and_then(Value::as_array)
         .ok_or_else(|| TranslateError::new("messages", "a list of messages is required"))?;
     for (i, turn) in turns.iter().enumerate() {
-        turn_to_chat(turn, &format!("messages[{i}]"), &mut messages)?;
+        turn_to_chat(turn, &|| format!("messages[{i}]"), &mut messages)?;
     }
     out.insert("messages".into(), Value::Array(messages));
 
@@ -121,7 +121,7 @@ pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
                 let tools = tools
                     .iter()
                     .enumerate()
-                    .map(|(i, tool)| tool_to_chat(tool, &format!("tools[{i}]")))
+                    .map(|(i, tool)| tool_to_chat(tool, &|| format!("tools[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
                 out.insert("tools".into(), Value::Array(tools));
             }
@@ -203,12 +203,12 @@ fn reasoning_effort_of(thinking: &Value) -> Result<Option<&'static str>, Transla
 }
 
 /// A Messages tool as a canonical function tool.
-fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
+fn tool_to_chat(tool: &Value, at: &dyn Fn() -> String) -> Result<Value, TranslateError> {
     match tool.get("type").and_then(Value::as_str) {
         None | Some("custom") => {}
         Some(other) => {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                format!("{}.type", at()),
                 format!("the chat form has no server tool `{other}`"),
             ));
         }
@@ -216,7 +216,7 @@ fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
     let name = tool
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.name"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.name", at()), "missing"))?;
     let mut function = Map::new();
     function.insert("name".into(), name.into());
     if let Some(description) = tool.get("description").filter(|v| !v.is_null()) {
@@ -224,7 +224,7 @@ fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
     }
     let schema = tool
         .get("input_schema")
-        .ok_or_else(|| TranslateError::new(format!("{at}.input_schema"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.input_schema", at()), "missing"))?;
     function.insert("parameters".into(), schema.clone());
     let mut out = Map::new();
     out.insert("type".into(), "function".into());
@@ -236,14 +236,18 @@ fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
 }
 
 /// One Messages turn as canonical messages, appended to `out`.
-fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
+fn turn_to_chat(
+    turn: &Value,
+    at: &dyn Fn() -> String,
+    out: &mut Vec<Value>,
+) -> Result<(), TranslateError> {
     let role = turn
         .get("role")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.role"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.role", at()), "missing"))?;
     if role != "user" && role != "assistant" {
         return Err(TranslateError::new(
-            format!("{at}.role"),
+            format!("{}.role", at()),
             format!("unknown role `{role}`"),
         ));
     }
@@ -255,7 +259,7 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
         Some(Value::Array(blocks)) => blocks,
         _ => {
             return Err(TranslateError::new(
-                format!("{at}.content"),
+                format!("{}.content", at()),
                 "not a string or a list of blocks",
             ));
         }
@@ -263,7 +267,7 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
     if role == "user" {
         let mut parts = Vec::new();
         for (j, block) in blocks.iter().enumerate() {
-            let at = format!("{at}.content[{j}]");
+            let at = || format!("{}.content[{j}]", at());
             if block.get("type").and_then(Value::as_str) == Some("tool_result") {
                 out.push(tool_message(block, &at)?);
             } else {
@@ -280,7 +284,7 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
     let mut tool_calls = Vec::new();
     let mut thinking = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
-        let at = format!("{at}.content[{j}]");
+        let at = || format!("{}.content[{j}]", at());
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
                 cached |= block.get("cache_control").is_some_and(|c| !c.is_null());
@@ -290,16 +294,18 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
                 let id = block
                     .get("id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.id"), "missing"))?;
+                    .ok_or_else(|| TranslateError::new(format!("{}.id", at()), "missing"))?;
                 let name = block
                     .get("name")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.name"), "missing"))?;
-                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                    .ok_or_else(|| TranslateError::new(format!("{}.name", at()), "missing"))?;
+                let arguments = block
+                    .get("input")
+                    .map_or_else(|| "{}".to_string(), Value::to_string);
                 let mut call = json!({
                     "id": id,
                     "type": "function",
-                    "function": {"name": name, "arguments": input.to_string()},
+                    "function": {"name": name, "arguments": arguments},
                 });
                 if let (Some(cache), Some(call)) = (
                     block.get("cache_control").filter(|v| !v.is_null()),
@@ -312,11 +318,11 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
             Some("thinking") | Some("redacted_thinking") => thinking.push(block.clone()),
             Some(other) => {
                 return Err(TranslateError::new(
-                    format!("{at}.type"),
+                    format!("{}.type", at()),
                     format!("the chat form has no `{other}` content in an assistant message"),
                 ));
             }
-            None => return Err(TranslateError::new(format!("{at}.type"), "missing")),
+            None => return Err(TranslateError::new(format!("{}.type", at()), "missing")),
         }
     }
     let content = if cached {
@@ -344,11 +350,11 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
 }
 
 /// A `tool_result` block as a `tool` message.
-fn tool_message(block: &Value, at: &str) -> Result<Value, TranslateError> {
+fn tool_message(block: &Value, at: &dyn Fn() -> String) -> Result<Value, TranslateError> {
     let id = block
         .get("tool_use_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.tool_use_id"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.tool_use_id", at()), "missing"))?;
     let content = match block.get("content") {
         None | Some(Value::Null) => Value::String(String::new()),
         Some(Value::String(text)) => Value::String(text.clone()),
@@ -356,12 +362,12 @@ fn tool_message(block: &Value, at: &str) -> Result<Value, TranslateError> {
             blocks
                 .iter()
                 .enumerate()
-                .map(|(k, b)| part_of(b, &format!("{at}.content[{k}]")))
+                .map(|(k, b)| part_of(b, &|| format!("{}.content[{k}]", at())))
                 .collect::<Result<_, _>>()?,
         ),
         Some(_) => {
             return Err(TranslateError::new(
-                format!("{at}.content"),
+                format!("{}.content", at()),
                 "not a string or a list of blocks",
             ));
         }
@@ -377,21 +383,21 @@ fn tool_message(block: &Value, at: &str) -> Result<Value, TranslateError> {
 }
 
 /// A content block as a canonical content part.
-fn part_of(block: &Value, at: &str) -> Result<Value, TranslateError> {
+fn part_of(block: &Value, at: &dyn Fn() -> String) -> Result<Value, TranslateError> {
     let kind = block
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.type"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.type", at()), "missing"))?;
     let mut part = match kind {
         "text" => {
             let text = block
                 .get("text")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.text"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(format!("{}.text", at()), "missing"))?;
             json!({"type": "text", "text": text})
         }
         "image" => {
-            let url = url_of(block.get("source"), &format!("{at}.source"))?;
+            let url = url_of(block.get("source"), &|| format!("{}.source", at()))?;
             json!({"type": "image_url", "image_url": {"url": url}})
         }
         "document" => {
@@ -403,16 +409,16 @@ fn part_of(block: &Value, at: &str) -> Result<Value, TranslateError> {
                 || media != Some("application/pdf")
             {
                 return Err(TranslateError::new(
-                    format!("{at}.source"),
+                    format!("{}.source", at()),
                     "the chat form carries only base64 PDF documents",
                 ));
             }
-            let url = url_of(source, &format!("{at}.source"))?;
+            let url = url_of(source, &|| format!("{}.source", at()))?;
             json!({"type": "file", "file": {"file_data": url}})
         }
         other => {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                format!("{}.type", at()),
                 format!("the chat form has no `{other}` content"),
             ));
         }
@@ -428,27 +434,27 @@ fn part_of(block: &Value, at: &str) -> Result<Value, TranslateError> {
 
 /// An image's or document's source as a URL: base64 as a `data:` URL, a `url` source as its
 /// URL.
-fn url_of(source: Option<&Value>, at: &str) -> Result<String, TranslateError> {
-    let source = source.ok_or_else(|| TranslateError::new(at, "missing"))?;
+fn url_of(source: Option<&Value>, at: &dyn Fn() -> String) -> Result<String, TranslateError> {
+    let source = source.ok_or_else(|| TranslateError::new(at(), "missing"))?;
     match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
             let media = source
                 .get("media_type")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.media_type"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(format!("{}.media_type", at()), "missing"))?;
             let data = source
                 .get("data")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.data"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(format!("{}.data", at()), "missing"))?;
             Ok(format!("data:{media};base64,{data}"))
         }
         Some("url") => source
             .get("url")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| TranslateError::new(format!("{at}.url"), "missing")),
+            .ok_or_else(|| TranslateError::new(format!("{}.url", at()), "missing")),
         _ => Err(TranslateError::new(
-            format!("{at}.type"),
+            format!("{}.type", at()),
             "the chat form carries base64 and url sources only",
         )),
     }

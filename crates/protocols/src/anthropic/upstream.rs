@@ -814,6 +814,17 @@ pub fn usage_to_chat(usage: Option<&Value>) -> Value {
 /// as JSON text, finishing with `stop`. `stop_reason` is mapped by [`finish_reason_of`], the
 /// usage by [`usage_to_chat`].
 pub fn answer_to_chat(answer: &Value, model: &str) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, model)?.into_value())
+}
+
+/// [`answer_to_chat`] written straight to the bytes of the canonical answer: the same answer,
+/// built from the borrowed parts of `answer` without a tree of its own.
+pub fn answer_bytes_to_chat(answer: &Value, model: &str) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, model)?)
+}
+
+/// The `chat.completion` of a Messages answer, borrowing from it.
+fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, TranslateError> {
     if answer.get("type").and_then(Value::as_str) == Some("error") {
         return Err(TranslateError::new(
             "error",
@@ -824,33 +835,23 @@ pub fn answer_to_chat(answer: &Value, model: &str) -> Result<Value, TranslateErr
         .get("content")
         .and_then(Value::as_array)
         .ok_or_else(|| TranslateError::new("content", "missing"))?;
-    let mut text = String::new();
+    let mut texts: Vec<&str> = Vec::with_capacity(1);
     let mut has_text = false;
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
-    let mut tool_calls = Vec::new();
+    let mut calls: Vec<&Value> = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
                 has_text = true;
-                text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+                texts.push(block.get("text").and_then(Value::as_str).unwrap_or(""));
             }
-            Some("tool_use") => {
-                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
-                tool_calls.push(json!({
-                    "id": block.get("id").cloned().unwrap_or(Value::Null),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name").cloned().unwrap_or(Value::Null),
-                        "arguments": input.to_string(),
-                    },
-                }));
-            }
+            Some("tool_use") => calls.push(block),
             Some("thinking") => {
                 reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""));
-                thinking_blocks.push(block.clone());
+                thinking_blocks.push(Out::Ref(block));
             }
-            Some("redacted_thinking") => thinking_blocks.push(block.clone()),
+            Some("redacted_thinking") => thinking_blocks.push(Out::Ref(block)),
             // Server tools' blocks (web search results, ...) carry nothing the chat form has.
             Some(_) => {}
             None => return Err(TranslateError::new(format!("content[{i}].type"), "missing")),
@@ -861,45 +862,62 @@ pub fn answer_to_chat(answer: &Value, model: &str) -> Result<Value, TranslateErr
         .and_then(Value::as_str)
         .map(finish_reason_of)
         .unwrap_or("stop");
-    let mut content = has_text.then_some(Value::String(text));
-    if let [call] = tool_calls.as_slice() {
-        if call["function"]["name"] == RESPONSE_FORMAT_TOOL {
-            let arguments = &call["function"]["arguments"];
-            let input: Value = arguments
-                .as_str()
-                .and_then(|a| serde_json::from_str(a).ok())
-                .unwrap_or(Value::Null);
-            let json_text = match input.get("values") {
+    let mut content = match texts.as_slice() {
+        _ if !has_text => Out::Null,
+        [text] => Out::Str(text),
+        texts => Out::String(texts.concat()),
+    };
+    // A call's input as JSON text (none: `{}`).
+    let arguments = |call: &Value| {
+        call.get("input")
+            .map_or_else(|| "{}".to_string(), Value::to_string)
+    };
+    if let [call] = calls.as_slice() {
+        if call.get("name").and_then(Value::as_str) == Some(RESPONSE_FORMAT_TOOL) {
+            let json_text = match call.get("input").and_then(|input| input.get("values")) {
                 Some(values) => values.to_string(),
-                None => arguments.as_str().unwrap_or("").to_string(),
+                None => arguments(call),
             };
-            content = Some(Value::String(json_text));
-            tool_calls.clear();
+            content = Out::String(json_text);
+            calls.clear();
             finish_reason = "stop";
         }
     }
-    let mut message = Map::new();
-    message.insert("role".into(), "assistant".into());
-    message.insert("content".into(), content.unwrap_or(Value::Null));
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
+    let mut message = Obj::with_capacity(5);
+    message.push("role", "assistant");
+    message.push("content", content);
+    if !calls.is_empty() {
+        let tool_calls: Vec<Out<'_>> = calls
+            .iter()
+            .map(|call| {
+                obj! {
+                    "id": call.get("id").map_or(Out::Null, Out::Ref),
+                    "type": "function",
+                    "function": obj! {
+                        "name": call.get("name").map_or(Out::Null, Out::Ref),
+                        "arguments": arguments(call),
+                    },
+                }
+            })
+            .collect();
+        message.push("tool_calls", tool_calls);
     }
     if !thinking_blocks.is_empty() {
-        message.insert("reasoning_content".into(), reasoning.into());
-        message.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
+        message.push("reasoning_content", reasoning);
+        message.push("thinking_blocks", thinking_blocks);
     }
-    Ok(json!({
-        "id": answer.get("id").cloned().unwrap_or_else(|| "msg_".into()),
+    Ok(obj! {
+        "id": answer.get("id").map_or(Out::Str("msg_"), Out::Ref),
         "object": "chat.completion",
         "created": unix_now(),
         "model": answer.get("model").and_then(Value::as_str).unwrap_or(model),
-        "choices": [{
-            "index": 0,
-            "message": Value::Object(message),
+        "choices": vec![obj! {
+            "index": 0u64,
+            "message": message,
             "finish_reason": finish_reason,
         }],
         "usage": usage_to_chat(answer.get("usage")),
-    }))
+    })
 }
 
 /// A Messages stream as canonical `chat.completion.chunk`s: [`ChatChunks::push`] takes each
