@@ -134,10 +134,7 @@ fn request_out<'a>(chat: &'a Value, model: &'a str) -> Result<Out<'a>, Translate
         let lone_plain = system.len() == 1 && !system[0].has_field("cache_control");
         let lone_text = match system.first() {
             Some(Out::Object(block)) if lone_plain => block.get("text").cloned(),
-            Some(block) if lone_plain => match block {
-                Out::Ref(block) => block.get("text").map(Out::Ref),
-                _ => None,
-            },
+            Some(Out::Ref(block)) if lone_plain => block.get("text").map(Out::Ref),
             _ => None,
         };
         out.push("system", lone_text.unwrap_or(Out::Array(system)));
