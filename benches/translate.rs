@@ -1,6 +1,20 @@
-//! Protocol translation on a call's path (target: <= 5 µs added to a call for a 2 KB request):
-//! a 2 KB request translated from the caller's protocol to the canonical chat form and from it
-//! to each upstream protocol, and a canonical answer translated back to the caller's protocol.
+//! Protocol translation on a call's path (target: <= 5 µs added to a call for a 2 KB request).
+//!
+//! Two groups:
+//!
+//! - `translate_2kb`: each translator alone, `Value` in and `Value` out (a 2 KB request from
+//!   the caller's protocol to the canonical chat form and from it to each upstream protocol, a
+//!   canonical answer back to the caller's protocol).
+//! - `translate_2kb_call`: what a call does with its bodies, bytes in to bytes out, translated
+//!   and not. A call whose caller and deployment speak one protocol parses the caller's JSON
+//!   once and writes the canonical request to bytes for the upstream (`request_untranslated`),
+//!   and checks the upstream's answer once and copies its bytes to the caller
+//!   (`answer_untranslated`). A translated call does the same with a translation in between:
+//!   the caller's bytes parsed, translated, the upstream's request written (the HTTP backends
+//!   write it straight from the canonical request); the upstream's answer parsed, translated,
+//!   written. **What translation adds to a call is a translated row less its untranslated
+//!   one**: `request_*` rows less `request_untranslated`, `answer_*` rows less
+//!   `answer_untranslated` (docs/benchmarks.md has the numbers).
 //!
 //! Run: `cargo bench -p ferrolite-benches --bench translate`.
 
@@ -11,6 +25,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrolite::protocols::{anthropic, converse, gemini, responses};
+use ferrolite::router::Body;
 use serde_json::{Value, json};
 
 /// A ~2 KB conversation: a system prompt, three turns, a tool and a tool call with its result.
@@ -102,6 +117,100 @@ fn translate(c: &mut Criterion) {
             let out = converse::request_from_chat(&chat).expect("out");
             let back = anthropic::client::answer_from_chat(black_box(&answer)).expect("back");
             (out, back)
+        })
+    });
+    group.finish();
+
+    // Bytes in to bytes out, as a call does it (see the module documentation).
+    let chat_bytes = serde_json::to_vec(&chat).expect("chat bytes");
+    let messages_bytes = serde_json::to_vec(&messages).expect("messages bytes");
+    let responses_bytes = serde_json::to_vec(&responses_request).expect("responses bytes");
+    let answer_bytes = serde_json::to_vec(&answer).expect("answer bytes");
+    let native_answer_bytes = serde_json::to_vec(&native_answer).expect("native answer bytes");
+    let converse_answer_bytes = serde_json::to_vec(&json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": "word ".repeat(80)}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 500, "outputTokens": 80, "totalTokens": 580},
+    }))
+    .expect("converse answer bytes");
+    let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).expect("JSON");
+    let mut group = c.benchmark_group("translate_2kb_call");
+    group.bench_function("request_untranslated", |b| {
+        b.iter(|| serde_json::to_vec(&parse(black_box(&chat_bytes))).expect("out"))
+    });
+    group.bench_function("request_messages_to_chat", |b| {
+        b.iter(|| {
+            let chat = anthropic::client::request_to_chat(&parse(black_box(&messages_bytes)));
+            serde_json::to_vec(&chat.expect("in")).expect("out")
+        })
+    });
+    group.bench_function("request_responses_to_chat", |b| {
+        b.iter(|| {
+            let chat = responses::request_to_chat(&parse(black_box(&responses_bytes)));
+            serde_json::to_vec(&chat.expect("in")).expect("out")
+        })
+    });
+    group.bench_function("request_chat_to_anthropic", |b| {
+        b.iter(|| {
+            let chat = parse(black_box(&chat_bytes));
+            anthropic::upstream::request_bytes_from_chat(&chat, "claude-sonnet-4-5", false)
+                .expect("out")
+        })
+    });
+    group.bench_function("request_chat_to_converse", |b| {
+        b.iter(|| converse::request_bytes_from_chat(&parse(black_box(&chat_bytes))).expect("out"))
+    });
+    group.bench_function("request_chat_to_gemini", |b| {
+        b.iter(|| {
+            let chat = parse(black_box(&chat_bytes));
+            gemini::request_bytes_from_chat(&chat, "gemini-2.5-flash").expect("out")
+        })
+    });
+    group.bench_function("request_messages_to_converse", |b| {
+        b.iter(|| {
+            let chat = anthropic::client::request_to_chat(&parse(black_box(&messages_bytes)));
+            converse::request_bytes_from_chat(&chat.expect("in")).expect("out")
+        })
+    });
+    group.bench_function("answer_untranslated", |b| {
+        b.iter(|| {
+            let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
+            body.as_bytes().to_vec()
+        })
+    });
+    group.bench_function("answer_anthropic_to_chat", |b| {
+        b.iter(|| {
+            let native = parse(black_box(&native_answer_bytes));
+            let chat = anthropic::upstream::answer_to_chat(&native, "claude").expect("answer");
+            Body::from_value(&chat).as_bytes().to_vec()
+        })
+    });
+    group.bench_function("answer_chat_to_messages", |b| {
+        b.iter(|| {
+            let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
+            let canonical = body.to_value().expect("JSON");
+            anthropic::client::answer_bytes_from_chat(&canonical, "claude").expect("out")
+        })
+    });
+    group.bench_function("answer_chat_to_responses", |b| {
+        b.iter(|| {
+            let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
+            let canonical = body.to_value().expect("JSON");
+            responses::answer_bytes_from_chat(&canonical, &responses_request, "claude")
+                .expect("out")
+        })
+    });
+    // A Messages client's answer from a Bedrock deployment: the Converse answer to the
+    // canonical one (the backend), and that to a Messages answer (the gateway).
+    group.bench_function("answer_converse_to_messages", |b| {
+        b.iter(|| {
+            let native = parse(black_box(&converse_answer_bytes));
+            let chat =
+                converse::answer_bytes_to_chat(&native, "anthropic.claude", false, "chatcmpl-1")
+                    .expect("answer");
+            let body = Body::parse(chat).expect("chat");
+            let canonical = body.to_value().expect("JSON");
+            anthropic::client::answer_bytes_from_chat(&canonical, "claude").expect("out")
         })
     });
     group.finish();

@@ -33,9 +33,10 @@
 //! Request fields with no meaning upstream (`model`, `stream`, `stream_options`, `user`,
 //! `metadata`, `store`, and the router's own) are left out.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::TranslateError;
+use crate::out::{self, Obj, Out, obj};
 
 /// The tool a `response_format` is asked through (LiteLLM's `RESPONSE_FORMAT_TOOL_NAME`).
 pub const RESPONSE_FORMAT_TOOL_NAME: &str = "json_tool_call";
@@ -82,17 +83,28 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// A canonical chat request as a Converse request body (see the module documentation).
 pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
+    Ok(request_out(chat)?.into_value())
+}
+
+/// [`request_from_chat`] written straight to the bytes sent: the same body, built from the
+/// borrowed parts of `chat` without a tree of its own.
+pub fn request_bytes_from_chat(chat: &Value) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&request_out(chat)?)
+}
+
+/// The Converse request body of `chat`, borrowing from it.
+fn request_out(chat: &Value) -> Result<Out<'_>, TranslateError> {
     let object = chat
         .as_object()
         .ok_or_else(|| TranslateError::new("", "a chat request is a JSON object"))?;
-    let mut body = Map::new();
-    let mut inference = Map::new();
-    let mut additional = Map::new();
-    let mut tools: Vec<Value> = Vec::new();
-    let mut tool_choice: Option<Value> = None;
-    let mut thinking: Option<Value> = None;
+    let mut body = Obj::with_capacity(6);
+    let mut inference = Obj::new();
+    let mut additional = Obj::new();
+    let mut tools: Vec<Out<'_>> = Vec::new();
+    let mut tool_choice: Option<Out<'_>> = None;
+    let mut thinking: Option<Out<'_>> = None;
     // The tool a `response_format` forces, over any `tool_choice`.
-    let mut forced: Option<Value> = None;
+    let mut forced: Option<Out<'_>> = None;
 
     for (name, value) in object {
         let name = name.as_str();
@@ -129,21 +141,21 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                 let tokens = value
                     .as_u64()
                     .ok_or_else(|| TranslateError::new(name, "expected a non-negative integer"))?;
-                inference.insert("maxTokens".into(), tokens.into());
+                inference.insert("maxTokens", tokens);
             }
             "temperature" => {
-                inference.insert("temperature".into(), number(name, value)?);
+                inference.insert("temperature", number(name, value)?);
             }
             "top_p" => {
-                inference.insert("topP".into(), number(name, value)?);
+                inference.insert("topP", number(name, value)?);
             }
             "stop" => match value {
                 Value::String(stop) if stop.is_empty() => {}
                 Value::String(stop) => {
-                    inference.insert("stopSequences".into(), json!([stop]));
+                    inference.insert("stopSequences", vec![Out::Str(stop)]);
                 }
                 Value::Array(stops) if stops.iter().all(Value::is_string) => {
-                    inference.insert("stopSequences".into(), value.clone());
+                    inference.insert("stopSequences", value);
                 }
                 _ => {
                     return Err(TranslateError::new(
@@ -156,8 +168,9 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                 let list = value
                     .as_array()
                     .ok_or_else(|| TranslateError::new("tools", "expected an array"))?;
+                tools.reserve(list.len());
                 for (i, tool) in list.iter().enumerate() {
-                    tools.push(tool_spec(tool, &format!("tools[{i}]"))?);
+                    tools.push(tool_spec(tool, i)?);
                 }
             }
             "tool_choice" => tool_choice = Some(tool_choice_of(value)?),
@@ -167,9 +180,9 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                     forced = Some(choice);
                 }
             }
-            "thinking" => thinking = Some(value.clone()),
+            "thinking" => thinking = Some(Out::Ref(value)),
             "reasoning_effort" => {
-                let budget = match value.as_str() {
+                let budget: u64 = match value.as_str() {
                     Some("low" | "minimal") => 1024,
                     Some("medium") => 2048,
                     Some("high") => 4096,
@@ -180,10 +193,10 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                         ));
                     }
                 };
-                thinking.get_or_insert(json!({"type": "enabled", "budget_tokens": budget}));
+                thinking.get_or_insert(obj! {"type": "enabled", "budget_tokens": budget});
             }
             "top_k" => {
-                additional.insert("top_k".into(), value.clone());
+                additional.insert("top_k", value);
             }
             "service_tier" => {
                 let tier = match value.as_str() {
@@ -196,18 +209,18 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                         ));
                     }
                 };
-                body.insert("serviceTier".into(), json!({"type": tier}));
+                body.insert("serviceTier", obj! {"type": tier});
             }
             "additionalModelRequestFields" => {
                 let fields = value.as_object().ok_or_else(|| {
                     TranslateError::new("additionalModelRequestFields", "expected an object")
                 })?;
                 for (k, v) in fields {
-                    additional.insert(k.clone(), v.clone());
+                    additional.insert(k, v);
                 }
             }
             _ if PASSED.contains(&name) => {
-                body.insert(name.into(), value.clone());
+                body.insert(name, value);
             }
             _ if REFUSED.contains(&name) => {
                 return Err(TranslateError::new(
@@ -218,7 +231,7 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
             // Anything else is the model's own (LiteLLM sends such fields in
             // `additionalModelRequestFields`).
             _ => {
-                additional.insert(name.into(), value.clone());
+                additional.insert(name, value);
             }
         }
     }
@@ -227,22 +240,30 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
         tool_choice = forced;
     }
     if let Some(thinking) = thinking {
-        let enabled = thinking.get("type").and_then(Value::as_str) == Some("enabled");
+        let enabled = thinking.str_field("type") == Some("enabled");
         if enabled {
             // Claude refuses a forced tool while it thinks; LiteLLM relaxes it to `auto`.
             if tool_choice
                 .as_ref()
-                .is_some_and(|c| c.get("any").is_some() || c.get("tool").is_some())
+                .is_some_and(|c| c.has_field("any") || c.has_field("tool"))
             {
-                tool_choice = Some(json!({"auto": {}}));
+                tool_choice = Some(obj! {"auto": Obj::new()});
             }
             if !inference.contains_key("maxTokens") {
-                if let Some(budget) = thinking.get("budget_tokens").and_then(Value::as_u64) {
-                    inference.insert("maxTokens".into(), (budget + DEFAULT_MAX_TOKENS).into());
+                let budget = match &thinking {
+                    Out::Ref(t) => t.get("budget_tokens").and_then(Value::as_u64),
+                    Out::Object(t) => match t.get("budget_tokens") {
+                        Some(Out::U64(n)) => Some(*n),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(budget) = budget {
+                    inference.insert("maxTokens", budget + DEFAULT_MAX_TOKENS);
                 }
             }
         }
-        additional.insert("thinking".into(), thinking);
+        additional.insert("thinking", thinking);
     }
 
     let messages = object
@@ -252,27 +273,24 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
         .ok_or_else(|| TranslateError::new("messages", "expected an array"))?;
     let (system, turns) = messages_of(messages, !tools.is_empty())?;
     if !system.is_empty() {
-        body.insert("system".into(), Value::Array(system));
+        body.insert("system", system);
     }
-    body.insert("messages".into(), Value::Array(turns));
+    body.insert("messages", turns);
     if !inference.is_empty() {
-        body.insert("inferenceConfig".into(), Value::Object(inference));
+        body.insert("inferenceConfig", inference);
     }
     if !tools.is_empty() {
-        let mut config = Map::new();
-        config.insert("tools".into(), Value::Array(tools));
+        let mut config = Obj::with_capacity(2);
+        config.push("tools", tools);
         if let Some(choice) = tool_choice {
-            config.insert("toolChoice".into(), choice);
+            config.push("toolChoice", choice);
         }
-        body.insert("toolConfig".into(), Value::Object(config));
+        body.insert("toolConfig", config);
     }
     if !additional.is_empty() {
-        body.insert(
-            "additionalModelRequestFields".into(),
-            Value::Object(additional),
-        );
+        body.insert("additionalModelRequestFields", additional);
     }
-    Ok(Value::Object(body))
+    Ok(Out::Object(body))
 }
 
 /// Whether `chat` asks for JSON through `response_format` (LiteLLM's JSON mode): then the
@@ -285,49 +303,54 @@ pub fn json_mode(chat: &Value) -> bool {
         .is_some_and(|t| t != "text")
 }
 
-fn number(field: &str, value: &Value) -> Result<Value, TranslateError> {
+fn number<'a>(field: &str, value: &'a Value) -> Result<Out<'a>, TranslateError> {
     if value.is_number() {
-        Ok(value.clone())
+        Ok(Out::Ref(value))
     } else {
         Err(TranslateError::new(field, "expected a number"))
     }
 }
 
-/// An OpenAI function tool as a Converse `toolSpec`.
-fn tool_spec(tool: &Value, at: &str) -> Result<Value, TranslateError> {
+/// An OpenAI function tool (`tools[i]`) as a Converse `toolSpec`.
+fn tool_spec(tool: &Value, i: usize) -> Result<Out<'_>, TranslateError> {
     if let Some(kind) = tool.get("type").and_then(Value::as_str) {
         if kind != "function" {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                format!("tools[{i}].type"),
                 format!("Converse takes function tools, not `{kind}`"),
             ));
         }
     }
     let function = tool
         .get("function")
-        .ok_or_else(|| TranslateError::new(format!("{at}.function"), "required"))?;
+        .ok_or_else(|| TranslateError::new(format!("tools[{i}].function"), "required"))?;
     let name = function
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.function.name"), "required"))?;
-    let schema = function
-        .get("parameters")
-        .cloned()
-        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    let mut spec = Map::new();
-    spec.insert("name".into(), name.into());
+        .ok_or_else(|| TranslateError::new(format!("tools[{i}].function.name"), "required"))?;
+    let schema = match function.get("parameters") {
+        Some(schema) => Out::Ref(schema),
+        None => empty_object_schema(),
+    };
+    let mut spec = Obj::with_capacity(3);
+    spec.push("name", name);
     if let Some(description) = function.get("description").and_then(Value::as_str) {
-        spec.insert("description".into(), description.into());
+        spec.push("description", description);
     }
-    spec.insert("inputSchema".into(), json!({ "json": schema }));
-    Ok(json!({ "toolSpec": spec }))
+    spec.push("inputSchema", obj! {"json": schema});
+    Ok(obj! {"toolSpec": spec})
+}
+
+/// `{"type": "object", "properties": {}}`.
+fn empty_object_schema<'a>() -> Out<'a> {
+    obj! {"type": "object", "properties": Obj::new()}
 }
 
 /// `tool_choice` as Converse's `toolChoice`.
-fn tool_choice_of(value: &Value) -> Result<Value, TranslateError> {
+fn tool_choice_of(value: &Value) -> Result<Out<'_>, TranslateError> {
     match value {
-        Value::String(choice) if choice == "auto" => Ok(json!({"auto": {}})),
-        Value::String(choice) if choice == "required" => Ok(json!({"any": {}})),
+        Value::String(choice) if choice == "auto" => Ok(obj! {"auto": Obj::new()}),
+        Value::String(choice) if choice == "required" => Ok(obj! {"any": Obj::new()}),
         Value::String(choice) if choice == "none" => Err(TranslateError::new(
             "tool_choice",
             "Converse has no `none` tool choice: leave the tools out instead",
@@ -338,7 +361,7 @@ fn tool_choice_of(value: &Value) -> Result<Value, TranslateError> {
                 .and_then(|f| f.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| TranslateError::new("tool_choice.function.name", "required"))?;
-            Ok(json!({"tool": {"name": name}}))
+            Ok(obj! {"tool": obj! {"name": name}})
         }
         _ => Err(TranslateError::new(
             "tool_choice",
@@ -347,8 +370,11 @@ fn tool_choice_of(value: &Value) -> Result<Value, TranslateError> {
     }
 }
 
+/// The tool and the tool choice of a `response_format`.
+type FormatTool<'a> = (Out<'a>, Out<'a>);
+
 /// `response_format` as LiteLLM asks it of Converse: a tool of the wanted schema, forced.
-fn response_format_tool(value: &Value) -> Result<Option<(Value, Value)>, TranslateError> {
+fn response_format_tool(value: &Value) -> Result<Option<FormatTool<'_>>, TranslateError> {
     let kind = value
         .get("type")
         .and_then(Value::as_str)
@@ -361,7 +387,7 @@ fn response_format_tool(value: &Value) -> Result<Option<(Value, Value)>, Transla
                 .get("json_schema")
                 .ok_or_else(|| TranslateError::new("response_format.json_schema", "required"))?;
             (
-                spec.get("schema").cloned(),
+                spec.get("schema"),
                 spec.get("description").and_then(Value::as_str),
             )
         }
@@ -372,22 +398,19 @@ fn response_format_tool(value: &Value) -> Result<Option<(Value, Value)>, Transla
             ));
         }
     };
-    let schema = value
-        .get("response_schema")
-        .cloned()
-        .or(schema)
-        .unwrap_or_else(
-            || json!({"type": "object", "additionalProperties": true, "properties": {}}),
-        );
-    let mut spec = Map::new();
-    spec.insert("name".into(), RESPONSE_FORMAT_TOOL_NAME.into());
+    let schema = match value.get("response_schema").or(schema) {
+        Some(schema) => Out::Ref(schema),
+        None => obj! {"type": "object", "additionalProperties": true, "properties": Obj::new()},
+    };
+    let mut spec = Obj::with_capacity(3);
+    spec.push("name", RESPONSE_FORMAT_TOOL_NAME);
     if let Some(description) = description {
-        spec.insert("description".into(), description.into());
+        spec.push("description", description);
     }
-    spec.insert("inputSchema".into(), json!({ "json": schema }));
+    spec.push("inputSchema", obj! {"json": schema});
     Ok(Some((
-        json!({ "toolSpec": spec }),
-        json!({"tool": {"name": RESPONSE_FORMAT_TOOL_NAME}}),
+        obj! {"toolSpec": spec},
+        obj! {"tool": obj! {"name": RESPONSE_FORMAT_TOOL_NAME}},
     )))
 }
 
@@ -395,222 +418,274 @@ fn response_format_tool(value: &Value) -> Result<Option<(Value, Value)>, Transla
 fn messages_of(
     messages: &[Value],
     have_tools: bool,
-) -> Result<(Vec<Value>, Vec<Value>), TranslateError> {
+) -> Result<(Vec<Out<'_>>, Vec<Out<'_>>), TranslateError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Out<'_>>)> = Vec::with_capacity(messages.len());
     for (i, message) in messages.iter().enumerate() {
-        let at = format!("messages[{i}]");
+        let at = Path::Message(i);
         let role = message
             .get("role")
             .and_then(Value::as_str)
-            .ok_or_else(|| TranslateError::new(format!("{at}.role"), "required"))?;
+            .ok_or_else(|| TranslateError::new(format!("messages[{i}].role"), "required"))?;
         let content = message.get("content").unwrap_or(&Value::Null);
         let (turn_role, blocks) = match role {
             "system" | "developer" => {
-                system.extend(text_blocks(content, &format!("{at}.content"))?);
+                text_blocks(content, at, &mut system)?;
                 continue;
             }
-            "user" => ("user", user_blocks(content, &format!("{at}.content"))?),
-            "assistant" => ("assistant", assistant_blocks(message, &at, have_tools)?),
+            "user" => ("user", user_blocks(content, at)?),
+            "assistant" => ("assistant", assistant_blocks(message, i, have_tools)?),
             "tool" => {
                 if !have_tools {
                     return Err(TranslateError::new(
                         "tools",
-                        format!("{at} is a tool result: Converse needs the `tools` it answers"),
+                        format!(
+                            "messages[{i}] is a tool result: Converse needs the `tools` it answers"
+                        ),
                     ));
                 }
                 let id = message
                     .get("tool_call_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.tool_call_id"), "required"))?;
-                let mut result = text_blocks(content, &format!("{at}.content"))?;
-                result.retain(|b| b.get("cachePoint").is_none());
+                    .ok_or_else(|| {
+                        TranslateError::new(format!("messages[{i}].tool_call_id"), "required")
+                    })?;
+                let mut result = Vec::new();
+                text_blocks(content, at, &mut result)?;
+                result.retain(|b| !b.has_field("cachePoint"));
                 if result.is_empty() {
-                    result.push(json!({"text": ""}));
+                    result.push(obj! {"text": ""});
                 }
                 (
                     "user",
-                    vec![json!({"toolResult": {"toolUseId": id, "content": result}})],
+                    vec![obj! {"toolResult": obj! {"toolUseId": id, "content": result}}],
                 )
             }
             other => {
                 return Err(TranslateError::new(
-                    format!("{at}.role"),
+                    format!("messages[{i}].role"),
                     format!("Converse has no `{other}` role"),
                 ));
             }
         };
         if turns.is_empty() && turn_role != "user" {
             return Err(TranslateError::new(
-                format!("{at}.role"),
+                format!("messages[{i}].role"),
                 "a Converse conversation starts with the user's turn",
             ));
         }
         match turns.last_mut() {
-            Some((last, content)) if last == turn_role => content.extend(blocks),
-            _ => turns.push((turn_role.to_string(), blocks)),
+            Some((last, content)) if *last == turn_role => content.extend(blocks),
+            _ => turns.push((turn_role, blocks)),
         }
     }
     let turns = turns
         .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
+        .map(|(role, content)| obj! {"role": role, "content": content})
         .collect();
     Ok((system, turns))
 }
 
-/// A `cachePoint` block when `part` has `cache_control`.
-fn cache_point(part: &Value) -> Option<Value> {
-    part.get("cache_control")
-        .filter(|c| !c.is_null())
-        .map(|_| json!({"cachePoint": {"type": "default"}}))
+/// Where a content list stands, for the error naming a part of it: built only on failure.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// `messages[i].content`.
+    Message(usize),
+    /// `messages[i].content[j]`, a part given alone.
+    Part(usize, usize),
 }
 
-/// Text content (a string or text parts) as `{text}` blocks; empty texts left out.
-fn text_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> {
-    match content {
-        Value::Null => Ok(Vec::new()),
-        Value::String(text) if text.is_empty() => Ok(Vec::new()),
-        Value::String(text) => Ok(vec![json!({"text": text})]),
-        Value::Array(parts) => {
-            let mut blocks = Vec::new();
-            for (j, part) in parts.iter().enumerate() {
-                let at = format!("{at}[{j}]");
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        let text = part
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| TranslateError::new(format!("{at}.text"), "required"))?;
-                        if !text.is_empty() {
-                            blocks.push(json!({"text": text}));
-                            blocks.extend(cache_point(part));
-                        }
-                    }
-                    _ => {
-                        return Err(TranslateError::new(
-                            format!("{at}.type"),
-                            "only text parts are taken here",
-                        ));
-                    }
-                }
+impl Path {
+    /// The path of the content's part `j` (`field` after it when not empty).
+    fn part(self, j: usize, field: &str) -> String {
+        let dot = if field.is_empty() { "" } else { "." };
+        match self {
+            Path::Message(i) => format!("messages[{i}].content[{j}]{dot}{field}"),
+            // A part given alone is its own list's item 0.
+            Path::Part(i, k) => format!("messages[{i}].content[{k}][{j}]{dot}{field}"),
+        }
+    }
+
+    /// The path of the content itself.
+    fn whole(self) -> String {
+        match self {
+            Path::Message(i) => format!("messages[{i}].content"),
+            Path::Part(i, k) => format!("messages[{i}].content[{k}]"),
+        }
+    }
+}
+
+/// A `cachePoint` block when `part` has `cache_control`.
+fn cache_point<'a>(part: &Value) -> Option<Out<'a>> {
+    part.get("cache_control")
+        .filter(|c| !c.is_null())
+        .map(|_| obj! {"cachePoint": obj! {"type": "default"}})
+}
+
+/// One text part (`at` names it) as a `{text}` block and its `cachePoint`, added to `blocks`;
+/// an empty text left out.
+fn text_part<'a>(
+    part: &'a Value,
+    at: impl Fn(&str) -> String,
+    blocks: &mut Vec<Out<'a>>,
+) -> Result<(), TranslateError> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            let text = part
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| TranslateError::new(at("text"), "required"))?;
+            if !text.is_empty() {
+                blocks.push(obj! {"text": text});
+                blocks.extend(cache_point(part));
             }
-            Ok(blocks)
+            Ok(())
         }
         _ => Err(TranslateError::new(
-            at,
+            at("type"),
+            "only text parts are taken here",
+        )),
+    }
+}
+
+/// Text content (a string or text parts) as `{text}` blocks added to `blocks`; empty texts
+/// left out.
+fn text_blocks<'a>(
+    content: &'a Value,
+    at: Path,
+    blocks: &mut Vec<Out<'a>>,
+) -> Result<(), TranslateError> {
+    match content {
+        Value::Null => Ok(()),
+        Value::String(text) if text.is_empty() => Ok(()),
+        Value::String(text) => {
+            blocks.push(obj! {"text": text});
+            Ok(())
+        }
+        Value::Array(parts) => {
+            for (j, part) in parts.iter().enumerate() {
+                text_part(part, |field| at.part(j, field), blocks)?;
+            }
+            Ok(())
+        }
+        _ => Err(TranslateError::new(
+            at.whole(),
             "expected a string or an array of parts",
         )),
     }
 }
 
 /// A user message's content as Converse blocks.
-fn user_blocks(content: &Value, at: &str) -> Result<Vec<Value>, TranslateError> {
+fn user_blocks(content: &Value, at: Path) -> Result<Vec<Out<'_>>, TranslateError> {
     let Value::Array(parts) = content else {
-        return text_blocks(content, at);
+        let mut blocks = Vec::with_capacity(1);
+        text_blocks(content, at, &mut blocks)?;
+        return Ok(blocks);
     };
-    let mut blocks = Vec::new();
+    let Path::Message(i) = at else {
+        return Err(TranslateError::new(at.whole(), "a part of parts"));
+    };
+    let mut blocks = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
-        let at = format!("{at}[{j}]");
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
-                blocks.extend(text_blocks(&Value::Array(vec![part.clone()]), &at)?);
+                // As a list of its own (the error names its item 0).
+                text_part(part, |field| Path::Part(i, j).part(0, field), &mut blocks)?;
             }
             Some("image_url") => {
                 let url = part
                     .get("image_url")
                     .and_then(|u| u.get("url").or(Some(u)))
                     .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        TranslateError::new(format!("{at}.image_url.url"), "required")
-                    })?;
-                blocks.push(image_block(url, &format!("{at}.image_url.url"))?);
+                    .ok_or_else(|| TranslateError::new(at.part(j, "image_url.url"), "required"))?;
+                blocks.push(image_block(url, || at.part(j, "image_url.url"))?);
                 blocks.extend(cache_point(part));
             }
             Some(other) => {
                 return Err(TranslateError::new(
-                    format!("{at}.type"),
+                    at.part(j, "type"),
                     format!("Converse takes text and image parts, not `{other}`"),
                 ));
             }
-            None => return Err(TranslateError::new(format!("{at}.type"), "required")),
+            None => return Err(TranslateError::new(at.part(j, "type"), "required")),
         }
     }
     Ok(blocks)
 }
 
 /// A `data:image/{format};base64,...` URL as a Converse image block.
-fn image_block(url: &str, at: &str) -> Result<Value, TranslateError> {
+fn image_block(url: &str, at: impl Fn() -> String) -> Result<Out<'_>, TranslateError> {
     let Some(rest) = url.strip_prefix("data:") else {
         return Err(TranslateError::new(
-            at,
+            at(),
             "Converse takes images as base64 data URLs (data:image/png;base64,...), not by URL",
         ));
     };
     let (media, data) = rest
         .split_once(',')
-        .ok_or_else(|| TranslateError::new(at, "a data URL has a `,` before its data"))?;
+        .ok_or_else(|| TranslateError::new(at(), "a data URL has a `,` before its data"))?;
     let media = media
         .strip_suffix(";base64")
-        .ok_or_else(|| TranslateError::new(at, "the image's data URL is not base64"))?;
+        .ok_or_else(|| TranslateError::new(at(), "the image's data URL is not base64"))?;
     let format = media
         .strip_prefix("image/")
         .map(|f| if f == "jpg" { "jpeg" } else { f })
         .filter(|f| IMAGE_FORMATS.contains(f))
-        .ok_or_else(|| TranslateError::new(at, "Converse takes png, jpeg, gif and webp images"))?;
-    Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+        .ok_or_else(|| {
+            TranslateError::new(at(), "Converse takes png, jpeg, gif and webp images")
+        })?;
+    Ok(obj! {"image": obj! {"format": format, "source": obj! {"bytes": data}}})
 }
 
-/// An assistant message as Converse blocks: reasoning, text, tool uses.
+/// An assistant message (`messages[i]`) as Converse blocks: reasoning, text, tool uses.
 fn assistant_blocks(
     message: &Value,
-    at: &str,
+    i: usize,
     have_tools: bool,
-) -> Result<Vec<Value>, TranslateError> {
+) -> Result<Vec<Out<'_>>, TranslateError> {
     let mut blocks = Vec::new();
     if let Some(thinking) = message.get("thinking_blocks").and_then(Value::as_array) {
         for block in thinking {
             match block.get("type").and_then(Value::as_str) {
                 Some("thinking") => {
-                    let mut text = Map::new();
-                    text.insert(
-                        "text".into(),
-                        block.get("thinking").cloned().unwrap_or_else(|| "".into()),
-                    );
+                    let mut text = Obj::with_capacity(2);
+                    text.push("text", block.get("thinking").map_or(Out::Str(""), Out::Ref));
                     // An empty signature is none (Bedrock refuses it).
                     if let Some(signature) = block
                         .get("signature")
                         .filter(|s| !s.is_null() && s.as_str() != Some(""))
                     {
-                        text.insert("signature".into(), signature.clone());
+                        text.push("signature", signature);
                     }
-                    blocks.push(json!({"reasoningContent": {"reasoningText": text}}));
+                    blocks.push(obj! {"reasoningContent": obj! {"reasoningText": text}});
                 }
                 Some("redacted_thinking") => {
-                    let data = block.get("data").cloned().unwrap_or_else(|| "".into());
-                    blocks.push(json!({"reasoningContent": {"redactedContent": data}}));
+                    let data = block.get("data").map_or(Out::Str(""), Out::Ref);
+                    blocks.push(obj! {"reasoningContent": obj! {"redactedContent": data}});
                 }
                 _ => {}
             }
         }
     }
-    blocks.extend(text_blocks(
+    text_blocks(
         message.get("content").unwrap_or(&Value::Null),
-        &format!("{at}.content"),
-    )?);
+        Path::Message(i),
+        &mut blocks,
+    )?;
     if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
-        let calls = calls
-            .as_array()
-            .ok_or_else(|| TranslateError::new(format!("{at}.tool_calls"), "expected an array"))?;
+        let calls = calls.as_array().ok_or_else(|| {
+            TranslateError::new(format!("messages[{i}].tool_calls"), "expected an array")
+        })?;
         if !calls.is_empty() && !have_tools {
             return Err(TranslateError::new(
                 "tools",
-                format!("{at} calls tools: Converse needs the `tools` it called"),
+                format!("messages[{i}] calls tools: Converse needs the `tools` it called"),
             ));
         }
         for (k, call) in calls.iter().enumerate() {
-            let at = format!("{at}.tool_calls[{k}]");
-            let (id, name, input) = crate::tool_call_parts(call, &at)?;
-            blocks.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
+            let (id, name, input) =
+                crate::tool_call_parts(call, &format!("messages[{i}].tool_calls[{k}]"))?;
+            blocks.push(obj! {"toolUse": obj! {"toolUseId": id, "name": name, "input": input}});
         }
     }
     Ok(blocks)
@@ -670,6 +745,28 @@ pub fn answer_to_chat_in(
     model: &str,
     json_mode: bool,
 ) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, model, json_mode, "chatcmpl-")?.into_value())
+}
+
+/// [`answer_to_chat_in`] written straight to the bytes of the canonical answer, with `id` as
+/// its id: the same answer, built from the borrowed parts of `answer` without a tree of its
+/// own.
+pub fn answer_bytes_to_chat(
+    answer: &Value,
+    model: &str,
+    json_mode: bool,
+    id: &str,
+) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, model, json_mode, id)?)
+}
+
+/// The `chat.completion` of a Converse answer, borrowing from it.
+fn answer_out<'a>(
+    answer: &'a Value,
+    model: &'a str,
+    json_mode: bool,
+    id: &'a str,
+) -> Result<Out<'a>, TranslateError> {
     let content = answer
         .get("output")
         .and_then(|o| o.get("message"))
@@ -680,63 +777,82 @@ pub fn answer_to_chat_in(
         })
         .transpose()?
         .map_or(&[][..], Vec::as_slice);
-    let mut text = String::new();
+    let mut texts: Vec<&str> = Vec::with_capacity(1);
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
-    let mut calls = Vec::new();
+    // Each tool use's id, name and input.
+    let mut calls: Vec<(&str, &str, Option<&Value>)> = Vec::new();
     for (i, block) in content.iter().enumerate() {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
-            text.push_str(t);
+            texts.push(t);
         }
         if let Some(tool) = block.get("toolUse") {
-            let at = format!("output.message.content[{i}].toolUse");
+            let at = |field: &str| format!("output.message.content[{i}].toolUse.{field}");
             let id = tool
                 .get("toolUseId")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.toolUseId"), "required"))?;
+                .ok_or_else(|| TranslateError::new(at("toolUseId"), "required"))?;
             let name = tool
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.name"), "required"))?;
-            let input = tool.get("input").cloned().unwrap_or_else(|| json!({}));
-            calls.push(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": input.to_string()},
-            }));
+                .ok_or_else(|| TranslateError::new(at("name"), "required"))?;
+            calls.push((id, name, tool.get("input")));
         }
         if let Some(r) = block.get("reasoningContent") {
             if let Some(rt) = r.get("reasoningText") {
                 let t = rt.get("text").and_then(Value::as_str).unwrap_or("");
                 reasoning.push_str(t);
-                let mut b = json!({"type": "thinking", "thinking": t});
+                let mut b = Obj::with_capacity(3);
+                b.push("type", "thinking");
+                b.push("thinking", t);
                 if let Some(sig) = rt.get("signature") {
-                    b["signature"] = sig.clone();
+                    b.push("signature", sig);
                 }
-                thinking_blocks.push(b);
+                thinking_blocks.push(Out::Object(b));
             } else if let Some(data) = r.get("redactedContent") {
-                thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}));
+                thinking_blocks.push(obj! {"type": "redacted_thinking", "data": data});
             }
         }
     }
-    let mut message = json!({"role": "assistant", "content": text});
-    let json_call =
-        json_mode && calls.len() == 1 && calls[0]["function"]["name"] == RESPONSE_FORMAT_TOOL_NAME;
+    // A call's input as JSON text (none: `{}`).
+    let arguments =
+        |input: Option<&Value>| input.map_or_else(|| "{}".to_string(), Value::to_string);
+    let text = match texts.as_slice() {
+        [text] => Out::Str(text),
+        texts => Out::String(texts.concat()),
+    };
+    let mut message = Obj::with_capacity(5);
+    message.push("role", "assistant");
+    let json_call = json_mode
+        && matches!(calls.as_slice(), [(_, name, _)] if *name == RESPONSE_FORMAT_TOOL_NAME);
     if json_call {
-        let arguments = calls[0]["function"]["arguments"].as_str().unwrap_or("{}");
-        let content = match serde_json::from_str::<Value>(arguments) {
-            Ok(Value::Object(o)) if o.len() == 1 && o.contains_key("properties") => {
+        let input = calls.first().and_then(|(_, _, input)| *input);
+        let content = match input {
+            Some(Value::Object(o)) if o.len() == 1 && o.contains_key("properties") => {
                 o["properties"].to_string()
             }
-            _ => arguments.to_string(),
+            _ => arguments(input),
         };
-        message["content"] = content.into();
-    } else if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
+        message.push("content", content);
+    } else {
+        message.push("content", text);
+        if !calls.is_empty() {
+            let tool_calls: Vec<Out<'_>> = calls
+                .iter()
+                .map(|(id, name, input)| {
+                    obj! {
+                        "id": *id,
+                        "type": "function",
+                        "function": obj! {"name": *name, "arguments": arguments(*input)},
+                    }
+                })
+                .collect();
+            message.push("tool_calls", tool_calls);
+        }
     }
     if !thinking_blocks.is_empty() {
-        message["reasoning_content"] = reasoning.into();
-        message["thinking_blocks"] = Value::Array(thinking_blocks);
+        message.push("reasoning_content", reasoning);
+        message.push("thinking_blocks", thinking_blocks);
     }
     let stop = answer
         .get("stopReason")
@@ -747,15 +863,15 @@ pub fn answer_to_chat_in(
     } else {
         finish_reason(stop)
     };
-    let mut out = json!({
-        "id": "chatcmpl-",
+    let mut out = obj! {
+        "id": id,
         "object": "chat.completion",
         "created": unix_now(),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-    });
+        "choices": vec![obj! {"index": 0u64, "message": message, "finish_reason": finish}],
+    };
     if let Some(usage) = answer.get("usage") {
-        out["usage"] = usage_to_chat(usage);
+        out.set_field("usage", usage_to_chat(usage));
     }
     Ok(out)
 }

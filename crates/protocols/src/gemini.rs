@@ -42,6 +42,8 @@ use std::hash::{Hash, Hasher};
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::out::{self, Obj, Out, obj};
+use serde_json::value::RawValue;
 
 /// The request fields that never reach the provider: the router's and LiteLLM's own, and what
 /// the backend sets itself (the model is in the URL, streaming is the endpoint).
@@ -81,11 +83,23 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
 /// documentation). The model and whether it streams are not in the body: the caller puts them
 /// in the URL.
 pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
+    let model = chat.get("model").and_then(Value::as_str).unwrap_or("");
+    Ok(request_out(chat, model)?.into_value())
+}
+
+/// [`request_from_chat`] for `model` (the Gemini model called, whatever the request's own
+/// `model` says) written straight to the bytes sent: the same body, built from the borrowed
+/// parts of `chat` without a tree of its own.
+pub fn request_bytes_from_chat(chat: &Value, model: &str) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&request_out(chat, model)?)
+}
+
+/// The `GenerateContentRequest` of `chat` for `model`, borrowing from `chat`.
+fn request_out<'a>(chat: &'a Value, model: &str) -> Result<Out<'a>, TranslateError> {
     let object = chat
         .as_object()
         .ok_or_else(|| err("", "the request is not a JSON object"))?;
-    let model = object.get("model").and_then(Value::as_str).unwrap_or("");
-    let mut out = Map::new();
+    let mut out = Obj::with_capacity(6);
     let messages = object
         .get("messages")
         .and_then(Value::as_array)
@@ -93,16 +107,16 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
     let (system, mut contents) = contents_of(messages)?;
     if contents.is_empty() && !system.is_empty() {
         // Gemini needs one turn: LiteLLM's `_default_user_message_when_system_message_passed`.
-        contents.push(json!({"role": "user", "parts": [{"text": "."}]}));
+        contents.push(obj! {"role": "user", "parts": vec![obj! {"text": "."}]});
     }
     if !system.is_empty() {
-        out.insert("systemInstruction".into(), json!({ "parts": system }));
+        out.push("systemInstruction", obj! {"parts": system});
     }
-    out.insert("contents".into(), Value::Array(contents));
+    out.push("contents", contents);
 
-    let mut config = Map::new();
-    let mut tools: Option<Value> = None;
-    let mut tool_config: Option<Value> = None;
+    let mut config = Obj::new();
+    let mut tools: Option<Out<'_>> = None;
+    let mut tool_config: Option<Out<'_>> = None;
     for (name, value) in object {
         if value.is_null() || NOT_SENT.contains(&name.as_str()) || name == "messages" {
             continue;
@@ -110,65 +124,65 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
         let field = name.as_str();
         match field {
             "max_tokens" | "max_completion_tokens" => {
-                config.insert("maxOutputTokens".into(), integer(field, value)?);
+                config.insert("maxOutputTokens", integer(field, value)?);
             }
             "temperature" => {
-                config.insert("temperature".into(), number(field, value)?);
+                config.insert("temperature", number(field, value)?);
             }
             "top_p" => {
-                config.insert("topP".into(), number(field, value)?);
+                config.insert("topP", number(field, value)?);
             }
             "top_k" => {
-                config.insert("topK".into(), number(field, value)?);
+                config.insert("topK", number(field, value)?);
             }
             "n" => {
-                config.insert("candidateCount".into(), integer(field, value)?);
+                config.insert("candidateCount", integer(field, value)?);
             }
             "seed" => {
-                config.insert("seed".into(), integer(field, value)?);
+                config.insert("seed", integer(field, value)?);
             }
             "presence_penalty" => {
-                config.insert("presencePenalty".into(), number(field, value)?);
+                config.insert("presencePenalty", number(field, value)?);
             }
             "frequency_penalty" => {
-                config.insert("frequencyPenalty".into(), number(field, value)?);
+                config.insert("frequencyPenalty", number(field, value)?);
             }
             "logprobs" => {
                 let on = value
                     .as_bool()
                     .ok_or_else(|| err(field, "expected true or false"))?;
-                config.insert("responseLogprobs".into(), on.into());
+                config.insert("responseLogprobs", on);
             }
             "top_logprobs" => {
-                config.insert("logprobs".into(), integer(field, value)?);
+                config.insert("logprobs", integer(field, value)?);
             }
             "stop" => {
                 let stops = match value {
-                    Value::String(s) => vec![Value::String(s.clone())],
-                    Value::Array(items) if items.iter().all(Value::is_string) => items.clone(),
+                    Value::String(s) => Out::Array(vec![Out::Str(s)]),
+                    Value::Array(items) if items.iter().all(Value::is_string) => Out::Ref(value),
                     _ => return Err(err(field, "expected a string or a list of strings")),
                 };
-                config.insert("stopSequences".into(), Value::Array(stops));
+                config.insert("stopSequences", stops);
             }
             "response_format" => response_format(value, &mut config)?,
             "reasoning_effort" => {
                 let effort = value
                     .as_str()
                     .ok_or_else(|| err(field, "expected a string"))?;
-                config.insert("thinkingConfig".into(), thinking_config(effort, model)?);
+                config.insert("thinkingConfig", thinking_config(effort, model)?);
             }
             // Gemini's own parameters, passed as LiteLLM passes them.
             "safety_settings" => {
                 if !value.is_array() {
                     return Err(err(field, "expected a list of safety settings"));
                 }
-                out.insert("safetySettings".into(), value.clone());
+                out.insert("safetySettings", value);
             }
             "cached_content" => {
                 if !value.is_string() {
                     return Err(err(field, "expected the name of a cached content"));
                 }
-                out.insert("cachedContent".into(), value.clone());
+                out.insert("cachedContent", value);
             }
             "tools" => tools = tools_of(value)?,
             "tool_choice" => tool_config = Some(tool_choice(value)?),
@@ -182,21 +196,27 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
                     .iter()
                     .map(|f| json!({"type": "function", "function": f}))
                     .collect();
-                tools = tools_of(&Value::Array(as_tools)).map_err(|e| {
-                    err(
-                        e.field
-                            .replacen("tools", "functions", 1)
-                            .replace(".function", ""),
-                        e.reason,
-                    )
-                })?;
+                tools = tools_of(&Value::Array(as_tools))
+                    .map(|tools| tools.map(|t| Out::Owned(t.into_value())))
+                    .map_err(|e| {
+                        err(
+                            e.field
+                                .replacen("tools", "functions", 1)
+                                .replace(".function", ""),
+                            e.reason,
+                        )
+                    })?;
             }
             "function_call" => {
                 let choice = match value {
                     Value::Object(f) => json!({"type": "function", "function": f}),
                     other => other.clone(),
                 };
-                tool_config = Some(tool_choice(&choice).map_err(|e| err(field, e.reason))?);
+                tool_config = Some(
+                    tool_choice(&choice)
+                        .map(|c| Out::Owned(c.into_value()))
+                        .map_err(|e| err(field, e.reason))?,
+                );
             }
             "parallel_tool_calls" => {
                 let several = object
@@ -214,35 +234,35 @@ pub fn request_from_chat(chat: &Value) -> Result<Value, TranslateError> {
         }
     }
     if !config.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(config));
+        out.insert("generationConfig", config);
     }
     if let Some(tools) = tools {
-        out.insert("tools".into(), tools);
+        out.insert("tools", tools);
     }
     if let Some(tool_config) = tool_config {
-        out.insert("toolConfig".into(), tool_config);
+        out.insert("toolConfig", tool_config);
     }
-    Ok(Value::Object(out))
+    Ok(Out::Object(out))
 }
 
-fn integer(field: &str, value: &Value) -> Result<Value, TranslateError> {
+fn integer<'a>(field: &str, value: &'a Value) -> Result<Out<'a>, TranslateError> {
     if value.is_i64() || value.is_u64() {
-        Ok(value.clone())
+        Ok(Out::Ref(value))
     } else {
         Err(err(field, "expected an integer"))
     }
 }
 
-fn number(field: &str, value: &Value) -> Result<Value, TranslateError> {
+fn number<'a>(field: &str, value: &'a Value) -> Result<Out<'a>, TranslateError> {
     if value.is_number() {
-        Ok(value.clone())
+        Ok(Out::Ref(value))
     } else {
         Err(err(field, "expected a number"))
     }
 }
 
 /// `response_format` as LiteLLM's `apply_response_schema_transformation` maps it.
-fn response_format(value: &Value, config: &mut Map<String, Value>) -> Result<(), TranslateError> {
+fn response_format<'a>(value: &'a Value, config: &mut Obj<'a>) -> Result<(), TranslateError> {
     let kind = value.get("type").and_then(Value::as_str).ok_or_else(|| {
         err(
             "response_format.type",
@@ -251,21 +271,21 @@ fn response_format(value: &Value, config: &mut Map<String, Value>) -> Result<(),
     })?;
     match kind {
         "text" => {
-            config.insert("responseMimeType".into(), "text/plain".into());
+            config.insert("responseMimeType", "text/plain");
         }
         "json_object" => {
-            config.insert("responseMimeType".into(), "application/json".into());
+            config.insert("responseMimeType", "application/json");
             if let Some(schema) = value.get("response_schema") {
-                config.insert("responseSchema".into(), schema_for_gemini(schema));
+                config.insert("responseSchema", schema_for_gemini(schema));
             }
         }
         "json_schema" => {
-            config.insert("responseMimeType".into(), "application/json".into());
+            config.insert("responseMimeType", "application/json");
             let schema = value
                 .get("json_schema")
                 .and_then(|s| s.get("schema"))
                 .ok_or_else(|| err("response_format.json_schema.schema", "required"))?;
-            config.insert("responseSchema".into(), schema_for_gemini(schema));
+            config.insert("responseSchema", schema_for_gemini(schema));
         }
         _ => {
             return Err(err(
@@ -279,24 +299,41 @@ fn response_format(value: &Value, config: &mut Map<String, Value>) -> Result<(),
 
 /// A JSON schema without what Gemini's `Schema` refuses (`additionalProperties`, `strict`,
 /// `$schema`), as LiteLLM strips them.
-fn schema_for_gemini(schema: &Value) -> Value {
+fn schema_for_gemini(schema: &Value) -> Out<'_> {
+    if !has_refused_keys(schema) {
+        return Out::Ref(schema);
+    }
     match schema {
-        Value::Object(map) => Value::Object(
+        Value::Object(map) => Out::Object(Obj::from_fields(
             map.iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "additionalProperties" | "strict" | "$schema")
-                })
-                .map(|(k, v)| (k.clone(), schema_for_gemini(v)))
+                .filter(|(k, _)| !refused_key(k))
+                .map(|(k, v)| (k.as_str(), schema_for_gemini(v)))
                 .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(schema_for_gemini).collect()),
-        other => other.clone(),
+        )),
+        Value::Array(items) => Out::Array(items.iter().map(schema_for_gemini).collect()),
+        other => Out::Ref(other),
+    }
+}
+
+/// A schema key Gemini's `Schema` refuses.
+fn refused_key(key: &str) -> bool {
+    matches!(key, "additionalProperties" | "strict" | "$schema")
+}
+
+/// Whether a schema holds a key Gemini refuses, at any depth.
+fn has_refused_keys(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| refused_key(k) || has_refused_keys(v)),
+        Value::Array(items) => items.iter().any(has_refused_keys),
+        _ => false,
     }
 }
 
 /// `reasoning_effort` as LiteLLM maps it: a thinking level for Gemini 3 and later, a thinking
 /// budget before.
-fn thinking_config(effort: &str, model: &str) -> Result<Value, TranslateError> {
+fn thinking_config<'a>(effort: &str, model: &str) -> Result<Out<'a>, TranslateError> {
     let gemini_3 = model.contains("gemini-3");
     let (budget, level, include) = match effort {
         "minimal" => (THINKING_BUDGET_MINIMAL, "low", true),
@@ -311,15 +348,15 @@ fn thinking_config(effort: &str, model: &str) -> Result<Value, TranslateError> {
             ));
         }
     };
-    Ok(if gemini_3 {
+    Ok(Out::Owned(if gemini_3 {
         json!({"thinkingLevel": level, "includeThoughts": include})
     } else {
         json!({"thinkingBudget": budget, "includeThoughts": include})
-    })
+    }))
 }
 
 /// `tools` as one Gemini tool of function declarations.
-fn tools_of(value: &Value) -> Result<Option<Value>, TranslateError> {
+fn tools_of(value: &Value) -> Result<Option<Out<'_>>, TranslateError> {
     let tools = value
         .as_array()
         .ok_or_else(|| err("tools", "expected a list of tools"))?;
@@ -342,26 +379,28 @@ fn tools_of(value: &Value) -> Result<Option<Value>, TranslateError> {
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| err(format!("tools[{i}].function.name"), "required"))?;
-        let mut declaration = Map::new();
-        declaration.insert("name".into(), name.into());
+        let mut declaration = Obj::with_capacity(3);
+        declaration.push("name", name);
         if let Some(description) = function.get("description").filter(|d| !d.is_null()) {
-            declaration.insert("description".into(), description.clone());
+            declaration.push("description", description);
         }
         if let Some(parameters) = function.get("parameters").filter(|p| !p.is_null()) {
-            declaration.insert("parameters".into(), schema_for_gemini(parameters));
+            declaration.push("parameters", schema_for_gemini(parameters));
         }
-        declarations.push(Value::Object(declaration));
+        declarations.push(Out::Object(declaration));
     }
-    Ok(Some(json!([{ "functionDeclarations": declarations }])))
+    Ok(Some(Out::Array(vec![
+        obj! {"functionDeclarations": declarations},
+    ])))
 }
 
 /// `tool_choice` as `toolConfig.functionCallingConfig` (LiteLLM's `map_tool_choice_values`).
-fn tool_choice(value: &Value) -> Result<Value, TranslateError> {
+fn tool_choice(value: &Value) -> Result<Out<'_>, TranslateError> {
     let config = match value {
         Value::String(mode) => match mode.as_str() {
-            "auto" => json!({"mode": "AUTO"}),
-            "none" => json!({"mode": "NONE"}),
-            "required" => json!({"mode": "ANY"}),
+            "auto" => obj! {"mode": "AUTO"},
+            "none" => obj! {"mode": "NONE"},
+            "required" => obj! {"mode": "ANY"},
             other => {
                 return Err(err(
                     "tool_choice",
@@ -375,26 +414,17 @@ fn tool_choice(value: &Value) -> Result<Value, TranslateError> {
                 .and_then(|f| f.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| err("tool_choice.function.name", "required"))?;
-            json!({"mode": "ANY", "allowedFunctionNames": [name]})
+            obj! {"mode": "ANY", "allowedFunctionNames": vec![Out::Str(name)]}
         }
         _ => return Err(err("tool_choice", "expected a string or a function choice")),
     };
-    Ok(json!({ "functionCallingConfig": config }))
+    Ok(obj! {"functionCallingConfig": config})
 }
 
 /// The messages as system instruction parts and `contents` turns.
-fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), TranslateError> {
+fn contents_of(messages: &[Value]) -> Result<(Vec<Out<'_>>, Vec<Out<'_>>), TranslateError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let push = |turns: &mut Vec<(&'static str, Vec<Value>)>, role, parts: Vec<Value>| {
-        if parts.is_empty() {
-            return;
-        }
-        match turns.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(parts),
-            _ => turns.push((role, parts)),
-        }
-    };
+    let mut turns: Vec<(&'static str, Vec<Out<'_>>)> = Vec::with_capacity(messages.len());
     for (i, message) in messages.iter().enumerate() {
         let at = |field: &str| format!("messages[{i}].{field}");
         let role = message
@@ -403,26 +433,26 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
             .ok_or_else(|| err(at("role"), "required"))?;
         match role {
             "system" | "developer" => {
-                for text in texts_of(message.get("content"), &at("content"))? {
-                    system.push(json!({ "text": text }));
+                for text in texts_of(message.get("content"), || at("content"))? {
+                    system.push(obj! {"text": text});
                 }
             }
             "user" => {
-                let mut parts = user_parts(message.get("content"), &at("content"))?;
-                if !parts.is_empty() && !parts.iter().any(|p| p.get("text").is_some()) {
+                let mut parts = user_parts(message.get("content"), i)?;
+                if !parts.is_empty() && !parts.iter().any(|p| p.has_field("text")) {
                     // Vertex AI refuses a user turn without text ("must have a text
                     // parameter"); LiteLLM adds a blank one.
-                    parts.push(json!({ "text": " " }));
+                    parts.push(obj! {"text": " "});
                 }
                 push(&mut turns, "user", parts);
             }
             "assistant" => {
-                let mut parts: Vec<Value> = texts_of(message.get("content"), &at("content"))?
+                let mut parts: Vec<Out<'_>> = texts_of(message.get("content"), || at("content"))?
                     .into_iter()
-                    .map(|text| json!({ "text": text }))
+                    .map(|text| obj! {"text": text})
                     .collect();
                 if let Some(call) = message.get("function_call").filter(|c| !c.is_null()) {
-                    parts.push(function_call_part(call, &at("function_call"))?);
+                    parts.push(function_call_part(call, || at("function_call"))?);
                 }
                 if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
                     let calls = calls
@@ -435,10 +465,9 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
                                 "required",
                             )
                         })?;
-                        let mut part = function_call_part(
-                            function,
-                            &format!("messages[{i}].tool_calls[{j}].function"),
-                        )?;
+                        let mut part = function_call_part(function, || {
+                            format!("messages[{i}].tool_calls[{j}].function")
+                        })?;
                         let signature = call
                             .get("id")
                             .and_then(Value::as_str)
@@ -446,7 +475,7 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
                             .map(|(_, signature)| signature)
                             .filter(|signature| !signature.is_empty());
                         if let Some(signature) = signature {
-                            part["thoughtSignature"] = signature.into();
+                            part.set_field("thoughtSignature", signature);
                         }
                         parts.push(part);
                     }
@@ -456,12 +485,12 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
             "tool" | "function" => {
                 let name = tool_name(messages, i, message)?;
                 let content = match message.get("content") {
-                    Some(Value::String(s)) => s.clone(),
-                    other => texts_of(other, &at("content"))?.join(""),
+                    Some(Value::String(s)) => Out::Str(s),
+                    other => Out::String(texts_of(other, || at("content"))?.join("")),
                 };
-                let part = json!({
-                    "functionResponse": {"name": name, "response": {"content": content}}
-                });
+                let part = obj! {
+                    "functionResponse": obj! {"name": name, "response": obj! {"content": content}}
+                };
                 push(&mut turns, "user", vec![part]);
             }
             other => {
@@ -474,31 +503,50 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
     }
     let contents = turns
         .into_iter()
-        .map(|(role, parts)| json!({"role": role, "parts": parts}))
+        .map(|(role, parts)| obj! {"role": role, "parts": parts})
         .collect();
     Ok((system, contents))
 }
 
+/// Adds `parts` to the last turn when it has `role`, else as a new turn (none when empty).
+fn push<'a>(
+    turns: &mut Vec<(&'static str, Vec<Out<'a>>)>,
+    role: &'static str,
+    parts: Vec<Out<'a>>,
+) {
+    if parts.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((last, existing)) if *last == role => existing.extend(parts),
+        _ => turns.push((role, parts)),
+    }
+}
+
 /// A call of a function (`{name, arguments}` with the arguments as JSON text) as a
 /// `functionCall` part.
-fn function_call_part(function: &Value, at: &str) -> Result<Value, TranslateError> {
+fn function_call_part(
+    function: &Value,
+    at: impl Fn() -> String,
+) -> Result<Out<'_>, TranslateError> {
     let name = function
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| err(format!("{at}.name"), "required"))?;
+        .ok_or_else(|| err(format!("{}.name", at()), "required"))?;
     let arguments = function
         .get("arguments")
         .and_then(Value::as_str)
         .unwrap_or("{}");
-    let args: Value = if arguments.trim().is_empty() {
-        json!({})
+    let args = if arguments.trim().is_empty() {
+        Out::Object(Obj::new())
     } else {
-        serde_json::from_str(arguments)
+        serde_json::from_str::<&RawValue>(arguments)
             .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| err(format!("{at}.arguments"), "not a JSON object"))?
+            .filter(|raw| crate::is_object(raw))
+            .map(Out::Raw)
+            .ok_or_else(|| err(format!("{}.arguments", at()), "not a JSON object"))?
     };
-    Ok(json!({"functionCall": {"name": name, "args": args}}))
+    Ok(obj! {"functionCall": obj! {"name": name, "args": args}})
 }
 
 /// The function a tool message answers: the name of the assistant's tool call it names by
@@ -531,47 +579,52 @@ fn tool_name<'a>(
 }
 
 /// The text of a system, assistant or tool message's content (a string or text parts).
-fn texts_of(content: Option<&Value>, at: &str) -> Result<Vec<String>, TranslateError> {
+fn texts_of(content: Option<&Value>, at: impl Fn() -> String) -> Result<Vec<&str>, TranslateError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
         Some(Value::Array(parts)) => {
             let mut texts = Vec::with_capacity(parts.len());
             for (k, part) in parts.iter().enumerate() {
                 let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
                 if kind != "text" {
                     return Err(err(
-                        format!("{at}[{k}].type"),
+                        format!("{}[{k}].type", at()),
                         format!("Gemini takes only text here, got `{kind}`"),
                     ));
                 }
                 let text = part
                     .get("text")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| err(format!("{at}[{k}].text"), "required"))?;
+                    .ok_or_else(|| err(format!("{}[{k}].text", at()), "required"))?;
                 if !text.is_empty() {
-                    texts.push(text.to_string());
+                    texts.push(text);
                 }
             }
             Ok(texts)
         }
-        Some(_) => Err(err(at, "expected a string or a list of parts")),
+        Some(_) => Err(err(at(), "expected a string or a list of parts")),
     }
 }
 
 /// A user message's content as Gemini parts.
-fn user_parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, TranslateError> {
+fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Out<'_>>, TranslateError> {
     let parts = match content {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => return Ok(Vec::new()),
-        Some(Value::String(s)) => return Ok(vec![json!({ "text": s })]),
+        Some(Value::String(s)) => return Ok(vec![obj! {"text": s}]),
         Some(Value::Array(parts)) => parts,
-        Some(_) => return Err(err(at, "expected a string or a list of parts")),
+        Some(_) => {
+            return Err(err(
+                format!("messages[{i}].content"),
+                "expected a string or a list of parts",
+            ));
+        }
     };
     let mut out = Vec::with_capacity(parts.len());
     for (k, part) in parts.iter().enumerate() {
-        let at = |field: &str| format!("{at}[{k}].{field}");
+        let at = |field: &str| format!("messages[{i}].content[{k}].{field}");
         let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
             "text" => {
@@ -580,7 +633,7 @@ fn user_parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Translate
                     .and_then(Value::as_str)
                     .ok_or_else(|| err(at("text"), "required"))?;
                 if !text.is_empty() {
-                    out.push(json!({ "text": text }));
+                    out.push(obj! {"text": text});
                 }
             }
             "image_url" => {
@@ -611,11 +664,11 @@ fn user_parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Translate
                     .and_then(Value::as_str)
                     .ok_or_else(|| err(at("input_audio.format"), "required"))?;
                 let mime = if format.contains('/') {
-                    format.to_string()
+                    Out::Str(format)
                 } else {
-                    format!("audio/{format}")
+                    Out::String(format!("audio/{format}"))
                 };
-                out.push(json!({"inlineData": {"mimeType": mime, "data": data}}));
+                out.push(obj! {"inlineData": obj! {"mimeType": mime, "data": data}});
             }
             "file" => {
                 let file = part
@@ -642,25 +695,26 @@ fn user_parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Translate
 
 /// A media URL as a Gemini part (LiteLLM's `_process_gemini_image`): a `data:` URL inline, a
 /// `gs://` or `http(s)://` URL by reference with its type from `format` or its extension.
-fn media_part(url: &str, format: Option<&str>, at: &str) -> Result<Value, TranslateError> {
+fn media_part<'a>(
+    url: &'a str,
+    format: Option<&'a str>,
+    at: &str,
+) -> Result<Out<'a>, TranslateError> {
     if let Some(rest) = url.strip_prefix("data:") {
         let (mime, data) = rest
             .split_once(";base64,")
             .ok_or_else(|| err(at, "a data URL must be base64 (`data:TYPE;base64,...`)"))?;
         let mime = format.unwrap_or(mime);
-        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+        return Ok(obj! {"inlineData": obj! {"mimeType": mime, "data": data}});
     }
     if url.starts_with("gs://") || url.starts_with("https://") || url.starts_with("http://") {
-        let mime = format
-            .map(str::to_string)
-            .or_else(|| mime_of_url(url).map(str::to_string))
-            .ok_or_else(|| {
-                err(
-                    at,
-                    "the file's type is not known from its extension: set `format` (a MIME type)",
-                )
-            })?;
-        return Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}}));
+        let mime = format.or_else(|| mime_of_url(url)).ok_or_else(|| {
+            err(
+                at,
+                "the file's type is not known from its extension: set `format` (a MIME type)",
+            )
+        })?;
+        return Ok(obj! {"fileData": obj! {"mimeType": mime, "fileUri": url}});
     }
     Err(err(
         at,

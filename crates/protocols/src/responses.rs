@@ -39,6 +39,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::out::{self, Obj, Out, obj};
 
 /// Why a `previous_response_id` (or `conversation`) cannot be translated.
 const STORED: &str = "needs the upstream's stored conversation: only an OpenAI deployment called \
@@ -381,6 +382,26 @@ fn response_format(format: &Value) -> Result<Value, TranslateError> {
 /// A canonical `chat.completion` as a Responses answer (`object: response`), for `request`
 /// (the Responses request it answers: its `instructions`, tools and settings are echoed).
 pub fn answer_from_chat(answer: &Value, request: &Value) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, request, None)?.into_value())
+}
+
+/// [`answer_from_chat`] written straight to the bytes the client gets, with `model` as the
+/// response's model (the name the client asked for): the same response, the request's settings
+/// echoed from it borrowed rather than copied into a tree of its own.
+pub fn answer_bytes_from_chat(
+    answer: &Value,
+    request: &Value,
+    model: &str,
+) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, request, Some(model))?)
+}
+
+/// The response of `answer` to `request`, borrowing from both; `model` over the answer's own.
+fn answer_out<'a>(
+    answer: &'a Value,
+    request: &'a Value,
+    model: Option<&'a str>,
+) -> Result<Out<'a>, TranslateError> {
     let object = answer
         .as_object()
         .ok_or_else(|| TranslateError::new("", "a chat completion is a JSON object"))?;
@@ -396,47 +417,53 @@ pub fn answer_from_chat(answer: &Value, request: &Value) -> Result<Value, Transl
     let suffix = id_suffix(object.get("id").and_then(Value::as_str).unwrap_or(""));
     let ending = Ending::of(finish);
     let item_status = "completed";
-    let mut output = Vec::new();
+    let calls = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut output = Vec::with_capacity(2 + calls.len());
     if let Some(reasoning) = message
         .get("reasoning_content")
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty())
     {
         output.push(reasoning_item(
-            &format!("rs_{suffix}"),
+            format!("rs_{suffix}").into(),
             reasoning,
             item_status,
         ));
     }
-    let text = match message.get("content") {
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(Value::Array(parts)) => Some(
+    let text: Option<Out<'_>> = match message.get("content") {
+        Some(Value::String(text)) => Some(Out::Str(text)),
+        Some(Value::Array(parts)) => Some(Out::String(
             parts
                 .iter()
                 .filter_map(|p| p.get("text").and_then(Value::as_str))
                 .collect::<String>(),
-        ),
+        )),
         _ => None,
     };
     let refusal = message
         .get("refusal")
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty());
-    let calls = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let text = text.filter(|t| !t.is_empty() || (calls.is_empty() && refusal.is_none()));
+    let text = text.filter(|t| {
+        t.as_str().is_some_and(|t| !t.is_empty()) || (calls.is_empty() && refusal.is_none())
+    });
     if text.is_some() || refusal.is_some() || calls.is_empty() {
-        let mut parts = Vec::new();
+        let mut parts = Vec::with_capacity(2);
         if let Some(text) = text {
-            parts.push(text_part(&text));
+            parts.push(text_part(text));
         }
         if let Some(refusal) = refusal {
-            parts.push(refusal_part(refusal));
+            parts.push(refusal_part(refusal.into()));
         }
-        output.push(message_item(&format!("msg_{suffix}"), parts, item_status));
+        output.push(message_item(
+            format!("msg_{suffix}").into(),
+            parts,
+            item_status,
+        ));
     }
     for (k, call) in calls.iter().enumerate() {
         let function = call.get("function");
@@ -449,9 +476,9 @@ pub fn answer_from_chat(answer: &Value, request: &Value) -> Result<Value, Transl
         let call_id = call
             .get("id")
             .and_then(Value::as_str)
-            .map_or_else(|| format!("call_{suffix}_{k}"), str::to_string);
+            .map_or_else(|| Out::String(format!("call_{suffix}_{k}")), Out::Str);
         output.push(call_item(
-            &call_id,
+            call_id,
             field("name"),
             field("arguments"),
             "completed",
@@ -459,15 +486,19 @@ pub fn answer_from_chat(answer: &Value, request: &Value) -> Result<Value, Transl
     }
     // The item the answer stopped in is the one a token limit or filter cut short.
     if let Some(last) = output.last_mut() {
-        last["status"] = json!(ending.item_status());
+        last.set_field("status", ending.item_status());
     }
     let usage = object.get("usage").map(usage_from_chat);
+    let model = match model {
+        Some(model) => Out::Str(model),
+        None => model_of(object.get("model"), request),
+    };
     Ok(response_object(
         request,
-        &Head {
-            id: format!("resp_{suffix}"),
-            created: object.get("created").cloned().unwrap_or(json!(0)),
-            model: model_of(object.get("model"), request),
+        Head {
+            id: Out::String(format!("resp_{suffix}")),
+            created: object.get("created").map_or(Out::U64(0), Out::Ref),
+            model,
         },
         ending.status(),
         ending.details(),
@@ -506,20 +537,20 @@ impl Ending {
         self.status()
     }
 
-    fn details(self) -> Value {
+    fn details<'a>(self) -> Out<'a> {
         match self {
-            Ending::Completed => Value::Null,
-            Ending::MaxTokens => json!({"reason": "max_output_tokens"}),
-            Ending::ContentFilter => json!({"reason": "content_filter"}),
+            Ending::Completed => Out::Null,
+            Ending::MaxTokens => obj! {"reason": "max_output_tokens"},
+            Ending::ContentFilter => obj! {"reason": "content_filter"},
         }
     }
 }
 
 /// The identifying part of a response: its id, creation time and model.
-struct Head {
-    id: String,
-    created: Value,
-    model: Value,
+struct Head<'a> {
+    id: Out<'a>,
+    created: Out<'a>,
+    model: Out<'a>,
 }
 
 /// The part of a chat completion's id after its `chatcmpl-` prefix, for the ids of the
@@ -534,65 +565,65 @@ fn id_suffix(id: &str) -> String {
 }
 
 /// The model an answer names, else the one the request asked for.
-fn model_of(model: Option<&Value>, request: &Value) -> Value {
+fn model_of<'a>(model: Option<&'a Value>, request: &'a Value) -> Out<'a> {
     model
         .filter(|m| m.as_str().is_some_and(|m| !m.is_empty()))
         .or_else(|| request.get("model"))
-        .cloned()
-        .unwrap_or_else(|| json!(""))
+        .map_or(Out::Str(""), Out::Ref)
 }
 
 /// An `output_text` content part.
-fn text_part(text: &str) -> Value {
-    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+fn text_part(text: Out<'_>) -> Out<'_> {
+    obj! {"type": "output_text", "text": text, "annotations": Vec::new(), "logprobs": Vec::new()}
 }
 
 /// A `refusal` content part.
-fn refusal_part(refusal: &str) -> Value {
-    json!({"type": "refusal", "refusal": refusal})
+fn refusal_part(refusal: Out<'_>) -> Out<'_> {
+    obj! {"type": "refusal", "refusal": refusal}
 }
 
 /// An assistant `message` output item.
-fn message_item(id: &str, content: Vec<Value>, status: &str) -> Value {
-    json!({
+fn message_item<'a>(id: Out<'a>, content: Vec<Out<'a>>, status: &'a str) -> Out<'a> {
+    obj! {
         "type": "message",
         "id": id,
         "status": status,
         "role": "assistant",
         "content": content,
-    })
+    }
 }
 
 /// A `reasoning` output item carrying the model's reasoning text.
-fn reasoning_item(id: &str, text: &str, status: &str) -> Value {
+fn reasoning_item<'a>(id: Out<'a>, text: &'a str, status: &'a str) -> Out<'a> {
     let content = if text.is_empty() {
-        json!([])
+        Vec::new()
     } else {
-        json!([{"type": "reasoning_text", "text": text}])
+        vec![obj! {"type": "reasoning_text", "text": text}]
     };
-    json!({
+    obj! {
         "type": "reasoning",
         "id": id,
-        "summary": [],
+        "summary": Vec::new(),
         "content": content,
         "status": status,
-    })
+    }
 }
 
 /// A `function_call` output item.
-fn call_item(call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({
+fn call_item<'a>(call_id: Out<'a>, name: &'a str, arguments: &'a str, status: &'a str) -> Out<'a> {
+    let id = format!("fc_{}", call_id.as_str().unwrap_or_default());
+    obj! {
         "type": "function_call",
-        "id": format!("fc_{call_id}"),
+        "id": id,
         "call_id": call_id,
         "name": name,
         "arguments": arguments,
         "status": status,
-    })
+    }
 }
 
 /// Chat's `usage` as the Responses API's.
-fn usage_from_chat(usage: &Value) -> Value {
+fn usage_from_chat<'a>(usage: &Value) -> Out<'a> {
     let count = |path: &[&str]| {
         let mut at = usage;
         for key in path {
@@ -609,72 +640,70 @@ fn usage_from_chat(usage: &Value) -> Value {
         .get("total_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(input.saturating_add(output));
-    json!({
+    obj! {
         "input_tokens": input,
-        "input_tokens_details": {
+        "input_tokens_details": obj! {
             "cached_tokens": count(&["prompt_tokens_details", "cached_tokens"]),
             // Tokens written to a prompt cache (LiteLLM's `cache_creation_input_tokens`, from
             // the upstreams that count them).
             "cache_write_tokens": count(&["cache_creation_input_tokens"]),
         },
         "output_tokens": output,
-        "output_tokens_details": {
+        "output_tokens_details": obj! {
             "reasoning_tokens": count(&["completion_tokens_details", "reasoning_tokens"]),
         },
         "total_tokens": total,
-    })
+    }
 }
 
 /// The `response` object: what the answer holds, and the request's settings echoed as OpenAI
 /// echoes them (its defaults where the request left them out).
-fn response_object(
-    request: &Value,
-    head: &Head,
-    status: &str,
-    incomplete_details: Value,
-    output: Vec<Value>,
-    usage: Option<Value>,
-) -> Value {
-    let given = |field: &str| request.get(field).filter(|v| !v.is_null()).cloned();
-    let or = |field: &str, default: Value| given(field).unwrap_or(default);
-    let reasoning = given("reasoning").map_or_else(
-        || json!({"effort": null, "summary": null}),
-        |r| {
-            json!({
-                "effort": r.get("effort").cloned().unwrap_or(Value::Null),
-                "summary": r.get("summary").cloned().unwrap_or(Value::Null),
-            })
+fn response_object<'a>(
+    request: &'a Value,
+    head: Head<'a>,
+    status: &'a str,
+    incomplete_details: Out<'a>,
+    output: Vec<Out<'a>>,
+    usage: Option<Out<'a>>,
+) -> Out<'a> {
+    let given = |field: &str| request.get(field).filter(|v| !v.is_null());
+    let or = |field: &str, default: Out<'a>| given(field).map_or(default, Out::Ref);
+    let reasoning = match given("reasoning") {
+        None => obj! {"effort": Out::Null, "summary": Out::Null},
+        Some(r) => obj! {
+            "effort": r.get("effort").map_or(Out::Null, Out::Ref),
+            "summary": r.get("summary").map_or(Out::Null, Out::Ref),
         },
-    );
-    json!({
+    };
+    obj! {
         "id": head.id,
         "object": "response",
         "created_at": head.created,
         "status": status,
         "background": false,
-        "error": null,
+        "error": Out::Null,
         "incomplete_details": incomplete_details,
-        "instructions": or("instructions", Value::Null),
-        "max_output_tokens": or("max_output_tokens", Value::Null),
-        "max_tool_calls": null,
+        "instructions": or("instructions", Out::Null),
+        "max_output_tokens": or("max_output_tokens", Out::Null),
+        "max_tool_calls": Out::Null,
         "model": head.model,
         "output": output,
-        "parallel_tool_calls": or("parallel_tool_calls", json!(true)),
-        "previous_response_id": null,
+        "parallel_tool_calls": or("parallel_tool_calls", Out::Bool(true)),
+        "previous_response_id": Out::Null,
         "reasoning": reasoning,
-        "service_tier": or("service_tier", json!("default")),
+        "service_tier": or("service_tier", Out::Str("default")),
         "store": false,
-        "temperature": or("temperature", json!(1.0)),
-        "text": or("text", json!({"format": {"type": "text"}})),
-        "tool_choice": or("tool_choice", json!("auto")),
-        "tools": or("tools", json!([])),
-        "top_logprobs": 0,
-        "top_p": or("top_p", json!(1.0)),
-        "truncation": or("truncation", json!("disabled")),
-        "usage": usage.unwrap_or(Value::Null),
-        "user": or("user", Value::Null),
-        "metadata": or("metadata", json!({})),
-    })
+        "temperature": or("temperature", Out::Owned(json!(1.0))),
+        "text": or("text", obj! {"format": obj! {"type": "text"}}),
+        "tool_choice": or("tool_choice", Out::Str("auto")),
+        "tools": or("tools", Out::Array(Vec::new())),
+        "top_logprobs": 0u64,
+        "top_p": or("top_p", Out::Owned(json!(1.0))),
+        "truncation": or("truncation", Out::Str("disabled")),
+        "usage": usage.unwrap_or(Out::Null),
+        "user": or("user", Out::Null),
+        "metadata": or("metadata", Out::Object(Obj::new())),
+    }
 }
 
 /// A canonical stream as Responses stream events: each event's data, whose `type` names it
@@ -737,11 +766,11 @@ struct Part {
 }
 
 impl Part {
-    fn value(&self) -> Value {
+    fn value(&self) -> Out<'_> {
         if self.refusal {
-            refusal_part(&self.text)
+            refusal_part(Out::Str(&self.text))
         } else {
-            text_part(&self.text)
+            text_part(Out::Str(&self.text))
         }
     }
 }
@@ -750,20 +779,23 @@ impl Item {
     /// The item as `output` shows it.
     fn value(&self, status: &str) -> Value {
         match &self.kind {
-            ItemKind::Reasoning(text) => reasoning_item(&self.id, text, status),
-            ItemKind::Message(parts) => {
-                message_item(&self.id, parts.iter().map(Part::value).collect(), status)
-            }
+            ItemKind::Reasoning(text) => reasoning_item(Out::Str(&self.id), text, status),
+            ItemKind::Message(parts) => message_item(
+                Out::Str(&self.id),
+                parts.iter().map(Part::value).collect(),
+                status,
+            ),
             ItemKind::Call {
                 call_id,
                 name,
                 arguments,
             } => {
-                let mut item = call_item(call_id, name, arguments, status);
-                item["id"] = Value::String(self.id.clone());
+                let mut item = call_item(Out::Str(call_id), name, arguments, status);
+                item.set_field("id", Out::Str(&self.id));
                 item
             }
         }
+        .into_value()
     }
 }
 
@@ -801,7 +833,7 @@ impl EventsFromChat {
             }
         }
         if let Some(usage) = object.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage_from_chat(usage));
+            self.usage = Some(usage_from_chat(usage).into_value());
         }
         if self.finish.is_some() && self.usage.is_some() {
             self.end(&mut events);
@@ -842,12 +874,17 @@ impl EventsFromChat {
         };
         response_object(
             &self.request,
-            &Head { id, created, model },
+            Head {
+                id: Out::String(id),
+                created: Out::Owned(created),
+                model: Out::Owned(model),
+            },
             status,
-            details,
-            output,
-            usage,
+            Out::Owned(details),
+            output.into_iter().map(Out::Owned).collect(),
+            usage.map(Out::Owned),
         )
+        .into_value()
     }
 
     /// `response.created` and `response.in_progress`, with the first chunk.
@@ -859,7 +896,7 @@ impl EventsFromChat {
         self.head = Some((
             format!("resp_{suffix}"),
             chunk.get("created").cloned().unwrap_or(json!(0)),
-            model_of(self.request.get("model"), &self.request),
+            model_of(self.request.get("model"), &self.request).into_value(),
         ));
         let response = self.response("in_progress", Value::Null, None);
         self.emit(events, "response.created", json!({"response": response}));
@@ -981,7 +1018,7 @@ impl EventsFromChat {
                     status: "in_progress",
                 });
                 let index = self.items.len() - 1;
-                let item = message_item(&id, Vec::new(), "in_progress");
+                let item = message_item(Out::Str(&id), Vec::new(), "in_progress").into_value();
                 self.emit(
                     events,
                     "response.output_item.added",
@@ -1011,10 +1048,11 @@ impl EventsFromChat {
                 });
             }
             let part = if refusal {
-                refusal_part("")
+                refusal_part(Out::Str(""))
             } else {
-                text_part("")
-            };
+                text_part(Out::Str(""))
+            }
+            .into_value();
             self.emit(
                 events,
                 "response.content_part.added",
@@ -1109,8 +1147,9 @@ impl EventsFromChat {
                 });
                 let index = self.items.len() - 1;
                 self.calls.push((chat_index, index));
-                let mut item = call_item(&call_id, name, "", "in_progress");
-                item["id"] = Value::String(id);
+                let mut item = call_item(Out::Str(&call_id), name, "", "in_progress");
+                item.set_field("id", Out::Str(&id));
+                let item = item.into_value();
                 self.emit(
                     events,
                     "response.output_item.added",
@@ -1163,10 +1202,11 @@ impl EventsFromChat {
             );
         }
         let part = if refusal {
-            refusal_part(&text)
+            refusal_part(Out::Str(&text))
         } else {
-            text_part(&text)
-        };
+            text_part(Out::Str(&text))
+        }
+        .into_value();
         self.emit(
             events,
             "response.content_part.done",
@@ -1246,7 +1286,11 @@ impl EventsFromChat {
         }
         self.done = true;
         let ending = Ending::of(self.finish.as_deref());
-        let response = self.response(ending.status(), ending.details(), self.usage.clone());
+        let response = self.response(
+            ending.status(),
+            ending.details().into_value(),
+            self.usage.clone(),
+        );
         let kind = match ending {
             Ending::Completed => "response.completed",
             _ => "response.incomplete",

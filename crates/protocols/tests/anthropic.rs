@@ -302,6 +302,17 @@ proptest! {
             prop_assert_ne!(&pair[0]["role"], &pair[1]["role"]);
         }
         prop_assert!(messages["max_tokens"].as_u64().unwrap() > 0);
+        // The bytes the backend sends are that request, with `stream` as the call is.
+        for stream in [false, true] {
+            let bytes = upstream::request_bytes_from_chat(&request, "claude-test", stream).unwrap();
+            let mut expected = messages.clone();
+            if stream {
+                expected["stream"] = json!(true);
+            } else {
+                expected.as_object_mut().unwrap().remove("stream");
+            }
+            prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
+        }
         let back = client::request_to_chat(&messages).unwrap();
         prop_assert_eq!(back, request);
     }
@@ -310,6 +321,15 @@ proptest! {
     fn an_answer_messages_can_express_survives_the_trip_to_messages_and_back(answer in canonical_answer()) {
         let messages = client::answer_from_chat(&answer).unwrap();
         let mut back = upstream::answer_to_chat(&messages, "claude-test").unwrap();
+        // The bytes the gateway and the backend send are those answers.
+        let bytes = client::answer_bytes_from_chat(&answer, "asked").unwrap();
+        let mut expected = messages.clone();
+        expected["model"] = json!("asked");
+        prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
+        let bytes = upstream::answer_bytes_to_chat(&messages, "claude-test").unwrap();
+        let mut written: Value = serde_json::from_slice(&bytes).unwrap();
+        written["created"] = back["created"].clone();
+        prop_assert_eq!(&written, &back);
         back["created"] = answer["created"].clone();
         prop_assert_eq!(back, answer);
     }

@@ -308,6 +308,9 @@ proptest! {
     #[test]
     fn a_request_converse_expresses_keeps_every_field((chat, expected) in request()) {
         let body = request_from_chat(&chat).unwrap();
+        // The bytes the backend sends are that body.
+        let bytes = ferrolite_protocols::converse::request_bytes_from_chat(&chat).unwrap();
+        prop_assert_eq!(&serde_json::from_slice::<Value>(&bytes).unwrap(), &body);
         for field in ["system", "messages", "inferenceConfig", "toolConfig"] {
             prop_assert_eq!(body.get(field), expected.get(field), "{}", field);
         }
@@ -324,6 +327,13 @@ proptest! {
     #[test]
     fn an_answer_keeps_its_content_tool_calls_finish_reason_and_usage(answer in answer()) {
         let chat = answer_to_chat(&answer, "anthropic.claude").unwrap();
+        // The bytes the backend makes are that answer, with the id it gives.
+        let bytes = ferrolite_protocols::converse::answer_bytes_to_chat(&answer, "anthropic.claude", false, "chatcmpl-1").unwrap();
+        let mut written: Value = serde_json::from_slice(&bytes).unwrap();
+        prop_assert_eq!(&written["id"], "chatcmpl-1");
+        written["id"] = chat["id"].clone();
+        written["created"] = chat["created"].clone();
+        prop_assert_eq!(&written, &chat);
         prop_assert_eq!(&chat["object"], "chat.completion");
         prop_assert_eq!(&chat["model"], "anthropic.claude");
         let blocks = answer["output"]["message"]["content"].as_array().unwrap();

@@ -132,6 +132,9 @@ proptest! {
     ) {
         let chat = request(&system, &exchanges, &config, tools);
         let gemini = request_from_chat(&chat).unwrap();
+        // The bytes the backend sends are that request.
+        let bytes = ferrolite_protocols::gemini::request_bytes_from_chat(&chat, chat["model"].as_str().unwrap_or("")).unwrap();
+        prop_assert_eq!(&serde_json::from_slice::<Value>(&bytes).unwrap(), &gemini);
 
         match &system {
             Some(system) => prop_assert_eq!(&gemini["systemInstruction"]["parts"][0]["text"], &json!(system)),

@@ -594,6 +594,11 @@ proptest! {
         };
 
         let response = answer_from_chat(&chat, &request).unwrap();
+        // The bytes the gateway sends are that response, with the model the client asked for.
+        let bytes = ferrolite_protocols::responses::answer_bytes_from_chat(&chat, &request, "asked").unwrap();
+        let mut expected = response.clone();
+        expected["model"] = json!("asked");
+        prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
 
         assert_sdk_response(&response);
         prop_assert_eq!(output_text(&response), answer.text.clone().unwrap_or_default());

@@ -662,7 +662,7 @@ fn detail(
         )),
         Excluded::Untranslatable => {
             let native = call.request.native.as_ref()?;
-            let untranslated = native.untranslated.as_ref()?;
+            let untranslated = native.untranslated()?;
             Some(format!(
                 "`{}` does not translate ({}); only a deployment taking {:?} as it is can answer",
                 untranslated.field, untranslated.reason, native.protocol

@@ -174,11 +174,18 @@ impl Inbound {
         Err(first)
     }
 
-    /// A canonical answer as the caller's protocol's.
-    fn answer_from_chat(self, answer: &Value, request: &Value) -> Result<Value, TranslateError> {
+    /// A canonical answer as the caller's protocol's bytes, with `model` as its model.
+    fn answer_from_chat(
+        self,
+        answer: &Value,
+        request: &Value,
+        model: &str,
+    ) -> Result<Vec<u8>, TranslateError> {
         match self {
-            Inbound::Messages | Inbound::CountTokens => anthropic::client::answer_from_chat(answer),
-            Inbound::Responses => responses::answer_from_chat(answer, request),
+            Inbound::Messages | Inbound::CountTokens => {
+                anthropic::client::answer_bytes_from_chat(answer, model)
+            }
+            Inbound::Responses => responses::answer_bytes_from_chat(answer, request, model),
         }
     }
 
@@ -418,16 +425,21 @@ fn whole(
             .body
             .to_value()
             .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
-        let mut translated = inbound
-            .answer_from_chat(&canonical, request)
+        let translated = inbound
+            .answer_from_chat(&canonical, request, model)
             .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
-        if let Some(object) = translated.as_object_mut() {
-            object.insert("model".into(), model.into());
-            if let Some(route) = &answer.route {
-                object.insert(ROUTE_FIELD.into(), route.to_json());
+        match &answer.route {
+            // Explaining (rare): the route object added to the translated answer.
+            Some(route) => {
+                let mut value: Value = serde_json::from_slice(&translated)
+                    .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert(ROUTE_FIELD.into(), route.to_json());
+                }
+                Bytes::from(value.to_string())
             }
+            None => Bytes::from(translated),
         }
-        Bytes::from(translated.to_string())
     };
     let mut response = Response::new(Body::from(bytes));
     *response.headers_mut() = headers;

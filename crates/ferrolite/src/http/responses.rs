@@ -185,6 +185,40 @@ fn stream<'a>(
     })
 }
 
+/// The body sent: the caller's Responses request with `model` the deployment's, `stream` as
+/// the call is (`true`, else left out), `previous_response_id` the upstream's own id when the
+/// caller sent a managed one, and without the router's fields ([`NOT_FOR_PROVIDERS`]).
+struct Sent<'a> {
+    fields: &'a serde_json::Map<String, serde_json::Value>,
+    model: &'a str,
+    stream: bool,
+    previous: Option<&'a str>,
+}
+
+impl serde::Serialize for Sent<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.fields {
+            let name = name.as_str();
+            if name == "model" || name == "stream" || NOT_FOR_PROVIDERS.contains(&name) {
+                continue;
+            }
+            match (name, self.previous) {
+                ("previous_response_id", Some(previous)) => {
+                    map.serialize_entry(name, previous)?;
+                }
+                _ => map.serialize_entry(name, value)?,
+            }
+        }
+        map.serialize_entry("model", self.model)?;
+        if self.stream {
+            map.serialize_entry("stream", &true)?;
+        }
+        map.end()
+    }
+}
+
 /// The call as a reqwest request: URL, key header, extra headers, the caller's body.
 fn outgoing(
     backend: &HttpBackend,
@@ -206,36 +240,26 @@ fn outgoing(
     let model = model_name(wanted);
     let provider = provider_of(deployment)?;
     let url = url_of(deployment, &provider)?;
-    let mut body = match &*native.body {
-        serde_json::Value::Object(object) => object.clone(),
-        _ => {
-            return Err(BackendError::new(
-                ErrorClass::BadRequest { status: 400 },
-                "a Responses request is a JSON object",
-            ));
-        }
+    let serde_json::Value::Object(fields) = &*native.body else {
+        return Err(BackendError::new(
+            ErrorClass::BadRequest { status: 400 },
+            "a Responses request is a JSON object",
+        ));
     };
-    body.insert("model".into(), serde_json::Value::String(model.to_string()));
-    if stream {
-        body.insert("stream".into(), serde_json::Value::Bool(true));
-    } else {
-        body.remove("stream");
-    }
-    for field in NOT_FOR_PROVIDERS {
-        body.remove(field);
-    }
     // The upstream's own id of a response the router handed out under its managed id.
-    if let Some(id) = body
+    let previous = fields
         .get("previous_response_id")
         .and_then(serde_json::Value::as_str)
         .and_then(ManagedResponseId::decode)
-    {
-        body.insert(
-            "previous_response_id".into(),
-            serde_json::Value::String(id.response_id),
-        );
-    }
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        .map(|id| id.response_id);
+    // Written from the caller's body as it is (no copy of it): a map serialises without fail.
+    let bytes = serde_json::to_vec(&Sent {
+        fields,
+        model,
+        stream,
+        previous: previous.as_deref(),
+    })
+    .unwrap_or_default();
     let builder = backend.client.post(url);
     let builder = match deployment.api_key.as_ref().map(|k| k.expose()) {
         Some(key) if provider == "azure" => builder.header("api-key", key),

@@ -71,17 +71,18 @@ fn body_of(
     stream: bool,
 ) -> Result<(Vec<u8>, bool), BackendError> {
     let model = model_of(deployment, request);
-    let (mut body, native) = match &request.native {
-        Some(native) if native.protocol == Protocol::AnthropicMessages => {
-            ((*native.body).clone(), true)
-        }
+    let mut body = match &request.native {
+        Some(native) if native.protocol == Protocol::AnthropicMessages => (*native.body).clone(),
         _ => {
-            let body = upstream::request_from_chat(&request.body, model).map_err(|e| {
-                BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string())
-            })?;
-            (body, false)
+            // Written straight from the canonical request's parts, `model` and `stream` set.
+            let body =
+                upstream::request_bytes_from_chat(&request.body, model, stream).map_err(|e| {
+                    BackendError::new(ErrorClass::BadRequest { status: 400 }, e.to_string())
+                })?;
+            return Ok((body, false));
         }
     };
+    let native = true;
     let object = body.as_object_mut().ok_or_else(|| {
         BackendError::new(
             ErrorClass::BadRequest { status: 400 },
@@ -240,11 +241,12 @@ pub(crate) fn call<'a>(
                 protocol: Protocol::AnthropicMessages,
             });
         }
-        let chat = upstream::answer_to_chat(&answer, model_of(deployment, request))
+        let chat = upstream::answer_bytes_to_chat(&answer, model_of(deployment, request))
             .map_err(|e| bad_answer(format!("the answer cannot be read: {e}")))?;
+        let body = Body::parse(chat).map_err(|e| bad_answer(format!("the answer is {e}")))?;
         Ok(BackendResponse {
-            usage: Some(usage_of_chat(&chat["usage"])),
-            body: Body::from_value(&chat),
+            usage: Some(usage_of_chat(&upstream::usage_to_chat(answer.get("usage")))),
+            body,
             time_to_first_token: None,
             protocol: Protocol::OpenAiChat,
         })

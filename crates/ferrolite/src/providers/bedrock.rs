@@ -328,13 +328,12 @@ fn signing_failed(error: &dyn std::fmt::Display) -> BackendError {
 
 /// The Converse body of a call.
 fn converse_body(request: &BackendRequest) -> Result<Vec<u8>, BackendError> {
-    let body = converse::request_from_chat(&request.body).map_err(|e| {
+    converse::request_bytes_from_chat(&request.body).map_err(|e| {
         BackendError::new(
             ErrorClass::BadRequest { status: 400 },
             format!("the request cannot be sent to Bedrock: {e}"),
         )
-    })?;
-    serde_json::to_vec(&body).map_err(|e| bad_answer(e.to_string()))
+    })
 }
 
 /// Calls the Converse API.
@@ -344,8 +343,14 @@ pub(crate) fn call<'a>(
     request: &'a BackendRequest,
 ) -> BackendFuture<'a> {
     Box::pin(async move {
-        let chat = whole(backend, deployment, request).await?;
-        let body = Body::from_value(&chat);
+        let (answer, request_id) = converse_answer(backend, deployment, request).await?;
+        let model = model_id(asked(deployment, request));
+        let id = format!("chatcmpl-{request_id}");
+        // Written straight from the answer's parts.
+        let chat =
+            converse::answer_bytes_to_chat(&answer, model, converse::json_mode(&request.body), &id)
+                .map_err(|e| bad_answer(format!("the answer is not a Converse answer: {e}")))?;
+        let body = Body::parse(chat).map_err(|e| bad_answer(format!("the answer is {e}")))?;
         Ok(BackendResponse {
             usage: body.usage(),
             body,
@@ -361,8 +366,21 @@ async fn whole(
     deployment: &Deployment,
     request: &BackendRequest,
 ) -> Result<Value, BackendError> {
-    let ready = ready(deployment, request)?;
+    let (answer, request_id) = converse_answer(backend, deployment, request).await?;
     let model = model_id(asked(deployment, request));
+    let mut chat = converse::answer_to_chat_in(&answer, model, converse::json_mode(&request.body))
+        .map_err(|e| bad_answer(format!("the answer is not a Converse answer: {e}")))?;
+    chat["id"] = format!("chatcmpl-{request_id}").into();
+    Ok(chat)
+}
+
+/// One Converse call's answer, parsed, and its request id.
+async fn converse_answer(
+    backend: &HttpBackend,
+    deployment: &Deployment,
+    request: &BackendRequest,
+) -> Result<(Value, String), BackendError> {
+    let ready = ready(deployment, request)?;
     let url = ready.url(asked(deployment, request), "converse")?;
     let sent = signed(
         backend,
@@ -387,10 +405,7 @@ async fn whole(
         .map_err(|e| bad_answer(format!("the answer broke off: {}", without_url(&e))))?;
     let answer: Value = serde_json::from_slice(&bytes)
         .map_err(|e| bad_answer(format!("the answer is not JSON: {e}")))?;
-    let mut chat = converse::answer_to_chat_in(&answer, model, converse::json_mode(&request.body))
-        .map_err(|e| bad_answer(format!("the answer is not a Converse answer: {e}")))?;
-    chat["id"] = format!("chatcmpl-{request_id}").into();
-    Ok(chat)
+    Ok((answer, request_id))
 }
 
 /// `x-amzn-requestid`, the answer's id.

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use ferrolite_protocols::gemini::{ChatChunks, answer_to_chat, blocked, request_from_chat};
+use ferrolite_protocols::gemini::{ChatChunks, answer_to_chat, blocked, request_bytes_from_chat};
 use ferrolite_protocols::sse::SseParser;
 use ferrolite_router::{
     BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse, BackendStream,
@@ -531,11 +531,7 @@ async fn send(
         ));
     }
     let (target, model) = target_of(backend, deployment, request)?;
-    let mut chat = request.body.clone();
-    if let Some(object) = chat.as_object_mut() {
-        object.insert("model".into(), Value::String(model.clone()));
-    }
-    let body = request_from_chat(&chat).map_err(|e| {
+    let body = request_bytes_from_chat(&request.body, &model).map_err(|e| {
         BackendError::new(
             ErrorClass::BadRequest { status: 400 },
             format!("the request cannot be sent to Gemini: {e}"),
@@ -569,7 +565,6 @@ async fn send(
     for (name, value) in &deployment.extra_headers {
         builder = builder.header(name.as_str(), value.expose());
     }
-    let body = serde_json::to_vec(&body).unwrap_or_default();
     let response = builder
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)

@@ -8,6 +8,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::out::{self, Obj, Out, obj};
+use serde_json::value::RawValue;
 
 use super::stop_reason_of;
 
@@ -45,17 +47,17 @@ pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
         Some(Value::String(text)) => messages.push(json!({"role": "system", "content": text})),
         Some(Value::Array(blocks)) => {
             for (i, block) in blocks.iter().enumerate() {
-                let at = format!("system[{i}]");
+                let at = || format!("system[{i}]");
                 if block.get("type").and_then(Value::as_str) != Some("text") {
                     return Err(TranslateError::new(
-                        format!("{at}.type"),
+                        format!("{}.type", at()),
                         "a system block must be text",
                     ));
                 }
                 let text = block
                     .get("text")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.text"), "missing"))?;
+                    .ok_or_else(|| TranslateError::new(format!("{}.text", at()), "missing"))?;
                 match block.get("cache_control").filter(|v| !v.is_null()) {
                     None => messages.push(json!({"role": "system", "content": text})),
                     Some(cache) => messages.push(json!({"role": "system", "content": [
@@ -76,7 +78,7 @@ pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
         .and_then(Value::as_array)
         .ok_or_else(|| TranslateError::new("messages", "a list of messages is required"))?;
     for (i, turn) in turns.iter().enumerate() {
-        turn_to_chat(turn, &format!("messages[{i}]"), &mut messages)?;
+        turn_to_chat(turn, &|| format!("messages[{i}]"), &mut messages)?;
     }
     out.insert("messages".into(), Value::Array(messages));
 
@@ -119,7 +121,7 @@ pub fn request_to_chat(request: &Value) -> Result<Value, TranslateError> {
                 let tools = tools
                     .iter()
                     .enumerate()
-                    .map(|(i, tool)| tool_to_chat(tool, &format!("tools[{i}]")))
+                    .map(|(i, tool)| tool_to_chat(tool, &|| format!("tools[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
                 out.insert("tools".into(), Value::Array(tools));
             }
@@ -201,12 +203,12 @@ fn reasoning_effort_of(thinking: &Value) -> Result<Option<&'static str>, Transla
 }
 
 /// A Messages tool as a canonical function tool.
-fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
+fn tool_to_chat(tool: &Value, at: &dyn Fn() -> String) -> Result<Value, TranslateError> {
     match tool.get("type").and_then(Value::as_str) {
         None | Some("custom") => {}
         Some(other) => {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                format!("{}.type", at()),
                 format!("the chat form has no server tool `{other}`"),
             ));
         }
@@ -214,7 +216,7 @@ fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
     let name = tool
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.name"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.name", at()), "missing"))?;
     let mut function = Map::new();
     function.insert("name".into(), name.into());
     if let Some(description) = tool.get("description").filter(|v| !v.is_null()) {
@@ -222,7 +224,7 @@ fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
     }
     let schema = tool
         .get("input_schema")
-        .ok_or_else(|| TranslateError::new(format!("{at}.input_schema"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.input_schema", at()), "missing"))?;
     function.insert("parameters".into(), schema.clone());
     let mut out = Map::new();
     out.insert("type".into(), "function".into());
@@ -234,14 +236,18 @@ fn tool_to_chat(tool: &Value, at: &str) -> Result<Value, TranslateError> {
 }
 
 /// One Messages turn as canonical messages, appended to `out`.
-fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
+fn turn_to_chat(
+    turn: &Value,
+    at: &dyn Fn() -> String,
+    out: &mut Vec<Value>,
+) -> Result<(), TranslateError> {
     let role = turn
         .get("role")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.role"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.role", at()), "missing"))?;
     if role != "user" && role != "assistant" {
         return Err(TranslateError::new(
-            format!("{at}.role"),
+            format!("{}.role", at()),
             format!("unknown role `{role}`"),
         ));
     }
@@ -253,7 +259,7 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
         Some(Value::Array(blocks)) => blocks,
         _ => {
             return Err(TranslateError::new(
-                format!("{at}.content"),
+                format!("{}.content", at()),
                 "not a string or a list of blocks",
             ));
         }
@@ -261,7 +267,7 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
     if role == "user" {
         let mut parts = Vec::new();
         for (j, block) in blocks.iter().enumerate() {
-            let at = format!("{at}.content[{j}]");
+            let at = || format!("{}.content[{j}]", at());
             if block.get("type").and_then(Value::as_str) == Some("tool_result") {
                 out.push(tool_message(block, &at)?);
             } else {
@@ -278,7 +284,7 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
     let mut tool_calls = Vec::new();
     let mut thinking = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
-        let at = format!("{at}.content[{j}]");
+        let at = || format!("{}.content[{j}]", at());
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
                 cached |= block.get("cache_control").is_some_and(|c| !c.is_null());
@@ -288,16 +294,18 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
                 let id = block
                     .get("id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.id"), "missing"))?;
+                    .ok_or_else(|| TranslateError::new(format!("{}.id", at()), "missing"))?;
                 let name = block
                     .get("name")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.name"), "missing"))?;
-                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                    .ok_or_else(|| TranslateError::new(format!("{}.name", at()), "missing"))?;
+                let arguments = block
+                    .get("input")
+                    .map_or_else(|| "{}".to_string(), Value::to_string);
                 let mut call = json!({
                     "id": id,
                     "type": "function",
-                    "function": {"name": name, "arguments": input.to_string()},
+                    "function": {"name": name, "arguments": arguments},
                 });
                 if let (Some(cache), Some(call)) = (
                     block.get("cache_control").filter(|v| !v.is_null()),
@@ -310,11 +318,11 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
             Some("thinking") | Some("redacted_thinking") => thinking.push(block.clone()),
             Some(other) => {
                 return Err(TranslateError::new(
-                    format!("{at}.type"),
+                    format!("{}.type", at()),
                     format!("the chat form has no `{other}` content in an assistant message"),
                 ));
             }
-            None => return Err(TranslateError::new(format!("{at}.type"), "missing")),
+            None => return Err(TranslateError::new(format!("{}.type", at()), "missing")),
         }
     }
     let content = if cached {
@@ -342,11 +350,11 @@ fn turn_to_chat(turn: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
 }
 
 /// A `tool_result` block as a `tool` message.
-fn tool_message(block: &Value, at: &str) -> Result<Value, TranslateError> {
+fn tool_message(block: &Value, at: &dyn Fn() -> String) -> Result<Value, TranslateError> {
     let id = block
         .get("tool_use_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.tool_use_id"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.tool_use_id", at()), "missing"))?;
     let content = match block.get("content") {
         None | Some(Value::Null) => Value::String(String::new()),
         Some(Value::String(text)) => Value::String(text.clone()),
@@ -354,12 +362,12 @@ fn tool_message(block: &Value, at: &str) -> Result<Value, TranslateError> {
             blocks
                 .iter()
                 .enumerate()
-                .map(|(k, b)| part_of(b, &format!("{at}.content[{k}]")))
+                .map(|(k, b)| part_of(b, &|| format!("{}.content[{k}]", at())))
                 .collect::<Result<_, _>>()?,
         ),
         Some(_) => {
             return Err(TranslateError::new(
-                format!("{at}.content"),
+                format!("{}.content", at()),
                 "not a string or a list of blocks",
             ));
         }
@@ -375,21 +383,21 @@ fn tool_message(block: &Value, at: &str) -> Result<Value, TranslateError> {
 }
 
 /// A content block as a canonical content part.
-fn part_of(block: &Value, at: &str) -> Result<Value, TranslateError> {
+fn part_of(block: &Value, at: &dyn Fn() -> String) -> Result<Value, TranslateError> {
     let kind = block
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.type"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("{}.type", at()), "missing"))?;
     let mut part = match kind {
         "text" => {
             let text = block
                 .get("text")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.text"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(format!("{}.text", at()), "missing"))?;
             json!({"type": "text", "text": text})
         }
         "image" => {
-            let url = url_of(block.get("source"), &format!("{at}.source"))?;
+            let url = url_of(block.get("source"), &|| format!("{}.source", at()))?;
             json!({"type": "image_url", "image_url": {"url": url}})
         }
         "document" => {
@@ -401,16 +409,16 @@ fn part_of(block: &Value, at: &str) -> Result<Value, TranslateError> {
                 || media != Some("application/pdf")
             {
                 return Err(TranslateError::new(
-                    format!("{at}.source"),
+                    format!("{}.source", at()),
                     "the chat form carries only base64 PDF documents",
                 ));
             }
-            let url = url_of(source, &format!("{at}.source"))?;
+            let url = url_of(source, &|| format!("{}.source", at()))?;
             json!({"type": "file", "file": {"file_data": url}})
         }
         other => {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                format!("{}.type", at()),
                 format!("the chat form has no `{other}` content"),
             ));
         }
@@ -426,27 +434,27 @@ fn part_of(block: &Value, at: &str) -> Result<Value, TranslateError> {
 
 /// An image's or document's source as a URL: base64 as a `data:` URL, a `url` source as its
 /// URL.
-fn url_of(source: Option<&Value>, at: &str) -> Result<String, TranslateError> {
-    let source = source.ok_or_else(|| TranslateError::new(at, "missing"))?;
+fn url_of(source: Option<&Value>, at: &dyn Fn() -> String) -> Result<String, TranslateError> {
+    let source = source.ok_or_else(|| TranslateError::new(at(), "missing"))?;
     match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
             let media = source
                 .get("media_type")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.media_type"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(format!("{}.media_type", at()), "missing"))?;
             let data = source
                 .get("data")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.data"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(format!("{}.data", at()), "missing"))?;
             Ok(format!("data:{media};base64,{data}"))
         }
         Some("url") => source
             .get("url")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| TranslateError::new(format!("{at}.url"), "missing")),
+            .ok_or_else(|| TranslateError::new(format!("{}.url", at()), "missing")),
         _ => Err(TranslateError::new(
-            format!("{at}.type"),
+            format!("{}.type", at()),
             "the chat form carries base64 and url sources only",
         )),
     }
@@ -465,16 +473,16 @@ fn count(usage: Option<&Value>, path: &[&str]) -> u64 {
 /// from nor written to the cache, `cache_read_input_tokens` the cached ones
 /// (`prompt_tokens_details.cached_tokens`), `cache_creation_input_tokens` LiteLLM's field of
 /// that name, `output_tokens` the completion tokens.
-fn usage_from_chat(usage: Option<&Value>) -> Value {
+fn usage_from_chat<'a>(usage: Option<&Value>) -> Out<'a> {
     let prompt = count(usage, &["prompt_tokens"]);
     let read = count(usage, &["prompt_tokens_details", "cached_tokens"]);
     let created = count(usage, &["cache_creation_input_tokens"]);
-    json!({
+    obj! {
         "input_tokens": prompt.saturating_sub(read).saturating_sub(created),
         "cache_creation_input_tokens": created,
         "cache_read_input_tokens": read,
         "output_tokens": count(usage, &["completion_tokens"]),
-    })
+    }
 }
 
 /// The Messages id of a canonical answer's id.
@@ -491,6 +499,18 @@ fn message_id(id: Option<&str>) -> String {
 /// `finish_reason` as `stop_reason`, the usage as Anthropic counts it (prompt tokens less the
 /// cached ones as `input_tokens`).
 pub fn answer_from_chat(answer: &Value) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, None)?.into_value())
+}
+
+/// [`answer_from_chat`] written straight to the bytes the client gets, with `model` as the
+/// answer's model (the name the client asked for): the same answer, built from the borrowed
+/// parts of `answer` without a tree of its own.
+pub fn answer_bytes_from_chat(answer: &Value, model: &str) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, Some(model))?)
+}
+
+/// The Messages answer of `answer`, borrowing from it; `model` over the answer's own.
+fn answer_out<'a>(answer: &'a Value, model: Option<&'a str>) -> Result<Out<'a>, TranslateError> {
     let choice = answer
         .get("choices")
         .and_then(|c| c.get(0))
@@ -498,71 +518,77 @@ pub fn answer_from_chat(answer: &Value) -> Result<Value, TranslateError> {
     let message = choice
         .get("message")
         .ok_or_else(|| TranslateError::new("choices[0].message", "missing"))?;
-    let mut content = Vec::new();
+    let calls = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut content = Vec::with_capacity(2 + calls.len());
     match message.get("thinking_blocks").and_then(Value::as_array) {
-        Some(blocks) if !blocks.is_empty() => content.extend(blocks.iter().cloned()),
+        Some(blocks) if !blocks.is_empty() => content.extend(blocks.iter().map(Out::Ref)),
         _ => {
             if let Some(reasoning) = message
                 .get("reasoning_content")
                 .and_then(Value::as_str)
                 .filter(|r| !r.is_empty())
             {
-                content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
+                content.push(obj! {"type": "thinking", "thinking": reasoning, "signature": ""});
             }
         }
     }
-    let calls = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
     match message.get("content") {
         Some(Value::String(text)) if !text.is_empty() || calls.is_empty() => {
-            content.push(json!({"type": "text", "text": text}));
+            content.push(obj! {"type": "text", "text": text});
         }
         Some(Value::Array(parts)) => {
             for part in parts {
                 if let Some(text) = part.get("text").and_then(Value::as_str) {
-                    content.push(json!({"type": "text", "text": text}));
+                    content.push(obj! {"type": "text", "text": text});
                 }
             }
         }
         _ => {}
     }
     for (j, call) in calls.iter().enumerate() {
-        let at = format!("choices[0].message.tool_calls[{j}]");
         let function = call.get("function");
         let arguments = function
             .and_then(|f| f.get("arguments"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        let input: Value = if arguments.trim().is_empty() {
-            json!({})
+        let input = if arguments.trim().is_empty() {
+            Out::Object(Obj::new())
         } else {
-            serde_json::from_str(arguments).map_err(|e| {
-                TranslateError::new(format!("{at}.function.arguments"), format!("not JSON: {e}"))
-            })?
+            Out::Raw(serde_json::from_str::<&RawValue>(arguments).map_err(|e| {
+                TranslateError::new(
+                    format!("choices[0].message.tool_calls[{j}].function.arguments"),
+                    format!("not JSON: {e}"),
+                )
+            })?)
         };
-        content.push(json!({
+        content.push(obj! {
             "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or(Value::Null),
-            "name": function.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+            "id": call.get("id").map_or(Out::Null, Out::Ref),
+            "name": function.and_then(|f| f.get("name")).map_or(Out::Null, Out::Ref),
             "input": input,
-        }));
+        });
     }
     let finish = choice
         .get("finish_reason")
         .and_then(Value::as_str)
         .unwrap_or("stop");
-    Ok(json!({
+    let model = match model {
+        Some(model) => Out::Str(model),
+        None => answer.get("model").map_or(Out::Str(""), Out::Ref),
+    };
+    Ok(obj! {
         "id": message_id(answer.get("id").and_then(Value::as_str)),
         "type": "message",
         "role": "assistant",
-        "model": answer.get("model").cloned().unwrap_or_else(|| "".into()),
+        "model": model,
         "content": content,
         "stop_reason": stop_reason_of(finish),
-        "stop_sequence": null,
+        "stop_sequence": Out::Null,
         "usage": usage_from_chat(answer.get("usage")),
-    }))
+    })
 }
 
 /// The open content block of a stream.
@@ -654,7 +680,7 @@ impl EventsFromChat {
         }
         self.ended = true;
         self.close(out);
-        let usage = usage_from_chat(self.usage.as_ref());
+        let usage = usage_from_chat(self.usage.as_ref()).into_value();
         out.push(json!({
             "type": "message_delta",
             "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},

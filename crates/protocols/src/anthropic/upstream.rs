@@ -10,6 +10,7 @@ use ferrolite_types::ErrorClass;
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::out::{self, Obj, Out, obj};
 use crate::sse::SseEvent;
 
 use super::finish_reason_of;
@@ -93,41 +94,75 @@ const REFUSED: &[&str] = &[
 /// `detail`, a function's `strict`, a `user` that is an e-mail address or a phone number (Anthropic refuses those as `user_id`),
 /// `response_format: {"type": "text"}`, `n: 1` and `logprobs: false`.
 pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateError> {
+    Ok(request_out(chat, model)?.into_value())
+}
+
+/// [`request_from_chat`] written straight to the bytes sent, with `stream` set as the call is
+/// (`true`, else left out): the same body, built from the borrowed parts of `chat` without a
+/// tree of its own.
+pub fn request_bytes_from_chat(
+    chat: &Value,
+    model: &str,
+    stream: bool,
+) -> Result<Vec<u8>, TranslateError> {
+    let mut out = request_out(chat, model)?;
+    if let Out::Object(object) = &mut out {
+        if stream {
+            object.insert("stream", true);
+        } else {
+            object.remove("stream");
+        }
+    }
+    out::to_bytes(&out)
+}
+
+/// The Messages request of `chat` for `model`, borrowing from them.
+fn request_out<'a>(chat: &'a Value, model: &'a str) -> Result<Out<'a>, TranslateError> {
     let request = chat
         .as_object()
         .ok_or_else(|| TranslateError::new("", "the request is not a JSON object"))?;
-    let mut out = Map::new();
-    out.insert("model".into(), model.into());
+    let mut out = Obj::with_capacity(request.len() + 2);
+    out.push("model", model);
 
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| TranslateError::new("messages", "a list of messages is required"))?;
-    let (system, turns) = messages_of(messages)?;
-    out.insert("messages".into(), Value::Array(turns));
+    let (system, turns, tool_blocks) = messages_of(messages)?;
+    out.push("messages", turns);
     if !system.is_empty() {
-        let lone_plain = system.len() == 1 && system[0].get("cache_control").is_none();
-        let value = match (lone_plain, system.first().and_then(|b| b.get("text"))) {
-            (true, Some(text)) => text.clone(),
-            _ => Value::Array(system),
+        let lone_plain = system.len() == 1 && !system[0].has_field("cache_control");
+        let lone_text = match system.first() {
+            Some(Out::Object(block)) if lone_plain => block.get("text").cloned(),
+            Some(Out::Ref(block)) if lone_plain => block.get("text").map(Out::Ref),
+            _ => None,
         };
-        out.insert("system".into(), value);
+        out.push("system", lone_text.unwrap_or(Out::Array(system)));
     }
 
     // `reasoning_effort` as a thinking budget, else the caller's own `thinking`.
     let thinking = match request.get("reasoning_effort").filter(|v| !v.is_null()) {
-        Some(effort) => thinking_budget(effort)?
-            .map(|budget| json!({"type": "enabled", "budget_tokens": budget})),
-        None => request.get("thinking").filter(|v| !v.is_null()).cloned(),
+        Some(effort) => thinking_budget(effort)?.map(|budget| {
+            (
+                obj! {"type": "enabled", "budget_tokens": budget},
+                Some(budget),
+            )
+        }),
+        None => request
+            .get("thinking")
+            .filter(|v| !v.is_null())
+            .map(|thinking| {
+                let budget = Some(thinking)
+                    .filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled"))
+                    .and_then(|t| t.get("budget_tokens"))
+                    .and_then(Value::as_u64);
+                (Out::Ref(thinking), budget)
+            }),
     };
-    let budget = thinking
-        .as_ref()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled"))
-        .and_then(|t| t.get("budget_tokens"))
-        .and_then(Value::as_u64);
+    let budget = thinking.as_ref().and_then(|(_, budget)| *budget);
     let thinking_on = budget.is_some();
-    if let Some(thinking) = thinking {
-        out.insert("thinking".into(), thinking);
+    if let Some((thinking, _)) = thinking {
+        out.push("thinking", thinking);
     }
 
     let max_tokens = match (
@@ -144,15 +179,16 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
             b.saturating_add(THINKING_ANSWER_TOKENS)
         }),
     };
-    out.insert("max_tokens".into(), max_tokens.into());
+    out.push("max_tokens", max_tokens);
 
     let mut tools = Vec::new();
     if let Some(given) = request.get("tools").filter(|v| !v.is_null()) {
         let given = given
             .as_array()
             .ok_or_else(|| TranslateError::new("tools", "not a list"))?;
+        tools.reserve(given.len());
         for (i, tool) in given.iter().enumerate() {
-            tools.push(tool_of(tool, &format!("tools[{i}]"))?);
+            tools.push(tool_of(tool, i)?);
         }
     }
     let mut tool_choice = match request.get("tool_choice").filter(|v| !v.is_null()) {
@@ -163,12 +199,10 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
         Some(Value::Bool(parallel)) => {
             let none = tool_choice
                 .as_ref()
-                .is_some_and(|c| c.get("type").and_then(Value::as_str) == Some("none"));
+                .is_some_and(|c| c.str_field("type") == Some("none"));
             if !none {
-                let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
-                if let Some(choice) = choice.as_object_mut() {
-                    choice.insert("disable_parallel_tool_use".into(), (!parallel).into());
-                }
+                let choice = tool_choice.get_or_insert_with(|| obj! {"type": "auto"});
+                choice.set_field("disable_parallel_tool_use", !parallel);
             }
         }
         Some(_) => return Err(TranslateError::new("parallel_tool_calls", "not a boolean")),
@@ -178,32 +212,32 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
         if let Some(tool) = response_format_tool(format)? {
             tools.push(tool);
             if !thinking_on {
-                tool_choice = Some(json!({"type": "tool", "name": RESPONSE_FORMAT_TOOL}));
+                tool_choice = Some(obj! {"type": "tool", "name": RESPONSE_FORMAT_TOOL});
             }
         }
     }
-    if tools.is_empty() && has_tool_blocks(&out["messages"]) {
+    if tools.is_empty() && tool_blocks {
         return Err(TranslateError::new(
             "tools",
             "Anthropic needs the tools declared when the messages hold tool calls or results",
         ));
     }
     if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
+        out.push("tools", tools);
     }
     if let Some(choice) = tool_choice {
-        out.insert("tool_choice".into(), choice);
+        out.push("tool_choice", choice);
     }
 
     if let Some(stop) = request.get("stop").filter(|v| !v.is_null()) {
-        let sequences: Vec<Value> = match stop {
-            Value::String(s) => vec![Value::String(s.clone())],
+        let sequences: Vec<Out<'_>> = match stop {
+            Value::String(s) => vec![Out::Str(s)],
             Value::Array(items) => items
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
                     s.as_str()
-                        .map(|s| Value::String(s.to_string()))
+                        .map(Out::Str)
                         .ok_or_else(|| TranslateError::new(format!("stop[{i}]"), "not a string"))
                 })
                 .collect::<Result<_, _>>()?,
@@ -215,16 +249,16 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
             }
         };
         if !sequences.is_empty() {
-            out.insert("stop_sequences".into(), Value::Array(sequences));
+            out.push("stop_sequences", sequences);
         }
     }
     if let Some(user) = request.get("user").and_then(Value::as_str) {
         if valid_user_id(user) {
-            out.insert("metadata".into(), json!({ "user_id": user }));
+            out.push("metadata", obj! {"user_id": user});
         }
     }
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
-        out.insert("stream".into(), true.into());
+        out.push("stream", true);
     }
     match request.get("n") {
         None | Some(Value::Null) => {}
@@ -275,25 +309,9 @@ pub fn request_from_chat(chat: &Value, model: &str) -> Result<Value, TranslateEr
                 "Anthropic's Messages API has no such parameter",
             ));
         }
-        out.insert(name.clone(), value.clone());
+        out.insert(name, value);
     }
-    Ok(Value::Object(out))
-}
-
-/// Whether Messages `turns` hold `tool_use` or `tool_result` blocks.
-fn has_tool_blocks(turns: &Value) -> bool {
-    turns.as_array().into_iter().flatten().any(|turn| {
-        turn["content"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|block| {
-                matches!(
-                    block.get("type").and_then(Value::as_str),
-                    Some("tool_use" | "tool_result")
-                )
-            })
-    })
+    Ok(Out::Object(out))
 }
 
 /// A positive whole number of tokens.
@@ -339,23 +357,28 @@ fn valid_user_id(user: &str) -> bool {
     !email && !phone
 }
 
+/// The system blocks, the alternating turns of canonical `messages`, and whether the turns
+/// hold `tool_use` or `tool_result` blocks.
+type Turns<'a> = (Vec<Out<'a>>, Vec<Out<'a>>, bool);
+
 /// The system blocks and the alternating turns of canonical `messages`.
-fn messages_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), TranslateError> {
+fn messages_of(messages: &[Value]) -> Result<Turns<'_>, TranslateError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Out<'_>>)> = Vec::with_capacity(messages.len());
     // A turn's content as a plain string, when it is one message with string content.
-    let mut plain: Vec<Option<String>> = Vec::new();
+    let mut plain: Vec<Option<&str>> = Vec::with_capacity(messages.len());
+    let mut tool_blocks = false;
     for (i, message) in messages.iter().enumerate() {
-        let at = format!("messages[{i}]");
+        let at = |field: &str| format!("messages[{i}].{field}");
         let role = message
             .get("role")
             .and_then(Value::as_str)
-            .ok_or_else(|| TranslateError::new(format!("{at}.role"), "missing"))?;
+            .ok_or_else(|| TranslateError::new(at("role"), "missing"))?;
         let cache_control = message.get("cache_control").filter(|v| !v.is_null());
         let content = message.get("content").filter(|v| !v.is_null());
         match role {
             "system" | "developer" => {
-                let mut blocks = blocks_of(content, &format!("{at}.content"), role)?;
+                let mut blocks = blocks_of(content, i, role)?;
                 mark_last(&mut blocks, cache_control);
                 system.extend(blocks);
             }
@@ -365,81 +388,88 @@ fn messages_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
                     if let Some(thinking) = message.get("thinking_blocks").filter(|v| !v.is_null())
                     {
                         let thinking = thinking.as_array().ok_or_else(|| {
-                            TranslateError::new(format!("{at}.thinking_blocks"), "not a list")
+                            TranslateError::new(at("thinking_blocks"), "not a list")
                         })?;
-                        blocks.extend(thinking.iter().cloned());
+                        tool_blocks |= thinking.iter().any(is_tool_block);
+                        blocks.extend(thinking.iter().map(Out::Ref));
                     }
                 }
-                let text_blocks = blocks_of(content, &format!("{at}.content"), role)?;
+                let text_blocks = blocks_of(content, i, role)?;
                 let plain_text = match content {
                     Some(Value::String(s))
                         if cache_control.is_none()
                             && blocks.is_empty()
                             && message.get("tool_calls").is_none_or(Value::is_null) =>
                     {
-                        Some(s.clone())
+                        Some(s.as_str())
                     }
                     _ => None,
                 };
                 // An empty text block is refused by Anthropic: an assistant turn of tool calls
                 // with `content: ""` has none.
                 blocks.extend(text_blocks.into_iter().filter(|b| {
-                    !(b.get("type").and_then(Value::as_str) == Some("text")
-                        && b.get("text").and_then(Value::as_str) == Some("")
-                        && b.get("cache_control").is_none()
+                    !(b.str_field("type") == Some("text")
+                        && b.str_field("text") == Some("")
+                        && !b.has_field("cache_control")
                         && plain_text.is_none())
                 }));
                 if role == "assistant" {
                     if let Some(calls) = message.get("tool_calls").filter(|v| !v.is_null()) {
-                        let calls = calls.as_array().ok_or_else(|| {
-                            TranslateError::new(format!("{at}.tool_calls"), "not a list")
-                        })?;
+                        let calls = calls
+                            .as_array()
+                            .ok_or_else(|| TranslateError::new(at("tool_calls"), "not a list"))?;
+                        blocks.reserve(calls.len());
                         for (j, call) in calls.iter().enumerate() {
-                            blocks.push(tool_use_of(call, &format!("{at}.tool_calls[{j}]"))?);
+                            blocks.push(tool_use_of(call, || {
+                                format!("messages[{i}].tool_calls[{j}]")
+                            })?);
+                            tool_blocks = true;
                         }
                     }
                 }
                 mark_last(&mut blocks, cache_control);
+                let role = if role == "user" { "user" } else { "assistant" };
                 push_turn(&mut turns, &mut plain, role, blocks, plain_text);
             }
             "tool" => {
                 let id = message
                     .get("tool_call_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.tool_call_id"), "missing"))?;
-                let mut result = Map::new();
-                result.insert("type".into(), "tool_result".into());
-                result.insert("tool_use_id".into(), id.into());
+                    .ok_or_else(|| TranslateError::new(at("tool_call_id"), "missing"))?;
+                let mut result = Obj::with_capacity(4);
+                result.push("type", "tool_result");
+                result.push("tool_use_id", id);
                 match content {
                     None => {}
                     Some(Value::String(s)) => {
-                        result.insert("content".into(), s.clone().into());
+                        result.push("content", s);
                     }
                     Some(_) => {
-                        let blocks = blocks_of(content, &format!("{at}.content"), role)?;
-                        result.insert("content".into(), Value::Array(blocks));
+                        let blocks = blocks_of(content, i, role)?;
+                        result.push("content", blocks);
                     }
                 }
                 if let Some(cache) = cache_control {
-                    result.insert("cache_control".into(), cache.clone());
+                    result.push("cache_control", cache);
                 }
+                tool_blocks = true;
                 push_turn(
                     &mut turns,
                     &mut plain,
                     "user",
-                    vec![Value::Object(result)],
+                    vec![Out::Object(result)],
                     None,
                 );
             }
             "function" => {
                 return Err(TranslateError::new(
-                    format!("{at}.role"),
+                    at("role"),
                     "legacy function messages are not translated; use tool messages",
                 ));
             }
             other => {
                 return Err(TranslateError::new(
-                    format!("{at}.role"),
+                    at("role"),
                     format!("unknown role `{other}`"),
                 ));
             }
@@ -450,32 +480,40 @@ fn messages_of(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Translate
         .zip(plain)
         .map(|((role, blocks), plain)| {
             let content = match plain {
-                Some(text) => Value::String(text),
-                None => Value::Array(blocks),
+                Some(text) => Out::Str(text),
+                None => Out::Array(blocks),
             };
-            json!({"role": role, "content": content})
+            obj! {"role": role, "content": content}
         })
         .collect();
-    Ok((system, turns))
+    Ok((system, turns, tool_blocks))
+}
+
+/// Whether a block given as it is is a `tool_use` or `tool_result` block.
+fn is_tool_block(block: &Value) -> bool {
+    matches!(
+        block.get("type").and_then(Value::as_str),
+        Some("tool_use" | "tool_result")
+    )
 }
 
 /// Adds `blocks` to the last turn when it has `role`, else as a new turn.
-fn push_turn(
-    turns: &mut Vec<(String, Vec<Value>)>,
-    plain: &mut Vec<Option<String>>,
-    role: &str,
-    blocks: Vec<Value>,
-    plain_text: Option<String>,
+fn push_turn<'a>(
+    turns: &mut Vec<(&'static str, Vec<Out<'a>>)>,
+    plain: &mut Vec<Option<&'a str>>,
+    role: &'static str,
+    blocks: Vec<Out<'a>>,
+    plain_text: Option<&'a str>,
 ) {
     match turns.last_mut() {
-        Some((last, existing)) if last == role => {
+        Some((last, existing)) if *last == role => {
             existing.extend(blocks);
             if let Some(p) = plain.last_mut() {
                 *p = None;
             }
         }
         _ => {
-            turns.push((role.to_string(), blocks));
+            turns.push((role, blocks));
             plain.push(plain_text);
         }
     }
@@ -483,39 +521,58 @@ fn push_turn(
 
 /// Puts a message's `cache_control` on its last block (as LiteLLM does), unless that block has
 /// its own.
-fn mark_last(blocks: &mut [Value], cache_control: Option<&Value>) {
-    if let (Some(cache), Some(Value::Object(last))) = (cache_control, blocks.last_mut()) {
-        last.entry("cache_control").or_insert_with(|| cache.clone());
+fn mark_last<'a>(blocks: &mut [Out<'a>], cache_control: Option<&'a Value>) {
+    if let (Some(cache), Some(last)) = (cache_control, blocks.last_mut()) {
+        if !last.has_field("cache_control") {
+            last.set_field("cache_control", cache);
+        }
     }
 }
 
-/// A message's content as Messages blocks.
-fn blocks_of(content: Option<&Value>, at: &str, role: &str) -> Result<Vec<Value>, TranslateError> {
+/// The content of `messages[i]` as Messages blocks.
+fn blocks_of<'a>(
+    content: Option<&'a Value>,
+    i: usize,
+    role: &str,
+) -> Result<Vec<Out<'a>>, TranslateError> {
     match content {
         None => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Value::String(s)) => Ok(vec![obj! {"type": "text", "text": s}]),
         Some(Value::Array(parts)) => parts
             .iter()
             .enumerate()
-            .map(|(j, part)| block_of(part, &format!("{at}[{j}]"), role))
+            .map(|(j, part)| {
+                block_of(
+                    part,
+                    |field| format!("messages[{i}].content[{j}]{field}"),
+                    role,
+                )
+            })
             .collect(),
-        Some(_) => Err(TranslateError::new(at, "not a string or a list of parts")),
+        Some(_) => Err(TranslateError::new(
+            format!("messages[{i}].content"),
+            "not a string or a list of parts",
+        )),
     }
 }
 
-/// One content part as a Messages block.
-fn block_of(part: &Value, at: &str, role: &str) -> Result<Value, TranslateError> {
+/// One content part as a Messages block; `at(".field")` names a field of it.
+fn block_of<'a>(
+    part: &'a Value,
+    at: impl Fn(&str) -> String,
+    role: &str,
+) -> Result<Out<'a>, TranslateError> {
     let kind = part
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.type"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(at(".type"), "missing"))?;
     let mut block = match kind {
         "text" => {
             let text = part
                 .get("text")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.text"), "missing"))?;
-            json!({"type": "text", "text": text})
+                .ok_or_else(|| TranslateError::new(at(".text"), "missing"))?;
+            obj! {"type": "text", "text": text}
         }
         "image_url" if role == "user" || role == "tool" => {
             let url = match part.get("image_url") {
@@ -523,132 +580,132 @@ fn block_of(part: &Value, at: &str, role: &str) -> Result<Value, TranslateError>
                 Some(image) => image
                     .get("url")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::new(format!("{at}.image_url.url"), "missing"))?,
-                None => return Err(TranslateError::new(format!("{at}.image_url"), "missing")),
+                    .ok_or_else(|| TranslateError::new(at(".image_url.url"), "missing"))?,
+                None => return Err(TranslateError::new(at(".image_url"), "missing")),
             };
-            json!({"type": "image", "source": source_of(url, &format!("{at}.image_url.url"))?})
+            obj! {"type": "image", "source": source_of(url, || at(".image_url.url"))?}
         }
         "file" if role == "user" => {
             let file = part
                 .get("file")
-                .ok_or_else(|| TranslateError::new(format!("{at}.file"), "missing"))?;
+                .ok_or_else(|| TranslateError::new(at(".file"), "missing"))?;
             if file.get("file_id").is_some_and(|v| !v.is_null()) {
                 return Err(TranslateError::new(
-                    format!("{at}.file.file_id"),
+                    at(".file.file_id"),
                     "Anthropic cannot read OpenAI file ids; send file_data",
                 ));
             }
             let data = file
                 .get("file_data")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::new(format!("{at}.file.file_data"), "missing"))?;
-            json!({"type": "document", "source": source_of(data, &format!("{at}.file.file_data"))?})
+                .ok_or_else(|| TranslateError::new(at(".file.file_data"), "missing"))?;
+            obj! {"type": "document", "source": source_of(data, || at(".file.file_data"))?}
         }
         // Anthropic's own blocks passed in the canonical form (LiteLLM passes them too).
-        "thinking" | "redacted_thinking" | "document" | "image" | "search_result" => part.clone(),
+        "thinking" | "redacted_thinking" | "document" | "image" | "search_result" => {
+            // Its own `cache_control`, if any, is in it already.
+            return Ok(Out::Ref(part));
+        }
         other => {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                at(".type"),
                 format!("Anthropic has no `{other}` content in a {role} message"),
             ));
         }
     };
-    if let (Some(cache), Some(object)) = (
-        part.get("cache_control").filter(|v| !v.is_null()),
-        block.as_object_mut(),
-    ) {
-        object.insert("cache_control".into(), cache.clone());
+    if let Some(cache) = part.get("cache_control").filter(|v| !v.is_null()) {
+        block.set_field("cache_control", cache);
     }
     Ok(block)
 }
 
 /// An image's or document's URL as a Messages source: a `data:` URL as base64 with its media
 /// type, an `http(s)` URL as a `url` source.
-fn source_of(url: &str, at: &str) -> Result<Value, TranslateError> {
+fn source_of(url: &str, at: impl Fn() -> String) -> Result<Out<'_>, TranslateError> {
     if let Some(rest) = url.strip_prefix("data:") {
         let (meta, data) = rest
             .split_once(',')
-            .ok_or_else(|| TranslateError::new(at, "a data: URL without data"))?;
+            .ok_or_else(|| TranslateError::new(at(), "a data: URL without data"))?;
         let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-            TranslateError::new(at, "a data: URL must be base64 (`data:TYPE;base64,...`)")
+            TranslateError::new(at(), "a data: URL must be base64 (`data:TYPE;base64,...`)")
         })?;
-        return Ok(json!({"type": "base64", "media_type": media_type, "data": data}));
+        return Ok(obj! {"type": "base64", "media_type": media_type, "data": data});
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "url", "url": url}));
+        return Ok(obj! {"type": "url", "url": url});
     }
-    Err(TranslateError::new(at, "not a data: or http(s) URL"))
+    Err(TranslateError::new(at(), "not a data: or http(s) URL"))
 }
 
-/// An assistant tool call as a `tool_use` block.
-fn tool_use_of(call: &Value, at: &str) -> Result<Value, TranslateError> {
-    let (id, name, input) = crate::tool_call_parts(call, at)?;
-    if !input.is_object() {
+/// An assistant tool call as a `tool_use` block; `at()` is its path.
+fn tool_use_of(call: &Value, at: impl Fn() -> String) -> Result<Out<'_>, TranslateError> {
+    let (id, name, input) = crate::tool_call_parts(call, &at())?;
+    if !crate::is_object(input) {
         return Err(TranslateError::new(
-            format!("{at}.function.arguments"),
+            format!("{}.function.arguments", at()),
             "not a JSON object (Anthropic's tool input is one)",
         ));
     }
-    let mut block = json!({"type": "tool_use", "id": id, "name": name, "input": input});
-    if let (Some(cache), Some(object)) = (
-        call.get("cache_control").filter(|v| !v.is_null()),
-        block.as_object_mut(),
-    ) {
-        object.insert("cache_control".into(), cache.clone());
+    let mut block = Obj::with_capacity(5);
+    block.push("type", "tool_use");
+    block.push("id", id);
+    block.push("name", name);
+    block.push("input", input);
+    if let Some(cache) = call.get("cache_control").filter(|v| !v.is_null()) {
+        block.push("cache_control", cache);
     }
-    Ok(block)
+    Ok(Out::Object(block))
 }
 
-/// A canonical tool as a Messages tool.
-fn tool_of(tool: &Value, at: &str) -> Result<Value, TranslateError> {
+/// A canonical tool (`tools[i]`) as a Messages tool.
+fn tool_of(tool: &Value, i: usize) -> Result<Out<'_>, TranslateError> {
     if tool.get("input_schema").is_some() {
-        return Ok(tool.clone()); // already Anthropic's form
+        return Ok(Out::Ref(tool)); // already Anthropic's form
     }
     match tool.get("type").and_then(Value::as_str) {
         Some("function") => {}
         Some(other) => {
             return Err(TranslateError::new(
-                format!("{at}.type"),
+                format!("tools[{i}].type"),
                 format!("Anthropic has no `{other}` tool in the chat form"),
             ));
         }
-        None => return Err(TranslateError::new(format!("{at}.type"), "missing")),
+        None => return Err(TranslateError::new(format!("tools[{i}].type"), "missing")),
     }
     let function = tool
         .get("function")
-        .ok_or_else(|| TranslateError::new(format!("{at}.function"), "missing"))?;
+        .ok_or_else(|| TranslateError::new(format!("tools[{i}].function"), "missing"))?;
     let name = function
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{at}.function.name"), "missing"))?;
-    let schema = function
-        .get("parameters")
-        .filter(|v| !v.is_null())
-        .cloned()
-        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    let mut out = Map::new();
-    out.insert("name".into(), name.into());
+        .ok_or_else(|| TranslateError::new(format!("tools[{i}].function.name"), "missing"))?;
+    let schema = match function.get("parameters").filter(|v| !v.is_null()) {
+        Some(schema) => Out::Ref(schema),
+        None => obj! {"type": "object", "properties": Obj::new()},
+    };
+    let mut out = Obj::with_capacity(4);
+    out.push("name", name);
     if let Some(description) = function.get("description").filter(|v| !v.is_null()) {
-        out.insert("description".into(), description.clone());
+        out.push("description", description);
     }
-    out.insert("input_schema".into(), schema);
+    out.push("input_schema", schema);
     let cache = tool
         .get("cache_control")
         .or_else(|| function.get("cache_control"))
         .filter(|v| !v.is_null());
     if let Some(cache) = cache {
-        out.insert("cache_control".into(), cache.clone());
+        out.push("cache_control", cache);
     }
-    Ok(Value::Object(out))
+    Ok(Out::Object(out))
 }
 
 /// A canonical `tool_choice` as Anthropic's.
-fn tool_choice_of(choice: &Value) -> Result<Value, TranslateError> {
+fn tool_choice_of(choice: &Value) -> Result<Out<'_>, TranslateError> {
     match choice {
         Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"type": "auto"})),
-            "none" => Ok(json!({"type": "none"})),
-            "required" => Ok(json!({"type": "any"})),
+            "auto" => Ok(obj! {"type": "auto"}),
+            "none" => Ok(obj! {"type": "none"}),
+            "required" => Ok(obj! {"type": "any"}),
             other => Err(TranslateError::new(
                 "tool_choice",
                 format!("unknown tool choice `{other}`"),
@@ -660,7 +717,7 @@ fn tool_choice_of(choice: &Value) -> Result<Value, TranslateError> {
                 .and_then(|f| f.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| TranslateError::new("tool_choice.function.name", "missing"))?;
-            Ok(json!({"type": "tool", "name": name}))
+            Ok(obj! {"type": "tool", "name": name})
         }
         _ => Err(TranslateError::new(
             "tool_choice",
@@ -670,29 +727,30 @@ fn tool_choice_of(choice: &Value) -> Result<Value, TranslateError> {
 }
 
 /// The tool a `response_format` becomes (`None` for `text`).
-fn response_format_tool(format: &Value) -> Result<Option<Value>, TranslateError> {
+fn response_format_tool(format: &Value) -> Result<Option<Out<'_>>, TranslateError> {
     let kind = format
         .get("type")
         .and_then(Value::as_str)
         .ok_or_else(|| TranslateError::new("response_format.type", "missing"))?;
     let schema = match kind {
         "text" => return Ok(None),
-        "json_object" => json!({"type": "object", "additionalProperties": true, "properties": {}}),
+        "json_object" => {
+            obj! {"type": "object", "additionalProperties": true, "properties": Obj::new()}
+        }
         "json_schema" => {
             let schema = format
                 .get("json_schema")
                 .and_then(|s| s.get("schema"))
-                .filter(|s| s.is_object())
+                .and_then(Value::as_object)
                 .ok_or_else(|| {
                     TranslateError::new("response_format.json_schema.schema", "missing")
                 })?;
-            let mut out = json!({"type": "object"});
-            if let (Some(out), Some(schema)) = (out.as_object_mut(), schema.as_object()) {
-                for (k, v) in schema {
-                    out.insert(k.clone(), v.clone());
-                }
+            let mut out = Obj::with_capacity(schema.len() + 1);
+            out.push("type", "object");
+            for (k, v) in schema {
+                out.insert(k, v);
             }
-            out
+            Out::Object(out)
         }
         other => {
             return Err(TranslateError::new(
@@ -702,7 +760,7 @@ fn response_format_tool(format: &Value) -> Result<Option<Value>, TranslateError>
         }
     };
     Ok(Some(
-        json!({"name": RESPONSE_FORMAT_TOOL, "input_schema": schema}),
+        obj! {"name": RESPONSE_FORMAT_TOOL, "input_schema": schema},
     ))
 }
 
@@ -753,6 +811,17 @@ pub fn usage_to_chat(usage: Option<&Value>) -> Value {
 /// as JSON text, finishing with `stop`. `stop_reason` is mapped by [`finish_reason_of`], the
 /// usage by [`usage_to_chat`].
 pub fn answer_to_chat(answer: &Value, model: &str) -> Result<Value, TranslateError> {
+    Ok(answer_out(answer, model)?.into_value())
+}
+
+/// [`answer_to_chat`] written straight to the bytes of the canonical answer: the same answer,
+/// built from the borrowed parts of `answer` without a tree of its own.
+pub fn answer_bytes_to_chat(answer: &Value, model: &str) -> Result<Vec<u8>, TranslateError> {
+    out::to_bytes(&answer_out(answer, model)?)
+}
+
+/// The `chat.completion` of a Messages answer, borrowing from it.
+fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, TranslateError> {
     if answer.get("type").and_then(Value::as_str) == Some("error") {
         return Err(TranslateError::new(
             "error",
@@ -763,33 +832,23 @@ pub fn answer_to_chat(answer: &Value, model: &str) -> Result<Value, TranslateErr
         .get("content")
         .and_then(Value::as_array)
         .ok_or_else(|| TranslateError::new("content", "missing"))?;
-    let mut text = String::new();
+    let mut texts: Vec<&str> = Vec::with_capacity(1);
     let mut has_text = false;
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
-    let mut tool_calls = Vec::new();
+    let mut calls: Vec<&Value> = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
                 has_text = true;
-                text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+                texts.push(block.get("text").and_then(Value::as_str).unwrap_or(""));
             }
-            Some("tool_use") => {
-                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
-                tool_calls.push(json!({
-                    "id": block.get("id").cloned().unwrap_or(Value::Null),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name").cloned().unwrap_or(Value::Null),
-                        "arguments": input.to_string(),
-                    },
-                }));
-            }
+            Some("tool_use") => calls.push(block),
             Some("thinking") => {
                 reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""));
-                thinking_blocks.push(block.clone());
+                thinking_blocks.push(Out::Ref(block));
             }
-            Some("redacted_thinking") => thinking_blocks.push(block.clone()),
+            Some("redacted_thinking") => thinking_blocks.push(Out::Ref(block)),
             // Server tools' blocks (web search results, ...) carry nothing the chat form has.
             Some(_) => {}
             None => return Err(TranslateError::new(format!("content[{i}].type"), "missing")),
@@ -800,45 +859,62 @@ pub fn answer_to_chat(answer: &Value, model: &str) -> Result<Value, TranslateErr
         .and_then(Value::as_str)
         .map(finish_reason_of)
         .unwrap_or("stop");
-    let mut content = has_text.then_some(Value::String(text));
-    if let [call] = tool_calls.as_slice() {
-        if call["function"]["name"] == RESPONSE_FORMAT_TOOL {
-            let arguments = &call["function"]["arguments"];
-            let input: Value = arguments
-                .as_str()
-                .and_then(|a| serde_json::from_str(a).ok())
-                .unwrap_or(Value::Null);
-            let json_text = match input.get("values") {
+    let mut content = match texts.as_slice() {
+        _ if !has_text => Out::Null,
+        [text] => Out::Str(text),
+        texts => Out::String(texts.concat()),
+    };
+    // A call's input as JSON text (none: `{}`).
+    let arguments = |call: &Value| {
+        call.get("input")
+            .map_or_else(|| "{}".to_string(), Value::to_string)
+    };
+    if let [call] = calls.as_slice() {
+        if call.get("name").and_then(Value::as_str) == Some(RESPONSE_FORMAT_TOOL) {
+            let json_text = match call.get("input").and_then(|input| input.get("values")) {
                 Some(values) => values.to_string(),
-                None => arguments.as_str().unwrap_or("").to_string(),
+                None => arguments(call),
             };
-            content = Some(Value::String(json_text));
-            tool_calls.clear();
+            content = Out::String(json_text);
+            calls.clear();
             finish_reason = "stop";
         }
     }
-    let mut message = Map::new();
-    message.insert("role".into(), "assistant".into());
-    message.insert("content".into(), content.unwrap_or(Value::Null));
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
+    let mut message = Obj::with_capacity(5);
+    message.push("role", "assistant");
+    message.push("content", content);
+    if !calls.is_empty() {
+        let tool_calls: Vec<Out<'_>> = calls
+            .iter()
+            .map(|call| {
+                obj! {
+                    "id": call.get("id").map_or(Out::Null, Out::Ref),
+                    "type": "function",
+                    "function": obj! {
+                        "name": call.get("name").map_or(Out::Null, Out::Ref),
+                        "arguments": arguments(call),
+                    },
+                }
+            })
+            .collect();
+        message.push("tool_calls", tool_calls);
     }
     if !thinking_blocks.is_empty() {
-        message.insert("reasoning_content".into(), reasoning.into());
-        message.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
+        message.push("reasoning_content", reasoning);
+        message.push("thinking_blocks", thinking_blocks);
     }
-    Ok(json!({
-        "id": answer.get("id").cloned().unwrap_or_else(|| "msg_".into()),
+    Ok(obj! {
+        "id": answer.get("id").map_or(Out::Str("msg_"), Out::Ref),
         "object": "chat.completion",
         "created": unix_now(),
         "model": answer.get("model").and_then(Value::as_str).unwrap_or(model),
-        "choices": [{
-            "index": 0,
-            "message": Value::Object(message),
+        "choices": vec![obj! {
+            "index": 0u64,
+            "message": message,
             "finish_reason": finish_reason,
         }],
         "usage": usage_to_chat(answer.get("usage")),
-    }))
+    })
 }
 
 /// A Messages stream as canonical `chat.completion.chunk`s: [`ChatChunks::push`] takes each
