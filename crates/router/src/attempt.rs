@@ -305,18 +305,26 @@ impl Inner {
             Some((deadline, _)) if deadline < started + timeout => (deadline, true),
             _ => (started + timeout, false),
         };
+        let span = crate::spans::attempt(call, deployment, &target.id);
+        call.waited = Duration::ZERO;
         call.attempts += 1;
         self.emit(Event::Attempt {
             model_group: &deployment.model_name,
             deployment: &target.id,
         });
-        let opened = held.renewing(self.open(deployment, &request), self.settings.lease_ttl);
+        // The backend's call runs in the attempt's span: an HTTP backend sends its trace
+        // context upstream.
+        let opened = held.renewing(
+            tracing::Instrument::instrument(self.open(deployment, &request), span.clone()),
+            self.settings.lease_ttl,
+        );
         let result = tokio::time::timeout_at(until, opened).await;
         let latency = started.elapsed();
         call.outside += latency;
         let model_group = deployment.model_name.clone();
         let (class, message) = match result {
             Ok(Ok(Reply::Stream { first, rest })) => {
+                crate::spans::answered(&span, None, first.usage.as_ref());
                 metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
                 held.answer_for(call.key.take());
                 held.stream(Arc::clone(snapshot), call.input_tokens);
@@ -341,6 +349,10 @@ impl Inner {
             Ok(Ok(Reply::Complete(response)))
                 if !self.content_filtered(&response.body, &model_group) =>
             {
+                if !span.is_disabled() {
+                    let model: Option<String> = response.body.get("model");
+                    crate::spans::answered(&span, model.as_deref(), response.usage.as_ref());
+                }
                 held.answer_for(call.key.take());
                 let delivered = Delivered {
                     usage: response.usage,
@@ -365,6 +377,7 @@ impl Inner {
             ),
             Ok(Err(error)) => (error.class, error.message),
             Err(_) if callers => {
+                crate::spans::failed(&span, &ErrorClass::Timeout);
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
                 held.fail(snapshot).await;
                 return Err(Failure::Deadline(RouterError::DeadlineExceeded {
@@ -381,6 +394,7 @@ impl Inner {
                 format!("no answer within the attempt timeout of {timeout:?}"),
             ),
         };
+        crate::spans::failed(&span, &class);
         let has_fallbacks = self.has_fallbacks(destination.label());
         Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class)).await;
         call.tried.push(Tried {
@@ -649,17 +663,5 @@ fn attempt_timeout(
 }
 
 fn class_label(class: &ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::RateLimited { .. } => "rate_limited",
-        ErrorClass::Timeout => "timeout",
-        ErrorClass::ContextWindowExceeded => "context_window",
-        ErrorClass::ContentPolicy => "content_policy",
-        ErrorClass::Authentication => "authentication",
-        ErrorClass::PermissionDenied => "permission_denied",
-        ErrorClass::NotFound => "not_found",
-        ErrorClass::BadRequest { .. } => "bad_request",
-        ErrorClass::BudgetExceeded => "budget_exceeded",
-        ErrorClass::ServerError { .. } => "server_error",
-        ErrorClass::Connection => "connection",
-    }
+    crate::spans::class_label(class)
 }

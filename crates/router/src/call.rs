@@ -34,6 +34,8 @@ pub(crate) struct Call<'r> {
     pub(crate) tried: Vec<Tried>,
     /// Time spent in backends and backoffs (the rest is the router's overhead).
     pub(crate) outside: Duration,
+    /// The backoff waited before the next attempt (its span reports it), then zero.
+    pub(crate) waited: Duration,
     /// The calling API key's admission, until an attempt answers (it then holds it).
     pub(crate) key: Option<HeldKey>,
 }
@@ -72,6 +74,7 @@ impl<'r> Call<'r> {
             attempted: HashSet::from([first.to_string()]),
             tried: Vec::new(),
             outside: Duration::ZERO,
+            waited: Duration::ZERO,
             key: None,
         }
     }
@@ -154,6 +157,8 @@ pub(crate) struct Summary {
     /// Retries in the group that answered, and its limit when it retried.
     pub(crate) retries: (u32, Option<u32>),
     pub(crate) fallbacks: u32,
+    /// Deployments called, the one that answered included.
+    pub(crate) attempts: u32,
     /// The answering deployment's `api_base`.
     pub(crate) api_base: Option<String>,
     /// The router's own time (to the first chunk, for a stream).

@@ -65,6 +65,7 @@ mod retry_budget;
 mod router;
 mod settings;
 mod snapshot;
+pub mod spans;
 mod stream;
 mod wildcard;
 

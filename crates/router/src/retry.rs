@@ -157,6 +157,7 @@ impl Inner {
                 skip.push(*ix);
             }
             self.wait(call, wait).await?;
+            call.waited = wait;
             retry += 1;
             call.retries += 1;
             self.emit(Event::Retry {

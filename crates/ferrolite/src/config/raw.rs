@@ -285,6 +285,9 @@ pub(super) struct RawLitellmSettings {
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) cache: Option<bool>,
     pub(super) cache_params: Option<RawCacheParams>,
+    /// LiteLLM's logging callbacks: `otel` turns on OpenTelemetry traces with LiteLLM's
+    /// variables; the others are reported as not implemented.
+    pub(super) callbacks: Option<serde_json::Value>,
 }
 
 /// LiteLLM proxy's `litellm_settings.cache_params` (the keys ferrolite honours; the rest are
@@ -354,6 +357,22 @@ pub(super) struct RawFerroliteSettings {
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) skip_unsupported_deployments: Option<bool>,
     pub(super) server: RawServer,
+    pub(super) otel: RawOtel,
+}
+
+/// `ferrolite_settings.otel`: OpenTelemetry traces over OTLP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawOtel {
+    #[serde(deserialize_with = "env_string_opt")]
+    pub(super) endpoint: Option<String>,
+    #[serde(deserialize_with = "env_string_opt")]
+    pub(super) protocol: Option<String>,
+    pub(super) headers: BTreeMap<String, SecretValue>,
+    #[serde(deserialize_with = "env_string_opt")]
+    pub(super) service_name: Option<String>,
+    #[serde(deserialize_with = "env_opt")]
+    pub(super) sampling_ratio: Option<f64>,
 }
 
 /// `ferrolite_settings.server`: the gateway's connection timeouts and limits.

@@ -55,6 +55,7 @@ mod route;
 mod sse;
 mod state;
 mod telemetry;
+mod trace;
 
 use std::sync::Arc;
 
@@ -79,6 +80,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
     id: String,
+    span: &tracing::Span,
 ) -> Result<Response, GatewayError> {
     // The settings of this call, whatever a reload swaps in meanwhile.
     let settings = gateway.settings.load_full();
@@ -94,8 +96,9 @@ async fn handle(
     }
     // 3. keys: an API key's groups, limits and budget.
     keys::admit(&caller, &mut request)?;
+    trace::routing(span, &request);
     // 4 and 5. route, and answer (JSON or server-sent events).
-    route::route(&router, request, model, parsed.include_usage).await
+    route::route(&router, request, model, parsed.include_usage, span).await
 }
 
 /// LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
@@ -120,12 +123,16 @@ async fn completions(
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
     let endpoint = Endpoint::of(parts.uri.path());
-    let mut response = handle(&gateway, endpoint, headers, body, id)
+    // The request's span for distributed tracing (disabled unless traces are exported).
+    let traced = trace::request(route_of(parts.uri.path()), &id, &headers);
+    let mut response = handle(&gateway, endpoint, headers, body, id, &traced)
         .instrument(span.clone())
+        .instrument(traced.clone())
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    trace::status(&traced, status);
     gateway.telemetry.record(status, elapsed);
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
@@ -136,6 +143,25 @@ async fn completions(
         headers.insert(REQUEST_ID, value);
     }
     response
+}
+
+/// The route a call came by (`http.route`): the gateway's routes are fixed paths.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/chat/completions" => "/chat/completions",
+        "/v1/completions" => "/v1/completions",
+        "/completions" => "/completions",
+        "/v1/embeddings" => "/v1/embeddings",
+        "/embeddings" => "/embeddings",
+        "/v1/messages" => "/v1/messages",
+        "/messages" => "/messages",
+        "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
+        "/messages/count_tokens" => "/messages/count_tokens",
+        "/v1/responses" => "/v1/responses",
+        "/responses" => "/responses",
+        _ => "",
+    }
 }
 
 /// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
