@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use hyper::http;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -28,9 +28,9 @@ use crate::config::{OtelConfig, OtelProtocol};
 
 pub use ferrolite_router::spans::TARGET;
 
-/// Whether a started [`Otel`] exports: the HTTP backend sends trace context only then (one
-/// load per call otherwise).
-static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// How many started [`Otel`]s export: the HTTP backend sends trace context only while one
+/// does (otherwise a call pays one load).
+static EXPORTING: AtomicUsize = AtomicUsize::new(0);
 
 /// Why the traces could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -263,13 +263,7 @@ impl Otel {
             )));
         }
         let provider = builder.build();
-        EXPORTING.store(true, Ordering::Relaxed);
-        tracing::info!(
-            endpoint = %target.endpoint,
-            protocol = ?target.protocol,
-            service = %target.service_name,
-            "exporting traces over OTLP"
-        );
+        EXPORTING.fetch_add(1, Ordering::Relaxed);
         Ok(Otel { provider, target })
     }
 
@@ -305,7 +299,7 @@ impl Otel {
 
     /// Exports what is left and stops the exporter.
     pub fn shutdown(self) -> Result<(), OtelError> {
-        EXPORTING.store(false, Ordering::Relaxed);
+        EXPORTING.fetch_sub(1, Ordering::Relaxed);
         self.provider
             .shutdown()
             .map_err(|e| OtelError::Export(e.to_string()))
@@ -389,7 +383,7 @@ pub(crate) fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 /// Adds the current span's trace context (`traceparent`, `tracestate`) to a call's headers:
 /// called while the attempt's span is current, it makes the upstream's parent that span.
 pub(crate) fn inject(headers: &mut http::HeaderMap) {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if EXPORTING.load(Ordering::Relaxed) == 0 {
         return;
     }
     let span = tracing::Span::current();

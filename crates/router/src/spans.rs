@@ -60,7 +60,7 @@ pub(crate) fn attempt(call: &Call<'_>, deployment: &Deployment, id: &DeploymentI
     }
     span.record("gen_ai.request.model", model);
     if let Some(max) = request.max_tokens {
-        span.record("gen_ai.request.max_tokens", max);
+        span.record("gen_ai.request.max_tokens", int(max));
     }
     if let Some(t) = request
         .body
@@ -74,10 +74,10 @@ pub(crate) fn attempt(call: &Call<'_>, deployment: &Deployment, id: &DeploymentI
     }
     span.record("ferrolite.deployment.id", id.as_str());
     span.record("ferrolite.model_group", deployment.model_name.as_str());
-    span.record("ferrolite.attempt", call.attempts + 1);
-    span.record("ferrolite.retry", call.retries);
+    span.record("ferrolite.attempt", i64::from(call.attempts) + 1);
+    span.record("ferrolite.retry", i64::from(call.retries));
     span.record("ferrolite.retry.wait_ms", millis(call.waited));
-    span.record("ferrolite.fallback", call.fallbacks);
+    span.record("ferrolite.fallback", i64::from(call.fallbacks));
     span
 }
 
@@ -91,8 +91,8 @@ pub(crate) fn answered(span: &Span, model: Option<&str>, usage: Option<&Usage>) 
         span.record("gen_ai.response.model", model);
     }
     if let Some(usage) = usage {
-        span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-        span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+        span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
+        span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
     }
 }
 
@@ -154,8 +154,14 @@ fn host_of(base: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-fn millis(wait: Duration) -> u64 {
-    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+fn millis(wait: Duration) -> i64 {
+    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A count as the signed integer OpenTelemetry's attributes hold (tracing-opentelemetry
+/// exports a `u64` as text).
+pub fn int(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// The `error.type` of a failed attempt: its error class.

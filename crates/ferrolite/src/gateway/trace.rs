@@ -9,7 +9,7 @@
 //! and every record below returns at its first check.
 
 use axum::http::HeaderMap;
-use ferrolite_router::spans::TARGET;
+use ferrolite_router::spans::{TARGET, int};
 use ferrolite_router::{Request, RouterResponse, RouterStream};
 use ferrolite_types::Usage;
 use tracing::Span;
@@ -76,7 +76,7 @@ pub(super) fn routing(span: &Span, request: &Request) {
     span.record("gen_ai.operation.name", operation);
     span.record("gen_ai.request.model", request.model.as_str());
     if let Some(max) = request.max_tokens {
-        span.record("gen_ai.request.max_tokens", max);
+        span.record("gen_ai.request.max_tokens", int(max));
     }
     if let Some(t) = body.get("temperature").and_then(serde_json::Value::as_f64) {
         span.record("gen_ai.request.temperature", t);
@@ -133,9 +133,9 @@ fn decision(
 ) {
     span.record("ferrolite.route.deployment", deployment);
     span.record("ferrolite.route.model_group", group);
-    span.record("ferrolite.route.attempts", attempts);
-    span.record("ferrolite.route.retries", retries);
-    span.record("ferrolite.route.fallbacks", fallbacks);
+    span.record("ferrolite.route.attempts", i64::from(attempts));
+    span.record("ferrolite.route.retries", i64::from(retries));
+    span.record("ferrolite.route.fallbacks", i64::from(fallbacks));
     span.record("ferrolite.cache_hit", cache_hit);
 }
 
@@ -145,8 +145,8 @@ pub(super) fn usage(span: &Span, usage: Option<&Usage>) {
         return;
     }
     if let Some(usage) = usage {
-        span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-        span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+        span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
+        span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
     }
 }
 
@@ -156,7 +156,7 @@ pub(super) fn status(span: &Span, status: u16) {
     if span.is_disabled() {
         return;
     }
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "error");
     }
