@@ -37,7 +37,6 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "ferrolite_settings.failure_mode",
     "ferrolite_settings.server",
     "ferrolite_settings.otel",
-    "litellm_settings.callbacks",
 ];
 
 /// How often the config file is read to see whether it changed.

@@ -9,6 +9,7 @@ use ferrolite_strategies::{CallOutcome, Candidates, Outcome, RouteContext, Strat
 use ferrolite_types::{Deployment, DeploymentId, DeploymentIx, ErrorClass, Usage};
 use futures_util::StreamExt;
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::admit::{Held, Refused};
 use crate::backend::{BackendChunk, BackendError, BackendRequest, BackendResponse, BackendStream};
@@ -306,25 +307,29 @@ impl Inner {
             _ => (started + timeout, false),
         };
         let span = crate::spans::attempt(call, deployment, &target.id);
-        call.waited = Duration::ZERO;
+        call.waited_ms = 0;
         call.attempts += 1;
         self.emit(Event::Attempt {
             model_group: &deployment.model_name,
             deployment: &target.id,
         });
-        // The backend's call runs in the attempt's span: an HTTP backend sends its trace
-        // context upstream.
-        let opened = held.renewing(
-            tracing::Instrument::instrument(self.open(deployment, &request), span.clone()),
-            self.settings.lease_ttl,
-        );
+        // The backend's call runs in the attempt's span (an HTTP backend sends its trace
+        // context upstream); boxed only then, so an untraced call's future stays as small.
+        let open = self.open(deployment, &request);
+        let open = match &span {
+            None => futures_util::future::Either::Left(open),
+            Some(span) => futures_util::future::Either::Right(Box::pin(
+                tracing::Instrument::instrument(open, Span::clone(span)),
+            )),
+        };
+        let opened = held.renewing(open, self.settings.lease_ttl);
         let result = tokio::time::timeout_at(until, opened).await;
         let latency = started.elapsed();
         call.outside += latency;
         let model_group = deployment.model_name.clone();
         let (class, message) = match result {
             Ok(Ok(Reply::Stream { first, rest })) => {
-                crate::spans::answered(&span, None, first.usage.as_ref());
+                crate::spans::answered(span.as_deref(), None, first.usage.as_ref());
                 metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
                 held.answer_for(call.key.take());
                 held.stream(Arc::clone(snapshot), call.input_tokens);
@@ -349,9 +354,13 @@ impl Inner {
             Ok(Ok(Reply::Complete(response)))
                 if !self.content_filtered(&response.body, &model_group) =>
             {
-                if !span.is_disabled() {
+                if span.is_some() {
                     let model: Option<String> = response.body.get("model");
-                    crate::spans::answered(&span, model.as_deref(), response.usage.as_ref());
+                    crate::spans::answered(
+                        span.as_deref(),
+                        model.as_deref(),
+                        response.usage.as_ref(),
+                    );
                 }
                 held.answer_for(call.key.take());
                 let delivered = Delivered {
@@ -377,7 +386,7 @@ impl Inner {
             ),
             Ok(Err(error)) => (error.class, error.message),
             Err(_) if callers => {
-                crate::spans::failed(&span, &ErrorClass::Timeout);
+                crate::spans::failed(span.as_deref(), &ErrorClass::Timeout);
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
                 held.fail(snapshot).await;
                 return Err(Failure::Deadline(RouterError::DeadlineExceeded {
@@ -394,7 +403,7 @@ impl Inner {
                 format!("no answer within the attempt timeout of {timeout:?}"),
             ),
         };
-        crate::spans::failed(&span, &class);
+        crate::spans::failed(span.as_deref(), &class);
         let has_fallbacks = self.has_fallbacks(destination.label());
         Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class)).await;
         call.tried.push(Tried {

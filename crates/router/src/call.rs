@@ -34,8 +34,9 @@ pub(crate) struct Call<'r> {
     pub(crate) tried: Vec<Tried>,
     /// Time spent in backends and backoffs (the rest is the router's overhead).
     pub(crate) outside: Duration,
-    /// The backoff waited before the next attempt (its span reports it), then zero.
-    pub(crate) waited: Duration,
+    /// The backoff waited before the next attempt, in milliseconds (its span reports it),
+    /// then zero.
+    pub(crate) waited_ms: u32,
     /// The calling API key's admission, until an attempt answers (it then holds it).
     pub(crate) key: Option<HeldKey>,
 }
@@ -74,7 +75,7 @@ impl<'r> Call<'r> {
             attempted: HashSet::from([first.to_string()]),
             tried: Vec::new(),
             outside: Duration::ZERO,
-            waited: Duration::ZERO,
+            waited_ms: 0,
             key: None,
         }
     }

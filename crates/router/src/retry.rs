@@ -157,7 +157,7 @@ impl Inner {
                 skip.push(*ix);
             }
             self.wait(call, wait).await?;
-            call.waited = wait;
+            call.waited_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
             retry += 1;
             call.retries += 1;
             self.emit(Event::Retry {

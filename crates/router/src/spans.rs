@@ -6,8 +6,6 @@
 //! should leave that target out, and then a span costs a disabled callsite's branch and each
 //! record a check of that span. No prompt or answer text and no key is recorded.
 
-use std::time::Duration;
-
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
 use tracing::Span;
 use tracing::field::Empty;
@@ -18,8 +16,13 @@ use crate::call::Call;
 pub const TARGET: &str = "ferrolite_otel";
 
 /// A call's span: the attempt on `deployment` (`id`) about to be made, numbered from the
-/// request's state (its attempts so far, retries, fallbacks, the backoff just waited).
-pub(crate) fn attempt(call: &Call<'_>, deployment: &Deployment, id: &DeploymentId) -> Span {
+/// request's state (its attempts so far, retries, fallbacks, the backoff just waited). `None`
+/// while nothing exports it (boxed otherwise: a call's future stays as small as untraced).
+pub(crate) fn attempt(
+    call: &Call<'_>,
+    deployment: &Deployment,
+    id: &DeploymentId,
+) -> Option<Box<Span>> {
     let span = tracing::info_span!(
         target: TARGET,
         "attempt",
@@ -46,7 +49,7 @@ pub(crate) fn attempt(call: &Call<'_>, deployment: &Deployment, id: &DeploymentI
         error.type = Empty,
     );
     if span.is_disabled() {
-        return span;
+        return None;
     }
     let request = call.request;
     let operation = operation(&request.body);
@@ -76,16 +79,16 @@ pub(crate) fn attempt(call: &Call<'_>, deployment: &Deployment, id: &DeploymentI
     span.record("ferrolite.model_group", deployment.model_name.as_str());
     span.record("ferrolite.attempt", i64::from(call.attempts) + 1);
     span.record("ferrolite.retry", i64::from(call.retries));
-    span.record("ferrolite.retry.wait_ms", millis(call.waited));
+    span.record("ferrolite.retry.wait_ms", i64::from(call.waited_ms));
     span.record("ferrolite.fallback", i64::from(call.fallbacks));
-    span
+    Some(Box::new(span))
 }
 
 /// Records an attempt that answered: the model the answer names, the usage.
-pub(crate) fn answered(span: &Span, model: Option<&str>, usage: Option<&Usage>) {
-    if span.is_disabled() {
+pub(crate) fn answered(span: Option<&Span>, model: Option<&str>, usage: Option<&Usage>) {
+    let Some(span) = span else {
         return;
-    }
+    };
     span.record("ferrolite.outcome", "success");
     if let Some(model) = model {
         span.record("gen_ai.response.model", model);
@@ -97,10 +100,10 @@ pub(crate) fn answered(span: &Span, model: Option<&str>, usage: Option<&Usage>) 
 }
 
 /// Records an attempt that failed with `class` (its error class, `error.type`).
-pub(crate) fn failed(span: &Span, class: &ErrorClass) {
-    if span.is_disabled() {
+pub(crate) fn failed(span: Option<&Span>, class: &ErrorClass) {
+    let Some(span) = span else {
         return;
-    }
+    };
     span.record("ferrolite.outcome", "failure");
     span.record("otel.status_code", "error");
     span.record("error.type", class_label(class));
@@ -152,10 +155,6 @@ fn host_of(base: &str) -> Option<&str> {
         host.split(':').next()?
     };
     (!host.is_empty()).then_some(host)
-}
-
-fn millis(wait: Duration) -> i64 {
-    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A count as the signed integer OpenTelemetry's attributes hold (tracing-opentelemetry
