@@ -155,28 +155,73 @@ pub fn main() -> ExitCode {
     } else {
         "error"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // The request and attempt spans are for the trace exporter alone: the log lines never
+    // carry them, and without an exporter they stay disabled callsites.
+    if let Ok(directive) = format!("{}=off", ferrolite::otel::TARGET).parse() {
+        filter = filter.add_directive(directive);
+    }
+    // OpenTelemetry traces (`ferrolite serve` only), on a runtime of their own.
+    let traces = match &cli.command {
+        Command::Serve(args) => match serve::start_traces(&args.config) {
+            Ok(traces) => traces,
+            Err(message) => {
+                eprintln!("ferrolite: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let exporter = traces.as_ref().map(|t| &t.otel);
     // Lines go to standard error through a writer thread of their own (`logs`); `flush`
     // writes what is left when dropped.
     let (writer, flush) = logs::batched_stderr();
     // Colour only for a person at a terminal: a pipe, a file or a log collector gets plain text.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     // The request path's lines (the gateway's `answered`) are written by `lines`' short way,
     // in the same text or JSON.
     let _ = match cli.log_format {
-        LogFormat::Text => logs.map_event_format(lines::Lines::text).try_init(),
-        LogFormat::Json => logs.json().map_event_format(lines::Lines::json).try_init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(
+                logs.map_event_format(lines::Lines::text)
+                    .with_filter(filter),
+            )
+            .with(exporter.map(|otel| otel.layer()))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                logs.json()
+                    .map_event_format(lines::Lines::json)
+                    .with_filter(filter),
+            )
+            .with(exporter.map(|otel| otel.layer()))
+            .try_init(),
     };
+    if let Some(otel) = exporter {
+        let target = otel.target();
+        tracing::info!(
+            endpoint = %target.endpoint,
+            protocol = ?target.protocol,
+            service = %target.service_name,
+            "exporting traces over OTLP"
+        );
+    }
     let result = match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
         Command::Serve(args) => serve::serve_command(&args),
     };
-    // Every line logged so far is written before the process says anything more or exits.
+    // The spans ended so far are exported, then every line logged so far is written before
+    // the process says anything more or exits.
+    if let Some(traces) = traces {
+        traces.stop();
+    }
     drop(flush);
     match result {
         Ok(()) => ExitCode::SUCCESS,

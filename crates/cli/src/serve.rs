@@ -36,6 +36,7 @@ pub const RESTART_ONLY_KEYS: &[&str] = &[
     "ferrolite_settings.sync_interval_ms",
     "ferrolite_settings.failure_mode",
     "ferrolite_settings.server",
+    "ferrolite_settings.otel",
 ];
 
 /// How often the config file is read to see whether it changed.
@@ -95,6 +96,45 @@ impl StateCache {
             server: config.server.clone(),
         }
     }
+}
+
+/// OpenTelemetry traces being exported, on a runtime of their own (one thread: the batch
+/// exporter's sends stay off the gateway's threads).
+pub(crate) struct Traces {
+    pub(crate) otel: ferrolite::otel::Otel,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Traces {
+    /// Exports what is left and stops.
+    pub(crate) fn stop(self) {
+        if let Err(e) = self.otel.shutdown() {
+            tracing::warn!(error = %e, "could not export the last spans");
+        }
+        drop(self.runtime);
+    }
+}
+
+/// The traces the config at `path` and the `OTEL_*` variables ask for (`None` when they name
+/// no endpoint, or when the config does not load: `serve` then says why).
+pub(crate) fn start_traces(path: &Path) -> Result<Option<Traces>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let Ok(config) = Config::from_yaml(&text) else {
+        return Ok(None);
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("ferrolite-otel")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the trace exporter's runtime: {e}"))?;
+    let started = {
+        let _entered = runtime.enter();
+        ferrolite::otel::Otel::start(&config.otel).map_err(|e| e.to_string())?
+    };
+    Ok(started.map(|otel| Traces { otel, runtime }))
 }
 
 /// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,

@@ -520,6 +520,7 @@ impl Outgoing<'_> {
         if ready.content_type {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        add_trace_context(&mut headers);
         Ok(headers)
     }
 
@@ -552,6 +553,7 @@ impl Outgoing<'_> {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        add_trace_context(&mut headers);
         Ok(headers)
     }
 
@@ -584,9 +586,20 @@ impl Outgoing<'_> {
             .or_insert(reqwest::header::HeaderValue::from_static(
                 "application/json",
             ));
+        add_trace_context(request.headers_mut());
         *request.body_mut() = Some(self.body.into());
         Ok(request)
     }
+}
+
+/// Adds the trace context of the attempt in progress (`traceparent`, `tracestate`) to a call's
+/// headers while OpenTelemetry traces are exported (feature `otel`); nothing otherwise.
+#[inline]
+pub(crate) fn add_trace_context(headers: &mut reqwest::header::HeaderMap) {
+    #[cfg(feature = "otel")]
+    crate::otel::inject(headers);
+    #[cfg(not(feature = "otel"))]
+    let _ = headers;
 }
 
 /// A whole answer, any status.

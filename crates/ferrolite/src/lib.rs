@@ -26,6 +26,8 @@ pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod mock;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "http")]
 mod providers;
 pub mod server;
@@ -33,7 +35,10 @@ pub mod server;
 pub mod service;
 
 pub use builder::{Error, build_from_config, build_from_config_with, from_config};
-pub use config::{Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, WarningKind};
+pub use config::{
+    Config, ConfigError, ConfigWarning, HealthChecks, NotCallable, OtelConfig, OtelProtocol,
+    WarningKind,
+};
 pub use ferrolite_budgets as budgets;
 pub use ferrolite_cache as cache;
 pub use ferrolite_protocols as protocols;

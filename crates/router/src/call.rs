@@ -37,6 +37,9 @@ pub(crate) struct Call<'r> {
     pub(crate) tried: Vec<Tried>,
     /// Time spent in backends and backoffs (the rest is the router's overhead).
     pub(crate) outside: Duration,
+    /// The backoff waited before the next attempt, in milliseconds (its span reports it),
+    /// then zero.
+    pub(crate) waited_ms: u32,
     /// The calling API key's admission, until an attempt answers (it then holds it).
     pub(crate) key: Option<HeldKey>,
     /// The request's routing explanation, recorded only when it asks for one.
@@ -81,6 +84,7 @@ impl<'r> Call<'r> {
             attempted: vec![first.to_string()],
             tried: Vec::new(),
             outside: Duration::ZERO,
+            waited_ms: 0,
             key: None,
             explain,
         }
@@ -180,6 +184,8 @@ pub(crate) struct Summary {
     /// Retries in the group that answered, and its limit when it retried.
     pub(crate) retries: (u32, Option<u32>),
     pub(crate) fallbacks: u32,
+    /// Deployments called, the one that answered included.
+    pub(crate) attempts: u32,
     /// The answering deployment's `api_base`.
     pub(crate) api_base: Option<String>,
     /// The router's own time (to the first chunk, for a stream).

@@ -67,6 +67,7 @@ mod retry_budget;
 mod router;
 mod settings;
 mod snapshot;
+pub mod spans;
 mod stream;
 mod wildcard;
 

@@ -373,6 +373,9 @@ pub struct RouterResponse {
     pub max_retries: Option<u32>,
     /// `x-litellm-attempted-fallbacks`.
     pub attempted_fallbacks: u32,
+    /// Deployments called for the request, the one that answered included (0 when the
+    /// response cache answered).
+    pub attempts: u32,
     /// `x-litellm-model-api-base`: the answering deployment's `api_base`, when it has one.
     pub api_base: Option<String>,
     /// `x-litellm-response-cost`, in USD, when known.

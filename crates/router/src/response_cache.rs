@@ -176,6 +176,7 @@ impl Entry {
             attempted_retries: 0,
             max_retries: None,
             attempted_fallbacks: 0,
+            attempts: 0,
             api_base: None,
             response_cost: Some(0.0),
             overhead: started.elapsed(),

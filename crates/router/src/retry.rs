@@ -158,6 +158,7 @@ impl Inner {
             }
             self.wait(call, wait).await?;
             call.explain(|r| r.waited(wait));
+            call.waited_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
             retry += 1;
             call.retries += 1;
             self.emit(Event::Retry {

@@ -441,6 +441,7 @@ impl Router {
             attempted_retries: summary.retries.0,
             max_retries: summary.retries.1,
             attempted_fallbacks: summary.fallbacks,
+            attempts: summary.attempts,
             api_base: summary.api_base,
             response_cost: cost,
             overhead: summary.overhead,
@@ -581,6 +582,7 @@ impl Router {
                 let summary = Summary {
                     retries: call.answered_retries,
                     fallbacks: call.fallbacks,
+                    attempts: call.attempts,
                     api_base,
                     overhead,
                     route,

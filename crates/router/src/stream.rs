@@ -170,6 +170,9 @@ pub struct RouterStream {
     pub max_retries: Option<u32>,
     /// `x-litellm-attempted-fallbacks`.
     pub attempted_fallbacks: u32,
+    /// Deployments called for the request, the one streaming included (0 for a replayed
+    /// answer).
+    pub attempts: u32,
     /// `x-litellm-model-api-base`: the streaming deployment's `api_base`, when it has one.
     pub api_base: Option<String>,
     /// The router's own time up to the first chunk.
@@ -224,6 +227,7 @@ impl RouterStream {
             attempted_retries: summary.retries.0,
             max_retries: summary.retries.1,
             attempted_fallbacks: summary.fallbacks,
+            attempts: summary.attempts,
             api_base: summary.api_base,
             overhead: summary.overhead,
             time_to_first_token,
@@ -245,6 +249,7 @@ impl RouterStream {
             attempted_retries: 0,
             max_retries: None,
             attempted_fallbacks: 0,
+            attempts: 0,
             api_base: None,
             overhead: started.elapsed(),
             time_to_first_token: started.elapsed(),
@@ -338,6 +343,7 @@ impl Recorder {
             attempted_retries: 0,
             max_retries: None,
             attempted_fallbacks: 0,
+            attempts: 0,
             api_base: None,
             response_cost: end.cost,
             overhead: Duration::ZERO,

@@ -388,6 +388,8 @@ async fn two_routers_on_one_redis_never_spend_past_a_budget_by_more_than_one_res
 /// The call's future is moved at every `.await` level: a Redis command's future (several KB)
 /// held inline would be copied on every call, even in memory. They are boxed where they are
 /// built (a profile showed 18 % of a call in `memmove` before), so the whole call stays small.
+/// (4,160 bytes: the attempt's trace span, boxed and only when exported, and the route
+/// decision's attempt count took it past 4,096.)
 #[tokio::test]
 async fn the_call_future_stays_small() {
     let s = setup(vec![dep("g", "1")], settings()).await;
@@ -398,7 +400,7 @@ async fn the_call_future_stays_small() {
     let call_size = std::mem::size_of_val(&call);
     drop(call);
     assert!(
-        call_size < command_size && call_size <= 4096,
+        call_size < command_size && call_size <= 4160,
         "the call future is {call_size} bytes (one Redis command future: {command_size})"
     );
 }

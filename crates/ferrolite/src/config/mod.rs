@@ -53,6 +53,51 @@ use serde::Deserialize;
 
 use crate::mock::MockSpec;
 
+/// OpenTelemetry traces as the configuration asks for them (`ferrolite_settings.otel`, and
+/// LiteLLM's `litellm_settings.callbacks: ["otel"]`); the `OTEL_*` variables complete it when
+/// the traces are started (`ferrolite::otel`, feature `otel`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtelConfig {
+    /// `endpoint`: the collector's URL (for HTTP, its base: `/v1/traces` is added unless the
+    /// URL ends with it).
+    pub endpoint: Option<String>,
+    /// `protocol`: `http/protobuf` or `grpc`.
+    pub protocol: Option<OtelProtocol>,
+    /// `headers`: sent with every export (values may be `os.environ/NAME`).
+    pub headers: Vec<(String, Secret)>,
+    /// `service_name`: the resource's `service.name`.
+    pub service_name: Option<String>,
+    /// `sampling_ratio`: the share of new traces sampled (0 to 1); a trace continued from a
+    /// client's `traceparent` follows the client's decision.
+    pub sampling_ratio: Option<f64>,
+    /// `litellm_settings.callbacks` names `otel`: LiteLLM's `OTEL_EXPORTER`, `OTEL_ENDPOINT` and
+    /// `OTEL_HEADERS` variables are read too.
+    pub litellm_callback: bool,
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtelProtocol {
+    /// Protobuf over HTTP (`http/protobuf`, port 4318).
+    HttpProtobuf,
+    /// gRPC (`grpc`, port 4317).
+    Grpc,
+}
+
+impl OtelProtocol {
+    /// The protocol a name says: `http/protobuf` (also LiteLLM's `otlp_http`, and `http/json`,
+    /// exported as protobuf), `grpc` (also LiteLLM's `otlp_grpc`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "http/protobuf" | "http" | "otlp_http" | "http/json" => {
+                Some(OtelProtocol::HttpProtobuf)
+            }
+            "grpc" | "otlp_grpc" => Some(OtelProtocol::Grpc),
+            _ => None,
+        }
+    }
+}
+
 /// A loaded configuration: what a router is built from.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,6 +140,8 @@ pub struct Config {
     /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` needs the master key
     /// (default false: open, as LiteLLM documents it).
     pub require_auth_for_metrics: bool,
+    /// `ferrolite_settings.otel` and LiteLLM's `callbacks: ["otel"]`: OpenTelemetry traces.
+    pub otel: OtelConfig,
     /// The YAML it was loaded from, to give errors found later (building the router) their
     /// line and column.
     pub(crate) source: Source,

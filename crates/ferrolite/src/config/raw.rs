@@ -287,6 +287,9 @@ pub(super) struct RawLitellmSettings {
     pub(super) cache_params: Option<RawCacheParams>,
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) require_auth_for_metrics_endpoint: Option<bool>,
+    /// LiteLLM's logging callbacks: `otel` turns on OpenTelemetry traces with LiteLLM's
+    /// variables; the others are reported as not implemented.
+    pub(super) callbacks: Option<serde_json::Value>,
 }
 
 /// LiteLLM proxy's `litellm_settings.cache_params` (the keys ferrolite honours; the rest are
@@ -358,6 +361,22 @@ pub(super) struct RawFerroliteSettings {
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) litellm_metrics: Option<bool>,
     pub(super) server: RawServer,
+    pub(super) otel: RawOtel,
+}
+
+/// `ferrolite_settings.otel`: OpenTelemetry traces over OTLP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawOtel {
+    #[serde(deserialize_with = "env_string_opt")]
+    pub(super) endpoint: Option<String>,
+    #[serde(deserialize_with = "env_string_opt")]
+    pub(super) protocol: Option<String>,
+    pub(super) headers: BTreeMap<String, SecretValue>,
+    #[serde(deserialize_with = "env_string_opt")]
+    pub(super) service_name: Option<String>,
+    #[serde(deserialize_with = "env_opt")]
+    pub(super) sampling_ratio: Option<f64>,
 }
 
 /// `ferrolite_settings.server`: the gateway's connection timeouts and limits.

@@ -56,6 +56,7 @@ mod route;
 mod sse;
 mod state;
 mod telemetry;
+mod trace;
 
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ async fn handle(
     body: Body,
     id: String,
     asked: &mut Option<String>,
+    span: &tracing::Span,
 ) -> Result<Response, GatewayError> {
     // The settings of this call, whatever a reload swaps in meanwhile.
     let settings = gateway.settings.load_full();
@@ -100,8 +102,9 @@ async fn handle(
     }
     // 3. keys: an API key's groups, limits and budget.
     keys::admit(&caller, &mut request)?;
+    trace::routing(span, &request);
     // 4 and 5. route, and answer (JSON or server-sent events).
-    route::route(&router, request, model, parsed.include_usage).await
+    route::route(&router, request, model, parsed.include_usage, span).await
 }
 
 /// LiteLLM's `x-litellm-call-id`: the one id of the request, as in its log lines.
@@ -127,12 +130,16 @@ async fn completions(
     let started = std::time::Instant::now();
     let endpoint = Endpoint::of(parts.uri.path());
     let mut asked = None;
-    let mut response = handle(&gateway, endpoint, headers, body, id, &mut asked)
+    // The request's span for distributed tracing (disabled unless traces are exported).
+    let traced = trace::request(route_of(parts.uri.path()), &id, &headers);
+    let mut response = handle(&gateway, endpoint, headers, body, id, &mut asked, &traced)
         .instrument(span.clone())
+        .instrument(traced.clone())
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    trace::status(&traced, status);
     gateway.telemetry.record(status, elapsed);
     gateway.count_litellm(parts.uri.path(), asked.as_deref(), &response);
     span.in_scope(|| {
@@ -162,6 +169,25 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok()),
             status: response.status().as_u16(),
         });
+    }
+}
+
+/// The route a call came by (`http.route`): the gateway's routes are fixed paths.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/chat/completions" => "/chat/completions",
+        "/v1/completions" => "/v1/completions",
+        "/completions" => "/completions",
+        "/v1/embeddings" => "/v1/embeddings",
+        "/embeddings" => "/embeddings",
+        "/v1/messages" => "/v1/messages",
+        "/messages" => "/messages",
+        "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
+        "/messages/count_tokens" => "/messages/count_tokens",
+        "/v1/responses" => "/v1/responses",
+        "/responses" => "/responses",
+        _ => "",
     }
 }
 

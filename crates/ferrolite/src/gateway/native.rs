@@ -271,12 +271,15 @@ async fn call(gateway: &Gateway, inbound: Inbound, request: axum::extract::Reque
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
     let mut asked = None;
-    let mut response = handle(gateway, inbound, headers, body, id, &mut asked)
+    let traced = super::trace::request(super::route_of(parts.uri.path()), &id, &headers);
+    let mut response = handle(gateway, inbound, headers, body, id, &mut asked, &traced)
         .instrument(span.clone())
+        .instrument(traced.clone())
         .await
         .unwrap_or_else(|error| inbound.error(error));
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    super::trace::status(&traced, status);
     gateway.telemetry.record(status, elapsed);
     gateway.count_litellm(parts.uri.path(), asked.as_deref(), &response);
     span.in_scope(|| {
@@ -298,6 +301,7 @@ async fn handle(
     body: Body,
     id: String,
     asked: &mut Option<String>,
+    span: &tracing::Span,
 ) -> Result<Response, GatewayError> {
     let settings = gateway.settings.load_full();
     // 1. auth (Anthropic's clients send the key as `x-api-key`).
@@ -365,12 +369,15 @@ async fn handle(
     }
     // 3. keys.
     keys::admit(&caller, &mut request)?;
+    super::trace::routing(span, &request);
     // 4 and 5. route, and answer in the caller's protocol.
     if request.stream {
         let stream = router.stream(request).await?;
+        super::trace::streaming(span, &stream);
         return Ok(events(stream, inbound, model, native));
     }
     let answer = router.call(request).await?;
+    super::trace::answered(span, &answer);
     whole(answer, inbound, &model, &native)
 }
 

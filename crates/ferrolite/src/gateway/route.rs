@@ -15,11 +15,14 @@ pub(super) async fn route(
     request: Request,
     model: String,
     include_usage: bool,
+    span: &tracing::Span,
 ) -> Result<Response, GatewayError> {
     if request.stream {
         let stream = router.stream(request).await?;
-        return Ok(sse(stream, model, include_usage));
+        super::trace::streaming(span, &stream);
+        return Ok(sse(stream, model, include_usage, span.clone()));
     }
     let answer = router.call(request).await?;
+    super::trace::answered(span, &answer);
     Ok(answer::json(answer, model))
 }

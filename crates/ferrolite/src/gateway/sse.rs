@@ -19,46 +19,56 @@ use super::errors::status_of;
 ///
 /// The upstream is always asked for usage (the router needs the counts); the client sees it
 /// only when it asked (`include_usage`), as OpenAI sends it ([`StreamUsage`]).
-pub(super) fn sse(stream: RouterStream, model: String, include_usage: bool) -> Response {
+///
+/// `span` is the request's tracing span: the stream holds it until it ends, and records the
+/// usage in it then.
+pub(super) fn sse(
+    stream: RouterStream,
+    model: String,
+    include_usage: bool,
+    span: tracing::Span,
+) -> Response {
     let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
     litellm_headers(&mut headers, Answered::from(&stream));
     let usage = StreamUsage::new(include_usage, &model);
-    let events = futures_util::stream::unfold(Some((stream, usage)), move |state| async move {
-        let (mut stream, mut usage) = state?;
-        loop {
-            match stream.next().await {
-                Some(Ok(chunk)) => {
-                    let mut event = Vec::with_capacity(chunk.body.len() + 32);
-                    event.extend_from_slice(b"data: ");
-                    if !usage.chunk(&chunk.body, &mut event) {
-                        continue;
+    let events =
+        futures_util::stream::unfold(Some((stream, usage, span)), move |state| async move {
+            let (mut stream, mut usage, span) = state?;
+            loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        let mut event = Vec::with_capacity(chunk.body.len() + 32);
+                        event.extend_from_slice(b"data: ");
+                        if !usage.chunk(&chunk.body, &mut event) {
+                            continue;
+                        }
+                        event.extend_from_slice(b"\n\n");
+                        return Some((
+                            Ok::<_, Infallible>(Bytes::from(event)),
+                            Some((stream, usage, span)),
+                        ));
                     }
-                    event.extend_from_slice(b"\n\n");
-                    return Some((
-                        Ok::<_, Infallible>(Bytes::from(event)),
-                        Some((stream, usage)),
-                    ));
-                }
-                Some(Err(e)) => {
-                    let body = serde_json::json!({"error": {
-                        "message": e.to_string(),
-                        "type": "api_error",
-                        "param": null,
-                        "code": status_of(&e).as_u16().to_string(),
-                    }});
-                    return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
-                }
-                None => {
-                    let mut tail = Vec::new();
-                    if usage.last_chunk(&mut tail) {
-                        tail.extend_from_slice(b"\n\n");
+                    Some(Err(e)) => {
+                        let body = serde_json::json!({"error": {
+                            "message": e.to_string(),
+                            "type": "api_error",
+                            "param": null,
+                            "code": status_of(&e).as_u16().to_string(),
+                        }});
+                        return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), None));
                     }
-                    tail.extend_from_slice(b"data: [DONE]\n\n");
-                    return Some((Ok(Bytes::from(tail)), None));
+                    None => {
+                        super::trace::usage(&span, stream.usage().as_ref());
+                        let mut tail = Vec::new();
+                        if usage.last_chunk(&mut tail) {
+                            tail.extend_from_slice(b"\n\n");
+                        }
+                        tail.extend_from_slice(b"data: [DONE]\n\n");
+                        return Some((Ok(Bytes::from(tail)), None));
+                    }
                 }
             }
-        }
-    });
+        });
     let mut response = Response::new(Body::from_stream(events));
     response.headers_mut().extend(headers);
     response.headers_mut().insert(

@@ -279,6 +279,7 @@ fn outgoing(
         .or_insert(reqwest::header::HeaderValue::from_static(
             "application/json",
         ));
+    crate::http::add_trace_context(sent.headers_mut());
     *sent.body_mut() = Some(bytes.into());
     Ok(sent)
 }

@@ -315,6 +315,8 @@ fn signed(
         builder = builder.header(name.as_str(), value.expose());
     }
     let mut request = builder.build().map_err(|e| transport_error(&e))?;
+    // Unsigned, as the extra headers.
+    crate::http::add_trace_context(request.headers_mut());
     *request.body_mut() = Some(body.into());
     Ok(request)
 }

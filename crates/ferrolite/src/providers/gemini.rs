@@ -565,6 +565,11 @@ async fn send(
     for (name, value) in &deployment.extra_headers {
         builder = builder.header(name.as_str(), value.expose());
     }
+    let mut trace = reqwest::header::HeaderMap::new();
+    crate::http::add_trace_context(&mut trace);
+    if !trace.is_empty() {
+        builder = builder.headers(trace);
+    }
     let response = builder
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)

@@ -13,7 +13,7 @@ use super::raw::{AliasTarget, RawConfig};
 use super::{Config, ConfigError, ConfigWarning, Source};
 use cache::cache_of;
 use deployment::{Deployments, deployments_of};
-use serving::{api_keys_of, health_checks_of, server_of};
+use serving::{api_keys_of, health_checks_of, otel_of, server_of};
 use settings::settings_of;
 use simulation::check_simulation;
 
@@ -44,6 +44,12 @@ impl RawConfig {
         let (cache, response_cache_redis) =
             cache_of(&router_settings, &litellm_settings, &ferrolite_settings)?;
         let server = server_of(&ferrolite_settings.server)?;
+        let mut warnings = warnings;
+        let otel = otel_of(
+            &ferrolite_settings.otel,
+            litellm_settings.callbacks.as_ref(),
+            &mut warnings,
+        )?;
         let (api_keys, key_budgets) = api_keys_of(&ferrolite_settings.api_keys, &deployments)?;
         let router_says = (
             router_settings.enable_health_check_routing.is_some(),
@@ -85,6 +91,7 @@ impl RawConfig {
             hidden_aliases,
             server,
             require_auth_for_metrics,
+            otel,
             source: Source(None),
         })
     }

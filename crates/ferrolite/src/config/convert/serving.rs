@@ -9,8 +9,85 @@ use ferrolite_router::RouterSettings;
 use ferrolite_types::Deployment;
 
 use super::budgets::check_budget;
-use crate::config::raw::{RawApiKey, RawGeneralSettings, RawServer};
-use crate::config::{ApiKey, ConfigError, HealthChecks};
+use crate::config::raw::{RawApiKey, RawGeneralSettings, RawOtel, RawServer};
+use crate::config::{
+    ApiKey, ConfigError, ConfigWarning, HealthChecks, OtelConfig, OtelProtocol, WarningKind,
+};
+
+/// `ferrolite_settings.otel`, and LiteLLM's `litellm_settings.callbacks`: `otel` among them
+/// reads LiteLLM's variables too; any other callback is reported as not implemented.
+pub(super) fn otel_of(
+    raw: &RawOtel,
+    callbacks: Option<&serde_json::Value>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<OtelConfig, ConfigError> {
+    let path = |field: &str| format!("ferrolite_settings.otel.{field}");
+    let protocol = match raw.protocol.as_deref() {
+        None => None,
+        Some(name) => Some(OtelProtocol::parse(name).ok_or_else(|| {
+            ConfigError::at(
+                path("protocol"),
+                format!("expected `http/protobuf` or `grpc`, got `{name}`"),
+            )
+        })?),
+    };
+    if let Some(ratio) = raw.sampling_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::at(
+                path("sampling_ratio"),
+                format!("expected a number from 0 to 1, got {ratio}"),
+            ));
+        }
+    }
+    if let Some(endpoint) = &raw.endpoint {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(ConfigError::at(
+                path("endpoint"),
+                "expected an http:// or https:// URL",
+            ));
+        }
+    }
+    for name in raw.headers.keys() {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(ConfigError::at(
+                path("headers"),
+                format!("`{name}` is not a header name"),
+            ));
+        }
+    }
+    let names: Vec<&str> = match callbacks {
+        Some(serde_json::Value::String(one)) => one.split(',').map(str::trim).collect(),
+        Some(serde_json::Value::Array(list)) => {
+            list.iter().filter_map(serde_json::Value::as_str).collect()
+        }
+        _ => Vec::new(),
+    };
+    let litellm_callback = names.iter().any(|n| n.eq_ignore_ascii_case("otel"));
+    let others = match callbacks {
+        Some(serde_json::Value::Array(list)) => list.len() > usize::from(litellm_callback),
+        Some(serde_json::Value::String(_)) => names.len() > usize::from(litellm_callback),
+        Some(serde_json::Value::Null) | None => false,
+        Some(_) => true,
+    };
+    if others {
+        warnings.push(ConfigWarning {
+            path: "litellm_settings.callbacks".to_string(),
+            kind: WarningKind::NotImplemented,
+        });
+    }
+    Ok(OtelConfig {
+        endpoint: raw.endpoint.clone(),
+        protocol,
+        headers: raw
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.0.clone()))
+            .collect(),
+        service_name: raw.service_name.clone(),
+        sampling_ratio: raw.sampling_ratio,
+        litellm_callback,
+    })
+}
 
 /// `ferrolite_settings.server`: timeouts above 0, limits of at least 1 (`max_headers` at most
 /// 4096).
