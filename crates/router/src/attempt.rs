@@ -440,7 +440,7 @@ impl Inner {
         });
         crate::spans::failed(span.as_deref(), &class);
         let has_fallbacks = self.has_fallbacks(destination.label());
-        Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class)).await;
+        Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class, &message)).await;
         call.tried.push(Tried {
             model_group: model_group.clone(),
             deployment: target.id.clone(),
@@ -544,6 +544,13 @@ impl Inner {
         if let Some(ttft) = time_to_first_token {
             metrics::histogram!("ferrolite_router_ttft_seconds").record(ttft.as_secs_f64());
         }
+        if let Some(recent) = snapshot.recent.get(ix) {
+            recent.success(
+                self.now_ms(),
+                latency.as_secs_f64() * 1e3,
+                time_to_first_token.map(|t| t.as_secs_f64() * 1e3),
+            );
+        }
         snapshot.strategy.observe(
             target,
             &Outcome::Success(&CallOutcome {
@@ -566,9 +573,10 @@ impl Inner {
         held: &mut Held,
         has_fallbacks: bool,
         class: &ErrorClass,
+        message: &str,
     ) {
         if let Some(target) = snapshot.target(held.ix()) {
-            self.record_failure(snapshot, target, has_fallbacks, class)
+            self.record_failure(snapshot, target, has_fallbacks, class, message)
                 .await;
         }
         held.fail(snapshot).await;
@@ -599,8 +607,12 @@ impl Inner {
         target: &Target,
         has_fallbacks: bool,
         class: &ErrorClass,
+        message: &str,
     ) {
         snapshot.strategy.observe(target, &Outcome::Failure(class));
+        if let Some(recent) = snapshot.recent.get(target.ix) {
+            recent.failure(self.now_ms());
+        }
         self.emit(Event::Failure {
             deployment: &target.id,
             class,
@@ -647,6 +659,8 @@ impl Inner {
             if let Err(e) = health.cooldown.extend_to(until).await {
                 tracing::warn!(error = %e, "could not record a cooldown");
             }
+            // Its cause beside it, for every replica's `Router::state`.
+            self.record_cause(&target.id, class, message, length).await;
             metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
             if let Some((litellm, position)) = snapshot.litellm(target.ix) {
                 litellm.cooled_down(position, class);
@@ -657,6 +671,25 @@ impl Inner {
                 class,
             });
             tracing::info!(deployment = %target.id, ?class, cooldown = ?length, "deployment cooled down");
+        }
+    }
+
+    /// Stores why `id` was cooled down (class, status, the start of the message, redacted)
+    /// for as long as the cooldown lasts.
+    async fn record_cause(
+        &self,
+        id: &DeploymentId,
+        class: &ErrorClass,
+        message: &str,
+        length: Duration,
+    ) {
+        let cause = crate::state::Cause::of(class, message);
+        let Ok(cause) = serde_json::to_string(&cause) else {
+            return;
+        };
+        let key = crate::state::cause_key(id);
+        if let Err(e) = self.cache.kv().set(&key, &cause, length).await {
+            tracing::debug!(error = %e, "could not record a cooldown's cause");
         }
     }
 

@@ -417,7 +417,8 @@ impl Recorder {
     }
 }
 
-/// The stable name of an error class (as the metrics label it).
+/// The stable name of an error class: the metrics label, the explanation's and `Router::state`'s
+/// cooldown cause, and the attempt span's `error.type` all use it.
 pub(crate) fn class_label(class: &ErrorClass) -> &'static str {
     match class {
         ErrorClass::RateLimited { .. } => "rate_limited",

@@ -59,6 +59,8 @@ mod keys;
 pub mod litellm;
 mod observer;
 mod queue;
+mod recent;
+mod replicas;
 mod request;
 mod resolve;
 mod response_cache;
@@ -68,6 +70,7 @@ mod router;
 mod settings;
 mod snapshot;
 pub mod spans;
+mod state;
 mod stream;
 mod wildcard;
 
@@ -81,10 +84,16 @@ pub use error::{ErrorKind, RouterError, Tried};
 pub use explain::{Attempt, Candidate, Excluded, Fallback, Pick, Route, SUMMARY_MAX};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
+pub use recent::{History, Percentiles};
+pub use replicas::{ReplicaInfo, ReplicaSettings, Replicas};
 pub use request::{
     KeyLimits, MAX_CHOICES, MAX_TOKENS, Native, NativeExtras, Request, RouterResponse, Untranslated,
 };
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
 pub use router::Router;
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};
+pub use state::{
+    BudgetState, Condition, CooldownState, DeploymentState, Errors, GroupState, HealthState,
+    Leases, ProbeState, ReplicaState, RouterState, StateOptions, Used,
+};
 pub use stream::RouterStream;

@@ -299,6 +299,10 @@ pub(crate) struct Snapshot {
     pub(crate) slots: Arc<ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>>,
     /// LiteLLM's Prometheus metrics of the deployments, unless turned off.
     pub(crate) litellm: Option<crate::litellm::LitellmMetrics>,
+    /// This replica's record of each deployment's recent calls (latency, history), carried
+    /// over by id to the next snapshot.
+    pub(crate) recent: PerDeployment<Arc<crate::recent::Recent>>,
+    pub(crate) learned_recent: Arc<ferrolite_types::LearnedState<crate::recent::Recent>>,
 }
 
 impl Snapshot {
@@ -358,6 +362,11 @@ impl Snapshot {
             |p| Arc::clone(&p.slots),
         );
         let health = health_of(cache, settings, &targets, &deployments, &slots)?;
+        let learned_recent = previous.map_or_else(
+            || Arc::new(ferrolite_types::LearnedState::new()),
+            |p| Arc::clone(&p.learned_recent),
+        );
+        let recent = learned_recent.bind(targets.index(), crate::recent::Recent::default);
         let outcomes = Outcomes::new(cache, &targets)?;
         let groups = members
             .into_iter()
@@ -387,6 +396,8 @@ impl Snapshot {
             outcomes,
             slots,
             litellm,
+            recent,
+            learned_recent,
         })
     }
 

@@ -282,6 +282,7 @@ async fn call(gateway: &Gateway, inbound: Inbound, request: axum::extract::Reque
     super::trace::status(&traced, status);
     gateway.telemetry.record(status, elapsed);
     gateway.count_litellm(parts.uri.path(), asked.as_deref(), &response);
+    gateway.replicas.count_request();
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });

@@ -27,6 +27,10 @@ pub struct GatewaySettings {
     /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` answers only the
     /// master key's holder (401 otherwise); open when false (the default).
     pub require_auth_for_metrics: bool,
+    /// This gateway's replica (its heartbeat, `/router/state`'s `replica` and `replicas`),
+    /// read when the app is built (a reload keeps it). Without one the gateway is a replica
+    /// of its own, with an empty config hash, that does not beat.
+    pub replicas: Option<std::sync::Arc<ferrolite_router::Replicas>>,
 }
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -64,6 +68,7 @@ impl Default for GatewaySettings {
             hidden_models: Vec::new(),
             litellm_metrics: true,
             require_auth_for_metrics: false,
+            replicas: None,
         }
     }
 }
@@ -71,6 +76,8 @@ impl Default for GatewaySettings {
 /// What every request handler shares: the router and settings served now (swapped by a
 /// reload), and the request-id counter.
 pub(super) struct Gateway {
+    /// This gateway's replica.
+    pub(super) replicas: std::sync::Arc<ferrolite_router::Replicas>,
     /// The router served now.
     pub(super) router: arc_swap::ArcSwap<Router>,
     /// The settings served now.
