@@ -55,6 +55,7 @@ mod route;
 mod sse;
 mod state;
 mod telemetry;
+mod ui;
 
 use std::sync::Arc;
 
@@ -208,6 +209,12 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/health/readiness", get(health::readiness))
         .route("/metrics", get(health::metrics_text))
         .route("/provider/budgets", get(health::provider_budgets))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/login", post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .with_state(state);
     (app, handle)
 }
