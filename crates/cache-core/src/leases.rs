@@ -159,6 +159,27 @@ impl Leases<'_> {
         })
     }
 
+    /// The slots held now under each of `keys`, by every instance: with Redis one round trip
+    /// for all the keys (the leases not yet expired), without it (or while it is down) the
+    /// slots taken in this process.
+    pub async fn held(self, keys: &[&str]) -> Result<Vec<u64>, CacheError> {
+        let inner = self.inner;
+        let local = || keys.iter().map(|k| inner.local_slots_taken(k)).collect();
+        let Some(store) = inner.remote() else {
+            return Ok(local());
+        };
+        if keys.is_empty() || inner.remote_down() {
+            return Ok(local());
+        }
+        // Leases expire by Redis server time: compared with the wall clock, not the cache's.
+        let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        match store.count_leases(keys, now_ms).await {
+            Ok(counts) => Ok(counts),
+            Err(CacheError::Unavailable { .. }) if inner.fail_open() => Ok(local()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Slots of `key` taken in this process without Redis (fail-open or no Redis).
     pub fn taken_locally(self, key: &str) -> u64 {
         self.inner.local_slots_taken(key)

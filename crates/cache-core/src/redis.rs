@@ -447,6 +447,38 @@ impl RedisStore {
             .collect()
     }
 
+    /// `ZCOUNT key (now_ms +inf` of each key in one pipeline: the leases not yet expired.
+    async fn count_members(&self, keys: &[&str], now_ms: u64) -> Result<Vec<u64>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.client.pipeline();
+        let after = format!("({now_ms}");
+        for key in keys {
+            let queued: Result<(), _> = pipe
+                .custom(
+                    CustomCommand::new_static("ZCOUNT", ClusterHash::FirstKey, false),
+                    vec![self.key(key), after.clone(), "+inf".to_string()],
+                )
+                .await;
+            if let Err(e) = queued {
+                return Err(self.error("zcount", key, &e));
+            }
+        }
+        let replies: Vec<Result<Value, FredError>> = pipe.try_all().await;
+        let mut counts = Vec::with_capacity(keys.len());
+        for (key, reply) in keys.iter().zip(replies) {
+            match reply {
+                Ok(value) => {
+                    self.health.record_ok();
+                    counts.push(value.as_u64().unwrap_or(0));
+                }
+                Err(e) => return Err(self.error("zcount", key, &e)),
+            }
+        }
+        Ok(counts)
+    }
+
     /// `SCRIPT LOAD`s a script — on every primary of a Redis Cluster, where each node keeps its
     /// own script cache (a script loaded on one node answers `NOSCRIPT` on the others).
     async fn load(&self, script: &LuaScript) -> Result<(), CacheError> {
@@ -794,6 +826,14 @@ impl RemoteStore for RedisStore {
 
     fn release_leases<'a>(&'a self, pending: &'a [(String, String)]) -> BoxFuture<'a, Vec<bool>> {
         Box::pin(self.remove_members(pending))
+    }
+
+    fn count_leases<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<u64>, CacheError>> {
+        Box::pin(self.count_members(keys, now_ms))
     }
 }
 

@@ -224,6 +224,14 @@ pub(crate) trait RemoteStore: Send + Sync + std::fmt::Debug {
 
     /// Gives several `(key, token)` slots back in one round trip; whether the store took each.
     fn release_leases<'a>(&'a self, pending: &'a [(String, String)]) -> BoxFuture<'a, Vec<bool>>;
+
+    /// The slots held under each key whose expiry lies after `now_ms` (Unix ms), in one round
+    /// trip.
+    fn count_leases<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<u64>, CacheError>>;
 }
 
 /// The store of a cache that shares nothing: always "not configured". The cache checks
@@ -368,6 +376,14 @@ impl RemoteStore for NoRemote {
 
     fn release_leases<'a>(&'a self, pending: &'a [(String, String)]) -> BoxFuture<'a, Vec<bool>> {
         Box::pin(std::future::ready(vec![false; pending.len()]))
+    }
+
+    fn count_leases<'a>(
+        &'a self,
+        _keys: &'a [&'a str],
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<u64>, CacheError>> {
+        refused("lease count")
     }
 }
 

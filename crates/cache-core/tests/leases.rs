@@ -102,3 +102,45 @@ async fn without_redis_slots_are_counted_in_process() {
     assert!(cache.leases().take("", 2, ttl).await.is_err());
     cache.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_slots_held_are_counted_for_every_instance_in_one_read() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("lease-count");
+    let a = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let b = DualCache::connect(config(&url, &prefix)).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let first = a.leases().take("{d1}:parallel", 4, ttl).await.unwrap();
+    let second = b.leases().take("{d1}:parallel", 4, ttl).await.unwrap();
+    let probe = b.leases().take("{d2}:probe", 1, ttl).await.unwrap();
+    let keys = ["{d1}:parallel", "{d2}:probe", "{d3}:parallel"];
+    assert_eq!(a.leases().held(&keys).await.unwrap(), [2, 1, 0]);
+    first.unwrap().release().await;
+    drop(probe);
+    b.sync_now().await.unwrap();
+    assert_eq!(b.leases().held(&keys).await.unwrap(), [1, 0, 0]);
+    drop(second);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_redis_the_slots_held_are_this_process_ones() {
+    let cache = DualCache::connect(CacheConfig::default()).await.unwrap();
+    let lease = cache
+        .leases()
+        .take("{d1}:parallel", 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache
+            .leases()
+            .held(&["{d1}:parallel", "{d2}:parallel"])
+            .await
+            .unwrap(),
+        [1, 0]
+    );
+    drop(lease);
+    assert_eq!(cache.leases().held(&["{d1}:parallel"]).await.unwrap(), [0]);
+    cache.shutdown().await.unwrap();
+}

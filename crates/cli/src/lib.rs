@@ -10,6 +10,10 @@
 //! - `ferrolite serve --config FILE [--port 4000] [--host 127.0.0.1]`: the OpenAI-compatible
 //!   gateway over the router (`ferrolite::gateway`), reloaded on SIGHUP or when the file
 //!   changes, with LiteLLM's background health checks ([`serve`]).
+//! - `ferrolite status --url URL --key KEY`: a running gateway's `/router/state` (the
+//!   cluster's routing state) as tables: replicas, groups, deployments, cooldowns.
+//! - `ferrolite top --url URL --key KEY`: the same, live, in a terminal UI sorted by group,
+//!   errors or fullness.
 //!
 //! Layering: `types <- cache-core <- {strategies, budgets} <- router <- ferrolite <- cli`.
 
@@ -20,6 +24,8 @@ mod logs;
 pub mod report;
 pub mod serve;
 pub mod simulate;
+pub mod status;
+pub mod top;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,6 +72,41 @@ pub enum Command {
     Check(CheckArgs),
     /// Serve an OpenAI-compatible gateway over the router a config describes.
     Serve(ServeArgs),
+    /// Show a running gateway's routing state (replicas, groups, deployments, cooldowns).
+    Status(StatusArgs),
+    /// Show a running gateway's routing state live, refreshing, in a terminal UI.
+    Top(TopArgs),
+}
+
+/// `ferrolite status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The gateway's address.
+    #[arg(long, default_value = "http://127.0.0.1:4000")]
+    pub url: String,
+    /// The gateway's master key (default: the FERROLITE_KEY environment variable).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print the state as JSON (`/router/state` without histories) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for the gateway's answer.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// `ferrolite top`.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// The gateway's address.
+    #[arg(long, default_value = "http://127.0.0.1:4000")]
+    pub url: String,
+    /// The gateway's master key (default: the FERROLITE_KEY environment variable).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Seconds between two refreshes.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
 }
 
 /// `ferrolite serve`.
@@ -170,6 +211,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate_command(&args),
         Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
         Command::Serve(args) => serve::serve_command(&args),
+        Command::Status(args) => status::status_command(&args).map(|text| print!("{text}")),
+        Command::Top(args) => top::top_command(&args),
     };
     // Every line logged so far is written before the process says anything more or exits.
     drop(flush);

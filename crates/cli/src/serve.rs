@@ -72,6 +72,12 @@ fn digest(text: &str) -> Digest {
     sha2::Sha256::digest(text.as_bytes()).into()
 }
 
+/// A config's hash as replicas publish it (`/router/state`'s `config_hash`): the first 8 bytes
+/// of its text's SHA-256, in hex.
+fn config_hash(digest: &Digest) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What of a config only a restart applies (the state cache, the server's connection settings),
 /// comparable (the URL is never shown).
 #[derive(PartialEq)]
@@ -112,7 +118,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
         let metrics = Some(ferrolite::gateway::install_metrics()?);
-        let settings = gateway_settings(&config, metrics.clone());
+        let mut settings = gateway_settings(&config, metrics.clone());
         let upkeep = metrics_upkeep(metrics.clone());
         let (health, checks) = tokio::sync::watch::channel(config.health_checks.clone());
         let server = config.server.clone();
@@ -137,6 +143,17 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
             router.model_groups().len()
         );
         let cache = router.cache().clone();
+        // This process as a replica of the cluster: a heartbeat in Redis until it stops.
+        let started = cache.clock().now_ms();
+        let replicas = std::sync::Arc::new(ferrolite::router::Replicas::new(
+            cache.clone(),
+            ferrolite::router::ReplicaInfo::this_process(config_hash(&applied.digest), started),
+            ferrolite::router::ReplicaSettings::default(),
+        ));
+        if let Err(e) = replicas.beat().await {
+            tracing::warn!(error = %e, "could not register this replica's heartbeat");
+        }
+        settings.replicas = Some(std::sync::Arc::clone(&replicas));
         let (app, handle) = ferrolite::gateway::app_with_handle(router, settings);
         // Shutdown: the signal stops new connections; calls in flight get `--drain` to finish.
         let (stopping, stopped) = tokio::sync::watch::channel(false);
@@ -152,9 +169,11 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
             backend: &backend,
             metrics,
             health: &health,
+            replicas: &replicas,
         };
         let reloading = reloader.run(applied);
         let checking = crate::health::run(&handle, checks);
+        let beating = replicas.run();
         let drain = Duration::from_secs_f64(args.drain);
         let deadline = async move {
             let mut stopped = stopped;
@@ -167,10 +186,13 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         };
         tokio::select! {
             served = serving => served.map_err(|e| format!("the server failed: {e}"))?,
-            _ = futures_util::future::join3(reloading, checking, upkeep) => {}
+            _ = futures_util::future::join4(reloading, checking, upkeep, beating) => {}
             () = deadline => tracing::warn!(
                 "calls still in flight after the drain of {drain:?}; stopping anyway"
             ),
+        }
+        if let Err(e) = replicas.leave().await {
+            tracing::warn!(error = %e, "could not remove this replica's heartbeat");
         }
         cache
             .shutdown()
@@ -278,6 +300,7 @@ struct Reloader<'a> {
     backend: &'a std::sync::Arc<dyn ferrolite::router::Backend>,
     metrics: Option<ferrolite::gateway::PrometheusHandle>,
     health: &'a tokio::sync::watch::Sender<ferrolite::HealthChecks>,
+    replicas: &'a ferrolite::router::Replicas,
 }
 
 impl Reloader<'_> {
@@ -390,6 +413,7 @@ impl Reloader<'_> {
             "ferrolite gateway reloaded"
         );
         self.handle.reload_with(router, settings);
+        self.replicas.set_config_hash(config_hash(&digest(text)));
         self.health.send_if_modified(|current| {
             let changed = *current != checks;
             *current = checks;

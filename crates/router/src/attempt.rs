@@ -382,7 +382,7 @@ impl Inner {
             ),
         };
         let has_fallbacks = self.has_fallbacks(destination.label());
-        Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class)).await;
+        Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class, &message)).await;
         call.tried.push(Tried {
             model_group: model_group.clone(),
             deployment: target.id.clone(),
@@ -459,6 +459,13 @@ impl Inner {
         if let Some(ttft) = time_to_first_token {
             metrics::histogram!("ferrolite_router_ttft_seconds").record(ttft.as_secs_f64());
         }
+        if let Some(recent) = snapshot.recent.get(ix) {
+            recent.success(
+                self.now_ms(),
+                latency.as_secs_f64() * 1e3,
+                time_to_first_token.map(|t| t.as_secs_f64() * 1e3),
+            );
+        }
         snapshot.strategy.observe(
             target,
             &Outcome::Success(&CallOutcome {
@@ -481,9 +488,10 @@ impl Inner {
         held: &mut Held,
         has_fallbacks: bool,
         class: &ErrorClass,
+        message: &str,
     ) {
         if let Some(target) = snapshot.target(held.ix()) {
-            self.record_failure(snapshot, target, has_fallbacks, class)
+            self.record_failure(snapshot, target, has_fallbacks, class, message)
                 .await;
         }
         held.fail(snapshot).await;
@@ -514,8 +522,12 @@ impl Inner {
         target: &Target,
         has_fallbacks: bool,
         class: &ErrorClass,
+        message: &str,
     ) {
         snapshot.strategy.observe(target, &Outcome::Failure(class));
+        if let Some(recent) = snapshot.recent.get(target.ix) {
+            recent.failure(self.now_ms());
+        }
         self.emit(Event::Failure {
             deployment: &target.id,
             class,
@@ -559,6 +571,8 @@ impl Inner {
             if let Err(e) = health.cooldown.extend_to(until).await {
                 tracing::warn!(error = %e, "could not record a cooldown");
             }
+            // Its cause beside it, for every replica's `Router::state`.
+            self.record_cause(&target.id, class, message, length).await;
             metrics::counter!("ferrolite_router_cooldowns_total").increment(1);
             self.emit(Event::CooldownSet {
                 deployment: &target.id,
@@ -566,6 +580,25 @@ impl Inner {
                 class,
             });
             tracing::info!(deployment = %target.id, ?class, cooldown = ?length, "deployment cooled down");
+        }
+    }
+
+    /// Stores why `id` was cooled down (class, status, the start of the message, redacted)
+    /// for as long as the cooldown lasts.
+    async fn record_cause(
+        &self,
+        id: &DeploymentId,
+        class: &ErrorClass,
+        message: &str,
+        length: Duration,
+    ) {
+        let cause = crate::state::Cause::of(class, message);
+        let Ok(cause) = serde_json::to_string(&cause) else {
+            return;
+        };
+        let key = crate::state::cause_key(id);
+        if let Err(e) = self.cache.kv().set(&key, &cause, length).await {
+            tracing::debug!(error = %e, "could not record a cooldown's cause");
         }
     }
 
@@ -648,7 +681,8 @@ fn attempt_timeout(
         .unwrap_or(settings.timeout)
 }
 
-fn class_label(class: &ErrorClass) -> &'static str {
+/// A class's name in metrics and in `Router::state`'s cooldown causes.
+pub(crate) fn class_label(class: &ErrorClass) -> &'static str {
     match class {
         ErrorClass::RateLimited { .. } => "rate_limited",
         ErrorClass::Timeout => "timeout",

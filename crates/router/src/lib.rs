@@ -57,6 +57,8 @@ mod inner;
 mod keys;
 mod observer;
 mod queue;
+mod recent;
+mod replicas;
 mod request;
 mod resolve;
 mod response_cache;
@@ -65,6 +67,7 @@ mod retry_budget;
 mod router;
 mod settings;
 mod snapshot;
+mod state;
 mod stream;
 mod wildcard;
 
@@ -77,10 +80,16 @@ pub use builder::RouterBuilder;
 pub use error::{ErrorKind, RouterError, Tried};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
+pub use recent::{History, Percentiles};
+pub use replicas::{ReplicaInfo, ReplicaSettings, Replicas};
 pub use request::{
     KeyLimits, MAX_CHOICES, MAX_TOKENS, Native, Request, RouterResponse, Untranslated,
 };
 pub use response_cache::{IGNORED as RESPONSE_CACHE_IGNORED_FIELDS, ResponseCacheSettings};
 pub use router::Router;
 pub use settings::{RetryBudgetSettings, RetryPolicy, RouterSettings};
+pub use state::{
+    BudgetState, Condition, CooldownState, DeploymentState, Errors, GroupState, HealthState,
+    Leases, ProbeState, ReplicaState, RouterState, StateOptions, Used,
+};
 pub use stream::RouterStream;

@@ -46,7 +46,10 @@ use crate::response_cache::{Controls, Front, ResponseCache};
 use crate::retry_budget::RetryBudget;
 use crate::snapshot::Snapshot;
 use crate::stream::{RouterStream, Tail};
-use crate::{Observer, Request, RouterError, RouterResponse, RouterSettings};
+use crate::{
+    Observer, Replicas, Request, RouterError, RouterResponse, RouterSettings, RouterState,
+    StateOptions,
+};
 
 /// Routes calls to the deployments of model groups (see the crate documentation).
 ///
@@ -167,6 +170,19 @@ impl Router {
     pub async fn budget_status(&self) -> Result<Vec<ferrolite_budgets::ScopeStatus>, RouterError> {
         let snapshot = self.inner.snapshot.load_full();
         Ok(snapshot.ledger.status().await?)
+    }
+
+    /// The cluster's routing state (see [`RouterState`]): per group and deployment its
+    /// cooldown and cause, health, probe, rpm / tpm, leases, latency, errors, budget and
+    /// history, and the live `replicas`, answered as `replicas`' own replica. Reads what is
+    /// shared from memory, and what is only in Redis in one round trip per kind.
+    pub async fn state(&self, replicas: &Replicas) -> RouterState {
+        self.state_with(replicas, StateOptions::default()).await
+    }
+
+    /// [`Router::state`] with `options` (e.g. without each deployment's history).
+    pub async fn state_with(&self, replicas: &Replicas, options: StateOptions) -> RouterState {
+        self.inner.state(replicas, options).await
     }
 
     /// Runs every deployment's [`Backend::health_check`] at once (each under the router's

@@ -297,6 +297,10 @@ pub(crate) struct Snapshot {
     pub(crate) outcomes: Outcomes,
     /// Per-instance concurrency counts by deployment id, shared with the next snapshot.
     pub(crate) slots: Arc<ferrolite_types::LearnedState<std::sync::atomic::AtomicU64>>,
+    /// This replica's record of each deployment's recent calls (latency, history), carried
+    /// over by id to the next snapshot.
+    pub(crate) recent: PerDeployment<Arc<crate::recent::Recent>>,
+    pub(crate) learned_recent: Arc<ferrolite_types::LearnedState<crate::recent::Recent>>,
 }
 
 impl Snapshot {
@@ -356,6 +360,11 @@ impl Snapshot {
             |p| Arc::clone(&p.slots),
         );
         let health = health_of(cache, settings, &targets, &deployments, &slots)?;
+        let learned_recent = previous.map_or_else(
+            || Arc::new(ferrolite_types::LearnedState::new()),
+            |p| Arc::clone(&p.learned_recent),
+        );
+        let recent = learned_recent.bind(targets.index(), crate::recent::Recent::default);
         let outcomes = Outcomes::new(cache, &targets)?;
         let groups = members
             .into_iter()
@@ -381,6 +390,8 @@ impl Snapshot {
             health,
             outcomes,
             slots,
+            recent,
+            learned_recent,
         })
     }
 

@@ -131,6 +131,7 @@ impl Tail {
                 &mut held,
                 opened.has_fallbacks,
                 &error.class,
+                &error.message,
             );
             Box::pin(failed).await;
         }

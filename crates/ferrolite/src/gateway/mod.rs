@@ -22,7 +22,8 @@
 //!   protocol (`native`).
 //! - `GET /v1/models` (the model groups and the `model_group_alias` names not `hidden`),
 //!   `GET /v1/models/{id}`, `GET /health` (each deployment's health check, LiteLLM's shape),
-//!   `GET /health/liveliness`, `GET /health/readiness`.
+//!   `GET /health/liveliness`, `GET /health/readiness`, `GET /router/state` (the cluster's
+//!   routing state: cooldowns and their causes, windows, leases, latency, replicas).
 //! - Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 //!   status a client expects: 400 for a bad body or an unknown group (listing the groups), 401
 //!   without the master key, 413 for a body over the limit, 429 with `Retry-After` when nothing
@@ -46,6 +47,7 @@
 mod answer;
 mod auth;
 mod body;
+mod cluster;
 mod errors;
 mod health;
 mod keys;
@@ -128,6 +130,7 @@ async fn completions(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     gateway.telemetry.record(status, elapsed);
+    gateway.replicas.count_request();
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });
@@ -177,7 +180,17 @@ pub fn app(router: Router, settings: GatewaySettings) -> axum::Router {
 
 /// The gateway's routes over `router`, and the handle that swaps the router (hot reload).
 pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Router, GatewayHandle) {
+    let replicas = settings.replicas.clone().unwrap_or_else(|| {
+        let cache = router.cache().clone();
+        let started = cache.clock().now_ms();
+        Arc::new(ferrolite_router::Replicas::new(
+            cache,
+            ferrolite_router::ReplicaInfo::this_process("", started),
+            ferrolite_router::ReplicaSettings::default(),
+        ))
+    });
     let state = Arc::new(Gateway {
+        replicas,
         router: arc_swap::ArcSwap::from_pointee(router),
         settings: arc_swap::ArcSwap::from_pointee(settings),
         id_prefix: format!("ferrolite-{}", std::process::id()),
@@ -209,6 +222,7 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/health/readiness", get(health::readiness))
         .route("/metrics", get(health::metrics_text))
         .route("/provider/budgets", get(health::provider_budgets))
+        .route("/router/state", get(cluster::router_state))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
         .route("/ui/login", post(ui::login))

@@ -227,6 +227,7 @@ async fn call(gateway: &Gateway, inbound: Inbound, request: axum::extract::Reque
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     gateway.telemetry.record(status, elapsed);
+    gateway.replicas.count_request();
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });

@@ -20,6 +20,10 @@ pub struct GatewaySettings {
     pub metrics: Option<PrometheusHandle>,
     /// Names `/v1/models` does not list: the `model_group_alias` entries marked `hidden`.
     pub hidden_models: Vec<String>,
+    /// This gateway's replica (its heartbeat, `/router/state`'s `replica` and `replicas`),
+    /// read when the app is built (a reload keeps it). Without one the gateway is a replica
+    /// of its own, with an empty config hash, that does not beat.
+    pub replicas: Option<std::sync::Arc<ferrolite_router::Replicas>>,
 }
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -41,6 +45,7 @@ impl Default for GatewaySettings {
             api_keys: Vec::new(),
             metrics: None,
             hidden_models: Vec::new(),
+            replicas: None,
         }
     }
 }
@@ -48,6 +53,8 @@ impl Default for GatewaySettings {
 /// What every request handler shares: the router and settings served now (swapped by a
 /// reload), and the request-id counter.
 pub(super) struct Gateway {
+    /// This gateway's replica.
+    pub(super) replicas: std::sync::Arc<ferrolite_router::Replicas>,
     /// The router served now.
     pub(super) router: arc_swap::ArcSwap<Router>,
     /// The settings served now.

@@ -1,0 +1,43 @@
+//! `GET /router/state` (master key only, or the dashboard's session cookie): the cluster's routing state as the router reads it
+//! ([`ferrolite_router::RouterState`], field by field in docs/operations.md), answered as this
+//! gateway's replica. `?history=false` leaves out each deployment's 15-minute history (most of
+//! the answer's size), for a client that polls often.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use ferrolite_router::StateOptions;
+
+use super::state::Gateway;
+
+/// `GET /router/state`.
+pub(super) async fn router_state(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let settings = gateway.settings.load_full();
+    // The master key in a header, or the dashboard's session cookie (`/ui`).
+    if let Err(refused) =
+        Gateway::operator(&settings, &headers, "/router/state", gateway.now_secs())
+    {
+        return refused.into_response();
+    }
+    let history = !matches!(
+        query.get("history").map(String::as_str),
+        Some("false" | "0" | "no")
+    );
+    let router = gateway.router.load_full();
+    let state = router
+        .state_with(&gateway.replicas, StateOptions { history })
+        .await;
+    match serde_json::to_vec(&state) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode the router state");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
