@@ -96,7 +96,7 @@ function deploymentRow(d, now) {
   const perSec = (h.requests || []).map((v) => v === null ? null : v / bucket);
   const budget = d.budget || {};
   return el("tr", { "data-id": d.id },
-    el("td", { "data-label": "Deployment" },
+    el("td", { "data-label": "Deployment", class: "who" },
       el("div", { class: "name" }, d.model || d.id),
       el("div", { class: "sub" }, `${d.provider || ""} · ${d.api_base || "default endpoint"}`),
       el("div", { class: "sub" }, `id ${String(d.id).slice(0, 12)}`)),
@@ -139,14 +139,15 @@ function render(s) {
 
   document.getElementById("replicas-note").textContent = s.replica ? `answered by ${s.replica}` : "";
   const rt = el("table", { class: "replicas" },
-    el("thead", {}, el("tr", {}, ...["Replica", "Version", "Config", "Started", "Last seen", "req/s"].map((t) => el("th", {}, t)))),
+    el("thead", {}, el("tr", {}, ...[["Replica"], ["Version", "wide"], ["Config"], ["Started", "wide"], ["Last seen", "wide"], ["req/s"]]
+      .map(([t, cls]) => el("th", { class: cls }, t)))),
     el("tbody", {}, ...replicas.map((r) => el("tr", { "data-replica": r.id },
       el("td", { class: "name" }, r.id + (r.id === s.replica ? " (this one)" : "")),
-      el("td", {}, r.version || "–"),
+      el("td", { class: "wide" }, r.version || "–"),
       el("td", { class: r.same_config === false ? "cfg-bad" : "" },
         String(r.config_hash || "").slice(0, 12) + (r.same_config === false ? " · differs" : "")),
-      el("td", {}, when(r.started_at_ms)),
-      el("td", {}, when(r.last_seen_ms)),
+      el("td", { class: "wide" }, when(r.started_at_ms)),
+      el("td", { class: "wide" }, when(r.last_seen_ms)),
       el("td", {}, num(r.requests_per_second, 1))))));
   document.getElementById("replicas").replaceChildren(replicas.length ? rt : el("div", { class: "empty" }, "no replica registered"));
 
