@@ -29,6 +29,12 @@
 //! and `FERROLITE_REQUIRE_PYTHON=1` makes a test needing it fail instead of skipping. `ci` stops
 //! with the install command when `python3` or its `venv` module is missing.
 //! `cargo xtask python` makes (or checks) the same environment and prints its interpreter's path.
+//!
+//! A browser for the tests: the dashboard's test (`/ui`) drives headless Chromium through
+//! ChromeDriver. `ci` finds `chromium` and `chromedriver` (or the binaries `FERROLITE_CHROMIUM`
+//! and `FERROLITE_CHROMEDRIVER` name); when they are missing it installs Debian's packages
+//! (`apt-get install -y chromium chromium-driver`) if it runs as root, and otherwise stops with
+//! that command. `FERROLITE_REQUIRE_BROWSER=1` makes a test needing them fail instead of skipping.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -194,8 +200,10 @@ fn ci() -> Result<(), String> {
             ));
         }
     }
-    // The SDKs' environment first: a missing Python stops the run before anything is built.
+    // The SDKs' environment and the browser first: a missing one stops the run before anything
+    // is built.
     let python = python_venv()?;
+    let (chromium, chromedriver) = browser()?;
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(
         &[
@@ -229,6 +237,9 @@ fn ci() -> Result<(), String> {
                 ("FERROLITE_REQUIRE_REDIS", "1"),
                 ("FERROLITE_PYTHON", python.as_str()),
                 ("FERROLITE_REQUIRE_PYTHON", "1"),
+                ("FERROLITE_CHROMIUM", chromium.as_str()),
+                ("FERROLITE_CHROMEDRIVER", chromedriver.as_str()),
+                ("FERROLITE_REQUIRE_BROWSER", "1"),
             ],
         )?;
         // Doc tests run separately: `--all-targets` does not include them.
@@ -261,6 +272,57 @@ fn ci() -> Result<(), String> {
     )?;
     println!("xtask: ci passed");
     Ok(())
+}
+
+/// Headless Chromium and its ChromeDriver for the dashboard's test: their paths. Installs
+/// Debian's packages when they are missing and this runs as root with `apt-get`; otherwise
+/// stops with the command that installs them.
+fn browser() -> Result<(String, String), String> {
+    const INSTALL: &str = "apt-get install -y chromium chromium-driver";
+    let find = || {
+        let chromium = std::env::var("FERROLITE_CHROMIUM")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .or_else(|| which("chromium"))
+            .or_else(|| which("chromium-browser"));
+        let driver = std::env::var("FERROLITE_CHROMEDRIVER")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .or_else(|| which("chromedriver"));
+        chromium.zip(driver)
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if root && which("apt-get").is_some() {
+        run(
+            Command::new("apt-get")
+                .args(["install", "-y", "chromium", "chromium-driver"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            INSTALL,
+        )?;
+        if let Some(found) = find() {
+            return Ok(found);
+        }
+    }
+    Err(format!(
+        "headless Chromium and ChromeDriver are needed for the dashboard's test. Install them \
+         with `sudo {INSTALL}` (Debian/Ubuntu), or name them in FERROLITE_CHROMIUM and \
+         FERROLITE_CHROMEDRIVER, then run `cargo xtask ci` again"
+    ))
+}
+
+/// `program`'s path on `PATH`, if it is there.
+fn which(program: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .map(|found| found.display().to_string())
 }
 
 /// The pinned SDKs, one `name==version` a line (comments allowed), as pip reads them.

@@ -1,4 +1,4 @@
-//! `GET /router/state` (master key only): the cluster's routing state as the router reads it
+//! `GET /router/state` (master key only, or the dashboard's session cookie): the cluster's routing state as the router reads it
 //! ([`ferrolite_router::RouterState`], field by field in docs/operations.md), answered as this
 //! gateway's replica. `?history=false` leaves out each deployment's 15-minute history (most of
 //! the answer's size), for a client that polls often.
@@ -10,8 +10,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use ferrolite_router::StateOptions;
 
-use super::auth::Caller;
-use super::errors::GatewayError;
 use super::state::Gateway;
 
 /// `GET /router/state`.
@@ -21,16 +19,11 @@ pub(super) async fn router_state(
     headers: HeaderMap,
 ) -> Response {
     let settings = gateway.settings.load_full();
-    match Gateway::caller(&settings, &headers) {
-        Err(refused) => return refused.into_response(),
-        Ok(Caller::Key(key)) => {
-            return GatewayError::NeedsMaster {
-                key: key.name.clone(),
-                path: "/router/state",
-            }
-            .into_response();
-        }
-        Ok(_) => {}
+    // The master key in a header, or the dashboard's session cookie (`/ui`).
+    if let Err(refused) =
+        Gateway::operator(&settings, &headers, "/router/state", gateway.now_secs())
+    {
+        return refused.into_response();
     }
     let history = !matches!(
         query.get("history").map(String::as_str),

@@ -59,6 +59,7 @@ mod sse;
 mod state;
 mod telemetry;
 mod trace;
+mod ui;
 
 use std::sync::Arc;
 
@@ -308,6 +309,12 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
         .route("/metrics", get(health::metrics_text))
         .route("/provider/budgets", get(health::provider_budgets))
         .route("/router/state", get(cluster::router_state))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/login", post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .with_state(state);
     (app, handle)
 }
