@@ -811,4 +811,3 @@ fn explain_pick(
         }
     });
 }
-
