@@ -106,7 +106,7 @@ pub struct Percentiles {
     pub p99: Option<f64>,
 }
 
-/// A deployment's recent history: one entry per [`BUCKET_MS`] bucket, oldest first, the last
+/// A deployment's recent history: one entry per 10-second bucket, oldest first, the last
 /// one the bucket in progress.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
