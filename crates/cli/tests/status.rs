@@ -105,10 +105,12 @@ fn gateways_on_one_redis_share_their_state_and_list_each_other() {
     // b reads the cooldown and a's counts back with its next syncs (every 100 ms; a pushes
     // its counts with its own).
     let mut seen = serde_json::Value::Null;
-    for _ in 0..100 {
+    // The cause is written beside the deadline, a moment after it: wait for both.
+    for _ in 0..250 {
         seen = state(port_b);
         let deployments = &seen["groups"][0]["deployments"];
         if deployments[0]["state"] == "cooldown"
+            && deployments[0]["cooldown"]["class"] == "rate_limited"
             && deployments[1]["rpm"]["used"].as_u64().unwrap_or(0) >= 1
         {
             break;
