@@ -24,6 +24,56 @@ use parking_lot::Mutex;
 /// The value of a label ferrolite has no value for, as LiteLLM's exposition shows an unset one.
 pub const ABSENT: &str = "None";
 
+/// Metric handles registered with the `metrics` recorder in use, made again when another
+/// recorder is in use (a test's local recorder beside the process-wide one): what keeps a
+/// request from building a metric key or looking one up in the recorder's registry. The
+/// router's LiteLLM metrics and the gateway's own keep their handles in one.
+pub struct PerRecorder<T> {
+    current: arc_swap::ArcSwapOption<Registered<T>>,
+}
+
+/// Handles and the recorder they were registered with.
+struct Registered<T> {
+    /// The recorder's address, which tells one recorder from another.
+    recorder: usize,
+    handles: T,
+}
+
+impl<T> Default for PerRecorder<T> {
+    fn default() -> Self {
+        PerRecorder {
+            current: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+}
+
+impl<T> PerRecorder<T> {
+    /// Runs `f` on the handles of the recorder in use, made by `make` when it has none yet.
+    pub fn with<R>(
+        &self,
+        make: impl FnOnce(&dyn Recorder) -> T,
+        f: impl FnOnce(&T, &dyn Recorder) -> R,
+    ) -> R {
+        metrics::with_recorder(|recorder| {
+            let id = std::ptr::from_ref(recorder).cast::<()>() as usize;
+            let loaded = self.current.load();
+            let fresh;
+            let registered = match loaded.as_deref() {
+                Some(registered) if registered.recorder == id => registered,
+                _ => {
+                    fresh = Arc::new(Registered {
+                        recorder: id,
+                        handles: make(recorder),
+                    });
+                    self.current.store(Some(Arc::clone(&fresh)));
+                    &*fresh
+                }
+            };
+            f(&registered.handles, recorder)
+        })
+    }
+}
+
 /// LiteLLM's metric names, as its `/metrics` shows them (prometheus_client adds `_total` to a
 /// counter's name).
 pub mod names {
@@ -392,13 +442,6 @@ impl Handles {
     }
 }
 
-/// The handles registered with one recorder, by deployment position.
-struct Registered {
-    /// The recorder's address: handles of another recorder are not used.
-    recorder: usize,
-    deployments: Box<[OnceLock<Handles>]>,
-}
-
 /// A successful call, as LiteLLM's success event reports it.
 pub(crate) struct Succeeded<'a> {
     /// The deployment's call (a stream's, to its end).
@@ -415,7 +458,8 @@ pub(crate) struct Succeeded<'a> {
 /// registered.
 pub(crate) struct LitellmMetrics {
     labels: Box<[Labels]>,
-    registered: arc_swap::ArcSwapOption<Registered>,
+    /// Each deployment's handles, by position, registered at its first event.
+    registered: PerRecorder<Box<[OnceLock<Handles>]>>,
 }
 
 impl LitellmMetrics {
@@ -423,7 +467,7 @@ impl LitellmMetrics {
     pub(crate) fn new(deployments: &[Deployment]) -> Self {
         LitellmMetrics {
             labels: deployments.iter().map(Labels::of).collect(),
-            registered: arc_swap::ArcSwapOption::empty(),
+            registered: PerRecorder::default(),
         }
     }
 
@@ -432,26 +476,15 @@ impl LitellmMetrics {
         let Some(labels) = self.labels.get(position) else {
             return;
         };
-        metrics::with_recorder(|recorder| {
-            let id = address(recorder);
-            let loaded = self.registered.load();
-            let fresh;
-            let registered = match loaded.as_deref() {
-                Some(registered) if registered.recorder == id => registered,
-                _ => {
-                    fresh = Arc::new(Registered {
-                        recorder: id,
-                        deployments: self.labels.iter().map(|_| OnceLock::new()).collect(),
-                    });
-                    self.registered.store(Some(Arc::clone(&fresh)));
-                    &*fresh
+        self.registered.with(
+            |_| self.labels.iter().map(|_| OnceLock::new()).collect(),
+            |deployments, recorder| {
+                if let Some(slot) = deployments.get(position) {
+                    let handles = slot.get_or_init(|| Handles::register(recorder, labels));
+                    f(handles, labels, recorder);
                 }
-            };
-            if let Some(slot) = registered.deployments.get(position) {
-                let handles = slot.get_or_init(|| Handles::register(recorder, labels));
-                f(handles, labels, recorder);
-            }
-        });
+            },
+        );
     }
 
     /// A deployment answered: LiteLLM's success event (`set_llm_deployment_success_metrics`,
@@ -616,9 +649,4 @@ pub(crate) fn fallback(
             .register_counter(&Key::from_parts(name, values), &METADATA)
             .increment(1);
     });
-}
-
-/// A recorder's address, which tells one recorder from another.
-fn address(recorder: &dyn Recorder) -> usize {
-    std::ptr::from_ref(recorder).cast::<()>() as usize
 }

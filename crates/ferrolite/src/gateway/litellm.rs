@@ -9,14 +9,12 @@
 //! [`MAX_SERIES`], a new requested model is counted under `requested_model="None"` (the model is
 //! whatever a client sends).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-
-use ferrolite_router::litellm::{ABSENT, names, proxy_labels};
+use ferrolite_router::litellm::{ABSENT, PerRecorder, names, proxy_labels};
 use ferrolite_types::ErrorClass;
 use metrics::{Counter, Key, Label, Level, Metadata, Recorder};
 use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 /// What the metrics are recorded with: as `metrics::counter!` in this module would.
 static METADATA: Metadata<'static> =
@@ -50,7 +48,6 @@ struct Series {
 
 /// The series registered with one recorder.
 struct Registered {
-    recorder: usize,
     series: RwLock<HashMap<u64, Vec<Series>>>,
     count: std::sync::atomic::AtomicUsize,
 }
@@ -58,7 +55,7 @@ struct Registered {
 /// The gateway's LiteLLM proxy metrics.
 #[derive(Default)]
 pub(super) struct ProxyMetrics {
-    registered: arc_swap::ArcSwapOption<Registered>,
+    registered: PerRecorder<Registered>,
 }
 
 impl ProxyMetrics {
@@ -67,24 +64,13 @@ impl ProxyMetrics {
         if answered.status == 401 {
             return;
         }
-        metrics::with_recorder(|recorder| {
-            let id = address(recorder);
-            let loaded = self.registered.load();
-            let fresh;
-            let registered = match loaded.as_deref() {
-                Some(registered) if registered.recorder == id => registered,
-                _ => {
-                    fresh = Arc::new(Registered {
-                        recorder: id,
-                        series: RwLock::new(HashMap::new()),
-                        count: std::sync::atomic::AtomicUsize::new(0),
-                    });
-                    self.registered.store(Some(Arc::clone(&fresh)));
-                    &*fresh
-                }
-            };
-            registered.record(recorder, answered);
-        });
+        self.registered.with(
+            |_| Registered {
+                series: RwLock::new(HashMap::new()),
+                count: std::sync::atomic::AtomicUsize::new(0),
+            },
+            |registered, recorder| registered.record(recorder, answered),
+        );
     }
 }
 
@@ -95,17 +81,11 @@ impl Registered {
         let status = answered.status;
         let mut model = answered.requested_model.unwrap_or(ABSENT);
         let hash = hash_of(route, model, id, status);
-        let found = |series: &Series| {
-            series.status == status
-                && &*series.route == route
-                && &*series.model == model
-                && &*series.id == id
-        };
         if let Some(series) = self
             .series
             .read()
             .get(&hash)
-            .and_then(|v| v.iter().find(|s| found(s)))
+            .and_then(|v| v.iter().find(|s| s.is(route, model, id, status)))
         {
             series.count();
             return;
@@ -116,9 +96,7 @@ impl Registered {
         let hash = hash_of(route, model, id, status);
         let mut map = self.series.write();
         let bucket = map.entry(hash).or_default();
-        if let Some(series) = bucket.iter().find(|s| {
-            s.status == status && &*s.route == route && &*s.model == model && &*s.id == id
-        }) {
+        if let Some(series) = bucket.iter().find(|s| s.is(route, model, id, status)) {
             series.count();
             return;
         }
@@ -131,6 +109,11 @@ impl Registered {
 }
 
 impl Series {
+    /// Whether this is the series of these label values.
+    fn is(&self, route: &str, model: &str, id: &str, status: u16) -> bool {
+        self.status == status && &*self.route == route && &*self.model == model && &*self.id == id
+    }
+
     fn register(recorder: &dyn Recorder, route: &str, model: &str, id: &str, status: u16) -> Self {
         let status_text = status.to_string();
         let error = status >= 400;
@@ -187,9 +170,4 @@ fn hash_of(route: &str, model: &str, id: &str, status: u16) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (route, model, id, status).hash(&mut hasher);
     hasher.finish()
-}
-
-/// A recorder's address, which tells one recorder from another.
-fn address(recorder: &dyn Recorder) -> usize {
-    std::ptr::from_ref(recorder).cast::<()>() as usize
 }

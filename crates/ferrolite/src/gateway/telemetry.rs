@@ -3,9 +3,10 @@
 //! (per status code, and per recorder): a request builds no metric key, allocates no label and
 //! looks nothing up in the recorder's registry.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use ferrolite_router::litellm::PerRecorder;
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 
 /// The requests answered, by status (`status` label).
@@ -26,14 +27,12 @@ const LAST_STATUS: u16 = 599;
 /// The gateway's metric handles for the recorder in use.
 #[derive(Default)]
 pub(super) struct Telemetry {
-    handles: arc_swap::ArcSwapOption<Handles>,
+    handles: PerRecorder<Handles>,
 }
 
 /// The handles registered with one recorder; a status's counter is registered at its first
 /// request (a status never answered shows no series, as with the macros).
 struct Handles {
-    /// The recorder's address: handles of another recorder are not used.
-    recorder: usize,
     seconds: Histogram,
     requests: Box<[OnceLock<Counter>]>,
 }
@@ -41,18 +40,7 @@ struct Handles {
 impl Telemetry {
     /// Counts a request answered with `status` after `elapsed`.
     pub(super) fn record(&self, status: u16, elapsed: Duration) {
-        metrics::with_recorder(|recorder| {
-            let id = address(recorder);
-            let loaded = self.handles.load();
-            let fresh;
-            let handles = match loaded.as_deref() {
-                Some(handles) if handles.recorder == id => handles,
-                _ => {
-                    fresh = Arc::new(Handles::new(id, recorder));
-                    self.handles.store(Some(Arc::clone(&fresh)));
-                    &*fresh
-                }
-            };
+        self.handles.with(Handles::new, |handles, recorder| {
             let index = status.checked_sub(FIRST_STATUS).map(usize::from);
             match index.and_then(|i| handles.requests.get(i)) {
                 Some(slot) => slot
@@ -68,9 +56,8 @@ impl Telemetry {
 }
 
 impl Handles {
-    fn new(recorder_id: usize, recorder: &dyn Recorder) -> Self {
+    fn new(recorder: &dyn Recorder) -> Self {
         Handles {
-            recorder: recorder_id,
             seconds: recorder.register_histogram(&Key::from_static_name(SECONDS), &METADATA),
             requests: (FIRST_STATUS..=LAST_STATUS)
                 .map(|_| OnceLock::new())
@@ -82,10 +69,4 @@ impl Handles {
 /// The key of the requests answered with `status`.
 fn requests_key(status: u16) -> Key {
     Key::from_parts(REQUESTS, vec![Label::new("status", status.to_string())])
-}
-
-/// A recorder's address, which tells one recorder from another (the global recorder is set
-/// once per process; a local one is another address).
-fn address(recorder: &dyn Recorder) -> usize {
-    std::ptr::from_ref(recorder).cast::<()>() as usize
 }
