@@ -208,7 +208,7 @@ impl Drop for Browser {
 /// One HTTP/1.1 exchange with ChromeDriver, which keeps connections open whatever the
 /// request says: the body is read by its `Content-Length`. The status and the body.
 fn driver_exchange(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -220,27 +220,12 @@ fn driver_exchange(port: u16, method: &str, path: &str, body: &str) -> (u16, Str
     )
     .unwrap();
     let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
+    let (status_line, answer) = common::read_message(&mut reader).expect("ChromeDriver answers");
     let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut answer = vec![0; length];
-    reader.read_exact(&mut answer).unwrap();
     (status, String::from_utf8_lossy(&answer).into_owned())
 }
 

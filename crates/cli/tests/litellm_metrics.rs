@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,23 +34,9 @@ fn upstream(name: &'static str, healthy: usize) -> u16 {
             let calls = Arc::clone(&calls);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some((key, value)) = line.split_once(':') {
-                        if key.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
+                let Some((_, body)) = common::read_message(&mut reader) else {
+                    return;
+                };
                 let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let usage = serde_json::json!(
                     {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}

@@ -634,7 +634,7 @@ fn upstream_probed(
     name: &'static str,
     probes_are: Probes,
 ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -645,23 +645,9 @@ fn upstream_probed(
             let counted = std::sync::Arc::clone(&counted);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some((key, value)) = line.split_once(':') {
-                        if key.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
+                let Some((_, body)) = common::read_message(&mut reader) else {
+                    return;
+                };
                 let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let probe = body["messages"][0]["content"] != "hi";
                 if probe {

@@ -79,3 +79,30 @@ pub fn exchange(
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (status, head.to_ascii_lowercase(), body.to_string())
 }
+
+/// Reads one HTTP/1.1 message (a request or a response) from `reader`: its start line and its
+/// body, read by `Content-Length` (none: empty); `None` when the peer closed first.
+pub fn read_message(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut start = String::new();
+    if reader.read_line(&mut start).ok()? == 0 {
+        return None;
+    }
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            if key.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((start, body))
+}
