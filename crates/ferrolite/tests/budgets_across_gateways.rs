@@ -10,6 +10,9 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
+use common::redis::redis_url;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,30 +31,6 @@ const INPUT_PRICE: f64 = 0.000_01;
 const BUDGET: f64 = 0.50;
 /// The model's output limit (`model_info.max_output_tokens`).
 const OUTPUT_LIMIT: u64 = 400;
-
-/// The Redis the tests share, or `None` to skip (a panic when `FERROLITE_REQUIRE_REDIS=1`).
-fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-    let address = url
-        .trim_start_matches("redis://")
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_string();
-    if std::net::TcpStream::connect(&address).is_ok() {
-        return Some(url);
-    }
-    assert!(
-        std::env::var("FERROLITE_REQUIRE_REDIS").as_deref() != Ok("1"),
-        "FERROLITE_REQUIRE_REDIS=1 but no Redis answers at {address}"
-    );
-    eprintln!("skipping: no Redis at {address}");
-    None
-}
 
 /// What the scripted upstream answers to its n-th call (from 0): prompt and completion tokens.
 type Script = Arc<dyn Fn(u64) -> (u64, u64) + Send + Sync>;

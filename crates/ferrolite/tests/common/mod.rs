@@ -1,3 +1,5 @@
-//! Setup shared by several of this crate's test binaries.
+//! Setup shared by several of this crate's test binaries (each uses a part of it).
+#![allow(dead_code)]
 
 pub mod child;
+pub mod redis;
