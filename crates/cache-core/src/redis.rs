@@ -374,30 +374,64 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        if self.client.is_clustered() {
+            // One MGET may only name keys of one slot on a cluster (else `CROSSSLOT`): one
+            // MGET per slot, in one pipeline that fred sends to each slot's node.
+            let slots = by_slot(&full);
+            if slots.len() > 1 {
+                return self.mget_by_slot(keys, full, &slots).await;
+            }
+        }
         let reply: Result<Value, _> = self.client.with_options(&self.fast).mget(full).await;
-        let value = match reply {
-            Ok(v) => {
+        match reply {
+            Ok(value) => {
                 self.health.record_ok();
-                v
+                decode_mget(keys, value)
             }
-            Err(e) => return Err(self.error("mget", keys.first().copied().unwrap_or(""), &e)),
-        };
-        let items = match value {
-            Value::Array(items) if items.len() == keys.len() => items,
-            // A single key comes back unwrapped from some servers.
-            other if keys.len() == 1 => vec![other],
-            other => {
-                return Err(CacheError::UnexpectedReply {
-                    key: "MGET".into(),
-                    expected: "an array with one entry per key",
-                    got: truncate(&format!("{other:?}")),
-                });
+            Err(e) => Err(self.error("mget", keys.first().copied().unwrap_or(""), &e)),
+        }
+    }
+
+    /// [`RedisStore::mget`] on a cluster, of keys in several `slots` (each slot with the
+    /// positions of its keys): the values in the order of `keys`.
+    async fn mget_by_slot(
+        &self,
+        keys: &[&str],
+        full: Vec<String>,
+        slots: &[Vec<usize>],
+    ) -> Result<Vec<Option<String>>, CacheError> {
+        let pipe = self.client.pipeline();
+        for positions in slots {
+            let group: Vec<String> = positions
+                .iter()
+                .filter_map(|i| full.get(*i).cloned())
+                .collect();
+            let queued: Result<(), _> = pipe.mget(group).await;
+            if let Err(e) = queued {
+                return Err(self.error("mget", keys.first().copied().unwrap_or(""), &e));
             }
-        };
-        keys.iter()
-            .zip(items)
-            .map(|(k, v)| decode_string(k, v))
-            .collect()
+        }
+        let replies: Vec<Result<Value, FredError>> = pipe.try_all().await;
+        let mut out = vec![None; keys.len()];
+        for (positions, reply) in slots.iter().zip(replies) {
+            let group: Vec<&str> = positions
+                .iter()
+                .filter_map(|i| keys.get(*i).copied())
+                .collect();
+            let value = match reply {
+                Ok(value) => value,
+                Err(e) => {
+                    return Err(self.error("mget", group.first().copied().unwrap_or(""), &e));
+                }
+            };
+            for (i, value) in positions.iter().zip(decode_mget(&group, value)?) {
+                if let Some(slot) = out.get_mut(*i) {
+                    *slot = value;
+                }
+            }
+        }
+        self.health.record_ok();
+        Ok(out)
     }
 
     /// Runs a script by SHA with fail-fast options, loading it on `NOSCRIPT`.
@@ -993,6 +1027,38 @@ fn truncate(text: &str) -> String {
 }
 
 /// A reply that should be a string value or nil.
+/// The positions of `keys` grouped by their cluster slot, in order of first appearance.
+fn by_slot(keys: &[String]) -> Vec<Vec<usize>> {
+    let mut slots: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        match slots.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, positions)) => positions.push(i),
+            None => slots.push((slot, vec![i])),
+        }
+    }
+    slots.into_iter().map(|(_, positions)| positions).collect()
+}
+
+/// An MGET reply of `keys`: one value per key (a single key's may come back unwrapped).
+fn decode_mget(keys: &[&str], value: Value) -> Result<Vec<Option<String>>, CacheError> {
+    let items = match value {
+        Value::Array(items) if items.len() == keys.len() => items,
+        other if keys.len() == 1 => vec![other],
+        other => {
+            return Err(CacheError::UnexpectedReply {
+                key: "MGET".into(),
+                expected: "an array with one entry per key",
+                got: truncate(&format!("{other:?}")),
+            });
+        }
+    };
+    keys.iter()
+        .zip(items)
+        .map(|(k, v)| decode_string(k, v))
+        .collect()
+}
+
 fn decode_string(key: &str, value: Value) -> Result<Option<String>, CacheError> {
     match value {
         Value::Null => Ok(None),

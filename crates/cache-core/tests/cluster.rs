@@ -130,6 +130,26 @@ async fn the_cache_runs_on_a_three_master_cluster() {
         );
     }
     assert_eq!(b.shared().get("response:none").await.unwrap(), None);
+
+    // One read of many values in as many slots (the cooldown causes `Router::state` reads):
+    // each written by one instance, read back in order by the other, a missing one `None`.
+    let keys: Vec<String> = (0..40).map(|i| format!("{{d{i}}}:cause")).collect();
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 4 != 3) {
+        a.kv()
+            .set(key, &format!("cause {i}"), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let values = b.kv().batch_get(&names).await.unwrap();
+    let expected: Vec<Option<String>> = (0..40)
+        .map(|i| (i % 4 != 3).then(|| format!("cause {i}")))
+        .collect();
+    let got: Vec<Option<String>> = values
+        .into_iter()
+        .map(|v| v.map(|v| v.to_string()))
+        .collect();
+    assert_eq!(got, expected);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

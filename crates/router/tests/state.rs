@@ -16,7 +16,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::{dep, settings};
-use ferrolite_cache::testing::{config, redis_url, unique_prefix};
+use ferrolite_cache::testing::{
+    RedisCluster, config, redis_binaries_installed, redis_url, unique_prefix,
+};
 use ferrolite_cache::{CacheConfig, DualCache, ManualClock};
 use ferrolite_router::{
     Backend, BackendError, BackendFuture, BackendRequest, BackendResponse, Condition, ReplicaInfo,
@@ -24,14 +26,18 @@ use ferrolite_router::{
 };
 use ferrolite_types::{Deployment, ErrorClass, Usage};
 
-/// Deployment `bad` answers 429 with a message naming a key; every other one answers with
+/// Deployments whose id starts with `bad` answer 429 with a message naming a key; every other one answers with
 /// 10 + 5 tokens.
 struct Upstream;
 
 impl Backend for Upstream {
     fn call<'a>(&'a self, deployment: &'a Deployment, _: &'a BackendRequest) -> BackendFuture<'a> {
         Box::pin(async move {
-            if deployment.id.as_deref() == Some("bad") {
+            if deployment
+                .id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("bad"))
+            {
                 return Err(BackendError::new(
                     ErrorClass::RateLimited { retry_after: None },
                     "Rate limit reached for key sk-live-0123456789abcdef on requests per min",
@@ -174,6 +180,87 @@ async fn a_cooldown_set_through_one_replica_shows_with_its_cause_in_the_others_s
     assert!(deployment(&state, "good").cooldown.is_none());
     for cache in [a.cache, b.cache] {
         cache.shutdown().await.unwrap();
+    }
+}
+
+/// On a Redis Cluster: what the state reads only from Redis (the cooldowns' causes, one read
+/// of keys in as many slots as deployments; the leases; the replicas) is read from every
+/// node, as on one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_redis_cluster_the_state_reads_causes_leases_and_replicas_across_slots() {
+    if !redis_binaries_installed(&["redis-server", "redis-cli"]) {
+        return;
+    }
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let prefix = unique_prefix("state-cluster");
+    let clock = clock();
+    let bad: Vec<String> = (0..6).map(|i| format!("bad-{i}")).collect();
+    let mut list = vec![Deployment {
+        rpm: Some(600),
+        max_parallel_requests: Some(4),
+        ..dep("g", "good")
+    }];
+    list.extend(bad.iter().map(|id| dep("g", id)));
+    let mut routers = Vec::new();
+    for _ in 0..2 {
+        let cache = DualCache::connect_with_clock(config(&url, &prefix), clock.clone())
+            .await
+            .unwrap();
+        let router = Router::new(
+            list.clone(),
+            router_settings(),
+            cache.clone(),
+            Arc::new(Upstream),
+        )
+        .unwrap();
+        let replicas = Replicas::new(
+            cache.clone(),
+            ReplicaInfo::this_process("c1", clock_now(&clock)),
+            ReplicaSettings::default(),
+        );
+        replicas.beat().await.unwrap();
+        routers.push(Replica {
+            router,
+            cache,
+            replicas,
+        });
+    }
+    let (a, b) = (&routers[0], &routers[1]);
+    for id in &bad {
+        for _ in 0..3 {
+            let _ = call(&a.router, id).await;
+        }
+    }
+    call(&a.router, "good").await.unwrap();
+    a.cache.sync_now().await.unwrap();
+    // B routed nothing in this window: its first look opens the window's counters, which its
+    // next sync (every `sync_interval` in a running replica) fills from Redis.
+    let _ = b.router.state(&b.replicas).await;
+    b.cache.sync_now().await.unwrap();
+
+    let state = b.router.state(&b.replicas).await;
+    assert!(state.shared);
+    for id in &bad {
+        let cooled = deployment(&state, id);
+        assert_eq!(cooled.state, Condition::Cooldown, "{id}");
+        let cooldown = cooled.cooldown.as_ref().unwrap();
+        assert_eq!(cooldown.class.as_deref(), Some("rate_limited"), "{id}");
+        assert!(
+            cooldown
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Rate limit reached")),
+            "{id}: {cooldown:?}"
+        );
+    }
+    let good = deployment(&state, "good");
+    assert_eq!(good.rpm.used, 1);
+    assert_eq!(good.leases.max, Some(4));
+    assert_eq!(good.leases.held, 0);
+    assert_eq!(state.replicas.len(), 2, "{:?}", state.replicas);
+    for replica in routers {
+        replica.cache.shutdown().await.unwrap();
     }
 }
 
