@@ -508,7 +508,21 @@ impl BudgetLedger {
     /// The error for a request none of whose `candidates` is within budget: every exceeded scope
     /// that blocks one of them, with its spend and limit.
     pub fn exceeded_error(&self, check: &BudgetCheck, candidates: &[DeploymentIx]) -> BudgetError {
-        let mut scopes: Vec<usize> = candidates
+        BudgetError::Exceeded {
+            exceeded: self.exceeded_of(check, candidates),
+        }
+    }
+
+    /// Every exceeded scope of `check` that keeps `deployment` out (its own budgets and the
+    /// request's tags'), with its spend and limit: why [`BudgetLedger::allows`] said no, for
+    /// an explanation. Empty when it is within budget.
+    pub fn blocking(&self, check: &BudgetCheck, deployment: DeploymentIx) -> Vec<Exceeded> {
+        self.exceeded_of(check, &[deployment])
+    }
+
+    /// The exceeded scopes of `check` that block any of `deployments`, each once, in scope order.
+    fn exceeded_of(&self, check: &BudgetCheck, deployments: &[DeploymentIx]) -> Vec<Exceeded> {
+        let mut scopes: Vec<usize> = deployments
             .iter()
             .flat_map(|d| {
                 self.deployments
@@ -518,23 +532,22 @@ impl BudgetLedger {
                     .copied()
             })
             .chain(check.tags.iter().copied())
-            .filter(|s| check.exceeded[*s].is_some())
+            .filter(|s| check.exceeded.get(*s).is_some_and(Option::is_some))
             .collect();
         scopes.sort_unstable();
         scopes.dedup();
-        BudgetError::Exceeded {
-            exceeded: scopes
-                .into_iter()
-                .filter_map(|s| {
-                    check.exceeded[s].map(|(spend, limit)| Exceeded {
-                        scope: self.scopes[s].scope.clone(),
-                        spend,
-                        limit,
-                        estimate: 0.0,
-                    })
+        scopes
+            .into_iter()
+            .filter_map(|s| {
+                let (spend, limit) = check.exceeded.get(s).copied().flatten()?;
+                Some(Exceeded {
+                    scope: self.scopes.get(s)?.scope.clone(),
+                    spend,
+                    limit,
+                    estimate: 0.0,
                 })
-                .collect(),
-        }
+            })
+            .collect()
     }
 
     /// The estimate the reservation policy holds for a call on `deployment` with

@@ -38,7 +38,7 @@ fn http() -> reqwest::Client {
 }
 
 /// The scripted upstream (OpenAI's protocol): the model `limited` answers 429, `broken` 500,
-/// any other a chat answer (streamed when asked) naming the model; embeddings answer a vector.
+/// `hungry` a chat answer of 5,000 + 2,000 tokens, any other a chat answer (streamed when asked) naming the model; embeddings answer a vector.
 async fn upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -65,10 +65,15 @@ async fn upstream() -> String {
                     )))
                     .unwrap()
             }
+            // `hungry` reports far more tokens than any estimate of the request.
             _ => axum::Json(json!({
                 "id": "x", "object": "chat.completion", "created": 0, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {model}")}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+                "usage": if model == "hungry" {
+                    json!({"prompt_tokens": 5000, "completion_tokens": 2000, "total_tokens": 7000})
+                } else {
+                    json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7})
+                }
             }))
             .into_response(),
         }
@@ -395,4 +400,139 @@ general_settings:
         )),
         "{header}"
     );
+}
+
+/// A request refused because nothing could take it: its error answer (OpenAI's shape on chat
+/// completions, Anthropic's on `/v1/messages`) carries the explanation too, naming each
+/// deployment left out and why; a caller that did not ask gets the plain error.
+#[tokio::test]
+async fn a_refused_request_explains_why_in_its_error_answer() {
+    let Some(redis) = redis_url() else { return };
+    let upstream = upstream().await;
+    let run = run_id();
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/limited, api_base: "{upstream}", api_key: sk-up}}
+    model_info: {{id: cool-{run}}}
+  - model_name: g
+    litellm_params: {{model: openai/good-model, api_base: "{upstream}", api_key: sk-up, rpm: 1}}
+    model_info: {{id: full-{run}}}
+router_settings:
+  num_retries: 0
+  cooldown_time: 60
+  redis_url: {redis}
+general_settings:
+  master_key: {MASTER}
+ferrolite_settings:
+  api_keys:
+    - {{name: viewer, key: {VIEWER}, explain: true}}
+    - {{name: plain, key: {PLAIN}}}
+"#
+    );
+    let base = gateway(&yaml).await;
+    let cool = format!("cool-{run}");
+    let full = format!("full-{run}");
+    assert_eq!(
+        post(&base, "/v1/chat/completions", MASTER, false, hi(&cool))
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        post(&base, "/v1/chat/completions", MASTER, false, hi(&full))
+            .await
+            .status(),
+        200
+    );
+
+    let response = post(&base, "/v1/chat/completions", VIEWER, true, hi("g")).await;
+    assert_eq!(response.status(), 429);
+    let header = route_header(&response);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let route = &body["ferrolite_route"];
+    assert_eq!(route["model"], "g", "{body}");
+    assert!(route["deployment"].is_null(), "{route}");
+    assert_eq!(route["attempts"], json!([]), "{route}");
+    let pick = &route["picks"][0];
+    assert!(pick["picked"].is_null(), "{pick}");
+    assert!(pick["error"].is_string(), "{pick}");
+    assert_eq!(candidate(pick, &cool)["excluded"], "cooldown", "{pick}");
+    let rpm = candidate(pick, &full);
+    assert_eq!(rpm["excluded"], "rpm", "{pick}");
+    assert_eq!(rpm["detail"], "rpm 1/1");
+    assert!(header.starts_with("group=g; "), "{header}");
+    assert!(header.contains(&format!("{cool}:cooldown")), "{header}");
+    assert!(header.contains(&format!("{full}:rpm")), "{header}");
+
+    // Anthropic's error shape on the Messages API, with the same explanation beside it.
+    let mut messages = hi("g");
+    messages["max_tokens"] = json!(16);
+    let refused = post(&base, "/v1/messages", VIEWER, true, messages.clone()).await;
+    assert_eq!(refused.status(), 429);
+    route_header(&refused);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert_eq!(
+        candidate(&body["ferrolite_route"]["picks"][0], &full)["excluded"],
+        "rpm"
+    );
+
+    // Not asked, or asked by a key that may not: the error alone.
+    for (key, explain) in [(VIEWER, false), (PLAIN, true)] {
+        let plain = post(&base, "/v1/chat/completions", key, explain, hi("g")).await;
+        assert!(plain.headers().get("x-ferrolite-route").is_none());
+        let body: Value = plain.json().await.unwrap();
+        assert!(body.get("ferrolite_route").is_none(), "{body}");
+    }
+}
+
+/// A deployment kept out by a budget: the explanation names the budget, its spend and its
+/// limit (here the provider's, spent by the first call).
+#[tokio::test]
+async fn a_budget_exclusion_names_the_budget_with_its_spend_and_limit() {
+    let Some(redis) = redis_url() else { return };
+    let upstream = upstream().await;
+    let run = run_id();
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {{model: openai/hungry, api_base: "{upstream}", api_key: sk-up, input_cost_per_token: 0.001, output_cost_per_token: 0.001}}
+    model_info: {{id: spent-{run}}}
+router_settings:
+  num_retries: 0
+  redis_url: {redis}
+  provider_budget_config:
+    openai: {{budget_limit: 1, time_period: 1d}}
+general_settings:
+  master_key: {MASTER}
+ferrolite_settings:
+  redis_key_prefix: "explain-budget-{run}:"
+"#
+    );
+    let base = gateway(&yaml).await;
+    // Estimated at a few cents, the call reports 7,000 tokens at $0.001: $7 of the $1.
+    let mut small = hi("g");
+    small["max_tokens"] = json!(1);
+    let first = post(&base, "/v1/chat/completions", MASTER, false, small).await;
+    assert_eq!(first.status(), 200);
+    let refused = post(&base, "/v1/chat/completions", MASTER, true, hi("g")).await;
+    let status = refused.status();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(status, 429, "{body}");
+    let spent = candidate(
+        &body["ferrolite_route"]["picks"][0],
+        &format!("spent-{run}"),
+    );
+    assert_eq!(spent["excluded"], "budget", "{body}");
+    let detail = spent["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("Exceeded budget for provider openai: 7"),
+        "{detail}"
+    );
+    assert!(detail.ends_with(">= 1"), "{detail}");
 }

@@ -5,6 +5,7 @@
 //! and nothing is allocated.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolite_types::{DeploymentIx, ErrorClass};
@@ -32,6 +33,43 @@ pub struct Route {
     pub attempts: Vec<Attempt>,
     /// Every move to another group (a fallback) or `order` tier, in order.
     pub fallbacks: Vec<Fallback>,
+    /// Selections left out of `picks` (absent when none was): a request that waits long in
+    /// the wait queue selects again on every try, so `picks` keeps the first
+    /// [`MAX_PICKS`] - 1 and the last.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub picks_omitted: u32,
+}
+
+/// At most this many selections are kept in [`Route::picks`].
+pub const MAX_PICKS: usize = 32;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Where the explanation of a request that fails is left ([`crate::Request::failed_route`]):
+/// a successful request carries its [`Route`] in its answer, a failed one has only its
+/// [`crate::RouterError`], so whoever shows the failure (the gateway's error answer) gives the
+/// request a slot and takes the route from it after the error. Clones share the slot.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSlot(Arc<parking_lot::Mutex<Option<Box<Route>>>>);
+
+impl RouteSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The route left by the failed request, once (`None` before a failure, or when the request
+    /// did not ask for an explanation).
+    pub fn take(&self) -> Option<Box<Route>> {
+        self.0.lock().take()
+    }
+
+    /// Leaves `route` in the slot.
+    pub(crate) fn put(&self, route: Box<Route>) {
+        *self.0.lock() = Some(route);
+    }
 }
 
 /// One selection: the destination's deployments through the filters and the strategy.
@@ -362,6 +400,11 @@ impl Recorder {
             if pick.picked.is_none() {
                 pick.error = error;
             }
+            if self.route.picks.len() >= MAX_PICKS {
+                // The first ones and the latest are kept: the one before goes.
+                self.route.picks.pop();
+                self.route.picks_omitted = self.route.picks_omitted.saturating_add(1);
+            }
             self.route.picks.push(pick);
         }
     }
@@ -438,6 +481,27 @@ pub(crate) fn class_label(class: &ErrorClass) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn picks_are_bounded_keeping_the_first_and_the_latest() {
+        let mut recorder = Recorder::new("g", "simple-shuffle");
+        for i in 0..100 {
+            recorder.begin(format!("try {i}"), Vec::new());
+        }
+        let route = recorder.finish(Some("full".into()));
+        assert_eq!(route.picks.len(), MAX_PICKS);
+        assert_eq!(route.picks_omitted, 100 - MAX_PICKS as u32);
+        assert_eq!(route.picks[0].destination, "try 0");
+        assert_eq!(
+            route.picks[MAX_PICKS - 2].destination,
+            format!("try {}", MAX_PICKS - 2)
+        );
+        assert_eq!(route.picks[MAX_PICKS - 1].destination, "try 99");
+        assert_eq!(route.picks[MAX_PICKS - 1].error.as_deref(), Some("full"));
+        assert_eq!(route.to_json()["picks_omitted"], 100 - MAX_PICKS as u32);
+        let short = Recorder::new("g", "simple-shuffle").finish(None);
+        assert!(short.to_json().get("picks_omitted").is_none());
+    }
 
     #[test]
     fn the_summary_is_one_bounded_line_of_printable_ascii() {

@@ -353,6 +353,21 @@ impl Inner {
         if ferrolite_budgets::BudgetLedger::blocks_nothing(&check) {
             return Ok(());
         }
+        if let Some(recorder) = &call.explain {
+            // Each deployment kept out, with the budgets that keep it out.
+            let mut recorder = recorder.lock();
+            for t in eligible.candidates().iter() {
+                let blocking = ledger.blocking(&check, t.ix);
+                if !blocking.is_empty() {
+                    let detail = blocking
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    recorder.exclude(t.ix, Excluded::Budget, Some(detail));
+                }
+            }
+        }
         if !eligible.any(|t| ledger.allows(&check, t.ix)) {
             self.emit(Event::BudgetRefused {
                 model_group: destination.label(),

@@ -81,7 +81,9 @@ pub use backend::{
 pub use body::{Body, BodyError};
 pub use builder::RouterBuilder;
 pub use error::{ErrorKind, RouterError, Tried};
-pub use explain::{Attempt, Candidate, Excluded, Fallback, Pick, Route, SUMMARY_MAX};
+pub use explain::{
+    Attempt, Candidate, Excluded, Fallback, MAX_PICKS, Pick, Route, RouteSlot, SUMMARY_MAX,
+};
 pub use observer::{Event, Observer};
 pub use queue::WaitQueueSettings;
 pub use recent::{History, Percentiles};

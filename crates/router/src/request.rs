@@ -69,6 +69,11 @@ pub struct Request {
     /// (or [`crate::RouterStream::route`]) then tells every deployment left out and why, the
     /// strategy's scores, the pick, every attempt and fallback. Off, nothing is recorded.
     pub explain: bool,
+    /// Where the explanation goes when the request fails (it asked for one, [`Request::explain`]):
+    /// an error carries no route, so a caller that shows it sets a [`crate::RouteSlot`] here and
+    /// takes the route after the error. Unset, a failed request's explanation only reaches the
+    /// log and [`crate::Event::Explained`].
+    pub failed_route: Option<crate::RouteSlot>,
 }
 
 /// A request as the caller wrote it, in a protocol other than the canonical chat form

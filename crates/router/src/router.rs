@@ -608,8 +608,11 @@ impl Router {
             Err(failure) => {
                 metrics::counter!("ferrolite_router_failures_total").increment(1);
                 if let Some(recorder) = call.explain.take() {
-                    self.inner
-                        .explained(&recorder.into_inner().finish(Some(failure.describe())));
+                    let route = recorder.into_inner().finish(Some(failure.describe()));
+                    self.inner.explained(&route);
+                    if let Some(slot) = &request.failed_route {
+                        slot.put(Box::new(route));
+                    }
                 }
                 *key = call.key.take();
                 Err(failure.into_error(primary, call.tried))

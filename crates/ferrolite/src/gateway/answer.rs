@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
-use ferrolite_router::{RouterResponse, RouterStream};
+use ferrolite_router::{Route, RouterResponse, RouterStream};
 
 /// The answer to a call: the deployment's bytes with only `model` set to what the client asked
 /// for (spliced in where it stands: key order, numbers and escapes stay the upstream's), and
@@ -156,8 +156,15 @@ pub(super) fn litellm_headers(headers: &mut HeaderMap, answered: Answered<'_>) {
     }
     set(OVERHEAD_MS, overhead_value(answered.overhead));
     if let Some(route) = answered.route {
-        // One line of printable ASCII, bounded (`Route::summary`).
-        set(ROUTE, text(&route.summary()));
+        set_route(headers, route);
+    }
+}
+
+/// `x-ferrolite-route`: the route's summary, one bounded line of printable ASCII
+/// (`Route::summary`).
+pub(super) fn set_route(headers: &mut HeaderMap, route: &Route) {
+    if let Some(value) = text(&route.summary()) {
+        headers.insert(ROUTE, value);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrolite_cache::CacheError;
-use ferrolite_router::{ErrorKind, RouterError};
+use ferrolite_router::{ErrorKind, Route, RouterError};
 use ferrolite_types::ErrorClass;
 
 /// What the gateway refuses or fails with, before it becomes a response.
@@ -60,6 +60,9 @@ pub(super) enum GatewayError {
     BadAnswer(String),
     /// The router (or the shared state it reads) failed.
     Router(RouterError),
+    /// An error of a request that asked for its explanation (`x-ferrolite-explain`): the
+    /// error's own answer, with the route (`ferrolite_route` in the body, `x-ferrolite-route`).
+    Explained(Box<GatewayError>, Box<Route>),
 }
 
 impl From<RouterError> for GatewayError {
@@ -133,6 +136,7 @@ impl GatewayError {
             E::Untranslatable(e) => Row::of(StatusCode::BAD_REQUEST, INVALID).param(&e.field),
             E::BadAnswer(_) => Row::of(StatusCode::BAD_GATEWAY, "api_error"),
             E::Router(e) => router_row(e),
+            E::Explained(error, _) => error.row(),
         }
     }
 
@@ -175,6 +179,7 @@ impl GatewayError {
                 }
                 _ => e.to_string(),
             },
+            E::Explained(error, _) => error.message(),
         }
     }
 }
@@ -287,9 +292,24 @@ impl GatewayError {
     pub(super) fn into_anthropic_response(self) -> Response {
         let row = self.row();
         let body = anthropic_body(row.status, &self.message());
+        self.respond(row, body)
+    }
+
+    /// The answer of `row` with `body`: `Retry-After`, and for an explained error its route.
+    fn respond(&self, row: Row<'_>, mut body: serde_json::Value) -> Response {
+        let route = match self {
+            GatewayError::Explained(_, route) => Some(route),
+            _ => None,
+        };
+        if let (Some(route), Some(object)) = (route, body.as_object_mut()) {
+            object.insert("ferrolite_route".into(), route.to_json());
+        }
         let mut response = (row.status, axum::Json(body)).into_response();
         if let Some(seconds) = row.retry_after {
             set_retry_after(&mut response, seconds);
+        }
+        if let Some(route) = route {
+            super::answer::set_route(response.headers_mut(), route);
         }
         response
     }
@@ -312,11 +332,7 @@ impl IntoResponse for GatewayError {
                 "code": row.code.map_or_else(|| row.status.as_u16().to_string(), str::to_string),
             }
         });
-        let mut response = (row.status, axum::Json(body)).into_response();
-        if let Some(seconds) = row.retry_after {
-            set_retry_after(&mut response, seconds);
-        }
-        response
+        self.respond(row, body)
     }
 }
 

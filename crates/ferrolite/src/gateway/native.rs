@@ -372,12 +372,14 @@ async fn handle(
     keys::admit(&caller, &mut request)?;
     super::trace::routing(span, &request);
     // 4 and 5. route, and answer in the caller's protocol.
+    let slot = super::route::failure_slot(&mut request);
+    let failed = |e| super::route::explained(e, slot.as_ref());
     if request.stream {
-        let stream = router.stream(request).await?;
+        let stream = router.stream(request).await.map_err(failed)?;
         super::trace::streaming(span, &stream);
-        return Ok(events(stream, inbound, model, native));
+        return Ok(events(stream, inbound, model, native, span.clone()));
     }
-    let answer = router.call(request).await?;
+    let answer = router.call(request).await.map_err(failed)?;
     super::trace::answered(span, &answer);
     whole(answer, inbound, &model, &native)
 }
@@ -500,15 +502,25 @@ fn kind_of(data: &Value) -> Option<&str> {
 /// A routed stream as the caller's protocol's server-sent events: a pass-through stream's
 /// events as they came, a canonical stream's chunks translated as they arrive. A stream that
 /// breaks ends with the protocol's error event.
-fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Value>) -> Response {
+///
+/// `span` is the request's tracing span: the stream holds it until it ends, and records the
+/// usage in it then (as the chat completions stream does).
+fn events(
+    stream: RouterStream,
+    inbound: Inbound,
+    model: String,
+    request: Arc<Value>,
+    span: tracing::Span,
+) -> Response {
     let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
     litellm_headers(&mut headers, Answered::from(&stream));
     let translator = Events::new(inbound, &model, &request);
-    let events =
-        futures_util::stream::unfold(Some((stream, translator, false)), move |state| async move {
+    let events = futures_util::stream::unfold(
+        Some((stream, translator, false, span)),
+        move |state| async move {
             // `passed`: the stream is passed through (its chunks in the caller's protocol), so
             // the translator has nothing to end.
-            let (mut stream, mut translator, mut passed) = state?;
+            let (mut stream, mut translator, mut passed, span) = state?;
             loop {
                 let mut out = Vec::new();
                 match stream.next().await {
@@ -541,8 +553,12 @@ fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Va
                     Some(Err(e)) => {
                         return Some((Ok(error_event(inbound, GatewayError::Router(e))), None));
                     }
-                    None if passed => return None,
+                    None if passed => {
+                        super::trace::usage(&span, stream.usage().as_ref());
+                        return None;
+                    }
                     None => {
+                        super::trace::usage(&span, stream.usage().as_ref());
                         for event in translator.finish() {
                             write(&mut out, event.to_string().as_bytes(), kind_of(&event));
                         }
@@ -553,10 +569,14 @@ fn events(stream: RouterStream, inbound: Inbound, model: String, request: Arc<Va
                     }
                 }
                 if !out.is_empty() {
-                    return Some((Ok(Bytes::from(out)), Some((stream, translator, passed))));
+                    return Some((
+                        Ok(Bytes::from(out)),
+                        Some((stream, translator, passed, span)),
+                    ));
                 }
             }
-        });
+        },
+    );
     let mut response = Response::new(Body::from_stream(events));
     response.headers_mut().extend(headers);
     response.headers_mut().insert(
