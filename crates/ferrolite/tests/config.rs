@@ -711,3 +711,118 @@ fn child_an_anthropic_deployment_without_any_key_is_refused_naming_api_key() {
     assert!(message.contains("ANTHROPIC_API_KEY"), "{message}");
     assert!(!message.contains("sk-ant-own"), "{message}");
 }
+
+/// `openai/` and `azure/` deployments (not mocked) without their own `api_key`, `api_base` or
+/// `api_version`.
+const OPENAI_AZURE_ENV: &str = r#"
+model_list:
+  - model_name: gpt
+    litellm_params: {model: openai/gpt-4o, api_key: sk-own, api_base: "https://own.example/v1"}
+  - model_name: gpt
+    litellm_params: {model: openai/gpt-4o}
+  - model_name: azure
+    litellm_params: {model: azure/gpt-4o-eu}
+  - model_name: azure
+    litellm_params: {model: azure/gpt-4o-us, api_key: az-own, api_base: "https://us.example", api_version: "2024-06-01"}
+  - model_name: mocked
+    litellm_params: {model: openai/gpt-4o, mock_response: "hi"}
+"#;
+
+/// As LiteLLM reads them: an `openai/` deployment takes `OPENAI_API_KEY` and `OPENAI_BASE_URL`
+/// (else `OPENAI_API_BASE`), an `azure/` one `AZURE_OPENAI_API_KEY` (else `AZURE_API_KEY`),
+/// `AZURE_API_BASE` and `AZURE_API_VERSION` for what its `litellm_params` leave out, when the
+/// config is loaded; what a deployment sets itself is kept, a mocked one takes nothing, and
+/// without the variables nothing is filled and nothing refused (unlike Anthropic's key).
+#[test]
+fn openai_and_azure_deployments_take_what_they_leave_out_from_litellms_variables() {
+    common::child::in_child(
+        "child_openai_and_azure_fields_come_from_the_environment",
+        &["OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY"],
+        &[
+            ("OPENAI_API_KEY", "sk-openai-from-env"),
+            ("OPENAI_API_BASE", "https://openai-base.example/v1"),
+            ("AZURE_API_KEY", "az-from-env"),
+            ("AZURE_API_BASE", "https://eu.example"),
+            ("AZURE_API_VERSION", "2025-01-01-preview"),
+        ],
+    );
+    common::child::in_child(
+        "child_openai_and_azure_without_variables_load_as_written",
+        &[
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "OPENAI_API_BASE",
+            "AZURE_OPENAI_API_KEY",
+            "AZURE_API_KEY",
+            "AZURE_API_BASE",
+            "AZURE_API_VERSION",
+        ],
+        &[],
+    );
+}
+
+/// Each deployment's key, base and version, in order.
+fn fields(config: &Config) -> Vec<(Option<&str>, Option<&str>, Option<&str>)> {
+    config
+        .deployments
+        .iter()
+        .map(|d| {
+            (
+                d.api_key.as_ref().map(|k| k.expose()),
+                d.api_base.as_deref(),
+                d.api_version.as_deref(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "run by openai_and_azure_deployments_take_what_they_leave_out_from_litellms_variables"]
+fn child_openai_and_azure_fields_come_from_the_environment() {
+    let config = Config::from_yaml(OPENAI_AZURE_ENV).unwrap();
+    assert_eq!(
+        fields(&config),
+        [
+            (Some("sk-own"), Some("https://own.example/v1"), None),
+            (
+                Some("sk-openai-from-env"),
+                Some("https://openai-base.example/v1"),
+                None
+            ),
+            (
+                Some("az-from-env"),
+                Some("https://eu.example"),
+                Some("2025-01-01-preview")
+            ),
+            (
+                Some("az-own"),
+                Some("https://us.example"),
+                Some("2024-06-01")
+            ),
+            (None, None, None),
+        ]
+    );
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("sk-openai-from-env"), "{debug}");
+    assert!(!debug.contains("az-from-env"), "{debug}");
+}
+
+#[test]
+#[ignore = "run by openai_and_azure_deployments_take_what_they_leave_out_from_litellms_variables"]
+fn child_openai_and_azure_without_variables_load_as_written() {
+    let config = Config::from_yaml(OPENAI_AZURE_ENV).unwrap();
+    assert_eq!(
+        fields(&config),
+        [
+            (Some("sk-own"), Some("https://own.example/v1"), None),
+            (None, None, None),
+            (None, None, None),
+            (
+                Some("az-own"),
+                Some("https://us.example"),
+                Some("2024-06-01")
+            ),
+            (None, None, None),
+        ]
+    );
+}

@@ -357,51 +357,116 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
     if mock.is_none() && not_callable_on_gemini(&deployment, mode.as_deref()).is_none() {
         check_provider_params(&deployment, &at)?;
         check_vertex(&deployment, &at)?;
-        key_from_env(&mut deployment, &|name| std::env::var(name).ok(), &at)?;
+        from_env(&mut deployment, &|name| std::env::var(name).ok(), &at)?;
     }
     Ok((deployment, mock))
 }
 
-/// The environment variable a (not mocked) deployment of a provider takes its key from when
-/// its `litellm_params` set no `api_key`, as LiteLLM reads it.
-const KEY_VARIABLES: [(&str, &str); 1] = [("anthropic", "ANTHROPIC_API_KEY")];
+/// A field of `litellm_params` a deployment may take from the environment.
+#[derive(Clone, Copy, PartialEq)]
+enum EnvField {
+    Key,
+    Base,
+    Version,
+}
 
-/// A deployment of a provider in [`KEY_VARIABLES`] without an `api_key` (or with an empty one)
-/// takes the provider's variable from `env`; without either, the error names `api_key` (and
-/// the variable), never a value.
-fn key_from_env(
+impl EnvField {
+    fn name(self) -> &'static str {
+        match self {
+            EnvField::Key => "api_key",
+            EnvField::Base => "api_base",
+            EnvField::Version => "api_version",
+        }
+    }
+}
+
+/// What a (not mocked) deployment of a provider takes from the environment when its
+/// `litellm_params` leave a field out, as LiteLLM reads it (the first variable set wins:
+/// `get_secret_str("AZURE_OPENAI_API_KEY") or get_secret_str("AZURE_API_KEY")`, ...), and
+/// whether the field is required (without it and the variables the config is refused).
+/// Read once, when the config is loaded.
+const ENV_DEFAULTS: [(&str, EnvField, &[&str], bool); 7] = [
+    ("anthropic", EnvField::Key, &["ANTHROPIC_API_KEY"], true),
+    (
+        "anthropic",
+        EnvField::Base,
+        &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
+        false,
+    ),
+    ("openai", EnvField::Key, &["OPENAI_API_KEY"], false),
+    (
+        "openai",
+        EnvField::Base,
+        &["OPENAI_BASE_URL", "OPENAI_API_BASE"],
+        false,
+    ),
+    (
+        "azure",
+        EnvField::Key,
+        &["AZURE_OPENAI_API_KEY", "AZURE_API_KEY"],
+        false,
+    ),
+    ("azure", EnvField::Base, &["AZURE_API_BASE"], false),
+    ("azure", EnvField::Version, &["AZURE_API_VERSION"], false),
+];
+
+/// Fills what a deployment of a provider in [`ENV_DEFAULTS`] left out (or left empty) from
+/// `env`; a required field without a value names itself and its variables in the error, never
+/// a value.
+fn from_env(
     deployment: &mut Deployment,
     env: &dyn Fn(&str) -> Option<String>,
     at: &dyn Fn(&str) -> String,
 ) -> Result<(), ConfigError> {
-    if deployment
-        .api_key
-        .as_ref()
-        .is_some_and(|key| !key.expose().trim().is_empty())
-    {
-        return Ok(());
-    }
     let Ok(provider) = deployment.provider() else {
         return Ok(());
     };
-    let Some((provider, variable)) = KEY_VARIABLES
-        .iter()
-        .find(|(name, _)| *name == provider.as_str())
-    else {
-        return Ok(());
-    };
-    match env(variable).filter(|key| !key.trim().is_empty()) {
-        Some(key) => {
-            deployment.api_key = Some(Secret::new(key.trim()));
-            Ok(())
+    let provider = provider.as_str().to_string();
+    for (_, field, variables, required) in
+        ENV_DEFAULTS.iter().filter(|(name, ..)| *name == provider)
+    {
+        let set = match field {
+            EnvField::Key => deployment
+                .api_key
+                .as_ref()
+                .is_some_and(|key| !key.expose().trim().is_empty()),
+            EnvField::Base => deployment
+                .api_base
+                .as_ref()
+                .is_some_and(|base| !base.trim().is_empty()),
+            EnvField::Version => deployment
+                .api_version
+                .as_ref()
+                .is_some_and(|version| !version.trim().is_empty()),
+        };
+        if set {
+            continue;
         }
-        None => Err(ConfigError::at(
-            at("api_key"),
-            format!(
-                "required for an {provider} deployment (or the {variable} environment variable)"
-            ),
-        )),
+        let value = variables
+            .iter()
+            .find_map(|variable| env(variable).filter(|v| !v.trim().is_empty()));
+        match value {
+            Some(value) => {
+                let value = value.trim();
+                match field {
+                    EnvField::Key => deployment.api_key = Some(Secret::new(value)),
+                    EnvField::Base => deployment.api_base = Some(value.to_string()),
+                    EnvField::Version => deployment.api_version = Some(value.to_string()),
+                }
+            }
+            None if *required => {
+                return Err(ConfigError::at(
+                    at(field.name()),
+                    format!(
+                        "required for an {provider} deployment (or the {} environment variable)",
+                        variables.join(" or ")
+                    ),
+                ));
+            }
+            None => {}
+        }
     }
+    Ok(())
 }
 
 /// A (not mocked) Vertex AI deployment names its credentials, a service-account key (its JSON
