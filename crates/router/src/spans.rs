@@ -8,7 +8,7 @@
 
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
 use tracing::Span;
-use tracing::field::Empty;
+use tracing::field::{Empty, Field, Value};
 
 use crate::call::Call;
 
@@ -23,65 +23,43 @@ pub(crate) fn attempt(
     deployment: &Deployment,
     id: &DeploymentId,
 ) -> Option<Box<Span>> {
+    // The values are computed only when the span is enabled (`info_span!` evaluates its fields
+    // then), and given at once: one visit of the subscriber, where a `record` per field costs
+    // one visit each.
+    let request = call.request;
     let span = tracing::info_span!(
         target: TARGET,
         "attempt",
-        otel.name = Empty,
+        otel.name = format!(
+            "{} {}",
+            operation(&request.body),
+            model_name(&deployment.model)
+        ),
         otel.kind = "client",
         otel.status_code = Empty,
-        gen_ai.operation.name = Empty,
-        gen_ai.provider.name = Empty,
-        gen_ai.system = Empty,
-        gen_ai.request.model = Empty,
-        gen_ai.request.max_tokens = Empty,
-        gen_ai.request.temperature = Empty,
+        gen_ai.operation.name = operation(&request.body),
+        gen_ai.provider.name = deployment.provider().ok().map(|p| provider_name(p.as_str()).to_string()),
+        gen_ai.system = deployment.provider().ok().map(|p| provider_name(p.as_str()).to_string()),
+        gen_ai.request.model = model_name(&deployment.model),
+        gen_ai.request.max_tokens = request.max_tokens.map(int),
+        gen_ai.request.temperature = request
+            .body
+            .get("temperature")
+            .and_then(serde_json::Value::as_f64),
         gen_ai.response.model = Empty,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
-        server.address = Empty,
-        ferrolite.deployment.id = Empty,
-        ferrolite.model_group = Empty,
-        ferrolite.attempt = Empty,
-        ferrolite.retry = Empty,
-        ferrolite.retry.wait_ms = Empty,
-        ferrolite.fallback = Empty,
+        server.address = deployment.api_base.as_deref().and_then(host_of),
+        ferrolite.deployment.id = id.as_str(),
+        ferrolite.model_group = deployment.model_name.as_str(),
+        ferrolite.attempt = i64::from(call.attempts) + 1,
+        ferrolite.retry = i64::from(call.retries),
+        ferrolite.retry.wait_ms = i64::from(call.waited_ms),
+        ferrolite.fallback = i64::from(call.fallbacks),
         ferrolite.outcome = Empty,
         error.type = Empty,
     );
-    if span.is_disabled() {
-        return None;
-    }
-    let request = call.request;
-    let operation = operation(&request.body);
-    let model = model_name(&deployment.model);
-    span.record("otel.name", format!("{operation} {model}"));
-    span.record("gen_ai.operation.name", operation);
-    if let Ok(provider) = deployment.provider() {
-        let name = provider_name(provider.as_str());
-        span.record("gen_ai.provider.name", name);
-        span.record("gen_ai.system", name);
-    }
-    span.record("gen_ai.request.model", model);
-    if let Some(max) = request.max_tokens {
-        span.record("gen_ai.request.max_tokens", int(max));
-    }
-    if let Some(t) = request
-        .body
-        .get("temperature")
-        .and_then(serde_json::Value::as_f64)
-    {
-        span.record("gen_ai.request.temperature", t);
-    }
-    if let Some(host) = deployment.api_base.as_deref().and_then(host_of) {
-        span.record("server.address", host);
-    }
-    span.record("ferrolite.deployment.id", id.as_str());
-    span.record("ferrolite.model_group", deployment.model_name.as_str());
-    span.record("ferrolite.attempt", i64::from(call.attempts) + 1);
-    span.record("ferrolite.retry", i64::from(call.retries));
-    span.record("ferrolite.retry.wait_ms", i64::from(call.waited_ms));
-    span.record("ferrolite.fallback", i64::from(call.fallbacks));
-    Some(Box::new(span))
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 /// Records an attempt that answered: the model the answer names, the usage.
@@ -89,14 +67,21 @@ pub(crate) fn answered(span: Option<&Span>, model: Option<&str>, usage: Option<&
     let Some(span) = span else {
         return;
     };
-    span.record("ferrolite.outcome", "success");
-    if let Some(model) = model {
-        span.record("gen_ai.response.model", model);
-    }
-    if let Some(usage) = usage {
-        span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
-        span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
-    }
+    record_all(
+        span,
+        [
+            ("ferrolite.outcome", &"success"),
+            ("gen_ai.response.model", &model),
+            (
+                "gen_ai.usage.input_tokens",
+                &usage.map(|u| int(u.prompt_tokens)),
+            ),
+            (
+                "gen_ai.usage.output_tokens",
+                &usage.map(|u| int(u.completion_tokens)),
+            ),
+        ],
+    );
 }
 
 /// Records an attempt that failed with `class` (its error class, `error.type`).
@@ -104,9 +89,37 @@ pub(crate) fn failed(span: Option<&Span>, class: &ErrorClass) {
     let Some(span) = span else {
         return;
     };
-    span.record("ferrolite.outcome", "failure");
-    span.record("otel.status_code", "error");
-    span.record("error.type", crate::explain::class_label(class));
+    record_all(
+        span,
+        [
+            ("ferrolite.outcome", &"failure"),
+            ("otel.status_code", &"error"),
+            ("error.type", &crate::explain::class_label(class)),
+        ],
+    );
+}
+
+/// Records `values` (a field's name and its value; a `None` records nothing) in `span` at
+/// once: the subscriber is visited once for them all, where [`Span::record`] visits it per
+/// field (the registry's lookup, each layer's filter, the exporter's lock on the span's data).
+/// A name that is not a field of the span is left out.
+pub fn record_all<const N: usize>(span: &Span, values: [(&str, &dyn Value); N]) {
+    let Some(metadata) = span.metadata() else {
+        return;
+    };
+    let fields = metadata.fields();
+    let found: [Option<Field>; N] = values.map(|(name, _)| fields.field(name));
+    let Some(any) = found.iter().flatten().next() else {
+        return;
+    };
+    let pairs: [(&Field, Option<&dyn Value>); N] =
+        std::array::from_fn(
+            |i| match (found.get(i).and_then(Option::as_ref), values.get(i)) {
+                (Some(field), Some((_, value))) => (field, Some(*value)),
+                _ => (any, None),
+            },
+        );
+    span.record_all(&fields.value_set(&pairs));
 }
 
 /// GenAI's `gen_ai.operation.name` of a request body: `chat` (messages), `text_completion`

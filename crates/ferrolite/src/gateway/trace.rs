@@ -9,7 +9,7 @@
 //! and every record below returns at its first check.
 
 use axum::http::HeaderMap;
-use ferrolite_router::spans::{TARGET, int};
+use ferrolite_router::spans::{TARGET, int, record_all};
 use ferrolite_router::{Request, RouterResponse, RouterStream};
 use ferrolite_types::Usage;
 use tracing::Span;
@@ -17,16 +17,18 @@ use tracing::field::Empty;
 
 /// The request span of a call to `route` (the path it was routed by) with id `id`.
 pub(super) fn request(route: &'static str, id: &str, headers: &HeaderMap) -> Span {
+    // The values known now are given at creation (computed only when the span is enabled);
+    // the others are recorded a few at a time ([`record_all`]).
     let span = tracing::info_span!(
         target: TARGET,
         "request",
-        otel.name = Empty,
+        otel.name = format!("POST {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = "POST",
         http.route = route,
         http.response.status_code = Empty,
-        ferrolite.request.id = Empty,
+        ferrolite.request.id = id,
         ferrolite.model_group = Empty,
         ferrolite.stream = Empty,
         gen_ai.operation.name = Empty,
@@ -46,8 +48,6 @@ pub(super) fn request(route: &'static str, id: &str, headers: &HeaderMap) -> Spa
     if span.is_disabled() {
         return span;
     }
-    span.record("otel.name", format!("POST {route}"));
-    span.record("ferrolite.request.id", id);
     #[cfg(feature = "otel")]
     crate::otel::continue_trace(&span, headers);
     #[cfg(not(feature = "otel"))]
@@ -71,16 +71,20 @@ pub(super) fn routing(span: &Span, request: &Request) {
     } else {
         "chat"
     };
-    span.record("ferrolite.model_group", request.model.as_str());
-    span.record("ferrolite.stream", request.stream);
-    span.record("gen_ai.operation.name", operation);
-    span.record("gen_ai.request.model", request.model.as_str());
-    if let Some(max) = request.max_tokens {
-        span.record("gen_ai.request.max_tokens", int(max));
-    }
-    if let Some(t) = body.get("temperature").and_then(serde_json::Value::as_f64) {
-        span.record("gen_ai.request.temperature", t);
-    }
+    record_all(
+        span,
+        [
+            ("ferrolite.model_group", &request.model.as_str()),
+            ("ferrolite.stream", &request.stream),
+            ("gen_ai.operation.name", &operation),
+            ("gen_ai.request.model", &request.model.as_str()),
+            ("gen_ai.request.max_tokens", &request.max_tokens.map(int)),
+            (
+                "gen_ai.request.temperature",
+                &body.get("temperature").and_then(serde_json::Value::as_f64),
+            ),
+        ],
+    );
 }
 
 /// A whole answer: the route decision, the model that answered, the usage.
@@ -100,10 +104,21 @@ pub(super) fn answered(span: &Span, answer: &RouterResponse) {
         answer.cache_hit,
     );
     let model: Option<String> = answer.body.get("model");
-    if let Some(model) = model {
-        span.record("gen_ai.response.model", model);
-    }
-    usage(span, answer.usage.as_ref());
+    let usage = answer.usage.as_ref();
+    record_all(
+        span,
+        [
+            ("gen_ai.response.model", &model),
+            (
+                "gen_ai.usage.input_tokens",
+                &usage.map(|u| int(u.prompt_tokens)),
+            ),
+            (
+                "gen_ai.usage.output_tokens",
+                &usage.map(|u| int(u.completion_tokens)),
+            ),
+        ],
+    );
 }
 
 /// A stream that started: the route decision (its usage comes at its end, [`usage`]).
@@ -131,12 +146,17 @@ fn decision(
     (attempts, retries, fallbacks): (u32, u32, u32),
     cache_hit: bool,
 ) {
-    span.record("ferrolite.route.deployment", deployment);
-    span.record("ferrolite.route.model_group", group);
-    span.record("ferrolite.route.attempts", i64::from(attempts));
-    span.record("ferrolite.route.retries", i64::from(retries));
-    span.record("ferrolite.route.fallbacks", i64::from(fallbacks));
-    span.record("ferrolite.cache_hit", cache_hit);
+    record_all(
+        span,
+        [
+            ("ferrolite.route.deployment", &deployment),
+            ("ferrolite.route.model_group", &group),
+            ("ferrolite.route.attempts", &i64::from(attempts)),
+            ("ferrolite.route.retries", &i64::from(retries)),
+            ("ferrolite.route.fallbacks", &i64::from(fallbacks)),
+            ("ferrolite.cache_hit", &cache_hit),
+        ],
+    );
 }
 
 /// The call's token counts.
@@ -145,8 +165,13 @@ pub(super) fn usage(span: &Span, usage: Option<&Usage>) {
         return;
     }
     if let Some(usage) = usage {
-        span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
-        span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
+        record_all(
+            span,
+            [
+                ("gen_ai.usage.input_tokens", &int(usage.prompt_tokens)),
+                ("gen_ai.usage.output_tokens", &int(usage.completion_tokens)),
+            ],
+        );
     }
 }
 
@@ -156,8 +181,13 @@ pub(super) fn status(span: &Span, status: u16) {
     if span.is_disabled() {
         return;
     }
-    span.record("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        span.record("otel.status_code", "error");
-    }
+    // A 5xx marks the span an error; `None` records nothing.
+    let error = (status >= 500).then_some("error");
+    record_all(
+        span,
+        [
+            ("http.response.status_code", &i64::from(status)),
+            ("otel.status_code", &error),
+        ],
+    );
 }
