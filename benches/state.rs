@@ -195,6 +195,22 @@ fn state(c: &mut Criterion) {
             black_box(body.len())
         })
     });
+    // As the dashboard polls it every second (the histories once per 10-second bucket) and
+    // `ferrolite status` / `top` read it.
+    let light = format!("{url}?history=false");
+    group.bench_function("http_get_router_state_no_history", |b| {
+        b.to_async(&rt).iter(|| async {
+            let body = client
+                .get(&light)
+                .send()
+                .await
+                .expect("answer")
+                .bytes()
+                .await
+                .expect("body");
+            black_box(body.len())
+        })
+    });
     group.finish();
     rt.block_on(async {
         for replica in &replicas {

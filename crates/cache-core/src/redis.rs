@@ -78,6 +78,8 @@ pub(crate) struct RedisStore {
     admit_cancel: LuaScript,
     set_later: LuaScript,
     lease: LuaScript,
+    /// Counts the leases of many keys (one server, or one slot of a cluster).
+    count_leases: LuaScript,
     /// The outage state, shared with the cache (which reads it on its hot path).
     health: Arc<Health>,
     /// Set once the connection was closed, so it is closed once (fred logs a warning for a
@@ -164,6 +166,10 @@ impl RedisStore {
                 include_str!("lua/set_later_v1.lua"),
             ),
             lease: LuaScript::new("ferrolite_lease_v1", include_str!("lua/lease_v1.lua")),
+            count_leases: LuaScript::new(
+                "ferrolite_count_leases_v1",
+                include_str!("lua/count_leases_v1.lua"),
+            ),
             health,
             closed: AtomicBool::new(false),
         })
@@ -481,10 +487,29 @@ impl RedisStore {
             .collect()
     }
 
-    /// `ZCOUNT key (now_ms +inf` of each key in one pipeline: the leases not yet expired.
+    /// `ZCOUNT key (now_ms +inf` of each key: the leases not yet expired. On one server, one
+    /// script runs them all (one command, where a pipeline sends, encodes and answers one per
+    /// key); on a cluster, whose keys spread over as many slots as deployments, one pipeline.
     async fn count_members(&self, keys: &[&str], now_ms: u64) -> Result<Vec<u64>, CacheError> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        if !self.client.is_clustered() {
+            let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+            let reply = self
+                .eval(&self.count_leases, full, vec![now_ms.to_string()])
+                .await?;
+            return match reply {
+                ScriptReply::Array(items) if items.len() == keys.len() => Ok(items
+                    .iter()
+                    .map(|count| count.as_i64().map_or(0, |n| n.max(0) as u64))
+                    .collect()),
+                other => Err(CacheError::UnexpectedReply {
+                    key: self.count_leases.name.into(),
+                    expected: "an array with one count per key",
+                    got: truncate(&format!("{other:?}")),
+                }),
+            };
         }
         let pipe = self.client.pipeline();
         let after = format!("({now_ms}");

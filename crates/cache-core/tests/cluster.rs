@@ -150,6 +150,21 @@ async fn the_cache_runs_on_a_three_master_cluster() {
         .map(|v| v.map(|v| v.to_string()))
         .collect();
     assert_eq!(got, expected);
+
+    // Leases of many deployments (one slot each) counted in one read, by the other instance.
+    let ttl = Duration::from_secs(30);
+    let lease_keys: Vec<String> = (0..12).map(|i| format!("{{d{i}}}:parallel")).collect();
+    let mut held = Vec::new();
+    for (i, key) in lease_keys.iter().enumerate() {
+        for _ in 0..i % 3 {
+            held.push(a.leases().take(key, 4, ttl).await.unwrap().unwrap());
+        }
+    }
+    let names: Vec<&str> = lease_keys.iter().map(String::as_str).collect();
+    let counts = b.leases().held(&names).await.unwrap();
+    let expected: Vec<u64> = (0..12).map(|i| (i % 3) as u64).collect();
+    assert_eq!(counts, expected);
+    drop(held);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -119,6 +119,17 @@ async fn the_slots_held_are_counted_for_every_instance_in_one_read() {
     drop(probe);
     b.sync_now().await.unwrap();
     assert_eq!(b.leases().held(&keys).await.unwrap(), [1, 0, 0]);
+    // Many keys at once (one script on one server): each counted, in order.
+    let many: Vec<String> = (0..300).map(|i| format!("{{m{i}}}:parallel")).collect();
+    let mut taken = Vec::new();
+    for key in many.iter().step_by(7) {
+        taken.push(a.leases().take(key, 4, ttl).await.unwrap().unwrap());
+    }
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    let counts = b.leases().held(&names).await.unwrap();
+    let expected: Vec<u64> = (0..300).map(|i| u64::from(i % 7 == 0)).collect();
+    assert_eq!(counts, expected);
+    drop(taken);
     drop(second);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();

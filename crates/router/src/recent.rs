@@ -79,18 +79,21 @@ impl Series {
         if self.len == 0 {
             return Percentiles::default();
         }
-        let mut sorted = [0f32; SAMPLES];
-        let samples = &mut sorted[..self.len];
+        let mut copy = [0f32; SAMPLES];
+        let samples = &mut copy[..self.len];
         samples.copy_from_slice(&self.ring[..self.len]);
-        samples.sort_unstable_by(f32::total_cmp);
-        let at = |q: f64| {
+        // Two selections, not a sort: each places the sample of its rank where a sort would.
+        let mut at = |q: f64| {
             let rank = ((q * self.len as f64).ceil() as usize).clamp(1, self.len);
-            f64::from(samples[rank - 1])
+            let (_, value, _) = samples.select_nth_unstable_by(rank - 1, f32::total_cmp);
+            f64::from(*value)
         };
+        let p50 = at(0.5);
+        let p99 = at(0.99);
         Percentiles {
             ewma: self.ewma.map(round2),
-            p50: Some(round2(at(0.5))),
-            p99: Some(round2(at(0.99))),
+            p50: Some(round2(p50)),
+            p99: Some(round2(p99)),
         }
     }
 }

@@ -3,6 +3,11 @@
 // Everything shown is set as text (never as HTML): names and messages come from configs and
 // upstreams.
 const POLL_MS = 1000;
+// The histories' buckets are 10 s long: they are read once a bucket (most of the state's size),
+// the rest every second with `?history=false`.
+const HISTORY_MS = 10000;
+let histories = new Map();
+let historyAt = -Infinity;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -167,10 +172,19 @@ async function tick() {
   const live = document.getElementById("live");
   const error = document.getElementById("error");
   try {
-    const answer = await fetch("/router/state", { credentials: "same-origin", cache: "no-store" });
+    const withHistory = Date.now() - historyAt >= HISTORY_MS;
+    const answer = await fetch(withHistory ? "/router/state" : "/router/state?history=false",
+      { credentials: "same-origin", cache: "no-store" });
     if (answer.status === 401 || answer.status === 403) { window.location.assign("/ui"); return; }
     if (!answer.ok) throw new Error(`/router/state answered ${answer.status}`);
     const state = await answer.json();
+    const deployments = (state.groups || []).flatMap((g) => g.deployments || []);
+    if (withHistory) {
+      histories = new Map(deployments.map((d) => [d.id, d.history]));
+      historyAt = Date.now();
+    } else {
+      for (const d of deployments) d.history = histories.get(d.id) || null;
+    }
     render(state);
     window.ferroliteState = state;
     document.body.dataset.generated = String(state.generated_at_ms || "");
