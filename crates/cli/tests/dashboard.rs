@@ -371,6 +371,18 @@ ferrolite_settings:
     };
     let a = start();
     let b = start();
+    // The rpm window is the clock's minute, and a minute turned weighs the last one's calls
+    // down: the ten calls and the comparison below (at most 20 s) stay in one minute.
+    let into_minute = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 60_000
+    };
+    if into_minute() > 25_000 {
+        std::thread::sleep(Duration::from_millis((60_000 - into_minute()) as u64 + 50));
+    }
     for _ in 0..5 {
         assert_eq!(chat(a.port, "chat"), 200);
         assert_eq!(chat(b.port, "chat"), 200);
