@@ -25,6 +25,11 @@ use ferrolite_types::{Deployment, Usage};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
+/// The allocator the `ferrolite` binary ships with (`crates/cli/src/main.rs`): what a call
+/// allocates costs here what it costs in `ferrolite serve`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Answers at once.
 struct Instant;
 

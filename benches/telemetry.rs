@@ -26,6 +26,11 @@ use ferrolite_router::{
 };
 use ferrolite_types::{Deployment, Usage};
 
+/// The allocator the `ferrolite` binary ships with (`crates/cli/src/main.rs`): what a call
+/// allocates costs here what it costs in `ferrolite serve`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Answers at once.
 struct Instant;
 

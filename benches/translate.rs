@@ -28,6 +28,11 @@ use ferrolite::protocols::{anthropic, converse, gemini, responses};
 use ferrolite::router::Body;
 use serde_json::{Value, json};
 
+/// The allocator the `ferrolite` binary ships with (`crates/cli/src/main.rs`): what a call
+/// allocates costs here what it costs in `ferrolite serve`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A ~2 KB conversation: a system prompt, three turns, a tool and a tool call with its result.
 fn chat_request() -> Value {
     json!({
