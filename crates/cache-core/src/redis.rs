@@ -620,14 +620,26 @@ impl RedisStore {
     }
 
     /// One sync round trip: every item in one pipeline, each reply decoded as its item's type.
+    /// The reads (a counter's or a deadline's value: most items, one per tracked key) go as
+    /// `MGET`s of up to [`READS_PER_MGET`] keys (of one slot each on a cluster), the pushes and
+    /// deadlines sent as one script call each.
     async fn sync_items(&self, instance: &str, items: &[SyncItem<'_>]) -> RoundTrip {
         let pipe = self.client.pipeline();
-        for item in items {
-            self.queue_item(&pipe, instance, item).await;
+        let mut plan = Vec::new();
+        let mut reads = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                SyncItem::Read { .. } | SyncItem::ReadDeadline { .. } => reads.push(i),
+                _ => {
+                    self.queue_item(&pipe, instance, item).await;
+                    plan.push(Queued::One(i));
+                }
+            }
         }
+        self.queue_reads(&pipe, items, &reads, &mut plan).await;
         let replies: Vec<Result<Value, FredError>> = pipe.try_all().await;
         let mut trip = RoundTrip::default();
-        if replies.len() != items.len() {
+        if replies.len() != plan.len() {
             let reason = replies
                 .iter()
                 .find_map(|r| r.as_ref().err().map(|e| e.details().to_string()))
@@ -642,8 +654,13 @@ impl RedisStore {
             });
             return trip;
         }
+        let replies = expand(items.len(), plan, replies);
         let (mut reload_scripts, mut unavailable, mut any_ok) = (false, None, false);
         for (item, reply) in items.iter().zip(replies) {
+            let Some(reply) = reply else {
+                trip.replies.push(None);
+                continue;
+            };
             trip.replies.push(match reply {
                 Ok(value) => {
                     any_ok = true;
@@ -680,6 +697,45 @@ impl RedisStore {
             }
         }
         trip
+    }
+
+    /// Queues the `reads` (positions in `items`) as `MGET`s: one per [`READS_PER_MGET`] keys,
+    /// on a cluster per slot as well; each is added to `plan` with the items it answers.
+    async fn queue_reads(
+        &self,
+        pipe: &Pipeline<Client>,
+        items: &[SyncItem<'_>],
+        reads: &[usize],
+        plan: &mut Vec<Queued>,
+    ) {
+        if reads.is_empty() {
+            return;
+        }
+        let full: Vec<String> = reads
+            .iter()
+            .map(|i| self.key(items.get(*i).map_or("", item_key)))
+            .collect();
+        let groups = if self.client.is_clustered() {
+            by_slot(&full)
+        } else {
+            vec![(0..full.len()).collect()]
+        };
+        for group in groups {
+            for chunk in group.chunks(READS_PER_MGET) {
+                let keys: Vec<String> =
+                    chunk.iter().filter_map(|p| full.get(*p).cloned()).collect();
+                let queued: Result<(), FredError> = pipe.mget(keys).await;
+                if let Err(e) = queued {
+                    tracing::debug!(error = %e, "could not queue a pipeline command");
+                }
+                plan.push(Queued::Reads(
+                    chunk
+                        .iter()
+                        .filter_map(|p| reads.get(*p).copied())
+                        .collect(),
+                ));
+            }
+        }
     }
 
     /// The key of an admission's marker: in the hash slot of its first counter.
@@ -1052,6 +1108,59 @@ fn truncate(text: &str) -> String {
 }
 
 /// A reply that should be a string value or nil.
+/// At most this many keys are read back in one `MGET` of a sync.
+const READS_PER_MGET: usize = 512;
+
+/// One command of a sync's pipeline: one item's, or one `MGET` answering several read items
+/// (their positions in the sync's items, in the order of its keys).
+enum Queued {
+    One(usize),
+    Reads(Vec<usize>),
+}
+
+/// The pipeline's `replies` (one per command of `plan`) as one reply per item of `len` items:
+/// an `MGET`'s array is spread over its items, its error given to each of them; an item no
+/// command answered is `None`.
+fn expand(
+    len: usize,
+    plan: Vec<Queued>,
+    replies: Vec<Result<Value, FredError>>,
+) -> Vec<Option<Result<Value, FredError>>> {
+    let mut out: Vec<Option<Result<Value, FredError>>> =
+        std::iter::repeat_with(|| None).take(len).collect();
+    let mut put = |i: usize, reply: Result<Value, FredError>| {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(reply);
+        }
+    };
+    for (queued, reply) in plan.into_iter().zip(replies) {
+        match (queued, reply) {
+            (Queued::One(i), reply) => put(i, reply),
+            (Queued::Reads(items), Ok(Value::Array(values))) if values.len() == items.len() => {
+                for (i, value) in items.into_iter().zip(values) {
+                    put(i, Ok(value));
+                }
+            }
+            // A single key's value may come back unwrapped; anything else is each item's
+            // unexpected reply (its decoding names the key).
+            (Queued::Reads(items), Ok(value)) => {
+                for i in items {
+                    put(i, Ok(value.clone()));
+                }
+            }
+            (Queued::Reads(items), Err(e)) => {
+                for i in items {
+                    put(
+                        i,
+                        Err(FredError::new(e.kind().clone(), e.details().to_string())),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The positions of `keys` grouped by their cluster slot, in order of first appearance.
 fn by_slot(keys: &[String]) -> Vec<Vec<usize>> {
     let mut slots: Vec<(u16, Vec<usize>)> = Vec::new();
@@ -1174,6 +1283,44 @@ fn decode_number(key: &str, value: Value, kind: Kind) -> Result<Num, CacheError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syncs_mget_replies_are_spread_over_their_items() {
+        let text = |s: &str| Value::String(s.into());
+        let plan = vec![
+            Queued::One(1),
+            Queued::Reads(vec![0, 3, 2]),
+            Queued::Reads(vec![4]),
+            Queued::Reads(vec![5, 6]),
+            Queued::Reads(vec![7]),
+        ];
+        let replies = vec![
+            Ok(Value::Integer(1)),
+            Ok(Value::Array(vec![text("a"), Value::Null, text("c")])),
+            Ok(text("e")),
+            Err(FredError::new(ErrorKind::IO, "connection reset")),
+            Ok(Value::Array(vec![text("x"), text("y")])),
+        ];
+        let out = expand(9, plan, replies);
+        let ok = |i: usize| match out.get(i) {
+            Some(Some(Ok(value))) => Some(value.clone()),
+            _ => None,
+        };
+        assert_eq!(ok(0), Some(text("a")));
+        assert_eq!(ok(1), Some(Value::Integer(1)));
+        assert_eq!(ok(2), Some(text("c")));
+        assert_eq!(ok(3), Some(Value::Null));
+        assert_eq!(ok(4), Some(text("e")));
+        for i in [5, 6] {
+            match &out[i] {
+                Some(Err(e)) => assert_eq!(e.details(), "connection reset"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // An array of the wrong length is the item's (unexpected) reply, decoded as such.
+        assert!(matches!(ok(7), Some(Value::Array(_))));
+        assert!(out[8].is_none(), "no command answered it");
+    }
     use crate::hash_tagged;
 
     #[test]
