@@ -187,35 +187,27 @@ fn state(c: &mut Criterion) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let url = format!("http://{address}/router/state");
-    group.bench_function("http_get_router_state_1000_deployments", |b| {
-        b.to_async(&rt).iter(|| async {
-            let body = client
-                .get(&url)
-                .send()
-                .await
-                .expect("answer")
-                .bytes()
-                .await
-                .expect("body");
-            black_box(body.len())
-        })
-    });
-    // As the dashboard polls it every second (the histories once per 10-second bucket) and
-    // `ferrolite status` / `top` read it.
+    // With the histories, and without them as the dashboard polls it every second (the
+    // histories once per 10-second bucket) and `ferrolite status` / `top` read it.
     let light = format!("{url}?history=false");
-    group.bench_function("http_get_router_state_no_history", |b| {
-        b.to_async(&rt).iter(|| async {
-            let body = client
-                .get(&light)
-                .send()
-                .await
-                .expect("answer")
-                .bytes()
-                .await
-                .expect("body");
-            black_box(body.len())
-        })
-    });
+    for (name, url) in [
+        ("http_get_router_state_1000_deployments", &url),
+        ("http_get_router_state_no_history", &light),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let body = client
+                    .get(url.as_str())
+                    .send()
+                    .await
+                    .expect("answer")
+                    .bytes()
+                    .await
+                    .expect("body");
+                black_box(body.len())
+            })
+        });
+    }
     group.finish();
     rt.block_on(async {
         for replica in &replicas {

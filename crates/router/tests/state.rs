@@ -89,16 +89,28 @@ async fn replica(
         Some(url) => config(url, prefix),
         None => CacheConfig::default(),
     };
+    replica_of(
+        cache_config,
+        deployments(),
+        router_settings(),
+        config_hash,
+        clock,
+    )
+    .await
+}
+
+/// A replica of `list` with `settings` on a cache of `cache_config`.
+async fn replica_of(
+    cache_config: CacheConfig,
+    list: Vec<Deployment>,
+    settings: RouterSettings,
+    config_hash: &str,
+    clock: &Arc<ManualClock>,
+) -> Replica {
     let cache = DualCache::connect_with_clock(cache_config, clock.clone())
         .await
         .unwrap();
-    let router = Router::new(
-        deployments(),
-        router_settings(),
-        cache.clone(),
-        Arc::new(Upstream),
-    )
-    .unwrap();
+    let router = Router::new(list, settings, cache.clone(), Arc::new(Upstream)).unwrap();
     let replicas = Replicas::new(
         cache.clone(),
         ReplicaInfo::this_process(config_hash, clock_now(clock)),
@@ -204,27 +216,16 @@ async fn on_a_redis_cluster_the_state_reads_causes_leases_and_replicas_across_sl
     list.extend(bad.iter().map(|id| dep("g", id)));
     let mut routers = Vec::new();
     for _ in 0..2 {
-        let cache = DualCache::connect_with_clock(config(&url, &prefix), clock.clone())
-            .await
-            .unwrap();
-        let router = Router::new(
+        let replica = replica_of(
+            config(&url, &prefix),
             list.clone(),
             router_settings(),
-            cache.clone(),
-            Arc::new(Upstream),
+            "c1",
+            &clock,
         )
-        .unwrap();
-        let replicas = Replicas::new(
-            cache.clone(),
-            ReplicaInfo::this_process("c1", clock_now(&clock)),
-            ReplicaSettings::default(),
-        );
-        replicas.beat().await.unwrap();
-        routers.push(Replica {
-            router,
-            cache,
-            replicas,
-        });
+        .await;
+        replica.replicas.beat().await.unwrap();
+        routers.push(replica);
     }
     let (a, b) = (&routers[0], &routers[1]);
     for id in &bad {
@@ -483,24 +484,21 @@ async fn the_json_field_names_are_the_documented_ones() {
 #[tokio::test]
 async fn a_half_open_deployment_shows_its_probe() {
     let clock = clock();
-    let cache = DualCache::connect_with_clock(CacheConfig::default(), clock.clone())
-        .await
-        .unwrap();
-    let router = Router::new(
+    let Replica {
+        router,
+        cache,
+        replicas,
+    } = replica_of(
+        CacheConfig::default(),
         deployments(),
         RouterSettings {
             half_open: true,
             ..router_settings()
         },
-        cache.clone(),
-        Arc::new(Upstream),
+        "c1",
+        &clock,
     )
-    .unwrap();
-    let replicas = Replicas::new(
-        cache.clone(),
-        ReplicaInfo::this_process("c1", clock_now(&clock)),
-        ReplicaSettings::default(),
-    );
+    .await;
     cool_bad(&router).await;
     let until = router
         .cooled_until(&ferrolite_types::DeploymentId::new("bad"))
