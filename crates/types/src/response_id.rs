@@ -5,6 +5,8 @@
 //! id}`. A client that continues a conversation (`previous_response_id`) names the deployment
 //! that stored it, and the router sends the request there; the upstream receives its own id.
 
+use base64::Engine as _;
+
 /// A Responses API id that names the deployment that answered (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedResponseId {
@@ -51,52 +53,16 @@ impl ManagedResponseId {
     }
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Appends `bytes` in standard base64 with padding (RFC 4648, section 4).
+/// Appends `bytes` in standard base64 with padding (RFC 4648, section 4), as Python's
+/// `base64.b64encode` writes it.
 fn base64_encode(bytes: &[u8], out: &mut String) {
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let index = (n >> (18 - 6 * i)) & 63;
-                out.push(char::from(ALPHABET[index as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
 }
 
 /// Standard base64 with padding; `None` for anything else (other characters, a wrong length,
 /// padding in the middle).
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.as_bytes();
-    if text.is_empty() || text.len() % 4 != 0 {
-        return None;
-    }
-    let padding = text.iter().rev().take_while(|c| **c == b'=').count();
-    if padding > 2 {
-        return None;
-    }
-    let data = text.get(..text.len() - padding)?;
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for c in data {
-        let value = ALPHABET.iter().position(|a| a == c)?;
-        buffer = buffer << 6 | value as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 #[cfg(test)]
