@@ -403,14 +403,14 @@ impl RedisStore {
     async fn mget_by_slot(
         &self,
         keys: &[&str],
-        full: Vec<String>,
+        mut full: Vec<String>,
         slots: &[Vec<usize>],
     ) -> Result<Vec<Option<String>>, CacheError> {
         let pipe = self.client.pipeline();
         for positions in slots {
             let group: Vec<String> = positions
                 .iter()
-                .filter_map(|i| full.get(*i).cloned())
+                .filter_map(|i| full.get_mut(*i).map(std::mem::take))
                 .collect();
             let queued: Result<(), _> = pipe.mget(group).await;
             if let Err(e) = queued {
@@ -711,7 +711,7 @@ impl RedisStore {
         if reads.is_empty() {
             return;
         }
-        let full: Vec<String> = reads
+        let mut full: Vec<String> = reads
             .iter()
             .map(|i| self.key(items.get(*i).map_or("", item_key)))
             .collect();
@@ -722,8 +722,10 @@ impl RedisStore {
         };
         for group in groups {
             for chunk in group.chunks(READS_PER_MGET) {
-                let keys: Vec<String> =
-                    chunk.iter().filter_map(|p| full.get(*p).cloned()).collect();
+                let keys: Vec<String> = chunk
+                    .iter()
+                    .filter_map(|p| full.get_mut(*p).map(std::mem::take))
+                    .collect();
                 let queued: Result<(), FredError> = pipe.mget(keys).await;
                 if let Err(e) = queued {
                     tracing::debug!(error = %e, "could not queue a pipeline command");

@@ -124,7 +124,7 @@ pub fn record_all<const N: usize>(span: &Span, values: [(&str, &dyn Value); N]) 
 
 /// GenAI's `gen_ai.operation.name` of a request body: `chat` (messages), `text_completion`
 /// (prompt), `embeddings` (input).
-fn operation(body: &serde_json::Value) -> &'static str {
+pub fn operation(body: &serde_json::Value) -> &'static str {
     if body.get("messages").is_some() {
         "chat"
     } else if body.get("prompt").is_some() {

@@ -62,14 +62,11 @@ pub(super) fn routing(span: &Span, request: &Request) {
         return;
     }
     let body = &request.body;
-    let operation = if body.get("messages").is_some() || request.native.is_some() {
+    // A Messages or Responses request is a chat, whatever its canonical body holds.
+    let operation = if request.native.is_some() {
         "chat"
-    } else if body.get("prompt").is_some() {
-        "text_completion"
-    } else if body.get("input").is_some() {
-        "embeddings"
     } else {
-        "chat"
+        ferrolite_router::spans::operation(body)
     };
     record_all(
         span,
