@@ -238,29 +238,36 @@ impl Recent {
         };
         let mut out = History::default();
         if history {
-            out = History {
-                bucket_seconds: BUCKET_MS / 1000,
-                requests: Vec::with_capacity(BUCKETS),
-                errors: Vec::with_capacity(BUCKETS),
-                p99_ms: Vec::with_capacity(BUCKETS),
-            };
+            // Zeroed series filled from the ring's slots that fall in the window: one pass over
+            // the 90 slots, most of them empty or stale on a quiet deployment.
+            out = empty_history();
             let last = now_ms / BUCKET_MS;
-            let first = last.saturating_sub(BUCKETS as u64 - 1);
-            for number in first..=last {
-                let slot = &stats.history[(number % BUCKETS as u64) as usize];
-                if slot.number != number {
-                    out.requests.push(0);
-                    out.errors.push(0);
-                    out.p99_ms.push(None);
+            for (i, slot) in stats.history.iter().enumerate() {
+                // How many buckets before the one in progress; a slot never written holds
+                // number 0, which is its bucket only in slot 0 (a clock near the epoch, in tests).
+                let Some(at) = last
+                    .checked_sub(slot.number)
+                    .filter(|back| {
+                        *back < BUCKETS as u64 && slot.number % BUCKETS as u64 == i as u64
+                    })
+                    .and_then(|back| usize::try_from(back).ok())
+                    .map(|back| BUCKETS - 1 - back)
+                else {
                     continue;
+                };
+                if let (Some(requests), Some(errors), Some(p99)) = (
+                    out.requests.get_mut(at),
+                    out.errors.get_mut(at),
+                    out.p99_ms.get_mut(at),
+                ) {
+                    *requests = slot.requests;
+                    *errors = slot.errors;
+                    *p99 = if slot.number == stats.newest {
+                        p99_of(&stats.bins)
+                    } else {
+                        Some(f64::from(slot.p99_ms)).filter(|v| v.is_finite())
+                    };
                 }
-                out.requests.push(slot.requests);
-                out.errors.push(slot.errors);
-                out.p99_ms.push(if number == stats.newest {
-                    p99_of(&stats.bins)
-                } else {
-                    Some(f64::from(slot.p99_ms)).filter(|v| v.is_finite())
-                });
             }
         }
         (stats.latency.summary(), stats.ttft.summary(), out)
@@ -314,5 +321,19 @@ mod tests {
         assert_eq!(history.requests.iter().sum::<u32>(), 1);
         assert_eq!(history.requests[BUCKETS - 1], 0);
         assert_eq!(history.requests[BUCKETS - 90], 1);
+    }
+
+    #[test]
+    fn a_history_near_the_clocks_start_is_ninety_buckets_the_last_in_progress() {
+        let recent = Recent::default();
+        recent.success(5_000, 10.0, None);
+        recent.failure(15_000);
+        let (_, _, history) = recent.read(15_000, true);
+        assert_eq!(history.requests.len(), BUCKETS);
+        assert_eq!(history.requests[BUCKETS - 2..], [1, 1]);
+        assert_eq!(history.errors[BUCKETS - 2..], [0, 1]);
+        assert_eq!(history.requests.iter().sum::<u32>(), 2);
+        assert!(history.p99_ms[BUCKETS - 2].is_some());
+        assert_eq!(history.p99_ms[..BUCKETS - 2], [None; BUCKETS - 2]);
     }
 }

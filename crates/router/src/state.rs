@@ -268,6 +268,9 @@ pub(crate) fn redact(message: &str, max: usize) -> String {
 
 /// `api_base` as it may be shown: without a `user:password@` part or a query string.
 pub(crate) fn public_base(base: &str) -> String {
+    if !base.contains(['@', '?', '#']) {
+        return base.to_string();
+    }
     let base = base.split(['?', '#']).next().unwrap_or_default();
     match base.split_once("://") {
         Some((scheme, rest)) => {
