@@ -177,11 +177,111 @@ impl<'a> Out<'a> {
     }
 }
 
-/// `out` as JSON bytes, the body sent.
+/// `out` as JSON bytes, the body sent: the bytes `serde_json` would write, written by hand.
+///
+/// Most of a translated body is text moved from the input (prompts, answers, schemas), and
+/// `serde_json` writes a string by looking up every byte in its escape table. Here a string
+/// that needs no escape (no quote, backslash or control character: nearly every one) is
+/// checked in one pass the compiler vectorises and copied whole; one that does is written by
+/// `serde_json`. The small writes (a comma, a quote) are pushes, not `memmove` calls.
 pub(crate) fn to_bytes(out: &Out<'_>) -> Result<Vec<u8>, TranslateError> {
     let mut bytes = Vec::with_capacity(4096);
-    serde_json::to_writer(&mut bytes, out).map_err(|e| TranslateError::new("", e.to_string()))?;
+    write_out(&mut bytes, out)?;
     Ok(bytes)
+}
+
+fn write_out(bytes: &mut Vec<u8>, out: &Out<'_>) -> Result<(), TranslateError> {
+    match out {
+        Out::Null => bytes.extend_from_slice(b"null"),
+        Out::Bool(b) => write_bool(bytes, *b),
+        Out::U64(n) => bytes.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        Out::Str(s) => write_str(bytes, s)?,
+        Out::String(s) => write_str(bytes, s)?,
+        Out::Ref(value) => write_value(bytes, value)?,
+        Out::Owned(value) => write_value(bytes, value)?,
+        Out::Raw(raw) => bytes.extend_from_slice(raw.get().as_bytes()),
+        Out::Array(items) => {
+            bytes.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                write_out(bytes, item)?;
+            }
+            bytes.push(b']');
+        }
+        Out::Object(Obj(fields)) => {
+            bytes.push(b'{');
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                write_str(bytes, name)?;
+                bytes.push(b':');
+                write_out(bytes, value)?;
+            }
+            bytes.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// A `Value` as `serde_json` writes it (compact), with [`to_bytes`]'s string path. Its depth
+/// is the parsed input's, which `serde_json` bounds (128).
+pub(crate) fn write_value(bytes: &mut Vec<u8>, value: &Value) -> Result<(), TranslateError> {
+    match value {
+        Value::Null => bytes.extend_from_slice(b"null"),
+        Value::Bool(b) => write_bool(bytes, *b),
+        Value::Number(n) => serde_json::to_writer(&mut *bytes, n)
+            .map_err(|e| TranslateError::new("", e.to_string()))?,
+        Value::String(s) => write_str(bytes, s)?,
+        Value::Array(items) => {
+            bytes.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                write_value(bytes, item)?;
+            }
+            bytes.push(b']');
+        }
+        Value::Object(map) => {
+            bytes.push(b'{');
+            for (i, (name, value)) in map.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                write_str(bytes, name)?;
+                bytes.push(b':');
+                write_value(bytes, value)?;
+            }
+            bytes.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+fn write_bool(bytes: &mut Vec<u8>, b: bool) {
+    bytes.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// A JSON string: copied whole between quotes when nothing in it needs an escape (what
+/// `serde_json` escapes: `"`, `\` and the control characters below U+0020), else written by
+/// `serde_json`.
+fn write_str(bytes: &mut Vec<u8>, s: &str) -> Result<(), TranslateError> {
+    // `&` rather than `&&`: no early exit, so the loop is vectorised.
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        bytes.reserve(s.len() + 2);
+        bytes.push(b'"');
+        bytes.extend_from_slice(s.as_bytes());
+        bytes.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *bytes, s).map_err(|e| TranslateError::new("", e.to_string()))
+    }
 }
 
 impl Serialize for Out<'_> {
@@ -297,6 +397,48 @@ mod tests {
             tree,
             json!({"text": "hi \"there\"", "schema": {"type": "object"}, "n": 4, "raw": {"a": [1, 2]}})
         );
+    }
+
+    /// JSON values of every kind: strings with quotes, backslashes, control characters and
+    /// non-ASCII text, integers, floats, nesting.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[ -~\\t\\n\\x00-\\x1f\\x7fé\\x{2028}😀]{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z\"\\\\]{0,6}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_hand_written_json_is_the_bytes_serde_json_writes(value in json_value()) {
+            let mut object = Obj::new();
+            object.push("ref", &value);
+            object.push("owned", value.clone());
+            if let Some(text) = value.as_str() {
+                object.push("str", text);
+                object.push("string", text.to_string());
+            }
+            object.push("list", vec![Out::Ref(&value), Out::U64(u64::MAX), Out::Bool(false), Out::Null]);
+            let out = Out::Object(object);
+            let expected = serde_json::to_vec(&out).unwrap();
+            proptest::prop_assert_eq!(
+                String::from_utf8(to_bytes(&out).unwrap()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 
     #[test]
