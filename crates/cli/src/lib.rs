@@ -322,7 +322,7 @@ pub fn workload(config: &Config, args: &SimulateArgs) -> Result<Workload, String
         }
     }
     let duration = match args.duration.or(section.duration_s) {
-        Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+        Some(d) if d > 0.0 => Some(seconds("--duration", d)?),
         Some(d) => return Err(format!("--duration: expected seconds > 0, got {d}")),
         None => None,
     };
@@ -846,4 +846,12 @@ fn truncate(text: &str, width: usize) -> String {
     }
     let kept: String = text.chars().take(width.saturating_sub(1)).collect();
     format!("{kept}~")
+}
+
+/// `value` seconds, the value of `flag` (or of its config field), as a duration: refused with
+/// the flag named, not a panic, when it is negative, not a number or too large for one.
+pub(crate) fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(value).map_err(|_| {
+        format!("{flag}: expected a number of seconds >= 0 that fits a duration, got {value:?}")
+    })
 }

@@ -146,6 +146,7 @@ pub(crate) fn start_traces(path: &Path) -> Result<Option<Traces>, String> {
 /// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
 /// the cache flushes what it holds, and the process exits 0.
 pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
+    let drain = crate::seconds("--drain", args.drain)?;
     let text = read(&args.config)?;
     let config = Config::from_yaml(&text)
         .and_then(Config::for_serving)
@@ -214,7 +215,6 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
         let reloading = reloader.run(applied);
         let checking = crate::health::run(&handle, checks);
         let beating = replicas.run();
-        let drain = Duration::from_secs_f64(args.drain);
         let deadline = async move {
             let mut stopped = stopped;
             while !*stopped.borrow_and_update() {

@@ -330,7 +330,11 @@ pub async fn run(
                         in_flight.push(send(i));
                         i += 1;
                         let gap = -(1.0 - rng.unit()).max(1e-12).ln() / rate;
-                        next_at += Duration::from_secs_f64(gap);
+                        // At a rate so low that the next arrival is beyond any clock, none comes.
+                        match Duration::try_from_secs_f64(gap).ok().and_then(|gap| next_at.checked_add(gap)) {
+                            Some(at) => next_at = at,
+                            None => break,
+                        }
                     }
                     Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 }
@@ -532,8 +536,9 @@ async fn build_routers(
         backend = backend.failing_during(
             failure.deployment.clone(),
             FailureWindow {
-                from: Duration::from_secs_f64(failure.from_s),
-                to: Duration::from_secs_f64(failure.to_s),
+                // Both checked when the config was loaded (0 <= from_s < to_s, a duration).
+                from: Duration::try_from_secs_f64(failure.from_s).unwrap_or_default(),
+                to: Duration::try_from_secs_f64(failure.to_s).unwrap_or(Duration::MAX),
                 class,
                 rate: failure.rate,
             },

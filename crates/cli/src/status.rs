@@ -80,7 +80,7 @@ pub(crate) fn status_command(args: &StatusArgs) -> Result<String, String> {
         .clone()
         .or_else(|| std::env::var("FERROLITE_KEY").ok());
     let state = runtime.block_on(async {
-        let client = client(Duration::from_secs_f64(args.timeout))?;
+        let client = client(crate::seconds("--timeout", args.timeout)?)?;
         fetch(&client, &args.url, key.as_deref()).await
     })?;
     if args.json {

@@ -196,7 +196,7 @@ pub(crate) fn top_command(args: &TopArgs) -> Result<(), String> {
             args.interval
         ));
     }
-    let interval = Duration::from_secs_f64(args.interval);
+    let interval = crate::seconds("--interval", args.interval)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

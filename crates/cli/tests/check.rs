@@ -381,3 +381,49 @@ model_list:
     );
     assert!(!shown.contains("sk-ant-test"), "{shown}");
 }
+
+/// Seconds given on the command line that no duration holds are refused with the flag named
+/// (they panicked in `Duration::from_secs_f64`).
+#[test]
+fn seconds_beyond_a_duration_are_refused_naming_the_flag() {
+    let config = scratch("seconds-beyond").join("config.yaml");
+    std::fs::write(&config, GOOD).unwrap();
+    let config = config.to_str().unwrap();
+    for (args, flag) in [
+        (
+            vec![
+                "serve", "--config", config, "--port", "0", "--drain", "1e300",
+            ],
+            "--drain",
+        ),
+        (
+            vec!["simulate", "--config", config, "--duration", "1e300"],
+            "--duration",
+        ),
+        (
+            vec![
+                "status",
+                "--url",
+                "http://127.0.0.1:9",
+                "--timeout",
+                "1e300",
+            ],
+            "--timeout",
+        ),
+        (
+            vec!["top", "--url", "http://127.0.0.1:9", "--interval", "1e300"],
+            "--interval",
+        ),
+    ] {
+        let out = ferrolite(&args, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{flag}: expected a number of seconds >= 0 that fits a duration, got 1e300"
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

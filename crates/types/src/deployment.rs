@@ -334,17 +334,20 @@ impl Deployment {
 
     /// The per-attempt timeout, if set.
     pub fn timeout_duration(&self) -> Option<Duration> {
-        self.timeout.map(Duration::from_secs_f64)
+        self.timeout
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
     }
 
     /// The per-attempt streaming timeout, if set.
     pub fn stream_timeout_duration(&self) -> Option<Duration> {
-        self.stream_timeout.map(Duration::from_secs_f64)
+        self.stream_timeout
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
     }
 
     /// The cooldown override, if set (`Some(ZERO)` disables cooldowns for this deployment).
     pub fn cooldown_duration(&self) -> Option<Duration> {
-        self.cooldown_time.map(Duration::from_secs_f64)
+        self.cooldown_time
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
     }
 
     /// Checks every field; the first problem found is returned, naming the field and value.
@@ -453,6 +456,22 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_that_does_not_fit_is_none_not_a_panic() {
+        for absurd in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            let deployment = Deployment {
+                timeout: Some(absurd),
+                stream_timeout: Some(absurd),
+                cooldown_time: Some(absurd),
+                ..Deployment::new("g", "openai/gpt-4o")
+            };
+            assert_eq!(deployment.timeout_duration(), None, "{absurd}");
+            assert_eq!(deployment.stream_timeout_duration(), None, "{absurd}");
+            assert_eq!(deployment.cooldown_duration(), None, "{absurd}");
+            assert!(deployment.validate().is_err(), "{absurd}");
+        }
+    }
 
     fn base() -> Deployment {
         Deployment {

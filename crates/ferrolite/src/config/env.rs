@@ -270,9 +270,9 @@ pub(super) struct Seconds(pub(super) f64);
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value: f64 = env_required(deserializer)?;
-        if !value.is_finite() || value < 0.0 {
+        if Duration::try_from_secs_f64(value).is_err() {
             return Err(serde::de::Error::custom(format!(
-                "expected a non-negative number of seconds, got {value}"
+                "expected a non-negative number of seconds that fits a duration, got {value:?}"
             )));
         }
         Ok(Seconds(value))
@@ -282,7 +282,8 @@ impl<'de> Deserialize<'de> for Seconds {
 impl Seconds {
     /// The number of seconds as a duration.
     pub(super) fn duration(self) -> Duration {
-        Duration::from_secs_f64(self.0)
+        // Checked when it was read.
+        Duration::try_from_secs_f64(self.0).unwrap_or(Duration::MAX)
     }
 }
 

@@ -664,11 +664,15 @@ fn mock_of(p: RawParams, at: &dyn Fn(&str) -> String) -> Result<Option<MockSpec>
     let millis = |field: &str, value: Option<f64>| -> Result<Option<Duration>, ConfigError> {
         match value {
             None => Ok(None),
-            Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1e3))),
-            Some(ms) => Err(ConfigError::at(
-                at(field),
-                format!("expected a non-negative number of milliseconds, got {ms}"),
-            )),
+            Some(ms) => match Duration::try_from_secs_f64(ms / 1e3) {
+                Ok(duration) => Ok(Some(duration)),
+                Err(_) => Err(ConfigError::at(
+                    at(field),
+                    format!(
+                        "expected a non-negative number of milliseconds that fits a duration, got {ms:?}"
+                    ),
+                )),
+            },
         }
     };
     let mut error_rates = Vec::new();

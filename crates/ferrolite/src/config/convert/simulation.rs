@@ -44,11 +44,14 @@ pub(super) fn check_simulation(
                 format!("names no deployment id, got {:?}", failure.deployment),
             ));
         }
-        if !(failure.from_s >= 0.0 && failure.to_s > failure.from_s && failure.to_s.is_finite()) {
+        if !(failure.from_s >= 0.0
+            && failure.to_s > failure.from_s
+            && std::time::Duration::try_from_secs_f64(failure.to_s).is_ok())
+        {
             return Err(ConfigError::at(
                 at("to_s"),
                 format!(
-                    "expected 0 <= from_s < to_s, got {} to {}",
+                    "expected 0 <= from_s < to_s, seconds that fit a duration, got {:?} to {:?}",
                     failure.from_s, failure.to_s
                 ),
             ));
