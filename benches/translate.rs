@@ -12,8 +12,9 @@
 //!   (`answer_untranslated`). A translated call does the same with a translation in between:
 //!   the caller's bytes parsed, translated, the upstream's request written (the HTTP backends
 //!   write it straight from the canonical request); the upstream's answer parsed, translated,
-//!   written. **What translation adds to a call is a translated row less its untranslated
-//!   one**: `request_*` rows less `request_untranslated`, `answer_*` rows less
+//!   written (the gateway reads a canonical answer for a client of another protocol from its
+//!   bytes, `answer_bytes_from_chat_bytes`). **What translation adds to a call is a translated
+//!   row less its untranslated one**: `request_*` rows less `request_untranslated`, `answer_*` rows less
 //!   `answer_untranslated` (docs/benchmarks.md has the numbers).
 //!
 //! Run: `cargo bench -p ferrolite-benches --bench translate`.
@@ -196,15 +197,13 @@ fn translate(c: &mut Criterion) {
     group.bench_function("answer_chat_to_messages", |b| {
         b.iter(|| {
             let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
-            let canonical = body.to_value().expect("JSON");
-            anthropic::client::answer_bytes_from_chat(&canonical, "claude").expect("out")
+            anthropic::client::answer_bytes_from_chat_bytes(body.as_bytes(), "claude").expect("out")
         })
     });
     group.bench_function("answer_chat_to_responses", |b| {
         b.iter(|| {
             let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
-            let canonical = body.to_value().expect("JSON");
-            responses::answer_bytes_from_chat(&canonical, &responses_request, "claude")
+            responses::answer_bytes_from_chat_bytes(body.as_bytes(), &responses_request, "claude")
                 .expect("out")
         })
     });
@@ -217,8 +216,7 @@ fn translate(c: &mut Criterion) {
                 converse::answer_bytes_to_chat(&native, "anthropic.claude", false, "chatcmpl-1")
                     .expect("answer");
             let body = Body::parse(chat).expect("chat");
-            let canonical = body.to_value().expect("JSON");
-            anthropic::client::answer_bytes_from_chat(&canonical, "claude").expect("out")
+            anthropic::client::answer_bytes_from_chat_bytes(body.as_bytes(), "claude").expect("out")
         })
     });
     group.finish();

@@ -13,7 +13,9 @@
 //! request, an answer to a client, a canonical answer from an upstream's) is also written
 //! straight to bytes (`request_bytes_from_chat`, `answer_bytes_from_chat`,
 //! `answer_bytes_to_chat`), from the borrowed parts of its input rather than a tree of its
-//! own: the same JSON as the `Value` translator's, for less work on a call's path. What a
+//! own: the same JSON as the `Value` translator's, for less work on a call's path; the answers
+//! to clients are also read from the canonical answer's bytes without a tree of owned strings
+//! (`answer_bytes_from_chat_bytes`). What a
 //! protocol cannot express is refused with a [`TranslateError`] naming the field, never
 //! dropped silently.
 //!
@@ -22,6 +24,7 @@
 
 pub mod anthropic;
 pub mod converse;
+pub(crate) mod doc;
 pub mod gemini;
 pub(crate) mod out;
 pub mod responses;

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::TranslateError;
+use crate::doc::{self, Doc, Json};
 
 /// A JSON value built by a translator, borrowing from the translated body where it can.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub(crate) enum Out<'a> {
     String(String),
     /// A part of the input, as it is.
     Ref(&'a Value),
+    /// A part of an input read as a [`Doc`], as it is.
+    Doc(&'a Doc<'a>),
     /// A value made by the translation (rare paths).
     Owned(Value),
     /// JSON text of the input, checked, written as it is (a tool call's arguments).
@@ -100,6 +103,7 @@ impl<'a> Out<'a> {
         match self {
             Out::Object(object) => object.get(name).and_then(Out::as_str),
             Out::Ref(value) => value.get(name).and_then(Value::as_str),
+            Out::Doc(value) => Json::get(*value, name).and_then(Json::as_str),
             Out::Owned(value) => value.get(name).and_then(Value::as_str),
             _ => None,
         }
@@ -110,6 +114,7 @@ impl<'a> Out<'a> {
         match self {
             Out::Object(object) => object.contains_key(name),
             Out::Ref(value) => value.get(name).is_some(),
+            Out::Doc(value) => Json::get(*value, name).is_some(),
             Out::Owned(value) => value.get(name).is_some(),
             _ => false,
         }
@@ -121,6 +126,7 @@ impl<'a> Out<'a> {
             Out::Str(s) => Some(s),
             Out::String(s) => Some(s),
             Out::Ref(value) => value.as_str(),
+            Out::Doc(value) => Json::as_str(*value),
             Out::Owned(value) => value.as_str(),
             _ => None,
         }
@@ -137,6 +143,10 @@ impl<'a> Out<'a> {
             Out::Ref(Value::Object(map)) => map
                 .iter()
                 .map(|(k, v)| (k.as_str(), Out::Ref(v)))
+                .collect::<Vec<_>>(),
+            Out::Doc(Doc::Object(fields)) => fields
+                .iter()
+                .map(|(k, v)| (k.as_ref(), Out::Doc(v)))
                 .collect::<Vec<_>>(),
             Out::Owned(Value::Object(_)) => {
                 if let Out::Owned(Value::Object(map)) = self {
@@ -161,6 +171,7 @@ impl<'a> Out<'a> {
             Out::Str(s) => Value::String(s.to_string()),
             Out::String(s) => Value::String(s),
             Out::Ref(value) => value.clone(),
+            Out::Doc(value) => doc::to_value(value),
             Out::Owned(value) => value,
             // Checked JSON: it parses (a number beyond `f64` is the one thing a tree cannot
             // hold, and a tool call's arguments were parsed as a tree before they got here).
@@ -198,6 +209,7 @@ fn write_out(bytes: &mut Vec<u8>, out: &Out<'_>) -> Result<(), TranslateError> {
         Out::Str(s) => write_str(bytes, s)?,
         Out::String(s) => write_str(bytes, s)?,
         Out::Ref(value) => write_value(bytes, value)?,
+        Out::Doc(value) => write_doc(bytes, value)?,
         Out::Owned(value) => write_value(bytes, value)?,
         Out::Raw(raw) => bytes.extend_from_slice(raw.get().as_bytes()),
         Out::Array(items) => {
@@ -261,6 +273,40 @@ pub(crate) fn write_value(bytes: &mut Vec<u8>, value: &Value) -> Result<(), Tran
     Ok(())
 }
 
+/// A [`Doc`] as JSON, its fields in the order they were read.
+fn write_doc(bytes: &mut Vec<u8>, value: &Doc<'_>) -> Result<(), TranslateError> {
+    match value {
+        Doc::Null => bytes.extend_from_slice(b"null"),
+        Doc::Bool(b) => write_bool(bytes, *b),
+        Doc::Number(n) => serde_json::to_writer(&mut *bytes, n)
+            .map_err(|e| TranslateError::new("", e.to_string()))?,
+        Doc::Str(s) => write_str(bytes, s)?,
+        Doc::Array(items) => {
+            bytes.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                write_doc(bytes, item)?;
+            }
+            bytes.push(b']');
+        }
+        Doc::Object(fields) => {
+            bytes.push(b'{');
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                write_str(bytes, name)?;
+                bytes.push(b':');
+                write_doc(bytes, value)?;
+            }
+            bytes.push(b'}');
+        }
+    }
+    Ok(())
+}
+
 fn write_bool(bytes: &mut Vec<u8>, b: bool) {
     bytes.extend_from_slice(if b { b"true" } else { b"false" });
 }
@@ -310,6 +356,7 @@ impl Serialize for Out<'_> {
             Out::Str(s) => serializer.serialize_str(s),
             Out::String(s) => serializer.serialize_str(s),
             Out::Ref(value) => value.serialize(serializer),
+            Out::Doc(value) => doc::to_value(value).serialize(serializer),
             Out::Owned(value) => value.serialize(serializer),
             Out::Raw(raw) => raw.serialize(serializer),
             Out::Array(items) => {

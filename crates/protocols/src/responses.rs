@@ -39,6 +39,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::doc::{Doc, Json};
 use crate::out::{self, Obj, Out, obj};
 
 /// Why a `previous_response_id` (or `conversation`) cannot be translated.
@@ -396,36 +397,51 @@ pub fn answer_bytes_from_chat(
     out::to_bytes(&answer_out(answer, request, Some(model))?)
 }
 
+/// [`answer_bytes_from_chat`] of a canonical answer given as its bytes (a call's body), read
+/// without copying its strings into a tree of their own: what the gateway answers a Responses
+/// client with.
+pub fn answer_bytes_from_chat_bytes(
+    answer: &[u8],
+    request: &Value,
+    model: &str,
+) -> Result<Vec<u8>, TranslateError> {
+    let answer = Doc::parse(answer).map_err(|e| TranslateError::new("", e.to_string()))?;
+    out::to_bytes(&answer_out(&answer, request, Some(model))?)
+}
+
 /// The response of `answer` to `request`, borrowing from both; `model` over the answer's own.
-fn answer_out<'a>(
-    answer: &'a Value,
+fn answer_out<'a, A: Json>(
+    answer: &'a A,
     request: &'a Value,
     model: Option<&'a str>,
 ) -> Result<Out<'a>, TranslateError> {
-    let object = answer
-        .as_object()
-        .ok_or_else(|| TranslateError::new("", "a chat completion is a JSON object"))?;
+    if !answer.is_object() {
+        return Err(TranslateError::new(
+            "",
+            "a chat completion is a JSON object",
+        ));
+    }
+    let object = answer;
     let choice = object
         .get("choices")
-        .and_then(Value::as_array)
+        .and_then(A::as_array)
         .and_then(|choices| choices.first())
         .ok_or_else(|| TranslateError::new("choices", "has no choice"))?;
     let message = choice
         .get("message")
         .ok_or_else(|| TranslateError::new("choices[0].message", "is required"))?;
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
-    let suffix = id_suffix(object.get("id").and_then(Value::as_str).unwrap_or(""));
+    let finish = choice.get("finish_reason").and_then(A::as_str);
+    let suffix = id_suffix(object.get("id").and_then(A::as_str).unwrap_or(""));
     let ending = Ending::of(finish);
     let item_status = "completed";
     let calls = message
         .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
+        .and_then(A::as_array)
         .unwrap_or_default();
     let mut output = Vec::with_capacity(2 + calls.len());
     if let Some(reasoning) = message
         .get("reasoning_content")
-        .and_then(Value::as_str)
+        .and_then(A::as_str)
         .filter(|r| !r.is_empty())
     {
         output.push(reasoning_item(
@@ -434,19 +450,20 @@ fn answer_out<'a>(
             item_status,
         ));
     }
-    let text: Option<Out<'_>> = match message.get("content") {
-        Some(Value::String(text)) => Some(Out::Str(text)),
-        Some(Value::Array(parts)) => Some(Out::String(
+    let content = message.get("content");
+    let text: Option<Out<'_>> = match (content.and_then(A::as_str), content.and_then(A::as_array)) {
+        (Some(text), _) => Some(Out::Str(text)),
+        (None, Some(parts)) => Some(Out::String(
             parts
                 .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .filter_map(|p| p.get("text").and_then(A::as_str))
                 .collect::<String>(),
         )),
         _ => None,
     };
     let refusal = message
         .get("refusal")
-        .and_then(Value::as_str)
+        .and_then(A::as_str)
         .filter(|r| !r.is_empty());
     let text = text.filter(|t| {
         t.as_str().is_some_and(|t| !t.is_empty()) || (calls.is_empty() && refusal.is_none())
@@ -470,12 +487,12 @@ fn answer_out<'a>(
         let field = |name: &str| {
             function
                 .and_then(|f| f.get(name))
-                .and_then(Value::as_str)
+                .and_then(A::as_str)
                 .unwrap_or("")
         };
         let call_id = call
             .get("id")
-            .and_then(Value::as_str)
+            .and_then(A::as_str)
             .map_or_else(|| Out::String(format!("call_{suffix}_{k}")), Out::Str);
         output.push(call_item(
             call_id,
@@ -497,7 +514,7 @@ fn answer_out<'a>(
         request,
         Head {
             id: Out::String(format!("resp_{suffix}")),
-            created: object.get("created").map_or(Out::U64(0), Out::Ref),
+            created: object.get("created").map_or(Out::U64(0), A::out),
             model,
         },
         ending.status(),
@@ -565,11 +582,11 @@ fn id_suffix(id: &str) -> String {
 }
 
 /// The model an answer names, else the one the request asked for.
-fn model_of<'a>(model: Option<&'a Value>, request: &'a Value) -> Out<'a> {
-    model
-        .filter(|m| m.as_str().is_some_and(|m| !m.is_empty()))
-        .or_else(|| request.get("model"))
-        .map_or(Out::Str(""), Out::Ref)
+fn model_of<'a, A: Json>(model: Option<&'a A>, request: &'a Value) -> Out<'a> {
+    match model.filter(|m| m.as_str().is_some_and(|m| !m.is_empty())) {
+        Some(model) => model.out(),
+        None => request.get("model").map_or(Out::Str(""), Out::Ref),
+    }
 }
 
 /// An `output_text` content part.
@@ -623,7 +640,7 @@ fn call_item<'a>(call_id: Out<'a>, name: &'a str, arguments: &'a str, status: &'
 }
 
 /// Chat's `usage` as the Responses API's.
-fn usage_from_chat<'a>(usage: &Value) -> Out<'a> {
+fn usage_from_chat<'a, A: Json>(usage: &A) -> Out<'a> {
     let count = |path: &[&str]| {
         let mut at = usage;
         for key in path {
@@ -638,7 +655,7 @@ fn usage_from_chat<'a>(usage: &Value) -> Out<'a> {
     let output = count(&["completion_tokens"]);
     let total = usage
         .get("total_tokens")
-        .and_then(Value::as_u64)
+        .and_then(A::as_u64)
         .unwrap_or(input.saturating_add(output));
     obj! {
         "input_tokens": input,

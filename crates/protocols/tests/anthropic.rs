@@ -325,6 +325,10 @@ proptest! {
         let bytes = client::answer_bytes_from_chat(&answer, "asked").unwrap();
         let mut expected = messages.clone();
         expected["model"] = json!("asked");
+        prop_assert_eq!(&serde_json::from_slice::<Value>(&bytes).unwrap(), &expected);
+        // And from the canonical answer's bytes, as the gateway reads it: the same answer.
+        let answer_bytes = serde_json::to_vec(&answer).unwrap();
+        let bytes = client::answer_bytes_from_chat_bytes(&answer_bytes, "asked").unwrap();
         prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
         let bytes = upstream::answer_bytes_to_chat(&messages, "claude-test").unwrap();
         let mut written: Value = serde_json::from_slice(&bytes).unwrap();

@@ -598,6 +598,10 @@ proptest! {
         let bytes = ferrolite_protocols::responses::answer_bytes_from_chat(&chat, &request, "asked").unwrap();
         let mut expected = response.clone();
         expected["model"] = json!("asked");
+        prop_assert_eq!(&serde_json::from_slice::<Value>(&bytes).unwrap(), &expected);
+        // And from the canonical answer's bytes, as the gateway reads it: the same response.
+        let chat_bytes = serde_json::to_vec(&chat).unwrap();
+        let bytes = ferrolite_protocols::responses::answer_bytes_from_chat_bytes(&chat_bytes, &request, "asked").unwrap();
         prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
 
         assert_sdk_response(&response);

@@ -174,18 +174,19 @@ impl Inbound {
         Err(first)
     }
 
-    /// A canonical answer as the caller's protocol's bytes, with `model` as its model.
+    /// A canonical answer (its bytes) as the caller's protocol's bytes, with `model` as its
+    /// model.
     fn answer_from_chat(
         self,
-        answer: &Value,
+        answer: &[u8],
         request: &Value,
         model: &str,
     ) -> Result<Vec<u8>, TranslateError> {
         match self {
             Inbound::Messages | Inbound::CountTokens => {
-                anthropic::client::answer_bytes_from_chat(answer, model)
+                anthropic::client::answer_bytes_from_chat_bytes(answer, model)
             }
-            Inbound::Responses => responses::answer_bytes_from_chat(answer, request, model),
+            Inbound::Responses => responses::answer_bytes_from_chat_bytes(answer, request, model),
         }
     }
 
@@ -431,12 +432,8 @@ fn whole(
             None => Bytes::from(answer.body.as_bytes().to_vec()),
         }
     } else {
-        let canonical = answer
-            .body
-            .to_value()
-            .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
         let translated = inbound
-            .answer_from_chat(&canonical, request, model)
+            .answer_from_chat(answer.body.as_bytes(), request, model)
             .map_err(|e| GatewayError::BadAnswer(e.to_string()))?;
         match &answer.route {
             // Explaining (rare): the route object added to the translated answer.

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::doc::{Doc, Json};
 use crate::out::{self, Obj, Out, obj};
 use serde_json::value::RawValue;
 
@@ -461,19 +462,19 @@ fn url_of(source: Option<&Value>, at: &dyn Fn() -> String) -> Result<String, Tra
 }
 
 /// A number in a canonical usage object (absent: 0).
-fn count(usage: Option<&Value>, path: &[&str]) -> u64 {
+fn count<A: Json>(usage: Option<&A>, path: &[&str]) -> u64 {
     let mut value = usage;
     for name in path {
-        value = value.and_then(|v| v.get(*name));
+        value = value.and_then(|v| v.get(name));
     }
-    value.and_then(Value::as_u64).unwrap_or(0)
+    value.and_then(A::as_u64).unwrap_or(0)
 }
 
 /// A canonical usage as Anthropic's: `input_tokens` the prompt tokens that were neither read
 /// from nor written to the cache, `cache_read_input_tokens` the cached ones
 /// (`prompt_tokens_details.cached_tokens`), `cache_creation_input_tokens` LiteLLM's field of
 /// that name, `output_tokens` the completion tokens.
-fn usage_from_chat<'a>(usage: Option<&Value>) -> Out<'a> {
+fn usage_from_chat<'a, A: Json>(usage: Option<&A>) -> Out<'a> {
     let prompt = count(usage, &["prompt_tokens"]);
     let read = count(usage, &["prompt_tokens_details", "cached_tokens"]);
     let created = count(usage, &["cache_creation_input_tokens"]);
@@ -509,39 +510,52 @@ pub fn answer_bytes_from_chat(answer: &Value, model: &str) -> Result<Vec<u8>, Tr
     out::to_bytes(&answer_out(answer, Some(model))?)
 }
 
+/// [`answer_bytes_from_chat`] of a canonical answer given as its bytes (a call's body), read
+/// without copying its strings into a tree of their own: what the gateway answers a Messages
+/// client with.
+pub fn answer_bytes_from_chat_bytes(answer: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
+    let answer = Doc::parse(answer).map_err(|e| TranslateError::new("", e.to_string()))?;
+    out::to_bytes(&answer_out(&answer, Some(model))?)
+}
+
 /// The Messages answer of `answer`, borrowing from it; `model` over the answer's own.
-fn answer_out<'a>(answer: &'a Value, model: Option<&'a str>) -> Result<Out<'a>, TranslateError> {
+fn answer_out<'a, A: Json>(
+    answer: &'a A,
+    model: Option<&'a str>,
+) -> Result<Out<'a>, TranslateError> {
     let choice = answer
         .get("choices")
-        .and_then(|c| c.get(0))
+        .and_then(A::as_array)
+        .and_then(<[A]>::first)
         .ok_or_else(|| TranslateError::new("choices", "the answer has no choice"))?;
     let message = choice
         .get("message")
         .ok_or_else(|| TranslateError::new("choices[0].message", "missing"))?;
     let calls = message
         .get("tool_calls")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+        .and_then(A::as_array)
+        .unwrap_or_default();
     let mut content = Vec::with_capacity(2 + calls.len());
-    match message.get("thinking_blocks").and_then(Value::as_array) {
-        Some(blocks) if !blocks.is_empty() => content.extend(blocks.iter().map(Out::Ref)),
+    match message.get("thinking_blocks").and_then(A::as_array) {
+        Some(blocks) if !blocks.is_empty() => content.extend(blocks.iter().map(A::out)),
         _ => {
             if let Some(reasoning) = message
                 .get("reasoning_content")
-                .and_then(Value::as_str)
+                .and_then(A::as_str)
                 .filter(|r| !r.is_empty())
             {
                 content.push(obj! {"type": "thinking", "thinking": reasoning, "signature": ""});
             }
         }
     }
-    match message.get("content") {
-        Some(Value::String(text)) if !text.is_empty() || calls.is_empty() => {
+    let text = message.get("content");
+    match (text.and_then(A::as_str), text.and_then(A::as_array)) {
+        (Some(text), _) if !text.is_empty() || calls.is_empty() => {
             content.push(obj! {"type": "text", "text": text});
         }
-        Some(Value::Array(parts)) => {
+        (_, Some(parts)) => {
             for part in parts {
-                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                if let Some(text) = part.get("text").and_then(A::as_str) {
                     content.push(obj! {"type": "text", "text": text});
                 }
             }
@@ -552,7 +566,7 @@ fn answer_out<'a>(answer: &'a Value, model: Option<&'a str>) -> Result<Out<'a>, 
         let function = call.get("function");
         let arguments = function
             .and_then(|f| f.get("arguments"))
-            .and_then(Value::as_str)
+            .and_then(A::as_str)
             .unwrap_or("");
         let input = if arguments.trim().is_empty() {
             Out::Object(Obj::new())
@@ -566,21 +580,21 @@ fn answer_out<'a>(answer: &'a Value, model: Option<&'a str>) -> Result<Out<'a>, 
         };
         content.push(obj! {
             "type": "tool_use",
-            "id": call.get("id").map_or(Out::Null, Out::Ref),
-            "name": function.and_then(|f| f.get("name")).map_or(Out::Null, Out::Ref),
+            "id": call.get("id").map_or(Out::Null, A::out),
+            "name": function.and_then(|f| f.get("name")).map_or(Out::Null, A::out),
             "input": input,
         });
     }
     let finish = choice
         .get("finish_reason")
-        .and_then(Value::as_str)
+        .and_then(A::as_str)
         .unwrap_or("stop");
     let model = match model {
         Some(model) => Out::Str(model),
-        None => answer.get("model").map_or(Out::Str(""), Out::Ref),
+        None => answer.get("model").map_or(Out::Str(""), A::out),
     };
     Ok(obj! {
-        "id": message_id(answer.get("id").and_then(Value::as_str)),
+        "id": message_id(answer.get("id").and_then(A::as_str)),
         "type": "message",
         "role": "assistant",
         "model": model,
