@@ -953,3 +953,44 @@ fn a_streamed_thinking_signature_reaches_a_messages_client_and_goes_back_upstrea
     let reasoning = &converse["messages"][1]["content"][0]["reasoningContent"]["reasoningText"];
     assert!(reasoning.get("signature").is_none(), "{converse}");
 }
+
+/// The gateway reads a canonical answer from its bytes (`answer_bytes_from_chat_bytes`): for
+/// the parts the property test's answers leave out (thinking blocks passed through, content as
+/// a list of parts, escaped text, a tool call without arguments), the same Messages answer as
+/// from the `Value`.
+#[test]
+fn an_answer_read_from_its_bytes_is_the_answer_read_from_its_value() {
+    let answers = [
+        json!({
+            "id": "chatcmpl-1", "model": "m", "created": 1,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant",
+                "content": [{"type": "text", "text": "a \"quoted\"\nline"}, {"type": "text", "text": "é😀"}],
+                "thinking_blocks": [{"type": "thinking", "thinking": "hmm\t", "signature": "s\\1"},
+                                    {"type": "redacted_thinking", "data": "xyz"}],
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}},
+                    {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{\"a\": [1, 2.5, null]}"}},
+                ],
+            }}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "cache_creation_input_tokens": 3,
+                      "prompt_tokens_details": {"cached_tokens": 4}},
+        }),
+        json!({
+            "id": "x", "choices": [{"message": {"content": "", "reasoning_content": "why"},
+                                    "finish_reason": "length"}],
+        }),
+    ];
+    for answer in answers {
+        let from_value = client::answer_bytes_from_chat(&answer, "asked").unwrap();
+        let bytes = serde_json::to_vec(&answer).unwrap();
+        let from_bytes = client::answer_bytes_from_chat_bytes(&bytes, "asked").unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&from_bytes).unwrap(),
+            serde_json::from_slice::<Value>(&from_value).unwrap(),
+        );
+    }
+    // Not JSON, or not an answer: an error, as from the `Value`.
+    assert!(client::answer_bytes_from_chat_bytes(b"{\"choices\": ", "asked").is_err());
+    assert!(client::answer_bytes_from_chat_bytes(b"{\"choices\": []}", "asked").is_err());
+}

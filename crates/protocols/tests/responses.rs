@@ -983,3 +983,45 @@ fn interleaved_tool_calls_each_keep_their_own_arguments() {
         assert_eq!(event["sequence_number"], n);
     }
 }
+
+/// The gateway reads a canonical answer from its bytes (`answer_bytes_from_chat_bytes`): for
+/// the parts the property test's answers leave out (content as a list of parts, a refusal,
+/// escaped text, an answer without a model), the same response as from the `Value`.
+#[test]
+fn a_response_read_from_its_bytes_is_the_response_read_from_its_value() {
+    let request = json!({"model": "gpt-4o-mini", "input": "hi", "instructions": "Be \"brief\".",
+                         "reasoning": {"effort": "low"}, "metadata": {"k": "v"}});
+    let answers = [
+        json!({
+            "id": "chatcmpl-1", "created": 5,
+            "choices": [{"index": 0, "finish_reason": "content_filter", "message": {
+                "role": "assistant",
+                "content": [{"type": "text", "text": "a \"quoted\"\nline"}, {"type": "text", "text": "é😀"}],
+                "refusal": "no\\thanks",
+            }}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12,
+                      "completion_tokens_details": {"reasoning_tokens": 1}},
+        }),
+        json!({"choices": [{"message": {"content": null, "tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "{}"}}]}}]}),
+    ];
+    for answer in answers {
+        let from_value =
+            ferrolite_protocols::responses::answer_bytes_from_chat(&answer, &request, "asked")
+                .unwrap();
+        let bytes = serde_json::to_vec(&answer).unwrap();
+        let from_bytes =
+            ferrolite_protocols::responses::answer_bytes_from_chat_bytes(&bytes, &request, "asked")
+                .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&from_bytes).unwrap(),
+            serde_json::from_slice::<Value>(&from_value).unwrap(),
+        );
+    }
+    for bad in [&b"[1, 2]"[..], b"{\"choices\": [{}]}", b"not json"] {
+        assert!(
+            ferrolite_protocols::responses::answer_bytes_from_chat_bytes(bad, &request, "asked")
+                .is_err()
+        );
+    }
+}
