@@ -408,12 +408,7 @@ impl RedisStore {
     ) -> Result<Vec<Option<String>>, CacheError> {
         let pipe = self.client.pipeline();
         for positions in slots {
-            let group: Vec<String> = positions
-                .iter()
-                .filter_map(|i| full.get_mut(*i).map(std::mem::take))
-                .collect();
-            let queued: Result<(), _> = pipe.mget(group).await;
-            if let Err(e) = queued {
+            if let Err(e) = queue_mget(&pipe, &mut full, positions).await {
                 return Err(self.error("mget", keys.first().copied().unwrap_or(""), &e));
             }
         }
@@ -722,12 +717,7 @@ impl RedisStore {
         };
         for group in groups {
             for chunk in group.chunks(READS_PER_MGET) {
-                let keys: Vec<String> = chunk
-                    .iter()
-                    .filter_map(|p| full.get_mut(*p).map(std::mem::take))
-                    .collect();
-                let queued: Result<(), FredError> = pipe.mget(keys).await;
-                if let Err(e) = queued {
+                if let Err(e) = queue_mget(pipe, &mut full, chunk).await {
                     tracing::debug!(error = %e, "could not queue a pipeline command");
                 }
                 plan.push(Queued::Reads(
@@ -1109,7 +1099,6 @@ fn truncate(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
-/// A reply that should be a string value or nil.
 /// At most this many keys are read back in one `MGET` of a sync.
 const READS_PER_MGET: usize = 512;
 
@@ -1165,15 +1154,34 @@ fn expand(
 
 /// The positions of `keys` grouped by their cluster slot, in order of first appearance.
 fn by_slot(keys: &[String]) -> Vec<Vec<usize>> {
-    let mut slots: Vec<(u16, Vec<usize>)> = Vec::new();
+    // Each slot's place in `groups`: a sync reads thousands of keys spread over as many slots.
+    let mut index: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let slot = fred::util::redis_keyslot(key.as_bytes());
-        match slots.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, positions)) => positions.push(i),
-            None => slots.push((slot, vec![i])),
+        let at = *index.entry(slot).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        if let Some(group) = groups.get_mut(at) {
+            group.push(i);
         }
     }
-    slots.into_iter().map(|(_, positions)| positions).collect()
+    groups
+}
+
+/// Queues an `MGET` of the keys of `full` at `positions` (moved out of `full`, which is not
+/// read again).
+async fn queue_mget(
+    pipe: &Pipeline<Client>,
+    full: &mut [String],
+    positions: &[usize],
+) -> Result<(), FredError> {
+    let keys: Vec<String> = positions
+        .iter()
+        .filter_map(|i| full.get_mut(*i).map(std::mem::take))
+        .collect();
+    pipe.mget(keys).await
 }
 
 /// An MGET reply of `keys`: one value per key (a single key's may come back unwrapped).
@@ -1195,6 +1203,7 @@ fn decode_mget(keys: &[&str], value: Value) -> Result<Vec<Option<String>>, Cache
         .collect()
 }
 
+/// A reply that should be a string value or nil.
 fn decode_string(key: &str, value: Value) -> Result<Option<String>, CacheError> {
     match value {
         Value::Null => Ok(None),
