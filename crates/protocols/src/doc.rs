@@ -14,6 +14,7 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
+use crate::TranslateError;
 use crate::out::Out;
 
 /// A JSON value borrowing its strings from the text it was read from.
@@ -50,6 +51,16 @@ pub(crate) trait Json {
         Self: Sized;
     /// The number, when it is a non-negative integer.
     fn as_u64(&self) -> Option<u64>;
+    /// The number, when it is one.
+    fn as_number(&self) -> Option<&Number>;
+    /// The boolean, when it is one.
+    fn as_bool(&self) -> Option<bool>;
+    /// Calls `f` with each field of an object, in the order it keeps them (none for a value
+    /// that is no object), until `f` fails.
+    fn each_field(
+        &self,
+        f: &mut dyn FnMut(&str, &Self) -> Result<(), TranslateError>,
+    ) -> Result<(), TranslateError>;
     /// The value to be written as it is.
     fn out(&self) -> Out<'_>;
 }
@@ -73,6 +84,27 @@ impl Json for Value {
 
     fn as_u64(&self) -> Option<u64> {
         Value::as_u64(self)
+    }
+
+    fn as_number(&self) -> Option<&Number> {
+        match self {
+            Value::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        Value::as_bool(self)
+    }
+
+    fn each_field(
+        &self,
+        f: &mut dyn FnMut(&str, &Self) -> Result<(), TranslateError>,
+    ) -> Result<(), TranslateError> {
+        match self {
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| f(k, v)),
+            _ => Ok(()),
+        }
     }
 
     fn out(&self) -> Out<'_> {
@@ -110,6 +142,30 @@ impl<'a> Json for Doc<'a> {
         match self {
             Doc::Number(n) => n.as_u64(),
             _ => None,
+        }
+    }
+
+    fn as_number(&self) -> Option<&Number> {
+        match self {
+            Doc::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Doc::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn each_field(
+        &self,
+        f: &mut dyn FnMut(&str, &Self) -> Result<(), TranslateError>,
+    ) -> Result<(), TranslateError> {
+        match self {
+            Doc::Object(fields) => fields.iter().try_for_each(|(k, v)| f(k, v)),
+            _ => Ok(()),
         }
     }
 

@@ -208,9 +208,9 @@ fn write_out(bytes: &mut Vec<u8>, out: &Out<'_>) -> Result<(), TranslateError> {
         Out::U64(n) => bytes.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
         Out::Str(s) => write_str(bytes, s)?,
         Out::String(s) => write_str(bytes, s)?,
-        Out::Ref(value) => write_value(bytes, value)?,
-        Out::Doc(value) => write_doc(bytes, value)?,
-        Out::Owned(value) => write_value(bytes, value)?,
+        Out::Ref(value) => write_json(bytes, *value)?,
+        Out::Doc(value) => write_json(bytes, *value)?,
+        Out::Owned(value) => write_json(bytes, value)?,
         Out::Raw(raw) => bytes.extend_from_slice(raw.get().as_bytes()),
         Out::Array(items) => {
             bytes.push(b'[');
@@ -238,71 +238,41 @@ fn write_out(bytes: &mut Vec<u8>, out: &Out<'_>) -> Result<(), TranslateError> {
     Ok(())
 }
 
-/// A `Value` as `serde_json` writes it (compact), with [`to_bytes`]'s string path. Its depth
-/// is the parsed input's, which `serde_json` bounds (128).
-pub(crate) fn write_value(bytes: &mut Vec<u8>, value: &Value) -> Result<(), TranslateError> {
-    match value {
-        Value::Null => bytes.extend_from_slice(b"null"),
-        Value::Bool(b) => write_bool(bytes, *b),
-        Value::Number(n) => serde_json::to_writer(&mut *bytes, n)
-            .map_err(|e| TranslateError::new("", e.to_string()))?,
-        Value::String(s) => write_str(bytes, s)?,
-        Value::Array(items) => {
-            bytes.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    bytes.push(b',');
-                }
-                write_value(bytes, item)?;
+/// A tree (a `Value` or a [`Doc`]) as `serde_json` writes a `Value` (compact; a `Doc`'s fields
+/// in the order they were read), with [`to_bytes`]'s string path. Its depth is the parsed
+/// input's, which `serde_json` bounds (128).
+fn write_json<J: Json>(bytes: &mut Vec<u8>, value: &J) -> Result<(), TranslateError> {
+    if let Some(s) = value.as_str() {
+        write_str(bytes, s)?;
+    } else if let Some(items) = value.as_array() {
+        bytes.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                bytes.push(b',');
             }
-            bytes.push(b']');
+            write_json(bytes, item)?;
         }
-        Value::Object(map) => {
-            bytes.push(b'{');
-            for (i, (name, value)) in map.iter().enumerate() {
-                if i > 0 {
-                    bytes.push(b',');
-                }
-                write_str(bytes, name)?;
-                bytes.push(b':');
-                write_value(bytes, value)?;
+        bytes.push(b']');
+    } else if value.is_object() {
+        bytes.push(b'{');
+        let mut first = true;
+        value.each_field(&mut |name, value| {
+            if !first {
+                bytes.push(b',');
             }
-            bytes.push(b'}');
-        }
-    }
-    Ok(())
-}
-
-/// A [`Doc`] as JSON, its fields in the order they were read.
-fn write_doc(bytes: &mut Vec<u8>, value: &Doc<'_>) -> Result<(), TranslateError> {
-    match value {
-        Doc::Null => bytes.extend_from_slice(b"null"),
-        Doc::Bool(b) => write_bool(bytes, *b),
-        Doc::Number(n) => serde_json::to_writer(&mut *bytes, n)
-            .map_err(|e| TranslateError::new("", e.to_string()))?,
-        Doc::Str(s) => write_str(bytes, s)?,
-        Doc::Array(items) => {
-            bytes.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    bytes.push(b',');
-                }
-                write_doc(bytes, item)?;
-            }
-            bytes.push(b']');
-        }
-        Doc::Object(fields) => {
-            bytes.push(b'{');
-            for (i, (name, value)) in fields.iter().enumerate() {
-                if i > 0 {
-                    bytes.push(b',');
-                }
-                write_str(bytes, name)?;
-                bytes.push(b':');
-                write_doc(bytes, value)?;
-            }
-            bytes.push(b'}');
-        }
+            first = false;
+            write_str(bytes, name)?;
+            bytes.push(b':');
+            write_json(bytes, value)
+        })?;
+        bytes.push(b'}');
+    } else if let Some(n) = value.as_number() {
+        serde_json::to_writer(&mut *bytes, n)
+            .map_err(|e| TranslateError::new("", e.to_string()))?;
+    } else if let Some(b) = value.as_bool() {
+        write_bool(bytes, b);
+    } else {
+        bytes.extend_from_slice(b"null");
     }
     Ok(())
 }
