@@ -1,8 +1,9 @@
-//! The cost of OpenTelemetry traces on a routed call: `Router::call` at 10 deployments (the
-//! `router` bench's in-memory setup, an instant backend) in a request span as the gateway opens
-//! it, side by side with traces off (no exporter: the spans are disabled callsites) and on
-//! (`ferrolite::otel` exporting over OTLP/HTTP to a loopback receiver through the batch
-//! exporter, which runs on a runtime of its own as in `ferrolite serve`).
+//! The cost of OpenTelemetry traces on a request: a chat completion through the gateway's
+//! routes in process (tower's `oneshot`: no socket), `Router::call` at 10 deployments against
+//! an instant backend, side by side with traces off (no sink: nothing is traced), built (every
+//! request's request span and attempt span built when they end, and dropped by the sink) and on
+//! (the same spans exported over OTLP/HTTP to a loopback receiver by the export task, which
+//! runs on a runtime of its own as in `ferrolite serve`).
 //!
 //! Run: `cargo bench -p ferrolite-benches --bench otel`.
 
@@ -13,17 +14,18 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrolite::config::OtelProtocol;
-use ferrolite::otel::{Otel, OtelTarget, TARGET};
+use ferrolite::gateway::{GatewaySettings, app};
+use ferrolite::otel::{Otel, OtelTarget};
 use ferrolite_cache::{CacheConfig, DualCache};
-use ferrolite_router::{
-    Backend, BackendFuture, BackendRequest, BackendResponse, Request, Router, RouterSettings,
-};
+use ferrolite_router::RouterSettings;
+use ferrolite_router::spans::{FinishedSpan, SpanSink};
+use ferrolite_router::{Backend, BackendFuture, BackendRequest, BackendResponse, Router};
 use ferrolite_strategies::StrategyName;
 use ferrolite_types::{Deployment, Usage};
-use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
+use tower::ServiceExt;
 
 /// The allocator the `ferrolite` binary ships with (`crates/cli/src/main.rs`): what a call
 /// allocates costs here what it costs in `ferrolite serve`.
@@ -38,7 +40,9 @@ impl Backend for Instant {
         Box::pin(async {
             Ok(BackendResponse {
                 protocol: Default::default(),
-                body: serde_json::json!({"model": "gpt-4o-2024-08-06"}).into(),
+                body: serde_json::json!({"id": "x", "object": "chat.completion",
+                    "model": "gpt-4o-2024-08-06", "choices": []})
+                .into(),
                 usage: Some(Usage::new(300, 100)),
                 time_to_first_token: None,
             })
@@ -46,7 +50,20 @@ impl Backend for Instant {
     }
 }
 
-fn router(rt: &tokio::runtime::Runtime) -> Router {
+/// A sink that drops every span it is given: what building the spans costs, without the
+/// export.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanSink for Discard {
+    fn finished(&self, span: FinishedSpan<'_>) {
+        black_box(span);
+    }
+}
+
+/// The gateway over 10 deployments (rpm/tpm checked on every call), its spans given to
+/// `traces`.
+fn gateway(rt: &tokio::runtime::Runtime, traces: Option<Arc<dyn SpanSink>>) -> axum::Router {
     let deployments = (0..10)
         .map(|i| Deployment {
             id: Some(format!("d{i}")),
@@ -63,118 +80,34 @@ fn router(rt: &tokio::runtime::Runtime) -> Router {
     let cache = rt
         .block_on(DualCache::connect(CacheConfig::default()))
         .expect("cache");
-    Router::new(deployments, settings, cache, Arc::new(Instant)).expect("router")
+    let router = Router::new(deployments, settings, cache, Arc::new(Instant)).expect("router");
+    app(
+        router,
+        GatewaySettings {
+            traces,
+            ..GatewaySettings::default()
+        },
+    )
 }
 
-fn request() -> Request {
-    let body = serde_json::json!({"messages": [{"role": "user", "content": "hello"}],
-        "max_tokens": 100, "temperature": 0.5});
-    let mut request = Request::new("gpt-4o", body);
-    request.input_tokens = Some(300);
-    request.max_tokens = Some(100);
-    request
-}
+const BODY: &str = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100, "temperature": 0.5}"#;
 
-/// The gateway's request span as `gateway/trace.rs` opens and fills it: the same target and
-/// fields, the values known at the start given at creation, the rest recorded a few at a time
-/// (`spans::record_all`), as the gateway does for a whole answer.
-async fn traced_call(router: &Router) {
-    use ferrolite_router::spans::{int, record_all};
-    let route = "/v1/chat/completions";
-    let span = tracing::info_span!(
-        target: TARGET,
-        "request",
-        otel.name = format!("POST {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = "POST",
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        ferrolite.request.id = "ferrolite-1-1",
-        ferrolite.model_group = tracing::field::Empty,
-        ferrolite.stream = tracing::field::Empty,
-        gen_ai.operation.name = tracing::field::Empty,
-        gen_ai.request.model = tracing::field::Empty,
-        gen_ai.request.max_tokens = tracing::field::Empty,
-        gen_ai.request.temperature = tracing::field::Empty,
-        gen_ai.response.model = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        ferrolite.route.deployment = tracing::field::Empty,
-        ferrolite.route.model_group = tracing::field::Empty,
-        ferrolite.route.attempts = tracing::field::Empty,
-        ferrolite.route.retries = tracing::field::Empty,
-        ferrolite.route.fallbacks = tracing::field::Empty,
-        ferrolite.cache_hit = tracing::field::Empty,
-    );
-    let request = request();
-    if !span.is_disabled() {
-        record_all(
-            &span,
-            [
-                ("ferrolite.model_group", &request.model.as_str()),
-                ("ferrolite.stream", &request.stream),
-                ("gen_ai.operation.name", &"chat"),
-                ("gen_ai.request.model", &request.model.as_str()),
-                ("gen_ai.request.max_tokens", &request.max_tokens.map(int)),
-                (
-                    "gen_ai.request.temperature",
-                    &request
-                        .body
-                        .get("temperature")
-                        .and_then(serde_json::Value::as_f64),
-                ),
-            ],
-        );
-    }
-    let answer = router
-        .call(request)
-        .instrument(span.clone())
+/// One chat completion through `app`, with a client's `traceparent`.
+async fn request(app: &axum::Router) {
+    let request = axum::http::Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::from(BODY))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
-        .expect("routed");
-    if !span.is_disabled() {
-        record_all(
-            &span,
-            [
-                ("ferrolite.route.deployment", &answer.deployment_id.as_str()),
-                ("ferrolite.route.model_group", &answer.model_group.as_str()),
-                ("ferrolite.route.attempts", &i64::from(answer.attempts)),
-                (
-                    "ferrolite.route.retries",
-                    &i64::from(answer.attempted_retries),
-                ),
-                (
-                    "ferrolite.route.fallbacks",
-                    &i64::from(answer.attempted_fallbacks),
-                ),
-                ("ferrolite.cache_hit", &answer.cache_hit),
-            ],
-        );
-        let model: Option<String> = answer.body.get("model");
-        let usage = answer.usage.as_ref();
-        record_all(
-            &span,
-            [
-                ("gen_ai.response.model", &model),
-                (
-                    "gen_ai.usage.input_tokens",
-                    &usage.map(|u| int(u.prompt_tokens)),
-                ),
-                (
-                    "gen_ai.usage.output_tokens",
-                    &usage.map(|u| int(u.completion_tokens)),
-                ),
-            ],
-        );
-        record_all(
-            &span,
-            [
-                ("http.response.status_code", &200i64),
-                ("otel.status_code", &None::<&str>),
-            ],
-        );
-    }
-    black_box(answer);
+        .expect("body");
+    black_box(body);
 }
 
 /// A loopback OTLP/HTTP receiver that answers every export; its traces URL.
@@ -201,12 +134,6 @@ fn otel(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let router = router(&rt);
-    let mut group = c.benchmark_group("otel");
-    group.measurement_time(Duration::from_secs(5));
-    group.bench_function("call_10_deployments_traces_off", |b| {
-        b.to_async(&rt).iter(|| traced_call(&router))
-    });
     let exporting = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -224,14 +151,23 @@ fn otel(c: &mut Criterion) {
         })
         .expect("otel")
     };
-    {
-        let subscriber = tracing_subscriber::registry().with(otel.layer());
-        let _default = tracing::subscriber::set_default(subscriber);
-        group.bench_function("call_10_deployments_traces_on", |b| {
-            b.to_async(&rt).iter(|| traced_call(&router))
-        });
-    }
+    let off = gateway(&rt, None);
+    let built = gateway(&rt, Some(Arc::new(Discard)));
+    let on = gateway(&rt, Some(otel.sink()));
+    let mut group = c.benchmark_group("otel");
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("gateway_10_deployments_traces_off", |b| {
+        b.to_async(&rt).iter(|| request(&off))
+    });
+    group.bench_function("gateway_10_deployments_traces_built", |b| {
+        b.to_async(&rt).iter(|| request(&built))
+    });
+    group.bench_function("gateway_10_deployments_traces_on", |b| {
+        b.to_async(&rt).iter(|| request(&on))
+    });
     group.finish();
+    // Spans the collector did not keep up with are dropped, not exported: say how many.
+    eprintln!("spans dropped by the exporter: {}", otel.dropped());
     otel.shutdown().expect("shutdown");
 }
 

@@ -199,13 +199,8 @@ pub fn main() -> ExitCode {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERROLITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // The request and attempt spans are for the trace exporter alone: the log lines never
-    // carry them, and without an exporter they stay disabled callsites.
-    if let Ok(directive) = format!("{}=off", ferrolite::otel::TARGET).parse() {
-        filter = filter.add_directive(directive);
-    }
     // OpenTelemetry traces (`ferrolite serve` only), on a runtime of their own.
     let traces = match &cli.command {
         Command::Serve(args) => match serve::start_traces(&args.config) {
@@ -233,7 +228,6 @@ pub fn main() -> ExitCode {
                 logs.map_event_format(lines::Lines::text)
                     .with_filter(filter),
             )
-            .with(exporter.map(|otel| otel.layer()))
             .try_init(),
         LogFormat::Json => tracing_subscriber::registry()
             .with(
@@ -241,7 +235,6 @@ pub fn main() -> ExitCode {
                     .map_event_format(lines::Lines::json)
                     .with_filter(filter),
             )
-            .with(exporter.map(|otel| otel.layer()))
             .try_init(),
     };
     if let Some(otel) = exporter {
@@ -256,7 +249,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Check(args) => check_command(&args.config).map(|text| print!("{text}")),
-        Command::Serve(args) => serve::serve_command(&args),
+        Command::Serve(args) => serve::serve_command(&args, exporter.map(|otel| otel.sink())),
         Command::Status(args) => status::status_command(&args).map(|text| print!("{text}")),
         Command::Top(args) => top::top_command(&args),
     };

@@ -144,8 +144,12 @@ pub(crate) fn start_traces(path: &Path) -> Result<Option<Traces>, String> {
 }
 
 /// `ferrolite serve`: the gateway until SIGTERM or Ctrl-C; then the calls in flight finish,
-/// the cache flushes what it holds, and the process exits 0.
-pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
+/// the cache flushes what it holds, and the process exits 0. `traces`: where the request and
+/// attempt spans go, when traces are exported ([`start_traces`]).
+pub(crate) fn serve_command(
+    args: &ServeArgs,
+    traces: Option<std::sync::Arc<dyn ferrolite::router::spans::SpanSink>>,
+) -> Result<(), String> {
     let drain = crate::seconds("--drain", args.drain)?;
     let text = read(&args.config)?;
     let config = Config::from_yaml(&text)
@@ -160,6 +164,7 @@ pub(crate) fn serve_command(args: &ServeArgs) -> Result<(), String> {
     runtime.block_on(async {
         let metrics = Some(ferrolite::gateway::install_metrics()?);
         let mut settings = gateway_settings(&config, metrics.clone());
+        settings.traces = traces;
         let upkeep = metrics_upkeep(metrics.clone());
         let (health, checks) = tokio::sync::watch::channel(config.health_checks.clone());
         let server = config.server.clone();

@@ -302,6 +302,7 @@ mod tests {
                 ..Deployment::new("g", "openai/gpt-4o")
             };
             let request = BackendRequest {
+                trace: None,
                 native: None,
                 body: serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
                 stream: false,

@@ -276,6 +276,7 @@ impl HttpBackend {
             to,
             key,
             request_id: request.request_id.as_deref(),
+            trace: request.trace.as_ref(),
             deployment,
             body,
         })
@@ -492,6 +493,8 @@ struct Outgoing<'a> {
     /// The key header, when the call works out its own headers (`to` is a URL).
     key: Option<Key<'a>>,
     request_id: Option<&'a str>,
+    /// The attempt's trace context, sent upstream.
+    trace: Option<&'a ferrolite_router::spans::TraceParent>,
     /// The deployment called (its extra headers).
     deployment: &'a Deployment,
     /// The body's JSON, written once.
@@ -520,7 +523,7 @@ impl Outgoing<'_> {
         if ready.content_type {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        add_trace_context(&mut headers);
+        add_trace_context(&mut headers, self.trace);
         Ok(headers)
     }
 
@@ -553,7 +556,7 @@ impl Outgoing<'_> {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        add_trace_context(&mut headers);
+        add_trace_context(&mut headers, self.trace);
         Ok(headers)
     }
 
@@ -586,20 +589,33 @@ impl Outgoing<'_> {
             .or_insert(reqwest::header::HeaderValue::from_static(
                 "application/json",
             ));
-        add_trace_context(request.headers_mut());
+        add_trace_context(request.headers_mut(), self.trace);
         *request.body_mut() = Some(self.body.into());
         Ok(request)
     }
 }
 
-/// Adds the trace context of the attempt in progress (`traceparent`, `tracestate`) to a call's
-/// headers while OpenTelemetry traces are exported (feature `otel`); nothing otherwise.
+/// Adds the attempt's trace context (W3C `traceparent`, and the client's `tracestate`) to a
+/// call's headers, when the request is traced ([`BackendRequest::trace`]); nothing otherwise.
 #[inline]
-pub(crate) fn add_trace_context(headers: &mut reqwest::header::HeaderMap) {
-    #[cfg(feature = "otel")]
-    crate::otel::inject(headers);
-    #[cfg(not(feature = "otel"))]
-    let _ = headers;
+pub(crate) fn add_trace_context(
+    headers: &mut reqwest::header::HeaderMap,
+    trace: Option<&ferrolite_router::spans::TraceParent>,
+) {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let Some(trace) = trace else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::from_bytes(&trace.context.traceparent()) {
+        headers.insert(HeaderName::from_static("traceparent"), value);
+    }
+    if let Some(value) = trace
+        .state
+        .as_deref()
+        .and_then(|state| HeaderValue::from_str(state).ok())
+    {
+        headers.insert(HeaderName::from_static("tracestate"), value);
+    }
 }
 
 /// A whole answer, any status.
@@ -1057,6 +1073,7 @@ impl Backend for HttpBackend {
         };
         Box::pin(async move {
             let request = BackendRequest {
+                trace: None,
                 body,
                 stream: false,
                 request_id: None,

@@ -1,37 +1,34 @@
-//! OpenTelemetry traces over OTLP (feature `otel`): the gateway's request span and the router's
-//! attempt spans (the `tracing` target [`TARGET`]) exported to a collector over HTTP/protobuf or
-//! gRPC, with W3C trace context continued from the client and sent to the upstreams.
+//! OpenTelemetry traces over OTLP (feature `otel`): the gateway's request spans and the
+//! router's attempt spans ([`ferrolite_router::spans`]) exported to a collector over
+//! HTTP/protobuf or gRPC, with W3C trace context continued from the client and sent to the
+//! upstreams.
 //!
 //! [`Otel::start`] reads the configuration ([`OtelConfig`]) and the standard variables
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`, `OTEL_SDK_DISABLED`), and with LiteLLM's
 //! `callbacks: ["otel"]` LiteLLM's own (`OTEL_EXPORTER`, `OTEL_ENDPOINT`, `OTEL_HEADERS`). With
-//! no endpoint anywhere it starts nothing: no layer, and the spans stay disabled callsites.
-//! [`Otel::layer`] is the `tracing` layer to add to the subscriber; it takes only [`TARGET`].
+//! no endpoint anywhere it starts nothing. [`Otel::sink`] is where the spans go: give it to the
+//! gateway ([`GatewaySettings::traces`](crate::gateway::GatewaySettings::traces)) or set it as a
+//! routed request's [`Trace`](ferrolite_router::spans::Trace)'s sink.
+//!
+//! The spans do not go through `tracing`: the router and the gateway build each span once, when
+//! it ends, and the sink turns it into the OpenTelemetry SDK's `SpanData` and queues it for
+//! an export task of its own, which sends them to the collector a few hundred at a time: the
+//! request path takes a lock and pushes, and wakes the task once per batch.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use hyper::http;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use ferrolite_router::spans::{Attr, FinishedSpan, SpanKind, SpanSink};
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::Layer;
-use tracing_subscriber::registry::LookupSpan;
+use opentelemetry_sdk::trace::SpanData;
 
 use crate::config::{OtelConfig, OtelProtocol};
-
-pub use ferrolite_router::spans::TARGET;
-
-/// How many started [`Otel`]s export: the HTTP backend sends trace context only while one
-/// does (otherwise a call pays one load).
-static EXPORTING: AtomicUsize = AtomicUsize::new(0);
 
 /// Why the traces could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -223,50 +220,126 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Traces being exported: the tracer provider and its batch exporter. Flush it
-/// ([`Otel::force_flush`]) or shut it down ([`Otel::shutdown`]) from a thread that may block
-/// (not from the only thread of a current-thread runtime): both wait for the exporter task.
+/// Traces being exported: the queue the spans are given to ([`Otel::sink`]) and the task that
+/// exports them. Flush it ([`Otel::force_flush`]) or shut it down ([`Otel::shutdown`]) from a
+/// thread that may block (not from the only thread of a current-thread runtime): both wait for
+/// the export task.
 #[derive(Debug)]
 pub struct Otel {
-    provider: SdkTracerProvider,
+    sink: Arc<Exporting>,
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
     target: OtelTarget,
+}
+
+/// How the export task batches: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`,
+/// `OTEL_BSP_MAX_QUEUE_SIZE`, as the SDK's batch exporter reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Batching {
+    /// How many ended spans wait before the export task is woken to send them, and the most
+    /// one export request carries (default 512).
+    size: usize,
+    /// How often the export task sends the spans waiting, fewer than `size` (default 500 ms).
+    every: std::time::Duration,
+    /// At most this many spans wait: beyond, while the collector does not keep up, new spans
+    /// are dropped (and counted) rather than held without bound (default 8,192).
+    max_waiting: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            size: 512,
+            every: std::time::Duration::from_millis(500),
+            max_waiting: 8 * 1024,
+        }
+    }
+}
+
+impl Batching {
+    /// The batching the `OTEL_BSP_*` variables `var` reads ask for.
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Batching, OtelError> {
+        let number = |name: &str| -> Result<Option<u64>, OtelError> {
+            let Some(text) = var(name).filter(|v| !v.trim().is_empty()) else {
+                return Ok(None);
+            };
+            match text.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(OtelError::Invalid {
+                    field: name.to_string(),
+                    reason: format!("expected a whole number above 0, got `{}`", text.trim()),
+                }),
+            }
+        };
+        let mut batching = Batching::default();
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+            batching.size = count(n);
+        }
+        if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY")? {
+            batching.every = std::time::Duration::from_millis(ms);
+        }
+        if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE")? {
+            batching.max_waiting = count(n);
+        }
+        // As the SDK does, a batch is never larger than the queue.
+        batching.size = batching.size.min(batching.max_waiting);
+        Ok(batching)
+    }
+}
+
+/// How long [`Otel::force_flush`] and [`Otel::shutdown`] wait for the export task.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the export task is asked to do besides exporting.
+#[derive(Debug)]
+enum Command {
+    /// Export what waits now, and answer.
+    Flush(std::sync::mpsc::Sender<Result<(), OtelError>>),
+    /// Export what waits, shut the exporter down, answer and stop.
+    Shutdown(std::sync::mpsc::Sender<Result<(), OtelError>>),
 }
 
 impl Otel {
     /// Starts exporting as `config` and the process' variables say, or returns `None` when they
-    /// name no endpoint. Must run inside a Tokio runtime, which then runs the batch exporter
-    /// (it must outlive the spans exported).
+    /// name no endpoint. Must run inside a Tokio runtime, which then runs the export task (it
+    /// must outlive the spans exported).
     pub fn start(config: &OtelConfig) -> Result<Option<Otel>, OtelError> {
-        match OtelTarget::resolve(config, |name| std::env::var(name).ok())? {
-            Some(target) => Otel::start_with(target).map(Some),
+        let var = |name: &str| std::env::var(name).ok();
+        match OtelTarget::resolve(config, var)? {
+            Some(target) => Otel::start_batched(target, Batching::from_vars(var)?).map(Some),
             None => Ok(None),
         }
     }
 
     /// Starts exporting to `target`. Must run inside a Tokio runtime, which then runs the
-    /// batch exporter.
+    /// export task.
     pub fn start_with(target: OtelTarget) -> Result<Otel, OtelError> {
-        let exporter = exporter(&target)?;
-        let batch = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-            exporter,
-            opentelemetry_sdk::runtime::Tokio,
-        )
-        .build();
-        let processor = Gathered::start(batch);
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(target.service_name.clone())
-            .build();
-        let mut builder = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource);
-        if let Some(ratio) = target.sampling_ratio {
-            builder = builder.with_sampler(Sampler::ParentBased(Box::new(
-                Sampler::TraceIdRatioBased(ratio),
-            )));
-        }
-        let provider = builder.build();
-        EXPORTING.fetch_add(1, Ordering::Relaxed);
-        Ok(Otel { provider, target })
+        Otel::start_batched(target, Batching::default())
+    }
+
+    fn start_batched(target: OtelTarget, batching: Batching) -> Result<Otel, OtelError> {
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        let mut exporter = exporter(&target)?;
+        exporter.set_resource(
+            &opentelemetry_sdk::Resource::builder()
+                .with_service_name(target.service_name.clone())
+                .build(),
+        );
+        let sink = Arc::new(Exporting {
+            queue: Arc::new(Queue::new(batching)),
+            scope: InstrumentationScope::builder("ferrolite").build(),
+            sampling_ratio: target.sampling_ratio,
+        });
+        let (commands, received) = tokio::sync::mpsc::unbounded_channel();
+        // The export task lives until `shutdown`, or until the `Otel` is dropped (its command
+        // channel then closes), on the runtime that started it.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(export(exporter, Arc::clone(&sink.queue), received));
+        Ok(Otel {
+            sink,
+            commands,
+            target,
+        })
     }
 
     /// Where the traces go.
@@ -274,141 +347,224 @@ impl Otel {
         &self.target
     }
 
-    /// The `tracing` layer that exports the spans of [`TARGET`] (and nothing else).
-    pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
-    where
-        S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
-    {
-        let tracer = self.provider.tracer("ferrolite");
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_level(false)
-            .with_tracked_inactivity(false)
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(TARGET, tracing::Level::INFO),
-            )
+    /// Where the spans are given to be exported.
+    pub fn sink(&self) -> Arc<dyn SpanSink> {
+        Arc::clone(&self.sink) as Arc<dyn SpanSink>
+    }
+
+    /// Spans dropped so far because the collector did not keep up (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub fn dropped(&self) -> u64 {
+        self.sink.queue.dropped.load(Ordering::Relaxed)
     }
 
     /// Exports every span ended so far.
     pub fn force_flush(&self) -> Result<(), OtelError> {
-        self.provider
-            .force_flush()
-            .map_err(|e| OtelError::Export(e.to_string()))
+        self.ask(Command::Flush)
     }
 
-    /// Exports what is left and stops the exporter.
+    /// Exports what is left and stops the exporter (spans ended later are dropped).
     pub fn shutdown(self) -> Result<(), OtelError> {
-        EXPORTING.fetch_sub(1, Ordering::Relaxed);
-        self.provider
-            .shutdown()
-            .map_err(|e| OtelError::Export(e.to_string()))
+        let result = self.ask(Command::Shutdown);
+        self.sink.queue.closed.store(true, Ordering::Relaxed);
+        result
+    }
+
+    fn ask(
+        &self,
+        command: fn(std::sync::mpsc::Sender<Result<(), OtelError>>) -> Command,
+    ) -> Result<(), OtelError> {
+        let stopped = || OtelError::Export("the export task has stopped".to_string());
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.commands.send(command(reply)).map_err(|_| stopped())?;
+        answer.recv_timeout(WAIT).map_err(|_| stopped())?
     }
 }
 
-/// How many ended spans are gathered before they go to the batch exporter together.
-const GATHER: usize = 256;
-
-/// How often spans gathered (fewer than [`GATHER`]) go to the batch exporter.
-const GATHER_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// A span processor that gathers ended spans and hands them to `P` (the batch exporter) a few
-/// hundred at a time, or every [`GATHER_EVERY`]. The batch exporter's queue wakes its export
-/// task on every span it is given: a request span and an attempt span made two cross-thread
-/// wake-ups (each a system call) per request; gathered, they make one per [`GATHER`] spans.
+/// The spans waiting for the export task.
 #[derive(Debug)]
-struct Gathered<P> {
-    shared: Arc<GatheredShared<P>>,
-}
-
-#[derive(Debug)]
-struct GatheredShared<P> {
-    /// The batch exporter (behind a lock only for `set_resource`, which takes it mutably).
-    inner: parking_lot::RwLock<P>,
-    pending: parking_lot::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>,
-    /// Shut down: the gathering task stops.
+struct Queue {
+    batching: Batching,
+    waiting: parking_lot::Mutex<Vec<SpanData>>,
+    /// Woken when a batch waits.
+    ready: tokio::sync::Notify,
+    dropped: std::sync::atomic::AtomicU64,
+    /// Shut down: spans are no longer taken.
     closed: std::sync::atomic::AtomicBool,
 }
 
-impl<P: opentelemetry_sdk::trace::SpanProcessor + 'static> Gathered<P> {
-    /// Gathers for `inner`, handing gathered spans on every [`GATHER_EVERY`] from a task of the
-    /// current Tokio runtime (it stops when the processor shuts down or is dropped).
-    fn start(inner: P) -> Self {
-        let shared = Arc::new(GatheredShared {
-            inner: parking_lot::RwLock::new(inner),
-            pending: parking_lot::Mutex::new(Vec::with_capacity(GATHER)),
+impl Queue {
+    fn new(batching: Batching) -> Self {
+        Queue {
+            batching,
+            waiting: parking_lot::Mutex::new(Vec::new()),
+            ready: tokio::sync::Notify::new(),
+            dropped: std::sync::atomic::AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
-        });
-        let weak = Arc::downgrade(&shared);
-        // The gathering task lives as long as the processor: owned by it through `weak` and
-        // `closed`, like the batch exporter's own task, on the same runtime.
-        #[allow(clippy::disallowed_methods)]
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(GATHER_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let Some(shared) = weak.upgrade() else { break };
-                if shared.closed.load(Ordering::Relaxed) {
-                    break;
+        }
+    }
+
+    /// Queues an ended span, waking the export task when a batch waits.
+    fn push(&self, span: SpanData) {
+        let Batching {
+            size, max_waiting, ..
+        } = self.batching;
+        let waiting = {
+            let mut waiting = self.waiting.lock();
+            if waiting.len() >= max_waiting {
+                drop(waiting);
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        waiting = max_waiting,
+                        "the trace collector does not keep up: spans are dropped"
+                    );
                 }
-                shared.hand_on();
+                return;
             }
-        });
-        Gathered { shared }
+            if waiting.capacity() == 0 {
+                waiting.reserve(size);
+            }
+            waiting.push(span);
+            waiting.len()
+        };
+        if waiting == size {
+            self.ready.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<SpanData> {
+        std::mem::take(&mut *self.waiting.lock())
     }
 }
 
-impl<P: opentelemetry_sdk::trace::SpanProcessor> GatheredShared<P> {
-    /// Hands every gathered span to the batch exporter.
-    fn hand_on(&self) {
-        let gathered = std::mem::replace(&mut *self.pending.lock(), Vec::with_capacity(GATHER));
-        if gathered.is_empty() {
+/// The export task: sends the waiting spans to the collector when a batch waits, every
+/// [`Batching::every`], and when asked ([`Command`]), a batch a request at most.
+async fn export(
+    exporter: opentelemetry_otlp::SpanExporter,
+    queue: Arc<Queue>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
+) {
+    use opentelemetry_sdk::trace::SpanExporter as _;
+    let Batching { size, every, .. } = queue.batching;
+    let mut every = tokio::time::interval(every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let command = tokio::select! {
+            _ = every.tick() => None,
+            () = queue.ready.notified() => None,
+            command = commands.recv() => match command {
+                Some(command) => Some(command),
+                // The `Otel` was dropped without a shutdown: send what is left and stop.
+                None => Some(Command::Shutdown(std::sync::mpsc::channel().0)),
+            },
+        };
+        let mut spans = queue.take();
+        let mut result = Ok(());
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(size));
+            if let Err(e) = exporter.export(spans).await {
+                tracing::warn!(error = %e, "could not export spans");
+                result = Err(OtelError::Export(e.to_string()));
+            }
+            spans = rest;
+        }
+        match command {
+            None => {}
+            Some(Command::Flush(reply)) => {
+                let _ = reply.send(result);
+            }
+            Some(Command::Shutdown(reply)) => {
+                queue.closed.store(true, Ordering::Relaxed);
+                let stopped = exporter
+                    .shutdown()
+                    .map_err(|e| OtelError::Export(e.to_string()));
+                let _ = reply.send(result.and(stopped));
+                return;
+            }
+        }
+    }
+}
+
+/// The sink of [`Otel`]: each finished span made the SDK's `SpanData` and queued for the
+/// export task.
+#[derive(Debug)]
+struct Exporting {
+    queue: Arc<Queue>,
+    scope: InstrumentationScope,
+    sampling_ratio: Option<f64>,
+}
+
+impl SpanSink for Exporting {
+    fn sample(&self, trace_id: u128) -> bool {
+        self.sampling_ratio
+            .is_none_or(|ratio| sampled(trace_id, ratio))
+    }
+
+    fn finished(&self, span: FinishedSpan<'_>) {
+        if self.queue.closed.load(Ordering::Relaxed) {
             return;
         }
-        let inner = self.inner.read();
-        for span in gathered {
-            inner.on_end(span);
-        }
+        self.queue.push(span_data(span, &self.scope));
     }
 }
 
-impl<P: opentelemetry_sdk::trace::SpanProcessor> opentelemetry_sdk::trace::SpanProcessor
-    for Gathered<P>
-{
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
-        self.shared.inner.read().on_start(span, cx);
+/// Whether a new trace is sampled at `ratio`, as the SDK's `TraceIdRatioBased` sampler decides
+/// it (the low half of the trace id, halved, against the ratio), so every replica decides alike.
+fn sampled(trace_id: u128, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
     }
+    // The float-to-integer `as` saturates (a negative or NaN ratio samples nothing).
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    ((trace_id as u64) >> 1) < bound
+}
 
-    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
-        let full = {
-            let mut pending = self.shared.pending.lock();
-            pending.push(span);
-            pending.len() >= GATHER
+/// A finished span as the SDK's exporter takes it.
+fn span_data(span: FinishedSpan<'_>, scope: &InstrumentationScope) -> SpanData {
+    let mut attributes = Vec::with_capacity(span.attributes.len());
+    for (key, value) in span.attributes {
+        let value = match value {
+            None => continue,
+            Some(Attr::Static(text)) => Value::from(*text),
+            Some(Attr::Str(text)) => Value::from(text.to_string()),
+            Some(Attr::Int(n)) => Value::I64(*n),
+            Some(Attr::Float(x)) => Value::F64(*x),
+            Some(Attr::Bool(b)) => Value::Bool(*b),
         };
-        if full {
-            self.shared.hand_on();
-        }
+        attributes.push(KeyValue::new(Key::from_static_str(key), value));
     }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.shared.hand_on();
-        self.shared.inner.read().force_flush()
-    }
-
-    fn shutdown_with_timeout(
-        &self,
-        timeout: std::time::Duration,
-    ) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.shared.closed.store(true, Ordering::Relaxed);
-        self.shared.hand_on();
-        self.shared.inner.read().shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.shared.inner.write().set_resource(resource);
+    let state = span
+        .state
+        .and_then(|state| state.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from(span.context.trace_id),
+            SpanId::from(span.context.span_id),
+            TraceFlags::SAMPLED,
+            false,
+            state,
+        ),
+        parent_span_id: span
+            .parent
+            .map_or(SpanId::INVALID, |(id, _)| SpanId::from(id)),
+        parent_span_is_remote: span.parent.is_some_and(|(_, remote)| remote),
+        span_kind: match span.kind {
+            SpanKind::Server => opentelemetry::trace::SpanKind::Server,
+            SpanKind::Client => opentelemetry::trace::SpanKind::Client,
+        },
+        name: Cow::Owned(span.name.into_owned()),
+        start_time: span.start,
+        end_time: span.end,
+        attributes,
+        dropped_attributes_count: 0,
+        events: Default::default(),
+        links: Default::default(),
+        status: if span.error {
+            Status::error("")
+        } else {
+            Status::Unset
+        },
+        instrumentation_scope: scope.clone(),
     }
 }
 
@@ -474,57 +630,6 @@ fn exporter(target: &OtelTarget) -> Result<opentelemetry_otlp::SpanExporter, Ote
     built.map_err(|e| OtelError::Exporter(e.to_string()))
 }
 
-/// Continues the client's trace in `span` (the request's): its `traceparent` and `tracestate`
-/// headers make the span's parent. Nothing when the span is not exported.
-pub(crate) fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    if span.is_disabled() || !headers.contains_key("traceparent") {
-        return;
-    }
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    if let Err(e) = span.set_parent(parent) {
-        tracing::debug!(error = %e, "could not continue the client's trace");
-    }
-}
-
-/// Adds the current span's trace context (`traceparent`, `tracestate`) to a call's headers:
-/// called while the attempt's span is current, it makes the upstream's parent that span.
-pub(crate) fn inject(headers: &mut http::HeaderMap) {
-    if EXPORTING.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    let span = tracing::Span::current();
-    if span.is_disabled() {
-        return;
-    }
-    let context = span.context();
-    TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
-}
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +640,149 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn a_sampling_ratio_decides_as_the_sdks_trace_id_ratio_sampler() {
+        use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+        for ratio in [0.0, 0.01, 0.25, 0.5, 0.999, 1.0] {
+            let sdk = Sampler::TraceIdRatioBased(ratio);
+            let mut kept = 0;
+            for _ in 0..4_000 {
+                let trace_id = ferrolite_router::spans::SpanContext::root(true).trace_id;
+                let theirs = sdk.should_sample(
+                    None,
+                    TraceId::from(trace_id),
+                    "request",
+                    &opentelemetry::trace::SpanKind::Server,
+                    &[],
+                    &[],
+                );
+                let ours = sampled(trace_id, ratio);
+                assert_eq!(
+                    ours,
+                    theirs.decision == SamplingDecision::RecordAndSample,
+                    "{ratio} {trace_id:x}"
+                );
+                kept += usize::from(ours);
+            }
+            let expected = 4_000.0 * ratio;
+            assert!(
+                (kept as f64 - expected).abs() <= 150.0,
+                "{ratio}: {kept} of 4000 kept"
+            );
+        }
+    }
+
+    /// A server span of 12 ms with `attributes`, a child of a client's span.
+    fn finished<'a>(attributes: &'a [(&'static str, Option<Attr<'a>>)]) -> FinishedSpan<'a> {
+        use std::time::{Duration, SystemTime};
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        FinishedSpan {
+            name: Cow::Borrowed("POST /v1/chat/completions"),
+            kind: SpanKind::Server,
+            context: ferrolite_router::spans::SpanContext {
+                trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+                span_id: 7,
+                sampled: true,
+            },
+            parent: Some((0x00f0_67aa_0ba9_02b7, true)),
+            state: Some("vendor=abc"),
+            start,
+            end: start + Duration::from_millis(12),
+            error: true,
+            attributes,
+        }
+    }
+
+    #[test]
+    fn a_finished_span_becomes_the_sdks_span_data() {
+        use std::time::Duration;
+        let attributes = [
+            ("http.route", Some(Attr::Static("/v1/chat/completions"))),
+            ("gen_ai.request.model", Some(Attr::Str("gpt-4o"))),
+            ("gen_ai.request.max_tokens", Some(Attr::Int(50))),
+            ("gen_ai.request.temperature", Some(Attr::Float(0.25))),
+            ("ferrolite.stream", Some(Attr::Bool(false))),
+            ("gen_ai.response.model", None),
+        ];
+        let scope = InstrumentationScope::builder("ferrolite").build();
+        let data = span_data(finished(&attributes), &scope);
+        assert_eq!(data.name, "POST /v1/chat/completions");
+        assert_eq!(data.span_kind, opentelemetry::trace::SpanKind::Server);
+        assert_eq!(
+            data.span_context.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap_or(TraceId::INVALID)
+        );
+        assert_eq!(data.span_context.span_id(), SpanId::from(7));
+        assert!(data.span_context.is_sampled());
+        assert_eq!(data.span_context.trace_state().header(), "vendor=abc");
+        assert_eq!(data.parent_span_id, SpanId::from(0x00f0_67aa_0ba9_02b7));
+        assert!(data.parent_span_is_remote);
+        assert_eq!(
+            data.end_time.duration_since(data.start_time).ok(),
+            Some(Duration::from_millis(12))
+        );
+        assert!(matches!(data.status, Status::Error { .. }));
+        let got: Vec<(&str, &Value)> = data
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.as_str(), &kv.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("http.route", &Value::from("/v1/chat/completions")),
+                ("gen_ai.request.model", &Value::from("gpt-4o")),
+                ("gen_ai.request.max_tokens", &Value::I64(50)),
+                ("gen_ai.request.temperature", &Value::F64(0.25)),
+                ("ferrolite.stream", &Value::Bool(false)),
+            ],
+            "a value not known is left out"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_the_spans_beyond_it() {
+        let scope = InstrumentationScope::builder("ferrolite").build();
+        let span = span_data(finished(&[]), &scope);
+        let queue = Queue::new(Batching::default());
+        let most = Batching::default().max_waiting;
+        for _ in 0..most + 3 {
+            queue.push(span.clone());
+        }
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(queue.take().len(), most);
+        assert!(queue.take().is_empty(), "taken once");
+        queue.push(span);
+        assert_eq!(queue.take().len(), 1, "room again once taken");
+    }
+
+    #[test]
+    fn the_batch_processors_variables_set_the_batching() -> Result<(), OtelError> {
+        assert_eq!(Batching::from_vars(vars(&[]))?, Batching::default());
+        let set = Batching::from_vars(vars(&[
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "2000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "50"),
+        ]))?;
+        assert_eq!(
+            set,
+            Batching {
+                size: 50,
+                every: std::time::Duration::from_secs(2),
+                max_waiting: 50,
+            },
+            "a batch is never larger than the queue"
+        );
+        for bad in ["0", "-1", "soon", "1e3"] {
+            let refused = Batching::from_vars(vars(&[("OTEL_BSP_SCHEDULE_DELAY", bad)]));
+            assert!(
+                matches!(&refused, Err(OtelError::Invalid { field, .. }) if field == "OTEL_BSP_SCHEDULE_DELAY"),
+                "{bad}: {refused:?}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -190,6 +190,7 @@ async fn answer_of(response: &'static [u8], stream: bool) -> ErrorClass {
         ..Deployment::new("g", "openai/gpt-4o")
     };
     let request = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}),
         stream,

@@ -202,6 +202,7 @@ fn openai(base: &str, model: &str) -> Deployment {
 
 fn chat(stream: bool) -> BackendRequest {
     BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "ignored", "messages": [{"role": "user", "content": "hi"}], "mock_response": "x"}),
         stream,
@@ -245,6 +246,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
     let (base, seen) = serve().await;
     let backend = HttpBackend::new().unwrap();
     let embed = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "x", "input": ["a", "b"]}),
         stream: false,
@@ -258,6 +260,7 @@ async fn embeddings_and_text_completions_go_to_their_endpoints() {
         .unwrap();
     assert_eq!(response.usage.unwrap().prompt_tokens, 4);
     let complete = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "x", "prompt": "once upon"}),
         stream: false,
@@ -560,6 +563,7 @@ async fn the_body_a_provider_gets_is_the_callers_with_only_the_calls_edits_in_so
     let (base, script) = scripted(false, false).await;
     let backend = HttpBackend::new().unwrap();
     let request = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({
             "temperature": 0.5, "model": "g", "messages": [{"role": "user", "content": "h\u{e9}\"i"}],
@@ -738,6 +742,7 @@ async fn a_prepared_deployment_sends_the_same_bytes_as_one_worked_out_per_call()
         ..Deployment::new("g", "hosted_vllm/llama")
     };
     let embed = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"input": ["a"], "model": "g"}),
         stream: false,

@@ -20,6 +20,7 @@ fn deployment() -> Deployment {
 
 fn chat(stream: bool) -> BackendRequest {
     BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}),
         stream,
@@ -191,6 +192,7 @@ async fn a_request_mock_response_wins_over_the_deployment_spec() {
 async fn embeddings_and_completions_get_their_shapes() {
     let backend = MockBackend::new(MockSpec::default());
     let embed = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "e", "input": ["a"]}),
         stream: false,
@@ -214,6 +216,7 @@ async fn embeddings_and_completions_get_their_shapes() {
             .all(|v| v.as_f64() == Some(0.0))
     );
     let complete = BackendRequest {
+        trace: None,
         native: None,
         body: serde_json::json!({"model": "c", "prompt": "once"}),
         stream: false,

@@ -27,7 +27,6 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use parking_lot::Mutex;
 use prost::Message;
-use tracing_subscriber::layer::SubscriberExt;
 
 /// What the receiver got: every export request, and the headers each came with.
 #[derive(Default)]
@@ -113,7 +112,8 @@ async fn upstream(traceparents: Arc<Mutex<Vec<String>>>) -> String {
             "/v1/chat/completions",
             post(
                 |axum::extract::State(seen): axum::extract::State<Arc<Mutex<Vec<String>>>>,
-                 headers: axum::http::HeaderMap| async move {
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
                     let traceparent = headers
                         .get("traceparent")
                         .and_then(|v| v.to_str().ok())
@@ -130,6 +130,32 @@ async fn upstream(traceparents: Arc<Mutex<Vec<String>>>) -> String {
                             axum::Json(serde_json::json!({"error": {"message": "upstream exploded"}})),
                         )
                             .into_response();
+                    }
+                    let asked: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    if asked["stream"] == true {
+                        let chunk = |delta: serde_json::Value, usage: serde_json::Value| {
+                            format!(
+                                "data: {}\n\n",
+                                serde_json::json!({
+                                    "id": "x", "object": "chat.completion.chunk", "created": 0,
+                                    "model": "gpt-4o-2024-08-06",
+                                    "choices": [{"index": 0, "delta": delta, "finish_reason": null}],
+                                    "usage": usage,
+                                })
+                            )
+                        };
+                        let events = [
+                            chunk(serde_json::json!({"role": "assistant", "content": "a secret"}), serde_json::Value::Null),
+                            chunk(serde_json::json!({"content": " answer"}), serde_json::Value::Null),
+                            chunk(
+                                serde_json::json!({}),
+                                serde_json::json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}),
+                            ),
+                            "data: [DONE]\n\n".to_string(),
+                        ]
+                        .concat();
+                        return ([("content-type", "text/event-stream")], events).into_response();
                     }
                     axum::Json(serde_json::json!({
                         "id": "x", "object": "chat.completion", "created": 0,
@@ -177,13 +203,12 @@ fn hex(bytes: &[u8]) -> String {
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-/// A chat completion with a client's `traceparent` through a gateway exporting over
-/// `protocol`, the first upstream call failing: the request span continues the client's trace,
-/// two attempt spans are its children, and the upstream saw each attempt's context.
+/// An exporter over `protocol` to a loopback receiver, sampling new traces at `ratio`; the
+/// runtime it exports on, and what the receiver got.
 ///
 /// As `ferrolite serve` does, the exporter (and here the receiver) run on a runtime of their
 /// own, so that flushing (which waits for the export) never blocks the runtime exporting.
-fn one_traced_request(protocol: OtelProtocol) {
+fn exporter(protocol: OtelProtocol, ratio: Option<f64>) -> (Otel, tokio::runtime::Runtime, Shared) {
     let exporting = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -205,17 +230,46 @@ fn one_traced_request(protocol: OtelProtocol) {
             protocol,
             headers: vec![("x-collector-key".into(), Secret::new("collector-secret"))],
             service_name: "ferrolite-test".into(),
-            sampling_ratio: None,
+            sampling_ratio: ratio,
         })
         .unwrap()
     };
-    let subscriber = tracing_subscriber::registry().with(otel.layer());
-    let _default = tracing::subscriber::set_default(subscriber);
+    (otel, exporting, received)
+}
+
+/// A chat completion with a client's `traceparent` through a gateway exporting over
+/// `protocol`, the first upstream call failing: the request span continues the client's trace,
+/// two attempt spans are its children, and the upstream saw each attempt's context.
+fn one_traced_request(protocol: OtelProtocol) {
+    let (otel, _exporting, received) = exporter(protocol, None);
     let serving = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (call_id, traceparents) = serving.block_on(call_through_the_gateway());
+    let (call_id, traceparents) = serving.block_on(async {
+        let (base, traceparents) = gateway(otel.sink()).await;
+        let response = reqwest::Client::new()
+            .post(format!("{base}/v1/chat/completions"))
+            .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
+            .header("tracestate", "vendor=abc")
+            .json(&serde_json::json!({
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "a secret prompt"}],
+                "max_tokens": 50,
+                "temperature": 0.25
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let call_id = response.headers()["x-litellm-call-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(response.headers()["x-litellm-attempted-retries"], "1");
+        let seen = traceparents.lock().clone();
+        (call_id, seen)
+    });
 
     // Everything ended is exported before force_flush returns.
     otel.force_flush().unwrap();
@@ -223,9 +277,11 @@ fn one_traced_request(protocol: OtelProtocol) {
     otel.shutdown().unwrap();
 }
 
-/// One chat completion through a gateway over the scripted upstream; the call's id and the
-/// `traceparent` of each upstream call.
-async fn call_through_the_gateway() -> (String, Vec<String>) {
+/// A gateway over the scripted upstream (two deployments, two retries), its spans given to
+/// `traces`; its base URL, and the `traceparent` of each upstream call as they come.
+async fn gateway(
+    traces: Arc<dyn ferrolite::router::spans::SpanSink>,
+) -> (String, Arc<Mutex<Vec<String>>>) {
     let traceparents = Arc::new(Mutex::new(Vec::new()));
     let upstream = upstream(Arc::clone(&traceparents)).await;
     let config = ferrolite::Config::from_yaml(&format!(
@@ -250,31 +306,27 @@ router_settings:
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(
         listener,
-        app(router, GatewaySettings::default()),
+        app(
+            router,
+            GatewaySettings {
+                traces: Some(traces),
+                ..GatewaySettings::default()
+            },
+        ),
         std::future::pending(),
     ));
+    (base, traceparents)
+}
 
-    let response = reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
-        .header("tracestate", "vendor=abc")
-        .json(&serde_json::json!({
-            "model": "gpt-4o",
-            "messages": [{"role": "user", "content": "a secret prompt"}],
-            "max_tokens": 50,
-            "temperature": 0.25
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let call_id = response.headers()["x-litellm-call-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(response.headers()["x-litellm-attempted-retries"], "1");
-    let seen = traceparents.lock().clone();
-    (call_id, seen)
+/// Every span the receiver got.
+fn spans_of(received: &Shared) -> Vec<Span> {
+    let got = received.lock();
+    got.exports
+        .iter()
+        .flat_map(|export| &export.resource_spans)
+        .flat_map(|resource| &resource.scope_spans)
+        .flat_map(|scope| scope.spans.iter().cloned())
+        .collect()
 }
 
 /// What the receiver got: the request span, its two attempt spans, the upstream's parents.
@@ -406,4 +458,117 @@ fn a_traced_request_is_exported_over_http_protobuf() {
 #[test]
 fn a_traced_request_is_exported_over_grpc() {
     one_traced_request(OtelProtocol::Grpc);
+}
+
+/// A stream's request span ends when the stream does: it carries the usage of the stream's last
+/// chunk, and the attempt that failed before the stream started is its child too.
+#[test]
+fn a_streamed_request_is_exported_when_the_stream_ends() {
+    let (otel, _exporting, received) = exporter(OtelProtocol::HttpProtobuf, None);
+    let serving = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (text, traceparents) = serving.block_on(async {
+        let (base, traceparents) = gateway(otel.sink()).await;
+        let response = reqwest::Client::new()
+            .post(format!("{base}/v1/chat/completions"))
+            .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
+            .json(&serde_json::json!({
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "a secret prompt"}],
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let seen = traceparents.lock().clone();
+        (text, seen)
+    });
+    assert!(
+        text.contains(" answer") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    otel.force_flush().unwrap();
+    let spans = spans_of(&received);
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("POST "))
+        .collect();
+    assert_eq!(requests.len(), 1, "{spans:#?}");
+    let request = requests[0];
+    assert_eq!(hex(&request.trace_id), TRACE_ID);
+    assert_eq!(
+        attribute(request, "ferrolite.stream"),
+        Some(&Value::BoolValue(true))
+    );
+    assert_eq!(int(request, "http.response.status_code"), Some(200));
+    assert_eq!(int(request, "gen_ai.usage.input_tokens"), Some(11));
+    assert_eq!(int(request, "gen_ai.usage.output_tokens"), Some(7));
+    assert_eq!(int(request, "ferrolite.route.attempts"), Some(2));
+    assert!(
+        request.end_time_unix_nano > request.start_time_unix_nano,
+        "the span has a length"
+    );
+    let attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "chat gpt-4o").collect();
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    assert!(attempts.iter().all(|a| a.parent_span_id == request.span_id));
+    assert_eq!(traceparents.len(), 2);
+    let everything = format!("{spans:?}");
+    assert!(!everything.contains("a secret"), "no prompt or answer text");
+    otel.shutdown().unwrap();
+}
+
+/// `sampling_ratio: 0` records no new trace, yet each upstream call still carries its
+/// attempt's context (not sampled: flag `00`); a client's sampled trace is recorded whatever
+/// the ratio (the parent decides), and a client's unsampled one is not.
+#[test]
+fn the_sampling_ratio_decides_new_traces_and_the_client_decides_its_own() {
+    let (otel, _exporting, received) = exporter(OtelProtocol::HttpProtobuf, Some(0.0));
+    let serving = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let seen = serving.block_on(async {
+        let (base, traceparents) = gateway(otel.sink()).await;
+        let client = reqwest::Client::new();
+        for traceparent in [
+            None,
+            Some(format!("00-{TRACE_ID}-{CLIENT_SPAN}-00")),
+            Some(format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")),
+        ] {
+            let mut request = client
+                .post(format!("{base}/v1/chat/completions"))
+                .json(&body);
+            if let Some(traceparent) = traceparent {
+                request = request.header("traceparent", traceparent);
+            }
+            assert_eq!(request.send().await.unwrap().status(), 200);
+        }
+        traceparents.lock().clone()
+    });
+    // The first request failed once and was retried: 2 + 1 + 1 upstream calls.
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let flags: Vec<&str> = seen.iter().map(|t| &t[t.len() - 2..]).collect();
+    assert_eq!(flags, ["00", "00", "00", "01"]);
+    assert!(
+        seen[0][3..35] != *TRACE_ID && seen[0][3..35] == seen[1][3..35],
+        "a new trace, one per request"
+    );
+    assert_eq!(&seen[2][3..35], TRACE_ID);
+    otel.force_flush().unwrap();
+    let spans = spans_of(&received);
+    assert_eq!(
+        spans.len(),
+        2,
+        "only the sampled client's request and attempt: {spans:#?}"
+    );
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == TRACE_ID));
+    assert!(spans.iter().any(|s| hex(&s.parent_span_id) == CLIENT_SPAN));
+    otel.shutdown().unwrap();
 }

@@ -582,6 +582,7 @@ async fn images_go_as_base64_and_url_sources() {
 
 fn call_of(body: Value, stream: bool) -> BackendRequest {
     BackendRequest {
+        trace: None,
         body,
         stream,
         request_id: None,
@@ -1054,6 +1055,7 @@ async fn a_passed_through_answer_without_usage_has_no_usage_rather_than_zero() {
     let native = native_request(false);
     let canonical = ferrolite_protocols::anthropic::client::request_to_chat(&native).unwrap();
     let request = BackendRequest {
+        trace: None,
         native: Some(Native {
             extras: None,
             protocol: Protocol::AnthropicMessages,

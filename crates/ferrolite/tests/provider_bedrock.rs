@@ -918,6 +918,7 @@ async fn a_wrong_secret_is_refused_by_the_fakes_signature_check_as_an_authentica
 
 fn chat_request(stream: bool) -> BackendRequest {
     BackendRequest {
+        trace: None,
         body: json!({"messages": [{"role": "user", "content": "hi"}]}),
         stream,
         request_id: None,

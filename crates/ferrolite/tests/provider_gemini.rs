@@ -566,6 +566,7 @@ fn vertex_deployment(base: &str, model: &str, credentials: &str) -> Deployment {
 
 fn chat(body: Value, stream: bool) -> BackendRequest {
     BackendRequest {
+        trace: None,
         native: None,
         body,
         stream,
@@ -1094,6 +1095,7 @@ async fn a_vertex_token_is_fetched_again_before_it_expires_and_credentials_may_b
     let prepared = backend.prepare(&deployment);
     assert!(prepared.is_some());
     let request = BackendRequest {
+        trace: None,
         prepared,
         ..chat(hello(), false)
     };
@@ -1119,6 +1121,7 @@ async fn a_jwt_signed_with_another_key_is_refused_by_the_token_endpoint_as_an_au
     let deployment = vertex_deployment(&base, "gemini-2.5-flash", &forged);
     let backend = HttpBackend::new().unwrap();
     let request = BackendRequest {
+        trace: None,
         prepared: backend.prepare(&deployment),
         ..chat(hello(), false)
     };

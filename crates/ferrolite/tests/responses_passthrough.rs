@@ -622,6 +622,7 @@ impl HttpBackendCall {
     async fn call(&self) -> ErrorClass {
         use ferrolite::router::{Backend, BackendRequest};
         let request = BackendRequest {
+            trace: None,
             body: json!({"model": "g", "messages": []}),
             stream: false,
             request_id: Some("req-1".into()),

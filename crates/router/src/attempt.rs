@@ -9,7 +9,6 @@ use ferrolite_strategies::{CallOutcome, Candidates, Outcome, RouteContext, Strat
 use ferrolite_types::{Deployment, DeploymentId, DeploymentIx, ErrorClass, Usage};
 use futures_util::StreamExt;
 use tokio::time::Instant;
-use tracing::Span;
 
 use crate::admit::{Held, Refused};
 use crate::backend::{BackendChunk, BackendError, BackendRequest, BackendResponse, BackendStream};
@@ -322,22 +321,16 @@ impl Inner {
             Some((deadline, _)) if deadline < started + timeout => (deadline, true),
             _ => (started + timeout, false),
         };
-        let span = crate::spans::attempt(call, deployment, &target.id);
+        // The attempt's span (when the request is traced): its context goes upstream.
+        let traced = crate::spans::attempt(call);
+        request.trace = traced.as_ref().map(|t| t.parent.clone());
         call.waited_ms = 0;
         call.attempts += 1;
         self.emit(Event::Attempt {
             model_group: &deployment.model_name,
             deployment: &target.id,
         });
-        // The backend's call runs in the attempt's span (an HTTP backend sends its trace
-        // context upstream); boxed only then, so an untraced call's future stays as small.
         let open = self.open(deployment, &request);
-        let open = match &span {
-            None => futures_util::future::Either::Left(open),
-            Some(span) => futures_util::future::Either::Right(Box::pin(
-                tracing::Instrument::instrument(open, Span::clone(span)),
-            )),
-        };
         let opened = held.renewing(open, self.settings.lease_ttl);
         let result = tokio::time::timeout_at(until, opened).await;
         let latency = started.elapsed();
@@ -348,7 +341,16 @@ impl Inner {
                 call.explain(|r| {
                     r.attempt(target.id.as_str(), &model_group, "streaming", None, latency);
                 });
-                crate::spans::answered(span.as_deref(), None, first.usage.as_ref());
+                crate::spans::ended(
+                    call,
+                    traced.as_ref(),
+                    deployment,
+                    &target.id,
+                    crate::spans::Ended::Answered {
+                        model: None,
+                        usage: first.usage.as_ref(),
+                    },
+                );
                 metrics::histogram!("ferrolite_router_ttft_seconds").record(latency.as_secs_f64());
                 held.answer_for(call.key.take());
                 held.stream(Arc::clone(snapshot), call.input_tokens);
@@ -376,12 +378,17 @@ impl Inner {
                 call.explain(|r| {
                     r.attempt(target.id.as_str(), &model_group, "success", None, latency);
                 });
-                if span.is_some() {
+                if traced.is_some() {
                     let model: Option<String> = response.body.get("model");
-                    crate::spans::answered(
-                        span.as_deref(),
-                        model.as_deref(),
-                        response.usage.as_ref(),
+                    crate::spans::ended(
+                        call,
+                        traced.as_ref(),
+                        deployment,
+                        &target.id,
+                        crate::spans::Ended::Answered {
+                            model: model.as_deref(),
+                            usage: response.usage.as_ref(),
+                        },
                     );
                 }
                 held.answer_for(call.key.take());
@@ -409,7 +416,13 @@ impl Inner {
             ),
             Ok(Err(error)) => (error.class, error.message),
             Err(_) if callers => {
-                crate::spans::failed(span.as_deref(), &ErrorClass::Timeout);
+                crate::spans::ended(
+                    call,
+                    traced.as_ref(),
+                    deployment,
+                    &target.id,
+                    crate::spans::Ended::Failed(&ErrorClass::Timeout),
+                );
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
                 call.explain(|r| {
                     r.attempt(target.id.as_str(), &model_group, "deadline", None, latency);
@@ -438,7 +451,13 @@ impl Inner {
                 latency,
             );
         });
-        crate::spans::failed(span.as_deref(), &class);
+        crate::spans::ended(
+            call,
+            traced.as_ref(),
+            deployment,
+            &target.id,
+            crate::spans::Ended::Failed(&class),
+        );
         let has_fallbacks = self.has_fallbacks(destination.label());
         Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class, &message)).await;
         call.tried.push(Tried {
@@ -748,6 +767,7 @@ fn backend_request(request: &Request, deployment: &Deployment, label: &str) -> B
         deployment_id: None,
         prepared: None,
         native: request.native.clone(),
+        trace: None,
     }
 }
 

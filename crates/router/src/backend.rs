@@ -36,6 +36,10 @@ pub struct BackendRequest {
     /// deployment speaks that protocol may send it as it is, and then answers in it
     /// ([`BackendResponse::protocol`]); any other sends `body`.
     pub native: Option<Native>,
+    /// The trace context of this attempt's span, when the request is traced
+    /// ([`Request::trace`](crate::Request::trace)): a backend sends it upstream as W3C
+    /// `traceparent` (and `tracestate`) headers, so the provider's spans continue the trace.
+    pub trace: Option<crate::spans::TraceParent>,
 }
 
 /// What a backend prepared of one deployment once ([`Backend::prepare`]), so that its calls do

@@ -74,6 +74,10 @@ pub struct Request {
     /// takes the route after the error. Unset, a failed request's explanation only reaches the
     /// log and [`crate::Event::Explained`].
     pub failed_route: Option<crate::RouteSlot>,
+    /// The request's trace, when it is traced: the context of its span (each attempt's span
+    /// is a child of it) and where the attempts' spans go ([`crate::spans`]). Unset, nothing
+    /// is traced.
+    pub trace: Option<crate::spans::Trace>,
 }
 
 /// A request as the caller wrote it, in a protocol other than the canonical chat form

@@ -1,125 +1,351 @@
-//! The spans a routed call opens, for distributed tracing: one `attempt` span per deployment
-//! called, a child of the span the call runs in (the gateway's request span), with the
-//! OpenTelemetry GenAI semantic-convention attributes and ferrolite's own. They are `tracing`
-//! spans of the target [`TARGET`], at level INFO: a subscriber that exports them (the facade
-//! crate's `otel` feature, through tracing-opentelemetry) sees them; any other subscriber
-//! should leave that target out, and then a span costs a disabled callsite's branch and each
-//! record a check of that span. No prompt or answer text and no key is recorded.
+//! Distributed tracing of routed calls: one `attempt` span per deployment called, a child of
+//! the request's span, with the OpenTelemetry GenAI semantic-convention attributes and
+//! ferrolite's own, and the W3C trace context each attempt sends upstream.
+//!
+//! A request is traced when it carries a [`Trace`] ([`crate::Request::trace`]): the context of
+//! the request's span (the gateway's, or an application's) and the [`SpanSink`] that finished
+//! spans go to (the facade crate's `otel` feature exports them over OTLP). The router builds
+//! each attempt's span once, when the attempt ends, from what it knows then, and hands it to
+//! the sink as a [`FinishedSpan`]: no span is kept open across the call and nothing goes
+//! through `tracing`'s span machinery, so a traced call costs a few attribute writes and the
+//! sink's own work. An untraced request costs one branch per attempt. No prompt or answer
+//! text and no key is recorded.
 
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
+use std::time::SystemTime;
+
+use ferrolite_strategies::Rng;
 use ferrolite_types::{Deployment, DeploymentId, ErrorClass, Usage};
-use tracing::Span;
-use tracing::field::{Empty, Field, Value};
 
 use crate::call::Call;
 
-/// The target of the request and attempt spans (and the only one an exporting layer needs).
-pub const TARGET: &str = "ferrolite_otel";
+/// The W3C trace context of one span: the trace it belongs to, its own id, whether the trace
+/// is sampled (recorded and exported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanContext {
+    /// The trace (never 0).
+    pub trace_id: u128,
+    /// The span (never 0).
+    pub span_id: u64,
+    /// Whether the trace's spans are recorded (`traceparent`'s `sampled` flag).
+    pub sampled: bool,
+}
 
-/// A call's span: the attempt on `deployment` (`id`) about to be made, numbered from the
-/// request's state (its attempts so far, retries, fallbacks, the backoff just waited). `None`
-/// while nothing exports it (boxed otherwise: a call's future stays as small as untraced).
-pub(crate) fn attempt(
+/// Ids drawn for new traces and spans, seeded from the process' random hash keys.
+static IDS: LazyLock<Rng> = LazyLock::new(Rng::from_entropy);
+
+/// A random id, never 0 (W3C's invalid id).
+fn span_id() -> u64 {
+    loop {
+        let id = IDS.next_u64();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+impl SpanContext {
+    /// The root span of a new trace, `sampled` or not.
+    pub fn root(sampled: bool) -> Self {
+        let trace_id = loop {
+            let id = (u128::from(IDS.next_u64()) << 64) | u128::from(IDS.next_u64());
+            if id != 0 {
+                break id;
+            }
+        };
+        SpanContext {
+            trace_id,
+            span_id: span_id(),
+            sampled,
+        }
+    }
+
+    /// A new span of the same trace (a child of this one, when its parent is recorded so).
+    pub fn child(&self) -> Self {
+        SpanContext {
+            span_id: span_id(),
+            ..*self
+        }
+    }
+
+    /// The context a W3C `traceparent` header carries (`00-<trace>-<span>-<flags>`, lowercase
+    /// hex), or `None` for a header that is not one (a version other than `00` is read as
+    /// `00`'s fields, as the W3C specification asks of a version it does not know).
+    pub fn from_traceparent(header: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(header).ok()?.trim();
+        let mut parts = text.split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let lower_hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        if !lower_hex(version, 2)
+            || version == "ff"
+            || !lower_hex(trace, 32)
+            || !lower_hex(span, 16)
+            || !lower_hex(flags, 2)
+            || (version == "00" && parts.next().is_some())
+        {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok()?;
+        let span_id = u64::from_str_radix(span, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        (trace_id != 0 && span_id != 0).then_some(SpanContext {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// This context as a `traceparent` header's value.
+    pub fn traceparent(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for (i, slot) in out[3..35].iter_mut().enumerate() {
+            *slot = HEX[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, slot) in out[36..52].iter_mut().enumerate() {
+            *slot = HEX[((self.span_id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out[54] = if self.sampled { b'1' } else { b'0' };
+        out
+    }
+}
+
+/// Where a traced request's finished spans go (the facade crate's OTLP exporter, say). Called
+/// inline on the call path, once per span: keep it quick (convert, queue), never block.
+pub trait SpanSink: Send + Sync + std::fmt::Debug {
+    /// Whether a new trace (one no client started) with id `trace_id` is sampled (by default
+    /// every one is).
+    fn sample(&self, trace_id: u128) -> bool {
+        let _ = trace_id;
+        true
+    }
+
+    /// A span that ended (only a sampled trace's spans are given).
+    fn finished(&self, span: FinishedSpan<'_>);
+}
+
+/// The wall-clock time a span starts or ends at. Spans are read by a collector beside other
+/// services' spans, so they take the system's clock, not the router's ([`ferrolite_cache::Clock`],
+/// which a test or a simulation may drive).
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// A request's trace: the context of the request's span (every attempt's parent), the
+/// client's `tracestate` carried along, and where the spans go. Cloning shares the sink.
+#[derive(Clone)]
+pub struct Trace {
+    /// The request span's context.
+    pub request: SpanContext,
+    /// The W3C `tracestate` that came with the client's `traceparent`, sent upstream with each
+    /// attempt's.
+    pub state: Option<Arc<str>>,
+    /// Where the spans go.
+    pub sink: Arc<dyn SpanSink>,
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace")
+            .field("request", &self.request)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trace context an attempt sends upstream: its own span's `traceparent` and the
+/// client's `tracestate` ([`crate::BackendRequest::trace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The attempt's span.
+    pub context: SpanContext,
+    /// The `tracestate` to send with it.
+    pub state: Option<Arc<str>>,
+}
+
+/// A span's kind, as OpenTelemetry names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Serves a request (the gateway's request span).
+    Server,
+    /// Calls another service (an attempt).
+    Client,
+}
+
+/// An attribute's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Attr<'a> {
+    /// Text that lives as long as the program (a sink need not copy it).
+    Static(&'static str),
+    /// Text.
+    Str(&'a str),
+    /// A signed integer (OpenTelemetry's integers are `i64`).
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// A span that ended, as a [`SpanSink`] gets it: borrowed from the call that made it.
+#[derive(Debug)]
+pub struct FinishedSpan<'a> {
+    /// The span's name.
+    pub name: Cow<'a, str>,
+    /// Server or client.
+    pub kind: SpanKind,
+    /// The span's own context.
+    pub context: SpanContext,
+    /// Its parent's span id and whether the parent is remote (a client's span); `None` for a
+    /// trace's root.
+    pub parent: Option<(u64, bool)>,
+    /// The trace's `tracestate`.
+    pub state: Option<&'a str>,
+    /// When it started.
+    pub start: SystemTime,
+    /// When it ended.
+    pub end: SystemTime,
+    /// Whether it ended in error (OpenTelemetry's status `Error`; `Unset` otherwise).
+    pub error: bool,
+    /// Its attributes by name; a `None` value is left out.
+    pub attributes: &'a [(&'static str, Option<Attr<'a>>)],
+}
+
+/// An attempt being traced: its context (sent upstream) and when it started.
+#[derive(Debug, Clone)]
+pub(crate) struct Traced {
+    pub(crate) parent: TraceParent,
+    started: SystemTime,
+    /// The request's counts when the attempt started: its number, retry, backoff, fallback.
+    numbers: [i64; 4],
+}
+
+/// The trace of an attempt about to be made on `call`'s request: its span's context and
+/// start, or `None` when the request is not traced.
+#[inline]
+pub(crate) fn attempt(call: &Call<'_>) -> Option<Traced> {
+    let trace = call.request.trace.as_ref()?;
+    Some(Traced {
+        parent: TraceParent {
+            context: trace.request.child(),
+            state: trace.state.clone(),
+        },
+        started: now(),
+        numbers: [
+            i64::from(call.attempts) + 1,
+            i64::from(call.retries),
+            i64::from(call.waited_ms),
+            i64::from(call.fallbacks),
+        ],
+    })
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended<'a> {
+    /// It answered: the model the answer names (a whole answer's), the usage.
+    Answered {
+        model: Option<&'a str>,
+        usage: Option<&'a Usage>,
+    },
+    /// It failed with this error class.
+    Failed(&'a ErrorClass),
+}
+
+/// Hands the span of the attempt `traced` on `deployment` (`id`), ended as `ended`, to the
+/// request's sink.
+pub(crate) fn ended(
     call: &Call<'_>,
+    traced: Option<&Traced>,
     deployment: &Deployment,
     id: &DeploymentId,
-) -> Option<Box<Span>> {
-    // The values are computed only when the span is enabled (`info_span!` evaluates its fields
-    // then), and given at once: one visit of the subscriber, where a `record` per field costs
-    // one visit each.
+    ended: Ended<'_>,
+) {
+    let (Some(traced), Some(trace)) = (traced, call.request.trace.as_ref()) else {
+        return;
+    };
+    if !traced.parent.context.sampled {
+        return;
+    }
     let request = call.request;
-    let span = tracing::info_span!(
-        target: TARGET,
-        "attempt",
-        otel.name = format!(
-            "{} {}",
-            operation(&request.body),
-            model_name(&deployment.model)
+    let operation = operation(&request.body);
+    let model = model_name(&deployment.model);
+    let provider = deployment.provider().ok();
+    let provider = provider.as_ref().map(|p| provider_name(p.as_str()));
+    let [attempt, retry, wait_ms, fallback] = traced.numbers;
+    let (outcome, response_model, usage, error) = match ended {
+        Ended::Answered { model, usage } => ("success", model, usage, None),
+        Ended::Failed(class) => (
+            "failure",
+            None,
+            None,
+            Some(crate::explain::class_label(class)),
         ),
-        otel.kind = "client",
-        otel.status_code = Empty,
-        gen_ai.operation.name = operation(&request.body),
-        gen_ai.provider.name = deployment.provider().ok().map(|p| provider_name(p.as_str()).to_string()),
-        gen_ai.system = deployment.provider().ok().map(|p| provider_name(p.as_str()).to_string()),
-        gen_ai.request.model = model_name(&deployment.model),
-        gen_ai.request.max_tokens = request.max_tokens.map(int),
-        gen_ai.request.temperature = request
-            .body
-            .get("temperature")
-            .and_then(serde_json::Value::as_f64),
-        gen_ai.response.model = Empty,
-        gen_ai.usage.input_tokens = Empty,
-        gen_ai.usage.output_tokens = Empty,
-        server.address = deployment.api_base.as_deref().and_then(host_of),
-        ferrolite.deployment.id = id.as_str(),
-        ferrolite.model_group = deployment.model_name.as_str(),
-        ferrolite.attempt = i64::from(call.attempts) + 1,
-        ferrolite.retry = i64::from(call.retries),
-        ferrolite.retry.wait_ms = i64::from(call.waited_ms),
-        ferrolite.fallback = i64::from(call.fallbacks),
-        ferrolite.outcome = Empty,
-        error.type = Empty,
-    );
-    (!span.is_disabled()).then(|| Box::new(span))
-}
-
-/// Records an attempt that answered: the model the answer names, the usage.
-pub(crate) fn answered(span: Option<&Span>, model: Option<&str>, usage: Option<&Usage>) {
-    let Some(span) = span else {
-        return;
     };
-    record_all(
-        span,
-        [
-            ("ferrolite.outcome", &"success"),
-            ("gen_ai.response.model", &model),
-            (
-                "gen_ai.usage.input_tokens",
-                &usage.map(|u| int(u.prompt_tokens)),
-            ),
-            (
-                "gen_ai.usage.output_tokens",
-                &usage.map(|u| int(u.completion_tokens)),
-            ),
-        ],
-    );
-}
-
-/// Records an attempt that failed with `class` (its error class, `error.type`).
-pub(crate) fn failed(span: Option<&Span>, class: &ErrorClass) {
-    let Some(span) = span else {
-        return;
-    };
-    record_all(
-        span,
-        [
-            ("ferrolite.outcome", &"failure"),
-            ("otel.status_code", &"error"),
-            ("error.type", &crate::explain::class_label(class)),
-        ],
-    );
-}
-
-/// Records `values` (a field's name and its value; a `None` records nothing) in `span` at
-/// once: the subscriber is visited once for them all, where [`Span::record`] visits it per
-/// field (the registry's lookup, each layer's filter, the exporter's lock on the span's data).
-/// A name that is not a field of the span is left out.
-pub fn record_all<const N: usize>(span: &Span, values: [(&str, &dyn Value); N]) {
-    let Some(metadata) = span.metadata() else {
-        return;
-    };
-    let fields = metadata.fields();
-    let found: [Option<Field>; N] = values.map(|(name, _)| fields.field(name));
-    let Some(any) = found.iter().flatten().next() else {
-        return;
-    };
-    let pairs: [(&Field, Option<&dyn Value>); N] =
-        std::array::from_fn(
-            |i| match (found.get(i).and_then(Option::as_ref), values.get(i)) {
-                (Some(field), Some((_, value))) => (field, Some(*value)),
-                _ => (any, None),
-            },
-        );
-    span.record_all(&fields.value_set(&pairs));
+    let count = |n: Option<u64>| n.map(|n| Attr::Int(int(n)));
+    let attributes = [
+        ("gen_ai.operation.name", Some(Attr::Static(operation))),
+        ("gen_ai.provider.name", provider.map(Attr::Str)),
+        ("gen_ai.system", provider.map(Attr::Str)),
+        ("gen_ai.request.model", Some(Attr::Str(model))),
+        ("gen_ai.request.max_tokens", count(request.max_tokens)),
+        (
+            "gen_ai.request.temperature",
+            request
+                .body
+                .get("temperature")
+                .and_then(serde_json::Value::as_f64)
+                .map(Attr::Float),
+        ),
+        ("gen_ai.response.model", response_model.map(Attr::Str)),
+        (
+            "gen_ai.usage.input_tokens",
+            count(usage.map(|u| u.prompt_tokens)),
+        ),
+        (
+            "gen_ai.usage.output_tokens",
+            count(usage.map(|u| u.completion_tokens)),
+        ),
+        (
+            "server.address",
+            deployment
+                .api_base
+                .as_deref()
+                .and_then(host_of)
+                .map(Attr::Str),
+        ),
+        ("ferrolite.deployment.id", Some(Attr::Str(id.as_str()))),
+        (
+            "ferrolite.model_group",
+            Some(Attr::Str(deployment.model_name.as_str())),
+        ),
+        ("ferrolite.attempt", Some(Attr::Int(attempt))),
+        ("ferrolite.retry", Some(Attr::Int(retry))),
+        ("ferrolite.retry.wait_ms", Some(Attr::Int(wait_ms))),
+        ("ferrolite.fallback", Some(Attr::Int(fallback))),
+        ("ferrolite.outcome", Some(Attr::Static(outcome))),
+        ("error.type", error.map(Attr::Static)),
+    ];
+    let mut name = String::with_capacity(operation.len() + 1 + model.len());
+    name.push_str(operation);
+    name.push(' ');
+    name.push_str(model);
+    trace.sink.finished(FinishedSpan {
+        name: Cow::Owned(name),
+        kind: SpanKind::Client,
+        context: traced.parent.context,
+        parent: Some((trace.request.span_id, false)),
+        state: trace.state.as_deref(),
+        start: traced.started,
+        end: now(),
+        error: error.is_some(),
+        attributes: &attributes,
+    });
 }
 
 /// GenAI's `gen_ai.operation.name` of a request body: `chat` (messages), `text_completion`
@@ -170,8 +396,7 @@ fn host_of(base: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-/// A count as the signed integer OpenTelemetry's attributes hold (tracing-opentelemetry
-/// exports a `u64` as text).
+/// A count as the signed integer OpenTelemetry's attributes hold.
 pub fn int(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
@@ -199,5 +424,57 @@ mod tests {
         assert_eq!(provider_name("openai"), "openai");
         assert_eq!(model_name("openai/gpt-4o"), "gpt-4o");
         assert_eq!(model_name("gpt-4o"), "gpt-4o");
+    }
+
+    #[test]
+    fn a_traceparent_is_read_and_written_as_the_w3c_specification_spells_it() {
+        let header = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = SpanContext::from_traceparent(header);
+        assert_eq!(
+            context,
+            Some(SpanContext {
+                trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+                span_id: 0x00f0_67aa_0ba9_02b7,
+                sampled: true,
+            })
+        );
+        assert_eq!(context.map(|c| c.traceparent()), Some(*header));
+        let unsampled = SpanContext::from_traceparent(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        );
+        assert_eq!(unsampled.map(|c| c.sampled), Some(false));
+        // A later version's extra fields are ignored.
+        assert!(
+            SpanContext::from_traceparent(
+                b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever"
+            )
+            .is_some()
+        );
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(SpanContext::from_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn new_traces_and_spans_get_distinct_valid_ids() {
+        let root = SpanContext::root(true);
+        let child = root.child();
+        assert_ne!(root.trace_id, 0);
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+        assert_ne!(child.span_id, 0);
+        assert_ne!(SpanContext::root(true).trace_id, root.trace_id);
+        let written = root.traceparent();
+        assert_eq!(SpanContext::from_traceparent(&written), Some(root));
     }
 }

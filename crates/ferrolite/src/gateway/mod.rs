@@ -85,7 +85,7 @@ async fn handle(
     body: Body,
     id: String,
     asked: &mut Option<String>,
-    span: &tracing::Span,
+    span: &trace::Traced,
 ) -> Result<Response, GatewayError> {
     // The settings of this call, whatever a reload swaps in meanwhile.
     let settings = gateway.settings.load_full();
@@ -105,7 +105,7 @@ async fn handle(
     }
     // 3. keys: an API key's groups, limits and budget.
     keys::admit(&caller, &mut request)?;
-    trace::routing(span, &request);
+    trace::routing(span, &mut request);
     // 4 and 5. route, and answer (JSON or server-sent events).
     route::route(&router, request, model, parsed.include_usage, span).await
 }
@@ -134,10 +134,14 @@ async fn completions(
     let endpoint = Endpoint::of(parts.uri.path());
     let mut asked = None;
     // The request's span for distributed tracing (disabled unless traces are exported).
-    let traced = trace::request(route_of(parts.uri.path()), &id, &headers);
+    let traced = trace::request(
+        gateway.traces.as_ref(),
+        route_of(parts.uri.path()),
+        &id,
+        &headers,
+    );
     let mut response = handle(&gateway, endpoint, headers, body, id, &mut asked, &traced)
         .instrument(span.clone())
-        .instrument(traced.clone())
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let elapsed = started.elapsed();
@@ -274,8 +278,10 @@ pub fn app_with_handle(router: Router, settings: GatewaySettings) -> (axum::Rout
             ferrolite_router::ReplicaSettings::default(),
         ))
     });
+    let traces = settings.traces.clone();
     let state = Arc::new(Gateway {
         replicas,
+        traces,
         router: arc_swap::ArcSwap::from_pointee(router),
         settings: arc_swap::ArcSwap::from_pointee(settings),
         id_prefix: format!("ferrolite-{}", std::process::id()),

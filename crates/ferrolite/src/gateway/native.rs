@@ -272,10 +272,14 @@ async fn call(gateway: &Gateway, inbound: Inbound, request: axum::extract::Reque
     let span = tracing::info_span!("request", id = %id);
     let started = std::time::Instant::now();
     let mut asked = None;
-    let traced = super::trace::request(super::route_of(parts.uri.path()), &id, &headers);
+    let traced = super::trace::request(
+        gateway.traces.as_ref(),
+        super::route_of(parts.uri.path()),
+        &id,
+        &headers,
+    );
     let mut response = handle(gateway, inbound, headers, body, id, &mut asked, &traced)
         .instrument(span.clone())
-        .instrument(traced.clone())
         .await
         .unwrap_or_else(|error| inbound.error(error));
     let elapsed = started.elapsed();
@@ -303,7 +307,7 @@ async fn handle(
     body: Body,
     id: String,
     asked: &mut Option<String>,
-    span: &tracing::Span,
+    span: &super::trace::Traced,
 ) -> Result<Response, GatewayError> {
     let settings = gateway.settings.load_full();
     // 1. auth (Anthropic's clients send the key as `x-api-key`).
@@ -371,7 +375,7 @@ async fn handle(
     }
     // 3. keys.
     keys::admit(&caller, &mut request)?;
-    super::trace::routing(span, &request);
+    super::trace::routing(span, &mut request);
     // 4 and 5. route, and answer in the caller's protocol.
     let slot = super::route::failure_slot(&mut request);
     let failed = |e| super::route::explained(e, slot.as_ref());
@@ -507,7 +511,7 @@ fn events(
     inbound: Inbound,
     model: String,
     request: Arc<Value>,
-    span: tracing::Span,
+    span: super::trace::Traced,
 ) -> Response {
     let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
     litellm_headers(&mut headers, Answered::from(&stream));

@@ -15,7 +15,7 @@ pub(super) async fn route(
     mut request: Request,
     model: String,
     include_usage: bool,
-    span: &tracing::Span,
+    span: &super::trace::Traced,
 ) -> Result<Response, GatewayError> {
     let slot = failure_slot(&mut request);
     let failed = |e| explained(e, slot.as_ref());

@@ -26,7 +26,7 @@ pub(super) fn sse(
     stream: RouterStream,
     model: String,
     include_usage: bool,
-    span: tracing::Span,
+    span: super::trace::Traced,
 ) -> Response {
     let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
     litellm_headers(&mut headers, Answered::from(&stream));

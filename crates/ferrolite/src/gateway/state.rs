@@ -31,6 +31,10 @@ pub struct GatewaySettings {
     /// read when the app is built (a reload keeps it). Without one the gateway is a replica
     /// of its own, with an empty config hash, that does not beat.
     pub replicas: Option<std::sync::Arc<ferrolite_router::Replicas>>,
+    /// Where the request and attempt spans go (distributed tracing: `ferrolite::otel`'s
+    /// exporter, feature `otel`), read when the app is built (a reload keeps it). Without one
+    /// nothing is traced.
+    pub traces: Option<std::sync::Arc<dyn ferrolite_router::spans::SpanSink>>,
 }
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -69,6 +73,7 @@ impl Default for GatewaySettings {
             litellm_metrics: true,
             require_auth_for_metrics: false,
             replicas: None,
+            traces: None,
         }
     }
 }
@@ -82,6 +87,8 @@ pub(super) struct Gateway {
     pub(super) router: arc_swap::ArcSwap<Router>,
     /// The settings served now.
     pub(super) settings: arc_swap::ArcSwap<GatewaySettings>,
+    /// Where the request and attempt spans go ([`GatewaySettings::traces`]).
+    pub(super) traces: Option<std::sync::Arc<dyn ferrolite_router::spans::SpanSink>>,
     /// Request ids: this gateway's prefix and a counter.
     pub(super) id_prefix: String,
     /// Request ids given so far.

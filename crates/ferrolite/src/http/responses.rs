@@ -279,7 +279,7 @@ fn outgoing(
         .or_insert(reqwest::header::HeaderValue::from_static(
             "application/json",
         ));
-    crate::http::add_trace_context(sent.headers_mut());
+    crate::http::add_trace_context(sent.headers_mut(), request.trace.as_ref());
     *sent.body_mut() = Some(bytes.into());
     Ok(sent)
 }

@@ -132,7 +132,7 @@ fn request_of(
     headers.entry(reqwest::header::CONTENT_TYPE).or_insert(
         reqwest::header::HeaderValue::from_static("application/json"),
     );
-    crate::http::add_trace_context(headers);
+    crate::http::add_trace_context(headers, request.trace.as_ref());
     // The key header is never shown (debug output, logs).
     if let Some(key) = headers.get_mut("x-api-key") {
         key.set_sensitive(true);

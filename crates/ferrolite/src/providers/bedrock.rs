@@ -273,6 +273,7 @@ fn signed(
     url: &str,
     body: Vec<u8>,
     stream: bool,
+    trace: Option<&ferrolite_router::spans::TraceParent>,
 ) -> Result<reqwest::Request, BackendError> {
     let accept = if stream {
         "application/vnd.amazon.eventstream"
@@ -316,7 +317,7 @@ fn signed(
     }
     let mut request = builder.build().map_err(|e| transport_error(&e))?;
     // Unsigned, as the extra headers.
-    crate::http::add_trace_context(request.headers_mut());
+    crate::http::add_trace_context(request.headers_mut(), trace);
     *request.body_mut() = Some(body.into());
     Ok(request)
 }
@@ -391,6 +392,7 @@ async fn converse_answer(
         &url,
         converse_body(request)?,
         false,
+        request.trace.as_ref(),
     )?;
     let response = backend
         .client
@@ -441,6 +443,7 @@ pub(crate) fn stream<'a>(
             &url,
             converse_body(request)?,
             true,
+            request.trace.as_ref(),
         )?;
         let response = backend
             .client

@@ -566,7 +566,7 @@ async fn send(
         builder = builder.header(name.as_str(), value.expose());
     }
     let mut trace = reqwest::header::HeaderMap::new();
-    crate::http::add_trace_context(&mut trace);
+    crate::http::add_trace_context(&mut trace, request.trace.as_ref());
     if !trace.is_empty() {
         builder = builder.headers(trace);
     }
