@@ -32,6 +32,18 @@ pub struct SpanContext {
     pub sampled: bool,
 }
 
+/// The number lowercase hex digits `digits` (at most 32) spell, or `None` for any other byte.
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |n, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some((n << 4) | u128::from(digit))
+    })
+}
+
 /// Ids drawn for new traces and spans, seeded from the process' random hash keys.
 static IDS: LazyLock<Rng> = LazyLock::new(Rng::from_entropy);
 
@@ -73,25 +85,21 @@ impl SpanContext {
     /// hex), or `None` for a header that is not one (a version other than `00` is read as
     /// `00`'s fields, as the W3C specification asks of a version it does not know).
     pub fn from_traceparent(header: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(header).ok()?.trim();
-        let mut parts = text.split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let lower_hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
-        if !lower_hex(version, 2)
-            || version == "ff"
-            || !lower_hex(trace, 32)
-            || !lower_hex(span, 16)
-            || !lower_hex(flags, 2)
-            || (version == "00" && parts.next().is_some())
+        let header = header.trim_ascii();
+        // `vv-` 32 hex `-` 16 hex `-ff`: 55 bytes; a later version may add `-...` after them.
+        let (fields, rest) = header.split_at_checked(55)?;
+        let version = hex(fields.get(0..2)?)?;
+        if version == 0xff
+            || fields.get(2) != Some(&b'-')
+            || fields.get(35) != Some(&b'-')
+            || fields.get(52) != Some(&b'-')
+            || !(rest.is_empty() || (version != 0 && rest.first() == Some(&b'-')))
         {
             return None;
         }
-        let trace_id = u128::from_str_radix(trace, 16).ok()?;
-        let span_id = u64::from_str_radix(span, 16).ok()?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let trace_id = hex(fields.get(3..35)?)?;
+        let span_id = u64::try_from(hex(fields.get(36..52)?)?).ok()?;
+        let flags = hex(fields.get(53..55)?)?;
         (trace_id != 0 && span_id != 0).then_some(SpanContext {
             trace_id,
             span_id,
@@ -275,8 +283,8 @@ pub(crate) fn ended(
     let request = call.request;
     let operation = operation(&request.body);
     let model = model_name(&deployment.model);
-    let provider = deployment.provider().ok();
-    let provider = provider.as_ref().map(|p| provider_name(p.as_str()));
+    let provider = provider_of(deployment);
+    let provider = provider.as_deref().map(provider_name);
     let [attempt, retry, wait_ms, fallback] = traced.numbers;
     let (outcome, response_model, usage, error) = match ended {
         Ended::Answered { model, usage } => ("success", model, usage, None),
@@ -367,6 +375,28 @@ fn model_name(model: &str) -> &str {
     model.split_once('/').map_or(model, |(_, name)| name)
 }
 
+/// A deployment's provider as [`Deployment::provider`] names it, borrowed where it can be (its
+/// `custom_llm_provider`, or its model's prefix, which LiteLLM takes as given).
+fn provider_of(deployment: &Deployment) -> Option<Cow<'_, str>> {
+    if let Some(provider) = deployment
+        .custom_llm_provider
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        return Some(Cow::Borrowed(provider));
+    }
+    match deployment.model.trim().split_once('/') {
+        Some((prefix, rest)) if !prefix.is_empty() && !rest.is_empty() => {
+            Some(Cow::Borrowed(prefix))
+        }
+        _ => deployment
+            .provider()
+            .ok()
+            .map(|p| Cow::Owned(p.as_str().to_string())),
+    }
+}
+
 /// GenAI's `gen_ai.provider.name` for a LiteLLM provider name (the well-known values of the
 /// semantic conventions; any other provider as LiteLLM names it).
 fn provider_name(provider: &str) -> &str {
@@ -384,7 +414,12 @@ fn provider_name(provider: &str) -> &str {
 /// The host of an `api_base` (no scheme, credentials, port or path).
 fn host_of(base: &str) -> Option<&str> {
     let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next()?;
+    // Byte by byte: the delimiters are ASCII, so the cut falls on a character boundary.
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = rest.get(..end)?;
     let host = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
@@ -415,6 +450,30 @@ mod tests {
         assert_eq!(host_of("http://[::1]:9000/v1"), Some("::1"));
         assert_eq!(host_of("example.com/v1"), Some("example.com"));
         assert_eq!(host_of("https:///v1"), None);
+    }
+
+    #[test]
+    fn a_deployments_provider_is_the_one_its_provider_method_names() {
+        for (model, custom) in [
+            ("openai/gpt-4o", None),
+            ("azure/my-deployment", None),
+            ("bedrock/converse/anthropic.claude", None),
+            ("gpt-4o", None),
+            ("claude-3-5-sonnet", None),
+            ("*", None),
+            ("my-model", Some(" vllm ")),
+            ("openai/x", Some("")),
+        ] {
+            let deployment = Deployment {
+                custom_llm_provider: custom.map(str::to_string),
+                ..Deployment::new("g", model)
+            };
+            assert_eq!(
+                provider_of(&deployment).as_deref(),
+                deployment.provider().ok().as_ref().map(|p| p.as_str()),
+                "{model} {custom:?}"
+            );
+        }
     }
 
     #[test]
