@@ -336,16 +336,17 @@ impl Inner {
         let latency = started.elapsed();
         call.outside += latency;
         let model_group = deployment.model_name.clone();
+        // The attempt's span, handed on as it ends (nothing when the request is not traced).
+        let end_span = |call: &Call<'_>, ended| {
+            crate::spans::ended(call, traced.as_ref(), deployment, &target.id, ended);
+        };
         let (class, message) = match result {
             Ok(Ok(Reply::Stream { first, rest })) => {
                 call.explain(|r| {
                     r.attempt(target.id.as_str(), &model_group, "streaming", None, latency);
                 });
-                crate::spans::ended(
+                end_span(
                     call,
-                    traced.as_ref(),
-                    deployment,
-                    &target.id,
                     crate::spans::Ended::Answered {
                         model: None,
                         usage: first.usage.as_ref(),
@@ -380,11 +381,8 @@ impl Inner {
                 });
                 if traced.is_some() {
                     let model: Option<String> = response.body.get("model");
-                    crate::spans::ended(
+                    end_span(
                         call,
-                        traced.as_ref(),
-                        deployment,
-                        &target.id,
                         crate::spans::Ended::Answered {
                             model: model.as_deref(),
                             usage: response.usage.as_ref(),
@@ -416,13 +414,7 @@ impl Inner {
             ),
             Ok(Err(error)) => (error.class, error.message),
             Err(_) if callers => {
-                crate::spans::ended(
-                    call,
-                    traced.as_ref(),
-                    deployment,
-                    &target.id,
-                    crate::spans::Ended::Failed(&ErrorClass::Timeout),
-                );
+                end_span(call, crate::spans::Ended::Failed(&ErrorClass::Timeout));
                 // The caller's own deadline: no deployment is blamed, nothing is retried.
                 call.explain(|r| {
                     r.attempt(target.id.as_str(), &model_group, "deadline", None, latency);
@@ -451,13 +443,7 @@ impl Inner {
                 latency,
             );
         });
-        crate::spans::ended(
-            call,
-            traced.as_ref(),
-            deployment,
-            &target.id,
-            crate::spans::Ended::Failed(&class),
-        );
+        end_span(call, crate::spans::Ended::Failed(&class));
         let has_fallbacks = self.has_fallbacks(destination.label());
         Box::pin(self.failed(snapshot, &mut held, has_fallbacks, &class, &message)).await;
         call.tried.push(Tried {

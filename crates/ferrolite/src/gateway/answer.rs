@@ -54,16 +54,18 @@ pub(super) fn with_route(
 
 /// What the answer headers say about a routed call.
 pub(super) struct Answered<'a> {
-    deployment: &'a str,
-    group: &'a str,
-    retries: u32,
+    pub(super) deployment: &'a str,
+    pub(super) group: &'a str,
+    /// Deployments called (not a header: the trace's `ferrolite.route.attempts`).
+    pub(super) attempts: u32,
+    pub(super) retries: u32,
     max_retries: Option<u32>,
-    fallbacks: u32,
+    pub(super) fallbacks: u32,
     api_base: Option<&'a str>,
     cost: Option<f64>,
     overhead: Duration,
     cache_key: Option<&'a str>,
-    cache_hit: bool,
+    pub(super) cache_hit: bool,
     route: Option<&'a ferrolite_router::Route>,
 }
 
@@ -72,6 +74,7 @@ impl<'a> From<&'a RouterResponse> for Answered<'a> {
         Answered {
             deployment: answer.deployment_id.as_str(),
             group: &answer.model_group,
+            attempts: answer.attempts,
             retries: answer.attempted_retries,
             max_retries: answer.max_retries,
             fallbacks: answer.attempted_fallbacks,
@@ -90,6 +93,7 @@ impl<'a> From<&'a RouterStream> for Answered<'a> {
         Answered {
             deployment: stream.deployment_id.as_str(),
             group: &stream.model_group,
+            attempts: stream.attempts,
             retries: stream.attempted_retries,
             max_retries: stream.max_retries,
             fallbacks: stream.attempted_fallbacks,

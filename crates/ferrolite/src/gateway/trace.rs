@@ -17,6 +17,8 @@ use std::time::SystemTime;
 use axum::http::HeaderMap;
 use ferrolite_router::spans::{Attr, FinishedSpan, SpanContext, SpanKind, SpanSink, Trace, int};
 use ferrolite_router::{Request, RouterResponse, RouterStream};
+
+use super::answer::Answered;
 use ferrolite_types::Usage;
 
 /// A call's request span while the call goes (cloning shares it); it is finished and handed
@@ -140,17 +142,7 @@ pub(super) fn routing(traced: &Traced, request: &mut Request) {
 /// A whole answer: the route decision, the model that answered, the usage.
 pub(super) fn answered(traced: &Traced, answer: &RouterResponse) {
     traced.record(|fields| {
-        decision(
-            fields,
-            answer.deployment_id.as_str(),
-            &answer.model_group,
-            [
-                answer.attempts,
-                answer.attempted_retries,
-                answer.attempted_fallbacks,
-            ],
-            answer.cache_hit,
-        );
+        decision(fields, &Answered::from(answer));
         fields.response_model = answer.body.get("model");
         usage_of(fields, answer.usage.as_ref());
     });
@@ -158,26 +150,15 @@ pub(super) fn answered(traced: &Traced, answer: &RouterResponse) {
 
 /// A stream that started: the route decision (its usage comes at its end, [`usage`]).
 pub(super) fn streaming(traced: &Traced, stream: &RouterStream) {
-    traced.record(|fields| {
-        decision(
-            fields,
-            stream.deployment_id.as_str(),
-            &stream.model_group,
-            [
-                stream.attempts,
-                stream.attempted_retries,
-                stream.attempted_fallbacks,
-            ],
-            stream.cache_hit,
-        );
-    });
+    traced.record(|fields| decision(fields, &Answered::from(stream)));
 }
 
-fn decision(fields: &mut Fields, deployment: &str, group: &str, counts: [u32; 3], hit: bool) {
-    fields.deployment = Some(deployment.to_string());
-    fields.route_group = Some(group.to_string());
-    fields.counts = Some(counts.map(i64::from));
-    fields.cache_hit = Some(hit);
+/// The route decision, as the answer's `x-litellm-*` headers tell it.
+fn decision(fields: &mut Fields, answered: &Answered<'_>) {
+    fields.deployment = Some(answered.deployment.to_string());
+    fields.route_group = Some(answered.group.to_string());
+    fields.counts = Some([answered.attempts, answered.retries, answered.fallbacks].map(i64::from));
+    fields.cache_hit = Some(answered.cache_hit);
 }
 
 fn usage_of(fields: &mut Fields, usage: Option<&Usage>) {
