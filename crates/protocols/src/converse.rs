@@ -36,6 +36,7 @@
 use serde_json::{Value, json};
 
 use crate::TranslateError;
+use crate::doc::{Doc, Json};
 use crate::out::{self, Obj, Out, obj};
 
 /// The tool a `response_format` is asked through (LiteLLM's `RESPONSE_FORMAT_TOOL_NAME`).
@@ -705,7 +706,12 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
 /// Converse's `usage` as chat usage (LiteLLM's `_transform_usage`): cache reads and writes
 /// count as prompt tokens, the reads also as `prompt_tokens_details.cached_tokens`.
 pub fn usage_to_chat(usage: &Value) -> Value {
-    let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
+    usage_out(usage).into_value()
+}
+
+/// [`usage_to_chat`] of either tree, to be written.
+fn usage_out<'a, A: Json>(usage: &A) -> Out<'a> {
+    let count = |name: &str| usage.get(name).and_then(A::as_u64).unwrap_or(0);
     let read = count("cacheReadInputTokens");
     let write = count("cacheWriteInputTokens");
     let prompt = count("inputTokens")
@@ -714,19 +720,18 @@ pub fn usage_to_chat(usage: &Value) -> Value {
     let completion = count("outputTokens");
     let total = usage
         .get("totalTokens")
-        .and_then(Value::as_u64)
+        .and_then(A::as_u64)
         .unwrap_or(prompt.saturating_add(completion));
-    let mut out = json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
-    });
+    let mut out = Obj::with_capacity(6);
+    out.push("prompt_tokens", prompt);
+    out.push("completion_tokens", completion);
+    out.push("total_tokens", total);
     if usage.get("cacheReadInputTokens").is_some() || usage.get("cacheWriteInputTokens").is_some() {
-        out["prompt_tokens_details"] = json!({"cached_tokens": read});
-        out["cache_read_input_tokens"] = read.into();
-        out["cache_creation_input_tokens"] = write.into();
+        out.push("prompt_tokens_details", obj! {"cached_tokens": read});
+        out.push("cache_read_input_tokens", read);
+        out.push("cache_creation_input_tokens", write);
     }
-    out
+    Out::Object(out)
 }
 
 /// A Converse answer as a `chat.completion` (see [`answer_to_chat_in`]; not in JSON mode).
@@ -760,9 +765,23 @@ pub fn answer_bytes_to_chat(
     out::to_bytes(&answer_out(answer, model, json_mode, id)?)
 }
 
+/// [`answer_bytes_to_chat`] of a Converse answer given as its bytes (what the Bedrock backend
+/// reads): read without copying its strings into a tree of their own. Bytes that are not JSON
+/// are refused with the parser's message.
+pub fn answer_bytes_to_chat_bytes(
+    answer: &[u8],
+    model: &str,
+    json_mode: bool,
+    id: &str,
+) -> Result<Vec<u8>, TranslateError> {
+    let answer =
+        Doc::parse(answer).map_err(|e| TranslateError::new("", format!("not JSON: {e}")))?;
+    out::to_bytes(&answer_out(&answer, model, json_mode, id)?)
+}
+
 /// The `chat.completion` of a Converse answer, borrowing from it.
-fn answer_out<'a>(
-    answer: &'a Value,
+fn answer_out<'a, A: Json>(
+    answer: &'a A,
     model: &'a str,
     json_mode: bool,
     id: &'a str,
@@ -776,47 +795,51 @@ fn answer_out<'a>(
                 .ok_or_else(|| TranslateError::new("output.message.content", "expected an array"))
         })
         .transpose()?
-        .map_or(&[][..], Vec::as_slice);
+        .unwrap_or(&[]);
     let mut texts: Vec<&str> = Vec::with_capacity(1);
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     // Each tool use's id, name and input.
-    let mut calls: Vec<(&str, &str, Option<&Value>)> = Vec::new();
+    let mut calls: Vec<(&str, &str, Option<&A>)> = Vec::new();
     for (i, block) in content.iter().enumerate() {
-        if let Some(t) = block.get("text").and_then(Value::as_str) {
+        if let Some(t) = block.get("text").and_then(A::as_str) {
             texts.push(t);
         }
         if let Some(tool) = block.get("toolUse") {
             let at = |field: &str| format!("output.message.content[{i}].toolUse.{field}");
             let id = tool
                 .get("toolUseId")
-                .and_then(Value::as_str)
+                .and_then(A::as_str)
                 .ok_or_else(|| TranslateError::new(at("toolUseId"), "required"))?;
             let name = tool
                 .get("name")
-                .and_then(Value::as_str)
+                .and_then(A::as_str)
                 .ok_or_else(|| TranslateError::new(at("name"), "required"))?;
             calls.push((id, name, tool.get("input")));
         }
         if let Some(r) = block.get("reasoningContent") {
             if let Some(rt) = r.get("reasoningText") {
-                let t = rt.get("text").and_then(Value::as_str).unwrap_or("");
+                let t = rt.get("text").and_then(A::as_str).unwrap_or("");
                 reasoning.push_str(t);
                 let mut b = Obj::with_capacity(3);
                 b.push("type", "thinking");
                 b.push("thinking", t);
                 if let Some(sig) = rt.get("signature") {
-                    b.push("signature", sig);
+                    b.push("signature", sig.out());
                 }
                 thinking_blocks.push(Out::Object(b));
             } else if let Some(data) = r.get("redactedContent") {
-                thinking_blocks.push(obj! {"type": "redacted_thinking", "data": data});
+                thinking_blocks.push(obj! {"type": "redacted_thinking", "data": data.out()});
             }
         }
     }
     // A call's input as JSON text (none: `{}`).
-    let arguments =
-        |input: Option<&Value>| input.map_or_else(|| "{}".to_string(), Value::to_string);
+    let arguments = |input: Option<&A>| -> Result<String, TranslateError> {
+        input.map_or_else(
+            || Ok("{}".to_string()),
+            |input| out::to_string(&input.out()),
+        )
+    };
     let text = match texts.as_slice() {
         [text] => Out::Str(text),
         texts => Out::String(texts.concat()),
@@ -827,26 +850,24 @@ fn answer_out<'a>(
         && matches!(calls.as_slice(), [(_, name, _)] if *name == RESPONSE_FORMAT_TOOL_NAME);
     if json_call {
         let input = calls.first().and_then(|(_, _, input)| *input);
-        let content = match input {
-            Some(Value::Object(o)) if o.len() == 1 && o.contains_key("properties") => {
-                o["properties"].to_string()
-            }
-            _ => arguments(input),
+        let content = match input.and_then(only_properties) {
+            Some(properties) => out::to_string(&properties.out())?,
+            None => arguments(input)?,
         };
         message.push("content", content);
     } else {
         message.push("content", text);
         if !calls.is_empty() {
-            let tool_calls: Vec<Out<'_>> = calls
+            let tool_calls = calls
                 .iter()
                 .map(|(id, name, input)| {
-                    obj! {
+                    Ok(obj! {
                         "id": *id,
                         "type": "function",
-                        "function": obj! {"name": *name, "arguments": arguments(*input)},
-                    }
+                        "function": obj! {"name": *name, "arguments": arguments(*input)?},
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<Out<'_>>, TranslateError>>()?;
             message.push("tool_calls", tool_calls);
         }
     }
@@ -856,7 +877,7 @@ fn answer_out<'a>(
     }
     let stop = answer
         .get("stopReason")
-        .and_then(Value::as_str)
+        .and_then(A::as_str)
         .ok_or_else(|| TranslateError::new("stopReason", "required"))?;
     let finish = if json_call && stop == "tool_use" {
         "stop"
@@ -871,9 +892,25 @@ fn answer_out<'a>(
         "choices": vec![obj! {"index": 0u64, "message": message, "finish_reason": finish}],
     };
     if let Some(usage) = answer.get("usage") {
-        out.set_field("usage", usage_to_chat(usage));
+        out.set_field("usage", usage_out(usage));
     }
     Ok(out)
+}
+
+/// The `properties` of a tool input that holds nothing else (the JSON-mode tool's input as
+/// some models wrap it).
+fn only_properties<A: Json>(input: &A) -> Option<&A> {
+    let mut others = false;
+    // A field other than `properties` makes the input more than its properties.
+    let _ = input.each_field(&mut |name, _| {
+        others |= name != "properties";
+        Ok(())
+    });
+    if others {
+        None
+    } else {
+        input.get("properties")
+    }
 }
 
 /// Now as Unix seconds: OpenAI's `created`.
@@ -1167,6 +1204,27 @@ mod tests {
         assert_eq!(chat["choices"][0]["message"]["content"], "{\"a\":1}");
         assert_eq!(chat["choices"][0]["finish_reason"], "stop");
         assert!(chat["choices"][0]["message"].get("tool_calls").is_none());
+        // An input that is only `properties` is unwrapped; one with more is not. Read from the
+        // answer's bytes (as the backend reads it) the same as from its `Value`.
+        for (input, content) in [
+            (json!({"a": 1}), "{\"a\":1}"),
+            (json!({"properties": {"b": [1, "x"]}}), "{\"b\":[1,\"x\"]}"),
+            (
+                json!({"properties": {"b": 2}, "c": 3}),
+                "{\"c\":3,\"properties\":{\"b\":2}}",
+            ),
+        ] {
+            let mut answer = answer.clone();
+            answer["output"]["message"]["content"][0]["toolUse"]["input"] = input;
+            let chat = answer_to_chat_in(&answer, "m", true).unwrap();
+            assert_eq!(chat["choices"][0]["message"]["content"], content);
+            let bytes = serde_json::to_vec(&answer).unwrap();
+            let written = answer_bytes_to_chat_bytes(&bytes, "m", true, "chatcmpl-1").unwrap();
+            let written: Value = serde_json::from_slice(&written).unwrap();
+            assert_eq!(written["choices"][0]["message"]["content"], content);
+            assert_eq!(written["choices"][0]["finish_reason"], "stop");
+        }
+        assert!(answer_bytes_to_chat_bytes(b"{\"output\": ", "m", true, "c").is_err());
     }
 
     #[test]

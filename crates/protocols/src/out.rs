@@ -201,6 +201,13 @@ pub(crate) fn to_bytes(out: &Out<'_>) -> Result<Vec<u8>, TranslateError> {
     Ok(bytes)
 }
 
+/// `out` as JSON text (a tool call's arguments), written as [`to_bytes`] writes it.
+pub(crate) fn to_string(out: &Out<'_>) -> Result<String, TranslateError> {
+    let mut bytes = Vec::new();
+    write_out(&mut bytes, out)?;
+    String::from_utf8(bytes).map_err(|e| TranslateError::new("", e.to_string()))
+}
+
 fn write_out(bytes: &mut Vec<u8>, out: &Out<'_>) -> Result<(), TranslateError> {
     match out {
         Out::Null => bytes.extend_from_slice(b"null"),
@@ -298,23 +305,39 @@ fn write_str(bytes: &mut Vec<u8>, s: &str) -> Result<(), TranslateError> {
 
 /// Whether `text` holds a byte JSON escapes: a quote, a backslash or one below 0x20. Eight
 /// bytes at a time (a word's bytes tested at once: `(w - 0x0101..) & !w & 0x8080..` is
-/// non-zero exactly when a byte of `w` is zero), the rest one by one.
+/// non-zero exactly when a byte of `w` is zero), with no byte-by-byte loop: the last eight
+/// bytes are tested as one word (overlapping the words before), and a text shorter than a word
+/// is tested padded with spaces (which need no escape). Most strings a translation writes are
+/// short names and values, for which this is one test.
 fn needs_escape(text: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
-    let chunks = text.chunks_exact(8);
-    let rest = chunks.remainder();
+    let escapes = |word: [u8; 8]| {
+        let w = u64::from_le_bytes(word);
+        below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let Some(last) = text.len().checked_sub(8) else {
+        let mut word = [b' '; 8];
+        if let Some(head) = word.get_mut(..text.len()) {
+            head.copy_from_slice(text);
+        }
+        return escapes(word) != 0;
+    };
     let mut found = 0;
-    for chunk in chunks {
+    for chunk in text.chunks_exact(8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        found |= below(w, 0x20)
-            | below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1);
+        found |= escapes(word);
     }
-    found != 0 || rest.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    if let Some(tail) = text.get(last..) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(tail);
+        found |= escapes(word);
+    }
+    found != 0
 }
 
 impl Serialize for Out<'_> {

@@ -334,6 +334,14 @@ proptest! {
         written["id"] = chat["id"].clone();
         written["created"] = chat["created"].clone();
         prop_assert_eq!(&written, &chat);
+        // Read from the answer's bytes, as the backend reads it: the same answer.
+        let answer_bytes = serde_json::to_vec(&answer).unwrap();
+        let bytes = ferrolite_protocols::converse::answer_bytes_to_chat_bytes(&answer_bytes, "anthropic.claude", false, "chatcmpl-1").unwrap();
+        let mut written: Value = serde_json::from_slice(&bytes).unwrap();
+        prop_assert_eq!(&written["id"], "chatcmpl-1");
+        written["id"] = chat["id"].clone();
+        written["created"] = chat["created"].clone();
+        prop_assert_eq!(&written, &chat);
         prop_assert_eq!(&chat["object"], "chat.completion");
         prop_assert_eq!(&chat["model"], "anthropic.claude");
         let blocks = answer["output"]["message"]["content"].as_array().unwrap();

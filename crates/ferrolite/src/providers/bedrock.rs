@@ -43,7 +43,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_types::event_stream::{HeaderValue, Message};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferrolite_protocols::converse::{self, ChatChunks, StreamFailure};
 use ferrolite_router::{
     BackendChunk, BackendError, BackendFuture, BackendRequest, BackendResponse, BackendStream,
@@ -349,10 +349,10 @@ pub(crate) fn call<'a>(
         let (answer, request_id) = converse_answer(backend, deployment, request).await?;
         let model = model_id(asked(deployment, request));
         let id = format!("chatcmpl-{request_id}");
-        // Written straight from the answer's parts.
-        let chat =
-            converse::answer_bytes_to_chat(&answer, model, converse::json_mode(&request.body), &id)
-                .map_err(|e| bad_answer(format!("the answer is not a Converse answer: {e}")))?;
+        // Written straight from the answer's parts, read borrowed from its bytes.
+        let json_mode = converse::json_mode(&request.body);
+        let chat = converse::answer_bytes_to_chat_bytes(&answer, model, json_mode, &id)
+            .map_err(|e| bad_answer(format!("the answer is not a Converse answer: {e}")))?;
         let body = Body::parse(chat).map_err(|e| bad_answer(format!("the answer is {e}")))?;
         Ok(BackendResponse {
             usage: body.usage(),
@@ -370,6 +370,8 @@ async fn whole(
     request: &BackendRequest,
 ) -> Result<Value, BackendError> {
     let (answer, request_id) = converse_answer(backend, deployment, request).await?;
+    let answer: Value = serde_json::from_slice(&answer)
+        .map_err(|e| bad_answer(format!("the answer is not JSON: {e}")))?;
     let model = model_id(asked(deployment, request));
     let mut chat = converse::answer_to_chat_in(&answer, model, converse::json_mode(&request.body))
         .map_err(|e| bad_answer(format!("the answer is not a Converse answer: {e}")))?;
@@ -377,12 +379,12 @@ async fn whole(
     Ok(chat)
 }
 
-/// One Converse call's answer, parsed, and its request id.
+/// One Converse call's answer, as its bytes, and its request id.
 async fn converse_answer(
     backend: &HttpBackend,
     deployment: &Deployment,
     request: &BackendRequest,
-) -> Result<(Value, String), BackendError> {
+) -> Result<(Bytes, String), BackendError> {
     let ready = ready(deployment, request)?;
     let url = ready.url(asked(deployment, request), "converse")?;
     let sent = signed(
@@ -407,9 +409,7 @@ async fn converse_answer(
         .bytes()
         .await
         .map_err(|e| bad_answer(format!("the answer broke off: {}", without_url(&e))))?;
-    let answer: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad_answer(format!("the answer is not JSON: {e}")))?;
-    Ok((answer, request_id))
+    Ok((bytes, request_id))
 }
 
 /// `x-amzn-requestid`, the answer's id.
