@@ -32,6 +32,9 @@ pub struct ModelFacts {
     /// USD per input token written to the prompt cache (five-minute entries where the
     /// provider has several).
     pub cache_creation_input_token_cost: Option<f64>,
+    /// USD per input token written to the prompt cache for an hour (Anthropic's one-hour
+    /// entries).
+    pub cache_creation_input_token_cost_above_1hr: Option<f64>,
 }
 
 #[derive(Deserialize)]

@@ -360,7 +360,7 @@ model_list:
   - model_name: claude
     litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-test}
   - model_name: claude
-    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-test, cache_creation_input_token_cost: 0.5}
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sk-ant-test, cache_creation_input_token_cost: 0.5, cache_creation_input_token_cost_above_1hr: 0.75}
     model_info: {cache_read_input_token_cost: 0.25}
 "#,
     )
@@ -379,6 +379,10 @@ model_list:
         "model_info wins"
     );
     assert_eq!(d[5].cache_creation_input_token_cost, Some(0.5));
+    // One-hour cache writes: the catalogue's price, or the configuration's.
+    assert_eq!(d[4].cache_creation_input_token_cost_above_1hr, Some(6e-6));
+    assert_eq!(d[5].cache_creation_input_token_cost_above_1hr, Some(0.75));
+    assert_eq!(d[3].cache_creation_input_token_cost_above_1hr, None);
     assert_eq!(d[3].cache_read_input_token_cost, None);
     let facts = ferrolite::catalogue::lookup("gpt-4o").unwrap();
     assert_eq!(d[0].max_input_tokens, facts.max_input_tokens);

@@ -217,7 +217,8 @@ fn reply(body: &Value) -> (Vec<Value>, &'static str) {
 }
 
 /// The usage of an answer: 100 cache-read tokens when anything was marked for caching, and 20
-/// cache-write tokens when the text `<a new book>` was.
+/// cache-write tokens when the text `<a new book>` was, split by lifetime as Anthropic reports
+/// it (`cache_creation`): written for an hour when a block asked for `"ttl": "1h"`.
 fn usage(body: &Value) -> Value {
     let text = body.to_string();
     let cached = if text.contains("cache_control") {
@@ -230,7 +231,13 @@ fn usage(body: &Value) -> Value {
     } else {
         0
     };
+    let hour = if text.contains("\"ttl\":\"1h\"") {
+        written
+    } else {
+        0
+    };
     json!({"input_tokens": 12, "cache_creation_input_tokens": written,
+           "cache_creation": {"ephemeral_5m_input_tokens": written - hour, "ephemeral_1h_input_tokens": hour},
            "cache_read_input_tokens": cached, "output_tokens": 7})
 }
 
@@ -258,7 +265,9 @@ fn stream_of(model: &str, blocks: &[Value], stop: &str, usage: &Value) -> Vec<Va
     let mut events = vec![json!({"type": "message_start", "message": {
         "id": "msg_01stream", "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": usage["input_tokens"], "cache_creation_input_tokens": 0,
+        "usage": {"input_tokens": usage["input_tokens"],
+                  "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+                  "cache_creation": usage["cache_creation"],
                   "cache_read_input_tokens": usage["cache_read_input_tokens"], "output_tokens": 1}}})];
     for (i, block) in blocks.iter().enumerate() {
         if block["type"] == "text" {
@@ -853,6 +862,78 @@ async fn cache_reads_and_writes_cost_the_catalogues_claude_cache_prices_whole_an
         (100, 20)
     );
     let expected = 12.0 * input + 100.0 * read + 20.0 * write + 7.0 * output;
+    let cost = answer.response_cost.unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+}
+
+/// Anthropic's one-hour cache writes (`"ttl": "1h"`) cost LiteLLM's
+/// `cache_creation_input_token_cost_above_1hr` (twice the input price for Claude Sonnet 4.5),
+/// not the five-minute price: whole, streamed, and passed through for a Messages caller.
+#[tokio::test]
+async fn one_hour_cache_writes_cost_the_one_hour_price_whole_and_streamed() {
+    let (base, _) = serve().await;
+    let facts = ferrolite::catalogue::lookup("anthropic/claude-sonnet-4-5").unwrap();
+    let (input, output, read, write, hour) = (
+        facts.input_cost_per_token.unwrap(),
+        facts.output_cost_per_token.unwrap(),
+        facts.cache_read_input_token_cost.unwrap(),
+        facts.cache_creation_input_token_cost.unwrap(),
+        facts.cache_creation_input_token_cost_above_1hr.unwrap(),
+    );
+    assert!((hour - 2.0 * input).abs() < 1e-15 && hour > write);
+    // The catalogue's prices, as `ferrolite serve` fills them in from it.
+    let deployment = Deployment {
+        input_cost_per_token: Some(input),
+        output_cost_per_token: Some(output),
+        cache_read_input_token_cost: Some(read),
+        cache_creation_input_token_cost: Some(write),
+        cache_creation_input_token_cost_above_1hr: Some(hour),
+        ..claude(&base, "claude", "claude-ok")
+    };
+    let router = router(vec![deployment], RouterSettings::default()).await;
+    // 12 uncached input tokens, 100 cache reads, 20 writes for an hour, 7 output.
+    let expected = 12.0 * input + 100.0 * read + 20.0 * hour + 7.0 * output;
+    let body = |stream: bool| {
+        json!({"stream": stream, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<a new book>", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]})
+    };
+
+    let answer = router
+        .call(Request::new("claude", body(false)))
+        .await
+        .unwrap();
+    let chat = answer.body.to_value().unwrap();
+    assert_eq!(
+        chat["usage"]["prompt_tokens_details"]["cache_creation_token_details"],
+        json!({"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 20}),
+        "the split kept in the canonical usage, as LiteLLM keeps it"
+    );
+    let usage = answer.usage.unwrap();
+    assert_eq!(
+        (usage.cache_write_tokens, usage.cache_write_1h_tokens),
+        (20, 20)
+    );
+    let cost = answer.response_cost.unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+
+    let mut request = Request::new("claude", body(true));
+    request.stream = true;
+    let mut stream = router.stream(request).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+    assert_eq!(stream.usage().unwrap().cache_write_1h_tokens, 20);
+    let cost = stream.response_cost().unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+
+    // A Messages caller's request passed through: the same price from Anthropic's own usage.
+    let mut native = native_call(false);
+    let mut caller = (*native.native.as_ref().unwrap().body).clone();
+    caller["messages"][0]["content"] = json!([
+        {"type": "text", "text": "<a new book>", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]);
+    native.native.as_mut().unwrap().body = Arc::new(caller);
+    let answer = router.call(native).await.unwrap();
+    assert_eq!(answer.usage.unwrap().cache_write_1h_tokens, 20);
     let cost = answer.response_cost.unwrap();
     assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
 }

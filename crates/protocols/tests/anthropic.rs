@@ -334,6 +334,12 @@ proptest! {
         let mut written: Value = serde_json::from_slice(&bytes).unwrap();
         written["created"] = back["created"].clone();
         prop_assert_eq!(&written, &back);
+        // Read from the Messages answer's bytes, as the backend reads it: the same answer.
+        let messages_bytes = serde_json::to_vec(&messages).unwrap();
+        let bytes = upstream::answer_bytes_to_chat_bytes(&messages_bytes, "claude-test").unwrap();
+        let mut written: Value = serde_json::from_slice(&bytes).unwrap();
+        written["created"] = back["created"].clone();
+        prop_assert_eq!(&written, &back);
         back["created"] = answer["created"].clone();
         prop_assert_eq!(back, answer);
     }

@@ -655,7 +655,7 @@ fn usage_of(json: &str) -> Option<Usage> {
         ],
     )
     .unwrap_or_default();
-    let [cached, creation, write] = details
+    let [cached, creation, write, lifetimes] = details
         .and_then(|d| {
             fields(
                 d.get(),
@@ -663,9 +663,14 @@ fn usage_of(json: &str) -> Option<Usage> {
                     "cached_tokens",
                     "cache_creation_tokens",
                     "cache_write_tokens",
+                    "cache_creation_token_details",
                 ],
             )
         })
+        .unwrap_or_default();
+    // LiteLLM's split of the cache writes by lifetime: the one-hour ones cost more.
+    let [hour] = lifetimes
+        .and_then(|l| fields(l.get(), ["ephemeral_1h_input_tokens"]))
         .unwrap_or_default();
     let mut usage = Usage::new(count(prompt).unwrap_or(0), count(completion).unwrap_or(0));
     if let Some(total) = count(total) {
@@ -676,6 +681,7 @@ fn usage_of(json: &str) -> Option<Usage> {
         .or(count(write))
         .or(count(created))
         .unwrap_or(0);
+    usage.cache_write_1h_tokens = count(hour).unwrap_or(0);
     Some(usage)
 }
 
@@ -752,6 +758,20 @@ mod tests {
         assert_eq!(
             (anthropic.cache_read_tokens, anthropic.cache_write_tokens),
             (100, 200)
+        );
+        assert_eq!(anthropic.cache_write_1h_tokens, 0);
+        // And the writes' split by lifetime, as LiteLLM keeps it.
+        let hour = body(
+            r#"{"usage":{"prompt_tokens":330,"completion_tokens":5,
+                "prompt_tokens_details":{"cached_tokens":100,
+                    "cache_creation_token_details":{"ephemeral_5m_input_tokens":50,"ephemeral_1h_input_tokens":150}},
+                "cache_read_input_tokens":100,"cache_creation_input_tokens":200}}"#,
+        )
+        .usage()
+        .unwrap();
+        assert_eq!(
+            (hour.cache_write_tokens, hour.cache_write_1h_tokens),
+            (200, 150)
         );
         let plain = body(r#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#)
             .usage()

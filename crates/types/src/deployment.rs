@@ -195,6 +195,11 @@ pub struct Deployment {
     /// `cache_creation_input_token_cost`); cache writes cost `input_cost_per_token` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_creation_input_token_cost: Option<f64>,
+    /// USD per input token written to the prompt cache for an hour (LiteLLM's
+    /// `cache_creation_input_token_cost_above_1hr`, Anthropic's `ttl: "1h"` cache blocks);
+    /// `cache_creation_input_token_cost` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_token_cost_above_1hr: Option<f64>,
     /// Per-attempt timeout in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
@@ -267,6 +272,7 @@ impl Deployment {
             output: self.output_cost_per_token.unwrap_or(0.0),
             cache_read: self.cache_read_input_token_cost,
             cache_write: self.cache_creation_input_token_cost,
+            cache_write_1h: self.cache_creation_input_token_cost_above_1hr,
         }
     }
 
@@ -377,6 +383,10 @@ impl Deployment {
             (
                 "cache_creation_input_token_cost",
                 self.cache_creation_input_token_cost,
+            ),
+            (
+                "cache_creation_input_token_cost_above_1hr",
+                self.cache_creation_input_token_cost_above_1hr,
             ),
             ("cooldown_time", self.cooldown_time),
             ("max_budget", self.max_budget),

@@ -21,6 +21,12 @@ pub struct Usage {
     /// Anthropic's `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_tokens: u64,
+    /// Of the cache writes, those written to last an hour rather than five minutes
+    /// (Anthropic's `usage.cache_creation.ephemeral_1h_input_tokens`, LiteLLM's
+    /// `prompt_tokens_details.cache_creation_token_details.ephemeral_1h_input_tokens`): priced at
+    /// [`TokenPrices::cache_write_1h`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_1h_tokens: u64,
     /// Cost in USD, when known.
     pub cost: Option<f64>,
 }
@@ -42,6 +48,9 @@ pub struct TokenPrices {
     /// USD per input token written to the prompt cache (`cache_creation_input_token_cost`);
     /// the input price when unknown.
     pub cache_write: Option<f64>,
+    /// USD per input token written to the prompt cache for an hour
+    /// (`cache_creation_input_token_cost_above_1hr`); the five-minute write price when unknown.
+    pub cache_write_1h: Option<f64>,
 }
 
 impl Usage {
@@ -53,6 +62,7 @@ impl Usage {
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
             cache_read_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             cost: None,
         }
     }
@@ -65,22 +75,28 @@ impl Usage {
             output: output_cost_per_token,
             cache_read: None,
             cache_write: None,
+            cache_write_1h: None,
         })
     }
 
     /// The cost of this usage at `prices`, in USD, as LiteLLM's `generic_cost_per_token` counts
     /// it: the prompt tokens neither read from nor written to the cache at the input price, the
     /// cache reads at the cache-read price, the cache writes at the cache-write price (each at
-    /// the input price when its own is unknown), the completion tokens at the output price.
+    /// the input price when its own is unknown), those written for an hour at the one-hour
+    /// write price (LiteLLM's `calculate_cache_writing_cost`; the five-minute price when it is
+    /// unknown), the completion tokens at the output price.
     pub fn cost_with(&self, prices: &TokenPrices) -> f64 {
         let reads = self.cache_read_tokens.min(self.prompt_tokens);
         let writes = self
             .cache_write_tokens
             .min(self.prompt_tokens.saturating_sub(reads));
+        let hour = self.cache_write_1h_tokens.min(writes);
         let text = self.prompt_tokens - reads - writes;
+        let write = prices.cache_write.unwrap_or(prices.input);
         text as f64 * prices.input
             + reads as f64 * prices.cache_read.unwrap_or(prices.input)
-            + writes as f64 * prices.cache_write.unwrap_or(prices.input)
+            + (writes - hour) as f64 * write
+            + hour as f64 * prices.cache_write_1h.unwrap_or(write)
             + self.completion_tokens as f64 * prices.output
     }
 }
@@ -96,6 +112,7 @@ mod tests {
         output: 15e-6,
         cache_read: Some(3e-7),
         cache_write: Some(3.75e-6),
+        cache_write_1h: Some(6e-6),
     };
 
     fn close(a: f64, b: f64) -> bool {
@@ -138,11 +155,47 @@ mod tests {
         let flat = TokenPrices {
             cache_read: None,
             cache_write: None,
+            cache_write_1h: None,
             ..SONNET
         };
         let expected = 1300.0 * 3e-6 + 50.0 * 15e-6;
         assert!(close(usage.cost_with(&flat), expected));
         assert!(close(usage.cost_at(3e-6, 15e-6), expected));
+    }
+
+    #[test]
+    fn cache_writes_for_an_hour_are_priced_at_the_one_hour_price() {
+        // 300 writes, 100 of them for an hour (Sonnet 4.5: $3.75 and $6 per million).
+        let usage = Usage {
+            cache_write_tokens: 300,
+            cache_write_1h_tokens: 100,
+            ..Usage::new(400, 10)
+        };
+        let expected = 100.0 * 3e-6 + 200.0 * 3.75e-6 + 100.0 * 6e-6 + 10.0 * 15e-6;
+        assert!(
+            close(usage.cost_with(&SONNET), expected),
+            "{}",
+            usage.cost_with(&SONNET)
+        );
+        // Without a one-hour price: the five-minute one; without either: the input price.
+        let no_hour = TokenPrices {
+            cache_write_1h: None,
+            ..SONNET
+        };
+        let expected = 100.0 * 3e-6 + 300.0 * 3.75e-6 + 10.0 * 15e-6;
+        assert!(close(usage.cost_with(&no_hour), expected));
+        let flat = TokenPrices {
+            cache_write: None,
+            ..no_hour
+        };
+        assert!(close(usage.cost_with(&flat), 400.0 * 3e-6 + 10.0 * 15e-6));
+        // One-hour counts beyond the writes are capped by them.
+        let over = Usage {
+            cache_write_1h_tokens: 1000,
+            ..usage
+        };
+        let expected = 100.0 * 3e-6 + 300.0 * 6e-6 + 10.0 * 15e-6;
+        assert!(close(over.cost_with(&SONNET), expected));
     }
 
     #[test]

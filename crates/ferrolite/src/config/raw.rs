@@ -93,6 +93,8 @@ pub(super) struct RawParams {
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) cache_creation_input_token_cost: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
+    pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
     pub(super) max_input_tokens: Option<u64>,
     #[serde(default)]
     pub(super) mock_response: Option<MockResponseDe>,
@@ -179,6 +181,8 @@ pub(super) struct RawModelInfo {
     pub(super) cache_read_input_token_cost: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) cache_creation_input_token_cost: Option<f64>,
+    #[serde(default, deserialize_with = "env_opt")]
+    pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
     #[serde(default, deserialize_with = "env_opt")]
     pub(super) rpm: Option<u64>,
     #[serde(default, deserialize_with = "env_opt")]

@@ -193,12 +193,19 @@ fn usage_of_native(usage: Option<&Value>) -> Usage {
     usage_of_chat(&upstream::usage_to_chat(usage))
 }
 
-/// The usage of a canonical `usage` object, with its cache reads and writes.
+/// The usage of a canonical `usage` object, with its cache reads and writes (and of these, the
+/// ones written for an hour).
 fn usage_of_chat(usage: &Value) -> Usage {
     let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
     Usage {
         cache_read_tokens: count("cache_read_input_tokens"),
         cache_write_tokens: count("cache_creation_input_tokens"),
+        cache_write_1h_tokens: usage
+            .pointer(
+                "/prompt_tokens_details/cache_creation_token_details/ephemeral_1h_input_tokens",
+            )
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
         ..Usage::new(count("prompt_tokens"), count("completion_tokens"))
     }
 }
@@ -224,12 +231,12 @@ pub(crate) fn call<'a>(
             .bytes()
             .await
             .map_err(|e| bad_answer(format!("the answer broke off: {}", without_url(&e))))?;
-        let answer: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| bad_answer(format!("the answer is not JSON: {e}")))?;
-        if !answer.is_object() {
-            return Err(bad_answer("the answer is not a JSON object".into()));
-        }
         if native {
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| bad_answer(format!("the answer is not JSON: {e}")))?;
+            if !answer.is_object() {
+                return Err(bad_answer("the answer is not a JSON object".into()));
+            }
             let body = Body::parse(bytes).map_err(|e| bad_answer(format!("the answer is {e}")))?;
             return Ok(BackendResponse {
                 // No `usage` in the answer is no usage known, not zero tokens.
@@ -242,11 +249,16 @@ pub(crate) fn call<'a>(
                 protocol: Protocol::AnthropicMessages,
             });
         }
-        let chat = upstream::answer_bytes_to_chat(&answer, model_of(deployment, request))
-            .map_err(|e| bad_answer(format!("the answer cannot be read: {e}")))?;
+        // Read borrowed from its bytes and written as the canonical answer's bytes.
+        let chat = upstream::answer_bytes_to_chat_bytes(&bytes, model_of(deployment, request))
+            .map_err(|e| match e.field.as_str() {
+                "" => bad_answer(format!("the answer is {}", e.reason)),
+                _ => bad_answer(format!("the answer cannot be read: {e}")),
+            })?;
         let body = Body::parse(chat).map_err(|e| bad_answer(format!("the answer is {e}")))?;
         Ok(BackendResponse {
-            usage: Some(usage_of_chat(&upstream::usage_to_chat(answer.get("usage")))),
+            // The canonical answer always carries the usage it was translated with.
+            usage: body.usage(),
             body,
             time_to_first_token: None,
             protocol: Protocol::OpenAiChat,

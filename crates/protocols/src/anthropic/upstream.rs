@@ -10,6 +10,7 @@ use ferrolite_types::ErrorClass;
 use serde_json::{Map, Value, json};
 
 use crate::TranslateError;
+use crate::doc::{Doc, Json};
 use crate::out::{self, Obj, Out, obj};
 use crate::sse::SseEvent;
 
@@ -774,10 +775,10 @@ fn unix_now() -> u64 {
 }
 
 /// A number field of a usage object (absent or null: 0).
-fn count(usage: Option<&Value>, name: &str) -> u64 {
+fn count<A: Json>(usage: Option<&A>, name: &str) -> u64 {
     usage
         .and_then(|u| u.get(name))
-        .and_then(Value::as_u64)
+        .and_then(A::as_u64)
         .unwrap_or(0)
 }
 
@@ -785,20 +786,43 @@ fn count(usage: Option<&Value>, name: &str) -> u64 {
 /// `prompt_tokens` = `input_tokens` + `cache_read_input_tokens` +
 /// `cache_creation_input_tokens`, `prompt_tokens_details.cached_tokens` = the cache reads,
 /// `completion_tokens` = `output_tokens`; the two cache counts are kept under their own names.
+/// The cache writes' split by lifetime (`cache_creation`: `ephemeral_5m_input_tokens`,
+/// `ephemeral_1h_input_tokens`), when given, is kept as LiteLLM keeps it:
+/// `prompt_tokens_details.cache_creation_token_details` (one-hour writes cost more).
 pub fn usage_to_chat(usage: Option<&Value>) -> Value {
+    usage_out(usage).into_value()
+}
+
+/// [`usage_to_chat`] of either tree, to be written.
+fn usage_out<'a, A: Json>(usage: Option<&A>) -> Out<'a> {
     let input = count(usage, "input_tokens");
     let read = count(usage, "cache_read_input_tokens");
     let created = count(usage, "cache_creation_input_tokens");
     let output = count(usage, "output_tokens");
     let prompt = input.saturating_add(read).saturating_add(created);
-    json!({
+    let mut details = Obj::with_capacity(2);
+    details.push("cached_tokens", read);
+    if let Some(lifetimes) = usage
+        .and_then(|u| u.get("cache_creation"))
+        .filter(|c| c.is_object())
+    {
+        let count = |name| count(Some(lifetimes), name);
+        details.push(
+            "cache_creation_token_details",
+            obj! {
+                "ephemeral_5m_input_tokens": count("ephemeral_5m_input_tokens"),
+                "ephemeral_1h_input_tokens": count("ephemeral_1h_input_tokens"),
+            },
+        );
+    }
+    obj! {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt.saturating_add(output),
-        "prompt_tokens_details": {"cached_tokens": read},
+        "prompt_tokens_details": details,
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": created,
-    })
+    }
 }
 
 /// A Messages answer (`type: message`) as a canonical `chat.completion`, reported as `model`
@@ -820,35 +844,47 @@ pub fn answer_bytes_to_chat(answer: &Value, model: &str) -> Result<Vec<u8>, Tran
     out::to_bytes(&answer_out(answer, model)?)
 }
 
+/// [`answer_bytes_to_chat`] of a Messages answer given as its bytes (what the Anthropic backend
+/// reads): read without copying its strings into a tree of their own. Bytes that are not a
+/// JSON object are refused with the parser's message.
+pub fn answer_bytes_to_chat_bytes(answer: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
+    let answer =
+        Doc::parse(answer).map_err(|e| TranslateError::new("", format!("not JSON: {e}")))?;
+    if !answer.is_object() {
+        return Err(TranslateError::new("", "not a JSON object"));
+    }
+    out::to_bytes(&answer_out(&answer, model)?)
+}
+
 /// The `chat.completion` of a Messages answer, borrowing from it.
-fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, TranslateError> {
-    if answer.get("type").and_then(Value::as_str) == Some("error") {
+fn answer_out<'a, A: Json>(answer: &'a A, model: &'a str) -> Result<Out<'a>, TranslateError> {
+    if answer.get("type").and_then(A::as_str) == Some("error") {
         return Err(TranslateError::new(
             "error",
-            error_message(&answer.to_string()),
+            error_message(&out::to_string(&answer.out())?),
         ));
     }
     let blocks = answer
         .get("content")
-        .and_then(Value::as_array)
+        .and_then(A::as_array)
         .ok_or_else(|| TranslateError::new("content", "missing"))?;
     let mut texts: Vec<&str> = Vec::with_capacity(1);
     let mut has_text = false;
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
-    let mut calls: Vec<&Value> = Vec::new();
+    let mut calls: Vec<&A> = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
-        match block.get("type").and_then(Value::as_str) {
+        match block.get("type").and_then(A::as_str) {
             Some("text") => {
                 has_text = true;
-                texts.push(block.get("text").and_then(Value::as_str).unwrap_or(""));
+                texts.push(block.get("text").and_then(A::as_str).unwrap_or(""));
             }
             Some("tool_use") => calls.push(block),
             Some("thinking") => {
-                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""));
-                thinking_blocks.push(Out::Ref(block));
+                reasoning.push_str(block.get("thinking").and_then(A::as_str).unwrap_or(""));
+                thinking_blocks.push(block.out());
             }
-            Some("redacted_thinking") => thinking_blocks.push(Out::Ref(block)),
+            Some("redacted_thinking") => thinking_blocks.push(block.out()),
             // Server tools' blocks (web search results, ...) carry nothing the chat form has.
             Some(_) => {}
             None => return Err(TranslateError::new(format!("content[{i}].type"), "missing")),
@@ -856,7 +892,7 @@ fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, Translat
     }
     let mut finish_reason = answer
         .get("stop_reason")
-        .and_then(Value::as_str)
+        .and_then(A::as_str)
         .map(finish_reason_of)
         .unwrap_or("stop");
     let mut content = match texts.as_slice() {
@@ -865,15 +901,17 @@ fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, Translat
         texts => Out::String(texts.concat()),
     };
     // A call's input as JSON text (none: `{}`).
-    let arguments = |call: &Value| {
-        call.get("input")
-            .map_or_else(|| "{}".to_string(), Value::to_string)
+    let arguments = |call: &A| -> Result<String, TranslateError> {
+        call.get("input").map_or_else(
+            || Ok("{}".to_string()),
+            |input| out::to_string(&input.out()),
+        )
     };
     if let [call] = calls.as_slice() {
-        if call.get("name").and_then(Value::as_str) == Some(RESPONSE_FORMAT_TOOL) {
+        if call.get("name").and_then(A::as_str) == Some(RESPONSE_FORMAT_TOOL) {
             let json_text = match call.get("input").and_then(|input| input.get("values")) {
-                Some(values) => values.to_string(),
-                None => arguments(call),
+                Some(values) => out::to_string(&values.out())?,
+                None => arguments(call)?,
             };
             content = Out::String(json_text);
             calls.clear();
@@ -884,19 +922,19 @@ fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, Translat
     message.push("role", "assistant");
     message.push("content", content);
     if !calls.is_empty() {
-        let tool_calls: Vec<Out<'_>> = calls
+        let tool_calls = calls
             .iter()
             .map(|call| {
-                obj! {
-                    "id": call.get("id").map_or(Out::Null, Out::Ref),
+                Ok(obj! {
+                    "id": call.get("id").map_or(Out::Null, A::out),
                     "type": "function",
                     "function": obj! {
-                        "name": call.get("name").map_or(Out::Null, Out::Ref),
-                        "arguments": arguments(call),
+                        "name": call.get("name").map_or(Out::Null, A::out),
+                        "arguments": arguments(call)?,
                     },
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Out<'_>>, TranslateError>>()?;
         message.push("tool_calls", tool_calls);
     }
     if !thinking_blocks.is_empty() {
@@ -904,16 +942,16 @@ fn answer_out<'a>(answer: &'a Value, model: &'a str) -> Result<Out<'a>, Translat
         message.push("thinking_blocks", thinking_blocks);
     }
     Ok(obj! {
-        "id": answer.get("id").map_or(Out::Str("msg_"), Out::Ref),
+        "id": answer.get("id").map_or(Out::Str("msg_"), A::out),
         "object": "chat.completion",
         "created": unix_now(),
-        "model": answer.get("model").and_then(Value::as_str).unwrap_or(model),
+        "model": answer.get("model").and_then(A::as_str).unwrap_or(model),
         "choices": vec![obj! {
             "index": 0u64,
             "message": message,
             "finish_reason": finish_reason,
         }],
-        "usage": usage_to_chat(answer.get("usage")),
+        "usage": usage_out(answer.get("usage")),
     })
 }
 
@@ -1143,7 +1181,8 @@ fn block_index(data: &Value) -> Result<usize, TranslateError> {
 /// Takes a stream event's usage numbers into the running usage (later values replace earlier).
 fn merge_usage(usage: &mut Map<String, Value>, update: &Map<String, Value>) {
     for (name, value) in update {
-        if value.is_u64() {
+        // The counts, and the cache writes' split by lifetime (`cache_creation`).
+        if value.is_u64() || (name == "cache_creation" && value.is_object()) {
             usage.insert(name.clone(), value.clone());
         }
     }

@@ -338,6 +338,10 @@ fn deployment_of(i: usize, raw: RawModel) -> Result<(Deployment, Option<MockSpec
             .cache_creation_input_token_cost
             .or(p.cache_creation_input_token_cost)
             .or(facts.cache_creation_input_token_cost),
+        cache_creation_input_token_cost_above_1hr: info
+            .cache_creation_input_token_cost_above_1hr
+            .or(p.cache_creation_input_token_cost_above_1hr)
+            .or(facts.cache_creation_input_token_cost_above_1hr),
         timeout: p.timeout.or(p.request_timeout).map(|s| s.0),
         stream_timeout: p.stream_timeout.map(|s| s.0),
         num_retries: p.num_retries,
