@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use ferrolite_router::spans::{Attr, FinishedSpan, SpanKind, SpanSink};
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
@@ -327,7 +328,6 @@ impl Otel {
         );
         let sink = Arc::new(Exporting {
             queue: Arc::new(Queue::new(batching)),
-            scope: InstrumentationScope::builder("ferrolite").build(),
             sampling_ratio: target.sampling_ratio,
         });
         let (commands, received) = tokio::sync::mpsc::unbounded_channel();
@@ -384,7 +384,7 @@ impl Otel {
 #[derive(Debug)]
 struct Queue {
     batching: Batching,
-    waiting: parking_lot::Mutex<Vec<SpanData>>,
+    waiting: parking_lot::Mutex<Vec<Queued>>,
     /// Woken when a batch waits.
     ready: tokio::sync::Notify,
     dropped: std::sync::atomic::AtomicU64,
@@ -404,7 +404,7 @@ impl Queue {
     }
 
     /// Queues an ended span, waking the export task when a batch waits.
-    fn push(&self, span: SpanData) {
+    fn push(&self, span: Queued) {
         let Batching {
             size, max_waiting, ..
         } = self.batching;
@@ -431,7 +431,7 @@ impl Queue {
         }
     }
 
-    fn take(&self) -> Vec<SpanData> {
+    fn take(&self) -> Vec<Queued> {
         std::mem::take(&mut *self.waiting.lock())
     }
 }
@@ -443,6 +443,8 @@ async fn export(
     queue: Arc<Queue>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
 ) {
+    let scope = InstrumentationScope::builder("ferrolite").build();
+    let mut failing = Failing::default();
     use opentelemetry_sdk::trace::SpanExporter as _;
     let Batching { size, every, .. } = queue.batching;
     let mut every = tokio::time::interval(every);
@@ -457,15 +459,22 @@ async fn export(
                 None => Some(Command::Shutdown(std::sync::mpsc::channel().0)),
             },
         };
-        let mut spans = queue.take();
+        let mut spans = queue.take().into_iter().peekable();
         let mut result = Ok(());
-        while !spans.is_empty() {
-            let rest = spans.split_off(spans.len().min(size));
-            if let Err(e) = exporter.export(spans).await {
-                tracing::warn!(error = %e, "could not export spans");
-                result = Err(OtelError::Export(e.to_string()));
+        while spans.peek().is_some() {
+            let batch: Vec<SpanData> = spans
+                .by_ref()
+                .take(size)
+                .map(|span| span.span_data(&scope))
+                .collect();
+            match exporter.export(batch).await {
+                Ok(()) => failing.exported(),
+                Err(e) => {
+                    let error = e.to_string();
+                    failing.failed(tokio::time::Instant::now().into_std(), &error);
+                    result = Err(OtelError::Export(error));
+                }
             }
-            spans = rest;
         }
         match command {
             None => {}
@@ -484,12 +493,56 @@ async fn export(
     }
 }
 
-/// The sink of [`Otel`]: each finished span made the SDK's `SpanData` and queued for the
+/// How often, at most, failed exports are warned of while the collector stays unreachable.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Exports failing in a row: the first failure is warned of, then one warning a minute (with
+/// the count so far) rather than one per export, every 500 ms, while the collector is down; the
+/// first export that succeeds again says so.
+#[derive(Debug, Default)]
+struct Failing {
+    /// Exports failed since the last that succeeded.
+    failed: u64,
+    /// When the last warning was written.
+    warned: Option<std::time::Instant>,
+}
+
+impl Failing {
+    /// An export failed at `now` with `error`; whether it was warned of.
+    fn failed(&mut self, now: std::time::Instant, error: &str) -> bool {
+        self.failed += 1;
+        if self
+            .warned
+            .is_some_and(|warned| now.saturating_duration_since(warned) < WARN_EVERY)
+        {
+            return false;
+        }
+        self.warned = Some(now);
+        tracing::warn!(
+            error,
+            failed_exports = self.failed,
+            "could not export spans (warned of at most once a minute while it lasts)"
+        );
+        true
+    }
+
+    /// An export succeeded.
+    fn exported(&mut self) {
+        if self.failed > 0 {
+            tracing::info!(
+                failed_exports = self.failed,
+                "exporting spans again after failed exports"
+            );
+        }
+        *self = Failing::default();
+    }
+}
+
+/// The sink of [`Otel`]: each finished span copied into a [`Queued`] and queued for the
 /// export task.
 #[derive(Debug)]
 struct Exporting {
     queue: Arc<Queue>,
-    scope: InstrumentationScope,
     sampling_ratio: Option<f64>,
 }
 
@@ -503,7 +556,7 @@ impl SpanSink for Exporting {
         if self.queue.closed.load(Ordering::Relaxed) {
             return;
         }
-        self.queue.push(span_data(span, &self.scope));
+        self.queue.push(Queued::of(&span));
     }
 }
 
@@ -518,53 +571,135 @@ fn sampled(trace_id: u128, ratio: f64) -> bool {
     ((trace_id as u64) >> 1) < bound
 }
 
-/// A finished span as the SDK's exporter takes it.
-fn span_data(span: FinishedSpan<'_>, scope: &InstrumentationScope) -> SpanData {
-    let mut attributes = Vec::with_capacity(span.attributes.len());
-    for (key, value) in span.attributes {
-        let value = match value {
-            None => continue,
-            Some(Attr::Static(text)) => Value::from(*text),
-            Some(Attr::Str(text)) => Value::from(text.to_string()),
-            Some(Attr::Int(n)) => Value::I64(*n),
-            Some(Attr::Float(x)) => Value::F64(*x),
-            Some(Attr::Bool(b)) => Value::Bool(*b),
-        };
-        attributes.push(KeyValue::new(Key::from_static_str(key), value));
+/// An ended span as it waits for the export task, copied from the call that ended it in two
+/// allocations (its attributes, and one buffer with its texts); the export task makes it the
+/// SDK's `SpanData` (an allocation for each text), off the request's thread.
+#[derive(Debug, Clone)]
+struct Queued {
+    kind: SpanKind,
+    context: ferrolite_router::spans::SpanContext,
+    parent: Option<(u64, bool)>,
+    start: SystemTime,
+    end: SystemTime,
+    error: bool,
+    /// The name, then the `tracestate` (when there is one), then each text attribute.
+    text: String,
+    name_len: usize,
+    state_len: Option<usize>,
+    attributes: Vec<(&'static str, Stored)>,
+}
+
+/// An attribute's value in a [`Queued`] span.
+#[derive(Debug, Clone, Copy)]
+enum Stored {
+    Static(&'static str),
+    /// Its place in the span's text.
+    Text(usize, usize),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Queued {
+    /// `span`, copied.
+    fn of(span: &FinishedSpan<'_>) -> Queued {
+        let texts = span
+            .attributes
+            .iter()
+            .map(|(_, value)| match value {
+                Some(Attr::Str(text)) => text.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        let state = span.state.unwrap_or_default();
+        let mut text = String::with_capacity(span.name.len() + state.len() + texts);
+        text.push_str(&span.name);
+        text.push_str(state);
+        let mut attributes = Vec::with_capacity(span.attributes.len());
+        for (key, value) in span.attributes {
+            let value = match value {
+                None => continue,
+                Some(Attr::Static(t)) => Stored::Static(t),
+                Some(Attr::Str(t)) => {
+                    let start = text.len();
+                    text.push_str(t);
+                    Stored::Text(start, text.len())
+                }
+                Some(Attr::Int(n)) => Stored::Int(*n),
+                Some(Attr::Float(x)) => Stored::Float(*x),
+                Some(Attr::Bool(b)) => Stored::Bool(*b),
+            };
+            attributes.push((*key, value));
+        }
+        Queued {
+            kind: span.kind,
+            context: span.context,
+            parent: span.parent,
+            start: span.start,
+            end: span.end,
+            error: span.error,
+            text,
+            name_len: span.name.len(),
+            state_len: span.state.map(str::len),
+            attributes,
+        }
     }
-    let state = span
-        .state
-        .and_then(|state| state.parse::<TraceState>().ok())
-        .unwrap_or_default();
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from(span.context.trace_id),
-            SpanId::from(span.context.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            state,
-        ),
-        parent_span_id: span
-            .parent
-            .map_or(SpanId::INVALID, |(id, _)| SpanId::from(id)),
-        parent_span_is_remote: span.parent.is_some_and(|(_, remote)| remote),
-        span_kind: match span.kind {
-            SpanKind::Server => opentelemetry::trace::SpanKind::Server,
-            SpanKind::Client => opentelemetry::trace::SpanKind::Client,
-        },
-        name: Cow::Owned(span.name.into_owned()),
-        start_time: span.start,
-        end_time: span.end,
-        attributes,
-        dropped_attributes_count: 0,
-        events: Default::default(),
-        links: Default::default(),
-        status: if span.error {
-            Status::error("")
-        } else {
-            Status::Unset
-        },
-        instrumentation_scope: scope.clone(),
+
+    /// The span as the SDK's exporter takes it.
+    fn span_data(&self, scope: &InstrumentationScope) -> SpanData {
+        let text = |start: usize, end: usize| self.text.get(start..end).unwrap_or_default();
+        let attributes = self
+            .attributes
+            .iter()
+            .map(|(key, value)| {
+                let value = match *value {
+                    Stored::Static(t) => Value::from(t),
+                    Stored::Text(start, end) => Value::from(text(start, end).to_string()),
+                    Stored::Int(n) => Value::I64(n),
+                    Stored::Float(x) => Value::F64(x),
+                    Stored::Bool(b) => Value::Bool(b),
+                };
+                KeyValue::new(Key::from_static_str(key), value)
+            })
+            .collect();
+        let state = self
+            .state_len
+            .and_then(|len| {
+                text(self.name_len, self.name_len + len)
+                    .parse::<TraceState>()
+                    .ok()
+            })
+            .unwrap_or_default();
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(self.context.trace_id),
+                SpanId::from(self.context.span_id),
+                TraceFlags::SAMPLED,
+                false,
+                state,
+            ),
+            parent_span_id: self
+                .parent
+                .map_or(SpanId::INVALID, |(id, _)| SpanId::from(id)),
+            parent_span_is_remote: self.parent.is_some_and(|(_, remote)| remote),
+            span_kind: match self.kind {
+                SpanKind::Server => opentelemetry::trace::SpanKind::Server,
+                SpanKind::Client => opentelemetry::trace::SpanKind::Client,
+            },
+            name: Cow::Owned(text(0, self.name_len).to_string()),
+            start_time: self.start,
+            end_time: self.end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: if self.error {
+                Status::error("")
+            } else {
+                Status::Unset
+            },
+            instrumentation_scope: scope.clone(),
+        }
     }
 }
 
@@ -705,9 +840,10 @@ mod tests {
             ("gen_ai.request.temperature", Some(Attr::Float(0.25))),
             ("ferrolite.stream", Some(Attr::Bool(false))),
             ("gen_ai.response.model", None),
+            ("ferrolite.deployment.id", Some(Attr::Str("azure-east"))),
         ];
         let scope = InstrumentationScope::builder("ferrolite").build();
-        let data = span_data(finished(&attributes), &scope);
+        let data = Queued::of(&finished(&attributes)).span_data(&scope);
         assert_eq!(data.name, "POST /v1/chat/completions");
         assert_eq!(data.span_kind, opentelemetry::trace::SpanKind::Server);
         assert_eq!(
@@ -737,15 +873,33 @@ mod tests {
                 ("gen_ai.request.max_tokens", &Value::I64(50)),
                 ("gen_ai.request.temperature", &Value::F64(0.25)),
                 ("ferrolite.stream", &Value::Bool(false)),
+                ("ferrolite.deployment.id", &Value::from("azure-east")),
             ],
             "a value not known is left out"
         );
     }
 
     #[test]
+    fn failed_exports_are_warned_of_once_a_minute_until_one_succeeds() {
+        let start = std::time::Instant::now();
+        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
+        let mut failing = Failing::default();
+        assert!(failing.failed(at(0), "refused"), "the first failure");
+        assert!(!failing.failed(at(500), "refused"), "not every 500 ms");
+        assert!(!failing.failed(at(59_999), "refused"));
+        assert!(failing.failed(at(60_000), "refused"), "a minute later");
+        assert_eq!(failing.failed, 4);
+        failing.exported();
+        assert_eq!(failing.failed, 0);
+        assert!(
+            failing.failed(at(60_500), "refused"),
+            "a new run of failures"
+        );
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_the_spans_beyond_it() {
-        let scope = InstrumentationScope::builder("ferrolite").build();
-        let span = span_data(finished(&[]), &scope);
+        let span = Queued::of(&finished(&[]));
         let queue = Queue::new(Batching::default());
         let most = Batching::default().max_waiting;
         for _ in 0..most + 3 {

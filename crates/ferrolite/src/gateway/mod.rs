@@ -180,24 +180,34 @@ impl Gateway {
     }
 }
 
-/// The route a call came by (`http.route`): the gateway's routes are fixed paths.
-fn route_of(path: &str) -> &'static str {
-    match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/chat/completions" => "/chat/completions",
-        "/v1/completions" => "/v1/completions",
-        "/completions" => "/completions",
-        "/v1/embeddings" => "/v1/embeddings",
-        "/embeddings" => "/embeddings",
-        "/v1/messages" => "/v1/messages",
-        "/messages" => "/messages",
-        "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
-        "/messages/count_tokens" => "/messages/count_tokens",
-        "/v1/responses" => "/v1/responses",
-        "/responses" => "/responses",
-        _ => "",
-    }
+/// The routes a call comes by, one list for [`route_of`].
+macro_rules! routes {
+    ($($path:literal),* $(,)?) => {
+        /// The route a call came by (`http.route`: the gateway's routes are fixed paths) and
+        /// its request span's name (`POST {route}`), both written once.
+        fn route_of(path: &str) -> trace::Route {
+            match path {
+                $($path => trace::Route { path: $path, span: concat!("POST ", $path) },)*
+                _ => trace::Route { path: "", span: "POST" },
+            }
+        }
+    };
 }
+
+routes!(
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/v1/completions",
+    "/completions",
+    "/v1/embeddings",
+    "/embeddings",
+    "/v1/messages",
+    "/messages",
+    "/v1/messages/count_tokens",
+    "/messages/count_tokens",
+    "/v1/responses",
+    "/responses",
+);
 
 /// Swaps the router a running gateway serves (hot reload): calls in flight finish on the
 /// router they started with; new calls take the new one.

@@ -21,6 +21,15 @@ use ferrolite_router::{Request, RouterResponse, RouterStream};
 use super::answer::Answered;
 use ferrolite_types::Usage;
 
+/// The route a call came by and its request span's name.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Route {
+    /// The path (`http.route`).
+    pub(super) path: &'static str,
+    /// `POST {path}`.
+    pub(super) span: &'static str,
+}
+
 /// A call's request span while the call goes (cloning shares it); it is finished and handed
 /// to the sink when the last clone drops. `Traced::default()` traces nothing.
 #[derive(Clone, Default)]
@@ -31,7 +40,7 @@ struct RequestSpan {
     trace: Trace,
     /// The client's span, when the client started the trace.
     parent: Option<u64>,
-    route: &'static str,
+    route: Route,
     id: String,
     start: SystemTime,
     fields: parking_lot::Mutex<Fields>,
@@ -61,7 +70,7 @@ struct Fields {
 /// trace (sampled as `sink` says) otherwise. Traces nothing without a sink.
 pub(super) fn request(
     sink: Option<&Arc<dyn SpanSink>>,
-    route: &'static str,
+    route: Route,
     id: &str,
     headers: &HeaderMap,
 ) -> Traced {
@@ -201,7 +210,7 @@ impl Drop for RequestSpan {
         let count = |i: usize| counts.and_then(|c| c.get(i).copied()).map(Attr::Int);
         let attributes = [
             ("http.request.method", Some(Attr::Static("POST"))),
-            ("http.route", Some(Attr::Static(route))),
+            ("http.route", Some(Attr::Static(route.path))),
             (
                 "http.response.status_code",
                 fields.status.map(|s| Attr::Int(i64::from(s))),
@@ -227,7 +236,7 @@ impl Drop for RequestSpan {
             ("ferrolite.cache_hit", fields.cache_hit.map(Attr::Bool)),
         ];
         trace.sink.finished(FinishedSpan {
-            name: Cow::Owned(format!("POST {route}")),
+            name: Cow::Borrowed(route.span),
             kind: SpanKind::Server,
             context: trace.request,
             parent: parent.map(|id| (id, true)),
