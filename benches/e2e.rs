@@ -9,7 +9,7 @@
 //! completions of a realistic body) sharing the two cores: requests/s and p50/p99 latency, in
 //! memory and with batched Redis; and the resident size with 1,000 deployments configured.
 //!
-//! Run: `cargo run --release -p ferrolite-benches --bin e2e` (Redis at `REDIS_URL`, else
+//! Run: `cargo run --release -p ferrolite-benches --features tools --bin e2e` (Redis at `REDIS_URL`, else
 //! `redis://127.0.0.1:6379`; the Redis modes are left out when none answers).
 
 // A load that cannot set up has nothing to measure: failing loudly is right here.

@@ -2,7 +2,7 @@
 //! idle, with 10,000 keep-alive connections open (each answered once, then idle), and after
 //! they close; three rounds. docs/benchmarks.md has the numbers.
 //!
-//! `cargo run -p ferrolite-benches --bin flood -- target/debug/ferrolite [connections]`
+//! `cargo run -p ferrolite-benches --features tools --bin flood -- target/debug/ferrolite [connections]`
 //! (Linux: reads `/proc/<pid>/status`; needs a file-descriptor limit above the connections).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -20,7 +20,7 @@
 //! killed. Deployments can be told apart by path: `http://127.0.0.1:PORT/d17/v1` as `api_base`
 //! answers at `/d17/v1/chat/completions`.
 //!
-//! Run: `cargo run --release -p ferrolite-benches --bin load -- --port 4000 --connections 16`.
+//! Run: `cargo run --release -p ferrolite-benches --features tools --bin load -- --port 4000 --connections 16`.
 
 // A load that cannot set up has nothing to measure: failing loudly is right here.
 #![allow(

@@ -8,7 +8,7 @@
 //! Run: `cargo bench -p ferrolite-benches --bench otel`.
 
 // A benchmark that cannot set up has nothing to measure: failing loudly is right here.
-#![allow(clippy::expect_used, clippy::disallowed_methods)]
+#![allow(clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -154,6 +154,28 @@ fn otel(c: &mut Criterion) {
     let off = gateway(&rt, None);
     let built = gateway(&rt, Some(Arc::new(Discard)));
     let on = gateway(&rt, Some(otel.sink()));
+    // `FERROLITE_BENCH_COUNT=row:N` (off, built or on): instead of timing, N requests of that
+    // row and exit, for a count of instructions (`perf stat -e instructions:u`, every thread:
+    // the export task's work included) that a shared machine's noise does not move.
+    if let Ok(spec) = std::env::var("FERROLITE_BENCH_COUNT") {
+        let (row, times) = spec.split_once(':').expect("FERROLITE_BENCH_COUNT=row:N");
+        let times: u64 = times.parse().expect("a number of requests");
+        let app = match row {
+            "off" => &off,
+            "built" => &built,
+            "on" => &on,
+            _ => panic!("row off, built or on"),
+        };
+        rt.block_on(async {
+            for _ in 0..times {
+                request(app).await;
+            }
+        });
+        otel.force_flush().expect("flush");
+        eprintln!("spans dropped by the exporter: {}", otel.dropped());
+        otel.shutdown().expect("shutdown");
+        return;
+    }
     let mut group = c.benchmark_group("otel");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("gateway_10_deployments_traces_off", |b| {

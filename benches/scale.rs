@@ -330,7 +330,7 @@ fn main() {
     for binary in [&args.ferrolite, &args.load] {
         assert!(
             binary.exists(),
-            "{} is missing: build it (`cargo build --release -p ferrolite-cli -p ferrolite-benches`)",
+            "{} is missing: build it (`cargo build --release -p ferrolite-cli -p ferrolite-benches --features ferrolite-benches/tools`)",
             binary.display()
         );
     }

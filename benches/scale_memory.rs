@@ -8,7 +8,7 @@
 //! the system allocator (this binary does not install jemalloc), which heap profilers see.
 //!
 //! ```text
-//! cargo build -p ferrolite-benches --bin scale_memory
+//! cargo build -p ferrolite-benches --features tools --bin scale_memory
 //! heaptrack target/debug/scale_memory --config big.yaml --model big --calls 10000
 //! heaptrack_print -f heaptrack.scale_memory.*.zst --print-leaks
 //! ```

@@ -10,7 +10,7 @@
 //! with the samples and the growth from the 100,000 mark to the end.
 //!
 //! Run (the binary built first, release or debug):
-//! `cargo run --release -p ferrolite-benches --bin serve_memory -- --ferrolite
+//! `cargo run --release -p ferrolite-benches --features tools --bin serve_memory -- --ferrolite
 //! target/release/ferrolite --requests 5000000`
 
 // A load that cannot set up has nothing to measure: failing loudly is right here.

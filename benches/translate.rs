@@ -90,42 +90,47 @@ fn translate(c: &mut Criterion) {
         "max_output_tokens": 512,
     });
 
-    let mut group = c.benchmark_group("translate_2kb");
-    group.bench_function("messages_in_request_to_chat", |b| {
-        b.iter(|| anthropic::client::request_to_chat(black_box(&messages)))
-    });
-    group.bench_function("responses_in_request_to_chat", |b| {
-        b.iter(|| responses::request_to_chat(black_box(&responses_request)))
-    });
-    group.bench_function("chat_to_anthropic_request", |b| {
-        b.iter(|| anthropic::upstream::request_from_chat(black_box(&chat), "claude-sonnet-4-5"))
-    });
-    group.bench_function("chat_to_converse_request", |b| {
-        b.iter(|| converse::request_from_chat(black_box(&chat)))
-    });
-    group.bench_function("chat_to_gemini_request", |b| {
-        b.iter(|| gemini::request_from_chat(black_box(&chat)))
-    });
-    group.bench_function("anthropic_answer_to_chat", |b| {
-        b.iter(|| anthropic::upstream::answer_to_chat(black_box(&native_answer), "claude"))
-    });
-    group.bench_function("chat_answer_to_messages", |b| {
-        b.iter(|| anthropic::client::answer_from_chat(black_box(&answer)))
-    });
-    group.bench_function("chat_answer_to_responses", |b| {
-        b.iter(|| responses::answer_from_chat(black_box(&answer), black_box(&responses_request)))
-    });
-    // A Messages client to a Bedrock deployment: in, out, and the answer back (the answer's
-    // own protocol side measured by the Anthropic pair above).
-    group.bench_function("messages_to_converse_round", |b| {
-        b.iter(|| {
-            let chat = anthropic::client::request_to_chat(black_box(&messages)).expect("in");
-            let out = converse::request_from_chat(&chat).expect("out");
-            let back = anthropic::client::answer_from_chat(black_box(&answer)).expect("back");
-            (out, back)
-        })
-    });
-    group.finish();
+    let counting = counting();
+    if counting.is_none() {
+        let mut group = c.benchmark_group("translate_2kb");
+        group.bench_function("messages_in_request_to_chat", |b| {
+            b.iter(|| anthropic::client::request_to_chat(black_box(&messages)))
+        });
+        group.bench_function("responses_in_request_to_chat", |b| {
+            b.iter(|| responses::request_to_chat(black_box(&responses_request)))
+        });
+        group.bench_function("chat_to_anthropic_request", |b| {
+            b.iter(|| anthropic::upstream::request_from_chat(black_box(&chat), "claude-sonnet-4-5"))
+        });
+        group.bench_function("chat_to_converse_request", |b| {
+            b.iter(|| converse::request_from_chat(black_box(&chat)))
+        });
+        group.bench_function("chat_to_gemini_request", |b| {
+            b.iter(|| gemini::request_from_chat(black_box(&chat)))
+        });
+        group.bench_function("anthropic_answer_to_chat", |b| {
+            b.iter(|| anthropic::upstream::answer_to_chat(black_box(&native_answer), "claude"))
+        });
+        group.bench_function("chat_answer_to_messages", |b| {
+            b.iter(|| anthropic::client::answer_from_chat(black_box(&answer)))
+        });
+        group.bench_function("chat_answer_to_responses", |b| {
+            b.iter(|| {
+                responses::answer_from_chat(black_box(&answer), black_box(&responses_request))
+            })
+        });
+        // A Messages client to a Bedrock deployment: in, out, and the answer back (the answer's
+        // own protocol side measured by the Anthropic pair above).
+        group.bench_function("messages_to_converse_round", |b| {
+            b.iter(|| {
+                let chat = anthropic::client::request_to_chat(black_box(&messages)).expect("in");
+                let out = converse::request_from_chat(&chat).expect("out");
+                let back = anthropic::client::answer_from_chat(black_box(&answer)).expect("back");
+                (out, back)
+            })
+        });
+        group.finish();
+    }
 
     // Bytes in to bytes out, as a call does it (see the module documentation).
     let chat_bytes = serde_json::to_vec(&chat).expect("chat bytes");
@@ -141,85 +146,112 @@ fn translate(c: &mut Criterion) {
     .expect("converse answer bytes");
     let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).expect("JSON");
     let mut group = c.benchmark_group("translate_2kb_call");
-    group.bench_function("request_untranslated", |b| {
-        b.iter(|| serde_json::to_vec(&parse(black_box(&chat_bytes))).expect("out"))
+    row(&mut group, &counting, "request_untranslated", || {
+        serde_json::to_vec(&parse(black_box(&chat_bytes))).expect("out")
     });
-    group.bench_function("request_messages_to_chat", |b| {
-        b.iter(|| {
-            let chat = anthropic::client::request_to_chat(&parse(black_box(&messages_bytes)));
-            serde_json::to_vec(&chat.expect("in")).expect("out")
-        })
+    row(&mut group, &counting, "request_messages_to_chat", || {
+        let chat = anthropic::client::request_to_chat(&parse(black_box(&messages_bytes)));
+        serde_json::to_vec(&chat.expect("in")).expect("out")
     });
-    group.bench_function("request_responses_to_chat", |b| {
-        b.iter(|| {
-            let chat = responses::request_to_chat(&parse(black_box(&responses_bytes)));
-            serde_json::to_vec(&chat.expect("in")).expect("out")
-        })
+    row(&mut group, &counting, "request_responses_to_chat", || {
+        let chat = responses::request_to_chat(&parse(black_box(&responses_bytes)));
+        serde_json::to_vec(&chat.expect("in")).expect("out")
     });
-    group.bench_function("request_chat_to_anthropic", |b| {
-        b.iter(|| {
-            let chat = parse(black_box(&chat_bytes));
-            anthropic::upstream::request_bytes_from_chat(&chat, "claude-sonnet-4-5", false)
-                .expect("out")
-        })
+    row(&mut group, &counting, "request_chat_to_anthropic", || {
+        let chat = parse(black_box(&chat_bytes));
+        anthropic::upstream::request_bytes_from_chat(&chat, "claude-sonnet-4-5", false)
+            .expect("out")
     });
-    group.bench_function("request_chat_to_converse", |b| {
-        b.iter(|| converse::request_bytes_from_chat(&parse(black_box(&chat_bytes))).expect("out"))
+    row(&mut group, &counting, "request_chat_to_converse", || {
+        converse::request_bytes_from_chat(&parse(black_box(&chat_bytes))).expect("out")
     });
-    group.bench_function("request_chat_to_gemini", |b| {
-        b.iter(|| {
-            let chat = parse(black_box(&chat_bytes));
-            gemini::request_bytes_from_chat(&chat, "gemini-2.5-flash").expect("out")
-        })
+    row(&mut group, &counting, "request_chat_to_gemini", || {
+        let chat = parse(black_box(&chat_bytes));
+        gemini::request_bytes_from_chat(&chat, "gemini-2.5-flash").expect("out")
     });
-    group.bench_function("request_messages_to_converse", |b| {
-        b.iter(|| {
+    row(
+        &mut group,
+        &counting,
+        "request_messages_to_converse",
+        || {
             let chat = anthropic::client::request_to_chat(&parse(black_box(&messages_bytes)));
             converse::request_bytes_from_chat(&chat.expect("in")).expect("out")
-        })
+        },
+    );
+    row(&mut group, &counting, "answer_untranslated", || {
+        let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
+        body.as_bytes().to_vec()
     });
-    group.bench_function("answer_untranslated", |b| {
-        b.iter(|| {
-            let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
-            body.as_bytes().to_vec()
-        })
+    // As the Anthropic backend reads an answer: read borrowed from its bytes, written as the
+    // canonical answer's bytes, which become the call's body.
+    row(&mut group, &counting, "answer_anthropic_to_chat", || {
+        let chat = anthropic::upstream::answer_bytes_to_chat_bytes(
+            black_box(&native_answer_bytes),
+            "claude",
+        )
+        .expect("answer");
+        Body::parse(chat).expect("chat").as_bytes().to_vec()
     });
-    // As the Anthropic backend reads an answer: parsed once, written as the canonical answer's
-    // bytes, which become the call's body.
-    group.bench_function("answer_anthropic_to_chat", |b| {
-        b.iter(|| {
-            let native = parse(black_box(&native_answer_bytes));
-            let chat =
-                anthropic::upstream::answer_bytes_to_chat(&native, "claude").expect("answer");
-            Body::parse(chat).expect("chat").as_bytes().to_vec()
-        })
+    row(&mut group, &counting, "answer_chat_to_messages", || {
+        let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
+        anthropic::client::answer_bytes_from_chat_bytes(body.as_bytes(), "claude").expect("out")
     });
-    group.bench_function("answer_chat_to_messages", |b| {
-        b.iter(|| {
-            let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
-            anthropic::client::answer_bytes_from_chat_bytes(body.as_bytes(), "claude").expect("out")
-        })
-    });
-    group.bench_function("answer_chat_to_responses", |b| {
-        b.iter(|| {
-            let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
-            responses::answer_bytes_from_chat_bytes(body.as_bytes(), &responses_request, "claude")
-                .expect("out")
-        })
+    row(&mut group, &counting, "answer_chat_to_responses", || {
+        let body = Body::parse(black_box(answer_bytes.clone())).expect("answer");
+        responses::answer_bytes_from_chat_bytes(body.as_bytes(), &responses_request, "claude")
+            .expect("out")
     });
     // A Messages client's answer from a Bedrock deployment: the Converse answer to the
     // canonical one (the backend), and that to a Messages answer (the gateway).
-    group.bench_function("answer_converse_to_messages", |b| {
-        b.iter(|| {
-            let native = parse(black_box(&converse_answer_bytes));
-            let chat =
-                converse::answer_bytes_to_chat(&native, "anthropic.claude", false, "chatcmpl-1")
-                    .expect("answer");
-            let body = Body::parse(chat).expect("chat");
-            anthropic::client::answer_bytes_from_chat_bytes(body.as_bytes(), "claude").expect("out")
-        })
+    row(&mut group, &counting, "answer_converse_to_messages", || {
+        let chat = converse::answer_bytes_to_chat_bytes(
+            black_box(&converse_answer_bytes),
+            "anthropic.claude",
+            false,
+            "chatcmpl-1",
+        )
+        .expect("answer");
+        let body = Body::parse(chat).expect("chat");
+        anthropic::client::answer_bytes_from_chat_bytes(body.as_bytes(), "claude").expect("out")
     });
     group.finish();
+}
+
+/// `FERROLITE_BENCH_COUNT=row:N`: instead of timing, runs the `translate_2kb_call` row `row`
+/// `N` times and exits, for a count of its instructions that a shared machine's noise does not
+/// move (`perf stat -e instructions:u`, less the same with `N` = 0, over `N`).
+struct Counting {
+    row: String,
+    times: u64,
+}
+
+fn counting() -> Option<Counting> {
+    let spec = std::env::var("FERROLITE_BENCH_COUNT").ok()?;
+    let (row, times) = spec.split_once(':').expect("FERROLITE_BENCH_COUNT=row:N");
+    Some(Counting {
+        row: row.to_string(),
+        times: times.parse().expect("a number of runs"),
+    })
+}
+
+/// A row of `group`: timed, or run as `counting` says.
+fn row<R>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    counting: &Option<Counting>,
+    name: &str,
+    mut f: impl FnMut() -> R,
+) {
+    match counting {
+        Some(counting) if counting.row == name => {
+            for _ in 0..counting.times {
+                black_box(f());
+            }
+        }
+        Some(_) => {}
+        None => {
+            group.bench_function(name, |b| b.iter(&mut f));
+        }
+    }
 }
 
 criterion_group!(benches, translate);

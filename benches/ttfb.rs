@@ -14,6 +14,7 @@
 //! - `chat->anthropic`: chat completions in, translated to Messages, events translated back.
 //!
 //! ```text
+//! cargo build --release -p ferrolite-cli -p ferrolite-benches --features ferrolite-benches/tools
 //! ttfb [--ferrolite target/release/ferrolite] [--requests 400]
 //! ```
 //!

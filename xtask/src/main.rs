@@ -6,7 +6,7 @@
 //! - `cargo xtask redis`: starts a private `redis-server` on a free loopback port for a developer,
 //!   prints its URL and runs until interrupted.
 //! - `cargo xtask bench [ARGS]`: runs the criterion benches (`cargo bench -p ferrolite-benches`),
-//!   then the end-to-end load (`cargo run --release -p ferrolite-benches --bin e2e`), which
+//!   then the end-to-end load (`cargo run --release -p ferrolite-benches --features tools --bin e2e`), which
 //!   prints one JSON line, then the scale benchmark (below).
 //! - `cargo xtask bench scale [ARGS]`: only the scale benchmark: builds the release `ferrolite`
 //!   and runs `benches/scale.rs` (`ferrolite serve` over one group of 10 / 1,000 / 10,000
@@ -68,6 +68,8 @@ fn main() -> ExitCode {
                     "--release",
                     "-p",
                     "ferrolite-benches",
+                    "--features",
+                    "tools",
                     "--bin",
                     "e2e",
                 ],
@@ -97,7 +99,7 @@ fn main() -> ExitCode {
 }
 
 /// The fields of a LiteLLM catalogue entry the router uses.
-const CATALOGUE_FIELDS: [&str; 8] = [
+const CATALOGUE_FIELDS: [&str; 9] = [
     "litellm_provider",
     "mode",
     "max_input_tokens",
@@ -106,6 +108,7 @@ const CATALOGUE_FIELDS: [&str; 8] = [
     "output_cost_per_token",
     "cache_read_input_token_cost",
     "cache_creation_input_token_cost",
+    "cache_creation_input_token_cost_above_1hr",
 ];
 
 /// Writes the trimmed catalogue: one entry per line, sorted by name, so a refresh diffs well.
@@ -147,6 +150,10 @@ fn catalogue(from: &str) -> Result<(), String> {
 /// The scale benchmark: builds the release `ferrolite` binary and the benches' `load` and
 /// `scale` binaries, then runs `scale` (which starts `ferrolite serve` over 10 / 1,000 /
 /// 10,000 deployments and loads it from another process) with `args`.
+/// The feature that builds the benches package's programs (load generators, memory probes,
+/// the end-to-end load), named from the workspace.
+const BENCH_TOOLS: &str = "ferrolite-benches/tools";
+
 fn scale(args: &[String]) -> Result<(), String> {
     cargo(
         &[
@@ -156,6 +163,8 @@ fn scale(args: &[String]) -> Result<(), String> {
             "ferrolite-cli",
             "-p",
             "ferrolite-benches",
+            "--features",
+            BENCH_TOOLS,
             "--bin",
             "ferrolite",
             "--bin",
@@ -172,6 +181,8 @@ fn scale(args: &[String]) -> Result<(), String> {
                 "--release",
                 "-p",
                 "ferrolite-benches",
+                "--features",
+                "tools",
                 "--bin",
                 "scale",
                 "--",
@@ -210,6 +221,9 @@ fn ci() -> Result<(), String> {
             "clippy",
             "--workspace",
             "--all-targets",
+            // The benches package's programs (built only with this feature) checked too.
+            "--features",
+            BENCH_TOOLS,
             "--",
             "-D",
             "warnings",
@@ -231,7 +245,13 @@ fn ci() -> Result<(), String> {
             }
         };
         cargo(
-            &["test", "--workspace", "--all-targets"],
+            &[
+                "test",
+                "--workspace",
+                "--all-targets",
+                "--features",
+                BENCH_TOOLS,
+            ],
             &[
                 ("REDIS_URL", url.as_str()),
                 ("FERROLITE_REQUIRE_REDIS", "1"),
