@@ -936,6 +936,19 @@ async fn one_hour_cache_writes_cost_the_one_hour_price_whole_and_streamed() {
     assert_eq!(answer.usage.unwrap().cache_write_1h_tokens, 20);
     let cost = answer.response_cost.unwrap();
     assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+    // And streamed through: the split read from `message_start`'s usage.
+    let mut native = native_call(true);
+    let mut caller = (*native.native.as_ref().unwrap().body).clone();
+    caller["messages"][0]["content"] = json!([
+        {"type": "text", "text": "<a new book>", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]);
+    native.native.as_mut().unwrap().body = Arc::new(caller);
+    let mut stream = router.stream(native).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+    assert_eq!(stream.usage().unwrap().cache_write_1h_tokens, 20);
+    let cost = stream.response_cost().unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
 }
 
 #[tokio::test]

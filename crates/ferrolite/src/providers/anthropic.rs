@@ -360,11 +360,7 @@ where
                 };
                 let mut chunk_usage = None;
                 if let Some(update) = update.and_then(Value::as_object) {
-                    for (name, value) in update {
-                        if value.is_u64() {
-                            usage.insert(name.clone(), value.clone());
-                        }
-                    }
+                    upstream::merge_usage(usage, update);
                     chunk_usage = Some(usage_of_native(Some(&Value::Object(usage.clone()))));
                 }
                 match Body::parse(event.data.clone().into_bytes()) {
@@ -379,10 +375,10 @@ where
             Mode::Chat(chunks) => match chunks.push(event) {
                 Ok(out) => {
                     for chunk in out {
-                        let usage = chunk.get("usage").map(usage_of_chat);
+                        let body = Body::from_value(&chunk);
                         self.pending.push_back(Ok(BackendChunk {
-                            body: Body::from_value(&chunk),
-                            usage,
+                            usage: body.usage(),
+                            body,
                             protocol: Protocol::OpenAiChat,
                         }));
                     }

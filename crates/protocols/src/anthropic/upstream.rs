@@ -1178,8 +1178,10 @@ fn block_index(data: &Value) -> Result<usize, TranslateError> {
         .ok_or_else(|| TranslateError::new("index", "missing or out of range"))
 }
 
-/// Takes a stream event's usage numbers into the running usage (later values replace earlier).
-fn merge_usage(usage: &mut Map<String, Value>, update: &Map<String, Value>) {
+/// Takes a stream event's usage numbers (and the cache writes' split by lifetime) into the
+/// running usage of a Messages stream, later values replacing earlier ones: what the chunks'
+/// usage and a passed-through stream's usage are read from.
+pub fn merge_usage(usage: &mut Map<String, Value>, update: &Map<String, Value>) {
     for (name, value) in update {
         // The counts, and the cache writes' split by lifetime (`cache_creation`).
         if value.is_u64() || (name == "cache_creation" && value.is_object()) {
