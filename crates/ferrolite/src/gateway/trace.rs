@@ -19,7 +19,7 @@ use ferrolite_router::spans::{Attr, FinishedSpan, SpanContext, SpanKind, SpanSin
 use ferrolite_router::{Request, RouterResponse, RouterStream};
 
 use super::answer::Answered;
-use ferrolite_types::Usage;
+use ferrolite_types::{DeploymentId, Usage};
 
 /// The route a call came by and its request span's name.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +57,8 @@ struct Fields {
     response_model: Option<String>,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
-    deployment: Option<String>,
+    /// Shared with the answer (no copy of the id).
+    deployment: Option<DeploymentId>,
     route_group: Option<String>,
     /// Attempts, retries, fallbacks.
     counts: Option<[i64; 3]>,
@@ -151,7 +152,7 @@ pub(super) fn routing(traced: &Traced, request: &mut Request) {
 /// A whole answer: the route decision, the model that answered, the usage.
 pub(super) fn answered(traced: &Traced, answer: &RouterResponse) {
     traced.record(|fields| {
-        decision(fields, &Answered::from(answer));
+        decision(fields, &answer.deployment_id, &Answered::from(answer));
         fields.response_model = answer.body.get("model");
         usage_of(fields, answer.usage.as_ref());
     });
@@ -159,12 +160,12 @@ pub(super) fn answered(traced: &Traced, answer: &RouterResponse) {
 
 /// A stream that started: the route decision (its usage comes at its end, [`usage`]).
 pub(super) fn streaming(traced: &Traced, stream: &RouterStream) {
-    traced.record(|fields| decision(fields, &Answered::from(stream)));
+    traced.record(|fields| decision(fields, &stream.deployment_id, &Answered::from(stream)));
 }
 
-/// The route decision, as the answer's `x-litellm-*` headers tell it.
-fn decision(fields: &mut Fields, answered: &Answered<'_>) {
-    fields.deployment = Some(answered.deployment.to_string());
+/// The route decision, as the answer's `x-litellm-*` headers tell it (`id`: its deployment's).
+fn decision(fields: &mut Fields, id: &DeploymentId, answered: &Answered<'_>) {
+    fields.deployment = Some(id.clone());
     fields.route_group = Some(answered.group.to_string());
     fields.counts = Some([answered.attempts, answered.retries, answered.fallbacks].map(i64::from));
     fields.cache_hit = Some(answered.cache_hit);
@@ -228,7 +229,10 @@ impl Drop for RequestSpan {
             ("gen_ai.response.model", text(&fields.response_model)),
             ("gen_ai.usage.input_tokens", number(fields.input_tokens)),
             ("gen_ai.usage.output_tokens", number(fields.output_tokens)),
-            ("ferrolite.route.deployment", text(&fields.deployment)),
+            (
+                "ferrolite.route.deployment",
+                fields.deployment.as_ref().map(|id| Attr::Str(id.as_str())),
+            ),
             ("ferrolite.route.model_group", text(&fields.route_group)),
             ("ferrolite.route.attempts", count(0)),
             ("ferrolite.route.retries", count(1)),
