@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
 use crate::TranslateError;
@@ -31,9 +30,388 @@ pub(crate) enum Doc<'a> {
 }
 
 impl<'a> Doc<'a> {
-    /// `bytes` read as JSON.
-    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Doc<'a>, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// `bytes` read as JSON: what `serde_json` reads as a `Value` (the same numbers, the same
+    /// errors for what is not JSON, the same nesting limit), by a reader of its own.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Doc<'a>, ParseError> {
+        // One check of the whole text instead of one per string (what makes a borrowed
+        // string's slice valid UTF-8 without checking it again).
+        let text = std::str::from_utf8(bytes).map_err(|e| ParseError {
+            at: e.valid_up_to(),
+            what: "invalid UTF-8",
+            place: line_and_column(bytes, e.valid_up_to()),
+        })?;
+        let mut reader = Reader {
+            text,
+            bytes,
+            at: 0,
+            depth: 0,
+        };
+        let doc = reader.value()?;
+        reader.skip_space();
+        if reader.at != bytes.len() {
+            return Err(reader.error("trailing characters"));
+        }
+        Ok(doc)
+    }
+}
+
+/// Why a text is not JSON, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParseError {
+    /// The byte where reading stopped.
+    at: usize,
+    what: &'static str,
+    /// The line and column of `at` (from 1).
+    place: (usize, usize),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (line, column) = self.place;
+        write!(f, "{} at line {line} column {column}", self.what)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The line and column (both from 1) of byte `at` of `bytes`.
+fn line_and_column(bytes: &[u8], at: usize) -> (usize, usize) {
+    let before = bytes.get(..at).unwrap_or(bytes);
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+    (line, column)
+}
+
+/// How deep arrays and objects may nest (`serde_json`'s limit: a hostile text cannot
+/// exhaust the stack).
+const MAX_DEPTH: usize = 127;
+
+/// A JSON reader over a text already known to be UTF-8.
+struct Reader<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    depth: usize,
+}
+
+/// Eight bytes with the high bit set in each one that is `"`, `\\` or a control character
+/// (below 0x20): the bytes a string's scan stops at.
+fn stops(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash) & (ONES << 7)
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, what: &'static str) -> ParseError {
+        ParseError {
+            at: self.at,
+            what,
+            place: line_and_column(self.bytes, self.at),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn value(&mut self) -> Result<Doc<'a>, ParseError> {
+        self.skip_space();
+        match self.peek() {
+            Some(b'"') => {
+                self.at += 1;
+                self.string().map(Doc::Str)
+            }
+            Some(b'{') => self.nested(Reader::object),
+            Some(b'[') => self.nested(Reader::array),
+            Some(b't') => self.word(b"true", Doc::Bool(true)),
+            Some(b'f') => self.word(b"false", Doc::Bool(false)),
+            Some(b'n') => self.word(b"null", Doc::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("expected value")),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+
+    fn word(&mut self, word: &[u8], doc: Doc<'a>) -> Result<Doc<'a>, ParseError> {
+        if self.bytes.get(self.at..self.at + word.len()) == Some(word) {
+            self.at += word.len();
+            Ok(doc)
+        } else {
+            Err(self.error("expected ident"))
+        }
+    }
+
+    fn nested(
+        &mut self,
+        read: fn(&mut Reader<'a>) -> Result<Doc<'a>, ParseError>,
+    ) -> Result<Doc<'a>, ParseError> {
+        if self.depth == MAX_DEPTH {
+            return Err(self.error("recursion limit exceeded"));
+        }
+        self.depth += 1;
+        self.at += 1;
+        let doc = read(self);
+        self.depth -= 1;
+        doc
+    }
+
+    fn array(&mut self) -> Result<Doc<'a>, ParseError> {
+        self.skip_space();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(Doc::Array(Vec::new()));
+        }
+        // Room for the usual few items and fields up front: growing a vector from empty
+        // reallocates it twice for six fields.
+        let mut items = Vec::with_capacity(4);
+        loop {
+            items.push(self.value()?);
+            self.skip_space();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(Doc::Array(items));
+                }
+                Some(_) => return Err(self.error("expected `,` or `]`")),
+                None => return Err(self.error("EOF while parsing a list")),
+            }
+        }
+    }
+
+    fn object(&mut self) -> Result<Doc<'a>, ParseError> {
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(Doc::Object(Vec::new()));
+        }
+        let mut fields = Vec::with_capacity(8);
+        loop {
+            self.skip_space();
+            match self.peek() {
+                Some(b'"') => self.at += 1,
+                Some(_) => return Err(self.error("key must be a string")),
+                None => return Err(self.error("EOF while parsing an object")),
+            }
+            let name = self.string()?;
+            self.skip_space();
+            match self.peek() {
+                Some(b':') => self.at += 1,
+                Some(_) => return Err(self.error("expected `:`")),
+                None => return Err(self.error("EOF while parsing an object")),
+            }
+            fields.push((name, self.value()?));
+            self.skip_space();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(Doc::Object(fields));
+                }
+                Some(_) => return Err(self.error("expected `,` or `}`")),
+                None => return Err(self.error("EOF while parsing an object")),
+            }
+        }
+    }
+
+    /// The string whose opening quote was just read: borrowed from the text unless it has an
+    /// escape.
+    fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
+        let start = self.at;
+        let stop = self.scan();
+        if self.peek() == Some(b'"') {
+            self.at += 1;
+            return self
+                .text
+                .get(start..stop)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| self.error("invalid UTF-8"));
+        }
+        let mut owned = String::with_capacity(stop - start + 16);
+        owned.push_str(self.text.get(start..stop).unwrap_or_default());
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(Cow::Owned(owned));
+                }
+                Some(b'\\') => {
+                    self.at += 1;
+                    self.escape(&mut owned)?;
+                }
+                Some(_) => return Err(self.error("control character found while parsing a string")),
+                None => return Err(self.error("EOF while parsing a string")),
+            }
+            let from = self.at;
+            let stop = self.scan();
+            owned.push_str(self.text.get(from..stop).unwrap_or_default());
+        }
+    }
+
+    /// Moves to the next `"`, `\\` or control character (or the end), eight bytes at a
+    /// time; returns where it stopped.
+    fn scan(&mut self) -> usize {
+        let mut at = self.at;
+        while let Some(chunk) = self.bytes.get(at..at + 8) {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let found = stops(u64::from_le_bytes(word));
+            if found != 0 {
+                at += found.trailing_zeros() as usize / 8;
+                self.at = at;
+                return at;
+            }
+            at += 8;
+        }
+        while let Some(&b) = self.bytes.get(at) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            at += 1;
+        }
+        self.at = at;
+        at
+    }
+
+    /// The escape after a backslash, appended to `out`.
+    fn escape(&mut self, out: &mut String) -> Result<(), ParseError> {
+        let Some(b) = self.peek() else {
+            return Err(self.error("EOF while parsing a string"));
+        };
+        self.at += 1;
+        let c = match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                let code = match first {
+                    0xD800..=0xDBFF => {
+                        if self.bytes.get(self.at..self.at + 2) != Some(b"\\u") {
+                            return Err(self.error("lone leading surrogate in hex escape"));
+                        }
+                        self.at += 2;
+                        let second = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return Err(self.error("lone leading surrogate in hex escape"));
+                        }
+                        0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => {
+                        return Err(self.error("lone trailing surrogate in hex escape"));
+                    }
+                    code => code,
+                };
+                char::from_u32(code).ok_or_else(|| self.error("invalid unicode code point"))?
+            }
+            _ => return Err(self.error("invalid escape")),
+        };
+        out.push(c);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, ParseError> {
+        let mut code = 0;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(b) => char::from(b).to_digit(16),
+                None => return Err(self.error("EOF while parsing a string")),
+            };
+            let Some(digit) = digit else {
+                return Err(self.error("invalid escape"));
+            };
+            code = code * 16 + digit;
+            self.at += 1;
+        }
+        Ok(code)
+    }
+
+    /// A number: an integer that fits read here, any other as `serde_json` reads it (its
+    /// floats, and integers too large for 64 bits, become the same `Number`).
+    fn number(&mut self) -> Result<Doc<'a>, ParseError> {
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let digits = self.at;
+        let mut whole: u64 = 0;
+        let mut fits = true;
+        match self.peek() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    match whole
+                        .checked_mul(10)
+                        .and_then(|w| w.checked_add(u64::from(d - b'0')))
+                    {
+                        Some(w) => whole = w,
+                        None => fits = false,
+                    }
+                    self.at += 1;
+                }
+            }
+            _ => return Err(self.error("invalid number")),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.at += 1;
+            self.digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.digits()?;
+        }
+        if integer && fits && self.at > digits {
+            if !negative {
+                return Ok(Doc::Number(whole.into()));
+            }
+            // `-0` is a float to `serde_json` (and so left to it below).
+            if let Some(n) = 0i64.checked_sub_unsigned(whole).filter(|&n| n < 0) {
+                return Ok(Doc::Number(n.into()));
+            }
+        }
+        let text = self.text.get(start..self.at).unwrap_or_default();
+        serde_json::from_str::<Number>(text)
+            .map(Doc::Number)
+            .map_err(|_| ParseError {
+                at: start,
+                what: "number out of range",
+                place: line_and_column(self.bytes, start),
+            })
+    }
+
+    /// One or more digits.
+    fn digits(&mut self) -> Result<(), ParseError> {
+        let from = self.at;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+        if self.at == from {
+            return Err(self.error("invalid number"));
+        }
+        Ok(())
     }
 }
 
@@ -174,74 +552,6 @@ impl<'a> Json for Doc<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for Doc<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(DocVisitor)
-    }
-}
-
-struct DocVisitor;
-
-impl<'de> Visitor<'de> for DocVisitor {
-    type Value = Doc<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Doc<'de>, E> {
-        Ok(Doc::Null)
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<Doc<'de>, E> {
-        Ok(Doc::Bool(b))
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<Doc<'de>, E> {
-        Ok(Doc::Number(n.into()))
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<Doc<'de>, E> {
-        Ok(Doc::Number(n.into()))
-    }
-
-    fn visit_f64<E>(self, n: f64) -> Result<Doc<'de>, E> {
-        // JSON text has no NaN or infinity; a `Value` reads what cannot be one as null too.
-        Ok(Number::from_f64(n).map_or(Doc::Null, Doc::Number))
-    }
-
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Doc<'de>, E> {
-        Ok(Doc::Str(Cow::Borrowed(s)))
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<Doc<'de>, E> {
-        Ok(Doc::Str(Cow::Owned(s.to_string())))
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<Doc<'de>, E> {
-        Ok(Doc::Str(Cow::Owned(s)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Doc<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Doc::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(key) = map.next_key::<Doc<'de>>()? {
-            let Doc::Str(name) = key else {
-                return Err(A::Error::custom("an object's key is not a string"));
-            };
-            fields.push((name, map.next_value()?));
-        }
-        Ok(Doc::Object(fields))
-    }
-}
-
 /// A `Doc` as a `Value` (a name given twice keeps its last value).
 pub(crate) fn to_value(doc: &Doc<'_>) -> Value {
     match doc {
@@ -295,5 +605,169 @@ mod tests {
         );
         assert_eq!(value["o"], json!({"x": {}}));
         assert!(Doc::parse(b"{\"a\": }").is_err());
+    }
+
+    /// What `serde_json` reads of `text`, and what a `Doc` reads, as values.
+    fn both(text: &[u8]) -> (Result<Value, String>, Result<Value, String>) {
+        (
+            serde_json::from_slice::<Value>(text).map_err(|e| e.to_string()),
+            Doc::parse(text)
+                .map(|doc| to_value(&doc))
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    /// `text` with every character past ASCII written as a `\u` escape (two for one past the
+    /// Basic Multilingual Plane), as some writers send JSON.
+    fn ascii_escaped(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn numbers_escapes_nesting_and_broken_texts_read_as_serde_json_reads_them() {
+        let deep =
+            |n: usize, open: &str, close: &str| format!("{}{}", open.repeat(n), close.repeat(n));
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "-0.0",
+            "1",
+            "-1",
+            "1e400",
+            "-1e400",
+            "2.5E-3",
+            "1E+2",
+            "1e-400",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "123456789012345678901234567890",
+            "0.1",
+            "3.141592653589793",
+            "01",
+            "-01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "-",
+            "+1",
+            "1.5.2",
+            r#""\ud83d\ude00""#,
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\u0041""#,
+            r#""\u00e9\u00E9""#,
+            r#""\uZZZZ""#,
+            r#""\u12""#,
+            r#""\q""#,
+            r#""a\"b\\c\/d\b\f\n\r\t""#,
+            "\"tab\there\"",
+            "\"unterminated",
+            "\"esc\\",
+            "",
+            " ",
+            "  {}  ",
+            "{} x",
+            "[1,]",
+            "[,1]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "{\"a\":}",
+            "[1 2]",
+            "tru",
+            "nul",
+            "falsey",
+            "true",
+            "null",
+            "[true,false,null]",
+            "{\"a\":{\"b\":[]},\"a\":2}",
+            "[\"é😀\u{2028}\"]",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [126, 127, 128, 200] {
+            texts.push(deep(n, "[", "]"));
+            texts.push(format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n)));
+        }
+        for text in &texts {
+            let (expected, read) = both(text.as_bytes());
+            assert_eq!(
+                read.is_ok(),
+                expected.is_ok(),
+                "{text:?}: {read:?} vs {expected:?}"
+            );
+            if let (Ok(read), Ok(expected)) = (&read, &expected) {
+                assert_eq!(read, expected, "{text:?}");
+            }
+        }
+        // Not UTF-8, inside a string and outside one.
+        for bytes in [&b"\"\xff\""[..], b"[\"a\xc3\"]", b"\xef\xbb\xbf{}"] {
+            assert!(both(bytes).0.is_err() && both(bytes).1.is_err());
+        }
+        // The error says where.
+        let error = Doc::parse(b"{\"a\":\n  tru}").unwrap_err().to_string();
+        assert_eq!(error, "expected ident at line 2 column 3");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_doc_reads_any_json_as_a_value_does(value in crate::out::tests::json_value()) {
+            let compact = serde_json::to_string(&value).unwrap();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            let escaped = ascii_escaped(&compact);
+            for text in [&compact, &pretty, &escaped] {
+                // Against what `serde_json` reads back, not `value`: its floats do not always
+                // read back to the last bit.
+                let (expected, read) = both(text.as_bytes());
+                proptest::prop_assert!(read.is_ok(), "{text}: {read:?}");
+                proptest::prop_assert_eq!(read, expected);
+            }
+        }
+
+        #[test]
+        fn a_doc_refuses_what_serde_json_refuses(
+            value in crate::out::tests::json_value(),
+            edits in proptest::collection::vec(
+                (0usize..10_000, 0usize..3, proptest::sample::select(
+                    b"{}[],:\"\\0123456789-+.eEutfnl \t\n\x01\x7f\xff\xc3\xa9".to_vec())),
+                1..4,
+            ),
+        ) {
+            let mut text = serde_json::to_vec(&value).unwrap();
+            for (at, kind, byte) in edits {
+                let at = at % (text.len() + 1);
+                match kind {
+                    0 => text.insert(at, byte),
+                    1 if at < text.len() => text[at] = byte,
+                    _ if at < text.len() => {
+                        text.remove(at);
+                    }
+                    _ => text.push(byte),
+                }
+            }
+            let (expected, read) = both(&text);
+            proptest::prop_assert_eq!(read.is_ok(), expected.is_ok(), "{:?}: {:?} vs {:?}",
+                String::from_utf8_lossy(&text), read, expected);
+            if let (Ok(read), Ok(expected)) = (read, expected) {
+                proptest::prop_assert_eq!(read, expected);
+            }
+        }
     }
 }

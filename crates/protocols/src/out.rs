@@ -431,7 +431,7 @@ impl<'a> From<&'a RawValue> for Out<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -458,7 +458,7 @@ mod tests {
 
     /// JSON values of every kind: strings with quotes, backslashes, control characters and
     /// non-ASCII text, integers, floats, nesting.
-    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    pub(crate) fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
             Just(Value::Null),

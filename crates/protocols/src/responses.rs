@@ -445,7 +445,7 @@ fn answer_out<'a, A: Json>(
         .filter(|r| !r.is_empty())
     {
         output.push(reasoning_item(
-            format!("rs_{suffix}").into(),
+            ["rs_", suffix].concat().into(),
             reasoning,
             item_status,
         ));
@@ -477,7 +477,7 @@ fn answer_out<'a, A: Json>(
             parts.push(refusal_part(refusal.into()));
         }
         output.push(message_item(
-            format!("msg_{suffix}").into(),
+            ["msg_", suffix].concat().into(),
             parts,
             item_status,
         ));
@@ -513,7 +513,7 @@ fn answer_out<'a, A: Json>(
     Ok(response_object(
         request,
         Head {
-            id: Out::String(format!("resp_{suffix}")),
+            id: Out::String(["resp_", suffix].concat()),
             created: object.get("created").map_or(Out::U64(0), A::out),
             model,
         },
@@ -572,13 +572,9 @@ struct Head<'a> {
 
 /// The part of a chat completion's id after its `chatcmpl-` prefix, for the ids of the
 /// response and its items.
-fn id_suffix(id: &str) -> String {
+fn id_suffix(id: &str) -> &str {
     let id = id.strip_prefix("chatcmpl-").unwrap_or(id);
-    if id.is_empty() {
-        "0".to_string()
-    } else {
-        id.to_string()
-    }
+    if id.is_empty() { "0" } else { id }
 }
 
 /// The model an answer names, else the one the request asked for.
@@ -675,6 +671,23 @@ fn usage_from_chat<'a, A: Json>(usage: &A) -> Out<'a> {
 
 /// The `response` object: what the answer holds, and the request's settings echoed as OpenAI
 /// echoes them (its defaults where the request left them out).
+/// The request's fields a response echoes (`response_object` takes them in this order).
+const ECHOED: [&str; 13] = [
+    "instructions",
+    "max_output_tokens",
+    "parallel_tool_calls",
+    "reasoning",
+    "service_tier",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "truncation",
+    "user",
+    "metadata",
+];
+
 fn response_object<'a>(
     request: &'a Value,
     head: Head<'a>,
@@ -683,14 +696,38 @@ fn response_object<'a>(
     output: Vec<Out<'a>>,
     usage: Option<Out<'a>>,
 ) -> Out<'a> {
-    let given = |field: &str| request.get(field).filter(|v| !v.is_null());
-    let or = |field: &str, default: Out<'a>| given(field).map_or(default, Out::Ref);
-    let reasoning = match given("reasoning") {
-        None => obj! {"effort": Out::Null, "summary": Out::Null},
+    // The request's fields the response echoes, found in one pass over it (not a map lookup
+    // per field: this is on every Responses answer's path).
+    let mut echoed: [Option<&'a Value>; ECHOED.len()] = [None; ECHOED.len()];
+    if let Value::Object(fields) = request {
+        for (name, value) in fields {
+            if let Some(i) = ECHOED.iter().position(|echo| echo == name) {
+                echoed[i] = Some(value).filter(|v| !v.is_null());
+            }
+        }
+    }
+    let [
+        instructions,
+        max_output_tokens,
+        parallel_tool_calls,
+        reasoning,
+        service_tier,
+        temperature,
+        text,
+        tool_choice,
+        tools,
+        top_p,
+        truncation,
+        user,
+        metadata,
+    ] = echoed;
+    let or = |given: Option<&'a Value>, default: Out<'a>| given.map_or(default, Out::Ref);
+    let reasoning = match reasoning {
         Some(r) => obj! {
             "effort": r.get("effort").map_or(Out::Null, Out::Ref),
             "summary": r.get("summary").map_or(Out::Null, Out::Ref),
         },
+        None => obj! {"effort": Out::Null, "summary": Out::Null},
     };
     obj! {
         "id": head.id,
@@ -700,26 +737,26 @@ fn response_object<'a>(
         "background": false,
         "error": Out::Null,
         "incomplete_details": incomplete_details,
-        "instructions": or("instructions", Out::Null),
-        "max_output_tokens": or("max_output_tokens", Out::Null),
+        "instructions": or(instructions, Out::Null),
+        "max_output_tokens": or(max_output_tokens, Out::Null),
         "max_tool_calls": Out::Null,
         "model": head.model,
         "output": output,
-        "parallel_tool_calls": or("parallel_tool_calls", Out::Bool(true)),
+        "parallel_tool_calls": or(parallel_tool_calls, Out::Bool(true)),
         "previous_response_id": Out::Null,
         "reasoning": reasoning,
-        "service_tier": or("service_tier", Out::Str("default")),
+        "service_tier": or(service_tier, Out::Str("default")),
         "store": false,
-        "temperature": or("temperature", Out::Owned(json!(1.0))),
-        "text": or("text", obj! {"format": obj! {"type": "text"}}),
-        "tool_choice": or("tool_choice", Out::Str("auto")),
-        "tools": or("tools", Out::Array(Vec::new())),
+        "temperature": or(temperature, Out::Owned(json!(1.0))),
+        "text": or(text, obj! {"format": obj! {"type": "text"}}),
+        "tool_choice": or(tool_choice, Out::Str("auto")),
+        "tools": or(tools, Out::Array(Vec::new())),
         "top_logprobs": 0u64,
-        "top_p": or("top_p", Out::Owned(json!(1.0))),
-        "truncation": or("truncation", Out::Str("disabled")),
+        "top_p": or(top_p, Out::Owned(json!(1.0))),
+        "truncation": or(truncation, Out::Str("disabled")),
         "usage": usage.unwrap_or(Out::Null),
-        "user": or("user", Out::Null),
-        "metadata": or("metadata", Out::Object(Obj::new())),
+        "user": or(user, Out::Null),
+        "metadata": or(metadata, Out::Object(Obj::new())),
     }
 }
 
