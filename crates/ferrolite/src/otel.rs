@@ -13,12 +13,13 @@
 //! routed request's [`Trace`](ferrolite_router::spans::Trace)'s sink.
 //!
 //! The spans do not go through `tracing`: the router and the gateway build each span once, when
-//! it ends, and the sink turns it into the OpenTelemetry SDK's `SpanData` and queues it for
-//! an export task of its own, which sends them to the collector a few hundred at a time: the
-//! request path takes a lock and pushes, and wakes the task once per batch.
+//! it ends, and the sink copies it into the waiting batch (three vectors shared by
+//! the spans, allocated once) for an export task of its own, which sends them to the collector
+//! a few hundred at a time: the request path takes a lock and copies, and wakes the task once
+//! per batch. Over HTTP/protobuf the task writes OTLP's protobuf itself (module `otlp`); over gRPC
+//! it hands the SDK's exporter each span as a `SpanData`.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -26,10 +27,12 @@ use std::time::SystemTime;
 use ferrolite_router::spans::{Attr, FinishedSpan, SpanKind, SpanSink};
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SpanData;
 
 use crate::config::{OtelConfig, OtelProtocol};
+
+mod otlp;
 
 /// Why the traces could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -320,12 +323,23 @@ impl Otel {
 
     fn start_batched(target: OtelTarget, batching: Batching) -> Result<Otel, OtelError> {
         use opentelemetry_sdk::trace::SpanExporter as _;
-        let mut exporter = exporter(&target)?;
-        exporter.set_resource(
-            &opentelemetry_sdk::Resource::builder()
-                .with_service_name(target.service_name.clone())
-                .build(),
-        );
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(target.service_name.clone())
+            .build();
+        let exporter = match target.protocol {
+            OtelProtocol::HttpProtobuf => Exporter::Http {
+                exporter: otlp::HttpExporter::new(&target, |name| std::env::var(name).ok())?,
+                encoder: otlp::Encoder::new(&resource, SCOPE),
+            },
+            OtelProtocol::Grpc => {
+                let mut exporter = grpc_exporter(&target)?;
+                exporter.set_resource(&resource);
+                Exporter::Sdk {
+                    exporter,
+                    scope: InstrumentationScope::builder(SCOPE).build(),
+                }
+            }
+        };
         let sink = Arc::new(Exporting {
             queue: Arc::new(Queue::new(batching)),
             sampling_ratio: target.sampling_ratio,
@@ -384,7 +398,10 @@ impl Otel {
 #[derive(Debug)]
 struct Queue {
     batching: Batching,
-    waiting: parking_lot::Mutex<Vec<Queued>>,
+    waiting: parking_lot::Mutex<Batch>,
+    /// The last batch exported, emptied, whose room the next one takes (a batch's vectors are
+    /// allocated once, not once a span).
+    spare: parking_lot::Mutex<Batch>,
     /// Woken when a batch waits.
     ready: tokio::sync::Notify,
     dropped: std::sync::atomic::AtomicU64,
@@ -396,15 +413,17 @@ impl Queue {
     fn new(batching: Batching) -> Self {
         Queue {
             batching,
-            waiting: parking_lot::Mutex::new(Vec::new()),
+            waiting: parking_lot::Mutex::new(Batch::default()),
+            spare: parking_lot::Mutex::new(Batch::default()),
             ready: tokio::sync::Notify::new(),
             dropped: std::sync::atomic::AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Queues an ended span, waking the export task when a batch waits.
-    fn push(&self, span: Queued) {
+    /// Queues an ended span (copied into the waiting batch), waking the export task when a
+    /// batch waits.
+    fn push(&self, span: &FinishedSpan<'_>) {
         let Batching {
             size, max_waiting, ..
         } = self.batching;
@@ -420,9 +439,6 @@ impl Queue {
                 }
                 return;
             }
-            if waiting.capacity() == 0 {
-                waiting.reserve(size);
-            }
             waiting.push(span);
             waiting.len()
         };
@@ -431,21 +447,75 @@ impl Queue {
         }
     }
 
-    fn take(&self) -> Vec<Queued> {
-        std::mem::take(&mut *self.waiting.lock())
+    /// The waiting spans (the spare batch waits in their place).
+    fn take(&self) -> Batch {
+        let spare = std::mem::take(&mut *self.spare.lock());
+        std::mem::replace(&mut *self.waiting.lock(), spare)
+    }
+
+    /// A batch exported: emptied and kept for its room.
+    fn give_back(&self, mut batch: Batch) {
+        batch.clear();
+        *self.spare.lock() = batch;
+    }
+}
+
+/// The instrumentation scope of ferrolite's spans.
+const SCOPE: &str = "ferrolite";
+
+/// How the export task sends spans.
+#[derive(Debug)]
+enum Exporter {
+    /// OTLP/HTTP: written as protobuf by ferrolite ([`otlp`]) and posted.
+    Http {
+        exporter: otlp::HttpExporter,
+        encoder: otlp::Encoder,
+    },
+    /// gRPC: through the SDK's exporter, as its `SpanData`.
+    Sdk {
+        exporter: opentelemetry_otlp::SpanExporter,
+        scope: InstrumentationScope,
+    },
+}
+
+impl Exporter {
+    /// Sends the spans `range` of `batch` in one export request.
+    async fn send(&mut self, batch: &Batch, range: std::ops::Range<usize>) -> Result<(), String> {
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        match self {
+            Exporter::Http { exporter, encoder } => {
+                exporter.send(encoder.request(batch, range)).await
+            }
+            Exporter::Sdk { exporter, scope } => {
+                let spans = batch.spans.get(range).unwrap_or_default();
+                let spans = spans.iter().map(|span| batch.span_data(span, scope));
+                exporter
+                    .export(spans.collect())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<(), OtelError> {
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        match self {
+            Exporter::Http { .. } => Ok(()),
+            Exporter::Sdk { exporter, .. } => exporter
+                .shutdown()
+                .map_err(|e| OtelError::Export(e.to_string())),
+        }
     }
 }
 
 /// The export task: sends the waiting spans to the collector when a batch waits, every
 /// [`Batching::every`], and when asked ([`Command`]), a batch a request at most.
 async fn export(
-    exporter: opentelemetry_otlp::SpanExporter,
+    mut exporter: Exporter,
     queue: Arc<Queue>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
 ) {
-    let scope = InstrumentationScope::builder("ferrolite").build();
     let mut failing = Failing::default();
-    use opentelemetry_sdk::trace::SpanExporter as _;
     let Batching { size, every, .. } = queue.batching;
     let mut every = tokio::time::interval(every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,23 +529,21 @@ async fn export(
                 None => Some(Command::Shutdown(std::sync::mpsc::channel().0)),
             },
         };
-        let mut spans = queue.take().into_iter().peekable();
+        let batch = queue.take();
         let mut result = Ok(());
-        while spans.peek().is_some() {
-            let batch: Vec<SpanData> = spans
-                .by_ref()
-                .take(size)
-                .map(|span| span.span_data(&scope))
-                .collect();
-            match exporter.export(batch).await {
+        let mut from = 0;
+        while from < batch.len() {
+            let to = batch.len().min(from + size.max(1));
+            match exporter.send(&batch, from..to).await {
                 Ok(()) => failing.exported(),
-                Err(e) => {
-                    let error = e.to_string();
+                Err(error) => {
                     failing.failed(tokio::time::Instant::now().into_std(), &error);
                     result = Err(OtelError::Export(error));
                 }
             }
+            from = to;
         }
+        queue.give_back(batch);
         match command {
             None => {}
             Some(Command::Flush(reply)) => {
@@ -483,9 +551,7 @@ async fn export(
             }
             Some(Command::Shutdown(reply)) => {
                 queue.closed.store(true, Ordering::Relaxed);
-                let stopped = exporter
-                    .shutdown()
-                    .map_err(|e| OtelError::Export(e.to_string()));
+                let stopped = exporter.shutdown();
                 let _ = reply.send(result.and(stopped));
                 return;
             }
@@ -556,7 +622,7 @@ impl SpanSink for Exporting {
         if self.queue.closed.load(Ordering::Relaxed) {
             return;
         }
-        self.queue.push(Queued::of(&span));
+        self.queue.push(&span);
     }
 }
 
@@ -571,9 +637,21 @@ fn sampled(trace_id: u128, ratio: f64) -> bool {
     ((trace_id as u64) >> 1) < bound
 }
 
-/// An ended span as it waits for the export task, copied from the call that ended it in two
-/// allocations (its attributes, and one buffer with its texts); the export task makes it the
-/// SDK's `SpanData` (an allocation for each text), off the request's thread.
+/// Ended spans waiting for the export task, copied from the calls that ended them into three
+/// vectors shared by all of them (the spans, their texts, their attributes): queueing a span
+/// allocates nothing once the batch has grown to its usual size (the export task hands the
+/// emptied vectors back, [`Queue::give_back`]), and the export task writes the spans from
+/// them (as OTLP's protobuf, or as the SDK's `SpanData` for its gRPC exporter).
+#[derive(Debug, Default)]
+struct Batch {
+    spans: Vec<Queued>,
+    /// The spans' names, `tracestate`s and text attributes, one after the other.
+    text: String,
+    /// The spans' attributes, one span's after another's.
+    attributes: Vec<(&'static str, Stored)>,
+}
+
+/// A span of a [`Batch`]: its texts and attributes are places in the batch's.
 #[derive(Debug, Clone)]
 struct Queued {
     kind: SpanKind,
@@ -582,79 +660,90 @@ struct Queued {
     start: SystemTime,
     end: SystemTime,
     error: bool,
-    /// The name, then the `tracestate` (when there is one), then each text attribute.
-    text: String,
-    name_len: usize,
-    state_len: Option<usize>,
-    attributes: Vec<(&'static str, Stored)>,
+    name: (usize, usize),
+    state: Option<(usize, usize)>,
+    attributes: (usize, usize),
 }
 
-/// An attribute's value in a [`Queued`] span.
+/// An attribute's value in a [`Batch`].
 #[derive(Debug, Clone, Copy)]
 enum Stored {
     Static(&'static str),
-    /// Its place in the span's text.
+    /// Its place in the batch's text.
     Text(usize, usize),
     Int(i64),
     Float(f64),
     Bool(bool),
 }
 
-impl Queued {
-    /// `span`, copied.
-    fn of(span: &FinishedSpan<'_>) -> Queued {
-        let texts = span
-            .attributes
-            .iter()
-            .map(|(_, value)| match value {
-                Some(Attr::Str(text)) => text.len(),
-                _ => 0,
-            })
-            .sum::<usize>();
-        let state = span.state.unwrap_or_default();
-        let mut text = String::with_capacity(span.name.len() + state.len() + texts);
-        text.push_str(&span.name);
-        text.push_str(state);
-        let mut attributes = Vec::with_capacity(span.attributes.len());
+impl Batch {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn clear(&mut self) {
+        self.spans.clear();
+        self.text.clear();
+        self.attributes.clear();
+    }
+
+    /// Copies `span` in.
+    fn push(&mut self, span: &FinishedSpan<'_>) {
+        let mut place = |text: &str| {
+            let start = self.text.len();
+            self.text.push_str(text);
+            (start, self.text.len())
+        };
+        let name = place(&span.name);
+        let state = span.state.map(&mut place);
+        let first = self.attributes.len();
         for (key, value) in span.attributes {
             let value = match value {
                 None => continue,
                 Some(Attr::Static(t)) => Stored::Static(t),
                 Some(Attr::Str(t)) => {
-                    let start = text.len();
-                    text.push_str(t);
-                    Stored::Text(start, text.len())
+                    let (start, end) = place(t);
+                    Stored::Text(start, end)
                 }
                 Some(Attr::Int(n)) => Stored::Int(*n),
                 Some(Attr::Float(x)) => Stored::Float(*x),
                 Some(Attr::Bool(b)) => Stored::Bool(*b),
             };
-            attributes.push((*key, value));
+            self.attributes.push((*key, value));
         }
-        Queued {
+        self.spans.push(Queued {
             kind: span.kind,
             context: span.context,
             parent: span.parent,
             start: span.start,
             end: span.end,
             error: span.error,
-            text,
-            name_len: span.name.len(),
-            state_len: span.state.map(str::len),
-            attributes,
-        }
+            name,
+            state,
+            attributes: (first, self.attributes.len()),
+        });
     }
 
-    /// The span as the SDK's exporter takes it.
-    fn span_data(&self, scope: &InstrumentationScope) -> SpanData {
-        let text = |start: usize, end: usize| self.text.get(start..end).unwrap_or_default();
+    /// The text at `place`.
+    fn text(&self, (start, end): (usize, usize)) -> &str {
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    /// The attributes of `span`.
+    fn attributes(&self, span: &Queued) -> &[(&'static str, Stored)] {
+        let (first, end) = span.attributes;
+        self.attributes.get(first..end).unwrap_or_default()
+    }
+
+    /// `span` (one of this batch's) as the SDK's exporter takes it.
+    fn span_data(&self, span: &Queued, scope: &InstrumentationScope) -> SpanData {
         let attributes = self
-            .attributes
+            .attributes(span)
             .iter()
             .map(|(key, value)| {
                 let value = match *value {
                     Stored::Static(t) => Value::from(t),
-                    Stored::Text(start, end) => Value::from(text(start, end).to_string()),
+                    Stored::Text(start, end) => Value::from(self.text((start, end)).to_string()),
                     Stored::Int(n) => Value::I64(n),
                     Stored::Float(x) => Value::F64(x),
                     Stored::Bool(b) => Value::Bool(b),
@@ -662,38 +751,34 @@ impl Queued {
                 KeyValue::new(Key::from_static_str(key), value)
             })
             .collect();
-        let state = self
-            .state_len
-            .and_then(|len| {
-                text(self.name_len, self.name_len + len)
-                    .parse::<TraceState>()
-                    .ok()
-            })
+        let state = span
+            .state
+            .and_then(|place| self.text(place).parse::<TraceState>().ok())
             .unwrap_or_default();
         SpanData {
             span_context: SpanContext::new(
-                TraceId::from(self.context.trace_id),
-                SpanId::from(self.context.span_id),
+                TraceId::from(span.context.trace_id),
+                SpanId::from(span.context.span_id),
                 TraceFlags::SAMPLED,
                 false,
                 state,
             ),
-            parent_span_id: self
+            parent_span_id: span
                 .parent
                 .map_or(SpanId::INVALID, |(id, _)| SpanId::from(id)),
-            parent_span_is_remote: self.parent.is_some_and(|(_, remote)| remote),
-            span_kind: match self.kind {
+            parent_span_is_remote: span.parent.is_some_and(|(_, remote)| remote),
+            span_kind: match span.kind {
                 SpanKind::Server => opentelemetry::trace::SpanKind::Server,
                 SpanKind::Client => opentelemetry::trace::SpanKind::Client,
             },
-            name: Cow::Owned(text(0, self.name_len).to_string()),
-            start_time: self.start,
-            end_time: self.end,
+            name: Cow::Owned(self.text(span.name).to_string()),
+            start_time: span.start,
+            end_time: span.end,
             attributes,
             dropped_attributes_count: 0,
             events: Default::default(),
             links: Default::default(),
-            status: if self.error {
+            status: if span.error {
                 Status::error("")
             } else {
                 Status::Unset
@@ -703,71 +788,46 @@ impl Queued {
     }
 }
 
-/// The OTLP span exporter of `target`.
-fn exporter(target: &OtelTarget) -> Result<opentelemetry_otlp::SpanExporter, OtelError> {
-    let built = match target.protocol {
-        OtelProtocol::HttpProtobuf => {
-            // reqwest with `rustls-no-provider` needs a process-wide crypto provider; a
-            // second install is refused harmlessly.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = reqwest::Client::builder()
-                .build()
-                .map_err(|e| OtelError::Exporter(e.to_string()))?;
-            let headers: HashMap<String, String> = target
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.expose().to_string()))
-                .collect();
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(target.endpoint.clone())
-                .with_headers(headers)
-                .build()
-        }
-        OtelProtocol::Grpc => {
-            let mut headers = reqwest::header::HeaderMap::new();
-            for (name, value) in &target.headers {
-                let name =
-                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                        OtelError::Invalid {
-                            field: "headers".to_string(),
-                            reason: format!("`{name}` is not a header name"),
-                        }
-                    })?;
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
-                        OtelError::Invalid {
-                            field: "headers".to_string(),
-                            reason: format!("the value of `{name}` is not a header value"),
-                        }
-                    })?;
-                value.set_sensitive(true);
-                headers.append(name, value);
+/// The SDK's OTLP/gRPC span exporter of `target`.
+fn grpc_exporter(target: &OtelTarget) -> Result<opentelemetry_otlp::SpanExporter, OtelError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &target.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            OtelError::Invalid {
+                field: "headers".to_string(),
+                reason: format!("`{name}` is not a header name"),
             }
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                .with_endpoint(target.endpoint.clone())
-                .with_metadata(
-                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
-                );
-            if target.endpoint.starts_with("https://") {
-                builder = builder.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_enabled_roots(),
-                );
+        })?;
+        let mut value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+            OtelError::Invalid {
+                field: "headers".to_string(),
+                reason: format!("the value of `{name}` is not a header value"),
             }
-            builder.build()
-        }
-    };
-    built.map_err(|e| OtelError::Exporter(e.to_string()))
+        })?;
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+        .with_endpoint(target.endpoint.clone())
+        .with_metadata(
+            opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+        );
+    if target.endpoint.starts_with("https://") {
+        builder = builder.with_tls_config(
+            opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new().with_enabled_roots(),
+        );
+    }
+    builder
+        .build()
+        .map_err(|e| OtelError::Exporter(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn vars(list: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = list
@@ -843,7 +903,9 @@ mod tests {
             ("ferrolite.deployment.id", Some(Attr::Str("azure-east"))),
         ];
         let scope = InstrumentationScope::builder("ferrolite").build();
-        let data = Queued::of(&finished(&attributes)).span_data(&scope);
+        let mut batch = Batch::default();
+        batch.push(&finished(&attributes));
+        let data = batch.span_data(&batch.spans[0], &scope);
         assert_eq!(data.name, "POST /v1/chat/completions");
         assert_eq!(data.span_kind, opentelemetry::trace::SpanKind::Server);
         assert_eq!(
@@ -879,6 +941,150 @@ mod tests {
         );
     }
 
+    /// The export request written from the queued spans is the one the SDK's exporter sends
+    /// for the same spans (decoded with `opentelemetry-proto`, compared message for message):
+    /// a server span with a remote parent, a `tracestate`, an error and every kind of value;
+    /// a client span without a state; a root span; a negative number and a span with no
+    /// attributes.
+    #[test]
+    fn the_export_request_is_the_one_the_sdk_writes() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+        use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+        use prost::Message as _;
+        let attributes = [
+            ("http.route", Some(Attr::Static("/v1/chat/completions"))),
+            ("gen_ai.request.model", Some(Attr::Str("gpt-4o"))),
+            ("gen_ai.request.max_tokens", Some(Attr::Int(50))),
+            ("gen_ai.request.temperature", Some(Attr::Float(0.25))),
+            ("ferrolite.stream", Some(Attr::Bool(false))),
+            ("gen_ai.response.model", None),
+            ("ferrolite.deployment.id", Some(Attr::Str("azure-east é"))),
+            ("ferrolite.retry.wait_ms", Some(Attr::Int(-3))),
+            ("empty", Some(Attr::Str(""))),
+            ("ferrolite.cache_hit", Some(Attr::Bool(true))),
+            ("long", Some(Attr::Str(&"x".repeat(300)))),
+        ];
+        let server = finished(&attributes);
+        let client = FinishedSpan {
+            name: Cow::Borrowed("chat gpt-4o"),
+            kind: SpanKind::Client,
+            parent: Some((7, false)),
+            state: None,
+            error: false,
+            ..finished(&attributes[1..4])
+        };
+        let root = FinishedSpan {
+            parent: None,
+            state: Some("not a valid state ="),
+            attributes: &[],
+            ..finished(&attributes)
+        };
+        let mut batch = Batch::default();
+        for span in [&server, &client, &root] {
+            batch.push(span);
+        }
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("gateway-eu")
+            .with_attribute(KeyValue::new(
+                "replicas",
+                opentelemetry::Value::Array(vec![1i64, 2].into()),
+            ))
+            .build();
+        let mut encoder = otlp::Encoder::new(&resource, SCOPE);
+        let written = encoder.request(&batch, 0..3);
+        let read = ExportTraceServiceRequest::decode(written.as_slice()).unwrap();
+        let scope = InstrumentationScope::builder(SCOPE).build();
+        let expected = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                batch
+                    .spans
+                    .iter()
+                    .map(|span| batch.span_data(span, &scope))
+                    .collect(),
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(read, expected);
+        // The encoder is reused from request to request.
+        let again = encoder.request(&batch, 1..2);
+        let read = ExportTraceServiceRequest::decode(again.as_slice()).unwrap();
+        assert_eq!(read.resource_spans[0].scope_spans[0].spans.len(), 1);
+        assert_eq!(
+            read.resource_spans[0].scope_spans[0].spans[0].name,
+            "chat gpt-4o"
+        );
+    }
+
+    /// The exporter's headers: the configured ones, then the standard variable's (the traces'
+    /// own over the general one), a name given twice keeping the variable's value; the timeout
+    /// from the variables; a compression refused.
+    #[test]
+    fn the_http_exporter_reads_the_headers_and_timeout_variables() -> Result<(), OtelError> {
+        let target = OtelTarget {
+            endpoint: "http://127.0.0.1:4318/v1/traces".to_string(),
+            protocol: OtelProtocol::HttpProtobuf,
+            headers: vec![
+                (
+                    "x-team".to_string(),
+                    ferrolite_types::Secret::new("a".to_string()),
+                ),
+                (
+                    "x-key".to_string(),
+                    ferrolite_types::Secret::new("config".to_string()),
+                ),
+            ],
+            service_name: "ferrolite".to_string(),
+            sampling_ratio: None,
+        };
+        let exporter = otlp::HttpExporter::new(
+            &target,
+            vars(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-general=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-key=from%20var"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ]),
+        )?;
+        let debug = format!("{exporter:?}");
+        assert!(
+            !debug.contains("from var") && !debug.contains("config"),
+            "{debug}"
+        );
+        assert_eq!(exporter.header("x-key").as_deref(), Some("from var"));
+        assert_eq!(exporter.header("x-team").as_deref(), Some("a"));
+        assert_eq!(exporter.header("x-general"), None);
+        assert_eq!(
+            exporter.header("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(exporter.timeout(), std::time::Duration::from_millis(2500));
+        let bad = OtelTarget {
+            headers: vec![(
+                "bad name".to_string(),
+                ferrolite_types::Secret::new("v".to_string()),
+            )],
+            ..target.clone()
+        };
+        assert!(matches!(
+            otlp::HttpExporter::new(&bad, vars(&[])),
+            Err(OtelError::Invalid { .. })
+        ));
+        assert!(
+            otlp::HttpExporter::new(&target, vars(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")]))
+                .is_ok()
+        );
+        match otlp::HttpExporter::new(
+            &target,
+            vars(&[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")]),
+        ) {
+            Err(OtelError::Invalid { field, .. }) => {
+                assert_eq!(field, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
+            }
+            other => panic!("gzip is refused: {other:?}"),
+        }
+        Ok(())
+    }
+
     #[test]
     fn failed_exports_are_warned_of_once_a_minute_until_one_succeeds() {
         let start = std::time::Instant::now();
@@ -899,17 +1105,27 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_the_spans_beyond_it() {
-        let span = Queued::of(&finished(&[]));
+        let attributes = [("gen_ai.request.model", Some(Attr::Str("gpt-4o")))];
+        let span = finished(&attributes);
         let queue = Queue::new(Batching::default());
         let most = Batching::default().max_waiting;
         for _ in 0..most + 3 {
-            queue.push(span.clone());
+            queue.push(&span);
         }
         assert_eq!(queue.dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(queue.take().len(), most);
-        assert!(queue.take().is_empty(), "taken once");
-        queue.push(span);
-        assert_eq!(queue.take().len(), 1, "room again once taken");
+        let batch = queue.take();
+        assert_eq!(batch.len(), most);
+        assert_eq!(batch.attributes.len(), most);
+        assert_eq!(queue.take().len(), 0, "taken once");
+        // The batch given back is emptied, and the next spans go into its room.
+        let room = batch.text.capacity();
+        queue.give_back(batch);
+        let _ = queue.take();
+        queue.push(&span);
+        let again = queue.take();
+        assert_eq!(again.len(), 1, "room again once taken");
+        assert_eq!(again.text.capacity(), room);
+        assert_eq!(again.text(again.spans[0].name), "POST /v1/chat/completions");
     }
 
     #[test]
