@@ -380,7 +380,7 @@ impl Inner {
                     r.attempt(target.id.as_str(), &model_group, "success", None, latency);
                 });
                 if traced.is_some() {
-                    let model: Option<String> = response.body.get("model");
+                    let model = response.body.str("model");
                     end_span(
                         call,
                         crate::spans::Ended::Answered {

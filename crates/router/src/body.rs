@@ -185,6 +185,21 @@ impl Body {
         serde_json::from_str(self.raw(name)?.get()).ok()
     }
 
+    /// A top-level string field, borrowed from the bytes when it has no escape (the body was
+    /// checked as JSON when it was read, so a quoted run without a backslash is the string
+    /// itself): a model name read for a span costs no parse. `None` when it is absent or no
+    /// string.
+    pub fn str(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        let place = self.place(name)?;
+        let value = self.bytes.get(place.start..place.end)?;
+        match value {
+            [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => std::str::from_utf8(inner)
+                .ok()
+                .map(std::borrow::Cow::Borrowed),
+            _ => self.get::<String>(name).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// Whether the top-level field `name` is an empty array (a stream's usage-only chunk has
     /// `"choices": []`).
     pub fn is_empty_array(&self, name: &str) -> bool {
@@ -852,6 +867,24 @@ mod tests {
             Some(r#"[{"finish_reason":"stop"}]"#)
         );
         assert!(answer.raw("absent").is_none());
+    }
+
+    #[test]
+    fn a_string_field_is_borrowed_unless_it_has_an_escape() {
+        use std::borrow::Cow;
+        let answer =
+            body(r#"{"model" : "gpt-4o", "id":"a\"b\u00e9", "n":3, "e":"", "x":{"model":"in"}}"#);
+        assert!(matches!(answer.str("model"), Some(Cow::Borrowed("gpt-4o"))));
+        assert_eq!(answer.str("id").as_deref(), Some("a\"bé"));
+        assert!(matches!(answer.str("id"), Some(Cow::Owned(_))));
+        assert_eq!(answer.str("e").as_deref(), Some(""));
+        assert_eq!(answer.str("n"), None);
+        assert_eq!(answer.str("x"), None);
+        assert_eq!(answer.str("absent"), None);
+        assert_eq!(
+            Body::from_value(&serde_json::json!(["model"])).str("model"),
+            None
+        );
     }
 
     #[test]

@@ -32,16 +32,33 @@ pub struct SpanContext {
     pub sampled: bool,
 }
 
-/// The number lowercase hex digits `digits` (at most 32) spell, or `None` for any other byte.
-fn hex(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |n, &b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        Some((n << 4) | u128::from(digit))
-    })
+/// Each byte's value as a lowercase hex digit, or `0xff` for a byte that is not one.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The number lowercase hex digits `digits` (at most 16) spell, or `None` for any other byte:
+/// a table lookup a digit, their invalid marks gathered and tested once.
+fn hex(digits: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    let mut invalid = 0u8;
+    for &b in digits {
+        let digit = HEX_DIGITS[usize::from(b)];
+        invalid |= digit;
+        n = (n << 4) | u64::from(digit & 0xf);
+    }
+    (invalid & 0xf0 == 0).then_some(n)
 }
 
 /// Ids drawn for new traces and spans, seeded from the process' random hash keys.
@@ -97,8 +114,9 @@ impl SpanContext {
         {
             return None;
         }
-        let trace_id = hex(fields.get(3..35)?)?;
-        let span_id = u64::try_from(hex(fields.get(36..52)?)?).ok()?;
+        let trace_id =
+            (u128::from(hex(fields.get(3..19)?)?) << 64) | u128::from(hex(fields.get(19..35)?)?);
+        let span_id = hex(fields.get(36..52)?)?;
         let flags = hex(fields.get(53..55)?)?;
         (trace_id != 0 && span_id != 0).then_some(SpanContext {
             trace_id,
@@ -372,7 +390,14 @@ pub fn operation(body: &serde_json::Value) -> &'static str {
 
 /// The model a deployment calls, without LiteLLM's provider prefix.
 fn model_name(model: &str) -> &str {
-    model.split_once('/').map_or(model, |(_, name)| name)
+    cut(model, b'/').map_or(model, |(_, name)| name)
+}
+
+/// `text` cut at its first `byte` (ASCII), without it: what `split_once` does with a `char`,
+/// by bytes (a short name's search is a few compares, not a searcher set up).
+fn cut(text: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = text.bytes().position(|b| b == byte)?;
+    Some((text.get(..at)?, text.get(at + 1..)?))
 }
 
 /// A deployment's provider as [`Deployment::provider`] names it, borrowed where it can be (its
@@ -386,7 +411,7 @@ fn provider_of(deployment: &Deployment) -> Option<Cow<'_, str>> {
     {
         return Some(Cow::Borrowed(provider));
     }
-    match deployment.model.trim().split_once('/') {
+    match cut(deployment.model.trim(), b'/') {
         Some((prefix, rest)) if !prefix.is_empty() && !rest.is_empty() => {
             Some(Cow::Borrowed(prefix))
         }
@@ -413,7 +438,12 @@ fn provider_name(provider: &str) -> &str {
 
 /// The host of an `api_base` (no scheme, credentials, port or path).
 fn host_of(base: &str) -> Option<&str> {
-    let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let rest = match base.bytes().position(|b| b == b':') {
+        Some(at) if base.as_bytes().get(at + 1..at + 3) == Some(b"//") => {
+            base.get(at + 3..).unwrap_or_default()
+        }
+        _ => base,
+    };
     // Byte by byte: the delimiters are ASCII, so the cut falls on a character boundary.
     let end = rest
         .bytes()
@@ -521,6 +551,51 @@ mod tests {
             b"\xff\xfe",
         ] {
             assert_eq!(SpanContext::from_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The digits are read as a byte-by-byte reading with the standard library reads
+        /// them: any run of bytes of a header's length, mostly hex digits, some of them not.
+        #[test]
+        fn a_traceparent_is_read_as_the_digits_spell_it(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    60 => proptest::sample::select(b"0123456789abcdef".to_vec()),
+                    1 => proptest::sample::select(b"ABCDEFgz-. \xff".to_vec()),
+                ],
+                55,
+            ),
+            dashes in proptest::bool::weighted(0.9),
+        ) {
+            let mut header = bytes;
+            if dashes {
+                for at in [2, 35, 52] {
+                    header[at] = b'-';
+                }
+            }
+            let digits = |range: std::ops::Range<usize>| {
+                let text = std::str::from_utf8(&header[range]).ok()?;
+                text.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    .then(|| u128::from_str_radix(text, 16).ok())
+                    .flatten()
+            };
+            let expected = (|| {
+                let version = digits(0..2)?;
+                if version == 0xff || header[2] != b'-' || header[35] != b'-' || header[52] != b'-' {
+                    return None;
+                }
+                let trace_id = digits(3..35)?;
+                let span_id = u64::try_from(digits(36..52)?).ok()?;
+                let flags = digits(53..55)?;
+                (trace_id != 0 && span_id != 0).then_some(SpanContext {
+                    trace_id,
+                    span_id,
+                    sampled: flags & 1 == 1,
+                })
+            })();
+            proptest::prop_assert_eq!(SpanContext::from_traceparent(&header), expected);
         }
     }
 

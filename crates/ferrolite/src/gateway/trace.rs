@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use ferrolite_router::spans::{Attr, FinishedSpan, SpanContext, SpanKind, SpanSink, Trace, int};
 use ferrolite_router::{Request, RouterResponse, RouterStream};
 
@@ -66,6 +66,10 @@ struct Fields {
     status: Option<u16>,
 }
 
+/// W3C trace context's headers (as `HeaderName`s, so finding them parses no name).
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// The request span of a call to `route` (the path it was routed by) with id `id`, continuing
 /// the trace of the client's `traceparent` (and `tracestate`) when `headers` carry one, a new
 /// trace (sampled as `sink` says) otherwise. Traces nothing without a sink.
@@ -79,14 +83,14 @@ pub(super) fn request(
         return Traced(None);
     };
     let client = headers
-        .get("traceparent")
+        .get(&TRACEPARENT)
         .and_then(|value| SpanContext::from_traceparent(value.as_bytes()));
     let (context, parent, state) = match client {
         Some(client) => (
             client.child(),
             Some(client.span_id),
             headers
-                .get("tracestate")
+                .get(&TRACESTATE)
                 .and_then(|value| value.to_str().ok())
                 .map(str::trim)
                 .filter(|state| !state.is_empty())
@@ -153,7 +157,7 @@ pub(super) fn routing(traced: &Traced, request: &mut Request) {
 pub(super) fn answered(traced: &Traced, answer: &RouterResponse) {
     traced.record(|fields| {
         decision(fields, &answer.deployment_id, &Answered::from(answer));
-        fields.response_model = answer.body.get("model");
+        fields.response_model = answer.body.str("model").map(Cow::into_owned);
         usage_of(fields, answer.usage.as_ref());
     });
 }
