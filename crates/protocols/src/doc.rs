@@ -36,13 +36,11 @@ impl<'a> Doc<'a> {
         // One check of the whole text instead of one per string (what makes a borrowed
         // string's slice valid UTF-8 without checking it again).
         let text = std::str::from_utf8(bytes).map_err(|e| ParseError {
-            at: e.valid_up_to(),
             what: "invalid UTF-8",
             place: line_and_column(bytes, e.valid_up_to()),
         })?;
         let mut reader = Reader {
             text,
-            bytes,
             at: 0,
             depth: 0,
         };
@@ -58,10 +56,8 @@ impl<'a> Doc<'a> {
 /// Why a text is not JSON, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParseError {
-    /// The byte where reading stopped.
-    at: usize,
     what: &'static str,
-    /// The line and column of `at` (from 1).
+    /// The line and column (from 1) where reading stopped.
     place: (usize, usize),
 }
 
@@ -89,34 +85,24 @@ const MAX_DEPTH: usize = 127;
 /// A JSON reader over a text already known to be UTF-8.
 struct Reader<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     at: usize,
     depth: usize,
-}
-
-/// Eight bytes with the high bit set in each one that is `"`, `\\` or a control character
-/// (below 0x20): the bytes a string's scan stops at.
-fn stops(word: u64) -> u64 {
-    const ONES: u64 = u64::MAX / 255;
-    let control = word.wrapping_sub(ONES * 0x20) & !word;
-    let quote = word ^ (ONES * u64::from(b'"'));
-    let quote = quote.wrapping_sub(ONES) & !quote;
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    let backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (control | quote | backslash) & (ONES << 7)
 }
 
 impl<'a> Reader<'a> {
     fn error(&self, what: &'static str) -> ParseError {
         ParseError {
-            at: self.at,
             what,
-            place: line_and_column(self.bytes, self.at),
+            place: line_and_column(self.bytes(), self.at),
         }
     }
 
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     fn skip_space(&mut self) {
@@ -144,7 +130,7 @@ impl<'a> Reader<'a> {
     }
 
     fn word(&mut self, word: &[u8], doc: Doc<'a>) -> Result<Doc<'a>, ParseError> {
-        if self.bytes.get(self.at..self.at + word.len()) == Some(word) {
+        if self.bytes().get(self.at..self.at + word.len()) == Some(word) {
             self.at += word.len();
             Ok(doc)
         } else {
@@ -263,10 +249,10 @@ impl<'a> Reader<'a> {
     /// time; returns where it stopped.
     fn scan(&mut self) -> usize {
         let mut at = self.at;
-        while let Some(chunk) = self.bytes.get(at..at + 8) {
+        while let Some(chunk) = self.bytes().get(at..at + 8) {
             let mut word = [0; 8];
             word.copy_from_slice(chunk);
-            let found = stops(u64::from_le_bytes(word));
+            let found = crate::out::escapes(u64::from_le_bytes(word));
             if found != 0 {
                 at += found.trailing_zeros() as usize / 8;
                 self.at = at;
@@ -274,7 +260,7 @@ impl<'a> Reader<'a> {
             }
             at += 8;
         }
-        while let Some(&b) = self.bytes.get(at) {
+        while let Some(&b) = self.bytes().get(at) {
             if b == b'"' || b == b'\\' || b < 0x20 {
                 break;
             }
@@ -303,7 +289,7 @@ impl<'a> Reader<'a> {
                 let first = self.hex4()?;
                 let code = match first {
                     0xD800..=0xDBFF => {
-                        if self.bytes.get(self.at..self.at + 2) != Some(b"\\u") {
+                        if self.bytes().get(self.at..self.at + 2) != Some(b"\\u") {
                             return Err(self.error("lone leading surrogate in hex escape"));
                         }
                         self.at += 2;
@@ -396,9 +382,8 @@ impl<'a> Reader<'a> {
         serde_json::from_str::<Number>(text)
             .map(Doc::Number)
             .map_err(|_| ParseError {
-                at: start,
                 what: "number out of range",
-                place: line_and_column(self.bytes, start),
+                place: line_and_column(self.bytes(), start),
             })
     }
 

@@ -303,6 +303,19 @@ fn write_str(bytes: &mut Vec<u8>, s: &str) -> Result<(), TranslateError> {
     Ok(())
 }
 
+/// The eight bytes of `word` (little-endian) with the high bit set in each that JSON escapes in
+/// a string: a quote, a backslash or one below 0x20 (`(w - 0x0101..) & !w & 0x8080..` is
+/// non-zero exactly when a byte of `w` is zero; its lowest set bit marks the first such byte).
+/// The one test behind the writer's escape check and the reader's string scan.
+pub(crate) fn escapes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
+    below(word, 0x20)
+        | below(word ^ (ONES * u64::from(b'"')), 1)
+        | below(word ^ (ONES * u64::from(b'\\')), 1)
+}
+
 /// Whether `text` holds a byte JSON escapes: a quote, a backslash or one below 0x20. Eight
 /// bytes at a time (a word's bytes tested at once: `(w - 0x0101..) & !w & 0x8080..` is
 /// non-zero exactly when a byte of `w` is zero), with no byte-by-byte loop: the last eight
@@ -310,15 +323,7 @@ fn write_str(bytes: &mut Vec<u8>, s: &str) -> Result<(), TranslateError> {
 /// is tested padded with spaces (which need no escape). Most strings a translation writes are
 /// short names and values, for which this is one test.
 fn needs_escape(text: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
-    let escapes = |word: [u8; 8]| {
-        let w = u64::from_le_bytes(word);
-        below(w, 0x20)
-            | below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1)
-    };
+    let escapes = |word: [u8; 8]| escapes(u64::from_le_bytes(word));
     let Some(last) = text.len().checked_sub(8) else {
         let mut word = [b' '; 8];
         if let Some(head) = word.get_mut(..text.len()) {

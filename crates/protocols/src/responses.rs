@@ -669,8 +669,6 @@ fn usage_from_chat<'a, A: Json>(usage: &A) -> Out<'a> {
     }
 }
 
-/// The `response` object: what the answer holds, and the request's settings echoed as OpenAI
-/// echoes them (its defaults where the request left them out).
 /// The request's fields a response echoes (`response_object` takes them in this order).
 const ECHOED: [&str; 13] = [
     "instructions",
@@ -688,6 +686,8 @@ const ECHOED: [&str; 13] = [
     "metadata",
 ];
 
+/// The `response` object: what the answer holds, and the request's settings echoed as OpenAI
+/// echoes them (its defaults where the request left them out).
 fn response_object<'a>(
     request: &'a Value,
     head: Head<'a>,
