@@ -788,23 +788,31 @@ impl Batch {
     }
 }
 
+/// `headers` as HTTP header names and values (the values marked sensitive: never shown), or an
+/// error naming a header that cannot be sent (never its value).
+fn header_pairs(
+    headers: &[(String, ferrolite_types::Secret)],
+) -> impl Iterator<Item = Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), OtelError>>
++ '_ {
+    headers.iter().map(|(name, value)| {
+        let invalid = |reason: String| OtelError::Invalid {
+            field: "headers".to_string(),
+            reason,
+        };
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("`{name}` is not a header name")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(value.expose())
+            .map_err(|_| invalid(format!("the value of `{name}` is not a header value")))?;
+        value.set_sensitive(true);
+        Ok((header, value))
+    })
+}
+
 /// The SDK's OTLP/gRPC span exporter of `target`.
 fn grpc_exporter(target: &OtelTarget) -> Result<opentelemetry_otlp::SpanExporter, OtelError> {
     let mut headers = reqwest::header::HeaderMap::new();
-    for (name, value) in &target.headers {
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            OtelError::Invalid {
-                field: "headers".to_string(),
-                reason: format!("`{name}` is not a header name"),
-            }
-        })?;
-        let mut value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
-            OtelError::Invalid {
-                field: "headers".to_string(),
-                reason: format!("the value of `{name}` is not a header value"),
-            }
-        })?;
-        value.set_sensitive(true);
+    for pair in header_pairs(&target.headers) {
+        let (name, value) = pair?;
         headers.append(name, value);
     }
     let mut builder = opentelemetry_otlp::SpanExporter::builder()

@@ -294,7 +294,7 @@ impl HttpExporter {
         target: &OtelTarget,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<HttpExporter, OtelError> {
-        use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+        use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
         // reqwest with `rustls-no-provider` needs a process-wide crypto provider; a second
         // install is refused harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -321,14 +321,9 @@ impl HttpExporter {
             Some(text) => super::parse_headers(&text, field)?,
             None => Vec::new(),
         };
-        for (name, value) in target.headers.iter().chain(&from_vars) {
-            let field = || OtelError::Invalid {
-                field: "headers".to_string(),
-                reason: format!("`{name}` is not a header name with a header value"),
-            };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| field())?;
-            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| field())?;
-            value.set_sensitive(true);
+        // The variables' headers over the configured ones of the same name.
+        for pair in super::header_pairs(&target.headers).chain(super::header_pairs(&from_vars)) {
+            let (name, value) = pair?;
             headers.insert(name, value);
         }
         // Exports are sent uncompressed; a compression asked for stops the start, as the SDK's
